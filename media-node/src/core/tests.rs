@@ -1,0 +1,212 @@
+//! The core driven on a virtual clock: no sockets, no sleeping.
+
+use super::*;
+
+fn join(core: &mut Core, peer: u64, name: &str) {
+    core.join(
+        PeerId(peer),
+        JoinRequest {
+            room: "public/chor".into(),
+            participant_id: format!("p{peer}"),
+            display_name: name.into(),
+            max_participants: 3,
+        },
+    )
+    .unwrap();
+}
+
+fn drain(core: &mut Core) -> Vec<Output> {
+    std::iter::from_fn(|| core.poll_output()).collect()
+}
+
+fn down_tracks(outputs: &[Output]) -> Vec<DownTrack> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::AddDownTrack(d) => Some(d.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn joining_welcomes_and_announces() {
+    let mut core = Core::new(1);
+    join(&mut core, 1, "Anna");
+    join(&mut core, 2, "Ben");
+    let outputs = drain(&mut core);
+    assert!(outputs.contains(&Output::Roster {
+        to: PeerId(2),
+        event: RosterEvent::Welcome {
+            participant_id: "p2".into(),
+            others: vec![ParticipantInfo {
+                participant_id: "p1".into(),
+                display_name: "Anna".into(),
+                audio_muted: false,
+                video_muted: false,
+            }],
+        },
+    }));
+    assert!(outputs.iter().any(|o| matches!(o,
+        Output::Roster { to: PeerId(1), event: RosterEvent::Joined(info) } if info.display_name == "Ben")));
+}
+
+#[test]
+fn the_room_limit_holds() {
+    let mut core = Core::new(1);
+    for peer in 1..=3 {
+        join(&mut core, peer, "x");
+    }
+    let refused = core.join(
+        PeerId(4),
+        JoinRequest {
+            room: "public/chor".into(),
+            participant_id: "p4".into(),
+            display_name: "late".into(),
+            max_participants: 3,
+        },
+    );
+    assert_eq!(refused, Err(JoinError::RoomFull { limit: 3 }));
+    assert_eq!(core.participant_count(), 3);
+}
+
+#[test]
+fn everyone_receives_everyone_else_and_not_themselves() {
+    let mut core = Core::new(1);
+    join(&mut core, 1, "Anna");
+    core.publish(PeerId(1), 1111, Codec::Opus);
+    join(&mut core, 2, "Ben");
+    core.publish(PeerId(2), 2222, Codec::Opus);
+    let tracks = down_tracks(&drain(&mut core));
+    let pairs: Vec<(u64, u64)> = tracks
+        .iter()
+        .map(|d| (d.publisher.0, d.subscriber.0))
+        .collect();
+    assert_eq!(pairs, vec![(1, 2), (2, 1)]);
+    assert_eq!(tracks[0].stream_id, "p1", "the stream id names the publisher");
+
+    let now = Instant::now();
+    for track in &tracks {
+        core.down_track_ready(now, track.subscriber, track.ssrc);
+    }
+    let mut out = Vec::new();
+    assert!(core.forward(PeerId(1), 1111, 5, 960, b"opus", &mut out));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, PeerId(2));
+    assert_eq!(out[0].1.ssrc, tracks[0].ssrc, "rewritten to the down-track's SSRC");
+    assert!(!core.forward(PeerId(1), 9999, 5, 960, b"opus", &mut out), "unknown SSRC");
+}
+
+#[test]
+fn nothing_flows_before_the_down_track_is_ready() {
+    let mut core = Core::new(1);
+    join(&mut core, 1, "Anna");
+    join(&mut core, 2, "Ben");
+    core.publish(PeerId(1), 1111, Codec::Opus);
+    let mut out = Vec::new();
+    core.forward(PeerId(1), 1111, 1, 0, b"opus", &mut out);
+    assert!(out.is_empty());
+}
+
+#[test]
+fn a_new_video_subscriber_asks_for_a_keyframe_and_waits_for_it() {
+    let mut core = Core::new(1);
+    join(&mut core, 1, "Anna");
+    core.publish(PeerId(1), 1111, Codec::Vp8);
+    join(&mut core, 2, "Ben");
+    let track = down_tracks(&drain(&mut core)).remove(0);
+    let start = Instant::now();
+    core.down_track_ready(start, PeerId(2), track.ssrc);
+    assert_eq!(
+        drain(&mut core),
+        vec![Output::RequestKeyframe {
+            publisher: PeerId(1),
+            ssrc: 1111
+        }]
+    );
+    let mut out = Vec::new();
+    let inter = [0x10, 0x01];
+    let key = [0x10, 0x00];
+    core.forward(PeerId(1), 1111, 1, 0, &inter, &mut out);
+    assert!(out.is_empty(), "an inter frame is not decodable yet");
+    // No keyframe came within the retry time: ask again.
+    assert_eq!(core.poll_timeout(), Some(start + KEYFRAME_RETRY));
+    core.handle_timeout(start + KEYFRAME_RETRY);
+    assert_eq!(drain(&mut core).len(), 1);
+    core.forward(PeerId(1), 1111, 2, 0, &key, &mut out);
+    assert_eq!(out.len(), 1);
+    core.forward(PeerId(1), 1111, 3, 0, &inter, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(core.poll_timeout(), None, "nothing left to wait for");
+}
+
+#[test]
+fn subscriber_keyframe_requests_are_rate_limited() {
+    let mut core = Core::new(1);
+    join(&mut core, 1, "Anna");
+    core.publish(PeerId(1), 1111, Codec::Vp8);
+    join(&mut core, 2, "Ben");
+    join(&mut core, 3, "Cem");
+    let tracks = down_tracks(&drain(&mut core));
+    let start = Instant::now();
+    for (i, track) in tracks.iter().enumerate() {
+        core.keyframe_requested(start + Duration::from_millis(i as u64 * 10), track.subscriber, track.ssrc);
+    }
+    assert_eq!(drain(&mut core).len(), 1, "two requests 10 ms apart become one");
+    core.handle_timeout(start + keyframe::MIN_INTERVAL);
+    assert_eq!(drain(&mut core).len(), 1, "the held one goes out after the interval");
+}
+
+#[test]
+fn leaving_frees_everything_of_the_leaver() {
+    let mut core = Core::new(1);
+    for peer in 1..=3 {
+        join(&mut core, peer, "x");
+        core.publish(PeerId(peer), peer as u32 * 10, Codec::Opus);
+        core.publish(PeerId(peer), peer as u32 * 10 + 1, Codec::Vp8);
+    }
+    drain(&mut core);
+    assert_eq!(core.down_track_count(), 12);
+    core.leave(PeerId(2), LeaveReason::Left);
+    let outputs = drain(&mut core);
+    let removed: Vec<u64> = outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::RemoveDownTrack { subscriber, .. } => Some(subscriber.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(removed.len(), 4, "2's two tracks at 1 and 3");
+    assert!(!removed.contains(&2));
+    let told: Vec<u64> = outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Roster {
+                to,
+                event: RosterEvent::Left { participant_id, reason: LeaveReason::Left },
+            } if participant_id == "p2" => Some(to.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told, vec![1, 3]);
+    assert_eq!(core.down_track_count(), 4, "1 and 3 still receive each other");
+    assert_eq!(core.publication_count(), 4);
+    let mut out = Vec::new();
+    assert!(!core.forward(PeerId(2), 20, 1, 0, b"x", &mut out));
+    core.leave(PeerId(1), LeaveReason::ConnectionLost);
+    core.leave(PeerId(3), LeaveReason::Left);
+    assert_eq!(core.room_count(), 0);
+    assert_eq!(core.down_track_count(), 0);
+    assert_eq!(core.publication_count(), 0);
+}
+
+#[test]
+fn republishing_the_same_ssrc_is_idempotent() {
+    let mut core = Core::new(1);
+    join(&mut core, 1, "Anna");
+    join(&mut core, 2, "Ben");
+    let first = core.publish(PeerId(1), 1111, Codec::Opus);
+    drain(&mut core);
+    assert_eq!(core.publish(PeerId(1), 1111, Codec::Opus), first);
+    assert!(drain(&mut core).is_empty());
+}

@@ -1,0 +1,99 @@
+//! Treffpunkt's media node: a selective forwarding unit on webrtc-rs's Sans-I/O core (`rtc`).
+//!
+//! The node owns no policy. It admits whom the control plane admits, hosts the rooms it is
+//! given, forwards media, and reports load and events. Its parts:
+//!
+//! - [`core`]: rooms, participants, publications, down-tracks and the forwarder, as a pure,
+//!   synchronous state machine with the time passed in. Everything that decides something lives
+//!   here and is unit-tested on a virtual clock.
+//! - [`transport`]: ONE UDP port for every participant. ICE-lite with one shared host candidate;
+//!   datagrams are demultiplexed by ICE username, then by address, onto one `rtc` peer
+//!   connection per participant. A single task drives them all: datagrams, timers and commands
+//!   in; events and media to the core; what the core decides out.
+//! - [`control`]: the `Attach` client. The node dials the control plane (never the other way
+//!   round), registers, reports load, and relays each participant's signalling.
+//!
+//! [`run`] wires the three together; the `treffpunkt-media-node` binary and the control plane's
+//! standalone mode both call it.
+#![forbid(unsafe_code)]
+
+pub mod control;
+pub mod core;
+mod error;
+pub mod transport;
+
+use std::net::{IpAddr, SocketAddr};
+
+use tokio::sync::mpsc;
+use treffpunkt_proto::grant::GrantKey;
+use treffpunkt_proto::v1;
+
+pub use error::{Error, Result};
+use transport::{MediaSocket, Node};
+
+/// How a media node runs.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The control plane's gRPC address, e.g. `http://127.0.0.1:7001`.
+    pub control_plane: String,
+    /// Unique in the fleet.
+    pub node_id: String,
+    /// The MediaPool the node belongs to; empty in standalone mode.
+    pub pool: String,
+    /// Where the media port binds, e.g. `0.0.0.0:10000`.
+    pub udp_bind: SocketAddr,
+    /// The address announced to clients in ICE candidates.
+    pub announce_ip: IpAddr,
+    /// Participants the node accepts.
+    pub max_participants: u32,
+    /// The secret shared with the control plane for grants; `None` accepts unsigned grants
+    /// (tests only).
+    pub grant_key: Option<GrantKey>,
+}
+
+/// A bound media node, ready to run.
+pub struct MediaNode {
+    config: NodeConfig,
+    socket: MediaSocket,
+}
+
+impl MediaNode {
+    /// Binds the media port.
+    pub async fn bind(config: NodeConfig) -> Result<Self> {
+        let socket = MediaSocket::bind(config.udp_bind, config.announce_ip).await?;
+        Ok(Self { config, socket })
+    }
+
+    /// The address clients send media to.
+    pub fn media_address(&self) -> SocketAddr {
+        self.socket.announced()
+    }
+
+    /// Attaches to the control plane and forwards media until the process ends.
+    pub async fn run(self) -> Result<()> {
+        let announced = self.socket.announced();
+        let identity = control::Identity {
+            node_id: self.config.node_id.clone(),
+            pool: self.config.pool.clone(),
+            max_participants: self.config.max_participants,
+            media_addresses: vec![v1::MediaAddress {
+                protocol: v1::TransportProtocol::Udp as i32,
+                ip: announced.ip().to_string(),
+                port: u32::from(announced.port()),
+            }],
+        };
+        let (commands, command_queue) = mpsc::channel(1024);
+        let (reports, report_queue) = mpsc::unbounded_channel();
+        let node = Node::new(self.socket, reports, self.config.max_participants);
+        let control = tokio::spawn(control::run(
+            self.config.control_plane,
+            identity,
+            self.config.grant_key,
+            commands,
+            report_queue,
+        ));
+        node.run(command_queue).await;
+        control.abort();
+        Ok(())
+    }
+}

@@ -1,0 +1,69 @@
+//! The `treffpunkt-media-node` binary: one SFU process that attaches to the control plane.
+
+use std::net::{IpAddr, SocketAddr};
+
+use anyhow::Context;
+use clap::Parser;
+use treffpunkt_media_node::{MediaNode, NodeConfig};
+use treffpunkt_proto::grant::GrantKey;
+
+/// A Treffpunkt media node.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The control plane's gRPC address.
+    #[arg(long, env = "TREFFPUNKT_CONTROL_PLANE", default_value = "http://127.0.0.1:7001")]
+    control_plane: String,
+    /// This node's id; defaults to the host name.
+    #[arg(long, env = "TREFFPUNKT_NODE_ID")]
+    node_id: Option<String>,
+    /// The MediaPool this node belongs to.
+    #[arg(long, env = "TREFFPUNKT_POOL", default_value = "")]
+    pool: String,
+    /// Where the UDP media port binds.
+    #[arg(long, env = "TREFFPUNKT_UDP_BIND", default_value = "0.0.0.0:10000")]
+    udp_bind: SocketAddr,
+    /// The address announced to clients (in Kubernetes: the node's address, from the
+    /// downward API).
+    #[arg(long, env = "TREFFPUNKT_ANNOUNCE_IP", default_value = "127.0.0.1")]
+    announce_ip: IpAddr,
+    /// Participants this node accepts.
+    #[arg(long, env = "TREFFPUNKT_MAX_PARTICIPANTS", default_value_t = 200)]
+    max_participants: u32,
+    /// The secret shared with the control plane for signing grants.
+    #[arg(long, env = "TREFFPUNKT_GRANT_KEY", hide_env_values = true)]
+    grant_key: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rtc=error,rtc_ice=error,rtc_dtls=error".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let node_id = match args.node_id {
+        Some(id) => id,
+        None => std::fs::read_to_string("/etc/hostname")
+            .map(|name| name.trim().to_owned())
+            .unwrap_or_else(|_| "media-node".to_owned()),
+    };
+    let node = MediaNode::bind(NodeConfig {
+        control_plane: args.control_plane,
+        node_id,
+        pool: args.pool,
+        udp_bind: args.udp_bind,
+        announce_ip: args.announce_ip,
+        max_participants: args.max_participants,
+        grant_key: Some(GrantKey::new(args.grant_key.as_bytes())),
+    })
+    .await
+    .context("binding the media port")?;
+    tokio::select! {
+        result = node.run() => result.context("running the media node")?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,428 @@
+//! One participant's connection: an `rtc` peer connection (Sans-I/O) and what the node keeps
+//! beside it: the negotiation state, its down-tracks, and the SSRCs it publishes.
+//!
+//! Negotiation follows one rule that avoids glare: the client offers once, for what it sends;
+//! from then on only the node offers, one offer at a time, whenever the set of down-tracks has
+//! changed.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::ice::network_type::NetworkType;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate,
+};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{
+    RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
+};
+use rtc::sdp::extmap::AUDIO_LEVEL_URI;
+
+use super::media::{media_setup, rtp_codec};
+use crate::core::{Codec, DownTrack, MediaKind, PeerId, Rewrite};
+use crate::error::{Error, Result};
+
+/// The most media sections a client may offer: audio, camera, and room for a screen share.
+pub const MAX_OFFERED_MEDIA: usize = 4;
+/// How long the node waits for the answer to one of its offers.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a connection may take to come up after the client's offer.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where a connection stands in offer/answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Negotiation {
+    /// Waiting for the client's first offer.
+    AwaitingOffer,
+    /// Nothing in flight.
+    Stable,
+    /// The node sent an offer and waits for the answer.
+    OfferSent {
+        /// When it was sent.
+        at: Instant,
+    },
+}
+
+/// One down-track on this connection.
+#[derive(Debug)]
+struct DownSender {
+    sender: RTCRtpSenderId,
+    kind: MediaKind,
+    codec: Codec,
+    /// The payload type negotiated on this leg, once the answer is in.
+    payload_type: Option<u8>,
+    /// Included in an offer that was answered.
+    negotiated: bool,
+    /// Included in the offer in flight.
+    in_offer: bool,
+}
+
+/// A participant's connection.
+pub struct Peer {
+    /// The core's id of this participant.
+    pub id: PeerId,
+    /// The control plane's session id.
+    pub session_id: String,
+    /// The local ICE username fragment, the demultiplexing key.
+    pub ufrag: String,
+    /// The `rtc` connection.
+    pub pc: RTCPeerConnection,
+    /// Offer/answer state.
+    pub negotiation: Negotiation,
+    /// Down-tracks were added or removed since the last offer.
+    pub needs_offer: bool,
+    /// DTLS is up and media can flow.
+    pub connected: bool,
+    /// When the session was opened.
+    pub opened_at: Instant,
+    /// The next timeout the connection asked for, as scheduled.
+    pub deadline: Option<Instant>,
+    down: HashMap<u32, DownSender>,
+    /// Published SSRC -> receiver, for keyframe requests.
+    receivers: HashMap<u32, RTCRtpReceiverId>,
+    /// The audio-level extension id the client sends with, and the one it receives with.
+    audio_level_in: Option<u8>,
+    audio_level_out: Option<u8>,
+}
+
+/// Random printable text for ICE credentials (ice-chars are alphanumerics, '+' and '/').
+fn random_ice_text(len: usize) -> String {
+    use ring::rand::{SecureRandom, SystemRandom};
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = vec![0u8; len];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the operating system's random source is available");
+    bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
+}
+
+/// Runs `f`, turning a panic inside `rtc` (which must not happen, but would take every call
+/// on the node with it) into an error for this one connection.
+fn guarded<T>(what: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or(Err(Error::Internal(what)))
+}
+
+impl Peer {
+    /// A new connection, ICE-lite, answering DTLS as server, with the node's one host
+    /// candidate at `announced`.
+    pub fn new(id: PeerId, session_id: String, announced: SocketAddr, now: Instant) -> Result<Self> {
+        let ufrag = random_ice_text(16);
+        let password = random_ice_text(32);
+        let network = if announced.is_ipv4() {
+            NetworkType::Udp4
+        } else {
+            NetworkType::Udp6
+        };
+        let settings = SettingEngineBuilder::new()
+            .with_lite(true)
+            .with_ice_credentials(ufrag.clone(), password)
+            .with_answering_dtls_role(RTCDtlsRole::Server)
+            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+            .with_network_types(vec![network])
+            .build();
+        let (engine, registry) = media_setup()?;
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_setting_engine(settings)
+            .with_media_engine(engine)
+            .with_interceptor_registry(registry)
+            .build(now)?;
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: announced.ip().to_string(),
+                port: announced.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()?;
+        pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+        Ok(Self {
+            id,
+            session_id,
+            ufrag,
+            pc,
+            negotiation: Negotiation::AwaitingOffer,
+            needs_offer: false,
+            connected: false,
+            opened_at: now,
+            deadline: None,
+            down: HashMap::new(),
+            receivers: HashMap::new(),
+            audio_level_in: None,
+            audio_level_out: None,
+        })
+    }
+
+    /// Answers the client's offer. Offers are accepted only when nothing else is in flight.
+    pub fn answer_offer(&mut self, now: Instant, sdp: String) -> Result<String> {
+        if matches!(self.negotiation, Negotiation::OfferSent { .. }) {
+            return Err(Error::Negotiation(
+                "an offer from the node is waiting for your answer",
+            ));
+        }
+        let media_sections = sdp.lines().filter(|line| line.starts_with("m=")).count();
+        if media_sections > MAX_OFFERED_MEDIA + self.down.len() {
+            return Err(Error::BadSdp(format!(
+                "too many media sections ({media_sections})"
+            )));
+        }
+        let pc = &mut self.pc;
+        let answer = guarded("setting a remote offer", || {
+            let offer = RTCSessionDescription::offer(sdp).map_err(Error::bad_sdp)?;
+            pc.set_remote_description(now, offer).map_err(Error::bad_sdp)?;
+            let answer = pc.create_answer(None)?;
+            pc.set_local_description(now, answer.clone())?;
+            Ok(answer.sdp)
+        })?;
+        self.negotiation = Negotiation::Stable;
+        self.refresh_extension_ids();
+        Ok(answer)
+    }
+
+    /// Creates the node's offer if one is due: down-tracks changed and nothing is in flight.
+    pub fn offer_if_needed(&mut self, now: Instant) -> Result<Option<String>> {
+        if !self.needs_offer || self.negotiation != Negotiation::Stable {
+            return Ok(None);
+        }
+        let pc = &mut self.pc;
+        let offer = guarded("creating an offer", || {
+            let offer = pc.create_offer(None)?;
+            pc.set_local_description(now, offer.clone())?;
+            Ok(offer.sdp)
+        })?;
+        for down in self.down.values_mut() {
+            down.in_offer = true;
+        }
+        self.needs_offer = false;
+        self.negotiation = Negotiation::OfferSent { at: now };
+        Ok(Some(offer))
+    }
+
+    /// Applies the client's answer to the node's offer. Returns the down-tracks that became
+    /// negotiated.
+    pub fn apply_answer(&mut self, now: Instant, sdp: String) -> Result<Vec<u32>> {
+        if !matches!(self.negotiation, Negotiation::OfferSent { .. }) {
+            return Err(Error::Negotiation("there is no offer to answer"));
+        }
+        let pc = &mut self.pc;
+        guarded("setting a remote answer", || {
+            let answer = RTCSessionDescription::answer(sdp).map_err(Error::bad_sdp)?;
+            pc.set_remote_description(now, answer).map_err(Error::bad_sdp)?;
+            Ok(())
+        })?;
+        self.negotiation = Negotiation::Stable;
+        self.refresh_extension_ids();
+        let mut ready = Vec::new();
+        for (ssrc, down) in &mut self.down {
+            if down.in_offer && !down.negotiated {
+                down.negotiated = true;
+                down.payload_type = self.pc.rtp_sender(down.sender).and_then(|mut sender| {
+                    let mime = rtp_codec(down.codec).mime_type;
+                    sender
+                        .get_parameters()
+                        .rtp_parameters
+                        .codecs
+                        .iter()
+                        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&mime))
+                        .map(|c| c.payload_type)
+                });
+                ready.push(*ssrc);
+            }
+        }
+        Ok(ready)
+    }
+
+    /// Whether an offer of the node has waited too long for its answer.
+    pub fn answer_overdue(&self, now: Instant) -> bool {
+        matches!(self.negotiation, Negotiation::OfferSent { at } if now.duration_since(at) > ANSWER_TIMEOUT)
+    }
+
+    /// The down-tracks that are negotiated, for when the connection comes up.
+    pub fn negotiated_down_tracks(&self) -> Vec<u32> {
+        self.down
+            .iter()
+            .filter(|(_, down)| down.negotiated)
+            .map(|(ssrc, _)| *ssrc)
+            .collect()
+    }
+
+    fn refresh_extension_ids(&mut self) {
+        let receivers: Vec<RTCRtpReceiverId> = self.pc.get_receivers().collect();
+        self.audio_level_in = receivers.into_iter().find_map(|id| {
+            let mut receiver = self.pc.rtp_receiver(id)?;
+            if receiver.track().kind() != RtpCodecKind::Audio {
+                return None;
+            }
+            extension_id(&receiver.get_parameters().rtp_parameters.header_extensions)
+        });
+        let senders: Vec<RTCRtpSenderId> = self.pc.get_senders().collect();
+        self.audio_level_out = senders.into_iter().find_map(|id| {
+            let mut sender = self.pc.rtp_sender(id)?;
+            if sender.track().kind() != RtpCodecKind::Audio {
+                return None;
+            }
+            extension_id(&sender.get_parameters().rtp_parameters.header_extensions)
+        });
+    }
+
+    /// Adds a down-track: a send-only transceiver carrying another participant's track.
+    pub fn add_down_track(&mut self, track: &DownTrack) -> Result<()> {
+        let kind = match track.kind {
+            MediaKind::Audio => RtpCodecKind::Audio,
+            MediaKind::Video => RtpCodecKind::Video,
+        };
+        let media_track = MediaStreamTrack::new(
+            track.stream_id.clone(),
+            track.track_id.clone(),
+            track.track_id.clone(),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(track.ssrc),
+                    ..Default::default()
+                },
+                active: true,
+                codec: rtp_codec(track.codec),
+                ..Default::default()
+            }],
+        );
+        let transceiver = self.pc.add_transceiver_from_track(
+            media_track,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Sendonly,
+                streams: vec![track.stream_id.clone()],
+                send_encodings: vec![],
+            }),
+        )?;
+        self.down.insert(
+            track.ssrc,
+            DownSender {
+                sender: RTCRtpSenderId::from(transceiver),
+                kind: track.kind,
+                codec: track.codec,
+                payload_type: None,
+                negotiated: false,
+                in_offer: false,
+            },
+        );
+        self.needs_offer = true;
+        Ok(())
+    }
+
+    /// Removes a down-track; its media section turns inactive at the next offer.
+    pub fn remove_down_track(&mut self, ssrc: u32) -> Result<()> {
+        if let Some(down) = self.down.remove(&ssrc) {
+            self.pc.remove_track(down.sender)?;
+            self.needs_offer = true;
+        }
+        Ok(())
+    }
+
+    /// Remembers which receiver carries a published SSRC.
+    pub fn track_receiver(&mut self, ssrc: u32, receiver: RTCRtpReceiverId) {
+        self.receivers.insert(ssrc, receiver);
+    }
+
+    /// The codec a publisher's SSRC arrives with.
+    pub fn published_codec(&mut self, receiver: RTCRtpReceiverId, ssrc: u32) -> Option<Codec> {
+        let receiver = self.pc.rtp_receiver(receiver)?;
+        let codec = receiver.track().codec(ssrc)?;
+        Codec::from_mime(&codec.mime_type)
+    }
+
+    /// Asks the client for a keyframe on one of its SSRCs.
+    pub fn request_keyframe(&mut self, now: Instant, ssrc: u32) -> Result<()> {
+        let Some(receiver) = self.receivers.get(&ssrc).copied() else {
+            return Ok(());
+        };
+        if let Some(mut receiver) = self.pc.rtp_receiver(receiver) {
+            receiver.write_rtcp(
+                now,
+                vec![Box::new(PictureLossIndication {
+                    sender_ssrc: 1,
+                    media_ssrc: ssrc,
+                })],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Sends one forwarded packet on a down-track: the header rewritten as the core decided,
+    /// the payload type and header extensions as negotiated on this leg. The payload is shared,
+    /// not copied.
+    pub fn write_forwarded(
+        &mut self,
+        now: Instant,
+        source: &rtp::Header,
+        source_audio_level: Option<u8>,
+        rewrite: &Rewrite,
+        payload: &Bytes,
+    ) -> Result<()> {
+        let Some(down) = self.down.get(&rewrite.ssrc) else {
+            return Ok(());
+        };
+        let Some(payload_type) = down.payload_type else {
+            return Ok(());
+        };
+        let mut header = rtp::Header {
+            version: 2,
+            marker: source.marker,
+            payload_type,
+            sequence_number: rewrite.sequence_number,
+            timestamp: rewrite.timestamp,
+            ssrc: rewrite.ssrc,
+            ..Default::default()
+        };
+        // Only the audio level travels on; mid and transport-wide sequence numbers belong to
+        // each leg (the interceptors write this leg's own).
+        if down.kind == MediaKind::Audio
+            && let (Some(in_id), Some(out_id)) = (source_audio_level, self.audio_level_out)
+            && let Some(level) = source.get_extension(in_id)
+        {
+            header.set_extension(out_id, level)?;
+        }
+        let sender = down.sender;
+        let Some(mut sender) = self.pc.rtp_sender(sender) else {
+            return Ok(());
+        };
+        sender.write_rtp(
+            now,
+            rtp::Packet {
+                header,
+                payload: payload.clone(),
+            },
+        )?;
+        Ok(())
+    }
+
+    /// The audio-level extension id this client sends with.
+    pub fn audio_level_in(&self) -> Option<u8> {
+        self.audio_level_in
+    }
+}
+
+fn extension_id(extensions: &[rtc::rtp_transceiver::rtp_sender::RTCRtpHeaderExtensionParameters]) -> Option<u8> {
+    extensions
+        .iter()
+        .find(|extension| extension.uri == AUDIO_LEVEL_URI)
+        .and_then(|extension| u8::try_from(extension.id).ok())
+}

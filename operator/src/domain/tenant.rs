@@ -1,0 +1,50 @@
+//! Tenants: the city's public space and each partner organisation.
+
+use super::TenantName;
+
+/// A tenant as the control plane sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tenant {
+    /// The tenant's name, the first part of every room URL.
+    pub name: TenantName,
+    /// What people see as the space's title.
+    pub display_name: String,
+    /// How much of the platform the tenant may use.
+    pub limits: TenantLimits,
+    /// What the tenant allows.
+    pub policy: TenantPolicy,
+    /// A suspended tenant admits nobody.
+    pub suspended: bool,
+}
+
+/// How much of the platform a tenant may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TenantLimits {
+    /// Rooms that may exist at once.
+    pub max_rooms: u32,
+    /// Participants in one room, unless the room sets a lower limit.
+    pub max_participants_per_room: u32,
+}
+
+/// What a tenant allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TenantPolicy {
+    /// Opening a new room name creates the room.
+    pub adhoc_rooms: bool,
+}
+
+impl Tenant {
+    /// The city's public space: anyone may open a room by choosing a name.
+    pub fn public() -> Self {
+        Self {
+            name: TenantName::new("public").expect("'public' is a valid DNS label"),
+            display_name: "Treffpunkt".to_owned(),
+            limits: TenantLimits {
+                max_rooms: 500,
+                max_participants_per_room: 20,
+            },
+            policy: TenantPolicy { adhoc_rooms: true },
+            suspended: false,
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The gRPC `Attach` endpoint that media nodes dial.
+//!
+//! A node's first message must be `Register`; anything else, or a registration that does not
+//! make sense, ends the stream with `InvalidArgument` and a message saying why. After that the
+//! stream's reader hands signals to sessions and keeps the node's load, and a writer task
+//! drains the node's outgoing queue. When the stream ends, the node is forgotten and the
+//! clients of its sessions are told.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, warn};
+use treffpunkt_proto::v1::{
+    self, control_message::Kind as ControlKind, control_plane_server::ControlPlane,
+    node_message::Kind as NodeKind,
+};
+
+use super::{ClientEvent, Fleet};
+use crate::domain::NodeId;
+
+/// How long a node may take to register after opening its stream.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Commands queued for one node before senders wait.
+const NODE_QUEUE: usize = 1024;
+/// How often nodes report their load.
+pub const LOAD_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest node id accepted.
+const MAX_NODE_ID_LEN: usize = 128;
+
+/// The `ControlPlane` gRPC service of one control-plane replica.
+#[derive(Debug, Clone)]
+pub struct AttachService {
+    fleet: Arc<Fleet>,
+}
+
+impl AttachService {
+    /// A service that records attached nodes in `fleet`.
+    pub fn new(fleet: Arc<Fleet>) -> Self {
+        Self { fleet }
+    }
+}
+
+/// Checks a registration; the error says what is wrong with it.
+fn validate(register: &v1::Register) -> Result<(), Status> {
+    if register.node_id.is_empty() || register.node_id.len() > MAX_NODE_ID_LEN {
+        return Err(Status::invalid_argument(format!(
+            "node_id must be 1 to {MAX_NODE_ID_LEN} bytes"
+        )));
+    }
+    if register.media_addresses.is_empty() {
+        return Err(Status::invalid_argument(
+            "a node must announce at least one media address",
+        ));
+    }
+    for address in &register.media_addresses {
+        if address.ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(Status::invalid_argument(format!(
+                "media address {:?} is not an IP address",
+                address.ip
+            )));
+        }
+        if address.port == 0 || address.port > u32::from(u16::MAX) {
+            return Err(Status::invalid_argument(format!(
+                "media port {} is out of range",
+                address.port
+            )));
+        }
+    }
+    if register.capacity.is_none_or(|c| c.max_participants == 0) {
+        return Err(Status::invalid_argument(
+            "capacity.max_participants must be positive",
+        ));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl ControlPlane for AttachService {
+    type AttachStream = ReceiverStream<Result<v1::ControlMessage, Status>>;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<v1::NodeMessage>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Register within 10 s"))??;
+        let register = match first.and_then(|message| message.kind) {
+            Some(NodeKind::Register(register)) => register,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message on Attach must be Register",
+                ));
+            }
+        };
+        validate(&register)?;
+        let node = NodeId(register.node_id.clone());
+
+        let (to_node, mut queued) = mpsc::channel::<v1::ControlMessage>(NODE_QUEUE);
+        let (outbound, stream) = mpsc::channel(NODE_QUEUE);
+        let registered = v1::ControlMessage::new(ControlKind::Registered(v1::Registered {
+            load_report_interval_ms: LOAD_REPORT_INTERVAL.as_millis() as u32,
+        }));
+        outbound
+            .send(Ok(registered))
+            .await
+            .map_err(|_| Status::cancelled("node went away while registering"))?;
+        tokio::spawn(async move {
+            while let Some(message) = queued.recv().await {
+                if outbound.send(Ok(message)).await.is_err() {
+                    break;
+                }
+            }
+        });
+
+        info!(%node, version = %register.version, pool = %register.pool, "media node attached");
+        let attachment = self.fleet.attach(register, to_node.clone());
+        let fleet = self.fleet.clone();
+        tokio::spawn(async move {
+            loop {
+                let message = match inbound.message().await {
+                    Ok(Some(message)) => message,
+                    Ok(None) => break,
+                    Err(status) => {
+                        warn!(%node, %status, "attach stream failed");
+                        break;
+                    }
+                };
+                handle_node_message(&fleet, &node, &to_node, message).await;
+            }
+            info!(%node, "media node detached");
+            fleet.detach(&node, attachment);
+        });
+        Ok(Response::new(ReceiverStream::new(stream)))
+    }
+}
+
+async fn handle_node_message(
+    fleet: &Fleet,
+    node: &NodeId,
+    to_node: &mpsc::Sender<v1::ControlMessage>,
+    message: v1::NodeMessage,
+) {
+    match message.kind {
+        Some(NodeKind::Signal(v1::SessionSignal {
+            session_id,
+            signal: Some(signal),
+        })) => {
+            if !fleet.deliver(node, &session_id, ClientEvent::Signal(signal)) {
+                warn!(%node, "client does not keep up; closing its session");
+                let close = v1::CloseSession {
+                    session_id,
+                    reason: v1::CloseReason::ConnectionLost as i32,
+                };
+                let _ = to_node
+                    .send(v1::ControlMessage::new(ControlKind::CloseSession(close)))
+                    .await;
+            }
+        }
+        Some(NodeKind::SessionClosed(closed)) => {
+            let reason = v1::CloseReason::try_from(closed.reason).unwrap_or_default();
+            fleet.deliver(node, &closed.session_id, ClientEvent::Closed(reason));
+        }
+        Some(NodeKind::Load(load)) => fleet.update_load(node, load),
+        Some(NodeKind::Draining(_)) => {
+            info!(%node, "media node is draining");
+            fleet.mark_draining(node);
+        }
+        Some(NodeKind::Register(_)) => warn!(%node, "ignoring a second Register"),
+        Some(NodeKind::Signal(_)) | None => warn!(%node, "ignoring an empty node message"),
+    }
+}

@@ -1,0 +1,315 @@
+//! The web client's signalling messages (JSON over WebSocket) and their conversion to and from
+//! the `treffpunkt.v1` signals that travel on to the media node.
+//!
+//! Every message is an object with a `type`. Anything else is refused with a `bad-message`
+//! error naming what was wrong; the connection stays open.
+
+use serde::{Deserialize, Serialize};
+use treffpunkt_proto::v1::{self, signal::Kind};
+
+/// The largest SDP the gateway relays. Browsers' offers for a call are a few kB.
+pub const MAX_SDP_BYTES: usize = 32 * 1024;
+
+/// A message from the browser.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// Join the room under this name.
+    Join {
+        /// What the person typed as their name.
+        name: String,
+        /// Whether they join with the microphone off.
+        #[serde(default, rename = "audioMuted")]
+        audio_muted: bool,
+        /// Whether they join with the camera off.
+        #[serde(default, rename = "videoMuted")]
+        video_muted: bool,
+    },
+    /// An SDP offer.
+    Offer {
+        /// The session description.
+        sdp: String,
+    },
+    /// An SDP answer.
+    Answer {
+        /// The session description.
+        sdp: String,
+    },
+    /// A trickled ICE candidate.
+    Candidate {
+        /// The candidate line.
+        candidate: String,
+        /// The media section's id.
+        #[serde(default, rename = "sdpMid")]
+        sdp_mid: Option<String>,
+        /// The media section's index.
+        #[serde(default, rename = "sdpMLineIndex")]
+        sdp_mline_index: Option<u32>,
+    },
+    /// The microphone or camera was switched.
+    Media {
+        /// Whether the microphone is off.
+        #[serde(rename = "audioMuted")]
+        audio_muted: bool,
+        /// Whether the camera is off.
+        #[serde(rename = "videoMuted")]
+        video_muted: bool,
+    },
+    /// The person leaves.
+    Leave,
+}
+
+/// One participant as the browser sees them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantInfo {
+    /// Their id, which is also the id of their media stream.
+    pub id: String,
+    /// Their name.
+    pub name: String,
+    /// Whether their microphone is off.
+    pub audio_muted: bool,
+    /// Whether their camera is off.
+    pub video_muted: bool,
+}
+
+/// A message to the browser.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ServerMessage {
+    /// You are in.
+    #[serde(rename_all = "camelCase")]
+    Welcome {
+        /// Your participant id.
+        participant_id: String,
+        /// Who else is here.
+        participants: Vec<ParticipantInfo>,
+    },
+    /// An SDP offer from the node.
+    Offer {
+        /// The session description.
+        sdp: String,
+    },
+    /// An SDP answer from the node.
+    Answer {
+        /// The session description.
+        sdp: String,
+    },
+    /// A candidate of the node.
+    #[serde(rename_all = "camelCase")]
+    Candidate {
+        /// The candidate line.
+        candidate: String,
+        /// The media section's id.
+        sdp_mid: String,
+        /// The media section's index.
+        sdp_m_line_index: u32,
+    },
+    /// Someone came in.
+    ParticipantJoined {
+        /// Who.
+        participant: ParticipantInfo,
+    },
+    /// Someone left.
+    #[serde(rename_all = "camelCase")]
+    ParticipantLeft {
+        /// Who.
+        participant_id: String,
+        /// `left` or `connection-lost`.
+        reason: &'static str,
+    },
+    /// Someone switched microphone or camera.
+    #[serde(rename_all = "camelCase")]
+    Media {
+        /// Who.
+        participant_id: String,
+        /// Whether the microphone is off.
+        audio_muted: bool,
+        /// Whether the camera is off.
+        video_muted: bool,
+    },
+    /// Something could not be done. `code` is stable; the client translates it.
+    Error {
+        /// Machine-readable code.
+        code: String,
+        /// English detail for logs and developers.
+        message: String,
+    },
+    /// Your session has ended.
+    Closed {
+        /// Why, as a stable code.
+        reason: &'static str,
+    },
+}
+
+impl ServerMessage {
+    /// An error with a stable `code`.
+    pub fn error(code: &str, message: impl Into<String>) -> Self {
+        Self::Error {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A client message that cannot go on to the node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RelayError {
+    /// The SDP is larger than [`MAX_SDP_BYTES`].
+    #[error("the session description is larger than {MAX_SDP_BYTES} bytes")]
+    SdpTooLarge,
+    /// The message only makes sense before joining.
+    #[error("already joined")]
+    AlreadyJoined,
+}
+
+fn check_sdp(sdp: String) -> Result<v1::SessionDescription, RelayError> {
+    if sdp.len() > MAX_SDP_BYTES {
+        return Err(RelayError::SdpTooLarge);
+    }
+    Ok(v1::SessionDescription { sdp })
+}
+
+/// Converts a message of a joined client to the signal for its node.
+pub fn to_signal(message: ClientMessage) -> Result<v1::Signal, RelayError> {
+    let kind = match message {
+        ClientMessage::Join { .. } => return Err(RelayError::AlreadyJoined),
+        ClientMessage::Offer { sdp } => Kind::Offer(check_sdp(sdp)?),
+        ClientMessage::Answer { sdp } => Kind::Answer(check_sdp(sdp)?),
+        ClientMessage::Candidate {
+            candidate,
+            sdp_mid,
+            sdp_mline_index,
+        } => {
+            if candidate.len() > 1024 {
+                return Err(RelayError::SdpTooLarge);
+            }
+            Kind::Candidate(v1::IceCandidate {
+                candidate,
+                sdp_mid: sdp_mid.unwrap_or_default(),
+                sdp_mline_index: sdp_mline_index.unwrap_or_default(),
+            })
+        }
+        ClientMessage::Media {
+            audio_muted,
+            video_muted,
+        } => Kind::MediaState(v1::MediaState {
+            participant_id: String::new(),
+            audio_muted,
+            video_muted,
+        }),
+        ClientMessage::Leave => Kind::Leave(v1::Leave {}),
+    };
+    Ok(v1::Signal::new(kind))
+}
+
+fn participant_info(participant: v1::Participant) -> ParticipantInfo {
+    let media = participant.media.unwrap_or_default();
+    ParticipantInfo {
+        id: participant.participant_id,
+        name: participant.display_name,
+        audio_muted: media.audio_muted,
+        video_muted: media.video_muted,
+    }
+}
+
+/// The stable code of a close reason, for the client.
+pub fn close_reason_code(reason: v1::CloseReason) -> &'static str {
+    match reason {
+        v1::CloseReason::Left => "left",
+        v1::CloseReason::ConnectionLost | v1::CloseReason::Unspecified => "connection-lost",
+        v1::CloseReason::Refused => "refused",
+        v1::CloseReason::ProtocolError => "protocol-error",
+        v1::CloseReason::RoomClosed => "room-closed",
+    }
+}
+
+/// Converts a node's signal to the message for the browser; `None` for signals that have no
+/// meaning for a browser.
+pub fn from_signal(signal: v1::Signal) -> Option<ServerMessage> {
+    Some(match signal.kind? {
+        Kind::Offer(description) => ServerMessage::Offer {
+            sdp: description.sdp,
+        },
+        Kind::Answer(description) => ServerMessage::Answer {
+            sdp: description.sdp,
+        },
+        Kind::Candidate(candidate) => ServerMessage::Candidate {
+            candidate: candidate.candidate,
+            sdp_mid: candidate.sdp_mid,
+            sdp_m_line_index: candidate.sdp_mline_index,
+        },
+        Kind::Welcome(welcome) => ServerMessage::Welcome {
+            participant_id: welcome.participant_id,
+            participants: welcome.participants.into_iter().map(participant_info).collect(),
+        },
+        Kind::ParticipantJoined(participant) => ServerMessage::ParticipantJoined {
+            participant: participant_info(participant),
+        },
+        Kind::ParticipantLeft(left) => ServerMessage::ParticipantLeft {
+            participant_id: left.participant_id,
+            reason: close_reason_code(v1::CloseReason::try_from(left.reason).unwrap_or_default()),
+        },
+        Kind::MediaState(state) => ServerMessage::Media {
+            participant_id: state.participant_id,
+            audio_muted: state.audio_muted,
+            video_muted: state.video_muted,
+        },
+        Kind::Error(error) => ServerMessage::Error {
+            code: error.code,
+            message: error.message,
+        },
+        Kind::Leave(_) => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_parse_and_unknown_ones_are_refused() {
+        let join: ClientMessage = serde_json::from_str(r#"{"type":"join","name":"Anna"}"#).unwrap();
+        assert_eq!(
+            join,
+            ClientMessage::Join {
+                name: "Anna".into(),
+                audio_muted: false,
+                video_muted: false
+            }
+        );
+        for bad in [
+            r#"{"type":"hack"}"#,
+            r#"{"type":"offer"}"#,
+            r#"{"type":"offer","sdp":1}"#,
+            r#"{"type":"leave","extra":true}"#,
+            r#"[1,2,3]"#,
+            "not json",
+        ] {
+            assert!(
+                serde_json::from_str::<ClientMessage>(bad).is_err(),
+                "{bad} must be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_sdp_is_not_relayed() {
+        let huge = ClientMessage::Offer {
+            sdp: "a".repeat(MAX_SDP_BYTES + 1),
+        };
+        assert_eq!(to_signal(huge), Err(RelayError::SdpTooLarge));
+    }
+
+    #[test]
+    fn server_messages_have_the_documented_shape() {
+        let message = ServerMessage::ParticipantLeft {
+            participant_id: "p1".into(),
+            reason: "left",
+        };
+        assert_eq!(
+            serde_json::to_string(&message).unwrap(),
+            r#"{"type":"participant-left","participantId":"p1","reason":"left"}"#
+        );
+    }
+}

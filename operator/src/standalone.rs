@@ -1,0 +1,187 @@
+//! Standalone mode: the control plane, one media node and the web client in one process, with
+//! an in-memory store and no Kubernetes.
+//!
+//! It is the same code as in a cluster: the media node dials the control plane's `Attach`
+//! endpoint over real gRPC on loopback, and the gateway places rooms on it like on any node.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{info, warn};
+use treffpunkt_media_node::{MediaNode, NodeConfig};
+use treffpunkt_proto::grant::GrantKey;
+use treffpunkt_proto::v1::control_plane_server::ControlPlaneServer;
+
+use crate::domain::{RoomLifetime, Tenant};
+use crate::fleet::Fleet;
+use crate::fleet::attach::AttachService;
+use crate::gateway::Gateway;
+use crate::store::{MemoryStore, Store};
+
+/// How long an ad-hoc room may stay empty before it is removed.
+pub const ADHOC_ROOM_IDLE: Duration = Duration::from_secs(300);
+
+/// Where standalone mode listens.
+#[derive(Clone, Debug)]
+pub struct StandaloneConfig {
+    /// The web client and signalling (HTTP).
+    pub http: SocketAddr,
+    /// The control plane's gRPC endpoint for media nodes; loopback in standalone mode.
+    pub grpc: SocketAddr,
+    /// The media node's UDP port.
+    pub udp: SocketAddr,
+    /// The address announced to browsers for media.
+    pub announce_ip: IpAddr,
+    /// Participants the media node accepts.
+    pub max_participants: u32,
+    /// The tenants to serve; the public space when empty.
+    pub tenants: Vec<Tenant>,
+}
+
+impl Default for StandaloneConfig {
+    fn default() -> Self {
+        let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        Self {
+            http: SocketAddr::new(localhost, 8080),
+            grpc: SocketAddr::new(localhost, 0),
+            udp: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 10000),
+            announce_ip: localhost,
+            max_participants: 200,
+            tenants: Vec::new(),
+        }
+    }
+}
+
+/// A running standalone server.
+pub struct Standalone {
+    /// Where the web client is served.
+    pub http: SocketAddr,
+    /// Where media nodes attach.
+    pub grpc: SocketAddr,
+    /// Where browsers send media.
+    pub media: SocketAddr,
+    /// The fleet, for tests and diagnostics.
+    pub fleet: Arc<Fleet>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Standalone {
+    /// Stops everything.
+    pub fn stop(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn random_key() -> GrantKey {
+    let mut secret = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut secret)
+        .expect("the operating system's random source is available");
+    GrantKey::new(&secret)
+}
+
+/// Starts the control plane, the gateway and one media node, and returns once the node has
+/// attached and the gateway serves.
+pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
+    let tenants = if config.tenants.is_empty() {
+        vec![Tenant::public()]
+    } else {
+        config.tenants.clone()
+    };
+    let store = Arc::new(MemoryStore::with_tenants(tenants));
+    let fleet = Arc::new(Fleet::default());
+    let grant_key = random_key();
+
+    let grpc_listener = TcpListener::bind(config.grpc).await?;
+    let grpc = grpc_listener.local_addr()?;
+    let attach = ControlPlaneServer::new(AttachService::new(fleet.clone()));
+    let grpc_task = tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .add_service(attach)
+            .serve_with_incoming(TcpListenerStream::new(grpc_listener))
+            .await;
+        if let Err(error) = result {
+            warn!(%error, "the gRPC server stopped");
+        }
+    });
+
+    let node = MediaNode::bind(NodeConfig {
+        control_plane: format!("http://{grpc}"),
+        node_id: "standalone".to_owned(),
+        pool: String::new(),
+        udp_bind: config.udp,
+        announce_ip: config.announce_ip,
+        max_participants: config.max_participants,
+        grant_key: Some(grant_key.clone()),
+    })
+    .await?;
+    let media = node.media_address();
+    let node_task = tokio::spawn(async move {
+        if let Err(error) = node.run().await {
+            warn!(%error, "the media node stopped");
+        }
+    });
+
+    let gateway = Arc::new(Gateway::new(store.clone(), fleet.clone(), grant_key));
+    let http_listener = TcpListener::bind(config.http).await?;
+    let http = http_listener.local_addr()?;
+    let router = gateway.router();
+    let http_task = tokio::spawn(async move {
+        if let Err(error) = axum::serve(http_listener, router).await {
+            warn!(%error, "the HTTP server stopped");
+        }
+    });
+    let sweeper_task = tokio::spawn(sweep_adhoc_rooms(store, fleet.clone(), ADHOC_ROOM_IDLE));
+
+    let attached_by = Instant::now() + Duration::from_secs(10);
+    while fleet.nodes().is_empty() {
+        if Instant::now() > attached_by {
+            anyhow::bail!("the media node did not attach within 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    info!(%http, %media, "standalone mode ready");
+    Ok(Standalone {
+        http,
+        grpc,
+        media,
+        fleet,
+        tasks: vec![grpc_task, node_task, http_task, sweeper_task],
+    })
+}
+
+/// Removes ad-hoc rooms that have been empty for `idle`, so that no trace of a meeting stays
+/// behind for longer than needed.
+async fn sweep_adhoc_rooms(store: Arc<MemoryStore>, fleet: Arc<Fleet>, idle: Duration) {
+    let mut empty_since: HashMap<crate::domain::RoomKey, Instant> = HashMap::new();
+    let mut tick = tokio::time::interval((idle / 10).max(Duration::from_secs(1)));
+    loop {
+        tick.tick().await;
+        let Ok(rooms) = store.rooms().await else {
+            continue;
+        };
+        let occupied = fleet.occupied_rooms();
+        let now = Instant::now();
+        empty_since.retain(|key, _| rooms.iter().any(|room| &room.key == key));
+        for room in rooms {
+            if room.lifetime != RoomLifetime::AdHoc || occupied.contains(&room.key) {
+                empty_since.remove(&room.key);
+                continue;
+            }
+            let since = *empty_since.entry(room.key.clone()).or_insert(now);
+            if now.duration_since(since) >= idle
+                && store.delete_room(&room.key, room.revision).await.is_ok()
+            {
+                empty_since.remove(&room.key);
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The in-memory store of standalone mode.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use super::{Store, StoreError};
+use crate::domain::{NodeId, Room, RoomKey, Tenant, TenantName};
+
+/// Tenants and rooms in memory: nothing survives the process, which is what a meeting on one
+/// machine wants.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    tenants: BTreeMap<TenantName, Tenant>,
+    rooms: BTreeMap<RoomKey, Room>,
+    next_revision: u64,
+}
+
+impl State {
+    fn bump(&mut self) -> u64 {
+        self.next_revision += 1;
+        self.next_revision
+    }
+}
+
+impl MemoryStore {
+    /// A store holding `tenants` and no rooms.
+    pub fn with_tenants(tenants: impl IntoIterator<Item = Tenant>) -> Self {
+        let store = Self::default();
+        {
+            let mut state = store.lock();
+            for tenant in tenants {
+                state.tenants.insert(tenant.name.clone(), tenant);
+            }
+        }
+        store
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // The lock is only held for map operations that cannot panic half-way, so a poisoned
+        // lock still guards consistent data.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Store for MemoryStore {
+    async fn tenant(&self, name: &TenantName) -> Result<Option<Tenant>, StoreError> {
+        Ok(self.lock().tenants.get(name).cloned())
+    }
+
+    async fn room(&self, key: &RoomKey) -> Result<Option<Room>, StoreError> {
+        Ok(self.lock().rooms.get(key).cloned())
+    }
+
+    async fn create_room(&self, mut room: Room) -> Result<Room, StoreError> {
+        let mut state = self.lock();
+        if state.rooms.contains_key(&room.key) {
+            return Err(StoreError::AlreadyExists(room.key));
+        }
+        let limit = state
+            .tenants
+            .get(&room.key.tenant)
+            .map_or(0, |tenant| tenant.limits.max_rooms);
+        let existing = state
+            .rooms
+            .keys()
+            .filter(|key| key.tenant == room.key.tenant)
+            .count();
+        if existing >= limit as usize {
+            return Err(StoreError::RoomLimit(room.key.tenant));
+        }
+        room.revision = state.bump();
+        state.rooms.insert(room.key.clone(), room.clone());
+        Ok(room)
+    }
+
+    async fn place_room(
+        &self,
+        key: &RoomKey,
+        revision: u64,
+        node: Option<NodeId>,
+    ) -> Result<Room, StoreError> {
+        let mut state = self.lock();
+        let new_revision = state.bump();
+        let room = state
+            .rooms
+            .get_mut(key)
+            .ok_or_else(|| StoreError::NotFound(key.clone()))?;
+        if room.revision != revision {
+            return Err(StoreError::Conflict(key.clone()));
+        }
+        room.node = node;
+        room.revision = new_revision;
+        Ok(room.clone())
+    }
+
+    async fn delete_room(&self, key: &RoomKey, revision: u64) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        match state.rooms.get(key) {
+            None => Err(StoreError::NotFound(key.clone())),
+            Some(room) if room.revision != revision => Err(StoreError::Conflict(key.clone())),
+            Some(_) => {
+                state.rooms.remove(key);
+                Ok(())
+            }
+        }
+    }
+
+    async fn rooms(&self) -> Result<Vec<Room>, StoreError> {
+        Ok(self.lock().rooms.values().cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::RoomName;
+
+    fn key(name: &str) -> RoomKey {
+        RoomKey {
+            tenant: TenantName::new("public").unwrap(),
+            name: RoomName::new(name).unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn placement_is_compare_and_set() {
+        let store = MemoryStore::with_tenants([Tenant::public()]);
+        let room = store.create_room(Room::adhoc(key("chor"))).await.unwrap();
+        let first = store
+            .place_room(&room.key, room.revision, Some(NodeId("a".into())))
+            .await
+            .unwrap();
+        let racing = store
+            .place_room(&room.key, room.revision, Some(NodeId("b".into())))
+            .await;
+        assert!(matches!(racing, Err(StoreError::Conflict(_))));
+        let stored = store.room(&room.key).await.unwrap().unwrap();
+        assert_eq!(stored.node, Some(NodeId("a".into())));
+        assert_eq!(stored.revision, first.revision);
+    }
+
+    #[tokio::test]
+    async fn the_tenant_room_limit_holds() {
+        let mut tenant = Tenant::public();
+        tenant.limits.max_rooms = 1;
+        let store = MemoryStore::with_tenants([tenant]);
+        store.create_room(Room::adhoc(key("a"))).await.unwrap();
+        assert!(matches!(
+            store.create_room(Room::adhoc(key("b"))).await,
+            Err(StoreError::RoomLimit(_))
+        ));
+        assert!(matches!(
+            store.create_room(Room::adhoc(key("a"))).await,
+            Err(StoreError::AlreadyExists(_))
+        ));
+    }
+}

@@ -1,0 +1,68 @@
+//! Where the control plane keeps tenants and rooms.
+//!
+//! The gateway talks to a [`Store`]; in a cluster it is backed by the Kubernetes API server
+//! (Tenant and Room objects), in standalone mode by [`MemoryStore`]. Placement is written with
+//! compare-and-set on the room's revision, so that two gateways racing to place one room agree
+//! on one node.
+
+mod memory;
+
+use std::future::Future;
+
+pub use memory::MemoryStore;
+
+use crate::domain::{NodeId, Room, RoomKey, Tenant, TenantName};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The room exists already.
+    #[error("room {0} exists already")]
+    AlreadyExists(RoomKey),
+    /// The room does not exist.
+    #[error("room {0} does not exist")]
+    NotFound(RoomKey),
+    /// Someone else changed the room since it was read.
+    #[error("room {0} was changed concurrently")]
+    Conflict(RoomKey),
+    /// The tenant may have no more rooms.
+    #[error("the tenant {0} has as many rooms as it may")]
+    RoomLimit(TenantName),
+    /// The backing service failed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The control plane's view of tenants and rooms.
+pub trait Store: Send + Sync + 'static {
+    /// The tenant called `name`, if any.
+    fn tenant(
+        &self,
+        name: &TenantName,
+    ) -> impl Future<Output = Result<Option<Tenant>, StoreError>> + Send;
+
+    /// The room `key`, if any.
+    fn room(&self, key: &RoomKey) -> impl Future<Output = Result<Option<Room>, StoreError>> + Send;
+
+    /// Creates `room`; fails if it exists or the tenant's room limit is reached.
+    fn create_room(&self, room: Room) -> impl Future<Output = Result<Room, StoreError>> + Send;
+
+    /// Records that `node` hosts the room (or nobody, with `None`), if the room is still at
+    /// `revision`. Returns the room as written.
+    fn place_room(
+        &self,
+        key: &RoomKey,
+        revision: u64,
+        node: Option<NodeId>,
+    ) -> impl Future<Output = Result<Room, StoreError>> + Send;
+
+    /// Removes the room if it is still at `revision`.
+    fn delete_room(
+        &self,
+        key: &RoomKey,
+        revision: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every room.
+    fn rooms(&self) -> impl Future<Output = Result<Vec<Room>, StoreError>> + Send;
+}

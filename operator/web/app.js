@@ -1,0 +1,514 @@
+// Treffpunkt's web client: no build step, no third-party host, no account.
+//
+// Screens: the landing page (choose a room name), the lobby (name, camera preview, devices),
+// the call (a grid of everyone with their names), and the page after leaving. Signalling is
+// JSON over one WebSocket to the gateway; media goes over one RTCPeerConnection to the media
+// node that hosts the room. The client offers once, for what it sends; afterwards the node
+// offers whenever the set of people it forwards changes, and the client answers.
+
+import { t, errorText, translatePage } from "./i18n.js";
+
+const $ = (id) => document.getElementById(id);
+
+const path = location.pathname.split("/").filter(Boolean);
+
+/** Everything the client knows; also exposed as `window.treffpunkt` for diagnostics and tests. */
+const state = {
+  tenant: path.length === 2 ? path[0] : null,
+  room: path.length === 2 ? path[1] : null,
+  ws: null,
+  pc: null,
+  me: null,
+  joined: false,
+  leaving: false,
+  stream: null,
+  audioMuted: false,
+  videoMuted: false,
+  transceivers: { audio: null, video: null },
+  participants: new Map(),
+  /** Streams that arrived before their participant's roster entry, by participant id. */
+  pendingStreams: new Map(),
+  /** Resolves when the camera and microphone have answered. */
+  devicesReady: Promise.resolve(),
+  /** Signalling is handled strictly in order: each message waits for the previous one. */
+  queue: Promise.resolve(),
+};
+window.treffpunkt = state;
+
+// ------------------------------------------------------------------------------------------
+// Screens and notices
+// ------------------------------------------------------------------------------------------
+
+function show(screen) {
+  for (const id of ["landing", "lobby", "call", "ended"]) $(id).hidden = id !== screen;
+}
+
+let noticeTimer = null;
+/** Shows a message to everyone, including screen-reader users (the region is aria-live). */
+function notify(text, { sticky = false, kind = "info" } = {}) {
+  const bar = $("notice");
+  clearTimeout(noticeTimer);
+  bar.textContent = text;
+  bar.dataset.kind = kind;
+  bar.hidden = !text;
+  if (text && !sticky) noticeTimer = setTimeout(() => (bar.hidden = true), 6000);
+}
+
+// ------------------------------------------------------------------------------------------
+// Landing: choose a room
+// ------------------------------------------------------------------------------------------
+
+/** Turns what someone typed into a room name: "Skatclub Mittwoch" -> "skatclub-mittwoch". */
+function slug(text) {
+  return text
+    .toLowerCase()
+    .replace(/ä/g, "ae").replace(/ö/g, "oe").replace(/ü/g, "ue").replace(/ß/g, "ss")
+    .normalize("NFKD").replace(/[\u0300-\u036f]/g, "")
+    .replace(/[^a-z0-9]+/g, "-")
+    .replace(/^-+|-+$/g, "")
+    .slice(0, 63)
+    .replace(/-+$/g, "");
+}
+
+function setupLanding() {
+  show("landing");
+  $("landing-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const name = slug($("room-name").value);
+    if (!name) {
+      notify(t("roomNameInvalid"), { kind: "error" });
+      $("room-name").focus();
+      return;
+    }
+    location.assign(`/public/${name}`);
+  });
+  $("room-name").focus();
+}
+
+// ------------------------------------------------------------------------------------------
+// Devices
+// ------------------------------------------------------------------------------------------
+
+async function getMedia(constraints) {
+  try {
+    return await navigator.mediaDevices.getUserMedia(constraints);
+  } catch (error) {
+    return error;
+  }
+}
+
+const VIDEO_CONSTRAINTS = { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 24 } };
+
+/** Asks for camera and microphone; explains plainly when they are denied or missing. */
+async function startDevices() {
+  if (!navigator.mediaDevices?.getUserMedia) {
+    notify(t("devicesMissing"), { sticky: true, kind: "warning" });
+    return new MediaStream();
+  }
+  let result = await getMedia({ audio: true, video: VIDEO_CONSTRAINTS });
+  if (result instanceof Error && result.name === "NotFoundError") {
+    // One of the two may exist on its own.
+    result = await getMedia({ audio: true });
+    if (result instanceof Error) result = await getMedia({ video: VIDEO_CONSTRAINTS });
+  }
+  if (result instanceof Error) {
+    const denied = result.name === "NotAllowedError" || result.name === "SecurityError";
+    notify(t(denied ? "devicesDenied" : "devicesMissing"), { sticky: true, kind: "warning" });
+    state.audioMuted = true;
+    state.videoMuted = true;
+    return new MediaStream();
+  }
+  return result;
+}
+
+function audioTrack() {
+  return state.stream?.getAudioTracks()[0] ?? null;
+}
+
+function videoTrack() {
+  return state.stream?.getVideoTracks()[0] ?? null;
+}
+
+function renderToggles() {
+  for (const id of ["lobby-mic", "call-mic"]) {
+    const button = $(id);
+    button.textContent = state.audioMuted ? t("micOn") : t("micOff");
+    button.classList.toggle("off", state.audioMuted);
+    button.disabled = !audioTrack();
+  }
+  for (const id of ["lobby-cam", "call-cam"]) {
+    const button = $(id);
+    button.textContent = state.videoMuted ? t("camOn") : t("camOff");
+    button.classList.toggle("off", state.videoMuted);
+    button.disabled = !state.stream || (!videoTrack() && !state.hadCamera);
+  }
+  $("preview-off").hidden = !state.videoMuted;
+  renderSelf();
+}
+
+function toggleMic() {
+  const track = audioTrack();
+  if (!track) return;
+  state.audioMuted = !state.audioMuted;
+  track.enabled = !state.audioMuted;
+  sendMediaState();
+  renderToggles();
+}
+
+/** Camera off stops the camera (its light goes out); camera on asks for it again. */
+async function toggleCam() {
+  if (!state.videoMuted) {
+    const track = videoTrack();
+    if (track) {
+      track.stop();
+      state.stream.removeTrack(track);
+    }
+    state.videoMuted = true;
+    await state.transceivers.video?.sender.replaceTrack(null);
+  } else {
+    const result = await getMedia({ video: VIDEO_CONSTRAINTS });
+    if (result instanceof Error) {
+      notify(t("devicesDenied"), { sticky: true, kind: "warning" });
+      return;
+    }
+    const track = result.getVideoTracks()[0];
+    state.stream.addTrack(track);
+    state.videoMuted = false;
+    await state.transceivers.video?.sender.replaceTrack(track);
+  }
+  $("preview").srcObject = state.stream;
+  sendMediaState();
+  renderToggles();
+}
+
+function sendMediaState() {
+  if (state.joined) send({ type: "media", audioMuted: state.audioMuted, videoMuted: state.videoMuted });
+}
+
+function stopDevices() {
+  for (const track of state.stream?.getTracks() ?? []) track.stop();
+  state.stream = null;
+}
+
+// ------------------------------------------------------------------------------------------
+// Lobby
+// ------------------------------------------------------------------------------------------
+
+async function setupLobby() {
+  $("room-title").textContent = state.room;
+  document.title = `${state.room} – Treffpunkt`;
+  show("lobby");
+  $("lobby-mic").addEventListener("click", toggleMic);
+  $("call-mic").addEventListener("click", toggleMic);
+  $("lobby-cam").addEventListener("click", toggleCam);
+  $("call-cam").addEventListener("click", toggleCam);
+  $("leave").addEventListener("click", () => leave());
+  $("rejoin").addEventListener("click", () => rejoin());
+  $("join-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    join();
+  });
+  const remembered = sessionStorage.getItem("treffpunkt.name");
+  if (remembered) $("display-name").value = remembered;
+  $("display-name").focus();
+  await preparePreview();
+}
+
+/** Asks for the devices; joining waits for the answer so that nobody joins without them. */
+function preparePreview() {
+  state.devicesReady = (async () => {
+    state.audioMuted = false;
+    state.videoMuted = false;
+    state.stream = await startDevices();
+    state.hadCamera = Boolean(videoTrack());
+    if (!videoTrack()) state.videoMuted = true;
+    if (!audioTrack()) state.audioMuted = true;
+    $("preview").srcObject = state.stream;
+    renderToggles();
+  })();
+  return state.devicesReady;
+}
+
+// ------------------------------------------------------------------------------------------
+// Signalling
+// ------------------------------------------------------------------------------------------
+
+function send(message) {
+  if (state.ws?.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(message));
+}
+
+async function join() {
+  const name = $("display-name").value.trim();
+  if (!name) {
+    notify(errorText("name-empty"), { kind: "error" });
+    $("display-name").focus();
+    return;
+  }
+  sessionStorage.setItem("treffpunkt.name", name);
+  $("join-button").disabled = true;
+  $("join-button").textContent = t("joining");
+  await state.devicesReady;
+  notify(t("connecting"), { sticky: true });
+  state.leaving = false;
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${scheme}://${location.host}/api/v1/rooms/${state.tenant}/${state.room}/signal`);
+  state.ws = ws;
+  ws.addEventListener("open", () =>
+    send({ type: "join", name, audioMuted: state.audioMuted, videoMuted: state.videoMuted }),
+  );
+  ws.addEventListener("message", (event) => {
+    let message;
+    try {
+      message = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    state.queue = state.queue.then(() => handle(message)).catch((error) => console.warn("signalling:", error));
+  });
+  ws.addEventListener("close", () => {
+    if (state.ws !== ws || state.leaving) return;
+    if (state.joined) ended("connection-lost");
+    else resetJoinButton(errorText("unavailable"));
+  });
+}
+
+function resetJoinButton(message) {
+  $("join-button").disabled = false;
+  $("join-button").textContent = t("join");
+  if (message) notify(message, { sticky: true, kind: "error" });
+}
+
+async function handle(message) {
+  switch (message.type) {
+    case "welcome":
+      return welcome(message);
+    case "offer":
+      return answerOffer(message.sdp);
+    case "answer":
+      return state.pc?.setRemoteDescription({ type: "answer", sdp: message.sdp });
+    case "candidate":
+      return state.pc?.addIceCandidate({
+        candidate: message.candidate,
+        sdpMid: message.sdpMid,
+        sdpMLineIndex: message.sdpMLineIndex,
+      });
+    case "participant-joined":
+      addParticipant(message.participant);
+      notify(t("joined", { name: message.participant.name }));
+      return;
+    case "participant-left":
+      return removeParticipant(message.participantId, message.reason);
+    case "media":
+      return updateMedia(message);
+    case "error":
+      if (!state.joined) {
+        resetJoinButton(errorText(message.code));
+        if (message.code.startsWith("name-")) $("display-name").focus();
+      } else {
+        console.warn("server error", message.code, message.message);
+      }
+      return;
+    case "closed":
+      return ended(message.reason);
+    default:
+      return;
+  }
+}
+
+async function welcome(message) {
+  state.me = message.participantId;
+  state.joined = true;
+  state.participants.clear();
+  $("grid").replaceChildren();
+  $("grid").setAttribute("aria-label", t("participants"));
+  show("call");
+  renderSelf();
+  for (const participant of message.participants) addParticipant(participant);
+  if (message.participants.length === 0) notify(t("alone"), { sticky: true });
+  else notify(t("connected"));
+  await connectMedia();
+  $("call-mic").focus();
+}
+
+async function connectMedia() {
+  const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle", rtcpMuxPolicy: "require" });
+  state.pc = pc;
+  const stream = new MediaStream();
+  state.transceivers.audio = pc.addTransceiver(audioTrack() ?? "audio", { direction: "sendonly", streams: [stream] });
+  state.transceivers.video = pc.addTransceiver(state.videoMuted ? "video" : (videoTrack() ?? "video"), {
+    direction: "sendonly",
+    streams: [stream],
+  });
+  pc.addEventListener("track", (event) => {
+    const participantId = event.streams[0]?.id;
+    const participant = state.participants.get(participantId);
+    if (participant) attachStream(participant, event.streams[0]);
+    else if (participantId) state.pendingStreams.set(participantId, event.streams[0]);
+  });
+  pc.addEventListener("connectionstatechange", () => {
+    if (state.pc !== pc) return;
+    if (pc.connectionState === "disconnected") notify(t("reconnecting"), { sticky: true, kind: "warning" });
+    else if (pc.connectionState === "connected") notify(t("connected"));
+    else if (pc.connectionState === "failed") ended("connection-lost");
+  });
+  const offer = await pc.createOffer();
+  await pc.setLocalDescription(offer);
+  send({ type: "offer", sdp: pc.localDescription.sdp });
+}
+
+async function answerOffer(sdp) {
+  const pc = state.pc;
+  if (!pc) return;
+  await pc.setRemoteDescription({ type: "offer", sdp });
+  const answer = await pc.createAnswer();
+  await pc.setLocalDescription(answer);
+  send({ type: "answer", sdp: pc.localDescription.sdp });
+}
+
+// ------------------------------------------------------------------------------------------
+// The grid
+// ------------------------------------------------------------------------------------------
+
+function tile(id, name, isSelf) {
+  const item = document.createElement("li");
+  item.className = "tile";
+  item.dataset.participant = id;
+  const video = document.createElement("video");
+  video.autoplay = true;
+  video.playsInline = true;
+  if (isSelf) {
+    video.muted = true;
+    video.classList.add("mirror");
+  }
+  const placeholder = document.createElement("div");
+  placeholder.className = "placeholder";
+  placeholder.setAttribute("aria-hidden", "true");
+  placeholder.textContent = initials(name);
+  const label = document.createElement("p");
+  label.className = "name";
+  const nameText = document.createElement("span");
+  nameText.textContent = isSelf ? `${name} (${t("you")})` : name;
+  const badge = document.createElement("span");
+  badge.className = "badge";
+  badge.textContent = t("mutedBadge");
+  badge.hidden = true;
+  label.append(nameText, " ", badge);
+  item.append(video, placeholder, label);
+  return item;
+}
+
+function initials(name) {
+  return name
+    .split(/\s+/)
+    .filter(Boolean)
+    .slice(0, 2)
+    .map((part) => part[0].toUpperCase())
+    .join("");
+}
+
+function renderSelf() {
+  if (!state.joined) return;
+  let item = document.querySelector('.tile[data-participant="self"]');
+  if (!item) {
+    item = tile("self", $("display-name").value.trim(), true);
+    $("grid").prepend(item);
+  }
+  const video = item.querySelector("video");
+  if (video.srcObject !== state.stream) video.srcObject = state.stream;
+  item.classList.toggle("video-off", state.videoMuted);
+  item.querySelector(".badge").hidden = !state.audioMuted;
+}
+
+function addParticipant(info) {
+  if (state.participants.has(info.id)) return;
+  const item = tile(info.id, info.name, false);
+  const participant = { ...info, tile: item, stream: null };
+  state.participants.set(info.id, participant);
+  $("grid").append(item);
+  renderParticipant(participant);
+  // The stream may have arrived before the roster entry.
+  const early = state.pendingStreams.get(info.id);
+  if (early) {
+    state.pendingStreams.delete(info.id);
+    attachStream(participant, early);
+  }
+}
+
+function attachStream(participant, stream) {
+  participant.stream = stream;
+  const video = participant.tile.querySelector("video");
+  if (video.srcObject !== stream) video.srcObject = stream;
+  video.play?.().catch(() => {});
+}
+
+function renderParticipant(participant) {
+  participant.tile.classList.toggle("video-off", Boolean(participant.videoMuted));
+  participant.tile.querySelector(".badge").hidden = !participant.audioMuted;
+}
+
+function updateMedia({ participantId, audioMuted, videoMuted }) {
+  const participant = state.participants.get(participantId);
+  if (!participant) return;
+  participant.audioMuted = audioMuted;
+  participant.videoMuted = videoMuted;
+  renderParticipant(participant);
+}
+
+function removeParticipant(id, reason) {
+  const participant = state.participants.get(id);
+  if (!participant) return;
+  state.participants.delete(id);
+  participant.tile.remove();
+  notify(t(reason === "connection-lost" ? "lostParticipant" : "left", { name: participant.name }));
+}
+
+// ------------------------------------------------------------------------------------------
+// Leaving
+// ------------------------------------------------------------------------------------------
+
+function teardown() {
+  state.joined = false;
+  state.pc?.close();
+  state.pc = null;
+  const ws = state.ws;
+  state.ws = null;
+  ws?.close();
+  for (const participant of state.participants.values()) participant.tile.remove();
+  state.participants.clear();
+  state.pendingStreams.clear();
+  $("grid").replaceChildren();
+}
+
+function leave() {
+  state.leaving = true;
+  send({ type: "leave" });
+  teardown();
+  stopDevices();
+  ended("left");
+}
+
+function ended(reason) {
+  const wasLeaving = state.leaving;
+  state.leaving = true;
+  teardown();
+  stopDevices();
+  show("ended");
+  $("ended-heading").textContent = t(reason === "left" ? "endedHeading" : `closed.${reason}`);
+  $("ended-detail").textContent = "";
+  if (!wasLeaving && reason !== "left") notify(t(`closed.${reason}`), { sticky: true, kind: "error" });
+  $("rejoin").focus();
+}
+
+async function rejoin() {
+  notify("");
+  resetJoinButton();
+  show("lobby");
+  await preparePreview();
+  join();
+}
+
+// ------------------------------------------------------------------------------------------
+
+translatePage();
+if (state.tenant && state.room) setupLobby();
+else setupLanding();

@@ -1,0 +1,59 @@
+//! The gRPC contract between Treffpunkt's control plane and its media nodes
+//! (`package treffpunkt.v1`).
+//!
+//! A media node dials the control plane and opens one bidirectional
+//! [`ControlPlane::attach`](v1::control_plane_client::ControlPlaneClient::attach) stream to each
+//! control-plane replica. Over it flow, as [`v1::NodeMessage`] from the node and
+//! [`v1::ControlMessage`] from the control plane:
+//!
+//! - registration ([`v1::Register`]): node id, pool, capacity, media addresses, version;
+//! - load reports ([`v1::LoadReport`]);
+//! - session and room commands ([`v1::OpenSession`], [`v1::CloseSession`], [`v1::CloseRoom`]);
+//! - every participant's signalling ([`v1::SessionSignal`]), multiplexed by session id.
+//!
+//! This crate holds the generated code, the few conversions that belong to it, and the
+//! signing of [`v1::Grant`]s ([`grant`]), which both sides must agree on byte for byte.
+#![forbid(unsafe_code)]
+
+pub mod grant;
+
+/// Generated code of `treffpunkt.v1`.
+pub mod v1 {
+    #![allow(missing_docs, clippy::doc_markdown, clippy::large_enum_variant)]
+    tonic::include_proto!("treffpunkt.v1");
+}
+
+impl v1::Signal {
+    /// A signal of the given kind.
+    pub fn new(kind: v1::signal::Kind) -> Self {
+        Self { kind: Some(kind) }
+    }
+
+    /// An error signal with a stable code for the client and a message for people.
+    pub fn error(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(v1::signal::Kind::Error(v1::SignalError {
+            code: code.into(),
+            message: message.into(),
+        }))
+    }
+}
+
+impl v1::NodeMessage {
+    /// A node message of the given kind.
+    pub fn new(kind: v1::node_message::Kind) -> Self {
+        Self { kind: Some(kind) }
+    }
+}
+
+impl v1::ControlMessage {
+    /// A control message of the given kind.
+    pub fn new(kind: v1::control_message::Kind) -> Self {
+        Self { kind: Some(kind) }
+    }
+}
+
+impl std::fmt::Display for v1::RoomRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.tenant, self.name)
+    }
+}
