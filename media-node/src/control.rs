@@ -99,7 +99,15 @@ pub async fn run(
         .tcp_nodelay(true);
     let mut backoff = MIN_BACKOFF;
     loop {
-        match attach_once(&endpoint, &identity, grant_key.as_ref(), &commands, &mut reports).await {
+        match attach_once(
+            &endpoint,
+            &identity,
+            grant_key.as_ref(),
+            &commands,
+            &mut reports,
+        )
+        .await
+        {
             Ok(Finished::Shutdown) => return Ok(()),
             Ok(Finished::StreamEnded) => {
                 warn!("attach stream ended; reconnecting");

@@ -12,7 +12,11 @@ use treffpunkt_proto::grant::GrantKey;
 #[command(version, about)]
 struct Args {
     /// The control plane's gRPC address.
-    #[arg(long, env = "TREFFPUNKT_CONTROL_PLANE", default_value = "http://127.0.0.1:7001")]
+    #[arg(
+        long,
+        env = "TREFFPUNKT_CONTROL_PLANE",
+        default_value = "http://127.0.0.1:7001"
+    )]
     control_plane: String,
     /// This node's id; defaults to the host name.
     #[arg(long, env = "TREFFPUNKT_NODE_ID")]

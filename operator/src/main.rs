@@ -3,6 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use clap::{Parser, Subcommand};
+use treffpunkt_operator::domain::Tenant;
 use treffpunkt_operator::standalone::{self, StandaloneConfig};
 
 /// Treffpunkt: video meetings a city can run for its people.
@@ -31,6 +32,9 @@ enum Command {
         /// Participants the media node accepts.
         #[arg(long, default_value_t = 200)]
         max_participants: u32,
+        /// Participants one room admits.
+        #[arg(long, default_value_t = 20)]
+        max_participants_per_room: u32,
     },
 }
 
@@ -48,17 +52,23 @@ async fn main() -> anyhow::Result<()> {
             udp_port,
             announce_ip,
             max_participants,
+            max_participants_per_room,
         } => {
+            let mut public = Tenant::public();
+            public.limits.max_participants_per_room = max_participants_per_room;
             let running = standalone::start(StandaloneConfig {
                 http: listen,
                 udp: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), udp_port),
                 announce_ip,
                 max_participants,
+                tenants: vec![public],
                 ..StandaloneConfig::default()
             })
             .await?;
             let url = match running.http.ip() {
-                ip if ip.is_unspecified() => format!("http://{announce_ip}:{}/", running.http.port()),
+                ip if ip.is_unspecified() => {
+                    format!("http://{announce_ip}:{}/", running.http.port())
+                }
                 _ => format!("http://{}/", running.http),
             };
             println!("Treffpunkt is running. Open {url} in your browser.");

@@ -101,8 +101,9 @@ const VIDEO_CONSTRAINTS = { width: { ideal: 640 }, height: { ideal: 360 }, frame
 
 /** Asks for camera and microphone; explains plainly when they are denied or missing. */
 async function startDevices() {
+  deviceNotice("");
   if (!navigator.mediaDevices?.getUserMedia) {
-    notify(t("devicesMissing"), { sticky: true, kind: "warning" });
+    deviceNotice(t("devicesMissing"));
     return new MediaStream();
   }
   let result = await getMedia({ audio: true, video: VIDEO_CONSTRAINTS });
@@ -113,7 +114,7 @@ async function startDevices() {
   }
   if (result instanceof Error) {
     const denied = result.name === "NotAllowedError" || result.name === "SecurityError";
-    notify(t(denied ? "devicesDenied" : "devicesMissing"), { sticky: true, kind: "warning" });
+    deviceNotice(t(denied ? "devicesDenied" : "devicesMissing"));
     state.audioMuted = true;
     state.videoMuted = true;
     return new MediaStream();
@@ -168,9 +169,10 @@ async function toggleCam() {
   } else {
     const result = await getMedia({ video: VIDEO_CONSTRAINTS });
     if (result instanceof Error) {
-      notify(t("devicesDenied"), { sticky: true, kind: "warning" });
+      deviceNotice(t("devicesDenied"));
       return;
     }
+    deviceNotice("");
     const track = result.getVideoTracks()[0];
     state.stream.addTrack(track);
     state.videoMuted = false;
@@ -183,6 +185,12 @@ async function toggleCam() {
 
 function sendMediaState() {
   if (state.joined) send({ type: "media", audioMuted: state.audioMuted, videoMuted: state.videoMuted });
+}
+
+/** Explains a camera or microphone problem until it is solved. */
+function deviceNotice(text) {
+  $("device-notice").textContent = text;
+  $("device-notice").hidden = !text;
 }
 
 function stopDevices() {

@@ -38,7 +38,9 @@ impl GrantKey {
 
     /// Signs `grant`.
     pub fn sign(&self, grant: &Grant) -> Vec<u8> {
-        hmac::sign(&self.0, &grant.encode_to_vec()).as_ref().to_vec()
+        hmac::sign(&self.0, &grant.encode_to_vec())
+            .as_ref()
+            .to_vec()
     }
 
     /// Checks `signature` over `grant` and that the grant has not expired at `now_unix_ms`.
@@ -72,13 +74,22 @@ mod tests {
         };
         let signature = key.sign(&grant);
         assert_eq!(key.verify(&grant, &signature, 1_000), Ok(()));
-        assert_eq!(key.verify(&grant, &signature, 3_000), Err(GrantError::Expired));
+        assert_eq!(
+            key.verify(&grant, &signature, 3_000),
+            Err(GrantError::Expired)
+        );
         let forged = Grant {
             can_subscribe: true,
             ..grant.clone()
         };
-        assert_eq!(key.verify(&forged, &signature, 1_000), Err(GrantError::BadSignature));
+        assert_eq!(
+            key.verify(&forged, &signature, 1_000),
+            Err(GrantError::BadSignature)
+        );
         let other = GrantKey::new(b"another key another key another!");
-        assert_eq!(other.verify(&grant, &signature, 1_000), Err(GrantError::BadSignature));
+        assert_eq!(
+            other.verify(&grant, &signature, 1_000),
+            Err(GrantError::BadSignature)
+        );
     }
 }

@@ -129,11 +129,20 @@ mod tests {
     fn vp8_keyframes_are_recognised_with_and_without_extensions() {
         // S=1, PID=0, then a payload header with P=0.
         assert!(Codec::Vp8.starts_keyframe(&[0x10, 0x00]));
-        assert!(!Codec::Vp8.starts_keyframe(&[0x10, 0x01]), "P=1 is an inter frame");
-        assert!(!Codec::Vp8.starts_keyframe(&[0x00, 0x00]), "not the start of a partition");
+        assert!(
+            !Codec::Vp8.starts_keyframe(&[0x10, 0x01]),
+            "P=1 is an inter frame"
+        );
+        assert!(
+            !Codec::Vp8.starts_keyframe(&[0x00, 0x00]),
+            "not the start of a partition"
+        );
         // X=1, I=1 with a 15-bit picture id, then the header.
         assert!(Codec::Vp8.starts_keyframe(&[0x90, 0x80, 0x81, 0x23, 0x00]));
-        assert!(!Codec::Vp8.starts_keyframe(&[0x90, 0x80, 0x81]), "truncated");
+        assert!(
+            !Codec::Vp8.starts_keyframe(&[0x90, 0x80, 0x81]),
+            "truncated"
+        );
         assert!(!Codec::Vp8.starts_keyframe(&[]));
     }
 
@@ -144,7 +153,10 @@ mod tests {
         assert!(!Codec::H264.starts_keyframe(&[0x41, 0x9a]), "non-IDR slice");
         // STAP-A holding a 2-byte SEI (type 6), then an SPS.
         assert!(Codec::H264.starts_keyframe(&[0x78, 0, 2, 0x06, 0xff, 0, 2, 0x67, 0x42]));
-        assert!(!Codec::H264.starts_keyframe(&[0x78, 0, 200, 0x06]), "sizes beyond the end");
+        assert!(
+            !Codec::H264.starts_keyframe(&[0x78, 0, 200, 0x06]),
+            "sizes beyond the end"
+        );
         // FU-A start of an IDR, and a middle fragment.
         assert!(Codec::H264.starts_keyframe(&[0x7c, 0x85, 0x00]));
         assert!(!Codec::H264.starts_keyframe(&[0x7c, 0x05, 0x00]));

@@ -70,7 +70,10 @@ mod tests {
         assert_eq!(requests.deadline(), Some(start + MIN_INTERVAL));
         assert!(!requests.poll(start + Duration::from_millis(499)));
         assert!(requests.poll(start + MIN_INTERVAL), "one merged request");
-        assert!(!requests.poll(start + Duration::from_secs(2)), "and only one");
+        assert!(
+            !requests.poll(start + Duration::from_secs(2)),
+            "and only one"
+        );
         assert!(requests.request(start + Duration::from_secs(3)));
     }
 }

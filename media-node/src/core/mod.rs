@@ -324,7 +324,10 @@ impl Core {
                 event: RosterEvent::Joined(info.clone()),
             });
         }
-        self.rooms.entry(request.room.clone()).or_default().push(peer);
+        self.rooms
+            .entry(request.room.clone())
+            .or_default()
+            .push(peer);
         self.participants.insert(
             peer,
             Participant {
@@ -363,11 +366,9 @@ impl Core {
             ready: false,
             ready_at: None,
         });
-        self.outputs.push_back(Output::AddDownTrack(publication.down_track(
-            subscriber,
-            ssrc,
-            &stream_id,
-        )));
+        self.outputs.push_back(Output::AddDownTrack(
+            publication.down_track(subscriber, ssrc, &stream_id),
+        ));
         self.subscribed.insert((subscriber, ssrc), id);
     }
 
@@ -486,7 +487,8 @@ impl Core {
         let Some(publication) = self.publications.remove(&id) else {
             return;
         };
-        self.published.remove(&(publication.publisher, publication.ssrc));
+        self.published
+            .remove(&(publication.publisher, publication.ssrc));
         for subscription in publication.subscriptions {
             let ssrc = subscription.forwarder.ssrc();
             self.subscribed.remove(&(subscription.subscriber, ssrc));

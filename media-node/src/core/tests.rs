@@ -83,7 +83,10 @@ fn everyone_receives_everyone_else_and_not_themselves() {
         .map(|d| (d.publisher.0, d.subscriber.0))
         .collect();
     assert_eq!(pairs, vec![(1, 2), (2, 1)]);
-    assert_eq!(tracks[0].stream_id, "p1", "the stream id names the publisher");
+    assert_eq!(
+        tracks[0].stream_id, "p1",
+        "the stream id names the publisher"
+    );
 
     let now = Instant::now();
     for track in &tracks {
@@ -93,8 +96,14 @@ fn everyone_receives_everyone_else_and_not_themselves() {
     assert!(core.forward(PeerId(1), 1111, 5, 960, b"opus", &mut out));
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, PeerId(2));
-    assert_eq!(out[0].1.ssrc, tracks[0].ssrc, "rewritten to the down-track's SSRC");
-    assert!(!core.forward(PeerId(1), 9999, 5, 960, b"opus", &mut out), "unknown SSRC");
+    assert_eq!(
+        out[0].1.ssrc, tracks[0].ssrc,
+        "rewritten to the down-track's SSRC"
+    );
+    assert!(
+        !core.forward(PeerId(1), 9999, 5, 960, b"opus", &mut out),
+        "unknown SSRC"
+    );
 }
 
 #[test]
@@ -150,11 +159,23 @@ fn subscriber_keyframe_requests_are_rate_limited() {
     let tracks = down_tracks(&drain(&mut core));
     let start = Instant::now();
     for (i, track) in tracks.iter().enumerate() {
-        core.keyframe_requested(start + Duration::from_millis(i as u64 * 10), track.subscriber, track.ssrc);
+        core.keyframe_requested(
+            start + Duration::from_millis(i as u64 * 10),
+            track.subscriber,
+            track.ssrc,
+        );
     }
-    assert_eq!(drain(&mut core).len(), 1, "two requests 10 ms apart become one");
+    assert_eq!(
+        drain(&mut core).len(),
+        1,
+        "two requests 10 ms apart become one"
+    );
     core.handle_timeout(start + keyframe::MIN_INTERVAL);
-    assert_eq!(drain(&mut core).len(), 1, "the held one goes out after the interval");
+    assert_eq!(
+        drain(&mut core).len(),
+        1,
+        "the held one goes out after the interval"
+    );
 }
 
 #[test]
@@ -183,13 +204,21 @@ fn leaving_frees_everything_of_the_leaver() {
         .filter_map(|o| match o {
             Output::Roster {
                 to,
-                event: RosterEvent::Left { participant_id, reason: LeaveReason::Left },
+                event:
+                    RosterEvent::Left {
+                        participant_id,
+                        reason: LeaveReason::Left,
+                    },
             } if participant_id == "p2" => Some(to.0),
             _ => None,
         })
         .collect();
     assert_eq!(told, vec![1, 3]);
-    assert_eq!(core.down_track_count(), 4, "1 and 3 still receive each other");
+    assert_eq!(
+        core.down_track_count(),
+        4,
+        "1 and 3 still receive each other"
+    );
     assert_eq!(core.publication_count(), 4);
     let mut out = Vec::new();
     assert!(!core.forward(PeerId(2), 20, 1, 0, b"x", &mut out));

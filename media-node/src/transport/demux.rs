@@ -137,8 +137,15 @@ mod tests {
         let mut demux = Demux::default();
         demux.add_peer(PeerId(1), "aaaa".into());
         demux.add_peer(PeerId(2), "bbbb".into());
-        assert_eq!(demux.route(addr(5000), b"\x80srtp"), None, "unknown address");
-        assert_eq!(demux.route(addr(5000), &binding_request("bbbb:xyz")), Some(PeerId(2)));
+        assert_eq!(
+            demux.route(addr(5000), b"\x80srtp"),
+            None,
+            "unknown address"
+        );
+        assert_eq!(
+            demux.route(addr(5000), &binding_request("bbbb:xyz")),
+            Some(PeerId(2))
+        );
         assert_eq!(demux.route(addr(5000), b"\x80srtp"), Some(PeerId(2)));
         assert_eq!(demux.route(addr(5001), &binding_request("cccc:xyz")), None);
     }
@@ -157,7 +164,11 @@ mod tests {
         demux.route(addr(6000), &binding_request("cccc:x"));
         assert_eq!(demux.route(addr(6000), b"\x80srtp"), Some(PeerId(3)));
         demux.remove_peer(PeerId(2), "bbbb");
-        assert_eq!(demux.route(addr(6000), b"\x80srtp"), Some(PeerId(3)), "not taken by 2's removal");
+        assert_eq!(
+            demux.route(addr(6000), b"\x80srtp"),
+            Some(PeerId(3)),
+            "not taken by 2's removal"
+        );
     }
 
     #[test]

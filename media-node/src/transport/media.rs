@@ -28,8 +28,7 @@ use rtc::peer_connection::configuration::media_engine::{
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability,
-    RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
 use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI};
@@ -108,7 +107,8 @@ pub fn media_setup() -> Result<(MediaEngine, Registry), RtcError> {
             .build(),
     );
     let registry = configure_twcc(registry, &mut engine)?;
-    let registry = configure_rtcp_reports(registry).with(Slot::from(14_000), KeyframeTap::default());
+    let registry =
+        configure_rtcp_reports(registry).with(Slot::from(14_000), KeyframeTap::default());
     Ok((engine, registry))
 }
 
@@ -172,7 +172,9 @@ impl Interceptor for KeyframeTap {
 }
 
 /// The SSRCs a keyframe request names: the down-tracks a subscriber wants a keyframe on.
-pub fn keyframe_request_ssrcs(packets: &[Box<dyn rtc::rtcp::Packet>]) -> impl Iterator<Item = u32> + '_ {
+pub fn keyframe_request_ssrcs(
+    packets: &[Box<dyn rtc::rtcp::Packet>],
+) -> impl Iterator<Item = u32> + '_ {
     packets.iter().flat_map(|packet| {
         let any = packet.as_any();
         let mut ssrcs = Vec::new();

@@ -170,7 +170,11 @@ pub struct Node {
 impl Node {
     /// A node on `socket` that reports to the control plane through `reports` and admits at
     /// most `max_participants`.
-    pub fn new(socket: MediaSocket, reports: mpsc::UnboundedSender<Report>, max_participants: u32) -> Self {
+    pub fn new(
+        socket: MediaSocket,
+        reports: mpsc::UnboundedSender<Report>,
+        max_participants: u32,
+    ) -> Self {
         let seed = {
             use ring::rand::{SecureRandom, SystemRandom};
             let mut bytes = [0u8; 8];
@@ -206,9 +210,10 @@ impl Node {
         info!(address = %self.announced, "media node listening");
         loop {
             let deadline = self.next_deadline();
-            let sleep = tokio::time::sleep_until(
-                deadline.map_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600), Into::into),
-            );
+            let sleep = tokio::time::sleep_until(deadline.map_or_else(
+                || tokio::time::Instant::now() + Duration::from_secs(3600),
+                Into::into,
+            ));
             tokio::select! {
                 biased;
                 command = commands.recv() => match command {
@@ -226,7 +231,12 @@ impl Node {
         }
         let sessions: Vec<PeerId> = self.peers.keys().copied().collect();
         for peer in sessions {
-            self.close_peer(peer, LeaveReason::Left, Some(v1::CloseReason::RoomClosed), "node stopped");
+            self.close_peer(
+                peer,
+                LeaveReason::Left,
+                Some(v1::CloseReason::RoomClosed),
+                "node stopped",
+            );
         }
         self.flush().await;
     }
@@ -242,7 +252,10 @@ impl Node {
             }
         }
         let peer_deadline = self.timers.peek().map(|Reverse((at, _))| *at);
-        [peer_deadline, self.core.poll_timeout()].into_iter().flatten().min()
+        [peer_deadline, self.core.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn report(&self, report: Report) {
@@ -313,7 +326,11 @@ impl Node {
             return;
         }
         if self.peers.len() >= self.max_participants as usize {
-            self.refuse(&admission.session_id, "platform-full", "this media node is full");
+            self.refuse(
+                &admission.session_id,
+                "platform-full",
+                "this media node is full",
+            );
             return;
         }
         self.next_peer += 1;
@@ -322,7 +339,11 @@ impl Node {
             Ok(peer) => peer,
             Err(error) => {
                 warn!(%error, "could not create a connection");
-                self.refuse(&admission.session_id, "unavailable", "the media node failed");
+                self.refuse(
+                    &admission.session_id,
+                    "unavailable",
+                    "the media node failed",
+                );
                 return;
             }
         };
@@ -353,7 +374,9 @@ impl Node {
         };
         match kind {
             SignalKind::Offer(offer) => {
-                let Some(peer) = self.peers.get_mut(&peer_id) else { return };
+                let Some(peer) = self.peers.get_mut(&peer_id) else {
+                    return;
+                };
                 match peer.answer_offer(now, offer.sdp) {
                     Ok(sdp) => {
                         self.signal(
@@ -363,13 +386,18 @@ impl Node {
                     }
                     Err(error) => {
                         debug!(%error, "client offer refused");
-                        self.signal(peer_id, v1::Signal::error(error_code(&error), error.to_string()));
+                        self.signal(
+                            peer_id,
+                            v1::Signal::error(error_code(&error), error.to_string()),
+                        );
                     }
                 }
                 self.drive(now, peer_id);
             }
             SignalKind::Answer(answer) => {
-                let Some(peer) = self.peers.get_mut(&peer_id) else { return };
+                let Some(peer) = self.peers.get_mut(&peer_id) else {
+                    return;
+                };
                 match peer.apply_answer(now, answer.sdp) {
                     Ok(ready) => {
                         if peer.connected {
@@ -380,7 +408,10 @@ impl Node {
                     }
                     Err(error) => {
                         debug!(%error, "client answer refused");
-                        self.signal(peer_id, v1::Signal::error(error_code(&error), error.to_string()));
+                        self.signal(
+                            peer_id,
+                            v1::Signal::error(error_code(&error), error.to_string()),
+                        );
                     }
                 }
                 self.drive(now, peer_id);
@@ -395,7 +426,12 @@ impl Node {
                 self.apply_core_outputs(now);
             }
             SignalKind::Leave(_) => {
-                self.close_peer(peer_id, LeaveReason::Left, Some(v1::CloseReason::Left), "left");
+                self.close_peer(
+                    peer_id,
+                    LeaveReason::Left,
+                    Some(v1::CloseReason::Left),
+                    "left",
+                );
             }
             SignalKind::Welcome(_)
             | SignalKind::ParticipantJoined(_)
@@ -524,7 +560,9 @@ impl Node {
                             Some(codec) => {
                                 self.core.publish(peer_id, init.ssrc, codec);
                             }
-                            None => debug!(ssrc = init.ssrc, "ignoring a track in an unknown codec"),
+                            None => {
+                                debug!(ssrc = init.ssrc, "ignoring a track in an unknown codec")
+                            }
                         }
                     }
                     _ => {}
@@ -631,7 +669,9 @@ impl Node {
             .filter_map(|peer| {
                 if peer.answer_overdue(now) {
                     Some((peer.id, "no answer to the node's offer"))
-                } else if !peer.connected && now.duration_since(peer.opened_at) > peer::CONNECT_TIMEOUT {
+                } else if !peer.connected
+                    && now.duration_since(peer.opened_at) > peer::CONNECT_TIMEOUT
+                {
                     Some((peer.id, "the media connection did not come up"))
                 } else {
                     None
@@ -713,7 +753,10 @@ impl Node {
             let Some(peer) = self.peers.get_mut(peer_id) else {
                 continue;
             };
-            let deadline = peer.pc.poll_timeout().map(|at| at.max(now + Duration::from_millis(1)));
+            let deadline = peer
+                .pc
+                .poll_timeout()
+                .map(|at| at.max(now + Duration::from_millis(1)));
             if deadline != peer.deadline {
                 peer.deadline = deadline;
                 if let Some(at) = deadline {

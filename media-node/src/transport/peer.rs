@@ -121,7 +121,12 @@ fn guarded<T>(what: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 impl Peer {
     /// A new connection, ICE-lite, answering DTLS as server, with the node's one host
     /// candidate at `announced`.
-    pub fn new(id: PeerId, session_id: String, announced: SocketAddr, now: Instant) -> Result<Self> {
+    pub fn new(
+        id: PeerId,
+        session_id: String,
+        announced: SocketAddr,
+        now: Instant,
+    ) -> Result<Self> {
         let ufrag = random_ice_text(16);
         let password = random_ice_text(32);
         let network = if announced.is_ipv4() {
@@ -188,7 +193,8 @@ impl Peer {
         let pc = &mut self.pc;
         let answer = guarded("setting a remote offer", || {
             let offer = RTCSessionDescription::offer(sdp).map_err(Error::bad_sdp)?;
-            pc.set_remote_description(now, offer).map_err(Error::bad_sdp)?;
+            pc.set_remote_description(now, offer)
+                .map_err(Error::bad_sdp)?;
             let answer = pc.create_answer(None)?;
             pc.set_local_description(now, answer.clone())?;
             Ok(answer.sdp)
@@ -226,7 +232,8 @@ impl Peer {
         let pc = &mut self.pc;
         guarded("setting a remote answer", || {
             let answer = RTCSessionDescription::answer(sdp).map_err(Error::bad_sdp)?;
-            pc.set_remote_description(now, answer).map_err(Error::bad_sdp)?;
+            pc.set_remote_description(now, answer)
+                .map_err(Error::bad_sdp)?;
             Ok(())
         })?;
         self.negotiation = Negotiation::Stable;
@@ -420,7 +427,9 @@ impl Peer {
     }
 }
 
-fn extension_id(extensions: &[rtc::rtp_transceiver::rtp_sender::RTCRtpHeaderExtensionParameters]) -> Option<u8> {
+fn extension_id(
+    extensions: &[rtc::rtp_transceiver::rtp_sender::RTCRtpHeaderExtensionParameters],
+) -> Option<u8> {
     extensions
         .iter()
         .find(|extension| extension.uri == AUDIO_LEVEL_URI)

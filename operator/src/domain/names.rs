@@ -139,7 +139,10 @@ mod tests {
             Err(DomainError::DisplayNameEmpty),
             "blank names are refused"
         );
-        assert!(DisplayName::new(&"ü".repeat(64)).is_ok(), "64 characters, not bytes");
+        assert!(
+            DisplayName::new(&"ü".repeat(64)).is_ok(),
+            "64 characters, not bytes"
+        );
         assert_eq!(
             DisplayName::new(&"a".repeat(10_000)),
             Err(DomainError::DisplayNameTooLong { max: 64 })

@@ -71,13 +71,21 @@ mod tests {
 
     #[test]
     fn picks_the_least_loaded_node_relative_to_its_size() {
-        let nodes = [node("a", 50, 100, false), node("b", 30, 40, false), node("c", 10, 100, false)];
+        let nodes = [
+            node("a", 50, 100, false),
+            node("b", 30, 40, false),
+            node("c", 10, 100, false),
+        ];
         assert_eq!(choose_node(&nodes).unwrap().id.0, "c");
     }
 
     #[test]
     fn skips_draining_and_full_nodes() {
-        let nodes = [node("a", 0, 100, true), node("b", 40, 40, false), node("c", 99, 100, false)];
+        let nodes = [
+            node("a", 0, 100, true),
+            node("b", 40, 40, false),
+            node("c", 99, 100, false),
+        ];
         assert_eq!(choose_node(&nodes).unwrap().id.0, "c");
     }
 

@@ -75,7 +75,9 @@ impl Fleet {
     fn lock(&self) -> std::sync::MutexGuard<'_, FleetState> {
         // Every critical section is a few map operations that cannot leave the state half
         // written, so a poisoned lock still guards consistent data.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Placement's view of every attached node. Sessions admitted but not yet reported by the
@@ -106,7 +108,10 @@ impl Fleet {
 
     /// Whether `node` is attached and takes rooms.
     pub fn is_available(&self, node: &NodeId) -> bool {
-        self.lock().nodes.get(node).is_some_and(|node| !node.draining)
+        self.lock()
+            .nodes
+            .get(node)
+            .is_some_and(|node| !node.draining)
     }
 
     /// Participants in `room` whose sessions run through this replica.
@@ -188,7 +193,11 @@ impl Fleet {
         let Some(route) = self.lock().sessions.remove(session_id) else {
             return;
         };
-        let to_node = self.lock().nodes.get(&route.node).map(|n| n.to_node.clone());
+        let to_node = self
+            .lock()
+            .nodes
+            .get(&route.node)
+            .map(|n| n.to_node.clone());
         if let Some(to_node) = to_node {
             let close = v1::CloseSession {
                 session_id: session_id.to_owned(),
@@ -201,7 +210,10 @@ impl Fleet {
         }
     }
 
-    fn route_to_node(&self, session_id: &str) -> Result<mpsc::Sender<v1::ControlMessage>, FleetError> {
+    fn route_to_node(
+        &self,
+        session_id: &str,
+    ) -> Result<mpsc::Sender<v1::ControlMessage>, FleetError> {
         let state = self.lock();
         let route = state
             .sessions

@@ -2,7 +2,8 @@
 //! the `treffpunkt.v1` signals that travel on to the media node.
 //!
 //! Every message is an object with a `type`. Anything else is refused with a `bad-message`
-//! error naming what was wrong; the connection stays open.
+//! error naming what was wrong; the connection stays open. Unknown fields are ignored, so that
+//! newer clients can talk to older gateways.
 
 use serde::{Deserialize, Serialize};
 use treffpunkt_proto::v1::{self, signal::Kind};
@@ -12,7 +13,7 @@ pub const MAX_SDP_BYTES: usize = 32 * 1024;
 
 /// A message from the browser.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ClientMessage {
     /// Join the room under this name.
     Join {
@@ -241,7 +242,11 @@ pub fn from_signal(signal: v1::Signal) -> Option<ServerMessage> {
         },
         Kind::Welcome(welcome) => ServerMessage::Welcome {
             participant_id: welcome.participant_id,
-            participants: welcome.participants.into_iter().map(participant_info).collect(),
+            participants: welcome
+                .participants
+                .into_iter()
+                .map(participant_info)
+                .collect(),
         },
         Kind::ParticipantJoined(participant) => ServerMessage::ParticipantJoined {
             participant: participant_info(participant),
@@ -282,7 +287,6 @@ mod tests {
             r#"{"type":"hack"}"#,
             r#"{"type":"offer"}"#,
             r#"{"type":"offer","sdp":1}"#,
-            r#"{"type":"leave","extra":true}"#,
             r#"[1,2,3]"#,
             "not json",
         ] {

@@ -200,7 +200,9 @@ impl<S: Store> Session<S> {
             Message::Close(_) => return Inbound::Gone,
             Message::Ping(_) | Message::Pong(_) => return Inbound::Refused,
             Message::Binary(_) => {
-                return self.refused("bad-message", "messages must be JSON text").await;
+                return self
+                    .refused("bad-message", "messages must be JSON text")
+                    .await;
             }
         };
         if !self.budget.take(Instant::now()) {
@@ -319,7 +321,10 @@ impl<S: Store> Session<S> {
                 Err(error) => return Err(error.into()),
             }
         }
-        Err(Refusal::new("unavailable", "could not place the room, try again"))
+        Err(Refusal::new(
+            "unavailable",
+            "could not place the room, try again",
+        ))
     }
 
     /// Relays signalling between the joined client and its node until either side ends.
@@ -352,7 +357,11 @@ impl<S: Store> Session<S> {
             grant_signature: gateway.grant_key.sign(&grant),
             grant: Some(grant),
         };
-        let mut events = match gateway.fleet.open_session(&node, self.key.clone(), open).await {
+        let mut events = match gateway
+            .fleet
+            .open_session(&node, self.key.clone(), open)
+            .await
+        {
             Ok(events) => events,
             Err(error) => {
                 warn!(%error, "could not open a session");
@@ -434,6 +443,9 @@ mod tests {
         let allowed = (0..200).filter(|_| budget.take(start)).count();
         assert_eq!(allowed, MESSAGE_BURST as usize);
         assert!(!budget.take(start));
-        assert!(budget.take(start + Duration::from_millis(100)), "refilled after 100 ms");
+        assert!(
+            budget.take(start + Duration::from_millis(100)),
+            "refilled after 100 ms"
+        );
     }
 }

@@ -16,10 +16,26 @@ const INDEX_HTML: &str = include_str!("../../web/index.html");
 
 /// The client's static files: name, content type, content.
 const ASSETS: &[(&str, &str, &str)] = &[
-    ("app.js", "text/javascript; charset=utf-8", include_str!("../../web/app.js")),
-    ("i18n.js", "text/javascript; charset=utf-8", include_str!("../../web/i18n.js")),
-    ("style.css", "text/css; charset=utf-8", include_str!("../../web/style.css")),
-    ("icon.svg", "image/svg+xml", include_str!("../../web/icon.svg")),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/app.js"),
+    ),
+    (
+        "i18n.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/i18n.js"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("../../web/style.css"),
+    ),
+    (
+        "icon.svg",
+        "image/svg+xml",
+        include_str!("../../web/icon.svg"),
+    ),
 ];
 
 const NOT_FOUND_HTML: &str = "<!doctype html><html lang=\"de\"><meta charset=\"utf-8\">\
@@ -42,7 +58,8 @@ pub async fn room_page(Path((tenant, room)): Path<(String, String)>) -> Response
         return Html(INDEX_HTML).into_response();
     }
     let (lower_tenant, lower_room) = (tenant.to_lowercase(), room.to_lowercase());
-    if TenantName::new(lower_tenant.as_str()).is_ok() && RoomName::new(lower_room.as_str()).is_ok() {
+    if TenantName::new(lower_tenant.as_str()).is_ok() && RoomName::new(lower_room.as_str()).is_ok()
+    {
         return Redirect::permanent(&format!("/{lower_tenant}/{lower_room}")).into_response();
     }
     not_found()
@@ -79,7 +96,10 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
              object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
         ),
     );
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

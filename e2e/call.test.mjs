@@ -1,0 +1,165 @@
+// A video call in headless Chromium through Treffpunkt's own media node, in standalone mode.
+//
+// A page counts as seeing and hearing the other only when its WebRTC statistics say so:
+// inbound video `framesDecoded` and inbound audio `totalSamplesReceived` grow between two
+// samples.
+
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+
+import { ARTIFACTS, decodesAndHears, eventually, join, launchBrowser, startTreffpunkt } from "./harness.mjs";
+
+fs.mkdirSync(ARTIFACTS, { recursive: true });
+
+async function tileNames(page) {
+  return page.$$eval(".tile .name > span:first-child", (spans) => spans.map((span) => span.textContent));
+}
+
+async function bothWays(a, b) {
+  return eventually(async () => {
+    const [x, y] = await Promise.all([decodesAndHears(a), decodesAndHears(b)]);
+    return x.video && x.audio && y.video && y.audio;
+  }, 30000);
+}
+
+describe("a call in the browser", () => {
+  let server;
+  let browser;
+
+  before(async () => {
+    server = await startTreffpunkt();
+    browser = await launchBrowser();
+  });
+
+  after(async () => {
+    await browser?.close();
+    server?.child.kill("SIGKILL");
+  });
+
+  test("two pages see and hear each other, and go on when a third comes and goes", async () => {
+    const room = `${server.url}/public/familie`;
+    const anna = await join(browser, room, "Anna", { locale: "de-DE" });
+    const ben = await join(browser, room, "Ben", { locale: "en-US" });
+    assert.ok(await bothWays(anna, ben), "Anna and Ben decode each other's video and hear each other");
+
+    assert.deepEqual(await tileNames(anna), ["Anna (Sie)", "Ben"], "Anna's grid names both");
+    assert.deepEqual(await tileNames(ben), ["Ben (You)", "Anna"], "Ben's grid is in English");
+    assert.equal(await anna.textContent("#leave"), "Verlassen");
+    assert.equal(await ben.textContent("#leave"), "Leave");
+
+    const cem = await join(browser, room, "Cem", { locale: "de-DE" });
+    const cemReceivesBoth = await eventually(async () => {
+      const stats = await decodesAndHears(cem);
+      return stats.video && stats.audio && stats.second.videoTracks >= 2 ? stats : null;
+    }, 30000);
+    assert.ok(cemReceivesBoth, "the third page receives the first two");
+    assert.ok((await tileNames(anna)).includes("Cem"), "Anna sees Cem's tile");
+
+    await cem.click("#leave");
+    assert.ok(
+      await eventually(async () => !(await tileNames(anna)).includes("Cem"), 10000),
+      "Cem's tile goes when Cem leaves",
+    );
+    assert.equal(await anna.textContent("#notice"), "Cem hat das Treffen verlassen.");
+    assert.ok(await bothWays(anna, ben), "Anna and Ben still decode each other after Cem left");
+
+    await anna.screenshot({ path: path.join(ARTIFACTS, "call.png") });
+    await ben.click("#leave");
+    assert.equal(await ben.textContent("#ended-heading"), "You have left the meeting.");
+    await anna.context().close();
+    await ben.context().close();
+    await cem.context().close();
+  });
+
+  test("muting is shown to the others", async () => {
+    const room = `${server.url}/public/stumm`;
+    const anna = await join(browser, room, "Anna");
+    const ben = await join(browser, room, "Ben");
+    await eventually(async () => (await tileNames(ben)).includes("Anna"));
+    await anna.click("#call-mic");
+    assert.equal(await anna.textContent("#call-mic"), "Mikrofon einschalten");
+    const badge = '.tile[data-participant]:not([data-participant="self"]) .badge';
+    assert.ok(
+      await eventually(async () => ben.$eval(badge, (el) => !el.hidden), 10000),
+      "Ben sees that Anna is muted",
+    );
+    await anna.click("#call-cam");
+    assert.ok(
+      await eventually(async () => ben.$eval('.tile[data-participant]:not([data-participant="self"])', (el) => el.classList.contains("video-off")), 10000),
+      "Ben sees that Anna's camera is off",
+    );
+    await anna.context().close();
+    await ben.context().close();
+  });
+
+  test("the landing page opens a room from a typed name", async () => {
+    const context = await browser.newContext({ locale: "de-DE" });
+    const page = await context.newPage();
+    await page.goto(server.url + "/");
+    await page.fill("#room-name", "Skatclub Mittwoch");
+    await page.click("#landing-form button");
+    await page.waitForURL(/\/public\/skatclub-mittwoch$/);
+    assert.equal(await page.textContent("#join-button"), "Beitreten");
+    await context.close();
+  });
+});
+
+describe("plain messages when something is wrong", () => {
+  let server;
+  let browser;
+
+  before(async () => {
+    server = await startTreffpunkt(["--max-participants-per-room", "2"]);
+    // Without the fake prompt, each context's permissions decide.
+    browser = await launchBrowser({ grantDevices: false });
+  });
+
+  after(async () => {
+    await browser?.close();
+    server?.child.kill("SIGKILL");
+  });
+
+  test("a denied camera and microphone are explained, and one can still join and listen", async () => {
+    const room = `${server.url}/public/ohne-kamera`;
+    const listener = await join(browser, room, "Lea", { permissions: [] });
+    const notice = await listener.textContent("#device-notice");
+    assert.match(notice, /Kamera und Mikrofon sind nicht freigegeben/);
+    assert.ok(await eventually(async () => listener.isVisible("#call")), "she joins anyway");
+    const speaker = await join(browser, room, "Sam");
+    assert.ok(
+      await eventually(async () => (await decodesAndHears(listener)).video, 30000),
+      "the listener sees the speaker",
+    );
+    await listener.context().close();
+    await speaker.context().close();
+  });
+
+  test("a full room says so", async () => {
+    const room = `${server.url}/public/voll`;
+    const first = await join(browser, room, "Eins", { permissions: [] });
+    const second = await join(browser, room, "Zwei", { permissions: [] });
+    await eventually(async () => (await tileNames(second)).length === 2);
+    const third = await join(browser, room, "Drei", { locale: "en-US", permissions: [] });
+    assert.ok(
+      await eventually(async () => /This room is full/.test(await third.textContent("#notice")), 10000),
+      "the third person is told the room is full",
+    );
+    assert.equal(await third.isVisible("#lobby"), true, "and stays in the lobby");
+    for (const page of [first, second, third]) await page.context().close();
+  });
+
+  test("a dropped connection is explained", async () => {
+    const room = `${server.url}/public/abbruch`;
+    const page = await join(browser, room, "Uli", { permissions: [] });
+    assert.ok(await eventually(async () => page.isVisible("#call")), "Uli is in the call");
+    server.child.kill("SIGKILL");
+    assert.ok(
+      await eventually(async () => page.isVisible("#ended"), 15000),
+      "the page shows that the meeting ended",
+    );
+    assert.equal(await page.textContent("#ended-heading"), "Die Verbindung zum Treffen ist abgebrochen.");
+    await page.context().close();
+  });
+});

@@ -1,0 +1,234 @@
+//! Bad input from outside gets a clear error or is dropped, and a call in progress on the same
+//! node keeps flowing: malformed and oversized WebSocket messages, bad SDP, empty and huge
+//! display names, and random datagrams on the media port.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::UdpSocket;
+use tokio_tungstenite::tungstenite::Message;
+use treffpunkt_client::{Kind, Participant, Publish, signal_url};
+use treffpunkt_operator::standalone::{self, StandaloneConfig};
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A deterministic pseudo-random byte source (xorshift), so a failure can be replayed.
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+async fn next_reply(socket: &mut Socket) -> Option<Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let message = tokio::time::timeout_at(deadline.into(), socket.next())
+            .await
+            .ok()??;
+        match message.ok()? {
+            Message::Text(text) => return serde_json::from_str(&text).ok(),
+            Message::Close(_) => return None,
+            _ => {}
+        }
+    }
+}
+
+/// Sends `message` and returns the error code the gateway answers with.
+async fn error_code_for(socket: &mut Socket, message: Message) -> String {
+    socket.send(message).await.expect("the socket is open");
+    let reply = next_reply(socket).await.expect("an answer");
+    assert_eq!(reply["type"], "error", "expected an error, got {reply}");
+    reply["code"].as_str().unwrap_or_default().to_owned()
+}
+
+fn text(value: Value) -> Message {
+    Message::Text(value.to_string().into())
+}
+
+fn total(receiver: &Participant, source: &Participant) -> u64 {
+    receiver.stats(&source.id, Kind::Audio).packets
+        + receiver.stats(&source.id, Kind::Video).packets
+}
+
+async fn flows(anna: &Participant, ben: &Participant) -> bool {
+    let before = (total(anna, ben), total(ben, anna));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    total(anna, ben) > before.0 + 40 && total(ben, anna) > before.1 + 40
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_and_the_call_goes_on() {
+    let server = standalone::start(StandaloneConfig {
+        http: SocketAddr::new(LOOPBACK, 0),
+        grpc: SocketAddr::new(LOOPBACK, 0),
+        udp: SocketAddr::new(LOOPBACK, 0),
+        announce_ip: LOOPBACK,
+        ..StandaloneConfig::default()
+    })
+    .await
+    .expect("standalone mode starts");
+    let url = signal_url(server.http, "public", "stammtisch");
+    let anna = Participant::join(&url, "Anna", Some(Publish::default()))
+        .await
+        .unwrap();
+    let ben = Participant::join(&url, "Ben", Some(Publish::default()))
+        .await
+        .unwrap();
+    assert!(flows(&anna, &ben).await, "the call flows before the abuse");
+
+    // --- Malformed and oversized WebSocket messages, before joining ---
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    assert_eq!(
+        error_code_for(&mut socket, Message::Text("not json".into())).await,
+        "bad-message"
+    );
+    assert_eq!(
+        error_code_for(&mut socket, Message::Text("[1,2]".into())).await,
+        "bad-message"
+    );
+    assert_eq!(
+        error_code_for(&mut socket, text(json!({"type": "hack"}))).await,
+        "bad-message"
+    );
+    assert_eq!(
+        error_code_for(&mut socket, Message::Binary(vec![0u8; 64].into())).await,
+        "bad-message"
+    );
+    assert_eq!(
+        error_code_for(&mut socket, text(json!({"type": "offer", "sdp": "v=0"}))).await,
+        "not-joined"
+    );
+    let large = json!({"type": "join", "name": "x".repeat(100 * 1024)});
+    assert_eq!(
+        error_code_for(&mut socket, text(large)).await,
+        "message-too-large"
+    );
+
+    // --- Display names ---
+    for (name, code) in [
+        (String::new(), "name-empty"),
+        ("   ".to_owned(), "name-empty"),
+        ("x".repeat(10 * 1024), "name-too-long"),
+        ("Eve\nadmin".to_owned(), "name-invalid"),
+    ] {
+        assert_eq!(
+            error_code_for(&mut socket, text(json!({"type": "join", "name": name}))).await,
+            code
+        );
+    }
+
+    // --- Joined, then bad SDP and out-of-turn signals ---
+    socket
+        .send(text(json!({"type": "join", "name": "Mallory"})))
+        .await
+        .unwrap();
+    let welcome = next_reply(&mut socket).await.unwrap();
+    assert_eq!(
+        welcome["type"], "welcome",
+        "a refused name may try again: {welcome}"
+    );
+    let garbage_sdp = json!({"type": "offer", "sdp": "this is not a session description"});
+    assert_eq!(
+        error_code_for(&mut socket, text(garbage_sdp)).await,
+        "bad-sdp"
+    );
+    let many_sections = format!(
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n{}",
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n".repeat(50)
+    );
+    assert_eq!(
+        error_code_for(
+            &mut socket,
+            text(json!({"type": "offer", "sdp": many_sections}))
+        )
+        .await,
+        "bad-sdp"
+    );
+    assert_eq!(
+        error_code_for(&mut socket, text(json!({"type": "answer", "sdp": "v=0"}))).await,
+        "negotiation"
+    );
+    assert_eq!(
+        error_code_for(&mut socket, text(json!({"type": "join", "name": "again"}))).await,
+        "already-joined"
+    );
+    let huge_sdp = json!({"type": "offer", "sdp": "a".repeat(40 * 1024)});
+    assert_eq!(
+        error_code_for(&mut socket, text(huge_sdp)).await,
+        "message-too-large"
+    );
+    // A frame beyond the hard limit closes this one socket, and only it.
+    let _ = socket
+        .send(Message::Text("y".repeat(400 * 1024).into()))
+        .await;
+    assert!(
+        next_reply(&mut socket).await.is_none(),
+        "the oversized frame closes the socket"
+    );
+
+    // --- Random datagrams on the media port ---
+    let attacker = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+    let mut noise = Noise(0x5eed_1234_abcd_0001);
+    for round in 0..3000usize {
+        let len = (noise.next() % 1400) as usize;
+        let mut datagram = noise.bytes(len);
+        match round % 4 {
+            // STUN-shaped, with the magic cookie and a random USERNAME.
+            0 if len >= 28 => {
+                datagram[0] = 0x00;
+                datagram[1] = 0x01;
+                datagram[2..4].copy_from_slice(&((len - 20) as u16).to_be_bytes());
+                datagram[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+                datagram[20..22].copy_from_slice(&0x0006u16.to_be_bytes());
+            }
+            // RTP-shaped.
+            1 if len >= 12 => datagram[0] = 0x80,
+            // DTLS-shaped.
+            2 if len >= 13 => datagram[0] = 22,
+            _ => {}
+        }
+        let _ = attacker.send_to(&datagram, server.media).await;
+    }
+
+    assert!(
+        flows(&anna, &ben).await,
+        "the call still flows after the abuse"
+    );
+    assert_eq!(
+        server.fleet.nodes().len(),
+        1,
+        "the media node is still attached"
+    );
+    // And the node still admits people and forwards to them.
+    let cem = Participant::join(&url, "Cem", None)
+        .await
+        .expect("a new participant joins");
+    let cem_receives = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if total(&cem, &anna) > 20 || Instant::now() > deadline {
+                break total(&cem, &anna) > 20;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert!(cem_receives, "a newcomer receives media after the abuse");
+    anna.leave().await;
+    ben.leave().await;
+    cem.leave().await;
+    server.stop();
+}

@@ -1,0 +1,152 @@
+//! Calls through standalone mode, with real sockets on loopback: the gateway's WebSocket, the
+//! media node attached over gRPC, and real UDP, DTLS and SRTP between the node and Rust clients
+//! on the `webrtc` crate.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use treffpunkt_client::{Kind, Participant, Publish, RoomEvent, signal_url};
+use treffpunkt_operator::domain::Tenant;
+use treffpunkt_operator::standalone::{self, Standalone, StandaloneConfig};
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+async fn start(tenants: Vec<Tenant>) -> Standalone {
+    standalone::start(StandaloneConfig {
+        http: SocketAddr::new(LOOPBACK, 0),
+        grpc: SocketAddr::new(LOOPBACK, 0),
+        udp: SocketAddr::new(LOOPBACK, 0),
+        announce_ip: LOOPBACK,
+        max_participants: 50,
+        tenants,
+    })
+    .await
+    .expect("standalone mode starts")
+}
+
+/// Waits until `condition` holds, checking every 50 ms, for at most `limit`.
+async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    condition()
+}
+
+/// Whether `receiver` has at least `packets` intact packets of each kind from each of `sources`
+/// and nothing corrupt.
+fn receives_from(receiver: &Participant, sources: &[&Participant], packets: u64) -> bool {
+    sources.iter().all(|source| {
+        [Kind::Audio, Kind::Video].iter().all(|kind| {
+            let stats = receiver.stats(&source.id, *kind);
+            assert_eq!(
+                stats.corrupt, 0,
+                "{} got altered packets from {}",
+                receiver.id, source.id
+            );
+            stats.packets >= packets
+        })
+    })
+}
+
+fn counts(receiver: &Participant, source: &Participant) -> (u64, u64) {
+    (
+        receiver.stats(&source.id, Kind::Audio).packets,
+        receiver.stats(&source.id, Kind::Video).packets,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_participants_receive_each_other_and_two_go_on_when_one_leaves() {
+    let server = start(Vec::new()).await;
+    let url = signal_url(server.http, "public", "chor");
+    let publish = Some(Publish::default());
+    let anna = Participant::join(&url, "Anna", publish.clone())
+        .await
+        .expect("Anna joins");
+    let mut ben = Participant::join(&url, "Ben", publish.clone())
+        .await
+        .expect("Ben joins");
+    let cem = Participant::join(&url, "Cem", publish)
+        .await
+        .expect("Cem joins");
+    assert_eq!(
+        cem.others_at_join.len(),
+        2,
+        "Cem is welcomed with the two others"
+    );
+    assert!(cem.others_at_join.iter().any(|(_, name)| name == "Anna"));
+
+    let everyone_receives = eventually(Duration::from_secs(20), || {
+        receives_from(&anna, &[&ben, &cem], 25)
+            && receives_from(&ben, &[&anna, &cem], 25)
+            && receives_from(&cem, &[&anna, &ben], 25)
+    })
+    .await;
+    assert!(
+        everyone_receives,
+        "each receives the other two's audio and video, intact"
+    );
+
+    let cem_id = cem.id.clone();
+    cem.leave().await;
+    let told = loop {
+        match ben.next_event(Duration::from_secs(5)).await {
+            Some(RoomEvent::Left { id, reason }) => break Some((id, reason)),
+            Some(_) => continue,
+            None => break None,
+        }
+    };
+    assert_eq!(
+        told,
+        Some((cem_id, "left".to_owned())),
+        "Ben is told that Cem left"
+    );
+
+    let before = (counts(&anna, &ben), counts(&ben, &anna));
+    let still_flowing = eventually(Duration::from_secs(5), || {
+        let (a_from_b, b_from_a) = (counts(&anna, &ben), counts(&ben, &anna));
+        a_from_b.0 > before.0.0 + 25
+            && a_from_b.1 > before.0.1 + 25
+            && b_from_a.0 > before.1.0 + 25
+            && b_from_a.1 > before.1.1 + 25
+    })
+    .await;
+    assert!(
+        still_flowing,
+        "Anna and Ben keep receiving each other after Cem left"
+    );
+    anna.leave().await;
+    ben.leave().await;
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_room_refuses_the_next_person_with_a_clear_error() {
+    let mut tenant = Tenant::public();
+    tenant.limits.max_participants_per_room = 2;
+    let server = start(vec![tenant]).await;
+    let url = signal_url(server.http, "public", "klein");
+    let first = Participant::join(&url, "Eins", None)
+        .await
+        .expect("first joins");
+    let second = Participant::join(&url, "Zwei", None)
+        .await
+        .expect("second joins");
+    match Participant::join(&url, "Drei", None).await {
+        Err(treffpunkt_client::Error::Refused { code, .. }) => assert_eq!(code, "room-full"),
+        Err(other) => panic!("expected room-full, got {other}"),
+        Ok(_) => panic!("a third person joined a room for two"),
+    }
+    first.leave().await;
+    // Now there is room again.
+    let third = Participant::join(&url, "Drei", None)
+        .await
+        .expect("room again after one left");
+    second.leave().await;
+    third.leave().await;
+    server.stop();
+}
