@@ -9,7 +9,15 @@ import fs from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 
-import { ARTIFACTS, decodesAndHears, eventually, join, launchBrowser, startTreffpunkt } from "./harness.mjs";
+import {
+  ARTIFACTS,
+  decodesAndHears,
+  eventually,
+  join,
+  launchBrowser,
+  requestedUrls,
+  startTreffpunkt,
+} from "./harness.mjs";
 
 fs.mkdirSync(ARTIFACTS, { recursive: true });
 
@@ -92,6 +100,13 @@ describe("a call in the browser", () => {
     );
     await anna.context().close();
     await ben.context().close();
+  });
+
+  test("the client contacts no host but the server it came from", async () => {
+    assert.ok(requestedUrls.length > 10, "the calls above made requests");
+    const own = new URL(server.url).host;
+    const foreign = requestedUrls.filter((url) => !url.startsWith("data:") && new URL(url).host !== own);
+    assert.deepEqual(foreign, []);
   });
 
   test("the landing page opens a room from a typed name", async () => {

@@ -84,11 +84,16 @@ export async function startTreffpunkt(extraArgs = []) {
   return { url, child, output: () => output };
 }
 
+/** Every URL any page of these tests requested or opened a WebSocket to. */
+export const requestedUrls = [];
+
 /** Opens a room page in a new context and joins under `name`. */
 export async function join(browser, url, name, { locale = "de-DE", permissions = ["camera", "microphone"] } = {}) {
   const context = await browser.newContext({ locale, permissions, viewport: { width: 1280, height: 720 } });
   const page = await context.newPage();
   page.on("pageerror", (error) => console.log(`[${name}] page error: ${error.message}`));
+  page.on("request", (request) => requestedUrls.push(request.url()));
+  page.on("websocket", (socket) => requestedUrls.push(socket.url()));
   await page.goto(url);
   await page.fill("#display-name", name);
   await page.click("#join-button");

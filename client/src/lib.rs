@@ -8,8 +8,10 @@
 #![forbid(unsafe_code)]
 
 pub mod media;
+pub mod relay;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -129,12 +131,43 @@ pub struct TrackStats {
     pub first_at: Option<Instant>,
     /// When the last intact packet arrived.
     pub last_at: Option<Instant>,
+    /// The lowest index seen.
+    pub lowest_index: Option<u32>,
     /// The highest index seen.
     pub highest_index: Option<u32>,
+    /// Distinct indices seen: retransmissions of a packet count once.
+    pub distinct: u64,
+}
+
+impl TrackStats {
+    /// The share of packets between the lowest and highest index that arrived.
+    pub fn coverage(&self) -> f64 {
+        match (self.lowest_index, self.highest_index) {
+            (Some(low), Some(high)) => self.distinct as f64 / f64::from(high - low + 1),
+            _ => 0.0,
+        }
+    }
+}
+
+/// What arrived on one remote track.
+#[derive(Debug, Default)]
+pub struct TrackLog {
+    stats: TrackStats,
+    seen: HashSet<u32>,
 }
 
 /// Received media, by the sender's participant id and kind.
-pub type Received = Arc<Mutex<HashMap<(String, Kind), TrackStats>>>;
+pub type Received = Arc<Mutex<HashMap<(String, Kind), TrackLog>>>;
+
+/// How a synthetic participant joins.
+#[derive(Clone, Debug, Default)]
+pub struct JoinOptions {
+    /// What it publishes; `None` for a listener.
+    pub publish: Option<Publish>,
+    /// Send media to this address (a relay in front of the node) instead of the node's
+    /// candidate.
+    pub media_via: Option<SocketAddr>,
+}
 
 fn unix_us() -> u64 {
     SystemTime::now()
@@ -176,17 +209,26 @@ impl PeerConnectionEventHandler for Handler {
                     media::verify(kind, &packet.payload).filter(|stamp| stamp.source == source);
                 let now = Instant::now();
                 let mut received = received.lock().unwrap_or_else(|p| p.into_inner());
-                let stats = received.entry((source.clone(), kind)).or_default();
+                let log = received.entry((source.clone(), kind)).or_default();
+                let stats = &mut log.stats;
                 match intact {
                     Some(stamp) => {
                         stats.packets += 1;
                         stats.first_at.get_or_insert(now);
                         stats.last_at = Some(now);
+                        stats.lowest_index = Some(
+                            stats
+                                .lowest_index
+                                .map_or(stamp.index, |l| l.min(stamp.index)),
+                        );
                         stats.highest_index = Some(
                             stats
                                 .highest_index
                                 .map_or(stamp.index, |h| h.max(stamp.index)),
                         );
+                        if log.seen.insert(stamp.index) {
+                            stats.distinct += 1;
+                        }
                     }
                     None => stats.corrupt += 1,
                 }
@@ -257,6 +299,24 @@ impl Participant {
     /// Joins the room whose signalling WebSocket is at `url` under `name`, publishing as
     /// `publish` says, and returns once media is connected.
     pub async fn join(url: &str, name: &str, publish: Option<Publish>) -> Result<Self> {
+        Self::join_with(
+            url,
+            name,
+            JoinOptions {
+                publish,
+                media_via: None,
+            },
+        )
+        .await
+    }
+
+    /// Joins as [`Self::join`] does, with more options.
+    pub async fn join_with(url: &str, name: &str, options: JoinOptions) -> Result<Self> {
+        let JoinOptions { publish, media_via } = options;
+        let redirect = move |sdp: String| match media_via {
+            Some(to) => relay::redirect_candidates(&sdp, to),
+            None => sdp,
+        };
         let join_sent_at = Instant::now();
         let (mut socket, _) = tokio_tungstenite::connect_async(url)
             .await
@@ -401,7 +461,7 @@ impl Participant {
                                 let _ = answer_tx.send(Ok(message["sdp"].as_str().unwrap_or_default().to_owned()));
                             }
                             "offer" => {
-                                let sdp = message["sdp"].as_str().unwrap_or_default().to_owned();
+                                let sdp = redirect(message["sdp"].as_str().unwrap_or_default().to_owned());
                                 match answer_offer(&signalling_pc, sdp).await {
                                     Ok(answer) => {
                                         let reply = json!({"type": "answer", "sdp": answer});
@@ -453,7 +513,7 @@ impl Participant {
             .await
             .map_err(|_| Error::Timeout("the node's answer"))?
             .ok_or(Error::Timeout("the node's answer"))??;
-        pc.set_remote_description(RTCSessionDescription::answer(answer_sdp)?)
+        pc.set_remote_description(RTCSessionDescription::answer(redirect(answer_sdp))?)
             .await?;
         tokio::time::timeout(Duration::from_secs(10), async {
             while let Some(state) = states.recv().await {
@@ -510,7 +570,7 @@ impl Participant {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&(source.to_owned(), kind))
-            .cloned()
+            .map(|log| log.stats.clone())
             .unwrap_or_default()
     }
 

@@ -5,7 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use treffpunkt_client::{Kind, Participant, Publish, RoomEvent, signal_url};
+use treffpunkt_client::relay::{Loss, LossyRelay};
+use treffpunkt_client::{JoinOptions, Kind, Participant, Publish, RoomEvent, signal_url};
 use treffpunkt_operator::domain::Tenant;
 use treffpunkt_operator::standalone::{self, Standalone, StandaloneConfig};
 
@@ -121,6 +122,22 @@ async fn three_participants_receive_each_other_and_two_go_on_when_one_leaves() {
     );
     anna.leave().await;
     ben.leave().await;
+
+    let node = treffpunkt_operator::domain::NodeId("standalone".into());
+    let freed = eventually(Duration::from_secs(5), || {
+        server.fleet.load(&node).is_some_and(|load| {
+            load.rooms == 0
+                && load.participants == 0
+                && load.published_tracks == 0
+                && load.forwarded_tracks == 0
+        })
+    })
+    .await;
+    assert!(
+        freed,
+        "the node frees everything once everyone has left: {:?}",
+        server.fleet.load(&node)
+    );
     server.stop();
 }
 
@@ -148,5 +165,85 @@ async fn a_full_room_refuses_the_next_person_with_a_clear_error() {
         .expect("room again after one left");
     second.leave().await;
     third.leave().await;
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loss_is_repaired_per_hop_with_nack() {
+    let server = start(Vec::new()).await;
+    let url = signal_url(server.http, "public", "wackelig");
+    // Every 20th RTP packet is lost on Anna's uplink and again on Ben's downlink: without
+    // repair, Ben would miss about one video packet in ten.
+    let uplink = LossyRelay::start(
+        server.media,
+        Loss {
+            uplink_every: 20,
+            downlink_every: 0,
+        },
+    )
+    .await
+    .unwrap();
+    let downlink = LossyRelay::start(
+        server.media,
+        Loss {
+            uplink_every: 0,
+            downlink_every: 20,
+        },
+    )
+    .await
+    .unwrap();
+    let anna = Participant::join_with(
+        &url,
+        "Anna",
+        JoinOptions {
+            publish: Some(Publish::default()),
+            media_via: Some(uplink.address),
+        },
+    )
+    .await
+    .unwrap();
+    let ben = Participant::join_with(
+        &url,
+        "Ben",
+        JoinOptions {
+            publish: None,
+            media_via: Some(downlink.address),
+        },
+    )
+    .await
+    .unwrap();
+    let enough = eventually(Duration::from_secs(20), || {
+        let video = ben.stats(&anna.id, Kind::Video);
+        video
+            .highest_index
+            .zip(video.lowest_index)
+            .is_some_and(|(h, l)| h > l + 300)
+    })
+    .await;
+    assert!(enough, "Ben receives Anna's video");
+    let video = ben.stats(&anna.id, Kind::Video);
+    let dropped = (
+        uplink
+            .stats
+            .dropped_up
+            .load(std::sync::atomic::Ordering::Relaxed),
+        downlink
+            .stats
+            .dropped_down
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert!(
+        dropped.0 > 10 && dropped.1 > 10,
+        "both relays lost packets: {dropped:?}"
+    );
+    // The last few packets may still be on their way to being repaired.
+    assert!(
+        video.coverage() > 0.97,
+        "NACK on both hops repairs the loss: {:.3} of the video arrived",
+        video.coverage()
+    );
+    assert_eq!(video.corrupt, 0);
+    anna.leave().await;
+    ben.leave().await;
     server.stop();
 }

@@ -106,6 +106,11 @@ impl Fleet {
             .collect()
     }
 
+    /// What `node` last reported of its load.
+    pub fn load(&self, node: &NodeId) -> Option<v1::LoadReport> {
+        self.lock().nodes.get(node).map(|attached| attached.load)
+    }
+
     /// Whether `node` is attached and takes rooms.
     pub fn is_available(&self, node: &NodeId) -> bool {
         self.lock()
