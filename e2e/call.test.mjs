@@ -81,6 +81,44 @@ describe("a call in the browser", () => {
     await cem.context().close();
   });
 
+  test("a browser that prefers H.264 is forwarded in H.264", async () => {
+    const preferH264 = () => {
+      const addTransceiver = RTCPeerConnection.prototype.addTransceiver;
+      RTCPeerConnection.prototype.addTransceiver = function (trackOrKind, init) {
+        const transceiver = addTransceiver.call(this, trackOrKind, init);
+        const kind = typeof trackOrKind === "string" ? trackOrKind : trackOrKind.kind;
+        if (kind === "video") {
+          const codecs = RTCRtpSender.getCapabilities("video").codecs;
+          const h264 = codecs.filter((c) => c.mimeType === "video/H264");
+          transceiver.setCodecPreferences([...h264, ...codecs.filter((c) => c.mimeType !== "video/H264")]);
+        }
+        return transceiver;
+      };
+    };
+    const room = `${server.url}/public/h264`;
+    const pages = [];
+    for (const name of ["Hanna", "Hugo"]) {
+      const context = await browser.newContext({ permissions: ["camera", "microphone"] });
+      await context.addInitScript(preferH264);
+      const page = await context.newPage();
+      await page.goto(room);
+      await page.fill("#display-name", name);
+      await page.click("#join-button");
+      pages.push(page);
+    }
+    assert.ok(await bothWays(pages[0], pages[1]), "both decode each other");
+    const codecs = await pages[1].evaluate(async () => {
+      const stats = await window.treffpunkt.pc.getStats();
+      const mimeTypes = [];
+      stats.forEach((r) => {
+        if (r.type === "inbound-rtp" && r.kind === "video") mimeTypes.push(stats.get(r.codecId)?.mimeType);
+      });
+      return mimeTypes;
+    });
+    assert.deepEqual(codecs, ["video/H264"]);
+    for (const page of pages) await page.context().close();
+  });
+
   test("muting is shown to the others", async () => {
     const room = `${server.url}/public/stumm`;
     const anna = await join(browser, room, "Anna");
