@@ -19,6 +19,7 @@ use treffpunkt_proto::v1::{
 };
 
 use crate::error::{Error, Result};
+use crate::health::Attached;
 use crate::transport::{Admission, Command, Report};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -92,6 +93,7 @@ pub async fn run(
     grant_key: Option<GrantKey>,
     commands: mpsc::Sender<Command>,
     mut reports: mpsc::UnboundedReceiver<Report>,
+    attached: Attached,
 ) -> Result<()> {
     let endpoint = Endpoint::from_shared(endpoint.clone())
         .map_err(|error| Error::Control(format!("bad control-plane address {endpoint}: {error}")))?
@@ -99,15 +101,17 @@ pub async fn run(
         .tcp_nodelay(true);
     let mut backoff = MIN_BACKOFF;
     loop {
-        match attach_once(
+        let result = attach_once(
             &endpoint,
             &identity,
             grant_key.as_ref(),
             &commands,
             &mut reports,
+            &attached,
         )
-        .await
-        {
+        .await;
+        attached.set(false);
+        match result {
             Ok(Finished::Shutdown) => return Ok(()),
             Ok(Finished::StreamEnded) => {
                 warn!("attach stream ended; reconnecting");
@@ -131,6 +135,7 @@ async fn attach_once(
     grant_key: Option<&GrantKey>,
     commands: &mpsc::Sender<Command>,
     reports: &mut mpsc::UnboundedReceiver<Report>,
+    attached: &Attached,
 ) -> Result<Finished> {
     let channel = endpoint
         .connect()
@@ -158,6 +163,7 @@ async fn attach_once(
         .map_err(|status| Error::Control(status.to_string()))?
         .into_inner();
     info!(node = %identity.node_id, "attached to the control plane");
+    attached.set(true);
     loop {
         tokio::select! {
             message = inbound.message() => {

@@ -20,6 +20,7 @@
 pub mod control;
 pub mod core;
 mod error;
+pub mod health;
 pub mod transport;
 
 use std::net::{IpAddr, SocketAddr};
@@ -49,6 +50,8 @@ pub struct NodeConfig {
     /// The secret shared with the control plane for grants; `None` accepts unsigned grants
     /// (tests only).
     pub grant_key: Option<GrantKey>,
+    /// Where the health endpoint (`/healthz`, `/readyz`) listens, if anywhere.
+    pub health_listen: Option<SocketAddr>,
 }
 
 /// A bound media node, ready to run.
@@ -85,15 +88,28 @@ impl MediaNode {
         let (commands, command_queue) = mpsc::channel(1024);
         let (reports, report_queue) = mpsc::unbounded_channel();
         let node = Node::new(self.socket, reports, self.config.max_participants);
+        let attached = health::Attached::default();
+        let health = self.config.health_listen.map(|address| {
+            let attached = attached.clone();
+            tokio::spawn(async move {
+                if let Err(error) = health::serve(address, attached).await {
+                    tracing::warn!(%error, "the health endpoint stopped");
+                }
+            })
+        });
         let control = tokio::spawn(control::run(
             self.config.control_plane,
             identity,
             self.config.grant_key,
             commands,
             report_queue,
+            attached,
         ));
         node.run(command_queue).await;
         control.abort();
+        if let Some(health) = health {
+            health.abort();
+        }
         Ok(())
     }
 }

@@ -34,6 +34,9 @@ struct Args {
     /// Participants this node accepts.
     #[arg(long, env = "TREFFPUNKT_MAX_PARTICIPANTS", default_value_t = 200)]
     max_participants: u32,
+    /// Where the health endpoint for probes listens (`/healthz`, `/readyz`).
+    #[arg(long, env = "TREFFPUNKT_HEALTH_LISTEN", default_value = "0.0.0.0:9091")]
+    health_listen: SocketAddr,
     /// The secret shared with the control plane for signing grants.
     #[arg(long, env = "TREFFPUNKT_GRANT_KEY", hide_env_values = true)]
     grant_key: String,
@@ -62,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
         announce_ip: args.announce_ip,
         max_participants: args.max_participants,
         grant_key: Some(GrantKey::new(args.grant_key.as_bytes())),
+        health_listen: Some(args.health_listen),
     })
     .await
     .context("binding the media port")?;

@@ -3,7 +3,10 @@
 use std::net::{IpAddr, SocketAddr};
 
 use clap::{Parser, Subcommand};
+use treffpunkt_operator::cluster::{self, ClusterConfig};
 use treffpunkt_operator::domain::Tenant;
+use treffpunkt_operator::leader::Election;
+use treffpunkt_operator::reconcile::Settings;
 use treffpunkt_operator::standalone::{self, StandaloneConfig};
 
 /// Treffpunkt: video meetings a city can run for its people.
@@ -16,6 +19,9 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// One control-plane replica in Kubernetes: gateway, Attach endpoint, admin endpoint, and
+    /// (while holding the Lease) the reconcilers.
+    Operator(Box<OperatorArgs>),
     /// Everything on one machine, no cluster: the web client, the control plane and one media
     /// node, with rooms kept in memory.
     Standalone {
@@ -38,6 +44,102 @@ enum Command {
     },
 }
 
+#[derive(Debug, clap::Args)]
+struct OperatorArgs {
+    /// A kubeconfig file; the in-cluster configuration (or $KUBECONFIG) when unset.
+    #[arg(long)]
+    kubeconfig: Option<std::path::PathBuf>,
+    /// Where the gateway (web client, joins, signalling) listens.
+    #[arg(long, env = "TREFFPUNKT_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+    http_listen: SocketAddr,
+    /// Where media nodes attach (gRPC).
+    #[arg(long, env = "TREFFPUNKT_GRPC_LISTEN", default_value = "0.0.0.0:7001")]
+    grpc_listen: SocketAddr,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, env = "TREFFPUNKT_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    admin_listen: SocketAddr,
+    /// The platform's namespace: MediaPools, the grant key and the Lease live there.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "treffpunkt")]
+    namespace: String,
+    /// This replica's identity in leader election.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// The Lease's name.
+    #[arg(long, default_value = "treffpunkt-operator")]
+    lease_name: String,
+    /// How long the Lease lasts without renewal, in seconds.
+    #[arg(long, default_value_t = 15)]
+    lease_seconds: u64,
+    /// The address people open; room join URLs start with it.
+    #[arg(
+        long,
+        env = "TREFFPUNKT_PUBLIC_URL",
+        default_value = "http://localhost:8080"
+    )]
+    public_url: String,
+    /// How long an ad-hoc room may stay empty before it is removed, in seconds.
+    #[arg(long, env = "TREFFPUNKT_ADHOC_ROOM_TTL", default_value_t = 300)]
+    adhoc_room_ttl: u64,
+    /// The gRPC address media nodes dial; the operator's attach Service when unset.
+    #[arg(long, env = "TREFFPUNKT_ATTACH_ADDRESS")]
+    attach_address: Option<String>,
+    /// The Secret with the key grants are signed with.
+    #[arg(
+        long,
+        env = "TREFFPUNKT_GRANT_KEY_SECRET",
+        default_value = "treffpunkt-grant-key"
+    )]
+    grant_key_secret: String,
+}
+
+async fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
+    let identity = args.identity.unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname")
+            .map(|name| name.trim().to_owned())
+            .unwrap_or_else(|_| format!("treffpunkt-{}", std::process::id()))
+    });
+    let attach_address = args.attach_address.unwrap_or_else(|| {
+        format!(
+            "http://treffpunkt-attach.{}.svc:{}",
+            args.namespace,
+            args.grpc_listen.port()
+        )
+    });
+    let running = cluster::start(ClusterConfig {
+        kubeconfig: args.kubeconfig,
+        http: args.http_listen,
+        grpc: args.grpc_listen,
+        admin: args.admin_listen,
+        election: Election {
+            namespace: args.namespace.clone(),
+            lease_name: args.lease_name,
+            identity,
+            duration_seconds: args.lease_seconds,
+        },
+        settings: Settings {
+            platform_namespace: args.namespace,
+            public_url: args.public_url,
+            adhoc_room_ttl: std::time::Duration::from_secs(args.adhoc_room_ttl),
+            attach_address,
+            grant_key_secret: args.grant_key_secret,
+        },
+    })
+    .await?;
+    shutdown_signal().await;
+    running.stop().await;
+    Ok(())
+}
+
+/// SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler can be installed");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -47,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     match Args::parse().command {
+        Command::Operator(args) => run_operator(*args).await?,
         Command::Standalone {
             listen,
             udp_port,
@@ -73,7 +176,7 @@ async fn main() -> anyhow::Result<()> {
             };
             println!("Treffpunkt is running. Open {url} in your browser.");
             println!("Treffpunkt läuft. Öffnen Sie {url} im Browser.");
-            tokio::signal::ctrl_c().await?;
+            shutdown_signal().await;
             running.stop();
         }
     }

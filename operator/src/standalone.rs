@@ -121,6 +121,7 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
         announce_ip: config.announce_ip,
         max_participants: config.max_participants,
         grant_key: Some(grant_key.clone()),
+        health_listen: None,
     })
     .await?;
     let media = node.media_address();
@@ -178,7 +179,7 @@ async fn sweep_adhoc_rooms(store: Arc<MemoryStore>, fleet: Arc<Fleet>, idle: Dur
             }
             let since = *empty_since.entry(room.key.clone()).or_insert(now);
             if now.duration_since(since) >= idle
-                && store.delete_room(&room.key, room.revision).await.is_ok()
+                && store.delete_room(&room.key, &room.revision).await.is_ok()
             {
                 empty_since.remove(&room.key);
             }

@@ -265,6 +265,13 @@ impl Core {
         self.participants.get(&peer).map(|p| p.room.as_str())
     }
 
+    /// Every room with its number of participants.
+    pub fn rooms(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.rooms
+            .iter()
+            .map(|(room, members)| (room.as_str(), members.len()))
+    }
+
     /// The participants of `room`.
     pub fn room_members(&self, room: &str) -> &[PeerId] {
         self.rooms.get(room).map_or(&[], Vec::as_slice)

@@ -710,6 +710,20 @@ impl Node {
             bits_in_per_second: rate(traffic.bytes_in, before.bytes_in) * 8,
             bits_out_per_second: rate(traffic.bytes_out, before.bytes_out) * 8,
             cpu_millicores,
+            room_loads: self
+                .core
+                .rooms()
+                .filter_map(|(room, participants)| {
+                    let (tenant, name) = room.split_once('/')?;
+                    Some(v1::RoomLoad {
+                        room: Some(v1::RoomRef {
+                            tenant: tenant.to_owned(),
+                            name: name.to_owned(),
+                        }),
+                        participants: participants as u32,
+                    })
+                })
+                .collect(),
         }));
         self.last_report = (now, traffic, cpu);
     }

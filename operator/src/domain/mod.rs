@@ -10,7 +10,7 @@ mod tenant;
 
 pub use names::{DisplayName, MAX_DISPLAY_NAME_CHARS, RoomName, TenantName};
 pub use placement::{NodeId, NodeView, choose_node};
-pub use room::{Room, RoomKey, RoomLifetime, admit};
+pub use room::{Revision, Room, RoomKey, RoomLifetime, admit};
 pub use tenant::{Tenant, TenantLimits, TenantPolicy};
 
 /// Why the domain refused something. Each variant is a clear answer for the person or the

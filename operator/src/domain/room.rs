@@ -19,6 +19,11 @@ impl fmt::Display for RoomKey {
     }
 }
 
+/// An opaque version of a stored room (in a cluster, its resourceVersion). Two equal revisions
+/// mean the room did not change in between.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Revision(pub String);
+
 /// Whether a room outlives its meetings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RoomLifetime {
@@ -44,7 +49,7 @@ pub struct Room {
     pub node: Option<NodeId>,
     /// Changes on every write; placement compares it so that two gateways racing to place one
     /// room agree on one node.
-    pub revision: u64,
+    pub revision: Revision,
 }
 
 impl Room {
@@ -56,7 +61,7 @@ impl Room {
             max_participants: None,
             lifetime: RoomLifetime::AdHoc,
             node: None,
-            revision: 0,
+            revision: Revision::default(),
         }
     }
 

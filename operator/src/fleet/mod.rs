@@ -11,10 +11,10 @@ pub mod attach;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use treffpunkt_proto::v1::{self, control_message::Kind as ControlKind};
 
-use crate::domain::{NodeId, NodeView, RoomKey};
+use crate::domain::{NodeId, NodeView, RoomKey, RoomName, TenantName};
 
 /// How many events may wait for a slow client before its session is dropped. The node's stream
 /// must never wait for one participant.
@@ -66,12 +66,94 @@ struct FleetState {
 }
 
 /// The registry of attached nodes and the routing table of sessions.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Fleet {
     state: Mutex<FleetState>,
+    /// Rooms whose participant count changed, as nodes report it.
+    room_changes: broadcast::Sender<RoomKey>,
+}
+
+impl Default for Fleet {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            room_changes: broadcast::channel(1024).0,
+        }
+    }
+}
+
+/// A room as a node reports it, if its names are valid.
+fn room_key(room: Option<&v1::RoomRef>) -> Option<RoomKey> {
+    let room = room?;
+    Some(RoomKey {
+        tenant: TenantName::new(room.tenant.as_str()).ok()?,
+        name: RoomName::new(room.name.as_str()).ok()?,
+    })
+}
+
+/// Participants per room in a load report.
+fn room_loads(load: &v1::LoadReport) -> HashMap<RoomKey, u32> {
+    load.room_loads
+        .iter()
+        .filter_map(|room| Some((room_key(room.room.as_ref())?, room.participants)))
+        .collect()
 }
 
 impl Fleet {
+    /// Rooms whose participant count changes from now on.
+    pub fn room_changes(&self) -> broadcast::Receiver<RoomKey> {
+        self.room_changes.subscribe()
+    }
+
+    /// Participants in `room` over every attached node, as the nodes last reported.
+    pub fn room_participants(&self, room: &RoomKey) -> u32 {
+        self.lock()
+            .nodes
+            .values()
+            .map(|node| {
+                node.load
+                    .room_loads
+                    .iter()
+                    .filter(|load| room_key(load.room.as_ref()).as_ref() == Some(room))
+                    .map(|load| load.participants)
+                    .sum::<u32>()
+            })
+            .sum()
+    }
+
+    /// Participants and occupied rooms of `tenant` over every attached node.
+    pub fn tenant_usage(&self, tenant: &TenantName) -> (u32, u32) {
+        let state = self.lock();
+        let mut rooms: HashMap<RoomKey, u32> = HashMap::new();
+        for node in state.nodes.values() {
+            for (room, participants) in room_loads(&node.load) {
+                if &room.tenant == tenant {
+                    *rooms.entry(room).or_default() += participants;
+                }
+            }
+        }
+        let participants = rooms.values().sum();
+        let active = rooms.values().filter(|p| **p > 0).count() as u32;
+        (participants, active)
+    }
+
+    /// Asks every node that hosts `room` to close it; its participants are told.
+    pub fn close_room(&self, room: &RoomKey) {
+        let state = self.lock();
+        for node in state.nodes.values() {
+            if room_loads(&node.load).contains_key(room) {
+                let close = v1::ControlMessage::new(ControlKind::CloseRoom(v1::CloseRoom {
+                    room: Some(v1::RoomRef {
+                        tenant: room.tenant.to_string(),
+                        name: room.name.to_string(),
+                    }),
+                }));
+                // A node that does not keep up hears of it again at the next reconciliation.
+                let _ = node.to_node.try_send(close);
+            }
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, FleetState> {
         // Every critical section is a few map operations that cannot leave the state half
         // written, so a poisoned lock still guards consistent data.
@@ -108,7 +190,10 @@ impl Fleet {
 
     /// What `node` last reported of its load.
     pub fn load(&self, node: &NodeId) -> Option<v1::LoadReport> {
-        self.lock().nodes.get(node).map(|attached| attached.load)
+        self.lock()
+            .nodes
+            .get(node)
+            .map(|attached| attached.load.clone())
     }
 
     /// Whether `node` is attached and takes rooms.
@@ -254,6 +339,7 @@ impl Fleet {
     /// Forgets a node whose stream ended, unless it has attached again since, and tells the
     /// clients of its sessions that their connection is lost.
     fn detach(&self, node: &NodeId, attachment: u64) {
+        let rooms_hosted: Vec<RoomKey>;
         let orphaned: Vec<SessionRoute> = {
             let mut state = self.lock();
             if state
@@ -263,7 +349,12 @@ impl Fleet {
             {
                 return;
             }
-            state.nodes.remove(node);
+            let rooms = state
+                .nodes
+                .remove(node)
+                .map(|attached| room_loads(&attached.load))
+                .unwrap_or_default();
+            rooms_hosted = rooms.into_keys().collect();
             let ids: Vec<String> = state
                 .sessions
                 .iter()
@@ -279,11 +370,30 @@ impl Fleet {
                 .to_client
                 .try_send(ClientEvent::Closed(v1::CloseReason::ConnectionLost));
         }
+        for room in rooms_hosted {
+            let _ = self.room_changes.send(room);
+        }
     }
 
     fn update_load(&self, node: &NodeId, load: v1::LoadReport) {
-        if let Some(attached) = self.lock().nodes.get_mut(node) {
+        let changed: Vec<RoomKey> = {
+            let mut state = self.lock();
+            let Some(attached) = state.nodes.get_mut(node) else {
+                return;
+            };
+            let before = room_loads(&attached.load);
+            let after = room_loads(&load);
             attached.load = load;
+            before
+                .keys()
+                .chain(after.keys())
+                .filter(|room| before.get(room) != after.get(room))
+                .cloned()
+                .collect()
+        };
+        for room in changed {
+            // Nobody listening (no reconciler on this replica) is fine.
+            let _ = self.room_changes.send(room);
         }
     }
 

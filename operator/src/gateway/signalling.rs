@@ -305,7 +305,7 @@ impl<S: Store> Session<S> {
                 Refusal::new("platform-full", "the platform is full, try again later")
             })?;
             match store
-                .place_room(&self.key, room.revision, Some(chosen.id.clone()))
+                .place_room(&self.key, &room.revision, Some(chosen.id.clone()))
                 .await
             {
                 Ok(placed) => {

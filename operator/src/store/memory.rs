@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::{Store, StoreError};
-use crate::domain::{NodeId, Room, RoomKey, Tenant, TenantName};
+use crate::domain::{NodeId, Revision, Room, RoomKey, Tenant, TenantName};
 
 /// Tenants and rooms in memory: nothing survives the process, which is what a meeting on one
 /// machine wants.
@@ -21,9 +21,9 @@ struct State {
 }
 
 impl State {
-    fn bump(&mut self) -> u64 {
+    fn bump(&mut self) -> Revision {
         self.next_revision += 1;
-        self.next_revision
+        Revision(self.next_revision.to_string())
     }
 }
 
@@ -83,7 +83,7 @@ impl Store for MemoryStore {
     async fn place_room(
         &self,
         key: &RoomKey,
-        revision: u64,
+        revision: &Revision,
         node: Option<NodeId>,
     ) -> Result<Room, StoreError> {
         let mut state = self.lock();
@@ -92,7 +92,7 @@ impl Store for MemoryStore {
             .rooms
             .get_mut(key)
             .ok_or_else(|| StoreError::NotFound(key.clone()))?;
-        if room.revision != revision {
+        if &room.revision != revision {
             return Err(StoreError::Conflict(key.clone()));
         }
         room.node = node;
@@ -100,11 +100,11 @@ impl Store for MemoryStore {
         Ok(room.clone())
     }
 
-    async fn delete_room(&self, key: &RoomKey, revision: u64) -> Result<(), StoreError> {
+    async fn delete_room(&self, key: &RoomKey, revision: &Revision) -> Result<(), StoreError> {
         let mut state = self.lock();
         match state.rooms.get(key) {
             None => Err(StoreError::NotFound(key.clone())),
-            Some(room) if room.revision != revision => Err(StoreError::Conflict(key.clone())),
+            Some(room) if &room.revision != revision => Err(StoreError::Conflict(key.clone())),
             Some(_) => {
                 state.rooms.remove(key);
                 Ok(())
@@ -134,11 +134,11 @@ mod tests {
         let store = MemoryStore::with_tenants([Tenant::public()]);
         let room = store.create_room(Room::adhoc(key("chor"))).await.unwrap();
         let first = store
-            .place_room(&room.key, room.revision, Some(NodeId("a".into())))
+            .place_room(&room.key, &room.revision, Some(NodeId("a".into())))
             .await
             .unwrap();
         let racing = store
-            .place_room(&room.key, room.revision, Some(NodeId("b".into())))
+            .place_room(&room.key, &room.revision, Some(NodeId("b".into())))
             .await;
         assert!(matches!(racing, Err(StoreError::Conflict(_))));
         let stored = store.room(&room.key).await.unwrap().unwrap();

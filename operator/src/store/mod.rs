@@ -1,17 +1,19 @@
 //! Where the control plane keeps tenants and rooms.
 //!
 //! The gateway talks to a [`Store`]; in a cluster it is backed by the Kubernetes API server
-//! (Tenant and Room objects), in standalone mode by [`MemoryStore`]. Placement is written with
+//! (Tenant and Room objects, [`KubeStore`]), in standalone mode by [`MemoryStore`]. Placement is written with
 //! compare-and-set on the room's revision, so that two gateways racing to place one room agree
 //! on one node.
 
+mod kube;
 mod memory;
 
 use std::future::Future;
 
+pub use self::kube::{GATEWAY_MANAGER, KubeStore};
 pub use memory::MemoryStore;
 
-use crate::domain::{NodeId, Room, RoomKey, Tenant, TenantName};
+use crate::domain::{NodeId, Revision, Room, RoomKey, Tenant, TenantName};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +54,7 @@ pub trait Store: Send + Sync + 'static {
     fn place_room(
         &self,
         key: &RoomKey,
-        revision: u64,
+        revision: &Revision,
         node: Option<NodeId>,
     ) -> impl Future<Output = Result<Room, StoreError>> + Send;
 
@@ -60,7 +62,7 @@ pub trait Store: Send + Sync + 'static {
     fn delete_room(
         &self,
         key: &RoomKey,
-        revision: u64,
+        revision: &Revision,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Every room.

@@ -1,0 +1,232 @@
+//! Cluster mode: one control-plane replica in Kubernetes.
+//!
+//! Every replica serves the gateway (web client, joins, signalling), the `Attach` endpoint that
+//! media nodes dial, and its admin endpoint (`/metrics`, `/healthz`, `/readyz`). Tenants and rooms
+//! live on the API server ([`KubeStore`]). The replica that holds the Lease also runs the
+//! reconcilers.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::PostParams;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{info, warn};
+use treffpunkt_proto::grant::GrantKey;
+use treffpunkt_proto::v1::control_plane_server::ControlPlaneServer;
+
+use crate::fleet::Fleet;
+use crate::fleet::attach::AttachService;
+use crate::gateway::Gateway;
+use crate::leader::{self, Election};
+use crate::metrics::Metrics;
+use crate::reconcile::{self, Context, Settings};
+use crate::store::KubeStore;
+
+/// How a replica runs.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// A kubeconfig file; in the cluster's own configuration when unset.
+    pub kubeconfig: Option<PathBuf>,
+    /// Where the gateway listens.
+    pub http: SocketAddr,
+    /// Where media nodes attach.
+    pub grpc: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub admin: SocketAddr,
+    /// Leader election.
+    pub election: Election,
+    /// The reconcilers' settings.
+    pub settings: Settings,
+}
+
+/// A running replica.
+pub struct Cluster {
+    /// The gateway's address.
+    pub http: SocketAddr,
+    /// The `Attach` endpoint's address.
+    pub grpc: SocketAddr,
+    /// The admin endpoint's address.
+    pub admin: SocketAddr,
+    /// The media nodes attached to this replica.
+    pub fleet: Arc<Fleet>,
+    /// Whether this replica leads now.
+    pub leading: watch::Receiver<bool>,
+    stop: watch::Sender<bool>,
+    leader: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Cluster {
+    /// Stops the reconcilers (releasing the Lease) and every server.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.leader).await;
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// A client from `kubeconfig`, or from the environment (in-cluster, `$KUBECONFIG`).
+pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)?;
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?
+        }
+        None => Config::infer().await?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+/// The key grants are signed with, from its Secret in the platform namespace; made on first
+/// start, then shared by every replica and every media node.
+async fn grant_key(client: &Client, namespace: &str, name: &str) -> anyhow::Result<GrantKey> {
+    let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
+    loop {
+        if let Some(secret) = secrets.get_opt(name).await? {
+            let key = secret
+                .data
+                .and_then(|data| data.get("key").cloned())
+                .ok_or_else(|| anyhow::anyhow!("Secret {namespace}/{name} has no key \"key\""))?;
+            return Ok(GrantKey::new(&key.0));
+        }
+        let mut key = vec![0u8; 32];
+        SystemRandom::new()
+            .fill(&mut key)
+            .expect("the operating system's random source is available");
+        // As text, so that it can go into an environment variable of the media nodes.
+        let text: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(namespace.to_owned()),
+                labels: Some(
+                    [(
+                        reconcile::MANAGED_BY.0.to_owned(),
+                        reconcile::MANAGED_BY.1.to_owned(),
+                    )]
+                    .into(),
+                ),
+                ..ObjectMeta::default()
+            },
+            data: Some([("key".to_owned(), ByteString(text.into_bytes()))].into()),
+            type_: Some("Opaque".to_owned()),
+            ..Secret::default()
+        };
+        match secrets.create(&PostParams::default(), &secret).await {
+            Ok(_) => info!(%namespace, %name, "created the grant key"),
+            Err(kube::Error::Api(status)) if status.is_already_exists() => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+async fn serve_metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.encode(),
+    )
+}
+
+/// Starts a replica and returns once it serves.
+pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
+    let client = client(config.kubeconfig.as_ref()).await?;
+    let settings = config.settings.clone();
+    let grant_key = grant_key(
+        &client,
+        &settings.platform_namespace,
+        &settings.grant_key_secret,
+    )
+    .await?;
+    let (store, mut tasks) = KubeStore::start(client.clone()).await?;
+    let store = Arc::new(store);
+    let fleet = Arc::new(Fleet::default());
+    let metrics = Metrics::default();
+
+    let grpc_listener = TcpListener::bind(config.grpc).await?;
+    let grpc = grpc_listener.local_addr()?;
+    let attach = ControlPlaneServer::new(AttachService::new(fleet.clone()));
+    tasks.push(tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .add_service(attach)
+            .serve_with_incoming(TcpListenerStream::new(grpc_listener))
+            .await;
+        if let Err(error) = result {
+            warn!(%error, "the gRPC server stopped");
+        }
+    }));
+
+    let gateway = Arc::new(Gateway::new(store.clone(), fleet.clone(), grant_key));
+    let http_listener = TcpListener::bind(config.http).await?;
+    let http = http_listener.local_addr()?;
+    let router = gateway.router();
+    tasks.push(tokio::spawn(async move {
+        if let Err(error) = axum::serve(http_listener, router).await {
+            warn!(%error, "the HTTP server stopped");
+        }
+    }));
+
+    let admin_listener = TcpListener::bind(config.admin).await?;
+    let admin = admin_listener.local_addr()?;
+    let admin_router = Router::new()
+        .route("/metrics", get(serve_metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        // The caches are filled before the servers start, so a replica that serves is ready.
+        .route("/readyz", get(|| async { (StatusCode::OK, "ready") }))
+        .with_state(metrics.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(error) = axum::serve(admin_listener, admin_router).await {
+            warn!(%error, "the admin server stopped");
+        }
+    }));
+
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        fleet.clone(),
+        metrics,
+        settings,
+    ));
+    let (leading_tx, leading) = watch::channel(false);
+    let (stop, stop_rx) = watch::channel(false);
+    let leader = tokio::spawn(leader::run(
+        client,
+        config.election,
+        ctx,
+        leading_tx,
+        async move {
+            let mut stop_rx = stop_rx;
+            let _ = stop_rx.wait_for(|stopped| *stopped).await;
+        },
+    ));
+    info!(%http, %grpc, %admin, "control plane replica serving");
+    Ok(Cluster {
+        http,
+        grpc,
+        admin,
+        fleet,
+        leading,
+        stop,
+        leader,
+        tasks,
+    })
+}

@@ -1,0 +1,182 @@
+//! The reconcilers: `Tenant`, `Room` and `MediaPool` onto namespaces, RBAC, quotas, network
+//! policies, Deployments and statuses.
+//!
+//! Each follows the same shape: `reconcile` is wrapped in kube's `finalizer()`, so that
+//! whatever a resource made is cleaned up before it goes; what it makes is written by
+//! server-side apply under one field manager, so that a second pass over an unchanged resource
+//! writes nothing; its status is applied the same way; failures are counted by reason and
+//! retried with backoff; transitions are recorded as Kubernetes events.
+//!
+//! Only the replica that holds the Lease runs them (see [`crate::leader`]).
+
+mod pool;
+mod room;
+mod tenant;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer;
+use tracing::{debug, warn};
+
+use crate::fleet::Fleet;
+use crate::metrics::Metrics;
+
+/// The field manager the reconcilers write under.
+pub const MANAGER: &str = "treffpunkt-operator";
+/// The label every object the operator makes carries.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", MANAGER);
+/// The label that names an object's tenant.
+pub const TENANT_LABEL: &str = "treffpunkt.io/tenant";
+
+/// How the reconcilers are configured.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The namespace of the platform itself (MediaPools, the grant key, the Lease).
+    pub platform_namespace: String,
+    /// The address people open, e.g. `https://treffpunkt.example.org`; room join URLs start
+    /// with it.
+    pub public_url: String,
+    /// How long an ad-hoc room may stay empty before it is removed.
+    pub adhoc_room_ttl: Duration,
+    /// The gRPC address media nodes dial, e.g. `http://treffpunkt-attach.treffpunkt:7001`.
+    pub attach_address: String,
+    /// The Secret (in the platform namespace) with the key grants are signed with.
+    pub grant_key_secret: String,
+}
+
+/// What every reconciliation can reach.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// The media nodes attached to this replica.
+    pub fleet: Arc<Fleet>,
+    /// Where events go.
+    pub recorder: Recorder,
+    /// Counters and durations.
+    pub metrics: Metrics,
+    /// Configuration.
+    pub settings: Settings,
+}
+
+impl Context {
+    /// A context for reconcilers on `client`.
+    pub fn new(client: Client, fleet: Arc<Fleet>, metrics: Metrics, settings: Settings) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            fleet,
+            metrics,
+            settings,
+        }
+    }
+
+    /// Publishes an event about `object`; a failure to do so is logged, never fatal.
+    pub async fn event(
+        &self,
+        object: &k8s_openapi::api::core::v1::ObjectReference,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, object).await {
+            debug!(%error, "could not publish an event");
+        }
+    }
+}
+
+/// Why a reconciliation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused or failed a request.
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    /// Adding or removing a finalizer, or the work it guards, failed.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
+    /// Cleanup waits for something to go away.
+    #[error("waiting for {0} to be deleted")]
+    Deleting(String),
+    /// The object lacks something it must have.
+    #[error("the object has no {0}")]
+    Incomplete(&'static str),
+}
+
+impl Error {
+    /// A short, stable reason for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Kube(kube::Error::Api(status)) if status.code == 403 => "forbidden",
+            Self::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
+            Self::Kube(_) => "kube",
+            Self::Finalizer(inner) => match inner.as_ref() {
+                finalizer::Error::ApplyFailed(error) | finalizer::Error::CleanupFailed(error) => {
+                    error.reason()
+                }
+                _ => "finalizer",
+            },
+            Self::Deleting(_) => "deleting",
+            Self::Incomplete(_) => "incomplete",
+        }
+    }
+}
+
+/// The result of a reconciliation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Retries a failed reconciliation with a backoff that grows with how often it failed in a
+/// row, and counts the failure.
+fn error_policy(
+    controller: &'static str,
+    error: &Error,
+    ctx: &Context,
+) -> kube::runtime::controller::Action {
+    ctx.metrics.failure(controller, error.reason());
+    match error {
+        Error::Deleting(_) => debug!(controller, %error, "waiting"),
+        _ => warn!(controller, %error, "reconciliation failed"),
+    }
+    let delay = match error {
+        Error::Deleting(_) => Duration::from_secs(1),
+        Error::Kube(kube::Error::Api(status)) if status.code == 409 => Duration::from_millis(200),
+        _ => Duration::from_secs(5),
+    };
+    kube::runtime::controller::Action::requeue(delay)
+}
+
+/// Runs every reconciler until `shutdown` completes.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let signal = move || {
+        let mut stop = stop.clone();
+        async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        }
+    };
+    let tenants = tenant::run(ctx.clone(), signal());
+    let rooms = room::run(ctx.clone(), signal());
+    let pools = pool::run(ctx.clone(), signal());
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    tokio::join!(tenants, rooms, pools);
+}

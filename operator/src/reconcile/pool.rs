@@ -1,0 +1,407 @@
+//! The MediaPool reconciler: a Deployment of media nodes with a PodDisruptionBudget and a
+//! Service, and a status that follows the Deployment.
+//!
+//! Each media node needs its UDP and TCP ports on its Kubernetes node's address (hostPort, or
+//! the host's network), so there is one per Kubernetes node (anti-affinity), and a rolling
+//! update replaces nodes one at a time without surge. The announced address comes from the
+//! downward API (the node's IP) unless the pool fixes one. The pods run as non-root with a
+//! read-only root filesystem and no capabilities, and get no service-account token: a media
+//! node never talks to the API server.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Service,
+    ServicePort, ServiceSpec,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::{Context, Error, MANAGED_BY, MANAGER, Result, error_policy};
+use crate::crd::{self, MediaPool, MediaPoolStatus, NetworkMode};
+
+const FINALIZER: &str = "mediapools.treffpunkt.io/cleanup";
+/// The port of a media node's health endpoint.
+pub const HEALTH_PORT: i32 = 9091;
+/// The label that names a media node's pool.
+pub const POOL_LABEL: &str = "treffpunkt.io/pool";
+/// The user media nodes run as.
+const NON_ROOT: i64 = 65532;
+
+/// Runs the MediaPool reconciler (for pools in the platform namespace) until `shutdown`
+/// completes.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let namespace = ctx.settings.platform_namespace.clone();
+    let managed = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
+    Controller::new(
+        Api::<MediaPool>::namespaced(client.clone(), &namespace),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<Deployment>::namespaced(client.clone(), &namespace),
+        managed.clone(),
+    )
+    .owns(
+        Api::<PodDisruptionBudget>::namespaced(client.clone(), &namespace),
+        managed.clone(),
+    )
+    .owns(Api::<Service>::namespaced(client, &namespace), managed)
+    .graceful_shutdown_on(shutdown)
+    .run(
+        reconcile,
+        |_, error, ctx| error_policy("mediapool", error, &ctx),
+        ctx,
+    )
+    .for_each(|_| futures::future::ready(()))
+    .await;
+}
+
+async fn reconcile(pool: Arc<MediaPool>, ctx: Arc<Context>) -> Result<Action> {
+    let _measure = ctx.metrics.reconcile("mediapool");
+    let namespace = pool.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let api = Api::<MediaPool>::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, pool, |event| async {
+        match event {
+            Finalizer::Apply(pool) => apply(&pool, &ctx).await,
+            // The Deployment, budget and Service are owned by the pool and go with it.
+            Finalizer::Cleanup(_) => Ok(Action::await_change()),
+        }
+    })
+    .await
+    .map_err(|error| Error::Finalizer(Box::new(error)))
+}
+
+/// The name of a pool's Deployment, budget and Service.
+pub fn workload_name(pool: &str) -> String {
+    format!("treffpunkt-media-{pool}")
+}
+
+fn selector(pool: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_owned(),
+            "treffpunkt-media-node".to_owned(),
+        ),
+        (POOL_LABEL.to_owned(), pool.to_owned()),
+    ])
+}
+
+fn metadata(name: &str, namespace: &str, pool: &str, owner: &OwnerReference) -> ObjectMeta {
+    let mut labels = selector(pool);
+    labels.insert(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned());
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: Some(namespace.to_owned()),
+        labels: Some(labels),
+        owner_references: Some(vec![owner.clone()]),
+        ..ObjectMeta::default()
+    }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn env_from_field(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_owned(),
+                api_version: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+    }
+}
+
+fn probe(path: &str) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::Int(HEALTH_PORT),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(5),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    }
+}
+
+/// The Deployment of a pool's media nodes.
+pub fn deployment(pool: &MediaPool, ctx: &Context, owner: &OwnerReference) -> Deployment {
+    let name = pool.name_any();
+    let namespace = pool.namespace().unwrap_or_default();
+    let spec = &pool.spec;
+    let network = &spec.network;
+    let host_network = network.mode == NetworkMode::HostNetwork;
+    let host_port = |port: i32| (!host_network).then_some(port);
+    let announce = match &network.announce_address {
+        Some(address) => env("TREFFPUNKT_ANNOUNCE_IP", address.clone()),
+        None => env_from_field("TREFFPUNKT_ANNOUNCE_IP", "status.hostIP"),
+    };
+    let container = Container {
+        name: "media-node".to_owned(),
+        image: Some(spec.template.image.clone()),
+        env: Some(vec![
+            env(
+                "TREFFPUNKT_CONTROL_PLANE",
+                ctx.settings.attach_address.clone(),
+            ),
+            env_from_field("TREFFPUNKT_NODE_ID", "metadata.name"),
+            env("TREFFPUNKT_POOL", name.clone()),
+            env(
+                "TREFFPUNKT_UDP_BIND",
+                format!("0.0.0.0:{}", network.udp_port),
+            ),
+            announce,
+            env(
+                "TREFFPUNKT_MAX_PARTICIPANTS",
+                spec.template.max_participants.to_string(),
+            ),
+            env("TREFFPUNKT_HEALTH_LISTEN", format!("0.0.0.0:{HEALTH_PORT}")),
+            EnvVar {
+                name: "TREFFPUNKT_GRANT_KEY".to_owned(),
+                value: None,
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: ctx.settings.grant_key_secret.clone(),
+                        key: "key".to_owned(),
+                        optional: None,
+                    }),
+                    ..EnvVarSource::default()
+                }),
+            },
+        ]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("media-udp".to_owned()),
+                container_port: network.udp_port,
+                host_port: host_port(network.udp_port),
+                protocol: Some("UDP".to_owned()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("media-tcp".to_owned()),
+                container_port: network.tcp_port,
+                host_port: host_port(network.tcp_port),
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("health".to_owned()),
+                container_port: HEALTH_PORT,
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            },
+        ]),
+        readiness_probe: Some(probe("/readyz")),
+        liveness_probe: Some(probe("/healthz")),
+        resources: spec.template.resources.clone(),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(NON_ROOT),
+            run_as_group: Some(NON_ROOT),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                add: None,
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                localhost_profile: None,
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    };
+    let labels = selector(&name);
+    Deployment {
+        metadata: metadata(&workload_name(&name), &namespace, &name, owner),
+        spec: Some(DeploymentSpec {
+            replicas: Some(spec.replicas.min),
+            selector: LabelSelector {
+                match_labels: Some(labels.clone()),
+                match_expressions: None,
+            },
+            // A node's ports are taken while it runs: replace nodes one by one, never two on
+            // one Kubernetes node.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".to_owned()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(0)),
+                    max_unavailable: Some(IntOrString::Int(1)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels.clone()),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    host_network: host_network.then_some(true),
+                    dns_policy: host_network.then(|| "ClusterFirstWithHostNet".to_owned()),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    termination_grace_period_seconds: Some(300),
+                    node_selector: spec.template.node_selector.clone(),
+                    tolerations: spec.template.tolerations.clone(),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".to_owned(),
+                            localhost_profile: None,
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    affinity: Some(Affinity {
+                        pod_anti_affinity: Some(PodAntiAffinity {
+                            required_during_scheduling_ignored_during_execution: Some(vec![
+                                PodAffinityTerm {
+                                    label_selector: Some(LabelSelector {
+                                        match_labels: Some(labels),
+                                        match_expressions: None,
+                                    }),
+                                    topology_key: "kubernetes.io/hostname".to_owned(),
+                                    ..PodAffinityTerm::default()
+                                },
+                            ]),
+                            ..PodAntiAffinity::default()
+                        }),
+                        ..Affinity::default()
+                    }),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
+async fn apply(pool: &MediaPool, ctx: &Context) -> Result<Action> {
+    let name = pool.name_any();
+    let namespace = pool.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let owner = pool
+        .controller_owner_ref(&())
+        .ok_or(Error::Incomplete("uid"))?;
+    let ssa = PatchParams::apply(MANAGER).force();
+    let workload = workload_name(&name);
+
+    let deployment = Api::<Deployment>::namespaced(ctx.client.clone(), &namespace)
+        .patch(
+            &workload,
+            &ssa,
+            &Patch::Apply(&deployment(pool, ctx, &owner)),
+        )
+        .await?;
+
+    let budget = PodDisruptionBudget {
+        metadata: metadata(&workload, &namespace, &name, &owner),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector(&name)),
+                match_expressions: None,
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        status: None,
+    };
+    Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), &namespace)
+        .patch(&workload, &ssa, &Patch::Apply(&budget))
+        .await?;
+
+    // Headless: it names the media node pods for monitoring; media itself goes to each node's
+    // own address, never through a Service.
+    let service = Service {
+        metadata: metadata(&workload, &namespace, &name, &owner),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_owned()),
+            selector: Some(selector(&name)),
+            ports: Some(vec![ServicePort {
+                name: Some("health".to_owned()),
+                port: HEALTH_PORT,
+                target_port: Some(IntOrString::Int(HEALTH_PORT)),
+                protocol: Some("TCP".to_owned()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    };
+    Api::<Service>::namespaced(ctx.client.clone(), &namespace)
+        .patch(&workload, &ssa, &Patch::Apply(&service))
+        .await?;
+
+    let observed = deployment.status.unwrap_or_default();
+    let ready = observed.ready_replicas.unwrap_or(0);
+    let minimum = pool.spec.replicas.min;
+    let mut status = MediaPoolStatus {
+        replicas: observed.replicas.unwrap_or(0),
+        ready_replicas: ready,
+        observed_generation: pool.metadata.generation,
+        conditions: pool
+            .status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default(),
+    };
+    let enough = ready >= minimum;
+    crd::set_condition(
+        &mut status.conditions,
+        "Ready",
+        enough,
+        if enough { "MinimumReady" } else { "Waiting" },
+        &format!("{ready} of at least {minimum} media nodes are ready"),
+        pool.metadata.generation,
+    );
+    if pool.status.as_ref() != Some(&status) {
+        let body = json!({
+            "apiVersion": "treffpunkt.io/v1alpha1",
+            "kind": "MediaPool",
+            "status": status,
+        });
+        Api::<MediaPool>::namespaced(ctx.client.clone(), &namespace)
+            .patch_status(&name, &ssa, &Patch::Apply(&body))
+            .await?;
+        let was_ready = pool
+            .status
+            .as_ref()
+            .is_some_and(|s| crd::condition_is_true(&s.conditions, "Ready"));
+        if enough != was_ready {
+            ctx.event(
+                &pool.object_ref(&()),
+                !enough,
+                if enough { "Ready" } else { "NotReady" },
+                format!("{ready} of at least {minimum} media nodes are ready"),
+            )
+            .await;
+        }
+    }
+    Ok(Action::requeue(Duration::from_secs(300)))
+}

@@ -1,0 +1,234 @@
+//! The store of a cluster: Tenant and Room objects on the Kubernetes API server.
+//!
+//! Tenants are read from a watch-fed cache (they change rarely and every join needs one).
+//! Rooms are read from the API server directly when one is needed for a join, so that a room
+//! just created or placed by another gateway is seen at once. Placement is a merge patch of the
+//! Room's status that carries the resourceVersion the gateway read: the API server refuses it
+//! with 409 Conflict when another gateway placed the room first, and both agree on one node.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::reflector::{self, ObjectRef, Store as Cache};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+use super::{Store, StoreError};
+use crate::crd::{self, Lifetime, Room as RoomObject, RoomSpec, Tenant as TenantObject};
+use crate::domain::{NodeId, Revision, Room, RoomKey, RoomLifetime, Tenant, TenantName};
+
+/// The field manager the gateway writes under.
+pub const GATEWAY_MANAGER: &str = "treffpunkt-gateway";
+
+/// Tenants and rooms on the API server.
+#[derive(Clone)]
+pub struct KubeStore {
+    client: Client,
+    tenants: Cache<TenantObject>,
+    rooms: Cache<RoomObject>,
+}
+
+impl std::fmt::Debug for KubeStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KubeStore")
+    }
+}
+
+fn unavailable(error: kube::Error) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+/// Feeds a cache of `K` from a watch; returns the cache and the task that keeps it current.
+fn cached<K>(api: Api<K>) -> (Cache<K>, JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects();
+    let task = tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            if let Err(error) = event {
+                warn!(%error, "watch failed; retrying");
+            }
+        }
+    });
+    (reader, task)
+}
+
+impl KubeStore {
+    /// A store on `client`, with its caches filled. The returned tasks keep them current.
+    pub async fn start(client: Client) -> Result<(Self, Vec<JoinHandle<()>>), StoreError> {
+        let (tenants, tenant_task) = cached(Api::<TenantObject>::all(client.clone()));
+        let (rooms, room_task) = cached(Api::<RoomObject>::all(client.clone()));
+        tenants
+            .wait_until_ready()
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        rooms
+            .wait_until_ready()
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok((
+            Self {
+                client,
+                tenants,
+                rooms,
+            },
+            vec![tenant_task, room_task],
+        ))
+    }
+
+    /// The cached Tenant objects.
+    pub fn tenant_objects(&self) -> Vec<Arc<TenantObject>> {
+        self.tenants.state()
+    }
+
+    /// The cached Room objects.
+    pub fn room_objects(&self) -> Vec<Arc<RoomObject>> {
+        self.rooms.state()
+    }
+
+    fn rooms_of(&self, key: &RoomKey) -> Api<RoomObject> {
+        Api::namespaced(
+            self.client.clone(),
+            &crd::tenant_namespace(key.tenant.as_str()),
+        )
+    }
+
+    fn domain_room(object: &RoomObject) -> Result<Room, StoreError> {
+        object
+            .to_domain()
+            .ok_or_else(|| StoreError::Unavailable("a room outside any tenant".into()))
+    }
+}
+
+impl Store for KubeStore {
+    async fn tenant(&self, name: &TenantName) -> Result<Option<Tenant>, StoreError> {
+        Ok(self
+            .tenants
+            .get(&ObjectRef::new(name.as_str()))
+            .and_then(|tenant| tenant.to_domain()))
+    }
+
+    async fn room(&self, key: &RoomKey) -> Result<Option<Room>, StoreError> {
+        let object = self
+            .rooms_of(key)
+            .get_opt(key.name.as_str())
+            .await
+            .map_err(unavailable)?;
+        object.as_ref().map(Self::domain_room).transpose()
+    }
+
+    async fn create_room(&self, room: Room) -> Result<Room, StoreError> {
+        let mut object = RoomObject::new(
+            room.key.name.as_str(),
+            RoomSpec {
+                display_name: room.display_name.clone(),
+                access: None,
+                password_secret_ref: None,
+                moderators: Vec::new(),
+                max_participants: room.max_participants.and_then(|m| i32::try_from(m).ok()),
+                lifetime: match room.lifetime {
+                    RoomLifetime::Persistent => Lifetime::Persistent,
+                    RoomLifetime::AdHoc => Lifetime::AdHoc,
+                },
+            },
+        );
+        object.labels_mut().insert(
+            "app.kubernetes.io/managed-by".into(),
+            GATEWAY_MANAGER.into(),
+        );
+        let params = PostParams {
+            field_manager: Some(GATEWAY_MANAGER.into()),
+            ..PostParams::default()
+        };
+        match self.rooms_of(&room.key).create(&params, &object).await {
+            Ok(created) => Self::domain_room(&created),
+            Err(kube::Error::Api(status)) if status.is_already_exists() || status.code == 409 => {
+                Err(StoreError::AlreadyExists(room.key))
+            }
+            Err(kube::Error::Api(status))
+                if status.is_forbidden() && status.message.contains("quota") =>
+            {
+                Err(StoreError::RoomLimit(room.key.tenant))
+            }
+            Err(kube::Error::Api(status)) if status.is_not_found() => {
+                Err(StoreError::NotFound(room.key))
+            }
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    async fn place_room(
+        &self,
+        key: &RoomKey,
+        revision: &Revision,
+        node: Option<NodeId>,
+    ) -> Result<Room, StoreError> {
+        let body = json!({
+            "metadata": { "resourceVersion": revision.0 },
+            "status": { "node": node.map(|n| n.0) },
+        });
+        let params = PatchParams {
+            field_manager: Some(GATEWAY_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        match self
+            .rooms_of(key)
+            .patch_status(key.name.as_str(), &params, &Patch::Merge(&body))
+            .await
+        {
+            Ok(room) => Self::domain_room(&room),
+            Err(kube::Error::Api(status)) if status.is_conflict() || status.code == 409 => {
+                Err(StoreError::Conflict(key.clone()))
+            }
+            Err(kube::Error::Api(status)) if status.is_not_found() => {
+                Err(StoreError::NotFound(key.clone()))
+            }
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    async fn delete_room(&self, key: &RoomKey, revision: &Revision) -> Result<(), StoreError> {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: Some(revision.0.clone()),
+                uid: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match self.rooms_of(key).delete(key.name.as_str(), &params).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.is_conflict() || status.code == 409 => {
+                Err(StoreError::Conflict(key.clone()))
+            }
+            Err(kube::Error::Api(status)) if status.is_not_found() => {
+                Err(StoreError::NotFound(key.clone()))
+            }
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    async fn rooms(&self) -> Result<Vec<Room>, StoreError> {
+        Ok(self
+            .rooms
+            .state()
+            .iter()
+            .filter_map(|room| room.to_domain())
+            .collect())
+    }
+}

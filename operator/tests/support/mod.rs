@@ -1,0 +1,288 @@
+//! The real Kubernetes API server for integration tests.
+//!
+//! `deploy/testenv` builds one binary with etcd, kube-apiserver and kube-controller-manager from
+//! the Go modules of Kubernetes. A test binary starts it once (the first test that asks) and
+//! shares it; tests keep apart by using names of their own. The environment stops when the test
+//! process ends, because it exits when its stdin closes.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, Client, Config, ResourceExt};
+use treffpunkt_operator::crd;
+
+/// A running test environment.
+pub struct TestEnv {
+    /// The admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// The API server's URL.
+    pub server: String,
+    _process: Child,
+}
+
+fn binary() -> PathBuf {
+    if let Ok(path) = std::env::var("TREFFPUNKT_TESTENV") {
+        return PathBuf::from(path);
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/testenv/build.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("deploy/testenv/build.sh runs");
+    assert!(
+        output.status.success(),
+        "building the test environment failed"
+    );
+    let stdout = String::from_utf8(output.stdout).expect("a path");
+    PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .expect("build.sh prints the binary's path")
+            .trim(),
+    )
+}
+
+fn start() -> TestEnv {
+    let started = Instant::now();
+    // The CRDs go in before kube-controller-manager starts, so that its quota and garbage
+    // collector controllers know rooms from the start (they rediscover only every 30 s).
+    let crds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/treffpunkt/crds");
+    let mut process = Command::new(binary())
+        .arg("--crds")
+        .arg(crds)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the test environment starts");
+    let stdout = process.stdout.take().expect("stdout is piped");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("the test environment reports readiness");
+    let ready: serde_json::Value = serde_json::from_str(&line)
+        .unwrap_or_else(|_| panic!("the test environment failed to start: {line:?}"));
+    eprintln!(
+        "test environment ready in {:.1} s at {}",
+        started.elapsed().as_secs_f64(),
+        ready["server"]
+    );
+    TestEnv {
+        kubeconfig: PathBuf::from(ready["kubeconfig"].as_str().expect("a kubeconfig path")),
+        server: ready["server"].as_str().expect("a server").to_owned(),
+        _process: process,
+    }
+}
+
+/// The shared test environment, started on first use.
+pub fn testenv() -> &'static TestEnv {
+    static ENV: OnceLock<TestEnv> = OnceLock::new();
+    ENV.get_or_init(start)
+}
+
+/// The admin's client configuration.
+pub async fn admin_config() -> Config {
+    let kubeconfig = Kubeconfig::read_from(&testenv().kubeconfig).expect("a kubeconfig");
+    Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("a client configuration")
+}
+
+/// A client as the cluster's admin, with the CRDs installed.
+pub async fn admin() -> Client {
+    let client = Client::try_from(admin_config().await).expect("a client");
+    install_crds(&client).await;
+    client
+}
+
+/// A client that impersonates `user` in `groups` (needs the admin's impersonate right).
+pub async fn impersonating(user: &str, groups: &[&str]) -> Client {
+    let mut config = admin_config().await;
+    config.auth_info.impersonate = Some(user.to_owned());
+    config.auth_info.impersonate_groups = Some(groups.iter().map(|g| (*g).to_owned()).collect());
+    Client::try_from(config).expect("an impersonating client")
+}
+
+/// Applies the operator's CRDs and waits until the API server serves them.
+pub async fn install_crds(client: &Client) {
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    for definition in crd::crds() {
+        let name = definition.name_any();
+        crds.patch(
+            &name,
+            &PatchParams::apply("treffpunkt-tests").force(),
+            &Patch::Apply(&definition),
+        )
+        .await
+        .expect("the CRD applies");
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .expect("the CRD is established in time")
+        .expect("waiting for the CRD works");
+    }
+}
+
+/// A name no other test uses: `prefix` and a random suffix.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{prefix}-{:x}{:x}",
+        nanos % 0xffff,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The platform namespace of the shared operator.
+pub const PLATFORM: &str = "treffpunkt";
+/// How long ad-hoc rooms may stay empty under the shared operator.
+pub const ADHOC_TTL: Duration = Duration::from_secs(3);
+
+/// A control-plane replica running in this test process.
+pub struct Operator {
+    /// The gateway.
+    pub http: std::net::SocketAddr,
+    /// The Attach endpoint.
+    pub grpc: std::net::SocketAddr,
+    /// /metrics, /healthz, /readyz.
+    pub admin: std::net::SocketAddr,
+}
+
+/// Settings for an operator in the tests.
+pub fn settings() -> treffpunkt_operator::reconcile::Settings {
+    treffpunkt_operator::reconcile::Settings {
+        platform_namespace: PLATFORM.to_owned(),
+        public_url: "https://treffpunkt.test".to_owned(),
+        adhoc_room_ttl: ADHOC_TTL,
+        attach_address: "http://treffpunkt-attach.treffpunkt.svc:7001".to_owned(),
+        grant_key_secret: "treffpunkt-grant-key".to_owned(),
+    }
+}
+
+/// Starts a replica on its own thread and runtime (it outlives every test's runtime) with
+/// lease `lease`; returns its addresses once it serves.
+pub fn start_operator(lease: &str) -> Operator {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let lease = lease.to_owned();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async move {
+            let client = admin().await;
+            ensure_namespace(&client, PLATFORM).await;
+            let loopback = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let running =
+                treffpunkt_operator::cluster::start(treffpunkt_operator::cluster::ClusterConfig {
+                    kubeconfig: Some(testenv().kubeconfig.clone()),
+                    http: loopback(0),
+                    grpc: loopback(0),
+                    admin: loopback(0),
+                    election: treffpunkt_operator::leader::Election {
+                        namespace: PLATFORM.to_owned(),
+                        lease_name: lease.clone(),
+                        identity: format!("{lease}-replica"),
+                        duration_seconds: 15,
+                    },
+                    settings: settings(),
+                })
+                .await
+                .expect("the operator starts");
+            let mut leading = running.leading.clone();
+            let _ = leading.wait_for(|leading| *leading).await;
+            ready_tx
+                .send(Operator {
+                    http: running.http,
+                    grpc: running.grpc,
+                    admin: running.admin,
+                })
+                .expect("the test waits");
+            std::future::pending::<()>().await;
+        });
+    });
+    ready_rx.recv().expect("the operator thread reports")
+}
+
+/// The operator shared by the tests of one test binary.
+pub fn operator() -> &'static Operator {
+    static OPERATOR: OnceLock<Operator> = OnceLock::new();
+    OPERATOR.get_or_init(|| start_operator("treffpunkt-tests"))
+}
+
+/// Makes namespace `name` if it does not exist.
+pub async fn ensure_namespace(client: &Client, name: &str) {
+    use k8s_openapi::api::core::v1::Namespace;
+    let namespace = Namespace {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            name,
+            &PatchParams::apply("treffpunkt-tests"),
+            &Patch::Apply(&namespace),
+        )
+        .await
+        .expect("the namespace applies");
+}
+
+/// Reads the admin endpoint's metrics.
+pub async fn metrics(admin: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(admin)
+        .await
+        .expect("the admin endpoint answers");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("a request");
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.expect("a response");
+    body
+}
+
+/// The value of counter `name{labels}` in OpenMetrics `text`, 0 when absent.
+pub fn counter(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
