@@ -177,7 +177,7 @@ describe("plain messages when something is wrong", () => {
   test("a denied camera and microphone are explained, and one can still join and listen", async () => {
     const room = `${server.url}/public/ohne-kamera`;
     const listener = await join(browser, room, "Lea", { permissions: [] });
-    const notice = await listener.textContent("#device-notice");
+    const notice = await eventually(async () => listener.textContent("#device-notice"), 10000);
     assert.match(notice, /Kamera und Mikrofon sind nicht freigegeben/);
     assert.ok(await eventually(async () => listener.isVisible("#call")), "she joins anyway");
     const speaker = await join(browser, room, "Sam");
@@ -208,10 +208,16 @@ describe("plain messages when something is wrong", () => {
     const page = await join(browser, room, "Uli", { permissions: [] });
     assert.ok(await eventually(async () => page.isVisible("#call")), "Uli is in the call");
     server.child.kill("SIGKILL");
-    assert.ok(
-      await eventually(async () => page.isVisible("#ended"), 15000),
-      "the page shows that the meeting ended",
-    );
+    const ended = await eventually(async () => page.isVisible("#ended"), 15000);
+    const state = await page.evaluate(() => ({
+      joined: window.treffpunkt.joined,
+      leaving: window.treffpunkt.leaving,
+      ws: window.treffpunkt.ws?.readyState,
+      pc: window.treffpunkt.pc?.connectionState,
+      notice: document.getElementById("notice").textContent,
+      log: window.treffpunkt.log,
+    }));
+    assert.ok(ended, `the page shows that the meeting ended: ${JSON.stringify(state)}`);
     assert.equal(await page.textContent("#ended-heading"), "Die Verbindung zum Treffen ist abgebrochen.");
     await page.context().close();
   });

@@ -15,6 +15,7 @@
 //! - [`reconcile`]: the reconcilers of `Tenant`, `Room` and `MediaPool`, run by the replica that
 //!   holds the Lease ([`leader`]), with their [`metrics`].
 //! - [`cluster`]: one control-plane replica in Kubernetes.
+//! - [`seed`]: the Tenant and Room manifests that seed standalone mode.
 //! - [`standalone`]: all of it plus one media node in one process, talking real gRPC over
 //!   loopback, with an in-memory store: a meeting server on one machine.
 #![forbid(unsafe_code)]
@@ -27,5 +28,6 @@ pub mod gateway;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
+pub mod seed;
 pub mod standalone;
 pub mod store;

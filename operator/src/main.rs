@@ -2,11 +2,13 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use treffpunkt_operator::cluster::{self, ClusterConfig};
 use treffpunkt_operator::domain::Tenant;
 use treffpunkt_operator::leader::Election;
 use treffpunkt_operator::reconcile::Settings;
+use treffpunkt_operator::seed;
 use treffpunkt_operator::standalone::{self, StandaloneConfig};
 
 /// Treffpunkt: video meetings a city can run for its people.
@@ -38,9 +40,12 @@ enum Command {
         /// Participants the media node accepts.
         #[arg(long, default_value_t = 200)]
         max_participants: u32,
-        /// Participants one room admits.
+        /// Participants one room of the public space admits.
         #[arg(long, default_value_t = 20)]
         max_participants_per_room: u32,
+        /// Tenant and Room manifests (the same YAML as for kubectl) to start with.
+        #[arg(long, env = "TREFFPUNKT_MANIFESTS")]
+        manifests: Option<std::path::PathBuf>,
     },
 }
 
@@ -156,15 +161,34 @@ async fn main() -> anyhow::Result<()> {
             announce_ip,
             max_participants,
             max_participants_per_room,
+            manifests,
         } => {
+            let seed = match manifests {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    let seed =
+                        seed::parse(&text).with_context(|| format!("in {}", path.display()))?;
+                    for skipped in &seed.skipped {
+                        eprintln!("{}: skipped {skipped}", path.display());
+                    }
+                    seed
+                }
+                None => seed::Seed::default(),
+            };
             let mut public = Tenant::public();
             public.limits.max_participants_per_room = max_participants_per_room;
+            let mut tenants = seed.tenants;
+            if !tenants.iter().any(|t| t.name == public.name) {
+                tenants.push(public);
+            }
             let running = standalone::start(StandaloneConfig {
                 http: listen,
                 udp: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), udp_port),
                 announce_ip,
                 max_participants,
-                tenants: vec![public],
+                tenants,
+                rooms: seed.rooms,
                 ..StandaloneConfig::default()
             })
             .await?;

@@ -18,7 +18,7 @@ use treffpunkt_media_node::{MediaNode, NodeConfig};
 use treffpunkt_proto::grant::GrantKey;
 use treffpunkt_proto::v1::control_plane_server::ControlPlaneServer;
 
-use crate::domain::{RoomLifetime, Tenant};
+use crate::domain::{Room, RoomLifetime, Tenant};
 use crate::fleet::Fleet;
 use crate::fleet::attach::AttachService;
 use crate::gateway::Gateway;
@@ -40,8 +40,10 @@ pub struct StandaloneConfig {
     pub announce_ip: IpAddr,
     /// Participants the media node accepts.
     pub max_participants: u32,
-    /// The tenants to serve; the public space when empty.
+    /// The tenants to serve; the public space is added unless one of them is called `public`.
     pub tenants: Vec<Tenant>,
+    /// Rooms that exist from the start.
+    pub rooms: Vec<Room>,
 }
 
 impl Default for StandaloneConfig {
@@ -54,6 +56,7 @@ impl Default for StandaloneConfig {
             announce_ip: localhost,
             max_participants: 200,
             tenants: Vec::new(),
+            rooms: Vec::new(),
         }
     }
 }
@@ -91,12 +94,11 @@ fn random_key() -> GrantKey {
 /// Starts the control plane, the gateway and one media node, and returns once the node has
 /// attached and the gateway serves.
 pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
-    let tenants = if config.tenants.is_empty() {
-        vec![Tenant::public()]
-    } else {
-        config.tenants.clone()
-    };
-    let store = Arc::new(MemoryStore::with_tenants(tenants));
+    let mut tenants = config.tenants.clone();
+    if !tenants.iter().any(|t| t.name.as_str() == "public") {
+        tenants.push(Tenant::public());
+    }
+    let store = Arc::new(MemoryStore::seeded(tenants, config.rooms.clone()));
     let fleet = Arc::new(Fleet::default());
     let grant_key = random_key();
 

@@ -20,6 +20,7 @@ async fn start(tenants: Vec<Tenant>) -> Standalone {
         announce_ip: LOOPBACK,
         max_participants: 50,
         tenants,
+        rooms: Vec::new(),
     })
     .await
     .expect("standalone mode starts")

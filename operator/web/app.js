@@ -28,12 +28,20 @@ const state = {
   participants: new Map(),
   /** Streams that arrived before their participant's roster entry, by participant id. */
   pendingStreams: new Map(),
+  /** What happened to the session, newest last (event names only, no personal data). */
+  log: [],
   /** Resolves when the camera and microphone have answered. */
   devicesReady: Promise.resolve(),
   /** Signalling is handled strictly in order: each message waits for the previous one. */
   queue: Promise.resolve(),
 };
 window.treffpunkt = state;
+
+/** Records a step of the session for diagnostics (kept in memory, at most 50). */
+function trace(event) {
+  state.log.push(`${Math.round(performance.now())} ${event}`);
+  if (state.log.length > 50) state.log.shift();
+}
 
 // ------------------------------------------------------------------------------------------
 // Screens and notices
@@ -246,6 +254,7 @@ function send(message) {
 }
 
 async function join() {
+  trace("join");
   const name = $("display-name").value.trim();
   if (!name) {
     notify(errorText("name-empty"), { kind: "error" });
@@ -273,7 +282,8 @@ async function join() {
     }
     state.queue = state.queue.then(() => handle(message)).catch((error) => console.warn("signalling:", error));
   });
-  ws.addEventListener("close", () => {
+  ws.addEventListener("close", (event) => {
+    trace(`socket closed ${event.code}${state.ws === ws ? "" : " (old)"}`);
     if (state.ws !== ws || state.leaving) return;
     if (state.joined) ended("connection-lost");
     else resetJoinButton(errorText("unavailable"));
@@ -309,6 +319,7 @@ async function handle(message) {
     case "media":
       return updateMedia(message);
     case "error":
+      trace(`error ${message.code}`);
       if (!state.joined) {
         resetJoinButton(errorText(message.code));
         if (message.code.startsWith("name-")) $("display-name").focus();
@@ -317,6 +328,7 @@ async function handle(message) {
       }
       return;
     case "closed":
+      trace(`closed by server ${message.reason}`);
       return ended(message.reason);
     default:
       return;
@@ -324,6 +336,7 @@ async function handle(message) {
 }
 
 async function welcome(message) {
+  trace("welcome");
   state.me = message.participantId;
   state.joined = true;
   state.participants.clear();
@@ -475,6 +488,7 @@ function removeParticipant(id, reason) {
 // ------------------------------------------------------------------------------------------
 
 function teardown() {
+  trace("teardown");
   state.joined = false;
   state.pc?.close();
   state.pc = null;
@@ -496,6 +510,7 @@ function leave() {
 }
 
 function ended(reason) {
+  trace(`ended ${reason}`);
   const wasLeaving = state.leaving;
   state.leaving = true;
   teardown();
@@ -508,6 +523,7 @@ function ended(reason) {
 }
 
 async function rejoin() {
+  trace("rejoin");
   notify("");
   resetJoinButton();
   show("lobby");

@@ -13,8 +13,9 @@ mod pool;
 mod room;
 mod tenant;
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::Client;
@@ -60,6 +61,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// Configuration.
     pub settings: Settings,
+    /// Failures in a row, per object, for the backoff.
+    failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
@@ -75,7 +78,20 @@ impl Context {
             fleet,
             metrics,
             settings,
+            failures: Mutex::default(),
         }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        // Only counters are kept under the lock; a poisoned one is still consistent.
+        self.failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Forgets the failures of an object that reconciled.
+    pub fn succeeded(&self, controller: &str, object: &impl kube::ResourceExt) {
+        self.failures().remove(&failure_key(controller, object));
     }
 
     /// Publishes an event about `object`; a failure to do so is logged, never fatal.
@@ -142,10 +158,22 @@ impl Error {
 /// The result of a reconciliation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Retries a failed reconciliation with a backoff that grows with how often it failed in a
-/// row, and counts the failure.
+fn failure_key(controller: &str, object: &impl kube::ResourceExt) -> String {
+    format!(
+        "{controller}/{}/{}",
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    )
+}
+
+/// The longest wait before retrying a failed reconciliation.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Retries a failed reconciliation with a backoff that doubles with every failure in a row
+/// (up to five minutes), and counts the failure.
 fn error_policy(
     controller: &'static str,
+    object: &impl kube::ResourceExt,
     error: &Error,
     ctx: &Context,
 ) -> kube::runtime::controller::Action {
@@ -154,11 +182,20 @@ fn error_policy(
         Error::Deleting(_) => debug!(controller, %error, "waiting"),
         _ => warn!(controller, %error, "reconciliation failed"),
     }
-    let delay = match error {
+    let in_a_row = {
+        let mut failures = ctx.failures();
+        let count = failures.entry(failure_key(controller, object)).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    };
+    let first = match error {
         Error::Deleting(_) => Duration::from_secs(1),
         Error::Kube(kube::Error::Api(status)) if status.code == 409 => Duration::from_millis(200),
-        _ => Duration::from_secs(5),
+        _ => Duration::from_secs(2),
     };
+    let delay = first
+        .saturating_mul(1 << in_a_row.saturating_sub(1).min(10))
+        .min(MAX_BACKOFF);
     kube::runtime::controller::Action::requeue(delay)
 }
 

@@ -66,7 +66,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     .graceful_shutdown_on(shutdown)
     .run(
         reconcile,
-        |_, error, ctx| error_policy("mediapool", error, &ctx),
+        |object, error, ctx| error_policy("mediapool", object.as_ref(), error, &ctx),
         ctx,
     )
     .for_each(|_| futures::future::ready(()))
@@ -75,6 +75,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
 
 async fn reconcile(pool: Arc<MediaPool>, ctx: Arc<Context>) -> Result<Action> {
     let _measure = ctx.metrics.reconcile("mediapool");
+    let object = pool.clone();
     let namespace = pool.namespace().ok_or(Error::Incomplete("namespace"))?;
     let api = Api::<MediaPool>::namespaced(ctx.client.clone(), &namespace);
     finalizer(&api, FINALIZER, pool, |event| async {
@@ -86,6 +87,7 @@ async fn reconcile(pool: Arc<MediaPool>, ctx: Arc<Context>) -> Result<Action> {
     })
     .await
     .map_err(|error| Error::Finalizer(Box::new(error)))
+    .inspect(|_| ctx.succeeded("mediapool", &*object))
 }
 
 /// The name of a pool's Deployment, budget and Service.

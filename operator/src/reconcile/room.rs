@@ -61,7 +61,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .graceful_shutdown_on(shutdown)
         .run(
             reconcile,
-            |_, error, ctx| error_policy("room", error, &ctx),
+            |object, error, ctx| error_policy("room", object.as_ref(), error, &ctx),
             ctx,
         )
         .for_each(|_| futures::future::ready(()))
@@ -70,6 +70,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
 
 async fn reconcile(room: Arc<Room>, ctx: Arc<Context>) -> Result<Action> {
     let _measure = ctx.metrics.reconcile("room");
+    let object = room.clone();
     let namespace = room.namespace().ok_or(Error::Incomplete("namespace"))?;
     let api = Api::<Room>::namespaced(ctx.client.clone(), &namespace);
     finalizer(&api, FINALIZER, room, |event| async {
@@ -85,6 +86,7 @@ async fn reconcile(room: Arc<Room>, ctx: Arc<Context>) -> Result<Action> {
     })
     .await
     .map_err(|error| Error::Finalizer(Box::new(error)))
+    .inspect(|_| ctx.succeeded("room", &*object))
 }
 
 fn key(room: &Room) -> Option<RoomKey> {

@@ -75,7 +75,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     .graceful_shutdown_on(shutdown)
     .run(
         reconcile,
-        |_, error, ctx| error_policy("tenant", error, &ctx),
+        |object, error, ctx| error_policy("tenant", object.as_ref(), error, &ctx),
         ctx,
     )
     .for_each(|_| futures::future::ready(()))
@@ -84,6 +84,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
 
 async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
     let _measure = ctx.metrics.reconcile("tenant");
+    let object = tenant.clone();
     let api = Api::<Tenant>::all(ctx.client.clone());
     finalizer(&api, FINALIZER, tenant, |event| async {
         match event {
@@ -93,6 +94,7 @@ async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
     })
     .await
     .map_err(|error| Error::Finalizer(Box::new(error)))
+    .inspect(|_| ctx.succeeded("tenant", &*object))
 }
 
 fn labels(tenant: &str) -> BTreeMap<String, String> {

@@ -40,6 +40,22 @@ impl MemoryStore {
         store
     }
 
+    /// A store holding `tenants` and `rooms`.
+    pub fn seeded(
+        tenants: impl IntoIterator<Item = Tenant>,
+        rooms: impl IntoIterator<Item = Room>,
+    ) -> Self {
+        let store = Self::with_tenants(tenants);
+        {
+            let mut state = store.lock();
+            for mut room in rooms {
+                room.revision = state.bump();
+                state.rooms.insert(room.key.clone(), room);
+            }
+        }
+        store
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // The lock is only held for map operations that cannot panic half-way, so a poisoned
         // lock still guards consistent data.

@@ -1,0 +1,200 @@
+//! How long the operator takes to bring 100 tenants and 1,000 rooms to Ready, and how much
+//! memory it holds then.
+//!
+//! Runs against the real API server of `deploy/testenv`, with the operator as its own process
+//! (`treffpunkt operator`), so that its resident memory can be read from `/proc`. As a baseline
+//! measured in the same run it reports how long the API server alone took to accept the same
+//! objects (the creates), so the operator's share can be told from the API server's.
+//!
+//! `cargo bench -p treffpunkt-operator --bench scale` (`-- --tenants 100 --rooms-per-tenant 10`).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, stream};
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+use treffpunkt_operator::crd::{self, Room, RoomPhase, RoomSpec, Tenant, TenantSpec};
+
+fn argument(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn resident_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| {
+            let rest = line.strip_prefix(field)?.trim().strip_suffix("kB")?;
+            rest.trim().parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn count_ready_tenants(client: &Client, prefix: &str) -> usize {
+    Api::<Tenant>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map(|list| {
+            list.items
+                .iter()
+                .filter(|t| {
+                    t.metadata
+                        .name
+                        .as_deref()
+                        .is_some_and(|n| n.starts_with(prefix))
+                })
+                .filter(|t| {
+                    t.status
+                        .as_ref()
+                        .is_some_and(|s| crd::condition_is_true(&s.conditions, "Ready"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+async fn count_ready_rooms(client: &Client) -> usize {
+    Api::<Room>::all(client.clone())
+        .list(&ListParams::default().labels("bench=scale"))
+        .await
+        .map(|list| {
+            list.items
+                .iter()
+                .filter(|r| r.status.as_ref().and_then(|s| s.phase) == Some(RoomPhase::Idle))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    let tenants = argument("--tenants", 100);
+    let rooms_per_tenant = argument("--rooms-per-tenant", 10);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let client = support::admin().await;
+        support::ensure_namespace(&client, support::PLATFORM).await;
+        let mut operator = Command::new(env!("CARGO_BIN_EXE_treffpunkt"))
+            .args(["operator", "--kubeconfig"])
+            .arg(&support::testenv().kubeconfig)
+            .args(["--namespace", support::PLATFORM, "--identity", "bench"])
+            .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--grpc-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the operator starts");
+        let pid = operator.id();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let idle_kib = resident_kib(pid, "VmRSS:");
+        let prefix = support::unique("scale");
+
+        let started = Instant::now();
+        let names: Vec<String> = (0..tenants).map(|i| format!("{prefix}-{i}")).collect();
+        stream::iter(names.clone())
+            .for_each_concurrent(16, |name| {
+                let client = client.clone();
+                async move {
+                    let spec: TenantSpec = serde_json::from_value(serde_json::json!({
+                        "displayName": name, "limits": {"rooms": rooms_per_tenant + 5}
+                    }))
+                    .unwrap();
+                    Api::<Tenant>::all(client)
+                        .create(&PostParams::default(), &Tenant::new(&name, spec))
+                        .await
+                        .expect("a tenant is accepted");
+                }
+            })
+            .await;
+        let tenants_created = started.elapsed();
+        while count_ready_tenants(&client, &prefix).await < tenants {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let tenants_ready = started.elapsed();
+
+        let rooms_started = Instant::now();
+        let rooms: Vec<(String, usize)> = names
+            .iter()
+            .flat_map(|tenant| (0..rooms_per_tenant).map(move |i| (tenant.clone(), i)))
+            .collect();
+        stream::iter(rooms)
+            .for_each_concurrent(16, |(tenant, i)| {
+                let client = client.clone();
+                async move {
+                    let mut room = Room::new(
+                        &format!("raum-{i}"),
+                        serde_json::from_value::<RoomSpec>(serde_json::json!({})).unwrap(),
+                    );
+                    room.metadata.labels = Some([("bench".to_owned(), "scale".to_owned())].into());
+                    let api = Api::<Room>::namespaced(client, &crd::tenant_namespace(&tenant));
+                    loop {
+                        match api.create(&PostParams::default(), &room).await {
+                            Ok(_) => break,
+                            // The quota controller has not counted the new namespace yet.
+                            Err(kube::Error::Api(s))
+                                if s.message.contains("status unknown for quota") =>
+                            {
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                            Err(error) => panic!("a room is accepted: {error}"),
+                        }
+                    }
+                }
+            })
+            .await;
+        let rooms_created = rooms_started.elapsed();
+        let total_rooms = tenants * rooms_per_tenant;
+        while count_ready_rooms(&client).await < total_rooms {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let rooms_ready = rooms_started.elapsed();
+        let all_ready = started.elapsed();
+        let rss_kib = resident_kib(pid, "VmRSS:");
+        let peak_kib = resident_kib(pid, "VmHWM:");
+        let _ = operator.kill();
+        let _ = operator.wait();
+        let report = serde_json::json!({
+            "tenants": tenants,
+            "rooms": total_rooms,
+            "seconds": {
+                "tenants_created_baseline": tenants_created.as_secs_f64(),
+                "tenants_ready": tenants_ready.as_secs_f64(),
+                "rooms_created_baseline": rooms_created.as_secs_f64(),
+                "rooms_ready": rooms_ready.as_secs_f64(),
+                "all_ready": all_ready.as_secs_f64(),
+            },
+            "ready_vs_create": {
+                "tenants": tenants_ready.as_secs_f64() / tenants_created.as_secs_f64(),
+                "rooms": rooms_ready.as_secs_f64() / rooms_created.as_secs_f64(),
+            },
+            "operator_rss_mib": {
+                "idle": idle_kib as f64 / 1024.0,
+                "all_ready": rss_kib as f64 / 1024.0,
+                "peak": peak_kib as f64 / 1024.0,
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&report).unwrap());
+    });
+}
