@@ -1,17 +1,26 @@
-//! The `Attach` client: the node dials the control plane and keeps its stream up.
+//! The `Attach` client: the node dials every control-plane replica and keeps one stream up to
+//! each.
 //!
-//! On every (re)connection the node registers (id, pool, capacity, media addresses, version).
-//! Then it turns the control plane's messages into [`Command`]s for the run loop, checking each
-//! participant's grant first, and sends the loop's [`Report`]s back. When the stream breaks, it
-//! reconnects with exponential backoff; running calls are not disturbed, because media never
-//! passes through the control plane.
+//! The control plane is given as one or more addresses. A name that resolves to several
+//! addresses (in Kubernetes, the headless Service of the operator's replicas) is looked up again
+//! every few seconds, so replicas that come and go are followed. Each stream registers the node
+//! (id, pool, capacity, media addresses, version, the rooms it hosts) and reconnects with
+//! backoff when it breaks.
+//!
+//! Every session belongs to the replica whose gateway holds the participant's WebSocket: its
+//! signals go back over that replica's stream. When that stream is down, they are held until it
+//! comes back or the client resumes its session through another replica. Media never passes
+//! through the control plane, so a control-plane restart does not disturb running calls.
 
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use treffpunkt_proto::grant::GrantKey;
 use treffpunkt_proto::v1::{
     self, control_message::Kind as ControlKind, control_plane_client::ControlPlaneClient,
@@ -24,6 +33,10 @@ use crate::transport::{Admission, Command, Report};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often names of the control plane are looked up again.
+const DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
+/// Signals held for one session while its replica is away.
+const HELD_PER_SESSION: usize = 64;
 
 /// Who the node is, as it tells the control plane.
 #[derive(Clone, Debug)]
@@ -83,66 +96,260 @@ fn report_message(report: Report) -> v1::NodeMessage {
             detail,
         }),
         Report::Load(load) => NodeKind::Load(load),
+        Report::Draining {
+            move_sessions,
+            deadline_unix_ms,
+        } => NodeKind::Draining(v1::Draining {
+            move_sessions,
+            deadline_unix_ms,
+        }),
     })
 }
 
-/// Keeps the node attached to the control plane at `endpoint` until `reports` closes.
+/// A session and the replica it belongs to.
+#[derive(Debug)]
+struct SessionRecord {
+    link: String,
+    room: String,
+}
+
+/// What the streams share: which are up, which session belongs to which, and what is held.
+#[derive(Debug, Default)]
+struct Links {
+    /// Streams that are up, by the replica's address.
+    up: HashMap<String, mpsc::Sender<v1::NodeMessage>>,
+    sessions: HashMap<String, SessionRecord>,
+    held: HashMap<String, VecDeque<v1::NodeMessage>>,
+    draining: Option<v1::Draining>,
+}
+
+type Shared = Arc<Mutex<Links>>;
+
+fn lock(links: &Shared) -> std::sync::MutexGuard<'_, Links> {
+    // Critical sections only move entries between maps.
+    links.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Links {
+    fn bind(&mut self, session: &str, link: &str, room: Option<String>) {
+        let record = self
+            .sessions
+            .entry(session.to_owned())
+            .or_insert_with(|| SessionRecord {
+                link: link.to_owned(),
+                room: String::new(),
+            });
+        record.link = link.to_owned();
+        if let Some(room) = room {
+            record.room = room;
+        }
+    }
+
+    /// Sends `message` for `session` over its replica's stream, or holds it.
+    fn route(&mut self, session: &str, message: v1::NodeMessage) {
+        let link = self.sessions.get(session).map(|r| r.link.clone());
+        let sent = link
+            .and_then(|link| self.up.get(&link))
+            .is_some_and(|stream| stream.try_send(message.clone()).is_ok());
+        if !sent {
+            let held = self.held.entry(session.to_owned()).or_default();
+            if held.len() == HELD_PER_SESSION {
+                held.pop_front();
+            }
+            held.push_back(message);
+        }
+    }
+
+    /// Sends what was held for the sessions of `link`.
+    fn flush(&mut self, link: &str) {
+        let Some(stream) = self.up.get(link).cloned() else {
+            return;
+        };
+        let sessions: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(_, record)| record.link == link)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for session in sessions {
+            for message in self.held.remove(&session).unwrap_or_default() {
+                let _ = stream.try_send(message);
+            }
+        }
+    }
+
+    fn hosted_rooms(&self) -> Vec<v1::HostedRoom> {
+        let mut rooms: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (session, record) in &self.sessions {
+            rooms.entry(&record.room).or_default().push(session.clone());
+        }
+        rooms
+            .into_iter()
+            .filter_map(|(room, session_ids)| {
+                let (tenant, name) = room.split_once('/')?;
+                Some(v1::HostedRoom {
+                    room: Some(v1::RoomRef {
+                        tenant: tenant.to_owned(),
+                        name: name.to_owned(),
+                    }),
+                    session_ids,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Keeps the node attached to every replica named by `endpoints` until `reports` closes.
 pub async fn run(
-    endpoint: String,
+    endpoints: Vec<String>,
     identity: Identity,
     grant_key: Option<GrantKey>,
     commands: mpsc::Sender<Command>,
     mut reports: mpsc::UnboundedReceiver<Report>,
     attached: Attached,
 ) -> Result<()> {
-    let endpoint = Endpoint::from_shared(endpoint.clone())
-        .map_err(|error| Error::Control(format!("bad control-plane address {endpoint}: {error}")))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true);
+    let links: Shared = Arc::default();
+    let context = Arc::new(LinkContext {
+        identity,
+        grant_key,
+        commands,
+        links: links.clone(),
+        attached,
+    });
+    let discovery = tokio::spawn(discover(endpoints, context.clone()));
+    while let Some(report) = reports.recv().await {
+        let mut links = lock(&links);
+        match report {
+            Report::Signal { ref session_id, .. } => {
+                let session = session_id.clone();
+                links.route(&session, report_message(report));
+            }
+            Report::Closed { ref session_id, .. } => {
+                let session = session_id.clone();
+                links.route(&session, report_message(report));
+                links.sessions.remove(&session);
+                links.held.remove(&session);
+            }
+            Report::Load(_) | Report::Draining { .. } => {
+                if let Report::Draining {
+                    move_sessions,
+                    deadline_unix_ms,
+                } = report
+                {
+                    links.draining = Some(v1::Draining {
+                        move_sessions,
+                        deadline_unix_ms,
+                    });
+                }
+                let message = report_message(report);
+                for stream in links.up.values() {
+                    let _ = stream.try_send(message.clone());
+                }
+            }
+        }
+    }
+    discovery.abort();
+    Ok(())
+}
+
+struct LinkContext {
+    identity: Identity,
+    grant_key: Option<GrantKey>,
+    commands: mpsc::Sender<Command>,
+    links: Shared,
+    attached: Attached,
+}
+
+/// Turns each configured endpoint into the addresses of the replicas behind it and keeps one
+/// stream task per address.
+async fn discover(endpoints: Vec<String>, context: Arc<LinkContext>) {
+    let mut tasks: HashMap<String, JoinHandle<()>> = HashMap::new();
+    loop {
+        let mut current = Vec::new();
+        for endpoint in &endpoints {
+            current.extend(resolve(endpoint).await);
+        }
+        tasks.retain(|address, task| {
+            let keep = current.contains(address);
+            if !keep {
+                info!(%address, "control-plane replica gone");
+                task.abort();
+            }
+            keep
+        });
+        for address in current {
+            tasks
+                .entry(address.clone())
+                .or_insert_with(|| tokio::spawn(keep_attached(address, context.clone())));
+        }
+        let up = lock(&context.links).up.len();
+        context.attached.set(up > 0);
+        tokio::time::sleep(DISCOVERY_INTERVAL).await;
+    }
+}
+
+/// The replica addresses behind `endpoint` (`http://host:port`): itself when the host is an IP
+/// address, each address the name resolves to otherwise.
+async fn resolve(endpoint: &str) -> Vec<String> {
+    let Some(rest) = endpoint.strip_prefix("http://") else {
+        warn!(%endpoint, "control-plane addresses start with http://");
+        return Vec::new();
+    };
+    let authority = rest.trim_end_matches('/');
+    let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
+    if host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok() {
+        return vec![format!("http://{authority}")];
+    }
+    match tokio::net::lookup_host(authority).await {
+        Ok(addresses) => {
+            let mut found: Vec<String> = addresses.map(|a| format!("http://{a}")).collect();
+            found.sort();
+            found.dedup();
+            found
+        }
+        Err(error) => {
+            debug!(%endpoint, %error, "cannot resolve the control plane yet");
+            Vec::new()
+        }
+    }
+}
+
+/// Keeps a stream up to the replica at `address`.
+async fn keep_attached(address: String, context: Arc<LinkContext>) {
     let mut backoff = MIN_BACKOFF;
     loop {
-        let result = attach_once(
-            &endpoint,
-            &identity,
-            grant_key.as_ref(),
-            &commands,
-            &mut reports,
-            &attached,
-        )
-        .await;
-        attached.set(false);
+        let started = std::time::Instant::now();
+        let result = attach_once(&address, &context).await;
+        lock(&context.links).up.remove(&address);
+        let up = lock(&context.links).up.len();
+        context.attached.set(up > 0);
         match result {
-            Ok(Finished::Shutdown) => return Ok(()),
-            Ok(Finished::StreamEnded) => {
-                warn!("attach stream ended; reconnecting");
-                backoff = MIN_BACKOFF;
-            }
-            Err(error) => warn!(%error, "attaching to the control plane failed"),
+            Ok(()) => warn!(%address, "attach stream ended; reconnecting"),
+            Err(error) => debug!(%address, %error, "attaching failed"),
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = MIN_BACKOFF;
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
-enum Finished {
-    Shutdown,
-    StreamEnded,
-}
-
-async fn attach_once(
-    endpoint: &Endpoint,
-    identity: &Identity,
-    grant_key: Option<&GrantKey>,
-    commands: &mpsc::Sender<Command>,
-    reports: &mut mpsc::UnboundedReceiver<Report>,
-    attached: &Attached,
-) -> Result<Finished> {
-    let channel = endpoint
+async fn attach_once(address: &str, context: &LinkContext) -> Result<()> {
+    let channel = Endpoint::from_shared(address.to_owned())
+        .map_err(|error| Error::Control(format!("bad control-plane address {address}: {error}")))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
         .connect()
         .await
         .map_err(|error| Error::Control(error.to_string()))?;
     let mut client = ControlPlaneClient::new(channel);
     let (outbound, outbound_stream) = mpsc::channel::<v1::NodeMessage>(1024);
+    let (hosted_rooms, draining) = {
+        let links = lock(&context.links);
+        (links.hosted_rooms(), links.draining)
+    };
+    let identity = &context.identity;
     let register = v1::Register {
         node_id: identity.node_id.clone(),
         pool: identity.pool.clone(),
@@ -151,67 +358,96 @@ async fn attach_once(
         }),
         media_addresses: identity.media_addresses.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        hosted_rooms: Vec::new(),
+        hosted_rooms,
     };
     outbound
         .send(v1::NodeMessage::new(NodeKind::Register(register)))
         .await
         .map_err(|_| Error::Control("outbound stream closed".into()))?;
+    if let Some(draining) = draining {
+        let _ = outbound
+            .send(v1::NodeMessage::new(NodeKind::Draining(draining)))
+            .await;
+    }
     let mut inbound = client
         .attach(ReceiverStream::new(outbound_stream))
         .await
         .map_err(|status| Error::Control(status.to_string()))?
         .into_inner();
-    info!(node = %identity.node_id, "attached to the control plane");
-    attached.set(true);
+    {
+        let mut links = lock(&context.links);
+        links.up.insert(address.to_owned(), outbound.clone());
+        links.flush(address);
+    }
+    context.attached.set(true);
+    info!(node = %identity.node_id, %address, "attached to a control-plane replica");
     loop {
-        tokio::select! {
-            message = inbound.message() => {
-                let message = match message {
-                    Ok(Some(message)) => message,
-                    Ok(None) => return Ok(Finished::StreamEnded),
-                    Err(status) => return Err(Error::Control(status.to_string())),
-                };
-                let command = match message.kind {
-                    Some(ControlKind::Registered(_)) => continue,
-                    Some(ControlKind::OpenSession(open)) => {
-                        let session_id = open.session_id.clone();
-                        match admit(open, grant_key) {
-                            Ok(admission) => Command::Open(admission),
-                            Err(detail) => {
-                                warn!(%detail, "refusing a session");
-                                let refusal = report_message(Report::Closed {
-                                    session_id,
-                                    reason: v1::CloseReason::Refused,
-                                    detail,
-                                });
-                                let _ = outbound.send(refusal).await;
-                                continue;
-                            }
-                        }
+        let message = match inbound.message().await {
+            Ok(Some(message)) => message,
+            Ok(None) => return Ok(()),
+            Err(status) => return Err(Error::Control(status.to_string())),
+        };
+        let command = match message.kind {
+            Some(ControlKind::Registered(_)) => continue,
+            Some(ControlKind::OpenSession(open)) => {
+                let session_id = open.session_id.clone();
+                match admit(open, context.grant_key.as_ref()) {
+                    Ok(admission) => {
+                        lock(&context.links).bind(
+                            &session_id,
+                            address,
+                            Some(admission.room.clone()),
+                        );
+                        Command::Open(admission)
                     }
-                    Some(ControlKind::Signal(v1::SessionSignal { session_id, signal: Some(signal) })) => {
-                        Command::Signal { session_id, signal }
+                    Err(detail) => {
+                        warn!(%detail, "refusing a session");
+                        let refusal = report_message(Report::Closed {
+                            session_id,
+                            reason: v1::CloseReason::Refused,
+                            detail,
+                        });
+                        let _ = outbound.send(refusal).await;
+                        continue;
                     }
-                    Some(ControlKind::CloseSession(close)) => Command::Close { session_id: close.session_id },
-                    Some(ControlKind::CloseRoom(close)) => match close.room {
-                        Some(room) => Command::CloseRoom { room: room.to_string() },
-                        None => continue,
-                    },
-                    Some(ControlKind::Signal(_)) | None => continue,
-                };
-                if commands.send(command).await.is_err() {
-                    return Ok(Finished::Shutdown);
                 }
             }
-            report = reports.recv() => {
-                let Some(report) = report else {
-                    return Ok(Finished::Shutdown);
-                };
-                if outbound.send(report_message(report)).await.is_err() {
-                    return Ok(Finished::StreamEnded);
+            Some(ControlKind::Signal(v1::SessionSignal {
+                session_id,
+                signal: Some(signal),
+            })) => {
+                lock(&context.links).bind(&session_id, address, None);
+                Command::Signal { session_id, signal }
+            }
+            Some(ControlKind::ResumeSession(resume)) => {
+                {
+                    let mut links = lock(&context.links);
+                    if links.sessions.contains_key(&resume.session_id) {
+                        links.bind(&resume.session_id, address, None);
+                        links.flush(address);
+                    }
+                }
+                Command::Resume {
+                    session_id: resume.session_id,
                 }
             }
+            Some(ControlKind::CloseSession(close)) => Command::Close {
+                session_id: close.session_id,
+            },
+            Some(ControlKind::CloseRoom(close)) => match close.room {
+                Some(room) => Command::CloseRoom {
+                    room: room.to_string(),
+                },
+                None => continue,
+            },
+            Some(ControlKind::Drain(drain)) => Command::Drain {
+                move_sessions: drain.move_sessions,
+                grace: Duration::from_secs(u64::from(drain.grace_seconds)),
+            },
+            Some(ControlKind::Signal(_)) | None => continue,
+        };
+        if context.commands.send(command).await.is_err() {
+            return Ok(());
         }
     }
 }
@@ -260,5 +496,51 @@ mod tests {
             ..grant()
         };
         assert!(admit(open(roomless, &key), Some(&key)).is_err());
+    }
+
+    fn signal(session: &str) -> v1::NodeMessage {
+        report_message(Report::Signal {
+            session_id: session.to_owned(),
+            signal: v1::Signal::error("x", "y"),
+        })
+    }
+
+    #[test]
+    fn signals_go_to_their_replica_or_wait_for_it() {
+        let mut links = Links::default();
+        let (a, mut a_rx) = mpsc::channel(8);
+        links.up.insert("a".into(), a);
+        links.bind("s1", "a", Some("public/chor".into()));
+        links.bind("s2", "b", Some("public/chor".into()));
+        links.route("s1", signal("s1"));
+        links.route("s2", signal("s2"));
+        assert!(a_rx.try_recv().is_ok(), "s1's replica is up");
+        assert!(a_rx.try_recv().is_err(), "s2's is not: held");
+        let (b, mut b_rx) = mpsc::channel(8);
+        links.up.insert("b".into(), b);
+        links.flush("b");
+        assert!(b_rx.try_recv().is_ok(), "held signals go out when b is back");
+        // A client resuming through replica a moves its session there.
+        links.bind("s2", "a", None);
+        links.route("s2", signal("s2"));
+        assert!(a_rx.try_recv().is_ok());
+        assert_eq!(links.hosted_rooms()[0].session_ids.len(), 2);
+    }
+
+    #[test]
+    fn held_signals_are_bounded() {
+        let mut links = Links::default();
+        links.bind("s1", "gone", None);
+        for _ in 0..1000 {
+            links.route("s1", signal("s1"));
+        }
+        assert_eq!(links.held["s1"].len(), HELD_PER_SESSION);
+    }
+
+    #[tokio::test]
+    async fn ip_addresses_need_no_lookup() {
+        assert_eq!(resolve("http://127.0.0.1:7001").await, vec!["http://127.0.0.1:7001"]);
+        assert_eq!(resolve("http://[::1]:7001/").await, vec!["http://[::1]:7001"]);
+        assert!(resolve("grpc://x").await.is_empty());
     }
 }

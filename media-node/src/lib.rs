@@ -35,8 +35,9 @@ use transport::{MediaSocket, Node};
 /// How a media node runs.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
-    /// The control plane's gRPC address, e.g. `http://127.0.0.1:7001`.
-    pub control_plane: String,
+    /// The control plane's gRPC addresses, e.g. `http://127.0.0.1:7001`; a name that resolves
+    /// to several addresses (a headless Service) means one replica per address.
+    pub control_plane: Vec<String>,
     /// Unique in the fleet.
     pub node_id: String,
     /// The MediaPool the node belongs to; empty in standalone mode.
@@ -58,13 +59,44 @@ pub struct NodeConfig {
 pub struct MediaNode {
     config: NodeConfig,
     socket: MediaSocket,
+    commands: mpsc::Sender<transport::Command>,
+    command_queue: mpsc::Receiver<transport::Command>,
+}
+
+/// Lets the process ask a running node to drain.
+#[derive(Clone, Debug)]
+pub struct NodeHandle(mpsc::Sender<transport::Command>);
+
+impl NodeHandle {
+    /// Takes no new rooms; ends once the rooms are empty or `grace` has passed. With
+    /// `move_sessions`, the control plane moves the participants to other nodes first.
+    pub async fn drain(&self, move_sessions: bool, grace: std::time::Duration) {
+        let _ = self
+            .0
+            .send(transport::Command::Drain {
+                move_sessions,
+                grace,
+            })
+            .await;
+    }
 }
 
 impl MediaNode {
     /// Binds the media port.
     pub async fn bind(config: NodeConfig) -> Result<Self> {
         let socket = MediaSocket::bind(config.udp_bind, config.announce_ip).await?;
-        Ok(Self { config, socket })
+        let (commands, command_queue) = mpsc::channel(1024);
+        Ok(Self {
+            config,
+            socket,
+            commands,
+            command_queue,
+        })
+    }
+
+    /// A handle to ask the node to drain while it runs.
+    pub fn handle(&self) -> NodeHandle {
+        NodeHandle(self.commands.clone())
     }
 
     /// The address clients send media to.
@@ -72,7 +104,7 @@ impl MediaNode {
         self.socket.announced()
     }
 
-    /// Attaches to the control plane and forwards media until the process ends.
+    /// Attaches to the control plane and forwards media until the node has drained.
     pub async fn run(self) -> Result<()> {
         let announced = self.socket.announced();
         let identity = control::Identity {
@@ -85,7 +117,7 @@ impl MediaNode {
                 port: u32::from(announced.port()),
             }],
         };
-        let (commands, command_queue) = mpsc::channel(1024);
+        let (commands, command_queue) = (self.commands, self.command_queue);
         let (reports, report_queue) = mpsc::unbounded_channel();
         let node = Node::new(self.socket, reports, self.config.max_participants);
         let attached = health::Attached::default();

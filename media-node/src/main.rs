@@ -11,13 +11,15 @@ use treffpunkt_proto::grant::GrantKey;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// The control plane's gRPC address.
+    /// The control plane's gRPC addresses, comma-separated; a name that resolves to several
+    /// addresses (the operator's headless Service) means one replica per address.
     #[arg(
         long,
         env = "TREFFPUNKT_CONTROL_PLANE",
-        default_value = "http://127.0.0.1:7001"
+        default_value = "http://127.0.0.1:7001",
+        value_delimiter = ','
     )]
-    control_plane: String,
+    control_plane: Vec<String>,
     /// This node's id; defaults to the host name.
     #[arg(long, env = "TREFFPUNKT_NODE_ID")]
     node_id: Option<String>,
@@ -37,6 +39,13 @@ struct Args {
     /// Where the health endpoint for probes listens (`/healthz`, `/readyz`).
     #[arg(long, env = "TREFFPUNKT_HEALTH_LISTEN", default_value = "0.0.0.0:9091")]
     health_listen: SocketAddr,
+    /// On SIGTERM, how long running meetings may take to move to other nodes, in seconds.
+    #[arg(long, env = "TREFFPUNKT_DRAIN_GRACE", default_value_t = 240)]
+    drain_grace: u64,
+    /// On SIGTERM, let the meetings run until the deadline instead of moving them to other
+    /// nodes.
+    #[arg(long, env = "TREFFPUNKT_DRAIN_WITHOUT_MOVING")]
+    drain_without_moving: bool,
     /// The secret shared with the control plane for signing grants.
     #[arg(long, env = "TREFFPUNKT_GRANT_KEY", hide_env_values = true)]
     grant_key: String,
@@ -69,9 +78,20 @@ async fn main() -> anyhow::Result<()> {
     })
     .await
     .context("binding the media port")?;
-    tokio::select! {
-        result = node.run() => result.context("running the media node")?,
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    let handle = node.handle();
+    let grace = std::time::Duration::from_secs(args.drain_grace);
+    let move_sessions = !args.drain_without_moving;
+    tokio::spawn(async move {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("a SIGTERM handler can be installed");
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        handle.drain(move_sessions, grace).await;
+    });
+    // Returns once the node has drained: then the process exits 0.
+    node.run().await.context("running the media node")?;
     Ok(())
 }

@@ -116,7 +116,7 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
     });
 
     let node = MediaNode::bind(NodeConfig {
-        control_plane: format!("http://{grpc}"),
+        control_plane: vec![format!("http://{grpc}")],
         node_id: "standalone".to_owned(),
         pool: String::new(),
         udp_bind: config.udp,

@@ -821,7 +821,7 @@ async fn a_suspended_tenant_closes_its_rooms_and_refuses_joins() {
     let key = grant.data.unwrap()["key"].0.clone();
     let node_id = unique("node");
     let node = treffpunkt_media_node::MediaNode::bind(treffpunkt_media_node::NodeConfig {
-        control_plane: format!("http://{}", operator.grpc),
+        control_plane: vec![format!("http://{}", operator.grpc)],
         node_id: node_id.clone(),
         pool: String::new(),
         udp_bind: "127.0.0.1:0".parse().unwrap(),

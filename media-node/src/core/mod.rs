@@ -265,6 +265,21 @@ impl Core {
         self.participants.get(&peer).map(|p| p.room.as_str())
     }
 
+    /// What a participant is told when it comes back: its own id and everyone else.
+    pub fn roster_for(&self, peer: PeerId) -> Option<RosterEvent> {
+        let participant = self.participants.get(&peer)?;
+        Some(RosterEvent::Welcome {
+            participant_id: participant.info.participant_id.clone(),
+            others: self
+                .room_members(&participant.room)
+                .iter()
+                .filter(|other| **other != peer)
+                .filter_map(|other| self.participants.get(other))
+                .map(|other| other.info.clone())
+                .collect(),
+        })
+    }
+
     /// Every room with its number of participants.
     pub fn rooms(&self) -> impl Iterator<Item = (&str, usize)> {
         self.rooms

@@ -75,6 +75,19 @@ pub enum Command {
         /// The room's key.
         room: String,
     },
+    /// A session's client came back through another control-plane replica: tell it where the
+    /// session stands.
+    Resume {
+        /// Whose.
+        session_id: String,
+    },
+    /// Take no new sessions; exit once the rooms are empty or `grace` has passed.
+    Drain {
+        /// Whether the control plane moves the participants to other nodes.
+        move_sessions: bool,
+        /// How long the rooms may take to empty.
+        grace: Duration,
+    },
 }
 
 /// What the node tells the control plane.
@@ -98,6 +111,13 @@ pub enum Report {
     },
     /// The node's load over the last interval.
     Load(v1::LoadReport),
+    /// The node is draining.
+    Draining {
+        /// Whether the control plane should move the participants.
+        move_sessions: bool,
+        /// When the node closes what is left.
+        deadline_unix_ms: u64,
+    },
 }
 
 /// The node's media port and the address it announces for it.
@@ -165,6 +185,10 @@ pub struct Node {
     fanout: Vec<(PeerId, Rewrite)>,
     traffic: Traffic,
     last_report: (Instant, Traffic, Option<u64>),
+    /// Set while draining: when the remaining sessions are closed.
+    drain_deadline: Option<Instant>,
+    /// The run loop ends at the next turn.
+    finished: bool,
 }
 
 impl Node {
@@ -199,6 +223,8 @@ impl Node {
             fanout: Vec::new(),
             traffic: Traffic::default(),
             last_report: (Instant::now(), Traffic::default(), process_cpu_ticks()),
+            drain_deadline: None,
+            finished: false,
         }
     }
 
@@ -228,6 +254,10 @@ impl Node {
                 _ = housekeeping.tick() => self.housekeeping(Instant::now()),
             }
             self.flush().await;
+            if self.finished {
+                info!("drained: the media node stops");
+                break;
+            }
         }
         let sessions: Vec<PeerId> = self.peers.keys().copied().collect();
         for peer in sessions {
@@ -295,6 +325,11 @@ impl Node {
                     self.close_peer(peer, LeaveReason::Left, None, "closed by the control plane");
                 }
             }
+            Command::Resume { session_id } => self.resume(&session_id),
+            Command::Drain {
+                move_sessions,
+                grace,
+            } => self.drain(now, move_sessions, grace),
             Command::CloseRoom { room } => {
                 let members = self.core.room_members(&room).to_vec();
                 for peer in members {
@@ -306,6 +341,55 @@ impl Node {
                     );
                 }
             }
+        }
+    }
+
+    /// Tells a resumed session's client where it stands: the roster, and the node's offer if
+    /// one is waiting for an answer.
+    fn resume(&mut self, session_id: &str) {
+        let Some(peer_id) = self.sessions.get(session_id).copied() else {
+            self.report(Report::Closed {
+                session_id: session_id.to_owned(),
+                reason: v1::CloseReason::ConnectionLost,
+                detail: "no such session on this node".to_owned(),
+            });
+            return;
+        };
+        if let Some(welcome) = self.core.roster_for(peer_id) {
+            self.signal(peer_id, signal::roster_with(welcome, true));
+        }
+        let pending_offer = self.peers.get(&peer_id).and_then(|peer| {
+            matches!(peer.negotiation, peer::Negotiation::OfferSent { .. })
+                .then(|| peer.pc.local_description().map(|d| d.sdp))
+                .flatten()
+        });
+        if let Some(sdp) = pending_offer {
+            self.signal(
+                peer_id,
+                v1::Signal::new(SignalKind::Offer(v1::SessionDescription { sdp })),
+            );
+        }
+    }
+
+    /// Takes no new sessions from now on, and ends once the rooms are empty or `grace` has
+    /// passed.
+    fn drain(&mut self, now: Instant, move_sessions: bool, grace: Duration) {
+        let deadline = now + grace;
+        if self.drain_deadline.is_some_and(|current| current <= deadline) {
+            return;
+        }
+        info!(move_sessions, grace_seconds = grace.as_secs(), "draining");
+        self.drain_deadline = Some(deadline);
+        let deadline_unix_ms = std::time::SystemTime::now()
+            .checked_add(grace)
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as u64);
+        self.report(Report::Draining {
+            move_sessions,
+            deadline_unix_ms,
+        });
+        if self.peers.is_empty() {
+            self.finished = true;
         }
     }
 
@@ -323,6 +407,10 @@ impl Node {
 
     fn open(&mut self, now: Instant, admission: Admission) {
         if self.sessions.contains_key(&admission.session_id) {
+            return;
+        }
+        if self.drain_deadline.is_some() {
+            self.refuse(&admission.session_id, "unavailable", "this media node is draining");
             return;
         }
         if self.peers.len() >= self.max_participants as usize {
@@ -685,6 +773,22 @@ impl Node {
                 Some(v1::CloseReason::ConnectionLost),
                 detail,
             );
+        }
+        if let Some(deadline) = self.drain_deadline {
+            if now >= deadline {
+                let remaining: Vec<PeerId> = self.peers.keys().copied().collect();
+                for peer in remaining {
+                    self.close_peer(
+                        peer,
+                        LeaveReason::Left,
+                        Some(v1::CloseReason::RoomClosed),
+                        "the media node was drained",
+                    );
+                }
+            }
+            if self.peers.is_empty() {
+                self.finished = true;
+            }
         }
         self.report_load(now);
     }

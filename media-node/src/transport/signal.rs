@@ -18,6 +18,11 @@ fn participant(info: ParticipantInfo) -> v1::Participant {
 
 /// The signal that tells a client about its room.
 pub fn roster(event: RosterEvent) -> v1::Signal {
+    roster_with(event, false)
+}
+
+/// The roster signal; `resumed` marks the welcome of a session that already existed.
+pub fn roster_with(event: RosterEvent, resumed: bool) -> v1::Signal {
     v1::Signal::new(match event {
         RosterEvent::Welcome {
             participant_id,
@@ -25,6 +30,7 @@ pub fn roster(event: RosterEvent) -> v1::Signal {
         } => Kind::Welcome(v1::Welcome {
             participant_id,
             participants: others.into_iter().map(participant).collect(),
+            resumed,
         }),
         RosterEvent::Joined(info) => Kind::ParticipantJoined(participant(info)),
         RosterEvent::Left {
