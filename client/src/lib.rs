@@ -3,42 +3,26 @@
 //!
 //! A [`Participant`] joins under a name, publishes an audio and a video track of synthetic
 //! packets ([`media`]), answers the node's renegotiation offers, and counts and verifies what it
-//! receives from everyone else. Tests use it to check that media really flows through the node;
-//! the load generator uses it to create load.
+//! receives from everyone else. Like the web client, it follows its session when it moves to
+//! another node (a new media connection), and resumes it when its socket to the gateway drops
+//! (the media connection stays). Tests use it to check that media really flows through the
+//! node; the load generator uses it to create load.
 #![forbid(unsafe_code)]
 
 pub mod media;
+mod peer;
 pub mod relay;
+mod session;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
-use rtc::ice::mdns::MulticastDnsMode;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
-use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RtpCodecKind,
-};
-use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
-use tracing::debug;
-use webrtc::media_stream::MediaStreamTrack;
-use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
-    Registry, SettingEngineBuilder, register_default_interceptors,
-};
-use webrtc::rtp_transceiver::RtpSender;
 
 pub use media::Kind;
 
@@ -137,6 +121,8 @@ pub struct TrackStats {
     pub highest_index: Option<u32>,
     /// Distinct indices seen: retransmissions of a packet count once.
     pub distinct: u64,
+    /// The longest time between two intact packets.
+    pub longest_gap: Duration,
 }
 
 impl TrackStats {
@@ -156,6 +142,36 @@ pub struct TrackLog {
     seen: HashSet<u32>,
 }
 
+impl TrackLog {
+    /// Counts one packet: intact (with what it says of itself) or not.
+    fn record(&mut self, intact: Option<&media::Stamp>, now: Instant) {
+        let stats = &mut self.stats;
+        let Some(stamp) = intact else {
+            stats.corrupt += 1;
+            return;
+        };
+        stats.packets += 1;
+        stats.first_at.get_or_insert(now);
+        if let Some(last) = stats.last_at {
+            stats.longest_gap = stats.longest_gap.max(now.duration_since(last));
+        }
+        stats.last_at = Some(now);
+        stats.lowest_index = Some(
+            stats
+                .lowest_index
+                .map_or(stamp.index, |l| l.min(stamp.index)),
+        );
+        stats.highest_index = Some(
+            stats
+                .highest_index
+                .map_or(stamp.index, |h| h.max(stamp.index)),
+        );
+        if self.seen.insert(stamp.index) {
+            stats.distinct += 1;
+        }
+    }
+}
+
 /// Received media, by the sender's participant id and kind.
 pub type Received = Arc<Mutex<HashMap<(String, Kind), TrackLog>>>;
 
@@ -169,96 +185,9 @@ pub struct JoinOptions {
     pub media_via: Option<SocketAddr>,
 }
 
-fn unix_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_micros() as u64)
-}
-
-struct Handler {
-    state: mpsc::UnboundedSender<RTCPeerConnectionState>,
-    gathered: mpsc::UnboundedSender<()>,
-    received: Received,
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Handler {
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        let _ = self.state.send(state);
-    }
-
-    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
-        if state == RTCIceGatheringState::Complete {
-            let _ = self.gathered.send(());
-        }
-    }
-
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let received = self.received.clone();
-        tokio::spawn(async move {
-            let source = track.stream_id().await;
-            let kind = match track.kind().await {
-                RtpCodecKind::Audio => Kind::Audio,
-                _ => Kind::Video,
-            };
-            while let Some(event) = track.poll().await {
-                let TrackRemoteEvent::OnRtpPacket(packet) = event else {
-                    continue;
-                };
-                let intact =
-                    media::verify(kind, &packet.payload).filter(|stamp| stamp.source == source);
-                let now = Instant::now();
-                let mut received = received.lock().unwrap_or_else(|p| p.into_inner());
-                let log = received.entry((source.clone(), kind)).or_default();
-                let stats = &mut log.stats;
-                match intact {
-                    Some(stamp) => {
-                        stats.packets += 1;
-                        stats.first_at.get_or_insert(now);
-                        stats.last_at = Some(now);
-                        stats.lowest_index = Some(
-                            stats
-                                .lowest_index
-                                .map_or(stamp.index, |l| l.min(stamp.index)),
-                        );
-                        stats.highest_index = Some(
-                            stats
-                                .highest_index
-                                .map_or(stamp.index, |h| h.max(stamp.index)),
-                        );
-                        if log.seen.insert(stamp.index) {
-                            stats.distinct += 1;
-                        }
-                    }
-                    None => stats.corrupt += 1,
-                }
-            }
-        });
-    }
-}
-
-fn codec(kind: Kind) -> RTCRtpCodec {
-    match kind {
-        Kind::Audio => RTCRtpCodec {
-            mime_type: MIME_TYPE_OPUS.to_owned(),
-            clock_rate: 48_000,
-            channels: 2,
-            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-            rtcp_feedback: vec![],
-        },
-        Kind::Video => RTCRtpCodec {
-            mime_type: MIME_TYPE_VP8.to_owned(),
-            clock_rate: 90_000,
-            channels: 0,
-            sdp_fmtp_line: String::new(),
-            rtcp_feedback: vec![],
-        },
-    }
-}
-
 /// A synthetic participant in a room.
 pub struct Participant {
-    /// The id the node gave this participant.
+    /// The id the control plane gave this participant (it stays when the session moves).
     pub id: String,
     /// Who was in the room when it joined: (id, name).
     pub others_at_join: Vec<(String, String)>,
@@ -266,293 +195,57 @@ pub struct Participant {
     pub received: Received,
     /// When the join was sent.
     pub join_sent_at: Instant,
-    pc: Arc<dyn PeerConnection>,
-    to_gateway: mpsc::UnboundedSender<Value>,
+    control: mpsc::UnboundedSender<session::Control>,
     events: mpsc::UnboundedReceiver<RoomEvent>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn next_json(socket: &mut Socket) -> Result<Value> {
-    loop {
-        let message = socket
-            .next()
-            .await
-            .ok_or_else(|| Error::Signalling("the gateway closed the socket".into()))?
-            .map_err(|e| Error::Signalling(e.to_string()))?;
-        if let Message::Text(text) = message {
-            return serde_json::from_str(&text).map_err(|e| Error::Signalling(e.to_string()));
-        }
-    }
-}
-
-fn refused(message: &Value) -> Error {
-    Error::Refused {
-        code: message["code"].as_str().unwrap_or_default().to_owned(),
-        message: message["message"].as_str().unwrap_or_default().to_owned(),
-    }
+    counters: Arc<session::Counters>,
+    task: JoinHandle<()>,
 }
 
 impl Participant {
     /// Joins the room whose signalling WebSocket is at `url` under `name`, publishing as
     /// `publish` says, and returns once media is connected.
     pub async fn join(url: &str, name: &str, publish: Option<Publish>) -> Result<Self> {
-        Self::join_with(
-            url,
-            name,
-            JoinOptions {
-                publish,
-                media_via: None,
-            },
-        )
-        .await
+        Self::join_with(url, name, session::publishing(publish)).await
     }
 
     /// Joins as [`Self::join`] does, with more options.
     pub async fn join_with(url: &str, name: &str, options: JoinOptions) -> Result<Self> {
-        let JoinOptions { publish, media_via } = options;
-        let redirect = move |sdp: String| match media_via {
-            Some(to) => relay::redirect_candidates(&sdp, to),
-            None => sdp,
-        };
         let join_sent_at = Instant::now();
-        let (mut socket, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .map_err(|e| Error::Signalling(e.to_string()))?;
-        let join = json!({"type": "join", "name": name});
-        socket
-            .send(Message::Text(join.to_string().into()))
-            .await
-            .map_err(|e| Error::Signalling(e.to_string()))?;
-        let welcome = tokio::time::timeout(Duration::from_secs(10), next_json(&mut socket))
-            .await
-            .map_err(|_| Error::Timeout("the welcome"))??;
-        if welcome["type"] == "error" {
-            return Err(refused(&welcome));
-        }
-        let id = welcome["participantId"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let others_at_join = welcome["participants"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|p| {
-                (
-                    p["id"].as_str().unwrap_or_default().to_owned(),
-                    p["name"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect();
-
-        let received: Received = Arc::default();
-        let (state_tx, mut states) = mpsc::unbounded_channel();
-        let (gathered_tx, mut gathered) = mpsc::unbounded_channel();
-        let mut engine = MediaEngine::default();
-        engine.register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: codec(Kind::Audio),
-                payload_type: 111,
-            },
-            RtpCodecKind::Audio,
-        )?;
-        engine.register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: codec(Kind::Video),
-                payload_type: 96,
-            },
-            RtpCodecKind::Video,
-        )?;
-        let registry = register_default_interceptors(Registry::new(), &mut engine)?;
-        let pc: Arc<dyn PeerConnection> = Arc::new(
-            PeerConnectionBuilder::new()
-                .with_configuration(RTCConfigurationBuilder::new().build())
-                .with_media_engine(engine)
-                .with_interceptor_registry(registry)
-                .with_setting_engine(
-                    SettingEngineBuilder::new()
-                        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-                        .build(),
-                )
-                .with_handler(Arc::new(Handler {
-                    state: state_tx,
-                    gathered: gathered_tx,
-                    received: received.clone(),
-                }))
-                .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
-                .build()
-                .await?,
-        );
-
-        let mut tracks = Vec::new();
-        if publish.is_some() {
-            for (kind, rtp_kind) in [
-                (Kind::Audio, RtpCodecKind::Audio),
-                (Kind::Video, RtpCodecKind::Video),
-            ] {
-                let ssrc = rand_ssrc();
-                let track_id = format!("{id}-{kind:?}").to_lowercase();
-                let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-                    id.clone(),
-                    track_id.clone(),
-                    track_id,
-                    rtp_kind,
-                    vec![RTCRtpEncodingParameters {
-                        rtp_coding_parameters: RTCRtpCodingParameters {
-                            ssrc: Some(ssrc),
-                            ..Default::default()
-                        },
-                        codec: codec(kind),
-                        ..Default::default()
-                    }],
-                )));
-                let sender = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
-                tracks.push((kind, ssrc, track, sender));
-            }
-        } else {
-            // A listener still needs a media section to carry the connection's ICE and DTLS.
-            pc.add_transceiver_from_kind(
-                RtpCodecKind::Audio,
-                Some(RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Recvonly,
-                    streams: vec![],
-                    send_encodings: vec![],
-                }),
-            )
-            .await?;
-        }
-
-        let offer = pc.create_offer(None).await?;
-        pc.set_local_description(offer).await?;
-        let _ = tokio::time::timeout(Duration::from_secs(5), gathered.recv()).await;
-        let offer_sdp = pc
-            .local_description()
-            .await
-            .ok_or(Error::Timeout("the local description"))?
-            .sdp;
-        socket
-            .send(Message::Text(
-                json!({"type": "offer", "sdp": offer_sdp})
-                    .to_string()
-                    .into(),
-            ))
-            .await
-            .map_err(|e| Error::Signalling(e.to_string()))?;
-
-        // From here on, a task owns the socket: it answers the node's offers and hands room
-        // events to the participant.
-        let (to_gateway, mut outgoing) = mpsc::unbounded_channel::<Value>();
+        let received: Received = Arc::new(Mutex::default());
         let (events_tx, events) = mpsc::unbounded_channel();
-        let (answer_tx, mut answer) = mpsc::unbounded_channel::<Result<String>>();
-        let signalling_pc = pc.clone();
-        let signalling = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    message = next_json(&mut socket) => {
-                        let Ok(message) = message else {
-                            let _ = events_tx.send(RoomEvent::Closed { reason: "socket-closed".into() });
-                            return;
-                        };
-                        match message["type"].as_str().unwrap_or_default() {
-                            "answer" => {
-                                let _ = answer_tx.send(Ok(message["sdp"].as_str().unwrap_or_default().to_owned()));
-                            }
-                            "offer" => {
-                                let sdp = redirect(message["sdp"].as_str().unwrap_or_default().to_owned());
-                                match answer_offer(&signalling_pc, sdp).await {
-                                    Ok(answer) => {
-                                        let reply = json!({"type": "answer", "sdp": answer});
-                                        if socket.send(Message::Text(reply.to_string().into())).await.is_err() {
-                                            return;
-                                        }
-                                    }
-                                    Err(error) => debug!(%error, "could not answer the node's offer"),
-                                }
-                            }
-                            "participant-joined" => {
-                                let p = &message["participant"];
-                                let _ = events_tx.send(RoomEvent::Joined {
-                                    id: p["id"].as_str().unwrap_or_default().to_owned(),
-                                    name: p["name"].as_str().unwrap_or_default().to_owned(),
-                                });
-                            }
-                            "participant-left" => {
-                                let _ = events_tx.send(RoomEvent::Left {
-                                    id: message["participantId"].as_str().unwrap_or_default().to_owned(),
-                                    reason: message["reason"].as_str().unwrap_or_default().to_owned(),
-                                });
-                            }
-                            "error" => {
-                                let _ = answer_tx.send(Err(refused(&message)));
-                                let _ = events_tx.send(RoomEvent::Error {
-                                    code: message["code"].as_str().unwrap_or_default().to_owned(),
-                                });
-                            }
-                            "closed" => {
-                                let _ = events_tx.send(RoomEvent::Closed {
-                                    reason: message["reason"].as_str().unwrap_or_default().to_owned(),
-                                });
-                            }
-                            _ => {}
-                        }
-                    }
-                    message = outgoing.recv() => {
-                        let Some(message) = message else { return };
-                        if socket.send(Message::Text(message.to_string().into())).await.is_err() {
-                            return;
-                        }
-                    }
-                }
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let (joined_tx, joined) = oneshot::channel();
+        let counters = Arc::new(session::Counters::default());
+        let task = tokio::spawn(
+            session::Task {
+                url: url.to_owned(),
+                name: name.to_owned(),
+                options,
+                received: received.clone(),
+                events: events_tx,
+                control: control_rx,
+                joined: Some(joined_tx),
+                counters: counters.clone(),
             }
-        });
-
-        let answer_sdp = tokio::time::timeout(Duration::from_secs(10), answer.recv())
-            .await
-            .map_err(|_| Error::Timeout("the node's answer"))?
-            .ok_or(Error::Timeout("the node's answer"))??;
-        pc.set_remote_description(RTCSessionDescription::answer(redirect(answer_sdp))?)
-            .await?;
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while let Some(state) = states.recv().await {
-                match state {
-                    RTCPeerConnectionState::Connected => return Ok(()),
-                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
-                        return Err(Error::Timeout("a connection that failed"));
-                    }
-                    _ => {}
-                }
+            .run(),
+        );
+        let joined = match tokio::time::timeout(Duration::from_secs(20), joined).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(_)) => return Err(Error::Signalling("the session ended".into())),
+            Err(_) => {
+                task.abort();
+                return Err(Error::Timeout("the media connection"));
             }
-            Err(Error::Timeout("the connection"))
-        })
-        .await
-        .map_err(|_| Error::Timeout("the connection"))??;
-
-        let mut tasks = vec![signalling];
-        if let Some(publish) = publish {
-            for (kind, ssrc, track, sender) in tracks {
-                let payload_type = negotiated_payload_type(&sender, kind).await?;
-                tasks.push(tokio::spawn(send_media(
-                    id.clone(),
-                    kind,
-                    ssrc,
-                    payload_type,
-                    track,
-                    publish.clone(),
-                )));
-            }
-        }
+        };
         Ok(Self {
-            id,
-            others_at_join,
+            id: joined.id,
+            others_at_join: joined.others,
             received,
             join_sent_at,
-            pc,
-            to_gateway,
+            control,
             events,
-            tasks,
+            counters,
+            task,
         })
     }
 
@@ -574,98 +267,28 @@ impl Participant {
             .unwrap_or_default()
     }
 
+    /// How many media connections it made (one more with each move to another node).
+    pub fn connections(&self) -> u32 {
+        self.counters.connections.load(Ordering::Relaxed)
+    }
+
+    /// How often it resumed its session after its socket dropped.
+    pub fn resumes(&self) -> u32 {
+        self.counters.resumes.load(Ordering::Relaxed)
+    }
+
     /// Sends a raw signalling message, as a misbehaving client would.
     pub fn send_raw(&self, message: Value) {
-        let _ = self.to_gateway.send(message);
+        let _ = self.control.send(session::Control::Raw(message));
     }
 
     /// Leaves the room and closes the connection.
     pub async fn leave(self) {
-        let _ = self.to_gateway.send(json!({"type": "leave"}));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        for task in &self.tasks {
-            task.abort();
+        let (done, left) = oneshot::channel();
+        if self.control.send(session::Control::Leave(done)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), left).await;
         }
-        let _ = self.pc.close().await;
-    }
-}
-
-async fn answer_offer(pc: &Arc<dyn PeerConnection>, sdp: String) -> Result<String> {
-    pc.set_remote_description(RTCSessionDescription::offer(sdp)?)
-        .await?;
-    let answer = pc.create_answer(None).await?;
-    pc.set_local_description(answer.clone()).await?;
-    Ok(pc
-        .local_description()
-        .await
-        .map_or(answer.sdp, |description| description.sdp))
-}
-
-async fn negotiated_payload_type(sender: &Arc<dyn RtpSender>, kind: Kind) -> Result<u8> {
-    let mime = codec(kind).mime_type;
-    let parameters = sender.get_parameters().await?;
-    parameters
-        .rtp_parameters
-        .codecs
-        .iter()
-        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&mime))
-        .map(|c| c.payload_type)
-        .ok_or(Error::Timeout("a negotiated codec"))
-}
-
-fn rand_ssrc() -> u32 {
-    // Unique enough for a test client: the clock's nanoseconds mixed with a counter.
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static COUNTER: AtomicU32 = AtomicU32::new(1);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    (nanos ^ COUNTER.fetch_add(0x9e37_79b9, Ordering::Relaxed)) | 1
-}
-
-async fn send_media(
-    source: String,
-    kind: Kind,
-    ssrc: u32,
-    payload_type: u8,
-    track: Arc<TrackLocalStaticRTP>,
-    publish: Publish,
-) {
-    let (interval, clock_step, size) = match kind {
-        Kind::Audio => (Duration::from_millis(20), 960u32, publish.audio_packet_size),
-        Kind::Video => (
-            Duration::from_secs(1) / publish.video_fps.max(1),
-            90_000 / publish.video_fps.max(1),
-            publish.video_packet_size,
-        ),
-    };
-    let mut tick = tokio::time::interval(interval);
-    let mut index = 0u32;
-    loop {
-        tick.tick().await;
-        let stamp = media::Stamp {
-            source: source.clone(),
-            kind,
-            index,
-            sent_at_us: unix_us(),
-            keyframe: kind == Kind::Video && index.is_multiple_of(publish.keyframe_interval.max(1)),
-        };
-        let packet = rtp::Packet {
-            header: rtp::Header {
-                version: 2,
-                marker: kind == Kind::Video,
-                payload_type,
-                sequence_number: index as u16,
-                timestamp: index.wrapping_mul(clock_step),
-                ssrc,
-                ..Default::default()
-            },
-            payload: media::payload(&stamp, size),
-        };
-        if track.write_rtp(packet).await.is_err() {
-            return;
-        }
-        index = index.wrapping_add(1);
+        self.task.abort();
     }
 }
 

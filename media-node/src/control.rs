@@ -127,7 +127,9 @@ type Shared = Arc<Mutex<Links>>;
 
 fn lock(links: &Shared) -> std::sync::MutexGuard<'_, Links> {
     // Critical sections only move entries between maps.
-    links.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    links
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Links {
@@ -296,8 +298,14 @@ async fn resolve(endpoint: &str) -> Vec<String> {
         return Vec::new();
     };
     let authority = rest.trim_end_matches('/');
-    let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
-    if host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok() {
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host);
+    if host
+        .trim_matches(['[', ']'])
+        .parse::<std::net::IpAddr>()
+        .is_ok()
+    {
         return vec![format!("http://{authority}")];
     }
     match tokio::net::lookup_host(authority).await {
@@ -519,7 +527,10 @@ mod tests {
         let (b, mut b_rx) = mpsc::channel(8);
         links.up.insert("b".into(), b);
         links.flush("b");
-        assert!(b_rx.try_recv().is_ok(), "held signals go out when b is back");
+        assert!(
+            b_rx.try_recv().is_ok(),
+            "held signals go out when b is back"
+        );
         // A client resuming through replica a moves its session there.
         links.bind("s2", "a", None);
         links.route("s2", signal("s2"));
@@ -539,8 +550,14 @@ mod tests {
 
     #[tokio::test]
     async fn ip_addresses_need_no_lookup() {
-        assert_eq!(resolve("http://127.0.0.1:7001").await, vec!["http://127.0.0.1:7001"]);
-        assert_eq!(resolve("http://[::1]:7001/").await, vec!["http://[::1]:7001"]);
+        assert_eq!(
+            resolve("http://127.0.0.1:7001").await,
+            vec!["http://127.0.0.1:7001"]
+        );
+        assert_eq!(
+            resolve("http://[::1]:7001/").await,
+            vec!["http://[::1]:7001"]
+        );
         assert!(resolve("grpc://x").await.is_empty());
     }
 }

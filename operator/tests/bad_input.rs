@@ -40,7 +40,13 @@ async fn next_reply(socket: &mut Socket) -> Option<Value> {
             .await
             .ok()??;
         match message.ok()? {
-            Message::Text(text) => return serde_json::from_str(&text).ok(),
+            Message::Text(text) => {
+                let value: Value = serde_json::from_str(&text).ok()?;
+                // The resume ticket that comes with a session is not an answer to anything.
+                if value["type"] != "session" {
+                    return Some(value);
+                }
+            }
             Message::Close(_) => return None,
             _ => {}
         }

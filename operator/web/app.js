@@ -267,12 +267,25 @@ async function join() {
   await state.devicesReady;
   notify(t("connecting"), { sticky: true });
   state.leaving = false;
+  state.ticket = null;
+  openSocket(() => ({ type: "join", name, audioMuted: state.audioMuted, videoMuted: state.videoMuted }));
+}
+
+/**
+ * Opens the signalling socket and sends `first()` once it is open. When an open socket of a
+ * joined participant drops, the session is resumed with its ticket: the media connection goes
+ * on meanwhile, so the call is not interrupted.
+ */
+function openSocket(first) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const ws = new WebSocket(`${scheme}://${location.host}/api/v1/rooms/${state.tenant}/${state.room}/signal`);
   state.ws = ws;
-  ws.addEventListener("open", () =>
-    send({ type: "join", name, audioMuted: state.audioMuted, videoMuted: state.videoMuted }),
-  );
+  let opened = false;
+  ws.addEventListener("open", () => {
+    opened = true;
+    state.socketRetries = 0;
+    send(first());
+  });
   ws.addEventListener("message", (event) => {
     let message;
     try {
@@ -285,9 +298,26 @@ async function join() {
   ws.addEventListener("close", (event) => {
     trace(`socket closed ${event.code}${state.ws === ws ? "" : " (old)"}`);
     if (state.ws !== ws || state.leaving) return;
-    if (state.joined) ended("connection-lost");
+    if (state.joined && state.ticket) resumeSocket(opened);
+    else if (state.joined) ended("connection-lost");
     else resetJoinButton(errorText("unavailable"));
   });
+}
+
+/** Tries to get the signalling socket back, for about half a minute. */
+function resumeSocket(wasOpen) {
+  state.socketRetries = wasOpen ? 1 : (state.socketRetries || 0) + 1;
+  if (state.socketRetries > 12) {
+    ended("connection-lost");
+    return;
+  }
+  notify(t("reconnecting"), { sticky: true, kind: "warning" });
+  const delay = Math.min(250 * 2 ** (state.socketRetries - 1), 4000);
+  setTimeout(() => {
+    if (state.leaving || !state.joined) return;
+    trace("resume");
+    openSocket(() => ({ type: "resume", ticket: state.ticket }));
+  }, delay);
 }
 
 function resetJoinButton(message) {
@@ -300,6 +330,15 @@ async function handle(message) {
   switch (message.type) {
     case "welcome":
       return welcome(message);
+    case "session":
+      state.ticket = message.ticket;
+      return;
+    case "reconnect":
+      // The session moved to another media node: a new media connection follows.
+      trace("reconnect");
+      closeMedia();
+      notify(t("moving"), { sticky: true, kind: "warning" });
+      return;
     case "offer":
       return answerOffer(message.sdp);
     case "answer":
@@ -320,6 +359,12 @@ async function handle(message) {
       return updateMedia(message);
     case "error":
       trace(`error ${message.code}`);
+      if (message.code === "resume-refused" && state.joined) {
+        // The session is gone for good: join afresh under the same name.
+        const name = $("display-name").value.trim();
+        send({ type: "join", name, audioMuted: state.audioMuted, videoMuted: state.videoMuted });
+        return;
+      }
       if (!state.joined) {
         resetJoinButton(errorText(message.code));
         if (message.code.startsWith("name-")) $("display-name").focus();
@@ -336,9 +381,18 @@ async function handle(message) {
 }
 
 async function welcome(message) {
-  trace("welcome");
+  trace(message.resumed ? "welcome (resumed)" : "welcome");
   state.me = message.participantId;
   state.joined = true;
+  if (message.resumed) {
+    // Same session, same media connection: only the roster may have changed meanwhile.
+    const present = new Set(message.participants.map((p) => p.id));
+    for (const id of [...state.participants.keys()]) if (!present.has(id)) removeParticipant(id, "left");
+    for (const participant of message.participants) addParticipant(participant);
+    notify(t("connected"));
+    return;
+  }
+  closeMedia();
   state.participants.clear();
   $("grid").replaceChildren();
   $("grid").setAttribute("aria-label", t("participants"));
@@ -370,7 +424,13 @@ async function connectMedia() {
     if (state.pc !== pc) return;
     if (pc.connectionState === "disconnected") notify(t("reconnecting"), { sticky: true, kind: "warning" });
     else if (pc.connectionState === "connected") notify(t("connected"));
-    else if (pc.connectionState === "failed") ended("connection-lost");
+    else if (pc.connectionState === "failed") {
+      // The gateway moves the session when its node is gone; give that a chance first.
+      notify(t("reconnecting"), { sticky: true, kind: "warning" });
+      setTimeout(() => {
+        if (state.pc === pc && pc.connectionState === "failed") ended("connection-lost");
+      }, 20000);
+    }
   });
   const offer = await pc.createOffer();
   await pc.setLocalDescription(offer);
@@ -486,6 +546,15 @@ function removeParticipant(id, reason) {
 // ------------------------------------------------------------------------------------------
 // Leaving
 // ------------------------------------------------------------------------------------------
+
+/** Closes the media connection and removes the others' tiles; the socket stays. */
+function closeMedia() {
+  state.pc?.close();
+  state.pc = null;
+  for (const participant of state.participants.values()) participant.tile.remove();
+  state.participants.clear();
+  state.pendingStreams.clear();
+}
 
 function teardown() {
   trace("teardown");

@@ -167,7 +167,10 @@ mod tests {
             let mut tampered = sealed.clone().into_bytes();
             tampered[0] = if tampered[0] == b'A' { b'B' } else { b'A' };
             let tampered = String::from_utf8(tampered).unwrap();
-            assert_eq!(key.open_ticket(&tampered, 1_000), Err(GrantError::BadSignature));
+            assert_eq!(
+                key.open_ticket(&tampered, 1_000),
+                Err(GrantError::BadSignature)
+            );
         }
         for garbage in ["", ".", "no-dot", "!!!.???", "A.B"] {
             assert!(key.open_ticket(garbage, 0).is_err());

@@ -375,7 +375,10 @@ impl Node {
     /// passed.
     fn drain(&mut self, now: Instant, move_sessions: bool, grace: Duration) {
         let deadline = now + grace;
-        if self.drain_deadline.is_some_and(|current| current <= deadline) {
+        if self
+            .drain_deadline
+            .is_some_and(|current| current <= deadline)
+        {
             return;
         }
         info!(move_sessions, grace_seconds = grace.as_secs(), "draining");
@@ -410,7 +413,11 @@ impl Node {
             return;
         }
         if self.drain_deadline.is_some() {
-            self.refuse(&admission.session_id, "unavailable", "this media node is draining");
+            self.refuse(
+                &admission.session_id,
+                "unavailable",
+                "this media node is draining",
+            );
             return;
         }
         if self.peers.len() >= self.max_participants as usize {

@@ -134,6 +134,7 @@ impl Tenant {
                 adhoc_rooms: self.spec.policy.adhoc_rooms,
             },
             suspended: self.spec.suspended,
+            media_pools: self.spec.media_pools.clone(),
         })
     }
 }

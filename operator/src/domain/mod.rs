@@ -9,7 +9,7 @@ mod room;
 mod tenant;
 
 pub use names::{DisplayName, MAX_DISPLAY_NAME_CHARS, RoomName, TenantName};
-pub use placement::{NodeId, NodeView, choose_node};
+pub use placement::{NodeId, NodeView, PoolAccess, choose_node, may_use};
 pub use room::{Revision, Room, RoomKey, RoomLifetime, admit};
 pub use tenant::{Tenant, TenantLimits, TenantPolicy};
 

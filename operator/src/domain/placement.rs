@@ -1,10 +1,12 @@
 //! Placement: which media node hosts a new room.
 //!
-//! A room that has a live node stays there. A new room goes to the least-loaded node that is
-//! not draining and has room to spare; when none has, the join is refused rather than every
-//! running call degraded.
+//! A room that has a live node stays there. A new room goes to the least-loaded node that its
+//! tenant may use, that is not draining and that has room to spare; when none has, the join is
+//! refused rather than every running call degraded.
 
 use std::fmt;
+
+use super::{Tenant, TenantName};
 
 /// A media node's id, as it registered.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -21,8 +23,12 @@ impl fmt::Display for NodeId {
 pub struct NodeView {
     /// The node.
     pub id: NodeId,
+    /// The MediaPool it belongs to (empty for a node outside any pool).
+    pub pool: String,
     /// Participants the node hosts now (as it reported, plus admissions not yet reported).
     pub participants: u32,
+    /// Rooms the node hosts now.
+    pub rooms: u32,
     /// Participants the node accepts in total.
     pub max_participants: u32,
     /// A draining node takes no new rooms.
@@ -43,15 +49,42 @@ impl NodeView {
     }
 }
 
-/// The node for a new room: the least loaded of those that can take it, ties broken by id so
-/// that the choice is deterministic. `None` when the platform is full.
-pub fn choose_node<'a>(nodes: impl IntoIterator<Item = &'a NodeView>) -> Option<&'a NodeView> {
+/// Which tenants a MediaPool serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolAccess {
+    /// The pool.
+    pub pool: String,
+    /// The tenants it is reserved for; empty when it serves every tenant.
+    pub tenants: Vec<TenantName>,
+}
+
+/// Whether `tenant` may have rooms on nodes of `pool`: the tenant names the pool (or names
+/// none), and the pool is open to the tenant (or to everyone). Nodes outside any known pool
+/// serve every tenant that does not restrict itself.
+pub fn may_use(tenant: &Tenant, pool: &str, pools: &[PoolAccess]) -> bool {
+    let tenant_allows =
+        tenant.media_pools.is_empty() || tenant.media_pools.iter().any(|p| p == pool);
+    let pool_allows = pools
+        .iter()
+        .find(|access| access.pool == pool)
+        .is_none_or(|access| access.tenants.is_empty() || access.tenants.contains(&tenant.name));
+    tenant_allows && pool_allows
+}
+
+/// The node for a new room: the least loaded of those that can take it and `usable` allows,
+/// then the one with fewest rooms, ties broken by id so that the choice is deterministic.
+/// `None` when the platform is full.
+pub fn choose_node<'a>(
+    nodes: impl IntoIterator<Item = &'a NodeView>,
+    usable: impl Fn(&NodeView) -> bool,
+) -> Option<&'a NodeView> {
     nodes
         .into_iter()
-        .filter(|node| node.has_room())
+        .filter(|node| node.has_room() && usable(node))
         .min_by(|a, b| {
             a.load_permille()
                 .cmp(&b.load_permille())
+                .then_with(|| a.rooms.cmp(&b.rooms))
                 .then_with(|| a.id.cmp(&b.id))
         })
 }
@@ -63,10 +96,16 @@ mod tests {
     fn node(id: &str, participants: u32, max: u32, draining: bool) -> NodeView {
         NodeView {
             id: NodeId(id.to_owned()),
+            pool: String::new(),
             participants,
+            rooms: 0,
             max_participants: max,
             draining,
         }
+    }
+
+    fn any(_: &NodeView) -> bool {
+        true
     }
 
     #[test]
@@ -76,7 +115,41 @@ mod tests {
             node("b", 30, 40, false),
             node("c", 10, 100, false),
         ];
-        assert_eq!(choose_node(&nodes).unwrap().id.0, "c");
+        assert_eq!(choose_node(&nodes, any).unwrap().id.0, "c");
+    }
+
+    #[test]
+    fn among_equally_loaded_nodes_the_one_with_fewest_rooms_wins() {
+        let mut nodes = [node("a", 0, 100, false), node("b", 0, 100, false)];
+        nodes[0].rooms = 2;
+        assert_eq!(choose_node(&nodes, any).unwrap().id.0, "b");
+    }
+
+    #[test]
+    fn pools_serve_only_the_tenants_they_may() {
+        let mut partner = Tenant::public();
+        partner.name = TenantName::new("partner").unwrap();
+        let public = Tenant::public();
+        let pools = [PoolAccess {
+            pool: "reserved".into(),
+            tenants: vec![partner.name.clone()],
+        }];
+        assert!(may_use(&partner, "reserved", &pools));
+        assert!(
+            !may_use(&public, "reserved", &pools),
+            "reserved for the partner"
+        );
+        assert!(may_use(&public, "shared", &pools), "an open pool");
+        assert!(may_use(&public, "", &pools), "a node outside any pool");
+        partner.media_pools = vec!["reserved".into()];
+        assert!(
+            !may_use(&partner, "shared", &pools),
+            "the tenant restricts itself"
+        );
+        let mut nodes = [node("a", 0, 100, false), node("b", 50, 100, false)];
+        nodes[0].pool = "reserved".into();
+        let chosen = choose_node(&nodes, |n| may_use(&public, &n.pool, &pools));
+        assert_eq!(chosen.unwrap().id.0, "b");
     }
 
     #[test]
@@ -86,13 +159,13 @@ mod tests {
             node("b", 40, 40, false),
             node("c", 99, 100, false),
         ];
-        assert_eq!(choose_node(&nodes).unwrap().id.0, "c");
+        assert_eq!(choose_node(&nodes, any).unwrap().id.0, "c");
     }
 
     #[test]
     fn no_node_means_the_platform_is_full() {
         let nodes = [node("a", 0, 100, true), node("b", 40, 40, false)];
-        assert!(choose_node(&nodes).is_none());
-        assert!(choose_node(&[]).is_none());
+        assert!(choose_node(&nodes, any).is_none());
+        assert!(choose_node(&[], any).is_none());
     }
 }

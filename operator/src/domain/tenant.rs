@@ -15,6 +15,8 @@ pub struct Tenant {
     pub policy: TenantPolicy,
     /// A suspended tenant admits nobody.
     pub suspended: bool,
+    /// The MediaPools whose nodes may host the tenant's rooms; empty for any open pool.
+    pub media_pools: Vec<String>,
 }
 
 /// How much of the platform a tenant may use.
@@ -45,6 +47,7 @@ impl Tenant {
             },
             policy: TenantPolicy { adhoc_rooms: true },
             suspended: false,
+            media_pools: Vec::new(),
         }
     }
 }

@@ -132,8 +132,11 @@ impl ControlPlane for AttachService {
                 };
                 handle_node_message(&fleet, &node, &to_node, message).await;
             }
-            info!(%node, "media node detached");
-            fleet.detach(&node, attachment);
+            if fleet.lose(&node, attachment) {
+                info!(%node, "media node stream lost; waiting for it to come back");
+                tokio::time::sleep(super::NODE_LOSS_GRACE).await;
+                fleet.expire(&node, attachment);
+            }
         });
         Ok(Response::new(ReceiverStream::new(stream)))
     }
@@ -166,9 +169,9 @@ async fn handle_node_message(
             fleet.deliver(node, &closed.session_id, ClientEvent::Closed(reason));
         }
         Some(NodeKind::Load(load)) => fleet.update_load(node, load),
-        Some(NodeKind::Draining(_)) => {
-            info!(%node, "media node is draining");
-            fleet.mark_draining(node);
+        Some(NodeKind::Draining(draining)) => {
+            info!(%node, move_sessions = draining.move_sessions, "media node is draining");
+            fleet.mark_draining(node, draining.move_sessions);
         }
         Some(NodeKind::Register(_)) => warn!(%node, "ignoring a second Register"),
         Some(NodeKind::Signal(_)) | None => warn!(%node, "ignoring an empty node message"),

@@ -1,24 +1,31 @@
 //! The fleet: media nodes attached to this control-plane replica, and the sessions routed to
 //! them.
 //!
-//! Nodes dial in over gRPC ([`attach`]) and stay attached; the [`Fleet`] keeps, per node, the
-//! channel to its stream and what it last reported, and, per session, which node carries it and
-//! where that participant's WebSocket listens. The gateway asks the fleet to open sessions and
-//! relay signals; the attach stream hands what nodes say back to the sessions.
+//! Nodes dial in over gRPC ([`attach`]) and stay attached to every replica; the [`Fleet`] keeps,
+//! per node, the channel to its stream and what it last reported, and, per session of this
+//! replica's gateway, which node carries it and where that participant's WebSocket listens
+//! ([`sessions`]).
+//!
+//! A node whose stream breaks is not given up at once: it is marked lost and takes no rooms,
+//! and only if it does not come back within [`NODE_LOSS_GRACE`] are its sessions told to move
+//! (their gateway places the room again and the clients reconnect). A draining node that asks
+//! for it has its sessions moved the same way.
 
 pub mod attach;
+mod sessions;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
 use treffpunkt_proto::v1::{self, control_message::Kind as ControlKind};
 
 use crate::domain::{NodeId, NodeView, RoomKey, RoomName, TenantName};
+pub use sessions::ResumeError;
 
-/// How many events may wait for a slow client before its session is dropped. The node's stream
-/// must never wait for one participant.
-const CLIENT_QUEUE: usize = 256;
+/// How long a node whose stream broke may take to come back before its rooms are moved.
+pub const NODE_LOSS_GRACE: Duration = Duration::from_millis(1500);
 
 /// What the fleet tells a session's WebSocket task.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +34,21 @@ pub enum ClientEvent {
     Signal(v1::Signal),
     /// The session ended on the node side.
     Closed(v1::CloseReason),
+    /// The session's node is gone or draining: the session must move to another node.
+    Move,
+}
+
+/// What happens to nodes, for whoever acts on it beyond this replica (the operator marks a
+/// draining pod so that scale-in removes it first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// The node drains.
+    Draining {
+        /// Which node.
+        node: NodeId,
+        /// Its MediaPool (empty outside a cluster).
+        pool: String,
+    },
 }
 
 /// Why the fleet could not do what the gateway asked.
@@ -48,7 +70,15 @@ struct AttachedNode {
     register: v1::Register,
     load: v1::LoadReport,
     draining: bool,
+    /// Set while the stream is down and the node may still come back.
+    lost_since: Option<Instant>,
     to_node: mpsc::Sender<v1::ControlMessage>,
+}
+
+impl AttachedNode {
+    fn takes_rooms(&self) -> bool {
+        !self.draining && self.lost_since.is_none()
+    }
 }
 
 #[derive(Debug)]
@@ -65,12 +95,25 @@ struct FleetState {
     next_attachment: u64,
 }
 
+impl FleetState {
+    /// Tells every session on `node` to move, unless it is in `keep`.
+    fn move_sessions(&self, node: &NodeId, keep: &[String]) {
+        for (id, route) in &self.sessions {
+            if &route.node == node && !keep.contains(id) {
+                // A full queue means a client that does not listen; it loses its session then.
+                let _ = route.to_client.try_send(ClientEvent::Move);
+            }
+        }
+    }
+}
+
 /// The registry of attached nodes and the routing table of sessions.
 #[derive(Debug)]
 pub struct Fleet {
     state: Mutex<FleetState>,
     /// Rooms whose participant count changed, as nodes report it.
     room_changes: broadcast::Sender<RoomKey>,
+    node_events: broadcast::Sender<NodeEvent>,
 }
 
 impl Default for Fleet {
@@ -78,6 +121,7 @@ impl Default for Fleet {
         Self {
             state: Mutex::default(),
             room_changes: broadcast::channel(1024).0,
+            node_events: broadcast::channel(64).0,
         }
     }
 }
@@ -100,9 +144,70 @@ fn room_loads(load: &v1::LoadReport) -> HashMap<RoomKey, u32> {
 }
 
 impl Fleet {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FleetState> {
+        // Every critical section is a few map operations that cannot leave the state half
+        // written, so a poisoned lock still guards consistent data.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Rooms whose participant count changes from now on.
     pub fn room_changes(&self) -> broadcast::Receiver<RoomKey> {
         self.room_changes.subscribe()
+    }
+
+    /// What happens to nodes from now on.
+    pub fn node_events(&self) -> broadcast::Receiver<NodeEvent> {
+        self.node_events.subscribe()
+    }
+
+    /// Placement's view of every node that takes rooms. Sessions admitted but not yet reported
+    /// by the node count too, so that a burst of joins does not pile onto one node.
+    pub fn nodes(&self) -> Vec<NodeView> {
+        let state = self.lock();
+        state
+            .nodes
+            .iter()
+            .filter(|(_, node)| node.lost_since.is_none())
+            .map(|(id, node)| {
+                let routed: Vec<&SessionRoute> = state
+                    .sessions
+                    .values()
+                    .filter(|session| &session.node == id)
+                    .collect();
+                let mut routed_rooms: Vec<&RoomKey> = routed.iter().map(|s| &s.room).collect();
+                routed_rooms.sort();
+                routed_rooms.dedup();
+                NodeView {
+                    id: id.clone(),
+                    pool: node.register.pool.clone(),
+                    participants: node.load.participants.max(routed.len() as u32),
+                    rooms: node.load.rooms.max(routed_rooms.len() as u32),
+                    max_participants: node
+                        .register
+                        .capacity
+                        .map_or(0, |capacity| capacity.max_participants),
+                    draining: node.draining,
+                }
+            })
+            .collect()
+    }
+
+    /// What `node` last reported of its load.
+    pub fn load(&self, node: &NodeId) -> Option<v1::LoadReport> {
+        self.lock()
+            .nodes
+            .get(node)
+            .map(|attached| attached.load.clone())
+    }
+
+    /// Whether `node` is attached and takes rooms.
+    pub fn is_available(&self, node: &NodeId) -> bool {
+        self.lock()
+            .nodes
+            .get(node)
+            .is_some_and(AttachedNode::takes_rooms)
     }
 
     /// Participants in `room` over every attached node, as the nodes last reported.
@@ -110,14 +215,7 @@ impl Fleet {
         self.lock()
             .nodes
             .values()
-            .map(|node| {
-                node.load
-                    .room_loads
-                    .iter()
-                    .filter(|load| room_key(load.room.as_ref()).as_ref() == Some(room))
-                    .map(|load| load.participants)
-                    .sum::<u32>()
-            })
+            .map(|node| room_loads(&node.load).get(room).copied().unwrap_or(0))
             .sum()
     }
 
@@ -154,175 +252,42 @@ impl Fleet {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, FleetState> {
-        // Every critical section is a few map operations that cannot leave the state half
-        // written, so a poisoned lock still guards consistent data.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Placement's view of every attached node. Sessions admitted but not yet reported by the
-    /// node count too, so that a burst of joins does not pile onto one node.
-    pub fn nodes(&self) -> Vec<NodeView> {
-        let state = self.lock();
-        state
-            .nodes
-            .iter()
-            .map(|(id, node)| {
-                let routed = state
-                    .sessions
-                    .values()
-                    .filter(|session| &session.node == id)
-                    .count() as u32;
-                NodeView {
-                    id: id.clone(),
-                    participants: node.load.participants.max(routed),
-                    max_participants: node
-                        .register
-                        .capacity
-                        .map_or(0, |capacity| capacity.max_participants),
-                    draining: node.draining,
-                }
-            })
-            .collect()
-    }
-
-    /// What `node` last reported of its load.
-    pub fn load(&self, node: &NodeId) -> Option<v1::LoadReport> {
-        self.lock()
-            .nodes
-            .get(node)
-            .map(|attached| attached.load.clone())
-    }
-
-    /// Whether `node` is attached and takes rooms.
-    pub fn is_available(&self, node: &NodeId) -> bool {
-        self.lock()
-            .nodes
-            .get(node)
-            .is_some_and(|node| !node.draining)
-    }
-
-    /// Participants in `room` whose sessions run through this replica.
-    pub fn presence(&self, room: &RoomKey) -> u32 {
-        self.lock()
-            .sessions
-            .values()
-            .filter(|session| &session.room == room)
-            .count() as u32
-    }
-
-    /// Rooms with at least one session through this replica.
-    pub fn occupied_rooms(&self) -> Vec<RoomKey> {
-        let mut rooms: Vec<RoomKey> = self
-            .lock()
-            .sessions
-            .values()
-            .map(|session| session.room.clone())
-            .collect();
-        rooms.sort();
-        rooms.dedup();
-        rooms
-    }
-
-    /// Routes a new session to `node` and asks the node to admit it. Events for the client
-    /// arrive on the returned receiver.
-    pub async fn open_session(
+    /// Asks `node` to drain; with `move_sessions`, its participants move to other nodes.
+    pub fn drain(
         &self,
         node: &NodeId,
-        room: RoomKey,
-        open: v1::OpenSession,
-    ) -> Result<mpsc::Receiver<ClientEvent>, FleetError> {
-        let (to_client, events) = mpsc::channel(CLIENT_QUEUE);
-        let to_node = {
-            let mut state = self.lock();
-            let to_node = state
-                .nodes
-                .get(node)
-                .ok_or_else(|| FleetError::NodeGone(node.clone()))?
-                .to_node
-                .clone();
-            state.sessions.insert(
-                open.session_id.clone(),
-                SessionRoute {
-                    node: node.clone(),
-                    room,
-                    to_client,
-                },
-            );
-            to_node
-        };
-        let session_id = open.session_id.clone();
-        if to_node
-            .send(v1::ControlMessage::new(ControlKind::OpenSession(open)))
-            .await
-            .is_err()
-        {
-            self.lock().sessions.remove(&session_id);
-            return Err(FleetError::NodeGone(node.clone()));
-        }
-        Ok(events)
-    }
-
-    /// Relays a client's signal to the node that carries its session.
-    pub async fn signal(&self, session_id: &str, signal: v1::Signal) -> Result<(), FleetError> {
-        let to_node = self.route_to_node(session_id)?;
-        let message = v1::ControlMessage::new(ControlKind::Signal(v1::SessionSignal {
-            session_id: session_id.to_owned(),
-            signal: Some(signal),
-        }));
-        to_node
-            .send(message)
-            .await
-            .map_err(|_| FleetError::UnknownSession)
-    }
-
-    /// Ends a session from the client's side: forgets its route and tells its node.
-    pub async fn close_session(&self, session_id: &str, reason: v1::CloseReason) {
-        let Some(route) = self.lock().sessions.remove(session_id) else {
-            return;
-        };
-        let to_node = self
-            .lock()
-            .nodes
-            .get(&route.node)
-            .map(|n| n.to_node.clone());
-        if let Some(to_node) = to_node {
-            let close = v1::CloseSession {
-                session_id: session_id.to_owned(),
-                reason: reason as i32,
-            };
-            // The node may be gone already; then there is nothing left to close.
-            let _ = to_node
-                .send(v1::ControlMessage::new(ControlKind::CloseSession(close)))
-                .await;
-        }
-    }
-
-    fn route_to_node(
-        &self,
-        session_id: &str,
-    ) -> Result<mpsc::Sender<v1::ControlMessage>, FleetError> {
+        move_sessions: bool,
+        grace: Duration,
+    ) -> Result<(), FleetError> {
         let state = self.lock();
-        let route = state
-            .sessions
-            .get(session_id)
-            .ok_or(FleetError::UnknownSession)?;
-        state
+        let attached = state
             .nodes
-            .get(&route.node)
-            .map(|node| node.to_node.clone())
-            .ok_or_else(|| FleetError::NodeGone(route.node.clone()))
+            .get(node)
+            .ok_or_else(|| FleetError::NodeGone(node.clone()))?;
+        let drain = v1::ControlMessage::new(ControlKind::Drain(v1::Drain {
+            move_sessions,
+            grace_seconds: grace.as_secs() as u32,
+        }));
+        attached
+            .to_node
+            .try_send(drain)
+            .map_err(|_| FleetError::NodeGone(node.clone()))
     }
 
-    /// Records a node that registered; replaces an earlier attachment of the same id. Returns
-    /// the attachment number that later calls name.
+    /// Records a node that registered; replaces an earlier attachment of the same id. Sessions
+    /// routed to it that it no longer hosts (it restarted) are told to move. Returns the
+    /// attachment number that later calls name.
     fn attach(&self, register: v1::Register, to_node: mpsc::Sender<v1::ControlMessage>) -> u64 {
         let mut state = self.lock();
         state.next_attachment += 1;
         let attachment = state.next_attachment;
         let id = NodeId(register.node_id.clone());
+        let hosted: Vec<String> = register
+            .hosted_rooms
+            .iter()
+            .flat_map(|room| room.session_ids.iter().cloned())
+            .collect();
+        state.move_sessions(&id, &hosted);
         state.nodes.insert(
             id,
             AttachedNode {
@@ -330,47 +295,45 @@ impl Fleet {
                 register,
                 load: v1::LoadReport::default(),
                 draining: false,
+                lost_since: None,
                 to_node,
             },
         );
         attachment
     }
 
-    /// Forgets a node whose stream ended, unless it has attached again since, and tells the
-    /// clients of its sessions that their connection is lost.
-    fn detach(&self, node: &NodeId, attachment: u64) {
-        let rooms_hosted: Vec<RoomKey>;
-        let orphaned: Vec<SessionRoute> = {
+    /// Marks a node whose stream ended as lost (unless it has attached again since); returns
+    /// whether it was marked.
+    fn lose(&self, node: &NodeId, attachment: u64) -> bool {
+        let mut state = self.lock();
+        match state.nodes.get_mut(node) {
+            Some(attached) if attached.attachment == attachment => {
+                attached.lost_since = Some(Instant::now());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Forgets a lost node that did not come back, and moves its sessions.
+    fn expire(&self, node: &NodeId, attachment: u64) {
+        let rooms: Vec<RoomKey> = {
             let mut state = self.lock();
-            if state
-                .nodes
-                .get(node)
-                .is_none_or(|attached| attached.attachment != attachment)
-            {
+            let still_lost = state.nodes.get(node).is_some_and(|attached| {
+                attached.attachment == attachment && attached.lost_since.is_some()
+            });
+            if !still_lost {
                 return;
             }
             let rooms = state
                 .nodes
                 .remove(node)
-                .map(|attached| room_loads(&attached.load))
+                .map(|attached| room_loads(&attached.load).into_keys().collect())
                 .unwrap_or_default();
-            rooms_hosted = rooms.into_keys().collect();
-            let ids: Vec<String> = state
-                .sessions
-                .iter()
-                .filter(|(_, route)| &route.node == node)
-                .map(|(id, _)| id.clone())
-                .collect();
-            ids.iter()
-                .filter_map(|id| state.sessions.remove(id))
-                .collect()
+            state.move_sessions(node, &[]);
+            rooms
         };
-        for route in orphaned {
-            let _ = route
-                .to_client
-                .try_send(ClientEvent::Closed(v1::CloseReason::ConnectionLost));
-        }
-        for room in rooms_hosted {
+        for room in rooms {
             let _ = self.room_changes.send(room);
         }
     }
@@ -397,29 +360,28 @@ impl Fleet {
         }
     }
 
-    fn mark_draining(&self, node: &NodeId) {
-        if let Some(attached) = self.lock().nodes.get_mut(node) {
+    fn mark_draining(&self, node: &NodeId, move_sessions: bool) {
+        let pool = {
+            let mut state = self.lock();
+            let Some(attached) = state.nodes.get_mut(node) else {
+                return;
+            };
+            let first = !attached.draining;
             attached.draining = true;
-        }
-    }
-
-    /// Hands a node's signal to the session's client. A client that does not keep up loses
-    /// its session rather than holding up the node's stream: then this returns `false` and the
-    /// caller closes the session on the node.
-    fn deliver(&self, node: &NodeId, session_id: &str, event: ClientEvent) -> bool {
-        let mut state = self.lock();
-        let Some(route) = state.sessions.get(session_id) else {
-            return true;
+            let pool = attached.register.pool.clone();
+            if move_sessions {
+                state.move_sessions(node, &[]);
+            }
+            first.then_some(pool)
         };
-        if &route.node != node {
-            // Only the node that carries a session may speak for it.
-            return true;
+        if let Some(pool) = pool {
+            let _ = self.node_events.send(NodeEvent::Draining {
+                node: node.clone(),
+                pool,
+            });
         }
-        let closing = matches!(event, ClientEvent::Closed(_));
-        let delivered = route.to_client.try_send(event).is_ok();
-        if closing || !delivered {
-            state.sessions.remove(session_id);
-        }
-        delivered
     }
 }
+
+#[cfg(test)]
+mod tests;

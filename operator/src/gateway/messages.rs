@@ -26,6 +26,11 @@ pub enum ClientMessage {
         #[serde(default, rename = "videoMuted")]
         video_muted: bool,
     },
+    /// Pick up the session this ticket names (after the socket dropped).
+    Resume {
+        /// The ticket the gateway gave with the session.
+        ticket: String,
+    },
     /// An SDP offer.
     Offer {
         /// The session description.
@@ -85,7 +90,17 @@ pub enum ServerMessage {
         participant_id: String,
         /// Who else is here.
         participants: Vec<ParticipantInfo>,
+        /// The session already existed: keep the media connection, refresh the roster.
+        resumed: bool,
     },
+    /// How to resume this session if the socket drops.
+    Session {
+        /// Opaque; send it back in a `resume` message.
+        ticket: String,
+    },
+    /// The session moved to another media node: close the media connection and wait for the
+    /// welcome that follows.
+    Reconnect,
     /// An SDP offer from the node.
     Offer {
         /// The session description.
@@ -174,7 +189,9 @@ fn check_sdp(sdp: String) -> Result<v1::SessionDescription, RelayError> {
 /// Converts a message of a joined client to the signal for its node.
 pub fn to_signal(message: ClientMessage) -> Result<v1::Signal, RelayError> {
     let kind = match message {
-        ClientMessage::Join { .. } => return Err(RelayError::AlreadyJoined),
+        ClientMessage::Join { .. } | ClientMessage::Resume { .. } => {
+            return Err(RelayError::AlreadyJoined);
+        }
         ClientMessage::Offer { sdp } => Kind::Offer(check_sdp(sdp)?),
         ClientMessage::Answer { sdp } => Kind::Answer(check_sdp(sdp)?),
         ClientMessage::Candidate {
@@ -241,6 +258,7 @@ pub fn from_signal(signal: v1::Signal) -> Option<ServerMessage> {
             sdp_m_line_index: candidate.sdp_mline_index,
         },
         Kind::Welcome(welcome) => ServerMessage::Welcome {
+            resumed: welcome.resumed,
             participant_id: welcome.participant_id,
             participants: welcome
                 .participants

@@ -13,6 +13,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use ring::rand::{SecureRandom, SystemRandom};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use treffpunkt_proto::v1;
 
@@ -155,6 +156,34 @@ impl From<StoreError> for Refusal {
     }
 }
 
+/// The participant a socket speaks for, once joined.
+struct Member {
+    participant_id: String,
+    name: DisplayName,
+    max_participants: u32,
+}
+
+/// Where the participant's session runs now.
+struct Attachment {
+    node: NodeId,
+    session_id: String,
+    events: mpsc::Receiver<ClientEvent>,
+}
+
+/// How the relay ended.
+enum Ending {
+    /// The participant left or the session ended: tell the node.
+    Close(v1::CloseReason),
+    /// The socket dropped: the session lives on and may be resumed.
+    Detach,
+}
+
+/// Moves of one session within [`MOVE_WINDOW`] after which the gateway gives up.
+const MAX_MOVES: usize = 5;
+const MOVE_WINDOW: Duration = Duration::from_secs(60);
+/// How long a resume ticket stays valid.
+const TICKET_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
 impl<S: Store> Session<S> {
     fn new(gateway: Arc<Gateway<S>>, key: RoomKey, socket: WebSocket) -> Self {
         Self {
@@ -240,14 +269,20 @@ impl<S: Store> Session<S> {
                 inbound = self.receive() => inbound,
                 () = &mut deadline => return,
             };
-            let (name, audio_muted, video_muted) = match inbound {
+            let started = match inbound {
                 Inbound::Gone => return,
                 Inbound::Refused => continue,
                 Inbound::Message(ClientMessage::Join {
                     name,
                     audio_muted,
                     video_muted,
-                }) => (name, audio_muted, video_muted),
+                }) => self.join(&name).await.map(|(member, attachment)| {
+                    (member, attachment, Some((audio_muted, video_muted)))
+                }),
+                Inbound::Message(ClientMessage::Resume { ticket }) => self
+                    .resume(&ticket)
+                    .await
+                    .map(|(member, attachment)| (member, attachment, None)),
                 Inbound::Message(_) => {
                     if !self.refuse("not-joined", "join the room first").await {
                         return;
@@ -255,9 +290,9 @@ impl<S: Store> Session<S> {
                     continue;
                 }
             };
-            match self.join(&name).await {
-                Ok((node, room, name)) => {
-                    self.relay(node, room, name, audio_muted, video_muted).await;
+            match started {
+                Ok((member, attachment, media)) => {
+                    self.relay(member, attachment, media).await;
                     return;
                 }
                 Err(refusal) => {
@@ -269,8 +304,8 @@ impl<S: Store> Session<S> {
         }
     }
 
-    /// Checks the join and places the room; returns the node that hosts it.
-    async fn join(&mut self, name: &str) -> Result<(NodeId, Room, DisplayName), Refusal> {
+    /// Checks a join, places the room and opens the participant's session.
+    async fn join(&mut self, name: &str) -> Result<(Member, Attachment), Refusal> {
         let name = DisplayName::new(name)?;
         let gateway = self.gateway.clone();
         let store = &gateway.store;
@@ -278,7 +313,7 @@ impl<S: Store> Session<S> {
             .tenant(&self.key.tenant)
             .await?
             .ok_or_else(|| Refusal::new("room-not-found", "no such space"))?;
-        let mut room = match store.room(&self.key).await? {
+        let room = match store.room(&self.key).await? {
             Some(room) => room,
             None if tenant.policy.adhoc_rooms => {
                 match store.create_room(Room::adhoc(self.key.clone())).await {
@@ -293,24 +328,171 @@ impl<S: Store> Session<S> {
             None => return Err(Refusal::new("room-not-found", "no such room")),
         };
         domain::admit(&tenant, &room, gateway.fleet.presence(&self.key))?;
-        debug!(room = %self.key, participant = %name, "join admitted");
-        // Placement: keep a live node; otherwise choose one and record it, retrying when
-        // another gateway placed the room at the same time.
-        for _ in 0..5 {
-            if let Some(node) = room.node.clone().filter(|n| gateway.fleet.is_available(n)) {
-                return Ok((node, room, name));
-            }
-            let nodes = gateway.fleet.nodes();
-            let chosen = domain::choose_node(&nodes).ok_or_else(|| {
-                Refusal::new("platform-full", "the platform is full, try again later")
+        debug!(room = %self.key, "join admitted");
+        let member = Member {
+            participant_id: random_id(8),
+            name,
+            max_participants: room.participant_limit(&tenant),
+        };
+        let attachment = self.attach(&member, room).await?;
+        Ok((member, attachment))
+    }
+
+    /// Picks up a session whose socket dropped, through this replica; when its node is gone,
+    /// the participant gets a new session on another node.
+    async fn resume(&mut self, ticket: &str) -> Result<(Member, Attachment), Refusal> {
+        let gateway = self.gateway.clone();
+        let ticket = gateway
+            .grant_key
+            .open_ticket(ticket, unix_ms(SystemTime::now()))
+            .map_err(|_| {
+                Refusal::new(
+                    "resume-refused",
+                    "the session cannot be resumed; join again",
+                )
             })?;
+        let room = ticket.room.clone().unwrap_or_default();
+        if room.tenant != self.key.tenant.as_str() || room.name != self.key.name.as_str() {
+            return Err(Refusal::new(
+                "resume-refused",
+                "the ticket is for another room",
+            ));
+        }
+        let name = DisplayName::new(&ticket.display_name)?;
+        let tenant = gateway
+            .store
+            .tenant(&self.key.tenant)
+            .await?
+            .ok_or_else(|| Refusal::new("room-not-found", "no such space"))?;
+        if tenant.suspended {
+            return Err(DomainError::TenantSuspended.into());
+        }
+        let stored = gateway.store.room(&self.key).await?;
+        let member = Member {
+            participant_id: ticket.participant_id.clone(),
+            name,
+            max_participants: stored
+                .as_ref()
+                .map_or(0, |room| room.participant_limit(&tenant)),
+        };
+        let node = NodeId(ticket.node_id.clone());
+        match gateway
+            .fleet
+            .resume_session(&node, self.key.clone(), &ticket.session_id)
+            .await
+        {
+            Ok(events) => {
+                info!(room = %self.key, %node, "session resumed");
+                let attachment = Attachment {
+                    node,
+                    session_id: ticket.session_id,
+                    events,
+                };
+                self.send_ticket(&member, &attachment).await;
+                Ok((member, attachment))
+            }
+            Err(_) => {
+                let room = stored.ok_or_else(|| Refusal::new("room-not-found", "no such room"))?;
+                let attachment = self.attach(&member, room).await?;
+                // The old media connection is gone with its node.
+                self.send(&ServerMessage::Reconnect).await;
+                Ok((member, attachment))
+            }
+        }
+    }
+
+    /// Places the room (keeping a live node) and opens a session for `member` there.
+    async fn attach(&mut self, member: &Member, room: Room) -> Result<Attachment, Refusal> {
+        let node = self.place(room).await?;
+        let gateway = self.gateway.clone();
+        let session_id = random_id(16);
+        let grant = v1::Grant {
+            room: Some(v1::RoomRef {
+                tenant: self.key.tenant.to_string(),
+                name: self.key.name.to_string(),
+            }),
+            participant_id: member.participant_id.clone(),
+            display_name: member.name.to_string(),
+            can_publish: true,
+            can_subscribe: true,
+            max_participants: member.max_participants,
+            expires_at_unix_ms: unix_ms(SystemTime::now() + GRANT_LIFETIME),
+        };
+        let open = v1::OpenSession {
+            session_id: session_id.clone(),
+            grant_signature: gateway.grant_key.sign(&grant),
+            grant: Some(grant),
+        };
+        let events = gateway
+            .fleet
+            .open_session(&node, self.key.clone(), open)
+            .await
+            .map_err(|error| {
+                warn!(%error, "could not open a session");
+                Refusal::new("unavailable", "the media node is unavailable, try again")
+            })?;
+        let attachment = Attachment {
+            node,
+            session_id,
+            events,
+        };
+        self.send_ticket(member, &attachment).await;
+        Ok(attachment)
+    }
+
+    /// Tells the client how to resume this session should its socket drop.
+    async fn send_ticket(&mut self, member: &Member, attachment: &Attachment) {
+        let ticket = v1::ResumeTicket {
+            session_id: attachment.session_id.clone(),
+            node_id: attachment.node.0.clone(),
+            room: Some(v1::RoomRef {
+                tenant: self.key.tenant.to_string(),
+                name: self.key.name.to_string(),
+            }),
+            participant_id: member.participant_id.clone(),
+            display_name: member.name.to_string(),
+            expires_at_unix_ms: unix_ms(SystemTime::now() + TICKET_LIFETIME),
+        };
+        let ticket = self.gateway.grant_key.seal_ticket(&ticket);
+        self.send(&ServerMessage::Session { ticket }).await;
+    }
+
+    /// The node that hosts the room: its live node, or the least-loaded node its tenant may
+    /// use, recorded with compare-and-set so that racing gateways agree.
+    async fn place(&mut self, mut room: Room) -> Result<NodeId, Refusal> {
+        let gateway = self.gateway.clone();
+        let store = &gateway.store;
+        let tenant = store
+            .tenant(&self.key.tenant)
+            .await?
+            .ok_or_else(|| Refusal::new("room-not-found", "no such space"))?;
+        let pools = store.pools().await?;
+        for _ in 0..10 {
+            if let Some(node) = room.node.clone().filter(|n| gateway.fleet.is_available(n)) {
+                return Ok(node);
+            }
+            let mut nodes = gateway.fleet.nodes();
+            // The rooms recorded on each node count too: other gateways place rooms as well.
+            let placed = store.rooms().await.unwrap_or_default();
+            for node in &mut nodes {
+                let recorded = placed
+                    .iter()
+                    .filter(|r| r.node.as_ref() == Some(&node.id))
+                    .count() as u32;
+                node.rooms = node.rooms.max(recorded);
+            }
+            let chosen =
+                domain::choose_node(&nodes, |node| domain::may_use(&tenant, &node.pool, &pools))
+                    .ok_or_else(|| {
+                        Refusal::new("platform-full", "the platform is full, try again later")
+                    })?;
             match store
                 .place_room(&self.key, &room.revision, Some(chosen.id.clone()))
                 .await
             {
-                Ok(placed) => {
+                Ok(_) => {
                     info!(room = %self.key, node = %chosen.id, "room placed");
-                    return Ok((chosen.id.clone(), placed, name));
+                    return Ok(chosen.id.clone());
                 }
                 Err(StoreError::Conflict(_)) => {
                     room = store
@@ -327,108 +509,129 @@ impl<S: Store> Session<S> {
         ))
     }
 
-    /// Relays signalling between the joined client and its node until either side ends.
+    /// Moves the participant's session to the room's (new) node: its node is gone or drains.
+    async fn move_session(
+        &mut self,
+        member: &Member,
+        old: &Attachment,
+    ) -> Result<Attachment, Refusal> {
+        let gateway = self.gateway.clone();
+        gateway
+            .fleet
+            .close_session(&old.session_id, v1::CloseReason::ConnectionLost)
+            .await;
+        let room = gateway
+            .store
+            .room(&self.key)
+            .await?
+            .ok_or_else(|| Refusal::new("room-not-found", "the room was removed"))?;
+        let attachment = self.attach(member, room).await?;
+        info!(room = %self.key, from = %old.node, to = %attachment.node, "session moved");
+        self.send(&ServerMessage::Reconnect).await;
+        Ok(attachment)
+    }
+
+    /// Relays signalling between the joined client and its node until the participant leaves,
+    /// the session ends, or the socket drops. A session whose node goes away moves to another.
     async fn relay(
         &mut self,
-        node: NodeId,
-        room: Room,
-        name: DisplayName,
-        audio_muted: bool,
-        video_muted: bool,
+        member: Member,
+        mut attachment: Attachment,
+        media: Option<(bool, bool)>,
     ) {
         let gateway = self.gateway.clone();
-        let tenant = gateway.store.tenant(&self.key.tenant).await.ok().flatten();
-        let max_participants = tenant.map_or(0, |tenant| room.participant_limit(&tenant));
-        let session_id = random_id(16);
-        let grant = v1::Grant {
-            room: Some(v1::RoomRef {
-                tenant: self.key.tenant.to_string(),
-                name: self.key.name.to_string(),
-            }),
-            participant_id: random_id(8),
-            display_name: name.to_string(),
-            can_publish: true,
-            can_subscribe: true,
-            max_participants,
-            expires_at_unix_ms: unix_ms(SystemTime::now() + GRANT_LIFETIME),
-        };
-        let open = v1::OpenSession {
-            session_id: session_id.clone(),
-            grant_signature: gateway.grant_key.sign(&grant),
-            grant: Some(grant),
-        };
-        let mut events = match gateway
-            .fleet
-            .open_session(&node, self.key.clone(), open)
-            .await
-        {
-            Ok(events) => events,
-            Err(error) => {
-                warn!(%error, "could not open a session");
-                self.refuse("unavailable", "the media node is unavailable, try again")
-                    .await;
-                return;
-            }
-        };
         // The join's own media state goes to the node as the session's first signal.
-        let initial = ClientMessage::Media {
-            audio_muted,
-            video_muted,
-        };
-        if let Ok(signal) = messages::to_signal(initial) {
-            let _ = gateway.fleet.signal(&session_id, signal).await;
+        if let Some((audio_muted, video_muted)) = media {
+            let initial = ClientMessage::Media {
+                audio_muted,
+                video_muted,
+            };
+            if let Ok(signal) = messages::to_signal(initial) {
+                let _ = gateway.fleet.signal(&attachment.session_id, signal).await;
+            }
         }
-        let reason = loop {
-            tokio::select! {
+        let mut moves: Vec<Instant> = Vec::new();
+        let ending = loop {
+            let must_move = tokio::select! {
                 inbound = self.receive() => match inbound {
-                    Inbound::Gone => break v1::CloseReason::Left,
-                    Inbound::Refused => {}
-                    Inbound::Message(message) => {
-                        let leaving = matches!(message, ClientMessage::Leave);
-                        match messages::to_signal(message) {
-                            Ok(signal) => {
-                                if gateway.fleet.signal(&session_id, signal).await.is_err() {
-                                    self.send(&ServerMessage::Closed { reason: "connection-lost" }).await;
-                                    break v1::CloseReason::ConnectionLost;
-                                }
-                            }
-                            Err(error) => {
-                                let code = match error {
-                                    messages::RelayError::SdpTooLarge => "message-too-large",
-                                    messages::RelayError::AlreadyJoined => "already-joined",
-                                };
-                                if !self.refuse(code, error.to_string()).await {
-                                    break v1::CloseReason::Left;
-                                }
-                            }
+                    Inbound::Gone => break Ending::Detach,
+                    Inbound::Refused => false,
+                    Inbound::Message(ClientMessage::Leave) => {
+                        if let Ok(signal) = messages::to_signal(ClientMessage::Leave) {
+                            let _ = gateway.fleet.signal(&attachment.session_id, signal).await;
                         }
-                        if leaving {
-                            break v1::CloseReason::Left;
-                        }
+                        break Ending::Close(v1::CloseReason::Left);
                     }
+                    Inbound::Message(message) => match messages::to_signal(message) {
+                        // A node that cannot be reached any more means a move.
+                        Ok(signal) => gateway.fleet.signal(&attachment.session_id, signal).await.is_err(),
+                        Err(error) => {
+                            let code = match error {
+                                messages::RelayError::SdpTooLarge => "message-too-large",
+                                messages::RelayError::AlreadyJoined => "already-joined",
+                            };
+                            if !self.refuse(code, error.to_string()).await {
+                                break Ending::Detach;
+                            }
+                            false
+                        }
+                    },
                 },
-                event = events.recv() => match event {
+                event = attachment.events.recv() => match event {
                     Some(ClientEvent::Signal(signal)) => {
                         if let Some(message) = messages::from_signal(signal)
                             && !self.send(&message).await
                         {
-                            break v1::CloseReason::Left;
+                            break Ending::Detach;
                         }
+                        false
                     }
+                    Some(ClientEvent::Closed(v1::CloseReason::ConnectionLost)) | Some(ClientEvent::Move) | None => true,
                     Some(ClientEvent::Closed(reason)) => {
                         let code = messages::close_reason_code(reason);
                         self.send(&ServerMessage::Closed { reason: code }).await;
-                        break reason;
-                    }
-                    None => {
-                        self.send(&ServerMessage::Closed { reason: "connection-lost" }).await;
-                        break v1::CloseReason::ConnectionLost;
+                        break Ending::Close(reason);
                     }
                 },
+            };
+            if must_move {
+                let now = Instant::now();
+                moves.retain(|at| now.duration_since(*at) < MOVE_WINDOW);
+                moves.push(now);
+                if moves.len() > MAX_MOVES {
+                    warn!(room = %self.key, "the session keeps failing; giving up");
+                    self.send(&ServerMessage::Closed {
+                        reason: "connection-lost",
+                    })
+                    .await;
+                    break Ending::Close(v1::CloseReason::ConnectionLost);
+                }
+                match self.move_session(&member, &attachment).await {
+                    Ok(next) => attachment = next,
+                    Err(refusal) => {
+                        warn!(room = %self.key, code = refusal.code, "could not move a session");
+                        self.refuse(refusal.code, refusal.message).await;
+                        self.send(&ServerMessage::Closed {
+                            reason: "connection-lost",
+                        })
+                        .await;
+                        break Ending::Close(v1::CloseReason::ConnectionLost);
+                    }
+                }
             }
         };
-        gateway.fleet.close_session(&session_id, reason).await;
-        let _ = self.socket.send(Message::Close(None)).await;
+        match ending {
+            Ending::Close(reason) => {
+                gateway
+                    .fleet
+                    .close_session(&attachment.session_id, reason)
+                    .await;
+                let _ = self.socket.send(Message::Close(None)).await;
+            }
+            // The session lives on at its node; the client may resume it through any replica
+            // with its ticket. If it never does, the node ends it when its media times out.
+            Ending::Detach => gateway.fleet.forget_session(&attachment.session_id),
+        }
     }
 }
 

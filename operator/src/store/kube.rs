@@ -18,8 +18,10 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 use super::{Store, StoreError};
-use crate::crd::{self, Lifetime, Room as RoomObject, RoomSpec, Tenant as TenantObject};
-use crate::domain::{NodeId, Revision, Room, RoomKey, RoomLifetime, Tenant, TenantName};
+use crate::crd::{self, Lifetime, MediaPool, Room as RoomObject, RoomSpec, Tenant as TenantObject};
+use crate::domain::{
+    NodeId, PoolAccess, Revision, Room, RoomKey, RoomLifetime, Tenant, TenantName,
+};
 
 /// The field manager the gateway writes under.
 pub const GATEWAY_MANAGER: &str = "treffpunkt-gateway";
@@ -30,6 +32,7 @@ pub struct KubeStore {
     client: Client,
     tenants: Cache<TenantObject>,
     rooms: Cache<RoomObject>,
+    pools: Cache<MediaPool>,
 }
 
 impl std::fmt::Debug for KubeStore {
@@ -74,21 +77,25 @@ impl KubeStore {
     pub async fn start(client: Client) -> Result<(Self, Vec<JoinHandle<()>>), StoreError> {
         let (tenants, tenant_task) = cached(Api::<TenantObject>::all(client.clone()));
         let (rooms, room_task) = cached(Api::<RoomObject>::all(client.clone()));
+        let (pools, pool_task) = cached(Api::<MediaPool>::all(client.clone()));
         tenants
             .wait_until_ready()
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        rooms
-            .wait_until_ready()
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        for ready in [
+            rooms.wait_until_ready().await,
+            pools.wait_until_ready().await,
+        ] {
+            ready.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        }
         Ok((
             Self {
                 client,
                 tenants,
                 rooms,
+                pools,
             },
-            vec![tenant_task, room_task],
+            vec![tenant_task, room_task, pool_task],
         ))
     }
 
@@ -221,6 +228,23 @@ impl Store for KubeStore {
             }
             Err(error) => Err(unavailable(error)),
         }
+    }
+
+    async fn pools(&self) -> Result<Vec<PoolAccess>, StoreError> {
+        Ok(self
+            .pools
+            .state()
+            .iter()
+            .map(|pool| PoolAccess {
+                pool: pool.name_any(),
+                tenants: pool
+                    .spec
+                    .tenants
+                    .iter()
+                    .filter_map(|t| TenantName::new(t.as_str()).ok())
+                    .collect(),
+            })
+            .collect())
     }
 
     async fn rooms(&self) -> Result<Vec<Room>, StoreError> {

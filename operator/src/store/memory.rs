@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::{Store, StoreError};
-use crate::domain::{NodeId, Revision, Room, RoomKey, Tenant, TenantName};
+use crate::domain::{NodeId, PoolAccess, Revision, Room, RoomKey, Tenant, TenantName};
 
 /// Tenants and rooms in memory: nothing survives the process, which is what a meeting on one
 /// machine wants.
@@ -130,6 +130,11 @@ impl Store for MemoryStore {
 
     async fn rooms(&self) -> Result<Vec<Room>, StoreError> {
         Ok(self.lock().rooms.values().cloned().collect())
+    }
+
+    /// Standalone mode has no pools: its nodes serve every tenant.
+    async fn pools(&self) -> Result<Vec<PoolAccess>, StoreError> {
+        Ok(Vec::new())
     }
 }
 

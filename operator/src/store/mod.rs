@@ -13,7 +13,7 @@ use std::future::Future;
 pub use self::kube::{GATEWAY_MANAGER, KubeStore};
 pub use memory::MemoryStore;
 
-use crate::domain::{NodeId, Revision, Room, RoomKey, Tenant, TenantName};
+use crate::domain::{NodeId, PoolAccess, Revision, Room, RoomKey, Tenant, TenantName};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,4 +67,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every room.
     fn rooms(&self) -> impl Future<Output = Result<Vec<Room>, StoreError>> + Send;
+
+    /// Which tenants each MediaPool serves.
+    fn pools(&self) -> impl Future<Output = Result<Vec<PoolAccess>, StoreError>> + Send;
 }

@@ -1,0 +1,208 @@
+//! Sessions: which node carries each participant of this replica's gateway, and the way
+//! signals travel between the participant's WebSocket and that node.
+
+use tokio::sync::mpsc;
+use treffpunkt_proto::v1::{self, control_message::Kind as ControlKind};
+
+use super::{ClientEvent, Fleet, FleetError, SessionRoute};
+use crate::domain::{NodeId, RoomKey};
+
+/// How many events may wait for a slow client before its session is dropped. The node's stream
+/// must never wait for one participant.
+const CLIENT_QUEUE: usize = 256;
+
+/// Why a session could not be resumed here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeError {
+    /// The node that carries it is not attached (or takes nothing now).
+    #[error("the session's media node is not available")]
+    NodeUnavailable,
+}
+
+impl Fleet {
+    /// Records that `session_id` runs on `node`; the first message for the node is sent after
+    /// this, so that no answer to it is missed.
+    fn route(
+        &self,
+        node: &NodeId,
+        room: RoomKey,
+        session_id: &str,
+    ) -> Result<
+        (
+            mpsc::Receiver<ClientEvent>,
+            mpsc::Sender<v1::ControlMessage>,
+        ),
+        FleetError,
+    > {
+        let (to_client, events) = mpsc::channel(CLIENT_QUEUE);
+        let mut state = self.lock();
+        let attached = state
+            .nodes
+            .get(node)
+            .filter(|attached| attached.lost_since.is_none())
+            .ok_or_else(|| FleetError::NodeGone(node.clone()))?;
+        let to_node = attached.to_node.clone();
+        state.sessions.insert(
+            session_id.to_owned(),
+            SessionRoute {
+                node: node.clone(),
+                room,
+                to_client,
+            },
+        );
+        Ok((events, to_node))
+    }
+
+    async fn send_routed(
+        &self,
+        session_id: &str,
+        node: &NodeId,
+        to_node: mpsc::Sender<v1::ControlMessage>,
+        message: v1::ControlMessage,
+    ) -> Result<(), FleetError> {
+        if to_node.send(message).await.is_err() {
+            self.lock().sessions.remove(session_id);
+            return Err(FleetError::NodeGone(node.clone()));
+        }
+        Ok(())
+    }
+
+    /// Routes a new session to `node` and asks the node to admit it. Events for the client
+    /// arrive on the returned receiver.
+    pub async fn open_session(
+        &self,
+        node: &NodeId,
+        room: RoomKey,
+        open: v1::OpenSession,
+    ) -> Result<mpsc::Receiver<ClientEvent>, FleetError> {
+        let session_id = open.session_id.clone();
+        let message = v1::ControlMessage::new(ControlKind::OpenSession(open));
+        let (events, to_node) = self.route(node, room, &session_id)?;
+        self.send_routed(&session_id, node, to_node, message)
+            .await?;
+        Ok(events)
+    }
+
+    /// Routes an existing session on `node` through this replica (its client came back here)
+    /// and asks the node to tell the client where it stands.
+    pub async fn resume_session(
+        &self,
+        node: &NodeId,
+        room: RoomKey,
+        session_id: &str,
+    ) -> Result<mpsc::Receiver<ClientEvent>, ResumeError> {
+        let message = v1::ControlMessage::new(ControlKind::ResumeSession(v1::ResumeSession {
+            session_id: session_id.to_owned(),
+        }));
+        let (events, to_node) = self
+            .route(node, room, session_id)
+            .map_err(|_| ResumeError::NodeUnavailable)?;
+        if !self.is_available(node) {
+            self.lock().sessions.remove(session_id);
+            return Err(ResumeError::NodeUnavailable);
+        }
+        self.send_routed(session_id, node, to_node, message)
+            .await
+            .map_err(|_| ResumeError::NodeUnavailable)?;
+        Ok(events)
+    }
+
+    /// Relays a client's signal to the node that carries its session.
+    pub async fn signal(&self, session_id: &str, signal: v1::Signal) -> Result<(), FleetError> {
+        let to_node = self.route_to_node(session_id)?;
+        let message = v1::ControlMessage::new(ControlKind::Signal(v1::SessionSignal {
+            session_id: session_id.to_owned(),
+            signal: Some(signal),
+        }));
+        to_node
+            .send(message)
+            .await
+            .map_err(|_| FleetError::UnknownSession)
+    }
+
+    /// Ends a session from the client's side: forgets its route and tells its node.
+    pub async fn close_session(&self, session_id: &str, reason: v1::CloseReason) {
+        let Some(route) = self.lock().sessions.remove(session_id) else {
+            return;
+        };
+        let to_node = self
+            .lock()
+            .nodes
+            .get(&route.node)
+            .map(|n| n.to_node.clone());
+        if let Some(to_node) = to_node {
+            let close = v1::CloseSession {
+                session_id: session_id.to_owned(),
+                reason: reason as i32,
+            };
+            // The node may be gone already; then there is nothing left to close.
+            let _ = to_node
+                .send(v1::ControlMessage::new(ControlKind::CloseSession(close)))
+                .await;
+        }
+    }
+
+    /// Forgets a session's route without telling its node: the session lives on there (its
+    /// client may resume it through any replica).
+    pub fn forget_session(&self, session_id: &str) {
+        self.lock().sessions.remove(session_id);
+    }
+
+    fn route_to_node(
+        &self,
+        session_id: &str,
+    ) -> Result<mpsc::Sender<v1::ControlMessage>, FleetError> {
+        let state = self.lock();
+        let route = state
+            .sessions
+            .get(session_id)
+            .ok_or(FleetError::UnknownSession)?;
+        state
+            .nodes
+            .get(&route.node)
+            .map(|node| node.to_node.clone())
+            .ok_or_else(|| FleetError::NodeGone(route.node.clone()))
+    }
+
+    /// Participants in `room` whose sessions run through this replica.
+    pub fn presence(&self, room: &RoomKey) -> u32 {
+        self.lock()
+            .sessions
+            .values()
+            .filter(|session| &session.room == room)
+            .count() as u32
+    }
+
+    /// Rooms with at least one session through this replica.
+    pub fn occupied_rooms(&self) -> Vec<RoomKey> {
+        let mut rooms: Vec<RoomKey> = self
+            .lock()
+            .sessions
+            .values()
+            .map(|session| session.room.clone())
+            .collect();
+        rooms.sort();
+        rooms.dedup();
+        rooms
+    }
+
+    /// Hands a node's signal to the session's client. A client that does not keep up loses
+    /// its session rather than holding up the node's stream: then this returns `false` and the
+    /// caller closes the session on the node.
+    pub(super) fn deliver(&self, node: &NodeId, session_id: &str, event: ClientEvent) -> bool {
+        let mut state = self.lock();
+        let Some(route) = state.sessions.get(session_id) else {
+            return true;
+        };
+        if &route.node != node {
+            // Only the node that carries a session may speak for it.
+            return true;
+        }
+        let closing = matches!(event, ClientEvent::Closed(_));
+        let delivered = route.to_client.try_send(event).is_ok();
+        if closing || !delivered {
+            state.sessions.remove(session_id);
+        }
+        delivered
+    }
+}

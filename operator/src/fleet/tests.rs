@@ -1,0 +1,128 @@
+//! The fleet's bookkeeping, without sockets.
+
+use super::*;
+
+fn register(node: &str, hosted: &[&str]) -> v1::Register {
+    v1::Register {
+        node_id: node.to_owned(),
+        capacity: Some(v1::Capacity {
+            max_participants: 10,
+        }),
+        hosted_rooms: vec![v1::HostedRoom {
+            room: None,
+            session_ids: hosted.iter().map(|s| (*s).to_owned()).collect(),
+        }],
+        ..v1::Register::default()
+    }
+}
+
+fn room() -> RoomKey {
+    RoomKey {
+        tenant: TenantName::new("public").unwrap(),
+        name: RoomName::new("chor").unwrap(),
+    }
+}
+
+async fn open(fleet: &Fleet, node: &str, session: &str) -> mpsc::Receiver<ClientEvent> {
+    fleet
+        .open_session(
+            &NodeId(node.to_owned()),
+            room(),
+            v1::OpenSession {
+                session_id: session.to_owned(),
+                ..v1::OpenSession::default()
+            },
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_lost_node_that_does_not_come_back_moves_its_sessions() {
+    let fleet = Fleet::default();
+    let (tx, _rx) = mpsc::channel(16);
+    let attachment = fleet.attach(register("a", &[]), tx);
+    let mut events = open(&fleet, "a", "s1").await;
+    assert!(fleet.lose(&NodeId("a".into()), attachment));
+    assert!(fleet.nodes().is_empty(), "a lost node takes no rooms");
+    assert!(events.try_recv().is_err(), "nothing moves during the grace");
+    fleet.expire(&NodeId("a".into()), attachment);
+    assert_eq!(events.try_recv(), Ok(ClientEvent::Move));
+}
+
+#[tokio::test]
+async fn a_node_that_comes_back_in_time_keeps_its_sessions() {
+    let fleet = Fleet::default();
+    let (tx, _rx) = mpsc::channel(16);
+    let attachment = fleet.attach(register("a", &[]), tx);
+    let mut events = open(&fleet, "a", "s1").await;
+    fleet.lose(&NodeId("a".into()), attachment);
+    let (tx, _rx2) = mpsc::channel(16);
+    fleet.attach(register("a", &["s1"]), tx);
+    fleet.expire(&NodeId("a".into()), attachment);
+    assert!(events.try_recv().is_err(), "the session stays");
+    assert_eq!(fleet.nodes().len(), 1);
+}
+
+#[tokio::test]
+async fn a_restarted_node_moves_the_sessions_it_no_longer_has() {
+    let fleet = Fleet::default();
+    let (tx, _rx) = mpsc::channel(16);
+    fleet.attach(register("a", &[]), tx);
+    let mut kept = open(&fleet, "a", "s1").await;
+    let mut gone = open(&fleet, "a", "s2").await;
+    let (tx, _rx2) = mpsc::channel(16);
+    fleet.attach(register("a", &["s1"]), tx);
+    assert!(kept.try_recv().is_err());
+    assert_eq!(gone.try_recv(), Ok(ClientEvent::Move));
+}
+
+#[tokio::test]
+async fn draining_with_moving_moves_the_sessions_and_is_announced() {
+    let fleet = Fleet::default();
+    let mut node_events = fleet.node_events();
+    let (tx, _rx) = mpsc::channel(16);
+    fleet.attach(register("a", &[]), tx);
+    let mut events = open(&fleet, "a", "s1").await;
+    fleet.mark_draining(&NodeId("a".into()), true);
+    assert_eq!(events.try_recv(), Ok(ClientEvent::Move));
+    assert!(!fleet.is_available(&NodeId("a".into())));
+    assert!(matches!(
+        node_events.try_recv(),
+        Ok(NodeEvent::Draining { .. })
+    ));
+    fleet.mark_draining(&NodeId("a".into()), true);
+    assert!(node_events.try_recv().is_err(), "announced once");
+}
+
+#[tokio::test]
+async fn a_session_resumes_only_on_an_available_node() {
+    let fleet = Fleet::default();
+    let (tx, mut to_node) = mpsc::channel(16);
+    let attachment = fleet.attach(register("a", &[]), tx);
+    assert!(
+        fleet
+            .resume_session(&NodeId("a".into()), room(), "s1")
+            .await
+            .is_ok()
+    );
+    assert!(matches!(
+        to_node.try_recv().map(|m| m.kind),
+        Ok(Some(ControlKind::ResumeSession(_)))
+    ));
+    fleet.lose(&NodeId("a".into()), attachment);
+    assert_eq!(
+        fleet
+            .resume_session(&NodeId("a".into()), room(), "s2")
+            .await
+            .err(),
+        Some(ResumeError::NodeUnavailable)
+    );
+    assert_eq!(
+        fleet
+            .resume_session(&NodeId("b".into()), room(), "s3")
+            .await
+            .err(),
+        Some(ResumeError::NodeUnavailable)
+    );
+}
