@@ -1,0 +1,79 @@
+{{/*
+The release's full name: the release name, or <release>-treffpunkt when the release name does
+not already say treffpunkt. Kubernetes names are at most 63 characters.
+*/}}
+{{- define "treffpunkt.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels on every object. */}}
+{{- define "treffpunkt.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/part-of: treffpunkt
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Chart.AppVersion }}
+app.kubernetes.io/version: {{ . | quote }}
+{{- end }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The labels that select the control plane's pods (treffpunkt.labels has the second). */}}
+{{- define "treffpunkt.selectorLabels" -}}
+app.kubernetes.io/name: treffpunkt-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "treffpunkt.serviceAccountName" -}}
+{{- default (include "treffpunkt.fullname" .) .Values.serviceAccount.name -}}
+{{- end -}}
+
+{{/* The headless Service media nodes dial: it names every control-plane replica. */}}
+{{- define "treffpunkt.attachService" -}}
+{{- printf "%s-attach" (include "treffpunkt.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "treffpunkt.attachAddress" -}}
+{{- printf "http://%s.%s.svc:%d" (include "treffpunkt.attachService" .) .Release.Namespace (int .Values.ports.grpc) -}}
+{{- end -}}
+
+{{/* The Lease of leader election and the Secret with the grant key (made by the operator). */}}
+{{- define "treffpunkt.leaseName" -}}
+{{- printf "%s-operator" (include "treffpunkt.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "treffpunkt.grantKeySecret" -}}
+{{- printf "%s-grant-key" (include "treffpunkt.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* An image reference from {repository, tag, digest}; the tag defaults to appVersion. */}}
+{{- define "treffpunkt.image" -}}
+{{- $image := index . 0 -}}
+{{- $root := index . 1 -}}
+{{- if $image.digest -}}
+{{- printf "%s@%s" $image.repository $image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $image.repository (default $root.Chart.AppVersion $image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The address people open. */}}
+{{- define "treffpunkt.publicUrl" -}}
+{{- if .Values.publicUrl -}}
+{{- .Values.publicUrl | trimSuffix "/" -}}
+{{- else if and .Values.ingress.enabled .Values.ingress.host -}}
+{{- printf "%s://%s" (ternary "https" "http" .Values.ingress.tls.enabled) .Values.ingress.host -}}
+{{- else -}}
+http://localhost:8080
+{{- end -}}
+{{- end -}}
+
+{{- define "treffpunkt.tlsSecret" -}}
+{{- default (printf "%s-tls" (include "treffpunkt.fullname" .)) .Values.ingress.tls.secretName -}}
+{{- end -}}
