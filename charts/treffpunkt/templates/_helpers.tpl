@@ -10,18 +10,29 @@ not already say treffpunkt. Kubernetes names are at most 63 characters.
 {{- end -}}
 {{- end -}}
 
-{{/* Labels on every object. */}}
+{{/* Labels on every object; commonLabels add to them but never replace the chart's own. */}}
 {{- define "treffpunkt.labels" -}}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
-app.kubernetes.io/part-of: treffpunkt
-app.kubernetes.io/instance: {{ .Release.Name }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- $labels := dict
+  "helm.sh/chart" (printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_")
+  "app.kubernetes.io/part-of" "treffpunkt"
+  "app.kubernetes.io/instance" .Release.Name
+  "app.kubernetes.io/managed-by" .Release.Service -}}
 {{- with .Chart.AppVersion }}
-app.kubernetes.io/version: {{ . | quote }}
+{{- $_ := set $labels "app.kubernetes.io/version" . }}
 {{- end }}
-{{- with .Values.commonLabels }}
-{{ toYaml . }}
-{{- end }}
+{{- toYaml (merge $labels (deepCopy (default (dict) .Values.commonLabels))) -}}
+{{- end -}}
+
+{{/* The control plane's labels; on its pods, podLabels add to them. */}}
+{{- define "treffpunkt.operatorLabels" -}}
+{{- $labels := fromYaml (include "treffpunkt.labels" .) -}}
+{{- $_ := set $labels "app.kubernetes.io/name" "treffpunkt-operator" -}}
+{{- toYaml $labels -}}
+{{- end -}}
+
+{{- define "treffpunkt.operatorPodLabels" -}}
+{{- $labels := fromYaml (include "treffpunkt.operatorLabels" .) -}}
+{{- toYaml (merge $labels (deepCopy (default (dict) .Values.operator.podLabels))) -}}
 {{- end -}}
 
 {{/* The labels that select the control plane's pods (treffpunkt.labels has the second). */}}
