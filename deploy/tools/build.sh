@@ -36,7 +36,8 @@ if [[ "$tool" == hadolint ]]; then
   hash="$(
     {
       python3 --version
-      sha256sum requirements.txt "$here/build.sh"
+      sha256sum requirements.txt
+      sha256sum < "$here/build.sh"
     } | sha256sum | cut -c1-16
   )"
   venv="$tools/hadolint/$version-$hash"
@@ -64,7 +65,8 @@ fi
 hash="$(
   {
     echo "$goversion"
-    sha256sum go.mod go.sum "$here/build.sh"
+    sha256sum go.mod go.sum
+    sha256sum < "$here/build.sh"
   } | sha256sum | cut -c1-16
 )"
 cache="$tools/$tool/$version-$hash"
