@@ -28,7 +28,7 @@ use treffpunkt_proto::v1::{
 };
 
 use crate::error::{Error, Result};
-use crate::health::Attached;
+use crate::health::NodeStatus;
 use crate::transport::{Admission, Command, Report};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -208,7 +208,7 @@ pub async fn run(
     grant_key: Option<GrantKey>,
     commands: mpsc::Sender<Command>,
     mut reports: mpsc::UnboundedReceiver<Report>,
-    attached: Attached,
+    status: NodeStatus,
 ) -> Result<()> {
     let links: Shared = Arc::default();
     let context = Arc::new(LinkContext {
@@ -216,7 +216,7 @@ pub async fn run(
         grant_key,
         commands,
         links: links.clone(),
-        attached,
+        status,
     });
     let discovery = tokio::spawn(discover(endpoints, context.clone()));
     while let Some(report) = reports.recv().await {
@@ -250,6 +250,9 @@ pub async fn run(
             }
         }
     }
+    // The node has stopped: give the streams a moment to deliver its last words (sessions
+    // closed at the end of a drain) before the process goes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     discovery.abort();
     Ok(())
 }
@@ -259,7 +262,7 @@ struct LinkContext {
     grant_key: Option<GrantKey>,
     commands: mpsc::Sender<Command>,
     links: Shared,
-    attached: Attached,
+    status: NodeStatus,
 }
 
 /// Turns each configured endpoint into the addresses of the replicas behind it and keeps one
@@ -285,7 +288,7 @@ async fn discover(endpoints: Vec<String>, context: Arc<LinkContext>) {
                 .or_insert_with(|| tokio::spawn(keep_attached(address, context.clone())));
         }
         let up = lock(&context.links).up.len();
-        context.attached.set(up > 0);
+        context.status.set_attached(up > 0);
         tokio::time::sleep(DISCOVERY_INTERVAL).await;
     }
 }
@@ -330,7 +333,7 @@ async fn keep_attached(address: String, context: Arc<LinkContext>) {
         let result = attach_once(&address, &context).await;
         lock(&context.links).up.remove(&address);
         let up = lock(&context.links).up.len();
-        context.attached.set(up > 0);
+        context.status.set_attached(up > 0);
         match result {
             Ok(()) => warn!(%address, "attach stream ended; reconnecting"),
             Err(error) => debug!(%address, %error, "attaching failed"),
@@ -387,7 +390,7 @@ async fn attach_once(address: &str, context: &LinkContext) -> Result<()> {
         links.up.insert(address.to_owned(), outbound.clone());
         links.flush(address);
     }
-    context.attached.set(true);
+    context.status.set_attached(true);
     info!(node = %identity.node_id, %address, "attached to a control-plane replica");
     loop {
         let message = match inbound.message().await {

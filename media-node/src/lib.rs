@@ -13,10 +13,11 @@
 //! - [`control`]: the `Attach` client. The node dials the control plane (never the other way
 //!   round), registers, reports load, and relays each participant's signalling.
 //!
-//! [`run`] wires the three together; the `treffpunkt-media-node` binary and the control plane's
-//! standalone mode both call it.
+//! [`MediaNode`] wires the three together, with the node's own [`health`] endpoint; [`cli`] is
+//! its command line, shared by the `treffpunkt-media-node` binary and `treffpunkt media-node`.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod control;
 pub mod core;
 mod error;
@@ -119,12 +120,18 @@ impl MediaNode {
         };
         let (commands, command_queue) = (self.commands, self.command_queue);
         let (reports, report_queue) = mpsc::unbounded_channel();
-        let node = Node::new(self.socket, reports, self.config.max_participants);
-        let attached = health::Attached::default();
+        let status = health::NodeStatus::default();
+        let node = Node::new(
+            self.socket,
+            reports,
+            self.config.max_participants,
+            status.clone(),
+        );
         let health = self.config.health_listen.map(|address| {
-            let attached = attached.clone();
+            let (status, node_id) = (status.clone(), self.config.node_id.clone());
+            let handle = NodeHandle(commands.clone());
             tokio::spawn(async move {
-                if let Err(error) = health::serve(address, attached).await {
+                if let Err(error) = health::serve(address, node_id, status, handle).await {
                     tracing::warn!(%error, "the health endpoint stopped");
                 }
             })
@@ -135,10 +142,16 @@ impl MediaNode {
             self.config.grant_key,
             commands,
             report_queue,
-            attached,
+            status,
         ));
         node.run(command_queue).await;
-        control.abort();
+        // The node's reports end with it; the control link delivers what is left, then ends.
+        if tokio::time::timeout(std::time::Duration::from_secs(2), control)
+            .await
+            .is_err()
+        {
+            tracing::debug!("the control link did not finish in time");
+        }
         if let Some(health) = health {
             health.abort();
         }

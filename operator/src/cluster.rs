@@ -16,9 +16,9 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::PostParams;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -30,13 +30,19 @@ use tracing::{info, warn};
 use treffpunkt_proto::grant::GrantKey;
 use treffpunkt_proto::v1::control_plane_server::ControlPlaneServer;
 
-use crate::fleet::Fleet;
+use crate::domain::NodeId;
 use crate::fleet::attach::AttachService;
+use crate::fleet::{Fleet, NodeEvent};
 use crate::gateway::Gateway;
 use crate::leader::{self, Election};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Context, Settings};
 use crate::store::KubeStore;
+
+/// The annotation by which a ReplicaSet picks the pods it removes first when scaling in.
+pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+/// The deletion cost of a draining media node's pod: lower than any other's.
+const DRAINING_POD_COST: &str = "-1000";
 
 /// How a replica runs.
 #[derive(Clone, Debug)]
@@ -138,14 +144,101 @@ async fn grant_key(client: &Client, namespace: &str, name: &str) -> anyhow::Resu
     }
 }
 
-async fn serve_metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
+/// What the admin endpoint reaches.
+#[derive(Clone)]
+struct Admin {
+    metrics: Metrics,
+    fleet: Arc<Fleet>,
+}
+
+async fn serve_metrics(State(admin): State<Admin>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        metrics.encode(),
+        admin.metrics.encode(),
     )
+}
+
+/// `GET /nodes`: the media nodes attached to this replica.
+async fn list_nodes(State(admin): State<Admin>) -> impl IntoResponse {
+    let nodes: Vec<serde_json::Value> = admin
+        .fleet
+        .nodes()
+        .into_iter()
+        .map(|node| {
+            serde_json::json!({
+                "id": node.id.0,
+                "pool": node.pool,
+                "rooms": node.rooms,
+                "participants": node.participants,
+                "maxParticipants": node.max_participants,
+                "draining": node.draining,
+            })
+        })
+        .collect();
+    axum::Json(nodes)
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct DrainQuery {
+    #[serde(rename = "move", default = "moving")]
+    move_sessions: bool,
+    #[serde(default = "grace")]
+    grace: u64,
+}
+
+fn moving() -> bool {
+    true
+}
+
+fn grace() -> u64 {
+    60
+}
+
+/// `POST /nodes/{node}/drain?move=true&grace=60`: asks a node to drain.
+async fn drain_node(
+    State(admin): State<Admin>,
+    axum::extract::Path(node): axum::extract::Path<String>,
+    axum::extract::Query(query): axum::extract::Query<DrainQuery>,
+) -> impl IntoResponse {
+    match admin.fleet.drain(
+        &NodeId(node),
+        query.move_sessions,
+        Duration::from_secs(query.grace),
+    ) {
+        Ok(()) => (StatusCode::ACCEPTED, "draining".to_owned()),
+        Err(error) => (StatusCode::NOT_FOUND, error.to_string()),
+    }
+}
+
+/// Marks the pod of a draining node so that scaling in removes it first.
+async fn mark_draining_pods(client: Client, namespace: String, fleet: Arc<Fleet>) {
+    let pods = Api::<Pod>::namespaced(client, &namespace);
+    let mut events = fleet.node_events();
+    loop {
+        let event = match events.recv().await {
+            Ok(event) => event,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let NodeEvent::Draining { node, pool } = event;
+        if pool.is_empty() {
+            // Not a pod of a MediaPool.
+            continue;
+        }
+        let patch = serde_json::json!({
+            "metadata": {"annotations": {POD_DELETION_COST: DRAINING_POD_COST}},
+        });
+        match pods
+            .patch(&node.0, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => info!(%node, "marked the draining node's pod to go first"),
+            Err(error) => warn!(%node, %error, "could not mark the draining node's pod"),
+        }
+    }
 }
 
 /// Starts a replica and returns once it serves.
@@ -193,7 +286,17 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
         .route("/healthz", get(|| async { "ok" }))
         // The caches are filled before the servers start, so a replica that serves is ready.
         .route("/readyz", get(|| async { (StatusCode::OK, "ready") }))
-        .with_state(metrics.clone());
+        .route("/nodes", get(list_nodes))
+        .route("/nodes/{node}/drain", axum::routing::post(drain_node))
+        .with_state(Admin {
+            metrics: metrics.clone(),
+            fleet: fleet.clone(),
+        });
+    tasks.push(tokio::spawn(mark_draining_pods(
+        client.clone(),
+        settings.platform_namespace.clone(),
+        fleet.clone(),
+    )));
     tasks.push(tokio::spawn(async move {
         if let Err(error) = axum::serve(admin_listener, admin_router).await {
             warn!(%error, "the admin server stopped");

@@ -24,6 +24,8 @@ enum Command {
     /// One control-plane replica in Kubernetes: gateway, Attach endpoint, admin endpoint, and
     /// (while holding the Lease) the reconcilers.
     Operator(Box<OperatorArgs>),
+    /// A media node that attaches to the control plane (the same as `treffpunkt-media-node`).
+    MediaNode(Box<treffpunkt_media_node::cli::Args>),
     /// Everything on one machine, no cluster: the web client, the control plane and one media
     /// node, with rooms kept in memory.
     Standalone {
@@ -46,6 +48,15 @@ enum Command {
         /// Tenant and Room manifests (the same YAML as for kubectl) to start with.
         #[arg(long, env = "TREFFPUNKT_MANIFESTS")]
         manifests: Option<std::path::PathBuf>,
+        /// Where media nodes attach (gRPC); only loopback unless nodes run elsewhere.
+        #[arg(long, env = "TREFFPUNKT_GRPC_LISTEN", default_value = "127.0.0.1:0")]
+        grpc_listen: SocketAddr,
+        /// Run no media node in this process: nodes of their own attach to --grpc-listen.
+        #[arg(long)]
+        external_media_nodes: bool,
+        /// The secret shared with external media nodes for grants.
+        #[arg(long, env = "TREFFPUNKT_GRANT_KEY", hide_env_values = true)]
+        grant_key: Option<String>,
     },
 }
 
@@ -155,6 +166,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Args::parse().command {
         Command::Operator(args) => run_operator(*args).await?,
+        Command::MediaNode(args) => treffpunkt_media_node::cli::run(*args).await?,
         Command::Standalone {
             listen,
             udp_port,
@@ -162,7 +174,13 @@ async fn main() -> anyhow::Result<()> {
             max_participants,
             max_participants_per_room,
             manifests,
+            grpc_listen,
+            external_media_nodes,
+            grant_key,
         } => {
+            if external_media_nodes && grant_key.is_none() {
+                anyhow::bail!("--external-media-nodes needs --grant-key, shared with the nodes");
+            }
             let seed = match manifests {
                 Some(path) => {
                     let text = std::fs::read_to_string(&path)
@@ -189,7 +207,9 @@ async fn main() -> anyhow::Result<()> {
                 max_participants,
                 tenants,
                 rooms: seed.rooms,
-                ..StandaloneConfig::default()
+                grpc: grpc_listen,
+                media_node: !external_media_nodes,
+                grant_secret: grant_key,
             })
             .await?;
             let url = match running.http.ip() {

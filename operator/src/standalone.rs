@@ -44,6 +44,12 @@ pub struct StandaloneConfig {
     pub tenants: Vec<Tenant>,
     /// Rooms that exist from the start.
     pub rooms: Vec<Room>,
+    /// Whether to run a media node in this process; without one, nodes of their own attach
+    /// to `grpc` (with `grant_secret`).
+    pub media_node: bool,
+    /// The secret grants are signed with; random when unset (only the in-process node needs
+    /// it then).
+    pub grant_secret: Option<String>,
 }
 
 impl Default for StandaloneConfig {
@@ -57,6 +63,8 @@ impl Default for StandaloneConfig {
             max_participants: 200,
             tenants: Vec::new(),
             rooms: Vec::new(),
+            media_node: true,
+            grant_secret: None,
         }
     }
 }
@@ -67,8 +75,8 @@ pub struct Standalone {
     pub http: SocketAddr,
     /// Where media nodes attach.
     pub grpc: SocketAddr,
-    /// Where browsers send media.
-    pub media: SocketAddr,
+    /// Where browsers send media to the in-process node, if there is one.
+    pub media: Option<SocketAddr>,
     /// The fleet, for tests and diagnostics.
     pub fleet: Arc<Fleet>,
     tasks: Vec<JoinHandle<()>>,
@@ -100,7 +108,10 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
     }
     let store = Arc::new(MemoryStore::seeded(tenants, config.rooms.clone()));
     let fleet = Arc::new(Fleet::default());
-    let grant_key = random_key();
+    let grant_key = config
+        .grant_secret
+        .as_deref()
+        .map_or_else(random_key, |secret| GrantKey::new(secret.as_bytes()));
 
     let grpc_listener = TcpListener::bind(config.grpc).await?;
     let grpc = grpc_listener.local_addr()?;
@@ -115,23 +126,27 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
         }
     });
 
-    let node = MediaNode::bind(NodeConfig {
-        control_plane: vec![format!("http://{grpc}")],
-        node_id: "standalone".to_owned(),
-        pool: String::new(),
-        udp_bind: config.udp,
-        announce_ip: config.announce_ip,
-        max_participants: config.max_participants,
-        grant_key: Some(grant_key.clone()),
-        health_listen: None,
-    })
-    .await?;
-    let media = node.media_address();
-    let node_task = tokio::spawn(async move {
-        if let Err(error) = node.run().await {
-            warn!(%error, "the media node stopped");
-        }
-    });
+    let mut tasks = vec![grpc_task];
+    let mut media = None;
+    if config.media_node {
+        let node = MediaNode::bind(NodeConfig {
+            control_plane: vec![format!("http://{grpc}")],
+            node_id: "standalone".to_owned(),
+            pool: String::new(),
+            udp_bind: config.udp,
+            announce_ip: config.announce_ip,
+            max_participants: config.max_participants,
+            grant_key: Some(grant_key.clone()),
+            health_listen: None,
+        })
+        .await?;
+        media = Some(node.media_address());
+        tasks.push(tokio::spawn(async move {
+            if let Err(error) = node.run().await {
+                warn!(%error, "the media node stopped");
+            }
+        }));
+    }
 
     let gateway = Arc::new(Gateway::new(store.clone(), fleet.clone(), grant_key));
     let http_listener = TcpListener::bind(config.http).await?;
@@ -145,19 +160,20 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
     let sweeper_task = tokio::spawn(sweep_adhoc_rooms(store, fleet.clone(), ADHOC_ROOM_IDLE));
 
     let attached_by = Instant::now() + Duration::from_secs(10);
-    while fleet.nodes().is_empty() {
+    while config.media_node && fleet.nodes().is_empty() {
         if Instant::now() > attached_by {
             anyhow::bail!("the media node did not attach within 10 s");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    info!(%http, %media, "standalone mode ready");
+    info!(%http, %grpc, "standalone mode ready");
+    tasks.extend([http_task, sweeper_task]);
     Ok(Standalone {
         http,
         grpc,
         media,
         fleet,
-        tasks: vec![grpc_task, node_task, http_task, sweeper_task],
+        tasks,
     })
 }
 

@@ -207,7 +207,7 @@ async fn bad_input_is_refused_and_the_call_goes_on() {
             2 if len >= 13 => datagram[0] = 22,
             _ => {}
         }
-        let _ = attacker.send_to(&datagram, server.media).await;
+        let _ = attacker.send_to(&datagram, server.media.unwrap()).await;
     }
 
     assert!(

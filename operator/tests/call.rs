@@ -20,7 +20,7 @@ async fn start(tenants: Vec<Tenant>) -> Standalone {
         announce_ip: LOOPBACK,
         max_participants: 50,
         tenants,
-        rooms: Vec::new(),
+        ..StandaloneConfig::default()
     })
     .await
     .expect("standalone mode starts")
@@ -176,7 +176,7 @@ async fn loss_is_repaired_per_hop_with_nack() {
     // Every 20th RTP packet is lost on Anna's uplink and again on Ben's downlink: without
     // repair, Ben would miss about one video packet in ten.
     let uplink = LossyRelay::start(
-        server.media,
+        server.media.unwrap(),
         Loss {
             uplink_every: 20,
             downlink_every: 0,
@@ -185,7 +185,7 @@ async fn loss_is_repaired_per_hop_with_nack() {
     .await
     .unwrap();
     let downlink = LossyRelay::start(
-        server.media,
+        server.media.unwrap(),
         Loss {
             uplink_every: 0,
             downlink_every: 20,

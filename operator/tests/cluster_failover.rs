@@ -5,15 +5,15 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
-use support::{PLATFORM, admin, counter, ensure_namespace, eventually, metrics, testenv, unique};
+use support::{
+    OperatorProcess, PLATFORM, admin, counter, ensure_namespace, eventually, metrics, unique,
+};
 use treffpunkt_operator::crd::{self, Tenant, TenantSpec};
 
 const LEASE_SECONDS: u64 = 4;
@@ -22,69 +22,14 @@ const LEASE_SECONDS: u64 = 4;
 /// operator must not do the work a test expects of its own.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A free port on loopback (the operator is given explicit ports so the test can reach it).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `treffpunkt operator` process.
-struct Replica {
-    process: Child,
-    admin: SocketAddr,
-}
-
-impl Replica {
-    fn start(identity: &str, lease: &str) -> Self {
-        let (http, grpc, admin) = (free_port(), free_port(), free_port());
-        let process = Command::new(env!("CARGO_BIN_EXE_treffpunkt"))
-            .args(["operator", "--kubeconfig"])
-            .arg(&testenv().kubeconfig)
-            .args([
-                "--namespace",
-                PLATFORM,
-                "--identity",
-                identity,
-                "--lease-name",
-                lease,
-            ])
-            .args(["--lease-seconds", &LEASE_SECONDS.to_string()])
-            .args(["--http-listen", &format!("127.0.0.1:{http}")])
-            .args(["--grpc-listen", &format!("127.0.0.1:{grpc}")])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("the operator binary starts");
-        Self {
-            process,
-            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
-        }
-    }
-
-    /// Tenant reconciliations this process has run (0 while it does not answer yet).
-    async fn tenant_reconciliations(&self) -> u64 {
-        match tokio::net::TcpStream::connect(self.admin).await {
-            Ok(_) => counter(
-                &metrics(self.admin).await,
-                "treffpunkt_reconciliations_total{controller=\"tenant\"}",
-            ),
-            Err(_) => 0,
-        }
-    }
-
-    fn kill(mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
+/// Tenant reconciliations `replica` has run (0 while it does not answer yet).
+async fn tenant_reconciliations(replica: &OperatorProcess) -> u64 {
+    match tokio::net::TcpStream::connect(replica.admin).await {
+        Ok(_) => counter(
+            &metrics(replica.admin).await,
+            "treffpunkt_reconciliations_total{controller=\"tenant\"}",
+        ),
+        Err(_) => 0,
     }
 }
 
@@ -116,14 +61,14 @@ async fn only_the_leader_reconciles_and_the_other_takes_over_when_it_dies() {
     let client = admin().await;
     ensure_namespace(&client, PLATFORM).await;
     let lease = unique("lease");
-    let first = Replica::start("replica-a", &lease);
+    let first = OperatorProcess::start("replica-a", &lease);
     let has_holder = eventually(Duration::from_secs(30), || holder(&client, &lease)).await;
     assert_eq!(
         has_holder.as_deref(),
         Some("replica-a"),
         "the first replica leads"
     );
-    let second = Replica::start("replica-b", &lease);
+    let second = OperatorProcess::start("replica-b", &lease);
 
     let tenants = Api::<Tenant>::all(client.clone());
     let early = unique("frueh");
@@ -132,14 +77,15 @@ async fn only_the_leader_reconciles_and_the_other_takes_over_when_it_dies() {
         .await
         .unwrap();
     assert!(ready(&client, &early).await, "the leader reconciles");
-    assert!(first.tenant_reconciliations().await > 0);
+    assert!(tenant_reconciliations(&first).await > 0);
     assert_eq!(
-        second.tenant_reconciliations().await,
+        tenant_reconciliations(&second).await,
         0,
         "the follower does not reconcile"
     );
     assert_eq!(holder(&client, &lease).await.as_deref(), Some("replica-a"));
 
+    let mut first = first;
     first.kill();
     let took_over = eventually(Duration::from_secs(LEASE_SECONDS * 3), || async {
         (holder(&client, &lease).await.as_deref() == Some("replica-b")).then_some(())
@@ -155,7 +101,7 @@ async fn only_the_leader_reconciles_and_the_other_takes_over_when_it_dies() {
         .await
         .unwrap();
     assert!(ready(&client, &late).await, "the new leader reconciles");
-    assert!(second.tenant_reconciliations().await > 0);
+    assert!(tenant_reconciliations(&second).await > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,13 +110,14 @@ async fn a_tenant_deleted_while_no_operator_runs_is_cleaned_up_by_the_next() {
     let client = admin().await;
     ensure_namespace(&client, PLATFORM).await;
     let lease = unique("lease");
-    let replica = Replica::start("replica-c", &lease);
+    let replica = OperatorProcess::start("replica-c", &lease);
     let name = unique("geht");
     Api::<Tenant>::all(client.clone())
         .create(&PostParams::default(), &Tenant::new(&name, spec()))
         .await
         .unwrap();
     assert!(ready(&client, &name).await);
+    let mut replica = replica;
     replica.kill();
 
     // Deleted while nobody reconciles: the finalizer holds the Tenant.
@@ -186,7 +133,7 @@ async fn a_tenant_deleted_while_no_operator_runs_is_cleaned_up_by_the_next() {
     assert!(held.is_some_and(|t| t.metadata.deletion_timestamp.is_some()));
 
     // The next operator (it must first wait out the dead one's lease) finishes the cleanup.
-    let _next = Replica::start("replica-d", &lease);
+    let _next = OperatorProcess::start("replica-d", &lease);
     let namespace = crd::tenant_namespace(&name);
     let cleaned = eventually(Duration::from_secs(60), || async {
         let tenant_gone = Api::<Tenant>::all(client.clone())

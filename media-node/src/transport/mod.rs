@@ -189,6 +189,8 @@ pub struct Node {
     drain_deadline: Option<Instant>,
     /// The run loop ends at the next turn.
     finished: bool,
+    /// What the node tells its health endpoint.
+    status: crate::health::NodeStatus,
 }
 
 impl Node {
@@ -198,6 +200,7 @@ impl Node {
         socket: MediaSocket,
         reports: mpsc::UnboundedSender<Report>,
         max_participants: u32,
+        status: crate::health::NodeStatus,
     ) -> Self {
         let seed = {
             use ring::rand::{SecureRandom, SystemRandom};
@@ -225,6 +228,7 @@ impl Node {
             last_report: (Instant::now(), Traffic::default(), process_cpu_ticks()),
             drain_deadline: None,
             finished: false,
+            status,
         }
     }
 
@@ -383,6 +387,7 @@ impl Node {
         }
         info!(move_sessions, grace_seconds = grace.as_secs(), "draining");
         self.drain_deadline = Some(deadline);
+        self.status.set_draining();
         let deadline_unix_ms = std::time::SystemTime::now()
             .checked_add(grace)
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -811,6 +816,10 @@ impl Node {
             _ => 0,
         };
         let traffic = self.traffic;
+        self.status.set_load(
+            self.core.room_count() as u32,
+            self.core.participant_count() as u32,
+        );
         self.report(Report::Load(v1::LoadReport {
             rooms: self.core.room_count() as u32,
             participants: self.core.participant_count() as u32,

@@ -286,3 +286,230 @@ pub fn counter(text: &str, series: &str) -> u64 {
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// A free port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends a bodyless HTTP/1.0 request to `address` and returns the response's status code and
+/// body, or `None` when nobody answers.
+pub async fn http(
+    address: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+    let request =
+        format!("{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// A `treffpunkt operator` process on ports of its own.
+pub struct OperatorProcess {
+    /// The process.
+    pub process: std::process::Child,
+    /// The gateway.
+    pub http: std::net::SocketAddr,
+    /// The Attach endpoint.
+    pub grpc: std::net::SocketAddr,
+    /// /metrics, /healthz, /readyz, /nodes.
+    pub admin: std::net::SocketAddr,
+    identity: String,
+    lease: String,
+}
+
+impl OperatorProcess {
+    /// Starts a replica competing for `lease`.
+    pub fn start(identity: &str, lease: &str) -> Self {
+        let loopback = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        Self::start_on(
+            identity,
+            lease,
+            loopback(free_port()),
+            loopback(free_port()),
+            loopback(free_port()),
+        )
+    }
+
+    fn start_on(
+        identity: &str,
+        lease: &str,
+        http: std::net::SocketAddr,
+        grpc: std::net::SocketAddr,
+        admin: std::net::SocketAddr,
+    ) -> Self {
+        let process = Command::new(env!("CARGO_BIN_EXE_treffpunkt"))
+            .args(["operator", "--kubeconfig"])
+            .arg(&testenv().kubeconfig)
+            .args([
+                "--namespace",
+                PLATFORM,
+                "--identity",
+                identity,
+                "--lease-name",
+                lease,
+            ])
+            .args(["--lease-seconds", "4", "--adhoc-room-ttl", "60"])
+            .args(["--http-listen", &http.to_string()])
+            .args(["--grpc-listen", &grpc.to_string()])
+            .args(["--admin-listen", &admin.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the operator binary starts");
+        Self {
+            process,
+            http,
+            grpc,
+            admin,
+            identity: identity.to_owned(),
+            lease: lease.to_owned(),
+        }
+    }
+
+    /// Kills the process at once.
+    pub fn kill(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+
+    /// Kills the process and starts it again on the same ports.
+    pub fn restart(&mut self) {
+        self.kill();
+        *self = Self::start_on(
+            &self.identity.clone(),
+            &self.lease.clone(),
+            self.http,
+            self.grpc,
+            self.admin,
+        );
+    }
+
+    /// Waits until the gateway serves.
+    pub async fn serving(&self) -> bool {
+        eventually(Duration::from_secs(30), || async {
+            http(self.http, "GET", "/healthz")
+                .await
+                .filter(|(status, _)| *status == 200)
+        })
+        .await
+        .is_some()
+    }
+
+    /// The media nodes attached to this replica, as its admin endpoint lists them.
+    pub async fn nodes(&self) -> Vec<serde_json::Value> {
+        http(self.admin, "GET", "/nodes")
+            .await
+            .and_then(|(_, body)| serde_json::from_str(&body).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The grant key the operators made, as media nodes take it.
+pub async fn grant_key(client: &Client) -> String {
+    use k8s_openapi::api::core::v1::Secret;
+    let secrets = Api::<Secret>::namespaced(client.clone(), PLATFORM);
+    let secret = eventually(Duration::from_secs(30), || async {
+        secrets.get_opt("treffpunkt-grant-key").await.ok().flatten()
+    })
+    .await
+    .expect("the operator makes the grant key");
+    String::from_utf8(secret.data.expect("data")["key"].0.clone()).expect("a text key")
+}
+
+/// A `treffpunkt media-node` process.
+pub struct NodeProcess {
+    /// The process.
+    pub process: std::process::Child,
+    /// The node's id.
+    pub id: String,
+    /// Its own endpoint: /status, /drain.
+    pub health: std::net::SocketAddr,
+}
+
+impl NodeProcess {
+    /// Starts a node attached to every one of `operators`.
+    pub fn start(id: &str, operators: &[&OperatorProcess], grant_key: &str) -> Self {
+        let health = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let control_plane: Vec<String> = operators
+            .iter()
+            .map(|o| format!("http://{}", o.grpc))
+            .collect();
+        let process = Command::new(env!("CARGO_BIN_EXE_treffpunkt"))
+            .args([
+                "media-node",
+                "--node-id",
+                id,
+                "--control-plane",
+                &control_plane.join(","),
+            ])
+            .args(["--udp-bind", "127.0.0.1:0", "--announce-ip", "127.0.0.1"])
+            .args([
+                "--health-listen",
+                &health.to_string(),
+                "--drain-grace",
+                "30",
+            ])
+            .env("TREFFPUNKT_GRANT_KEY", grant_key)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the media node starts");
+        Self {
+            process,
+            id: id.to_owned(),
+            health,
+        }
+    }
+
+    /// What the node says about itself.
+    pub async fn status(&self) -> Option<serde_json::Value> {
+        let (_, body) = http(self.health, "GET", "/status").await?;
+        serde_json::from_str(&body).ok()
+    }
+
+    /// Kills the process at once.
+    pub fn kill(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+
+    /// The exit code, once the process has ended by itself within `limit`.
+    pub async fn exit_code_within(&mut self, limit: Duration) -> Option<Option<i32>> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.process.try_wait() {
+                return Some(status.code());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}

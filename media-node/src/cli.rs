@@ -1,0 +1,90 @@
+//! The media node's command line, shared by the `treffpunkt-media-node` binary and the
+//! `treffpunkt media-node` subcommand: the same flags and environment variables either way.
+
+use std::net::{IpAddr, SocketAddr};
+
+use anyhow::Context;
+use treffpunkt_proto::grant::GrantKey;
+
+use crate::{MediaNode, NodeConfig};
+
+/// A Treffpunkt media node.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The control plane's gRPC addresses, comma-separated; a name that resolves to several
+    /// addresses (the operator's headless Service) means one replica per address.
+    #[arg(
+        long,
+        env = "TREFFPUNKT_CONTROL_PLANE",
+        default_value = "http://127.0.0.1:7001",
+        value_delimiter = ','
+    )]
+    pub control_plane: Vec<String>,
+    /// This node's id; defaults to the host name.
+    #[arg(long, env = "TREFFPUNKT_NODE_ID")]
+    pub node_id: Option<String>,
+    /// The MediaPool this node belongs to.
+    #[arg(long, env = "TREFFPUNKT_POOL", default_value = "")]
+    pub pool: String,
+    /// Where the UDP media port binds.
+    #[arg(long, env = "TREFFPUNKT_UDP_BIND", default_value = "0.0.0.0:10000")]
+    pub udp_bind: SocketAddr,
+    /// The address announced to clients (in Kubernetes: the node's address, from the
+    /// downward API).
+    #[arg(long, env = "TREFFPUNKT_ANNOUNCE_IP", default_value = "127.0.0.1")]
+    pub announce_ip: IpAddr,
+    /// Participants this node accepts.
+    #[arg(long, env = "TREFFPUNKT_MAX_PARTICIPANTS", default_value_t = 200)]
+    pub max_participants: u32,
+    /// Where the health endpoint for probes listens (`/healthz`, `/readyz`).
+    #[arg(long, env = "TREFFPUNKT_HEALTH_LISTEN", default_value = "0.0.0.0:9091")]
+    pub health_listen: SocketAddr,
+    /// On SIGTERM, how long running meetings may take to move to other nodes, in seconds.
+    #[arg(long, env = "TREFFPUNKT_DRAIN_GRACE", default_value_t = 240)]
+    pub drain_grace: u64,
+    /// On SIGTERM, let the meetings run until the deadline instead of moving them to other
+    /// nodes.
+    #[arg(long, env = "TREFFPUNKT_DRAIN_WITHOUT_MOVING")]
+    pub drain_without_moving: bool,
+    /// The secret shared with the control plane for signing grants.
+    #[arg(long, env = "TREFFPUNKT_GRANT_KEY", hide_env_values = true)]
+    pub grant_key: String,
+}
+
+/// Runs a media node as `args` say, until it has drained (SIGTERM or `POST /drain`).
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let node_id = match args.node_id {
+        Some(id) => id,
+        None => std::fs::read_to_string("/etc/hostname")
+            .map(|name| name.trim().to_owned())
+            .unwrap_or_else(|_| "media-node".to_owned()),
+    };
+    let node = MediaNode::bind(NodeConfig {
+        control_plane: args.control_plane,
+        node_id,
+        pool: args.pool,
+        udp_bind: args.udp_bind,
+        announce_ip: args.announce_ip,
+        max_participants: args.max_participants,
+        grant_key: Some(GrantKey::new(args.grant_key.as_bytes())),
+        health_listen: Some(args.health_listen),
+    })
+    .await
+    .context("binding the media port")?;
+    let handle = node.handle();
+    let grace = std::time::Duration::from_secs(args.drain_grace);
+    let move_sessions = !args.drain_without_moving;
+    tokio::spawn(async move {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("a SIGTERM handler can be installed");
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        handle.drain(move_sessions, grace).await;
+    });
+    // Returns once the node has drained: then the process exits 0.
+    node.run().await.context("running the media node")?;
+    Ok(())
+}
