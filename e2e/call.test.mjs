@@ -13,9 +13,11 @@ import {
   ARTIFACTS,
   decodesAndHears,
   eventually,
+  freePort,
   join,
   launchBrowser,
   requestedUrls,
+  startMediaNode,
   startTreffpunkt,
 } from "./harness.mjs";
 
@@ -217,5 +219,53 @@ describe("plain messages when something is wrong", () => {
     assert.ok(told, `the page says the connection is disturbed: ${JSON.stringify(log)}`);
     assert.ok(await eventually(async () => (await page.evaluate(() => window.treffpunkt.log)).some((l) => l.endsWith("resume")), 5000));
     await page.context().close();
+  });
+});
+
+describe("a call survives its media node", () => {
+  let server;
+  let browser;
+  let nodes;
+
+  before(async () => {
+    const grpc = `127.0.0.1:${await freePort()}`;
+    const grantKey = "a shared secret for the browser test, long enough";
+    server = await startTreffpunkt(["--external-media-nodes", "--grpc-listen", grpc, "--grant-key", grantKey]);
+    nodes = [await startMediaNode(grpc, grantKey, "node-a"), await startMediaNode(grpc, grantKey, "node-b")];
+    browser = await launchBrowser();
+  });
+
+  after(async () => {
+    await browser?.close();
+    for (const node of nodes ?? []) node.child.kill("SIGKILL");
+    server?.child.kill("SIGKILL");
+  });
+
+  test("when the hosting node is killed, both pages decode each other again without a reload", async () => {
+    const room = `${server.url}/public/ausfall`;
+    const anna = await join(browser, room, "Anna");
+    const ben = await join(browser, room, "Ben");
+    assert.ok(await bothWays(anna, ben), "Anna and Ben are in a call");
+    // A mark in each page: a reload would lose it.
+    const before = await Promise.all(
+      [anna, ben].map((page) => page.evaluate(() => ((window.stillTheSamePage = true), window.treffpunkt.log.length))),
+    );
+    const host = await eventually(async () => {
+      for (const node of nodes) if ((await node.status())?.participants > 0) return node;
+      return null;
+    });
+    assert.ok(host, "one node hosts the call");
+    const statuses = await Promise.all(nodes.map((node) => node.status()));
+    host.child.kill("SIGKILL");
+    assert.ok(await bothWays(anna, ben), "both decode each other again");
+    for (const [index, page] of [anna, ben].entries()) {
+      const log = await page.evaluate(() => window.treffpunkt.log);
+      assert.ok(log.slice(before[index]).some((entry) => entry.endsWith(" reconnect")), `the page moved: ${JSON.stringify({ log, statuses, killed: host.id })}`);
+      assert.equal(await page.evaluate(() => window.stillTheSamePage), true, "no reload");
+    }
+    const other = nodes.find((node) => node !== host);
+    assert.ok((await other.status()).participants >= 2, "the call is on the other node now");
+    await anna.context().close();
+    await ben.context().close();
   });
 });

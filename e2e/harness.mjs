@@ -87,6 +87,47 @@ export async function startTreffpunkt(extraArgs = []) {
 /** Every URL any page of these tests requested or opened a WebSocket to. */
 export const requestedUrls = [];
 
+/** A free TCP port on loopback. */
+export async function freePort() {
+  const net = await import("node:net");
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts `treffpunkt media-node` attached to a control plane at `grpc` (host:port). */
+export async function startMediaNode(grpc, grantKey, id) {
+  const health = await freePort();
+  const child = spawn(
+    binary(),
+    [
+      "media-node",
+      "--node-id", id,
+      "--control-plane", `http://${grpc}`,
+      "--udp-bind", "127.0.0.1:0",
+      "--announce-ip", "127.0.0.1",
+      "--health-listen", `127.0.0.1:${health}`,
+    ],
+    { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, TREFFPUNKT_GRANT_KEY: grantKey, RUST_LOG: "warn" } },
+  );
+  return {
+    child,
+    id,
+    async status() {
+      try {
+        const response = await fetch(`http://127.0.0.1:${health}/status`);
+        return await response.json();
+      } catch {
+        return null;
+      }
+    },
+  };
+}
+
 /** Opens a room page in a new context and joins under `name`. */
 export async function join(browser, url, name, { locale = "de-DE", permissions = ["camera", "microphone"] } = {}) {
   const context = await browser.newContext({ locale, permissions, viewport: { width: 1280, height: 720 } });
