@@ -905,3 +905,56 @@ async fn a_suspended_tenant_closes_its_rooms_and_refuses_joins() {
     assert!(removed.is_some(), "the empty ad-hoc room is removed");
     anna.leave().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_media_node_pod_is_marked_to_go_first() {
+    let operator = operator();
+    let client = admin().await;
+    // The pod a MediaPool's Deployment would have made (nothing runs it here).
+    let name = unique("media-pod");
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": PLATFORM},
+        "spec": {"containers": [{"name": "media-node", "image": "registry.invalid/media-node:test"}]},
+    }))
+    .unwrap();
+    let pods = Api::<Pod>::namespaced(client.clone(), PLATFORM);
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+
+    let grant = support::grant_key(&client).await;
+    let node = treffpunkt_media_node::MediaNode::bind(treffpunkt_media_node::NodeConfig {
+        control_plane: vec![format!("http://{}", operator.grpc)],
+        node_id: name.clone(),
+        pool: "default".to_owned(),
+        udp_bind: "127.0.0.1:0".parse().unwrap(),
+        announce_ip: "127.0.0.1".parse().unwrap(),
+        max_participants: 10,
+        grant_key: Some(treffpunkt_proto::grant::GrantKey::new(grant.as_bytes())),
+        health_listen: None,
+    })
+    .await
+    .unwrap();
+    let handle = node.handle();
+    let running = tokio::spawn(node.run());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    handle.drain(true, Duration::from_secs(30)).await;
+    let marked = eventually(WAIT, || async {
+        let pod = pods.get(&name).await.ok()?;
+        let cost = pod
+            .annotations()
+            .get("controller.kubernetes.io/pod-deletion-cost")?
+            .clone();
+        (cost == "-1000").then_some(())
+    })
+    .await;
+    assert!(
+        marked.is_some(),
+        "the draining node's pod has the lowest deletion cost"
+    );
+    // An empty node is done draining at once.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .is_ok()
+    );
+}
