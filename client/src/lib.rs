@@ -2,14 +2,22 @@
 //! participants that join a room through the gateway's WebSocket exactly as browsers do.
 //!
 //! A [`Participant`] joins under a name, publishes an audio and a video track of synthetic
-//! packets ([`media`]), answers the node's renegotiation offers, and counts and verifies what it
-//! receives from everyone else. Like the web client, it follows its session when it moves to
+//! packets ([`media`]), answers the node's renegotiation offers and keyframe requests, and
+//! counts and verifies what it receives from everyone else. Like the web client, it follows its session when it moves to
 //! another node (a new media connection), and resumes it when its socket to the gateway drops
 //! (the media connection stays). Tests use it to check that media really flows through the
-//! node; the load generator uses it to create load.
+//! node; the load generator uses it to create load, so what it does per packet stays cheap.
+//!
+//! What a participant sends is an [`Outgoing`] ([`outgoing`]): tests use its simple form,
+//! [`Publish`]. What it receives is counted per remote track in [`TrackStats`], with the
+//! one-way latency of every packet ([`Latency`]): sender and receiver share a clock when they
+//! run on one machine.
 #![forbid(unsafe_code)]
 
+mod feedback;
+pub mod latency;
 pub mod media;
+pub mod outgoing;
 mod peer;
 pub mod relay;
 mod session;
@@ -24,7 +32,9 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+pub use latency::Latency;
 pub use media::Kind;
+pub use outgoing::{Outgoing, OutgoingAudio, OutgoingVideo};
 
 /// What can go wrong for a synthetic participant.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +56,9 @@ pub enum Error {
     /// Something did not happen in time.
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
+    /// What was asked for is not supported yet.
+    #[error("not supported yet: {0}")]
+    Unsupported(&'static str),
 }
 
 /// The client's result type.
@@ -123,6 +136,8 @@ pub struct TrackStats {
     pub distinct: u64,
     /// The longest time between two intact packets.
     pub longest_gap: Duration,
+    /// The one-way latency of every intact packet: its arrival less the send time it carries.
+    pub latency: Latency,
 }
 
 impl TrackStats {
@@ -135,18 +150,68 @@ impl TrackStats {
     }
 }
 
-/// What arrived on one remote track.
+/// The indices seen on a track, one bit each: a receiver records every packet, for as long as
+/// a call lasts.
 #[derive(Debug, Default)]
-pub struct TrackLog {
-    stats: TrackStats,
-    seen: HashSet<u32>,
+struct SeenIndices {
+    /// The index of the first bit.
+    base: u32,
+    bits: Vec<u64>,
+    /// Indices below `base` (a packet that overtook earlier ones) or implausibly far above.
+    elsewhere: HashSet<u32>,
 }
 
+impl SeenIndices {
+    /// Beyond this many bits past `base` an index is kept in the set (32 MiB of bits).
+    const MAX_BITS: u32 = 1 << 28;
+
+    /// Marks `index` seen; `true` when it was not before.
+    fn insert(&mut self, index: u32) -> bool {
+        if self.bits.is_empty() && self.elsewhere.is_empty() {
+            // Leave room for packets that arrive out of order just after the first one.
+            self.base = index.saturating_sub(1024) & !63;
+        }
+        let offset = index.wrapping_sub(self.base);
+        if index < self.base || offset >= Self::MAX_BITS {
+            return self.elsewhere.insert(index);
+        }
+        let (word, bit) = ((offset / 64) as usize, offset % 64);
+        if word >= self.bits.len() {
+            self.bits.resize(word + 1, 0);
+        }
+        let new = self.bits[word] & (1 << bit) == 0;
+        self.bits[word] |= 1 << bit;
+        new
+    }
+}
+
+#[derive(Debug, Default)]
+struct TrackRecord {
+    stats: TrackStats,
+    seen: SeenIndices,
+}
+
+/// What arrived on one remote track. Clones share the record: the receiving task keeps one and
+/// records into it without looking the track up again.
+#[derive(Clone, Debug, Default)]
+pub struct TrackLog(Arc<Mutex<TrackRecord>>);
+
 impl TrackLog {
-    /// Counts one packet: intact (with what it says of itself) or not.
-    fn record(&mut self, intact: Option<&media::Stamp>, now: Instant) {
-        let stats = &mut self.stats;
-        let Some(stamp) = intact else {
+    /// What was received so far.
+    pub fn stats(&self) -> TrackStats {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stats
+            .clone()
+    }
+
+    /// Counts one packet: intact (with its index and send time) or not; `now` and `now_us`
+    /// are the arrival on the monotonic clock and in microseconds since the Unix epoch.
+    fn record(&self, intact: Option<(u32, u64)>, now: Instant, now_us: u64) {
+        let mut record = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let TrackRecord { stats, seen } = &mut *record;
+        let Some((index, sent_at_us)) = intact else {
             stats.corrupt += 1;
             return;
         };
@@ -156,19 +221,12 @@ impl TrackLog {
             stats.longest_gap = stats.longest_gap.max(now.duration_since(last));
         }
         stats.last_at = Some(now);
-        stats.lowest_index = Some(
-            stats
-                .lowest_index
-                .map_or(stamp.index, |l| l.min(stamp.index)),
-        );
-        stats.highest_index = Some(
-            stats
-                .highest_index
-                .map_or(stamp.index, |h| h.max(stamp.index)),
-        );
-        if self.seen.insert(stamp.index) {
+        stats.lowest_index = Some(stats.lowest_index.map_or(index, |l| l.min(index)));
+        stats.highest_index = Some(stats.highest_index.map_or(index, |h| h.max(index)));
+        if seen.insert(index) {
             stats.distinct += 1;
         }
+        stats.latency.record(now_us.saturating_sub(sent_at_us));
     }
 }
 
@@ -185,6 +243,26 @@ pub struct JoinOptions {
     pub media_via: Option<SocketAddr>,
 }
 
+/// How a synthetic participant joins, in full: [`JoinOptions`] with the whole [`Outgoing`]
+/// instead of its simple form.
+#[derive(Clone, Debug, Default)]
+pub struct Joining {
+    /// What it sends; `None` (or nothing in it) for a listener.
+    pub outgoing: Option<Outgoing>,
+    /// Send media to this address (a relay in front of the node) instead of the node's
+    /// candidate.
+    pub media_via: Option<SocketAddr>,
+}
+
+impl From<JoinOptions> for Joining {
+    fn from(options: JoinOptions) -> Self {
+        Self {
+            outgoing: options.publish.as_ref().map(Outgoing::from),
+            media_via: options.media_via,
+        }
+    }
+}
+
 /// A synthetic participant in a room.
 pub struct Participant {
     /// The id the control plane gave this participant (it stays when the session moves).
@@ -198,6 +276,7 @@ pub struct Participant {
     control: mpsc::UnboundedSender<session::Control>,
     events: mpsc::UnboundedReceiver<RoomEvent>,
     counters: Arc<session::Counters>,
+    sent: Arc<peer::Indices>,
     task: JoinHandle<()>,
 }
 
@@ -210,17 +289,34 @@ impl Participant {
 
     /// Joins as [`Self::join`] does, with more options.
     pub async fn join_with(url: &str, name: &str, options: JoinOptions) -> Result<Self> {
+        Self::join_as(url, name, options.into()).await
+    }
+
+    /// Joins as [`Self::join`] does, sending what `joining` says.
+    pub async fn join_as(url: &str, name: &str, joining: Joining) -> Result<Self> {
+        if joining
+            .outgoing
+            .as_ref()
+            .and_then(|o| o.video.as_ref())
+            .is_some_and(|v| v.simulcast)
+        {
+            return Err(Error::Unsupported(
+                "simulcast: the media node does not negotiate it yet",
+            ));
+        }
         let join_sent_at = Instant::now();
         let received: Received = Arc::new(Mutex::default());
         let (events_tx, events) = mpsc::unbounded_channel();
         let (control, control_rx) = mpsc::unbounded_channel();
         let (joined_tx, joined) = oneshot::channel();
         let counters = Arc::new(session::Counters::default());
+        let sent = Arc::new(peer::Indices::default());
         let task = tokio::spawn(
             session::Task {
                 url: url.to_owned(),
                 name: name.to_owned(),
-                options,
+                joining,
+                indices: sent.clone(),
                 received: received.clone(),
                 events: events_tx,
                 control: control_rx,
@@ -245,6 +341,7 @@ impl Participant {
             control,
             events,
             counters,
+            sent,
             task,
         })
     }
@@ -263,8 +360,28 @@ impl Participant {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&(source.to_owned(), kind))
-            .map(|log| log.stats.clone())
+            .map(TrackLog::stats)
             .unwrap_or_default()
+    }
+
+    /// What was received so far from every remote track: (source, kind, what arrived).
+    pub fn tracks(&self) -> Vec<(String, Kind, TrackStats)> {
+        let logs: Vec<((String, Kind), TrackLog)> = self
+            .received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(key, log)| (key.clone(), log.clone()))
+            .collect();
+        logs.into_iter()
+            .map(|((source, kind), log)| (source, kind, log.stats()))
+            .collect()
+    }
+
+    /// How many packets of `kind` it sent so far, over all its media connections (its next
+    /// packet's index).
+    pub fn sent(&self, kind: Kind) -> u32 {
+        self.sent.sent(kind)
     }
 
     /// How many media connections it made (one more with each move to another node).
@@ -295,4 +412,51 @@ impl Participant {
 /// The signalling URL of a room on a gateway at `http_addr`.
 pub fn signal_url(http_addr: std::net::SocketAddr, tenant: &str, room: &str) -> String {
     format!("ws://{http_addr}/api/v1/rooms/{tenant}/{room}/signal")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_indices_count_each_index_once_in_any_order() {
+        let mut seen = SeenIndices::default();
+        let indices = [
+            5_000u32,
+            5_002,
+            5_001,
+            4_990,
+            5_002,
+            3_000,
+            3_000,
+            4_000_000_000,
+            5_001,
+        ];
+        let new: Vec<bool> = indices.iter().map(|&i| seen.insert(i)).collect();
+        assert_eq!(
+            new,
+            [true, true, true, true, false, true, false, true, false]
+        );
+    }
+
+    #[test]
+    fn a_track_log_counts_loss_and_latency() {
+        let log = TrackLog::default();
+        let now = Instant::now();
+        for index in (0..100u32).filter(|i| i % 10 != 3) {
+            log.record(Some((index, 1_000)), now, 1_000 + 2_000);
+        }
+        log.record(Some((4, 1_000)), now, 5_000); // a retransmission
+        log.record(None, now, 0);
+        let stats = log.stats();
+        assert_eq!((stats.packets, stats.distinct, stats.corrupt), (91, 90, 1));
+        assert!(
+            (stats.coverage() - 0.9).abs() < 1e-9,
+            "{}",
+            stats.coverage()
+        );
+        assert_eq!(stats.latency.samples(), 91);
+        let p50 = stats.latency.percentile(50.0).unwrap();
+        assert!((1_900..=2_100).contains(&p50), "{p50}");
+    }
 }

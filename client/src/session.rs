@@ -14,7 +14,7 @@ use webrtc::peer_connection::RTCPeerConnectionState;
 
 use crate::peer::{ConnectionSetup, Indices, MediaConnection, StateChange};
 use crate::relay::redirect_candidates;
-use crate::{Error, JoinOptions, Publish, Received, Result, RoomEvent};
+use crate::{Error, JoinOptions, Joining, Publish, Received, Result, RoomEvent};
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -81,7 +81,9 @@ fn text(value: &Value) -> String {
 pub(crate) struct Task {
     pub url: String,
     pub name: String,
-    pub options: JoinOptions,
+    pub joining: Joining,
+    /// The indices of what it sends, shared with its owner (who reads what was sent).
+    pub indices: Arc<Indices>,
     pub received: Received,
     pub events: mpsc::UnboundedSender<RoomEvent>,
     pub control: mpsc::UnboundedReceiver<Control>,
@@ -102,7 +104,7 @@ struct State {
 
 impl Task {
     fn redirect(&self, sdp: String) -> String {
-        match self.options.media_via {
+        match self.joining.media_via {
             Some(to) => redirect_candidates(&sdp, to),
             None => sdp,
         }
@@ -131,7 +133,7 @@ impl Task {
             media: None,
             generation: 0,
             states,
-            indices: Arc::default(),
+            indices: self.indices.clone(),
             leaving: false,
         };
         let mut others = Vec::new();
@@ -178,9 +180,9 @@ impl Task {
                     if generation != state.generation || change != RTCPeerConnectionState::Connected {
                         continue;
                     }
-                    let publish = self.options.publish.clone();
-                    if let (Some(media), Some(publish), Some(id)) = (state.media.as_mut(), publish, state.id.clone())
-                        && let Err(error) = media.start_sending(&id, &publish, &state.indices).await
+                    let outgoing = self.joining.outgoing.clone();
+                    if let (Some(media), Some(outgoing), Some(id)) = (state.media.as_mut(), outgoing, state.id.clone())
+                        && let Err(error) = media.start_sending(&id, &outgoing, &state.indices).await
                     {
                         debug!(%error, "could not start sending");
                     }
@@ -226,7 +228,7 @@ impl Task {
                     let (media, sdp) = MediaConnection::offer(ConnectionSetup {
                         generation: state.generation,
                         participant_id: &id,
-                        publish: self.options.publish.is_some(),
+                        outgoing: self.joining.outgoing.as_ref(),
                         states: state.states.clone(),
                         received: self.received.clone(),
                     })
