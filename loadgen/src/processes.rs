@@ -1,0 +1,246 @@
+//! The system under test as processes of their own: the gateway (`treffpunkt standalone
+//! --external-media-nodes`) and one media node (`treffpunkt media-node`) attached to it, so that
+//! the node's CPU time and memory can be read from `/proc` apart from everything else. And the
+//! readings themselves.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// The key grants are signed with between this gateway and node; they only ever listen on
+/// loopback.
+const GRANT_KEY: &str = "treffpunkt load generator: loopback only";
+
+/// Linux reports CPU time in clock ticks of 1/100 s (`USER_HZ`).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// A child process, killed when dropped.
+pub struct Process(Child);
+
+impl Process {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The gateway and its one media node.
+pub struct System {
+    /// The gateway's HTTP address.
+    pub http: SocketAddr,
+    /// The gateway process.
+    pub gateway: Process,
+    /// The media node process.
+    pub node: Process,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Starts the gateway and one media node from the `treffpunkt` binary at `binary`, and returns
+/// once the node has attached.
+pub async fn start(binary: &Path, max_participants: u32) -> anyhow::Result<System> {
+    let grpc = free_port()?;
+    let mut child = Command::new(binary)
+        .args([
+            "standalone",
+            "--listen",
+            "127.0.0.1:0",
+            "--external-media-nodes",
+        ])
+        .args(["--grpc-listen", &format!("127.0.0.1:{grpc}")])
+        .args(["--grant-key", GRANT_KEY])
+        .args(["--max-participants-per-room", &max_participants.to_string()])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting the gateway from {}", binary.display()))?;
+    let stdout = child.stdout.take().context("the gateway's stdout")?;
+    let gateway = Process(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let http: SocketAddr = loop {
+        let Some(line) = lines.next() else {
+            bail!("the gateway exited before it printed its address");
+        };
+        if let Some(rest) = line?.split("Open http://").nth(1) {
+            break rest
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .parse()
+                .context("the gateway's address")?;
+        }
+    };
+    // Keep reading so the gateway never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+
+    let health = free_port()?;
+    let node = Process(
+        Command::new(binary)
+            .args(["media-node", "--node-id", "bench"])
+            .args(["--control-plane", &format!("http://127.0.0.1:{grpc}")])
+            .args(["--udp-bind", "127.0.0.1:0", "--announce-ip", "127.0.0.1"])
+            .args(["--health-listen", &format!("127.0.0.1:{health}")])
+            .args(["--max-participants", &max_participants.to_string()])
+            .env("TREFFPUNKT_GRANT_KEY", GRANT_KEY)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting the media node")?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready(health).await {
+        if Instant::now() > deadline {
+            bail!("the media node did not attach to the gateway within 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(System {
+        http,
+        gateway,
+        node,
+    })
+}
+
+/// Whether the node on `health` says it is attached and takes rooms.
+async fn ready(health: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", health)).await else {
+        return false;
+    };
+    if stream
+        .write_all(b"GET /readyz HTTP/1.0\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200")
+}
+
+/// CPU time and memory of a process at one moment.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessSample {
+    /// User CPU seconds so far.
+    pub user: f64,
+    /// System CPU seconds so far.
+    pub system: f64,
+    /// Resident memory, KiB.
+    pub rss_kib: u64,
+}
+
+impl ProcessSample {
+    /// Reads `/proc/<pid>` (`self` for this process); zeros when it cannot be read.
+    pub fn read(pid: &str) -> Self {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let (user, system) = parse_stat(&stat).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        Self {
+            user,
+            system,
+            rss_kib: parse_rss(&status).unwrap_or(0),
+        }
+    }
+
+    /// User and system CPU seconds together.
+    pub fn cpu(&self) -> f64 {
+        self.user + self.system
+    }
+}
+
+/// User and system CPU seconds from a `stat` line (fields 14 and 15).
+fn parse_stat(stat: &str) -> Option<(f64, f64)> {
+    // The command name may hold spaces and parentheses: the fields start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    Some((
+        user as f64 / TICKS_PER_SECOND,
+        system as f64 / TICKS_PER_SECOND,
+    ))
+}
+
+fn parse_rss(status: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        line.strip_prefix("VmRSS:")?
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// The whole machine's busy and total CPU time, seconds, from `/proc/stat`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MachineSample {
+    /// Time not idle, over all cores.
+    pub busy: f64,
+}
+
+impl MachineSample {
+    /// Reads `/proc/stat`; zero when it cannot be read.
+    pub fn read() -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        Self {
+            busy: parse_machine(&stat).unwrap_or(0.0),
+        }
+    }
+}
+
+fn parse_machine(stat: &str) -> Option<f64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...: idle and iowait are not busy.
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+    Some((total - idle) as f64 / TICKS_PER_SECOND)
+}
+
+/// The cores this machine has.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_found_after_a_name_with_spaces() {
+        let stat = "4242 (tokio (rt) 1) S 1 2 3 4 5 6 7 8 9 10 250 75 0 0 20 0 9 0 100 0";
+        assert_eq!(parse_stat(stat), Some((2.5, 0.75)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn rss_and_machine_time_are_read() {
+        assert_eq!(parse_rss("Name:\tx\nVmRSS:\t  12345 kB\n"), Some(12345));
+        let stat = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4\n";
+        assert_eq!(parse_machine(stat), Some(1.5));
+    }
+
+    #[test]
+    fn this_process_can_be_read() {
+        let me = ProcessSample::read("self");
+        assert!(me.rss_kib > 0);
+    }
+}

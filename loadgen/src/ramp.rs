@@ -1,0 +1,485 @@
+//! Running one scenario: start the gateway and a media node, then for each N of the ramp join
+//! the participants that are missing, let the room settle, and measure a window. The ramp stops
+//! where loss passes its limit or the node's CPU passes its limit (one core by default).
+//!
+//! What is measured in a window:
+//! - forwarded packets: intact packets the subscribers received (the node's output);
+//! - loss: the distinct indices that arrived, against what the publishers sent in the same
+//!   window times their subscribers (so a track the node never forwards counts as lost);
+//! - latency: one-way, from the send time in each packet's payload to its arrival (one clock);
+//! - join to first packet: for the pairs that met in this step, from the later of the two joins
+//!   to the receiver's first packet from the other;
+//! - CPU (user + system) of the node, the gateway, this process and the whole machine, and the
+//!   node's resident memory, from `/proc`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use treffpunkt_client::{Joining, Kind, Latency, Participant, TrackStats, signal_url};
+
+use crate::processes::{self, MachineSample, ProcessSample};
+use crate::report::{CpuUsage, FirstPacket, Limit, NodeUsage, Percentiles, ScenarioReport, Step};
+use crate::scenario::{Media, Role, Scenario};
+
+/// How a ramp runs.
+#[derive(Clone, Debug)]
+pub struct RampConfig {
+    /// The `treffpunkt` binary.
+    pub binary: PathBuf,
+    /// The measuring window.
+    pub window: Duration,
+    /// The pause between the last join of a step and its window.
+    pub warmup: Duration,
+    /// Loss above which the ramp stops.
+    pub loss_limit: f64,
+    /// Node CPU (cores) above which the ramp stops.
+    pub node_core_limit: f64,
+    /// How many participants join at once.
+    pub join_concurrency: usize,
+    /// The bare relay's CPU µs per datagram, measured in the same run.
+    pub baseline_us: Option<f64>,
+    /// Whether to say what happens on standard error.
+    pub verbose: bool,
+}
+
+/// A participant of the ramp.
+struct Member {
+    participant: Participant,
+    role: Role,
+    /// The step in which it joined.
+    step: usize,
+    /// How long its join took.
+    join_time: Duration,
+}
+
+/// Everything read at one moment.
+struct Snapshot {
+    at: Instant,
+    /// Per member: what it received, by (source, kind).
+    received: Vec<HashMap<(String, Kind), TrackStats>>,
+    /// Per member: packets sent (audio, video).
+    sent: Vec<(u32, u32)>,
+    node: ProcessSample,
+    gateway: ProcessSample,
+    me: ProcessSample,
+    machine: MachineSample,
+}
+
+fn snapshot(members: &[Member], node_pid: &str, gateway_pid: &str) -> Snapshot {
+    // What was sent is read before what arrived, so that packets in flight at either end of the
+    // window count the same way at both ends instead of as loss.
+    let sent = members
+        .iter()
+        .map(|m| {
+            (
+                m.participant.sent(Kind::Audio),
+                m.participant.sent(Kind::Video),
+            )
+        })
+        .collect();
+    let at = Instant::now();
+    Snapshot {
+        at,
+        sent,
+        received: members
+            .iter()
+            .map(|m| {
+                m.participant
+                    .tracks()
+                    .into_iter()
+                    .map(|(source, kind, stats)| ((source, kind), stats))
+                    .collect()
+            })
+            .collect(),
+        node: ProcessSample::read(node_pid),
+        gateway: ProcessSample::read(gateway_pid),
+        me: ProcessSample::read("self"),
+        machine: MachineSample::read(),
+    }
+}
+
+fn kinds_sent(role: Role) -> &'static [Kind] {
+    match role {
+        Role::VideoPublisher => &[Kind::Audio, Kind::Video],
+        Role::Speaker => &[Kind::Audio],
+        Role::Listener => &[],
+    }
+}
+
+/// Sample percentiles (nearest rank) in milliseconds.
+pub fn percentiles(mut samples: Vec<f64>) -> Percentiles {
+    samples.sort_by(f64::total_cmp);
+    let at = |p: f64| {
+        if samples.is_empty() {
+            return None;
+        }
+        let rank = ((p / 100.0) * samples.len() as f64).ceil() as usize;
+        Some(samples[rank.clamp(1, samples.len()) - 1])
+    };
+    Percentiles {
+        samples: samples.len() as u64,
+        p50: at(50.0),
+        p95: at(95.0),
+        p99: at(99.0),
+    }
+}
+
+fn latency_percentiles(latency: &Latency) -> Percentiles {
+    let ms = |p| latency.percentile(p).map(|us| us as f64 / 1000.0);
+    Percentiles {
+        samples: latency.samples(),
+        p50: ms(50.0),
+        p95: ms(95.0),
+        p99: ms(99.0),
+    }
+}
+
+/// What one step measured, from the snapshots before and after its window.
+fn measure(
+    members: &[Member],
+    step_index: usize,
+    n: u32,
+    before: &Snapshot,
+    after: &Snapshot,
+    idle_rss_kib: u64,
+    config: &RampConfig,
+) -> Step {
+    let window = after.at.duration_since(before.at).as_secs_f64();
+    let mut forwarded = 0u64;
+    let mut distinct = 0u64;
+    let mut expected = 0u64;
+    let mut corrupt = 0u64;
+    let mut latency = Latency::default();
+    let mut first_any = Vec::new();
+    let mut first_video = Vec::new();
+    let mut missing = 0u64;
+    let none = TrackStats::default();
+    for (r, receiver) in members.iter().enumerate() {
+        for (s, source) in members.iter().enumerate() {
+            if r == s || kinds_sent(source.role).is_empty() {
+                continue;
+            }
+            let mut first: Option<Instant> = None;
+            for &kind in kinds_sent(source.role) {
+                let key = (source.participant.id.clone(), kind);
+                let then = before.received[r].get(&key).unwrap_or(&none);
+                let now = after.received[r].get(&key).unwrap_or(&none);
+                forwarded += now.packets - then.packets.min(now.packets);
+                distinct += now.distinct - then.distinct.min(now.distinct);
+                corrupt += now.corrupt - then.corrupt.min(now.corrupt);
+                latency.merge(&now.latency.since(&then.latency));
+                let (sent_then, sent_now) = match kind {
+                    Kind::Audio => (before.sent[s].0, after.sent[s].0),
+                    Kind::Video => (before.sent[s].1, after.sent[s].1),
+                };
+                expected += u64::from(sent_now.saturating_sub(sent_then));
+                if let Some(at) = now.first_at {
+                    first = Some(first.map_or(at, |f| f.min(at)));
+                }
+            }
+            if receiver.step != step_index && source.step != step_index {
+                continue;
+            }
+            let met = receiver
+                .participant
+                .join_sent_at
+                .max(source.participant.join_sent_at);
+            match first {
+                Some(at) => first_any.push(at.saturating_duration_since(met).as_secs_f64() * 1e3),
+                None => missing += 1,
+            }
+            if source.role == Role::VideoPublisher {
+                let key = (source.participant.id.clone(), Kind::Video);
+                if let Some(at) = after.received[r].get(&key).and_then(|t| t.first_at) {
+                    first_video.push(at.saturating_duration_since(met).as_secs_f64() * 1e3);
+                }
+            }
+        }
+    }
+    let per_packet = |cpu: f64| (forwarded > 0).then(|| cpu * 1e6 / forwarded as f64);
+    let node_cpu = after.node.cpu() - before.node.cpu();
+    let node_us = per_packet(node_cpu);
+    let me_cpu = after.me.cpu() - before.me.cpu();
+    let gateway_cpu = after.gateway.cpu() - before.gateway.cpu();
+    let participants = members.len() as f64;
+    let publishers = members.iter().filter(|m| m.role != Role::Listener).count() as u32;
+    Step {
+        n,
+        publishers,
+        listeners: members.len() as u32 - publishers,
+        window_seconds: window,
+        forwarded_packets: forwarded,
+        forwarded_packets_per_second: forwarded as f64 / window,
+        expected_packets: expected,
+        loss: if expected == 0 {
+            0.0
+        } else {
+            (1.0 - distinct as f64 / expected as f64).clamp(0.0, 1.0)
+        },
+        corrupt_packets: corrupt,
+        latency_ms: latency_percentiles(&latency),
+        join_to_first_packet: FirstPacket {
+            any_ms: percentiles(first_any),
+            video_ms: percentiles(first_video),
+            missing,
+        },
+        join_ms: percentiles(
+            members
+                .iter()
+                .filter(|m| m.step == step_index)
+                .map(|m| m.join_time.as_secs_f64() * 1e3)
+                .collect(),
+        ),
+        node: NodeUsage {
+            cpu_cores: node_cpu / window,
+            user_seconds: after.node.user - before.node.user,
+            system_seconds: after.node.system - before.node.system,
+            cpu_seconds_per_million_packets: node_us,
+            packets_per_cpu_second: (node_cpu > 0.0).then(|| forwarded as f64 / node_cpu),
+            vs_baseline: node_us
+                .zip(config.baseline_us)
+                .map(|(node, relay)| node / relay),
+            rss_kib: after.node.rss_kib,
+            rss_kib_per_participant: (participants > 0.0)
+                .then(|| after.node.rss_kib.saturating_sub(idle_rss_kib) as f64 / participants),
+        },
+        gateway: CpuUsage {
+            cpu_cores: gateway_cpu / window,
+            cpu_us_per_packet: per_packet(gateway_cpu),
+        },
+        load_generator: CpuUsage {
+            cpu_cores: me_cpu / window,
+            cpu_us_per_packet: per_packet(me_cpu),
+        },
+        machine_busy_cores: (after.machine.busy - before.machine.busy) / window,
+    }
+}
+
+/// Joins the participants that `n` needs beyond those in `members`.
+async fn join_missing(
+    scenario: Scenario,
+    n: u32,
+    step: usize,
+    members: &mut Vec<Member>,
+    url: &str,
+    media: &Media,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let want = scenario.population(n);
+    let have = |role| members.iter().filter(|m| m.role == role).count() as u32;
+    let mut roles = Vec::new();
+    // Publishers first, so that listeners find something to receive.
+    for (role, count) in [
+        (Role::VideoPublisher, want.video_publishers),
+        (Role::Speaker, want.speakers),
+        (Role::Listener, want.listeners),
+    ] {
+        roles.extend(std::iter::repeat_n(
+            role,
+            count.saturating_sub(have(role)) as usize,
+        ));
+    }
+    let first_number = members.len();
+    let joins = futures::stream::iter(roles.into_iter().enumerate())
+        .map(|(i, role)| async move {
+            let name = format!("{}-{}", scenario.name(), first_number + i + 1);
+            let joining = Joining {
+                outgoing: scenario.outgoing(role, media),
+                media_via: None,
+            };
+            let started = Instant::now();
+            let joined = Participant::join_as(url, &name, joining).await;
+            (role, joined, started.elapsed())
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    let mut failure = None;
+    for (role, joined, join_time) in joins {
+        match joined {
+            Ok(participant) => members.push(Member {
+                participant,
+                role,
+                step,
+                join_time,
+            }),
+            Err(error) => failure = Some(error),
+        }
+    }
+    match failure {
+        Some(error) => Err(anyhow::anyhow!("a participant could not join: {error}")),
+        None => Ok(()),
+    }
+}
+
+/// Runs `scenario` through the values of N in `ramp`.
+pub async fn run(
+    scenario: Scenario,
+    ramp: &[u32],
+    media: &Media,
+    config: &RampConfig,
+) -> anyhow::Result<ScenarioReport> {
+    let largest = ramp
+        .iter()
+        .map(|&n| scenario.population(n).total())
+        .max()
+        .unwrap_or(0);
+    let system = processes::start(&config.binary, largest.max(20) + 10).await?;
+    let node_pid = system.node.pid().to_string();
+    let gateway_pid = system.gateway.pid().to_string();
+    let idle_rss_kib = ProcessSample::read(&node_pid).rss_kib;
+    let url = signal_url(system.http, "public", &format!("bench-{}", scenario.name()));
+    let mut members: Vec<Member> = Vec::new();
+    let mut steps = Vec::new();
+    let mut limit = None;
+    for (index, &n) in ramp.iter().enumerate() {
+        if config.verbose {
+            eprintln!("{}: N={n}: joining", scenario.name());
+        }
+        let joined = join_missing(
+            scenario,
+            n,
+            index,
+            &mut members,
+            &url,
+            media,
+            config.join_concurrency,
+        )
+        .await;
+        if let Err(error) = joined {
+            limit = Some(Limit {
+                reached: true,
+                n: Some(n),
+                reason: format!("stopped at N={n}: {error}"),
+            });
+            break;
+        }
+        tokio::time::sleep(config.warmup).await;
+        let before = snapshot(&members, &node_pid, &gateway_pid);
+        tokio::time::sleep(config.window).await;
+        let after = snapshot(&members, &node_pid, &gateway_pid);
+        let step = measure(&members, index, n, &before, &after, idle_rss_kib, config);
+        if config.verbose {
+            eprintln!(
+                "{}: N={n}: {:.0} pkt/s, node {:.2} cores, loss {:.2} %, load generator {:.2} cores",
+                scenario.name(),
+                step.forwarded_packets_per_second,
+                step.node.cpu_cores,
+                step.loss * 100.0,
+                step.load_generator.cpu_cores
+            );
+        }
+        let passed = if step.loss > config.loss_limit {
+            Some(format!(
+                "loss passed {:.1} % at N={n} ({:.2} %)",
+                config.loss_limit * 100.0,
+                step.loss * 100.0
+            ))
+        } else if step.node.cpu_cores > config.node_core_limit {
+            Some(format!(
+                "node CPU passed {} core(s) at N={n} ({:.2} cores)",
+                config.node_core_limit, step.node.cpu_cores
+            ))
+        } else {
+            None
+        };
+        let saturated = step.machine_busy_cores >= 0.95 * processes::cores() as f64;
+        steps.push(step);
+        if let Some(reason) = passed {
+            let note = if saturated {
+                "; the machine was saturated (the load generator shares its cores)"
+            } else {
+                ""
+            };
+            limit = Some(Limit {
+                reached: true,
+                n: Some(n),
+                reason: format!("{reason}{note}"),
+            });
+            break;
+        }
+    }
+    let limit = limit.unwrap_or_else(|| not_reached(&steps, config));
+    futures::future::join_all(members.into_iter().map(|m| m.participant.leave())).await;
+    drop(system);
+    Ok(ScenarioReport {
+        name: scenario.name().to_owned(),
+        description: scenario.description(media),
+        steps,
+        limit,
+    })
+}
+
+/// The limit of a ramp that ended before loss or node CPU passed theirs: how far it got, and
+/// where one node core would be at the rate measured last.
+fn not_reached(steps: &[Step], config: &RampConfig) -> Limit {
+    let Some(last) = steps.last() else {
+        return Limit {
+            reached: false,
+            n: None,
+            reason: "no step ran".into(),
+        };
+    };
+    let per_core = (last.node.cpu_cores > 0.0)
+        .then(|| last.forwarded_packets_per_second / last.node.cpu_cores * config.node_core_limit);
+    let mut reason = format!(
+        "limits not reached up to N={} (node {:.2} cores, loss {:.2} %)",
+        last.n,
+        last.node.cpu_cores,
+        last.loss * 100.0
+    );
+    if let Some(per_core) = per_core {
+        reason.push_str(&format!(
+            "; at that cost one node core would forward about {:.0} thousand pkt/s",
+            per_core / 1000.0
+        ));
+    }
+    if last.machine_busy_cores >= 0.9 * processes::cores() as f64 {
+        reason.push_str("; the machine was nearly saturated, mostly by the load generator");
+    }
+    Limit {
+        reached: false,
+        n: None,
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let p = percentiles((1..=100).map(f64::from).rev().collect());
+        assert_eq!(
+            (p.samples, p.p50, p.p95, p.p99),
+            (100, Some(50.0), Some(95.0), Some(99.0))
+        );
+        assert_eq!(percentiles(Vec::new()).p50, None);
+    }
+
+    #[test]
+    fn an_unfinished_ramp_extrapolates_to_one_core() {
+        let config = RampConfig {
+            binary: PathBuf::new(),
+            window: Duration::from_secs(1),
+            warmup: Duration::from_secs(1),
+            loss_limit: 0.01,
+            node_core_limit: 1.0,
+            join_concurrency: 1,
+            baseline_us: None,
+            verbose: false,
+        };
+        let mut step = crate::report::tests::step(8, 0.0, 0.25);
+        step.forwarded_packets_per_second = 50_000.0;
+        let limit = not_reached(&[step], &config);
+        assert!(!limit.reached);
+        assert!(
+            limit.reason.contains("about 200 thousand pkt/s"),
+            "{}",
+            limit.reason
+        );
+    }
+}

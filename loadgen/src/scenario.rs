@@ -1,0 +1,211 @@
+//! The scenarios, modelled on LiveKit's published benchmark and scaled to a 2-core machine:
+//!
+//! - **audio room**: 10 speakers (audio only) and N listeners;
+//! - **meeting**: N participants who all publish audio and video and see everyone;
+//! - **livestream**: 1 publisher of audio and video, N viewers.
+//!
+//! Each ramps N up; [`crate::ramp`] runs them.
+
+use treffpunkt_client::{Outgoing, OutgoingAudio, OutgoingVideo};
+
+/// Speakers in the audio room.
+pub const SPEAKERS: u32 = 10;
+
+/// A scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// 10 speakers (audio only), N listeners.
+    AudioRoom,
+    /// N × N: everyone publishes audio and video.
+    Meeting,
+    /// 1 publisher of audio and video, N viewers.
+    Livestream,
+}
+
+/// What a scenario's participants send.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Media {
+    /// Opus-sized audio payload per packet (50 per second).
+    pub audio_packet_size: usize,
+    /// Video bitrate in the meeting, bit/s.
+    pub meeting_bitrate: u64,
+    /// Video bitrate of the livestream, bit/s.
+    pub livestream_bitrate: u64,
+    /// Frames per second.
+    pub fps: u32,
+    /// Seconds between keyframes.
+    pub keyframe_seconds: u32,
+    /// How many times larger a keyframe is than other frames.
+    pub keyframe_ratio: u32,
+    /// The largest payload of one packet.
+    pub max_packet_size: usize,
+    /// Three simulcast layers (not negotiated by the node yet).
+    pub simulcast: bool,
+}
+
+/// Who is in the room at some N.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Population {
+    /// Participants publishing audio and video.
+    pub video_publishers: u32,
+    /// Participants publishing audio only.
+    pub speakers: u32,
+    /// Participants publishing nothing.
+    pub listeners: u32,
+}
+
+impl Population {
+    /// Everyone.
+    pub fn total(&self) -> u32 {
+        self.video_publishers + self.speakers + self.listeners
+    }
+}
+
+/// A participant's part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Audio and video.
+    VideoPublisher,
+    /// Audio only.
+    Speaker,
+    /// Nothing sent.
+    Listener,
+}
+
+impl Scenario {
+    /// All three, in the order the benchmark runs them.
+    pub const ALL: [Scenario; 3] = [Scenario::AudioRoom, Scenario::Meeting, Scenario::Livestream];
+
+    /// Its name in reports and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AudioRoom => "audio-room",
+            Self::Meeting => "meeting",
+            Self::Livestream => "livestream",
+        }
+    }
+
+    /// The values of N the benchmark ramps through on a 2-core machine, where the load
+    /// generator shares the cores with the node.
+    pub fn default_ramp(self) -> Vec<u32> {
+        match self {
+            Self::AudioRoom => vec![25, 50, 100, 150],
+            Self::Meeting => vec![4, 8, 12, 16, 20, 24, 28],
+            Self::Livestream => vec![25, 50, 100, 200, 300],
+        }
+    }
+
+    /// Who is in the room at `n`.
+    pub fn population(self, n: u32) -> Population {
+        match self {
+            Self::AudioRoom => Population {
+                video_publishers: 0,
+                speakers: SPEAKERS,
+                listeners: n,
+            },
+            Self::Meeting => Population {
+                video_publishers: n,
+                speakers: 0,
+                listeners: 0,
+            },
+            Self::Livestream => Population {
+                video_publishers: 1,
+                speakers: 0,
+                listeners: n,
+            },
+        }
+    }
+
+    /// What N means and what is sent, in words.
+    pub fn description(self, media: &Media) -> String {
+        let video = |bitrate: u64| {
+            format!(
+                "VP8-shaped video {} kbit/s at {} fps, keyframes every {} s",
+                bitrate / 1000,
+                media.fps,
+                media.keyframe_seconds
+            )
+        };
+        let audio = format!("audio {} B × 50/s", media.audio_packet_size);
+        match self {
+            Self::AudioRoom => format!("{SPEAKERS} speakers ({audio}), N listeners"),
+            Self::Meeting => format!(
+                "N × N, everyone sends {audio} and {}",
+                video(media.meeting_bitrate)
+            ),
+            Self::Livestream => format!(
+                "1 publisher ({audio}, {}), N viewers",
+                video(media.livestream_bitrate)
+            ),
+        }
+    }
+
+    /// What a participant in `role` sends.
+    pub fn outgoing(self, role: Role, media: &Media) -> Option<Outgoing> {
+        let audio = Some(OutgoingAudio {
+            packet_size: media.audio_packet_size,
+        });
+        let bitrate = match self {
+            Self::Livestream => media.livestream_bitrate,
+            _ => media.meeting_bitrate,
+        };
+        match role {
+            Role::Listener => None,
+            Role::Speaker => Some(Outgoing { audio, video: None }),
+            Role::VideoPublisher => Some(Outgoing {
+                audio,
+                video: Some(OutgoingVideo {
+                    fps: media.fps,
+                    bitrate,
+                    keyframe_interval: media.fps.max(1) * media.keyframe_seconds.max(1),
+                    keyframe_ratio: media.keyframe_ratio,
+                    max_packet_size: media.max_packet_size,
+                    simulcast: media.simulcast,
+                }),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn media() -> Media {
+        Media {
+            audio_packet_size: 120,
+            meeting_bitrate: 500_000,
+            livestream_bitrate: 1_500_000,
+            fps: 30,
+            keyframe_seconds: 3,
+            keyframe_ratio: 4,
+            max_packet_size: 1100,
+            simulcast: false,
+        }
+    }
+
+    #[test]
+    fn populations_follow_the_published_benchmark() {
+        assert_eq!(Scenario::AudioRoom.population(50).total(), 60);
+        assert_eq!(Scenario::Meeting.population(8).video_publishers, 8);
+        let stream = Scenario::Livestream.population(100);
+        assert_eq!((stream.video_publishers, stream.listeners), (1, 100));
+    }
+
+    #[test]
+    fn speakers_send_audio_only_and_viewers_nothing() {
+        let speaker = Scenario::AudioRoom
+            .outgoing(Role::Speaker, &media())
+            .unwrap();
+        assert!(speaker.audio.is_some() && speaker.video.is_none());
+        assert_eq!(
+            Scenario::Livestream.outgoing(Role::Listener, &media()),
+            None
+        );
+        let host = Scenario::Livestream
+            .outgoing(Role::VideoPublisher, &media())
+            .unwrap();
+        let video = host.video.unwrap();
+        assert_eq!((video.bitrate, video.keyframe_interval), (1_500_000, 90));
+    }
+}
