@@ -77,6 +77,7 @@ fn admit(open: v1::OpenSession, key: Option<&GrantKey>) -> std::result::Result<A
         participant_id: grant.participant_id,
         display_name: grant.display_name,
         max_participants: grant.max_participants,
+        last_n: grant.video_last_n,
     })
 }
 
@@ -487,6 +488,7 @@ mod tests {
             can_subscribe: true,
             max_participants: 10,
             expires_at_unix_ms: unix_ms() + 60_000,
+            video_last_n: 0,
         }
     }
 

@@ -53,6 +53,7 @@ fn room_spec() -> RoomSpec {
         password_secret_ref: None,
         moderators: Vec::new(),
         max_participants: None,
+        video_last_n: None,
         lifetime: Lifetime::Persistent,
     }
 }

@@ -46,45 +46,10 @@ impl Codec {
     pub fn starts_keyframe(self, payload: &[u8]) -> bool {
         match self {
             Self::Opus => true,
-            Self::Vp8 => vp8_starts_keyframe(payload),
+            Self::Vp8 => super::vp8::parse(payload).is_some_and(|d| d.keyframe),
             Self::H264 => h264_starts_keyframe(payload),
         }
     }
-}
-
-/// RFC 7741: the payload descriptor, then the VP8 payload header whose lowest bit is 0 for a
-/// keyframe. Only the start of partition 0 (S=1, PID=0) carries that header.
-fn vp8_starts_keyframe(payload: &[u8]) -> bool {
-    let Some(&first) = payload.first() else {
-        return false;
-    };
-    let extended = first & 0x80 != 0;
-    let start = first & 0x10 != 0;
-    let partition = first & 0x07;
-    if !start || partition != 0 {
-        return false;
-    }
-    let mut offset = 1;
-    if extended {
-        let Some(&bits) = payload.get(1) else {
-            return false;
-        };
-        offset = 2;
-        if bits & 0x80 != 0 {
-            // PictureID: 7 or 15 bits.
-            let Some(&picture_id) = payload.get(offset) else {
-                return false;
-            };
-            offset += if picture_id & 0x80 != 0 { 2 } else { 1 };
-        }
-        if bits & 0x40 != 0 {
-            offset += 1; // TL0PICIDX
-        }
-        if bits & 0x30 != 0 {
-            offset += 1; // TID / KEYIDX
-        }
-    }
-    payload.get(offset).is_some_and(|header| header & 0x01 == 0)
 }
 
 const H264_IDR: u8 = 5;

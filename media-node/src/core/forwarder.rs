@@ -1,15 +1,22 @@
 //! The forwarder of one down-track: one publication as one subscriber receives it.
 //!
-//! Per packet it decides whether to forward and with which sequence number and timestamp. The
-//! subscriber sees one continuous stream under the down-track's own SSRC:
+//! Per packet it decides whether to forward and how to rewrite it. The subscriber sees one
+//! continuous stream under the down-track's own SSRC, whichever simulcast layer it comes from:
 //!
-//! - video starts at a keyframe, so a new subscriber never gets frames it cannot decode;
-//! - packets the node drops on purpose (padding-only probes) leave no gap in the sequence, so
-//!   the subscriber does not ask for packets that will never come.
+//! - video starts at a keyframe, and moves to another layer only at that layer's keyframe, so
+//!   the subscriber never gets frames it cannot decode;
+//! - sequence numbers continue across layer switches and across packets the node drops on
+//!   purpose (padding-only probes), so the subscriber does not ask for packets that never come;
+//! - timestamps continue across switches, advanced by the time that passed;
+//! - VP8 picture ids and TL0PICIDX continue across switches.
+
+use std::time::Instant;
 
 /// What the forwarder needs to know of one incoming packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PacketMeta {
+    /// The simulcast layer it belongs to (0 without simulcast).
+    pub layer: usize,
     /// The publisher's sequence number.
     pub sequence_number: u16,
     /// The publisher's RTP timestamp.
@@ -18,9 +25,13 @@ pub struct PacketMeta {
     pub keyframe: bool,
     /// Whether the packet carries no media, only padding.
     pub padding_only: bool,
+    /// The VP8 picture id (15 bits), if any.
+    pub picture_id: Option<u16>,
+    /// The VP8 TL0PICIDX, if any.
+    pub tl0_picture_index: Option<u8>,
 }
 
-/// Where a forwarded packet goes, and how its header is rewritten.
+/// Where a forwarded packet goes, and how it is rewritten.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rewrite {
     /// The down-track's SSRC on the subscriber's leg.
@@ -29,6 +40,10 @@ pub struct Rewrite {
     pub sequence_number: u16,
     /// The rewritten timestamp.
     pub timestamp: u32,
+    /// The rewritten VP8 picture id, when the payload carries one.
+    pub picture_id: Option<u16>,
+    /// The rewritten VP8 TL0PICIDX, when the payload carries one.
+    pub tl0_picture_index: Option<u8>,
 }
 
 /// Whether `a` comes after `b` in RTP's wrapping 16-bit sequence space.
@@ -36,26 +51,54 @@ fn is_newer(a: u16, b: u16) -> bool {
     a != b && a.wrapping_sub(b) < 0x8000
 }
 
+/// What the subscriber has been sent last.
+#[derive(Clone, Copy, Debug)]
+struct Sent {
+    sequence_number: u16,
+    timestamp: u32,
+    picture_id: Option<u16>,
+    tl0_picture_index: Option<u8>,
+    at: Instant,
+}
+
 /// The per-subscriber state of one forwarded publication.
 #[derive(Clone, Debug)]
 pub struct Forwarder {
     ssrc: u32,
-    /// Waiting for a keyframe before anything is forwarded.
-    waiting_for_keyframe: bool,
-    /// Subtracted from incoming sequence numbers: how many newest packets were dropped.
+    /// The RTP clock rate, for advancing timestamps across a switch.
+    clock_rate: u32,
+    /// Whether a new layer must start at a keyframe (video).
+    needs_keyframe: bool,
+    /// The layer being forwarded, if any.
+    current: Option<usize>,
+    /// The layer wanted; `None` pauses the down-track.
+    target: Option<usize>,
+    /// Subtracted from incoming sequence numbers of the current layer.
     sequence_offset: u16,
-    /// The newest incoming sequence number seen since forwarding began.
+    /// The newest incoming sequence number of the current layer.
     newest: Option<u16>,
+    timestamp_offset: u32,
+    picture_id_offset: u16,
+    tl0_offset: u8,
+    last: Option<Sent>,
 }
 
 impl Forwarder {
-    /// A forwarder writing under `ssrc`. Video (`needs_keyframe`) waits for a keyframe.
-    pub fn new(ssrc: u32, needs_keyframe: bool) -> Self {
+    /// A forwarder writing under `ssrc`, for a publication whose clock runs at `clock_rate`.
+    /// Video (`needs_keyframe`) switches layers only at keyframes. It starts on layer 0.
+    pub fn new(ssrc: u32, clock_rate: u32, needs_keyframe: bool) -> Self {
         Self {
             ssrc,
-            waiting_for_keyframe: needs_keyframe,
+            clock_rate,
+            needs_keyframe,
+            current: None,
+            target: Some(0),
             sequence_offset: 0,
             newest: None,
+            timestamp_offset: 0,
+            picture_id_offset: 0,
+            tl0_offset: 0,
+            last: None,
         }
     }
 
@@ -64,24 +107,42 @@ impl Forwarder {
         self.ssrc
     }
 
-    /// Whether the forwarder still waits for a keyframe.
+    /// The layer being forwarded now.
+    pub fn current(&self) -> Option<usize> {
+        self.current
+    }
+
+    /// The layer wanted.
+    pub fn target(&self) -> Option<usize> {
+        self.target
+    }
+
+    /// Whether the forwarder waits for a keyframe of its target layer.
     pub fn waiting_for_keyframe(&self) -> bool {
-        self.waiting_for_keyframe
+        self.target.is_some() && self.target != self.current
+    }
+
+    /// Wants `layer` from now on (`None` pauses). A switch to another layer happens at its next
+    /// keyframe; until then the current layer goes on.
+    pub fn set_target(&mut self, layer: Option<usize>) {
+        self.target = layer;
+        if layer.is_none() {
+            self.current = None;
+        }
     }
 
     /// Decides about one packet: `Some` to forward it with the rewritten header.
-    pub fn forward(&mut self, packet: &PacketMeta) -> Option<Rewrite> {
-        if self.waiting_for_keyframe {
-            if !packet.keyframe || packet.padding_only {
-                return None;
-            }
-            self.waiting_for_keyframe = false;
-            // Continue the outgoing sequence exactly where it stood.
-            if let Some(newest) = self.newest {
-                let next_out = newest.wrapping_sub(self.sequence_offset).wrapping_add(1);
-                self.sequence_offset = packet.sequence_number.wrapping_sub(next_out);
-            }
-            self.newest = Some(packet.sequence_number);
+    pub fn forward(&mut self, now: Instant, packet: &PacketMeta) -> Option<Rewrite> {
+        if self.target.is_some()
+            && Some(packet.layer) == self.target
+            && self.current != self.target
+            && (packet.keyframe || !self.needs_keyframe)
+            && !packet.padding_only
+        {
+            self.switch_to(now, packet);
+        }
+        if self.current != Some(packet.layer) {
+            return None;
         }
         let newest = *self.newest.get_or_insert(packet.sequence_number);
         let is_newest = is_newer(packet.sequence_number, newest);
@@ -96,11 +157,53 @@ impl Forwarder {
         if is_newest {
             self.newest = Some(packet.sequence_number);
         }
-        Some(Rewrite {
+        let rewrite = Rewrite {
             ssrc: self.ssrc,
             sequence_number: packet.sequence_number.wrapping_sub(self.sequence_offset),
-            timestamp: packet.timestamp,
-        })
+            timestamp: packet.timestamp.wrapping_sub(self.timestamp_offset),
+            picture_id: packet
+                .picture_id
+                .map(|id| id.wrapping_sub(self.picture_id_offset) & 0x7fff),
+            tl0_picture_index: packet
+                .tl0_picture_index
+                .map(|index| index.wrapping_sub(self.tl0_offset)),
+        };
+        if is_newest || self.last.is_none() {
+            self.last = Some(Sent {
+                sequence_number: rewrite.sequence_number,
+                timestamp: rewrite.timestamp,
+                picture_id: rewrite.picture_id,
+                tl0_picture_index: rewrite.tl0_picture_index,
+                at: now,
+            });
+        }
+        Some(rewrite)
+    }
+
+    /// Starts forwarding `packet`'s layer so that everything the subscriber sees continues
+    /// from what it saw last.
+    fn switch_to(&mut self, now: Instant, packet: &PacketMeta) {
+        self.current = Some(packet.layer);
+        self.newest = Some(packet.sequence_number);
+        let Some(last) = self.last else {
+            // The first packet ever: nothing to continue from.
+            return;
+        };
+        let next_sequence = last.sequence_number.wrapping_add(1);
+        self.sequence_offset = packet.sequence_number.wrapping_sub(next_sequence);
+        // Advance the timestamp by the time that passed, at least one tick.
+        let elapsed = now.saturating_duration_since(last.at);
+        let ticks = ((elapsed.as_secs_f64() * f64::from(self.clock_rate)) as u32).max(1);
+        let next_timestamp = last.timestamp.wrapping_add(ticks);
+        self.timestamp_offset = packet.timestamp.wrapping_sub(next_timestamp);
+        if let (Some(incoming), Some(previous)) = (packet.picture_id, last.picture_id) {
+            let next = previous.wrapping_add(1) & 0x7fff;
+            self.picture_id_offset = incoming.wrapping_sub(next) & 0x7fff;
+        }
+        if let (Some(incoming), Some(previous)) = (packet.tl0_picture_index, last.tl0_picture_index)
+        {
+            self.tl0_offset = incoming.wrapping_sub(previous.wrapping_add(1));
+        }
     }
 }
 
@@ -108,28 +211,42 @@ impl Forwarder {
 mod tests {
     use super::*;
 
-    fn packet(sequence_number: u16, keyframe: bool, padding_only: bool) -> PacketMeta {
+    fn packet(
+        layer: usize,
+        sequence_number: u16,
+        keyframe: bool,
+        padding_only: bool,
+    ) -> PacketMeta {
         PacketMeta {
+            layer,
             sequence_number,
             timestamp: u32::from(sequence_number) * 3000,
             keyframe,
             padding_only,
+            picture_id: None,
+            tl0_picture_index: None,
         }
     }
 
     #[test]
     fn video_starts_at_a_keyframe() {
-        let mut forwarder = Forwarder::new(7, true);
-        assert_eq!(forwarder.forward(&packet(10, false, false)), None);
-        assert_eq!(forwarder.forward(&packet(11, false, false)), None);
-        let first = forwarder.forward(&packet(12, true, false)).unwrap();
+        let now = Instant::now();
+        let mut forwarder = Forwarder::new(7, 90_000, true);
+        assert_eq!(forwarder.forward(now, &packet(0, 10, false, false)), None);
+        assert_eq!(forwarder.forward(now, &packet(0, 11, false, false)), None);
+        let first = forwarder.forward(now, &packet(0, 12, true, false)).unwrap();
         assert_eq!(first.ssrc, 7);
-        assert!(forwarder.forward(&packet(13, false, false)).is_some());
+        assert!(
+            forwarder
+                .forward(now, &packet(0, 13, false, false))
+                .is_some()
+        );
     }
 
     #[test]
     fn dropped_padding_leaves_no_gap_across_the_wrap() {
-        let mut forwarder = Forwarder::new(7, false);
+        let now = Instant::now();
+        let mut forwarder = Forwarder::new(7, 48_000, false);
         let mut out = Vec::new();
         for (seq, padding) in [
             (65533u16, false),
@@ -140,7 +257,7 @@ mod tests {
             (2, false),
             (3, false),
         ] {
-            if let Some(rewrite) = forwarder.forward(&packet(seq, false, padding)) {
+            if let Some(rewrite) = forwarder.forward(now, &packet(0, seq, false, padding)) {
                 out.push(rewrite.sequence_number);
             }
         }
@@ -152,11 +269,31 @@ mod tests {
 
     #[test]
     fn late_packets_keep_their_place() {
-        let mut forwarder = Forwarder::new(7, false);
-        let a = forwarder.forward(&packet(100, false, false)).unwrap();
-        let c = forwarder.forward(&packet(102, false, false)).unwrap();
-        let b = forwarder.forward(&packet(101, false, false)).unwrap();
+        let now = Instant::now();
+        let mut forwarder = Forwarder::new(7, 48_000, false);
+        let a = forwarder
+            .forward(now, &packet(0, 100, false, false))
+            .unwrap();
+        let c = forwarder
+            .forward(now, &packet(0, 102, false, false))
+            .unwrap();
+        let b = forwarder
+            .forward(now, &packet(0, 101, false, false))
+            .unwrap();
         assert_eq!(b.sequence_number, a.sequence_number + 1);
         assert_eq!(c.sequence_number, a.sequence_number + 2);
+    }
+
+    #[test]
+    fn a_paused_down_track_forwards_nothing_until_resumed_at_a_keyframe() {
+        let now = Instant::now();
+        let mut forwarder = Forwarder::new(7, 90_000, true);
+        assert!(forwarder.forward(now, &packet(0, 1, true, false)).is_some());
+        forwarder.set_target(None);
+        assert_eq!(forwarder.forward(now, &packet(0, 2, true, false)), None);
+        forwarder.set_target(Some(0));
+        assert_eq!(forwarder.forward(now, &packet(0, 3, false, false)), None);
+        let resumed = forwarder.forward(now, &packet(0, 4, true, false)).unwrap();
+        assert_eq!(resumed.sequence_number, 2, "continues where it stopped");
     }
 }

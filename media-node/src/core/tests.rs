@@ -2,6 +2,8 @@
 
 use super::*;
 
+mod simulcast;
+
 fn join(core: &mut Core, peer: u64, name: &str) {
     core.join(
         PeerId(peer),
@@ -10,9 +12,30 @@ fn join(core: &mut Core, peer: u64, name: &str) {
             participant_id: format!("p{peer}"),
             display_name: name.into(),
             max_participants: 3,
+            last_n: 0,
         },
     )
     .unwrap();
+}
+
+/// Publishes a plain (single-layer) track whose key is its SSRC.
+fn publish(core: &mut Core, peer: u64, ssrc: u32, codec: Codec) -> Option<PublicationId> {
+    let source = match codec.kind() {
+        MediaKind::Audio => Source::Microphone,
+        MediaKind::Video => Source::Camera,
+    };
+    core.publish(
+        Instant::now(),
+        PeerId(peer),
+        PublishedLayer {
+            track: u64::from(ssrc),
+            ssrc,
+            layer: 0,
+            layer_count: 1,
+            codec,
+            source,
+        },
+    )
 }
 
 fn drain(core: &mut Core) -> Vec<Output> {
@@ -64,6 +87,7 @@ fn the_room_limit_holds() {
             participant_id: "p4".into(),
             display_name: "late".into(),
             max_participants: 3,
+            last_n: 0,
         },
     );
     assert_eq!(refused, Err(JoinError::RoomFull { limit: 3 }));
@@ -74,9 +98,9 @@ fn the_room_limit_holds() {
 fn everyone_receives_everyone_else_and_not_themselves() {
     let mut core = Core::new(1);
     join(&mut core, 1, "Anna");
-    core.publish(PeerId(1), 1111, Codec::Opus);
+    publish(&mut core, 1, 1111, Codec::Opus);
     join(&mut core, 2, "Ben");
-    core.publish(PeerId(2), 2222, Codec::Opus);
+    publish(&mut core, 2, 2222, Codec::Opus);
     let tracks = down_tracks(&drain(&mut core));
     let pairs: Vec<(u64, u64)> = tracks
         .iter()
@@ -93,7 +117,10 @@ fn everyone_receives_everyone_else_and_not_themselves() {
         core.down_track_ready(now, track.subscriber, track.ssrc);
     }
     let mut out = Vec::new();
-    assert!(core.forward(PeerId(1), 1111, 5, 960, b"opus", &mut out));
+    assert!(
+        core.forward(now, PeerId(1), 1111, 5, 960, b"opus", &mut out)
+            .is_some()
+    );
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, PeerId(2));
     assert_eq!(
@@ -101,7 +128,8 @@ fn everyone_receives_everyone_else_and_not_themselves() {
         "rewritten to the down-track's SSRC"
     );
     assert!(
-        !core.forward(PeerId(1), 9999, 5, 960, b"opus", &mut out),
+        core.forward(now, PeerId(1), 9999, 5, 960, b"opus", &mut out)
+            .is_none(),
         "unknown SSRC"
     );
 }
@@ -111,9 +139,9 @@ fn nothing_flows_before_the_down_track_is_ready() {
     let mut core = Core::new(1);
     join(&mut core, 1, "Anna");
     join(&mut core, 2, "Ben");
-    core.publish(PeerId(1), 1111, Codec::Opus);
+    publish(&mut core, 1, 1111, Codec::Opus);
     let mut out = Vec::new();
-    core.forward(PeerId(1), 1111, 1, 0, b"opus", &mut out);
+    core.forward(Instant::now(), PeerId(1), 1111, 1, 0, b"opus", &mut out);
     assert!(out.is_empty());
 }
 
@@ -121,7 +149,7 @@ fn nothing_flows_before_the_down_track_is_ready() {
 fn a_new_video_subscriber_asks_for_a_keyframe_and_waits_for_it() {
     let mut core = Core::new(1);
     join(&mut core, 1, "Anna");
-    core.publish(PeerId(1), 1111, Codec::Vp8);
+    publish(&mut core, 1, 1111, Codec::Vp8);
     join(&mut core, 2, "Ben");
     let track = down_tracks(&drain(&mut core)).remove(0);
     let start = Instant::now();
@@ -136,24 +164,44 @@ fn a_new_video_subscriber_asks_for_a_keyframe_and_waits_for_it() {
     let mut out = Vec::new();
     let inter = [0x10, 0x01];
     let key = [0x10, 0x00];
-    core.forward(PeerId(1), 1111, 1, 0, &inter, &mut out);
+    core.forward(start, PeerId(1), 1111, 1, 0, &inter, &mut out);
     assert!(out.is_empty(), "an inter frame is not decodable yet");
     // No keyframe came within the retry time: ask again.
-    assert_eq!(core.poll_timeout(), Some(start + KEYFRAME_RETRY));
-    core.handle_timeout(start + KEYFRAME_RETRY);
-    assert_eq!(drain(&mut core).len(), 1);
-    core.forward(PeerId(1), 1111, 2, 0, &key, &mut out);
+    let mut now = start;
+    let mut asked_again = None;
+    while now < start + KEYFRAME_RETRY + TICK * 2 && asked_again.is_none() {
+        now = core.poll_timeout().expect("the core ticks");
+        core.handle_timeout(now);
+        if drain(&mut core)
+            .iter()
+            .any(|o| matches!(o, Output::RequestKeyframe { ssrc: 1111, .. }))
+        {
+            asked_again = Some(now);
+        }
+    }
+    let asked_again = asked_again.expect("asked again");
+    assert!(
+        asked_again >= start + KEYFRAME_RETRY,
+        "not before the retry time"
+    );
+    core.forward(now, PeerId(1), 1111, 2, 0, &key, &mut out);
     assert_eq!(out.len(), 1);
-    core.forward(PeerId(1), 1111, 3, 0, &inter, &mut out);
+    core.forward(now, PeerId(1), 1111, 3, 0, &inter, &mut out);
     assert_eq!(out.len(), 1);
-    assert_eq!(core.poll_timeout(), None, "nothing left to wait for");
+    core.handle_timeout(now + KEYFRAME_RETRY * 2);
+    assert!(
+        !drain(&mut core)
+            .iter()
+            .any(|o| matches!(o, Output::RequestKeyframe { .. })),
+        "nothing left to wait for"
+    );
 }
 
 #[test]
 fn subscriber_keyframe_requests_are_rate_limited() {
     let mut core = Core::new(1);
     join(&mut core, 1, "Anna");
-    core.publish(PeerId(1), 1111, Codec::Vp8);
+    publish(&mut core, 1, 1111, Codec::Vp8);
     join(&mut core, 2, "Ben");
     join(&mut core, 3, "Cem");
     let tracks = down_tracks(&drain(&mut core));
@@ -183,8 +231,8 @@ fn leaving_frees_everything_of_the_leaver() {
     let mut core = Core::new(1);
     for peer in 1..=3 {
         join(&mut core, peer, "x");
-        core.publish(PeerId(peer), peer as u32 * 10, Codec::Opus);
-        core.publish(PeerId(peer), peer as u32 * 10 + 1, Codec::Vp8);
+        publish(&mut core, peer, peer as u32 * 10, Codec::Opus);
+        publish(&mut core, peer, peer as u32 * 10 + 1, Codec::Vp8);
     }
     drain(&mut core);
     assert_eq!(core.down_track_count(), 12);
@@ -221,7 +269,10 @@ fn leaving_frees_everything_of_the_leaver() {
     );
     assert_eq!(core.publication_count(), 4);
     let mut out = Vec::new();
-    assert!(!core.forward(PeerId(2), 20, 1, 0, b"x", &mut out));
+    assert!(
+        core.forward(Instant::now(), PeerId(2), 20, 1, 0, b"x", &mut out)
+            .is_none()
+    );
     core.leave(PeerId(1), LeaveReason::ConnectionLost);
     core.leave(PeerId(3), LeaveReason::Left);
     assert_eq!(core.room_count(), 0);
@@ -234,8 +285,8 @@ fn republishing_the_same_ssrc_is_idempotent() {
     let mut core = Core::new(1);
     join(&mut core, 1, "Anna");
     join(&mut core, 2, "Ben");
-    let first = core.publish(PeerId(1), 1111, Codec::Opus);
+    let first = publish(&mut core, 1, 1111, Codec::Opus);
     drain(&mut core);
-    assert_eq!(core.publish(PeerId(1), 1111, Codec::Opus), first);
+    assert_eq!(publish(&mut core, 1, 1111, Codec::Opus), first);
     assert!(drain(&mut core).is_empty());
 }

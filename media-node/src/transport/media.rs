@@ -10,6 +10,10 @@
 //!   is repaired per hop;
 //! - sender reports and the node's own transport-wide sequence numbers for what the node sends:
 //!   each leg has its own sequence, the publisher's numbers are never passed on;
+//! - congestion control on what the node sends: the subscriber's transport-wide feedback feeds
+//!   its [`DownlinkEstimator`], whose estimate the core shares out among the videos;
+//! - the mid and rid header extensions on video, so that a publisher's simulcast layers are told
+//!   apart;
 //! - a tap that hands subscribers' keyframe requests (PLI, FIR) to the node and drops the rest
 //!   of the RTCP the chain has already acted on.
 
@@ -17,7 +21,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{
-    Attribute, Interceptor, NackGeneratorBuilder, Packet, Registry, Slot, StreamInfo, TaggedPacket,
+    Attribute, CongestionControlBuilder, Interceptor, NackGeneratorBuilder, Packet, Registry, Slot,
+    StreamInfo, TaggedPacket,
 };
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_nack, configure_rtcp_reports, configure_twcc,
@@ -31,9 +36,10 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
-use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI};
+use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
 use rtc::shared::error::Error as RtcError;
 
+use super::downlink::{DownlinkEstimator, EstimateCell};
 use crate::core::Codec;
 
 /// Opus, as browsers offer it: in-band FEC on, DTX as the sender chooses.
@@ -61,8 +67,9 @@ pub fn rtp_codec(codec: Codec) -> RTCRtpCodec {
     }
 }
 
-/// The media engine and interceptor chain of one connection.
-pub fn media_setup() -> Result<(MediaEngine, Registry), RtcError> {
+/// The media engine and interceptor chain of one connection; its downlink estimate is published
+/// into `estimate`.
+pub fn media_setup(estimate: EstimateCell) -> Result<(MediaEngine, Registry), RtcError> {
     let mut engine = MediaEngine::default();
     for (codec, payload_type, kind) in [
         (Codec::Opus, 111, RtpCodecKind::Audio),
@@ -81,6 +88,7 @@ pub fn media_setup() -> Result<(MediaEngine, Registry), RtcError> {
         (SDES_MID_URI, RtpCodecKind::Audio),
         (SDES_MID_URI, RtpCodecKind::Video),
         (AUDIO_LEVEL_URI, RtpCodecKind::Audio),
+        (SDES_RTP_STREAM_ID_URI, RtpCodecKind::Video),
     ] {
         engine.register_header_extension(
             RTCRtpHeaderExtensionCapability {
@@ -106,7 +114,10 @@ pub fn media_setup() -> Result<(MediaEngine, Registry), RtcError> {
             .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
             .build(),
     );
-    let registry = configure_twcc(registry, &mut engine)?;
+    let registry = configure_twcc(registry, &mut engine)?.with(
+        Slot::CongestionControl,
+        CongestionControlBuilder::new(DownlinkEstimator::new(estimate)).build(),
+    );
     let registry =
         configure_rtcp_reports(registry).with(Slot::from(14_000), KeyframeTap::default());
     Ok((engine, registry))

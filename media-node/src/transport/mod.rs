@@ -7,6 +7,7 @@
 //! decides, and finally sends every datagram the touched connections want to send.
 
 mod demux;
+pub mod downlink;
 mod media;
 mod peer;
 mod signal;
@@ -30,13 +31,17 @@ use treffpunkt_proto::v1::{self, signal::Kind as SignalKind};
 pub use demux::{Demux, is_stun, stun_local_ufrag};
 use peer::Peer;
 
-use crate::core::{Core, JoinError, JoinRequest, LeaveReason, Output, PeerId, Rewrite};
+use crate::core::{
+    Core, JoinError, JoinRequest, LeaveReason, Output, PeerId, Rewrite, VideoState, vp8,
+};
 use crate::error::Error;
 
 /// The largest datagram read; anything larger than an Ethernet frame is not media.
 const MAX_DATAGRAM: usize = 2048;
 /// How often housekeeping runs and load is reported.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+/// The most viewports one signal may report.
+const MAX_VIEWPORTS: usize = 256;
 
 /// A participant admitted by the control plane (its grant already checked).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +56,8 @@ pub struct Admission {
     pub display_name: String,
     /// The room's participant limit.
     pub max_participants: u32,
+    /// How many speakers' cameras each participant receives; 0 for all.
+    pub last_n: u32,
 }
 
 /// What the control plane asks of the node.
@@ -370,7 +377,10 @@ impl Node {
         if let Some(sdp) = pending_offer {
             self.signal(
                 peer_id,
-                v1::Signal::new(SignalKind::Offer(v1::SessionDescription { sdp })),
+                v1::Signal::new(SignalKind::Offer(v1::SessionDescription {
+                    sdp,
+                    ..Default::default()
+                })),
             );
         }
     }
@@ -452,6 +462,7 @@ impl Node {
             participant_id: admission.participant_id,
             display_name: admission.display_name,
             max_participants: admission.max_participants,
+            last_n: admission.last_n,
         };
         match self.core.join(id, request) {
             Ok(()) => {}
@@ -477,11 +488,14 @@ impl Node {
                 let Some(peer) = self.peers.get_mut(&peer_id) else {
                     return;
                 };
-                match peer.answer_offer(now, offer.sdp) {
+                match peer.answer_offer(now, offer.sdp, &offer.sources) {
                     Ok(sdp) => {
                         self.signal(
                             peer_id,
-                            v1::Signal::new(SignalKind::Answer(v1::SessionDescription { sdp })),
+                            v1::Signal::new(SignalKind::Answer(v1::SessionDescription {
+                                sdp,
+                                ..Default::default()
+                            })),
                         );
                     }
                     Err(error) => {
@@ -533,9 +547,27 @@ impl Node {
                     "left",
                 );
             }
+            SignalKind::Viewports(viewports) => {
+                for viewport in viewports.viewports.iter().take(MAX_VIEWPORTS) {
+                    self.core
+                        .set_viewport(peer_id, &viewport.stream_id, viewport.height);
+                }
+            }
+            SignalKind::ReceiveSettings(settings) => {
+                self.core.set_audio_only(peer_id, settings.audio_only);
+            }
+            SignalKind::Chat(message) => {
+                if let Err(error) = self.core.chat(now, peer_id, &message.text) {
+                    self.signal(peer_id, v1::Signal::error("chat", error.to_string()));
+                }
+                self.apply_core_outputs(now);
+            }
             SignalKind::Welcome(_)
             | SignalKind::ParticipantJoined(_)
             | SignalKind::ParticipantLeft(_)
+            | SignalKind::PublishLayers(_)
+            | SignalKind::VideoState(_)
+            | SignalKind::DominantSpeaker(_)
             | SignalKind::Error(_) => {
                 self.signal(
                     peer_id,
@@ -622,6 +654,9 @@ impl Node {
             self.drive(now, peer_id);
         }
         if self.core.poll_timeout().is_some_and(|at| at <= now) {
+            for (peer_id, peer) in &self.peers {
+                self.core.set_estimate(*peer_id, peer.estimate.get());
+            }
             self.core.handle_timeout(now);
             self.apply_core_outputs(now);
         }
@@ -656,13 +691,15 @@ impl Node {
                     }
                     RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                         peer.track_receiver(init.ssrc, init.receiver_id);
-                        match peer.published_codec(init.receiver_id, init.ssrc) {
-                            Some(codec) => {
-                                self.core.publish(peer_id, init.ssrc, codec);
+                        match peer.published_layer(init.receiver_id, init.ssrc, init.rid.as_deref())
+                        {
+                            Some(layer) => {
+                                self.core.publish(now, peer_id, layer);
                             }
-                            None => {
-                                debug!(ssrc = init.ssrc, "ignoring a track in an unknown codec")
-                            }
+                            None => debug!(
+                                ssrc = init.ssrc,
+                                "ignoring a track in an unknown codec or layer"
+                            ),
                         }
                     }
                     _ => {}
@@ -707,20 +744,46 @@ impl Node {
         } = self;
         for packet in packets {
             let header = &packet.header;
-            core.forward(
+            let Some(forwarded) = core.forward(
+                now,
                 publisher,
                 header.ssrc,
                 header.sequence_number,
                 header.timestamp,
                 &packet.payload,
                 fanout,
-            );
+            ) else {
+                continue;
+            };
+            if forwarded.audio
+                && let Some(id) = audio_level
+                && let Some(level) = header.get_extension(id).and_then(|v| v.first().copied())
+            {
+                core.audio_level(now, publisher, level & 0x7f);
+            }
             for (subscriber, rewrite) in fanout.iter() {
                 let Some(peer) = peers.get_mut(subscriber) else {
                     continue;
                 };
-                if let Err(error) =
-                    peer.write_forwarded(now, header, audio_level, rewrite, &packet.payload)
+                let rewritten;
+                let payload = match forwarded.vp8 {
+                    Some(descriptor)
+                        if rewrite.picture_id != forwarded.picture_id
+                            || rewrite.tl0_picture_index != forwarded.tl0_picture_index =>
+                    {
+                        let mut copy = BytesMut::from(&packet.payload[..]);
+                        vp8::rewrite(
+                            &mut copy,
+                            &descriptor,
+                            rewrite.picture_id,
+                            rewrite.tl0_picture_index,
+                        );
+                        rewritten = copy.freeze();
+                        &rewritten
+                    }
+                    _ => &packet.payload,
+                };
+                if let Err(error) = peer.write_forwarded(now, header, audio_level, rewrite, payload)
                 {
                     debug!(%error, "forwarding failed");
                 }
@@ -758,6 +821,49 @@ impl Node {
                     }
                     self.touch(publisher);
                 }
+                Output::PublisherLayers {
+                    publisher,
+                    source,
+                    active,
+                } => self.signal(
+                    publisher,
+                    v1::Signal::new(SignalKind::PublishLayers(v1::PublishLayers {
+                        source: source.as_str().to_owned(),
+                        active,
+                    })),
+                ),
+                Output::Video {
+                    to,
+                    stream_id,
+                    state,
+                } => {
+                    let state = match state {
+                        VideoState::Playing => v1::video_state::State::Playing,
+                        VideoState::PausedForBandwidth => v1::video_state::State::PausedBandwidth,
+                        VideoState::PausedForLastN => v1::video_state::State::PausedLastN,
+                    };
+                    self.signal(
+                        to,
+                        v1::Signal::new(SignalKind::VideoState(v1::VideoState {
+                            stream_id,
+                            state: state as i32,
+                        })),
+                    );
+                }
+                Output::DominantSpeaker { to, participant_id } => self.signal(
+                    to,
+                    v1::Signal::new(SignalKind::DominantSpeaker(v1::DominantSpeaker {
+                        participant_id,
+                    })),
+                ),
+                Output::Chat { to, message } => self.signal(
+                    to,
+                    v1::Signal::new(SignalKind::Chat(v1::ChatMessage {
+                        participant_id: message.from,
+                        display_name: message.display_name,
+                        text: message.text,
+                    })),
+                ),
             }
         }
     }
@@ -863,7 +969,10 @@ impl Node {
             match offer {
                 Ok(Some(sdp)) => self.signal(
                     *peer_id,
-                    v1::Signal::new(SignalKind::Offer(v1::SessionDescription { sdp })),
+                    v1::Signal::new(SignalKind::Offer(v1::SessionDescription {
+                        sdp,
+                        ..Default::default()
+                    })),
                 ),
                 Ok(None) => {}
                 Err(error) => warn!(%error, "could not create an offer"),

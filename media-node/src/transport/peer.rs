@@ -27,12 +27,14 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{
-    RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
+    RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverId,
+    RTCRtpTransceiverInit,
 };
 use rtc::sdp::extmap::AUDIO_LEVEL_URI;
 
+use super::downlink::EstimateCell;
 use super::media::{media_setup, rtp_codec};
-use crate::core::{Codec, DownTrack, MediaKind, PeerId, Rewrite};
+use crate::core::{Codec, DownTrack, MediaKind, PeerId, PublishedLayer, Rewrite, Source};
 use crate::error::{Error, Result};
 
 /// The most media sections a client may offer: audio, camera, and room for a screen share.
@@ -41,6 +43,8 @@ pub const MAX_OFFERED_MEDIA: usize = 4;
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a connection may take to come up after the client's offer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most simulcast layers a track may have.
+pub const MAX_LAYERS: usize = 3;
 
 /// Where a connection stands in offer/answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +100,61 @@ pub struct Peer {
     /// The audio-level extension id the client sends with, and the one it receives with.
     audio_level_in: Option<u8>,
     audio_level_out: Option<u8>,
+    /// What each media section of the client's offer carries, by mid.
+    sources: HashMap<String, Source>,
+    /// The simulcast rids each media section of the client's offer sends, lowest first.
+    rids: HashMap<String, Vec<String>>,
+    /// The downlink estimate of this connection.
+    pub estimate: EstimateCell,
+}
+
+/// The rids each media section of an SDP sends (`a=rid:<id> send`), by mid, in order.
+fn offered_rids(sdp: &str) -> HashMap<String, Vec<String>> {
+    let mut sections = HashMap::new();
+    let mut mid: Option<String> = None;
+    let mut rids: Vec<String> = Vec::new();
+    let mut flush = |mid: &mut Option<String>, rids: &mut Vec<String>| {
+        if let Some(mid) = mid.take()
+            && !rids.is_empty()
+        {
+            sections.insert(mid, std::mem::take(rids));
+        }
+        rids.clear();
+    };
+    for line in sdp.lines().map(str::trim_end) {
+        if line.starts_with("m=") {
+            flush(&mut mid, &mut rids);
+        } else if let Some(value) = line.strip_prefix("a=mid:") {
+            mid = Some(value.to_owned());
+        } else if let Some(value) = line.strip_prefix("a=rid:") {
+            let mut parts = value.split_whitespace();
+            if let (Some(id), Some("send")) = (parts.next(), parts.next()) {
+                rids.push(id.to_owned());
+            }
+        }
+    }
+    flush(&mut mid, &mut rids);
+    sections
+}
+
+/// Reads the sources a client named for its media sections; unknown names are refused.
+fn parse_sources(sources: &HashMap<String, String>) -> Result<HashMap<String, Source>> {
+    sources
+        .iter()
+        .map(|(mid, source)| {
+            let source = match source.as_str() {
+                "microphone" => Source::Microphone,
+                "camera" => Source::Camera,
+                "screen" => Source::Screen,
+                other => {
+                    return Err(Error::BadSdp(format!(
+                        "unknown source {other:?} for media section {mid:?}"
+                    )));
+                }
+            };
+            Ok((mid.clone(), source))
+        })
+        .collect()
 }
 
 /// Random printable text for ICE credentials (ice-chars are alphanumerics, '+' and '/').
@@ -141,7 +200,8 @@ impl Peer {
             .with_multicast_dns_mode(MulticastDnsMode::Disabled)
             .with_network_types(vec![network])
             .build();
-        let (engine, registry) = media_setup()?;
+        let estimate = EstimateCell::new();
+        let (engine, registry) = media_setup(estimate.clone())?;
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_setting_engine(settings)
@@ -174,11 +234,20 @@ impl Peer {
             receivers: HashMap::new(),
             audio_level_in: None,
             audio_level_out: None,
+            sources: HashMap::new(),
+            rids: HashMap::new(),
+            estimate,
         })
     }
 
-    /// Answers the client's offer. Offers are accepted only when nothing else is in flight.
-    pub fn answer_offer(&mut self, now: Instant, sdp: String) -> Result<String> {
+    /// Answers the client's offer, which names what its media sections carry (`sources`, by
+    /// mid). Offers are accepted only when nothing else is in flight.
+    pub fn answer_offer(
+        &mut self,
+        now: Instant,
+        sdp: String,
+        sources: &HashMap<String, String>,
+    ) -> Result<String> {
         if matches!(self.negotiation, Negotiation::OfferSent { .. }) {
             return Err(Error::Negotiation(
                 "an offer from the node is waiting for your answer",
@@ -188,6 +257,16 @@ impl Peer {
         if media_sections > MAX_OFFERED_MEDIA + self.down.len() {
             return Err(Error::BadSdp(format!(
                 "too many media sections ({media_sections})"
+            )));
+        }
+        if sources.len() > MAX_OFFERED_MEDIA {
+            return Err(Error::BadSdp("too many sources".to_owned()));
+        }
+        let parsed_sources = parse_sources(sources)?;
+        let rids = offered_rids(&sdp);
+        if rids.values().any(|rids| rids.len() > MAX_LAYERS) {
+            return Err(Error::BadSdp(format!(
+                "more than {MAX_LAYERS} simulcast layers"
             )));
         }
         let pc = &mut self.pc;
@@ -200,6 +279,8 @@ impl Peer {
             Ok(answer.sdp)
         })?;
         self.negotiation = Negotiation::Stable;
+        self.sources = parsed_sources;
+        self.rids = rids;
         self.refresh_extension_ids();
         Ok(answer)
     }
@@ -349,11 +430,45 @@ impl Peer {
         self.receivers.insert(ssrc, receiver);
     }
 
-    /// The codec a publisher's SSRC arrives with.
-    pub fn published_codec(&mut self, receiver: RTCRtpReceiverId, ssrc: u32) -> Option<Codec> {
-        let receiver = self.pc.rtp_receiver(receiver)?;
-        let codec = receiver.track().codec(ssrc)?;
-        Codec::from_mime(&codec.mime_type)
+    /// What a publisher's SSRC that began to arrive is: its track, codec, source and layer.
+    /// `None` for a codec the node does not forward or a rid the offer did not name.
+    pub fn published_layer(
+        &mut self,
+        receiver: RTCRtpReceiverId,
+        ssrc: u32,
+        rid: Option<&str>,
+    ) -> Option<PublishedLayer> {
+        let track = RTCRtpTransceiverId::from(receiver);
+        let mid = self
+            .pc
+            .rtp_transceiver(track)
+            .and_then(|transceiver| transceiver.mid().clone());
+        let codec = {
+            let receiver = self.pc.rtp_receiver(receiver)?;
+            Codec::from_mime(&receiver.track().codec(ssrc)?.mime_type)?
+        };
+        let source = mid
+            .as_ref()
+            .and_then(|mid| self.sources.get(mid))
+            .copied()
+            .unwrap_or(match codec.kind() {
+                MediaKind::Audio => Source::Microphone,
+                MediaKind::Video => Source::Camera,
+            });
+        let rids = mid.as_ref().and_then(|mid| self.rids.get(mid));
+        let (layer, layer_count) = match (rid, rids) {
+            (Some(rid), Some(rids)) => (rids.iter().position(|r| r == rid)?, rids.len()),
+            (Some(_), None) => return None,
+            (None, _) => (0, 1),
+        };
+        Some(PublishedLayer {
+            track: track as u64,
+            ssrc,
+            layer,
+            layer_count,
+            codec,
+            source,
+        })
     }
 
     /// Asks the client for a keyframe on one of its SSRCs.

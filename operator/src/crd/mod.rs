@@ -154,6 +154,7 @@ impl Room {
                 .spec
                 .max_participants
                 .and_then(|m| u32::try_from(m).ok()),
+            video_last_n: self.spec.video_last_n.and_then(|n| u32::try_from(n).ok()),
             lifetime: match self.spec.lifetime {
                 Lifetime::Persistent => domain::RoomLifetime::Persistent,
                 Lifetime::AdHoc => domain::RoomLifetime::AdHoc,

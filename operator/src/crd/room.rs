@@ -50,6 +50,11 @@ pub struct RoomSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 2, max = 500))]
     pub max_participants: Option<i32>,
+    /// How many of the latest speakers' cameras each participant receives; the platform's
+    /// default (16) when unset. Screen shares and audio always reach everyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub video_last_n: Option<i32>,
     /// Persistent rooms stay until deleted; ad-hoc rooms go after being empty for a while.
     #[serde(default)]
     pub lifetime: Lifetime,

@@ -10,7 +10,7 @@ mod tenant;
 
 pub use names::{DisplayName, MAX_DISPLAY_NAME_CHARS, RoomName, TenantName};
 pub use placement::{NodeId, NodeView, PoolAccess, choose_node, may_use};
-pub use room::{Revision, Room, RoomKey, RoomLifetime, admit};
+pub use room::{DEFAULT_VIDEO_LAST_N, Revision, Room, RoomKey, RoomLifetime, admit};
 pub use tenant::{Tenant, TenantLimits, TenantPolicy};
 
 /// Why the domain refused something. Each variant is a clear answer for the person or the

@@ -34,6 +34,10 @@ pub enum RoomLifetime {
     AdHoc,
 }
 
+/// How many speakers' cameras a participant receives in a room that does not say: more tiles
+/// than this are too small to see on a phone or a laptop, and each costs downlink.
+pub const DEFAULT_VIDEO_LAST_N: u32 = 16;
+
 /// A meeting room.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Room {
@@ -43,6 +47,9 @@ pub struct Room {
     pub display_name: Option<String>,
     /// The room's own participant limit, if lower than its tenant's.
     pub max_participants: Option<u32>,
+    /// How many speakers' cameras each participant receives; [`DEFAULT_VIDEO_LAST_N`] when
+    /// unset.
+    pub video_last_n: Option<u32>,
     /// Persistent or ad hoc.
     pub lifetime: RoomLifetime,
     /// The media node that hosts the room, once placed.
@@ -59,10 +66,16 @@ impl Room {
             key,
             display_name: None,
             max_participants: None,
+            video_last_n: None,
             lifetime: RoomLifetime::AdHoc,
             node: None,
             revision: Revision::default(),
         }
+    }
+
+    /// How many speakers' cameras each participant receives.
+    pub fn video_last_n(&self) -> u32 {
+        self.video_last_n.unwrap_or(DEFAULT_VIDEO_LAST_N)
     }
 
     /// How many participants this room admits under `tenant`'s limits.

@@ -5,11 +5,19 @@
 //! error naming what was wrong; the connection stays open. Unknown fields are ignored, so that
 //! newer clients can talk to older gateways.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use treffpunkt_proto::v1::{self, signal::Kind};
 
 /// The largest SDP the gateway relays. Browsers' offers for a call are a few kB.
 pub const MAX_SDP_BYTES: usize = 32 * 1024;
+/// The largest chat message the gateway relays, in bytes (the node counts characters).
+pub const MAX_CHAT_BYTES: usize = 4 * 1024;
+/// The most entries a client may send in one list (sources, viewports).
+pub const MAX_LIST_ENTRIES: usize = 64;
+/// The longest name or id inside a message.
+const MAX_NAME_BYTES: usize = 128;
 
 /// A message from the browser.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -35,11 +43,30 @@ pub enum ClientMessage {
     Offer {
         /// The session description.
         sdp: String,
+        /// What each media section carries, by mid: `microphone`, `camera` or `screen`.
+        #[serde(default)]
+        sources: HashMap<String, String>,
     },
     /// An SDP answer.
     Answer {
         /// The session description.
         sdp: String,
+    },
+    /// How large the client shows the videos it receives.
+    Viewports {
+        /// One entry per video.
+        viewports: Vec<Viewport>,
+    },
+    /// Audio only, or video again.
+    #[serde(rename_all = "camelCase")]
+    ReceiveSettings {
+        /// Whether to receive no video at all.
+        audio_only: bool,
+    },
+    /// A chat message for everyone else in the room.
+    Chat {
+        /// What the person wrote.
+        text: String,
     },
     /// A trickled ICE candidate.
     Candidate {
@@ -63,6 +90,16 @@ pub enum ClientMessage {
     },
     /// The person leaves.
     Leave,
+}
+
+/// How large a client shows one video.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Viewport {
+    /// The video's stream id.
+    pub stream_id: String,
+    /// Its height in device pixels; 0 when it is shown nowhere.
+    pub height: u32,
 }
 
 /// One participant as the browser sees them.
@@ -144,6 +181,37 @@ pub enum ServerMessage {
         /// Whether the camera is off.
         video_muted: bool,
     },
+    /// Encode only these simulcast layers of a track (lowest first).
+    PublishLayers {
+        /// `camera` or `screen`.
+        source: String,
+        /// One flag per layer, in the order of the offer's encodings.
+        active: Vec<bool>,
+    },
+    /// A video is paused or plays again.
+    #[serde(rename_all = "camelCase")]
+    VideoState {
+        /// The video's stream id.
+        stream_id: String,
+        /// `playing`, `paused-bandwidth` or `paused-last-n`.
+        state: &'static str,
+    },
+    /// Who speaks now.
+    #[serde(rename_all = "camelCase")]
+    DominantSpeaker {
+        /// The speaker's participant id.
+        participant_id: String,
+    },
+    /// A chat message from someone in the room.
+    #[serde(rename_all = "camelCase")]
+    Chat {
+        /// The sender's participant id.
+        participant_id: String,
+        /// The sender's name.
+        name: String,
+        /// What they wrote.
+        text: String,
+    },
     /// Something could not be done. `code` is stable; the client translates it.
     Error {
         /// Machine-readable code.
@@ -177,13 +245,32 @@ pub enum RelayError {
     /// The message only makes sense before joining.
     #[error("already joined")]
     AlreadyJoined,
+    /// A chat message is larger than [`MAX_CHAT_BYTES`].
+    #[error("the chat message is larger than {MAX_CHAT_BYTES} bytes")]
+    ChatTooLarge,
+    /// A list or a name in the message is too long.
+    #[error("the message has too many entries or too long a name")]
+    TooMany,
 }
 
 fn check_sdp(sdp: String) -> Result<v1::SessionDescription, RelayError> {
     if sdp.len() > MAX_SDP_BYTES {
         return Err(RelayError::SdpTooLarge);
     }
-    Ok(v1::SessionDescription { sdp })
+    Ok(v1::SessionDescription {
+        sdp,
+        ..Default::default()
+    })
+}
+
+fn check_names<'a>(
+    count: usize,
+    names: impl IntoIterator<Item = &'a String>,
+) -> Result<(), RelayError> {
+    if count > MAX_LIST_ENTRIES || names.into_iter().any(|name| name.len() > MAX_NAME_BYTES) {
+        return Err(RelayError::TooMany);
+    }
+    Ok(())
 }
 
 /// Converts a message of a joined client to the signal for its node.
@@ -192,7 +279,37 @@ pub fn to_signal(message: ClientMessage) -> Result<v1::Signal, RelayError> {
         ClientMessage::Join { .. } | ClientMessage::Resume { .. } => {
             return Err(RelayError::AlreadyJoined);
         }
-        ClientMessage::Offer { sdp } => Kind::Offer(check_sdp(sdp)?),
+        ClientMessage::Offer { sdp, sources } => {
+            check_names(sources.len(), sources.keys().chain(sources.values()))?;
+            Kind::Offer(v1::SessionDescription {
+                sources,
+                ..check_sdp(sdp)?
+            })
+        }
+        ClientMessage::Viewports { viewports } => {
+            check_names(viewports.len(), viewports.iter().map(|v| &v.stream_id))?;
+            Kind::Viewports(v1::Viewports {
+                viewports: viewports
+                    .into_iter()
+                    .map(|v| v1::Viewport {
+                        stream_id: v.stream_id,
+                        height: v.height,
+                    })
+                    .collect(),
+            })
+        }
+        ClientMessage::ReceiveSettings { audio_only } => {
+            Kind::ReceiveSettings(v1::ReceiveSettings { audio_only })
+        }
+        ClientMessage::Chat { text } => {
+            if text.len() > MAX_CHAT_BYTES {
+                return Err(RelayError::ChatTooLarge);
+            }
+            Kind::Chat(v1::ChatMessage {
+                text,
+                ..Default::default()
+            })
+        }
         ClientMessage::Answer { sdp } => Kind::Answer(check_sdp(sdp)?),
         ClientMessage::Candidate {
             candidate,
@@ -282,7 +399,27 @@ pub fn from_signal(signal: v1::Signal) -> Option<ServerMessage> {
             code: error.code,
             message: error.message,
         },
-        Kind::Leave(_) => return None,
+        Kind::PublishLayers(layers) => ServerMessage::PublishLayers {
+            source: layers.source,
+            active: layers.active,
+        },
+        Kind::VideoState(state) => ServerMessage::VideoState {
+            stream_id: state.stream_id,
+            state: match v1::video_state::State::try_from(state.state).unwrap_or_default() {
+                v1::video_state::State::PausedBandwidth => "paused-bandwidth",
+                v1::video_state::State::PausedLastN => "paused-last-n",
+                v1::video_state::State::Playing | v1::video_state::State::Unspecified => "playing",
+            },
+        },
+        Kind::DominantSpeaker(speaker) => ServerMessage::DominantSpeaker {
+            participant_id: speaker.participant_id,
+        },
+        Kind::Chat(message) => ServerMessage::Chat {
+            participant_id: message.participant_id,
+            name: message.display_name,
+            text: message.text,
+        },
+        Kind::Leave(_) | Kind::Viewports(_) | Kind::ReceiveSettings(_) => return None,
     })
 }
 
@@ -316,11 +453,61 @@ mod tests {
     }
 
     #[test]
-    fn oversized_sdp_is_not_relayed() {
+    fn oversized_messages_are_not_relayed() {
         let huge = ClientMessage::Offer {
             sdp: "a".repeat(MAX_SDP_BYTES + 1),
+            sources: HashMap::new(),
         };
         assert_eq!(to_signal(huge), Err(RelayError::SdpTooLarge));
+        let chat = ClientMessage::Chat {
+            text: "a".repeat(MAX_CHAT_BYTES + 1),
+        };
+        assert_eq!(to_signal(chat), Err(RelayError::ChatTooLarge));
+        let viewports: ClientMessage = serde_json::from_value(serde_json::json!({
+            "type": "viewports",
+            "viewports": (0..=MAX_LIST_ENTRIES).map(|i| serde_json::json!({"streamId": format!("p{i}"), "height": 10})).collect::<Vec<_>>(),
+        }))
+        .unwrap();
+        assert_eq!(to_signal(viewports), Err(RelayError::TooMany));
+    }
+
+    #[test]
+    fn the_new_call_messages_round_trip() {
+        let offer: ClientMessage = serde_json::from_str(
+            r#"{"type":"offer","sdp":"v=0","sources":{"0":"microphone","1":"camera","2":"screen"}}"#,
+        )
+        .unwrap();
+        let Some(Kind::Offer(offer)) = to_signal(offer).unwrap().kind else {
+            panic!("an offer");
+        };
+        assert_eq!(offer.sources.get("2").map(String::as_str), Some("screen"));
+        let settings: ClientMessage =
+            serde_json::from_str(r#"{"type":"receive-settings","audioOnly":true}"#).unwrap();
+        assert_eq!(
+            to_signal(settings).unwrap().kind,
+            Some(Kind::ReceiveSettings(v1::ReceiveSettings {
+                audio_only: true
+            }))
+        );
+        let paused = from_signal(v1::Signal::new(Kind::VideoState(v1::VideoState {
+            stream_id: "p1".into(),
+            state: v1::video_state::State::PausedBandwidth as i32,
+        })))
+        .unwrap();
+        assert_eq!(
+            serde_json::to_string(&paused).unwrap(),
+            r#"{"type":"video-state","streamId":"p1","state":"paused-bandwidth"}"#
+        );
+        let chat = from_signal(v1::Signal::new(Kind::Chat(v1::ChatMessage {
+            participant_id: "p2".into(),
+            display_name: "Ben".into(),
+            text: "Hallo".into(),
+        })))
+        .unwrap();
+        assert_eq!(
+            serde_json::to_string(&chat).unwrap(),
+            r#"{"type":"chat","participantId":"p2","name":"Ben","text":"Hallo"}"#
+        );
     }
 
     #[test]

@@ -161,6 +161,7 @@ struct Member {
     participant_id: String,
     name: DisplayName,
     max_participants: u32,
+    video_last_n: u32,
 }
 
 /// Where the participant's session runs now.
@@ -333,6 +334,7 @@ impl<S: Store> Session<S> {
             participant_id: random_id(8),
             name,
             max_participants: room.participant_limit(&tenant),
+            video_last_n: room.video_last_n(),
         };
         let attachment = self.attach(&member, room).await?;
         Ok((member, attachment))
@@ -374,6 +376,9 @@ impl<S: Store> Session<S> {
             max_participants: stored
                 .as_ref()
                 .map_or(0, |room| room.participant_limit(&tenant)),
+            video_last_n: stored
+                .as_ref()
+                .map_or(domain::DEFAULT_VIDEO_LAST_N, domain::Room::video_last_n),
         };
         let node = NodeId(ticket.node_id.clone());
         match gateway
@@ -416,6 +421,7 @@ impl<S: Store> Session<S> {
             can_publish: true,
             can_subscribe: true,
             max_participants: member.max_participants,
+            video_last_n: member.video_last_n,
             expires_at_unix_ms: unix_ms(SystemTime::now() + GRANT_LIFETIME),
         };
         let open = v1::OpenSession {
@@ -567,7 +573,9 @@ impl<S: Store> Session<S> {
                         Ok(signal) => gateway.fleet.signal(&attachment.session_id, signal).await.is_err(),
                         Err(error) => {
                             let code = match error {
-                                messages::RelayError::SdpTooLarge => "message-too-large",
+                                messages::RelayError::SdpTooLarge
+                                | messages::RelayError::ChatTooLarge
+                                | messages::RelayError::TooMany => "message-too-large",
                                 messages::RelayError::AlreadyJoined => "already-joined",
                             };
                             if !self.refuse(code, error.to_string()).await {

@@ -149,6 +149,7 @@ impl Store for KubeStore {
                 password_secret_ref: None,
                 moderators: Vec::new(),
                 max_participants: room.max_participants.and_then(|m| i32::try_from(m).ok()),
+                video_last_n: room.video_last_n.and_then(|n| i32::try_from(n).ok()),
                 lifetime: match room.lifetime {
                     RoomLifetime::Persistent => Lifetime::Persistent,
                     RoomLifetime::AdHoc => Lifetime::AdHoc,

@@ -1,0 +1,317 @@
+//! The downlink estimate of one subscriber: how many bits per second the node can send it.
+//!
+//! The subscriber's client reports, in transport-wide congestion control feedback, when each
+//! packet the node sent arrived. From those reports the delay-based half of GCC (the arrival
+//! groups, the trend filter and the overuse detector of `rtc`) says whether a queue is building
+//! on the path, and the loss fraction says whether packets vanish. The rate control on top is the
+//! node's own, tuned for a forwarder rather than an encoder:
+//!
+//! - on overuse the estimate falls at once to a little below what actually arrived, and on heavy
+//!   loss in proportion to the loss;
+//! - after a fall it holds for a moment, so the queue drains before the next reading counts;
+//! - then it grows by a third per second while the path stays quiet, never above what arrived plus
+//!   room for one more layer. The node has no padding to probe with: moving a video up a layer
+//!   is the probe, and a path that cannot take it pushes the estimate back down within a second.
+//!
+//! The estimate is published through a shared cell that the node reads every tick.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rtc::interceptor::{
+    BandwidthEstimator, OveruseDetector, PacketReport, RateCalculator, SlopeEstimator, Usage,
+};
+
+/// Where a new connection's estimate starts.
+pub const INITIAL: f64 = 1_000_000.0;
+const MIN: f64 = 50_000.0;
+const MAX: f64 = 20_000_000.0;
+/// What the estimate falls to on overuse, as a share of what arrived.
+const BACKOFF: f64 = 0.85;
+/// How long the estimate holds after it fell.
+const HOLD: Duration = Duration::from_secs(1);
+/// Growth per second while the path is quiet.
+const GROWTH_PER_SECOND: f64 = 1.33;
+/// Growth is capped at what arrived times this, plus [`HEADROOM`].
+const RECEIVED_FACTOR: f64 = 1.5;
+const HEADROOM: f64 = 800_000.0;
+/// Loss above this fraction lowers the estimate; below [`LOW_LOSS`] it may grow.
+const HIGH_LOSS: f64 = 0.10;
+const LOW_LOSS: f64 = 0.02;
+/// The shortest time between two loss-based decreases.
+const LOSS_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The latest estimate of one connection, in bits per second, shared with the node.
+#[derive(Clone, Debug)]
+pub struct EstimateCell(Arc<AtomicU64>);
+
+impl EstimateCell {
+    /// A cell holding the initial estimate.
+    pub fn new() -> Self {
+        Self(Arc::new(AtomicU64::new(INITIAL as u64)))
+    }
+
+    /// The latest estimate.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, bits_per_second: f64) {
+        self.0.store(bits_per_second as u64, Ordering::Relaxed);
+    }
+}
+
+impl Default for EstimateCell {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The estimator of one subscriber connection.
+pub struct DownlinkEstimator {
+    slope: SlopeEstimator,
+    detector: OveruseDetector,
+    received: RateCalculator,
+    average_loss: Option<f64>,
+    target: f64,
+    last_decrease: Option<Instant>,
+    last_update: Option<Instant>,
+    cell: EstimateCell,
+}
+
+impl DownlinkEstimator {
+    /// An estimator that publishes into `cell`.
+    pub fn new(cell: EstimateCell) -> Self {
+        cell.set(INITIAL);
+        Self {
+            slope: SlopeEstimator::new(),
+            detector: OveruseDetector::new(),
+            received: RateCalculator::default(),
+            average_loss: None,
+            target: INITIAL,
+            last_decrease: None,
+            last_update: None,
+            cell,
+        }
+    }
+
+    fn decrease_to(&mut self, now: Instant, target: f64) {
+        if target < self.target {
+            self.target = target.clamp(MIN, MAX);
+            self.last_decrease = Some(now);
+        }
+    }
+}
+
+impl BandwidthEstimator for DownlinkEstimator {
+    fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        if reports.is_empty() {
+            return;
+        }
+        let mut usage = self.detector.usage();
+        for report in reports {
+            if report.arrived {
+                self.received.add(now, report.size);
+            }
+            if let Some(trend) = self.slope.accumulate(report) {
+                usage = self.detector.update(trend.at, trend.estimate_ms);
+            }
+        }
+        let received = self.received.rate_bits_per_second(now);
+        let lost = reports.iter().filter(|report| !report.arrived).count();
+        let sample = lost as f64 / reports.len() as f64;
+        let loss = match self.average_loss {
+            Some(previous) => 0.8 * previous + 0.2 * sample,
+            None => sample,
+        };
+        self.average_loss = Some(loss);
+        let elapsed = self
+            .last_update
+            .map_or(Duration::ZERO, |last| now.saturating_duration_since(last))
+            .min(Duration::from_secs(1));
+        self.last_update = Some(now);
+        let holding = self
+            .last_decrease
+            .is_some_and(|at| now.saturating_duration_since(at) < HOLD);
+        if usage == Usage::Over {
+            if let Some(received) = received {
+                self.decrease_to(now, received * BACKOFF);
+            }
+        } else if loss.min(sample) > HIGH_LOSS {
+            let recent = self
+                .last_decrease
+                .is_some_and(|at| now.saturating_duration_since(at) < LOSS_INTERVAL);
+            if !recent {
+                self.decrease_to(now, self.target * (1.0 - 0.5 * loss));
+            }
+        } else if usage == Usage::Normal
+            && !holding
+            && loss.max(sample) < LOW_LOSS.max(HIGH_LOSS / 2.0)
+        {
+            let grown = self.target * GROWTH_PER_SECOND.powf(elapsed.as_secs_f64());
+            let cap = received.map_or(MAX, |received| received * RECEIVED_FACTOR + HEADROOM);
+            if grown > self.target {
+                self.target = grown.min(cap.max(self.target)).clamp(MIN, MAX);
+            }
+        }
+        self.cell.set(self.target);
+    }
+
+    fn target_bitrate(&self) -> f64 {
+        self.target
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::rtcp::transport_feedbacks::cc_feedback_report::Ecn;
+
+    /// A path with a bottleneck of `capacity` bits per second and a drop-tail queue of
+    /// `queue` worth of time, simulated packet by packet on a virtual clock.
+    struct Path {
+        capacity: f64,
+        queue: Duration,
+        /// When the bottleneck is free again, relative to the start.
+        free_at: Duration,
+    }
+
+    impl Path {
+        /// When a packet of `size` bytes sent at `sent` arrives, or `None` if dropped.
+        fn carry(&mut self, sent: Duration, size: usize) -> Option<Duration> {
+            let start = self.free_at.max(sent);
+            if start - sent > self.queue {
+                return None;
+            }
+            let transmit = Duration::from_secs_f64(size as f64 * 8.0 / self.capacity);
+            self.free_at = start + transmit;
+            Some(self.free_at + Duration::from_millis(20))
+        }
+    }
+
+    /// Sends at the estimate (as the node would, choosing layers that fit) for `duration`, with
+    /// feedback every 100 ms; returns the estimate every 100 ms.
+    fn run(
+        estimator: &mut DownlinkEstimator,
+        path: &mut Path,
+        epoch: Instant,
+        from: Duration,
+        duration: Duration,
+        sending: impl Fn(f64) -> f64,
+    ) -> Vec<(Duration, f64)> {
+        let mut trace = Vec::new();
+        let mut at = from;
+        let mut id = (from.as_micros() / 100) as u64;
+        let mut batch = Vec::new();
+        let mut next_feedback = from + Duration::from_millis(100);
+        while at < from + duration {
+            let rate = sending(estimator.target_bitrate());
+            let size = 1000;
+            let arrival = path.carry(at, size);
+            id += 1;
+            batch.push(PacketReport {
+                ssrc: 1,
+                id,
+                rtp_sequence_number: id as u16,
+                is_twcc: true,
+                twcc_sequence_number: id as u16,
+                size,
+                arrived: arrival.is_some(),
+                departure: epoch + at,
+                arrival,
+                ecn: Ecn::default(),
+            });
+            at += Duration::from_secs_f64(size as f64 * 8.0 / rate);
+            if at >= next_feedback {
+                estimator.on_reports(epoch + next_feedback, &batch);
+                batch.clear();
+                trace.push((next_feedback, estimator.target_bitrate()));
+                next_feedback += Duration::from_millis(100);
+            }
+        }
+        trace
+    }
+
+    #[test]
+    fn the_estimate_falls_to_a_narrow_path_and_recovers_when_it_widens() {
+        let epoch = Instant::now();
+        let cell = EstimateCell::new();
+        let mut estimator = DownlinkEstimator::new(cell.clone());
+        let mut path = Path {
+            capacity: 300_000.0,
+            queue: Duration::from_millis(200),
+            free_at: Duration::ZERO,
+        };
+        // The node sends what the estimate allows.
+        let narrow = run(
+            &mut estimator,
+            &mut path,
+            epoch,
+            Duration::ZERO,
+            Duration::from_secs(8),
+            |e| e,
+        );
+        let fell = narrow.iter().find(|(_, estimate)| *estimate < 400_000.0);
+        assert!(
+            fell.is_some_and(|(at, _)| *at <= Duration::from_secs(2)),
+            "the estimate falls towards 300 kbit/s within 2 s: {narrow:?}"
+        );
+        let settled: Vec<f64> = narrow
+            .iter()
+            .filter(|(at, _)| *at > Duration::from_secs(4))
+            .map(|(_, e)| *e)
+            .collect();
+        let mean = settled.iter().sum::<f64>() / settled.len() as f64;
+        assert!(
+            (150_000.0..550_000.0).contains(&mean),
+            "it hovers around the capacity: {mean}"
+        );
+        assert_eq!(
+            cell.get(),
+            estimator.target_bitrate() as u64,
+            "the cell follows"
+        );
+        // The path widens to 5 Mbit/s.
+        path.capacity = 5_000_000.0;
+        let wide = run(
+            &mut estimator,
+            &mut path,
+            epoch,
+            Duration::from_secs(8),
+            Duration::from_secs(6),
+            |e| e,
+        );
+        let rose = wide.iter().find(|(_, estimate)| *estimate > 1_000_000.0);
+        assert!(
+            rose.is_some_and(|(at, _)| *at <= Duration::from_secs(8 + 5)),
+            "the estimate passes 1 Mbit/s within 5 s: {wide:?}"
+        );
+    }
+
+    #[test]
+    fn a_quiet_path_grows_the_estimate_only_so_far_above_what_arrives() {
+        let epoch = Instant::now();
+        let mut estimator = DownlinkEstimator::new(EstimateCell::new());
+        let mut path = Path {
+            capacity: 50_000_000.0,
+            queue: Duration::from_millis(200),
+            free_at: Duration::ZERO,
+        };
+        // Only 200 kbit/s are sent, whatever the estimate.
+        let trace = run(
+            &mut estimator,
+            &mut path,
+            epoch,
+            Duration::ZERO,
+            Duration::from_secs(20),
+            |_| 200_000.0,
+        );
+        let last = trace.last().unwrap().1;
+        // What arrived, measured over a short window, may read a little high.
+        assert!(
+            last <= 250_000.0 * RECEIVED_FACTOR + HEADROOM,
+            "the estimate stays near what was sent, not what the path could carry: {last}"
+        );
+    }
+}
