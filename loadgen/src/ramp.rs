@@ -20,8 +20,13 @@ use futures::StreamExt;
 use treffpunkt_client::{Joining, Kind, Latency, Participant, TrackStats, signal_url};
 
 use crate::processes::{self, MachineSample, ProcessSample};
-use crate::report::{CpuUsage, FirstPacket, Limit, NodeUsage, Percentiles, ScenarioReport, Step};
+use crate::report::{
+    CpuUsage, FirstPacket, Limit, NodeUsage, Percentiles, ScenarioReport, Step, TrackLoss,
+};
 use crate::scenario::{Media, Role, Scenario};
+
+/// How many of the tracks that lost most a step reports.
+const WORST_TRACKS: usize = 5;
 
 /// How a ramp runs.
 #[derive(Clone, Debug)]
@@ -46,6 +51,8 @@ pub struct RampConfig {
 
 /// A participant of the ramp.
 struct Member {
+    /// Its display name, which says its scenario and number.
+    name: String,
     participant: Participant,
     role: Role,
     /// The step in which it joined.
@@ -155,6 +162,7 @@ fn measure(
     let mut first_any = Vec::new();
     let mut first_video = Vec::new();
     let mut missing = 0u64;
+    let mut losses = Vec::new();
     let none = TrackStats::default();
     for (r, receiver) in members.iter().enumerate() {
         for (s, source) in members.iter().enumerate() {
@@ -174,7 +182,18 @@ fn measure(
                     Kind::Audio => (before.sent[s].0, after.sent[s].0),
                     Kind::Video => (before.sent[s].1, after.sent[s].1),
                 };
-                expected += u64::from(sent_now.saturating_sub(sent_then));
+                let track_expected = u64::from(sent_now.saturating_sub(sent_then));
+                let track_received = now.distinct - then.distinct.min(now.distinct);
+                expected += track_expected;
+                if track_received < track_expected {
+                    losses.push(TrackLoss {
+                        receiver: receiver.name.clone(),
+                        source: source.name.clone(),
+                        kind: format!("{kind:?}").to_lowercase(),
+                        expected: track_expected,
+                        received: track_received,
+                    });
+                }
                 if let Some(at) = now.first_at {
                     first = Some(first.map_or(at, |f| f.min(at)));
                 }
@@ -198,6 +217,9 @@ fn measure(
             }
         }
     }
+    // The tracks that lost most, to tell loss spread thin from a few tracks that stalled.
+    losses.sort_by_key(|t| std::cmp::Reverse(t.expected - t.received));
+    losses.truncate(WORST_TRACKS);
     let per_packet = |cpu: f64| (forwarded > 0).then(|| cpu * 1e6 / forwarded as f64);
     let node_cpu = after.node.cpu() - before.node.cpu();
     let node_us = per_packet(node_cpu);
@@ -254,6 +276,7 @@ fn measure(
             cpu_us_per_packet: per_packet(me_cpu),
         },
         machine_busy_cores: (after.machine.busy - before.machine.busy) / window,
+        worst_tracks: losses,
     }
 }
 
@@ -291,15 +314,16 @@ async fn join_missing(
             };
             let started = Instant::now();
             let joined = Participant::join_as(url, &name, joining).await;
-            (role, joined, started.elapsed())
+            (name, role, joined, started.elapsed())
         })
         .buffer_unordered(concurrency.max(1))
         .collect::<Vec<_>>()
         .await;
     let mut failure = None;
-    for (role, joined, join_time) in joins {
+    for (name, role, joined, join_time) in joins {
         match joined {
             Ok(participant) => members.push(Member {
+                name,
                 participant,
                 role,
                 step,
@@ -437,7 +461,7 @@ fn not_reached(steps: &[Step], config: &RampConfig) -> Limit {
         ));
     }
     if last.machine_busy_cores >= 0.9 * processes::cores() as f64 {
-        reason.push_str("; the machine was nearly saturated, mostly by the load generator");
+        reason.push_str("; the machine was nearly saturated (the load generator shares its cores)");
     }
     Limit {
         reached: false,

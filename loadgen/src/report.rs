@@ -186,6 +186,24 @@ pub struct Step {
     /// All processes of the machine, in cores (from `/proc/stat`, which samples per tick:
     /// approximate at light load).
     pub machine_busy_cores: f64,
+    /// The tracks that lost most packets in the window, worst first.
+    #[serde(default)]
+    pub worst_tracks: Vec<TrackLoss>,
+}
+
+/// What one subscriber missed of one track in a window.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TrackLoss {
+    /// The subscriber's name.
+    pub receiver: String,
+    /// The publisher's name.
+    pub source: String,
+    /// `audio` or `video`.
+    pub kind: String,
+    /// Packets the publisher sent in the window.
+    pub expected: u64,
+    /// Distinct packets that arrived.
+    pub received: u64,
 }
 
 impl Report {
@@ -391,6 +409,7 @@ pub(crate) mod tests {
             gateway: CpuUsage::default(),
             load_generator: CpuUsage::default(),
             machine_busy_cores: 1.0,
+            worst_tracks: Vec::new(),
         }
     }
 
