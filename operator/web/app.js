@@ -3,8 +3,16 @@
 // Screens: the landing page (choose a room name), the lobby (name, camera preview, devices),
 // the call (a grid of everyone with their names), and the page after leaving. Signalling is
 // JSON over one WebSocket to the gateway; media goes over one RTCPeerConnection to the media
-// node that hosts the room. The client offers once, for what it sends; afterwards the node
-// offers whenever the set of people it forwards changes, and the client answers.
+// node that hosts the room. The client offers once, for what it sends: the microphone, the
+// camera in three simulcast layers, and a screen share that stays empty until it is used.
+// Afterwards the node offers whenever the set of people it forwards changes, and the client
+// answers.
+//
+// The node chooses which layer of each video this client receives. The client tells it how
+// large it shows each video (so a small tile gets a small layer), and whether it wants audio
+// only; the node tells it which of its own layers anybody needs, which videos it paused
+// because the line is too slow, and who speaks. Chat messages travel the same socket and are
+// kept only in this page.
 
 import { t, errorText, translatePage } from "./i18n.js";
 
@@ -24,8 +32,17 @@ const state = {
   stream: null,
   audioMuted: false,
   videoMuted: false,
-  transceivers: { audio: null, video: null },
+  transceivers: { audio: null, video: null, screen: null },
+  /** The shared screen's track while sharing. */
+  screenTrack: null,
+  /** Receive audio only (and send no camera). */
+  audioOnly: false,
+  /** The participant id of the dominant speaker, and of the tile pinned large. */
+  speaker: null,
+  pinned: null,
   participants: new Map(),
+  /** Unread chat messages while the chat is closed. */
+  unread: 0,
   /** Streams that arrived before their participant's roster entry, by participant id. */
   pendingStreams: new Map(),
   /** What happened to the session, newest last (event names only, no personal data). */
@@ -105,7 +122,17 @@ async function getMedia(constraints) {
   }
 }
 
-const VIDEO_CONSTRAINTS = { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 24 } };
+const VIDEO_CONSTRAINTS = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 24 } };
+
+/**
+ * The camera's simulcast layers, lowest first, as the node expects them: about 180p, 360p and
+ * 720p. The node asks for the ones somebody needs and switches each receiver between them.
+ */
+const CAMERA_LAYERS = [
+  { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
 
 /** Asks for camera and microphone; explains plainly when they are denied or missing. */
 async function startDevices() {
@@ -192,7 +219,14 @@ async function toggleCam() {
 }
 
 function sendMediaState() {
-  if (state.joined) send({ type: "media", audioMuted: state.audioMuted, videoMuted: state.videoMuted });
+  if (state.joined) {
+    send({
+      type: "media",
+      audioMuted: state.audioMuted,
+      videoMuted: state.videoMuted,
+      screenSharing: Boolean(state.screenTrack),
+    });
+  }
 }
 
 /** Explains a camera or microphone problem until it is solved. */
@@ -219,6 +253,14 @@ async function setupLobby() {
   $("lobby-cam").addEventListener("click", toggleCam);
   $("call-cam").addEventListener("click", toggleCam);
   $("leave").addEventListener("click", () => leave());
+  $("call-screen").addEventListener("click", () => toggleScreen());
+  $("call-audio-only").addEventListener("click", () => toggleAudioOnly());
+  $("call-chat").addEventListener("click", () => toggleChat());
+  $("chat-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sendChat();
+  });
+  if (!navigator.mediaDevices?.getDisplayMedia) $("call-screen").hidden = true;
   $("rejoin").addEventListener("click", () => rejoin());
   $("join-form").addEventListener("submit", (event) => {
     event.preventDefault();
@@ -357,6 +399,14 @@ async function handle(message) {
       return removeParticipant(message.participantId, message.reason);
     case "media":
       return updateMedia(message);
+    case "publish-layers":
+      return publishLayers(message);
+    case "video-state":
+      return videoState(message);
+    case "dominant-speaker":
+      return dominantSpeaker(message.participantId);
+    case "chat":
+      return receiveChat(message);
     case "error":
       trace(`error ${message.code}`);
       if (message.code === "resume-refused" && state.joined) {
@@ -402,6 +452,8 @@ async function welcome(message) {
   if (message.participants.length === 0) notify(t("alone"), { sticky: true });
   else notify(t("connected"));
   await connectMedia();
+  if (state.audioOnly) send({ type: "receive-settings", audioOnly: true });
+  renderCallButtons();
   $("call-mic").focus();
 }
 
@@ -413,12 +465,20 @@ async function connectMedia() {
   state.transceivers.video = pc.addTransceiver(state.videoMuted ? "video" : (videoTrack() ?? "video"), {
     direction: "sendonly",
     streams: [stream],
+    sendEncodings: CAMERA_LAYERS.map((layer) => ({ ...layer })),
+  });
+  // The screen share's section is there from the start, so that sharing needs no new offer.
+  state.transceivers.screen = pc.addTransceiver(state.screenTrack ?? "video", {
+    direction: "sendonly",
+    streams: [new MediaStream()],
+    sendEncodings: [{ maxBitrate: 1_500_000 }],
   });
   pc.addEventListener("track", (event) => {
-    const participantId = event.streams[0]?.id;
-    const participant = state.participants.get(participantId);
-    if (participant) attachStream(participant, event.streams[0]);
-    else if (participantId) state.pendingStreams.set(participantId, event.streams[0]);
+    const stream = event.streams[0];
+    if (!stream) return;
+    const participant = state.participants.get(ownerOf(stream.id));
+    if (participant) attachStream(participant, stream);
+    else state.pendingStreams.set(stream.id, stream);
   });
   pc.addEventListener("connectionstatechange", () => {
     if (state.pc !== pc) return;
@@ -434,7 +494,44 @@ async function connectMedia() {
   });
   const offer = await pc.createOffer();
   await pc.setLocalDescription(offer);
-  send({ type: "offer", sdp: pc.localDescription.sdp });
+  const sources = {};
+  for (const [source, transceiver] of [
+    ["microphone", state.transceivers.audio],
+    ["camera", state.transceivers.video],
+    ["screen", state.transceivers.screen],
+  ]) {
+    if (transceiver.mid !== null) sources[transceiver.mid] = source;
+  }
+  send({ type: "offer", sdp: pc.localDescription.sdp, sources });
+}
+
+/** The participant a received stream belongs to: its id is theirs, or theirs + ":screen". */
+function ownerOf(streamId) {
+  return streamId.endsWith(":screen") ? streamId.slice(0, -":screen".length) : streamId;
+}
+
+/** Encodes only the layers of a track that the node says somebody needs. */
+async function publishLayers({ source, active }) {
+  const transceiver = source === "screen" ? state.transceivers.screen : state.transceivers.video;
+  const sender = transceiver?.sender;
+  if (!sender) return;
+  const parameters = sender.getParameters();
+  if (!parameters.encodings?.length) return;
+  let changed = false;
+  parameters.encodings.forEach((encoding, index) => {
+    const wanted = active[index] ?? true;
+    if (encoding.active !== wanted) {
+      encoding.active = wanted;
+      changed = true;
+    }
+  });
+  if (!changed) return;
+  trace(`layers ${source} ${active.map((a) => (a ? 1 : 0)).join("")}`);
+  try {
+    await sender.setParameters(parameters);
+  } catch (error) {
+    console.warn("layers:", error);
+  }
 }
 
 async function answerOffer(sdp) {
@@ -450,17 +547,18 @@ async function answerOffer(sdp) {
 // The grid
 // ------------------------------------------------------------------------------------------
 
-function tile(id, name, isSelf) {
+/** A tile: the video, the initials while there is none, the name, and for others a button to
+ * show it large. `kind` is "camera" or "screen". */
+function tile(id, name, isSelf, kind = "camera") {
   const item = document.createElement("li");
-  item.className = "tile";
+  item.className = kind === "screen" ? "tile screen" : "tile";
   item.dataset.participant = id;
+  item.dataset.kind = kind;
   const video = document.createElement("video");
   video.autoplay = true;
   video.playsInline = true;
-  if (isSelf) {
-    video.muted = true;
-    video.classList.add("mirror");
-  }
+  if (isSelf || kind === "screen") video.muted = true;
+  if (isSelf) video.classList.add("mirror");
   const placeholder = document.createElement("div");
   placeholder.className = "placeholder";
   placeholder.setAttribute("aria-hidden", "true");
@@ -468,13 +566,27 @@ function tile(id, name, isSelf) {
   const label = document.createElement("p");
   label.className = "name";
   const nameText = document.createElement("span");
-  nameText.textContent = isSelf ? `${name} (${t("you")})` : name;
+  nameText.textContent =
+    kind === "screen" ? t("screenOf", { name }) : isSelf ? `${name} (${t("you")})` : name;
   const badge = document.createElement("span");
   badge.className = "badge";
   badge.textContent = t("mutedBadge");
   badge.hidden = true;
   label.append(nameText, " ", badge);
-  item.append(video, placeholder, label);
+  const paused = document.createElement("p");
+  paused.className = "paused-note";
+  paused.hidden = true;
+  item.append(video, placeholder, label, paused);
+  if (!isSelf) {
+    const pin = document.createElement("button");
+    pin.type = "button";
+    pin.className = "pin";
+    pin.textContent = t("showLarge");
+    pin.setAttribute("aria-pressed", "false");
+    pin.addEventListener("click", () => togglePin(`${id}/${kind}`));
+    item.append(pin);
+    viewportObserver.observe(video);
+  }
   return item;
 }
 
@@ -503,35 +615,63 @@ function renderSelf() {
 function addParticipant(info) {
   if (state.participants.has(info.id)) return;
   const item = tile(info.id, info.name, false);
-  const participant = { ...info, tile: item, stream: null };
+  const participant = { ...info, tile: item, stream: null, screenTile: null, paused: {} };
   state.participants.set(info.id, participant);
   $("grid").append(item);
   renderParticipant(participant);
-  // The stream may have arrived before the roster entry.
-  const early = state.pendingStreams.get(info.id);
-  if (early) {
-    state.pendingStreams.delete(info.id);
-    attachStream(participant, early);
+  // The streams may have arrived before the roster entry.
+  for (const id of [info.id, `${info.id}:screen`]) {
+    const early = state.pendingStreams.get(id);
+    if (early) {
+      state.pendingStreams.delete(id);
+      attachStream(participant, early);
+    }
   }
 }
 
 function attachStream(participant, stream) {
-  participant.stream = stream;
-  const video = participant.tile.querySelector("video");
+  let item = participant.tile;
+  if (stream.id.endsWith(":screen")) {
+    if (!participant.screenTile) {
+      participant.screenTile = tile(participant.id, participant.name, false, "screen");
+      $("grid").append(participant.screenTile);
+    }
+    item = participant.screenTile;
+  } else {
+    participant.stream = stream;
+  }
+  const video = item.querySelector("video");
   if (video.srcObject !== stream) video.srcObject = stream;
   video.play?.().catch(() => {});
+  renderParticipant(participant);
 }
 
 function renderParticipant(participant) {
-  participant.tile.classList.toggle("video-off", Boolean(participant.videoMuted));
+  const camera = participant.paused.camera ?? "playing";
+  participant.tile.classList.toggle("video-off", Boolean(participant.videoMuted) || camera !== "playing");
   participant.tile.querySelector(".badge").hidden = !participant.audioMuted;
+  const note = participant.tile.querySelector(".paused-note");
+  note.hidden = participant.videoMuted || camera === "playing";
+  note.textContent = camera === "paused-bandwidth" ? t("videoPausedBandwidth") : t("videoPausedLastN");
+  if (participant.screenTile) {
+    participant.screenTile.hidden = !participant.screenSharing;
+    const screen = participant.paused.screen ?? "playing";
+    participant.screenTile.classList.toggle("video-off", screen !== "playing");
+    const screenNote = participant.screenTile.querySelector(".paused-note");
+    screenNote.hidden = screen === "playing";
+    screenNote.textContent = t("videoPausedBandwidth");
+  }
+  layout();
 }
 
-function updateMedia({ participantId, audioMuted, videoMuted }) {
+function updateMedia({ participantId, audioMuted, videoMuted, screenSharing }) {
   const participant = state.participants.get(participantId);
   if (!participant) return;
+  const startedSharing = screenSharing && !participant.screenSharing;
   participant.audioMuted = audioMuted;
   participant.videoMuted = videoMuted;
+  participant.screenSharing = Boolean(screenSharing);
+  if (startedSharing) notify(t("sharesScreen", { name: participant.name }));
   renderParticipant(participant);
 }
 
@@ -540,7 +680,198 @@ function removeParticipant(id, reason) {
   if (!participant) return;
   state.participants.delete(id);
   participant.tile.remove();
+  participant.screenTile?.remove();
+  if (state.pinned?.startsWith(`${id}/`)) state.pinned = null;
+  if (state.speaker === id) state.speaker = null;
+  layout();
   notify(t(reason === "connection-lost" ? "lostParticipant" : "left", { name: participant.name }));
+}
+
+/** A video the node paused (the line is too slow, or only the latest speakers are sent). */
+function videoState({ streamId, state: videoState }) {
+  const participant = state.participants.get(ownerOf(streamId));
+  if (!participant) return;
+  const kind = streamId.endsWith(":screen") ? "screen" : "camera";
+  const before = participant.paused[kind] ?? "playing";
+  participant.paused[kind] = videoState;
+  trace(`video ${kind} ${videoState}`);
+  if (videoState === "paused-bandwidth" && before !== videoState) notify(t("videoPausedNotice"), { kind: "warning" });
+  renderParticipant(participant);
+}
+
+function dominantSpeaker(participantId) {
+  state.speaker = participantId;
+  layout();
+}
+
+function togglePin(key) {
+  state.pinned = state.pinned === key ? null : key;
+  layout();
+}
+
+/**
+ * One tile is shown large: the one pinned, else a shared screen, else whoever speaks. The
+ * speaker's tile is outlined too.
+ */
+function layout() {
+  const tiles = [...document.querySelectorAll("#grid .tile")];
+  const key = (item) => `${item.dataset.participant}/${item.dataset.kind}`;
+  const sharing = [...state.participants.values()].find((p) => p.screenSharing && p.screenTile);
+  let featured = state.pinned;
+  if (!featured && sharing) featured = `${sharing.id}/screen`;
+  if (!featured && state.speaker && state.participants.has(state.speaker)) featured = `${state.speaker}/camera`;
+  // With only one other person, there is nothing to single out.
+  if (!state.pinned && !sharing && state.participants.size < 2) featured = null;
+  for (const item of tiles) {
+    const isFeatured = key(item) === featured;
+    item.classList.toggle("featured", isFeatured);
+    item.classList.toggle("speaking", item.dataset.kind === "camera" && item.dataset.participant === state.speaker);
+    const pin = item.querySelector(".pin");
+    if (pin) {
+      const pinned = state.pinned === key(item);
+      pin.setAttribute("aria-pressed", String(pinned));
+      pin.textContent = pinned ? t("showNormal") : t("showLarge");
+    }
+  }
+  const featuredTile = tiles.find((item) => key(item) === featured);
+  if (featuredTile && $("grid").firstElementChild !== featuredTile) $("grid").prepend(featuredTile);
+  scheduleViewports();
+}
+
+// ------------------------------------------------------------------------------------------
+// What this client receives: the size of each video, or audio only
+// ------------------------------------------------------------------------------------------
+
+let viewportTimer = null;
+const viewportObserver = new ResizeObserver(() => scheduleViewports());
+
+function scheduleViewports() {
+  clearTimeout(viewportTimer);
+  viewportTimer = setTimeout(sendViewports, 150);
+}
+
+/** Tells the node how tall each received video is shown, in device pixels (0: not shown). */
+function sendViewports() {
+  if (!state.joined) return;
+  const viewports = [];
+  for (const participant of state.participants.values()) {
+    for (const [item, streamId] of [
+      [participant.tile, participant.id],
+      [participant.screenTile, `${participant.id}:screen`],
+    ]) {
+      if (!item) continue;
+      const video = item.querySelector("video");
+      const shown = !item.hidden && video.clientHeight > 0;
+      viewports.push({ streamId, height: shown ? Math.round(video.clientHeight * devicePixelRatio) : 0 });
+    }
+  }
+  const text = JSON.stringify(viewports);
+  if (text === state.lastViewports || viewports.length === 0) return;
+  state.lastViewports = text;
+  send({ type: "viewports", viewports });
+}
+
+/** Audio only: no video from the others, and the own camera off, for a weak connection. */
+async function toggleAudioOnly() {
+  state.audioOnly = !state.audioOnly;
+  send({ type: "receive-settings", audioOnly: state.audioOnly });
+  if (state.audioOnly && !state.videoMuted) await toggleCam();
+  $("grid").classList.toggle("audio-only", state.audioOnly);
+  renderCallButtons();
+}
+
+/** Shares a screen or window, or stops sharing. */
+async function toggleScreen() {
+  if (state.screenTrack) {
+    stopScreen();
+    return;
+  }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15 } }, audio: false });
+  } catch {
+    return;
+  }
+  const track = stream.getVideoTracks()[0];
+  if (!track) return;
+  track.contentHint = "detail";
+  track.addEventListener("ended", () => stopScreen());
+  state.screenTrack = track;
+  await state.transceivers.screen?.sender.replaceTrack(track);
+  sendMediaState();
+  renderCallButtons();
+}
+
+function stopScreen() {
+  const track = state.screenTrack;
+  if (!track) return;
+  state.screenTrack = null;
+  track.stop();
+  state.transceivers.screen?.sender.replaceTrack(null).catch(() => {});
+  sendMediaState();
+  renderCallButtons();
+}
+
+function renderCallButtons() {
+  const screen = $("call-screen");
+  screen.textContent = state.screenTrack ? t("stopSharing") : t("shareScreen");
+  screen.setAttribute("aria-pressed", String(Boolean(state.screenTrack)));
+  const audioOnly = $("call-audio-only");
+  audioOnly.textContent = state.audioOnly ? t("videoAgain") : t("audioOnly");
+  audioOnly.setAttribute("aria-pressed", String(state.audioOnly));
+  const chat = $("call-chat");
+  chat.textContent = state.unread ? `${t("chat")} (${state.unread})` : t("chat");
+  chat.setAttribute("aria-expanded", String(!$("chat").hidden));
+}
+
+// ------------------------------------------------------------------------------------------
+// Chat: passed on by the node, kept only in this page
+// ------------------------------------------------------------------------------------------
+
+function toggleChat() {
+  const panel = $("chat");
+  panel.hidden = !panel.hidden;
+  if (!panel.hidden) {
+    state.unread = 0;
+    $("chat-input").focus();
+  }
+  renderCallButtons();
+  scheduleViewports();
+}
+
+function sendChat() {
+  const input = $("chat-input");
+  const text = input.value.trim();
+  if (!text) return;
+  send({ type: "chat", text });
+  appendChat(t("you"), text, true);
+  input.value = "";
+  input.focus();
+}
+
+function receiveChat({ name, text }) {
+  appendChat(name, text, false);
+  if ($("chat").hidden) {
+    state.unread += 1;
+    notify(t("chatFrom", { name, text: text.length > 80 ? `${text.slice(0, 80)} …` : text }));
+    renderCallButtons();
+  }
+}
+
+function appendChat(name, text, own) {
+  const item = document.createElement("li");
+  if (own) item.className = "own";
+  const who = document.createElement("strong");
+  who.textContent = name;
+  const time = document.createElement("time");
+  time.textContent = new Date().toLocaleTimeString(document.documentElement.lang, { hour: "2-digit", minute: "2-digit" });
+  const body = document.createElement("p");
+  body.textContent = text;
+  item.append(who, " ", time, body);
+  const log = $("chat-log");
+  log.append(item);
+  while (log.children.length > 200) log.firstElementChild.remove();
+  log.scrollTop = log.scrollHeight;
 }
 
 // ------------------------------------------------------------------------------------------
@@ -551,9 +882,14 @@ function removeParticipant(id, reason) {
 function closeMedia() {
   state.pc?.close();
   state.pc = null;
-  for (const participant of state.participants.values()) participant.tile.remove();
+  for (const participant of state.participants.values()) {
+    participant.tile.remove();
+    participant.screenTile?.remove();
+  }
   state.participants.clear();
   state.pendingStreams.clear();
+  // A new node knows nothing of this client's sizes and settings yet.
+  state.lastViewports = null;
 }
 
 function teardown() {
@@ -564,10 +900,17 @@ function teardown() {
   const ws = state.ws;
   state.ws = null;
   ws?.close();
-  for (const participant of state.participants.values()) participant.tile.remove();
+  stopScreen();
   state.participants.clear();
   state.pendingStreams.clear();
+  state.lastViewports = null;
+  state.speaker = null;
+  state.pinned = null;
   $("grid").replaceChildren();
+  // The chat is kept nowhere after the meeting, not even in this page.
+  $("chat-log").replaceChildren();
+  $("chat").hidden = true;
+  state.unread = 0;
 }
 
 function leave() {

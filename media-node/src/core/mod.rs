@@ -56,6 +56,8 @@ const KEYFRAME_RETRY: Duration = Duration::from_secs(1);
 pub const TICK: Duration = Duration::from_millis(200);
 /// The downlink assumed for a subscriber whose client has not reported any congestion feedback.
 pub const DEFAULT_ESTIMATE: u64 = 1_000_000;
+/// The most video sizes remembered per participant.
+const MAX_VIEWPORTS: usize = 128;
 /// The longest chat message, in characters.
 pub const MAX_CHAT_CHARS: usize = 1000;
 /// How many chat messages one participant may send within [`CHAT_WINDOW`].
@@ -73,6 +75,8 @@ pub struct ParticipantInfo {
     pub audio_muted: bool,
     /// Whether their camera is off.
     pub video_muted: bool,
+    /// Whether they share their screen.
+    pub screen_sharing: bool,
 }
 
 /// Why someone left.
@@ -111,6 +115,8 @@ pub enum RosterEvent {
         audio_muted: bool,
         /// Whether their camera is off.
         video_muted: bool,
+        /// Whether they share their screen.
+        screen_sharing: bool,
     },
 }
 
@@ -491,6 +497,7 @@ impl Core {
             display_name: request.display_name,
             audio_muted: false,
             video_muted: false,
+            screen_sharing: false,
         };
         let others: Vec<PeerId> = self.room_members(&request.room).to_vec();
         self.outputs.push_back(Output::Roster {
@@ -605,17 +612,25 @@ impl Core {
         }
     }
 
-    /// Records a participant's microphone and camera state and tells the others.
-    pub fn set_media_state(&mut self, peer: PeerId, audio_muted: bool, video_muted: bool) {
+    /// Records a participant's microphone, camera and screen state and tells the others.
+    pub fn set_media_state(
+        &mut self,
+        peer: PeerId,
+        audio_muted: bool,
+        video_muted: bool,
+        screen_sharing: bool,
+    ) {
         let Some(participant) = self.participants.get_mut(&peer) else {
             return;
         };
         participant.info.audio_muted = audio_muted;
         participant.info.video_muted = video_muted;
+        participant.info.screen_sharing = screen_sharing;
         let event = RosterEvent::Media {
             participant_id: participant.info.participant_id.clone(),
             audio_muted,
             video_muted,
+            screen_sharing,
         };
         let room = participant.room.clone();
         for other in self.room_members(&room).to_vec() {
@@ -642,18 +657,14 @@ impl Core {
         let Some(participant) = self.participants.get_mut(&peer) else {
             return;
         };
-        // Only videos of the room are remembered, so a client cannot grow the map at will.
-        let known = self.publications.values().any(|publication| {
-            publication.stream_id == stream_id
-                && publication.codec.kind() == MediaKind::Video
-                && publication
-                    .subscriptions
-                    .iter()
-                    .any(|s| s.subscriber == peer)
-        });
-        if known {
-            participant.viewports.insert(stream_id.to_owned(), height);
+        // A client may say so before the video arrives; the map is bounded so that it cannot be
+        // grown at will.
+        if participant.viewports.len() >= MAX_VIEWPORTS
+            && !participant.viewports.contains_key(stream_id)
+        {
+            return;
         }
+        participant.viewports.insert(stream_id.to_owned(), height);
     }
 
     /// A participant chose to receive audio only, or video again.

@@ -144,7 +144,7 @@ mod tests {
         let mut t = Duration::ZERO;
         while t < duration {
             detector.level(start + t, peer, level);
-            if (t.as_millis() % 200) == 0
+            if t.as_millis().is_multiple_of(200)
                 && detector.evaluate(start + t) == Some(peer)
                 && announced.is_none()
             {
@@ -187,7 +187,7 @@ mod tests {
             if t < Duration::from_millis(2100) {
                 detector.level(start + t, PeerId(2), 0);
             }
-            if t.as_millis() % 200 == 0 {
+            if t.as_millis().is_multiple_of(200) {
                 detector.evaluate(start + t);
             }
             t += Duration::from_millis(20);

@@ -67,6 +67,7 @@ fn joining_welcomes_and_announces() {
                 display_name: "Anna".into(),
                 audio_muted: false,
                 video_muted: false,
+                screen_sharing: false,
             }],
         },
     }));

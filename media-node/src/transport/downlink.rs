@@ -9,9 +9,10 @@
 //! - on overuse the estimate falls at once to a little below what actually arrived, and on heavy
 //!   loss in proportion to the loss;
 //! - after a fall it holds for a moment, so the queue drains before the next reading counts;
-//! - then it grows by a third per second while the path stays quiet, never above what arrived plus
-//!   room for one more layer. The node has no padding to probe with: moving a video up a layer
-//!   is the probe, and a path that cannot take it pushes the estimate back down within a second.
+//! - then it grows by a third per second while the path stays quiet, up to what arrived plus room
+//!   for another layer, and at least up to [`CAP_FLOOR`]. The node has no padding to probe with:
+//!   moving a video up a layer (or resuming a paused one) is the probe, and a path that cannot
+//!   take it pushes the estimate back down within a second.
 //!
 //! The estimate is published through a shared cell that the node reads every tick.
 
@@ -33,9 +34,12 @@ const BACKOFF: f64 = 0.85;
 const HOLD: Duration = Duration::from_secs(1);
 /// Growth per second while the path is quiet.
 const GROWTH_PER_SECOND: f64 = 1.33;
-/// Growth is capped at what arrived times this, plus [`HEADROOM`].
+/// Growth is capped at what arrived times this, plus [`HEADROOM`], or at [`CAP_FLOOR`].
 const RECEIVED_FACTOR: f64 = 1.5;
 const HEADROOM: f64 = 800_000.0;
+/// The cap never falls below this, so that a subscriber whose videos are all paused (and who
+/// receives only audio) can still earn its way back to a high single layer.
+pub const CAP_FLOOR: f64 = 4_000_000.0;
 /// Loss above this fraction lowers the estimate; below [`LOW_LOSS`] it may grow.
 const HIGH_LOSS: f64 = 0.10;
 const LOW_LOSS: f64 = 0.02;
@@ -150,7 +154,9 @@ impl BandwidthEstimator for DownlinkEstimator {
             && loss.max(sample) < LOW_LOSS.max(HIGH_LOSS / 2.0)
         {
             let grown = self.target * GROWTH_PER_SECOND.powf(elapsed.as_secs_f64());
-            let cap = received.map_or(MAX, |received| received * RECEIVED_FACTOR + HEADROOM);
+            let cap = received.map_or(MAX, |received| {
+                (received * RECEIVED_FACTOR + HEADROOM).max(CAP_FLOOR)
+            });
             if grown > self.target {
                 self.target = grown.min(cap.max(self.target)).clamp(MIN, MAX);
             }
@@ -290,6 +296,31 @@ mod tests {
     }
 
     #[test]
+    fn a_paused_subscriber_earns_its_way_back_to_a_high_layer() {
+        let epoch = Instant::now();
+        let mut estimator = DownlinkEstimator::new(EstimateCell::new());
+        let mut path = Path {
+            capacity: 50_000_000.0,
+            queue: Duration::from_millis(200),
+            free_at: Duration::ZERO,
+        };
+        // Only audio arrives (its video is paused).
+        let trace = run(
+            &mut estimator,
+            &mut path,
+            epoch,
+            Duration::ZERO,
+            Duration::from_secs(5),
+            |_| 60_000.0,
+        );
+        let reached = trace.iter().find(|(_, estimate)| *estimate >= 1_900_000.0);
+        assert!(
+            reached.is_some_and(|(at, _)| *at <= Duration::from_secs(4)),
+            "enough for a 1.5 Mbit/s layer with headroom within 4 s: {trace:?}"
+        );
+    }
+
+    #[test]
     fn a_quiet_path_grows_the_estimate_only_so_far_above_what_arrives() {
         let epoch = Instant::now();
         let mut estimator = DownlinkEstimator::new(EstimateCell::new());
@@ -298,19 +329,19 @@ mod tests {
             queue: Duration::from_millis(200),
             free_at: Duration::ZERO,
         };
-        // Only 200 kbit/s are sent, whatever the estimate.
+        // Only 2 Mbit/s are sent, whatever the estimate.
         let trace = run(
             &mut estimator,
             &mut path,
             epoch,
             Duration::ZERO,
             Duration::from_secs(20),
-            |_| 200_000.0,
+            |_| 2_000_000.0,
         );
         let last = trace.last().unwrap().1;
         // What arrived, measured over a short window, may read a little high.
         assert!(
-            last <= 250_000.0 * RECEIVED_FACTOR + HEADROOM,
+            last <= 2_500_000.0 * RECEIVED_FACTOR + HEADROOM,
             "the estimate stays near what was sent, not what the path could carry: {last}"
         );
     }

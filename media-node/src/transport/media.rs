@@ -15,9 +15,11 @@
 //! - the mid and rid header extensions on video, so that a publisher's simulcast layers are told
 //!   apart;
 //! - a tap that hands subscribers' keyframe requests (PLI, FIR) to the node and drops the rest
-//!   of the RTCP the chain has already acted on.
+//!   of the RTCP the chain has already acted on;
+//! - a filter that keeps report blocks about simulcast layers out of the node's receiver
+//!   reports ([`SimulcastReportFilter`] says why).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{
@@ -32,6 +34,8 @@ use rtc::peer_connection::configuration::media_engine::{
 };
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
@@ -118,8 +122,9 @@ pub fn media_setup(estimate: EstimateCell) -> Result<(MediaEngine, Registry), Rt
         Slot::CongestionControl,
         CongestionControlBuilder::new(DownlinkEstimator::new(estimate)).build(),
     );
-    let registry =
-        configure_rtcp_reports(registry).with(Slot::from(14_000), KeyframeTap::default());
+    let registry = configure_rtcp_reports(registry)
+        .with(Slot::from(9_500), SimulcastReportFilter::default())
+        .with(Slot::from(14_000), KeyframeTap::default());
     Ok((engine, registry))
 }
 
@@ -180,6 +185,112 @@ impl Interceptor for KeyframeTap {
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// Leaves the report blocks about simulcast layers out of the node's receiver and sender
+/// reports, so that browsers keep putting the mid and rid header extensions on every packet of
+/// a layer.
+///
+/// `rtc` forgets which SSRC carries which rid whenever a connection is renegotiated: its
+/// `start_rtp` rebuilds every simulcast receiver's codings with no SSRC, and only a packet that
+/// carries mid and rid binds a layer again. A browser stops sending those two extensions once a
+/// report block acknowledges the SSRC, so after the first renegotiation every layer would go
+/// silent. Without the report blocks the extensions stay, at about ten bytes a packet; the
+/// browser loses its per-layer loss figures, while its bandwidth estimate runs on transport-wide
+/// feedback and is unaffected. Plain tracks, whose SSRCs the SDP declares, keep their reports.
+///
+/// It sits wire-ward of the report interceptors, so it sees the reports they write.
+#[derive(Default)]
+pub struct SimulcastReportFilter {
+    /// The rid extension's id on each bound remote stream that negotiated it.
+    rid_extension: HashMap<u32, u8>,
+    /// SSRCs that arrived with a rid: simulcast layers.
+    layers: HashSet<u32>,
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+impl SimulcastReportFilter {
+    fn without_layers(&self, packet: &dyn rtc::rtcp::Packet) -> Option<Box<dyn rtc::rtcp::Packet>> {
+        let any = packet.as_any();
+        if let Some(report) = any.downcast_ref::<ReceiverReport>()
+            && report.reports.iter().any(|r| self.layers.contains(&r.ssrc))
+        {
+            let mut report = report.clone();
+            report.reports.retain(|r| !self.layers.contains(&r.ssrc));
+            return Some(Box::new(report));
+        }
+        if let Some(report) = any.downcast_ref::<SenderReport>()
+            && report.reports.iter().any(|r| self.layers.contains(&r.ssrc))
+        {
+            let mut report = report.clone();
+            report.reports.retain(|r| !self.layers.contains(&r.ssrc));
+            return Some(Box::new(report));
+        }
+        None
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for SimulcastReportFilter {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = RtcError;
+    type Time = Instant;
+
+    fn handle_read(&mut self, message: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtp(packet) = &message.message.packet {
+            let ssrc = packet.header.ssrc;
+            if !self.layers.contains(&ssrc)
+                && let Some(id) = self.rid_extension.get(&ssrc)
+                && packet.header.get_extension(*id).is_some()
+            {
+                self.layers.insert(ssrc);
+            }
+        }
+        self.reads.push_back(message);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.reads.pop_front()
+    }
+
+    fn handle_write(&mut self, mut message: TaggedPacket) -> Result<(), Self::Error> {
+        if !self.layers.is_empty()
+            && let Packet::Rtcp(packets) = &mut message.message.packet
+        {
+            for packet in packets.iter_mut() {
+                if let Some(filtered) = self.without_layers(packet.as_ref()) {
+                    *packet = filtered;
+                }
+            }
+        }
+        self.writes.push_back(message);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.writes.pop_front()
+    }
+}
+
+impl Interceptor for SimulcastReportFilter {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+        if let Some(id) = info
+            .rtp_header_extensions
+            .iter()
+            .find(|extension| extension.uri == SDES_RTP_STREAM_ID_URI)
+            .and_then(|extension| u8::try_from(extension.id).ok())
+        {
+            self.rid_extension.insert(info.ssrc, id);
+        }
+    }
+    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+        self.rid_extension.remove(&info.ssrc);
+    }
 }
 
 /// The SSRCs a keyframe request names: the down-tracks a subscriber wants a keyframe on.

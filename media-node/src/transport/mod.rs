@@ -535,8 +535,12 @@ impl Node {
             // needs no remote candidates.
             SignalKind::Candidate(_) => {}
             SignalKind::MediaState(state) => {
-                self.core
-                    .set_media_state(peer_id, state.audio_muted, state.video_muted);
+                self.core.set_media_state(
+                    peer_id,
+                    state.audio_muted,
+                    state.video_muted,
+                    state.screen_sharing,
+                );
                 self.apply_core_outputs(now);
             }
             SignalKind::Leave(_) => {

@@ -10,6 +10,7 @@ fn participant(info: ParticipantInfo) -> v1::Participant {
             participant_id: info.participant_id.clone(),
             audio_muted: info.audio_muted,
             video_muted: info.video_muted,
+            screen_sharing: info.screen_sharing,
         }),
         participant_id: info.participant_id,
         display_name: info.display_name,
@@ -47,10 +48,12 @@ pub fn roster_with(event: RosterEvent, resumed: bool) -> v1::Signal {
             participant_id,
             audio_muted,
             video_muted,
+            screen_sharing,
         } => Kind::MediaState(v1::MediaState {
             participant_id,
             audio_muted,
             video_muted,
+            screen_sharing,
         }),
     })
 }

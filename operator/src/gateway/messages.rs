@@ -79,7 +79,7 @@ pub enum ClientMessage {
         #[serde(default, rename = "sdpMLineIndex")]
         sdp_mline_index: Option<u32>,
     },
-    /// The microphone or camera was switched.
+    /// The microphone, camera or screen sharing was switched.
     Media {
         /// Whether the microphone is off.
         #[serde(rename = "audioMuted")]
@@ -87,6 +87,9 @@ pub enum ClientMessage {
         /// Whether the camera is off.
         #[serde(rename = "videoMuted")]
         video_muted: bool,
+        /// Whether the screen is shared.
+        #[serde(default, rename = "screenSharing")]
+        screen_sharing: bool,
     },
     /// The person leaves.
     Leave,
@@ -114,6 +117,8 @@ pub struct ParticipantInfo {
     pub audio_muted: bool,
     /// Whether their camera is off.
     pub video_muted: bool,
+    /// Whether they share their screen.
+    pub screen_sharing: bool,
 }
 
 /// A message to the browser.
@@ -180,6 +185,8 @@ pub enum ServerMessage {
         audio_muted: bool,
         /// Whether the camera is off.
         video_muted: bool,
+        /// Whether the screen is shared.
+        screen_sharing: bool,
     },
     /// Encode only these simulcast layers of a track (lowest first).
     PublishLayers {
@@ -328,10 +335,12 @@ pub fn to_signal(message: ClientMessage) -> Result<v1::Signal, RelayError> {
         ClientMessage::Media {
             audio_muted,
             video_muted,
+            screen_sharing,
         } => Kind::MediaState(v1::MediaState {
             participant_id: String::new(),
             audio_muted,
             video_muted,
+            screen_sharing,
         }),
         ClientMessage::Leave => Kind::Leave(v1::Leave {}),
     };
@@ -345,6 +354,7 @@ fn participant_info(participant: v1::Participant) -> ParticipantInfo {
         name: participant.display_name,
         audio_muted: media.audio_muted,
         video_muted: media.video_muted,
+        screen_sharing: media.screen_sharing,
     }
 }
 
@@ -394,6 +404,7 @@ pub fn from_signal(signal: v1::Signal) -> Option<ServerMessage> {
             participant_id: state.participant_id,
             audio_muted: state.audio_muted,
             video_muted: state.video_muted,
+            screen_sharing: state.screen_sharing,
         },
         Kind::Error(error) => ServerMessage::Error {
             code: error.code,

@@ -551,6 +551,7 @@ impl<S: Store> Session<S> {
             let initial = ClientMessage::Media {
                 audio_muted,
                 video_muted,
+                screen_sharing: false,
             };
             if let Ok(signal) = messages::to_signal(initial) {
                 let _ = gateway.fleet.signal(&attachment.session_id, signal).await;
