@@ -32,6 +32,21 @@ pub(crate) fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
     packet.is::<PictureLossIndication>() || packet.is::<FullIntraRequest>()
 }
 
+/// The SSRCs the keyframe requests among `packets` name: the streams the node wants a keyframe
+/// on.
+pub(crate) fn keyframe_request_ssrcs(packets: &[Box<dyn rtc::rtcp::Packet>]) -> Vec<u32> {
+    let mut ssrcs = Vec::new();
+    for packet in packets {
+        let any = packet.as_any();
+        if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+            ssrcs.push(pli.media_ssrc);
+        } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+            ssrcs.extend(fir.fir.iter().map(|entry| entry.ssrc));
+        }
+    }
+    ssrcs
+}
+
 impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;

@@ -3,38 +3,50 @@
 //!
 //! A [`Participant`] joins under a name, publishes an audio and a video track of synthetic
 //! packets ([`media`]), answers the node's renegotiation offers and keyframe requests, and
-//! counts and verifies what it receives from everyone else. Like the web client, it follows its session when it moves to
-//! another node (a new media connection), and resumes it when its socket to the gateway drops
-//! (the media connection stays). Tests use it to check that media really flows through the
-//! node; the load generator uses it to create load, so what it does per packet stays cheap.
+//! counts and verifies what it receives from everyone else. Like the web client, it follows
+//! its session when it moves to another node (a new media connection), and resumes it when its
+//! socket to the gateway drops (the media connection stays). Tests use it to check that media
+//! really flows through the node; the load generator uses it to create load, so what it does
+//! per packet stays cheap.
 //!
 //! What a participant sends is an [`Outgoing`] ([`outgoing`]): tests use its simple form,
-//! [`Publish`]. What it receives is counted per remote track in [`TrackStats`], with the
-//! one-way latency of every packet ([`Latency`]): sender and receiver share a clock when they
-//! run on one machine.
+//! [`Publish`]. Its camera may be sent in three simulcast layers, as browsers send theirs; the
+//! node asks it to stop and resume layers, and for keyframes per layer. Its microphone's
+//! packets carry an audio level that the owner changes at will
+//! ([`Participant::set_audio_level`]), so that a test can make someone speak.
+//!
+//! What it receives is counted per remote track in [`TrackStats`], with the one-way latency of
+//! every packet ([`Latency`]; sender and receiver share a clock when they run on one machine),
+//! the bytes, and which simulcast layer arrived when. What the node tells it about the call
+//! (speaker, paused videos, layers, chat) is kept in [`Notices`].
 #![forbid(unsafe_code)]
 
 mod feedback;
 pub mod latency;
 pub mod media;
+pub mod notices;
 pub mod outgoing;
 mod peer;
+pub mod received;
 pub mod relay;
+mod sender;
 mod session;
 
-use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use latency::Latency;
 pub use media::Kind;
-pub use outgoing::{Outgoing, OutgoingAudio, OutgoingVideo};
+pub use notices::{Notices, VideoState};
+pub use outgoing::{MAX_LAYERS, Outgoing, OutgoingAudio, OutgoingVideo, SILENCE};
+pub use received::{TrackLog, TrackStats};
 
 /// What can go wrong for a synthetic participant.
 #[derive(Debug, thiserror::Error)]
@@ -56,9 +68,6 @@ pub enum Error {
     /// Something did not happen in time.
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
-    /// What was asked for is not supported yet.
-    #[error("not supported yet: {0}")]
-    Unsupported(&'static str),
 }
 
 /// The client's result type.
@@ -117,119 +126,6 @@ impl Default for Publish {
     }
 }
 
-/// What one participant received from one remote track.
-#[derive(Clone, Debug, Default)]
-pub struct TrackStats {
-    /// Intact packets received.
-    pub packets: u64,
-    /// Packets whose payload was not what the sender sent (or not addressed to this stream).
-    pub corrupt: u64,
-    /// When the first intact packet arrived.
-    pub first_at: Option<Instant>,
-    /// When the last intact packet arrived.
-    pub last_at: Option<Instant>,
-    /// The lowest index seen.
-    pub lowest_index: Option<u32>,
-    /// The highest index seen.
-    pub highest_index: Option<u32>,
-    /// Distinct indices seen: retransmissions of a packet count once.
-    pub distinct: u64,
-    /// The longest time between two intact packets.
-    pub longest_gap: Duration,
-    /// The one-way latency of every intact packet: its arrival less the send time it carries.
-    pub latency: Latency,
-}
-
-impl TrackStats {
-    /// The share of packets between the lowest and highest index that arrived.
-    pub fn coverage(&self) -> f64 {
-        match (self.lowest_index, self.highest_index) {
-            (Some(low), Some(high)) => self.distinct as f64 / f64::from(high - low + 1),
-            _ => 0.0,
-        }
-    }
-}
-
-/// The indices seen on a track, one bit each: a receiver records every packet, for as long as
-/// a call lasts.
-#[derive(Debug, Default)]
-struct SeenIndices {
-    /// The index of the first bit.
-    base: u32,
-    bits: Vec<u64>,
-    /// Indices below `base` (a packet that overtook earlier ones) or implausibly far above.
-    elsewhere: HashSet<u32>,
-}
-
-impl SeenIndices {
-    /// Beyond this many bits past `base` an index is kept in the set (32 MiB of bits).
-    const MAX_BITS: u32 = 1 << 28;
-
-    /// Marks `index` seen; `true` when it was not before.
-    fn insert(&mut self, index: u32) -> bool {
-        if self.bits.is_empty() && self.elsewhere.is_empty() {
-            // Leave room for packets that arrive out of order just after the first one.
-            self.base = index.saturating_sub(1024) & !63;
-        }
-        let offset = index.wrapping_sub(self.base);
-        if index < self.base || offset >= Self::MAX_BITS {
-            return self.elsewhere.insert(index);
-        }
-        let (word, bit) = ((offset / 64) as usize, offset % 64);
-        if word >= self.bits.len() {
-            self.bits.resize(word + 1, 0);
-        }
-        let new = self.bits[word] & (1 << bit) == 0;
-        self.bits[word] |= 1 << bit;
-        new
-    }
-}
-
-#[derive(Debug, Default)]
-struct TrackRecord {
-    stats: TrackStats,
-    seen: SeenIndices,
-}
-
-/// What arrived on one remote track. Clones share the record: the receiving task keeps one and
-/// records into it without looking the track up again.
-#[derive(Clone, Debug, Default)]
-pub struct TrackLog(Arc<Mutex<TrackRecord>>);
-
-impl TrackLog {
-    /// What was received so far.
-    pub fn stats(&self) -> TrackStats {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .stats
-            .clone()
-    }
-
-    /// Counts one packet: intact (with its index and send time) or not; `now` and `now_us`
-    /// are the arrival on the monotonic clock and in microseconds since the Unix epoch.
-    fn record(&self, intact: Option<(u32, u64)>, now: Instant, now_us: u64) {
-        let mut record = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let TrackRecord { stats, seen } = &mut *record;
-        let Some((index, sent_at_us)) = intact else {
-            stats.corrupt += 1;
-            return;
-        };
-        stats.packets += 1;
-        stats.first_at.get_or_insert(now);
-        if let Some(last) = stats.last_at {
-            stats.longest_gap = stats.longest_gap.max(now.duration_since(last));
-        }
-        stats.last_at = Some(now);
-        stats.lowest_index = Some(stats.lowest_index.map_or(index, |l| l.min(index)));
-        stats.highest_index = Some(stats.highest_index.map_or(index, |h| h.max(index)));
-        if seen.insert(index) {
-            stats.distinct += 1;
-        }
-        stats.latency.record(now_us.saturating_sub(sent_at_us));
-    }
-}
-
 /// Received media, by the sender's participant id and kind.
 pub type Received = Arc<Mutex<HashMap<(String, Kind), TrackLog>>>;
 
@@ -252,6 +148,9 @@ pub struct Joining {
     /// Send media to this address (a relay in front of the node) instead of the node's
     /// candidate.
     pub media_via: Option<SocketAddr>,
+    /// The address its media socket binds to (loopback unless set): one of this host's, or of
+    /// the network namespace the participant runs in.
+    pub local_ip: Option<IpAddr>,
 }
 
 impl From<JoinOptions> for Joining {
@@ -259,6 +158,7 @@ impl From<JoinOptions> for Joining {
         Self {
             outgoing: options.publish.as_ref().map(Outgoing::from),
             media_via: options.media_via,
+            local_ip: None,
         }
     }
 }
@@ -276,7 +176,8 @@ pub struct Participant {
     control: mpsc::UnboundedSender<session::Control>,
     events: mpsc::UnboundedReceiver<RoomEvent>,
     counters: Arc<session::Counters>,
-    sent: Arc<peer::Indices>,
+    sending: Arc<sender::Sending>,
+    notices: notices::NoticeBoard,
     task: JoinHandle<()>,
 }
 
@@ -294,29 +195,26 @@ impl Participant {
 
     /// Joins as [`Self::join`] does, sending what `joining` says.
     pub async fn join_as(url: &str, name: &str, joining: Joining) -> Result<Self> {
-        if joining
-            .outgoing
-            .as_ref()
-            .and_then(|o| o.video.as_ref())
-            .is_some_and(|v| v.simulcast)
-        {
-            return Err(Error::Unsupported(
-                "simulcast: the media node does not negotiate it yet",
-            ));
-        }
         let join_sent_at = Instant::now();
         let received: Received = Arc::new(Mutex::default());
         let (events_tx, events) = mpsc::unbounded_channel();
         let (control, control_rx) = mpsc::unbounded_channel();
         let (joined_tx, joined) = oneshot::channel();
         let counters = Arc::new(session::Counters::default());
-        let sent = Arc::new(peer::Indices::default());
+        let level = joining
+            .outgoing
+            .as_ref()
+            .and_then(|outgoing| outgoing.audio.as_ref())
+            .map_or(SILENCE, |audio| audio.level);
+        let sending = Arc::new(sender::Sending::new(level));
+        let notices = notices::NoticeBoard::default();
         let task = tokio::spawn(
             session::Task {
                 url: url.to_owned(),
                 name: name.to_owned(),
                 joining,
-                indices: sent.clone(),
+                sending: sending.clone(),
+                notices: notices.clone(),
                 received: received.clone(),
                 events: events_tx,
                 control: control_rx,
@@ -341,7 +239,8 @@ impl Participant {
             control,
             events,
             counters,
-            sent,
+            sending,
+            notices,
             task,
         })
     }
@@ -378,10 +277,53 @@ impl Participant {
             .collect()
     }
 
-    /// How many packets of `kind` it sent so far, over all its media connections (its next
-    /// packet's index).
+    /// How many packets of `kind` it sent so far, over all its media connections and all
+    /// simulcast layers (without simulcast, its next packet's index).
     pub fn sent(&self, kind: Kind) -> u32 {
-        self.sent.sent(kind)
+        self.sending.sent(kind)
+    }
+
+    /// How many video packets of simulcast layer `layer` (0 without simulcast) it sent so far.
+    pub fn sent_layer(&self, layer: usize) -> u32 {
+        self.sending.sent_layer(layer)
+    }
+
+    /// Which of its video layers it sends now, lowest first: all until the node asks it to
+    /// stop some.
+    pub fn active_layers(&self) -> [bool; MAX_LAYERS] {
+        self.sending.active_layers()
+    }
+
+    /// Sets the audio level its microphone packets carry from the next one on (RFC 6464: 0
+    /// loudest, around 20-30 for speech, [`SILENCE`] for none).
+    pub fn set_audio_level(&self, level: u8) {
+        self.sending.set_audio_level(level);
+    }
+
+    /// What the node told it so far: the speaker, the state of each video, which layers to
+    /// send, chat.
+    pub fn notices(&self) -> Notices {
+        self.notices.snapshot()
+    }
+
+    /// Tells the node how tall it shows each video (by stream id, the publisher's participant
+    /// id for a camera); 0 for a video it does not show.
+    pub fn set_viewports(&self, viewports: &[(&str, u32)]) {
+        let viewports: Vec<Value> = viewports
+            .iter()
+            .map(|(stream_id, height)| json!({"streamId": stream_id, "height": height}))
+            .collect();
+        self.send_raw(json!({"type": "viewports", "viewports": viewports}));
+    }
+
+    /// Asks for audio only (no video at all), or for video again.
+    pub fn set_audio_only(&self, audio_only: bool) {
+        self.send_raw(json!({"type": "receive-settings", "audioOnly": audio_only}));
+    }
+
+    /// Writes a chat message to everyone else in the room.
+    pub fn send_chat(&self, text: &str) {
+        self.send_raw(json!({"type": "chat", "text": text}));
     }
 
     /// How many media connections it made (one more with each move to another node).
@@ -412,51 +354,4 @@ impl Participant {
 /// The signalling URL of a room on a gateway at `http_addr`.
 pub fn signal_url(http_addr: std::net::SocketAddr, tenant: &str, room: &str) -> String {
     format!("ws://{http_addr}/api/v1/rooms/{tenant}/{room}/signal")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seen_indices_count_each_index_once_in_any_order() {
-        let mut seen = SeenIndices::default();
-        let indices = [
-            5_000u32,
-            5_002,
-            5_001,
-            4_990,
-            5_002,
-            3_000,
-            3_000,
-            4_000_000_000,
-            5_001,
-        ];
-        let new: Vec<bool> = indices.iter().map(|&i| seen.insert(i)).collect();
-        assert_eq!(
-            new,
-            [true, true, true, true, false, true, false, true, false]
-        );
-    }
-
-    #[test]
-    fn a_track_log_counts_loss_and_latency() {
-        let log = TrackLog::default();
-        let now = Instant::now();
-        for index in (0..100u32).filter(|i| i % 10 != 3) {
-            log.record(Some((index, 1_000)), now, 1_000 + 2_000);
-        }
-        log.record(Some((4, 1_000)), now, 5_000); // a retransmission
-        log.record(None, now, 0);
-        let stats = log.stats();
-        assert_eq!((stats.packets, stats.distinct, stats.corrupt), (91, 90, 1));
-        assert!(
-            (stats.coverage() - 0.9).abs() < 1e-9,
-            "{}",
-            stats.coverage()
-        );
-        assert_eq!(stats.latency.samples(), 91);
-        let p50 = stats.latency.percentile(50.0).unwrap();
-        assert!((1_900..=2_100).contains(&p50), "{p50}");
-    }
 }

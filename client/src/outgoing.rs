@@ -1,6 +1,7 @@
-//! What a synthetic participant sends, in full: Opus-sized audio packets, 50 a second, and
-//! VP8-shaped video: frames at a frame rate, sized for a bitrate, keyframes larger than the
-//! frames between them, each frame cut into packets of at most an MTU's payload.
+//! What a synthetic participant sends, in full: Opus-sized audio packets, 50 a second, with an
+//! audio level, and VP8-shaped video: frames at a frame rate, sized for a bitrate, keyframes
+//! larger than the frames between them, each frame cut into packets of at most an MTU's
+//! payload, in one layer or in three simulcast layers.
 //!
 //! [`crate::Publish`] is the simple form the tests use (one packet per frame); it converts into
 //! an [`Outgoing`] that sends exactly what it always did.
@@ -9,6 +10,12 @@ use crate::Publish;
 
 /// The smallest packet sent: room for a synthetic packet's header and a source id.
 pub const MIN_PACKET_SIZE: usize = 64;
+
+/// The most simulcast layers a video track has.
+pub const MAX_LAYERS: usize = 3;
+
+/// RFC 6464's level of silence (-127 dBov).
+pub const SILENCE: u8 = 127;
 
 /// What a participant publishes; `None` for a track it does not send.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -24,6 +31,9 @@ pub struct Outgoing {
 pub struct OutgoingAudio {
     /// Payload bytes per packet.
     pub packet_size: usize,
+    /// The audio level every packet carries at first (RFC 6464: 0 is the loudest, 127
+    /// silence); [`crate::Participant::set_audio_level`] changes it while sending.
+    pub level: u8,
 }
 
 /// A VP8-shaped video track.
@@ -32,7 +42,7 @@ pub struct OutgoingVideo {
     /// Frames per second.
     pub fps: u32,
     /// Payload bits per second on average, keyframes included (RTP and SRTP overhead not
-    /// counted).
+    /// counted); with simulcast, the bitrate of the full-resolution layer.
     pub bitrate: u64,
     /// Every how many frames a keyframe is sent (and the first frame of a connection).
     pub keyframe_interval: u32,
@@ -40,15 +50,58 @@ pub struct OutgoingVideo {
     pub keyframe_ratio: u32,
     /// The largest payload of one packet; a frame is cut into as few equal packets as fit.
     pub max_packet_size: usize,
-    /// Send three simulcast layers instead of one.
-    ///
-    /// This is the hook for simulcast, which the media node does not negotiate yet: joining
-    /// with it set fails with [`crate::Error::Unsupported`]. When the node supports it, the
-    /// sender adds three encodings (rids `q`, `h`, `f` at a quarter, half and all of
-    /// `bitrate`) to the video track, each with frames shaped as here and packets of their own
-    /// index sequence, and receivers count whichever layer the node forwards them.
+    /// Send three simulcast layers instead of one, as a browser sends its camera: see
+    /// [`SIMULCAST`] for their rids, sizes and bitrates.
     pub simulcast: bool,
 }
+
+/// One layer of a video track as it is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VideoLayer {
+    /// Its rid (`a=rid`, and the rid header extension on every packet); `None` for a track
+    /// without simulcast.
+    pub rid: Option<&'static str>,
+    /// The picture's width, written into keyframes.
+    pub width: u16,
+    /// The picture's height, written into keyframes: the node learns each layer's height from
+    /// it.
+    pub height: u16,
+    /// Its payload bitrate as a fraction of the track's `bitrate`: `bitrate / divisor`.
+    pub divisor: u64,
+}
+
+/// The simulcast layers, lowest first, as browsers send a 720p camera: a quarter of the
+/// resolution at a tenth of the full layer's bitrate, half at a third, and the full picture.
+/// For a 1.5 Mbit/s full layer that is 150k + 500k + 1.5M = 2.15 Mbit/s in all, close to what
+/// Chromium allocates to its three layers.
+pub const SIMULCAST: [VideoLayer; MAX_LAYERS] = [
+    VideoLayer {
+        rid: Some("q"),
+        width: 320,
+        height: 180,
+        divisor: 10,
+    },
+    VideoLayer {
+        rid: Some("h"),
+        width: 640,
+        height: 360,
+        divisor: 3,
+    },
+    VideoLayer {
+        rid: Some("f"),
+        width: 1280,
+        height: 720,
+        divisor: 1,
+    },
+];
+
+/// The one layer of a track without simulcast: a 360p picture at the whole bitrate.
+pub const SINGLE: VideoLayer = VideoLayer {
+    rid: None,
+    width: 640,
+    height: 360,
+    divisor: 1,
+};
 
 impl From<&Publish> for Outgoing {
     fn from(publish: &Publish) -> Self {
@@ -56,6 +109,7 @@ impl From<&Publish> for Outgoing {
         Self {
             audio: Some(OutgoingAudio {
                 packet_size: publish.audio_packet_size,
+                level: SILENCE,
             }),
             video: Some(OutgoingVideo {
                 fps,
@@ -69,14 +123,40 @@ impl From<&Publish> for Outgoing {
     }
 }
 
+impl VideoLayer {
+    /// The payload bitrate of this layer of `video`.
+    pub fn bitrate(&self, video: &OutgoingVideo) -> u64 {
+        video.bitrate / self.divisor.max(1)
+    }
+}
+
 impl OutgoingVideo {
+    /// The layers it sends, lowest first.
+    pub fn layers(&self) -> &'static [VideoLayer] {
+        if self.simulcast {
+            &SIMULCAST
+        } else {
+            std::slice::from_ref(&SINGLE)
+        }
+    }
+
+    /// What all layers together send, in payload bits per second.
+    pub fn total_bitrate(&self) -> u64 {
+        self.layers().iter().map(|layer| layer.bitrate(self)).sum()
+    }
+
     /// The size of a frame between keyframes and of a keyframe, in bytes, such that the
     /// average over one keyframe interval is the bitrate.
     pub fn frame_sizes(&self) -> (usize, usize) {
+        self.frame_sizes_at(self.bitrate)
+    }
+
+    /// [`Self::frame_sizes`] of a layer sent at `bitrate`.
+    pub fn frame_sizes_at(&self, bitrate: u64) -> (usize, usize) {
         let fps = u64::from(self.fps.max(1));
         let interval = u64::from(self.keyframe_interval.max(1));
         let ratio = u64::from(self.keyframe_ratio.max(1));
-        let average = self.bitrate / 8 / fps;
+        let average = bitrate / 8 / fps;
         // `interval` frames, one of them `ratio` times the size of the others.
         let delta = average * interval / (interval - 1 + ratio);
         (delta as usize, (delta * ratio) as usize)
@@ -115,10 +195,10 @@ mod tests {
         let video = outgoing.video.unwrap();
         assert_eq!(video.frame_sizes(), (1000, 1000));
         assert_eq!(video.packets_of(1000).collect::<Vec<_>>(), vec![1000]);
-        assert_eq!(
-            outgoing.audio.unwrap().packet_size,
-            publish.audio_packet_size
-        );
+        assert_eq!(video.layers(), &[SINGLE]);
+        let audio = outgoing.audio.unwrap();
+        assert_eq!(audio.packet_size, publish.audio_packet_size);
+        assert_eq!(audio.level, SILENCE, "silent unless told otherwise");
     }
 
     #[test]
@@ -142,5 +222,22 @@ mod tests {
             video.packets_of(video.frame_sizes().0).collect::<Vec<_>>(),
             vec![64]
         );
+    }
+
+    #[test]
+    fn simulcast_layers_are_a_tenth_a_third_and_all_of_the_bitrate() {
+        let mut video = video(1_500_000, 30, 90, 3, 1100);
+        video.simulcast = true;
+        let rates: Vec<u64> = video.layers().iter().map(|l| l.bitrate(&video)).collect();
+        assert_eq!(rates, vec![150_000, 500_000, 1_500_000]);
+        assert_eq!(video.total_bitrate(), 2_150_000);
+        let heights: Vec<u16> = video.layers().iter().map(|l| l.height).collect();
+        assert_eq!(
+            heights,
+            vec![180, 360, 720],
+            "lowest first, as the node orders rids"
+        );
+        let rids: Vec<_> = video.layers().iter().map(|l| l.rid.unwrap()).collect();
+        assert_eq!(rids, vec!["q", "h", "f"]);
     }
 }

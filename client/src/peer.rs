@@ -5,24 +5,27 @@
 //! connection is closed and a new one offered. What it received and the indices of what it
 //! sends carry on across connections.
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::Slot;
+use rtc::interceptor::{NackGeneratorBuilder, Slot};
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
-use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RtpCodecKind,
+    RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use webrtc::media_stream::MediaStreamTrack;
+use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
@@ -32,14 +35,18 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 use crate::feedback::{self, KeyframeRequests};
-use crate::media::{self, Kind, Stamp};
-use crate::outgoing::{Outgoing, OutgoingAudio, OutgoingVideo};
+use crate::media::{self, Kind};
+use crate::outgoing::{Outgoing, SINGLE, VideoLayer};
+use crate::received::Arrival;
+use crate::sender::{self, Extensions, Sending, Stream, random_u32, unix_us};
 use crate::{Error, Received, Result};
 
 /// How often candidate pairs are checked while connecting.
 const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 /// Checks of a pair before it fails: 1.4 s at [`ICE_CHECK_INTERVAL`].
 const ICE_MAX_BINDING_REQUESTS: u16 = 28;
+/// How often one lost packet is asked for again before it is given up, as in Chromium.
+const MAX_NACKS_PER_PACKET: u16 = 10;
 
 /// A connection's state change, tagged with the connection's generation.
 pub(crate) type StateChange = (u32, RTCPeerConnectionState);
@@ -85,7 +92,12 @@ impl PeerConnectionEventHandler for Handler {
                 };
                 let intact = media::check(kind, &packet.payload)
                     .filter(|stamp| stamp.source == source)
-                    .map(|stamp| (stamp.index, stamp.sent_at_us));
+                    .map(|stamp| Arrival {
+                        layer: stamp.layer,
+                        index: stamp.index,
+                        sent_at_us: stamp.sent_at_us,
+                        bytes: packet.payload.len(),
+                    });
                 log.record(intact, Instant::now(), unix_us());
             }
         });
@@ -111,48 +123,14 @@ pub(crate) fn codec(kind: Kind) -> RTCRtpCodec {
     }
 }
 
-fn unix_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_micros() as u64)
+/// A published track: its kind, its streams with their SSRCs (three for a simulcast camera;
+/// one otherwise, described like a layer without a rid), the track and its sender.
+struct Publication {
+    kind: Kind,
+    layers: Vec<(VideoLayer, u32)>,
+    track: Arc<TrackLocalStaticRTP>,
+    sender: Arc<dyn RtpSender>,
 }
-
-fn rand_ssrc() -> u32 {
-    // Unique enough for a test client: the clock's nanoseconds mixed with a counter.
-    static COUNTER: AtomicU32 = AtomicU32::new(1);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    (nanos ^ COUNTER.fetch_add(0x9e37_79b9, Ordering::Relaxed)) | 1
-}
-
-/// The next index of each published stream, shared by the connections in turn.
-#[derive(Debug, Default)]
-pub(crate) struct Indices {
-    audio: AtomicU32,
-    video: AtomicU32,
-}
-
-impl Indices {
-    fn counter(&self, kind: Kind) -> &AtomicU32 {
-        match kind {
-            Kind::Audio => &self.audio,
-            Kind::Video => &self.video,
-        }
-    }
-
-    fn next(&self, kind: Kind) -> u32 {
-        self.counter(kind).fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// How many packets of `kind` were sent so far (the next index).
-    pub fn sent(&self, kind: Kind) -> u32 {
-        self.counter(kind).load(Ordering::Relaxed)
-    }
-}
-
-/// A published track: its kind, SSRC, the track and its sender.
-type Publication = (Kind, u32, Arc<TrackLocalStaticRTP>, Arc<dyn RtpSender>);
 
 /// A media connection.
 pub(crate) struct MediaConnection {
@@ -166,29 +144,63 @@ pub(crate) struct ConnectionSetup<'a> {
     pub generation: u32,
     pub participant_id: &'a str,
     pub outgoing: Option<&'a Outgoing>,
+    pub local_ip: IpAddr,
     pub states: mpsc::UnboundedSender<StateChange>,
     pub received: Received,
+}
+
+/// An offer and what its media sections carry, by mid (`microphone`, `camera`), as the node
+/// wants to know it.
+pub(crate) struct Offer {
+    pub sdp: String,
+    pub sources: BTreeMap<String, &'static str>,
+}
+
+/// The media engine of a connection: Opus and VP8, the audio level on audio; the default
+/// interceptors add NACK, RTCP reports, transport-wide congestion control feedback (the node's
+/// downlink estimate runs on it) and the mid and rid extensions on video.
+fn media_engine() -> Result<MediaEngine> {
+    let mut engine = MediaEngine::default();
+    for (kind, rtp_kind, payload_type) in [
+        (Kind::Audio, RtpCodecKind::Audio, 111),
+        (Kind::Video, RtpCodecKind::Video, 96),
+    ] {
+        engine.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: codec(kind),
+                payload_type,
+            },
+            rtp_kind,
+        )?;
+    }
+    engine.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: AUDIO_LEVEL_URI.to_owned(),
+        },
+        RtpCodecKind::Audio,
+        None,
+    )?;
+    Ok(engine)
 }
 
 impl MediaConnection {
     /// Builds a connection, adds the published tracks (or a receive-only section for a
     /// listener), and returns it with its offer.
-    pub async fn offer(setup: ConnectionSetup<'_>) -> Result<(Self, String)> {
+    pub async fn offer(setup: ConnectionSetup<'_>) -> Result<(Self, Offer)> {
         let (gathered_tx, mut gathered) = mpsc::unbounded_channel();
-        let mut engine = MediaEngine::default();
-        for (kind, rtp_kind, payload_type) in [
-            (Kind::Audio, RtpCodecKind::Audio, 111),
-            (Kind::Video, RtpCodecKind::Video, 96),
-        ] {
-            engine.register_codec(
-                RTCRtpCodecParameters {
-                    rtp_codec: codec(kind),
-                    payload_type,
-                },
-                rtp_kind,
-            )?;
-        }
+        let mut engine = media_engine()?;
         let registry = register_default_interceptors(Registry::new(), &mut engine)?
+            // The default generator asks for every missing packet again every 100 ms for as
+            // long as it is missing. On a line that drops packets because it is full, the
+            // retransmissions fill it further: after one overload the node spent the whole
+            // line resending, the estimate stayed at its floor and video never came back.
+            // Browsers give a packet up after ten requests; so does this client.
+            .with(
+                Slot::NackGenerator,
+                NackGeneratorBuilder::new()
+                    .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
+                    .build(),
+            )
             .with(Slot::from(feedback::SLOT), KeyframeRequests::default());
         let pc: Arc<dyn PeerConnection> = Arc::new(
             PeerConnectionBuilder::new()
@@ -213,45 +225,58 @@ impl MediaConnection {
                     gathered: gathered_tx,
                     received: setup.received,
                 }))
-                .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+                .with_udp_addrs(vec![format!("{}:0", setup.local_ip)])
                 .build()
                 .await?,
         );
         let mut tracks = Vec::new();
-        let sends = |kind| {
-            setup.outgoing.is_some_and(|outgoing| match kind {
-                Kind::Audio => outgoing.audio.is_some(),
-                Kind::Video => outgoing.video.is_some(),
-            })
-        };
-        if sends(Kind::Audio) || sends(Kind::Video) {
-            for (kind, rtp_kind) in [
-                (Kind::Audio, RtpCodecKind::Audio),
-                (Kind::Video, RtpCodecKind::Video),
-            ] {
-                if !sends(kind) {
-                    continue;
-                }
-                let ssrc = rand_ssrc();
-                let track_id = format!("{}-{kind:?}", setup.participant_id).to_lowercase();
-                let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-                    setup.participant_id.to_owned(),
-                    track_id.clone(),
-                    track_id,
-                    rtp_kind,
-                    vec![RTCRtpEncodingParameters {
-                        rtp_coding_parameters: RTCRtpCodingParameters {
-                            ssrc: Some(ssrc),
-                            ..Default::default()
-                        },
-                        codec: codec(kind),
+        let audio = setup.outgoing.and_then(|outgoing| outgoing.audio.as_ref());
+        let video = setup.outgoing.and_then(|outgoing| outgoing.video.as_ref());
+        let mut published: Vec<(Kind, Vec<(VideoLayer, u32)>)> = Vec::new();
+        if audio.is_some() {
+            published.push((Kind::Audio, vec![(SINGLE, random_u32())]));
+        }
+        if let Some(video) = video {
+            let layers = video.layers().iter().map(|l| (*l, random_u32())).collect();
+            published.push((Kind::Video, layers));
+        }
+        for (kind, layers) in published {
+            let rtp_kind = match kind {
+                Kind::Audio => RtpCodecKind::Audio,
+                Kind::Video => RtpCodecKind::Video,
+            };
+            let track_id = format!("{}-{kind:?}", setup.participant_id).to_lowercase();
+            // With simulcast, one encoding per layer, each named by its rid: the offer then
+            // says `a=rid:<rid> send` for each, lowest first, and `a=simulcast:send q;h;f`.
+            let encodings = layers
+                .iter()
+                .map(|(layer, ssrc)| RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        rid: layer.rid.unwrap_or_default().to_owned(),
+                        ssrc: Some(*ssrc),
                         ..Default::default()
-                    }],
-                )));
-                let sender = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
-                tracks.push((kind, ssrc, track, sender));
-            }
-        } else {
+                    },
+                    active: true,
+                    codec: codec(kind),
+                    ..Default::default()
+                })
+                .collect();
+            let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                setup.participant_id.to_owned(),
+                track_id.clone(),
+                track_id,
+                rtp_kind,
+                encodings,
+            )));
+            let sender = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
+            tracks.push(Publication {
+                kind,
+                layers,
+                track,
+                sender,
+            });
+        }
+        if tracks.is_empty() {
             // A listener still needs a media section to carry the connection's ICE and DTLS.
             pc.add_transceiver_from_kind(
                 RtpCodecKind::Audio,
@@ -271,14 +296,32 @@ impl MediaConnection {
             .await
             .ok_or(Error::Timeout("the local description"))?
             .sdp;
-        Ok((
-            Self {
-                pc,
-                tracks,
-                writers: Vec::new(),
-            },
-            sdp,
-        ))
+        let connection = Self {
+            pc,
+            tracks,
+            writers: Vec::new(),
+        };
+        let sources = connection.sources().await?;
+        Ok((connection, Offer { sdp, sources }))
+    }
+
+    /// What each published track's media section carries, by mid.
+    async fn sources(&self) -> Result<BTreeMap<String, &'static str>> {
+        let mut sources = BTreeMap::new();
+        for transceiver in self.pc.get_transceivers().await {
+            let (Some(sender), Some(mid)) = (transceiver.sender().await?, transceiver.mid().await?)
+            else {
+                continue;
+            };
+            if let Some(publication) = self.tracks.iter().find(|p| p.sender.id() == sender.id()) {
+                let source = match publication.kind {
+                    Kind::Audio => "microphone",
+                    Kind::Video => "camera",
+                };
+                sources.insert(mid, source);
+            }
+        }
+        Ok(sources)
     }
 
     /// Applies the node's answer to this connection's offer.
@@ -308,34 +351,81 @@ impl MediaConnection {
         &mut self,
         source: &str,
         outgoing: &Outgoing,
-        indices: &Arc<Indices>,
+        sending: &Arc<Sending>,
     ) -> Result<()> {
         if !self.writers.is_empty() {
             return Ok(());
         }
-        for (kind, ssrc, track, sender) in &self.tracks {
-            let stream = Stream {
-                source: source.to_owned(),
-                ssrc: *ssrc,
-                payload_type: negotiated_payload_type(sender, *kind).await?,
-                track: track.clone(),
-                indices: indices.clone(),
-            };
-            let writer = match (kind, &outgoing.audio, &outgoing.video) {
-                (Kind::Audio, Some(audio), _) => tokio::spawn(send_audio(stream, audio.clone())),
-                (Kind::Video, _, Some(video)) => {
-                    let requested = Arc::new(AtomicBool::new(false));
-                    self.writers.push(tokio::spawn(listen_for_keyframe_requests(
-                        track.clone(),
-                        requested.clone(),
-                    )));
-                    tokio::spawn(send_video(stream, video.clone(), requested))
+        for publication in &self.tracks {
+            let (payload_type, ids) = negotiated(&publication.sender, publication.kind).await?;
+            let mid = self.mid_of(&publication.sender).await?;
+            let stream = |layer: usize, spec: &VideoLayer, ssrc: u32| {
+                let mut extensions = Extensions {
+                    fixed: Vec::new(),
+                    audio_level: ids.audio_level,
+                };
+                // The node binds a simulcast layer only from packets that carry both, and
+                // again after every renegotiation: they go on every packet.
+                if let (Some(id), Some(mid)) = (ids.mid, &mid) {
+                    extensions.fixed.push((id, Bytes::from(mid.clone())));
                 }
-                _ => continue,
+                if let (Some(id), Some(rid)) = (ids.rid, spec.rid) {
+                    extensions
+                        .fixed
+                        .push((id, Bytes::from_static(rid.as_bytes())));
+                }
+                Stream {
+                    source: source.to_owned(),
+                    layer: layer as u8,
+                    ssrc,
+                    payload_type,
+                    extensions,
+                    track: publication.track.clone(),
+                    sending: sending.clone(),
+                }
             };
-            self.writers.push(writer);
+            match (publication.kind, &outgoing.audio, &outgoing.video) {
+                (Kind::Audio, Some(audio), _) => {
+                    let (spec, ssrc) = &publication.layers[0];
+                    self.writers.push(tokio::spawn(sender::send_audio(
+                        stream(0, spec, *ssrc),
+                        audio.clone(),
+                    )));
+                }
+                (Kind::Video, _, Some(video)) => {
+                    let mut requests = Vec::new();
+                    for (layer, (spec, ssrc)) in publication.layers.iter().enumerate() {
+                        let requested = Arc::new(AtomicBool::new(false));
+                        requests.push((*ssrc, requested.clone()));
+                        self.writers.push(tokio::spawn(sender::send_video_layer(
+                            stream(layer, spec, *ssrc),
+                            video.clone(),
+                            *spec,
+                            requested,
+                        )));
+                    }
+                    self.writers
+                        .push(tokio::spawn(sender::listen_for_keyframe_requests(
+                            publication.track.clone(),
+                            requests,
+                        )));
+                }
+                _ => {}
+            }
         }
         Ok(())
+    }
+
+    /// The mid of the media section `sender` sends in.
+    async fn mid_of(&self, sender: &Arc<dyn RtpSender>) -> Result<Option<String>> {
+        for transceiver in self.pc.get_transceivers().await {
+            if let Some(candidate) = transceiver.sender().await?
+                && candidate.id() == sender.id()
+            {
+                return Ok(transceiver.mid().await?);
+            }
+        }
+        Ok(None)
     }
 
     /// Stops sending and closes the connection.
@@ -347,129 +437,43 @@ impl MediaConnection {
     }
 }
 
-async fn negotiated_payload_type(sender: &Arc<dyn RtpSender>, kind: Kind) -> Result<u8> {
+/// The header extension ids a sender negotiated that the client writes.
+#[derive(Clone, Copy, Debug, Default)]
+struct ExtensionIds {
+    mid: Option<u8>,
+    rid: Option<u8>,
+    audio_level: Option<u8>,
+}
+
+/// The payload type and header extension ids `sender` negotiated for `kind`.
+async fn negotiated(sender: &Arc<dyn RtpSender>, kind: Kind) -> Result<(u8, ExtensionIds)> {
     let mime = codec(kind).mime_type;
     let parameters = sender.get_parameters().await?;
-    parameters
+    let payload_type = parameters
         .rtp_parameters
         .codecs
         .iter()
         .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&mime))
         .map(|c| c.payload_type)
-        .ok_or(Error::Timeout("a negotiated codec"))
-}
-
-/// One published stream of a connection.
-struct Stream {
-    source: String,
-    ssrc: u32,
-    payload_type: u8,
-    track: Arc<TrackLocalStaticRTP>,
-    indices: Arc<Indices>,
-}
-
-impl Stream {
-    /// Sends one packet of `kind`; `false` once the track is gone.
-    async fn send(&self, kind: Kind, header: rtp::Header, size: usize, frame: Frame) -> bool {
-        let stamp = Stamp {
-            source: self.source.clone(),
-            kind,
-            index: self.indices.next(kind),
-            sent_at_us: unix_us(),
-            keyframe: frame.keyframe,
-        };
-        let packet = rtp::Packet {
-            header,
-            payload: media::payload_part(&stamp, size, frame.starts),
-        };
-        self.track.write_rtp(packet).await.is_ok()
-    }
-
-    fn header(&self, marker: bool, sequence_number: u16, timestamp: u32) -> rtp::Header {
-        rtp::Header {
-            version: 2,
-            marker,
-            payload_type: self.payload_type,
-            sequence_number,
-            timestamp,
-            ssrc: self.ssrc,
-            ..Default::default()
-        }
-    }
-}
-
-/// Where a packet stands in its frame.
-#[derive(Clone, Copy)]
-struct Frame {
-    keyframe: bool,
-    starts: bool,
-}
-
-async fn send_audio(stream: Stream, audio: OutgoingAudio) {
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    let mut sequence_number = 0u16;
-    let mut timestamp = 0u32;
-    loop {
-        tick.tick().await;
-        let header = stream.header(false, sequence_number, timestamp);
-        let frame = Frame {
-            keyframe: false,
-            starts: true,
-        };
-        if !stream
-            .send(Kind::Audio, header, audio.packet_size, frame)
-            .await
-        {
-            return;
-        }
-        sequence_number = sequence_number.wrapping_add(1);
-        timestamp = timestamp.wrapping_add(960);
-    }
-}
-
-/// Sets `requested` whenever the node asks for a keyframe of `track`.
-async fn listen_for_keyframe_requests(track: Arc<TrackLocalStaticRTP>, requested: Arc<AtomicBool>) {
-    while let Some(event) = track.poll().await {
-        let TrackLocalEvent::OnRtcpPacket(packets) = event else {
-            continue;
-        };
-        if packets
+        .ok_or(Error::Timeout("a negotiated codec"))?;
+    let id = |uri: &str| {
+        parameters
+            .rtp_parameters
+            .header_extensions
             .iter()
-            .any(|packet| feedback::is_keyframe_request(packet.as_ref()))
-        {
-            requested.store(true, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Sends video frames; a frame is a keyframe on schedule or when one was `requested`.
-async fn send_video(stream: Stream, video: OutgoingVideo, requested: Arc<AtomicBool>) {
-    let fps = video.fps.max(1);
-    let mut tick = tokio::time::interval(Duration::from_secs(1) / fps);
-    let (delta_size, key_size) = video.frame_sizes();
-    let mut sequence_number = 0u16;
-    // The frame count of this connection: it starts with a keyframe, then one every interval.
-    let mut frames = 0u32;
-    loop {
-        tick.tick().await;
-        let keyframe = frames.is_multiple_of(video.keyframe_interval.max(1))
-            | requested.swap(false, Ordering::Relaxed);
-        let timestamp = frames.wrapping_mul(90_000 / fps);
-        let sizes: Vec<usize> = video
-            .packets_of(if keyframe { key_size } else { delta_size })
-            .collect();
-        for (i, size) in sizes.iter().enumerate() {
-            let last = i + 1 == sizes.len();
-            let header = stream.header(last, sequence_number, timestamp);
-            let frame = Frame {
-                keyframe,
-                starts: i == 0,
-            };
-            if !stream.send(Kind::Video, header, *size, frame).await {
-                return;
-            }
-            sequence_number = sequence_number.wrapping_add(1);
-        }
-        frames = frames.wrapping_add(1);
-    }
+            .find(|extension| extension.uri == uri)
+            .and_then(|extension| u8::try_from(extension.id).ok())
+    };
+    let ids = match kind {
+        Kind::Audio => ExtensionIds {
+            audio_level: id(AUDIO_LEVEL_URI),
+            ..Default::default()
+        },
+        Kind::Video => ExtensionIds {
+            mid: id(SDES_MID_URI),
+            rid: id(SDES_RTP_STREAM_ID_URI),
+            ..Default::default()
+        },
+    };
+    Ok((payload_type, ids))
 }

@@ -2,8 +2,9 @@
 //! connection, answers the node, follows its session when it moves to another node, and resumes
 //! it through the gateway when the socket drops.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -12,12 +13,17 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
-use crate::peer::{ConnectionSetup, Indices, MediaConnection, StateChange};
+use crate::notices::NoticeBoard;
+use crate::peer::{ConnectionSetup, MediaConnection, StateChange};
 use crate::relay::redirect_candidates;
+use crate::sender::Sending;
 use crate::{Error, JoinOptions, Joining, Publish, Received, Result, RoomEvent};
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Where media sockets bind unless told otherwise.
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 /// How long a dropped socket is retried before the participant gives up.
 const RESUME_PATIENCE: Duration = Duration::from_secs(30);
@@ -82,8 +88,11 @@ pub(crate) struct Task {
     pub url: String,
     pub name: String,
     pub joining: Joining,
-    /// The indices of what it sends, shared with its owner (who reads what was sent).
-    pub indices: Arc<Indices>,
+    /// What it sends, shared with its owner (who reads what was sent and sets the audio
+    /// level) and changed by the node (which layers).
+    pub sending: Arc<Sending>,
+    /// What the node told it, shared with its owner.
+    pub notices: NoticeBoard,
     pub received: Received,
     pub events: mpsc::UnboundedSender<RoomEvent>,
     pub control: mpsc::UnboundedReceiver<Control>,
@@ -98,7 +107,7 @@ struct State {
     media: Option<MediaConnection>,
     generation: u32,
     states: mpsc::UnboundedSender<StateChange>,
-    indices: Arc<Indices>,
+    sending: Arc<Sending>,
     leaving: bool,
 }
 
@@ -133,7 +142,7 @@ impl Task {
             media: None,
             generation: 0,
             states,
-            indices: self.indices.clone(),
+            sending: self.sending.clone(),
             leaving: false,
         };
         let mut others = Vec::new();
@@ -182,7 +191,7 @@ impl Task {
                     }
                     let outgoing = self.joining.outgoing.clone();
                     if let (Some(media), Some(outgoing), Some(id)) = (state.media.as_mut(), outgoing, state.id.clone())
-                        && let Err(error) = media.start_sending(&id, &outgoing, &state.indices).await
+                        && let Err(error) = media.start_sending(&id, &outgoing, &state.sending).await
                     {
                         debug!(%error, "could not start sending");
                     }
@@ -225,16 +234,21 @@ impl Task {
                     self.counters
                         .connections
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let (media, sdp) = MediaConnection::offer(ConnectionSetup {
+                    let (media, offer) = MediaConnection::offer(ConnectionSetup {
                         generation: state.generation,
                         participant_id: &id,
                         outgoing: self.joining.outgoing.as_ref(),
+                        local_ip: self.joining.local_ip.unwrap_or(LOOPBACK),
                         states: state.states.clone(),
                         received: self.received.clone(),
                     })
                     .await?;
                     state.media = Some(media);
-                    send_json(&mut state.socket, json!({"type": "offer", "sdp": sdp})).await?;
+                    send_json(
+                        &mut state.socket,
+                        json!({"type": "offer", "sdp": offer.sdp, "sources": offer.sources}),
+                    )
+                    .await?;
                 }
             }
             "answer" => {
@@ -267,6 +281,11 @@ impl Task {
                     id: text(&message["participantId"]),
                     reason: text(&message["reason"]),
                 });
+            }
+            "publish-layers" | "dominant-speaker" | "video-state" | "chat" => {
+                if let Some(active) = self.notices.record(message, Instant::now()) {
+                    state.sending.set_active_layers(&active);
+                }
             }
             "error" => {
                 if self.joined.is_some() {

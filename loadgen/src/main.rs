@@ -101,7 +101,8 @@ struct RunArgs {
     /// Audio payload per packet, bytes (50 packets per second; 120 B is Opus at 48 kbit/s).
     #[arg(long, default_value_t = 120)]
     audio_packet_size: usize,
-    /// Publish three simulcast layers (the media node does not negotiate simulcast yet).
+    /// Publish cameras in three simulcast layers (a tenth, a third and all of the bitrate);
+    /// each subscriber then receives the layer the node chooses for it.
     #[arg(long)]
     simulcast: bool,
     /// Loss (a share) above which a ramp stops.

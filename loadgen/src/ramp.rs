@@ -5,7 +5,11 @@
 //! What is measured in a window:
 //! - forwarded packets: intact packets the subscribers received (the node's output);
 //! - loss: the distinct indices that arrived, against what the publishers sent in the same
-//!   window times their subscribers (so a track the node never forwards counts as lost);
+//!   window times their subscribers (so a track the node never forwards counts as lost). A
+//!   simulcast video reaches each subscriber as one layer of three, which the node may switch
+//!   at any keyframe, so its loss is counted at the receiver instead: each stretch of one
+//!   layer should hold every index from its first to its last, and a video that sent nothing
+//!   to a subscriber in the window counts what its last layer sent as lost;
 //! - latency: one-way, from the send time in each packet's payload to its arrival (one clock);
 //! - join to first packet: for the pairs that met in this step, from the later of the two joins
 //!   to the receiver's first packet from the other;
@@ -17,7 +21,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use treffpunkt_client::{Joining, Kind, Latency, Participant, TrackStats, signal_url};
+use treffpunkt_client::{Joining, Kind, Latency, MAX_LAYERS, Participant, TrackStats, signal_url};
 
 use crate::processes::{self, MachineSample, ProcessSample};
 use crate::report::{
@@ -66,8 +70,9 @@ struct Snapshot {
     at: Instant,
     /// Per member: what it received, by (source, kind).
     received: Vec<HashMap<(String, Kind), TrackStats>>,
-    /// Per member: packets sent (audio, video).
-    sent: Vec<(u32, u32)>,
+    /// Per member: packets sent (audio, video by simulcast layer; video without simulcast is
+    /// layer 0).
+    sent: Vec<(u32, [u32; MAX_LAYERS])>,
     node: ProcessSample,
     gateway: ProcessSample,
     me: ProcessSample,
@@ -82,7 +87,7 @@ fn snapshot(members: &[Member], node_pid: &str, gateway_pid: &str) -> Snapshot {
         .map(|m| {
             (
                 m.participant.sent(Kind::Audio),
-                m.participant.sent(Kind::Video),
+                std::array::from_fn(|layer| m.participant.sent_layer(layer)),
             )
         })
         .collect();
@@ -143,6 +148,31 @@ fn latency_percentiles(latency: &Latency) -> Percentiles {
     }
 }
 
+/// The video packets a subscriber should have received from one publisher in a window, from
+/// what it received before (`then`) and after (`now`) and what the publisher sent on each
+/// layer.
+///
+/// Without simulcast, everything the publisher sent. With simulcast the subscriber gets one
+/// layer at a time, so the stretches it received say what it should have: every index from the
+/// first to the last of each. When nothing at all arrived, what the layer it last had sent is
+/// lost.
+fn expected_video(
+    then: &TrackStats,
+    now: &TrackStats,
+    sent_then: &[u32; MAX_LAYERS],
+    sent_now: &[u32; MAX_LAYERS],
+) -> u64 {
+    let sent = |layer: usize| u64::from(sent_now[layer].saturating_sub(sent_then[layer]));
+    let simulcast = sent_now[1..].iter().any(|count| *count > 0);
+    if !simulcast {
+        return sent(0);
+    }
+    if now.distinct == then.distinct {
+        return sent(now.layer.map_or(0, usize::from));
+    }
+    now.expected - then.expected.min(now.expected)
+}
+
 /// What one step measured, from the snapshots before and after its window.
 fn measure(
     members: &[Member],
@@ -178,11 +208,10 @@ fn measure(
                 distinct += now.distinct - then.distinct.min(now.distinct);
                 corrupt += now.corrupt - then.corrupt.min(now.corrupt);
                 latency.merge(&now.latency.since(&then.latency));
-                let (sent_then, sent_now) = match kind {
-                    Kind::Audio => (before.sent[s].0, after.sent[s].0),
-                    Kind::Video => (before.sent[s].1, after.sent[s].1),
+                let track_expected = match kind {
+                    Kind::Audio => u64::from(after.sent[s].0.saturating_sub(before.sent[s].0)),
+                    Kind::Video => expected_video(then, now, &before.sent[s].1, &after.sent[s].1),
                 };
-                let track_expected = u64::from(sent_now.saturating_sub(sent_then));
                 let track_received = now.distinct - then.distinct.min(now.distinct);
                 expected += track_expected;
                 if track_received < track_expected {
@@ -310,7 +339,7 @@ async fn join_missing(
             let name = format!("{}-{}", scenario.name(), first_number + i + 1);
             let joining = Joining {
                 outgoing: scenario.outgoing(role, media),
-                media_via: None,
+                ..Joining::default()
             };
             let started = Instant::now();
             let joined = Participant::join_as(url, &name, joining).await;
@@ -482,6 +511,38 @@ mod tests {
             (100, Some(50.0), Some(95.0), Some(99.0))
         );
         assert_eq!(percentiles(Vec::new()).p50, None);
+    }
+
+    #[test]
+    fn simulcast_video_is_expected_from_what_arrived_and_a_stall_is_loss() {
+        let stats = |distinct, expected, layer| TrackStats {
+            distinct,
+            expected,
+            layer: Some(layer),
+            ..TrackStats::default()
+        };
+        let (sent_then, sent_now) = ([100, 200, 300], [150, 350, 600]);
+        let plain = ([100, 0, 0], [150, 0, 0]);
+        assert_eq!(
+            expected_video(&stats(0, 0, 0), &stats(48, 48, 0), &plain.0, &plain.1),
+            50,
+            "without simulcast: what was sent"
+        );
+        assert_eq!(
+            expected_video(
+                &stats(10, 10, 0),
+                &stats(300, 305, 2),
+                &sent_then,
+                &sent_now
+            ),
+            295,
+            "with simulcast: the stretches that arrived"
+        );
+        assert_eq!(
+            expected_video(&stats(10, 10, 1), &stats(10, 10, 1), &sent_then, &sent_now),
+            150,
+            "a stalled video loses what its layer sent"
+        );
     }
 
     #[test]

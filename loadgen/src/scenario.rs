@@ -6,7 +6,7 @@
 //!
 //! Each ramps N up; [`crate::ramp`] runs them.
 
-use treffpunkt_client::{Outgoing, OutgoingAudio, OutgoingVideo};
+use treffpunkt_client::{Outgoing, OutgoingAudio, OutgoingVideo, SILENCE};
 
 /// Speakers in the audio room.
 pub const SPEAKERS: u32 = 10;
@@ -39,7 +39,8 @@ pub struct Media {
     pub keyframe_ratio: u32,
     /// The largest payload of one packet.
     pub max_packet_size: usize,
-    /// Three simulcast layers (not negotiated by the node yet).
+    /// The camera in three simulcast layers: a tenth, a third and all of the bitrate, at a
+    /// quarter, half and all of 720p.
     pub simulcast: bool,
 }
 
@@ -119,8 +120,18 @@ impl Scenario {
     /// What N means and what is sent, in words.
     pub fn description(self, media: &Media) -> String {
         let video = |bitrate: u64| {
+            let layers = if media.simulcast {
+                format!(
+                    " in three simulcast layers ({}, {} and {} kbit/s)",
+                    bitrate / 10 / 1000,
+                    bitrate / 3 / 1000,
+                    bitrate / 1000
+                )
+            } else {
+                String::new()
+            };
             format!(
-                "VP8-shaped video {} kbit/s at {} fps, keyframes every {} s",
+                "VP8-shaped video {} kbit/s{layers} at {} fps, keyframes every {} s",
                 bitrate / 1000,
                 media.fps,
                 media.keyframe_seconds
@@ -144,6 +155,7 @@ impl Scenario {
     pub fn outgoing(self, role: Role, media: &Media) -> Option<Outgoing> {
         let audio = Some(OutgoingAudio {
             packet_size: media.audio_packet_size,
+            level: SILENCE,
         });
         let bitrate = match self {
             Self::Livestream => media.livestream_bitrate,
