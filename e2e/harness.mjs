@@ -5,8 +5,11 @@
 // Chromium off every network but loopback (no DNS lookups of Google hosts, no mDNS).
 
 import { spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
+import crypto from "node:crypto";
 import fs from "node:fs";
 import { createRequire } from "node:module";
+import os from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
 
@@ -24,8 +27,13 @@ const BASE_ARGS = [
   "--disable-component-update",
   "--disable-sync",
   "--autoplay-policy=no-user-gesture-required",
-  "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1",
 ];
+
+/** Every host name resolves to nothing but loopback (and a test network's address). */
+function resolverRules(extraHost) {
+  const excluded = ["localhost", "127.0.0.1", ...(extraHost ? [extraHost] : [])];
+  return `--host-resolver-rules=MAP * ~NOTFOUND , ${excluded.map((host) => `EXCLUDE ${host}`).join(" , ")}`;
+}
 
 /** Playwright's own --disable-features list; Chromium keeps only the last such switch. */
 function playwrightDisabledFeatures() {
@@ -37,20 +45,74 @@ function playwrightDisabledFeatures() {
 
 /**
  * Chromium, headless. `grantDevices: true` answers every camera and microphone prompt with yes
- * (the fake devices); otherwise each context decides through its permissions.
+ * (the fake devices, and a fake screen for screen sharing); otherwise each context decides
+ * through its permissions. `secureOrigin` lets a page served over plain HTTP from an address
+ * other than loopback use the camera (a test network's address). `namespace` runs the browser
+ * inside that network namespace. `camera: "grainy"` replaces the fake camera's simple picture,
+ * which an encoder squeezes into a fraction of its bitrate, with one that costs what a real
+ * webcam's does (see `grainyCamera`).
  */
-export async function launchBrowser({ grantDevices = true } = {}) {
+export async function launchBrowser({ grantDevices = true, secureOrigin = null, namespace = null, camera = null } = {}) {
   const own = playwrightDisabledFeatures();
   return chromium.launch({
-    executablePath: CHROMIUM,
+    executablePath: namespace ? chromiumInNamespace(namespace) : CHROMIUM,
     headless: true,
     ignoreDefaultArgs: ["--disable-features=" + own.join(",")],
     args: [
       ...BASE_ARGS,
+      resolverRules(secureOrigin ? new URL(secureOrigin).hostname : null),
       ...(grantDevices ? ["--use-fake-ui-for-media-stream"] : []),
+      ...(secureOrigin ? [`--unsafely-treat-insecure-origin-as-secure=${secureOrigin}`] : []),
+      ...(camera === "grainy" ? [`--use-file-for-fake-video-capture=${grainyCamera()}`] : []),
       "--disable-features=" + [...own, "WebRtcHideLocalIpsWithMdns"].join(","),
     ],
   });
+}
+
+/**
+ * A camera picture that costs an encoder what a real webcam's does: 1280x720 at 20 frames a
+ * second, a textured scene with a moving object and fresh sensor grain in every frame, so that
+ * each simulcast layer uses about the bitrate the browser gives it. Written once into the
+ * temporary folder (about 33 MB) and reused.
+ */
+function grainyCamera() {
+  const file = path.join(os.tmpdir(), "treffpunkt-grainy-camera-v1.y4m");
+  if (fs.existsSync(file)) return file;
+  const [width, height, frames] = [1280, 720, 24];
+  const luma = width * height;
+  const chroma = luma / 4;
+  const scene = Buffer.alloc(luma);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      scene[y * width + x] = 60 + ((x * 3 + y * 2) % 120) + ((x >> 4) % 2) * 20;
+    }
+  }
+  const parts = [Buffer.from(`YUV4MPEG2 W${width} H${height} F20:1 Ip A1:1 C420jpeg\n`)];
+  for (let frame = 0; frame < frames; frame++) {
+    const grain = crypto.randomBytes(luma + 2 * chroma);
+    const y = Buffer.alloc(luma);
+    const [boxX, boxY] = [100 + frame * 40, 200 + Math.round(80 * Math.sin(frame / 4))];
+    for (let i = 0; i < luma; i++) {
+      const [px, py] = [i % width, Math.floor(i / width)];
+      const inBox = px >= boxX && px < boxX + 240 && py >= boxY && py < boxY + 240;
+      y[i] = Math.max(16, Math.min(235, (inBox ? 200 : scene[i]) + (grain[i] % 25) - 12));
+    }
+    const uv = Buffer.alloc(2 * chroma);
+    for (let i = 0; i < 2 * chroma; i++) uv[i] = 128 + (grain[luma + i] % 9) - 4;
+    parts.push(Buffer.from("FRAME\n"), y, uv);
+  }
+  const partial = `${file}.${process.pid}`;
+  fs.writeFileSync(partial, Buffer.concat(parts));
+  fs.renameSync(partial, file);
+  return file;
+}
+
+/** A script that starts Chromium inside network namespace `namespace`. */
+function chromiumInNamespace(namespace) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "treffpunkt-chromium-"));
+  const script = path.join(dir, "chromium");
+  fs.writeFileSync(script, `#!/bin/sh\nexec ip netns exec ${namespace} ${CHROMIUM} "$@"\n`, { mode: 0o755 });
+  return script;
 }
 
 function binary() {
@@ -59,9 +121,13 @@ function binary() {
   return path.join(target, "debug", "treffpunkt");
 }
 
-/** Starts `treffpunkt standalone` on free loopback ports; resolves with its URL and process. */
-export async function startTreffpunkt(extraArgs = []) {
-  const child = spawn(binary(), ["standalone", "--listen", "127.0.0.1:0", "--udp-port", "0", ...extraArgs], {
+/**
+ * Starts `treffpunkt standalone` on free ports of `host` (loopback unless a test network's
+ * address is given, which is then also the media address); resolves with its URL and process.
+ */
+export async function startTreffpunkt(extraArgs = [], { host = "127.0.0.1" } = {}) {
+  const addresses = host === "127.0.0.1" ? [] : ["--announce-ip", host];
+  const child = spawn(binary(), ["standalone", "--listen", `${host}:0`, "--udp-port", "0", ...addresses, ...extraArgs], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "warn" },
   });
@@ -81,7 +147,75 @@ export async function startTreffpunkt(extraArgs = []) {
     child.on("exit", (code) => reject(new Error(`standalone exited with ${code}:\n${output}`)));
     child.on("error", (error) => reject(new Error(`cannot start ${binary()}: ${error.message}`)));
   });
+  if (process.env.TREFFPUNKT_SERVER_LOG) {
+    // For a closer look at a failing test: everything the server writes, in a file.
+    const log = fs.createWriteStream(process.env.TREFFPUNKT_SERVER_LOG);
+    log.write(output);
+    child.stdout.pipe(log);
+    child.stderr.pipe(log);
+  }
   return { url, child, output: () => output };
+}
+
+/**
+ * A test network: network namespace `name` joined to this host by a veth pair, the host side
+ * at `hostIp`, the namespace side at `guestIp`. `limit(kbit)` puts a token-bucket limit on what
+ * reaches the namespace, or on both directions (`null` lifts it); `close()` removes everything. Needs root (CI runs as root);
+ * throws with the reason when the namespace cannot be made.
+ */
+export function testNetwork(name, subnet) {
+  const hostIf = `${name}-h`;
+  const guestIf = `${name}-g`;
+  const hostIp = `${subnet}.1`;
+  const guestIp = `${subnet}.2`;
+  const run = (...args) => execFileSync("ip", args, { stdio: ["ignore", "ignore", "pipe"] });
+  const tc = (...args) => execFileSync("tc", args, { stdio: ["ignore", "ignore", "pipe"] });
+  const close = () => {
+    for (const args of [["link", "del", hostIf], ["netns", "del", name]]) {
+      try {
+        run(...args);
+      } catch {
+        // Already gone.
+      }
+    }
+  };
+  close();
+  run("netns", "add", name);
+  try {
+    run("link", "add", hostIf, "type", "veth", "peer", "name", guestIf);
+    run("link", "set", guestIf, "netns", name);
+    run("addr", "add", `${hostIp}/24`, "dev", hostIf);
+    run("link", "set", hostIf, "up");
+    run("netns", "exec", name, "ip", "addr", "add", `${guestIp}/24`, "dev", guestIf);
+    run("netns", "exec", name, "ip", "link", "set", guestIf, "up");
+    run("netns", "exec", name, "ip", "link", "set", "lo", "up");
+  } catch (error) {
+    close();
+    throw error;
+  }
+  return {
+    name,
+    hostIp,
+    guestIp,
+    /**
+     * Limits what reaches the namespace (its downlink) to `kbit` kbit/s with a queue of about
+     * `latencyMs`; `both` limits its uplink too. `null` lifts the limit.
+     */
+    limit(kbit, { latencyMs = 100, both = false } = {}) {
+      const ends = [[[], hostIf], ...(both || kbit === null ? [[["ip", "netns", "exec", name], guestIf]] : [])];
+      for (const [prefix, dev] of ends) {
+        const args = ["qdisc", "replace", "dev", dev, "root"];
+        const command = kbit === null ? ["qdisc", "del", "dev", dev, "root"] : [...args, "tbf", "rate", `${kbit}kbit`, "burst", "8kb", "latency", `${latencyMs}ms`];
+        try {
+          if (prefix.length) execFileSync(prefix[0], [...prefix.slice(1), "tc", ...command], { stdio: ["ignore", "ignore", "pipe"] });
+          else tc(...command);
+        } catch (error) {
+          if (kbit !== null) throw error;
+        }
+      }
+    },
+    close,
+  };
 }
 
 /** Every URL any page of these tests requested or opened a WebSocket to. */
@@ -129,8 +263,14 @@ export async function startMediaNode(grpc, grantKey, id) {
 }
 
 /** Opens a room page in a new context and joins under `name`. */
-export async function join(browser, url, name, { locale = "de-DE", permissions = ["camera", "microphone"] } = {}) {
-  const context = await browser.newContext({ locale, permissions, viewport: { width: 1280, height: 720 } });
+export async function join(
+  browser,
+  url,
+  name,
+  { locale = "de-DE", permissions = ["camera", "microphone"], viewport = { width: 1280, height: 720 }, initScript = null } = {},
+) {
+  const context = await browser.newContext({ locale, permissions, viewport });
+  if (initScript) await context.addInitScript(initScript);
   const page = await context.newPage();
   page.on("pageerror", (error) => console.log(`[${name}] page error: ${error.message}`));
   page.on("request", (request) => requestedUrls.push(request.url()));

@@ -9,7 +9,9 @@
 //! - [`transport`]: ONE UDP port for every participant. ICE-lite with one shared host candidate;
 //!   datagrams are demultiplexed by ICE username, then by address, onto one `rtc` peer
 //!   connection per participant. A single task drives them all: datagrams, timers and commands
-//!   in; events and media to the core; what the core decides out.
+//!   in; events and media to the core; what the core decides out. Each subscriber's connection
+//!   estimates its downlink from transport-wide congestion feedback (`transport::downlink`) and
+//!   paces its video below that estimate so that its audio never waits behind a keyframe.
 //! - [`control`]: the `Attach` client. The node dials the control plane (never the other way
 //!   round), registers, reports load, and relays each participant's signalling.
 //!

@@ -384,7 +384,7 @@ async function handle(message) {
     case "offer":
       return answerOffer(message.sdp);
     case "answer":
-      return state.pc?.setRemoteDescription({ type: "answer", sdp: message.sdp });
+      return state.pc?.setRemoteDescription({ type: "answer", sdp: withOpusDtx(message.sdp) });
     case "candidate":
       return state.pc?.addIceCandidate({
         candidate: message.candidate,
@@ -505,6 +505,17 @@ async function connectMedia() {
   send({ type: "offer", sdp: pc.localDescription.sdp, sources });
 }
 
+/**
+ * Asks this browser to send Opus with DTX: in silence it then sends almost nothing, which a thin
+ * line needs. The browser reads the wish from the node's description, so it is added there.
+ */
+function withOpusDtx(sdp) {
+  const opus = new Set([...sdp.matchAll(/^a=rtpmap:(\d+) opus\/48000/gim)].map((m) => m[1]));
+  return sdp.replace(/^a=fmtp:(\d+) ([^\r\n]*)/gm, (line, pt, params) =>
+    opus.has(pt) && !/usedtx=/.test(params) ? `a=fmtp:${pt} ${params};usedtx=1` : line,
+  );
+}
+
 /** The participant a received stream belongs to: its id is theirs, or theirs + ":screen". */
 function ownerOf(streamId) {
   return streamId.endsWith(":screen") ? streamId.slice(0, -":screen".length) : streamId;
@@ -537,7 +548,7 @@ async function publishLayers({ source, active }) {
 async function answerOffer(sdp) {
   const pc = state.pc;
   if (!pc) return;
-  await pc.setRemoteDescription({ type: "offer", sdp });
+  await pc.setRemoteDescription({ type: "offer", sdp: withOpusDtx(sdp) });
   const answer = await pc.createAnswer();
   await pc.setLocalDescription(answer);
   send({ type: "answer", sdp: pc.localDescription.sdp });

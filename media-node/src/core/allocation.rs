@@ -37,6 +37,13 @@ pub struct Demand {
     pub current: Option<usize>,
     /// Sent even when the room sends only the latest speakers (a screen share).
     pub exempt_from_last_n: bool,
+    /// Paused for bandwidth and not to be tried again yet: it stays paused and costs nothing.
+    pub held: bool,
+    /// Whether it may move above its current layer (not while a failed move up is recent).
+    pub may_rise: bool,
+    /// Paused for bandwidth until now: it comes back on its lowest layer, and rises from there
+    /// as the line proves it can.
+    pub resuming: bool,
 }
 
 /// Why a video is not sent.
@@ -80,11 +87,24 @@ pub fn allocate(budget: u64, last_n: usize, demands: &[Demand]) -> Vec<Choice> {
         if !demand.wanted || demand.layers.is_empty() {
             continue;
         }
+        if demand.held {
+            choices[i] = Err(Paused::Bandwidth);
+            continue;
+        }
         if last_n > 0 && sent >= last_n && !demand.exempt_from_last_n {
             choices[i] = Err(Paused::LastN);
             continue;
         }
-        let mut layer = fitting_layer(demand);
+        let mut layer = if demand.resuming {
+            0
+        } else {
+            fitting_layer(demand)
+        };
+        if !demand.may_rise
+            && let Some(current) = demand.current
+        {
+            layer = layer.min(current);
+        }
         loop {
             let cost = demand.layers[layer].bitrate as f64;
             let moving_up = demand.current.is_none_or(|current| layer > current);
@@ -145,6 +165,9 @@ mod tests {
             wanted: true,
             current,
             exempt_from_last_n: false,
+            held: false,
+            may_rise: true,
+            resuming: false,
         }
     }
 
@@ -197,6 +220,20 @@ mod tests {
         assert_eq!(
             allocate(640_000, 0, &[demand(0, None, Some(0))]),
             vec![Ok(1)]
+        );
+        // A paused video tried again comes back on its lowest layer, with the same headroom (a
+        // resumption that fails costs the subscriber's audio a moment, as any move up does).
+        let resuming = Demand {
+            resuming: true,
+            ..demand(0, Some(720), None)
+        };
+        assert_eq!(
+            allocate(190_000, 0, std::slice::from_ref(&resuming)),
+            vec![Ok(0)]
+        );
+        assert_eq!(
+            allocate(170_000, 0, &[resuming]),
+            vec![Err(Paused::Bandwidth)]
         );
     }
 

@@ -81,6 +81,8 @@ pub struct Forwarder {
     picture_id_offset: u16,
     tl0_offset: u8,
     last: Option<Sent>,
+    /// When the current layer began.
+    switched_at: Option<Instant>,
 }
 
 impl Forwarder {
@@ -98,6 +100,7 @@ impl Forwarder {
             timestamp_offset: 0,
             picture_id_offset: 0,
             tl0_offset: 0,
+            switched_at: None,
             last: None,
         }
     }
@@ -117,16 +120,23 @@ impl Forwarder {
         self.target
     }
 
+    /// Since when the forwarder has been forwarding the layer it wants, if it is.
+    pub fn on_target_since(&self) -> Option<Instant> {
+        self.switched_at
+            .filter(|_| self.current.is_some() && self.current == self.target)
+    }
+
     /// Whether the forwarder waits for a keyframe of its target layer.
     pub fn waiting_for_keyframe(&self) -> bool {
         self.target.is_some() && self.target != self.current
     }
 
-    /// Wants `layer` from now on (`None` pauses). A switch to another layer happens at its next
-    /// keyframe; until then the current layer goes on.
+    /// Wants `layer` from now on (`None` pauses). A switch up happens at the higher layer's next
+    /// keyframe, and until then the current layer goes on. A switch down stops the current layer
+    /// at once (the line is likely too full for it) and goes on at the lower layer's keyframe.
     pub fn set_target(&mut self, layer: Option<usize>) {
         self.target = layer;
-        if layer.is_none() {
+        if layer.is_none() || layer < self.current {
             self.current = None;
         }
     }
@@ -184,6 +194,7 @@ impl Forwarder {
     /// from what it saw last.
     fn switch_to(&mut self, now: Instant, packet: &PacketMeta) {
         self.current = Some(packet.layer);
+        self.switched_at = Some(now);
         self.newest = Some(packet.sequence_number);
         let Some(last) = self.last else {
             // The first packet ever: nothing to continue from.

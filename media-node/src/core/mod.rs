@@ -564,6 +564,12 @@ impl Core {
             ready: false,
             waiting_since: None,
             choice: Err(Paused::NotWanted),
+            resume_not_before: None,
+            resume_backoff: publication::RESUME_BACKOFF,
+            resumed_at: None,
+            rise_not_before: None,
+            rise_backoff: publication::RISE_BACKOFF,
+            rose_at: None,
         });
         self.outputs.push_back(Output::AddDownTrack(
             publication.down_track(subscriber, ssrc),
@@ -1086,6 +1092,9 @@ impl Core {
                     wanted: !participant.audio_only && viewport != Some(0),
                     current,
                     exempt_from_last_n: publication.source == Source::Screen,
+                    held: subscription.held(now),
+                    may_rise: subscription.may_rise(now),
+                    resuming: subscription.choice == Err(Paused::Bandwidth),
                 });
                 targets.push((*id, usable.iter().map(|(index, _)| *index).collect()));
             }
@@ -1147,6 +1156,10 @@ impl Core {
         let stream_id = publication.stream_id.clone();
         let subscription = &mut publication.subscriptions[index];
         let previous = std::mem::replace(&mut subscription.choice, choice);
+        if previous != choice {
+            tracing::debug!(subscriber = subscriber.0, stream = %stream_id, ?previous, ?choice, "video layer");
+            subscription.choice_changed(now, previous, choice);
+        }
         if subscription.forwarder.target() != target {
             subscription.forwarder.set_target(target);
             subscription.waiting_since = None;

@@ -153,6 +153,98 @@ pub struct Subscription {
     pub waiting_since: Option<Instant>,
     /// The allocation's last choice for it.
     pub choice: Choice,
+    /// While paused for bandwidth: not tried again before this.
+    pub resume_not_before: Option<Instant>,
+    /// How long the next failed resumption holds it paused.
+    pub resume_backoff: Duration,
+    /// When it was last resumed after a pause for bandwidth.
+    pub resumed_at: Option<Instant>,
+    /// After a failed move up: not moved up again before this.
+    pub rise_not_before: Option<Instant>,
+    /// How long the next failed move up holds it where it is.
+    pub rise_backoff: Duration,
+    /// When it last moved up a layer.
+    pub rose_at: Option<Instant>,
+}
+
+/// How long a video paused for bandwidth stays paused before it is tried again, at first.
+pub const RESUME_BACKOFF: Duration = Duration::from_secs(8);
+/// The longest it stays paused between two tries.
+const MAX_RESUME_BACKOFF: Duration = Duration::from_secs(60);
+/// A resumed video that is paused again within this time counts as a failed try; so does a
+/// move up that falls back within it.
+const RESUME_TRIAL: Duration = Duration::from_secs(5);
+/// How long a video stays at a layer it moved up to before it may move up again.
+const RISE_PROOF: Duration = Duration::from_millis(1500);
+/// How long a video stays at its layer after a failed move up, at first.
+pub const RISE_BACKOFF: Duration = Duration::from_secs(2);
+/// The longest it stays: short, so that a line that got better is found out within seconds
+/// (a playing video's move up costs less than resuming a paused one: the pacer spreads it).
+const MAX_RISE_BACKOFF: Duration = Duration::from_secs(4);
+
+impl Subscription {
+    /// Whether a video paused for bandwidth must stay paused for now.
+    pub fn held(&self, now: Instant) -> bool {
+        self.choice == Err(super::allocation::Paused::Bandwidth)
+            && self.resume_not_before.is_some_and(|at| now < at)
+    }
+
+    /// Whether a video may move above its layer now: not while a failed move up is recent,
+    /// and one layer at a time, each proving itself first: the forwarder must have carried the
+    /// layer chosen for a while (a switch waits for a keyframe, and a layer the publisher had
+    /// stopped takes a moment to start again, with a lower one standing in; until then the line
+    /// has not been tried).
+    pub fn may_rise(&self, now: Instant) -> bool {
+        self.rise_not_before.is_none_or(|at| now >= at)
+            && self.choice.ok() == self.forwarder.target()
+            && self
+                .forwarder
+                .on_target_since()
+                .is_some_and(|at| now.saturating_duration_since(at) >= RISE_PROOF)
+    }
+
+    /// Notes a change of the allocation's choice. The node has no padding to probe a line with,
+    /// so moving a video up (or resuming it) is the probe, and each failed probe costs the
+    /// subscriber's audio a moment: failed tries are spaced out further and further, a video
+    /// that played for a while starts over.
+    pub fn choice_changed(&mut self, now: Instant, before: Choice, after: Choice) {
+        use super::allocation::Paused;
+        let recently_rose = self
+            .rose_at
+            .is_some_and(|at| now.saturating_duration_since(at) < RESUME_TRIAL);
+        match (before, after) {
+            (Ok(from), Ok(to)) if to > from => self.rose_at = Some(now),
+            (Ok(from), _) if after.map_or(after == Err(Paused::Bandwidth), |to| to < from) => {
+                self.rise_backoff = if recently_rose {
+                    (self.rise_backoff * 2).min(MAX_RISE_BACKOFF)
+                } else {
+                    RISE_BACKOFF
+                };
+                if recently_rose {
+                    self.rise_not_before = Some(now + self.rise_backoff);
+                }
+                self.rose_at = None;
+            }
+            _ => {}
+        }
+        match (before, after) {
+            (Err(Paused::Bandwidth), Ok(_)) => self.resumed_at = Some(now),
+            (Ok(_), Err(Paused::Bandwidth))
+            | (Err(Paused::NotWanted | Paused::LastN), Err(Paused::Bandwidth)) => {
+                let failed = self
+                    .resumed_at
+                    .is_some_and(|at| now.saturating_duration_since(at) < RESUME_TRIAL);
+                self.resume_backoff = if failed {
+                    (self.resume_backoff * 2).min(MAX_RESUME_BACKOFF)
+                } else {
+                    RESUME_BACKOFF
+                };
+                self.resume_not_before = Some(now + self.resume_backoff);
+                self.resumed_at = None;
+            }
+            _ => {}
+        }
+    }
 }
 
 /// One published track.
@@ -235,16 +327,13 @@ impl Publication {
             .collect()
     }
 
-    /// The highest layer at or below `layer` that arrives now, else the lowest that does.
+    /// The highest layer at or below `layer` that arrives now. Never a higher one: a layer
+    /// chosen to fit a line must not be stood in for by one that does not fit (the subscriber
+    /// waits the moment the publisher takes to start the chosen one).
     pub fn live_layer_near(&self, now: Instant, layer: usize) -> Option<usize> {
-        let live: Vec<usize> = (0..self.layers.len())
-            .filter(|index| self.layers[*index].live(now))
-            .collect();
-        live.iter()
+        (0..=layer.min(self.layers.len().saturating_sub(1)))
             .rev()
-            .find(|index| **index <= layer)
-            .or(live.first())
-            .copied()
+            .find(|index| self.layers[*index].live(now))
     }
 
     /// What the publication costs a subscriber now, for audio: its measured bitrate, or what

@@ -7,12 +7,16 @@
 //! node's own, tuned for a forwarder rather than an encoder:
 //!
 //! - on overuse the estimate falls at once to a little below what actually arrived, and on heavy
-//!   loss in proportion to the loss;
+//!   loss to what arrived less half the loss (never further: loss that lingers in the average
+//!   after a burst must not drive the estimate below what the path delivers);
 //! - after a fall it holds for a moment, so the queue drains before the next reading counts;
-//! - then it grows by a third per second while the path stays quiet, up to what arrived plus room
-//!   for another layer, and at least up to [`CAP_FLOOR`]. The node has no padding to probe with:
-//!   moving a video up a layer (or resuming a paused one) is the probe, and a path that cannot
-//!   take it pushes the estimate back down within a second.
+//! - then it grows by 40 % a second while the path stays quiet, up to a multiple of what
+//!   arrived: room for the next layer up, not for every layer at once. The node has no padding
+//!   to probe with: moving a video up one layer (or resuming a paused one at its lowest) is the
+//!   probe, and a path that cannot take it pushes the estimate back down within a second. A path
+//!   that can shows it in what arrives, and the cap rises with it, a layer at a time. (A cap far
+//!   above what arrived let a full line of 300 kbit/s that happened to lose nothing look like a
+//!   megabit, and every move up from there was a jump over two layers into heavy loss.)
 //!
 //! The estimate is published through a shared cell that the node reads every tick.
 
@@ -24,27 +28,47 @@ use rtc::interceptor::{
     BandwidthEstimator, OveruseDetector, PacketReport, RateCalculator, SlopeEstimator, Usage,
 };
 
+/// The filtered delay trend is scaled by this before it meets the overuse threshold. Unscaled,
+/// a queue must grow by about 40 % of the send rate before the detector notices (measured on a
+/// 400 kbit/s line, where it never fired and loss did all the work); libwebrtc scales its trend
+/// in the same way.
+const TREND_GAIN: f64 = 4.0;
 /// Where a new connection's estimate starts.
 pub const INITIAL: f64 = 1_000_000.0;
-const MIN: f64 = 50_000.0;
+/// The estimate never falls below this: a line this thin carries the others' audio and no video,
+/// and an estimate that collapsed further (feedback that arrives late on a congested uplink
+/// reads as a low received rate) would take many seconds to climb back.
+const MIN: f64 = 150_000.0;
+/// One decrease takes off at most this share of the estimate.
+const MAX_DECREASE: f64 = 0.5;
+/// The shortest time between two decreases for overuse: each must be seen to work first.
+const DECREASE_INTERVAL: Duration = Duration::from_millis(300);
 const MAX: f64 = 20_000_000.0;
 /// What the estimate falls to on overuse, as a share of what arrived.
 const BACKOFF: f64 = 0.85;
 /// How long the estimate holds after it fell.
 const HOLD: Duration = Duration::from_secs(1);
 /// Growth per second while the path is quiet.
-const GROWTH_PER_SECOND: f64 = 1.33;
-/// Growth is capped at what arrived times this, plus [`HEADROOM`], or at [`CAP_FLOOR`].
-const RECEIVED_FACTOR: f64 = 1.5;
-const HEADROOM: f64 = 800_000.0;
-/// The cap never falls below this, so that a subscriber whose videos are all paused (and who
-/// receives only audio) can still earn its way back to a high single layer.
-pub const CAP_FLOOR: f64 = 4_000_000.0;
+const GROWTH_PER_SECOND: f64 = 1.4;
+/// Growth is capped at what arrived times this, plus [`HEADROOM`], and never below
+/// [`CAP_FLOOR`]: room for the next layer up (a camera's layers are about three times apart),
+/// one at a time. A lower cap leaves a subscriber on an open line stuck on a middle layer, as
+/// there is no padding to show the line could carry more; a higher one lets the estimate of a
+/// full thin line run so far ahead that moves up are tried with keyframe bursts the line cannot
+/// take, and the audio behind them breaks up.
+const RECEIVED_FACTOR: f64 = 2.5;
+const HEADROOM: f64 = 150_000.0;
+/// The cap never falls below this, so that a subscriber whose videos are all paused (who
+/// receives only the others' audio, perhaps a single voice) can still resume one at its lowest
+/// layer once its line clears.
+const CAP_FLOOR: f64 = 300_000.0;
 /// Loss above this fraction lowers the estimate; below [`LOW_LOSS`] it may grow.
 const HIGH_LOSS: f64 = 0.10;
 const LOW_LOSS: f64 = 0.02;
 /// The shortest time between two loss-based decreases.
 const LOSS_INTERVAL: Duration = Duration::from_millis(200);
+/// A loss-based decrease keeps at least this share of what arrives.
+const LOSS_FLOOR: f64 = 0.75;
 
 /// The latest estimate of one connection, in bits per second, shared with the node.
 #[derive(Clone, Debug)]
@@ -61,7 +85,7 @@ impl EstimateCell {
         self.0.load(Ordering::Relaxed)
     }
 
-    fn set(&self, bits_per_second: f64) {
+    pub(crate) fn set(&self, bits_per_second: f64) {
         self.0.store(bits_per_second as u64, Ordering::Relaxed);
     }
 }
@@ -119,7 +143,9 @@ impl BandwidthEstimator for DownlinkEstimator {
                 self.received.add(now, report.size);
             }
             if let Some(trend) = self.slope.accumulate(report) {
-                usage = self.detector.update(trend.at, trend.estimate_ms);
+                usage = self
+                    .detector
+                    .update(trend.at, trend.estimate_ms * TREND_GAIN);
             }
         }
         let received = self.received.rate_bits_per_second(now);
@@ -138,16 +164,27 @@ impl BandwidthEstimator for DownlinkEstimator {
         let holding = self
             .last_decrease
             .is_some_and(|at| now.saturating_duration_since(at) < HOLD);
+        let decreased_recently = self
+            .last_decrease
+            .is_some_and(|at| now.saturating_duration_since(at) < DECREASE_INTERVAL);
         if usage == Usage::Over {
-            if let Some(received) = received {
-                self.decrease_to(now, received * BACKOFF);
+            if let Some(received) = received
+                && !decreased_recently
+            {
+                let floor = self.target * (1.0 - MAX_DECREASE);
+                self.decrease_to(now, (received * BACKOFF).max(floor));
             }
         } else if loss.min(sample) > HIGH_LOSS {
             let recent = self
                 .last_decrease
                 .is_some_and(|at| now.saturating_duration_since(at) < LOSS_INTERVAL);
             if !recent {
-                self.decrease_to(now, self.target * (1.0 - 0.5 * loss));
+                let base = received.map_or(self.target, |received| received.min(self.target));
+                // Loss lingers in the average after the rate fell: never below most of what
+                // still arrives.
+                let floor = (self.target * (1.0 - MAX_DECREASE))
+                    .max(received.map_or(0.0, |received| received * LOSS_FLOOR));
+                self.decrease_to(now, (base * (1.0 - 0.5 * loss)).max(floor));
             }
         } else if usage == Usage::Normal
             && !holding
@@ -161,6 +198,14 @@ impl BandwidthEstimator for DownlinkEstimator {
                 self.target = grown.min(cap.max(self.target)).clamp(MIN, MAX);
             }
         }
+        tracing::trace!(
+            target = self.target as u64,
+            received = received.unwrap_or(0.0) as u64,
+            loss = format!("{loss:.3}"),
+            sample = format!("{sample:.3}"),
+            ?usage,
+            "downlink estimate"
+        );
         self.cell.set(self.target);
     }
 
@@ -296,27 +341,60 @@ mod tests {
     }
 
     #[test]
-    fn a_paused_subscriber_earns_its_way_back_to_a_high_layer() {
+    fn a_paused_subscriber_earns_its_way_back_a_layer_at_a_time() {
         let epoch = Instant::now();
         let mut estimator = DownlinkEstimator::new(EstimateCell::new());
         let mut path = Path {
-            capacity: 50_000_000.0,
+            capacity: 150_000.0,
             queue: Duration::from_millis(200),
             free_at: Duration::ZERO,
         };
-        // Only audio arrives (its video is paused).
-        let trace = run(
+        // A line too thin for video: the estimate falls, and the node pauses the videos.
+        let thin = run(
             &mut estimator,
             &mut path,
             epoch,
             Duration::ZERO,
-            Duration::from_secs(5),
-            |_| 60_000.0,
+            Duration::from_secs(4),
+            |e| e,
         );
-        let reached = trace.iter().find(|(_, estimate)| *estimate >= 1_900_000.0);
         assert!(
-            reached.is_some_and(|(at, _)| *at <= Duration::from_secs(4)),
-            "enough for a 1.5 Mbit/s layer with headroom within 4 s: {trace:?}"
+            thin.iter().any(|(_, e)| *e < 250_000.0),
+            "it fell: {thin:?}"
+        );
+        // The line clears, and only one voice arrives while the videos are paused.
+        path.capacity = 50_000_000.0;
+        let paused = run(
+            &mut estimator,
+            &mut path,
+            epoch,
+            Duration::from_secs(4),
+            Duration::from_secs(6),
+            |_| 40_000.0,
+        );
+        let resumable = paused.iter().find(|(_, e)| *e >= 280_000.0);
+        assert!(
+            resumable.is_some_and(|(at, _)| *at <= Duration::from_secs(4 + 4)),
+            "enough to resume a 175 kbit/s layer beside the voice within 4 s: {paused:?}"
+        );
+        let top = paused.iter().map(|(_, e)| *e).fold(0.0, f64::max);
+        assert!(
+            top < 1_000_000.0,
+            "but no jump to a high layer on the strength of audio alone: {top}"
+        );
+        // Each move up shows the path carries more, and the estimate follows.
+        let rising = run(
+            &mut estimator,
+            &mut path,
+            epoch,
+            Duration::from_secs(10),
+            Duration::from_secs(8),
+            |e| e,
+        );
+        let high = rising.iter().find(|(_, e)| *e >= 1_900_000.0);
+        assert!(
+            high.is_some_and(|(at, _)| *at <= Duration::from_secs(10 + 7)),
+            "enough for a 1.5 Mbit/s layer within 7 s: {rising:?}"
         );
     }
 

@@ -11,7 +11,8 @@
 //! - sender reports and the node's own transport-wide sequence numbers for what the node sends:
 //!   each leg has its own sequence, the publisher's numbers are never passed on;
 //! - congestion control on what the node sends: the subscriber's transport-wide feedback feeds
-//!   its [`DownlinkEstimator`], whose estimate the core shares out among the videos;
+//!   its [`DownlinkEstimator`], whose estimate the core shares out among the videos, and video
+//!   is paced to it with audio first ([`AudioFirstPacer`]);
 //! - the mid and rid header extensions on video, so that a publisher's simulcast layers are told
 //!   apart;
 //! - a tap that hands subscribers' keyframe requests (PLI, FIR) to the node and drops the rest
@@ -44,9 +45,11 @@ use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
 use rtc::shared::error::Error as RtcError;
 
 use super::downlink::{DownlinkEstimator, EstimateCell};
+use super::pacer::AudioFirstPacer;
 use crate::core::Codec;
 
-/// Opus, as browsers offer it: in-band FEC on, DTX as the sender chooses.
+/// Opus, as browsers offer it: in-band FEC on. (DTX is the web client's request: `rtc` answers
+/// with the offer's parameters, so the client adds `usedtx=1` to what it applies.)
 const OPUS_FMTP: &str = "minptime=10;useinbandfec=1";
 /// H.264 constrained baseline, packetization mode 1: what every browser can decode.
 const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
@@ -118,10 +121,12 @@ pub fn media_setup(estimate: EstimateCell) -> Result<(MediaEngine, Registry), Rt
             .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
             .build(),
     );
-    let registry = configure_twcc(registry, &mut engine)?.with(
-        Slot::CongestionControl,
-        CongestionControlBuilder::new(DownlinkEstimator::new(estimate)).build(),
-    );
+    let registry = configure_twcc(registry, &mut engine)?
+        .with(
+            Slot::CongestionControl,
+            CongestionControlBuilder::new(DownlinkEstimator::new(estimate.clone())).build(),
+        )
+        .with(Slot::Pacer, AudioFirstPacer::new(estimate));
     let registry = configure_rtcp_reports(registry)
         .with(Slot::from(9_500), SimulcastReportFilter::default())
         .with(Slot::from(14_000), KeyframeTap::default());

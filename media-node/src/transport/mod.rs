@@ -9,6 +9,7 @@
 mod demux;
 pub mod downlink;
 mod media;
+mod pacer;
 mod peer;
 mod signal;
 

@@ -332,23 +332,23 @@ fn the_layer_follows_the_bandwidth_within_two_seconds_both_ways() {
     let mut sim = Sim::new(1);
     let wide = |core: &mut Core| core.set_estimate(PeerId(2), 5_000_000);
     let narrow = |core: &mut Core| core.set_estimate(PeerId(2), 320_000);
-    let up = sim.time_until_layer(2, 2, Duration::from_secs(3), wide);
+    let up = sim.time_until_layer(2, 2, Duration::from_secs(6), wide);
     assert!(
         up.is_some_and(|t| t <= Duration::from_secs(2)),
         "up to the top layer: {up:?}"
     );
-    let down = sim.time_until_layer(2, 0, Duration::from_secs(3), narrow);
+    let down = sim.time_until_layer(2, 0, Duration::from_secs(6), narrow);
     assert!(
         down.is_some_and(|t| t <= Duration::from_secs(2)),
         "down to the lowest layer: {down:?}"
     );
-    let up_again = sim.time_until_layer(2, 2, Duration::from_secs(3), wide);
+    let up_again = sim.time_until_layer(2, 2, Duration::from_secs(6), wide);
     assert!(
         up_again.is_some_and(|t| t <= Duration::from_secs(2)),
         "up again: {up_again:?}"
     );
     // A middle-sized line gets the middle layer.
-    let middle = sim.time_until_layer(2, 1, Duration::from_secs(3), |core| {
+    let middle = sim.time_until_layer(2, 1, Duration::from_secs(6), |core| {
         core.set_estimate(PeerId(2), 900_000)
     });
     assert!(
@@ -486,10 +486,21 @@ fn a_line_too_thin_for_video_keeps_its_audio_and_is_told() {
         gaps <= Duration::from_millis(20),
         "audio never stopped: longest gap {gaps:?}"
     );
-    // Bandwidth comes back: video resumes and the client is told.
-    sim.run(Duration::from_secs(2), |sim| {
-        sim.core.set_estimate(PeerId(2), 5_000_000)
-    });
+    // Bandwidth comes back: the video resumes once the pause has held for a while (a line that
+    // cannot carry it is not tried every second), and the client is told.
+    let back = sim.now;
+    sim.run(
+        publication::RESUME_BACKOFF + Duration::from_secs(1),
+        |sim| sim.core.set_estimate(PeerId(2), 5_000_000),
+    );
+    let resumed = sim.received[&PeerId(2)]
+        .iter()
+        .find(|r| r.at > paused_at)
+        .map(|r| r.at - back);
+    assert!(
+        resumed.is_some_and(|t| t <= publication::RESUME_BACKOFF + Duration::from_secs(1)),
+        "resumed {resumed:?} after the line came back"
+    );
     assert!(
         sim.received[&PeerId(2)]
             .last()
@@ -792,4 +803,72 @@ fn chat_reaches_the_others_and_bad_messages_are_refused() {
     }
     assert_eq!(core.chat(now, PeerId(2), "spam"), Err(ChatError::TooFast));
     assert!(core.chat(now + CHAT_WINDOW, PeerId(2), "later").is_ok());
+}
+
+#[test]
+fn a_line_that_cannot_carry_video_is_tried_again_less_and_less_often() {
+    let mut sim = Sim::new(1);
+    let start = sim.now;
+    // The estimate looks good for a moment every 2 s (as it does after a quiet spell) but falls
+    // as soon as video flows again.
+    sim.run(Duration::from_secs(60), |sim| {
+        let phase = (sim.now - start).as_millis() % 2000;
+        let estimate = if phase < 400 { 5_000_000 } else { 120_000 };
+        sim.core.set_estimate(PeerId(2), estimate);
+    });
+    let tries: Vec<Duration> = sim
+        .outputs
+        .iter()
+        .filter(|(_, o)| {
+            matches!(
+                o,
+                Output::Video {
+                    to: PeerId(2),
+                    state: VideoState::Playing,
+                    ..
+                }
+            )
+        })
+        .map(|(at, _)| *at - start)
+        .collect();
+    assert!(
+        (2..=4).contains(&tries.len()),
+        "tried again, but ever less often: {tries:?}"
+    );
+    for pair in tries.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= publication::RESUME_BACKOFF,
+            "{tries:?}"
+        );
+    }
+}
+
+#[test]
+fn a_failed_move_up_is_tried_again_later_but_soon_enough() {
+    let mut sim = Sim::new(1);
+    let start = sim.now;
+    // A line that carries the middle layer; the estimate overshoots for a moment every second
+    // (as it does when it grows blindly), which a move to the top layer then proves wrong.
+    sim.run(Duration::from_secs(40), |sim| {
+        let phase = (sim.now - start).as_millis() % 1000;
+        let estimate = if phase < 300 { 5_000_000 } else { 900_000 };
+        sim.core.set_estimate(PeerId(2), estimate);
+    });
+    let received = &sim.received[&PeerId(2)];
+    let rises: Vec<Duration> = received
+        .windows(2)
+        .filter(|w| w[1].layer > w[0].layer && w[1].layer == 2)
+        .map(|w| w[1].at - start)
+        .collect();
+    assert!(
+        (2..=12).contains(&rises.len()),
+        "moves up to the top layer are spaced out, not tried every second: {rises:?}"
+    );
+    for pair in rises.windows(2).skip(1) {
+        assert!(pair[1] - pair[0] >= publication::RISE_BACKOFF, "{rises:?}");
+        assert!(
+            pair[1] - pair[0] <= Duration::from_secs(12),
+            "but tried again within 12 s: {rises:?}"
+        );
+    }
 }
