@@ -74,6 +74,30 @@ fn fitting_layer(demand: &Demand) -> usize {
         .unwrap_or(top)
 }
 
+/// What the next improvement would cost beyond what `choices` use: a paused video resumed on its
+/// lowest layer, or a video moved up one layer towards what its tile needs, whichever is
+/// cheapest, with the headroom a move up needs. `None` when nothing could improve (or nothing
+/// may, for now). The node has no padding to probe a line with, so the estimate may grow this
+/// far beyond what arrives: the improvement itself is the probe.
+pub fn next_step(demands: &[Demand], choices: &[Choice]) -> Option<u64> {
+    demands
+        .iter()
+        .zip(choices)
+        .filter(|(demand, _)| demand.wanted && !demand.layers.is_empty())
+        .filter_map(|(demand, choice)| match choice {
+            Err(Paused::Bandwidth) if !demand.held => {
+                Some(demand.layers[0].bitrate as f64 * UP_HEADROOM)
+            }
+            Ok(layer) if demand.may_rise && *layer < fitting_layer(demand) => {
+                let next = demand.layers.get(layer + 1)?.bitrate as f64 * UP_HEADROOM;
+                Some((next - demand.layers[*layer].bitrate as f64).max(0.0))
+            }
+            _ => None,
+        })
+        .map(|cost| cost as u64)
+        .min()
+}
+
 /// Chooses a layer for each demand, in the order given, within `budget` bits per second, and
 /// sends at most `last_n` videos (0 for no limit).
 pub fn allocate(budget: u64, last_n: usize, demands: &[Demand]) -> Vec<Choice> {
@@ -234,6 +258,33 @@ mod tests {
         assert_eq!(
             allocate(170_000, 0, &[resuming]),
             vec![Err(Paused::Bandwidth)]
+        );
+    }
+
+    #[test]
+    fn the_next_step_is_the_cheapest_improvement() {
+        // One video on the lowest layer that may move up, one paused for bandwidth.
+        let playing = demand(0, Some(720), Some(0));
+        let paused = demand(1, Some(720), None);
+        let choices = vec![Ok(0), Err(Paused::Bandwidth)];
+        // Moving up costs 500k x 1.25 - 150k = 475k; resuming 150k x 1.25 = 187.5k.
+        assert_eq!(
+            next_step(&[playing.clone(), paused.clone()], &choices),
+            Some(187_500)
+        );
+        let held = Demand {
+            held: true,
+            ..paused
+        };
+        assert_eq!(
+            next_step(&[playing.clone(), held.clone()], &choices),
+            Some(475_000)
+        );
+        let small_tile = demand(0, Some(180), Some(0));
+        assert_eq!(
+            next_step(&[small_tile, held], &choices),
+            None,
+            "a tile that needs no more, and a video held back"
         );
     }
 

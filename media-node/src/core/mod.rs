@@ -314,6 +314,9 @@ struct Participant {
     publications: Vec<PublicationId>,
     /// The downlink estimate from the congestion control feedback of its client.
     estimate: Option<u64>,
+    /// How far its estimate may grow beyond what arrives: enough for the next improvement of
+    /// what it receives (see [`allocation::next_step`]).
+    wanted_estimate: Option<u64>,
     /// It wants no video at all.
     audio_only: bool,
     /// The height at which it shows each video, by stream id; 0 when it shows it nowhere.
@@ -535,6 +538,7 @@ impl Core {
                 info,
                 publications: Vec::new(),
                 estimate: None,
+                wanted_estimate: None,
                 audio_only: false,
                 viewports: HashMap::new(),
                 chat_times: VecDeque::new(),
@@ -655,6 +659,12 @@ impl Core {
         if let Some(participant) = self.participants.get_mut(&peer) {
             participant.estimate = Some(bits_per_second);
         }
+    }
+
+    /// What `peer`'s downlink estimate would need to reach for the next improvement of what it
+    /// receives (a paused video resumed, a video moved up), if any.
+    pub fn wanted_estimate(&self, peer: PeerId) -> Option<u64> {
+        self.participants.get(&peer)?.wanted_estimate
     }
 
     /// How tall a subscriber shows the video of `stream_id`, in pixels; 0 when it shows it
@@ -1099,6 +1109,18 @@ impl Core {
                 targets.push((*id, usable.iter().map(|(index, _)| *index).collect()));
             }
             let choices = allocation::allocate(budget, last_n, &demands);
+            let used: u64 = demands
+                .iter()
+                .zip(&choices)
+                .filter_map(|(demand, choice)| {
+                    Some(demand.layers.get(*choice.as_ref().ok()?)?.bitrate)
+                })
+                .sum();
+            let wanted_estimate =
+                allocation::next_step(&demands, &choices).map(|step| audio_cost + used + step);
+            if let Some(participant) = self.participants.get_mut(&subscriber) {
+                participant.wanted_estimate = wanted_estimate;
+            }
             for ((id, usable), choice) in targets.into_iter().zip(choices) {
                 let choice: Choice = choice.map(|position| usable[position]);
                 if let (Ok(layer), Some(flags)) = (choice, wanted.get_mut(&id)) {

@@ -229,8 +229,9 @@ impl Subscription {
         }
         match (before, after) {
             (Err(Paused::Bandwidth), Ok(_)) => self.resumed_at = Some(now),
-            (Ok(_), Err(Paused::Bandwidth))
-            | (Err(Paused::NotWanted | Paused::LastN), Err(Paused::Bandwidth)) => {
+            // A video that has not played yet (the estimate of a new subscriber is still
+            // growing) was not tried, so nothing failed: it plays as soon as it fits.
+            (Ok(_), Err(Paused::Bandwidth)) => {
                 let failed = self
                     .resumed_at
                     .is_some_and(|at| now.saturating_duration_since(at) < RESUME_TRIAL);

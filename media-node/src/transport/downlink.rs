@@ -50,18 +50,15 @@ const BACKOFF: f64 = 0.85;
 const HOLD: Duration = Duration::from_secs(1);
 /// Growth per second while the path is quiet.
 const GROWTH_PER_SECOND: f64 = 1.4;
-/// Growth is capped at what arrived times this, plus [`HEADROOM`], and never below
-/// [`CAP_FLOOR`]: room for the next layer up (a camera's layers are about three times apart),
-/// one at a time. A lower cap leaves a subscriber on an open line stuck on a middle layer, as
-/// there is no padding to show the line could carry more; a higher one lets the estimate of a
-/// full thin line run so far ahead that moves up are tried with keyframe bursts the line cannot
-/// take, and the audio behind them breaks up.
+/// Growth is capped at what arrived times this, plus [`HEADROOM`], or at what the node's next
+/// improvement for the subscriber needs (a paused video resumed, a video moved up a layer; see
+/// [`EstimateCell::set_wanted`]), whichever is more. A cap far above what arrives let a full
+/// thin line look like a megabit, and moves up were tried with keyframe bursts the line could
+/// not take; a cap that ignores what the node wants to try next leaves a subscriber who
+/// receives only audio unable ever to start a video that is sent in a single layer of 1.5
+/// Mbit/s.
 const RECEIVED_FACTOR: f64 = 2.5;
 const HEADROOM: f64 = 150_000.0;
-/// The cap never falls below this, so that a subscriber whose videos are all paused (who
-/// receives only the others' audio, perhaps a single voice) can still resume one at its lowest
-/// layer once its line clears.
-const CAP_FLOOR: f64 = 300_000.0;
 /// Loss above this fraction lowers the estimate; below [`LOW_LOSS`] it may grow.
 const HIGH_LOSS: f64 = 0.10;
 const LOW_LOSS: f64 = 0.02;
@@ -70,23 +67,37 @@ const LOSS_INTERVAL: Duration = Duration::from_millis(200);
 /// A loss-based decrease keeps at least this share of what arrives.
 const LOSS_FLOOR: f64 = 0.75;
 
-/// The latest estimate of one connection, in bits per second, shared with the node.
+/// The latest estimate of one connection, in bits per second, shared with the node, and how far
+/// the node would like it to grow.
 #[derive(Clone, Debug)]
-pub struct EstimateCell(Arc<AtomicU64>);
+pub struct EstimateCell(Arc<[AtomicU64; 2]>);
 
 impl EstimateCell {
     /// A cell holding the initial estimate.
     pub fn new() -> Self {
-        Self(Arc::new(AtomicU64::new(INITIAL as u64)))
+        Self(Arc::new([
+            AtomicU64::new(INITIAL as u64),
+            AtomicU64::new(0),
+        ]))
     }
 
     /// The latest estimate.
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0[0].load(Ordering::Relaxed)
     }
 
     pub(crate) fn set(&self, bits_per_second: f64) {
-        self.0.store(bits_per_second as u64, Ordering::Relaxed);
+        self.0[0].store(bits_per_second as u64, Ordering::Relaxed);
+    }
+
+    /// What the node's next improvement for this subscriber would need (0 for nothing): the
+    /// estimate may grow that far on a quiet line even beyond its usual cap.
+    pub fn set_wanted(&self, bits_per_second: Option<u64>) {
+        self.0[1].store(bits_per_second.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    fn wanted(&self) -> f64 {
+        self.0[1].load(Ordering::Relaxed) as f64
     }
 }
 
@@ -192,7 +203,7 @@ impl BandwidthEstimator for DownlinkEstimator {
         {
             let grown = self.target * GROWTH_PER_SECOND.powf(elapsed.as_secs_f64());
             let cap = received.map_or(MAX, |received| {
-                (received * RECEIVED_FACTOR + HEADROOM).max(CAP_FLOOR)
+                (received * RECEIVED_FACTOR + HEADROOM).max(self.cell.wanted())
             });
             if grown > self.target {
                 self.target = grown.min(cap.max(self.target)).clamp(MIN, MAX);
@@ -343,7 +354,8 @@ mod tests {
     #[test]
     fn a_paused_subscriber_earns_its_way_back_a_layer_at_a_time() {
         let epoch = Instant::now();
-        let mut estimator = DownlinkEstimator::new(EstimateCell::new());
+        let cell = EstimateCell::new();
+        let mut estimator = DownlinkEstimator::new(cell.clone());
         let mut path = Path {
             capacity: 150_000.0,
             queue: Duration::from_millis(200),
@@ -362,7 +374,9 @@ mod tests {
             thin.iter().any(|(_, e)| *e < 250_000.0),
             "it fell: {thin:?}"
         );
-        // The line clears, and only one voice arrives while the videos are paused.
+        // The line clears, and only one voice arrives while the videos are paused; the node
+        // would resume one at 175 kbit/s (with headroom) beside it.
+        cell.set_wanted(Some(280_000));
         path.capacity = 50_000_000.0;
         let paused = run(
             &mut estimator,

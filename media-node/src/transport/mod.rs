@@ -6,6 +6,7 @@
 //! [`Core`]), polls what comes out, hands media and events to the core, carries out what the core
 //! decides, and finally sends every datagram the touched connections want to send.
 
+mod batch;
 mod demux;
 pub mod downlink;
 mod media;
@@ -191,6 +192,8 @@ pub struct Node {
     closing: Vec<Peer>,
     /// Reused by the hot path: subscribers and rewritten headers of one packet.
     fanout: Vec<(PeerId, Rewrite)>,
+    /// Datagrams of one flush, sent in batches.
+    outbox: Vec<(BytesMut, SocketAddr)>,
     traffic: Traffic,
     last_report: (Instant, Traffic, Option<u64>),
     /// Set while draining: when the remaining sessions are closed.
@@ -232,6 +235,7 @@ impl Node {
             touched: Vec::new(),
             closing: Vec::new(),
             fanout: Vec::new(),
+            outbox: Vec::new(),
             traffic: Traffic::default(),
             last_report: (Instant::now(), Traffic::default(), process_cpu_ticks()),
             drain_deadline: None,
@@ -663,6 +667,10 @@ impl Node {
                 self.core.set_estimate(*peer_id, peer.estimate.get());
             }
             self.core.handle_timeout(now);
+            for (peer_id, peer) in &self.peers {
+                peer.estimate
+                    .set_wanted(self.core.wanted_estimate(*peer_id));
+            }
             self.apply_core_outputs(now);
         }
     }
@@ -990,17 +998,9 @@ impl Node {
             while let Some(datagram) = peer.pc.poll_write() {
                 self.traffic.packets_out += 1;
                 self.traffic.bytes_out += datagram.message.len() as u64;
-                if let Err(error) = self
-                    .socket
-                    .send_to(&datagram.message, datagram.transport.peer_addr)
-                    .await
-                {
-                    debug!(%error, "udp send failed");
-                }
+                self.outbox
+                    .push((datagram.message, datagram.transport.peer_addr));
             }
-            let Some(peer) = self.peers.get_mut(peer_id) else {
-                continue;
-            };
             let deadline = peer
                 .pc
                 .poll_timeout()
@@ -1014,6 +1014,7 @@ impl Node {
         }
         self.touched = touched;
         self.touched.clear();
+        self.send_outbox().await;
         for mut peer in std::mem::take(&mut self.closing) {
             while let Some(datagram) = peer.pc.poll_write() {
                 let _ = self
@@ -1022,6 +1023,33 @@ impl Node {
                     .await;
             }
         }
+    }
+
+    /// Sends the datagrams of this flush, [`batch::BATCH`] per system call. A datagram the
+    /// kernel refuses (an unreachable address) is dropped, and the rest go on.
+    async fn send_outbox(&mut self) {
+        let mut sent = 0;
+        while sent < self.outbox.len() {
+            let pending = self.outbox[sent..]
+                .iter()
+                .map(|(datagram, to)| (&datagram[..], *to));
+            match self.socket.try_io(tokio::io::Interest::WRITABLE, || {
+                batch::send(&self.socket, pending)
+            }) {
+                Ok(count) => sent += count.max(1),
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    if let Err(error) = self.socket.writable().await {
+                        debug!(%error, "udp socket not writable");
+                        break;
+                    }
+                }
+                Err(error) => {
+                    debug!(%error, "udp send failed");
+                    sent += 1;
+                }
+            }
+        }
+        self.outbox.clear();
     }
 
     /// Sessions on the node, for tests: (sessions, routing entries).

@@ -81,6 +81,11 @@ struct Sim {
 impl Sim {
     /// Publisher 1 and `subscribers` others, every down-track negotiated and connected.
     fn new(subscribers: u64) -> Self {
+        Self::with_estimate(subscribers, None)
+    }
+
+    /// The same, with each subscriber's downlink estimate known before its down-tracks connect.
+    fn with_estimate(subscribers: u64, estimate: Option<u64>) -> Self {
         let start = Instant::now();
         let mut core = Core::new(7);
         for peer in 1..=subscribers + 1 {
@@ -95,6 +100,11 @@ impl Sim {
                 },
             )
             .unwrap();
+            if let Some(estimate) = estimate
+                && peer > 1
+            {
+                core.set_estimate(PeerId(peer), estimate);
+            }
         }
         let mut sim = Self {
             core,
@@ -871,4 +881,32 @@ fn a_failed_move_up_is_tried_again_later_but_soon_enough() {
             "but tried again within 12 s: {rises:?}"
         );
     }
+}
+
+#[test]
+fn a_new_subscriber_gets_its_video_as_soon_as_the_estimate_allows() {
+    // Not yet enough for any video (a connection's estimate starts low and grows): nothing was
+    // tried, so nothing failed, and the video must not be held back as if it had.
+    let mut sim = Sim::with_estimate(1, Some(60_000));
+    let start = sim.now;
+    sim.run(Duration::from_secs(2), |_| {});
+    // (The very first packets may pass before the first allocation, a tick after joining.)
+    let low = start + Duration::from_secs(1);
+    assert!(
+        sim.received
+            .get(&PeerId(2))
+            .is_none_or(|r| r.iter().all(|packet| packet.at < low)),
+        "no video while it cannot fit"
+    );
+    sim.run(Duration::from_secs(2), |sim| {
+        sim.core.set_estimate(PeerId(2), 5_000_000);
+    });
+    let first = sim.received[&PeerId(2)]
+        .iter()
+        .find(|packet| packet.at >= low)
+        .map(|packet| packet.at - start);
+    assert!(
+        first.is_some_and(|at| at <= Duration::from_millis(2800)),
+        "video within 800 ms of the estimate growing: {first:?}"
+    );
 }
