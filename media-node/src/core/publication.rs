@@ -195,7 +195,11 @@ impl Subscription {
     /// stopped takes a moment to start again, with a lower one standing in; until then the line
     /// has not been tried).
     pub fn may_rise(&self, now: Instant) -> bool {
-        self.rise_not_before.is_none_or(|at| now >= at)
+        // A video just resumed after a pause for bandwidth first shows that its lowest layer
+        // holds (on a line that paused it, a move up right away mostly fails again).
+        self.resumed_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= RESUME_TRIAL)
+            && self.rise_not_before.is_none_or(|at| now >= at)
             && self.choice.ok() == self.forwarder.target()
             && self
                 .forwarder

@@ -910,3 +910,43 @@ fn a_new_subscriber_gets_its_video_as_soon_as_the_estimate_allows() {
         "video within 800 ms of the estimate growing: {first:?}"
     );
 }
+
+#[test]
+fn a_resumed_video_first_shows_its_lowest_layer_holds_before_moving_up() {
+    let mut sim = Sim::new(1);
+    let start = sim.now;
+    // Plays, then the line cannot carry it, then it clears for good.
+    sim.run(Duration::from_secs(3), |sim| {
+        sim.core.set_estimate(PeerId(2), 5_000_000)
+    });
+    sim.run(Duration::from_secs(2), |sim| {
+        sim.core.set_estimate(PeerId(2), 100_000)
+    });
+    sim.run(Duration::from_secs(25), |sim| {
+        sim.core.set_estimate(PeerId(2), 5_000_000)
+    });
+    let received = &sim.received[&PeerId(2)];
+    let paused = start + Duration::from_secs(5);
+    let resumed = received
+        .iter()
+        .find(|packet| packet.at > paused)
+        .expect("it resumes")
+        .at;
+    assert_eq!(
+        received
+            .iter()
+            .find(|packet| packet.at >= resumed)
+            .map(|packet| packet.layer),
+        Some(0),
+        "on its lowest layer"
+    );
+    let first_up = received
+        .iter()
+        .find(|packet| packet.at >= resumed && packet.layer > 0)
+        .map(|packet| packet.at - resumed);
+    assert!(
+        first_up.is_some_and(|after| after >= Duration::from_secs(5)
+            && after <= Duration::from_secs(9)),
+        "moves up only after the lowest layer held for a while, then soon: {first_up:?}"
+    );
+}
