@@ -1032,30 +1032,12 @@ impl Core {
             }
         };
         // Every video of the room, by publication.
-        let videos: Vec<PublicationId> = members
-            .iter()
-            .filter_map(|member| self.participants.get(member))
-            .flat_map(|member| member.publications.iter().copied())
-            .filter(|id| {
-                self.publications
-                    .get(id)
-                    .is_some_and(|p| p.codec.kind() == MediaKind::Video)
-            })
-            .collect();
+        let videos = self.publications_of(&members, MediaKind::Video);
         let priorities: HashMap<PublicationId, u32> = videos
             .iter()
             .filter_map(|id| Some((*id, priority(self.publications.get(id)?))))
             .collect();
-        let audio: Vec<PublicationId> = members
-            .iter()
-            .filter_map(|member| self.participants.get(member))
-            .flat_map(|member| member.publications.iter().copied())
-            .filter(|id| {
-                self.publications
-                    .get(id)
-                    .is_some_and(|p| p.codec.kind() == MediaKind::Audio)
-            })
-            .collect();
+        let audio = self.publications_of(&members, MediaKind::Audio);
         // Which layers of which publication somebody wants.
         let mut wanted: HashMap<PublicationId, Vec<bool>> = videos
             .iter()
@@ -1149,6 +1131,20 @@ impl Core {
                 });
             }
         }
+    }
+
+    /// The publications of `kind` that `members` publish.
+    fn publications_of(&self, members: &[PeerId], kind: MediaKind) -> Vec<PublicationId> {
+        members
+            .iter()
+            .filter_map(|member| self.participants.get(member))
+            .flat_map(|member| member.publications.iter().copied())
+            .filter(|id| {
+                self.publications
+                    .get(id)
+                    .is_some_and(|p| p.codec.kind() == kind)
+            })
+            .collect()
     }
 
     /// Points one subscriber's down-track at the chosen layer and tells the subscriber when its
