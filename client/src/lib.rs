@@ -19,8 +19,11 @@
 //! every packet ([`Latency`]; sender and receiver share a clock when they run on one machine),
 //! the bytes, and which simulcast layer arrived when. What the node tells it about the call
 //! (speaker, paused videos, layers, chat) is kept in [`Notices`].
+//!
+//! [`baseline`] is the bare UDP relay that the benchmarks measure beside the node.
 #![forbid(unsafe_code)]
 
+pub mod baseline;
 mod feedback;
 pub mod latency;
 pub mod media;

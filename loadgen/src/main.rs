@@ -17,7 +17,6 @@
 //! `scripts/bench` runs the whole benchmark with one command.
 #![forbid(unsafe_code)]
 
-mod baseline;
 mod processes;
 mod ramp;
 mod report;
@@ -31,6 +30,10 @@ use clap::{Parser, Subcommand};
 
 use report::{Baseline, Report, Settings, Targets};
 use scenario::{Media, Scenario};
+use treffpunkt_client::baseline;
+
+/// How many receivers the baseline relay sends each datagram to.
+const BASELINE_FAN_OUT: usize = 4;
 
 /// Treffpunkt's load generator and media-node benchmark.
 #[derive(Debug, Parser)]
@@ -217,7 +220,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.verbose {
         eprintln!("baseline: a bare UDP relay");
     }
-    let baseline_us = baseline::relay_us_per_datagram(args.baseline_datagrams)?;
+    let baseline_us = baseline::relay_us_per_datagram(args.baseline_datagrams, BASELINE_FAN_OUT)?;
     let config = ramp::RampConfig {
         binary,
         window: Duration::from_secs_f64(args.seconds),
@@ -260,7 +263,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             description: format!(
                 "a bare UDP relay thread, each {} B datagram received once and sent to {} receivers",
                 baseline::DATAGRAM_SIZE,
-                baseline::FAN_OUT
+                BASELINE_FAN_OUT
             ),
             relay_cpu_us_per_datagram: baseline_us,
         },

@@ -13,7 +13,6 @@
 //! window).
 
 use std::io::{BufRead, BufReader};
-use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -65,63 +64,6 @@ fn start_node() -> Node {
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     Node { child, http }
-}
-
-/// CPU seconds per forwarded datagram of a bare relay thread: receive once, send twice.
-fn baseline_relay(datagrams: u64) -> f64 {
-    let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let sinks = [
-        UdpSocket::bind("127.0.0.1:0").unwrap(),
-        UdpSocket::bind("127.0.0.1:0").unwrap(),
-    ];
-    let sink_addresses = [
-        sinks[0].local_addr().unwrap(),
-        sinks[1].local_addr().unwrap(),
-    ];
-    for sink in &sinks {
-        sink.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-    }
-    let relay_address = relay.local_addr().unwrap();
-    let drains: Vec<_> = sinks
-        .into_iter()
-        .map(|sink| {
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 2048];
-                while sink.recv(&mut buf).is_ok() {}
-            })
-        })
-        .collect();
-    let relay_thread = std::thread::spawn(move || {
-        relay
-            .set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
-        let mut buf = [0u8; 2048];
-        let start = cpu_seconds("/proc/thread-self/stat");
-        let mut forwarded = 0u64;
-        while forwarded < datagrams * 2 {
-            let Ok(len) = relay.recv(&mut buf) else { break };
-            for sink in sink_addresses {
-                relay.send_to(&buf[..len], sink).unwrap();
-                forwarded += 1;
-            }
-        }
-        (cpu_seconds("/proc/thread-self/stat") - start) / forwarded.max(1) as f64
-    });
-    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let payload = [7u8; 1000];
-    for i in 0..datagrams {
-        sender.send_to(&payload, relay_address).unwrap();
-        if i % 64 == 0 {
-            // Keep the relay's receive buffer from overflowing.
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    }
-    let per_packet = relay_thread.join().unwrap();
-    for drain in drains {
-        drain.join().unwrap();
-    }
-    per_packet
 }
 
 fn received_total(participants: &[Participant]) -> u64 {
@@ -182,7 +124,11 @@ fn main() {
             window,
         )
     });
-    let baseline = baseline_relay(200_000);
+    // A bare relay thread: receive once, send twice (to the two others), in seconds.
+    let baseline = treffpunkt_client::baseline::relay_us_per_datagram(200_000, 2)
+        .expect("loopback UDP sockets for the baseline relay")
+        .expect("the baseline relay forwarded datagrams")
+        / 1e6;
     let report = serde_json::json!({
         "scenario": "three participants, 30 fps x 1000 B video + 50 pps audio each",
         "window_seconds": window.as_secs_f64(),

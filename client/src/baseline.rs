@@ -1,13 +1,11 @@
-//! The baseline measured in the same run: a bare UDP relay thread that receives each datagram
-//! once and sends it on to a few receivers, the least any forwarder must do. The machines are
-//! shared and noisy, so the node's cost is reported as a multiple of this as well as in
-//! microseconds.
+//! The baseline the benchmarks measure in the same run: a bare UDP relay thread that receives
+//! each datagram once and sends it on to a few receivers, the least any forwarder must do. The
+//! machines are shared and noisy, so the node's cost is reported as a multiple of this as well
+//! as in microseconds.
 
 use std::net::UdpSocket;
 use std::time::Duration;
 
-/// How many receivers each datagram goes to.
-pub const FAN_OUT: usize = 4;
 /// The size of each datagram, about a video packet's.
 pub const DATAGRAM_SIZE: usize = 1000;
 
@@ -20,9 +18,9 @@ fn thread_cpu_ns() -> u64 {
 }
 
 /// The relay thread's CPU microseconds per forwarded datagram, over `datagrams` received
-/// datagrams (each forwarded [`FAN_OUT`] times); `None` when it could not be measured.
-pub fn relay_us_per_datagram(datagrams: u64) -> std::io::Result<Option<f64>> {
-    if datagrams == 0 {
+/// datagrams, each forwarded to `fan_out` receivers; `None` when it could not be measured.
+pub fn relay_us_per_datagram(datagrams: u64, fan_out: usize) -> std::io::Result<Option<f64>> {
+    if datagrams == 0 || fan_out == 0 {
         return Ok(None);
     }
     let relay = UdpSocket::bind("127.0.0.1:0")?;
@@ -30,7 +28,7 @@ pub fn relay_us_per_datagram(datagrams: u64) -> std::io::Result<Option<f64>> {
     let relay_address = relay.local_addr()?;
     let mut sinks = Vec::new();
     let mut sink_addresses = Vec::new();
-    for _ in 0..FAN_OUT {
+    for _ in 0..fan_out {
         let sink = UdpSocket::bind("127.0.0.1:0")?;
         sink.set_read_timeout(Some(Duration::from_millis(200)))?;
         sink_addresses.push(sink.local_addr()?);
@@ -49,7 +47,7 @@ pub fn relay_us_per_datagram(datagrams: u64) -> std::io::Result<Option<f64>> {
         let mut buf = [0u8; 2048];
         let start = thread_cpu_ns();
         let mut forwarded = 0u64;
-        while forwarded < datagrams * FAN_OUT as u64 {
+        while forwarded < datagrams * fan_out as u64 {
             let Ok(len) = relay.recv(&mut buf) else { break };
             for sink in &sink_addresses {
                 if relay.send_to(&buf[..len], sink).is_ok() {
@@ -80,7 +78,7 @@ pub fn relay_us_per_datagram(datagrams: u64) -> std::io::Result<Option<f64>> {
 mod tests {
     #[test]
     fn a_small_relay_run_measures_something() {
-        let per_datagram = super::relay_us_per_datagram(2_000).unwrap();
+        let per_datagram = super::relay_us_per_datagram(2_000, 4).unwrap();
         assert!(per_datagram.is_some_and(|us| us > 0.0));
     }
 }
