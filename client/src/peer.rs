@@ -90,6 +90,11 @@ impl PeerConnectionEventHandler for Handler {
                 let TrackRemoteEvent::OnRtpPacket(packet) = event else {
                     continue;
                 };
+                if packet.payload.is_empty() {
+                    // Padding only (the node probing the line): no media to check.
+                    log.record_padding();
+                    continue;
+                }
                 let intact = media::check(kind, &packet.payload)
                     .filter(|stamp| stamp.source == source)
                     .map(|stamp| Arrival {

@@ -35,8 +35,13 @@ const SPEAKING: u8 = 25;
 /// check should not depend on the others' load.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Standalone mode with its gateway and media port on `ip`.
+/// Standalone mode with its gateway and media port on `ip`. The node's log goes to stderr as
+/// `RUST_LOG` says (nothing without it).
 async fn start(ip: IpAddr) -> Standalone {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     standalone::start(StandaloneConfig {
         http: SocketAddr::new(ip, 0),
         grpc: SocketAddr::new(LOOPBACK, 0),
@@ -521,9 +526,10 @@ async fn a_subscriber_on_a_thin_line_gets_the_lowest_layer_and_moves_up_when_it_
     if down_after.is_none() {
         failures.push("Ina never got the lowest layer on the narrow line".to_owned());
     }
-    // The node has no padding to probe a line with: it tries the next layer up every few
-    // seconds (the pacer spreads the try), so the lowest layer is what Ina gets most of the
-    // time, and the top layer never.
+    // The node probes the line with padding before it moves a video up, but the line's shaper
+    // lets a probe of 40 ms through at full speed (its bucket holds 8 KB), so the next layer up
+    // is still tried every few seconds: the lowest layer is what Ina gets most of the time, and
+    // the top layer never.
     if narrow.on_layer < 0.4 {
         failures.push(format!(
             "Ina received the lowest layer only {:.0} % of the time on the narrow line (over {:.1} s)",

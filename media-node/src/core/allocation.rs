@@ -77,8 +77,8 @@ fn fitting_layer(demand: &Demand) -> usize {
 /// What the next improvement would cost beyond what `choices` use: a paused video resumed on its
 /// lowest layer, or a video moved up one layer towards what its tile needs, whichever is
 /// cheapest, with the headroom a move up needs. `None` when nothing could improve (or nothing
-/// may, for now). The node has no padding to probe a line with, so the estimate may grow this
-/// far beyond what arrives: the improvement itself is the probe.
+/// may, for now). The transport probes the subscriber's line for this much before its
+/// estimate allows the improvement.
 pub fn next_step(demands: &[Demand], choices: &[Choice]) -> Option<u64> {
     demands
         .iter()

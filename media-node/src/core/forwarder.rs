@@ -5,8 +5,9 @@
 //!
 //! - video starts at a keyframe, and moves to another layer only at that layer's keyframe, so
 //!   the subscriber never gets frames it cannot decode;
-//! - sequence numbers continue across layer switches and across packets the node drops on
-//!   purpose (padding-only probes), so the subscriber does not ask for packets that never come;
+//! - sequence numbers continue across layer switches, across the publisher's padding-only
+//!   packets that the node drops, and around the node's own padding that probes the
+//!   subscriber's line, so the subscriber does not ask for packets that never come;
 //! - timestamps continue across switches, advanced by the time that passed;
 //! - VP8 picture ids and TL0PICIDX continue across switches.
 
@@ -190,6 +191,23 @@ impl Forwarder {
         Some(rewrite)
     }
 
+    /// Takes `count` sequence numbers for padding-only packets the node sends on this
+    /// down-track to probe the subscriber's line: they follow what the subscriber saw last, and
+    /// the media after them continues behind them. Returns the first sequence number and the
+    /// timestamp to send them with (the last one sent), or `None` when nothing was sent on this
+    /// down-track yet (there is no sequence to continue).
+    ///
+    /// A packet of the current layer that arrives late (older than the newest forwarded) after
+    /// padding was inserted maps onto the shifted sequence; the node does not reorder, so this
+    /// is as rare as reordering before the node.
+    pub fn take_padding(&mut self, count: u16) -> Option<(u16, u32)> {
+        let last = self.last.as_mut()?;
+        let first = last.sequence_number.wrapping_add(1);
+        last.sequence_number = last.sequence_number.wrapping_add(count);
+        self.sequence_offset = self.sequence_offset.wrapping_sub(count);
+        Some((first, last.timestamp))
+    }
+
     /// Starts forwarding `packet`'s layer so that everything the subscriber sees continues
     /// from what it saw last.
     fn switch_to(&mut self, now: Instant, packet: &PacketMeta) {
@@ -276,6 +294,35 @@ mod tests {
             assert_eq!(pair[1], pair[0].wrapping_add(1), "continuous: {out:?}");
         }
         assert_eq!(out.len(), 4);
+    }
+
+    #[test]
+    fn probe_padding_takes_its_place_in_the_sequence() {
+        let now = Instant::now();
+        let mut forwarder = Forwarder::new(7, 90_000, true);
+        assert_eq!(forwarder.take_padding(3), None, "nothing to continue yet");
+        let first = forwarder
+            .forward(now, &packet(0, 65534, true, false))
+            .unwrap();
+        assert_eq!(
+            forwarder.take_padding(3),
+            Some((first.sequence_number.wrapping_add(1), first.timestamp)),
+            "padding follows the last packet, with its timestamp"
+        );
+        let next = forwarder
+            .forward(now, &packet(0, 65535, false, false))
+            .unwrap();
+        assert_eq!(next.sequence_number, first.sequence_number.wrapping_add(4));
+        // Paused, padded, and resumed: still continuous.
+        forwarder.set_target(None);
+        let (padding, _) = forwarder.take_padding(2).unwrap();
+        assert_eq!(padding, next.sequence_number.wrapping_add(1));
+        forwarder.set_target(Some(0));
+        let resumed = forwarder.forward(now, &packet(0, 9, true, false)).unwrap();
+        assert_eq!(
+            resumed.sequence_number,
+            next.sequence_number.wrapping_add(3)
+        );
     }
 
     #[test]

@@ -862,6 +862,48 @@ impl Core {
         request_keyframe_if_waiting(now, publication, index, &mut self.outputs);
     }
 
+    /// Takes `count` sequence numbers for padding-only packets that probe `subscriber`'s line,
+    /// on one of its video down-tracks that has sent before (one being forwarded now if there
+    /// is one) and that the transport can send on (`sendable`): returns that down-track's SSRC,
+    /// the first sequence number and the timestamp to send with. `None` when the subscriber has
+    /// no such down-track.
+    pub fn probe_padding(
+        &mut self,
+        subscriber: PeerId,
+        count: u16,
+        sendable: impl Fn(u32) -> bool,
+    ) -> Option<(u32, u16, u32)> {
+        let mut candidates: Vec<(bool, u32, PublicationId)> = self
+            .subscribed
+            .iter()
+            .filter(|((peer, ssrc), _)| *peer == subscriber && sendable(*ssrc))
+            .filter_map(|(&(_, ssrc), &id)| {
+                let publication = self.publications.get(&id)?;
+                if publication.codec.kind() != MediaKind::Video {
+                    return None;
+                }
+                let subscription = publication
+                    .subscriptions
+                    .iter()
+                    .find(|s| s.subscriber == subscriber && s.ready)?;
+                Some((subscription.forwarder.current().is_none(), ssrc, id))
+            })
+            .collect();
+        // Forwarding ones first; among equals, the same one every time.
+        candidates.sort_unstable();
+        candidates.into_iter().find_map(|(_, ssrc, id)| {
+            let forwarder = &mut self
+                .publications
+                .get_mut(&id)?
+                .subscriptions
+                .iter_mut()
+                .find(|s| s.subscriber == subscriber)?
+                .forwarder;
+            let (first, timestamp) = forwarder.take_padding(count)?;
+            Some((ssrc, first, timestamp))
+        })
+    }
+
     /// A subscriber asked for a keyframe on one of its down-tracks (PLI or FIR).
     pub fn keyframe_requested(&mut self, now: Instant, subscriber: PeerId, ssrc: u32) {
         let Some(id) = self.subscribed.get(&(subscriber, ssrc)).copied() else {

@@ -207,10 +207,10 @@ impl Subscription {
                 .is_some_and(|at| now.saturating_duration_since(at) >= RISE_PROOF)
     }
 
-    /// Notes a change of the allocation's choice. The node has no padding to probe a line with,
-    /// so moving a video up (or resuming it) is the probe, and each failed probe costs the
-    /// subscriber's audio a moment: failed tries are spaced out further and further, a video
-    /// that played for a while starts over.
+    /// Notes a change of the allocation's choice. A line that carried a short probe may still
+    /// not carry a move up (a shaper with a bucket lets a probe through and stops the video
+    /// after it), and each failed move costs the subscriber's audio a moment: failed tries are
+    /// spaced out further and further, a video that played for a while starts over.
     pub fn choice_changed(&mut self, now: Instant, before: Choice, after: Choice) {
         use super::allocation::Paused;
         let recently_rose = self

@@ -291,3 +291,50 @@ fn republishing_the_same_ssrc_is_idempotent() {
     assert_eq!(publish(&mut core, 1, 1111, Codec::Opus), first);
     assert!(drain(&mut core).is_empty());
 }
+
+#[test]
+fn probe_padding_goes_on_a_video_that_played_and_the_video_continues_after_it() {
+    let mut core = Core::new(1);
+    join(&mut core, 1, "Anna");
+    publish(&mut core, 1, 1111, Codec::Vp8);
+    publish(&mut core, 1, 2222, Codec::Opus);
+    join(&mut core, 2, "Ben");
+    let tracks = down_tracks(&drain(&mut core));
+    let now = Instant::now();
+    for track in &tracks {
+        core.down_track_ready(now, PeerId(2), track.ssrc);
+    }
+    drain(&mut core);
+    let video = tracks
+        .iter()
+        .find(|t| t.codec == Codec::Vp8)
+        .expect("a video down-track")
+        .ssrc;
+    let mut out = Vec::new();
+    // Only the audio has sent anything: no video to pad yet.
+    core.forward(now, PeerId(1), 2222, 7, 960, b"opus", &mut out);
+    assert_eq!(core.probe_padding(PeerId(2), 10, |_| true), None);
+    core.forward(now, PeerId(1), 1111, 100, 3000, &[0x10, 0x00], &mut out);
+    let first = out[0].1;
+    // The transport cannot send on it (not negotiated yet): no padding either.
+    assert_eq!(
+        core.probe_padding(PeerId(2), 10, |ssrc| ssrc != video),
+        None
+    );
+    assert_eq!(
+        core.probe_padding(PeerId(2), 10, |_| true),
+        Some((
+            video,
+            first.sequence_number.wrapping_add(1),
+            first.timestamp
+        ))
+    );
+    core.forward(now, PeerId(1), 1111, 101, 6000, &[0x10, 0x01], &mut out);
+    assert_eq!(
+        out[0].1.sequence_number,
+        first.sequence_number.wrapping_add(11),
+        "the video continues after the ten padding packets"
+    );
+    // The publisher is not asked for anything, and nobody else is told.
+    assert!(drain(&mut core).is_empty());
+}

@@ -10,23 +10,24 @@
 //!   loss to what arrived less half the loss (never further: loss that lingers in the average
 //!   after a burst must not drive the estimate below what the path delivers);
 //! - after a fall it holds for a moment, so the queue drains before the next reading counts;
-//! - then it grows by 40 % a second while the path stays quiet, up to a multiple of what
-//!   arrived: room for the next layer up, not for every layer at once. The node has no padding
-//!   to probe with: moving a video up one layer (or resuming a paused one at its lowest) is the
-//!   probe, and a path that cannot take it pushes the estimate back down within a second. A path
-//!   that can shows it in what arrives, and the cap rises with it, a layer at a time. (A cap far
-//!   above what arrived let a full line of 300 kbit/s that happened to lose nothing look like a
-//!   megabit, and every move up from there was a jump over two layers into heavy loss.)
+//! - then it grows by 40 % a second while the path stays quiet, up to a little above what
+//!   arrived. Beyond that it rises only on the word of a probe: padding sent for a moment at the
+//!   rate the node's next improvement needs (see [`super::probe`]). A line that carried the
+//!   probe gets the improvement; a line that did not is left alone, and the next probe waits
+//!   longer. (Before the node probed, moving a video up a layer was the probe, its keyframe
+//!   burst filled a thin line's queue, and the audio behind it was lost.)
 //!
 //! The estimate is published through a shared cell that the node reads every tick.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{
     BandwidthEstimator, OveruseDetector, PacketReport, RateCalculator, SlopeEstimator, Usage,
 };
+
+use super::probe::{Outcome, ProbeRequest, ProbeSent, Prober};
 
 /// The filtered delay trend is scaled by this before it meets the overuse threshold. Unscaled,
 /// a queue must grow by about 40 % of the send rate before the detector notices (measured on a
@@ -50,15 +51,15 @@ const BACKOFF: f64 = 0.85;
 const HOLD: Duration = Duration::from_secs(1);
 /// Growth per second while the path is quiet.
 const GROWTH_PER_SECOND: f64 = 1.4;
-/// Growth is capped at what arrived times this, plus [`HEADROOM`], or at what the node's next
-/// improvement for the subscriber needs (a paused video resumed, a video moved up a layer; see
-/// [`EstimateCell::set_wanted`]), whichever is more. A cap far above what arrives let a full
-/// thin line look like a megabit, and moves up were tried with keyframe bursts the line could
-/// not take; a cap that ignores what the node wants to try next leaves a subscriber who
-/// receives only audio unable ever to start a video that is sent in a single layer of 1.5
-/// Mbit/s.
-const RECEIVED_FACTOR: f64 = 2.5;
-const HEADROOM: f64 = 150_000.0;
+/// Growth on its own is capped at what arrived times this, plus [`HEADROOM`]: beyond that the
+/// estimate rises only when a probe showed the line carries more (see [`super::probe`]), or,
+/// when the node has nothing to probe with, towards what its next improvement needs. A cap far
+/// above what arrives let a full thin line look like a megabit, and the node paced its video
+/// (and moved it up) into a line that could not take it.
+const RECEIVED_FACTOR: f64 = 1.25;
+const HEADROOM: f64 = 50_000.0;
+/// How long the estimate may grow without probes after the node had nothing to probe with.
+const UNPROBED: Duration = Duration::from_secs(3);
 /// Loss above this fraction lowers the estimate; below [`LOW_LOSS`] it may grow.
 const HIGH_LOSS: f64 = 0.10;
 const LOW_LOSS: f64 = 0.02;
@@ -67,37 +68,104 @@ const LOSS_INTERVAL: Duration = Duration::from_millis(200);
 /// A loss-based decrease keeps at least this share of what arrives.
 const LOSS_FLOOR: f64 = 0.75;
 
-/// The latest estimate of one connection, in bits per second, shared with the node, and how far
-/// the node would like it to grow.
+/// The latest estimate of one connection, in bits per second, shared with the node, how far
+/// the node would like it to grow, and the exchange of line probes between the estimator (which
+/// asks for them and reads their feedback), the node (which makes the padding) and the pacer
+/// (which sends it).
 #[derive(Clone, Debug)]
-pub struct EstimateCell(Arc<[AtomicU64; 2]>);
+pub struct EstimateCell(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    estimate: AtomicU64,
+    wanted: AtomicU64,
+    /// Bits per second of padding the pacer sends while it has probe padding.
+    padding_rate: AtomicU64,
+    probe: Mutex<ProbeExchange>,
+}
+
+#[derive(Debug, Default)]
+struct ProbeExchange {
+    /// Asked for by the estimator, not yet taken by the node.
+    requested: Option<ProbeRequest>,
+    /// What became of the last request, not yet read by the estimator.
+    outcome: Option<ProbeSent>,
+}
 
 impl EstimateCell {
     /// A cell holding the initial estimate.
     pub fn new() -> Self {
-        Self(Arc::new([
-            AtomicU64::new(INITIAL as u64),
-            AtomicU64::new(0),
-        ]))
+        Self(Arc::new(Shared {
+            estimate: AtomicU64::new(INITIAL as u64),
+            wanted: AtomicU64::new(0),
+            padding_rate: AtomicU64::new(0),
+            probe: Mutex::new(ProbeExchange::default()),
+        }))
     }
 
     /// The latest estimate.
     pub fn get(&self) -> u64 {
-        self.0[0].load(Ordering::Relaxed)
+        self.0.estimate.load(Ordering::Relaxed)
     }
 
     pub(crate) fn set(&self, bits_per_second: f64) {
-        self.0[0].store(bits_per_second as u64, Ordering::Relaxed);
+        self.0
+            .estimate
+            .store(bits_per_second as u64, Ordering::Relaxed);
     }
 
     /// What the node's next improvement for this subscriber would need (0 for nothing): the
-    /// estimate may grow that far on a quiet line even beyond its usual cap.
+    /// estimator probes the line for it.
     pub fn set_wanted(&self, bits_per_second: Option<u64>) {
-        self.0[1].store(bits_per_second.unwrap_or(0), Ordering::Relaxed);
+        self.0
+            .wanted
+            .store(bits_per_second.unwrap_or(0), Ordering::Relaxed);
     }
 
     fn wanted(&self) -> f64 {
-        self.0[1].load(Ordering::Relaxed) as f64
+        self.0.wanted.load(Ordering::Relaxed) as f64
+    }
+
+    fn exchange(&self) -> std::sync::MutexGuard<'_, ProbeExchange> {
+        // The exchange holds plain values: a panic elsewhere cannot leave it half-written.
+        self.0
+            .probe
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn request_probe(&self, request: ProbeRequest) {
+        self.0
+            .padding_rate
+            .store(request.padding_rate as u64, Ordering::Relaxed);
+        let mut exchange = self.exchange();
+        exchange.requested = Some(request);
+        exchange.outcome = None;
+    }
+
+    /// The probe the estimator asks for, if any: the node sends that many padding packets on
+    /// one of the subscriber's video down-tracks, or reports [`Self::probe_unavailable`].
+    pub fn take_probe_request(&self) -> Option<ProbeRequest> {
+        self.exchange().requested.take()
+    }
+
+    /// The node has no down-track to send probe padding on.
+    pub fn probe_unavailable(&self) {
+        self.exchange().outcome = Some(ProbeSent::Unavailable);
+    }
+
+    /// How fast the pacer sends probe padding.
+    pub(crate) fn padding_rate(&self) -> f64 {
+        self.0.padding_rate.load(Ordering::Relaxed) as f64
+    }
+
+    /// The pacer sent a probe's padding between `first` and `last`.
+    pub(crate) fn probe_sent(&self, first: Instant, last: Instant) {
+        self.exchange().outcome = Some(ProbeSent::Window(first, last));
+    }
+
+    pub(crate) fn take_probe_outcome(&self) -> Option<ProbeSent> {
+        self.exchange().outcome.take()
     }
 }
 
@@ -116,6 +184,10 @@ pub struct DownlinkEstimator {
     target: f64,
     last_decrease: Option<Instant>,
     last_update: Option<Instant>,
+    prober: Prober,
+    /// Until then the estimate may grow towards what the node wants without a probe: the node
+    /// had nothing to probe with.
+    unprobed_until: Option<Instant>,
     cell: EstimateCell,
 }
 
@@ -131,6 +203,8 @@ impl DownlinkEstimator {
             target: INITIAL,
             last_decrease: None,
             last_update: None,
+            prober: Prober::default(),
+            unprobed_until: None,
             cell,
         }
     }
@@ -145,6 +219,12 @@ impl DownlinkEstimator {
 
 impl BandwidthEstimator for DownlinkEstimator {
     fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        let sent = self.cell.take_probe_outcome();
+        match self.prober.on_reports(now, reports, sent, self.target) {
+            Some(Outcome::Carried(rate)) => self.target = self.target.max(rate).min(MAX),
+            Some(Outcome::Unavailable) => self.unprobed_until = Some(now + UNPROBED),
+            Some(Outcome::Failed(_)) | None => {}
+        }
         if reports.is_empty() {
             return;
         }
@@ -202,11 +282,27 @@ impl BandwidthEstimator for DownlinkEstimator {
             && loss.max(sample) < LOW_LOSS.max(HIGH_LOSS / 2.0)
         {
             let grown = self.target * GROWTH_PER_SECOND.powf(elapsed.as_secs_f64());
+            let unprobed = self.unprobed_until.is_some_and(|until| now < until);
             let cap = received.map_or(MAX, |received| {
-                (received * RECEIVED_FACTOR + HEADROOM).max(self.cell.wanted())
+                let cap = received * RECEIVED_FACTOR + HEADROOM;
+                if unprobed {
+                    cap.max(self.cell.wanted())
+                } else {
+                    cap
+                }
             });
             if grown > self.target {
                 self.target = grown.min(cap.max(self.target)).clamp(MIN, MAX);
+            }
+            if !unprobed
+                && let Some(request) = self.prober.due(
+                    now,
+                    self.target,
+                    received.unwrap_or(0.0),
+                    self.cell.wanted(),
+                )
+            {
+                self.cell.request_probe(request);
             }
         }
         tracing::trace!(
@@ -228,6 +324,7 @@ impl BandwidthEstimator for DownlinkEstimator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::probe::PADDING_PACKET_BYTES;
     use rtc::rtcp::transport_feedbacks::cc_feedback_report::Ecn;
 
     /// A path with a bottleneck of `capacity` bits per second and a drop-tail queue of
@@ -237,13 +334,28 @@ mod tests {
         queue: Duration,
         /// When the bottleneck is free again, relative to the start.
         free_at: Duration,
+        /// How many packets the queue dropped.
+        dropped: usize,
+        /// How many probes were sent over it.
+        probes: usize,
     }
 
     impl Path {
+        fn new(capacity: f64, queue: Duration) -> Self {
+            Self {
+                capacity,
+                queue,
+                free_at: Duration::ZERO,
+                dropped: 0,
+                probes: 0,
+            }
+        }
+
         /// When a packet of `size` bytes sent at `sent` arrives, or `None` if dropped.
         fn carry(&mut self, sent: Duration, size: usize) -> Option<Duration> {
             let start = self.free_at.max(sent);
             if start - sent > self.queue {
+                self.dropped += 1;
                 return None;
             }
             let transmit = Duration::from_secs_f64(size as f64 * 8.0 / self.capacity);
@@ -263,13 +375,28 @@ mod tests {
         sending: impl Fn(f64) -> f64,
     ) -> Vec<(Duration, f64)> {
         let mut trace = Vec::new();
-        let mut at = from;
+        let mut media_at = from;
         let mut id = (from.as_micros() / 100) as u64;
         let mut batch = Vec::new();
         let mut next_feedback = from + Duration::from_millis(100);
-        while at < from + duration {
-            let rate = sending(estimator.target_bitrate());
-            let size = 1000;
+        // Probe padding being sent, as the node and its pacer would: when the next leaves,
+        // how many are left, the gap between them, and when the first left.
+        let mut probe: Option<(Duration, u16, Duration, Duration)> = None;
+        let padding_size = PADDING_PACKET_BYTES - 38;
+        while media_at < from + duration {
+            if probe.is_none()
+                && let Some(request) = estimator.cell.take_probe_request()
+            {
+                let gap = Duration::from_secs_f64(
+                    PADDING_PACKET_BYTES as f64 * 8.0 / request.padding_rate,
+                );
+                probe = Some((media_at, request.packets, gap, media_at));
+                path.probes += 1;
+            }
+            let (at, size) = match probe {
+                Some((padding_at, ..)) if padding_at <= media_at => (padding_at, padding_size),
+                _ => (media_at, 1000),
+            };
             let arrival = path.carry(at, size);
             id += 1;
             batch.push(PacketReport {
@@ -284,7 +411,20 @@ mod tests {
                 arrival,
                 ecn: Ecn::default(),
             });
-            at += Duration::from_secs_f64(size as f64 * 8.0 / rate);
+            match probe {
+                Some((padding_at, left, gap, first)) if padding_at == at => {
+                    probe = if left > 1 {
+                        Some((at + gap, left - 1, gap, first))
+                    } else {
+                        estimator.cell.probe_sent(epoch + first, epoch + at);
+                        None
+                    };
+                }
+                _ => {
+                    let rate = sending(estimator.target_bitrate());
+                    media_at += Duration::from_secs_f64(size as f64 * 8.0 / rate);
+                }
+            }
             if at >= next_feedback {
                 estimator.on_reports(epoch + next_feedback, &batch);
                 batch.clear();
@@ -296,15 +436,87 @@ mod tests {
     }
 
     #[test]
+    fn a_thin_line_is_probed_for_more_now_and_then_and_never_flooded() {
+        let epoch = Instant::now();
+        let cell = EstimateCell::new();
+        let mut estimator = DownlinkEstimator::new(cell.clone());
+        let mut path = Path::new(300_000.0, Duration::from_millis(100));
+        // The node starts sending what the estimate allows, and the estimate falls.
+        let start = run(
+            &mut estimator,
+            &mut path,
+            epoch,
+            Duration::ZERO,
+            Duration::from_secs(3),
+            |e| e,
+        );
+        let dropped_at_start = path.dropped;
+        // Then it sends the lowest layers, 200 kbit/s, and would move a video up if the
+        // estimate reached 700 kbit/s.
+        cell.set_wanted(Some(700_000));
+        let trace = run(
+            &mut estimator,
+            &mut path,
+            epoch,
+            Duration::from_secs(3),
+            Duration::from_secs(30),
+            |_| 200_000.0,
+        );
+        assert!(
+            trace.iter().all(|(_, e)| *e < 700_000.0),
+            "the line never looks wide enough for the move up: {trace:?}"
+        );
+        let before = start.iter().map(|(_, e)| *e).fold(0.0, f64::max);
+        let settled: Vec<f64> = trace.iter().map(|(_, e)| *e).collect();
+        assert!(
+            settled
+                .iter()
+                .all(|e| *e <= before.max(210_000.0 * RECEIVED_FACTOR + HEADROOM)),
+            "nor does it grow far above what arrives: {settled:?}"
+        );
+        assert_eq!(
+            path.dropped, dropped_at_start,
+            "the probes never filled the line's queue"
+        );
+        // Tried after 2 s, then every 4 s.
+        assert!(
+            (6..=9).contains(&path.probes),
+            "{} probes in 30 s",
+            path.probes
+        );
+    }
+
+    #[test]
+    fn an_open_line_is_probed_up_to_what_the_node_wants() {
+        let epoch = Instant::now();
+        let cell = EstimateCell::new();
+        let mut estimator = DownlinkEstimator::new(cell.clone());
+        let mut path = Path::new(20_000_000.0, Duration::from_millis(100));
+        // 500 kbit/s arrive, and the next layer up needs 2.5 Mbit/s: two probes, 1 s apart.
+        cell.set_wanted(Some(2_500_000));
+        let trace = run(
+            &mut estimator,
+            &mut path,
+            epoch,
+            Duration::ZERO,
+            Duration::from_secs(4),
+            |_| 500_000.0,
+        );
+        let reached = trace.iter().find(|(_, e)| *e >= 2_500_000.0);
+        assert!(
+            reached.is_some_and(|(at, _)| *at <= Duration::from_secs(3)),
+            "{trace:?}"
+        );
+        assert_eq!(path.dropped, 0);
+        assert_eq!(path.probes, 2, "500 kbit/s to 1 Mbit/s, then to 2.5");
+    }
+
+    #[test]
     fn the_estimate_falls_to_a_narrow_path_and_recovers_when_it_widens() {
         let epoch = Instant::now();
         let cell = EstimateCell::new();
         let mut estimator = DownlinkEstimator::new(cell.clone());
-        let mut path = Path {
-            capacity: 300_000.0,
-            queue: Duration::from_millis(200),
-            free_at: Duration::ZERO,
-        };
+        let mut path = Path::new(300_000.0, Duration::from_millis(200));
         // The node sends what the estimate allows.
         let narrow = run(
             &mut estimator,
@@ -356,11 +568,7 @@ mod tests {
         let epoch = Instant::now();
         let cell = EstimateCell::new();
         let mut estimator = DownlinkEstimator::new(cell.clone());
-        let mut path = Path {
-            capacity: 150_000.0,
-            queue: Duration::from_millis(200),
-            free_at: Duration::ZERO,
-        };
+        let mut path = Path::new(150_000.0, Duration::from_millis(200));
         // A line too thin for video: the estimate falls, and the node pauses the videos.
         let thin = run(
             &mut estimator,
@@ -416,11 +624,7 @@ mod tests {
     fn a_quiet_path_grows_the_estimate_only_so_far_above_what_arrives() {
         let epoch = Instant::now();
         let mut estimator = DownlinkEstimator::new(EstimateCell::new());
-        let mut path = Path {
-            capacity: 50_000_000.0,
-            queue: Duration::from_millis(200),
-            free_at: Duration::ZERO,
-        };
+        let mut path = Path::new(50_000_000.0, Duration::from_millis(200));
         // Only 2 Mbit/s are sent, whatever the estimate.
         let trace = run(
             &mut estimator,

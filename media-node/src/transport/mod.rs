@@ -12,6 +12,7 @@ pub mod downlink;
 mod media;
 mod pacer;
 mod peer;
+pub mod probe;
 mod signal;
 
 use std::cmp::Reverse;
@@ -667,9 +668,24 @@ impl Node {
                 self.core.set_estimate(*peer_id, peer.estimate.get());
             }
             self.core.handle_timeout(now);
-            for (peer_id, peer) in &self.peers {
+            for (peer_id, peer) in &mut self.peers {
                 peer.estimate
                     .set_wanted(self.core.wanted_estimate(*peer_id));
+                let Some(request) = peer.estimate.take_probe_request() else {
+                    continue;
+                };
+                let sendable = |ssrc| peer.can_send_on(ssrc);
+                match self.core.probe_padding(*peer_id, request.packets, sendable) {
+                    Some((ssrc, first, timestamp)) => {
+                        if let Err(error) =
+                            peer.write_padding(now, ssrc, first, request.packets, timestamp)
+                        {
+                            debug!(%error, "probe padding failed");
+                        }
+                        self.touched.push(*peer_id);
+                    }
+                    None => peer.estimate.probe_unavailable(),
+                }
             }
             self.apply_core_outputs(now);
         }

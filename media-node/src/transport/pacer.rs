@@ -11,6 +11,15 @@
 //! actually leaves. A retransmission that has waited long is dropped rather than sent: on a
 //! congested line the requests for lost packets multiply, and answering all of them late only
 //! deepens the congestion (the receiver asks again, or for a keyframe).
+//!
+//! Padding-only packets on a video stream are a probe of the line (see [`super::probe`]): they
+//! leave at the probe's padding rate, in order with the video (a receiver drops a packet whose
+//! sequence number is far behind the newest it has seen, as a replay), and when the last of them
+//! has left the pacer tells the estimator when the probe was sent.
+//!
+//! Every packet it held leaves stamped with the instant it left: the send history below reads
+//! that as its departure, and a departure stamped when the packet was queued here would charge
+//! this queue to the network (a paced keyframe would look like a queue growing on the line).
 
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -21,6 +30,7 @@ use rtc::shared::error::Error as RtcError;
 use rtc::shared::marshal::MarshalSize;
 
 use super::downlink::EstimateCell;
+use super::probe::PADDING_PACKET_BYTES;
 
 /// Video leaves at up to this multiple of what the estimate leaves beside the audio: the
 /// allocation keeps the average below it, so only bursts wait.
@@ -31,12 +41,23 @@ const AUDIO_WEIGHT: f64 = 0.5;
 const MIN_PACE: f64 = 100_000.0;
 /// How much may leave at once, as time at the pace.
 const BURST: Duration = Duration::from_millis(20);
-/// Video held longer than this is sent anyway: late video is worse than a brief overshoot.
+/// The largest packet the node sends, in bits.
+const MAX_PACKET_BITS: f64 = 1500.0 * 8.0;
+/// Video held longer than this leaves at [`OVERDUE_BOOST`] times the pace until it has caught
+/// up: late video is worse than a moderate overshoot. (It used to leave at once, and a keyframe
+/// of a video paused again right after it resumed reached a thin line as one burst of 9 KB,
+/// which held the audio behind it for a quarter of a second.)
 const MAX_HOLD: Duration = Duration::from_millis(500);
+const OVERDUE_BOOST: f64 = 2.0;
 /// A retransmission held longer than this is dropped.
 const MAX_RETRANSMISSION_HOLD: Duration = Duration::from_millis(150);
 /// The most video packets held.
 const MAX_QUEUE: usize = 1000;
+/// A padding packet on the wire, in bits.
+const PADDING_BITS: f64 = (PADDING_PACKET_BYTES * 8) as f64;
+/// How much probe padding may leave at once, as time at the probe's rate: a few packets, so
+/// that a timer that fires a millisecond late does not slow the probe down.
+const PADDING_BURST: Duration = Duration::from_millis(5);
 
 /// The pacer of one connection.
 pub struct AudioFirstPacer {
@@ -47,6 +68,12 @@ pub struct AudioFirstPacer {
     ready: VecDeque<TaggedPacket>,
     /// Video waiting for its turn.
     held: VecDeque<TaggedPacket>,
+    /// How much of `held` is probe padding, its bits that may leave now, and when the first of
+    /// it left.
+    padding_held: usize,
+    padding_tokens: f64,
+    padding_refilled: Option<Instant>,
+    probe_started: Option<Instant>,
     /// Inbound packets, passed on untouched.
     reads: VecDeque<TaggedPacket>,
     /// Bits that may leave now.
@@ -66,6 +93,10 @@ impl AudioFirstPacer {
             video: HashSet::new(),
             ready: VecDeque::new(),
             held: VecDeque::new(),
+            padding_held: 0,
+            padding_tokens: 0.0,
+            padding_refilled: None,
+            probe_started: None,
             reads: VecDeque::new(),
             tokens: 0.0,
             refilled: None,
@@ -92,9 +123,25 @@ impl AudioFirstPacer {
         }
     }
 
+    /// The pace now: faster while the oldest held video is overdue.
+    fn current_pace(&self, now: Instant) -> f64 {
+        let overdue = self
+            .held
+            .front()
+            .is_some_and(|front| now.saturating_duration_since(front.now) >= MAX_HOLD);
+        if overdue {
+            self.pace() * OVERDUE_BOOST
+        } else {
+            self.pace()
+        }
+    }
+
     fn refill(&mut self, now: Instant) {
-        let pace = self.pace();
-        let burst = pace * BURST.as_secs_f64();
+        let pace = self.current_pace(now);
+        // At least one full packet: below 480 kbit/s, 20 ms at the pace is less than one, and a
+        // bucket that can never hold a packet sends nothing until it is overdue, and then all
+        // of it at once.
+        let burst = (pace * BURST.as_secs_f64()).max(MAX_PACKET_BITS);
         let elapsed = self
             .refilled
             .map_or(BURST, |at| now.saturating_duration_since(at));
@@ -102,26 +149,72 @@ impl AudioFirstPacer {
         self.refilled = Some(now);
     }
 
-    /// Moves held video whose turn came (or that waited too long) to the ready queue.
+    /// Moves held video whose turn came (or that waited too long) to the ready queue, and probe
+    /// padding in its turn at the probe's rate.
     fn release(&mut self, now: Instant) {
         self.refill(now);
+        self.refill_padding(now);
         while let Some(front) = self.held.front() {
-            let waited = now.saturating_duration_since(front.now);
-            if waited >= MAX_RETRANSMISSION_HOLD && front.message.has(&Attribute::Retransmission) {
-                self.held.pop_front();
-                continue;
+            if is_padding(front) {
+                if self.padding_tokens < PADDING_BITS {
+                    break;
+                }
+                self.padding_tokens -= PADDING_BITS;
+                self.padding_held -= 1;
+                self.probe_started.get_or_insert(now);
+            } else {
+                let waited = now.saturating_duration_since(front.now);
+                if waited >= MAX_RETRANSMISSION_HOLD
+                    && front.message.has(&Attribute::Retransmission)
+                {
+                    self.held.pop_front();
+                    continue;
+                }
+                let bits = packet_bits(front);
+                if self.tokens < bits {
+                    break;
+                }
+                self.tokens -= bits;
             }
-            let bits = packet_bits(front);
-            let overdue = waited >= MAX_HOLD;
-            if self.tokens < bits && !overdue {
-                break;
-            }
-            self.tokens -= bits;
-            if let Some(packet) = self.held.pop_front() {
+            if let Some(mut packet) = self.held.pop_front() {
+                packet.now = now;
                 self.ready.push_back(packet);
             }
         }
+        if self.padding_held == 0
+            && let Some(first) = self.probe_started.take()
+        {
+            self.padding_refilled = None;
+            self.padding_tokens = 0.0;
+            self.estimate.probe_sent(first, now);
+        }
     }
+
+    fn refill_padding(&mut self, now: Instant) {
+        if self.padding_held == 0 {
+            return;
+        }
+        let rate = self.padding_rate();
+        let cap = (rate * PADDING_BURST.as_secs_f64()).max(PADDING_BITS);
+        self.padding_tokens = match self.padding_refilled {
+            // The first packet of a probe may leave at once.
+            None => PADDING_BITS,
+            Some(at) => {
+                let elapsed = now.saturating_duration_since(at).as_secs_f64();
+                (self.padding_tokens + rate * elapsed).min(cap)
+            }
+        };
+        self.padding_refilled = Some(now);
+    }
+
+    fn padding_rate(&self) -> f64 {
+        self.estimate.padding_rate().max(MIN_PACE)
+    }
+}
+
+/// Whether a packet is probe padding: RTP without payload, only padding.
+fn is_padding(packet: &TaggedPacket) -> bool {
+    matches!(&packet.message.packet, Packet::Rtp(rtp) if rtp.header.padding && rtp.payload.is_empty())
 }
 
 fn packet_bits(packet: &TaggedPacket) -> f64 {
@@ -157,9 +250,20 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for AudioFirstPacer {
             return Ok(());
         }
         let now = message.now;
+        if is_padding(&message) {
+            // A probe's padding is written all at once; it starts leaving at the next timeout,
+            // when all of it is here.
+            self.padding_held += 1;
+            self.held.push_back(message);
+            return Ok(());
+        }
         if self.held.len() >= MAX_QUEUE
-            && let Some(oldest) = self.held.pop_front()
+            && let Some(mut oldest) = self.held.pop_front()
         {
+            if is_padding(&oldest) {
+                self.padding_held -= 1;
+            }
+            oldest.now = now;
             self.ready.push_back(oldest);
         }
         self.held.push_back(message);
@@ -178,10 +282,24 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for AudioFirstPacer {
 
     fn poll_timeout(&mut self) -> Option<Self::Time> {
         let front = self.held.front()?;
+        if is_padding(front) {
+            let Some(refilled) = self.padding_refilled else {
+                return Some(front.now + Duration::from_millis(1));
+            };
+            let missing = (PADDING_BITS - self.padding_tokens).max(0.0);
+            let wait = Duration::from_secs_f64(missing / self.padding_rate());
+            return Some(refilled + wait.max(Duration::from_millis(1)));
+        }
         let missing = (packet_bits(front) - self.tokens).max(0.0);
-        let wait = Duration::from_secs_f64(missing / self.pace());
-        let at = self.refilled.unwrap_or(front.now) + wait.max(Duration::from_millis(1));
-        Some(at.min(front.now + MAX_HOLD))
+        let refilled = self.refilled.unwrap_or(front.now);
+        let wait = Duration::from_secs_f64(missing / self.current_pace(refilled));
+        let at = refilled + wait.max(Duration::from_millis(1));
+        // The pace quickens when the oldest becomes overdue.
+        if at > front.now + MAX_HOLD && refilled < front.now + MAX_HOLD {
+            Some(front.now + MAX_HOLD)
+        } else {
+            Some(at)
+        }
     }
 }
 
@@ -272,15 +390,20 @@ mod tests {
         );
         assert_eq!(sent.len(), 30, "all of the keyframe leaves");
         let spread = *sent.last().unwrap() - start;
-        // 30 × 1212 bytes at 300 kbit/s is about 0.97 s; more than MAX_HOLD, so the tail goes
-        // out when it has waited that long.
+        // 30 × 1212 bytes at 300 kbit/s is about 0.97 s; more than MAX_HOLD, so after 0.5 s the
+        // rest leaves at twice the pace: about 0.73 s in all. (Before a full packet fitted in
+        // the pacer's bucket at this pace, nothing left before 0.5 s, and then all at once.)
         assert!(
-            spread >= Duration::from_millis(400),
+            (Duration::from_millis(650)..=Duration::from_millis(800)).contains(&spread),
             "spread over {spread:?}"
         );
+        let in_first_100ms = sent
+            .iter()
+            .filter(|at| **at < start + Duration::from_millis(100))
+            .count();
         assert!(
-            spread <= MAX_HOLD + Duration::from_millis(20),
-            "but held no longer than {MAX_HOLD:?}: {spread:?}"
+            in_first_100ms <= 5,
+            "never a burst: {in_first_100ms} packets in the first 100 ms"
         );
     }
 
@@ -306,6 +429,92 @@ mod tests {
         assert!(
             now - start < MAX_HOLD,
             "nothing waits after they were dropped"
+        );
+    }
+
+    fn padding(now: Instant, ssrc: u32) -> TaggedPacket {
+        let mut packet = rtp(now, ssrc, 0);
+        if let Packet::Rtp(rtp) = &mut packet.message.packet {
+            rtp.header.padding = true;
+        }
+        packet
+    }
+
+    #[test]
+    fn held_video_leaves_stamped_with_when_it_left() {
+        let start = Instant::now();
+        let mut pacer = pacer(300_000);
+        for _ in 0..10 {
+            pacer.handle_write(rtp(start, 2, 1200)).unwrap();
+        }
+        let mut stamps = Vec::new();
+        let mut now = start;
+        while let Some(at) = pacer.poll_timeout() {
+            stamps.extend(std::iter::from_fn(|| pacer.poll_write()).map(|p| p.now));
+            now = at.max(now + Duration::from_millis(1));
+            pacer.handle_timeout(now).unwrap();
+        }
+        stamps.extend(std::iter::from_fn(|| pacer.poll_write()).map(|p| p.now));
+        assert_eq!(stamps.len(), 10);
+        assert!(
+            *stamps.last().unwrap() >= start + Duration::from_millis(250),
+            "the last of 10 x 1200 bytes at 300 kbit/s leaves about 300 ms later, and says so: {stamps:?}"
+        );
+    }
+
+    #[test]
+    fn probe_padding_leaves_at_its_own_rate_in_order_with_the_video() {
+        let start = Instant::now();
+        let mut pacer = pacer(300_000);
+        // 500 kbit/s of padding: 40 packets of 62 bytes take about 40 ms.
+        pacer
+            .estimate
+            .request_probe(crate::transport::probe::ProbeRequest {
+                padding_rate: 500_000.0,
+                packets: 40,
+            });
+        for _ in 0..40 {
+            pacer.handle_write(padding(start, 2)).unwrap();
+        }
+        pacer.handle_write(rtp(start, 2, 500)).unwrap();
+        pacer.handle_write(rtp(start, 1, 100)).unwrap();
+        let mut padding_at = Vec::new();
+        let mut video_at = Vec::new();
+        let mut audio_at = Vec::new();
+        let mut now = start;
+        loop {
+            for packet in std::iter::from_fn(|| pacer.poll_write()) {
+                match &packet.message.packet {
+                    _ if is_padding(&packet) => padding_at.push(packet.now),
+                    Packet::Rtp(rtp) if rtp.header.ssrc == 1 => audio_at.push(packet.now),
+                    _ => video_at.push(packet.now),
+                }
+            }
+            let Some(at) = pacer.poll_timeout() else {
+                break;
+            };
+            now = at.max(now + Duration::from_millis(1));
+            pacer.handle_timeout(now).unwrap();
+        }
+        assert_eq!(padding_at.len(), 40);
+        assert_eq!(audio_at, [start], "audio does not wait behind the padding");
+        assert_eq!(
+            video_at,
+            [*padding_at.last().unwrap()],
+            "video written after the padding leaves after it"
+        );
+        let spread = *padding_at.last().unwrap() - padding_at[0];
+        assert!(
+            (Duration::from_millis(30)..=Duration::from_millis(50)).contains(&spread),
+            "{spread:?}"
+        );
+        assert_eq!(
+            pacer.estimate.take_probe_outcome(),
+            Some(crate::transport::probe::ProbeSent::Window(
+                padding_at[0],
+                *padding_at.last().unwrap()
+            )),
+            "the estimator learns when the probe went out"
         );
     }
 

@@ -536,6 +536,55 @@ impl Peer {
         Ok(())
     }
 
+    /// Whether the down-track `ssrc` is negotiated, so that packets can be sent on it.
+    pub fn can_send_on(&self, ssrc: u32) -> bool {
+        self.down
+            .get(&ssrc)
+            .is_some_and(|down| down.payload_type.is_some())
+    }
+
+    /// Sends `count` padding-only packets on the video down-track `ssrc`, numbered from
+    /// `first`, to probe the subscriber's line; the pacer spreads them out.
+    pub fn write_padding(
+        &mut self,
+        now: Instant,
+        ssrc: u32,
+        first: u16,
+        count: u16,
+        timestamp: u32,
+    ) -> Result<()> {
+        let Some(down) = self.down.get(&ssrc) else {
+            return Ok(());
+        };
+        let (Some(payload_type), sender) = (down.payload_type, down.sender) else {
+            return Ok(());
+        };
+        let Some(mut sender) = self.pc.rtp_sender(sender) else {
+            return Ok(());
+        };
+        for index in 0..count {
+            // Marked as padded with nothing before the padding: the receiver reads an empty
+            // payload, which is how padding-only packets look.
+            let header = rtp::Header {
+                version: 2,
+                padding: true,
+                payload_type,
+                sequence_number: first.wrapping_add(index),
+                timestamp,
+                ssrc,
+                ..Default::default()
+            };
+            sender.write_rtp(
+                now,
+                rtp::Packet {
+                    header,
+                    payload: Bytes::new(),
+                },
+            )?;
+        }
+        Ok(())
+    }
+
     /// The audio-level extension id this client sends with.
     pub fn audio_level_in(&self) -> Option<u8> {
         self.audio_level_in

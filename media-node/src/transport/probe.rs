@@ -1,0 +1,499 @@
+//! Probing a subscriber's line before the node sends it more.
+//!
+//! The node cannot see a subscriber's line; it sees what arrived, in transport-wide congestion
+//! control feedback. To learn whether the line would carry more than it carries now, the node
+//! sends more for a moment and watches how it arrives. Doing that with media (moving a video up
+//! a layer) starts with a keyframe burst, and on a thin line the burst fills the bottleneck's
+//! queue and the audio behind it is lost. So the node probes with padding instead:
+//!
+//! - the estimator asks for a probe when the node's next improvement for the subscriber (a
+//!   paused video resumed, a video moved up) needs more than the estimate; it probes for at most
+//!   [`STEP`] times what it has, so a thin line is never asked for many times its size at once;
+//! - the node sends padding-only RTP packets on one of the subscriber's video down-tracks (their
+//!   sequence numbers continue the stream, and the browser drops them without a gap) for
+//!   [`DURATION`], the pacer spreading them at the rate that brings the total to the probed rate;
+//! - from the feedback for everything sent in that window (media and padding, in the order they
+//!   left), it compares the rate the window left at with the rate it arrived at: a bottleneck
+//!   spreads the arrivals, and a full queue drops some;
+//! - if it arrived as it left (and little was lost), the estimate rises to the rate shown (the
+//!   rate probed for, or what actually left when that fell well short) and the node may make
+//!   the improvement; if not, or if it showed no more than the estimate, the next probe waits,
+//!   twice as long after every failure, up to [`MAX_BACKOFF`].
+//!
+//! A probe of 40 ms cannot see past a shaper's bucket (a token bucket lets a short burst through
+//! at full speed); the node's moves up stay cautious for that reason (see the core's
+//! publications), but the probe no longer is the move up.
+//!
+//! A subscriber whose videos never played has no down-track to pad; then the estimate grows as
+//! it did without probes.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use rtc::interceptor::PacketReport;
+
+/// Bytes a padding packet takes on the wire: RTP header, 4 bytes of padding, the transport-wide
+/// sequence number extension, SRTP's tag, UDP and IPv4.
+pub const PADDING_PACKET_BYTES: usize = 12 + 4 + 8 + OVERHEAD;
+/// Bytes per packet below RTP: SRTP's authentication tag, UDP and IPv4 headers.
+const OVERHEAD: usize = 10 + 8 + 20;
+/// How long one probe sends padding.
+pub const DURATION: Duration = Duration::from_millis(40);
+/// Fewer packets than this in a probe's window say nothing.
+const MIN_PACKETS: usize = 8;
+/// A probe asks for at most this multiple of the current estimate (or of what arrives).
+const STEP: f64 = 2.0;
+/// Padding makes up at least this share of the probed rate, so a probe is never empty.
+const MIN_PADDING_SHARE: f64 = 0.25;
+/// A probe that arrived at this share of the rate it left at was carried.
+const CARRIED_SHARE: f64 = 0.9;
+/// A probe that left at this share of the rate probed for showed that rate.
+const SENT_SHARE: f64 = 0.85;
+/// A probe that lost more than this share of its packets failed, whatever its rate.
+const MAX_LOSS: f64 = 0.1;
+/// The time between a successful probe and the next.
+const INTERVAL: Duration = Duration::from_secs(1);
+/// The wait after the first failed probe; it doubles with every further failure.
+const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+/// At most this long: a probe costs a thin line at most some 50 ms of queue, and a line that
+/// cleared should be found soon.
+const MAX_BACKOFF: Duration = Duration::from_secs(4);
+/// A request the node has not answered in this time is given up.
+const ASK_TIMEOUT: Duration = Duration::from_secs(1);
+/// A probe whose feedback has not come in this time is judged on what came.
+const FEEDBACK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long reports are kept for judging a probe.
+const HISTORY: Duration = Duration::from_secs(3);
+
+/// Padding the estimator asks the node to send.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ProbeRequest {
+    /// How fast the pacer sends the padding, in bits per second on the wire.
+    pub padding_rate: f64,
+    /// How many padding packets to send.
+    pub packets: u16,
+}
+
+/// What became of a probe request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeSent {
+    /// The pacer sent the padding between these instants.
+    Window(Instant, Instant),
+    /// The node had no down-track to send it on.
+    Unavailable,
+}
+
+/// What a probe showed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Outcome {
+    /// The line carried what was sent, this many bits per second (at most the rate probed for;
+    /// less when less was sent).
+    Carried(f64),
+    /// It did not; the rate it carried, when that could be measured.
+    Failed(Option<f64>),
+    /// No probe could be sent.
+    Unavailable,
+}
+
+/// One packet as the feedback reported it.
+#[derive(Clone, Copy, Debug)]
+struct Sent {
+    departure: Instant,
+    arrival: Option<Duration>,
+    bytes: usize,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum State {
+    Idle,
+    Asked {
+        at: Instant,
+        rate: f64,
+    },
+    Measuring {
+        rate: f64,
+        first: Instant,
+        last: Instant,
+        deadline: Instant,
+    },
+}
+
+/// The probing half of one subscriber's estimator.
+#[derive(Debug)]
+pub struct Prober {
+    state: State,
+    history: VecDeque<Sent>,
+    not_before: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Default for Prober {
+    fn default() -> Self {
+        Self {
+            state: State::Idle,
+            history: VecDeque::new(),
+            not_before: None,
+            backoff: FIRST_BACKOFF,
+        }
+    }
+}
+
+impl Prober {
+    /// Whether a probe is asked for or under way.
+    pub fn busy(&self) -> bool {
+        !matches!(self.state, State::Idle)
+    }
+
+    /// The rate to probe for, and the request for the node, when a probe is due: the estimate
+    /// is `estimate`, `received` arrives now, and the next improvement needs `wanted`.
+    pub fn due(
+        &mut self,
+        now: Instant,
+        estimate: f64,
+        received: f64,
+        wanted: f64,
+    ) -> Option<ProbeRequest> {
+        if self.busy() || wanted <= estimate || self.not_before.is_some_and(|at| now < at) {
+            return None;
+        }
+        let rate = wanted.min(STEP * estimate.max(received));
+        // Video comes in bursts, a frame at a time: counting on only half of what arrives on
+        // average leaves the total at or a little above the rate probed for.
+        let padding_rate = (rate - received / 2.0).max(rate * MIN_PADDING_SHARE);
+        let bytes = padding_rate / 8.0 * DURATION.as_secs_f64();
+        let packets = ((bytes / PADDING_PACKET_BYTES as f64).ceil() as usize)
+            .clamp(MIN_PACKETS, usize::from(u16::MAX)) as u16;
+        self.state = State::Asked { at: now, rate };
+        Some(ProbeRequest {
+            padding_rate,
+            packets,
+        })
+    }
+
+    /// Takes in a feedback's reports and what the node and pacer did with the request; returns
+    /// the probe's outcome once it is known. A probe that showed no more than `estimate` failed.
+    pub fn on_reports(
+        &mut self,
+        now: Instant,
+        reports: &[PacketReport],
+        sent: Option<ProbeSent>,
+        estimate: f64,
+    ) -> Option<Outcome> {
+        self.history.extend(reports.iter().map(|report| Sent {
+            departure: report.departure,
+            arrival: report.arrival.filter(|_| report.arrived),
+            bytes: report.size + OVERHEAD,
+        }));
+        while self
+            .history
+            .front()
+            .is_some_and(|sent| now.saturating_duration_since(sent.departure) > HISTORY)
+        {
+            self.history.pop_front();
+        }
+        match self.state {
+            State::Idle => None,
+            State::Asked { at, rate } => match sent {
+                Some(ProbeSent::Window(first, last)) => {
+                    self.state = State::Measuring {
+                        rate,
+                        first,
+                        last,
+                        deadline: now + FEEDBACK_TIMEOUT,
+                    };
+                    self.judge(now, estimate)
+                }
+                Some(ProbeSent::Unavailable) => Some(self.unavailable(now)),
+                None if now.saturating_duration_since(at) > ASK_TIMEOUT => {
+                    Some(self.unavailable(now))
+                }
+                None => None,
+            },
+            State::Measuring { .. } => self.judge(now, estimate),
+        }
+    }
+
+    fn unavailable(&mut self, now: Instant) -> Outcome {
+        self.state = State::Idle;
+        self.not_before = Some(now + INTERVAL);
+        Outcome::Unavailable
+    }
+
+    /// Judges the probe under way once the feedback covers its window.
+    fn judge(&mut self, now: Instant, estimate: f64) -> Option<Outcome> {
+        let State::Measuring {
+            rate,
+            first,
+            last,
+            deadline,
+        } = self.state
+        else {
+            return None;
+        };
+        let covered = self.history.iter().any(|sent| sent.departure > last);
+        if !covered && now < deadline {
+            return None;
+        }
+        self.state = State::Idle;
+        let window: Vec<Sent> = self
+            .history
+            .iter()
+            .filter(|sent| (first..=last).contains(&sent.departure))
+            .copied()
+            .collect();
+        let rates = measure(&window);
+        let outcome = match rates {
+            Some(rates)
+                if rates.loss <= MAX_LOSS && rates.received >= CARRIED_SHARE * rates.sent =>
+            {
+                // A window of 40 ms measures the rate to within some 10 %: near enough counts.
+                let shown = if rates.sent >= SENT_SHARE * rate {
+                    rate
+                } else {
+                    rates.sent
+                };
+                if shown > estimate {
+                    Outcome::Carried(shown)
+                } else {
+                    Outcome::Failed(Some(rates.received))
+                }
+            }
+            Some(rates) => Outcome::Failed(Some(rates.received)),
+            None => Outcome::Failed(None),
+        };
+        tracing::debug!(?outcome, probed = rate as u64, ?rates, "probe");
+        if matches!(outcome, Outcome::Carried(_)) {
+            self.backoff = FIRST_BACKOFF;
+            self.not_before = Some(now + INTERVAL);
+        } else {
+            self.not_before = Some(now + self.backoff);
+            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        }
+        Some(outcome)
+    }
+}
+
+/// How a window of packets went.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Rates {
+    /// The rate it left at, bits per second.
+    sent: f64,
+    /// The rate it arrived at: a bottleneck spreads the arrivals.
+    received: f64,
+    /// The share of its packets lost.
+    loss: f64,
+}
+
+/// How a window of packets went; `None` when it says too little.
+fn measure(window: &[Sent]) -> Option<Rates> {
+    if window.len() < MIN_PACKETS {
+        return None;
+    }
+    let lost = window.iter().filter(|sent| sent.arrival.is_none()).count();
+    let loss = lost as f64 / window.len() as f64;
+    let mut departures: Vec<(Instant, usize)> = window
+        .iter()
+        .map(|sent| (sent.departure, sent.bytes))
+        .collect();
+    departures.sort_by_key(|(at, _)| *at);
+    let mut arrivals: Vec<(Duration, usize)> = window
+        .iter()
+        .filter_map(|sent| Some((sent.arrival?, sent.bytes)))
+        .collect();
+    arrivals.sort_by_key(|(at, _)| *at);
+    let (Some(&(sent_first, _)), Some(&(sent_last, _))) = (departures.first(), departures.last())
+    else {
+        return None;
+    };
+    let (Some(&(arrived_first, _)), Some(&(arrived_last, _))) = (arrivals.first(), arrivals.last())
+    else {
+        return Some(Rates {
+            sent: 0.0,
+            received: 0.0,
+            loss,
+        });
+    };
+    // A rate over n packets counts the bytes of n - 1 of them: those that left after the first
+    // one started, and those that arrived after the first one was through.
+    let floor = Duration::from_millis(1);
+    let sent_bits = departures[..departures.len() - 1]
+        .iter()
+        .map(|(_, bytes)| *bytes as f64 * 8.0)
+        .sum::<f64>();
+    let send_rate = sent_bits / (sent_last - sent_first).max(floor).as_secs_f64();
+    let arrived_bits = arrivals[1..]
+        .iter()
+        .map(|(_, bytes)| *bytes as f64 * 8.0)
+        .sum::<f64>();
+    let receive_rate = arrived_bits / (arrived_last - arrived_first).max(floor).as_secs_f64();
+    Some(Rates {
+        sent: send_rate,
+        received: receive_rate,
+        loss,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(start: Instant, gaps_us: (u64, u64), count: usize, bytes: usize) -> Vec<Sent> {
+        (0..count as u64)
+            .map(|i| Sent {
+                departure: start + Duration::from_micros(i * gaps_us.0),
+                arrival: Some(Duration::from_millis(500) + Duration::from_micros(i * gaps_us.1)),
+                bytes,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_bottleneck_shows_in_the_spread_of_arrivals() {
+        let start = Instant::now();
+        // 1000-byte packets leave every 4 ms (2 Mbit/s) and arrive every 8 ms (1 Mbit/s).
+        let rates = measure(&window(start, (4_000, 8_000), 20, 1000)).unwrap();
+        assert!((rates.sent - 2_000_000.0).abs() < 1_000.0, "{rates:?}");
+        assert!((rates.received - 1_000_000.0).abs() < 1_000.0, "{rates:?}");
+        assert_eq!(rates.loss, 0.0);
+        // An open line: arrivals as spread as departures.
+        let rates = measure(&window(start, (4_000, 4_000), 20, 1000)).unwrap();
+        assert!((rates.received - 2_000_000.0).abs() < 1_000.0, "{rates:?}");
+        // Too few packets say nothing.
+        assert_eq!(measure(&window(start, (4_000, 4_000), 3, 1000)), None);
+    }
+
+    #[test]
+    fn lost_packets_count_against_the_probe() {
+        let start = Instant::now();
+        let mut sent = window(start, (4_000, 4_000), 20, 1000);
+        for packet in sent.iter_mut().step_by(4) {
+            packet.arrival = None;
+        }
+        let rates = measure(&sent).unwrap();
+        assert!((rates.loss - 0.25).abs() < 1e-9);
+    }
+
+    fn reports(sent: &[Sent]) -> Vec<PacketReport> {
+        sent.iter()
+            .enumerate()
+            .map(|(i, sent)| PacketReport {
+                ssrc: 1,
+                id: i as u64,
+                rtp_sequence_number: i as u16,
+                is_twcc: true,
+                twcc_sequence_number: i as u16,
+                size: sent.bytes - OVERHEAD,
+                arrived: sent.arrival.is_some(),
+                departure: sent.departure,
+                arrival: sent.arrival,
+                ecn: Default::default(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_probe_waits_longer_each_time_and_a_carried_one_does_not() {
+        let mut prober = Prober::default();
+        let mut now = Instant::now();
+        // Wanting 1.2 Mbit/s with an estimate of 400 kbit/s: a probe for 800 kbit/s.
+        let request = prober.due(now, 400_000.0, 300_000.0, 1_200_000.0).unwrap();
+        assert!(
+            (request.padding_rate - 650_000.0).abs() < 1.0,
+            "{request:?}"
+        );
+        assert!(request.packets >= MIN_PACKETS as u16);
+        assert!(prober.due(now, 400_000.0, 300_000.0, 1_200_000.0).is_none());
+        let mut waits = Vec::new();
+        for _ in 0..5 {
+            // Sent at 800 kbit/s, arriving at half the rate: the line carries 400 kbit/s.
+            let sent = window(now, (2_000, 4_000), 20, 200);
+            let later = window(now + Duration::from_millis(60), (1_000, 1_000), 1, 200);
+            assert_eq!(
+                prober.on_reports(
+                    now,
+                    &[],
+                    Some(ProbeSent::Window(now, now + Duration::from_millis(38))),
+                    400_000.0,
+                ),
+                None,
+                "no verdict before the feedback"
+            );
+            let outcome = prober
+                .on_reports(
+                    now + Duration::from_millis(100),
+                    &reports(&[sent, later].concat()),
+                    None,
+                    400_000.0,
+                )
+                .unwrap();
+            assert!(
+                matches!(outcome, Outcome::Failed(Some(rate)) if rate < 800_000.0),
+                "{outcome:?}"
+            );
+            let at = now + Duration::from_millis(100);
+            let mut next = at;
+            while prober
+                .due(next, 400_000.0, 300_000.0, 1_200_000.0)
+                .is_none()
+            {
+                next += Duration::from_millis(100);
+            }
+            waits.push((next - at).as_secs());
+            now = next;
+        }
+        assert_eq!(waits, [2, 4, 4, 4, 4]);
+        // The line widened: the probe arrives as it left.
+        let probe = |prober: &mut Prober, now: Instant, estimate: f64| {
+            let sent = window(now, (2_000, 2_000), 20, 200);
+            let later = window(now + Duration::from_millis(60), (1_000, 1_000), 1, 200);
+            let window = ProbeSent::Window(now, now + Duration::from_millis(38));
+            prober.on_reports(now, &[], Some(window), estimate);
+            let reports = reports(&[sent, later].concat());
+            prober
+                .on_reports(now + Duration::from_millis(100), &reports, None, estimate)
+                .unwrap()
+        };
+        let outcome = probe(&mut prober, now, 400_000.0);
+        assert!(
+            matches!(outcome, Outcome::Carried(rate) if (rate - 800_000.0).abs() < 1_000.0),
+            "{outcome:?}"
+        );
+        // The next probe may follow a second later. When less is sent than the rate probed
+        // for, what was sent counts, if it is more than the estimate.
+        now += Duration::from_millis(100) + INTERVAL;
+        prober.due(now, 600_000.0, 300_000.0, 2_000_000.0).unwrap();
+        let outcome = probe(&mut prober, now, 600_000.0);
+        assert!(
+            matches!(outcome, Outcome::Carried(rate) if (rate - 800_000.0).abs() < 1_000.0),
+            "{outcome:?}"
+        );
+        // A probe that shows no more than the estimate failed: probing on gets nowhere.
+        now += Duration::from_millis(100) + INTERVAL;
+        prober.due(now, 800_000.0, 300_000.0, 2_000_000.0).unwrap();
+        let outcome = probe(&mut prober, now, 800_000.0);
+        assert!(matches!(outcome, Outcome::Failed(_)), "{outcome:?}");
+    }
+
+    #[test]
+    fn a_request_nobody_takes_is_given_up() {
+        let mut prober = Prober::default();
+        let now = Instant::now();
+        prober.due(now, 400_000.0, 300_000.0, 1_200_000.0).unwrap();
+        assert_eq!(
+            prober.on_reports(
+                now + Duration::from_millis(10),
+                &[],
+                Some(ProbeSent::Unavailable),
+                400_000.0,
+            ),
+            Some(Outcome::Unavailable)
+        );
+        prober
+            .due(now + INTERVAL * 2, 400_000.0, 300_000.0, 1_200_000.0)
+            .unwrap();
+        assert_eq!(
+            prober.on_reports(now + INTERVAL * 2 + ASK_TIMEOUT * 2, &[], None, 400_000.0),
+            Some(Outcome::Unavailable)
+        );
+    }
+}
