@@ -179,8 +179,10 @@ const RISE_PROOF: Duration = Duration::from_millis(1500);
 /// How long a video stays at its layer after a failed move up, at first.
 pub const RISE_BACKOFF: Duration = Duration::from_secs(2);
 /// The longest it stays: short, so that a line that got better is found out within seconds
-/// (a playing video's move up costs less than resuming a paused one: the pacer spreads it).
-const MAX_RISE_BACKOFF: Duration = Duration::from_secs(4);
+/// (a playing video's move up costs less than resuming a paused one: the pacer spreads it, and
+/// a probe of the line comes first). A line that cleared just after a failed move up gets its
+/// next try this long after, plus the probe's few hundred milliseconds.
+const MAX_RISE_BACKOFF: Duration = Duration::from_millis(2500);
 
 impl Subscription {
     /// Whether a video paused for bandwidth must stay paused for now.

@@ -871,7 +871,7 @@ fn a_failed_move_up_is_tried_again_later_but_soon_enough() {
         .map(|w| w[1].at - start)
         .collect();
     assert!(
-        (2..=12).contains(&rises.len()),
+        (2..=16).contains(&rises.len()),
         "moves up to the top layer are spaced out, not tried every second: {rises:?}"
     );
     for pair in rises.windows(2).skip(1) {
