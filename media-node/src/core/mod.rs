@@ -1140,8 +1140,12 @@ impl Core {
                     Some(demand.layers.get(*choice.as_ref().ok()?)?.bitrate)
                 })
                 .sum();
-            let wanted_estimate =
+            let improvement =
                 allocation::next_step(&demands, &choices).map(|step| audio_cost + used + step);
+            // Videos that never played go out even before they fit (see `allocation`): the
+            // estimate has to catch up with them, or the pacer holds them back for good.
+            let catch_up = (used > budget).then(|| audio_cost + used + used / 4);
+            let wanted_estimate = improvement.max(catch_up);
             if let Some(participant) = self.participants.get_mut(&subscriber) {
                 participant.wanted_estimate = wanted_estimate;
             }

@@ -56,8 +56,8 @@ const GROWTH_PER_SECOND: f64 = 1.4;
 /// when the node has nothing to probe with, towards what its next improvement needs. A cap far
 /// above what arrives let a full thin line look like a megabit, and the node paced its video
 /// (and moved it up) into a line that could not take it.
-const RECEIVED_FACTOR: f64 = 1.25;
-const HEADROOM: f64 = 50_000.0;
+const RECEIVED_FACTOR: f64 = 1.5;
+const HEADROOM: f64 = 100_000.0;
 /// How long the estimate may grow without probes after the node had nothing to probe with.
 const UNPROBED: Duration = Duration::from_secs(3);
 /// Loss above this fraction lowers the estimate; below [`LOW_LOSS`] it may grow.

@@ -41,8 +41,6 @@ const AUDIO_WEIGHT: f64 = 0.5;
 const MIN_PACE: f64 = 100_000.0;
 /// How much may leave at once, as time at the pace.
 const BURST: Duration = Duration::from_millis(20);
-/// The largest packet the node sends, in bits.
-const MAX_PACKET_BITS: f64 = 1500.0 * 8.0;
 /// Video held longer than this leaves at [`OVERDUE_BOOST`] times the pace until it has caught
 /// up: late video is worse than a moderate overshoot. (It used to leave at once, and a keyframe
 /// of a video paused again right after it resumed reached a thin line as one burst of 9 KB,
@@ -138,10 +136,11 @@ impl AudioFirstPacer {
 
     fn refill(&mut self, now: Instant) {
         let pace = self.current_pace(now);
-        // At least one full packet: below 480 kbit/s, 20 ms at the pace is less than one, and a
-        // bucket that can never hold a packet sends nothing until it is overdue, and then all
-        // of it at once.
-        let burst = (pace * BURST.as_secs_f64()).max(MAX_PACKET_BITS);
+        // At least the next packet: below 480 kbit/s, 20 ms at the pace is less than a full
+        // one, and a bucket that could never hold it would send nothing until it was overdue,
+        // and then all of it at once.
+        let next = self.held.front().map_or(0.0, packet_bits);
+        let burst = (pace * BURST.as_secs_f64()).max(next);
         let elapsed = self
             .refilled
             .map_or(BURST, |at| now.saturating_duration_since(at));
@@ -212,9 +211,11 @@ impl AudioFirstPacer {
     }
 }
 
-/// Whether a packet is probe padding: RTP without payload, only padding.
+/// Whether a packet is probe padding: RTP without payload, only padding (and not a
+/// retransmission of such a packet, which is paced as video).
 fn is_padding(packet: &TaggedPacket) -> bool {
     matches!(&packet.message.packet, Packet::Rtp(rtp) if rtp.header.padding && rtp.payload.is_empty())
+        && !packet.message.has(&Attribute::Retransmission)
 }
 
 fn packet_bits(packet: &TaggedPacket) -> f64 {
