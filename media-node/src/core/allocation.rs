@@ -102,7 +102,22 @@ pub fn next_step(demands: &[Demand], choices: &[Choice]) -> Option<u64> {
 /// sends at most `last_n` videos (0 for no limit).
 pub fn allocate(budget: u64, last_n: usize, demands: &[Demand]) -> Vec<Choice> {
     let mut order: Vec<usize> = (0..demands.len()).collect();
-    order.sort_by_key(|&i| demands[i].priority);
+    // Below the screen share and the dominant speaker, a video that plays keeps its place
+    // against one that is paused: the order of recent speakers changes all the time, and every
+    // change would pause a video that had just come back (and hold it paused for a while, as a
+    // failed try). Where only the last N speakers are sent, their order decides.
+    order.sort_by_key(|&i| {
+        let demand = &demands[i];
+        if last_n == 0 {
+            (
+                demand.priority.min(2),
+                demand.current.is_none(),
+                demand.priority,
+            )
+        } else {
+            (demand.priority, false, 0)
+        }
+    });
     let mut choices = vec![Err(Paused::NotWanted); demands.len()];
     let mut left = budget as f64;
     let mut sent = 0;
@@ -193,6 +208,23 @@ mod tests {
             may_rise: true,
             resuming: false,
         }
+    }
+
+    #[test]
+    fn a_playing_video_keeps_its_place_when_the_speaker_order_changes() {
+        // Room for one lowest layer. Ben's video plays; Cem spoke more recently, and his video
+        // is paused.
+        let ben = demand(5, Some(180), Some(0));
+        let cem = demand(3, Some(180), None);
+        let choices = allocate(200_000, 0, &[ben.clone(), cem.clone()]);
+        assert_eq!(choices, [Ok(0), Err(Paused::Bandwidth)]);
+        // The dominant speaker's video is served first all the same.
+        let dominant = demand(1, Some(180), None);
+        let choices = allocate(200_000, 0, &[ben.clone(), dominant]);
+        assert_eq!(choices, [Err(Paused::Bandwidth), Ok(0)]);
+        // Where only the last speaker is sent, the speaker order decides.
+        let choices = allocate(2_000_000, 1, &[ben, cem]);
+        assert_eq!(choices, [Err(Paused::LastN), Ok(0)]);
     }
 
     #[test]
