@@ -317,6 +317,8 @@ struct Participant {
     /// How far its estimate may grow beyond what arrives: enough for the next improvement of
     /// what it receives (see [`allocation::next_step`]).
     wanted_estimate: Option<u64>,
+    /// What the videos it is sent already need, when that is more than its estimate.
+    catch_up_estimate: Option<u64>,
     /// It wants no video at all.
     audio_only: bool,
     /// The height at which it shows each video, by stream id; 0 when it shows it nowhere.
@@ -539,6 +541,7 @@ impl Core {
                 publications: Vec::new(),
                 estimate: None,
                 wanted_estimate: None,
+                catch_up_estimate: None,
                 audio_only: false,
                 viewports: HashMap::new(),
                 chat_times: VecDeque::new(),
@@ -665,6 +668,13 @@ impl Core {
     /// receives (a paused video resumed, a video moved up), if any.
     pub fn wanted_estimate(&self, peer: PeerId) -> Option<u64> {
         self.participants.get(&peer)?.wanted_estimate
+    }
+
+    /// What the videos `peer` is sent already need (with headroom), when that is more than its
+    /// estimate: videos that never played are sent before they fit, and the estimate may grow
+    /// that far without a probe.
+    pub fn catch_up_estimate(&self, peer: PeerId) -> Option<u64> {
+        self.participants.get(&peer)?.catch_up_estimate
     }
 
     /// How tall a subscriber shows the video of `stream_id`, in pixels; 0 when it shows it
@@ -1143,11 +1153,12 @@ impl Core {
             let improvement =
                 allocation::next_step(&demands, &choices).map(|step| audio_cost + used + step);
             // Videos that never played go out even before they fit (see `allocation`): the
-            // estimate has to catch up with them, or the pacer holds them back for good.
+            // estimate has to catch up with them, or the pacer holds them back for good. They
+            // are on their way already, so there is nothing to probe for.
             let catch_up = (used > budget).then(|| audio_cost + used + used / 4);
-            let wanted_estimate = improvement.max(catch_up);
             if let Some(participant) = self.participants.get_mut(&subscriber) {
-                participant.wanted_estimate = wanted_estimate;
+                participant.wanted_estimate = improvement;
+                participant.catch_up_estimate = catch_up;
             }
             for ((id, usable), choice) in targets.into_iter().zip(choices) {
                 let choice: Choice = choice.map(|position| usable[position]);

@@ -671,6 +671,8 @@ impl Node {
             for (peer_id, peer) in &mut self.peers {
                 peer.estimate
                     .set_wanted(self.core.wanted_estimate(*peer_id));
+                peer.estimate
+                    .set_floor(self.core.catch_up_estimate(*peer_id));
                 let Some(request) = peer.estimate.take_probe_request() else {
                     continue;
                 };

@@ -179,6 +179,12 @@ impl Prober {
         sent: Option<ProbeSent>,
         estimate: f64,
     ) -> Option<Outcome> {
+        // Reports matter only while a probe is asked for or under way: its window leaves after
+        // the request.
+        if matches!(self.state, State::Idle) {
+            self.history.clear();
+            return None;
+        }
         self.history.extend(reports.iter().map(|report| Sent {
             departure: report.departure,
             arrival: report.arrival.filter(|_| report.arrived),
