@@ -63,7 +63,7 @@ const HEADROOM: f64 = 100_000.0;
 /// How long the estimate may grow without probes after the node had nothing to probe with.
 const UNPROBED: Duration = Duration::from_secs(3);
 /// The first seconds of a connection the estimate grows towards what the node wants without
-/// probes, as well as with them: while the subscriber's client is still setting up, the
+/// probes, as it did before the node probed: while the subscriber's client is still setting up, the
 /// arrivals it reports are too uneven to judge a probe by (measured: probes on loopback at join
 /// read 30 % slower than they left), and a meeting's videos would start paused.
 const STARTUP: Duration = Duration::from_secs(8);
@@ -318,12 +318,17 @@ impl BandwidthEstimator for DownlinkEstimator {
             if grown > self.target {
                 self.target = grown.min(cap.max(self.target)).clamp(MIN, MAX);
             }
-            if let Some(request) = self.prober.due(
-                now,
-                self.target,
-                received.unwrap_or(0.0),
-                self.cell.wanted(),
-            ) {
+            // Not while the estimate grows without probes anyway: in a connection's first
+            // seconds their verdict is unreliable, and a livestream's hundreds of viewers all
+            // joining at once would all probe at once.
+            if !unprobed
+                && let Some(request) = self.prober.due(
+                    now,
+                    self.target,
+                    received.unwrap_or(0.0),
+                    self.cell.wanted(),
+                )
+            {
                 self.cell.request_probe(request);
             }
         }
