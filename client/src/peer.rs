@@ -92,7 +92,6 @@ impl PeerConnectionEventHandler for Handler {
                 };
                 if packet.payload.is_empty() {
                     // Padding only (the node probing the line): no media to check.
-                    log.record_padding();
                     continue;
                 }
                 let intact = media::check(kind, &packet.payload)

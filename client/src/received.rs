@@ -23,8 +23,6 @@ pub struct TrackStats {
     pub packets: u64,
     /// Packets whose payload was not what the sender sent (or not addressed to this stream).
     pub corrupt: u64,
-    /// Padding-only packets: no media, sent by the node to probe the line.
-    pub padding: u64,
     /// When the first intact packet arrived.
     pub first_at: Option<Instant>,
     /// When the last intact packet arrived.
@@ -166,15 +164,6 @@ impl TrackLog {
             .unwrap_or_else(|p| p.into_inner())
             .stats
             .clone()
-    }
-
-    /// Counts one padding-only packet.
-    pub(crate) fn record_padding(&self) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .stats
-            .padding += 1;
     }
 
     /// Counts one packet: intact or not; `now` and `now_us` are the arrival on the monotonic

@@ -355,6 +355,28 @@ mod tests {
         pacer
     }
 
+    /// Runs the pacer's timers from `start` until it holds nothing: every packet in the order
+    /// it left (each stamped with when it left), and when the pacer fell idle.
+    fn run_until_idle(pacer: &mut AudioFirstPacer, start: Instant) -> (Vec<TaggedPacket>, Instant) {
+        let mut sent = Vec::new();
+        let mut now = start;
+        loop {
+            sent.extend(std::iter::from_fn(|| pacer.poll_write()));
+            let Some(at) = pacer.poll_timeout() else {
+                return (sent, now);
+            };
+            now = at.max(now + Duration::from_millis(1));
+            pacer.handle_timeout(now).unwrap();
+        }
+    }
+
+    fn ssrc(packet: &TaggedPacket) -> Option<u32> {
+        match &packet.message.packet {
+            Packet::Rtp(rtp) => Some(rtp.header.ssrc),
+            _ => None,
+        }
+    }
+
     #[test]
     fn a_keyframe_is_spread_and_audio_overtakes_it() {
         let start = Instant::now();
@@ -365,25 +387,13 @@ mod tests {
             pacer.handle_write(rtp(start, 2, 1200)).unwrap();
         }
         pacer.handle_write(rtp(start, 1, 100)).unwrap();
-        let mut sent = Vec::new();
-        let mut now = start;
-        let mut audio_at = None;
-        while now < start + Duration::from_secs(2) {
-            while let Some(packet) = pacer.poll_write() {
-                if let Packet::Rtp(rtp) = &packet.message.packet {
-                    if rtp.header.ssrc == 1 {
-                        audio_at.get_or_insert(now);
-                    } else {
-                        sent.push(now);
-                    }
-                }
-            }
-            now = match pacer.poll_timeout() {
-                Some(at) => at.max(now + Duration::from_millis(1)),
-                None => break,
-            };
-            pacer.handle_timeout(now).unwrap();
-        }
+        let (packets, _) = run_until_idle(&mut pacer, start);
+        let audio_at = packets.iter().find(|p| ssrc(p) == Some(1)).map(|p| p.now);
+        let sent: Vec<Instant> = packets
+            .iter()
+            .filter(|p| ssrc(p) == Some(2))
+            .map(|p| p.now)
+            .collect();
         assert_eq!(
             audio_at,
             Some(start),
@@ -417,18 +427,12 @@ mod tests {
             packet.message.add(Attribute::Retransmission);
             pacer.handle_write(packet).unwrap();
         }
-        let mut sent = 0;
-        let mut now = start;
-        while let Some(at) = pacer.poll_timeout() {
-            sent += std::iter::from_fn(|| pacer.poll_write()).count();
-            now = at.max(now + Duration::from_millis(1));
-            pacer.handle_timeout(now).unwrap();
-        }
-        sent += std::iter::from_fn(|| pacer.poll_write()).count();
+        let (packets, idle_at) = run_until_idle(&mut pacer, start);
+        let sent = packets.len();
         // 200 kbit/s for 150 ms is about three packets, plus the first burst.
         assert!(sent < 10, "{sent} of 40 retransmissions sent");
         assert!(
-            now - start < MAX_HOLD,
+            idle_at - start < MAX_HOLD,
             "nothing waits after they were dropped"
         );
     }
@@ -448,14 +452,8 @@ mod tests {
         for _ in 0..10 {
             pacer.handle_write(rtp(start, 2, 1200)).unwrap();
         }
-        let mut stamps = Vec::new();
-        let mut now = start;
-        while let Some(at) = pacer.poll_timeout() {
-            stamps.extend(std::iter::from_fn(|| pacer.poll_write()).map(|p| p.now));
-            now = at.max(now + Duration::from_millis(1));
-            pacer.handle_timeout(now).unwrap();
-        }
-        stamps.extend(std::iter::from_fn(|| pacer.poll_write()).map(|p| p.now));
+        let (packets, _) = run_until_idle(&mut pacer, start);
+        let stamps: Vec<Instant> = packets.iter().map(|p| p.now).collect();
         assert_eq!(stamps.len(), 10);
         assert!(
             *stamps.last().unwrap() >= start + Duration::from_millis(250),
@@ -479,23 +477,14 @@ mod tests {
         }
         pacer.handle_write(rtp(start, 2, 500)).unwrap();
         pacer.handle_write(rtp(start, 1, 100)).unwrap();
-        let mut padding_at = Vec::new();
-        let mut video_at = Vec::new();
-        let mut audio_at = Vec::new();
-        let mut now = start;
-        loop {
-            for packet in std::iter::from_fn(|| pacer.poll_write()) {
-                match &packet.message.packet {
-                    _ if is_padding(&packet) => padding_at.push(packet.now),
-                    Packet::Rtp(rtp) if rtp.header.ssrc == 1 => audio_at.push(packet.now),
-                    _ => video_at.push(packet.now),
-                }
+        let (packets, _) = run_until_idle(&mut pacer, start);
+        let (mut padding_at, mut video_at, mut audio_at) = (Vec::new(), Vec::new(), Vec::new());
+        for packet in &packets {
+            match ssrc(packet) {
+                _ if is_padding(packet) => padding_at.push(packet.now),
+                Some(1) => audio_at.push(packet.now),
+                _ => video_at.push(packet.now),
             }
-            let Some(at) = pacer.poll_timeout() else {
-                break;
-            };
-            now = at.max(now + Duration::from_millis(1));
-            pacer.handle_timeout(now).unwrap();
         }
         assert_eq!(padding_at.len(), 40);
         assert_eq!(audio_at, [start], "audio does not wait behind the padding");

@@ -499,10 +499,7 @@ impl Peer {
         rewrite: &Rewrite,
         payload: &Bytes,
     ) -> Result<()> {
-        let Some(down) = self.down.get(&rewrite.ssrc) else {
-            return Ok(());
-        };
-        let Some(payload_type) = down.payload_type else {
+        let Some((payload_type, sender, kind)) = self.negotiated(rewrite.ssrc) else {
             return Ok(());
         };
         let mut header = rtp::Header {
@@ -516,13 +513,12 @@ impl Peer {
         };
         // Only the audio level travels on; mid and transport-wide sequence numbers belong to
         // each leg (the interceptors write this leg's own).
-        if down.kind == MediaKind::Audio
+        if kind == MediaKind::Audio
             && let (Some(in_id), Some(out_id)) = (source_audio_level, self.audio_level_out)
             && let Some(level) = source.get_extension(in_id)
         {
             header.set_extension(out_id, level)?;
         }
-        let sender = down.sender;
         let Some(mut sender) = self.pc.rtp_sender(sender) else {
             return Ok(());
         };
@@ -536,11 +532,15 @@ impl Peer {
         Ok(())
     }
 
+    /// The payload type, sender and kind of the down-track `ssrc`, once it is negotiated.
+    fn negotiated(&self, ssrc: u32) -> Option<(u8, RTCRtpSenderId, MediaKind)> {
+        let down = self.down.get(&ssrc)?;
+        Some((down.payload_type?, down.sender, down.kind))
+    }
+
     /// Whether the down-track `ssrc` is negotiated, so that packets can be sent on it.
     pub fn can_send_on(&self, ssrc: u32) -> bool {
-        self.down
-            .get(&ssrc)
-            .is_some_and(|down| down.payload_type.is_some())
+        self.negotiated(ssrc).is_some()
     }
 
     /// Sends `count` padding-only packets on the video down-track `ssrc`, numbered from
@@ -553,10 +553,7 @@ impl Peer {
         count: u16,
         timestamp: u32,
     ) -> Result<()> {
-        let Some(down) = self.down.get(&ssrc) else {
-            return Ok(());
-        };
-        let (Some(payload_type), sender) = (down.payload_type, down.sender) else {
+        let Some((payload_type, sender, _)) = self.negotiated(ssrc) else {
             return Ok(());
         };
         let Some(mut sender) = self.pc.rtp_sender(sender) else {

@@ -397,6 +397,23 @@ mod tests {
             .collect()
     }
 
+    /// A probe asked for at `now`: 20 packets of 200 bytes leave 2 ms apart (800 kbit/s) and
+    /// arrive `arrival_gap_us` apart; the feedback comes 100 ms later. Its outcome.
+    fn probe(prober: &mut Prober, now: Instant, arrival_gap_us: u64, estimate: f64) -> Outcome {
+        let sent = window(now, (2_000, arrival_gap_us), 20, 200);
+        let later = window(now + Duration::from_millis(60), (1_000, 1_000), 1, 200);
+        let window = ProbeSent::Window(now, now + Duration::from_millis(38));
+        assert_eq!(
+            prober.on_reports(now, &[], Some(window), estimate),
+            None,
+            "no verdict before the feedback"
+        );
+        let reports = reports(&[sent, later].concat());
+        prober
+            .on_reports(now + Duration::from_millis(100), &reports, None, estimate)
+            .expect("a verdict once the feedback covers the window")
+    }
+
     #[test]
     fn a_failed_probe_waits_longer_each_time_and_a_carried_one_does_not() {
         let mut prober = Prober::default();
@@ -412,26 +429,7 @@ mod tests {
         let mut waits = Vec::new();
         for _ in 0..5 {
             // Sent at 800 kbit/s, arriving at half the rate: the line carries 400 kbit/s.
-            let sent = window(now, (2_000, 4_000), 20, 200);
-            let later = window(now + Duration::from_millis(60), (1_000, 1_000), 1, 200);
-            assert_eq!(
-                prober.on_reports(
-                    now,
-                    &[],
-                    Some(ProbeSent::Window(now, now + Duration::from_millis(38))),
-                    400_000.0,
-                ),
-                None,
-                "no verdict before the feedback"
-            );
-            let outcome = prober
-                .on_reports(
-                    now + Duration::from_millis(100),
-                    &reports(&[sent, later].concat()),
-                    None,
-                    400_000.0,
-                )
-                .unwrap();
+            let outcome = probe(&mut prober, now, 4_000, 400_000.0);
             assert!(
                 matches!(outcome, Outcome::Failed(Some(rate)) if rate < 800_000.0),
                 "{outcome:?}"
@@ -449,17 +447,7 @@ mod tests {
         }
         assert_eq!(waits, [2, 4, 4, 4, 4]);
         // The line widened: the probe arrives as it left.
-        let probe = |prober: &mut Prober, now: Instant, estimate: f64| {
-            let sent = window(now, (2_000, 2_000), 20, 200);
-            let later = window(now + Duration::from_millis(60), (1_000, 1_000), 1, 200);
-            let window = ProbeSent::Window(now, now + Duration::from_millis(38));
-            prober.on_reports(now, &[], Some(window), estimate);
-            let reports = reports(&[sent, later].concat());
-            prober
-                .on_reports(now + Duration::from_millis(100), &reports, None, estimate)
-                .unwrap()
-        };
-        let outcome = probe(&mut prober, now, 400_000.0);
+        let outcome = probe(&mut prober, now, 2_000, 400_000.0);
         assert!(
             matches!(outcome, Outcome::Carried(rate) if (rate - 800_000.0).abs() < 1_000.0),
             "{outcome:?}"
@@ -468,7 +456,7 @@ mod tests {
         // for, what was sent counts, if it is more than the estimate.
         now += Duration::from_millis(100) + INTERVAL;
         prober.due(now, 600_000.0, 300_000.0, 2_000_000.0).unwrap();
-        let outcome = probe(&mut prober, now, 600_000.0);
+        let outcome = probe(&mut prober, now, 2_000, 600_000.0);
         assert!(
             matches!(outcome, Outcome::Carried(rate) if (rate - 800_000.0).abs() < 1_000.0),
             "{outcome:?}"
@@ -476,7 +464,7 @@ mod tests {
         // A probe that shows no more than the estimate failed: probing on gets nowhere.
         now += Duration::from_millis(100) + INTERVAL;
         prober.due(now, 800_000.0, 300_000.0, 2_000_000.0).unwrap();
-        let outcome = probe(&mut prober, now, 800_000.0);
+        let outcome = probe(&mut prober, now, 2_000, 800_000.0);
         assert!(matches!(outcome, Outcome::Failed(_)), "{outcome:?}");
     }
 
