@@ -23,6 +23,7 @@ use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use treffpunkt_proto::random;
 use webrtc::media_stream::MediaStreamTrack;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -38,7 +39,7 @@ use crate::feedback::{self, KeyframeRequests};
 use crate::media::{self, Kind};
 use crate::outgoing::{Outgoing, SINGLE, VideoLayer};
 use crate::received::Arrival;
-use crate::sender::{self, Extensions, Sending, Stream, random_u32, unix_us};
+use crate::sender::{self, Extensions, Sending, Stream, unix_us};
 use crate::{Error, Received, Result};
 
 /// How often candidate pairs are checked while connecting.
@@ -238,10 +239,10 @@ impl MediaConnection {
         let video = setup.outgoing.and_then(|outgoing| outgoing.video.as_ref());
         let mut published: Vec<(Kind, Vec<(VideoLayer, u32)>)> = Vec::new();
         if audio.is_some() {
-            published.push((Kind::Audio, vec![(SINGLE, random_u32())]));
+            published.push((Kind::Audio, vec![(SINGLE, random::u32())]));
         }
         if let Some(video) = video {
-            let layers = video.layers().iter().map(|l| (*l, random_u32())).collect();
+            let layers = video.layers().iter().map(|l| (*l, random::u32())).collect();
             published.push((Kind::Video, layers));
         }
         for (kind, layers) in published {

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use rtc::rtp;
+use treffpunkt_proto::random;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 
@@ -28,16 +29,6 @@ pub(crate) fn unix_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_micros() as u64)
-}
-
-/// A number unique enough for a test client (SSRCs, first sequence numbers and timestamps):
-/// the clock's nanoseconds mixed with a counter.
-pub(crate) fn random_u32() -> u32 {
-    static COUNTER: AtomicU32 = AtomicU32::new(1);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    nanos.wrapping_mul(0x2545_f491) ^ COUNTER.fetch_add(0x9e37_79b9, Ordering::Relaxed)
 }
 
 /// What the owner and the room change about what a participant sends, shared by its
@@ -187,8 +178,8 @@ impl Stream {
 /// Sends audio packets every 20 ms, each with the audio level set now.
 pub(crate) async fn send_audio(stream: Stream, audio: OutgoingAudio) {
     let mut tick = tokio::time::interval(Duration::from_millis(20));
-    let mut sequence_number = random_u32() as u16;
-    let mut timestamp = random_u32();
+    let mut sequence_number = random::u32() as u16;
+    let mut timestamp = random::u32();
     loop {
         tick.tick().await;
         let mut header = stream.header(false, sequence_number, timestamp);
@@ -229,10 +220,10 @@ pub(crate) async fn send_video_layer(
     // Each layer is its own RTP stream, as a browser's encoder sends it: its own random start
     // of sequence numbers, timestamps and picture ids, which the node must splice together
     // when it switches a subscriber between layers.
-    let mut sequence_number = random_u32() as u16;
-    let timestamp_base = random_u32();
-    let mut picture_id = (random_u32() & 0x7fff) as u16;
-    let mut tl0_picture_index = random_u32() as u8;
+    let mut sequence_number = random::u32() as u16;
+    let timestamp_base = random::u32();
+    let mut picture_id = (random::u32() & 0x7fff) as u16;
+    let mut tl0_picture_index = random::u32() as u8;
     // Frame slots since this connection started sending; the clock runs on while paused.
     let mut slots = 0u32;
     let mut was_active = false;

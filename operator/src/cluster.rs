@@ -21,13 +21,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
-use ring::rand::{SecureRandom, SystemRandom};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 use treffpunkt_proto::grant::GrantKey;
+use treffpunkt_proto::random;
 use treffpunkt_proto::v1::control_plane_server::ControlPlaneServer;
 
 use crate::domain::NodeId;
@@ -113,12 +113,8 @@ async fn grant_key(client: &Client, namespace: &str, name: &str) -> anyhow::Resu
                 .ok_or_else(|| anyhow::anyhow!("Secret {namespace}/{name} has no key \"key\""))?;
             return Ok(GrantKey::new(&key.0));
         }
-        let mut key = vec![0u8; 32];
-        SystemRandom::new()
-            .fill(&mut key)
-            .expect("the operating system's random source is available");
         // As text, so that it can go into an environment variable of the media nodes.
-        let text: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        let text = random::hex(32);
         let secret = Secret {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),

@@ -9,13 +9,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ring::rand::{SecureRandom, SystemRandom};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 use treffpunkt_media_node::{MediaNode, NodeConfig};
 use treffpunkt_proto::grant::GrantKey;
+use treffpunkt_proto::random;
 use treffpunkt_proto::v1::control_plane_server::ControlPlaneServer;
 
 use crate::domain::{Room, RoomLifetime, Tenant};
@@ -92,11 +92,7 @@ impl Standalone {
 }
 
 fn random_key() -> GrantKey {
-    let mut secret = [0u8; 32];
-    SystemRandom::new()
-        .fill(&mut secret)
-        .expect("the operating system's random source is available");
-    GrantKey::new(&secret)
+    GrantKey::new(&random::bytes::<32>())
 }
 
 /// Starts the control plane, the gateway and one media node, and returns once the node has

@@ -12,10 +12,12 @@
 //! - every participant's signalling ([`v1::SessionSignal`]), multiplexed by session id.
 //!
 //! This crate holds the generated code, the few conversions that belong to it, and the
-//! signing of [`v1::Grant`]s ([`grant`]), which both sides must agree on byte for byte.
+//! signing of [`v1::Grant`]s ([`grant`]), which both sides must agree on byte for byte. It also
+//! holds the one source of random ids and keys that every part uses ([`random`]).
 #![forbid(unsafe_code)]
 
 pub mod grant;
+pub mod random;
 
 /// Generated code of `treffpunkt.v1`.
 pub mod v1 {

@@ -12,10 +12,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
-use treffpunkt_proto::v1;
+use treffpunkt_proto::{random, v1};
 
 use super::messages::{self, ClientMessage, ServerMessage};
 use super::{GRANT_LIFETIME, Gateway};
@@ -94,15 +93,6 @@ struct Session<S> {
     key: RoomKey,
     socket: WebSocket,
     budget: MessageBudget,
-}
-
-/// A random id of `bytes` bytes, hex-encoded.
-fn random_id(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    SystemRandom::new()
-        .fill(&mut buf)
-        .expect("the operating system's random source is available");
-    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unix_ms(time: SystemTime) -> u64 {
@@ -331,7 +321,7 @@ impl<S: Store> Session<S> {
         domain::admit(&tenant, &room, gateway.fleet.presence(&self.key))?;
         debug!(room = %self.key, "join admitted");
         let member = Member {
-            participant_id: random_id(8),
+            participant_id: random::hex(8),
             name,
             max_participants: room.participant_limit(&tenant),
             video_last_n: room.video_last_n(),
@@ -410,7 +400,7 @@ impl<S: Store> Session<S> {
     async fn attach(&mut self, member: &Member, room: Room) -> Result<Attachment, Refusal> {
         let node = self.place(room).await?;
         let gateway = self.gateway.clone();
-        let session_id = random_id(16);
+        let session_id = random::hex(16);
         let grant = v1::Grant {
             room: Some(v1::RoomRef {
                 tenant: self.key.tenant.to_string(),

@@ -25,7 +25,6 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
-use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::json;
 use tracing::info;
 
@@ -349,10 +348,7 @@ async fn ensure_signing_key(
     {
         return Ok(());
     }
-    let mut key = vec![0u8; 32];
-    SystemRandom::new()
-        .fill(&mut key)
-        .expect("the operating system's random source is available");
+    let key = treffpunkt_proto::random::bytes::<32>().to_vec();
     let secret = Secret {
         metadata: metadata(SIGNING_KEY_SECRET, Some(namespace), tenant, owner),
         data: Some(BTreeMap::from([("key".to_owned(), ByteString(key))])),
