@@ -24,14 +24,12 @@ use kube::{Api, Client, Config};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 use treffpunkt_proto::grant::GrantKey;
 use treffpunkt_proto::random;
-use treffpunkt_proto::v1::control_plane_server::ControlPlaneServer;
 
 use crate::domain::NodeId;
-use crate::fleet::attach::AttachService;
+use crate::fleet::attach;
 use crate::fleet::{Fleet, NodeEvent};
 use crate::gateway::Gateway;
 use crate::leader::{self, Election};
@@ -254,16 +252,7 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
 
     let grpc_listener = TcpListener::bind(config.grpc).await?;
     let grpc = grpc_listener.local_addr()?;
-    let attach = ControlPlaneServer::new(AttachService::new(fleet.clone()));
-    tasks.push(tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
-            .add_service(attach)
-            .serve_with_incoming(TcpListenerStream::new(grpc_listener))
-            .await;
-        if let Err(error) = result {
-            warn!(%error, "the gRPC server stopped");
-        }
-    }));
+    tasks.push(tokio::spawn(attach::serve(fleet.clone(), grpc_listener)));
 
     let gateway = Arc::new(Gateway::new(store.clone(), fleet.clone(), grant_key));
     let http_listener = TcpListener::bind(config.http).await?;

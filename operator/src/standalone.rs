@@ -11,16 +11,14 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 use treffpunkt_media_node::{MediaNode, NodeConfig};
 use treffpunkt_proto::grant::GrantKey;
 use treffpunkt_proto::random;
-use treffpunkt_proto::v1::control_plane_server::ControlPlaneServer;
 
 use crate::domain::{Room, RoomLifetime, Tenant};
 use crate::fleet::Fleet;
-use crate::fleet::attach::AttachService;
+use crate::fleet::attach;
 use crate::gateway::Gateway;
 use crate::store::{MemoryStore, Store};
 
@@ -111,16 +109,7 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
 
     let grpc_listener = TcpListener::bind(config.grpc).await?;
     let grpc = grpc_listener.local_addr()?;
-    let attach = ControlPlaneServer::new(AttachService::new(fleet.clone()));
-    let grpc_task = tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
-            .add_service(attach)
-            .serve_with_incoming(TcpListenerStream::new(grpc_listener))
-            .await;
-        if let Err(error) = result {
-            warn!(%error, "the gRPC server stopped");
-        }
-    });
+    let grpc_task = tokio::spawn(attach::serve(fleet.clone(), grpc_listener));
 
     let mut tasks = vec![grpc_task];
     let mut media = None;

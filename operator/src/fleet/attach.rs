@@ -5,17 +5,20 @@
 //! stream's reader hands signals to sessions and keeps the node's load, and a writer task
 //! drains the node's outgoing queue. When the stream ends, the node is forgotten and the
 //! clients of its sessions are told.
+//!
+//! [`serve`] runs the endpoint on a listener; cluster and standalone mode start it the same way.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 use treffpunkt_proto::v1::{
     self, control_message::Kind as ControlKind, control_plane_server::ControlPlane,
-    node_message::Kind as NodeKind,
+    control_plane_server::ControlPlaneServer, node_message::Kind as NodeKind,
 };
 
 use super::{ClientEvent, Fleet};
@@ -40,6 +43,18 @@ impl AttachService {
     /// A service that records attached nodes in `fleet`.
     pub fn new(fleet: Arc<Fleet>) -> Self {
         Self { fleet }
+    }
+}
+
+/// Serves the `Attach` endpoint on `listener`, recording attached nodes in `fleet`, until the
+/// server fails; the failure is logged, as there is nobody else to tell.
+pub async fn serve(fleet: Arc<Fleet>, listener: TcpListener) {
+    let result = tonic::transport::Server::builder()
+        .add_service(ControlPlaneServer::new(AttachService::new(fleet)))
+        .serve_with_incoming(TcpListenerStream::new(listener))
+        .await;
+    if let Err(error) = result {
+        warn!(%error, "the gRPC server stopped");
     }
 }
 
