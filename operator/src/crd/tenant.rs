@@ -1,11 +1,24 @@
 //! `Tenant`: a partner organisation or the city's public space (cluster-scoped).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::core::Rule;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::RoomAccess;
+use crate::domain::RESERVED_TENANT_NAMES;
+
+/// The CEL rule that refuses the reserved tenant names, written from the gateway's one list so
+/// that the API server and the gateway can never disagree about them.
+fn reserved_names_rule() -> Rule {
+    let names: Vec<String> = RESERVED_TENANT_NAMES
+        .iter()
+        .map(|name| format!("'{name}'"))
+        .collect();
+    Rule::new(format!("!(self.metadata.name in [{}])", names.join(", ")))
+        .message("this name is reserved for the platform's own paths")
+}
 
 /// A tenant of the platform. The operator gives it a namespace of its own (`tenant-<name>`),
 /// where its owners manage its Rooms, with a quota, RBAC, a default-deny network policy and a
@@ -28,8 +41,7 @@ use super::RoomAccess;
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && self.metadata.name.size() <= 56")
         .message("a tenant name is a DNS label of at most 56 characters (it becomes the namespace tenant-<name> and the first part of room addresses)"),
-    validation = Rule::new("!(self.metadata.name in ['api', 'assets', 'healthz', 'readyz', 'metrics'])")
-        .message("this name is reserved for the platform's own paths")
+    validation = reserved_names_rule()
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TenantSpec {

@@ -8,7 +8,7 @@ pub mod placement;
 mod room;
 mod tenant;
 
-pub use names::{DisplayName, MAX_DISPLAY_NAME_CHARS, RoomName, TenantName};
+pub use names::{DisplayName, MAX_DISPLAY_NAME_CHARS, RESERVED_TENANT_NAMES, RoomName, TenantName};
 pub use placement::{NodeId, NodeView, PoolAccess, choose_node, may_use};
 pub use room::{DEFAULT_VIDEO_LAST_N, Revision, Room, RoomKey, RoomLifetime, admit};
 pub use tenant::{Tenant, TenantLimits, TenantPolicy};

@@ -14,6 +14,11 @@ pub const MAX_NAME_LEN: usize = 63;
 /// The longest display name, in characters.
 pub const MAX_DISPLAY_NAME_CHARS: usize = 64;
 
+/// Names that no tenant may have, because the gateway uses them as the first path segment
+/// itself. The one list: the Tenant CRD's validation rule is generated from it, and the
+/// gateway serves no room page under these names.
+pub const RESERVED_TENANT_NAMES: &[&str] = &["api", "assets", "healthz", "readyz", "metrics"];
+
 fn check_dns_label(kind: &'static str, value: &str) -> Result<(), DomainError> {
     let invalid = |why: &'static str| DomainError::InvalidName {
         kind,

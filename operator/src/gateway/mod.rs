@@ -27,9 +27,6 @@ use crate::store::Store;
 /// enough that a leaked one is useless.
 pub const GRANT_LIFETIME: Duration = Duration::from_secs(60);
 
-/// Path segments that cannot be tenant names because the gateway uses them itself.
-pub const RESERVED_TENANT_NAMES: &[&str] = &["api", "assets", "healthz", "readyz", "metrics"];
-
 /// The gateway's shared state.
 #[derive(Debug)]
 pub struct Gateway<S> {

@@ -9,8 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 
-use super::RESERVED_TENANT_NAMES;
-use crate::domain::{RoomName, TenantName};
+use crate::domain::{RESERVED_TENANT_NAMES, RoomName, TenantName};
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 
