@@ -18,6 +18,7 @@
 
 pub mod grant;
 pub mod random;
+pub mod signalling;
 
 /// Generated code of `treffpunkt.v1`.
 pub mod v1 {

@@ -3,13 +3,13 @@
 //! - `GET /` and `GET /<tenant>/<room>` serve the web client ([`web`]);
 //! - `GET /api/v1/rooms/<tenant>/<room>/signal` upgrades to the signalling WebSocket
 //!   ([`signalling`]): the client joins there, and its SDP and candidates are relayed over the
-//!   hosting node's `Attach` stream;
+//!   hosting node's `Attach` stream. The messages are typed in
+//!   [`treffpunkt_proto::signalling`], shared with the Rust client and the tests;
 //! - `GET /healthz` answers when the process serves.
 //!
 //! The gateway decides who may join (name, room size, tenant policy) and where a room is placed;
 //! the media node decides nothing of that.
 
-pub mod messages;
 mod signalling;
 mod web;
 

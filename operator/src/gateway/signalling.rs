@@ -14,9 +14,11 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
+use treffpunkt_proto::signalling::{
+    ClientMessage, CloseReason, ServerMessage, from_signal, to_signal,
+};
 use treffpunkt_proto::{random, v1};
 
-use super::messages::{self, ClientMessage, ServerMessage};
 use super::{GRANT_LIFETIME, Gateway};
 use crate::domain::{self, DisplayName, DomainError, NodeId, Room, RoomKey, RoomName, TenantName};
 use crate::fleet::ClientEvent;
@@ -543,7 +545,7 @@ impl<S: Store> Session<S> {
                 video_muted,
                 screen_sharing: false,
             };
-            if let Ok(signal) = messages::to_signal(initial) {
+            if let Ok(signal) = to_signal(initial) {
                 let _ = gateway.fleet.signal(&attachment.session_id, signal).await;
             }
         }
@@ -554,22 +556,16 @@ impl<S: Store> Session<S> {
                     Inbound::Gone => break Ending::Detach,
                     Inbound::Refused => false,
                     Inbound::Message(ClientMessage::Leave) => {
-                        if let Ok(signal) = messages::to_signal(ClientMessage::Leave) {
+                        if let Ok(signal) = to_signal(ClientMessage::Leave) {
                             let _ = gateway.fleet.signal(&attachment.session_id, signal).await;
                         }
                         break Ending::Close(v1::CloseReason::Left);
                     }
-                    Inbound::Message(message) => match messages::to_signal(message) {
+                    Inbound::Message(message) => match to_signal(message) {
                         // A node that cannot be reached any more means a move.
                         Ok(signal) => gateway.fleet.signal(&attachment.session_id, signal).await.is_err(),
                         Err(error) => {
-                            let code = match error {
-                                messages::RelayError::SdpTooLarge
-                                | messages::RelayError::ChatTooLarge
-                                | messages::RelayError::TooMany => "message-too-large",
-                                messages::RelayError::AlreadyJoined => "already-joined",
-                            };
-                            if !self.refuse(code, error.to_string()).await {
+                            if !self.refuse(error.code(), error.to_string()).await {
                                 break Ending::Detach;
                             }
                             false
@@ -578,7 +574,7 @@ impl<S: Store> Session<S> {
                 },
                 event = attachment.events.recv() => match event {
                     Some(ClientEvent::Signal(signal)) => {
-                        if let Some(message) = messages::from_signal(signal)
+                        if let Some(message) = from_signal(signal)
                             && !self.send(&message).await
                         {
                             break Ending::Detach;
@@ -587,8 +583,7 @@ impl<S: Store> Session<S> {
                     }
                     Some(ClientEvent::Closed(v1::CloseReason::ConnectionLost)) | Some(ClientEvent::Move) | None => true,
                     Some(ClientEvent::Closed(reason)) => {
-                        let code = messages::close_reason_code(reason);
-                        self.send(&ServerMessage::Closed { reason: code }).await;
+                        self.send(&ServerMessage::Closed { reason: reason.into() }).await;
                         break Ending::Close(reason);
                     }
                 },
@@ -600,7 +595,7 @@ impl<S: Store> Session<S> {
                 if moves.len() > MAX_MOVES {
                     warn!(room = %self.key, "the session keeps failing; giving up");
                     self.send(&ServerMessage::Closed {
-                        reason: "connection-lost",
+                        reason: CloseReason::ConnectionLost,
                     })
                     .await;
                     break Ending::Close(v1::CloseReason::ConnectionLost);
@@ -611,7 +606,7 @@ impl<S: Store> Session<S> {
                         warn!(room = %self.key, code = refusal.code, "could not move a session");
                         self.refuse(refusal.code, refusal.message).await;
                         self.send(&ServerMessage::Closed {
-                            reason: "connection-lost",
+                            reason: CloseReason::ConnectionLost,
                         })
                         .await;
                         break Ending::Close(v1::CloseReason::ConnectionLost);
