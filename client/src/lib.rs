@@ -41,9 +41,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use treffpunkt_proto::signalling::{ClientMessage, Viewport};
 
 pub use latency::Latency;
 pub use media::Kind;
@@ -312,21 +312,26 @@ impl Participant {
     /// Tells the node how tall it shows each video (by stream id, the publisher's participant
     /// id for a camera); 0 for a video it does not show.
     pub fn set_viewports(&self, viewports: &[(&str, u32)]) {
-        let viewports: Vec<Value> = viewports
+        let viewports = viewports
             .iter()
-            .map(|(stream_id, height)| json!({"streamId": stream_id, "height": height}))
+            .map(|(stream_id, height)| Viewport {
+                stream_id: (*stream_id).to_owned(),
+                height: *height,
+            })
             .collect();
-        self.send_raw(json!({"type": "viewports", "viewports": viewports}));
+        self.send(ClientMessage::Viewports { viewports });
     }
 
     /// Asks for audio only (no video at all), or for video again.
     pub fn set_audio_only(&self, audio_only: bool) {
-        self.send_raw(json!({"type": "receive-settings", "audioOnly": audio_only}));
+        self.send(ClientMessage::ReceiveSettings { audio_only });
     }
 
     /// Writes a chat message to everyone else in the room.
     pub fn send_chat(&self, text: &str) {
-        self.send_raw(json!({"type": "chat", "text": text}));
+        self.send(ClientMessage::Chat {
+            text: text.to_owned(),
+        });
     }
 
     /// How many media connections it made (one more with each move to another node).
@@ -339,9 +344,15 @@ impl Participant {
         self.counters.resumes.load(Ordering::Relaxed)
     }
 
-    /// Sends a raw signalling message, as a misbehaving client would.
-    pub fn send_raw(&self, message: Value) {
-        let _ = self.control.send(session::Control::Raw(message));
+    /// Sends a signalling message.
+    pub fn send(&self, message: ClientMessage) {
+        let _ = self.control.send(session::Control::Send(message));
+    }
+
+    /// Sends `text` as a signalling message as it is, valid or not, as a misbehaving client
+    /// would.
+    pub fn send_raw(&self, text: impl Into<String>) {
+        let _ = self.control.send(session::Control::Raw(text.into()));
     }
 
     /// Leaves the room and closes the connection.

@@ -6,31 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use serde_json::Value;
-
-/// Whether a received video plays, as the node says.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum VideoState {
-    /// It is forwarded.
-    Playing,
-    /// Not even its lowest layer fits the participant's downlink.
-    PausedForBandwidth,
-    /// Only the latest speakers' videos are sent in this room.
-    PausedForLastN,
-    /// A state this client does not know.
-    Other(String),
-}
-
-impl VideoState {
-    fn parse(state: &str) -> Self {
-        match state {
-            "playing" => Self::Playing,
-            "paused-bandwidth" => Self::PausedForBandwidth,
-            "paused-last-n" => Self::PausedForLastN,
-            other => Self::Other(other.to_owned()),
-        }
-    }
-}
+use treffpunkt_proto::signalling::ServerMessage;
+pub use treffpunkt_proto::signalling::VideoState;
 
 /// A chat message from someone else in the room.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,52 +46,43 @@ const MAX_KEPT: usize = 10_000;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct NoticeBoard(Arc<Mutex<Notices>>);
 
-fn text(value: &Value) -> String {
-    value.as_str().unwrap_or_default().to_owned()
-}
-
 impl NoticeBoard {
     /// A copy of what was said so far.
     pub fn snapshot(&self) -> Notices {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Records a signalling message if it is a notice; returns the requested layers when it
-    /// is a `publish-layers` for the camera.
-    pub fn record(&self, message: &Value, now: Instant) -> Option<Vec<bool>> {
+    /// Records a message if it is a notice; returns the requested layers when it is a
+    /// `publish-layers` for the camera.
+    pub fn record(&self, message: &ServerMessage, now: Instant) -> Option<Vec<bool>> {
         let mut notices = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match message["type"].as_str().unwrap_or_default() {
-            "dominant-speaker" => {
-                let id = text(&message["participantId"]);
+        match message {
+            ServerMessage::DominantSpeaker { participant_id } => {
                 if notices.speakers.len() < MAX_KEPT {
-                    notices.speakers.push((id.clone(), now));
+                    notices.speakers.push((participant_id.clone(), now));
                 }
-                notices.dominant_speaker = Some((id, now));
+                notices.dominant_speaker = Some((participant_id.clone(), now));
             }
-            "video-state" => {
-                let state = VideoState::parse(message["state"].as_str().unwrap_or_default());
+            ServerMessage::VideoState { stream_id, state } => {
                 notices
                     .video_states
-                    .insert(text(&message["streamId"]), (state, now));
+                    .insert(stream_id.clone(), (*state, now));
             }
-            "publish-layers" => {
-                let source = text(&message["source"]);
-                let active: Vec<bool> = message["active"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|flag| flag.as_bool().unwrap_or(true))
-                    .collect();
+            ServerMessage::PublishLayers { source, active } => {
                 notices
                     .publish_layers
                     .insert(source.clone(), (active.clone(), now));
-                return (source == "camera").then_some(active);
+                return (source == "camera").then(|| active.clone());
             }
-            "chat" if notices.chat.len() < MAX_KEPT => {
+            ServerMessage::Chat {
+                participant_id,
+                name,
+                text,
+            } if notices.chat.len() < MAX_KEPT => {
                 notices.chat.push(Chat {
-                    participant_id: text(&message["participantId"]),
-                    name: text(&message["name"]),
-                    text: text(&message["text"]),
+                    participant_id: participant_id.clone(),
+                    name: name.clone(),
+                    text: text.clone(),
                     at: now,
                 });
             }
@@ -126,40 +94,49 @@ impl NoticeBoard {
 
 #[cfg(test)]
 mod tests {
+    use treffpunkt_proto::signalling::CloseReason;
+
     use super::*;
-    use serde_json::json;
+
+    fn speaker(id: &str) -> ServerMessage {
+        ServerMessage::DominantSpeaker {
+            participant_id: id.into(),
+        }
+    }
+
+    fn layers(source: &str, active: &[bool]) -> ServerMessage {
+        ServerMessage::PublishLayers {
+            source: source.into(),
+            active: active.to_vec(),
+        }
+    }
 
     #[test]
     fn the_latest_of_each_notice_is_kept_with_its_time() {
         let board = NoticeBoard::default();
         let now = Instant::now();
+        assert_eq!(board.record(&speaker("p1"), now), None);
+        board.record(&speaker("p2"), now);
         board.record(
-            &json!({"type": "dominant-speaker", "participantId": "p1"}),
+            &ServerMessage::VideoState {
+                stream_id: "p1".into(),
+                state: VideoState::PausedBandwidth,
+            },
             now,
         );
-        board.record(
-            &json!({"type": "dominant-speaker", "participantId": "p2"}),
-            now,
-        );
-        board.record(
-            &json!({"type": "video-state", "streamId": "p1", "state": "paused-bandwidth"}),
-            now,
-        );
-        let layers = board.record(
-            &json!({"type": "publish-layers", "source": "camera", "active": [true, false, true]}),
-            now,
-        );
-        assert_eq!(layers, Some(vec![true, false, true]));
+        let camera = board.record(&layers("camera", &[true, false, true]), now);
+        assert_eq!(camera, Some(vec![true, false, true]));
         assert_eq!(
-            board.record(
-                &json!({"type": "publish-layers", "source": "screen", "active": [false]}),
-                now
-            ),
+            board.record(&layers("screen", &[false]), now),
             None,
             "only the camera is simulcast here"
         );
         board.record(
-            &json!({"type": "chat", "participantId": "p2", "name": "Ben", "text": "hallo"}),
+            &ServerMessage::Chat {
+                participant_id: "p2".into(),
+                name: "Ben".into(),
+                text: "hallo".into(),
+            },
             now,
         );
         let notices = board.snapshot();
@@ -167,9 +144,29 @@ mod tests {
         assert_eq!(notices.speakers.len(), 2);
         assert_eq!(
             notices.video_states.get("p1"),
-            Some(&(VideoState::PausedForBandwidth, now))
+            Some(&(VideoState::PausedBandwidth, now))
         );
         assert_eq!(notices.chat[0].text, "hallo");
+        assert_eq!(notices.chat[0].name, "Ben");
         assert_eq!(notices.publish_layers.len(), 2);
+    }
+
+    #[test]
+    fn messages_that_are_no_notices_change_nothing() {
+        let board = NoticeBoard::default();
+        let now = Instant::now();
+        for message in [
+            ServerMessage::Reconnect,
+            ServerMessage::ParticipantLeft {
+                participant_id: "p1".into(),
+                reason: CloseReason::Left,
+            },
+            ServerMessage::error("room-full", "full"),
+        ] {
+            assert_eq!(board.record(&message, now), None);
+        }
+        let notices = board.snapshot();
+        assert!(notices.dominant_speaker.is_none() && notices.speakers.is_empty());
+        assert!(notices.video_states.is_empty() && notices.chat.is_empty());
     }
 }

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
+use treffpunkt_proto::signalling::{ClientMessage, ServerMessage};
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 use crate::notices::NoticeBoard;
@@ -31,8 +31,10 @@ const RESUME_PATIENCE: Duration = Duration::from_secs(30);
 /// What the participant's owner asks of the task.
 #[derive(Debug)]
 pub(crate) enum Control {
-    /// Send this as it is.
-    Raw(Value),
+    /// Send this message.
+    Send(ClientMessage),
+    /// Send this text as it is, as a misbehaving client would.
+    Raw(String),
     /// Leave the room; answered when done.
     Leave(oneshot::Sender<()>),
 }
@@ -53,35 +55,34 @@ pub(crate) struct Counters {
     pub resumes: std::sync::atomic::AtomicU32,
 }
 
-async fn next_json(socket: &mut Socket) -> Result<Value> {
+/// The next message from the gateway. Messages this client cannot read (a newer gateway's)
+/// are skipped, as a browser skips types it does not know.
+async fn next_message(socket: &mut Socket) -> Result<ServerMessage> {
     loop {
-        let message = socket
+        let frame = socket
             .next()
             .await
             .ok_or_else(|| Error::Signalling("the gateway closed the socket".into()))?
             .map_err(|e| Error::Signalling(e.to_string()))?;
-        if let Message::Text(text) = message {
-            return serde_json::from_str(&text).map_err(|e| Error::Signalling(e.to_string()));
+        if let Message::Text(text) = frame {
+            match serde_json::from_str(&text) {
+                Ok(message) => return Ok(message),
+                Err(error) => debug!(%error, "skipping a message this client does not know"),
+            }
         }
     }
 }
 
-async fn send_json(socket: &mut Socket, value: Value) -> Result<()> {
+async fn send_text(socket: &mut Socket, text: String) -> Result<()> {
     socket
-        .send(Message::Text(value.to_string().into()))
+        .send(Message::Text(text.into()))
         .await
         .map_err(|e| Error::Signalling(e.to_string()))
 }
 
-pub(crate) fn refused(message: &Value) -> Error {
-    Error::Refused {
-        code: message["code"].as_str().unwrap_or_default().to_owned(),
-        message: message["message"].as_str().unwrap_or_default().to_owned(),
-    }
-}
-
-fn text(value: &Value) -> String {
-    value.as_str().unwrap_or_default().to_owned()
+async fn send(socket: &mut Socket, message: &ClientMessage) -> Result<()> {
+    let text = serde_json::to_string(message).map_err(|e| Error::Signalling(e.to_string()))?;
+    send_text(socket, text).await
 }
 
 pub(crate) struct Task {
@@ -130,8 +131,12 @@ impl Task {
             Ok((socket, _)) => socket,
             Err(error) => return self.fail(Error::Signalling(error.to_string())),
         };
-        if let Err(error) = send_json(&mut socket, json!({"type": "join", "name": self.name})).await
-        {
+        let join = ClientMessage::Join {
+            name: self.name.clone(),
+            audio_muted: false,
+            video_muted: false,
+        };
+        if let Err(error) = send(&mut socket, &join).await {
             return self.fail(error);
         }
         let (states, mut state_changes) = mpsc::unbounded_channel();
@@ -148,15 +153,16 @@ impl Task {
         let mut others = Vec::new();
         loop {
             tokio::select! {
-                message = next_json(&mut state.socket) => match message {
+                message = next_message(&mut state.socket) => match message {
                     Ok(message) => {
-                        if let Err(error) = self.handle(&mut state, &message, &mut others).await {
+                        let closed = matches!(message, ServerMessage::Closed { .. });
+                        if let Err(error) = self.handle(&mut state, message, &mut others).await {
                             debug!(%error, "signalling failed");
                             if self.joined.is_some() {
                                 return self.fail(error);
                             }
                         }
-                        if matches!(message["type"].as_str(), Some("closed")) {
+                        if closed {
                             break;
                         }
                     }
@@ -171,12 +177,15 @@ impl Task {
                     }
                 },
                 control = self.control.recv() => match control {
-                    Some(Control::Raw(value)) => {
-                        let _ = send_json(&mut state.socket, value).await;
+                    Some(Control::Send(message)) => {
+                        let _ = send(&mut state.socket, &message).await;
+                    }
+                    Some(Control::Raw(text)) => {
+                        let _ = send_text(&mut state.socket, text).await;
                     }
                     Some(Control::Leave(done)) => {
                         state.leaving = true;
-                        let _ = send_json(&mut state.socket, json!({"type": "leave"})).await;
+                        let _ = send(&mut state.socket, &ClientMessage::Leave).await;
                         if let Some(media) = state.media.take() {
                             media.close().await;
                         }
@@ -209,94 +218,71 @@ impl Task {
     async fn handle(
         &mut self,
         state: &mut State,
-        message: &Value,
+        message: ServerMessage,
         others: &mut Vec<(String, String)>,
     ) -> Result<()> {
-        match message["type"].as_str().unwrap_or_default() {
-            "session" => state.ticket = Some(text(&message["ticket"])),
-            "welcome" => {
-                let id = text(&message["participantId"]);
+        match message {
+            ServerMessage::Session { ticket } => state.ticket = Some(ticket),
+            ServerMessage::Welcome {
+                participant_id,
+                participants,
+                resumed,
+            } => {
                 if self.joined.is_some() {
-                    *others = message["participants"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|p| (text(&p["id"]), text(&p["name"])))
-                        .collect();
+                    *others = participants.into_iter().map(|p| (p.id, p.name)).collect();
                 }
-                state.id = Some(id.clone());
-                if message["resumed"].as_bool() != Some(true) {
-                    // A new session: a new media connection.
-                    if let Some(old) = state.media.take() {
-                        old.close().await;
-                    }
-                    state.generation += 1;
-                    self.counters
-                        .connections
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let (media, offer) = MediaConnection::offer(ConnectionSetup {
-                        generation: state.generation,
-                        participant_id: &id,
-                        outgoing: self.joining.outgoing.as_ref(),
-                        local_ip: self.joining.local_ip.unwrap_or(LOOPBACK),
-                        states: state.states.clone(),
-                        received: self.received.clone(),
-                    })
-                    .await?;
-                    state.media = Some(media);
-                    send_json(
-                        &mut state.socket,
-                        json!({"type": "offer", "sdp": offer.sdp, "sources": offer.sources}),
-                    )
-                    .await?;
+                state.id = Some(participant_id.clone());
+                if !resumed {
+                    self.connect_media(state, &participant_id).await?;
                 }
             }
-            "answer" => {
+            ServerMessage::Answer { sdp } => {
                 if let Some(media) = &state.media {
-                    media
-                        .apply_answer(self.redirect(text(&message["sdp"])))
-                        .await?;
+                    media.apply_answer(self.redirect(sdp)).await?;
                 }
             }
-            "offer" => {
+            ServerMessage::Offer { sdp } => {
                 if let Some(media) = &state.media {
-                    let answer = media.answer(self.redirect(text(&message["sdp"]))).await?;
-                    send_json(&mut state.socket, json!({"type": "answer", "sdp": answer})).await?;
+                    let sdp = media.answer(self.redirect(sdp)).await?;
+                    send(&mut state.socket, &ClientMessage::Answer { sdp }).await?;
                 }
             }
-            "reconnect" => {
+            ServerMessage::Reconnect => {
                 if let Some(old) = state.media.take() {
                     old.close().await;
                 }
             }
-            "participant-joined" => {
-                let participant = &message["participant"];
+            ServerMessage::ParticipantJoined { participant } => {
                 let _ = self.events.send(RoomEvent::Joined {
-                    id: text(&participant["id"]),
-                    name: text(&participant["name"]),
+                    id: participant.id,
+                    name: participant.name,
                 });
             }
-            "participant-left" => {
+            ServerMessage::ParticipantLeft {
+                participant_id,
+                reason,
+            } => {
                 let _ = self.events.send(RoomEvent::Left {
-                    id: text(&message["participantId"]),
-                    reason: text(&message["reason"]),
+                    id: participant_id,
+                    reason: reason.as_str().to_owned(),
                 });
             }
-            "publish-layers" | "dominant-speaker" | "video-state" | "chat" => {
-                if let Some(active) = self.notices.record(message, Instant::now()) {
+            notice @ (ServerMessage::PublishLayers { .. }
+            | ServerMessage::DominantSpeaker { .. }
+            | ServerMessage::VideoState { .. }
+            | ServerMessage::Chat { .. }) => {
+                if let Some(active) = self.notices.record(&notice, Instant::now()) {
                     state.sending.set_active_layers(&active);
                 }
             }
-            "error" => {
+            ServerMessage::Error { code, message } => {
                 if self.joined.is_some() {
-                    return Err(refused(message));
+                    return Err(Error::Refused { code, message });
                 }
-                let _ = self.events.send(RoomEvent::Error {
-                    code: text(&message["code"]),
-                });
+                let _ = self.events.send(RoomEvent::Error { code });
             }
-            "closed" => {
-                let reason = text(&message["reason"]);
+            ServerMessage::Closed { reason } => {
+                let reason = reason.as_str().to_owned();
                 if self.joined.is_some() {
                     return Err(Error::Refused {
                         code: reason,
@@ -305,9 +291,39 @@ impl Task {
                 }
                 let _ = self.events.send(RoomEvent::Closed { reason });
             }
-            _ => {}
+            ServerMessage::Candidate { .. } | ServerMessage::Media { .. } => {}
         }
         Ok(())
+    }
+
+    /// A new session: a new media connection, offered to the node.
+    async fn connect_media(&mut self, state: &mut State, participant_id: &str) -> Result<()> {
+        if let Some(old) = state.media.take() {
+            old.close().await;
+        }
+        state.generation += 1;
+        self.counters
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (media, offer) = MediaConnection::offer(ConnectionSetup {
+            generation: state.generation,
+            participant_id,
+            outgoing: self.joining.outgoing.as_ref(),
+            local_ip: self.joining.local_ip.unwrap_or(LOOPBACK),
+            states: state.states.clone(),
+            received: self.received.clone(),
+        })
+        .await?;
+        state.media = Some(media);
+        let offer = ClientMessage::Offer {
+            sdp: offer.sdp,
+            sources: offer
+                .sources
+                .into_iter()
+                .map(|(mid, source)| (mid, source.to_owned()))
+                .collect(),
+        };
+        send(&mut state.socket, &offer).await
     }
 
     /// Reconnects the socket and resumes the session with its ticket; `false` when that fails
@@ -320,9 +336,14 @@ impl Task {
         let mut backoff = Duration::from_millis(100);
         while tokio::time::Instant::now() < deadline {
             if let Ok((mut socket, _)) = tokio_tungstenite::connect_async(&self.url).await
-                && send_json(&mut socket, json!({"type": "resume", "ticket": ticket}))
-                    .await
-                    .is_ok()
+                && send(
+                    &mut socket,
+                    &ClientMessage::Resume {
+                        ticket: ticket.clone(),
+                    },
+                )
+                .await
+                .is_ok()
             {
                 state.socket = socket;
                 self.counters

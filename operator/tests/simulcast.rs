@@ -379,7 +379,7 @@ async fn sample(
                 .notices()
                 .video_states
                 .get(source)
-                .map(|(state, _)| state.clone()),
+                .map(|(state, _)| *state),
         };
         samples.push(sample);
         if stop(&samples) || Instant::now() >= end {
