@@ -140,13 +140,18 @@ impl Tenant {
 }
 
 impl Room {
-    /// The domain's view of this room, if it sits in a tenant's namespace.
-    pub fn to_domain(&self) -> Option<domain::Room> {
+    /// The room's tenant and name, if it sits in a tenant's namespace.
+    pub fn key(&self) -> Option<domain::RoomKey> {
         let namespace = self.metadata.namespace.as_deref()?;
-        let key = domain::RoomKey {
+        Some(domain::RoomKey {
             tenant: domain::TenantName::new(namespace_tenant(namespace)?).ok()?,
             name: domain::RoomName::new(self.metadata.name.clone()?).ok()?,
-        };
+        })
+    }
+
+    /// The domain's view of this room, if it sits in a tenant's namespace.
+    pub fn to_domain(&self) -> Option<domain::Room> {
+        let key = self.key()?;
         Some(domain::Room {
             key,
             display_name: self.spec.display_name.clone(),

@@ -6,6 +6,7 @@
 //! Room's status that carries the resourceVersion the gateway read: the API server refuses it
 //! with 409 Conflict when another gateway placed the room first, and both agree on one node.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -255,5 +256,21 @@ impl Store for KubeStore {
             .iter()
             .filter_map(|room| room.to_domain())
             .collect())
+    }
+
+    /// From the watch-fed cache: a count may lag a placement by another gateway for a moment,
+    /// which the compare-and-set of the placement itself makes harmless.
+    async fn rooms_per_node(&self) -> Result<HashMap<NodeId, u32>, StoreError> {
+        let mut counts: HashMap<NodeId, u32> = HashMap::new();
+        for room in self.rooms.state() {
+            let node = room.status.as_ref().and_then(|status| status.node.as_ref());
+            // The same rooms as `rooms` sees: those in a tenant's namespace.
+            if let Some(node) = node
+                && room.key().is_some()
+            {
+                *counts.entry(NodeId(node.clone())).or_default() += 1;
+            }
+        }
+        Ok(counts)
     }
 }

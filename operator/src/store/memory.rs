@@ -1,6 +1,6 @@
 //! The in-memory store of standalone mode.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use super::{Store, StoreError};
@@ -132,6 +132,19 @@ impl Store for MemoryStore {
         Ok(self.lock().rooms.values().cloned().collect())
     }
 
+    async fn rooms_per_node(&self) -> Result<HashMap<NodeId, u32>, StoreError> {
+        let mut counts: HashMap<NodeId, u32> = HashMap::new();
+        for node in self
+            .lock()
+            .rooms
+            .values()
+            .filter_map(|room| room.node.as_ref())
+        {
+            *counts.entry(node.clone()).or_default() += 1;
+        }
+        Ok(counts)
+    }
+
     /// Standalone mode has no pools: its nodes serve every tenant.
     async fn pools(&self) -> Result<Vec<PoolAccess>, StoreError> {
         Ok(Vec::new())
@@ -165,6 +178,29 @@ mod tests {
         let stored = store.room(&room.key).await.unwrap().unwrap();
         assert_eq!(stored.node, Some(NodeId("a".into())));
         assert_eq!(stored.revision, first.revision);
+    }
+
+    #[tokio::test]
+    async fn rooms_are_counted_per_node() {
+        let store = MemoryStore::with_tenants([Tenant::public()]);
+        for (name, node) in [
+            ("a", Some("n1")),
+            ("b", Some("n1")),
+            ("c", Some("n2")),
+            ("d", None),
+        ] {
+            let room = store.create_room(Room::adhoc(key(name))).await.unwrap();
+            if let Some(node) = node {
+                store
+                    .place_room(&room.key, &room.revision, Some(NodeId(node.into())))
+                    .await
+                    .unwrap();
+            }
+        }
+        let counts = store.rooms_per_node().await.unwrap();
+        assert_eq!(counts.len(), 2, "a room on no node counts nowhere");
+        assert_eq!(counts[&NodeId("n1".into())], 2);
+        assert_eq!(counts[&NodeId("n2".into())], 1);
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@
 mod kube;
 mod memory;
 
+use std::collections::HashMap;
 use std::future::Future;
 
 pub use self::kube::{GATEWAY_MANAGER, KubeStore};
@@ -67,6 +68,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every room.
     fn rooms(&self) -> impl Future<Output = Result<Vec<Room>, StoreError>> + Send;
+
+    /// How many rooms are recorded on each node (nodes without rooms are absent). Placement
+    /// counts them beside what the fleet knows, since other gateways place rooms too; it is
+    /// answered from what the store holds, without copying every room.
+    fn rooms_per_node(
+        &self,
+    ) -> impl Future<Output = Result<HashMap<NodeId, u32>, StoreError>> + Send;
 
     /// Which tenants each MediaPool serves.
     fn pools(&self) -> impl Future<Output = Result<Vec<PoolAccess>, StoreError>> + Send;
