@@ -20,6 +20,7 @@
 //!   loopback, with an in-memory store: a meeting server on one machine.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod cluster;
 pub mod crd;
 pub mod domain;

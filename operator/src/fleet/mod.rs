@@ -276,8 +276,13 @@ impl Fleet {
 
     /// Records a node that registered; replaces an earlier attachment of the same id. Sessions
     /// routed to it that it no longer hosts (it restarted) are told to move. Returns the
-    /// attachment number that later calls name.
-    fn attach(&self, register: v1::Register, to_node: mpsc::Sender<v1::ControlMessage>) -> u64 {
+    /// attachment number that later calls name. The `Attach` service calls it for every
+    /// stream; tests of the crate attach nodes this way without sockets.
+    pub(crate) fn attach(
+        &self,
+        register: v1::Register,
+        to_node: mpsc::Sender<v1::ControlMessage>,
+    ) -> u64 {
         let mut state = self.lock();
         state.next_attachment += 1;
         let attachment = state.next_attachment;

@@ -7,32 +7,30 @@
 //!   [`treffpunkt_proto::signalling`], shared with the Rust client and the tests;
 //! - `GET /healthz` answers when the process serves.
 //!
-//! The gateway decides who may join (name, room size, tenant policy) and where a room is placed;
-//! the media node decides nothing of that.
+//! The gateway holds no policy of its own: who may join (name, room size, tenant policy) and
+//! where a room is placed is decided by [`crate::admission`], which the WebSocket calls; the
+//! media node decides nothing of that either.
 
 mod signalling;
 mod web;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
 use treffpunkt_proto::grant::GrantKey;
 
+use crate::admission::Admission;
 use crate::fleet::Fleet;
 use crate::store::Store;
-
-/// How long a grant for a node stays valid: long enough for the node to receive it, short
-/// enough that a leaked one is useless.
-pub const GRANT_LIFETIME: Duration = Duration::from_secs(60);
 
 /// The gateway's shared state.
 #[derive(Debug)]
 pub struct Gateway<S> {
-    store: Arc<S>,
+    /// Who may join, where rooms go, and the sessions opened for them.
+    admission: Admission<S>,
+    /// The relay of joined participants' signals.
     fleet: Arc<Fleet>,
-    grant_key: GrantKey,
 }
 
 impl<S: Store> Gateway<S> {
@@ -40,9 +38,8 @@ impl<S: Store> Gateway<S> {
     /// `grant_key`.
     pub fn new(store: Arc<S>, fleet: Arc<Fleet>, grant_key: GrantKey) -> Self {
         Self {
-            store,
+            admission: Admission::new(store, fleet.clone(), grant_key),
             fleet,
-            grant_key,
         }
     }
 

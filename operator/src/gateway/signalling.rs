@@ -5,24 +5,28 @@
 //! Once joined, every message is converted to a `treffpunkt.v1` signal and relayed to the node
 //! that hosts the room, and what the node says comes back the same way. Bad messages are
 //! answered with an error and change nothing; the call goes on.
+//!
+//! The join itself (checks, placement, the session on the node, the resume ticket) is
+//! [`crate::admission`]'s: this module owns only the socket, its frames, the message budget,
+//! the join timeout, and the relay loop that follows a session when it moves.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 use treffpunkt_proto::signalling::{
     ClientMessage, CloseReason, ServerMessage, from_signal, to_signal,
 };
-use treffpunkt_proto::{random, v1};
+use treffpunkt_proto::v1;
 
-use super::{GRANT_LIFETIME, Gateway};
-use crate::domain::{self, DisplayName, DomainError, NodeId, Room, RoomKey, RoomName, TenantName};
+use super::Gateway;
+use crate::admission::{Admitted, Attachment, Member};
+use crate::domain::{RoomKey, RoomName, TenantName};
 use crate::fleet::ClientEvent;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 /// The largest message the gateway reads; larger ones close the socket (code 1009).
 const MAX_FRAME_BYTES: usize = 256 * 1024;
@@ -97,72 +101,6 @@ struct Session<S> {
     budget: MessageBudget,
 }
 
-fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
-}
-
-/// The client's error code for a domain refusal.
-fn domain_code(error: &DomainError) -> &'static str {
-    match error {
-        DomainError::InvalidName { .. } => "room-not-found",
-        DomainError::DisplayNameEmpty => "name-empty",
-        DomainError::DisplayNameTooLong { .. } => "name-too-long",
-        DomainError::DisplayNameInvalid => "name-invalid",
-        DomainError::RoomFull { .. } => "room-full",
-        DomainError::TenantSuspended => "tenant-suspended",
-    }
-}
-
-/// Why a join was refused: the code for the client and a message for developers.
-struct Refusal {
-    code: &'static str,
-    message: String,
-}
-
-impl Refusal {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<DomainError> for Refusal {
-    fn from(error: DomainError) -> Self {
-        Self::new(domain_code(&error), error.to_string())
-    }
-}
-
-impl From<StoreError> for Refusal {
-    fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::RoomLimit(_) => Self::new("room-limit", error.to_string()),
-            StoreError::NotFound(_) => Self::new("room-not-found", error.to_string()),
-            other => {
-                warn!(error = %other, "store failed during a join");
-                Self::new("unavailable", "the service is unavailable, try again")
-            }
-        }
-    }
-}
-
-/// The participant a socket speaks for, once joined.
-struct Member {
-    participant_id: String,
-    name: DisplayName,
-    max_participants: u32,
-    video_last_n: u32,
-}
-
-/// Where the participant's session runs now.
-struct Attachment {
-    node: NodeId,
-    session_id: String,
-    events: mpsc::Receiver<ClientEvent>,
-}
-
 /// How the relay ended.
 enum Ending {
     /// The participant left or the session ended: tell the node.
@@ -174,8 +112,6 @@ enum Ending {
 /// Moves of one session within [`MOVE_WINDOW`] after which the gateway gives up.
 const MAX_MOVES: usize = 5;
 const MOVE_WINDOW: Duration = Duration::from_secs(60);
-/// How long a resume ticket stays valid.
-const TICKET_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
 impl<S: Store> Session<S> {
     fn new(gateway: Arc<Gateway<S>>, key: RoomKey, socket: WebSocket) -> Self {
@@ -262,6 +198,7 @@ impl<S: Store> Session<S> {
                 inbound = self.receive() => inbound,
                 () = &mut deadline => return,
             };
+            let admission = &self.gateway.admission;
             let started = match inbound {
                 Inbound::Gone => return,
                 Inbound::Refused => continue,
@@ -269,13 +206,14 @@ impl<S: Store> Session<S> {
                     name,
                     audio_muted,
                     video_muted,
-                }) => self.join(&name).await.map(|(member, attachment)| {
-                    (member, attachment, Some((audio_muted, video_muted)))
-                }),
-                Inbound::Message(ClientMessage::Resume { ticket }) => self
-                    .resume(&ticket)
+                }) => admission
+                    .join(&self.key, &name)
                     .await
-                    .map(|(member, attachment)| (member, attachment, None)),
+                    .map(|admitted| (admitted, Some((audio_muted, video_muted)))),
+                Inbound::Message(ClientMessage::Resume { ticket }) => admission
+                    .resume(&self.key, &ticket)
+                    .await
+                    .map(|admitted| (admitted, None)),
                 Inbound::Message(_) => {
                     if !self.refuse("not-joined", "join the room first").await {
                         return;
@@ -284,12 +222,20 @@ impl<S: Store> Session<S> {
                 }
             };
             match started {
-                Ok((member, attachment, media)) => {
+                Ok((
+                    Admitted {
+                        member,
+                        attachment,
+                        moved,
+                    },
+                    media,
+                )) => {
+                    self.announce(&attachment, moved).await;
                     self.relay(member, attachment, media).await;
                     return;
                 }
                 Err(refusal) => {
-                    if !self.refuse(refusal.code, refusal.message).await {
+                    if !self.refuse(refusal.code.as_str(), refusal.message).await {
                         return;
                     }
                 }
@@ -297,236 +243,14 @@ impl<S: Store> Session<S> {
         }
     }
 
-    /// Checks a join, places the room and opens the participant's session.
-    async fn join(&mut self, name: &str) -> Result<(Member, Attachment), Refusal> {
-        let name = DisplayName::new(name)?;
-        let gateway = self.gateway.clone();
-        let store = &gateway.store;
-        let tenant = store
-            .tenant(&self.key.tenant)
-            .await?
-            .ok_or_else(|| Refusal::new("room-not-found", "no such space"))?;
-        let room = match store.room(&self.key).await? {
-            Some(room) => room,
-            None if tenant.policy.adhoc_rooms => {
-                match store.create_room(Room::adhoc(self.key.clone())).await {
-                    Ok(room) => room,
-                    Err(StoreError::AlreadyExists(_)) => store
-                        .room(&self.key)
-                        .await?
-                        .ok_or_else(|| Refusal::new("room-not-found", "the room was removed"))?,
-                    Err(error) => return Err(error.into()),
-                }
-            }
-            None => return Err(Refusal::new("room-not-found", "no such room")),
-        };
-        domain::admit(&tenant, &room, gateway.fleet.presence(&self.key))?;
-        debug!(room = %self.key, "join admitted");
-        let member = Member {
-            participant_id: random::hex(8),
-            name,
-            max_participants: room.participant_limit(&tenant),
-            video_last_n: room.video_last_n(),
-        };
-        let attachment = self.attach(&member, room).await?;
-        Ok((member, attachment))
-    }
-
-    /// Picks up a session whose socket dropped, through this replica; when its node is gone,
-    /// the participant gets a new session on another node.
-    async fn resume(&mut self, ticket: &str) -> Result<(Member, Attachment), Refusal> {
-        let gateway = self.gateway.clone();
-        let ticket = gateway
-            .grant_key
-            .open_ticket(ticket, unix_ms(SystemTime::now()))
-            .map_err(|_| {
-                Refusal::new(
-                    "resume-refused",
-                    "the session cannot be resumed; join again",
-                )
-            })?;
-        let room = ticket.room.clone().unwrap_or_default();
-        if room.tenant != self.key.tenant.as_str() || room.name != self.key.name.as_str() {
-            return Err(Refusal::new(
-                "resume-refused",
-                "the ticket is for another room",
-            ));
-        }
-        let name = DisplayName::new(&ticket.display_name)?;
-        let tenant = gateway
-            .store
-            .tenant(&self.key.tenant)
-            .await?
-            .ok_or_else(|| Refusal::new("room-not-found", "no such space"))?;
-        if tenant.suspended {
-            return Err(DomainError::TenantSuspended.into());
-        }
-        let stored = gateway.store.room(&self.key).await?;
-        let member = Member {
-            participant_id: ticket.participant_id.clone(),
-            name,
-            max_participants: stored
-                .as_ref()
-                .map_or(0, |room| room.participant_limit(&tenant)),
-            video_last_n: stored
-                .as_ref()
-                .map_or(domain::DEFAULT_VIDEO_LAST_N, domain::Room::video_last_n),
-        };
-        let node = NodeId(ticket.node_id.clone());
-        match gateway
-            .fleet
-            .resume_session(&node, self.key.clone(), &ticket.session_id)
-            .await
-        {
-            Ok(events) => {
-                info!(room = %self.key, %node, "session resumed");
-                let attachment = Attachment {
-                    node,
-                    session_id: ticket.session_id,
-                    events,
-                };
-                self.send_ticket(&member, &attachment).await;
-                Ok((member, attachment))
-            }
-            Err(_) => {
-                let room = stored.ok_or_else(|| Refusal::new("room-not-found", "no such room"))?;
-                let attachment = self.attach(&member, room).await?;
-                // The old media connection is gone with its node.
-                self.send(&ServerMessage::Reconnect).await;
-                Ok((member, attachment))
-            }
-        }
-    }
-
-    /// Places the room (keeping a live node) and opens a session for `member` there.
-    async fn attach(&mut self, member: &Member, room: Room) -> Result<Attachment, Refusal> {
-        let node = self.place(room).await?;
-        let gateway = self.gateway.clone();
-        let session_id = random::hex(16);
-        let grant = v1::Grant {
-            room: Some(v1::RoomRef {
-                tenant: self.key.tenant.to_string(),
-                name: self.key.name.to_string(),
-            }),
-            participant_id: member.participant_id.clone(),
-            display_name: member.name.to_string(),
-            can_publish: true,
-            can_subscribe: true,
-            max_participants: member.max_participants,
-            video_last_n: member.video_last_n,
-            expires_at_unix_ms: unix_ms(SystemTime::now() + GRANT_LIFETIME),
-        };
-        let open = v1::OpenSession {
-            session_id: session_id.clone(),
-            grant_signature: gateway.grant_key.sign(&grant),
-            grant: Some(grant),
-        };
-        let events = gateway
-            .fleet
-            .open_session(&node, self.key.clone(), open)
-            .await
-            .map_err(|error| {
-                warn!(%error, "could not open a session");
-                Refusal::new("unavailable", "the media node is unavailable, try again")
-            })?;
-        let attachment = Attachment {
-            node,
-            session_id,
-            events,
-        };
-        self.send_ticket(member, &attachment).await;
-        Ok(attachment)
-    }
-
-    /// Tells the client how to resume this session should its socket drop.
-    async fn send_ticket(&mut self, member: &Member, attachment: &Attachment) {
-        let ticket = v1::ResumeTicket {
-            session_id: attachment.session_id.clone(),
-            node_id: attachment.node.0.clone(),
-            room: Some(v1::RoomRef {
-                tenant: self.key.tenant.to_string(),
-                name: self.key.name.to_string(),
-            }),
-            participant_id: member.participant_id.clone(),
-            display_name: member.name.to_string(),
-            expires_at_unix_ms: unix_ms(SystemTime::now() + TICKET_LIFETIME),
-        };
-        let ticket = self.gateway.grant_key.seal_ticket(&ticket);
+    /// Tells the client how to resume its session, and, if the session is new on another node
+    /// than its media connection knows, to make that connection again.
+    async fn announce(&mut self, attachment: &Attachment, moved: bool) {
+        let ticket = attachment.ticket.clone();
         self.send(&ServerMessage::Session { ticket }).await;
-    }
-
-    /// The node that hosts the room: its live node, or the least-loaded node its tenant may
-    /// use, recorded with compare-and-set so that racing gateways agree.
-    async fn place(&mut self, mut room: Room) -> Result<NodeId, Refusal> {
-        let gateway = self.gateway.clone();
-        let store = &gateway.store;
-        let tenant = store
-            .tenant(&self.key.tenant)
-            .await?
-            .ok_or_else(|| Refusal::new("room-not-found", "no such space"))?;
-        let pools = store.pools().await?;
-        for _ in 0..10 {
-            if let Some(node) = room.node.clone().filter(|n| gateway.fleet.is_available(n)) {
-                return Ok(node);
-            }
-            let mut nodes = gateway.fleet.nodes();
-            // The rooms recorded on each node count too: other gateways place rooms as well.
-            let placed = store.rooms().await.unwrap_or_default();
-            for node in &mut nodes {
-                let recorded = placed
-                    .iter()
-                    .filter(|r| r.node.as_ref() == Some(&node.id))
-                    .count() as u32;
-                node.rooms = node.rooms.max(recorded);
-            }
-            let chosen =
-                domain::choose_node(&nodes, |node| domain::may_use(&tenant, &node.pool, &pools))
-                    .ok_or_else(|| {
-                        Refusal::new("platform-full", "the platform is full, try again later")
-                    })?;
-            match store
-                .place_room(&self.key, &room.revision, Some(chosen.id.clone()))
-                .await
-            {
-                Ok(_) => {
-                    info!(room = %self.key, node = %chosen.id, "room placed");
-                    return Ok(chosen.id.clone());
-                }
-                Err(StoreError::Conflict(_)) => {
-                    room = store
-                        .room(&self.key)
-                        .await?
-                        .ok_or_else(|| Refusal::new("room-not-found", "the room was removed"))?;
-                }
-                Err(error) => return Err(error.into()),
-            }
+        if moved {
+            self.send(&ServerMessage::Reconnect).await;
         }
-        Err(Refusal::new(
-            "unavailable",
-            "could not place the room, try again",
-        ))
-    }
-
-    /// Moves the participant's session to the room's (new) node: its node is gone or drains.
-    async fn move_session(
-        &mut self,
-        member: &Member,
-        old: &Attachment,
-    ) -> Result<Attachment, Refusal> {
-        let gateway = self.gateway.clone();
-        gateway
-            .fleet
-            .close_session(&old.session_id, v1::CloseReason::ConnectionLost)
-            .await;
-        let room = gateway
-            .store
-            .room(&self.key)
-            .await?
-            .ok_or_else(|| Refusal::new("room-not-found", "the room was removed"))?;
-        let attachment = self.attach(member, room).await?;
-        info!(room = %self.key, from = %old.node, to = %attachment.node, "session moved");
-        self.send(&ServerMessage::Reconnect).await;
-        Ok(attachment)
     }
 
     /// Relays signalling between the joined client and its node until the participant leaves,
@@ -589,28 +313,9 @@ impl<S: Store> Session<S> {
                 },
             };
             if must_move {
-                let now = Instant::now();
-                moves.retain(|at| now.duration_since(*at) < MOVE_WINDOW);
-                moves.push(now);
-                if moves.len() > MAX_MOVES {
-                    warn!(room = %self.key, "the session keeps failing; giving up");
-                    self.send(&ServerMessage::Closed {
-                        reason: CloseReason::ConnectionLost,
-                    })
-                    .await;
-                    break Ending::Close(v1::CloseReason::ConnectionLost);
-                }
-                match self.move_session(&member, &attachment).await {
-                    Ok(next) => attachment = next,
-                    Err(refusal) => {
-                        warn!(room = %self.key, code = refusal.code, "could not move a session");
-                        self.refuse(refusal.code, refusal.message).await;
-                        self.send(&ServerMessage::Closed {
-                            reason: CloseReason::ConnectionLost,
-                        })
-                        .await;
-                        break Ending::Close(v1::CloseReason::ConnectionLost);
-                    }
+                match self.move_on(&member, &attachment, &mut moves).await {
+                    Some(next) => attachment = next,
+                    None => break Ending::Close(v1::CloseReason::ConnectionLost),
                 }
             }
         };
@@ -626,6 +331,44 @@ impl<S: Store> Session<S> {
             // with its ticket. If it never does, the node ends it when its media times out.
             Ending::Detach => gateway.fleet.forget_session(&attachment.session_id),
         }
+    }
+
+    /// Moves the session to the room's node now, after its node went away or drains; `None`
+    /// when it cannot move, or has moved too often lately, and the client has been told that
+    /// the session ended.
+    async fn move_on(
+        &mut self,
+        member: &Member,
+        attachment: &Attachment,
+        moves: &mut Vec<Instant>,
+    ) -> Option<Attachment> {
+        let now = Instant::now();
+        moves.retain(|at| now.duration_since(*at) < MOVE_WINDOW);
+        moves.push(now);
+        if moves.len() > MAX_MOVES {
+            warn!(room = %self.key, "the session keeps failing; giving up");
+        } else {
+            let gateway = self.gateway.clone();
+            match gateway
+                .admission
+                .move_session(&self.key, member, attachment)
+                .await
+            {
+                Ok(next) => {
+                    self.announce(&next, true).await;
+                    return Some(next);
+                }
+                Err(refusal) => {
+                    warn!(room = %self.key, code = %refusal.code, "could not move a session");
+                    self.refuse(refusal.code.as_str(), refusal.message).await;
+                }
+            }
+        }
+        self.send(&ServerMessage::Closed {
+            reason: CloseReason::ConnectionLost,
+        })
+        .await;
+        None
     }
 }
 

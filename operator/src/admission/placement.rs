@@ -1,0 +1,90 @@
+//! Placement: which node hosts a room, recorded so that every gateway agrees.
+//!
+//! A room whose recorded node is attached and takes rooms stays there. Otherwise the
+//! least-loaded node its tenant may use is chosen ([`domain::choose_node`]) and written to the
+//! room with compare-and-set on its revision ([`Store::place_room`]). When another gateway
+//! placed the room in between, the write fails with a conflict; the room is read again and, as
+//! a rule, found on the other gateway's live node, which both then use.
+//!
+//! The load of a node is what the fleet knows of it, raised to the number of rooms the store
+//! records on it: other gateways place rooms too, and their sessions do not run through this
+//! replica. Those counts are read once per placement, and only when a node must be chosen.
+
+use std::collections::HashMap;
+
+use tracing::info;
+
+use super::{Admission, Refusal, RefusalCode};
+use crate::domain::{self, NodeId, PoolAccess, Room, Tenant};
+use crate::store::{Store, StoreError};
+
+/// Compare-and-set attempts before a placement gives up. Each conflict means another gateway
+/// placed or changed the room; more than a few in a row means something keeps changing it.
+const MAX_TRIES: usize = 10;
+
+impl<S: Store> Admission<S> {
+    /// The node that hosts `room` of `tenant`: its live node, or the least-loaded node its
+    /// tenant may use, recorded with compare-and-set so that racing gateways agree.
+    pub(super) async fn place(&self, tenant: &Tenant, mut room: Room) -> Result<NodeId, Refusal> {
+        let pools = self.store.pools().await?;
+        let mut recorded: Option<HashMap<NodeId, u32>> = None;
+        for _ in 0..MAX_TRIES {
+            if let Some(node) = room.node.clone().filter(|n| self.fleet.is_available(n)) {
+                return Ok(node);
+            }
+            let recorded = match &mut recorded {
+                Some(counts) => &*counts,
+                slot @ None => {
+                    // A failed count only makes the choice less informed; it never refuses.
+                    let counts = self.store.rooms_per_node().await.unwrap_or_default();
+                    &*slot.insert(counts)
+                }
+            };
+            let chosen = self.choose(tenant, &pools, recorded)?;
+            match self
+                .store
+                .place_room(&room.key, &room.revision, Some(chosen.clone()))
+                .await
+            {
+                Ok(_) => {
+                    info!(room = %room.key, node = %chosen, "room placed");
+                    return Ok(chosen);
+                }
+                Err(StoreError::Conflict(_)) => {
+                    room = self
+                        .store
+                        .room(&room.key)
+                        .await?
+                        .ok_or_else(|| Refusal::room_not_found("the room was removed"))?;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(Refusal::new(
+            RefusalCode::Unavailable,
+            "could not place the room, try again",
+        ))
+    }
+
+    /// The least-loaded attached node that `tenant` may use, counting `recorded` rooms.
+    fn choose(
+        &self,
+        tenant: &Tenant,
+        pools: &[PoolAccess],
+        recorded: &HashMap<NodeId, u32>,
+    ) -> Result<NodeId, Refusal> {
+        let mut nodes = self.fleet.nodes();
+        for node in &mut nodes {
+            let rooms = recorded.get(&node.id).copied().unwrap_or(0);
+            node.rooms = node.rooms.max(rooms);
+        }
+        domain::choose_node(&nodes, |node| domain::may_use(tenant, &node.pool, pools))
+            .map(|node| node.id.clone())
+            .ok_or_else(|| {
+                Refusal::new(
+                    RefusalCode::PlatformFull,
+                    "the platform is full, try again later",
+                )
+            })
+    }
+}

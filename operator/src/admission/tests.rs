@@ -1,0 +1,455 @@
+//! The join, placement and resume against the in-memory store and a real fleet whose nodes are
+//! attached without sockets: what each node is told arrives on its command channel.
+
+use std::collections::HashMap;
+
+use treffpunkt_proto::v1::control_message::Kind as ControlKind;
+
+use super::*;
+use crate::domain::{RoomLifetime, RoomName, TenantName};
+use crate::store::MemoryStore;
+
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+/// A control plane with attached nodes; each node's commands wait in `nodes`.
+struct Platform {
+    admission: Admission<MemoryStore>,
+    store: Arc<MemoryStore>,
+    fleet: Arc<Fleet>,
+    nodes: HashMap<&'static str, mpsc::Receiver<v1::ControlMessage>>,
+}
+
+impl Platform {
+    fn new(store: MemoryStore) -> Self {
+        let store = Arc::new(store);
+        let fleet = Arc::new(Fleet::default());
+        Self {
+            admission: Admission::new(store.clone(), fleet.clone(), GrantKey::new(SECRET)),
+            store,
+            fleet,
+            nodes: HashMap::new(),
+        }
+    }
+
+    /// The public space only, with `rooms`.
+    fn public(rooms: impl IntoIterator<Item = Room>) -> Self {
+        Self::new(MemoryStore::seeded([Tenant::public()], rooms))
+    }
+
+    /// Attaches node `id` of `pool`, taking 10 participants.
+    fn attach(&mut self, id: &'static str, pool: &str) {
+        let (tx, rx) = mpsc::channel(64);
+        let register = v1::Register {
+            node_id: id.to_owned(),
+            pool: pool.to_owned(),
+            capacity: Some(v1::Capacity {
+                max_participants: 10,
+            }),
+            ..v1::Register::default()
+        };
+        self.fleet.attach(register, tx);
+        self.nodes.insert(id, rx);
+    }
+
+    /// Gives node `id` `sessions` participants in another room.
+    async fn load(&self, id: &str, sessions: usize) -> Vec<mpsc::Receiver<ClientEvent>> {
+        let mut events = Vec::new();
+        for n in 0..sessions {
+            let open = v1::OpenSession {
+                session_id: format!("{id}-load-{n}"),
+                ..v1::OpenSession::default()
+            };
+            let node = NodeId(id.to_owned());
+            events.push(
+                self.fleet
+                    .open_session(&node, key("busy"), open)
+                    .await
+                    .unwrap(),
+            );
+        }
+        events
+    }
+
+    /// What node `id` was told since the last call.
+    fn commands(&mut self, id: &str) -> Vec<ControlKind> {
+        let rx = self.nodes.get_mut(id).expect("an attached node");
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|message| message.kind)
+            .collect()
+    }
+
+    /// The sessions node `id` was asked to open since the last call.
+    fn opened(&mut self, id: &str) -> Vec<v1::OpenSession> {
+        self.commands(id)
+            .into_iter()
+            .filter_map(|kind| match kind {
+                ControlKind::OpenSession(open) => Some(open),
+                _ => None,
+            })
+            .collect()
+    }
+
+    async fn stored(&self, name: &str) -> Option<Room> {
+        self.store.room(&key(name)).await.unwrap()
+    }
+}
+
+fn key(name: &str) -> RoomKey {
+    RoomKey {
+        tenant: TenantName::new("public").unwrap(),
+        name: RoomName::new(name).unwrap(),
+    }
+}
+
+fn persistent(name: &str, max_participants: Option<u32>) -> Room {
+    Room {
+        lifetime: RoomLifetime::Persistent,
+        max_participants,
+        ..Room::adhoc(key(name))
+    }
+}
+
+fn node(id: &str) -> NodeId {
+    NodeId(id.to_owned())
+}
+
+fn code<T: std::fmt::Debug>(result: Result<T, Refusal>) -> RefusalCode {
+    result.expect_err("a refusal").code
+}
+
+#[tokio::test]
+async fn a_join_opens_a_session_with_a_signed_grant_on_the_room_s_node() {
+    let mut platform = Platform::public([persistent("chor", Some(5))]);
+    platform.attach("a", "");
+
+    let admitted = platform
+        .admission
+        .join(&key("chor"), "  Anna ")
+        .await
+        .unwrap();
+
+    assert_eq!(admitted.member.name.as_str(), "Anna");
+    assert_eq!(admitted.member.max_participants, 5, "the room's own limit");
+    assert!(!admitted.moved);
+    assert_eq!(admitted.attachment.node, node("a"));
+    assert_eq!(platform.stored("chor").await.unwrap().node, Some(node("a")));
+    let [open] = platform.opened("a").try_into().expect("one session opened");
+    assert_eq!(open.session_id, admitted.attachment.session_id);
+    let grant = open.grant.expect("a grant");
+    let grant_key = GrantKey::new(SECRET);
+    assert_eq!(grant_key.verify(&grant, &open.grant_signature, 0), Ok(()));
+    assert_eq!(grant.participant_id, admitted.member.participant_id);
+    assert_eq!(grant.display_name, "Anna");
+    assert_eq!(grant.room.unwrap().to_string(), "public/chor");
+    let ticket = grant_key
+        .open_ticket(&admitted.attachment.ticket, 0)
+        .unwrap();
+    assert_eq!(ticket.session_id, admitted.attachment.session_id);
+    assert_eq!(ticket.node_id, "a");
+}
+
+#[tokio::test]
+async fn a_new_name_creates_an_adhoc_room_where_the_tenant_allows_it() {
+    let mut platform = Platform::public([]);
+    platform.attach("a", "");
+
+    platform.admission.join(&key("neu"), "Anna").await.unwrap();
+
+    let room = platform.stored("neu").await.expect("the room was created");
+    assert_eq!(room.lifetime, RoomLifetime::AdHoc);
+    assert_eq!(room.node, Some(node("a")));
+}
+
+#[tokio::test]
+async fn an_unknown_tenant_or_a_new_name_without_adhoc_rooms_is_not_found() {
+    let mut closed = Tenant::public();
+    closed.policy.adhoc_rooms = false;
+    let mut platform = Platform::new(MemoryStore::with_tenants([closed]));
+    platform.attach("a", "");
+
+    assert_eq!(
+        code(platform.admission.join(&key("neu"), "Anna").await),
+        RefusalCode::RoomNotFound
+    );
+    assert!(
+        platform.stored("neu").await.is_none(),
+        "nothing was created"
+    );
+    let elsewhere = RoomKey {
+        tenant: TenantName::new("nobody").unwrap(),
+        name: RoomName::new("chor").unwrap(),
+    };
+    assert_eq!(
+        code(platform.admission.join(&elsewhere, "Anna").await),
+        RefusalCode::RoomNotFound
+    );
+    assert!(platform.opened("a").is_empty(), "no session was opened");
+}
+
+#[tokio::test]
+async fn bad_names_are_refused_with_their_own_codes() {
+    let mut platform = Platform::public([persistent("chor", None)]);
+    platform.attach("a", "");
+    let admission = &platform.admission;
+    assert_eq!(
+        code(admission.join(&key("chor"), "   ").await),
+        RefusalCode::NameEmpty
+    );
+    assert_eq!(
+        code(admission.join(&key("chor"), &"x".repeat(65)).await),
+        RefusalCode::NameTooLong
+    );
+    assert_eq!(
+        code(admission.join(&key("chor"), "Eve\nadmin joined").await),
+        RefusalCode::NameInvalid
+    );
+}
+
+#[tokio::test]
+async fn a_full_room_refuses_the_next_person() {
+    let mut platform = Platform::public([persistent("klein", Some(1))]);
+    platform.attach("a", "");
+
+    let first = platform.admission.join(&key("klein"), "Anna").await;
+    assert!(first.is_ok());
+    let second = platform.admission.join(&key("klein"), "Ben").await;
+    let refusal = second.expect_err("the room is full");
+    assert_eq!(refusal.code, RefusalCode::RoomFull);
+    assert_eq!(refusal.code.as_str(), "room-full");
+    assert_eq!(
+        platform.opened("a").len(),
+        1,
+        "only the first got a session"
+    );
+}
+
+#[tokio::test]
+async fn a_suspended_tenant_admits_nobody() {
+    let mut suspended = Tenant::public();
+    suspended.suspended = true;
+    let mut platform = Platform::new(MemoryStore::seeded([suspended], [persistent("chor", None)]));
+    platform.attach("a", "");
+
+    assert_eq!(
+        code(platform.admission.join(&key("chor"), "Anna").await),
+        RefusalCode::TenantSuspended
+    );
+    assert!(platform.opened("a").is_empty());
+}
+
+#[tokio::test]
+async fn without_a_node_the_platform_is_full() {
+    let platform = Platform::public([persistent("chor", None)]);
+    assert_eq!(
+        code(platform.admission.join(&key("chor"), "Anna").await),
+        RefusalCode::PlatformFull
+    );
+    assert_eq!(platform.stored("chor").await.unwrap().node, None);
+}
+
+#[tokio::test]
+async fn a_room_stays_on_its_live_node_even_when_another_is_idle() {
+    let placed = Room {
+        node: Some(node("b")),
+        ..persistent("chor", None)
+    };
+    let mut platform = Platform::public([placed]);
+    platform.attach("a", "");
+    platform.attach("b", "");
+    let _busy = platform.load("b", 5).await;
+    platform.commands("b");
+
+    let admitted = platform.admission.join(&key("chor"), "Anna").await.unwrap();
+
+    assert_eq!(admitted.attachment.node, node("b"));
+    assert_eq!(platform.opened("b").len(), 1);
+}
+
+#[tokio::test]
+async fn a_room_on_a_node_that_is_gone_is_placed_again() {
+    let placed = Room {
+        node: Some(node("gone")),
+        ..persistent("chor", None)
+    };
+    let mut platform = Platform::public([placed]);
+    platform.attach("a", "");
+
+    let admitted = platform.admission.join(&key("chor"), "Anna").await.unwrap();
+
+    assert_eq!(admitted.attachment.node, node("a"));
+    assert_eq!(platform.stored("chor").await.unwrap().node, Some(node("a")));
+}
+
+#[tokio::test]
+async fn a_new_room_goes_to_the_least_loaded_node_of_a_pool_the_tenant_may_use() {
+    let mut tenant = Tenant::public();
+    tenant.media_pools = vec!["shared".into()];
+    let mut platform = Platform::new(MemoryStore::with_tenants([tenant]));
+    // "a" would win on every count, but its pool is not the tenant's.
+    platform.attach("a", "reserved");
+    platform.attach("b", "shared");
+    platform.attach("c", "shared");
+    let _busy = platform.load("b", 3).await;
+
+    let admitted = platform.admission.join(&key("neu"), "Anna").await.unwrap();
+
+    assert_eq!(admitted.attachment.node, node("c"));
+}
+
+#[tokio::test]
+async fn rooms_that_other_gateways_recorded_on_a_node_count_as_its_load() {
+    let elsewhere = |name| Room {
+        node: Some(node("a")),
+        ..persistent(name, None)
+    };
+    let mut platform = Platform::public([elsewhere("eins"), elsewhere("zwei")]);
+    platform.attach("a", "");
+    platform.attach("b", "");
+
+    let admitted = platform.admission.join(&key("neu"), "Anna").await.unwrap();
+
+    assert_eq!(
+        admitted.attachment.node,
+        node("b"),
+        "equal participants, fewer rooms"
+    );
+}
+
+#[tokio::test]
+async fn two_racing_placements_agree_on_one_node() {
+    let mut platform = Platform::public([persistent("chor", None)]);
+    platform.attach("a", "");
+    platform.attach("b", "");
+    let tenant = Tenant::public();
+    // Both gateways read the room before either placed it.
+    let read_by_both = platform.stored("chor").await.unwrap();
+
+    let first = platform
+        .admission
+        .place(&tenant, read_by_both.clone())
+        .await
+        .unwrap();
+    // The second would now choose the other, emptier node; its compare-and-set fails, and it
+    // finds the room on the first one's node.
+    let second = platform
+        .admission
+        .place(&tenant, read_by_both)
+        .await
+        .unwrap();
+
+    assert_eq!(first, node("a"));
+    assert_eq!(second, first);
+    assert_eq!(platform.stored("chor").await.unwrap().node, Some(first));
+}
+
+#[tokio::test]
+async fn a_ticket_resumes_its_session_on_its_node() {
+    let mut platform = Platform::public([persistent("chor", None)]);
+    platform.attach("a", "");
+    let joined = platform.admission.join(&key("chor"), "Anna").await.unwrap();
+    platform.commands("a");
+
+    let resumed = platform
+        .admission
+        .resume(&key("chor"), &joined.attachment.ticket)
+        .await
+        .unwrap();
+
+    assert!(!resumed.moved);
+    assert_eq!(resumed.member, joined.member);
+    assert_eq!(resumed.attachment.session_id, joined.attachment.session_id);
+    assert_eq!(resumed.attachment.node, node("a"));
+    assert!(matches!(
+        platform.commands("a").as_slice(),
+        [ControlKind::ResumeSession(v1::ResumeSession { session_id })]
+            if *session_id == joined.attachment.session_id
+    ));
+}
+
+#[tokio::test]
+async fn a_ticket_for_another_room_or_no_ticket_at_all_is_refused() {
+    let mut platform = Platform::public([persistent("chor", None), persistent("skat", None)]);
+    platform.attach("a", "");
+    let joined = platform.admission.join(&key("chor"), "Anna").await.unwrap();
+    platform.commands("a");
+
+    for (room, ticket) in [
+        ("skat", joined.attachment.ticket.as_str()),
+        ("chor", "garbage"),
+        ("chor", ""),
+        ("chor", "A.B"),
+    ] {
+        let refusal = platform
+            .admission
+            .resume(&key(room), ticket)
+            .await
+            .expect_err("refused");
+        assert_eq!(refusal.code, RefusalCode::ResumeRefused, "{room} {ticket}");
+    }
+    assert!(platform.commands("a").is_empty(), "no node was asked");
+}
+
+#[tokio::test]
+async fn a_ticket_whose_node_is_gone_gets_a_new_session_elsewhere() {
+    let mut platform = Platform::public([persistent("chor", None)]);
+    platform.attach("b", "");
+    let member = Member {
+        participant_id: "p1".into(),
+        name: DisplayName::new("Anna").unwrap(),
+        max_participants: 20,
+        video_last_n: 16,
+    };
+    let ticket = tickets::seal(
+        &GrantKey::new(SECRET),
+        &key("chor"),
+        &member,
+        &node("gone"),
+        "s-old",
+    );
+
+    let resumed = platform
+        .admission
+        .resume(&key("chor"), &ticket)
+        .await
+        .unwrap();
+
+    assert!(resumed.moved, "the client must connect its media again");
+    assert_eq!(resumed.member.participant_id, "p1", "the same participant");
+    assert_eq!(resumed.attachment.node, node("b"));
+    assert_ne!(resumed.attachment.session_id, "s-old");
+    assert_eq!(platform.opened("b").len(), 1);
+}
+
+#[tokio::test]
+async fn a_moved_session_is_closed_on_its_node_and_opened_on_the_room_s_node() {
+    let mut platform = Platform::public([persistent("chor", None)]);
+    platform.attach("a", "");
+    let joined = platform.admission.join(&key("chor"), "Anna").await.unwrap();
+    platform.commands("a");
+    // The room was placed elsewhere meanwhile (by another gateway, after "a" failed there).
+    platform.attach("b", "");
+    let stored = platform.stored("chor").await.unwrap();
+    platform
+        .store
+        .place_room(&stored.key, &stored.revision, Some(node("b")))
+        .await
+        .unwrap();
+
+    let moved = platform
+        .admission
+        .move_session(&key("chor"), &joined.member, &joined.attachment)
+        .await
+        .unwrap();
+
+    assert_eq!(moved.node, node("b"));
+    assert_ne!(moved.session_id, joined.attachment.session_id);
+    assert!(matches!(
+        platform.commands("a").as_slice(),
+        [ControlKind::CloseSession(close)] if close.session_id == joined.attachment.session_id
+    ));
+    let [open] = platform.opened("b").try_into().expect("one session opened");
+    assert_eq!(
+        open.grant.unwrap().participant_id,
+        joined.member.participant_id
+    );
+}

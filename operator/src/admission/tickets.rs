@@ -1,0 +1,99 @@
+//! The signed papers of a session: the grant that admits a participant at its node, and the
+//! resume ticket with which the client picks its session up again after its socket dropped.
+//!
+//! Both are signed with the platform's [`GrantKey`]; the node checks the grant, the gateway
+//! (any replica) checks the ticket. Both expire: a grant soon, since the node receives it at
+//! once; a ticket after a long meeting.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use treffpunkt_proto::grant::GrantKey;
+use treffpunkt_proto::v1;
+
+use super::{Member, Refusal, RefusalCode};
+use crate::domain::{NodeId, RoomKey};
+
+/// How long a grant for a node stays valid: long enough for the node to receive it, short
+/// enough that a leaked one is useless.
+pub const GRANT_LIFETIME: Duration = Duration::from_secs(60);
+/// How long a resume ticket stays valid: longer than any meeting.
+pub const TICKET_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
+fn room_ref(room: &RoomKey) -> v1::RoomRef {
+    v1::RoomRef {
+        tenant: room.tenant.to_string(),
+        name: room.name.to_string(),
+    }
+}
+
+/// The command that opens session `session_id` for `member` in `room`, with its signed grant.
+pub(super) fn open_session(
+    key: &GrantKey,
+    room: &RoomKey,
+    member: &Member,
+    session_id: &str,
+) -> v1::OpenSession {
+    let grant = v1::Grant {
+        room: Some(room_ref(room)),
+        participant_id: member.participant_id.clone(),
+        display_name: member.name.to_string(),
+        can_publish: true,
+        can_subscribe: true,
+        max_participants: member.max_participants,
+        video_last_n: member.video_last_n,
+        expires_at_unix_ms: unix_ms(SystemTime::now() + GRANT_LIFETIME),
+    };
+    v1::OpenSession {
+        session_id: session_id.to_owned(),
+        grant_signature: key.sign(&grant),
+        grant: Some(grant),
+    }
+}
+
+/// The sealed ticket that resumes session `session_id` of `member` on `node`.
+pub(super) fn seal(
+    key: &GrantKey,
+    room: &RoomKey,
+    member: &Member,
+    node: &NodeId,
+    session_id: &str,
+) -> String {
+    let ticket = v1::ResumeTicket {
+        session_id: session_id.to_owned(),
+        node_id: node.0.clone(),
+        room: Some(room_ref(room)),
+        participant_id: member.participant_id.clone(),
+        display_name: member.name.to_string(),
+        expires_at_unix_ms: unix_ms(SystemTime::now() + TICKET_LIFETIME),
+    };
+    key.seal_ticket(&ticket)
+}
+
+/// The ticket sealed in `text`, if it is genuine, unexpired and for `room`.
+pub(super) fn open(
+    key: &GrantKey,
+    text: &str,
+    room: &RoomKey,
+) -> Result<v1::ResumeTicket, Refusal> {
+    let ticket = key
+        .open_ticket(text, unix_ms(SystemTime::now()))
+        .map_err(|_| {
+            Refusal::new(
+                RefusalCode::ResumeRefused,
+                "the session cannot be resumed; join again",
+            )
+        })?;
+    let named = ticket.room.clone().unwrap_or_default();
+    if named.tenant != room.tenant.as_str() || named.name != room.name.as_str() {
+        return Err(Refusal::new(
+            RefusalCode::ResumeRefused,
+            "the ticket is for another room",
+        ));
+    }
+    Ok(ticket)
+}
