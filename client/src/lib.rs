@@ -1,6 +1,11 @@
 //! A Rust client of Treffpunkt's signalling protocol, on the `webrtc` crate: synthetic
 //! participants that join a room through the gateway's WebSocket exactly as browsers do.
 //!
+//! The messages are the protocol's own types, [`treffpunkt_proto::signalling`]: the client
+//! sends [`ClientMessage`]s ([`Participant::send`] for any of them)
+//! and reads [`ServerMessage`](signalling::ServerMessage)s, so that it cannot drift from what
+//! the gateway speaks. They are re-exported as [`signalling`] for the client's users.
+//!
 //! A [`Participant`] joins under a name, publishes an audio and a video track of synthetic
 //! packets ([`media`]), answers the node's renegotiation offers and keyframe requests, and
 //! counts and verifies what it receives from everyone else. Like the web client, it follows
@@ -50,6 +55,7 @@ pub use media::Kind;
 pub use notices::{Notices, VideoState};
 pub use outgoing::{MAX_LAYERS, Outgoing, OutgoingAudio, OutgoingVideo, SILENCE};
 pub use received::{TrackLog, TrackStats};
+pub use treffpunkt_proto::signalling;
 
 /// What can go wrong for a synthetic participant.
 #[derive(Debug, thiserror::Error)]

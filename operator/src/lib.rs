@@ -4,20 +4,35 @@
 //! parts, from the inside out:
 //!
 //! - [`crd`]: the custom resources `Tenant`, `Room` and `MediaPool`, and their CRDs.
-//! - [`domain`]: tenants, rooms, who may join and where a room is placed. Pure: no Kubernetes,
-//!   no gRPC, no HTTP.
+//! - [`domain`]: tenants, rooms, names, who may join and which node suits a new room. Pure: no
+//!   Kubernetes, no gRPC, no HTTP.
 //! - [`store`]: where tenants and rooms live, behind the [`store::Store`] trait: in memory for
 //!   standalone mode, the Kubernetes API server in a cluster.
-//! - [`fleet`]: the media nodes attached over gRPC (`Attach`), their load, and the routing of
-//!   every participant's session to the node that hosts its room.
-//! - [`gateway`]: the web client, the join checks and the signalling WebSocket that is relayed
-//!   over the hosting node's `Attach` stream.
+//! - [`fleet`]: the media nodes attached over gRPC (`Attach`, served by [`fleet::attach::serve`]),
+//!   their load, and the routing of every participant's session to the node that hosts its room.
+//! - [`admission`]: the join as a use case over the store and the fleet: who may join, where a
+//!   room is placed ([`domain::choose_node`] behind a compare-and-set on the Room), the signed
+//!   grant for the node and the resume ticket for the client, resuming and moving sessions. No
+//!   sockets, no HTTP.
+//! - [`gateway`]: the web client, and the signalling WebSocket that calls [`admission`] and then
+//!   relays the participant's messages over the hosting node's `Attach` stream. The messages
+//!   themselves are typed in [`treffpunkt_proto::signalling`].
 //! - [`reconcile`]: the reconcilers of `Tenant`, `Room` and `MediaPool`, run by the replica that
 //!   holds the Lease ([`leader`]), with their [`metrics`].
 //! - [`cluster`]: one control-plane replica in Kubernetes.
 //! - [`seed`]: the Tenant and Room manifests that seed standalone mode.
 //! - [`standalone`]: all of it plus one media node in one process, talking real gRPC over
 //!   loopback, with an in-memory store: a meeting server on one machine.
+//!
+//! # Following a join
+//!
+//! The browser opens the signalling WebSocket (`gateway::signalling`) and sends `join`;
+//! [`admission::Admission::join`] checks the name, the tenant and the room, places the room
+//! (the `admission::placement` module) and opens the session on the node through
+//! [`fleet::Fleet::open_session`]; the WebSocket then relays the participant's messages,
+//! converted by [`treffpunkt_proto::signalling::to_signal`], until they leave. A dropped
+//! socket comes back with its ticket ([`admission::Admission::resume`]); a session whose node
+//! goes away is moved ([`admission::Admission::move_session`]).
 #![forbid(unsafe_code)]
 
 pub mod admission;

@@ -1,5 +1,8 @@
-//! The gRPC contract between Treffpunkt's control plane and its media nodes
-//! (`package treffpunkt.v1`).
+//! Treffpunkt's protocols: the gRPC contract between the control plane and its media nodes
+//! (`package treffpunkt.v1`), and the signalling messages between participants and the gateway
+//! ([`signalling`]).
+//!
+//! # The control plane and its nodes
 //!
 //! A media node dials the control plane and opens one bidirectional
 //! [`ControlPlane::attach`](v1::control_plane_client::ControlPlaneClient::attach) stream to each
@@ -12,8 +15,18 @@
 //! - every participant's signalling ([`v1::SessionSignal`]), multiplexed by session id.
 //!
 //! This crate holds the generated code, the few conversions that belong to it, and the
-//! signing of [`v1::Grant`]s ([`grant`]), which both sides must agree on byte for byte. It also
-//! holds the one source of random ids and keys that every part uses ([`random`]).
+//! signing of [`v1::Grant`]s ([`grant`]), which both sides must agree on byte for byte.
+//!
+//! # Participants and the gateway
+//!
+//! [`signalling`] types the JSON that browsers, the Rust client and the tests exchange with
+//! the gateway over the signalling WebSocket, once for all of them, and converts a joined
+//! participant's messages to and from the [`v1::Signal`]s that the gateway relays to the node.
+//!
+//! # Randomness
+//!
+//! [`random`] is the one source of random ids, keys and initial values that every part uses:
+//! the operating system's CSPRNG.
 #![forbid(unsafe_code)]
 
 pub mod grant;

@@ -4,7 +4,7 @@
 //! Nodes dial in over gRPC ([`attach`]) and stay attached to every replica; the [`Fleet`] keeps,
 //! per node, the channel to its stream and what it last reported, and, per session of this
 //! replica's gateway, which node carries it and where that participant's WebSocket listens
-//! ([`sessions`]).
+//! (`sessions`).
 //!
 //! A node whose stream breaks is not given up at once: it is marked lost and takes no rooms,
 //! and only if it does not come back within [`NODE_LOSS_GRACE`] are its sessions told to move

@@ -1,8 +1,8 @@
 //! The gateway: what browsers talk to.
 //!
-//! - `GET /` and `GET /<tenant>/<room>` serve the web client ([`web`]);
+//! - `GET /` and `GET /<tenant>/<room>` serve the web client (`web`);
 //! - `GET /api/v1/rooms/<tenant>/<room>/signal` upgrades to the signalling WebSocket
-//!   ([`signalling`]): the client joins there, and its SDP and candidates are relayed over the
+//!   (`signalling`): the client joins there, and its SDP and candidates are relayed over the
 //!   hosting node's `Attach` stream. The messages are typed in
 //!   [`treffpunkt_proto::signalling`], shared with the Rust client and the tests;
 //! - `GET /healthz` answers when the process serves.
