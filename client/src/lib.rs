@@ -29,7 +29,6 @@
 #![forbid(unsafe_code)]
 
 pub mod baseline;
-mod feedback;
 pub mod latency;
 pub mod media;
 pub mod notices;

@@ -23,6 +23,7 @@ use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use treffpunkt_media_node::session::interceptors::{KEYFRAME_REQUESTS_SLOT, KeyframeRequests};
 use treffpunkt_proto::random;
 use webrtc::media_stream::MediaStreamTrack;
 use webrtc::media_stream::track_local::TrackLocal;
@@ -35,7 +36,6 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
-use crate::feedback::{self, KeyframeRequests};
 use crate::media::{self, Kind};
 use crate::outgoing::{Outgoing, SINGLE, VideoLayer};
 use crate::received::Arrival;
@@ -206,7 +206,10 @@ impl MediaConnection {
                     .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
                     .build(),
             )
-            .with(Slot::from(feedback::SLOT), KeyframeRequests::default());
+            .with(
+                Slot::from(KEYFRAME_REQUESTS_SLOT),
+                KeyframeRequests::default(),
+            );
         let pc: Arc<dyn PeerConnection> = Arc::new(
             PeerConnectionBuilder::new()
                 .with_configuration(RTCConfigurationBuilder::new().build())

@@ -18,9 +18,9 @@ use treffpunkt_proto::random;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 
-use crate::feedback;
 use crate::media::{self, Kind, Stamp, Vp8Fields};
 use crate::outgoing::{MAX_LAYERS, OutgoingAudio, OutgoingVideo, SILENCE, VideoLayer};
+use treffpunkt_media_node::session::interceptors::keyframe_request_ssrcs;
 
 /// RFC 6464's voice activity flag, set on packets louder than silence.
 const VOICE_ACTIVITY: u8 = 0x80;
@@ -274,7 +274,7 @@ pub(crate) async fn listen_for_keyframe_requests(
         let TrackLocalEvent::OnRtcpPacket(packets) = event else {
             continue;
         };
-        for ssrc in feedback::keyframe_request_ssrcs(&packets) {
+        for ssrc in keyframe_request_ssrcs(&packets) {
             match layers.iter().find(|(layer_ssrc, _)| *layer_ssrc == ssrc) {
                 Some((_, requested)) => requested.store(true, Ordering::Relaxed),
                 None => {

@@ -28,8 +28,8 @@ use treffpunkt_proto::v1::{
 };
 
 use crate::error::{Error, Result};
-use crate::health::NodeStatus;
-use crate::transport::{Admission, Command, Report};
+use crate::node::{Admission, Command, Event};
+use crate::status::NodeStatus;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -81,13 +81,14 @@ fn admit(open: v1::OpenSession, key: Option<&GrantKey>) -> std::result::Result<A
     })
 }
 
-fn report_message(report: Report) -> v1::NodeMessage {
-    v1::NodeMessage::new(match report {
-        Report::Signal { session_id, signal } => NodeKind::Signal(v1::SessionSignal {
+/// The message that tells the control plane about a node event.
+fn event_message(event: Event) -> v1::NodeMessage {
+    v1::NodeMessage::new(match event {
+        Event::Signal { session_id, signal } => NodeKind::Signal(v1::SessionSignal {
             session_id,
             signal: Some(signal),
         }),
-        Report::Closed {
+        Event::Closed {
             session_id,
             reason,
             detail,
@@ -96,13 +97,13 @@ fn report_message(report: Report) -> v1::NodeMessage {
             reason: reason as i32,
             detail,
         }),
-        Report::Load(load) => NodeKind::Load(load),
-        Report::Draining {
+        Event::Load(load) => NodeKind::Load(load),
+        Event::Draining {
             move_sessions,
-            deadline_unix_ms,
+            grace,
         } => NodeKind::Draining(v1::Draining {
             move_sessions,
-            deadline_unix_ms,
+            deadline_unix_ms: unix_ms() + grace.as_millis() as u64,
         }),
     })
 }
@@ -202,13 +203,13 @@ impl Links {
     }
 }
 
-/// Keeps the node attached to every replica named by `endpoints` until `reports` closes.
+/// Keeps the node attached to every replica named by `endpoints` until `events` closes.
 pub async fn run(
     endpoints: Vec<String>,
     identity: Identity,
     grant_key: Option<GrantKey>,
     commands: mpsc::Sender<Command>,
-    mut reports: mpsc::UnboundedReceiver<Report>,
+    mut events: mpsc::UnboundedReceiver<Event>,
     status: NodeStatus,
 ) -> Result<()> {
     let links: Shared = Arc::default();
@@ -220,31 +221,25 @@ pub async fn run(
         status,
     });
     let discovery = tokio::spawn(discover(endpoints, context.clone()));
-    while let Some(report) = reports.recv().await {
+    while let Some(event) = events.recv().await {
         let mut links = lock(&links);
-        match report {
-            Report::Signal { ref session_id, .. } => {
+        match event {
+            Event::Signal { ref session_id, .. } => {
                 let session = session_id.clone();
-                links.route(&session, report_message(report));
+                links.route(&session, event_message(event));
             }
-            Report::Closed { ref session_id, .. } => {
+            Event::Closed { ref session_id, .. } => {
                 let session = session_id.clone();
-                links.route(&session, report_message(report));
+                links.route(&session, event_message(event));
                 links.sessions.remove(&session);
                 links.held.remove(&session);
             }
-            Report::Load(_) | Report::Draining { .. } => {
-                if let Report::Draining {
-                    move_sessions,
-                    deadline_unix_ms,
-                } = report
-                {
-                    links.draining = Some(v1::Draining {
-                        move_sessions,
-                        deadline_unix_ms,
-                    });
+            Event::Load(_) | Event::Draining { .. } => {
+                let message = event_message(event);
+                if let Some(NodeKind::Draining(draining)) = &message.kind {
+                    // Told again to every replica the node attaches to later.
+                    links.draining = Some(*draining);
                 }
-                let message = report_message(report);
                 for stream in links.up.values() {
                     let _ = stream.try_send(message.clone());
                 }
@@ -414,7 +409,7 @@ async fn attach_once(address: &str, context: &LinkContext) -> Result<()> {
                     }
                     Err(detail) => {
                         warn!(%detail, "refusing a session");
-                        let refusal = report_message(Report::Closed {
+                        let refusal = event_message(Event::Closed {
                             session_id,
                             reason: v1::CloseReason::Refused,
                             detail,
@@ -512,7 +507,7 @@ mod tests {
     }
 
     fn signal(session: &str) -> v1::NodeMessage {
-        report_message(Report::Signal {
+        event_message(Event::Signal {
             session_id: session.to_owned(),
             signal: v1::Signal::error("x", "y"),
         })

@@ -11,8 +11,6 @@
 //! It belongs on a cluster-internal port: anyone who can reach it can drain the node.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -22,42 +20,8 @@ use axum::response::{IntoResponse, Json};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use crate::NodeHandle;
-
-#[derive(Debug, Default)]
-struct Inner {
-    attached: AtomicBool,
-    draining: AtomicBool,
-    rooms: AtomicU32,
-    participants: AtomicU32,
-}
-
-/// What the node tells about itself; written by the run loop and the `Attach` client.
-#[derive(Clone, Debug, Default)]
-pub struct NodeStatus(Arc<Inner>);
-
-impl NodeStatus {
-    /// Records whether the node is attached to at least one control-plane replica.
-    pub fn set_attached(&self, attached: bool) {
-        self.0.attached.store(attached, Ordering::Relaxed);
-    }
-
-    /// Whether the node is attached now.
-    pub fn attached(&self) -> bool {
-        self.0.attached.load(Ordering::Relaxed)
-    }
-
-    /// Records that the node drains.
-    pub fn set_draining(&self) {
-        self.0.draining.store(true, Ordering::Relaxed);
-    }
-
-    /// Records the node's rooms and participants.
-    pub fn set_load(&self, rooms: u32, participants: u32) {
-        self.0.rooms.store(rooms, Ordering::Relaxed);
-        self.0.participants.store(participants, Ordering::Relaxed);
-    }
-}
+use crate::status::NodeStatus;
+use crate::udp::NodeHandle;
 
 #[derive(Clone)]
 struct Endpoint {
@@ -68,7 +32,7 @@ struct Endpoint {
 
 async fn ready(State(endpoint): State<Endpoint>) -> impl IntoResponse {
     let status = &endpoint.status;
-    if status.0.draining.load(Ordering::Relaxed) {
+    if status.draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
     } else if status.attached() {
         (StatusCode::OK, "ready")
@@ -81,13 +45,14 @@ async fn ready(State(endpoint): State<Endpoint>) -> impl IntoResponse {
 }
 
 async fn status(State(endpoint): State<Endpoint>) -> impl IntoResponse {
-    let inner = &endpoint.status.0;
+    let status = &endpoint.status;
+    let (rooms, participants) = status.load();
     Json(serde_json::json!({
         "nodeId": endpoint.node_id,
-        "attached": inner.attached.load(Ordering::Relaxed),
-        "draining": inner.draining.load(Ordering::Relaxed),
-        "rooms": inner.rooms.load(Ordering::Relaxed),
-        "participants": inner.participants.load(Ordering::Relaxed),
+        "attached": status.attached(),
+        "draining": status.draining(),
+        "rooms": rooms,
+        "participants": participants,
     }))
 }
 

@@ -21,20 +21,26 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod congestion;
 pub mod control;
 pub mod core;
 mod error;
 pub mod health;
-pub mod transport;
+pub mod node;
+pub mod session;
+pub mod status;
+pub mod udp;
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 use treffpunkt_proto::grant::GrantKey;
 use treffpunkt_proto::v1;
 
 pub use error::{Error, Result};
-use transport::{MediaSocket, Node};
+pub use node::{Admission, Command, Event, Node, Transmit};
+pub use udp::{MediaSocket, NodeHandle};
 
 /// How a media node runs.
 #[derive(Clone, Debug)]
@@ -63,26 +69,8 @@ pub struct NodeConfig {
 pub struct MediaNode {
     config: NodeConfig,
     socket: MediaSocket,
-    commands: mpsc::Sender<transport::Command>,
-    command_queue: mpsc::Receiver<transport::Command>,
-}
-
-/// Lets the process ask a running node to drain.
-#[derive(Clone, Debug)]
-pub struct NodeHandle(mpsc::Sender<transport::Command>);
-
-impl NodeHandle {
-    /// Takes no new rooms; ends once the rooms are empty or `grace` has passed. With
-    /// `move_sessions`, the control plane moves the participants to other nodes first.
-    pub async fn drain(&self, move_sessions: bool, grace: std::time::Duration) {
-        let _ = self
-            .0
-            .send(transport::Command::Drain {
-                move_sessions,
-                grace,
-            })
-            .await;
-    }
+    commands: mpsc::Sender<Command>,
+    command_queue: mpsc::Receiver<Command>,
 }
 
 impl MediaNode {
@@ -122,14 +110,9 @@ impl MediaNode {
             }],
         };
         let (commands, command_queue) = (self.commands, self.command_queue);
-        let (reports, report_queue) = mpsc::unbounded_channel();
-        let status = health::NodeStatus::default();
-        let node = Node::new(
-            self.socket,
-            reports,
-            self.config.max_participants,
-            status.clone(),
-        );
+        let (events, event_queue) = mpsc::unbounded_channel();
+        let status = status::NodeStatus::default();
+        let node = Node::new(Instant::now(), announced, self.config.max_participants);
         let health = self.config.health_listen.map(|address| {
             let (status, node_id) = (status.clone(), self.config.node_id.clone());
             let handle = NodeHandle(commands.clone());
@@ -144,10 +127,10 @@ impl MediaNode {
             identity,
             self.config.grant_key,
             commands,
-            report_queue,
-            status,
+            event_queue,
+            status.clone(),
         ));
-        node.run(command_queue).await;
+        udp::run(node, self.socket, command_queue, events, status).await;
         // The node's reports end with it; the control link delivers what is left, then ends.
         if tokio::time::timeout(std::time::Duration::from_secs(2), control)
             .await

@@ -42,6 +42,17 @@ pub fn u64() -> u64 {
     u64::from_le_bytes(bytes())
 }
 
+/// `len` random characters drawn from `alphabet` (ASCII; taking a byte modulo the alphabet's
+/// length is slightly uneven, which does not matter for credentials this long).
+pub fn text(len: usize, alphabet: &[u8]) -> String {
+    let mut buffer = vec![0u8; len];
+    fill(&mut buffer);
+    buffer
+        .iter()
+        .map(|b| char::from(alphabet[usize::from(*b) % alphabet.len()]))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,6 +68,9 @@ mod tests {
         );
         assert_ne!(first, hex(16), "two 128-bit ids do not collide");
         assert_eq!(hex(0), "");
+        let word = text(16, b"ab");
+        assert_eq!(word.len(), 16);
+        assert!(word.chars().all(|c| c == 'a' || c == 'b'));
     }
 
     #[test]

@@ -1,5 +1,9 @@
-//! One participant's connection: an `rtc` peer connection (Sans-I/O) and what the node keeps
-//! beside it: the negotiation state, its down-tracks, and the SSRCs it publishes.
+//! One participant's session on the node: an `rtc` peer connection (Sans-I/O) and what the node
+//! keeps beside it: the negotiation state, its down-tracks, and the SSRCs it publishes.
+//!
+//! - [`setup`]: what every connection negotiates (codecs, feedback, header extensions) and its
+//!   interceptor chain;
+//! - [`interceptors`]: the node's own interceptors in that chain.
 //!
 //! Negotiation follows one rule that avoids glare: the client offers once, for what it sends;
 //! from then on only the node offers, one offer at a time, whenever the set of down-tracks has
@@ -32,8 +36,11 @@ use rtc::rtp_transceiver::{
 };
 use rtc::sdp::extmap::AUDIO_LEVEL_URI;
 
-use super::downlink::EstimateCell;
-use super::media::{media_setup, rtp_codec};
+pub mod interceptors;
+pub mod setup;
+
+use self::setup::{media_setup, rtp_codec};
+use crate::congestion::EstimateCell;
 use crate::core::{Codec, DownTrack, MediaKind, PeerId, PublishedLayer, Rewrite, Source};
 use crate::error::{Error, Result};
 
@@ -74,8 +81,8 @@ struct DownSender {
     in_offer: bool,
 }
 
-/// A participant's connection.
-pub struct Peer {
+/// A participant's session: its connection and what the node keeps beside it.
+pub struct Session {
     /// The core's id of this participant.
     pub id: PeerId,
     /// The control plane's session id.
@@ -159,16 +166,8 @@ fn parse_sources(sources: &HashMap<String, String>) -> Result<HashMap<String, So
 
 /// Random printable text for ICE credentials (ice-chars are alphanumerics, '+' and '/').
 fn random_ice_text(len: usize) -> String {
-    use ring::rand::{SecureRandom, SystemRandom};
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut bytes = vec![0u8; len];
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .expect("the operating system's random source is available");
-    bytes
-        .iter()
-        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
-        .collect()
+    treffpunkt_proto::random::text(len, ALPHABET)
 }
 
 /// Runs `f`, turning a panic inside `rtc` (which must not happen, but would take every call
@@ -177,7 +176,7 @@ fn guarded<T>(what: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or(Err(Error::Internal(what)))
 }
 
-impl Peer {
+impl Session {
     /// A new connection, ICE-lite, answering DTLS as server, with the node's one host
     /// candidate at `announced`.
     pub fn new(

@@ -29,7 +29,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::error::Error as RtcError;
 use rtc::shared::marshal::MarshalSize;
 
-use super::downlink::EstimateCell;
+use super::estimate::EstimateCell;
 use super::probe::PADDING_PACKET_BYTES;
 
 /// Video leaves at up to this multiple of what the estimate leaves beside the audio: the
@@ -468,7 +468,7 @@ mod tests {
         // 500 kbit/s of padding: 40 packets of 62 bytes take about 40 ms.
         pacer
             .estimate
-            .request_probe(crate::transport::probe::ProbeRequest {
+            .request_probe(crate::congestion::probe::ProbeRequest {
                 padding_rate: 500_000.0,
                 packets: 40,
             });
@@ -500,7 +500,7 @@ mod tests {
         );
         assert_eq!(
             pacer.estimate.take_probe_outcome(),
-            Some(crate::transport::probe::ProbeSent::Window(
+            Some(crate::congestion::probe::ProbeSent::Window(
                 padding_at[0],
                 *padding_at.last().unwrap()
             )),

@@ -351,7 +351,7 @@ impl BandwidthEstimator for DownlinkEstimator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::probe::PADDING_PACKET_BYTES;
+    use crate::congestion::probe::PADDING_PACKET_BYTES;
     use rtc::rtcp::transport_feedbacks::cc_feedback_report::Ecn;
 
     /// A path with a bottleneck of `capacity` bits per second and a drop-tail queue of

@@ -1,0 +1,283 @@
+//! What the control plane asks of the node: admit a participant, relay a client's signal, close
+//! a session or a room, resume a session, drain.
+
+use std::time::{Duration, Instant};
+
+use rtc::sansio::Protocol;
+use tracing::{debug, info, warn};
+use treffpunkt_proto::v1::{self, signal::Kind as SignalKind};
+
+use super::{Admission, Command, Event, Node, signal};
+use crate::core::{JoinError, JoinRequest, LeaveReason, PeerId};
+use crate::error::Error;
+use crate::session::{Negotiation, Session};
+
+/// The most viewports one signal may report.
+const MAX_VIEWPORTS: usize = 256;
+
+/// The client's error code for a refused signal.
+fn error_code(error: &Error) -> &'static str {
+    match error {
+        Error::BadSdp(_) => "bad-sdp",
+        Error::Negotiation(_) => "negotiation",
+        _ => "unavailable",
+    }
+}
+
+impl Node {
+    pub(super) fn on_command(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::Open(admission) => self.open(now, admission),
+            Command::Signal { session_id, signal } => {
+                let Some(peer) = self.by_session_id.get(&session_id).copied() else {
+                    debug!("signal for an unknown session");
+                    return;
+                };
+                self.on_signal(now, peer, signal);
+            }
+            Command::Close { session_id } => {
+                if let Some(peer) = self.by_session_id.get(&session_id).copied() {
+                    let detail = "closed by the control plane";
+                    self.close_session(now, peer, LeaveReason::Left, None, detail);
+                }
+            }
+            Command::Resume { session_id } => self.resume(&session_id),
+            Command::Drain {
+                move_sessions,
+                grace,
+            } => self.drain(now, move_sessions, grace),
+            Command::CloseRoom { room } => {
+                for peer in self.core.room_members(&room).to_vec() {
+                    let reason = Some(v1::CloseReason::RoomClosed);
+                    self.close_session(now, peer, LeaveReason::Left, reason, "room closed");
+                }
+            }
+        }
+    }
+
+    /// Tells a resumed session's client where it stands: the roster, and the node's offer if
+    /// one is waiting for an answer.
+    fn resume(&mut self, session_id: &str) {
+        let Some(peer) = self.by_session_id.get(session_id).copied() else {
+            self.event(Event::Closed {
+                session_id: session_id.to_owned(),
+                reason: v1::CloseReason::ConnectionLost,
+                detail: "no such session on this node".to_owned(),
+            });
+            return;
+        };
+        if let Some(welcome) = self.core.roster_for(peer) {
+            self.signal(peer, signal::roster_with(welcome, true));
+        }
+        let pending_offer = self.sessions.get(&peer).and_then(|session| {
+            matches!(session.negotiation, Negotiation::OfferSent { .. })
+                .then(|| session.pc.local_description().map(|d| d.sdp))
+                .flatten()
+        });
+        if let Some(sdp) = pending_offer {
+            self.signal(peer, super::offer_signal(sdp));
+        }
+    }
+
+    /// Takes no new sessions from now on, and finishes once the rooms are empty or `grace` has
+    /// passed.
+    fn drain(&mut self, now: Instant, move_sessions: bool, grace: Duration) {
+        let deadline = now + grace;
+        if self
+            .drain_deadline
+            .is_some_and(|current| current <= deadline)
+        {
+            return;
+        }
+        info!(move_sessions, grace_seconds = grace.as_secs(), "draining");
+        self.drain_deadline = Some(deadline);
+        self.event(Event::Draining {
+            move_sessions,
+            grace,
+        });
+        if self.sessions.is_empty() {
+            self.finished = true;
+        }
+    }
+
+    fn refuse(&mut self, session_id: &str, code: &str, message: &str) {
+        self.event(Event::Signal {
+            session_id: session_id.to_owned(),
+            signal: v1::Signal::error(code, message),
+        });
+        self.event(Event::Closed {
+            session_id: session_id.to_owned(),
+            reason: v1::CloseReason::Refused,
+            detail: message.to_owned(),
+        });
+    }
+
+    fn open(&mut self, now: Instant, admission: Admission) {
+        if self.by_session_id.contains_key(&admission.session_id) {
+            return;
+        }
+        if self.drain_deadline.is_some() {
+            let message = "this media node is draining";
+            return self.refuse(&admission.session_id, "unavailable", message);
+        }
+        if self.sessions.len() >= self.max_participants as usize {
+            let message = "this media node is full";
+            return self.refuse(&admission.session_id, "platform-full", message);
+        }
+        self.next_peer += 1;
+        let id = PeerId(self.next_peer);
+        let session = match Session::new(id, admission.session_id.clone(), self.announced, now) {
+            Ok(session) => session,
+            Err(error) => {
+                warn!(%error, "could not create a connection");
+                let message = "the media node failed";
+                return self.refuse(&admission.session_id, "unavailable", message);
+            }
+        };
+        let request = JoinRequest {
+            room: admission.room,
+            participant_id: admission.participant_id,
+            display_name: admission.display_name,
+            max_participants: admission.max_participants,
+            last_n: admission.last_n,
+        };
+        match self.core.join(id, request) {
+            Ok(()) => {}
+            Err(JoinError::RoomFull { .. }) => {
+                return self.refuse(&admission.session_id, "room-full", "the room is full");
+            }
+            Err(JoinError::AlreadyJoined) => return,
+        }
+        self.demux.add_peer(id, session.ufrag.clone());
+        self.by_session_id.insert(admission.session_id, id);
+        self.sessions.insert(id, session);
+        self.apply_core_outputs(now);
+    }
+
+    fn on_signal(&mut self, now: Instant, peer: PeerId, signal: v1::Signal) {
+        let Some(kind) = signal.kind else {
+            self.signal(peer, v1::Signal::error("bad-message", "empty signal"));
+            return;
+        };
+        match kind {
+            SignalKind::Offer(offer) => self.on_offer(now, peer, offer),
+            SignalKind::Answer(answer) => self.on_answer(now, peer, answer.sdp),
+            // ICE-lite: the node learns the client's address from its connectivity checks and
+            // needs no remote candidates.
+            SignalKind::Candidate(_) => {}
+            SignalKind::MediaState(state) => {
+                self.core.set_media_state(
+                    peer,
+                    state.audio_muted,
+                    state.video_muted,
+                    state.screen_sharing,
+                );
+                self.apply_core_outputs(now);
+            }
+            SignalKind::Leave(_) => {
+                let reason = Some(v1::CloseReason::Left);
+                self.close_session(now, peer, LeaveReason::Left, reason, "left");
+            }
+            SignalKind::Viewports(viewports) => {
+                for viewport in viewports.viewports.iter().take(MAX_VIEWPORTS) {
+                    self.core
+                        .set_viewport(peer, &viewport.stream_id, viewport.height);
+                }
+            }
+            SignalKind::ReceiveSettings(settings) => {
+                self.core.set_audio_only(peer, settings.audio_only);
+            }
+            SignalKind::Chat(message) => {
+                if let Err(error) = self.core.chat(now, peer, &message.text) {
+                    self.signal(peer, v1::Signal::error("chat", error.to_string()));
+                }
+                self.apply_core_outputs(now);
+            }
+            SignalKind::Welcome(_)
+            | SignalKind::ParticipantJoined(_)
+            | SignalKind::ParticipantLeft(_)
+            | SignalKind::PublishLayers(_)
+            | SignalKind::VideoState(_)
+            | SignalKind::DominantSpeaker(_)
+            | SignalKind::Error(_) => {
+                let message = "clients cannot send this signal";
+                self.signal(peer, v1::Signal::error("bad-message", message));
+            }
+        }
+    }
+
+    /// The client's offer, for what it sends: answered, or refused with a clear error.
+    fn on_offer(&mut self, now: Instant, peer: PeerId, offer: v1::SessionDescription) {
+        let Some(session) = self.sessions.get_mut(&peer) else {
+            return;
+        };
+        match session.answer_offer(now, offer.sdp, &offer.sources) {
+            Ok(sdp) => self.signal(
+                peer,
+                v1::Signal::new(SignalKind::Answer(v1::SessionDescription {
+                    sdp,
+                    ..Default::default()
+                })),
+            ),
+            Err(error) => {
+                debug!(%error, "client offer refused");
+                let signal = v1::Signal::error(error_code(&error), error.to_string());
+                self.signal(peer, signal);
+            }
+        }
+        self.drive(now, peer);
+    }
+
+    /// The client's answer to the node's offer: the down-tracks in it start once connected.
+    fn on_answer(&mut self, now: Instant, peer: PeerId, sdp: String) {
+        let Some(session) = self.sessions.get_mut(&peer) else {
+            return;
+        };
+        match session.apply_answer(now, sdp) {
+            Ok(ready) => {
+                if session.connected {
+                    for ssrc in ready {
+                        self.core.down_track_ready(now, peer, ssrc);
+                    }
+                }
+            }
+            Err(error) => {
+                debug!(%error, "client answer refused");
+                let signal = v1::Signal::error(error_code(&error), error.to_string());
+                self.signal(peer, signal);
+            }
+        }
+        self.drive(now, peer);
+        self.apply_core_outputs(now);
+    }
+
+    /// Ends a participant's session and frees everything that belonged to it. `report` tells
+    /// the control plane, unless it asked for the close itself.
+    pub(super) fn close_session(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        reason: LeaveReason,
+        report: Option<v1::CloseReason>,
+        detail: &str,
+    ) {
+        let Some(mut session) = self.sessions.remove(&peer) else {
+            return;
+        };
+        self.by_session_id.remove(&session.session_id);
+        self.demux.remove_peer(peer, &session.ufrag);
+        self.core.leave(peer, reason);
+        if let Err(error) = session.pc.close() {
+            debug!(%error, "closing a connection");
+        }
+        if let Some(reason) = report {
+            self.event(Event::Closed {
+                session_id: session.session_id.clone(),
+                reason,
+                detail: detail.to_owned(),
+            });
+        }
+        self.closing.push(session);
+        self.apply_core_outputs(now);
+    }
+}

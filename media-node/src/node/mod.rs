@@ -1,0 +1,373 @@
+//! The node, Sans-I/O: every session of the media node, the demultiplexer and the [`Core`],
+//! driven by inputs with the time passed in, producing outputs to poll.
+//!
+//! Inputs:
+//! - [`Node::datagram`]: a datagram arrived on the media port from an address;
+//! - [`Node::command`]: the control plane asks for something ([`Command`]);
+//! - [`Node::handle_timeout`]: the time [`Node::poll_timeout`] named has come.
+//!
+//! Outputs, read after each input until they return `None`:
+//! - [`Node::poll_transmit`]: a datagram to send ([`Transmit`]);
+//! - [`Node::poll_event`]: something for the control plane ([`Event`]): a participant's
+//!   signal, a closed session, a load report, the start of a drain;
+//! - [`Node::poll_timeout`]: when the node next wants [`Node::handle_timeout`].
+//!
+//! The node reads no socket and no clock: the run loop (see [`crate::udp`]) owns both, and tests
+//! drive the node on a virtual clock with `rtc` peers in memory. Inside, each input goes to the
+//! session concerned (an `rtc` connection, [`crate::session`]) or to the core; the node polls what
+//! comes out, hands media and events to the core ([`media`]), carries out what the core decides
+//! ([`decisions`]), and at the end of the input collects every datagram the touched sessions want
+//! to send. The parts:
+//!
+//! - [`commands`]: what the control plane asks: open, signal, close, resume, drain;
+//! - [`media`]: datagrams and timers into the sessions, their media and keyframe requests into
+//!   the core, and the hot path that forwards each packet to its subscribers;
+//! - [`decisions`]: the core's outputs carried out on sessions and told to clients;
+//! - [`housekeeping`]: once a second, stuck sessions, the drain's deadline and the load report;
+//! - [`demux`]: which session a datagram on the one port belongs to;
+//! - [`signal`]: the core's roster events as `treffpunkt.v1` signals.
+
+mod commands;
+mod decisions;
+pub mod demux;
+mod housekeeping;
+mod media;
+mod signal;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rtc::sansio::Protocol;
+use treffpunkt_proto::v1::{self, signal::Kind as SignalKind};
+
+use crate::core::{Core, PeerId, Rewrite};
+use crate::session::Session;
+pub use demux::Demux;
+
+/// How often housekeeping runs and load is reported.
+pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A participant admitted by the control plane (its grant already checked).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// The control plane's session id.
+    pub session_id: String,
+    /// The room's key, `tenant/name`.
+    pub room: String,
+    /// The participant's id.
+    pub participant_id: String,
+    /// Their name.
+    pub display_name: String,
+    /// The room's participant limit.
+    pub max_participants: u32,
+    /// How many speakers' cameras each participant receives; 0 for all.
+    pub last_n: u32,
+}
+
+/// What the control plane asks of the node.
+#[derive(Debug)]
+pub enum Command {
+    /// Admit a participant.
+    Open(Admission),
+    /// A signal from a participant's client.
+    Signal {
+        /// Whose.
+        session_id: String,
+        /// What.
+        signal: v1::Signal,
+    },
+    /// End a session.
+    Close {
+        /// Whose.
+        session_id: String,
+    },
+    /// End every session of a room.
+    CloseRoom {
+        /// The room's key.
+        room: String,
+    },
+    /// A session's client came back through another control-plane replica: tell it where the
+    /// session stands.
+    Resume {
+        /// Whose.
+        session_id: String,
+    },
+    /// Take no new sessions; finish once the rooms are empty or `grace` has passed.
+    Drain {
+        /// Whether the control plane moves the participants to other nodes.
+        move_sessions: bool,
+        /// How long the rooms may take to empty.
+        grace: Duration,
+    },
+}
+
+/// What the node tells the control plane.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A signal for a participant's client.
+    Signal {
+        /// Whose.
+        session_id: String,
+        /// What.
+        signal: v1::Signal,
+    },
+    /// A session ended on the node.
+    Closed {
+        /// Whose.
+        session_id: String,
+        /// Why.
+        reason: v1::CloseReason,
+        /// Detail for operators.
+        detail: String,
+    },
+    /// The node's load over the last interval. The node measures no CPU (it reads no clock
+    /// and no process statistics): `cpu_millicores` is 0 here, and the run loop fills it in.
+    Load(v1::LoadReport),
+    /// The node drains from now on.
+    Draining {
+        /// Whether the control plane should move the participants.
+        move_sessions: bool,
+        /// How long from now until the node closes what is left.
+        grace: Duration,
+    },
+}
+
+/// A datagram the node sends.
+#[derive(Debug)]
+pub struct Transmit {
+    /// Where to.
+    pub destination: SocketAddr,
+    /// What.
+    pub contents: BytesMut,
+}
+
+/// Counters for load reports.
+#[derive(Debug, Default, Clone, Copy)]
+struct Traffic {
+    packets_in: u64,
+    packets_out: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+/// Every session of the media node and the core that decides for them.
+pub struct Node {
+    /// The node's media address, as announced in its ICE candidate.
+    announced: SocketAddr,
+    core: Core,
+    sessions: HashMap<PeerId, Session>,
+    /// The control plane's session ids.
+    by_session_id: HashMap<String, PeerId>,
+    demux: Demux,
+    max_participants: u32,
+    next_peer: u64,
+    /// When each session's connection wants its next timeout; entries whose time no longer
+    /// matches the session's deadline are stale and skipped.
+    timers: BinaryHeap<Reverse<(Instant, PeerId)>>,
+    /// Sessions touched by the current input.
+    touched: Vec<PeerId>,
+    /// Sessions that ended and still have goodbyes to send.
+    closing: Vec<Session>,
+    /// Reused by the hot path: subscribers and rewritten headers of one packet.
+    fanout: Vec<(PeerId, Rewrite)>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    traffic: Traffic,
+    last_report: (Instant, Traffic),
+    next_housekeeping: Instant,
+    /// Set while draining: when the remaining sessions are closed.
+    drain_deadline: Option<Instant>,
+    finished: bool,
+}
+
+impl Node {
+    /// A node whose media port is announced as `announced` and that admits at most
+    /// `max_participants`.
+    pub fn new(now: Instant, announced: SocketAddr, max_participants: u32) -> Self {
+        Self {
+            announced,
+            core: Core::new(treffpunkt_proto::random::u64()),
+            sessions: HashMap::new(),
+            by_session_id: HashMap::new(),
+            demux: Demux::default(),
+            max_participants,
+            next_peer: 0,
+            timers: BinaryHeap::new(),
+            touched: Vec::new(),
+            closing: Vec::new(),
+            fanout: Vec::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            traffic: Traffic::default(),
+            last_report: (now, Traffic::default()),
+            next_housekeeping: now + HOUSEKEEPING_INTERVAL,
+            drain_deadline: None,
+            finished: false,
+        }
+    }
+
+    /// A datagram from `from` arrived on the media port.
+    pub fn datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.on_datagram(now, from, datagram);
+        self.settle(now);
+    }
+
+    /// The control plane asks for something.
+    pub fn command(&mut self, now: Instant, command: Command) {
+        self.on_command(now, command);
+        self.settle(now);
+    }
+
+    /// Runs what is due at `now`: the sessions' timers, the core's tick and housekeeping.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.on_session_timers(now);
+        if self.core.poll_timeout().is_some_and(|at| at <= now) {
+            self.on_core_timeout(now);
+        }
+        if now >= self.next_housekeeping {
+            self.housekeeping(now);
+            self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
+        }
+        self.settle(now);
+    }
+
+    /// Closes every session: the node stops.
+    pub fn stop(&mut self, now: Instant) {
+        let sessions: Vec<PeerId> = self.sessions.keys().copied().collect();
+        for peer in sessions {
+            self.close_session(
+                now,
+                peer,
+                crate::core::LeaveReason::Left,
+                Some(v1::CloseReason::RoomClosed),
+                "node stopped",
+            );
+        }
+        self.settle(now);
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the control plane.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When the node next wants [`Self::handle_timeout`].
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        // Drop stale timer entries so the heap's top is a live deadline.
+        while let Some(Reverse((at, peer))) = self.timers.peek().copied() {
+            match self.sessions.get(&peer) {
+                Some(session) if session.deadline == Some(at) => break,
+                _ => {
+                    self.timers.pop();
+                }
+            }
+        }
+        let session = self.timers.peek().map(|Reverse((at, _))| *at);
+        [
+            session,
+            self.core.poll_timeout(),
+            Some(self.next_housekeeping),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Whether the node has drained: its run loop may end.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Sessions on the node.
+    pub fn session_count(&self) -> usize {
+        self.by_session_id.len()
+    }
+
+    /// Routing entries the demultiplexer holds: (ICE username fragments, addresses).
+    pub fn routing_entries(&self) -> (usize, usize) {
+        self.demux.entries()
+    }
+
+    fn event(&mut self, event: Event) {
+        self.events.push_back(event);
+    }
+
+    fn signal(&mut self, peer: PeerId, signal: v1::Signal) {
+        if let Some(session) = self.sessions.get(&peer) {
+            let session_id = session.session_id.clone();
+            self.event(Event::Signal { session_id, signal });
+        }
+    }
+
+    fn touch(&mut self, peer: PeerId) {
+        self.touched.push(peer);
+    }
+
+    /// The end of every input: creates due offers, collects what the touched sessions want to
+    /// send, and schedules their next timeouts.
+    fn settle(&mut self, now: Instant) {
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_unstable();
+        touched.dedup();
+        for peer in &touched {
+            let offer = match self.sessions.get_mut(peer) {
+                Some(session) => session.offer_if_needed(now),
+                None => continue,
+            };
+            match offer {
+                Ok(Some(sdp)) => self.signal(*peer, offer_signal(sdp)),
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "could not create an offer"),
+            }
+        }
+        for peer in &touched {
+            let Some(session) = self.sessions.get_mut(peer) else {
+                continue;
+            };
+            while let Some(datagram) = session.pc.poll_write() {
+                self.traffic.packets_out += 1;
+                self.traffic.bytes_out += datagram.message.len() as u64;
+                self.transmits.push_back(Transmit {
+                    destination: datagram.transport.peer_addr,
+                    contents: datagram.message,
+                });
+            }
+            let deadline = session
+                .pc
+                .poll_timeout()
+                .map(|at| at.max(now + Duration::from_millis(1)));
+            if deadline != session.deadline {
+                session.deadline = deadline;
+                if let Some(at) = deadline {
+                    self.timers.push(Reverse((at, *peer)));
+                }
+            }
+        }
+        touched.clear();
+        self.touched = touched;
+        for mut session in std::mem::take(&mut self.closing) {
+            while let Some(datagram) = session.pc.poll_write() {
+                self.transmits.push_back(Transmit {
+                    destination: datagram.transport.peer_addr,
+                    contents: datagram.message,
+                });
+            }
+        }
+    }
+}
+
+/// The signal that carries an offer of the node.
+fn offer_signal(sdp: String) -> v1::Signal {
+    v1::Signal::new(SignalKind::Offer(v1::SessionDescription {
+        sdp,
+        ..Default::default()
+    }))
+}

@@ -1,0 +1,131 @@
+//! What every connection of the node negotiates: codecs, RTCP feedback, header extensions and
+//! the interceptor chain that answers for the node on each leg.
+//!
+//! Every connection is both a publisher leg (the participant sends to the node) and a subscriber
+//! leg (the node sends the others to the participant), so every chain carries:
+//!
+//! - receiver reports and transport-wide congestion control feedback for what the participant
+//!   sends; without them Chromium's send-side estimate collapses within seconds;
+//! - NACK generation towards the participant and NACK answers from a send buffer, so that loss
+//!   is repaired per hop;
+//! - sender reports and the node's own transport-wide sequence numbers for what the node sends:
+//!   each leg has its own sequence, the publisher's numbers are never passed on;
+//! - congestion control on what the node sends: the subscriber's transport-wide feedback feeds
+//!   its [`DownlinkEstimator`], whose estimate the core shares out among the videos, and video
+//!   is paced to it with audio first ([`AudioFirstPacer`]);
+//! - the mid and rid header extensions on video, so that a publisher's simulcast layers are told
+//!   apart;
+//! - a tap that hands subscribers' keyframe requests (PLI, FIR) to the node and drops the rest
+//!   of the RTCP the chain has already acted on ([`KeyframeRequests`]);
+//! - a filter that keeps report blocks about simulcast layers out of the node's receiver
+//!   reports ([`SimulcastReportFilter`] says why).
+
+use std::time::Duration;
+
+use rtc::interceptor::{CongestionControlBuilder, NackGeneratorBuilder, Registry, Slot};
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_nack, configure_rtcp_reports, configure_twcc,
+};
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
+use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
+use rtc::shared::error::Error as RtcError;
+
+use super::interceptors::{self, KeyframeRequests, SimulcastReportFilter};
+use crate::congestion::{AudioFirstPacer, DownlinkEstimator, EstimateCell};
+use crate::core::Codec;
+
+/// Opus, as browsers offer it: in-band FEC on. (DTX is the web client's request: `rtc` answers
+/// with the offer's parameters, so the client adds `usedtx=1` to what it applies.)
+const OPUS_FMTP: &str = "minptime=10;useinbandfec=1";
+/// H.264 constrained baseline, packetization mode 1: what every browser can decode.
+const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+
+/// How often one lost packet is asked for again before it is given up.
+const MAX_NACKS_PER_PACKET: u16 = 5;
+
+/// The RTP codec description of a forwarded codec, as the node registers it. Its RTCP feedback
+/// is registered separately, together with the interceptors that act on it.
+pub fn rtp_codec(codec: Codec) -> RTCRtpCodec {
+    let (mime_type, clock_rate, channels, fmtp) = match codec {
+        Codec::Opus => (MIME_TYPE_OPUS, 48_000, 2, OPUS_FMTP),
+        Codec::Vp8 => (MIME_TYPE_VP8, 90_000, 0, ""),
+        Codec::H264 => (MIME_TYPE_H264, 90_000, 0, H264_FMTP),
+    };
+    RTCRtpCodec {
+        mime_type: mime_type.to_owned(),
+        clock_rate,
+        channels,
+        sdp_fmtp_line: fmtp.to_owned(),
+        rtcp_feedback: Vec::new(),
+    }
+}
+
+/// The media engine and interceptor chain of one connection; its downlink estimate is published
+/// into `estimate`.
+pub fn media_setup(estimate: EstimateCell) -> Result<(MediaEngine, Registry), RtcError> {
+    let mut engine = MediaEngine::default();
+    for (codec, payload_type, kind) in [
+        (Codec::Opus, 111, RtpCodecKind::Audio),
+        (Codec::Vp8, 96, RtpCodecKind::Video),
+        (Codec::H264, 102, RtpCodecKind::Video),
+    ] {
+        engine.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: rtp_codec(codec),
+                payload_type,
+            },
+            kind,
+        )?;
+    }
+    for (uri, kind) in [
+        (SDES_MID_URI, RtpCodecKind::Audio),
+        (SDES_MID_URI, RtpCodecKind::Video),
+        (AUDIO_LEVEL_URI, RtpCodecKind::Audio),
+        (SDES_RTP_STREAM_ID_URI, RtpCodecKind::Video),
+    ] {
+        engine.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: uri.to_owned(),
+            },
+            kind,
+            None,
+        )?;
+    }
+    // Full intra requests are how some browsers ask for keyframes; nack, pli and transport-cc
+    // feedback come with the interceptors below.
+    engine.register_feedback(
+        RTCPFeedback {
+            typ: "ccm".to_owned(),
+            parameter: "fir".to_owned(),
+        },
+        RtpCodecKind::Video,
+    );
+    let registry = configure_nack(Registry::new(), &mut engine).with(
+        Slot::NackGenerator,
+        NackGeneratorBuilder::new()
+            .with_interval(Duration::from_millis(100))
+            .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
+            .build(),
+    );
+    let registry = configure_twcc(registry, &mut engine)?
+        .with(
+            Slot::CongestionControl,
+            CongestionControlBuilder::new(DownlinkEstimator::new(estimate.clone())).build(),
+        )
+        .with(Slot::Pacer, AudioFirstPacer::new(estimate));
+    let registry = configure_rtcp_reports(registry)
+        .with(
+            Slot::from(interceptors::REPORT_FILTER_SLOT),
+            SimulcastReportFilter::default(),
+        )
+        .with(
+            Slot::from(interceptors::KEYFRAME_REQUESTS_SLOT),
+            KeyframeRequests::default(),
+        );
+    Ok((engine, registry))
+}

@@ -1,0 +1,54 @@
+//! What the node tells about itself to its health endpoint: whether it is attached to the
+//! control plane, whether it drains, and its rooms and participants. Written by the run loop and
+//! the `Attach` client, read by [`crate::health`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+#[derive(Debug, Default)]
+struct Inner {
+    attached: AtomicBool,
+    draining: AtomicBool,
+    rooms: AtomicU32,
+    participants: AtomicU32,
+}
+
+/// What the node tells about itself; written by the run loop and the `Attach` client.
+#[derive(Clone, Debug, Default)]
+pub struct NodeStatus(Arc<Inner>);
+
+impl NodeStatus {
+    /// Records whether the node is attached to at least one control-plane replica.
+    pub fn set_attached(&self, attached: bool) {
+        self.0.attached.store(attached, Ordering::Relaxed);
+    }
+
+    /// Whether the node is attached now.
+    pub fn attached(&self) -> bool {
+        self.0.attached.load(Ordering::Relaxed)
+    }
+
+    /// Records that the node drains.
+    pub fn set_draining(&self) {
+        self.0.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Records the node's rooms and participants.
+    pub fn set_load(&self, rooms: u32, participants: u32) {
+        self.0.rooms.store(rooms, Ordering::Relaxed);
+        self.0.participants.store(participants, Ordering::Relaxed);
+    }
+
+    /// Whether the node drains.
+    pub fn draining(&self) -> bool {
+        self.0.draining.load(Ordering::Relaxed)
+    }
+
+    /// The node's rooms and participants, as last reported.
+    pub fn load(&self) -> (u32, u32) {
+        (
+            self.0.rooms.load(Ordering::Relaxed),
+            self.0.participants.load(Ordering::Relaxed),
+        )
+    }
+}
