@@ -2,7 +2,9 @@
 
 use super::*;
 
+mod sim;
 mod simulcast;
+mod speakers;
 
 fn join(core: &mut Core, peer: u64, name: &str) {
     core.join(

@@ -1,0 +1,247 @@
+//! The core's vocabulary: what it is told (a join, a published layer) and what it decides
+//! ([`Output`]), with the errors it answers requests with.
+
+use super::{Codec, MAX_CHAT_CHARS, MediaKind, PeerId};
+
+/// One participant as the others see them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParticipantInfo {
+    /// The id the control plane gave them; also their media stream's id.
+    pub participant_id: String,
+    /// Their name.
+    pub display_name: String,
+    /// Whether their microphone is off.
+    pub audio_muted: bool,
+    /// Whether their camera is off.
+    pub video_muted: bool,
+    /// Whether they share their screen.
+    pub screen_sharing: bool,
+}
+
+/// Why someone left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaveReason {
+    /// They left.
+    Left,
+    /// Their connection was lost.
+    ConnectionLost,
+}
+
+/// What a participant is told about their room.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RosterEvent {
+    /// You are in; these are the others.
+    Welcome {
+        /// Your own id.
+        participant_id: String,
+        /// Everyone else in the room.
+        others: Vec<ParticipantInfo>,
+    },
+    /// Someone came in.
+    Joined(ParticipantInfo),
+    /// Someone left.
+    Left {
+        /// Who.
+        participant_id: String,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// Someone switched microphone or camera.
+    Media {
+        /// Who.
+        participant_id: String,
+        /// Whether their microphone is off.
+        audio_muted: bool,
+        /// Whether their camera is off.
+        video_muted: bool,
+        /// Whether they share their screen.
+        screen_sharing: bool,
+    },
+}
+
+/// What a published track carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// The microphone.
+    Microphone,
+    /// The camera.
+    Camera,
+    /// A shared screen or window.
+    Screen,
+}
+
+impl Source {
+    /// The name clients use for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Microphone => "microphone",
+            Self::Camera => "camera",
+            Self::Screen => "screen",
+        }
+    }
+}
+
+/// A track (or one simulcast layer of it) that began to arrive from a publisher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublishedLayer {
+    /// The transport's key for the track; the layers of one track share it.
+    pub track: u64,
+    /// The SSRC the layer arrives on.
+    pub ssrc: u32,
+    /// The layer, lowest 0; 0 for a track without simulcast.
+    pub layer: usize,
+    /// How many layers the track has (1 without simulcast).
+    pub layer_count: usize,
+    /// Its codec.
+    pub codec: Codec,
+    /// What it carries.
+    pub source: Source,
+}
+
+/// A down-track to set up on a subscriber's connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DownTrack {
+    /// Whose connection.
+    pub subscriber: PeerId,
+    /// The SSRC it carries on that leg.
+    pub ssrc: u32,
+    /// The publisher's connection.
+    pub publisher: PeerId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The codec the publisher sends.
+    pub codec: Codec,
+    /// The media stream id the subscriber sees: the publisher's participant id, with `:screen`
+    /// for a shared screen.
+    pub stream_id: String,
+    /// The track id the subscriber sees, unique on its connection.
+    pub track_id: String,
+}
+
+/// Whether a subscriber gets a video, as its client is told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VideoState {
+    /// The video is sent.
+    Playing,
+    /// The video is paused: the subscriber's line cannot carry it.
+    PausedForBandwidth,
+    /// The video is paused: only the latest speakers' videos are sent in this room.
+    PausedForLastN,
+}
+
+/// A chat message as it is delivered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// The sender's participant id.
+    pub from: String,
+    /// The sender's name.
+    pub display_name: String,
+    /// What they wrote.
+    pub text: String,
+}
+
+/// What the core decided; the transport carries it out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Tell a participant about their room.
+    Roster {
+        /// To whom.
+        to: PeerId,
+        /// What.
+        event: RosterEvent,
+    },
+    /// Add a down-track to a subscriber's connection (and renegotiate).
+    AddDownTrack(DownTrack),
+    /// Remove a down-track from a subscriber's connection (and renegotiate).
+    RemoveDownTrack {
+        /// Whose connection.
+        subscriber: PeerId,
+        /// The down-track's SSRC.
+        ssrc: u32,
+    },
+    /// Ask a publisher for a keyframe on one of its SSRCs.
+    RequestKeyframe {
+        /// Whose connection.
+        publisher: PeerId,
+        /// The publisher's SSRC.
+        ssrc: u32,
+    },
+    /// Tell a publisher which simulcast layers of a track to encode.
+    PublisherLayers {
+        /// Whose connection.
+        publisher: PeerId,
+        /// What the track carries.
+        source: Source,
+        /// One flag per layer, lowest first.
+        active: Vec<bool>,
+    },
+    /// Tell a subscriber whether it gets a video.
+    Video {
+        /// To whom.
+        to: PeerId,
+        /// The video's stream id.
+        stream_id: String,
+        /// Whether it is sent.
+        state: VideoState,
+    },
+    /// Tell a participant who speaks now.
+    DominantSpeaker {
+        /// To whom.
+        to: PeerId,
+        /// The speaker's participant id.
+        participant_id: String,
+    },
+    /// Deliver a chat message.
+    Chat {
+        /// To whom.
+        to: PeerId,
+        /// What.
+        message: ChatMessage,
+    },
+}
+
+/// What a join asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinRequest {
+    /// The room's key, `tenant/name`.
+    pub room: String,
+    /// The participant's id from the control plane.
+    pub participant_id: String,
+    /// Their name.
+    pub display_name: String,
+    /// The room's participant limit; 0 for none.
+    pub max_participants: u32,
+    /// How many speakers' cameras each participant receives; 0 for all.
+    pub last_n: u32,
+}
+
+/// Why a join was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// The room has as many participants as it may.
+    #[error("the room is full ({limit} participants)")]
+    RoomFull {
+        /// The limit.
+        limit: u32,
+    },
+    /// This connection already joined.
+    #[error("this connection has joined already")]
+    AlreadyJoined,
+}
+
+/// Why a chat message was not delivered.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChatError {
+    /// Nothing but blanks.
+    #[error("the message is empty")]
+    Empty,
+    /// Longer than [`MAX_CHAT_CHARS`].
+    #[error("the message is longer than {MAX_CHAT_CHARS} characters")]
+    TooLong,
+    /// Too many messages in a short time.
+    #[error("too many messages; wait a moment")]
+    TooFast,
+    /// The sender is in no room.
+    #[error("not in a room")]
+    NotJoined,
+}

@@ -1,0 +1,247 @@
+//! Rooms and their rosters: who joins and leaves, what each participant tells the others (their
+//! microphone, camera and screen, chat), and what they ask for themselves (audio only, how large
+//! they show each video).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use super::{
+    CHAT_BURST, CHAT_WINDOW, ChatError, ChatMessage, Core, JoinError, JoinRequest, LeaveReason,
+    MAX_CHAT_CHARS, MAX_VIEWPORTS, Output, Participant, ParticipantInfo, PeerId, PublicationId,
+    RosterEvent,
+};
+
+impl Core {
+    /// What a participant is told when it comes back: its own id and everyone else.
+    pub fn roster_for(&self, peer: PeerId) -> Option<RosterEvent> {
+        let participant = self.participants.get(&peer)?;
+        Some(RosterEvent::Welcome {
+            participant_id: participant.info.participant_id.clone(),
+            others: self
+                .room_members(&participant.room)
+                .iter()
+                .filter(|other| **other != peer)
+                .filter_map(|other| self.participants.get(other))
+                .map(|other| other.info.clone())
+                .collect(),
+        })
+    }
+
+    /// Admits `peer` to a room: it is welcomed with the list of the others, the others learn
+    /// of it, and it is subscribed to everything already published there.
+    pub fn join(&mut self, peer: PeerId, request: JoinRequest) -> Result<(), JoinError> {
+        if self.participants.contains_key(&peer) {
+            return Err(JoinError::AlreadyJoined);
+        }
+        let members = self.room_members(&request.room).len();
+        if request.max_participants > 0 && members >= request.max_participants as usize {
+            return Err(JoinError::RoomFull {
+                limit: request.max_participants,
+            });
+        }
+        let info = ParticipantInfo {
+            participant_id: request.participant_id,
+            display_name: request.display_name,
+            audio_muted: false,
+            video_muted: false,
+            screen_sharing: false,
+        };
+        let others: Vec<PeerId> = self.room_members(&request.room).to_vec();
+        self.outputs.push_back(Output::Roster {
+            to: peer,
+            event: RosterEvent::Welcome {
+                participant_id: info.participant_id.clone(),
+                others: others
+                    .iter()
+                    .filter_map(|other| self.participants.get(other))
+                    .map(|other| other.info.clone())
+                    .collect(),
+            },
+        });
+        for other in &others {
+            self.outputs.push_back(Output::Roster {
+                to: *other,
+                event: RosterEvent::Joined(info.clone()),
+            });
+        }
+        let room = self.rooms.entry(request.room.clone()).or_default();
+        room.members.push(peer);
+        room.last_n = request.last_n;
+        if let Some(speaker) = room.speakers.dominant()
+            && let Some(speaker) = self.participants.get(&speaker)
+        {
+            self.outputs.push_back(Output::DominantSpeaker {
+                to: peer,
+                participant_id: speaker.info.participant_id.clone(),
+            });
+        }
+        self.participants.insert(
+            peer,
+            Participant {
+                room: request.room,
+                info,
+                publications: Vec::new(),
+                estimate: None,
+                wanted_estimate: None,
+                catch_up_estimate: None,
+                audio_only: false,
+                viewports: HashMap::new(),
+                chat_times: VecDeque::new(),
+            },
+        );
+        let existing: Vec<PublicationId> = others
+            .iter()
+            .filter_map(|other| self.participants.get(other))
+            .flat_map(|other| other.publications.iter().copied())
+            .collect();
+        for publication in existing {
+            self.subscribe(peer, publication);
+        }
+        Ok(())
+    }
+
+    /// Removes `peer` from its room and frees everything that belonged to it: its
+    /// publications (and every down-track of them) and its own down-tracks.
+    pub fn leave(&mut self, peer: PeerId, reason: LeaveReason) {
+        let Some(participant) = self.participants.remove(&peer) else {
+            return;
+        };
+        for id in &participant.publications {
+            self.unpublish_id(*id);
+        }
+        // Its own subscriptions.
+        let own: Vec<(u32, PublicationId)> = self
+            .subscribed
+            .iter()
+            .filter(|((subscriber, _), _)| *subscriber == peer)
+            .map(|((_, ssrc), id)| (*ssrc, *id))
+            .collect();
+        for (ssrc, id) in own {
+            self.subscribed.remove(&(peer, ssrc));
+            if let Some(publication) = self.publications.get_mut(&id) {
+                publication.subscriptions.retain(|s| s.subscriber != peer);
+            }
+        }
+        let Some(room) = self.rooms.get_mut(&participant.room) else {
+            return;
+        };
+        room.members.retain(|member| *member != peer);
+        room.speakers.forget(peer);
+        for other in &room.members {
+            self.outputs.push_back(Output::Roster {
+                to: *other,
+                event: RosterEvent::Left {
+                    participant_id: participant.info.participant_id.clone(),
+                    reason,
+                },
+            });
+        }
+        if room.members.is_empty() {
+            self.rooms.remove(&participant.room);
+        }
+    }
+
+    /// Records a participant's microphone, camera and screen state and tells the others.
+    pub fn set_media_state(
+        &mut self,
+        peer: PeerId,
+        audio_muted: bool,
+        video_muted: bool,
+        screen_sharing: bool,
+    ) {
+        let Some(participant) = self.participants.get_mut(&peer) else {
+            return;
+        };
+        participant.info.audio_muted = audio_muted;
+        participant.info.video_muted = video_muted;
+        participant.info.screen_sharing = screen_sharing;
+        let event = RosterEvent::Media {
+            participant_id: participant.info.participant_id.clone(),
+            audio_muted,
+            video_muted,
+            screen_sharing,
+        };
+        let room = participant.room.clone();
+        for other in self.room_members(&room).to_vec() {
+            if other != peer {
+                self.outputs.push_back(Output::Roster {
+                    to: other,
+                    event: event.clone(),
+                });
+            }
+        }
+    }
+
+    /// How tall a subscriber shows the video of `stream_id`, in pixels; 0 when it shows it
+    /// nowhere.
+    pub fn set_viewport(&mut self, peer: PeerId, stream_id: &str, height: u32) {
+        let Some(participant) = self.participants.get_mut(&peer) else {
+            return;
+        };
+        // A client may say so before the video arrives; the map is bounded so that it cannot be
+        // grown at will.
+        if participant.viewports.len() >= MAX_VIEWPORTS
+            && !participant.viewports.contains_key(stream_id)
+        {
+            return;
+        }
+        participant.viewports.insert(stream_id.to_owned(), height);
+    }
+
+    /// A participant chose to receive audio only, or video again.
+    pub fn set_audio_only(&mut self, peer: PeerId, audio_only: bool) {
+        if let Some(participant) = self.participants.get_mut(&peer) {
+            participant.audio_only = audio_only;
+        }
+    }
+
+    /// A chat message from `peer` for everyone else in its room. It is passed on, not kept.
+    pub fn chat(&mut self, now: Instant, peer: PeerId, text: &str) -> Result<(), ChatError> {
+        let Some(participant) = self.participants.get_mut(&peer) else {
+            return Err(ChatError::NotJoined);
+        };
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(ChatError::Empty);
+        }
+        if text.chars().count() > MAX_CHAT_CHARS {
+            return Err(ChatError::TooLong);
+        }
+        let times = &mut participant.chat_times;
+        while times
+            .front()
+            .is_some_and(|at| now.saturating_duration_since(*at) >= CHAT_WINDOW)
+        {
+            times.pop_front();
+        }
+        if times.len() >= CHAT_BURST {
+            return Err(ChatError::TooFast);
+        }
+        times.push_back(now);
+        let message = ChatMessage {
+            from: participant.info.participant_id.clone(),
+            display_name: participant.info.display_name.clone(),
+            text: text.to_owned(),
+        };
+        let room = participant.room.clone();
+        for other in self.room_members(&room).to_vec() {
+            if other != peer {
+                self.outputs.push_back(Output::Chat {
+                    to: other,
+                    message: message.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The audio level (RFC 6464) of a packet `peer` sent.
+    pub fn audio_level(&mut self, now: Instant, peer: PeerId, level: u8) {
+        let Some(participant) = self.participants.get(&peer) else {
+            return;
+        };
+        if let Some(room) = self.rooms.get_mut(&participant.room) {
+            room.speakers.level(now, peer, level);
+        }
+    }
+}
