@@ -90,6 +90,37 @@ pub fn rewrite(
 }
 
 #[cfg(test)]
+/// A VP8 payload for tests: descriptor with a 15-bit picture id and TL0PICIDX, then the frame header.
+pub(crate) fn test_payload(
+    picture_id: u16,
+    tl0: u8,
+    start: bool,
+    keyframe: bool,
+    height: u16,
+    len: usize,
+) -> Vec<u8> {
+    let mut payload = vec![
+        0x80 | if start { 0x10 } else { 0 },
+        0xc0,
+        0x80 | (picture_id >> 8) as u8,
+        picture_id as u8,
+        tl0,
+    ];
+    if start {
+        payload.push(if keyframe { 0x00 } else { 0x01 });
+        payload.extend_from_slice(&[0x00, 0x00]);
+        if keyframe {
+            let width = height * 16 / 9;
+            payload.extend_from_slice(&[0x9d, 0x01, 0x2a]);
+            payload.extend_from_slice(&width.to_le_bytes());
+            payload.extend_from_slice(&height.to_le_bytes());
+        }
+    }
+    payload.resize(len.max(payload.len()), 0);
+    payload
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -33,6 +33,8 @@ pub mod demux;
 mod housekeeping;
 mod media;
 mod signal;
+#[cfg(test)]
+mod tests;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};

@@ -3,42 +3,13 @@
 //! next frame, as a browser does.
 
 use super::*;
+pub(super) use crate::core::vp8::test_payload as vp8_payload;
 
 pub(super) const LAYER_HEIGHTS: [u16; 3] = [180, 360, 720];
 /// Bytes per frame of each layer: about 150, 500 and 1500 kbit/s at 30 frames a second.
 pub(super) const FRAME_BYTES: [usize; 3] = [625, 2083, 6250];
 pub(super) const FRAME: Duration = Duration::from_micros(33_333);
 pub(super) const MAX_PACKET_BYTES: usize = 1200;
-
-/// A VP8 payload: descriptor with a 15-bit picture id and TL0PICIDX, then the frame header.
-pub(super) fn vp8_payload(
-    picture_id: u16,
-    tl0: u8,
-    start: bool,
-    keyframe: bool,
-    height: u16,
-    len: usize,
-) -> Vec<u8> {
-    let mut payload = vec![
-        0x80 | if start { 0x10 } else { 0 },
-        0xc0,
-        0x80 | (picture_id >> 8) as u8,
-        picture_id as u8,
-        tl0,
-    ];
-    if start {
-        payload.push(if keyframe { 0x00 } else { 0x01 });
-        payload.extend_from_slice(&[0x00, 0x00]);
-        if keyframe {
-            let width = height * 16 / 9;
-            payload.extend_from_slice(&[0x9d, 0x01, 0x2a]);
-            payload.extend_from_slice(&width.to_le_bytes());
-            payload.extend_from_slice(&height.to_le_bytes());
-        }
-    }
-    payload.resize(len.max(payload.len()), 0);
-    payload
-}
 
 /// One layer of the simulated publisher.
 pub(super) struct SimLayer {

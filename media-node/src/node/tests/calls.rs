@@ -1,0 +1,209 @@
+//! Calls on the in-memory network: what participants of a real call see.
+
+use std::time::Duration;
+
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind::{Audio, Video};
+use treffpunkt_proto::v1::{self, signal::Kind};
+
+use super::peer::{Arrival, Publish};
+use super::{Direction, Net, rtp_header};
+
+/// Whether participant `index` has received at least `audio` audio and `video` video packets
+/// from `from`.
+fn has_media(net: &Net, index: usize, from: &str, audio: usize, video: usize) -> bool {
+    let peer = &net.peers[index];
+    peer.from(from, Audio).len() >= audio && peer.from(from, Video).len() >= video
+}
+
+/// The layers of the last `count` video packets participant `index` received from `from`.
+fn recent_layers(net: &Net, index: usize, from: &str, count: usize) -> Vec<u8> {
+    let arrivals = net.peers[index].from(from, Video);
+    let start = arrivals.len().saturating_sub(count);
+    arrivals[start..].iter().map(|a| a.layer).collect()
+}
+
+fn viewport(net: &mut Net, index: usize, stream: &str, height: u32) {
+    let viewports = v1::Viewports {
+        viewports: vec![v1::Viewport {
+            stream_id: stream.to_owned(),
+            height,
+        }],
+    };
+    net.signal(index, Kind::Viewports(viewports));
+}
+
+#[test]
+fn participants_join_connect_and_learn_of_each_other() {
+    let mut net = Net::new(10);
+    let anna = net.join("anna", Publish::Plain);
+    let ben = net.join("ben", Publish::Plain);
+    let connected = net.run_until(Duration::from_secs(5), |net| {
+        net.peers.iter().all(|peer| peer.connected)
+    });
+    assert!(connected, "both connections come up");
+    let welcomed_alone = net.peers[anna].signals.iter().any(|signal| {
+        matches!(signal, Kind::Welcome(w) if w.participant_id == "p-anna" && w.participants.is_empty())
+    });
+    assert!(welcomed_alone, "anna is welcomed into an empty room");
+    let told_of_ben = net.peers[anna]
+        .signals
+        .iter()
+        .any(|signal| matches!(signal, Kind::ParticipantJoined(p) if p.display_name == "ben"));
+    assert!(told_of_ben, "anna learns that ben came");
+    let welcomed_with_anna = net.peers[ben].signals.iter().any(|signal| {
+        matches!(signal, Kind::Welcome(w) if w.participants.iter().any(|p| p.display_name == "anna"))
+    });
+    assert!(welcomed_with_anna, "ben's welcome names anna");
+    assert_eq!(net.node.session_count(), 2);
+}
+
+#[test]
+fn what_one_publishes_the_others_receive_intact_and_in_order() {
+    let mut net = Net::new(10);
+    let anna = net.join("anna", Publish::Plain);
+    let ben = net.join("ben", Publish::Plain);
+    let carla = net.join("carla", Publish::Nothing);
+    let flowing = net.run_until(Duration::from_secs(6), |net| {
+        has_media(net, ben, "p-anna", 100, 60)
+            && has_media(net, carla, "p-anna", 100, 60)
+            && has_media(net, carla, "p-ben", 100, 60)
+            && has_media(net, anna, "p-ben", 100, 60)
+    });
+    assert!(
+        flowing,
+        "everyone receives both publishers' audio and video"
+    );
+    for (index, from) in [(ben, "p-anna"), (carla, "p-anna"), (carla, "p-ben")] {
+        for kind in [Audio, Video] {
+            let indices: Vec<u32> = net.peers[index]
+                .from(from, kind)
+                .iter()
+                .map(|a| a.index)
+                .collect();
+            assert!(
+                indices.windows(2).all(|pair| pair[1] == pair[0] + 1),
+                "{from}'s {kind} arrives without gaps or reordering: {indices:?}"
+            );
+        }
+    }
+    assert!(
+        net.peers[carla].from("p-carla", Audio).is_empty(),
+        "nobody receives their own media"
+    );
+    assert!(
+        net.peers[anna].keyframe_requests >= 1,
+        "a new subscriber's video starts from a keyframe asked for"
+    );
+}
+
+#[test]
+fn a_subscriber_gets_the_simulcast_layer_for_the_size_it_shows() {
+    let mut net = Net::new(10);
+    net.join("anna", Publish::Simulcast);
+    let ben = net.join("ben", Publish::Nothing);
+    viewport(&mut net, ben, "p-anna", 180);
+    let small = net.run_until(Duration::from_secs(6), |net| {
+        let layers = recent_layers(net, ben, "p-anna", 30);
+        layers.len() == 30 && layers.iter().all(|layer| *layer == 0)
+    });
+    assert!(small, "a small tile gets the lowest layer");
+    viewport(&mut net, ben, "p-anna", 720);
+    let large = net.run_until(Duration::from_secs(10), |net| {
+        recent_layers(net, ben, "p-anna", 10) == [2; 10]
+    });
+    assert!(
+        large,
+        "a large tile moves up to the highest layer: {:?}",
+        recent_layers(&net, ben, "p-anna", 40)
+    );
+    viewport(&mut net, ben, "p-anna", 180);
+    let down = net.run_until(Duration::from_secs(3), |net| {
+        recent_layers(net, ben, "p-anna", 10) == [0; 10]
+    });
+    assert!(down, "a smaller tile goes back down");
+    let arrivals = net.peers[ben].from("p-anna", Video);
+    assert!(
+        arrivals.windows(2).all(|pair| pair[0].at <= pair[1].at),
+        "one continuous stream across the switches"
+    );
+}
+
+#[test]
+fn lost_packets_are_asked_for_again_and_arrive() {
+    let mut net = Net::new(10);
+    let anna = net.join("anna", Publish::Plain);
+    let ben = net.join("ben", Publish::Nothing);
+    assert!(net.run_until(Duration::from_secs(6), |net| has_media(
+        net, ben, "p-anna", 0, 30
+    )));
+    let anna_address = net.peers[anna].address;
+    let ben_address = net.peers[ben].address;
+    let video_ssrc = net.peers[anna].video_ssrcs()[0];
+    // One video packet lost on anna's uplink, then one on ben's downlink.
+    let (mut up_lost, mut down_lost) = (false, false);
+    net.lose(move |direction, peer, bytes| {
+        let Some((ssrc, _)) = rtp_header(bytes) else {
+            return false;
+        };
+        match direction {
+            Direction::Up if peer == anna_address && ssrc == video_ssrc && !up_lost => {
+                up_lost = true;
+                true
+            }
+            Direction::Down
+                if peer == ben_address && bytes.len() > 180 && up_lost && !down_lost =>
+            {
+                down_lost = true;
+                true
+            }
+            _ => false,
+        }
+    });
+    let before = net.peers[ben].from("p-anna", Video).len();
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(net.lost, 2, "one packet lost each way");
+    let mut indices: Vec<u32> = net.peers[ben].from("p-anna", Video)[before..]
+        .iter()
+        .map(|a: &Arrival| a.index)
+        .collect();
+    let in_order = indices.windows(2).all(|pair| pair[1] == pair[0] + 1);
+    assert!(
+        !in_order,
+        "the repaired packets came late, out of order: {indices:?}"
+    );
+    indices.sort_unstable();
+    assert!(
+        indices.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "every packet arrived in the end: {indices:?}"
+    );
+}
+
+#[test]
+fn a_participant_who_vanishes_is_closed_and_the_others_are_told() {
+    let mut net = Net::new(10);
+    let anna = net.join("anna", Publish::Plain);
+    let ben = net.join("ben", Publish::Plain);
+    assert!(net.run_until(Duration::from_secs(6), |net| has_media(
+        net, anna, "p-ben", 10, 10
+    )));
+    net.peers[ben].vanish();
+    let closed = net.run_until(Duration::from_secs(60), |net| !net.closed.is_empty());
+    assert!(closed, "the node notices within a minute");
+    assert_eq!(
+        net.closed,
+        vec![("session-ben".to_owned(), v1::CloseReason::ConnectionLost)]
+    );
+    let told = net.peers[anna].signals.iter().any(
+        |signal| matches!(signal, Kind::ParticipantLeft(left) if left.participant_id == "p-ben"),
+    );
+    assert!(told, "anna learns that ben is gone");
+    assert_eq!(net.node.session_count(), 1);
+    assert_eq!(
+        net.node.routing_entries().0,
+        1,
+        "ben's routing is forgotten"
+    );
+    let before = net.peers[anna].from("p-ben", Audio).len();
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.peers[anna].from("p-ben", Audio).len(), before);
+}

@@ -1,0 +1,274 @@
+//! The node driven in memory on a virtual clock, with real `rtc` peers as participants: ICE,
+//! DTLS, SRTP, RTCP and the interceptor chains all run as in a call, but datagrams travel
+//! through a queue instead of sockets and time moves as fast as the work allows. Nothing is
+//! mocked: the control plane's part is played by the test, which opens sessions and relays
+//! signals as the gateway would.
+
+mod calls;
+mod peer;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use treffpunkt_proto::v1;
+
+use super::{Admission, Command, Event, Node};
+use peer::{Publish, TestPeer};
+
+/// One-way delay of every datagram on the in-memory network.
+const LATENCY: Duration = Duration::from_millis(5);
+/// The room every test meets in.
+const ROOM: &str = "public/chor";
+
+/// Which way a datagram goes, for a test that drops some.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// From a participant to the node.
+    Up,
+    /// From the node to a participant.
+    Down,
+}
+
+/// A datagram on its way.
+struct InFlight {
+    from: SocketAddr,
+    to: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+/// Decides which datagrams the network loses: (direction, participant's address, bytes).
+type LossRule = Box<dyn FnMut(Direction, SocketAddr, &[u8]) -> bool>;
+
+/// The node, its participants and the network between them.
+pub struct Net {
+    pub now: Instant,
+    pub node: Node,
+    node_address: SocketAddr,
+    pub peers: Vec<TestPeer>,
+    in_flight: BinaryHeap<Reverse<(Instant, u64)>>,
+    datagrams: std::collections::HashMap<u64, InFlight>,
+    next_datagram: u64,
+    /// Sessions the node closed, with why.
+    pub closed: Vec<(String, v1::CloseReason)>,
+    loss: Option<LossRule>,
+    /// Datagrams the loss rule dropped.
+    pub lost: u32,
+    /// Steps in a row at one instant; many mean a timer that never clears.
+    stalled: u32,
+}
+
+impl Net {
+    /// A node with room for `max_participants` and nobody in it yet.
+    pub fn new(max_participants: u32) -> Self {
+        let now = Instant::now();
+        let node_address = SocketAddr::from(([10, 0, 0, 100], 10_000));
+        Self {
+            now,
+            node: Node::new(now, node_address, max_participants),
+            node_address,
+            peers: Vec::new(),
+            in_flight: BinaryHeap::new(),
+            datagrams: std::collections::HashMap::new(),
+            next_datagram: 0,
+            closed: Vec::new(),
+            loss: None,
+            lost: 0,
+            stalled: 0,
+        }
+    }
+
+    /// Admits a participant called `name` to the room, as the control plane would after its
+    /// join; returns its index in [`Self::peers`].
+    pub fn join(&mut self, name: &str, publish: Publish) -> usize {
+        let index = self.peers.len();
+        let number = index as u8 + 1;
+        let address = SocketAddr::from(([10, 0, 0, number], 5000 + u16::from(number)));
+        let peer = TestPeer::new(name, address, publish);
+        let admission = Admission {
+            session_id: peer.session_id.clone(),
+            room: ROOM.to_owned(),
+            participant_id: format!("p-{name}"),
+            display_name: name.to_owned(),
+            max_participants: 10,
+            last_n: 0,
+        };
+        self.peers.push(peer);
+        self.node.command(self.now, Command::Open(admission));
+        self.exchange();
+        index
+    }
+
+    /// Relays a signal of participant `index` to the node.
+    pub fn signal(&mut self, index: usize, kind: v1::signal::Kind) {
+        let session_id = self.peers[index].session_id.clone();
+        let signal = v1::Signal::new(kind);
+        self.node
+            .command(self.now, Command::Signal { session_id, signal });
+        self.exchange();
+    }
+
+    /// Loses the datagrams `rule` picks from now on.
+    pub fn lose(&mut self, rule: impl FnMut(Direction, SocketAddr, &[u8]) -> bool + 'static) {
+        self.loss = Some(Box::new(rule));
+    }
+
+    /// Runs the call for `duration` of virtual time.
+    pub fn run_for(&mut self, duration: Duration) {
+        let until = self.now + duration;
+        while self.now < until {
+            self.step(until);
+        }
+    }
+
+    /// Runs the call until `done` holds or `limit` of virtual time has passed; whether it held.
+    pub fn run_until(&mut self, limit: Duration, done: impl Fn(&Net) -> bool) -> bool {
+        let until = self.now + limit;
+        while !done(self) {
+            if self.now >= until {
+                return false;
+            }
+            self.step(until);
+        }
+        true
+    }
+
+    /// Moves the clock to the next thing that happens (no later than `until`) and lets it
+    /// happen.
+    fn step(&mut self, until: Instant) {
+        let next = [
+            self.in_flight.peek().map(|Reverse((at, _))| *at),
+            self.node.poll_timeout(),
+        ]
+        .into_iter()
+        .chain(self.peers.iter_mut().map(TestPeer::poll_timeout))
+        .flatten()
+        .min()
+        .unwrap_or(until)
+        .min(until);
+        if next <= self.now {
+            self.stalled += 1;
+            assert!(
+                self.stalled < 10_000,
+                "time stands still at {:?}: node {:?}, peers {:?}",
+                self.now,
+                self.node
+                    .poll_timeout()
+                    .map(|at| at.saturating_duration_since(self.now)),
+                self.peers
+                    .iter_mut()
+                    .map(|p| p.describe_timers(self.now))
+                    .collect::<Vec<_>>()
+            );
+        } else {
+            self.stalled = 0;
+        }
+        self.now = self.now.max(next);
+        let now = self.now;
+        while let Some(Reverse((at, id))) = self.in_flight.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.in_flight.pop();
+            let Some(datagram) = self.datagrams.remove(&id) else {
+                continue;
+            };
+            if datagram.to == self.node_address {
+                self.node.datagram(now, datagram.from, &datagram.bytes);
+            } else if let Some(peer) = self.peers.iter_mut().find(|p| p.address == datagram.to) {
+                peer.datagram(now, datagram.from, &datagram.bytes);
+            }
+        }
+        if self.node.poll_timeout().is_some_and(|at| at <= now) {
+            self.node.handle_timeout(now);
+        }
+        for peer in &mut self.peers {
+            if peer.poll_timeout().is_some_and(|at| at <= now) {
+                peer.handle_timeout(now);
+            }
+        }
+        self.exchange();
+    }
+
+    /// Carries everything the node and the peers want to send and say, until nobody has
+    /// anything more.
+    fn exchange(&mut self) {
+        let now = self.now;
+        loop {
+            let mut quiet = true;
+            while let Some(transmit) = self.node.poll_transmit() {
+                quiet = false;
+                let to = transmit.destination;
+                self.send(Direction::Down, self.node_address, to, &transmit.contents);
+            }
+            while let Some(event) = self.node.poll_event() {
+                quiet = false;
+                self.on_event(event);
+            }
+            for index in 0..self.peers.len() {
+                self.peers[index].poll(now);
+                while let Some((to, bytes)) = self.peers[index].poll_transmit() {
+                    quiet = false;
+                    let from = self.peers[index].address;
+                    self.send(Direction::Up, from, to, &bytes);
+                }
+            }
+            if quiet {
+                return;
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Signal { session_id, signal } => {
+                let now = self.now;
+                let Some(peer) = self.peers.iter_mut().find(|p| p.session_id == session_id) else {
+                    return;
+                };
+                if let Some(reply) = peer.on_signal(now, signal) {
+                    let command = Command::Signal {
+                        session_id,
+                        signal: reply,
+                    };
+                    self.node.command(now, command);
+                }
+            }
+            Event::Closed {
+                session_id, reason, ..
+            } => self.closed.push((session_id, reason)),
+            Event::Load(_) | Event::Draining { .. } => {}
+        }
+    }
+
+    fn send(&mut self, direction: Direction, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
+        let participant = match direction {
+            Direction::Up => from,
+            Direction::Down => to,
+        };
+        if let Some(rule) = &mut self.loss
+            && rule(direction, participant, bytes)
+        {
+            self.lost += 1;
+            return;
+        }
+        let id = self.next_datagram;
+        self.next_datagram += 1;
+        self.in_flight.push(Reverse((self.now + LATENCY, id)));
+        let bytes = bytes.to_vec();
+        self.datagrams.insert(id, InFlight { from, to, bytes });
+    }
+}
+
+/// The SSRC and sequence number of an SRTP packet (its RTP header travels in the clear), or
+/// `None` for anything else: STUN and DTLS start with other bits, and SRTCP's packet types sit
+/// where RTP's marker and payload type are (RFC 5761).
+pub fn rtp_header(datagram: &[u8]) -> Option<(u32, u16)> {
+    if datagram.len() < 12 || datagram[0] >> 6 != 2 || (192..=223).contains(&datagram[1]) {
+        return None;
+    }
+    let sequence_number = u16::from_be_bytes([datagram[2], datagram[3]]);
+    let ssrc = u32::from_be_bytes([datagram[8], datagram[9], datagram[10], datagram[11]]);
+    Some((ssrc, sequence_number))
+}
