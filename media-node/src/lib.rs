@@ -1,22 +1,34 @@
 //! Treffpunkt's media node: a selective forwarding unit on webrtc-rs's Sans-I/O core (`rtc`).
 //!
 //! The node owns no policy. It admits whom the control plane admits, hosts the rooms it is
-//! given, forwards media, and reports load and events. Its parts:
+//! given, forwards media, and reports load and events. From the inside out:
 //!
 //! - [`core`]: rooms, participants, publications, down-tracks and the forwarder, as a pure,
 //!   synchronous state machine with the time passed in. Everything that decides something lives
-//!   here and is unit-tested on a virtual clock.
-//! - [`transport`]: ONE UDP port for every participant. ICE-lite with one shared host candidate;
-//!   datagrams are demultiplexed by ICE username, then by address, onto one `rtc` peer
-//!   connection per participant. A single task drives them all: datagrams, timers and commands
-//!   in; events and media to the core; what the core decides out. Each subscriber's connection
-//!   estimates its downlink from transport-wide congestion feedback (`transport::downlink`) and
-//!   paces its video below that estimate so that its audio never waits behind a keyframe.
+//!   here: the roster, the subscriptions, the hot path that fans each packet out
+//!   ([`core::forwarder`] rewrites one down-track's headers), and every tick the sharing of each
+//!   subscriber's downlink among its videos ([`core::allocation`]) and the dominant speaker
+//!   ([`core::speaker`]).
+//! - [`congestion`]: how much each subscriber's line carries: the downlink estimate from its
+//!   transport-wide feedback, probes with padding before the node sends more, and a pacer that
+//!   lets audio pass before video.
+//! - [`session`]: one participant's `rtc` peer connection (ICE-lite, DTLS server) with its
+//!   negotiation and down-tracks, what it negotiates and its interceptor chain.
+//! - [`node`]: the node, Sans-I/O: datagrams and control-plane commands in, datagrams to send
+//!   and events for the control plane out, and the time it next wants to be woken. It
+//!   demultiplexes the one media port by ICE username, then by address, onto the sessions,
+//!   hands their media and events to the core and carries out what the core decides.
+//! - [`udp`]: the node's one UDP port and the run loop around the node: the only part with a
+//!   socket or a clock. It sends many datagrams per system call.
 //! - [`control`]: the `Attach` client. The node dials the control plane (never the other way
 //!   round), registers, reports load, and relays each participant's signalling.
+//! - [`health`]: the node's own HTTP endpoint (liveness, readiness, status, drain), reading
+//!   [`status`].
 //!
-//! [`MediaNode`] wires the three together, with the node's own [`health`] endpoint; [`cli`] is
-//! its command line, shared by the `treffpunkt-media-node` binary and `treffpunkt media-node`.
+//! [`MediaNode`] wires them together; [`cli`] is its command line, shared by the
+//! `treffpunkt-media-node` binary and `treffpunkt media-node`. Tests drive [`Node`] with real
+//! `rtc` peers in memory on a virtual clock (see `node/tests`), and the control plane's tests
+//! run whole nodes on loopback.
 // One module sends many datagrams per system call and says why it may use `unsafe`.
 #![deny(unsafe_code)]
 

@@ -5,7 +5,7 @@
 //! or the time the [`Node`] asked for. It hands that to the node with the current time, then
 //! delivers the node's events to the control link (adding the process's CPU use to each load
 //! report, which the node cannot measure) and sends every datagram the node wants to send,
-//! [`batch::BATCH`] per system call.
+//! `batch::BATCH` per system call.
 
 mod batch;
 
@@ -48,7 +48,7 @@ impl MediaSocket {
         self.announced
     }
 
-    /// Sends the datagrams in `outbox`, [`batch::BATCH`] per system call, and empties it. A
+    /// Sends the datagrams in `outbox`, `batch::BATCH` per system call, and empties it. A
     /// datagram the kernel refuses (an unreachable address) is dropped, and the rest go on.
     async fn send(&self, outbox: &mut Vec<Transmit>) {
         let mut sent = 0;

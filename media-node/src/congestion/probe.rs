@@ -8,7 +8,7 @@
 //!
 //! - the estimator asks for a probe when the node's next improvement for the subscriber (a
 //!   paused video resumed, a video moved up) needs more than the estimate; it probes for at most
-//!   [`STEP`] times what it has, so a thin line is never asked for many times its size at once;
+//!   `STEP` times what it has, so a thin line is never asked for many times its size at once;
 //! - the node sends padding-only RTP packets on one of the subscriber's video down-tracks (their
 //!   sequence numbers continue the stream, and the browser drops them without a gap) for
 //!   [`DURATION`], the pacer spreading them at the rate that brings the total to the probed rate;
@@ -18,7 +18,7 @@
 //! - if it arrived as it left (and little was lost), the estimate rises to the rate shown (the
 //!   rate probed for, or what actually left when that fell well short) and the node may make
 //!   the improvement; if not, or if it showed no more than the estimate, the next probe waits,
-//!   twice as long after every failure, up to [`MAX_BACKOFF`].
+//!   twice as long after every failure, up to `MAX_BACKOFF`.
 //!
 //! A probe of 40 ms cannot see past a shaper's bucket (a token bucket lets a short burst through
 //! at full speed); the node's moves up stay cautious for that reason (see the core's

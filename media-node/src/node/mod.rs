@@ -15,17 +15,17 @@
 //! The node reads no socket and no clock: the run loop (see [`crate::udp`]) owns both, and tests
 //! drive the node on a virtual clock with `rtc` peers in memory. Inside, each input goes to the
 //! session concerned (an `rtc` connection, [`crate::session`]) or to the core; the node polls what
-//! comes out, hands media and events to the core ([`media`]), carries out what the core decides
-//! ([`decisions`]), and at the end of the input collects every datagram the touched sessions want
+//! comes out, hands media and events to the core (`media`), carries out what the core decides
+//! (`decisions`), and at the end of the input collects every datagram the touched sessions want
 //! to send. The parts:
 //!
-//! - [`commands`]: what the control plane asks: open, signal, close, resume, drain;
-//! - [`media`]: datagrams and timers into the sessions, their media and keyframe requests into
+//! - `commands`: what the control plane asks: open, signal, close, resume, drain;
+//! - `media`: datagrams and timers into the sessions, their media and keyframe requests into
 //!   the core, and the hot path that forwards each packet to its subscribers;
-//! - [`decisions`]: the core's outputs carried out on sessions and told to clients;
-//! - [`housekeeping`]: once a second, stuck sessions, the drain's deadline and the load report;
+//! - `decisions`: the core's outputs carried out on sessions and told to clients;
+//! - `housekeeping`: once a second, stuck sessions, the drain's deadline and the load report;
 //! - [`demux`]: which session a datagram on the one port belongs to;
-//! - [`signal`]: the core's roster events as `treffpunkt.v1` signals.
+//! - `signal`: the core's roster events as `treffpunkt.v1` signals.
 
 mod commands;
 mod decisions;
