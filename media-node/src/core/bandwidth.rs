@@ -35,7 +35,7 @@ impl Core {
 
     /// Takes `count` sequence numbers for padding-only packets that probe `subscriber`'s line,
     /// on one of its video down-tracks that has sent before (one being forwarded now if there
-    /// is one) and that the transport can send on (`sendable`): returns that down-track's SSRC,
+    /// is one) and that the node can send on (`sendable`): returns that down-track's SSRC,
     /// the first sequence number and the timestamp to send with. `None` when the subscriber has
     /// no such down-track.
     pub fn probe_padding(

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::{Codec, Core, MediaKind, PacketMeta, PeerId, Rewrite, vp8};
 
-/// What [`Core::forward`] tells the transport about a packet it forwarded.
+/// What [`Core::forward`] tells the node about a packet it forwarded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Forwarded {
     /// Whether the packet is audio.

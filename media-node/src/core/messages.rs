@@ -84,7 +84,7 @@ impl Source {
 /// A track (or one simulcast layer of it) that began to arrive from a publisher.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PublishedLayer {
-    /// The transport's key for the track; the layers of one track share it.
+    /// The session's key for the track; the layers of one track share it.
     pub track: u64,
     /// The SSRC the layer arrives on.
     pub ssrc: u32,
@@ -140,7 +140,7 @@ pub struct ChatMessage {
     pub text: String,
 }
 
-/// What the core decided; the transport carries it out.
+/// What the core decided; the node carries it out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     /// Tell a participant about their room.

@@ -318,7 +318,7 @@ fn probe_padding_goes_on_a_video_that_played_and_the_video_continues_after_it() 
     assert_eq!(core.probe_padding(PeerId(2), 10, |_| true), None);
     core.forward(now, PeerId(1), 1111, 100, 3000, &[0x10, 0x00], &mut out);
     let first = out[0].1;
-    // The transport cannot send on it (not negotiated yet): no padding either.
+    // The node cannot send on it (not negotiated yet): no padding either.
     assert_eq!(
         core.probe_padding(PeerId(2), 10, |ssrc| ssrc != video),
         None
