@@ -205,7 +205,8 @@ impl Node {
             events: VecDeque::new(),
             traffic: Traffic::default(),
             last_report: (now, Traffic::default()),
-            next_housekeeping: now + HOUSEKEEPING_INTERVAL,
+            // The first load report goes out at once, so the control plane knows the node is idle.
+            next_housekeeping: now,
             drain_deadline: None,
             finished: false,
         }
