@@ -2,11 +2,14 @@
 //! node keeps flowing: malformed and oversized WebSocket messages, bad SDP, empty and huge
 //! display names, and random datagrams on the media port.
 
+mod support;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use support::wait_until;
 use tokio::net::UdpSocket;
 use tokio_tungstenite::tungstenite::Message;
 use treffpunkt_client::{Kind, Participant, Publish, signal_url};
@@ -223,15 +226,7 @@ async fn bad_input_is_refused_and_the_call_goes_on() {
     let cem = Participant::join(&url, "Cem", None)
         .await
         .expect("a new participant joins");
-    let cem_receives = {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if total(&cem, &anna) > 20 || Instant::now() > deadline {
-                break total(&cem, &anna) > 20;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
+    let cem_receives = wait_until(Duration::from_secs(10), || total(&cem, &anna) > 20).await;
     assert!(cem_receives, "a newcomer receives media after the abuse");
     anna.leave().await;
     ben.leave().await;

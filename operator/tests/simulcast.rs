@@ -14,9 +14,12 @@
 //! The timings they measure are printed (run with `--nocapture`); only the limits are
 //! asserted.
 
+mod support;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use support::wait_until;
 use treffpunkt_client::{
     Joining, Kind, Outgoing, OutgoingAudio, OutgoingVideo, Participant, SILENCE, TrackStats,
     VideoState, signal_url,
@@ -85,18 +88,6 @@ fn joining(outgoing: Option<Outgoing>, local_ip: IpAddr) -> Joining {
     }
 }
 
-/// Waits until `condition` holds, checking every 20 ms, for at most `limit`.
-async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    condition()
-}
-
 /// The layer of `source`'s camera that `receiver` gets now.
 fn layer(receiver: &Participant, source: &Participant) -> Option<u8> {
     let video = receiver.stats(&source.id, Kind::Video);
@@ -126,7 +117,7 @@ async fn a_small_tile_gets_the_lowest_layer_and_an_unused_layer_stops_at_the_pub
     ben.set_viewports(&[(&anna.id, 150)]);
     let asked = Instant::now();
 
-    let settled = eventually(Duration::from_secs(30), || {
+    let settled = wait_until(Duration::from_secs(30), || {
         layer(&ben, &anna) == Some(LOW) && layer(&cem, &anna) == Some(TOP)
     })
     .await;
@@ -147,7 +138,7 @@ async fn a_small_tile_gets_the_lowest_layer_and_an_unused_layer_stops_at_the_pub
     );
 
     // Nobody wants the middle layer: Anna is told to stop it, and does.
-    let told = eventually(Duration::from_secs(15), || {
+    let told = wait_until(Duration::from_secs(15), || {
         anna.notices()
             .publish_layers
             .get("camera")
@@ -172,7 +163,7 @@ async fn a_small_tile_gets_the_lowest_layer_and_an_unused_layer_stops_at_the_pub
     // it.
     ben.set_viewports(&[(&anna.id, 360)]);
     let enlarged = Instant::now();
-    let resumed = eventually(Duration::from_secs(15), || {
+    let resumed = wait_until(Duration::from_secs(15), || {
         layer(&ben, &anna) == Some(MIDDLE)
     })
     .await;
@@ -216,7 +207,7 @@ async fn announced(
             .filter(|(id, at)| *id == speaker.id && *at >= since)
             .map(|(_, at)| at - since)
     };
-    eventually(limit, || listeners.iter().all(|p| told(p).is_some())).await;
+    wait_until(limit, || listeners.iter().all(|p| told(p).is_some())).await;
     listeners.iter().map(|p| told(p)).collect()
 }
 
@@ -240,7 +231,7 @@ async fn whoever_speaks_is_announced_to_everyone_within_a_second() {
     let fynn = Participant::join_as(&url, "Fynn", joining(None, LOOPBACK))
         .await
         .expect("Fynn joins to listen");
-    let flowing = eventually(Duration::from_secs(20), || {
+    let flowing = wait_until(Duration::from_secs(20), || {
         [&dora, &emil]
             .iter()
             .all(|speaker| fynn.stats(&speaker.id, Kind::Audio).packets > 25)
@@ -443,7 +434,7 @@ async fn a_subscriber_on_a_thin_line_gets_the_lowest_layer_and_moves_up_when_it_
         .await
         .expect("Ina joins from behind the line");
 
-    let both_top = eventually(Duration::from_secs(30), || {
+    let both_top = wait_until(Duration::from_secs(30), || {
         layer(&hanna, &gero) == Some(TOP) && layer(ina.participant(), &gero) == Some(TOP)
     })
     .await;

@@ -167,6 +167,19 @@ where
     }
 }
 
+/// Checks `condition` every 20 ms until it holds, for at most `limit`; whether it held. For
+/// what the test's own process sees, such as a participant's counters and notices.
+pub async fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    condition()
+}
+
 /// The platform namespace of the shared operator.
 pub const PLATFORM: &str = "treffpunkt";
 /// How long ad-hoc rooms may stay empty under the shared operator.
