@@ -79,55 +79,37 @@ async fn flows(anna: &Participant, ben: &Participant) -> bool {
     total(anna, ben) > before.0 + 40 && total(ben, anna) > before.1 + 40
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_is_refused_and_the_call_goes_on() {
-    let server = standalone::start(StandaloneConfig {
-        http: SocketAddr::new(LOOPBACK, 0),
-        grpc: SocketAddr::new(LOOPBACK, 0),
-        udp: SocketAddr::new(LOOPBACK, 0),
-        announce_ip: LOOPBACK,
-        ..StandaloneConfig::default()
-    })
-    .await
-    .expect("standalone mode starts");
-    let url = signal_url(server.http, "public", "stammtisch");
-    let anna = Participant::join(&url, "Anna", Some(Publish::default()))
-        .await
-        .unwrap();
-    let ben = Participant::join(&url, "Ben", Some(Publish::default()))
-        .await
-        .unwrap();
-    assert!(flows(&anna, &ben).await, "the call flows before the abuse");
-
-    // --- Malformed and oversized WebSocket messages, before joining ---
-    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+/// Malformed and oversized WebSocket messages before joining: each gets its error code.
+async fn malformed_messages_are_refused(socket: &mut Socket) {
     assert_eq!(
-        error_code_for(&mut socket, Message::Text("not json".into())).await,
+        error_code_for(socket, Message::Text("not json".into())).await,
         "bad-message"
     );
     assert_eq!(
-        error_code_for(&mut socket, Message::Text("[1,2]".into())).await,
+        error_code_for(socket, Message::Text("[1,2]".into())).await,
         "bad-message"
     );
     assert_eq!(
-        error_code_for(&mut socket, text(json!({"type": "hack"}))).await,
+        error_code_for(socket, text(json!({"type": "hack"}))).await,
         "bad-message"
     );
     assert_eq!(
-        error_code_for(&mut socket, Message::Binary(vec![0u8; 64].into())).await,
+        error_code_for(socket, Message::Binary(vec![0u8; 64].into())).await,
         "bad-message"
     );
     assert_eq!(
-        error_code_for(&mut socket, text(json!({"type": "offer", "sdp": "v=0"}))).await,
+        error_code_for(socket, text(json!({"type": "offer", "sdp": "v=0"}))).await,
         "not-joined"
     );
     let large = json!({"type": "join", "name": "x".repeat(100 * 1024)});
     assert_eq!(
-        error_code_for(&mut socket, text(large)).await,
+        error_code_for(socket, text(large)).await,
         "message-too-large"
     );
+}
 
-    // --- Display names ---
+/// Empty, blank, huge and multi-line display names are refused, each with its code.
+async fn bad_names_are_refused(socket: &mut Socket) {
     for (name, code) in [
         (String::new(), "name-empty"),
         ("   ".to_owned(), "name-empty"),
@@ -135,49 +117,45 @@ async fn bad_input_is_refused_and_the_call_goes_on() {
         ("Eve\nadmin".to_owned(), "name-invalid"),
     ] {
         assert_eq!(
-            error_code_for(&mut socket, text(json!({"type": "join", "name": name}))).await,
+            error_code_for(socket, text(json!({"type": "join", "name": name}))).await,
             code
         );
     }
+}
 
-    // --- Joined, then bad SDP and out-of-turn signals ---
+/// Joined after the refusals, then bad SDP and out-of-turn signals, each refused; a frame
+/// beyond the hard limit closes this one socket.
+async fn bad_signals_after_joining_are_refused(socket: &mut Socket) {
     socket
         .send(text(json!({"type": "join", "name": "Mallory"})))
         .await
         .unwrap();
-    let welcome = next_reply(&mut socket).await.unwrap();
+    let welcome = next_reply(socket).await.unwrap();
     assert_eq!(
         welcome["type"], "welcome",
         "a refused name may try again: {welcome}"
     );
     let garbage_sdp = json!({"type": "offer", "sdp": "this is not a session description"});
-    assert_eq!(
-        error_code_for(&mut socket, text(garbage_sdp)).await,
-        "bad-sdp"
-    );
+    assert_eq!(error_code_for(socket, text(garbage_sdp)).await, "bad-sdp");
     let many_sections = format!(
         "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n{}",
         "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n".repeat(50)
     );
     assert_eq!(
-        error_code_for(
-            &mut socket,
-            text(json!({"type": "offer", "sdp": many_sections}))
-        )
-        .await,
+        error_code_for(socket, text(json!({"type": "offer", "sdp": many_sections}))).await,
         "bad-sdp"
     );
     assert_eq!(
-        error_code_for(&mut socket, text(json!({"type": "answer", "sdp": "v=0"}))).await,
+        error_code_for(socket, text(json!({"type": "answer", "sdp": "v=0"}))).await,
         "negotiation"
     );
     assert_eq!(
-        error_code_for(&mut socket, text(json!({"type": "join", "name": "again"}))).await,
+        error_code_for(socket, text(json!({"type": "join", "name": "again"}))).await,
         "already-joined"
     );
     let huge_sdp = json!({"type": "offer", "sdp": "a".repeat(40 * 1024)});
     assert_eq!(
-        error_code_for(&mut socket, text(huge_sdp)).await,
+        error_code_for(socket, text(huge_sdp)).await,
         "message-too-large"
     );
     // A frame beyond the hard limit closes this one socket, and only it.
@@ -185,11 +163,14 @@ async fn bad_input_is_refused_and_the_call_goes_on() {
         .send(Message::Text("y".repeat(400 * 1024).into()))
         .await;
     assert!(
-        next_reply(&mut socket).await.is_none(),
+        next_reply(socket).await.is_none(),
         "the oversized frame closes the socket"
     );
+}
 
-    // --- Random datagrams on the media port ---
+/// Sends 3000 random datagrams to the media port, a quarter each shaped like STUN, RTP and
+/// DTLS.
+async fn spray_random_datagrams(media: SocketAddr) {
     let attacker = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
     let mut noise = Noise(0x5eed_1234_abcd_0001);
     for round in 0..3000usize {
@@ -210,8 +191,35 @@ async fn bad_input_is_refused_and_the_call_goes_on() {
             2 if len >= 13 => datagram[0] = 22,
             _ => {}
         }
-        let _ = attacker.send_to(&datagram, server.media.unwrap()).await;
+        let _ = attacker.send_to(&datagram, media).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_and_the_call_goes_on() {
+    let server = standalone::start(StandaloneConfig {
+        http: SocketAddr::new(LOOPBACK, 0),
+        grpc: SocketAddr::new(LOOPBACK, 0),
+        udp: SocketAddr::new(LOOPBACK, 0),
+        announce_ip: LOOPBACK,
+        ..StandaloneConfig::default()
+    })
+    .await
+    .expect("standalone mode starts");
+    let url = signal_url(server.http, "public", "stammtisch");
+    let anna = Participant::join(&url, "Anna", Some(Publish::default()))
+        .await
+        .unwrap();
+    let ben = Participant::join(&url, "Ben", Some(Publish::default()))
+        .await
+        .unwrap();
+    assert!(flows(&anna, &ben).await, "the call flows before the abuse");
+
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    malformed_messages_are_refused(&mut socket).await;
+    bad_names_are_refused(&mut socket).await;
+    bad_signals_after_joining_are_refused(&mut socket).await;
+    spray_random_datagrams(server.media.unwrap()).await;
 
     assert!(
         flows(&anna, &ben).await,
