@@ -1,10 +1,14 @@
-//! The real Kubernetes API server for integration tests.
+//! What the integration tests share: the real Kubernetes API server, control-plane replicas
+//! and media nodes, ways to wait for a condition, and (in [`netns`]) a line whose downlink a
+//! test can narrow.
 //!
 //! `deploy/testenv` builds one binary with etcd, kube-apiserver and kube-controller-manager from
 //! the Go modules of Kubernetes. A test binary starts it once (the first test that asks) and
 //! shares it; tests keep apart by using names of their own. The environment stops when the test
 //! process ends, because it exits when its stdin closes.
 #![allow(dead_code)]
+
+pub mod netns;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
