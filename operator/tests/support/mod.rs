@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod resources;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
