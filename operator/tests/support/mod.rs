@@ -8,6 +8,7 @@
 //! process ends, because it exits when its stdin closes.
 #![allow(dead_code)]
 
+pub mod helm;
 pub mod netns;
 pub mod resources;
 
