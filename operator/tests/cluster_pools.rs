@@ -146,6 +146,7 @@ async fn a_draining_media_node_pod_is_marked_to_go_first() {
     pods.create(&PostParams::default(), &pod).await.unwrap();
 
     let grant = support::grant_key(&client).await;
+    let health = std::net::SocketAddr::from(([127, 0, 0, 1], support::free_port()));
     let node = treffpunkt_media_node::MediaNode::bind(treffpunkt_media_node::NodeConfig {
         control_plane: vec![format!("http://{}", operator.grpc)],
         node_id: name.clone(),
@@ -154,13 +155,20 @@ async fn a_draining_media_node_pod_is_marked_to_go_first() {
         announce_ip: "127.0.0.1".parse().unwrap(),
         max_participants: 10,
         grant_key: Some(treffpunkt_proto::grant::GrantKey::new(grant.as_bytes())),
-        health_listen: None,
+        health_listen: Some(health),
     })
     .await
     .unwrap();
     let handle = node.handle();
     let running = tokio::spawn(node.run());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The node tells the replicas it is attached to that it drains: drain once it is attached,
+    // which is when it says it is ready.
+    let attached = eventually(WAIT, || async {
+        let (status, _) = support::http(health, "GET", "/readyz").await?;
+        (status == 200).then_some(())
+    })
+    .await;
+    assert!(attached.is_some(), "the node attaches to the operator");
     handle.drain(true, Duration::from_secs(30)).await;
     let marked = eventually(WAIT, || async {
         let pod = pods.get(&name).await.ok()?;
