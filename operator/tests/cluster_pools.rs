@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec, ResourceQuota, Secret,
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::PostParams;
+use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use support::resources::{
@@ -301,6 +301,96 @@ async fn versions(client: &Client, tenant: &str, pool: &str) -> BTreeMap<String,
     versions
 }
 
+/// Whether everything has been written that the operator and kube-controller-manager write
+/// for the tenant, its room `stamm` and the pool: the room is Idle; the quota counts the room,
+/// and so does the tenant's status (the tenant is reconciled again when its quota changes);
+/// the pool reports the pod its Deployment made.
+async fn settled(client: &Client, tenant: &str, pool: &str) -> Option<()> {
+    let namespace = crd::tenant_namespace(tenant);
+    let room = Api::<Room>::namespaced(client.clone(), &namespace)
+        .get("stamm")
+        .await
+        .ok()?;
+    let quota = Api::<ResourceQuota>::namespaced(client.clone(), &namespace)
+        .get("treffpunkt")
+        .await
+        .ok()?;
+    let used = quota
+        .status?
+        .used?
+        .get("count/rooms.treffpunkt.io")?
+        .0
+        .clone();
+    let usage = Api::<Tenant>::all(client.clone())
+        .get(tenant)
+        .await
+        .ok()?
+        .status?
+        .usage?;
+    let pool_status = Api::<MediaPool>::namespaced(client.clone(), PLATFORM)
+        .get(pool)
+        .await
+        .ok()?
+        .status?;
+    (room.status?.phase == Some(RoomPhase::Idle)
+        && used == "1"
+        && usage.rooms == 1
+        && pool_status.replicas == 1)
+        .then_some(())
+}
+
+/// Whether `replica` has started reconciliations of every kind and finished at least as many of
+/// each as there are objects of that kind: the full pass a replica makes when it starts to lead.
+async fn made_a_full_pass(client: &Client, replica: &support::Operator) -> Option<()> {
+    let text = support::metrics(replica.admin).await;
+    let started = |kind: &str| {
+        support::counter(
+            &text,
+            &format!("treffpunkt_reconciliations_total{{controller=\"{kind}\"}}"),
+        )
+    };
+    let finished = |kind: &str| {
+        support::counter(
+            &text,
+            &format!("treffpunkt_reconciliation_duration_seconds_count{{controller=\"{kind}\"}}"),
+        )
+    };
+    let all = ListParams::default();
+    let objects = [
+        (
+            "tenant",
+            Api::<Tenant>::all(client.clone())
+                .list_metadata(&all)
+                .await
+                .ok()?
+                .items
+                .len(),
+        ),
+        (
+            "room",
+            Api::<Room>::all(client.clone())
+                .list_metadata(&all)
+                .await
+                .ok()?
+                .items
+                .len(),
+        ),
+        (
+            "mediapool",
+            Api::<MediaPool>::namespaced(client.clone(), PLATFORM)
+                .list_metadata(&all)
+                .await
+                .ok()?
+                .items
+                .len(),
+        ),
+    ];
+    objects
+        .iter()
+        .all(|(kind, count)| started(kind) > 0 && finished(kind) >= *count as u64)
+        .then_some(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_pass_over_everything_ready_writes_nothing() {
     operator();
@@ -316,49 +406,16 @@ async fn a_second_pass_over_everything_ready_writes_nothing() {
         .create(&PostParams::default(), &MediaPool::new(&pool, pool_spec()))
         .await
         .unwrap();
-    let settled = eventually(WAIT, || async {
-        let room = Api::<Room>::namespaced(client.clone(), &namespace)
-            .get("stamm")
-            .await
-            .ok()?;
-        let pool = Api::<MediaPool>::namespaced(client.clone(), PLATFORM)
-            .get(&pool)
-            .await
-            .ok()?;
-        let quota = Api::<ResourceQuota>::namespaced(client.clone(), &namespace)
-            .get("treffpunkt")
-            .await
-            .ok()?;
-        let used = quota
-            .status?
-            .used?
-            .get("count/rooms.treffpunkt.io")?
-            .0
-            .clone();
-        (room.status?.phase == Some(RoomPhase::Idle) && pool.status?.replicas == 1 && used == "1")
-            .then_some(())
-    })
-    .await;
-    assert!(settled.is_some(), "everything is ready");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ready = eventually(WAIT, || settled(&client, &tenant, &pool)).await;
+    assert!(ready.is_some(), "everything is ready");
     let before = versions(&client, &tenant, &pool).await;
 
     // A second replica with a lease of its own runs a full pass of every reconciler.
     let second = support::start_operator(&unique("zweiter"));
-    let passed = eventually(WAIT, || async {
-        let text = support::metrics(second.admin).await;
-        ["tenant", "room", "mediapool"]
-            .iter()
-            .all(|controller| {
-                support::counter(
-                    &text,
-                    &format!("treffpunkt_reconciliations_total{{controller=\"{controller}\"}}"),
-                ) > 0
-            })
-            .then_some(())
-    })
-    .await;
+    let passed = eventually(WAIT, || made_a_full_pass(&client, &second)).await;
     assert!(passed.is_some(), "the second replica reconciled every kind");
+    // That nothing is written is no event to wait for: a bounded wait gives any late write of
+    // the pass 2 s to show.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         versions(&client, &tenant, &pool).await,
