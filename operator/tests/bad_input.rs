@@ -73,10 +73,13 @@ fn total(receiver: &Participant, source: &Participant) -> u64 {
         + receiver.stats(&source.id, Kind::Video).packets
 }
 
+/// Whether Anna and Ben each receive more than 40 packets from the other within a second.
 async fn flows(anna: &Participant, ben: &Participant) -> bool {
     let before = (total(anna, ben), total(ben, anna));
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    total(anna, ben) > before.0 + 40 && total(ben, anna) > before.1 + 40
+    wait_until(Duration::from_secs(1), || {
+        total(anna, ben) > before.0 + 40 && total(ben, anna) > before.1 + 40
+    })
+    .await
 }
 
 /// Malformed and oversized WebSocket messages before joining: each gets its error code.
