@@ -152,6 +152,8 @@ async fn a_small_tile_gets_the_lowest_layer_and_an_unused_layer_stops_at_the_pub
     );
     assert_eq!(anna.active_layers(), [true, false, true]);
     let before = anna.sent_layer(usize::from(MIDDLE));
+    // That a layer is not sent is no event to wait for: a bounded wait of half a second (15
+    // frames) shows it.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         anna.sent_layer(usize::from(MIDDLE)),
@@ -252,7 +254,8 @@ async fn whoever_speaks_is_announced_to_everyone_within_a_second() {
     let first = announced(&everyone, &dora, started, Duration::from_secs(5)).await;
     eprintln!("Dora speaks: announced after {first:?} (Dora, Emil, Fynn)");
 
-    // Emil takes over as Dora falls silent, at the same moment.
+    // Emil takes over as Dora falls silent, at the same moment, after Dora has spoken for a
+    // second: the length of her turn in the scenario, not a wait for anything.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let swapped = Instant::now();
     dora.set_audio_level(SILENCE);
