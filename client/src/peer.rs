@@ -188,102 +188,120 @@ fn media_engine() -> Result<MediaEngine> {
     Ok(engine)
 }
 
+/// A peer connection with this client's media engine, interceptors and ICE settings, bound to
+/// `local_ip`, reporting to `handler`.
+async fn peer_connection(handler: Handler, local_ip: IpAddr) -> Result<Arc<dyn PeerConnection>> {
+    let mut engine = media_engine()?;
+    let registry = register_default_interceptors(Registry::new(), &mut engine)?
+        // The default generator asks for every missing packet again every 100 ms for as
+        // long as it is missing. On a line that drops packets because it is full, the
+        // retransmissions fill it further: after one overload the node spent the whole
+        // line resending, the estimate stayed at its floor and video never came back.
+        // Browsers give a packet up after ten requests; so does this client.
+        .with(
+            Slot::NackGenerator,
+            NackGeneratorBuilder::new()
+                .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
+                .build(),
+        )
+        .with(
+            Slot::from(KEYFRAME_REQUESTS_SLOT),
+            KeyframeRequests::default(),
+        );
+    Ok(Arc::new(
+        PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(engine)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(
+                SettingEngineBuilder::new()
+                    .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+                    // Check candidate pairs every 50 ms as browsers do (RFC 8445's Ta),
+                    // not every 200 ms, which alone added 150 ms to each join; as many
+                    // checks as fit the default 1.4 s before a pair fails.
+                    .with_ice_connection_attempts(
+                        Some(ICE_CHECK_INTERVAL),
+                        Some(ICE_MAX_BINDING_REQUESTS),
+                    )
+                    .build(),
+            )
+            .with_handler(Arc::new(handler))
+            .with_udp_addrs(vec![format!("{local_ip}:0")])
+            .build()
+            .await?,
+    ))
+}
+
+/// Adds a track for the microphone and one for the camera of `outgoing` (with a stream per
+/// layer), each with SSRCs of its own.
+async fn publish(
+    pc: &Arc<dyn PeerConnection>,
+    participant_id: &str,
+    outgoing: Option<&Outgoing>,
+) -> Result<Vec<Publication>> {
+    let mut tracks = Vec::new();
+    let audio = outgoing.and_then(|outgoing| outgoing.audio.as_ref());
+    let video = outgoing.and_then(|outgoing| outgoing.video.as_ref());
+    let mut published: Vec<(Kind, Vec<(VideoLayer, u32)>)> = Vec::new();
+    if audio.is_some() {
+        published.push((Kind::Audio, vec![(SINGLE, random::u32())]));
+    }
+    if let Some(video) = video {
+        let layers = video.layers().iter().map(|l| (*l, random::u32())).collect();
+        published.push((Kind::Video, layers));
+    }
+    for (kind, layers) in published {
+        let rtp_kind = match kind {
+            Kind::Audio => RtpCodecKind::Audio,
+            Kind::Video => RtpCodecKind::Video,
+        };
+        let track_id = format!("{participant_id}-{kind:?}").to_lowercase();
+        // With simulcast, one encoding per layer, each named by its rid: the offer then
+        // says `a=rid:<rid> send` for each, lowest first, and `a=simulcast:send q;h;f`.
+        let encodings = layers
+            .iter()
+            .map(|(layer, ssrc)| RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    rid: layer.rid.unwrap_or_default().to_owned(),
+                    ssrc: Some(*ssrc),
+                    ..Default::default()
+                },
+                active: true,
+                codec: codec(kind),
+                ..Default::default()
+            })
+            .collect();
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            participant_id.to_owned(),
+            track_id.clone(),
+            track_id,
+            rtp_kind,
+            encodings,
+        )));
+        let sender = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
+        tracks.push(Publication {
+            kind,
+            layers,
+            track,
+            sender,
+        });
+    }
+    Ok(tracks)
+}
+
 impl MediaConnection {
     /// Builds a connection, adds the published tracks (or a receive-only section for a
     /// listener), and returns it with its offer.
     pub async fn offer(setup: ConnectionSetup<'_>) -> Result<(Self, Offer)> {
         let (gathered_tx, mut gathered) = mpsc::unbounded_channel();
-        let mut engine = media_engine()?;
-        let registry = register_default_interceptors(Registry::new(), &mut engine)?
-            // The default generator asks for every missing packet again every 100 ms for as
-            // long as it is missing. On a line that drops packets because it is full, the
-            // retransmissions fill it further: after one overload the node spent the whole
-            // line resending, the estimate stayed at its floor and video never came back.
-            // Browsers give a packet up after ten requests; so does this client.
-            .with(
-                Slot::NackGenerator,
-                NackGeneratorBuilder::new()
-                    .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
-                    .build(),
-            )
-            .with(
-                Slot::from(KEYFRAME_REQUESTS_SLOT),
-                KeyframeRequests::default(),
-            );
-        let pc: Arc<dyn PeerConnection> = Arc::new(
-            PeerConnectionBuilder::new()
-                .with_configuration(RTCConfigurationBuilder::new().build())
-                .with_media_engine(engine)
-                .with_interceptor_registry(registry)
-                .with_setting_engine(
-                    SettingEngineBuilder::new()
-                        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-                        // Check candidate pairs every 50 ms as browsers do (RFC 8445's Ta),
-                        // not every 200 ms, which alone added 150 ms to each join; as many
-                        // checks as fit the default 1.4 s before a pair fails.
-                        .with_ice_connection_attempts(
-                            Some(ICE_CHECK_INTERVAL),
-                            Some(ICE_MAX_BINDING_REQUESTS),
-                        )
-                        .build(),
-                )
-                .with_handler(Arc::new(Handler {
-                    generation: setup.generation,
-                    states: setup.states,
-                    gathered: gathered_tx,
-                    received: setup.received,
-                }))
-                .with_udp_addrs(vec![format!("{}:0", setup.local_ip)])
-                .build()
-                .await?,
-        );
-        let mut tracks = Vec::new();
-        let audio = setup.outgoing.and_then(|outgoing| outgoing.audio.as_ref());
-        let video = setup.outgoing.and_then(|outgoing| outgoing.video.as_ref());
-        let mut published: Vec<(Kind, Vec<(VideoLayer, u32)>)> = Vec::new();
-        if audio.is_some() {
-            published.push((Kind::Audio, vec![(SINGLE, random::u32())]));
-        }
-        if let Some(video) = video {
-            let layers = video.layers().iter().map(|l| (*l, random::u32())).collect();
-            published.push((Kind::Video, layers));
-        }
-        for (kind, layers) in published {
-            let rtp_kind = match kind {
-                Kind::Audio => RtpCodecKind::Audio,
-                Kind::Video => RtpCodecKind::Video,
-            };
-            let track_id = format!("{}-{kind:?}", setup.participant_id).to_lowercase();
-            // With simulcast, one encoding per layer, each named by its rid: the offer then
-            // says `a=rid:<rid> send` for each, lowest first, and `a=simulcast:send q;h;f`.
-            let encodings = layers
-                .iter()
-                .map(|(layer, ssrc)| RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        rid: layer.rid.unwrap_or_default().to_owned(),
-                        ssrc: Some(*ssrc),
-                        ..Default::default()
-                    },
-                    active: true,
-                    codec: codec(kind),
-                    ..Default::default()
-                })
-                .collect();
-            let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-                setup.participant_id.to_owned(),
-                track_id.clone(),
-                track_id,
-                rtp_kind,
-                encodings,
-            )));
-            let sender = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
-            tracks.push(Publication {
-                kind,
-                layers,
-                track,
-                sender,
-            });
-        }
+        let handler = Handler {
+            generation: setup.generation,
+            states: setup.states,
+            gathered: gathered_tx,
+            received: setup.received,
+        };
+        let pc = peer_connection(handler, setup.local_ip).await?;
+        let tracks = publish(&pc, setup.participant_id, setup.outgoing).await?;
         if tracks.is_empty() {
             // A listener still needs a media section to carry the connection's ICE and DTLS.
             pc.add_transceiver_from_kind(

@@ -173,6 +173,118 @@ fn expected_video(
     now.expected - then.expected.min(now.expected)
 }
 
+/// What the subscribers received in a window, over every pair of a receiver and a source that
+/// sends something.
+#[derive(Default)]
+struct Tally {
+    forwarded: u64,
+    distinct: u64,
+    expected: u64,
+    corrupt: u64,
+    latency: Latency,
+    /// For the pairs that met in the step, join to the first packet of any kind, in ms.
+    first_any: Vec<f64>,
+    /// The same for the first video packet, from video publishers.
+    first_video: Vec<f64>,
+    /// The pairs that met in the step and received nothing from each other's source.
+    missing: u64,
+    /// The tracks that received fewer distinct packets than they should have.
+    losses: Vec<TrackLoss>,
+}
+
+impl Tally {
+    fn of(members: &[Member], step_index: usize, before: &Snapshot, after: &Snapshot) -> Self {
+        let mut tally = Self::default();
+        for (r, receiver) in members.iter().enumerate() {
+            for (s, source) in members.iter().enumerate() {
+                if r == s || kinds_sent(source.role).is_empty() {
+                    continue;
+                }
+                let first = tally.add_tracks((r, receiver), (s, source), before, after);
+                if receiver.step != step_index && source.step != step_index {
+                    continue;
+                }
+                tally.add_first_packets((r, receiver), source, first, after);
+            }
+        }
+        // The tracks that lost most, to tell loss spread thin from a few tracks that stalled.
+        tally
+            .losses
+            .sort_by_key(|t| std::cmp::Reverse(t.expected - t.received));
+        tally.losses.truncate(WORST_TRACKS);
+        tally
+    }
+
+    /// Adds what `receiver` got from `source` on each of its tracks in the window; returns
+    /// when the first packet from `source` arrived, if one did.
+    fn add_tracks(
+        &mut self,
+        (r, receiver): (usize, &Member),
+        (s, source): (usize, &Member),
+        before: &Snapshot,
+        after: &Snapshot,
+    ) -> Option<Instant> {
+        let none = TrackStats::default();
+        let mut first: Option<Instant> = None;
+        for &kind in kinds_sent(source.role) {
+            let key = (source.participant.id.clone(), kind);
+            let then = before.received[r].get(&key).unwrap_or(&none);
+            let now = after.received[r].get(&key).unwrap_or(&none);
+            self.forwarded += now.packets - then.packets.min(now.packets);
+            self.distinct += now.distinct - then.distinct.min(now.distinct);
+            self.corrupt += now.corrupt - then.corrupt.min(now.corrupt);
+            self.latency.merge(&now.latency.since(&then.latency));
+            let track_expected = match kind {
+                Kind::Audio => u64::from(after.sent[s].0.saturating_sub(before.sent[s].0)),
+                Kind::Video => expected_video(then, now, &before.sent[s].1, &after.sent[s].1),
+            };
+            let track_received = now.distinct - then.distinct.min(now.distinct);
+            self.expected += track_expected;
+            if track_received < track_expected {
+                self.losses.push(TrackLoss {
+                    receiver: receiver.name.clone(),
+                    source: source.name.clone(),
+                    kind: format!("{kind:?}").to_lowercase(),
+                    expected: track_expected,
+                    received: track_received,
+                });
+            }
+            if let Some(at) = now.first_at {
+                first = Some(first.map_or(at, |f| f.min(at)));
+            }
+        }
+        first
+    }
+
+    /// Adds, for a pair that met in this step, how long after the later join the first packet
+    /// (`first`) and the first video packet arrived.
+    fn add_first_packets(
+        &mut self,
+        (r, receiver): (usize, &Member),
+        source: &Member,
+        first: Option<Instant>,
+        after: &Snapshot,
+    ) {
+        let met = receiver
+            .participant
+            .join_sent_at
+            .max(source.participant.join_sent_at);
+        match first {
+            Some(at) => self
+                .first_any
+                .push(at.saturating_duration_since(met).as_secs_f64() * 1e3),
+            None => self.missing += 1,
+        }
+        if source.role == Role::VideoPublisher {
+            let key = (source.participant.id.clone(), Kind::Video);
+            if let Some(at) = after.received[r].get(&key).and_then(|t| t.first_at) {
+                self.first_video
+                    .push(at.saturating_duration_since(met).as_secs_f64() * 1e3);
+            }
+        }
+    }
+}
+
 /// What one step measured, from the snapshots before and after its window.
 fn measure(
     members: &[Member],
@@ -184,71 +296,8 @@ fn measure(
     config: &RampConfig,
 ) -> Step {
     let window = after.at.duration_since(before.at).as_secs_f64();
-    let mut forwarded = 0u64;
-    let mut distinct = 0u64;
-    let mut expected = 0u64;
-    let mut corrupt = 0u64;
-    let mut latency = Latency::default();
-    let mut first_any = Vec::new();
-    let mut first_video = Vec::new();
-    let mut missing = 0u64;
-    let mut losses = Vec::new();
-    let none = TrackStats::default();
-    for (r, receiver) in members.iter().enumerate() {
-        for (s, source) in members.iter().enumerate() {
-            if r == s || kinds_sent(source.role).is_empty() {
-                continue;
-            }
-            let mut first: Option<Instant> = None;
-            for &kind in kinds_sent(source.role) {
-                let key = (source.participant.id.clone(), kind);
-                let then = before.received[r].get(&key).unwrap_or(&none);
-                let now = after.received[r].get(&key).unwrap_or(&none);
-                forwarded += now.packets - then.packets.min(now.packets);
-                distinct += now.distinct - then.distinct.min(now.distinct);
-                corrupt += now.corrupt - then.corrupt.min(now.corrupt);
-                latency.merge(&now.latency.since(&then.latency));
-                let track_expected = match kind {
-                    Kind::Audio => u64::from(after.sent[s].0.saturating_sub(before.sent[s].0)),
-                    Kind::Video => expected_video(then, now, &before.sent[s].1, &after.sent[s].1),
-                };
-                let track_received = now.distinct - then.distinct.min(now.distinct);
-                expected += track_expected;
-                if track_received < track_expected {
-                    losses.push(TrackLoss {
-                        receiver: receiver.name.clone(),
-                        source: source.name.clone(),
-                        kind: format!("{kind:?}").to_lowercase(),
-                        expected: track_expected,
-                        received: track_received,
-                    });
-                }
-                if let Some(at) = now.first_at {
-                    first = Some(first.map_or(at, |f| f.min(at)));
-                }
-            }
-            if receiver.step != step_index && source.step != step_index {
-                continue;
-            }
-            let met = receiver
-                .participant
-                .join_sent_at
-                .max(source.participant.join_sent_at);
-            match first {
-                Some(at) => first_any.push(at.saturating_duration_since(met).as_secs_f64() * 1e3),
-                None => missing += 1,
-            }
-            if source.role == Role::VideoPublisher {
-                let key = (source.participant.id.clone(), Kind::Video);
-                if let Some(at) = after.received[r].get(&key).and_then(|t| t.first_at) {
-                    first_video.push(at.saturating_duration_since(met).as_secs_f64() * 1e3);
-                }
-            }
-        }
-    }
-    // The tracks that lost most, to tell loss spread thin from a few tracks that stalled.
-    losses.sort_by_key(|t| std::cmp::Reverse(t.expected - t.received));
-    losses.truncate(WORST_TRACKS);
+    let tally = Tally::of(members, step_index, before, after);
+    let (forwarded, distinct, expected) = (tally.forwarded, tally.distinct, tally.expected);
     let per_packet = |cpu: f64| (forwarded > 0).then(|| cpu * 1e6 / forwarded as f64);
     let node_cpu = after.node.cpu() - before.node.cpu();
     let node_us = per_packet(node_cpu);
@@ -269,12 +318,12 @@ fn measure(
         } else {
             (1.0 - distinct as f64 / expected as f64).clamp(0.0, 1.0)
         },
-        corrupt_packets: corrupt,
-        latency_ms: latency_percentiles(&latency),
+        corrupt_packets: tally.corrupt,
+        latency_ms: latency_percentiles(&tally.latency),
         join_to_first_packet: FirstPacket {
-            any_ms: percentiles(first_any),
-            video_ms: percentiles(first_video),
-            missing,
+            any_ms: percentiles(tally.first_any),
+            video_ms: percentiles(tally.first_video),
+            missing: tally.missing,
         },
         join_ms: percentiles(
             members
@@ -305,7 +354,7 @@ fn measure(
             cpu_us_per_packet: per_packet(me_cpu),
         },
         machine_busy_cores: (after.machine.busy - before.machine.busy) / window,
-        worst_tracks: losses,
+        worst_tracks: tally.losses,
     }
 }
 

@@ -2,11 +2,14 @@
 //! node keeps flowing: malformed and oversized WebSocket messages, bad SDP, empty and huge
 //! display names, and random datagrams on the media port.
 
+mod support;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use support::wait_until;
 use tokio::net::UdpSocket;
 use tokio_tungstenite::tungstenite::Message;
 use treffpunkt_client::{Kind, Participant, Publish, signal_url};
@@ -70,10 +73,129 @@ fn total(receiver: &Participant, source: &Participant) -> u64 {
         + receiver.stats(&source.id, Kind::Video).packets
 }
 
+/// Whether Anna and Ben each receive more than 40 packets from the other within a second.
 async fn flows(anna: &Participant, ben: &Participant) -> bool {
     let before = (total(anna, ben), total(ben, anna));
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    total(anna, ben) > before.0 + 40 && total(ben, anna) > before.1 + 40
+    wait_until(Duration::from_secs(1), || {
+        total(anna, ben) > before.0 + 40 && total(ben, anna) > before.1 + 40
+    })
+    .await
+}
+
+/// Malformed and oversized WebSocket messages before joining: each gets its error code.
+async fn malformed_messages_are_refused(socket: &mut Socket) {
+    assert_eq!(
+        error_code_for(socket, Message::Text("not json".into())).await,
+        "bad-message"
+    );
+    assert_eq!(
+        error_code_for(socket, Message::Text("[1,2]".into())).await,
+        "bad-message"
+    );
+    assert_eq!(
+        error_code_for(socket, text(json!({"type": "hack"}))).await,
+        "bad-message"
+    );
+    assert_eq!(
+        error_code_for(socket, Message::Binary(vec![0u8; 64].into())).await,
+        "bad-message"
+    );
+    assert_eq!(
+        error_code_for(socket, text(json!({"type": "offer", "sdp": "v=0"}))).await,
+        "not-joined"
+    );
+    let large = json!({"type": "join", "name": "x".repeat(100 * 1024)});
+    assert_eq!(
+        error_code_for(socket, text(large)).await,
+        "message-too-large"
+    );
+}
+
+/// Empty, blank, huge and multi-line display names are refused, each with its code.
+async fn bad_names_are_refused(socket: &mut Socket) {
+    for (name, code) in [
+        (String::new(), "name-empty"),
+        ("   ".to_owned(), "name-empty"),
+        ("x".repeat(10 * 1024), "name-too-long"),
+        ("Eve\nadmin".to_owned(), "name-invalid"),
+    ] {
+        assert_eq!(
+            error_code_for(socket, text(json!({"type": "join", "name": name}))).await,
+            code
+        );
+    }
+}
+
+/// Joined after the refusals, then bad SDP and out-of-turn signals, each refused; a frame
+/// beyond the hard limit closes this one socket.
+async fn bad_signals_after_joining_are_refused(socket: &mut Socket) {
+    socket
+        .send(text(json!({"type": "join", "name": "Mallory"})))
+        .await
+        .unwrap();
+    let welcome = next_reply(socket).await.unwrap();
+    assert_eq!(
+        welcome["type"], "welcome",
+        "a refused name may try again: {welcome}"
+    );
+    let garbage_sdp = json!({"type": "offer", "sdp": "this is not a session description"});
+    assert_eq!(error_code_for(socket, text(garbage_sdp)).await, "bad-sdp");
+    let many_sections = format!(
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n{}",
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n".repeat(50)
+    );
+    assert_eq!(
+        error_code_for(socket, text(json!({"type": "offer", "sdp": many_sections}))).await,
+        "bad-sdp"
+    );
+    assert_eq!(
+        error_code_for(socket, text(json!({"type": "answer", "sdp": "v=0"}))).await,
+        "negotiation"
+    );
+    assert_eq!(
+        error_code_for(socket, text(json!({"type": "join", "name": "again"}))).await,
+        "already-joined"
+    );
+    let huge_sdp = json!({"type": "offer", "sdp": "a".repeat(40 * 1024)});
+    assert_eq!(
+        error_code_for(socket, text(huge_sdp)).await,
+        "message-too-large"
+    );
+    // A frame beyond the hard limit closes this one socket, and only it.
+    let _ = socket
+        .send(Message::Text("y".repeat(400 * 1024).into()))
+        .await;
+    assert!(
+        next_reply(socket).await.is_none(),
+        "the oversized frame closes the socket"
+    );
+}
+
+/// Sends 3000 random datagrams to the media port, a quarter each shaped like STUN, RTP and
+/// DTLS.
+async fn spray_random_datagrams(media: SocketAddr) {
+    let attacker = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+    let mut noise = Noise(0x5eed_1234_abcd_0001);
+    for round in 0..3000usize {
+        let len = (noise.next() % 1400) as usize;
+        let mut datagram = noise.bytes(len);
+        match round % 4 {
+            // STUN-shaped, with the magic cookie and a random USERNAME.
+            0 if len >= 28 => {
+                datagram[0] = 0x00;
+                datagram[1] = 0x01;
+                datagram[2..4].copy_from_slice(&((len - 20) as u16).to_be_bytes());
+                datagram[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+                datagram[20..22].copy_from_slice(&0x0006u16.to_be_bytes());
+            }
+            // RTP-shaped.
+            1 if len >= 12 => datagram[0] = 0x80,
+            // DTLS-shaped.
+            2 if len >= 13 => datagram[0] = 22,
+            _ => {}
+        }
+        let _ = attacker.send_to(&datagram, media).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,119 +218,11 @@ async fn bad_input_is_refused_and_the_call_goes_on() {
         .unwrap();
     assert!(flows(&anna, &ben).await, "the call flows before the abuse");
 
-    // --- Malformed and oversized WebSocket messages, before joining ---
     let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    assert_eq!(
-        error_code_for(&mut socket, Message::Text("not json".into())).await,
-        "bad-message"
-    );
-    assert_eq!(
-        error_code_for(&mut socket, Message::Text("[1,2]".into())).await,
-        "bad-message"
-    );
-    assert_eq!(
-        error_code_for(&mut socket, text(json!({"type": "hack"}))).await,
-        "bad-message"
-    );
-    assert_eq!(
-        error_code_for(&mut socket, Message::Binary(vec![0u8; 64].into())).await,
-        "bad-message"
-    );
-    assert_eq!(
-        error_code_for(&mut socket, text(json!({"type": "offer", "sdp": "v=0"}))).await,
-        "not-joined"
-    );
-    let large = json!({"type": "join", "name": "x".repeat(100 * 1024)});
-    assert_eq!(
-        error_code_for(&mut socket, text(large)).await,
-        "message-too-large"
-    );
-
-    // --- Display names ---
-    for (name, code) in [
-        (String::new(), "name-empty"),
-        ("   ".to_owned(), "name-empty"),
-        ("x".repeat(10 * 1024), "name-too-long"),
-        ("Eve\nadmin".to_owned(), "name-invalid"),
-    ] {
-        assert_eq!(
-            error_code_for(&mut socket, text(json!({"type": "join", "name": name}))).await,
-            code
-        );
-    }
-
-    // --- Joined, then bad SDP and out-of-turn signals ---
-    socket
-        .send(text(json!({"type": "join", "name": "Mallory"})))
-        .await
-        .unwrap();
-    let welcome = next_reply(&mut socket).await.unwrap();
-    assert_eq!(
-        welcome["type"], "welcome",
-        "a refused name may try again: {welcome}"
-    );
-    let garbage_sdp = json!({"type": "offer", "sdp": "this is not a session description"});
-    assert_eq!(
-        error_code_for(&mut socket, text(garbage_sdp)).await,
-        "bad-sdp"
-    );
-    let many_sections = format!(
-        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n{}",
-        "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n".repeat(50)
-    );
-    assert_eq!(
-        error_code_for(
-            &mut socket,
-            text(json!({"type": "offer", "sdp": many_sections}))
-        )
-        .await,
-        "bad-sdp"
-    );
-    assert_eq!(
-        error_code_for(&mut socket, text(json!({"type": "answer", "sdp": "v=0"}))).await,
-        "negotiation"
-    );
-    assert_eq!(
-        error_code_for(&mut socket, text(json!({"type": "join", "name": "again"}))).await,
-        "already-joined"
-    );
-    let huge_sdp = json!({"type": "offer", "sdp": "a".repeat(40 * 1024)});
-    assert_eq!(
-        error_code_for(&mut socket, text(huge_sdp)).await,
-        "message-too-large"
-    );
-    // A frame beyond the hard limit closes this one socket, and only it.
-    let _ = socket
-        .send(Message::Text("y".repeat(400 * 1024).into()))
-        .await;
-    assert!(
-        next_reply(&mut socket).await.is_none(),
-        "the oversized frame closes the socket"
-    );
-
-    // --- Random datagrams on the media port ---
-    let attacker = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
-    let mut noise = Noise(0x5eed_1234_abcd_0001);
-    for round in 0..3000usize {
-        let len = (noise.next() % 1400) as usize;
-        let mut datagram = noise.bytes(len);
-        match round % 4 {
-            // STUN-shaped, with the magic cookie and a random USERNAME.
-            0 if len >= 28 => {
-                datagram[0] = 0x00;
-                datagram[1] = 0x01;
-                datagram[2..4].copy_from_slice(&((len - 20) as u16).to_be_bytes());
-                datagram[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
-                datagram[20..22].copy_from_slice(&0x0006u16.to_be_bytes());
-            }
-            // RTP-shaped.
-            1 if len >= 12 => datagram[0] = 0x80,
-            // DTLS-shaped.
-            2 if len >= 13 => datagram[0] = 22,
-            _ => {}
-        }
-        let _ = attacker.send_to(&datagram, server.media.unwrap()).await;
-    }
+    malformed_messages_are_refused(&mut socket).await;
+    bad_names_are_refused(&mut socket).await;
+    bad_signals_after_joining_are_refused(&mut socket).await;
+    spray_random_datagrams(server.media.unwrap()).await;
 
     assert!(
         flows(&anna, &ben).await,
@@ -223,15 +237,7 @@ async fn bad_input_is_refused_and_the_call_goes_on() {
     let cem = Participant::join(&url, "Cem", None)
         .await
         .expect("a new participant joins");
-    let cem_receives = {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if total(&cem, &anna) > 20 || Instant::now() > deadline {
-                break total(&cem, &anna) > 20;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
+    let cem_receives = wait_until(Duration::from_secs(10), || total(&cem, &anna) > 20).await;
     assert!(cem_receives, "a newcomer receives media after the abuse");
     anna.leave().await;
     ben.leave().await;

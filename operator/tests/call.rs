@@ -2,9 +2,12 @@
 //! media node attached over gRPC, and real UDP, DTLS and SRTP between the node and Rust clients
 //! on the `webrtc` crate.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+mod support;
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use support::wait_until;
 use treffpunkt_client::relay::{Loss, LossyRelay};
 use treffpunkt_client::{JoinOptions, Kind, Participant, Publish, RoomEvent, signal_url};
 use treffpunkt_operator::domain::Tenant;
@@ -24,18 +27,6 @@ async fn start(tenants: Vec<Tenant>) -> Standalone {
     })
     .await
     .expect("standalone mode starts")
-}
-
-/// Waits until `condition` holds, checking every 50 ms, for at most `limit`.
-async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    condition()
 }
 
 /// Whether `receiver` has at least `packets` intact packets of each kind from each of `sources`
@@ -82,7 +73,7 @@ async fn three_participants_receive_each_other_and_two_go_on_when_one_leaves() {
     );
     assert!(cem.others_at_join.iter().any(|(_, name)| name == "Anna"));
 
-    let everyone_receives = eventually(Duration::from_secs(20), || {
+    let everyone_receives = wait_until(Duration::from_secs(20), || {
         receives_from(&anna, &[&ben, &cem], 25)
             && receives_from(&ben, &[&anna, &cem], 25)
             && receives_from(&cem, &[&anna, &ben], 25)
@@ -109,7 +100,7 @@ async fn three_participants_receive_each_other_and_two_go_on_when_one_leaves() {
     );
 
     let before = (counts(&anna, &ben), counts(&ben, &anna));
-    let still_flowing = eventually(Duration::from_secs(5), || {
+    let still_flowing = wait_until(Duration::from_secs(5), || {
         let (a_from_b, b_from_a) = (counts(&anna, &ben), counts(&ben, &anna));
         a_from_b.0 > before.0.0 + 25
             && a_from_b.1 > before.0.1 + 25
@@ -125,7 +116,7 @@ async fn three_participants_receive_each_other_and_two_go_on_when_one_leaves() {
     ben.leave().await;
 
     let node = treffpunkt_operator::domain::NodeId("standalone".into());
-    let freed = eventually(Duration::from_secs(5), || {
+    let freed = wait_until(Duration::from_secs(5), || {
         server.fleet.load(&node).is_some_and(|load| {
             load.rooms == 0
                 && load.participants == 0
@@ -213,7 +204,7 @@ async fn loss_is_repaired_per_hop_with_nack() {
     )
     .await
     .unwrap();
-    let enough = eventually(Duration::from_secs(20), || {
+    let enough = wait_until(Duration::from_secs(20), || {
         let video = ben.stats(&anna.id, Kind::Video);
         video
             .highest_index

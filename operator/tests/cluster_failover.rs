@@ -125,6 +125,7 @@ async fn a_tenant_deleted_while_no_operator_runs_is_cleaned_up_by_the_next() {
         .delete(&name, &DeleteParams::default())
         .await
         .unwrap();
+    // That nothing removes it is no event to wait for: a bounded wait of a second shows it.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let held = Api::<Tenant>::all(client.clone())
         .get_opt(&name)

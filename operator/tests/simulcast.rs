@@ -14,9 +14,12 @@
 //! The timings they measure are printed (run with `--nocapture`); only the issue's limits are
 //! asserted.
 
+mod support;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use support::{netns, wait_until};
 use treffpunkt_client::{
     Joining, Kind, Outgoing, OutgoingAudio, OutgoingVideo, Participant, SILENCE, TrackStats,
     VideoState, signal_url,
@@ -85,18 +88,6 @@ fn joining(outgoing: Option<Outgoing>, local_ip: IpAddr) -> Joining {
     }
 }
 
-/// Waits until `condition` holds, checking every 20 ms, for at most `limit`.
-async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    condition()
-}
-
 /// The layer of `source`'s camera that `receiver` gets now.
 fn layer(receiver: &Participant, source: &Participant) -> Option<u8> {
     let video = receiver.stats(&source.id, Kind::Video);
@@ -126,7 +117,7 @@ async fn a_small_tile_gets_the_lowest_layer_and_an_unused_layer_stops_at_the_pub
     ben.set_viewports(&[(&anna.id, 150)]);
     let asked = Instant::now();
 
-    let settled = eventually(Duration::from_secs(30), || {
+    let settled = wait_until(Duration::from_secs(30), || {
         layer(&ben, &anna) == Some(LOW) && layer(&cem, &anna) == Some(TOP)
     })
     .await;
@@ -147,7 +138,7 @@ async fn a_small_tile_gets_the_lowest_layer_and_an_unused_layer_stops_at_the_pub
     );
 
     // Nobody wants the middle layer: Anna is told to stop it, and does.
-    let told = eventually(Duration::from_secs(15), || {
+    let told = wait_until(Duration::from_secs(15), || {
         anna.notices()
             .publish_layers
             .get("camera")
@@ -161,6 +152,8 @@ async fn a_small_tile_gets_the_lowest_layer_and_an_unused_layer_stops_at_the_pub
     );
     assert_eq!(anna.active_layers(), [true, false, true]);
     let before = anna.sent_layer(usize::from(MIDDLE));
+    // That a layer is not sent is no event to wait for: a bounded wait of half a second (15
+    // frames) shows it.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         anna.sent_layer(usize::from(MIDDLE)),
@@ -172,7 +165,7 @@ async fn a_small_tile_gets_the_lowest_layer_and_an_unused_layer_stops_at_the_pub
     // it.
     ben.set_viewports(&[(&anna.id, 360)]);
     let enlarged = Instant::now();
-    let resumed = eventually(Duration::from_secs(15), || {
+    let resumed = wait_until(Duration::from_secs(15), || {
         layer(&ben, &anna) == Some(MIDDLE)
     })
     .await;
@@ -216,7 +209,7 @@ async fn announced(
             .filter(|(id, at)| *id == speaker.id && *at >= since)
             .map(|(_, at)| at - since)
     };
-    eventually(limit, || listeners.iter().all(|p| told(p).is_some())).await;
+    wait_until(limit, || listeners.iter().all(|p| told(p).is_some())).await;
     listeners.iter().map(|p| told(p)).collect()
 }
 
@@ -240,7 +233,7 @@ async fn whoever_speaks_is_announced_to_everyone_within_a_second() {
     let fynn = Participant::join_as(&url, "Fynn", joining(None, LOOPBACK))
         .await
         .expect("Fynn joins to listen");
-    let flowing = eventually(Duration::from_secs(20), || {
+    let flowing = wait_until(Duration::from_secs(20), || {
         [&dora, &emil]
             .iter()
             .all(|speaker| fynn.stats(&speaker.id, Kind::Audio).packets > 25)
@@ -261,7 +254,8 @@ async fn whoever_speaks_is_announced_to_everyone_within_a_second() {
     let first = announced(&everyone, &dora, started, Duration::from_secs(5)).await;
     eprintln!("Dora speaks: announced after {first:?} (Dora, Emil, Fynn)");
 
-    // Emil takes over as Dora falls silent, at the same moment.
+    // Emil takes over as Dora falls silent, at the same moment, after Dora has spoken for a
+    // second: the length of her turn in the scenario, not a wait for anything.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let swapped = Instant::now();
     dora.set_audio_level(SILENCE);
@@ -414,20 +408,161 @@ fn timeline(samples: &[Sample]) -> String {
         .join("\n")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_subscriber_on_a_thin_line_gets_the_lowest_layer_and_moves_up_when_it_clears() {
-    let _alone = ONE_AT_A_TIME.lock().await;
-    let line = match netns::Line::create() {
-        Ok(line) => line,
+/// The constrained line: narrowed to this, for this long; Ina's share of each layer counts
+/// from `SETTLE` on.
+const CAP_KBIT: u32 = 400;
+const NARROW: Duration = Duration::from_secs(12);
+const SETTLE: Duration = Duration::from_secs(4);
+/// Sampling intervals of a higher layer in a row that make a move up: a second of one counts;
+/// a moment of one does not.
+const STEADY: usize = 10;
+
+/// A line of this host to a network namespace; `None` when there is none and the test is to
+/// be skipped.
+fn constrained_line() -> Option<netns::Line> {
+    match netns::Line::create() {
+        Ok(line) => Some(line),
         Err(error) if std::env::var("TREFFPUNKT_SKIP_NETNS").as_deref() == Ok("1") => {
             eprintln!("skipped: no network namespace for the constrained line ({error})");
-            return;
+            None
         }
         Err(error) => panic!(
             "this test needs a network namespace with a veth pair and a tbf qdisc (root and \
              iproute2's ip and tc), and could not make one: {error}. Set \
              TREFFPUNKT_SKIP_NETNS=1 to skip it."
         ),
+    }
+}
+
+/// What Ina received while her line was narrow, and Hanna meanwhile on an open one.
+struct NarrowLine {
+    /// Every sample, from the moment the line narrowed.
+    samples: Vec<Sample>,
+    /// The samples from `SETTLE` on.
+    settled: Vec<Sample>,
+    /// When, after the line narrowed, Ina got the lowest layer.
+    down_after: Option<Duration>,
+    /// What Ina received from `SETTLE` on.
+    stretch: Stretch,
+    /// The share of Hanna's video packets that were of the top layer.
+    hanna_top: f64,
+}
+
+/// Narrows `line` to `CAP_KBIT` for `NARROW`, sampling what Ina gets from Gero.
+async fn narrow_the_line(
+    line: &netns::Line,
+    ina: &Participant,
+    hanna: &Participant,
+    gero: &Participant,
+) -> NarrowLine {
+    line.limit(CAP_KBIT).expect("tc applies the limit");
+    let narrowed = Instant::now();
+    let hanna_before = hanna.stats(&gero.id, Kind::Video);
+    let samples = sample(ina, &gero.id, narrowed, NARROW, |_| false).await;
+    let hanna_after = hanna.stats(&gero.id, Kind::Video);
+    let down_after = samples
+        .last()
+        .and_then(|s| {
+            s.video
+                .layer_changes
+                .iter()
+                .find(|(at, layer)| *at >= narrowed && *layer == LOW)
+        })
+        .map(|(at, _)| *at - narrowed);
+    let settled: Vec<Sample> = samples.iter().filter(|s| s.at >= SETTLE).cloned().collect();
+    let stretch = Stretch::of(&settled, LOW);
+    let hanna_top = (hanna_after.layer_packets[usize::from(TOP)]
+        - hanna_before.layer_packets[usize::from(TOP)]) as f64
+        / (hanna_after.packets - hanna_before.packets).max(1) as f64;
+    NarrowLine {
+        samples,
+        settled,
+        down_after,
+        stretch,
+        hanna_top,
+    }
+}
+
+/// Lifts the limit of `line` and samples what Ina gets from Gero until she is steadily above
+/// the lowest layer, for at most 15 s; returns the samples and when the move up began.
+async fn clear_the_line(
+    line: &netns::Line,
+    ina: &Participant,
+    gero: &Participant,
+) -> (Vec<Sample>, Option<Duration>) {
+    line.unlimit().expect("tc removes the limit");
+    let cleared = Instant::now();
+    let opened = sample(ina, &gero.id, cleared, Duration::from_secs(15), |samples| {
+        steadily_above(samples, LOW, STEADY).is_some()
+    })
+    .await;
+    let up_after = steadily_above(&opened, LOW, STEADY);
+    (opened, up_after)
+}
+
+/// The limits of the issue that the line's two stretches did not keep, in words.
+fn missed_limits(
+    narrow: &NarrowLine,
+    opened: &[Sample],
+    up_after: Option<Duration>,
+) -> Vec<String> {
+    let corrupt: u64 = narrow
+        .samples
+        .iter()
+        .chain(opened)
+        .map(|s| s.video.corrupt)
+        .max()
+        .unwrap_or(0);
+    let mut failures = Vec::new();
+    if corrupt > 0 {
+        failures.push(format!("{corrupt} video packets arrived altered"));
+    }
+    if narrow.down_after.is_none() {
+        failures.push("Ina never got the lowest layer on the narrow line".to_owned());
+    }
+    // The node probes the line with padding before it moves a video up, but the line's shaper
+    // lets a probe of 40 ms through at full speed (its bucket holds 8 KB), so the next layer up
+    // is still tried every few seconds: the lowest layer is what Ina gets most of the time, and
+    // the top layer never.
+    if narrow.stretch.on_layer < 0.4 {
+        failures.push(format!(
+            "Ina received the lowest layer only {:.0} % of the time on the narrow line (over {:.1} s)",
+            narrow.stretch.on_layer * 100.0,
+            narrow.stretch.seconds
+        ));
+    }
+    let top_on_narrow = narrow
+        .settled
+        .last()
+        .map_or(0, |s| s.video.layer_packets[usize::from(TOP)])
+        - narrow
+            .settled
+            .first()
+            .map_or(0, |s| s.video.layer_packets[usize::from(TOP)]);
+    if top_on_narrow > 0 {
+        failures.push(format!(
+            "Ina received {top_on_narrow} packets of the top layer on the narrow line"
+        ));
+    }
+    if narrow.hanna_top < 0.9 {
+        failures.push(format!(
+            "Hanna, on an open line, got the top layer for only {:.0} % of her packets",
+            narrow.hanna_top * 100.0
+        ));
+    }
+    if up_after.is_none_or(|after| after > Duration::from_secs(5)) {
+        failures.push(format!(
+            "Ina did not move up within 5 s of the line clearing: {up_after:?}"
+        ));
+    }
+    failures
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_on_a_thin_line_gets_the_lowest_layer_and_moves_up_when_it_clears() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let Some(line) = constrained_line() else {
+        return;
     };
     let host = IpAddr::V4(line.host_ip);
     let server = start(host).await;
@@ -443,7 +578,7 @@ async fn a_subscriber_on_a_thin_line_gets_the_lowest_layer_and_moves_up_when_it_
         .await
         .expect("Ina joins from behind the line");
 
-    let both_top = eventually(Duration::from_secs(30), || {
+    let both_top = wait_until(Duration::from_secs(30), || {
         layer(&hanna, &gero) == Some(TOP) && layer(ina.participant(), &gero) == Some(TOP)
     })
     .await;
@@ -456,109 +591,27 @@ async fn a_subscriber_on_a_thin_line_gets_the_lowest_layer_and_moves_up_when_it_
 
     // The line narrows to 400 kbit/s: Ina should fall to the lowest layer and stay there,
     // while Hanna keeps the top one.
-    const CAP_KBIT: u32 = 400;
-    const NARROW: Duration = Duration::from_secs(12);
-    const SETTLE: Duration = Duration::from_secs(4);
-    line.limit(CAP_KBIT).expect("tc applies the limit");
-    let narrowed = Instant::now();
-    let hanna_before = hanna.stats(&gero.id, Kind::Video);
-    let constrained = sample(ina.participant(), &gero.id, narrowed, NARROW, |_| false).await;
-    let hanna_after = hanna.stats(&gero.id, Kind::Video);
-    let down_after = constrained
-        .last()
-        .and_then(|s| {
-            s.video
-                .layer_changes
-                .iter()
-                .find(|(at, layer)| *at >= narrowed && *layer == LOW)
-        })
-        .map(|(at, _)| *at - narrowed);
-    let settled: Vec<Sample> = constrained
-        .iter()
-        .filter(|s| s.at >= SETTLE)
-        .cloned()
-        .collect();
-    let narrow = Stretch::of(&settled, LOW);
-    let hanna_top = (hanna_after.layer_packets[usize::from(TOP)]
-        - hanna_before.layer_packets[usize::from(TOP)]) as f64
-        / (hanna_after.packets - hanna_before.packets).max(1) as f64;
-
-    // The line clears: Ina should move up within 5 s, and stay up (a second of a higher layer
-    // counts; a moment of one does not).
-    const STEADY: usize = 10;
-    line.unlimit().expect("tc removes the limit");
-    let cleared = Instant::now();
-    let opened = sample(
-        ina.participant(),
-        &gero.id,
-        cleared,
-        Duration::from_secs(15),
-        |samples| steadily_above(samples, LOW, STEADY).is_some(),
-    )
-    .await;
-    let up_after = steadily_above(&opened, LOW, STEADY);
+    let narrow = narrow_the_line(&line, ina.participant(), &hanna, &gero).await;
+    // The line clears: Ina should move up within 5 s, and stay up.
+    let (opened, up_after) = clear_the_line(&line, ina.participant(), &gero).await;
 
     eprintln!(
-        "Ina on a {CAP_KBIT} kbit/s line: down to the lowest layer {down_after:?} after the \
+        "Ina on a {CAP_KBIT} kbit/s line: down to the lowest layer {:?} after the \
          limit; from {SETTLE:?} to {NARROW:?} she received {:.0} kbit/s of video and {:.0} \
          kbit/s of audio (about {:.0} kbit/s on the wire), the lowest layer in {:.0} % of the \
          time; Hanna {:.0} % on the top layer. Up to layer {:?} {up_after:?} after the limit \
          was lifted.\nnarrow line:\n{}\nopen line:\n{}",
-        narrow.video_bits / 1000.0,
-        narrow.audio_bits / 1000.0,
-        narrow.wire_bits / 1000.0,
-        narrow.on_layer * 100.0,
-        hanna_top * 100.0,
+        narrow.down_after,
+        narrow.stretch.video_bits / 1000.0,
+        narrow.stretch.audio_bits / 1000.0,
+        narrow.stretch.wire_bits / 1000.0,
+        narrow.stretch.on_layer * 100.0,
+        narrow.hanna_top * 100.0,
         opened.last().and_then(|s| s.video.layer),
-        timeline(&constrained),
+        timeline(&narrow.samples),
         timeline(&opened),
     );
-    let corrupt: u64 = constrained
-        .iter()
-        .chain(&opened)
-        .map(|s| s.video.corrupt)
-        .max()
-        .unwrap_or(0);
-    let mut failures = Vec::new();
-    if corrupt > 0 {
-        failures.push(format!("{corrupt} video packets arrived altered"));
-    }
-    if down_after.is_none() {
-        failures.push("Ina never got the lowest layer on the narrow line".to_owned());
-    }
-    // The node probes the line with padding before it moves a video up, but the line's shaper
-    // lets a probe of 40 ms through at full speed (its bucket holds 8 KB), so the next layer up
-    // is still tried every few seconds: the lowest layer is what Ina gets most of the time, and
-    // the top layer never.
-    if narrow.on_layer < 0.4 {
-        failures.push(format!(
-            "Ina received the lowest layer only {:.0} % of the time on the narrow line (over {:.1} s)",
-            narrow.on_layer * 100.0,
-            narrow.seconds
-        ));
-    }
-    let top_on_narrow = settled
-        .last()
-        .map_or(0, |s| s.video.layer_packets[usize::from(TOP)])
-        - settled
-            .first()
-            .map_or(0, |s| s.video.layer_packets[usize::from(TOP)]);
-    if top_on_narrow > 0 {
-        failures.push(format!(
-            "Ina received {top_on_narrow} packets of the top layer on the narrow line"
-        ));
-    }
-    if hanna_top < 0.9 {
-        failures.push(format!(
-            "Hanna, on an open line, got the top layer for only {:.0} % of her packets",
-            hanna_top * 100.0
-        ));
-    }
-    if up_after.is_none_or(|after| after > Duration::from_secs(5)) {
-        failures.push(format!(
-            "Ina did not move up within 5 s of the line clearing: {up_after:?}"
-        ));
-    }
+    let failures = missed_limits(&narrow, &opened, up_after);
 
     ina.leave().await;
     for participant in [gero, hanna] {
@@ -567,250 +620,4 @@ async fn a_subscriber_on_a_thin_line_gets_the_lowest_layer_and_moves_up_when_it_
     server.stop();
     drop(line);
     assert!(failures.is_empty(), "{}", failures.join("; "));
-}
-
-/// A network namespace joined to this host by a veth pair, and participants that live in it.
-mod netns {
-    use std::fs::File;
-    use std::net::Ipv4Addr;
-    use std::process::Command;
-
-    use nix::sched::{CloneFlags, setns};
-    use tokio::sync::oneshot;
-    use treffpunkt_client::{Joining, Participant};
-
-    /// Namespaces of these tests are called this, with the test process's id.
-    const PREFIX: &str = "tpsim-";
-
-    fn run(program: &str, args: &[&str]) -> Result<(), String> {
-        let output = Command::new(program)
-            .args(args)
-            .output()
-            .map_err(|error| format!("{program}: {error}"))?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{program} {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&output.stderr).trim()
-            ))
-        }
-    }
-
-    /// The host's end of the veth pair of namespace `name`.
-    fn host_interface(pid: u32) -> String {
-        format!("tps{pid}-h")
-    }
-
-    /// Removes what earlier runs of these tests left behind when they were killed: namespaces
-    /// whose process is gone.
-    fn remove_stale() {
-        let Ok(output) = Command::new("ip").args(["netns", "list"]).output() else {
-            return;
-        };
-        for line in String::from_utf8_lossy(&output.stdout).lines() {
-            let name = line.split_whitespace().next().unwrap_or_default();
-            let Some(pid) = name
-                .strip_prefix(PREFIX)
-                .and_then(|p| p.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = run("ip", &["link", "del", &host_interface(pid)]);
-                let _ = run("ip", &["netns", "del", name]);
-            }
-        }
-    }
-
-    /// A namespace with one veth pair: the host's end has `host_ip`, the namespace's end
-    /// `guest_ip`, in a /30 of 10.213.0.0/16 of this process's own. A token-bucket qdisc on
-    /// the host's end limits what the host sends into the namespace: the guest's downlink.
-    /// Dropping it removes both.
-    pub struct Line {
-        name: String,
-        host_if: String,
-        /// This host's address on the line.
-        pub host_ip: Ipv4Addr,
-        /// The namespace's address on the line.
-        pub guest_ip: Ipv4Addr,
-    }
-
-    impl Line {
-        /// Makes the namespace and the veth pair, and brings them up.
-        pub fn create() -> Result<Self, String> {
-            remove_stale();
-            let pid = std::process::id();
-            let block = pid % 16_384;
-            let (third, fourth) = ((block / 64) as u8, ((block % 64) * 4) as u8);
-            let line = Self {
-                name: format!("{PREFIX}{pid}"),
-                host_if: host_interface(pid),
-                host_ip: Ipv4Addr::new(10, 213, third, fourth + 1),
-                guest_ip: Ipv4Addr::new(10, 213, third, fourth + 2),
-            };
-            // Dropped on failure, which removes what was made.
-            let guest_if = format!("tps{pid}-g");
-            let (host_ip, guest_ip) = (
-                format!("{}/30", line.host_ip),
-                format!("{}/30", line.guest_ip),
-            );
-            run("ip", &["netns", "add", &line.name])?;
-            run(
-                "ip",
-                &[
-                    "link",
-                    "add",
-                    &line.host_if,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    &guest_if,
-                    "netns",
-                    &line.name,
-                ],
-            )?;
-            run("ip", &["addr", "add", &host_ip, "dev", &line.host_if])?;
-            run("ip", &["link", "set", &line.host_if, "up"])?;
-            let inside = |args: &[&str]| {
-                let mut full = vec!["-n", line.name.as_str()];
-                full.extend_from_slice(args);
-                run("ip", &full)
-            };
-            inside(&["addr", "add", &guest_ip, "dev", &guest_if])?;
-            inside(&["link", "set", &guest_if, "up"])?;
-            inside(&["link", "set", "lo", "up"])?;
-            Ok(line)
-        }
-
-        /// Limits the guest's downlink to `kbit` kbit/s, with a queue of 100 ms.
-        pub fn limit(&self, kbit: u32) -> Result<(), String> {
-            let rate = format!("{kbit}kbit");
-            run(
-                "tc",
-                &[
-                    "qdisc",
-                    "replace",
-                    "dev",
-                    &self.host_if,
-                    "root",
-                    "tbf",
-                    "rate",
-                    &rate,
-                    "burst",
-                    "8kb",
-                    "latency",
-                    "100ms",
-                ],
-            )
-        }
-
-        /// Lifts the limit.
-        pub fn unlimit(&self) -> Result<(), String> {
-            run("tc", &["qdisc", "del", "dev", &self.host_if, "root"])
-        }
-
-        /// Runs `f` on a new thread that has joined the namespace: every socket it (and any
-        /// thread it starts) opens lives there.
-        fn spawn<T: Send + 'static>(
-            &self,
-            f: impl FnOnce() -> T + Send + 'static,
-        ) -> Result<std::thread::JoinHandle<T>, String> {
-            let namespace = File::open(format!("/var/run/netns/{}", self.name))
-                .map_err(|error| format!("opening the namespace {}: {error}", self.name))?;
-            Ok(std::thread::spawn(move || {
-                // Network namespaces are per thread: this one joins it, the test's threads stay
-                // outside.
-                setns(&namespace, CloneFlags::CLONE_NEWNET)
-                    .expect("the thread joins the test's network namespace");
-                f()
-            }))
-        }
-    }
-
-    impl Drop for Line {
-        fn drop(&mut self) {
-            // Removing the host's end removes the pair; the namespace goes once nothing in it
-            // is open.
-            let _ = run("ip", &["link", "del", &self.host_if]);
-            let _ = run("ip", &["netns", "del", &self.name]);
-        }
-    }
-
-    /// A participant whose media and signalling sockets live in a [`Line`]'s namespace: it runs
-    /// on a runtime of its own on a thread inside; the test reads it from outside.
-    pub struct Guest {
-        /// The participant (its statistics are shared with the thread inside); taken when it
-        /// leaves.
-        participant: Option<Participant>,
-        stop: Option<oneshot::Sender<()>>,
-        thread: Option<std::thread::JoinHandle<()>>,
-    }
-
-    impl Guest {
-        /// Joins `url` as `name` from inside the namespace.
-        pub async fn join(
-            line: &Line,
-            url: &str,
-            name: &str,
-            joining: Joining,
-        ) -> Result<Self, String> {
-            let (joined_tx, joined) = oneshot::channel();
-            let (stop, stopped) = oneshot::channel::<()>();
-            let (url, name) = (url.to_owned(), name.to_owned());
-            let thread = line.spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a runtime inside the namespace");
-                runtime.block_on(async move {
-                    let result = Participant::join_as(&url, &name, joining).await;
-                    let _ = joined_tx.send(result);
-                    // The participant's tasks run on this runtime until the test is done.
-                    let _ = stopped.await;
-                });
-            })?;
-            let participant = joined
-                .await
-                .map_err(|_| "the thread inside the namespace ended".to_owned())?
-                .map_err(|error| error.to_string())?;
-            Ok(Self {
-                participant: Some(participant),
-                stop: Some(stop),
-                thread: Some(thread),
-            })
-        }
-
-        /// The participant.
-        pub fn participant(&self) -> &Participant {
-            self.participant
-                .as_ref()
-                .expect("a guest has its participant until it leaves")
-        }
-
-        /// Leaves the room and stops the thread inside.
-        pub async fn leave(mut self) {
-            if let Some(participant) = self.participant.take() {
-                participant.leave().await;
-            }
-            self.stop_thread();
-        }
-
-        fn stop_thread(&mut self) {
-            if let Some(stop) = self.stop.take() {
-                let _ = stop.send(());
-            }
-            if let Some(thread) = self.thread.take() {
-                let _ = thread.join();
-            }
-        }
-    }
-
-    impl Drop for Guest {
-        fn drop(&mut self) {
-            self.stop_thread();
-        }
-    }
 }

@@ -34,7 +34,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::{Context, Error, MANAGED_BY, MANAGER, Result, error_policy};
-use crate::crd::{self, MediaPool, MediaPoolStatus, NetworkMode};
+use crate::crd::{self, MediaPool, MediaPoolStatus, NetworkMode, PoolNetwork};
 
 const FINALIZER: &str = "mediapools.treffpunkt.io/cleanup";
 /// The port of a media node's health endpoint.
@@ -152,99 +152,167 @@ fn probe(path: &str) -> Probe {
     }
 }
 
-/// The Deployment of a pool's media nodes.
-pub fn deployment(pool: &MediaPool, ctx: &Context, owner: &OwnerReference) -> Deployment {
-    let name = pool.name_any();
-    let namespace = pool.namespace().unwrap_or_default();
+/// What a media node is told through its environment: where to attach, who it is, where to
+/// listen and what to announce, and the grant key from the platform's Secret.
+fn node_env(pool: &MediaPool, ctx: &Context) -> Vec<EnvVar> {
     let spec = &pool.spec;
     let network = &spec.network;
-    let host_network = network.mode == NetworkMode::HostNetwork;
-    let host_port = |port: i32| (!host_network).then_some(port);
     let announce = match &network.announce_address {
         Some(address) => env("TREFFPUNKT_ANNOUNCE_IP", address.clone()),
         None => env_from_field("TREFFPUNKT_ANNOUNCE_IP", "status.hostIP"),
     };
-    let container = Container {
-        name: "media-node".to_owned(),
-        image: Some(spec.template.image.clone()),
-        env: Some(vec![
-            env(
-                "TREFFPUNKT_CONTROL_PLANE",
-                ctx.settings.attach_address.clone(),
-            ),
-            env_from_field("TREFFPUNKT_NODE_ID", "metadata.name"),
-            env("TREFFPUNKT_POOL", name.clone()),
-            env(
-                "TREFFPUNKT_UDP_BIND",
-                format!("0.0.0.0:{}", network.udp_port),
-            ),
-            announce,
-            env(
-                "TREFFPUNKT_MAX_PARTICIPANTS",
-                spec.template.max_participants.to_string(),
-            ),
-            env("TREFFPUNKT_HEALTH_LISTEN", format!("0.0.0.0:{HEALTH_PORT}")),
-            EnvVar {
-                name: "TREFFPUNKT_GRANT_KEY".to_owned(),
-                value: None,
-                value_from: Some(EnvVarSource {
-                    secret_key_ref: Some(SecretKeySelector {
-                        name: ctx.settings.grant_key_secret.clone(),
-                        key: "key".to_owned(),
-                        optional: None,
-                    }),
-                    ..EnvVarSource::default()
+    vec![
+        env(
+            "TREFFPUNKT_CONTROL_PLANE",
+            ctx.settings.attach_address.clone(),
+        ),
+        env_from_field("TREFFPUNKT_NODE_ID", "metadata.name"),
+        env("TREFFPUNKT_POOL", pool.name_any()),
+        env(
+            "TREFFPUNKT_UDP_BIND",
+            format!("0.0.0.0:{}", network.udp_port),
+        ),
+        announce,
+        env(
+            "TREFFPUNKT_MAX_PARTICIPANTS",
+            spec.template.max_participants.to_string(),
+        ),
+        env("TREFFPUNKT_HEALTH_LISTEN", format!("0.0.0.0:{HEALTH_PORT}")),
+        EnvVar {
+            name: "TREFFPUNKT_GRANT_KEY".to_owned(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: ctx.settings.grant_key_secret.clone(),
+                    key: "key".to_owned(),
+                    optional: None,
                 }),
-            },
-        ]),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("media-udp".to_owned()),
-                container_port: network.udp_port,
-                host_port: host_port(network.udp_port),
-                protocol: Some("UDP".to_owned()),
-                ..ContainerPort::default()
-            },
-            ContainerPort {
-                name: Some("media-tcp".to_owned()),
-                container_port: network.tcp_port,
-                host_port: host_port(network.tcp_port),
-                protocol: Some("TCP".to_owned()),
-                ..ContainerPort::default()
-            },
-            ContainerPort {
-                name: Some("health".to_owned()),
-                container_port: HEALTH_PORT,
-                protocol: Some("TCP".to_owned()),
-                ..ContainerPort::default()
-            },
-        ]),
+                ..EnvVarSource::default()
+            }),
+        },
+    ]
+}
+
+/// The media ports on the Kubernetes node's address (unless the pod has the host's network
+/// anyway), and the health port.
+fn node_ports(network: &PoolNetwork) -> Vec<ContainerPort> {
+    let host_network = network.mode == NetworkMode::HostNetwork;
+    let host_port = |port: i32| (!host_network).then_some(port);
+    vec![
+        ContainerPort {
+            name: Some("media-udp".to_owned()),
+            container_port: network.udp_port,
+            host_port: host_port(network.udp_port),
+            protocol: Some("UDP".to_owned()),
+            ..ContainerPort::default()
+        },
+        ContainerPort {
+            name: Some("media-tcp".to_owned()),
+            container_port: network.tcp_port,
+            host_port: host_port(network.tcp_port),
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        },
+        ContainerPort {
+            name: Some("health".to_owned()),
+            container_port: HEALTH_PORT,
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        },
+    ]
+}
+
+fn runtime_default_seccomp() -> Option<SeccompProfile> {
+    Some(SeccompProfile {
+        type_: "RuntimeDefault".to_owned(),
+        localhost_profile: None,
+    })
+}
+
+/// Non-root, a read-only root filesystem, no privilege escalation and no capabilities.
+fn node_security() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(NON_ROOT),
+        run_as_group: Some(NON_ROOT),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        seccomp_profile: runtime_default_seccomp(),
+        ..SecurityContext::default()
+    }
+}
+
+/// The media node's container.
+fn node_container(pool: &MediaPool, ctx: &Context) -> Container {
+    let template = &pool.spec.template;
+    Container {
+        name: "media-node".to_owned(),
+        image: Some(template.image.clone()),
+        env: Some(node_env(pool, ctx)),
+        ports: Some(node_ports(&pool.spec.network)),
         readiness_probe: Some(probe("/readyz")),
         liveness_probe: Some(probe("/healthz")),
-        resources: spec.template.resources.clone(),
-        security_context: Some(SecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(NON_ROOT),
-            run_as_group: Some(NON_ROOT),
-            read_only_root_filesystem: Some(true),
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                add: None,
-            }),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_owned(),
-                localhost_profile: None,
-            }),
-            ..SecurityContext::default()
-        }),
+        resources: template.resources.clone(),
+        security_context: Some(node_security()),
         ..Container::default()
-    };
+    }
+}
+
+/// At most one media node of the pool per Kubernetes node: their ports would collide.
+fn one_per_host(labels: BTreeMap<String, String>) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
+                label_selector: Some(LabelSelector {
+                    match_labels: Some(labels),
+                    match_expressions: None,
+                }),
+                topology_key: "kubernetes.io/hostname".to_owned(),
+                ..PodAffinityTerm::default()
+            }]),
+            ..PodAntiAffinity::default()
+        }),
+        ..Affinity::default()
+    }
+}
+
+/// The pod of a media node: its container, the host's network if the pool asks for it, no
+/// service-account token, and a long grace period to drain.
+fn node_pod(pool: &MediaPool, ctx: &Context, labels: BTreeMap<String, String>) -> PodSpec {
+    let template = &pool.spec.template;
+    let host_network = pool.spec.network.mode == NetworkMode::HostNetwork;
+    PodSpec {
+        containers: vec![node_container(pool, ctx)],
+        host_network: host_network.then_some(true),
+        dns_policy: host_network.then(|| "ClusterFirstWithHostNet".to_owned()),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        termination_grace_period_seconds: Some(300),
+        node_selector: template.node_selector.clone(),
+        tolerations: template.tolerations.clone(),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            seccomp_profile: runtime_default_seccomp(),
+            ..PodSecurityContext::default()
+        }),
+        affinity: Some(one_per_host(labels)),
+        ..PodSpec::default()
+    }
+}
+
+/// The Deployment of a pool's media nodes.
+pub fn deployment(pool: &MediaPool, ctx: &Context, owner: &OwnerReference) -> Deployment {
+    let name = pool.name_any();
+    let namespace = pool.namespace().unwrap_or_default();
     let labels = selector(&name);
     Deployment {
         metadata: metadata(&workload_name(&name), &namespace, &name, owner),
         spec: Some(DeploymentSpec {
-            replicas: Some(spec.replicas.min),
+            replicas: Some(pool.spec.replicas.min),
             selector: LabelSelector {
                 match_labels: Some(labels.clone()),
                 match_expressions: None,
@@ -263,41 +331,7 @@ pub fn deployment(pool: &MediaPool, ctx: &Context, owner: &OwnerReference) -> De
                     labels: Some(labels.clone()),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    host_network: host_network.then_some(true),
-                    dns_policy: host_network.then(|| "ClusterFirstWithHostNet".to_owned()),
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    termination_grace_period_seconds: Some(300),
-                    node_selector: spec.template.node_selector.clone(),
-                    tolerations: spec.template.tolerations.clone(),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".to_owned(),
-                            localhost_profile: None,
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
-                    affinity: Some(Affinity {
-                        pod_anti_affinity: Some(PodAntiAffinity {
-                            required_during_scheduling_ignored_during_execution: Some(vec![
-                                PodAffinityTerm {
-                                    label_selector: Some(LabelSelector {
-                                        match_labels: Some(labels),
-                                        match_expressions: None,
-                                    }),
-                                    topology_key: "kubernetes.io/hostname".to_owned(),
-                                    ..PodAffinityTerm::default()
-                                },
-                            ]),
-                            ..PodAntiAffinity::default()
-                        }),
-                        ..Affinity::default()
-                    }),
-                    ..PodSpec::default()
-                }),
+                spec: Some(node_pod(pool, ctx, labels)),
             },
             ..DeploymentSpec::default()
         }),

@@ -157,31 +157,8 @@ fn admin_rules() -> Vec<PolicyRule> {
     ]
 }
 
-async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action> {
-    let client = &ctx.client;
-    let name = tenant.name_any();
-    let namespace = crd::tenant_namespace(&name);
-    let owner = tenant
-        .controller_owner_ref(&())
-        .ok_or(Error::Incomplete("uid"))?;
-    let ssa = PatchParams::apply(MANAGER).force();
-
-    let ns = Namespace {
-        metadata: metadata(&namespace, None, &name, &owner),
-        ..Namespace::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .patch(&namespace, &ssa, &Patch::Apply(&ns))
-        .await?;
-
-    let role = Role {
-        metadata: metadata(ADMIN_ROLE, Some(&namespace), &name, &owner),
-        rules: Some(admin_rules()),
-    };
-    Api::<Role>::namespaced(client.clone(), &namespace)
-        .patch(ADMIN_ROLE, &ssa, &Patch::Apply(&role))
-        .await?;
-
+/// The binding of the tenant-admin Role to the tenant's owners.
+fn admin_binding(tenant: &Tenant, namespace: &str, owner: &OwnerReference) -> RoleBinding {
     let subjects: Vec<Subject> = tenant
         .spec
         .owners
@@ -197,8 +174,8 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action> {
             namespace: None,
         })
         .collect();
-    let binding = RoleBinding {
-        metadata: metadata(ADMIN_ROLE, Some(&namespace), &name, &owner),
+    RoleBinding {
+        metadata: metadata(ADMIN_ROLE, Some(namespace), &tenant.name_any(), owner),
         role_ref: RoleRef {
             api_group: "rbac.authorization.k8s.io".to_owned(),
             kind: "Role".to_owned(),
@@ -206,13 +183,13 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action> {
         },
         // An empty list would be dropped by the server and make every apply a change.
         subjects: (!subjects.is_empty()).then_some(subjects),
-    };
-    Api::<RoleBinding>::namespaced(client.clone(), &namespace)
-        .patch(ADMIN_ROLE, &ssa, &Patch::Apply(&binding))
-        .await?;
+    }
+}
 
-    let quota = ResourceQuota {
-        metadata: metadata(QUOTA, Some(&namespace), &name, &owner),
+/// The quota whose count of Rooms is the tenant's room limit.
+fn room_quota(tenant: &Tenant, namespace: &str, owner: &OwnerReference) -> ResourceQuota {
+    ResourceQuota {
+        metadata: metadata(QUOTA, Some(namespace), &tenant.name_any(), owner),
         spec: Some(ResourceQuotaSpec {
             hard: Some(BTreeMap::from([(
                 format!("count/rooms.{}", crd::GROUP),
@@ -221,23 +198,28 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action> {
             ..ResourceQuotaSpec::default()
         }),
         status: None,
-    };
-    Api::<ResourceQuota>::namespaced(client.clone(), &namespace)
-        .patch(QUOTA, &ssa, &Patch::Apply(&quota))
-        .await?;
+    }
+}
 
-    let policy = NetworkPolicy {
-        metadata: metadata(NETWORK_POLICY, Some(&namespace), &name, &owner),
+/// A policy that selects every pod of the namespace and allows no traffic at all.
+fn default_deny(namespace: &str, tenant: &str, owner: &OwnerReference) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata: metadata(NETWORK_POLICY, Some(namespace), tenant, owner),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector::default()),
             policy_types: strings(&["Ingress", "Egress"]),
             ..NetworkPolicySpec::default()
         }),
-    };
-    Api::<NetworkPolicy>::namespaced(client.clone(), &namespace)
-        .patch(NETWORK_POLICY, &ssa, &Patch::Apply(&policy))
-        .await?;
+    }
+}
 
+async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action> {
+    let name = tenant.name_any();
+    let namespace = crd::tenant_namespace(&name);
+    let owner = tenant
+        .controller_owner_ref(&())
+        .ok_or(Error::Incomplete("uid"))?;
+    apply_namespace(tenant, ctx, &namespace, &owner).await?;
     ensure_signing_key(ctx, &namespace, &name, &owner).await?;
 
     let key_tenant = TenantName::new(name.as_str()).ok();
@@ -247,24 +229,92 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action> {
         close_rooms(ctx, &namespace, tenant_name).await?;
     }
 
-    let rooms = Api::<Room>::namespaced(client.clone(), &namespace)
+    let usage = usage(ctx, &namespace, key_tenant.as_ref()).await?;
+    let status = status(tenant, &namespace, usage);
+    if tenant.status.as_ref() != Some(&status) {
+        write_status(tenant, ctx, &namespace, &status).await?;
+    }
+    Ok(Action::requeue(Duration::from_secs(60)))
+}
+
+/// Applies the tenant's namespace and what goes into it: the admins' Role and RoleBinding, the
+/// room quota and the default-deny policy.
+async fn apply_namespace(
+    tenant: &Tenant,
+    ctx: &Context,
+    namespace: &str,
+    owner: &OwnerReference,
+) -> Result<()> {
+    let client = &ctx.client;
+    let name = tenant.name_any();
+    let ssa = PatchParams::apply(MANAGER).force();
+
+    let ns = Namespace {
+        metadata: metadata(namespace, None, &name, owner),
+        ..Namespace::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .patch(namespace, &ssa, &Patch::Apply(&ns))
+        .await?;
+
+    let role = Role {
+        metadata: metadata(ADMIN_ROLE, Some(namespace), &name, owner),
+        rules: Some(admin_rules()),
+    };
+    Api::<Role>::namespaced(client.clone(), namespace)
+        .patch(ADMIN_ROLE, &ssa, &Patch::Apply(&role))
+        .await?;
+
+    Api::<RoleBinding>::namespaced(client.clone(), namespace)
+        .patch(
+            ADMIN_ROLE,
+            &ssa,
+            &Patch::Apply(&admin_binding(tenant, namespace, owner)),
+        )
+        .await?;
+
+    Api::<ResourceQuota>::namespaced(client.clone(), namespace)
+        .patch(
+            QUOTA,
+            &ssa,
+            &Patch::Apply(&room_quota(tenant, namespace, owner)),
+        )
+        .await?;
+
+    Api::<NetworkPolicy>::namespaced(client.clone(), namespace)
+        .patch(
+            NETWORK_POLICY,
+            &ssa,
+            &Patch::Apply(&default_deny(namespace, &name, owner)),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The tenant's rooms as recorded, and its active rooms and participants on the nodes attached
+/// to this replica.
+async fn usage(ctx: &Context, namespace: &str, tenant: Option<&TenantName>) -> Result<TenantUsage> {
+    let rooms = Api::<Room>::namespaced(ctx.client.clone(), namespace)
         .list_metadata(&ListParams::default())
         .await?
         .items
         .len();
-    let (participants, active) = key_tenant
-        .as_ref()
-        .map_or((0, 0), |t| ctx.fleet.tenant_usage(t));
+    let (participants, active) = tenant.map_or((0, 0), |t| ctx.fleet.tenant_usage(t));
+    Ok(TenantUsage {
+        rooms: rooms as i32,
+        active_rooms: active as i32,
+        participants: participants as i32,
+    })
+}
+
+/// The status a reconciled tenant has: Ready, and Suspended or not as its spec says.
+fn status(tenant: &Tenant, namespace: &str, usage: TenantUsage) -> TenantStatus {
     let previous = tenant.status.clone().unwrap_or_default();
     let mut status = TenantStatus {
         observed_generation: tenant.metadata.generation,
-        namespace: Some(namespace.clone()),
-        usage: Some(TenantUsage {
-            rooms: rooms as i32,
-            active_rooms: active as i32,
-            participants: participants as i32,
-        }),
-        conditions: previous.conditions.clone(),
+        namespace: Some(namespace.to_owned()),
+        usage: Some(usage),
+        conditions: previous.conditions,
     };
     let generation = tenant.metadata.generation;
     crd::set_condition(
@@ -278,7 +328,6 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action> {
         ),
         generation,
     );
-    let was_suspended = crd::condition_is_true(&previous.conditions, "Suspended");
     crd::set_condition(
         &mut status.conditions,
         "Suspended",
@@ -295,42 +344,58 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action> {
         },
         generation,
     );
-    if tenant.status.as_ref() != Some(&status) {
-        let body = json!({
-            "apiVersion": "treffpunkt.io/v1alpha1",
-            "kind": "Tenant",
-            "status": status,
-        });
-        Api::<Tenant>::all(client.clone())
-            .patch_status(&name, &ssa, &Patch::Apply(&body))
-            .await?;
-        let reference = tenant.object_ref(&());
-        if !crd::condition_is_true(&previous.conditions, "Ready") {
-            info!(tenant = %name, "tenant ready");
-            ctx.event(
-                &reference,
-                false,
-                "Ready",
-                format!("namespace {namespace} is ready"),
-            )
-            .await;
-        }
-        if tenant.spec.suspended != was_suspended {
-            let note = if tenant.spec.suspended {
-                "suspended: rooms closed"
-            } else {
-                "resumed"
-            };
-            ctx.event(
-                &reference,
-                tenant.spec.suspended,
-                "Suspended",
-                note.to_owned(),
-            )
-            .await;
-        }
+    status
+}
+
+/// Applies `status` and records the transitions it makes as events: the tenant became Ready,
+/// or was suspended or resumed.
+async fn write_status(
+    tenant: &Tenant,
+    ctx: &Context,
+    namespace: &str,
+    status: &TenantStatus,
+) -> Result<()> {
+    let name = tenant.name_any();
+    let previous = tenant.status.clone().unwrap_or_default();
+    let was_suspended = crd::condition_is_true(&previous.conditions, "Suspended");
+    let body = json!({
+        "apiVersion": "treffpunkt.io/v1alpha1",
+        "kind": "Tenant",
+        "status": status,
+    });
+    Api::<Tenant>::all(ctx.client.clone())
+        .patch_status(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+    let reference = tenant.object_ref(&());
+    if !crd::condition_is_true(&previous.conditions, "Ready") {
+        info!(tenant = %name, "tenant ready");
+        ctx.event(
+            &reference,
+            false,
+            "Ready",
+            format!("namespace {namespace} is ready"),
+        )
+        .await;
     }
-    Ok(Action::requeue(Duration::from_secs(60)))
+    if tenant.spec.suspended != was_suspended {
+        let note = if tenant.spec.suspended {
+            "suspended: rooms closed"
+        } else {
+            "resumed"
+        };
+        ctx.event(
+            &reference,
+            tenant.spec.suspended,
+            "Suspended",
+            note.to_owned(),
+        )
+        .await;
+    }
+    Ok(())
 }
 
 /// Creates the tenant's signing key once; an existing key is never replaced.

@@ -1,10 +1,16 @@
-//! The real Kubernetes API server for integration tests.
+//! What the integration tests share: the real Kubernetes API server, control-plane replicas
+//! and media nodes, ways to wait for a condition, and (in [`netns`]) a line whose downlink a
+//! test can narrow.
 //!
 //! `deploy/testenv` builds one binary with etcd, kube-apiserver and kube-controller-manager from
 //! the Go modules of Kubernetes. A test binary starts it once (the first test that asks) and
 //! shares it; tests keep apart by using names of their own. The environment stops when the test
 //! process ends, because it exits when its stdin closes.
 #![allow(dead_code)]
+
+pub mod helm;
+pub mod netns;
+pub mod resources;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -165,6 +171,19 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Checks `condition` every 20 ms until it holds, for at most `limit`; whether it held. For
+/// what the test's own process sees, such as a participant's counters and notices.
+pub async fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    condition()
 }
 
 /// The platform namespace of the shared operator.

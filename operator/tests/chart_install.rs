@@ -1,0 +1,534 @@
+//! The Helm chart (`charts/treffpunkt`) installed for real, with a real Helm and a real API
+//! server. The `treffpunkt` binary runs as a local process (no kubelet runs pods here) with the
+//! arguments and environment of the chart's Deployment, under the identity of the chart's
+//! ServiceAccount (impersonation): it must make the public Tenant and the default MediaPool
+//! Ready with the chart's RBAC, and fail, saying why, when one rule of it is missing.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
+use kube::api::{DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
+use kube::config::Kubeconfig;
+use kube::discovery::{self, Scope};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use support::helm::{chart, example, helm_ok};
+use support::resources::mark_media_node_ready;
+use support::{admin, counter, eventually, free_port, metrics, testenv, unique};
+use treffpunkt_operator::crd::{self, MediaPool, Room, RoomSpec, Tenant, TenantSpec};
+
+/// How long the operator gets to make something Ready (or to fail).
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The tests that run an operator run one at a time: two operators would both reconcile the
+/// cluster-wide Tenants, and the machine has few cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Installs the chart as `release` into `namespace` (made if missing); returns what Helm said.
+fn install(release: &str, namespace: &str, extra: &[&str]) -> String {
+    let chart = chart();
+    let kubeconfig = &testenv().kubeconfig;
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "install".as_ref(),
+        release.as_ref(),
+        chart.as_os_str(),
+        "--namespace".as_ref(),
+        namespace.as_ref(),
+        "--create-namespace".as_ref(),
+        "--kubeconfig".as_ref(),
+        kubeconfig.as_os_str(),
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    let out = helm_ok(args);
+    assert!(out.contains("STATUS: deployed"), "{out}");
+    out
+}
+
+/// A control-plane replica run from the chart's Deployment as a local process, under the
+/// chart's ServiceAccount.
+struct ChartOperator {
+    process: Child,
+    admin: std::net::SocketAddr,
+    log: PathBuf,
+}
+
+impl ChartOperator {
+    async fn start(client: &Client, namespace: &str, deployment: &str) -> Self {
+        let deployment = Api::<Deployment>::namespaced(client.clone(), namespace)
+            .get(deployment)
+            .await
+            .expect("the chart's Deployment is installed");
+        let pod = deployment.spec.unwrap().template.spec.unwrap();
+        let account = pod
+            .service_account_name
+            .expect("the pod names its ServiceAccount");
+        let container = &pod.containers[0];
+        let identity = format!("{}-replica-0", deployment.metadata.name.unwrap());
+
+        // The ServiceAccount's identity, as the API server sees a pod's token.
+        let mut kubeconfig = Kubeconfig::read_from(&testenv().kubeconfig).expect("a kubeconfig");
+        for user in &mut kubeconfig.auth_infos {
+            let auth = user.auth_info.as_mut().expect("credentials");
+            auth.impersonate = Some(format!("system:serviceaccount:{namespace}:{account}"));
+            auth.impersonate_groups = Some(vec![
+                "system:serviceaccounts".to_owned(),
+                format!("system:serviceaccounts:{namespace}"),
+                "system:authenticated".to_owned(),
+            ]);
+        }
+        let dir = std::env::temp_dir().join(unique("treffpunkt-chart"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kubeconfig_path = dir.join("kubeconfig");
+        // JSON is YAML.
+        std::fs::write(&kubeconfig_path, serde_json::to_vec(&kubeconfig).unwrap()).unwrap();
+
+        let admin_port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_treffpunkt"));
+        command.args(container.args.clone().unwrap_or_default());
+        command.arg("--kubeconfig").arg(&kubeconfig_path);
+        for var in container.env.clone().unwrap_or_default() {
+            let value = match (var.value, var.value_from.and_then(|from| from.field_ref)) {
+                (Some(value), _) => value,
+                (None, Some(field)) if field.field_path == "metadata.namespace" => {
+                    namespace.to_owned()
+                }
+                (None, Some(field)) if field.field_path == "metadata.name" => identity.clone(),
+                (_, field) => panic!("the test cannot give {} ({field:?})", var.name),
+            };
+            command.env(&var.name, value);
+        }
+        // The ports of a pod, on loopback.
+        command
+            .env(
+                "TREFFPUNKT_HTTP_LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            )
+            .env(
+                "TREFFPUNKT_GRPC_LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            )
+            .env("TREFFPUNKT_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}"))
+            .env("NO_COLOR", "1")
+            .env_remove("KUBECONFIG");
+        let log = dir.join("operator.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let process = command
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("the operator binary starts");
+        Self {
+            process,
+            admin: std::net::SocketAddr::from(([127, 0, 0, 1], admin_port)),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Failed reconciliations of `controller` for `reason` (0 while it does not answer yet).
+    async fn failures(&self, controller: &str, reason: &str) -> u64 {
+        match tokio::net::TcpStream::connect(self.admin).await {
+            Ok(_) => counter(
+                &metrics(self.admin).await,
+                &format!(
+                    "treffpunkt_reconciliation_failures_total{{controller=\"{controller}\",reason=\"{reason}\"}}"
+                ),
+            ),
+            Err(_) => 0,
+        }
+    }
+}
+
+impl Drop for ChartOperator {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// Whether tenant `name` becomes Ready in time.
+async fn tenant_ready(client: &Client, name: &str) -> bool {
+    eventually(WAIT, || async {
+        let tenant = Api::<Tenant>::all(client.clone()).get(name).await.ok()?;
+        crd::condition_is_true(&tenant.status?.conditions, "Ready").then_some(())
+    })
+    .await
+    .is_some()
+}
+
+/// Whether MediaPool `name` becomes Ready within `limit`.
+async fn pool_ready(client: &Client, namespace: &str, name: &str, limit: Duration) -> bool {
+    eventually(limit, || async {
+        let pool = Api::<MediaPool>::namespaced(client.clone(), namespace)
+            .get(name)
+            .await
+            .ok()?;
+        crd::condition_is_true(&pool.status?.conditions, "Ready").then_some(())
+    })
+    .await
+    .is_some()
+}
+
+/// Applies `object` as the admin would with `kubectl apply --server-side`.
+async fn apply(client: &Client, object: &DynamicObject) {
+    let types = object.types.as_ref().expect("apiVersion and kind");
+    let gvk = GroupVersionKind::try_from(types).expect("a valid apiVersion");
+    let (resource, capabilities) = discovery::pinned_kind(client, &gvk).await.unwrap();
+    let api: Api<DynamicObject> = match capabilities.scope {
+        Scope::Namespaced => Api::namespaced_with(
+            client.clone(),
+            &object.namespace().expect("a namespace"),
+            &resource,
+        ),
+        Scope::Cluster => Api::all_with(client.clone(), &resource),
+    };
+    api.patch(
+        &object.name_any(),
+        &PatchParams::apply("kubectl"),
+        &Patch::Apply(object),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{} {} applies: {e}", gvk.kind, object.name_any()));
+}
+
+/// The public Tenant is Ready, and the operator made the grant key and holds the Lease the
+/// chart names.
+async fn assert_the_platform_is_ready(client: &Client, namespace: &str, operator: &ChartOperator) {
+    assert!(
+        tenant_ready(client, "public").await,
+        "the public Tenant becomes Ready; the operator said:\n{}",
+        operator.log()
+    );
+    let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
+    assert!(
+        secrets
+            .get_opt("treffpunkt-grant-key")
+            .await
+            .unwrap()
+            .is_some(),
+        "the operator made the grant key the chart names"
+    );
+    let lease = Api::<Lease>::namespaced(client.clone(), namespace)
+        .get("treffpunkt-operator")
+        .await
+        .expect("the operator holds the Lease the chart names");
+    assert_eq!(
+        lease.spec.unwrap().holder_identity.as_deref(),
+        Some("treffpunkt-replica-0")
+    );
+}
+
+/// The default pool is a Deployment of media nodes, Ready once its node is, whose nodes dial
+/// the chart's attach Service.
+async fn assert_the_default_pool_is_ready(
+    client: &Client,
+    namespace: &str,
+    operator: &ChartOperator,
+) {
+    mark_media_node_ready(client, namespace, "default", WAIT).await;
+    assert!(
+        pool_ready(client, namespace, "default", WAIT).await,
+        "the default MediaPool becomes Ready; the operator said:\n{}",
+        operator.log()
+    );
+    let deployment = Api::<Deployment>::namespaced(client.clone(), namespace)
+        .get("treffpunkt-media-default")
+        .await
+        .expect("the pool's Deployment");
+    let env = deployment.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    let control_plane = env
+        .iter()
+        .find(|e| e.name == "TREFFPUNKT_CONTROL_PLANE")
+        .and_then(|e| e.value.clone());
+    assert_eq!(
+        control_plane.as_deref(),
+        Some("http://treffpunkt-attach.treffpunkt.svc:7001"),
+        "media nodes dial the chart's headless attach Service"
+    );
+}
+
+/// A partner, exactly as the examples have it: its tenant, a persistent room with a password
+/// from a Secret, and its own media pool, each Ready or accepted.
+async fn add_the_partner_from_the_examples(
+    client: &Client,
+    namespace: &str,
+    operator: &ChartOperator,
+) {
+    for object in example("partner-tenant.yaml") {
+        apply(client, &object).await;
+    }
+    assert!(
+        tenant_ready(client, "sportverein").await,
+        "the partner's Tenant becomes Ready; the operator said:\n{}",
+        operator.log()
+    );
+    for object in example("persistent-room.yaml") {
+        apply(client, &object).await;
+    }
+    let rooms = Api::<Room>::namespaced(client.clone(), "tenant-sportverein");
+    let accepted = eventually(WAIT, || async {
+        let room = rooms.get("vorstand").await.ok()?;
+        crd::condition_is_true(&room.status?.conditions, "Accepted").then_some(())
+    })
+    .await;
+    assert!(
+        accepted.is_some(),
+        "the room and its password are accepted; the operator said:\n{}",
+        operator.log()
+    );
+    for object in example("partner-mediapool.yaml") {
+        apply(client, &object).await;
+    }
+    mark_media_node_ready(client, namespace, "sportverein", WAIT).await;
+    assert!(
+        pool_ready(client, namespace, "sportverein", WAIT).await,
+        "the partner's MediaPool becomes Ready; the operator said:\n{}",
+        operator.log()
+    );
+}
+
+/// The partner's admins manage rooms in their namespace, and nowhere else.
+async fn assert_the_partners_admins_keep_to_their_namespace() {
+    let club_admin =
+        support::impersonating("jemand", &["sportverein-admins", "system:authenticated"]).await;
+    let spec: RoomSpec = serde_json::from_value(json!({"lifetime": "Persistent"})).unwrap();
+    Api::<Room>::namespaced(club_admin.clone(), "tenant-sportverein")
+        .create(&PostParams::default(), &Room::new("training", spec.clone()))
+        .await
+        .expect("the club's admins may make rooms in their tenant's namespace");
+    let elsewhere = Api::<Room>::namespaced(club_admin, "tenant-public")
+        .create(&PostParams::default(), &Room::new("training", spec))
+        .await;
+    assert!(
+        matches!(&elsewhere, Err(kube::Error::Api(s)) if s.code == 403),
+        "but not in another tenant's: {elsewhere:?}"
+    );
+}
+
+/// The operator's events reached the API server, and none of its reconciliations was
+/// forbidden.
+async fn assert_the_operator_had_every_right_it_needed(client: &Client, operator: &ChartOperator) {
+    let events = Api::<Event>::namespaced(client.clone(), "default")
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(
+        events
+            .items
+            .iter()
+            .any(
+                |e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("public")
+                    && e.reason.as_deref() == Some("Ready")
+            ),
+        "the operator recorded the public Tenant's Ready event"
+    );
+    for controller in ["tenant", "room", "mediapool"] {
+        assert_eq!(
+            operator.failures(controller, "forbidden").await,
+            0,
+            "{controller}: nothing was forbidden; the operator said:\n{}",
+            operator.log()
+        );
+    }
+}
+
+/// An upgrade with a changed value reaches the objects the operator works on, and they stay
+/// Ready: Helm and the operator do not fight over them.
+async fn assert_an_upgrade_reaches_the_operators_objects(
+    client: &Client,
+    namespace: &str,
+    operator: &ChartOperator,
+) {
+    let chart = chart();
+    let kubeconfig = &testenv().kubeconfig;
+    let out = helm_ok([
+        "upgrade".as_ref(),
+        "treffpunkt".as_ref(),
+        chart.as_os_str(),
+        "--namespace".as_ref(),
+        namespace.as_ref(),
+        "--kubeconfig".as_ref(),
+        kubeconfig.as_os_str(),
+        "--set".as_ref(),
+        "publicTenant.displayName=Treffpunkt Musterstadt,mediaPool.maxParticipants=300".as_ref(),
+    ]);
+    assert!(out.contains("STATUS: deployed"), "{out}");
+    let renamed = eventually(WAIT, || async {
+        let tenant = Api::<Tenant>::all(client.clone())
+            .get("public")
+            .await
+            .ok()?;
+        let status = tenant.status?;
+        (tenant.spec.display_name == "Treffpunkt Musterstadt"
+            && status.observed_generation == tenant.metadata.generation
+            && crd::condition_is_true(&status.conditions, "Ready"))
+        .then_some(())
+    })
+    .await;
+    assert!(
+        renamed.is_some(),
+        "the upgraded Tenant is reconciled; the operator said:\n{}",
+        operator.log()
+    );
+    let pool = Api::<MediaPool>::namespaced(client.clone(), namespace)
+        .get("default")
+        .await
+        .unwrap();
+    assert_eq!(pool.spec.template.max_participants, 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_charts_rights_the_operator_makes_everything_ready() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let client = admin().await;
+    // As the operations guide installs it.
+    let namespace = "treffpunkt";
+    let said = install("treffpunkt", namespace, &[]);
+    for words in [
+        "kubectl -n treffpunkt port-forward service/treffpunkt 8080:80",
+        "UDP 10000",
+        "TCP 10443",
+    ] {
+        assert!(said.contains(words), "the notes say {words:?}:\n{said}");
+    }
+    let operator = ChartOperator::start(&client, namespace, "treffpunkt").await;
+
+    assert_the_platform_is_ready(&client, namespace, &operator).await;
+    assert_the_default_pool_is_ready(&client, namespace, &operator).await;
+    add_the_partner_from_the_examples(&client, namespace, &operator).await;
+    assert_the_partners_admins_keep_to_their_namespace().await;
+    assert_the_operator_had_every_right_it_needed(&client, &operator).await;
+    assert_an_upgrade_reaches_the_operators_objects(&client, namespace, &operator).await;
+}
+/// Removes the rules that mention `resource` from `rules`; returns how many went.
+fn remove_rules(rules: &mut Option<Vec<PolicyRule>>, resource: &str) -> usize {
+    let rules = rules.as_mut().expect("rules");
+    let before = rules.len();
+    rules.retain(|rule| {
+        !rule
+            .resources
+            .as_ref()
+            .is_some_and(|r| r.iter().any(|r| r == resource))
+    });
+    before - rules.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_one_rule_of_the_chart_the_operator_fails_and_says_why() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let client = admin().await;
+
+    // The Role without its Deployments rule: the pool cannot get its media nodes.
+    let namespace = unique("no-deployments");
+    let release = "treffpunkt-no-deployments";
+    install(
+        release,
+        &namespace,
+        &["--set", "publicTenant.enabled=false"],
+    );
+    let roles = Api::<Role>::namespaced(client.clone(), &namespace);
+    let name = format!("{release}-operator");
+    let mut role = roles.get(&name).await.expect("the chart's Role");
+    assert_eq!(remove_rules(&mut role.rules, "deployments"), 1);
+    roles
+        .replace(&name, &PostParams::default(), &role)
+        .await
+        .unwrap();
+    let operator = ChartOperator::start(&client, &namespace, release).await;
+    let failed = eventually(WAIT, || async {
+        (operator.failures("mediapool", "forbidden").await > 0).then_some(())
+    })
+    .await;
+    let log = operator.log();
+    assert!(
+        failed.is_some(),
+        "the pool's reconciliation fails as forbidden:\n{log}"
+    );
+    let user = format!("system:serviceaccount:{namespace}:{release}");
+    let why = log.lines().find(|line| {
+        line.contains("reconciliation failed")
+            && line.contains("forbidden")
+            && line.contains(&user)
+            && line.contains("deployments")
+    });
+    eprintln!("without the Deployments rule the operator says: {why:?}");
+    assert!(why.is_some(), "the log says who may not do what:\n{log}");
+    assert!(
+        !pool_ready(&client, &namespace, "default", Duration::from_secs(2)).await,
+        "the pool is not Ready"
+    );
+    drop(operator);
+
+    // The ClusterRole without its Namespaces rule: a tenant cannot get its namespace.
+    let namespace = unique("no-namespaces");
+    let release = "treffpunkt-no-namespaces";
+    install(
+        release,
+        &namespace,
+        &[
+            "--set",
+            "publicTenant.enabled=false",
+            "--set",
+            "mediaPool.enabled=false",
+        ],
+    );
+    let cluster_roles = Api::<ClusterRole>::all(client.clone());
+    let name = format!("{release}-operator");
+    let mut cluster_role = cluster_roles
+        .get(&name)
+        .await
+        .expect("the chart's ClusterRole");
+    assert_eq!(remove_rules(&mut cluster_role.rules, "namespaces"), 1);
+    cluster_roles
+        .replace(&name, &PostParams::default(), &cluster_role)
+        .await
+        .unwrap();
+    let tenant = unique("verein");
+    let spec: TenantSpec = serde_json::from_value(json!({"displayName": "Verein"})).unwrap();
+    Api::<Tenant>::all(client.clone())
+        .create(&PostParams::default(), &Tenant::new(&tenant, spec))
+        .await
+        .unwrap();
+    let operator = ChartOperator::start(&client, &namespace, release).await;
+    let failed = eventually(WAIT, || async {
+        (operator.failures("tenant", "forbidden").await > 0).then_some(())
+    })
+    .await;
+    let log = operator.log();
+    assert!(
+        failed.is_some(),
+        "the tenant's reconciliation fails as forbidden:\n{log}"
+    );
+    let user = format!("system:serviceaccount:{namespace}:{release}");
+    let why = log.lines().find(|line| {
+        line.contains("reconciliation failed")
+            && line.contains("forbidden")
+            && line.contains(&user)
+            && line.contains("namespaces")
+    });
+    eprintln!("without the Namespaces rule the operator says: {why:?}");
+    assert!(why.is_some(), "the log says who may not do what:\n{log}");
+    let status = Api::<Tenant>::all(client.clone())
+        .get(&tenant)
+        .await
+        .unwrap()
+        .status;
+    assert!(
+        !status.is_some_and(|s| crd::condition_is_true(&s.conditions, "Ready")),
+        "the tenant is not Ready"
+    );
+}

@@ -1,0 +1,143 @@
+//! Tenants, Rooms and MediaPools as the cluster tests make them, and the kubelet's part for
+//! the pods of a pool (no kubelet runs in the test environment).
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use treffpunkt_operator::crd::{
+    self, Lifetime, MediaNodeTemplate, MediaPoolSpec, OwnerKind, PoolNetwork, Replicas, Room,
+    RoomSpec, Tenant, TenantLimits, TenantOwner, TenantPolicy, TenantSpec,
+};
+
+use super::eventually;
+
+/// How long the operator gets to make something Ready.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A tenant for up to `rooms` rooms, owned by the user `owner` if there is one.
+pub fn tenant_spec(owner: Option<&str>, rooms: i32) -> TenantSpec {
+    TenantSpec {
+        display_name: "Skatclub Mittwoch".to_owned(),
+        owners: owner
+            .map(|name| TenantOwner {
+                kind: OwnerKind::User,
+                name: name.to_owned(),
+            })
+            .into_iter()
+            .collect(),
+        limits: TenantLimits {
+            rooms,
+            ..TenantLimits::default()
+        },
+        policy: TenantPolicy::default(),
+        branding: None,
+        media_pools: Vec::new(),
+        suspended: false,
+    }
+}
+
+/// A persistent room with nothing set.
+pub fn room_spec() -> RoomSpec {
+    RoomSpec {
+        display_name: None,
+        access: None,
+        password_secret_ref: None,
+        moderators: Vec::new(),
+        max_participants: None,
+        video_last_n: None,
+        lifetime: Lifetime::Persistent,
+    }
+}
+
+/// Creates a tenant and waits until the operator reports it Ready.
+pub async fn ready_tenant(client: &Client, name: &str, spec: TenantSpec) -> Tenant {
+    let tenants = Api::<Tenant>::all(client.clone());
+    tenants
+        .create(&PostParams::default(), &Tenant::new(name, spec))
+        .await
+        .expect("the tenant is accepted");
+    eventually(WAIT, || async {
+        let tenant = tenants.get(name).await.ok()?;
+        let status = tenant.status.as_ref()?;
+        (crd::condition_is_true(&status.conditions, "Ready")
+            && status.observed_generation == tenant.metadata.generation)
+            .then_some(tenant)
+    })
+    .await
+    .unwrap_or_else(|| panic!("tenant {name} becomes Ready"))
+}
+
+/// Creates a room, retrying while the tenant's quota is still being computed.
+pub async fn create_room(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    spec: RoomSpec,
+) -> Result<Room, kube::Error> {
+    let rooms = Api::<Room>::namespaced(client.clone(), namespace);
+    let mut last = None;
+    for _ in 0..100 {
+        match rooms
+            .create(&PostParams::default(), &Room::new(name, spec.clone()))
+            .await
+        {
+            Err(kube::Error::Api(status))
+                if status.message.contains("status unknown for quota") =>
+            {
+                last = Some(kube::Error::Api(status));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            result => return result,
+        }
+    }
+    Err(last.expect("at least one try"))
+}
+
+/// A pool of one to three media nodes of an image nobody pulls.
+pub fn pool_spec() -> MediaPoolSpec {
+    MediaPoolSpec {
+        replicas: Replicas { min: 1, max: 3 },
+        target_load_percent: 70,
+        template: MediaNodeTemplate {
+            image: "registry.invalid/treffpunkt/media-node:test".to_owned(),
+            resources: None,
+            node_selector: None,
+            tolerations: None,
+            max_participants: 100,
+        },
+        network: PoolNetwork::default(),
+        tenants: Vec::new(),
+    }
+}
+
+/// Plays the kubelet's part: waits (for at most `limit`) for the pod of `pool`'s Deployment and
+/// reports it ready.
+pub async fn mark_media_node_ready(client: &Client, namespace: &str, pool: &str, limit: Duration) {
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace);
+    let selector = format!("treffpunkt.io/pool={pool}");
+    let pod = eventually(limit, || async {
+        pods.list(&ListParams::default().labels(&selector))
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .next()
+    })
+    .await
+    .expect("the pool's Deployment made a pod");
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let ready = json!({"status": {"phase": "Running", "conditions": [
+        {"type": "Ready", "status": "True", "lastTransitionTime": now},
+        {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+    ]}});
+    pods.patch_status(
+        &pod.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&ready),
+    )
+    .await
+    .expect("the pod's status is patched");
+}
