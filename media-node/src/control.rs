@@ -383,6 +383,13 @@ async fn attach_once(address: &str, context: &LinkContext) -> Result<()> {
         .into_inner();
     {
         let mut links = lock(&context.links);
+        // A drain that began after the registration was written reached only the streams that
+        // were up then: this one hears of it now. Later ones reach it with the others.
+        if links.draining != draining
+            && let Some(now_draining) = links.draining
+        {
+            let _ = outbound.try_send(v1::NodeMessage::new(NodeKind::Draining(now_draining)));
+        }
         links.up.insert(address.to_owned(), outbound.clone());
         links.flush(address);
     }

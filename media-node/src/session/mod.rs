@@ -9,6 +9,9 @@
 //! from then on only the node offers, one offer at a time, whenever the set of down-tracks has
 //! changed.
 
+pub mod interceptors;
+pub mod setup;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -35,9 +38,6 @@ use rtc::rtp_transceiver::{
     RTCRtpTransceiverInit,
 };
 use rtc::sdp::extmap::AUDIO_LEVEL_URI;
-
-pub mod interceptors;
-pub mod setup;
 
 use self::setup::{media_setup, rtp_codec};
 use crate::congestion::EstimateCell;
