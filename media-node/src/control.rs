@@ -401,69 +401,78 @@ async fn attach_once(address: &str, context: &LinkContext) -> Result<()> {
             Ok(None) => return Ok(()),
             Err(status) => return Err(Error::Control(status.to_string())),
         };
-        let command = match message.kind {
-            Some(ControlKind::Registered(_)) => continue,
-            Some(ControlKind::OpenSession(open)) => {
-                let session_id = open.session_id.clone();
-                match admit(open, context.grant_key.as_ref()) {
-                    Ok(admission) => {
-                        lock(&context.links).bind(
-                            &session_id,
-                            address,
-                            Some(admission.room.clone()),
-                        );
-                        Command::Open(admission)
-                    }
-                    Err(detail) => {
-                        warn!(%detail, "refusing a session");
-                        let refusal = event_message(Event::Closed {
-                            session_id,
-                            reason: v1::CloseReason::Refused,
-                            detail,
-                        });
-                        let _ = outbound.send(refusal).await;
-                        continue;
-                    }
-                }
-            }
-            Some(ControlKind::Signal(v1::SessionSignal {
-                session_id,
-                signal: Some(signal),
-            })) => {
-                lock(&context.links).bind(&session_id, address, None);
-                Command::Signal { session_id, signal }
-            }
-            Some(ControlKind::ResumeSession(resume)) => {
-                {
-                    let mut links = lock(&context.links);
-                    if links.sessions.contains_key(&resume.session_id) {
-                        links.bind(&resume.session_id, address, None);
-                        links.flush(address);
-                    }
-                }
-                Command::Resume {
-                    session_id: resume.session_id,
-                }
-            }
-            Some(ControlKind::CloseSession(close)) => Command::Close {
-                session_id: close.session_id,
-            },
-            Some(ControlKind::CloseRoom(close)) => match close.room {
-                Some(room) => Command::CloseRoom {
-                    room: room.to_string(),
-                },
-                None => continue,
-            },
-            Some(ControlKind::Drain(drain)) => Command::Drain {
-                move_sessions: drain.move_sessions,
-                grace: Duration::from_secs(u64::from(drain.grace_seconds)),
-            },
-            Some(ControlKind::Signal(_)) | None => continue,
+        let Some(command) = command_for(message, address, context, &outbound).await else {
+            continue;
         };
         if context.commands.send(command).await.is_err() {
             return Ok(());
         }
     }
+}
+
+/// The command a message from the control plane asks of the node, if any. A session whose
+/// grant does not hold is refused here, on the stream it came from.
+async fn command_for(
+    message: v1::ControlMessage,
+    address: &str,
+    context: &LinkContext,
+    outbound: &mpsc::Sender<v1::NodeMessage>,
+) -> Option<Command> {
+    Some(match message.kind {
+        Some(ControlKind::Registered(_)) => return None,
+        Some(ControlKind::OpenSession(open)) => {
+            let session_id = open.session_id.clone();
+            match admit(open, context.grant_key.as_ref()) {
+                Ok(admission) => {
+                    lock(&context.links).bind(&session_id, address, Some(admission.room.clone()));
+                    Command::Open(admission)
+                }
+                Err(detail) => {
+                    warn!(%detail, "refusing a session");
+                    let refusal = event_message(Event::Closed {
+                        session_id,
+                        reason: v1::CloseReason::Refused,
+                        detail,
+                    });
+                    let _ = outbound.send(refusal).await;
+                    return None;
+                }
+            }
+        }
+        Some(ControlKind::Signal(v1::SessionSignal {
+            session_id,
+            signal: Some(signal),
+        })) => {
+            lock(&context.links).bind(&session_id, address, None);
+            Command::Signal { session_id, signal }
+        }
+        Some(ControlKind::ResumeSession(resume)) => {
+            {
+                let mut links = lock(&context.links);
+                if links.sessions.contains_key(&resume.session_id) {
+                    links.bind(&resume.session_id, address, None);
+                    links.flush(address);
+                }
+            }
+            Command::Resume {
+                session_id: resume.session_id,
+            }
+        }
+        Some(ControlKind::CloseSession(close)) => Command::Close {
+            session_id: close.session_id,
+        },
+        Some(ControlKind::CloseRoom(close)) => match close.room {
+            Some(room) => Command::CloseRoom {
+                room: room.to_string(),
+            },
+            None => return None,
+        },
+        Some(ControlKind::Drain(drain)) => Command::Drain {
+            move_sessions: drain.move_sessions,
+            grace: Duration::from_secs(u64::from(drain.grace_seconds)),
+        },
+        Some(ControlKind::Signal(_)) | None => return None,
+    })
 }
 
 #[cfg(test)]
