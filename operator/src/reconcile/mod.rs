@@ -137,6 +137,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// The failure itself, out of the finalizer's wrapping.
+    fn cause(&self) -> &Self {
+        match self {
+            Self::Finalizer(inner) => match inner.as_ref() {
+                finalizer::Error::ApplyFailed(error) | finalizer::Error::CleanupFailed(error) => {
+                    error.cause()
+                }
+                _ => self,
+            },
+            _ => self,
+        }
+    }
+
     /// A short, stable reason for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -178,7 +191,7 @@ fn error_policy(
     ctx: &Context,
 ) -> kube::runtime::controller::Action {
     ctx.metrics.failure(controller, error.reason());
-    match error {
+    match error.cause() {
         Error::Deleting(_) => debug!(controller, %error, "waiting"),
         _ => warn!(controller, %error, "reconciliation failed"),
     }
@@ -188,7 +201,7 @@ fn error_policy(
         *count = count.saturating_add(1);
         *count
     };
-    let first = match error {
+    let first = match error.cause() {
         Error::Deleting(_) => Duration::from_secs(1),
         Error::Kube(kube::Error::Api(status)) if status.code == 409 => Duration::from_millis(200),
         _ => Duration::from_secs(2),
