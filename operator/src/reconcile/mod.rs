@@ -2,13 +2,16 @@
 //! policies, Deployments and statuses.
 //!
 //! Each follows the same shape: `reconcile` is wrapped in kube's `finalizer()`, so that
-//! whatever a resource made is cleaned up before it goes; what it makes is written by
-//! server-side apply under one field manager, so that a second pass over an unchanged resource
-//! writes nothing; its status is applied the same way; failures are counted by reason and
-//! retried with backoff; transitions are recorded as Kubernetes events.
+//! whatever a resource made is cleaned up before it goes; what it makes is created once with an
+//! owner reference and then kept by server-side apply under one field manager, so that a second
+//! pass over an unchanged resource writes nothing; an object of the same name that it did not
+//! make is never adopted, changed or deleted (see [`ownership`]); its status is applied the
+//! same way; failures are counted by reason and retried with backoff; transitions are recorded
+//! as Kubernetes events.
 //!
 //! Only the replica that holds the Lease runs them (see [`crate::leader`]).
 
+pub mod ownership;
 mod pool;
 mod room;
 mod tenant;
