@@ -1,7 +1,8 @@
 //! Tenants and their rooms against a real Kubernetes API server (etcd, kube-apiserver and
 //! kube-controller-manager from `deploy/testenv`): a tenant's namespace, RBAC, quota, policy and
 //! key; the server's own RBAC, quota and CEL rules; rooms' status and placement; a suspended
-//! tenant; and the operator's metrics.
+//! tenant; and the operator's metrics. (What someone else made under the names the operator
+//! uses is in `cluster_ownership.rs`.)
 
 mod support;
 

@@ -39,6 +39,9 @@ use crate::domain;
 pub const GROUP: &str = "treffpunkt.io";
 /// The prefix of every tenant's namespace.
 pub const TENANT_NAMESPACE_PREFIX: &str = "tenant-";
+/// The reason of a Tenant's `Ready=False` when `tenant-<name>` exists but was not made by the
+/// operator for that Tenant.
+pub const NAMESPACE_NOT_OWNED: &str = "NamespaceNotOwned";
 
 /// How people get into a room.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -119,6 +122,25 @@ pub fn condition_is_true(conditions: &[Condition], type_: &str) -> bool {
 }
 
 impl Tenant {
+    /// Whether the operator reports `namespace` as this tenant's own: made by it for this
+    /// Tenant.
+    pub fn owns_namespace(&self, namespace: &str) -> bool {
+        self.status
+            .as_ref()
+            .and_then(|status| status.namespace.as_deref())
+            == Some(namespace)
+    }
+
+    /// Whether the operator found `tenant-<name>` to be someone else's namespace.
+    pub fn namespace_not_owned(&self) -> bool {
+        self.status.as_ref().is_some_and(|status| {
+            status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.reason == NAMESPACE_NOT_OWNED)
+        })
+    }
+
     /// The domain's view of this tenant, if its name is valid.
     pub fn to_domain(&self) -> Option<domain::Tenant> {
         let name = domain::TenantName::new(self.metadata.name.clone()?).ok()?;

@@ -7,6 +7,10 @@
 //! downward API (the node's IP) unless the pool fixes one. The pods run as non-root with a
 //! read-only root filesystem and no capabilities, and get no service-account token: a media
 //! node never talks to the API server.
+//!
+//! The Deployment, budget and Service are made for the pool and carry its controller
+//! reference; an object of one of their names that the operator did not make for this pool is
+//! someone else's, is left alone, and the pool's `Ready` condition says so (`ObjectNotOwned`).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -15,7 +19,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+    Deployment, DeploymentSpec, DeploymentStatus, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
@@ -24,7 +28,9 @@ use k8s_openapi::api::core::v1::{
     ServicePort, ServiceSpec,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    Condition, LabelSelector, ObjectMeta, OwnerReference,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -32,7 +38,9 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
+use tracing::warn;
 
+use super::ownership::{Claim, apply_owned};
 use super::{Context, Error, MANAGED_BY, MANAGER, Result, error_policy};
 use crate::crd::{self, MediaPool, MediaPoolStatus, NetworkMode, PoolNetwork};
 
@@ -339,25 +347,12 @@ pub fn deployment(pool: &MediaPool, ctx: &Context, owner: &OwnerReference) -> De
     }
 }
 
-async fn apply(pool: &MediaPool, ctx: &Context) -> Result<Action> {
+/// The budget that lets one media node of the pool go at a time.
+fn budget(pool: &MediaPool, owner: &OwnerReference) -> PodDisruptionBudget {
     let name = pool.name_any();
-    let namespace = pool.namespace().ok_or(Error::Incomplete("namespace"))?;
-    let owner = pool
-        .controller_owner_ref(&())
-        .ok_or(Error::Incomplete("uid"))?;
-    let ssa = PatchParams::apply(MANAGER).force();
-    let workload = workload_name(&name);
-
-    let deployment = Api::<Deployment>::namespaced(ctx.client.clone(), &namespace)
-        .patch(
-            &workload,
-            &ssa,
-            &Patch::Apply(&deployment(pool, ctx, &owner)),
-        )
-        .await?;
-
-    let budget = PodDisruptionBudget {
-        metadata: metadata(&workload, &namespace, &name, &owner),
+    let namespace = pool.namespace().unwrap_or_default();
+    PodDisruptionBudget {
+        metadata: metadata(&workload_name(&name), &namespace, &name, owner),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
             selector: Some(LabelSelector {
@@ -367,15 +362,16 @@ async fn apply(pool: &MediaPool, ctx: &Context) -> Result<Action> {
             ..PodDisruptionBudgetSpec::default()
         }),
         status: None,
-    };
-    Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), &namespace)
-        .patch(&workload, &ssa, &Patch::Apply(&budget))
-        .await?;
+    }
+}
 
-    // Headless: it names the media node pods for monitoring; media itself goes to each node's
-    // own address, never through a Service.
-    let service = Service {
-        metadata: metadata(&workload, &namespace, &name, &owner),
+/// Headless: it names the media node pods for monitoring; media itself goes to each node's own
+/// address, never through a Service.
+fn service(pool: &MediaPool, owner: &OwnerReference) -> Service {
+    let name = pool.name_any();
+    let namespace = pool.namespace().unwrap_or_default();
+    Service {
+        metadata: metadata(&workload_name(&name), &namespace, &name, owner),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".to_owned()),
             selector: Some(selector(&name)),
@@ -389,12 +385,56 @@ async fn apply(pool: &MediaPool, ctx: &Context) -> Result<Action> {
             ..ServiceSpec::default()
         }),
         status: None,
-    };
-    Api::<Service>::namespaced(ctx.client.clone(), &namespace)
-        .patch(&workload, &ssa, &Patch::Apply(&service))
-        .await?;
+    }
+}
 
-    let observed = deployment.status.unwrap_or_default();
+/// What the pool's Deployment reports, and the objects under the names of the pool's workload
+/// that are someone else's.
+struct Workload {
+    observed: DeploymentStatus,
+    foreign: Vec<String>,
+}
+
+/// Applies the pool's Deployment, budget and Service where the objects of their names are the
+/// pool's or missing; someone else's are left alone.
+async fn apply_workload(pool: &MediaPool, ctx: &Context, namespace: &str) -> Result<Workload> {
+    let owner = pool
+        .controller_owner_ref(&())
+        .ok_or(Error::Incomplete("uid"))?;
+    let client = &ctx.client;
+    let workload = workload_name(&pool.name_any());
+    let mut foreign = Vec::new();
+    // The budget and the Service first: the budget covers the pods from the start, and whoever
+    // sees the Deployment finds them in place.
+    let budgets = Api::<PodDisruptionBudget>::namespaced(client.clone(), namespace);
+    if apply_owned(&budgets, &budget(pool, &owner), &owner.uid)
+        .await?
+        .is_foreign()
+    {
+        foreign.push(format!("PodDisruptionBudget {workload}"));
+    }
+    let services = Api::<Service>::namespaced(client.clone(), namespace);
+    if apply_owned(&services, &service(pool, &owner), &owner.uid)
+        .await?
+        .is_foreign()
+    {
+        foreign.push(format!("Service {workload}"));
+    }
+    let deployments = Api::<Deployment>::namespaced(client.clone(), namespace);
+    let observed =
+        match apply_owned(&deployments, &deployment(pool, ctx, &owner), &owner.uid).await? {
+            Claim::Ours(deployment) => deployment.status.unwrap_or_default(),
+            Claim::Foreign => {
+                foreign.push(format!("Deployment {workload}"));
+                DeploymentStatus::default()
+            }
+        };
+    Ok(Workload { observed, foreign })
+}
+
+async fn apply(pool: &MediaPool, ctx: &Context) -> Result<Action> {
+    let namespace = pool.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let Workload { observed, foreign } = apply_workload(pool, ctx, &namespace).await?;
     let ready = observed.ready_replicas.unwrap_or(0);
     let minimum = pool.spec.replicas.min;
     let mut status = MediaPoolStatus {
@@ -408,36 +448,85 @@ async fn apply(pool: &MediaPool, ctx: &Context) -> Result<Action> {
             .unwrap_or_default(),
     };
     let enough = ready >= minimum;
+    let (reason, message) = if !foreign.is_empty() {
+        (
+            "ObjectNotOwned",
+            format!(
+                "{} in namespace {namespace} not made by the operator for this MediaPool, left \
+                 as they are; delete them to let the operator make its own",
+                foreign.join(", ")
+            ),
+        )
+    } else if enough {
+        (
+            "MinimumReady",
+            format!("{ready} of at least {minimum} media nodes are ready"),
+        )
+    } else {
+        (
+            "Waiting",
+            format!("{ready} of at least {minimum} media nodes are ready"),
+        )
+    };
     crd::set_condition(
         &mut status.conditions,
         "Ready",
-        enough,
-        if enough { "MinimumReady" } else { "Waiting" },
-        &format!("{ready} of at least {minimum} media nodes are ready"),
+        enough && foreign.is_empty(),
+        reason,
+        &message,
         pool.metadata.generation,
     );
     if pool.status.as_ref() != Some(&status) {
-        let body = json!({
-            "apiVersion": "treffpunkt.io/v1alpha1",
-            "kind": "MediaPool",
-            "status": status,
-        });
-        Api::<MediaPool>::namespaced(ctx.client.clone(), &namespace)
-            .patch_status(&name, &ssa, &Patch::Apply(&body))
-            .await?;
-        let was_ready = pool
-            .status
-            .as_ref()
-            .is_some_and(|s| crd::condition_is_true(&s.conditions, "Ready"));
-        if enough != was_ready {
-            ctx.event(
-                &pool.object_ref(&()),
-                !enough,
-                if enough { "Ready" } else { "NotReady" },
-                format!("{ready} of at least {minimum} media nodes are ready"),
-            )
-            .await;
-        }
+        write_status(pool, ctx, &namespace, &status).await?;
     }
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(Action::requeue(if foreign.is_empty() {
+        Duration::from_secs(300)
+    } else {
+        Duration::from_secs(15)
+    }))
+}
+
+/// Applies `status` and records its transitions as events: Ready, NotReady (too few media
+/// nodes ready), or a workload object that is someone else's.
+async fn write_status(
+    pool: &MediaPool,
+    ctx: &Context,
+    namespace: &str,
+    status: &MediaPoolStatus,
+) -> Result<()> {
+    let body = json!({
+        "apiVersion": "treffpunkt.io/v1alpha1",
+        "kind": "MediaPool",
+        "status": status,
+    });
+    Api::<MediaPool>::namespaced(ctx.client.clone(), namespace)
+        .patch_status(
+            &pool.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+    let ready = |conditions: &[Condition]| conditions.iter().find(|c| c.type_ == "Ready").cloned();
+    let before = pool.status.as_ref().and_then(|s| ready(&s.conditions));
+    let Some(now) = ready(&status.conditions) else {
+        return Ok(());
+    };
+    let was_ready = before.as_ref().is_some_and(|c| c.status == "True");
+    let is_ready = now.status == "True";
+    if now.reason == "ObjectNotOwned" {
+        if before.is_none_or(|c| c.reason != now.reason) {
+            warn!(pool = %pool.name_any(), "{}", now.message);
+            ctx.event(&pool.object_ref(&()), true, &now.reason, now.message)
+                .await;
+        }
+    } else if is_ready != was_ready {
+        ctx.event(
+            &pool.object_ref(&()),
+            !is_ready,
+            if is_ready { "Ready" } else { "NotReady" },
+            now.message,
+        )
+        .await;
+    }
+    Ok(())
 }

@@ -72,10 +72,28 @@ async fn reconcile(room: Arc<Room>, ctx: Arc<Context>) -> Result<Action> {
     let _measure = ctx.metrics.reconcile("room");
     let object = room.clone();
     let namespace = room.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let tenant = match crd::namespace_tenant(&namespace) {
+        Some(tenant) => {
+            Api::<Tenant>::all(ctx.client.clone())
+                .get_opt(tenant)
+                .await?
+        }
+        None => None,
+    };
+    // A room in a tenant's namespace is touched (not even given a finalizer) only once the
+    // operator has found that namespace to be the tenant's own: someone else's namespace of
+    // that name gets nothing written into it. A change of the Tenant brings the room back.
+    if let Some(tenant) = &tenant
+        && !tenant.owns_namespace(&namespace)
+        && !room.finalizers().iter().any(|f| f == FINALIZER)
+    {
+        ctx.succeeded("room", &*object);
+        return Ok(Action::await_change());
+    }
     let api = Api::<Room>::namespaced(ctx.client.clone(), &namespace);
     finalizer(&api, FINALIZER, room, |event| async {
         match event {
-            Finalizer::Apply(room) => apply(&room, &ctx).await,
+            Finalizer::Apply(room) => apply(&room, tenant.as_ref(), &ctx).await,
             Finalizer::Cleanup(room) => {
                 if let Some(key) = key(&room) {
                     ctx.fleet.close_room(&key);
@@ -121,6 +139,16 @@ async fn check(room: &Room, tenant: Option<&Tenant>, ctx: &Context) -> Result<Ve
             "the room is not in the namespace of an existing tenant",
         ));
     };
+    let namespace = room.namespace().unwrap_or_default();
+    if !tenant.owns_namespace(&namespace) {
+        return Ok(Verdict::refused(
+            crd::NAMESPACE_NOT_OWNED,
+            format!(
+                "namespace {namespace} is not the own namespace of tenant {}",
+                tenant.name_any()
+            ),
+        ));
+    }
     if tenant.spec.suspended {
         return Ok(Verdict::refused(
             "TenantSuspended",
@@ -147,7 +175,6 @@ async fn check(room: &Room, tenant: Option<&Tenant>, ctx: &Context) -> Result<Ve
                 "access Password needs passwordSecretRef",
             ));
         };
-        let namespace = room.namespace().unwrap_or_default();
         let secret = Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
             .get_opt(&reference.name)
             .await?;
@@ -168,19 +195,11 @@ async fn check(room: &Room, tenant: Option<&Tenant>, ctx: &Context) -> Result<Ve
     })
 }
 
-async fn apply(room: &Room, ctx: &Context) -> Result<Action> {
+async fn apply(room: &Room, tenant: Option<&Tenant>, ctx: &Context) -> Result<Action> {
     let namespace = room.namespace().ok_or(Error::Incomplete("namespace"))?;
     let name = room.name_any();
     let tenant_name = crd::namespace_tenant(&namespace).map(str::to_owned);
-    let tenant = match &tenant_name {
-        Some(tenant) => {
-            Api::<Tenant>::all(ctx.client.clone())
-                .get_opt(tenant)
-                .await?
-        }
-        None => None,
-    };
-    let verdict = check(room, tenant.as_ref(), ctx).await?;
+    let verdict = check(room, tenant, ctx).await?;
     let key = key(room);
     let participants = key
         .as_ref()

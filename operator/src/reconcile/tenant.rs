@@ -3,9 +3,15 @@
 //!
 //! It makes the namespace `tenant-<name>`, a tenant-admin Role and a RoleBinding for the
 //! tenant's owners, a ResourceQuota whose object count of Rooms is the tenant's room limit, a
-//! default-deny NetworkPolicy, and the tenant's signing-key Secret (created once, never
-//! rotated by a reconciliation). A suspended tenant's rooms are closed. Deleting a Tenant
-//! deletes its namespace, and the Tenant goes only once the namespace is gone.
+//! default-deny NetworkPolicy, and the tenant's signing-key Secret (created once, never rotated
+//! by a reconciliation). A suspended tenant's rooms are closed.
+//!
+//! All of it is made for the Tenant and carries its controller reference. A namespace or an
+//! object of one of these names that the operator did not make for this Tenant is someone
+//! else's: it is never adopted or changed, nothing is written into such a namespace, and the
+//! Tenant's `Ready` condition says so (`NamespaceNotOwned`, `ObjectNotOwned`) with an event.
+//! Deleting a Tenant deletes its own namespace, and the Tenant goes only once the namespace is
+//! gone; someone else's namespace stays as it is, with everything in it.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -14,20 +20,24 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::ByteString;
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, ResourceQuotaSpec, Secret};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    Condition, LabelSelector, ObjectMeta, OwnerReference,
+};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
-use tracing::info;
+use tracing::{info, warn};
 
+use super::ownership::{self, Claim};
 use super::{Context, Error, MANAGED_BY, MANAGER, Result, TENANT_LABEL, error_policy};
 use crate::crd::{self, OwnerKind, Room, Tenant, TenantStatus, TenantUsage};
 use crate::domain::{RoomKey, RoomName, TenantName};
@@ -213,14 +223,66 @@ fn default_deny(namespace: &str, tenant: &str, owner: &OwnerReference) -> Networ
     }
 }
 
+/// Why a tenant is not Ready.
+#[derive(Clone, Debug, PartialEq)]
+enum Trouble {
+    /// `tenant-<name>` exists and was not made for this Tenant.
+    NamespaceNotOwned,
+    /// The tenant's namespace is being deleted (by someone else: the Tenant is not).
+    NamespaceTerminating,
+    /// Objects under the names of the tenant's children were not made for it.
+    ObjectsNotOwned(Vec<String>),
+}
+
+impl Trouble {
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::NamespaceNotOwned => crd::NAMESPACE_NOT_OWNED,
+            Self::NamespaceTerminating => "NamespaceTerminating",
+            Self::ObjectsNotOwned(_) => "ObjectNotOwned",
+        }
+    }
+
+    fn message(&self, namespace: &str) -> String {
+        match self {
+            Self::NamespaceNotOwned => format!(
+                "namespace {namespace} exists and was not made by the operator for this Tenant: \
+                 nothing is written into it and it is not deleted with the Tenant; delete it to \
+                 let the operator make the tenant's own, or give the Tenant another name"
+            ),
+            Self::NamespaceTerminating => {
+                format!("namespace {namespace} is being deleted; it is made again once it is gone")
+            }
+            Self::ObjectsNotOwned(objects) => format!(
+                "{} in namespace {namespace} not made by the operator for this Tenant, left as \
+                 they are; delete them to let the operator make its own",
+                objects.join(", ")
+            ),
+        }
+    }
+}
+
 async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     let name = tenant.name_any();
     let namespace = crd::tenant_namespace(&name);
     let owner = tenant
         .controller_owner_ref(&())
         .ok_or(Error::Incomplete("uid"))?;
-    apply_namespace(tenant, ctx, &namespace, &owner).await?;
-    ensure_signing_key(ctx, &namespace, &name, &owner).await?;
+    let desired = Namespace {
+        metadata: metadata(&namespace, None, &name, &owner),
+        ..Namespace::default()
+    };
+    let namespaces = Api::<Namespace>::all(ctx.client.clone());
+    let trouble = match ownership::apply_owned(&namespaces, &desired, &owner.uid).await? {
+        Claim::Foreign => Some(Trouble::NamespaceNotOwned),
+        Claim::Ours(ns) if ns.metadata.deletion_timestamp.is_some() => {
+            Some(Trouble::NamespaceTerminating)
+        }
+        Claim::Ours(_) => {
+            let foreign = apply_children(tenant, ctx, &namespace, &owner).await?;
+            (!foreign.is_empty()).then_some(Trouble::ObjectsNotOwned(foreign))
+        }
+    };
 
     let key_tenant = TenantName::new(name.as_str()).ok();
     if tenant.spec.suspended
@@ -229,66 +291,105 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action> {
         close_rooms(ctx, &namespace, tenant_name).await?;
     }
 
-    let usage = usage(ctx, &namespace, key_tenant.as_ref()).await?;
-    let status = status(tenant, &namespace, usage);
+    // Rooms in someone else's namespace are not the tenant's.
+    let own = trouble != Some(Trouble::NamespaceNotOwned);
+    let usage = if own {
+        Some(usage(ctx, &namespace, key_tenant.as_ref()).await?)
+    } else {
+        None
+    };
+    let status = status(
+        tenant,
+        own.then_some(namespace.as_str()),
+        trouble.as_ref(),
+        usage,
+    );
     if tenant.status.as_ref() != Some(&status) {
-        write_status(tenant, ctx, &namespace, &status).await?;
+        write_status(tenant, ctx, &status).await?;
     }
-    Ok(Action::requeue(Duration::from_secs(60)))
+    Ok(Action::requeue(match trouble {
+        None => Duration::from_secs(60),
+        Some(_) => Duration::from_secs(15),
+    }))
 }
 
-/// Applies the tenant's namespace and what goes into it: the admins' Role and RoleBinding, the
-/// room quota and the default-deny policy.
-async fn apply_namespace(
+/// Applies `desired` into the tenant's namespace if the object of its name is the tenant's or
+/// missing; names it in `foreign` if it is someone else's.
+async fn apply_child<K>(
+    ctx: &Context,
+    desired: &K,
+    owner: &OwnerReference,
+    foreign: &mut Vec<String>,
+) -> Result<Claim<K>>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    apply_child_from(ctx, desired, desired, owner, foreign).await
+}
+
+/// [`apply_child`], creating a missing object as `first` (see
+/// [`ownership::apply_owned_from`]).
+async fn apply_child_from<K>(
+    ctx: &Context,
+    first: &K,
+    desired: &K,
+    owner: &OwnerReference,
+    foreign: &mut Vec<String>,
+) -> Result<Claim<K>>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let namespace = desired.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let api = Api::<K>::namespaced(ctx.client.clone(), &namespace);
+    let claim = ownership::apply_owned_from(&api, first, desired, &owner.uid).await?;
+    if claim.is_foreign() {
+        foreign.push(format!("{} {}", K::kind(&()), desired.name_any()));
+    }
+    Ok(claim)
+}
+
+/// Makes what goes into the tenant's own namespace: the admins' Role and RoleBinding, the room
+/// quota, the default-deny policy and the signing key. Returns the objects under these names
+/// that are someone else's.
+async fn apply_children(
     tenant: &Tenant,
     ctx: &Context,
     namespace: &str,
     owner: &OwnerReference,
-) -> Result<()> {
-    let client = &ctx.client;
+) -> Result<Vec<String>> {
     let name = tenant.name_any();
-    let ssa = PatchParams::apply(MANAGER).force();
-
-    let ns = Namespace {
-        metadata: metadata(namespace, None, &name, owner),
-        ..Namespace::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .patch(namespace, &ssa, &Patch::Apply(&ns))
-        .await?;
-
-    let role = Role {
+    let mut foreign = Vec::new();
+    let unruled = Role {
         metadata: metadata(ADMIN_ROLE, Some(namespace), &name, owner),
-        rules: Some(admin_rules()),
+        rules: None,
     };
-    Api::<Role>::namespaced(client.clone(), namespace)
-        .patch(ADMIN_ROLE, &ssa, &Patch::Apply(&role))
-        .await?;
+    let role = Role {
+        rules: Some(admin_rules()),
+        ..unruled.clone()
+    };
+    apply_child_from(ctx, &unruled, &role, owner, &mut foreign).await?;
+    let admins = admin_binding(tenant, namespace, owner);
+    apply_child(ctx, &admins, owner, &mut foreign).await?;
+    let quota = room_quota(tenant, namespace, owner);
+    apply_child(ctx, &quota, owner, &mut foreign).await?;
+    let policy = default_deny(namespace, &name, owner);
+    apply_child(ctx, &policy, owner, &mut foreign).await?;
 
-    Api::<RoleBinding>::namespaced(client.clone(), namespace)
-        .patch(
-            ADMIN_ROLE,
-            &ssa,
-            &Patch::Apply(&admin_binding(tenant, namespace, owner)),
-        )
-        .await?;
-
-    Api::<ResourceQuota>::namespaced(client.clone(), namespace)
-        .patch(
-            QUOTA,
-            &ssa,
-            &Patch::Apply(&room_quota(tenant, namespace, owner)),
-        )
-        .await?;
-
-    Api::<NetworkPolicy>::namespaced(client.clone(), namespace)
-        .patch(
-            NETWORK_POLICY,
-            &ssa,
-            &Patch::Apply(&default_deny(namespace, &name, owner)),
-        )
-        .await?;
-    Ok(())
+    if ensure_signing_key(ctx, namespace, &name, owner)
+        .await?
+        .is_foreign()
+    {
+        foreign.push(format!("Secret {SIGNING_KEY_SECRET}"));
+    }
+    Ok(foreign)
 }
 
 /// The tenant's rooms as recorded, and its active rooms and participants on the nodes attached
@@ -307,25 +408,42 @@ async fn usage(ctx: &Context, namespace: &str, tenant: Option<&TenantName>) -> R
     })
 }
 
-/// The status a reconciled tenant has: Ready, and Suspended or not as its spec says.
-fn status(tenant: &Tenant, namespace: &str, usage: TenantUsage) -> TenantStatus {
+/// The status of a tenant: Ready unless there is `trouble`, and Suspended or not as its spec
+/// says. `namespace` is the tenant's own namespace, if it has one.
+fn status(
+    tenant: &Tenant,
+    namespace: Option<&str>,
+    trouble: Option<&Trouble>,
+    usage: Option<TenantUsage>,
+) -> TenantStatus {
     let previous = tenant.status.clone().unwrap_or_default();
     let mut status = TenantStatus {
         observed_generation: tenant.metadata.generation,
-        namespace: Some(namespace.to_owned()),
-        usage: Some(usage),
+        namespace: namespace.map(str::to_owned),
+        usage,
         conditions: previous.conditions,
     };
     let generation = tenant.metadata.generation;
+    let (reason, message) = match trouble {
+        None => (
+            "Reconciled",
+            format!(
+                "namespace {} with room limit {}",
+                namespace.unwrap_or_default(),
+                tenant.spec.limits.rooms
+            ),
+        ),
+        Some(trouble) => (
+            trouble.reason(),
+            trouble.message(&crd::tenant_namespace(&tenant.name_any())),
+        ),
+    };
     crd::set_condition(
         &mut status.conditions,
         "Ready",
-        true,
-        "Reconciled",
-        &format!(
-            "namespace {namespace} with room limit {}",
-            tenant.spec.limits.rooms
-        ),
+        trouble.is_none(),
+        reason,
+        &message,
         generation,
     );
     crd::set_condition(
@@ -347,14 +465,13 @@ fn status(tenant: &Tenant, namespace: &str, usage: TenantUsage) -> TenantStatus 
     status
 }
 
+fn ready_condition(conditions: &[Condition]) -> Option<&Condition> {
+    conditions.iter().find(|c| c.type_ == "Ready")
+}
+
 /// Applies `status` and records the transitions it makes as events: the tenant became Ready,
-/// or was suspended or resumed.
-async fn write_status(
-    tenant: &Tenant,
-    ctx: &Context,
-    namespace: &str,
-    status: &TenantStatus,
-) -> Result<()> {
+/// or not Ready for a new reason, or was suspended or resumed.
+async fn write_status(tenant: &Tenant, ctx: &Context, status: &TenantStatus) -> Result<()> {
     let name = tenant.name_any();
     let previous = tenant.status.clone().unwrap_or_default();
     let was_suspended = crd::condition_is_true(&previous.conditions, "Suspended");
@@ -371,15 +488,20 @@ async fn write_status(
         )
         .await?;
     let reference = tenant.object_ref(&());
-    if !crd::condition_is_true(&previous.conditions, "Ready") {
-        info!(tenant = %name, "tenant ready");
-        ctx.event(
-            &reference,
-            false,
-            "Ready",
-            format!("namespace {namespace} is ready"),
-        )
-        .await;
+    let before = ready_condition(&previous.conditions);
+    if let Some(now) = ready_condition(&status.conditions)
+        && before.map(|c| (&c.status, &c.reason)) != Some((&now.status, &now.reason))
+    {
+        if now.status == "True" {
+            info!(tenant = %name, "tenant ready");
+            let namespace = status.namespace.clone().unwrap_or_default();
+            let note = format!("namespace {namespace} is ready");
+            ctx.event(&reference, false, "Ready", note).await;
+        } else {
+            warn!(tenant = %name, reason = %now.reason, "{}", now.message);
+            ctx.event(&reference, true, &now.reason, now.message.clone())
+                .await;
+        }
     }
     if tenant.spec.suspended != was_suspended {
         let note = if tenant.spec.suspended {
@@ -398,21 +520,15 @@ async fn write_status(
     Ok(())
 }
 
-/// Creates the tenant's signing key once; an existing key is never replaced.
+/// Creates the tenant's signing key once; an existing key is never replaced, and someone
+/// else's Secret of that name is never taken for the tenant's key.
 async fn ensure_signing_key(
     ctx: &Context,
     namespace: &str,
     tenant: &str,
     owner: &OwnerReference,
-) -> Result<()> {
+) -> Result<Claim<ObjectMeta>> {
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
-    if secrets
-        .get_metadata_opt(SIGNING_KEY_SECRET)
-        .await?
-        .is_some()
-    {
-        return Ok(());
-    }
     let key = treffpunkt_proto::random::bytes::<32>().to_vec();
     let secret = Secret {
         metadata: metadata(SIGNING_KEY_SECRET, Some(namespace), tenant, owner),
@@ -420,16 +536,7 @@ async fn ensure_signing_key(
         type_: Some("Opaque".to_owned()),
         ..Secret::default()
     };
-    let params = PostParams {
-        field_manager: Some(MANAGER.to_owned()),
-        ..PostParams::default()
-    };
-    match secrets.create(&params, &secret).await {
-        Ok(_) => Ok(()),
-        // Another pass made it first; its key stands.
-        Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(()),
-        Err(error) => Err(error.into()),
-    }
+    ownership::create_owned(&secrets, &secret, &owner.uid).await
 }
 
 /// Closes every room of a suspended tenant on the nodes that host them.
@@ -448,28 +555,45 @@ async fn close_rooms(ctx: &Context, namespace: &str, tenant: &TenantName) -> Res
     Ok(())
 }
 
+/// Deletes the tenant's own namespace and waits until it is gone; someone else's namespace of
+/// that name stays as it is.
 async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action> {
-    let namespace = crd::tenant_namespace(&tenant.name_any());
+    let name = tenant.name_any();
+    let namespace = crd::tenant_namespace(&name);
+    let uid = tenant.uid().ok_or(Error::Incomplete("uid"))?;
     let namespaces = Api::<Namespace>::all(ctx.client.clone());
-    match namespaces.get_opt(&namespace).await? {
-        None => {
-            info!(tenant = %tenant.name_any(), "tenant removed");
-            Ok(Action::await_change())
-        }
-        Some(existing) => {
-            if existing.metadata.deletion_timestamp.is_none() {
-                namespaces
-                    .delete(&namespace, &DeleteParams::background())
-                    .await?;
-                ctx.event(
-                    &tenant.object_ref(&()),
-                    false,
-                    "Deleting",
-                    format!("deleting namespace {namespace}"),
-                )
-                .await;
-            }
-            Err(Error::Deleting(format!("namespace {namespace}")))
-        }
+    let Some(existing) = namespaces.get_metadata_opt(&namespace).await? else {
+        info!(tenant = %name, "tenant removed");
+        return Ok(Action::await_change());
+    };
+    if !ownership::controlled_by(&existing.metadata, &uid) {
+        info!(tenant = %name, %namespace, "tenant removed; the namespace is not its own and stays");
+        ctx.event(
+            &tenant.object_ref(&()),
+            false,
+            "NamespaceKept",
+            format!("namespace {namespace} was not made for this Tenant and stays as it is"),
+        )
+        .await;
+        return Ok(Action::await_change());
     }
+    if existing.metadata.deletion_timestamp.is_none() {
+        // The UID makes sure that exactly the namespace checked above goes.
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: existing.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..DeleteParams::background()
+        };
+        namespaces.delete(&namespace, &params).await?;
+        ctx.event(
+            &tenant.object_ref(&()),
+            false,
+            "Deleting",
+            format!("deleting namespace {namespace}"),
+        )
+        .await;
+    }
+    Err(Error::Deleting(format!("namespace {namespace}")))
 }

@@ -125,10 +125,13 @@ impl KubeStore {
 }
 
 impl Store for KubeStore {
+    /// A tenant whose namespace turned out to be someone else's has no rooms to join: the
+    /// gateway must neither make nor place rooms in that namespace.
     async fn tenant(&self, name: &TenantName) -> Result<Option<Tenant>, StoreError> {
         Ok(self
             .tenants
             .get(&ObjectRef::new(name.as_str()))
+            .filter(|tenant| !tenant.namespace_not_owned())
             .and_then(|tenant| tenant.to_domain()))
     }
 

@@ -141,3 +141,31 @@ pub async fn mark_media_node_ready(client: &Client, namespace: &str, pool: &str,
     .await
     .expect("the pod's status is patched");
 }
+
+/// Whether an event with `reason` about the object named `name` appears in `namespace` (events
+/// about cluster-scoped objects, such as Tenants, go to `default`) within `limit`.
+pub async fn has_event(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    reason: &str,
+    limit: Duration,
+) -> bool {
+    use k8s_openapi::api::events::v1::Event;
+    let events = Api::<Event>::namespaced(client.clone(), namespace);
+    eventually(limit, || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .iter()
+            .any(|event| {
+                event.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                    && event.reason.as_deref() == Some(reason)
+            })
+            .then_some(())
+    })
+    .await
+    .is_some()
+}
