@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use treffpunkt_operator::cluster::{self, ClusterConfig};
 use treffpunkt_operator::domain::Tenant;
 use treffpunkt_operator::leader::Election;
-use treffpunkt_operator::reconcile::Settings;
+use treffpunkt_operator::reconcile::{Settings, TenantSecrets};
 use treffpunkt_operator::seed;
 use treffpunkt_operator::standalone::{self, StandaloneConfig};
 
@@ -106,6 +106,18 @@ struct OperatorArgs {
         default_value = "treffpunkt-grant-key"
     )]
     grant_key_secret: String,
+    /// The ClusterRole with the operator's rights on Secrets, which it binds to its own
+    /// ServiceAccount in each tenant namespace it manages. When unset, it binds nothing and its
+    /// own rights must cover those Secrets.
+    #[arg(
+        long,
+        env = "TREFFPUNKT_TENANT_SECRETS_ROLE",
+        requires = "service_account"
+    )]
+    tenant_secrets_role: Option<String>,
+    /// The operator's ServiceAccount (in its namespace), for the binding above.
+    #[arg(long, env = "POD_SERVICE_ACCOUNT")]
+    service_account: Option<String>,
 }
 
 async fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
@@ -138,6 +150,12 @@ async fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
             adhoc_room_ttl: std::time::Duration::from_secs(args.adhoc_room_ttl),
             attach_address,
             grant_key_secret: args.grant_key_secret,
+            tenant_secrets: args.tenant_secrets_role.zip(args.service_account).map(
+                |(cluster_role, service_account)| TenantSecrets {
+                    cluster_role,
+                    service_account,
+                },
+            ),
         },
     })
     .await?;

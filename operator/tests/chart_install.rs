@@ -15,6 +15,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
 use kube::config::Kubeconfig;
 use kube::discovery::{self, Scope};
@@ -101,6 +102,9 @@ impl ChartOperator {
                     namespace.to_owned()
                 }
                 (None, Some(field)) if field.field_path == "metadata.name" => identity.clone(),
+                (None, Some(field)) if field.field_path == "spec.serviceAccountName" => {
+                    account.clone()
+                }
                 (_, field) => panic!("the test cannot give {} ({field:?})", var.name),
             };
             command.env(&var.name, value);
@@ -301,6 +305,97 @@ async fn add_the_partner_from_the_examples(
     );
 }
 
+/// Whether `result` is the API server's refusal for lack of a right.
+fn forbidden<T>(result: &Result<T, kube::Error>) -> bool {
+    matches!(result, Err(kube::Error::Api(status)) if status.code == 403)
+}
+
+/// The operator reaches Secrets only where it works, the platform's grant key and the Secrets
+/// of the tenant namespaces it made, and never those of the cluster itself or Helm's record of
+/// the release; its ClusterRole holds no right on Secrets at all.
+async fn assert_the_operator_reads_secrets_only_where_it_works(client: &Client, namespace: &str) {
+    let cluster_role = Api::<ClusterRole>::all(client.clone())
+        .get("treffpunkt-operator")
+        .await
+        .unwrap();
+    let on_secrets = cluster_role
+        .rules
+        .unwrap_or_default()
+        .into_iter()
+        .find(|rule| {
+            rule.resources
+                .iter()
+                .flatten()
+                .any(|r| r == "secrets" || r == "*")
+        });
+    assert_eq!(on_secrets, None, "no cluster-wide right on Secrets");
+
+    // The cluster's own credentials.
+    let system = Api::<Secret>::namespaced(client.clone(), "kube-system");
+    let credentials = Secret {
+        metadata: ObjectMeta {
+            name: Some("cloud-credentials".to_owned()),
+            ..ObjectMeta::default()
+        },
+        string_data: Some([("token".to_owned(), "geheim".to_owned())].into()),
+        ..Secret::default()
+    };
+    system
+        .patch(
+            "cloud-credentials",
+            &PatchParams::apply("treffpunkt-tests"),
+            &Patch::Apply(&credentials),
+        )
+        .await
+        .unwrap();
+    let helm_record = Api::<Secret>::namespaced(client.clone(), namespace)
+        .list_metadata(&ListParams::default().labels("owner=helm,name=treffpunkt"))
+        .await
+        .unwrap()
+        .items
+        .first()
+        .expect("Helm keeps its record of the release in a Secret")
+        .name_any();
+
+    let account = format!("system:serviceaccount:{namespace}:treffpunkt");
+    let groups = format!("system:serviceaccounts:{namespace}");
+    let operator = support::impersonating(
+        &account,
+        &["system:serviceaccounts", &groups, "system:authenticated"],
+    )
+    .await;
+    let secrets = |namespace: &str| Api::<Secret>::namespaced(operator.clone(), namespace);
+    let read = secrets("kube-system").get("cloud-credentials").await;
+    assert!(
+        forbidden(&read),
+        "it cannot read kube-system's Secrets: {read:?}"
+    );
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let made = secrets("kube-system").create(&dry_run, &credentials).await;
+    assert!(forbidden(&made), "nor make one there: {made:?}");
+    let record = secrets(namespace).get(&helm_record).await;
+    assert!(forbidden(&record), "nor read Helm's record: {record:?}");
+    let listed = secrets("tenant-sportverein")
+        .list_metadata(&ListParams::default())
+        .await;
+    assert!(
+        forbidden(&listed),
+        "nor list a tenant's Secrets: {listed:?}"
+    );
+
+    secrets("tenant-sportverein")
+        .get("vorstand-passwort")
+        .await
+        .expect("it reads a room's password in a tenant namespace it made");
+    secrets(namespace)
+        .get("treffpunkt-grant-key")
+        .await
+        .expect("it reads its grant key");
+}
+
 /// The partner's admins manage rooms in their namespace, and nowhere else.
 async fn assert_the_partners_admins_keep_to_their_namespace() {
     let club_admin =
@@ -411,6 +506,7 @@ async fn with_the_charts_rights_the_operator_makes_everything_ready() {
     assert_the_default_pool_is_ready(&client, namespace, &operator).await;
     add_the_partner_from_the_examples(&client, namespace, &operator).await;
     assert_the_partners_admins_keep_to_their_namespace().await;
+    assert_the_operator_reads_secrets_only_where_it_works(&client, namespace).await;
     assert_the_operator_had_every_right_it_needed(&client, &operator).await;
     assert_an_upgrade_reaches_the_operators_objects(&client, namespace, &operator).await;
 }
@@ -427,12 +523,35 @@ fn remove_rules(rules: &mut Option<Vec<PolicyRule>>, resource: &str) -> usize {
     before - rules.len()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_one_rule_of_the_chart_the_operator_fails_and_says_why() {
-    let _alone = ONE_AT_A_TIME.lock().await;
-    let client = admin().await;
+/// Waits until the operator's reconciliations of `controller` fail as forbidden, and returns the
+/// log line that says who may not do what (naming `what`), or fails the test.
+async fn fails_as_forbidden(
+    operator: &ChartOperator,
+    controller: &str,
+    user: &str,
+    what: &str,
+) -> String {
+    let failed = eventually(WAIT, || async {
+        (operator.failures(controller, "forbidden").await > 0).then_some(())
+    })
+    .await;
+    let log = operator.log();
+    assert!(
+        failed.is_some(),
+        "the {controller}'s reconciliation fails as forbidden:\n{log}"
+    );
+    let why = log.lines().find(|line| {
+        line.contains("reconciliation failed")
+            && line.contains("forbidden")
+            && line.contains(user)
+            && line.contains(what)
+    });
+    assert!(why.is_some(), "the log says who may not do what:\n{log}");
+    why.unwrap_or_default().to_owned()
+}
 
-    // The Role without its Deployments rule: the pool cannot get its media nodes.
+/// The Role without its Deployments rule: the pool cannot get its media nodes.
+async fn without_the_deployments_rule(client: &Client) {
     let namespace = unique("no-deployments");
     let release = "treffpunkt-no-deployments";
     install(
@@ -448,34 +567,25 @@ async fn without_one_rule_of_the_chart_the_operator_fails_and_says_why() {
         .replace(&name, &PostParams::default(), &role)
         .await
         .unwrap();
-    let operator = ChartOperator::start(&client, &namespace, release).await;
-    let failed = eventually(WAIT, || async {
-        (operator.failures("mediapool", "forbidden").await > 0).then_some(())
-    })
-    .await;
-    let log = operator.log();
-    assert!(
-        failed.is_some(),
-        "the pool's reconciliation fails as forbidden:\n{log}"
-    );
+    let operator = ChartOperator::start(client, &namespace, release).await;
     let user = format!("system:serviceaccount:{namespace}:{release}");
-    let why = log.lines().find(|line| {
-        line.contains("reconciliation failed")
-            && line.contains("forbidden")
-            && line.contains(&user)
-            && line.contains("deployments")
-    });
-    eprintln!("without the Deployments rule the operator says: {why:?}");
-    assert!(why.is_some(), "the log says who may not do what:\n{log}");
+    let why = fails_as_forbidden(&operator, "mediapool", &user, "deployments").await;
+    eprintln!("without the Deployments rule the operator says: {why}");
     assert!(
-        !pool_ready(&client, &namespace, "default", Duration::from_secs(2)).await,
+        !pool_ready(client, &namespace, "default", Duration::from_secs(2)).await,
         "the pool is not Ready"
     );
-    drop(operator);
+}
 
-    // The ClusterRole without its Namespaces rule: a tenant cannot get its namespace.
-    let namespace = unique("no-namespaces");
-    let release = "treffpunkt-no-namespaces";
+/// Installs `release` without a public Tenant or a pool, takes the rules that mention
+/// `resource` out of its ClusterRole, makes a Tenant and starts the operator; returns the
+/// operator, its ServiceAccount's user name and the Tenant's name.
+async fn without_a_cluster_rule(
+    client: &Client,
+    release: &str,
+    resource: &str,
+) -> (ChartOperator, String, String) {
+    let namespace = unique(release);
     install(
         release,
         &namespace,
@@ -492,7 +602,7 @@ async fn without_one_rule_of_the_chart_the_operator_fails_and_says_why() {
         .get(&name)
         .await
         .expect("the chart's ClusterRole");
-    assert_eq!(remove_rules(&mut cluster_role.rules, "namespaces"), 1);
+    assert_eq!(remove_rules(&mut cluster_role.rules, resource), 1);
     cluster_roles
         .replace(&name, &PostParams::default(), &cluster_role)
         .await
@@ -503,32 +613,46 @@ async fn without_one_rule_of_the_chart_the_operator_fails_and_says_why() {
         .create(&PostParams::default(), &Tenant::new(&tenant, spec))
         .await
         .unwrap();
-    let operator = ChartOperator::start(&client, &namespace, release).await;
-    let failed = eventually(WAIT, || async {
-        (operator.failures("tenant", "forbidden").await > 0).then_some(())
-    })
-    .await;
-    let log = operator.log();
-    assert!(
-        failed.is_some(),
-        "the tenant's reconciliation fails as forbidden:\n{log}"
-    );
+    let operator = ChartOperator::start(client, &namespace, release).await;
     let user = format!("system:serviceaccount:{namespace}:{release}");
-    let why = log.lines().find(|line| {
-        line.contains("reconciliation failed")
-            && line.contains("forbidden")
-            && line.contains(&user)
-            && line.contains("namespaces")
-    });
-    eprintln!("without the Namespaces rule the operator says: {why:?}");
-    assert!(why.is_some(), "the log says who may not do what:\n{log}");
+    (operator, user, tenant)
+}
+
+/// Whether Tenant `name` is Ready now.
+async fn is_ready(client: &Client, name: &str) -> bool {
     let status = Api::<Tenant>::all(client.clone())
-        .get(&tenant)
+        .get(name)
         .await
         .unwrap()
         .status;
-    assert!(
-        !status.is_some_and(|s| crd::condition_is_true(&s.conditions, "Ready")),
-        "the tenant is not Ready"
-    );
+    status.is_some_and(|s| crd::condition_is_true(&s.conditions, "Ready"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_one_rule_of_the_chart_the_operator_fails_and_says_why() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let client = admin().await;
+    without_the_deployments_rule(&client).await;
+
+    // The ClusterRole without its Namespaces rule: a tenant cannot get its namespace.
+    let (operator, user, tenant) =
+        without_a_cluster_rule(&client, "treffpunkt-no-namespaces", "namespaces").await;
+    let why = fails_as_forbidden(&operator, "tenant", &user, "namespaces").await;
+    eprintln!("without the Namespaces rule the operator says: {why}");
+    assert!(!is_ready(&client, &tenant).await, "the tenant is not Ready");
+    drop(operator);
+
+    // The ClusterRole without the right to bind the tenant-secrets ClusterRole: the operator,
+    // holding no right on Secrets of its own, cannot give itself those of the tenant's
+    // namespace, and the tenant gets no signing key.
+    let (operator, user, tenant) =
+        without_a_cluster_rule(&client, "treffpunkt-no-bind", "clusterroles").await;
+    let why = fails_as_forbidden(&operator, "tenant", &user, "secrets").await;
+    eprintln!("without binding its rights on Secrets the operator says: {why}");
+    assert!(!is_ready(&client, &tenant).await, "the tenant is not Ready");
+    let key = Api::<Secret>::namespaced(client.clone(), &crd::tenant_namespace(&tenant))
+        .get_opt("treffpunkt-signing-key")
+        .await
+        .unwrap();
+    assert!(key.is_none(), "the tenant has no signing key");
 }

@@ -235,6 +235,14 @@ async fn versions(client: &Client, tenant: &str, pool: &str) -> BTreeMap<String,
             .resource_version(),
     );
     record(
+        "secrets-binding",
+        Api::<RoleBinding>::namespaced(client.clone(), &namespace)
+            .get("treffpunkt-operator-secrets")
+            .await
+            .unwrap()
+            .resource_version(),
+    );
+    record(
         "quota",
         Api::<ResourceQuota>::namespaced(client.clone(), &namespace)
             .get("treffpunkt")

@@ -63,6 +63,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s-grant-key" (include "treffpunkt.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* The ClusterRole with the operator's rights on Secrets, bound in each tenant namespace. */}}
+{{- define "treffpunkt.tenantSecretsRole" -}}
+{{- printf "%s-tenant-secrets" (include "treffpunkt.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{/* An image reference from {repository, tag, digest}; the tag defaults to appVersion. */}}
 {{- define "treffpunkt.image" -}}
 {{- $image := index . 0 -}}

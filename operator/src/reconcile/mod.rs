@@ -50,7 +50,25 @@ pub struct Settings {
     pub attach_address: String,
     /// The Secret (in the platform namespace) with the key grants are signed with.
     pub grant_key_secret: String,
+    /// How the operator may reach the Secrets of the tenant namespaces it manages; `None` when
+    /// its own rights already cover them (it then binds nothing).
+    pub tenant_secrets: Option<TenantSecrets>,
 }
+
+/// The operator holds no right on Secrets outside the platform namespace: in each tenant
+/// namespace it manages, it binds this ClusterRole (exactly the rights on Secrets it uses
+/// there) to its own ServiceAccount, with the RoleBinding
+/// [`SECRETS_BINDING`].
+#[derive(Clone, Debug)]
+pub struct TenantSecrets {
+    /// The ClusterRole to bind.
+    pub cluster_role: String,
+    /// The operator's ServiceAccount, in the platform namespace.
+    pub service_account: String,
+}
+
+/// The RoleBinding that gives the operator its rights on the Secrets of a tenant namespace.
+pub const SECRETS_BINDING: &str = "treffpunkt-operator-secrets";
 
 /// What every reconciliation can reach.
 pub struct Context {
@@ -134,6 +152,9 @@ pub enum Error {
     /// Cleanup waits for something to go away.
     #[error("waiting for {0} to be deleted")]
     Deleting(String),
+    /// A right just granted has not reached the API server's authorizer yet.
+    #[error("waiting for {0}")]
+    Waiting(String),
     /// The object lacks something it must have.
     #[error("the object has no {0}")]
     Incomplete(&'static str),
@@ -166,6 +187,7 @@ impl Error {
                 _ => "finalizer",
             },
             Self::Deleting(_) => "deleting",
+            Self::Waiting(_) => "waiting",
             Self::Incomplete(_) => "incomplete",
         }
     }
@@ -195,7 +217,7 @@ fn error_policy(
 ) -> kube::runtime::controller::Action {
     ctx.metrics.failure(controller, error.reason());
     match error.cause() {
-        Error::Deleting(_) => debug!(controller, %error, "waiting"),
+        Error::Deleting(_) | Error::Waiting(_) => debug!(controller, %error, "waiting"),
         _ => warn!(controller, %error, "reconciliation failed"),
     }
     let in_a_row = {
@@ -206,6 +228,7 @@ fn error_policy(
     };
     let first = match error.cause() {
         Error::Deleting(_) => Duration::from_secs(1),
+        Error::Waiting(_) => Duration::from_millis(200),
         Error::Kube(kube::Error::Api(status)) if status.code == 409 => Duration::from_millis(200),
         _ => Duration::from_secs(2),
     };

@@ -3,8 +3,9 @@
 //!
 //! It makes the namespace `tenant-<name>`, a tenant-admin Role and a RoleBinding for the
 //! tenant's owners, a ResourceQuota whose object count of Rooms is the tenant's room limit, a
-//! default-deny NetworkPolicy, and the tenant's signing-key Secret (created once, never rotated
-//! by a reconciliation). A suspended tenant's rooms are closed.
+//! default-deny NetworkPolicy, the RoleBinding that gives the operator itself its rights on the
+//! namespace's Secrets (it holds none elsewhere), and the tenant's signing-key Secret (created
+//! once, never rotated by a reconciliation). A suspended tenant's rooms are closed.
 //!
 //! All of it is made for the Tenant and carries its controller reference. A namespace or an
 //! object of one of these names that the operator did not make for this Tenant is someone
@@ -28,6 +29,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     Condition, LabelSelector, ObjectMeta, OwnerReference,
 };
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -38,7 +40,10 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::ownership::{self, Claim};
-use super::{Context, Error, MANAGED_BY, MANAGER, Result, TENANT_LABEL, error_policy};
+use super::{
+    Context, Error, MANAGED_BY, MANAGER, Result, SECRETS_BINDING, TENANT_LABEL, TenantSecrets,
+    error_policy,
+};
 use crate::crd::{self, OwnerKind, Room, Tenant, TenantStatus, TenantUsage};
 use crate::domain::{RoomKey, RoomName, TenantName};
 
@@ -356,9 +361,9 @@ where
     Ok(claim)
 }
 
-/// Makes what goes into the tenant's own namespace: the admins' Role and RoleBinding, the room
-/// quota, the default-deny policy and the signing key. Returns the objects under these names
-/// that are someone else's.
+/// Makes what goes into the tenant's own namespace: the operator's rights on its Secrets, the
+/// admins' Role and RoleBinding, the room quota, the default-deny policy and the signing key.
+/// Returns the objects under these names that are someone else's.
 async fn apply_children(
     tenant: &Tenant,
     ctx: &Context,
@@ -367,6 +372,15 @@ async fn apply_children(
 ) -> Result<Vec<String>> {
     let name = tenant.name_any();
     let mut foreign = Vec::new();
+    // First, because a right takes a moment to reach the API server's authorizer.
+    let access = match &ctx.settings.tenant_secrets {
+        Some(access) => {
+            let binding = secrets_binding(access, ctx, namespace, &name, owner);
+            drop_rebound_secrets_binding(ctx, &binding, owner).await?;
+            Some(apply_child(ctx, &binding, owner, &mut foreign).await?)
+        }
+        None => None,
+    };
     let unruled = Role {
         metadata: metadata(ADMIN_ROLE, Some(namespace), &name, owner),
         rules: None,
@@ -383,13 +397,82 @@ async fn apply_children(
     let policy = default_deny(namespace, &name, owner);
     apply_child(ctx, &policy, owner, &mut foreign).await?;
 
-    if ensure_signing_key(ctx, namespace, &name, owner)
-        .await?
-        .is_foreign()
-    {
-        foreign.push(format!("Secret {SIGNING_KEY_SECRET}"));
+    // The key needs the rights of the binding above: none, while that is someone else's.
+    let granted = match &access {
+        Some(Claim::Foreign) => return Ok(foreign),
+        Some(Claim::Ours(binding)) => binding.metadata.creation_timestamp.clone(),
+        None => None,
+    };
+    match ensure_signing_key(ctx, namespace, &name, owner).await {
+        Ok(key) if key.is_foreign() => foreign.push(format!("Secret {SIGNING_KEY_SECRET}")),
+        Ok(_) => {}
+        Err(Error::Kube(kube::Error::Api(status)))
+            if status.code == 403 && granted.is_some_and(|at| just_now(&at.0)) =>
+        {
+            return Err(Error::Waiting(format!(
+                "the rights on the Secrets of namespace {namespace}"
+            )));
+        }
+        Err(error) => return Err(error),
     }
     Ok(foreign)
+}
+
+/// Whether `at` lies less than half a minute back.
+fn just_now(at: &Timestamp) -> bool {
+    Timestamp::now().duration_since(*at).unsigned_abs() < Duration::from_secs(30)
+}
+
+/// The operator's own rights on the Secrets of the tenant's namespace: the ClusterRole with
+/// exactly those rights, bound to its ServiceAccount here and nowhere else.
+fn secrets_binding(
+    access: &TenantSecrets,
+    ctx: &Context,
+    namespace: &str,
+    tenant: &str,
+    owner: &OwnerReference,
+) -> RoleBinding {
+    RoleBinding {
+        metadata: metadata(SECRETS_BINDING, Some(namespace), tenant, owner),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".to_owned(),
+            kind: "ClusterRole".to_owned(),
+            name: access.cluster_role.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".to_owned(),
+            name: access.service_account.clone(),
+            namespace: Some(ctx.settings.platform_namespace.clone()),
+            api_group: None,
+        }]),
+    }
+}
+
+/// Deletes the operator's own binding to its rights on the tenant's Secrets if it names
+/// another ClusterRole than `desired` (made by an installation of another name), so that it is
+/// made again: the role of a binding cannot change.
+async fn drop_rebound_secrets_binding(
+    ctx: &Context,
+    desired: &RoleBinding,
+    owner: &OwnerReference,
+) -> Result<()> {
+    let namespace = desired.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let api = Api::<RoleBinding>::namespaced(ctx.client.clone(), &namespace);
+    if let Some(existing) = api.get_opt(SECRETS_BINDING).await?
+        && ownership::controlled_by(&existing.metadata, &owner.uid)
+        && existing.role_ref != desired.role_ref
+    {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: existing.metadata.uid.clone(),
+                resource_version: existing.metadata.resource_version.clone(),
+            }),
+            ..DeleteParams::default()
+        };
+        api.delete(SECRETS_BINDING, &params).await?;
+        info!(%namespace, role = %existing.role_ref.name, "replacing the binding to another role");
+    }
+    Ok(())
 }
 
 /// The tenant's rooms as recorded, and its active rooms and participants on the nodes attached

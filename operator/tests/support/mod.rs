@@ -209,6 +209,10 @@ pub fn settings() -> treffpunkt_operator::reconcile::Settings {
         adhoc_room_ttl: ADHOC_TTL,
         attach_address: "http://treffpunkt-attach.treffpunkt.svc:7001".to_owned(),
         grant_key_secret: "treffpunkt-grant-key".to_owned(),
+        tenant_secrets: Some(treffpunkt_operator::reconcile::TenantSecrets {
+            cluster_role: "treffpunkt-tenant-secrets".to_owned(),
+            service_account: "treffpunkt".to_owned(),
+        }),
     }
 }
 
