@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use anyhow::Context;
 use treffpunkt_proto::grant::GrantKey;
 
-use crate::{MediaNode, NodeConfig};
+use crate::{MediaNode, NodeConfig, udp};
 
 /// A Treffpunkt media node.
 #[derive(Debug, clap::Args)]
@@ -46,6 +46,13 @@ pub struct Args {
     /// nodes.
     #[arg(long, env = "TREFFPUNKT_DRAIN_WITHOUT_MOVING")]
     pub drain_without_moving: bool,
+    /// The media port's receive buffer, in bytes (the kernel caps it at net.core.rmem_max for
+    /// processes without CAP_NET_ADMIN; the node warns at start-up when it got less).
+    #[arg(long, env = "TREFFPUNKT_UDP_RECEIVE_BUFFER", default_value_t = udp::DEFAULT_BUFFER_BYTES)]
+    pub udp_receive_buffer: usize,
+    /// The media port's send buffer, in bytes (capped at net.core.wmem_max likewise).
+    #[arg(long, env = "TREFFPUNKT_UDP_SEND_BUFFER", default_value_t = udp::DEFAULT_BUFFER_BYTES)]
+    pub udp_send_buffer: usize,
     /// The secret shared with the control plane for signing grants.
     #[arg(long, env = "TREFFPUNKT_GRANT_KEY", hide_env_values = true)]
     pub grant_key: String,
@@ -68,6 +75,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         max_participants: args.max_participants,
         grant_key: Some(GrantKey::new(args.grant_key.as_bytes())),
         health_listen: Some(args.health_listen),
+        udp_buffers: udp::Buffers {
+            receive: args.udp_receive_buffer,
+            send: args.udp_send_buffer,
+        },
     })
     .await
     .context("binding the media port")?;
