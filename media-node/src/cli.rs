@@ -58,6 +58,25 @@ pub struct Args {
     pub grant_key: String,
 }
 
+/// The log filter of both binaries: `RUST_LOG` (default `info`), with the WebRTC stack kept to
+/// errors unless `RUST_LOG` names it. The stack logs a warning for every datagram it refuses,
+/// so garbage on the media port would otherwise write a line per datagram; the node counts what
+/// it drops and logs a summary instead.
+pub fn log_filter() -> tracing_subscriber::EnvFilter {
+    let configured = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut directives = if configured.trim().is_empty() {
+        "info".to_owned()
+    } else {
+        configured
+    };
+    // A directive's target matches every target it begins: `rtc` covers `rtc_ice` and the rest.
+    if !directives.contains("rtc") {
+        directives.push_str(",rtc=error");
+    }
+    tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rtc=error"))
+}
+
 /// Runs a media node as `args` say, until it has drained (SIGTERM or `POST /drain`).
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let node_id = match args.node_id {
