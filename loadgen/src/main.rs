@@ -13,10 +13,13 @@
 //!   ([`baseline`]).
 //! - `check`: checks that a report is well formed and that packets flowed (no timing).
 //! - `table`: prints a report as the Markdown section of `docs/benchmarks.md`.
+//! - `flood`: sends garbage to a media port, from unknown sources and forged with participants'
+//!   addresses ([`flood`]), for the tests that show a call shrugs it off.
 //!
 //! `scripts/bench` runs the whole benchmark with one command.
 #![forbid(unsafe_code)]
 
+mod flood;
 mod processes;
 mod ramp;
 mod report;
@@ -64,6 +67,8 @@ enum Command {
         #[arg(long)]
         date: Option<String>,
     },
+    /// Sends garbage to a media port at a steady rate (for tests on loopback).
+    Flood(flood::FloodArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -155,6 +160,11 @@ fn main() -> anyhow::Result<()> {
             let report = read(&report)?;
             let date = date.unwrap_or_else(|| today(report.started_unix));
             print!("{}", report.markdown(&command, &date));
+            Ok(())
+        }
+        Command::Flood(args) => {
+            let sent = flood::run(&args)?;
+            println!("sent {sent} datagrams");
             Ok(())
         }
     }

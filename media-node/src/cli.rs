@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use anyhow::Context;
 use treffpunkt_proto::grant::GrantKey;
 
-use crate::{MediaNode, NodeConfig};
+use crate::{MediaNode, NodeConfig, udp};
 
 /// A Treffpunkt media node.
 #[derive(Debug, clap::Args)]
@@ -46,9 +46,35 @@ pub struct Args {
     /// nodes.
     #[arg(long, env = "TREFFPUNKT_DRAIN_WITHOUT_MOVING")]
     pub drain_without_moving: bool,
+    /// The media port's receive buffer, in bytes (the kernel caps it at net.core.rmem_max for
+    /// processes without CAP_NET_ADMIN; the node warns at start-up when it got less).
+    #[arg(long, env = "TREFFPUNKT_UDP_RECEIVE_BUFFER", default_value_t = udp::DEFAULT_BUFFER_BYTES)]
+    pub udp_receive_buffer: usize,
+    /// The media port's send buffer, in bytes (capped at net.core.wmem_max likewise).
+    #[arg(long, env = "TREFFPUNKT_UDP_SEND_BUFFER", default_value_t = udp::DEFAULT_BUFFER_BYTES)]
+    pub udp_send_buffer: usize,
     /// The secret shared with the control plane for signing grants.
     #[arg(long, env = "TREFFPUNKT_GRANT_KEY", hide_env_values = true)]
     pub grant_key: String,
+}
+
+/// The log filter of both binaries: `RUST_LOG` (default `info`), with the WebRTC stack kept to
+/// errors unless `RUST_LOG` names it. The stack logs a warning for every datagram it refuses,
+/// so garbage on the media port would otherwise write a line per datagram; the node counts what
+/// it drops and logs a summary instead.
+pub fn log_filter() -> tracing_subscriber::EnvFilter {
+    let configured = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut directives = if configured.trim().is_empty() {
+        "info".to_owned()
+    } else {
+        configured
+    };
+    // A directive's target matches every target it begins: `rtc` covers `rtc_ice` and the rest.
+    if !directives.contains("rtc") {
+        directives.push_str(",rtc=error");
+    }
+    tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rtc=error"))
 }
 
 /// Runs a media node as `args` say, until it has drained (SIGTERM or `POST /drain`).
@@ -68,6 +94,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         max_participants: args.max_participants,
         grant_key: Some(GrantKey::new(args.grant_key.as_bytes())),
         health_listen: Some(args.health_listen),
+        udp_buffers: udp::Buffers {
+            receive: args.udp_receive_buffer,
+            send: args.udp_send_buffer,
+        },
     })
     .await
     .context("binding the media port")?;

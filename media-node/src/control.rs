@@ -209,7 +209,7 @@ pub async fn run(
     identity: Identity,
     grant_key: Option<GrantKey>,
     commands: mpsc::Sender<Command>,
-    mut events: mpsc::UnboundedReceiver<Event>,
+    mut events: mpsc::Receiver<Event>,
     status: NodeStatus,
 ) -> Result<()> {
     let links: Shared = Arc::default();

@@ -29,7 +29,8 @@
 //! `treffpunkt-media-node` binary and `treffpunkt media-node`. Tests drive [`Node`] with real
 //! `rtc` peers in memory on a virtual clock (see `node/tests`), and the control plane's tests
 //! run whole nodes on loopback.
-// One module sends many datagrams per system call and says why it may use `unsafe`.
+// Two modules of the UDP port make system calls the standard library lacks (many datagrams in
+// one call, buffers past the kernel's cap) and say why they may use `unsafe`.
 #![deny(unsafe_code)]
 
 pub mod cli;
@@ -75,6 +76,8 @@ pub struct NodeConfig {
     pub grant_key: Option<GrantKey>,
     /// Where the health endpoint (`/healthz`, `/readyz`) listens, if anywhere.
     pub health_listen: Option<SocketAddr>,
+    /// The media port's receive and send buffers.
+    pub udp_buffers: udp::Buffers,
 }
 
 /// A bound media node, ready to run.
@@ -88,7 +91,8 @@ pub struct MediaNode {
 impl MediaNode {
     /// Binds the media port.
     pub async fn bind(config: NodeConfig) -> Result<Self> {
-        let socket = MediaSocket::bind(config.udp_bind, config.announce_ip).await?;
+        let socket =
+            MediaSocket::bind(config.udp_bind, config.announce_ip, config.udp_buffers).await?;
         let (commands, command_queue) = mpsc::channel(1024);
         Ok(Self {
             config,
@@ -122,7 +126,7 @@ impl MediaNode {
             }],
         };
         let (commands, command_queue) = (self.commands, self.command_queue);
-        let (events, event_queue) = mpsc::unbounded_channel();
+        let (events, event_queue) = mpsc::channel(udp::EVENT_QUEUE);
         let status = status::NodeStatus::default();
         let node = Node::new(Instant::now(), announced, self.config.max_participants);
         let health = self.config.health_listen.map(|address| {

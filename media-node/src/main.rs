@@ -13,10 +13,7 @@ struct Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,rtc=error,rtc_ice=error,rtc_dtls=error".into()),
-        )
+        .with_env_filter(cli::log_filter())
         .init();
     cli::run(Command::parse().args).await
 }

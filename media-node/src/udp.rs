@@ -8,21 +8,51 @@
 //! `batch::BATCH` per system call.
 
 mod batch;
+mod force;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::node::{Command, Event, Node, Transmit};
 use crate::status::NodeStatus;
 
 /// The largest datagram read; anything larger than an Ethernet frame is not media.
 const MAX_DATAGRAM: usize = 2048;
+/// Events the run loop may have handed to the control link before it takes them: the link only
+/// routes each to a stream, so a full queue means the link is stuck, and the media loop drops
+/// events (counted, and logged once every few seconds) rather than wait for it.
+pub const EVENT_QUEUE: usize = 8192;
+/// How often dropped events are logged, when there are any.
+const DROPPED_EVENTS_SUMMARY: Duration = Duration::from_secs(10);
 /// How long the loop sleeps when the node wants no timeout at all.
 const IDLE: Duration = Duration::from_secs(3600);
+
+/// The receive and send buffers asked of the kernel for the media port, unless configured: a
+/// burst of a few thousand datagrams (a flood, or many keyframes at once) overflows the usual
+/// default of about 200 KiB.
+pub const DEFAULT_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+
+/// How large the media port's buffers should be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Buffers {
+    /// The receive buffer, in bytes.
+    pub receive: usize,
+    /// The send buffer, in bytes.
+    pub send: usize,
+}
+
+impl Default for Buffers {
+    fn default() -> Self {
+        Self {
+            receive: DEFAULT_BUFFER_BYTES,
+            send: DEFAULT_BUFFER_BYTES,
+        }
+    }
+}
 
 /// The node's media port and the address it announces for it.
 #[derive(Debug)]
@@ -32,10 +62,41 @@ pub struct MediaSocket {
 }
 
 impl MediaSocket {
-    /// Binds the UDP port at `bind` and announces it under `announce_ip` (the port is the bound
-    /// one, so port 0 picks a free port).
-    pub async fn bind(bind: SocketAddr, announce_ip: IpAddr) -> std::io::Result<Self> {
-        let socket = UdpSocket::bind(bind).await?;
+    /// Binds the UDP port at `bind` with `buffers` and announces it under `announce_ip` (the
+    /// port is the bound one, so port 0 picks a free port). A kernel that grants smaller buffers
+    /// than asked for is warned about at start-up, with the setting to raise.
+    pub async fn bind(
+        bind: SocketAddr,
+        announce_ip: IpAddr,
+        buffers: Buffers,
+    ) -> std::io::Result<Self> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(bind),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        socket.set_nonblocking(true)?;
+        if bind.is_ipv6() {
+            // An unspecified IPv6 address takes IPv4 as well, as `UdpSocket::bind` does.
+            let _ = socket.set_only_v6(false);
+        }
+        set_buffer("receive", buffers.receive, "net.core.rmem_max", |size| {
+            socket.set_recv_buffer_size(size)?;
+            if socket.recv_buffer_size()? < size {
+                // Past the cap, if the process may; otherwise what the cap allowed stands.
+                let _ = force::set(&socket, force::Buffer::Receive, size);
+            }
+            socket.recv_buffer_size()
+        });
+        set_buffer("send", buffers.send, "net.core.wmem_max", |size| {
+            socket.set_send_buffer_size(size)?;
+            if socket.send_buffer_size()? < size {
+                let _ = force::set(&socket, force::Buffer::Send, size);
+            }
+            socket.send_buffer_size()
+        });
+        socket.bind(&bind.into())?;
+        let socket = UdpSocket::from_std(socket.into())?;
         let port = socket.local_addr()?.port();
         Ok(Self {
             socket,
@@ -76,6 +137,30 @@ impl MediaSocket {
     }
 }
 
+/// Asks for a buffer of `wanted` bytes through `set` (which returns what the kernel granted) and
+/// warns when the kernel granted less. Linux reports twice the usable size it keeps, and caps
+/// what it grants at `limit` (a sysctl) unless the process may exceed it.
+fn set_buffer(
+    which: &str,
+    wanted: usize,
+    limit: &str,
+    set: impl FnOnce(usize) -> std::io::Result<usize>,
+) {
+    match set(wanted) {
+        Ok(granted) if granted >= wanted => {
+            info!(buffer = which, bytes = granted, "media port buffer");
+        }
+        Ok(granted) => warn!(
+            buffer = which,
+            wanted,
+            granted,
+            "the kernel granted the media port a smaller {which} buffer than configured; bursts \
+             of datagrams may be lost: raise {limit} to at least {wanted}"
+        ),
+        Err(error) => warn!(buffer = which, %error, "could not size the media port's buffer"),
+    }
+}
+
 /// Lets the process ask a running node to drain.
 #[derive(Clone, Debug)]
 pub struct NodeHandle(pub(crate) mpsc::Sender<Command>);
@@ -100,7 +185,7 @@ pub async fn run(
     mut node: Node,
     socket: MediaSocket,
     mut commands: mpsc::Receiver<Command>,
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::Sender<Event>,
     status: NodeStatus,
 ) {
     let mut buffer = vec![0u8; MAX_DATAGRAM];
@@ -109,6 +194,8 @@ pub async fn run(
         events,
         status,
         cpu: CpuMeter::new(Instant::now()),
+        dropped: 0,
+        next_summary: Instant::now(),
     };
     info!(address = %socket.announced, "media node listening");
     loop {
@@ -141,9 +228,12 @@ pub async fn run(
 
 /// Where the node's events go.
 struct Outputs {
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::Sender<Event>,
     status: NodeStatus,
     cpu: CpuMeter,
+    /// Events dropped since the last summary, because the control link's queue was full.
+    dropped: u64,
+    next_summary: Instant,
 }
 
 impl Outputs {
@@ -157,8 +247,21 @@ impl Outputs {
                 Event::Draining { .. } => self.status.set_draining(),
                 Event::Signal { .. } | Event::Closed { .. } => {}
             }
-            // The control link ends only when the node shuts down.
-            let _ = self.events.send(event);
+            match self.events.try_send(event) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => self.dropped += 1,
+                // The control link ends only when the node shuts down.
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        let now = Instant::now();
+        if self.dropped > 0 && now >= self.next_summary {
+            warn!(
+                dropped = self.dropped,
+                "the control link fell behind: events for the control plane were dropped"
+            );
+            self.dropped = 0;
+            self.next_summary = now + DROPPED_EVENTS_SUMMARY;
         }
     }
 }
@@ -200,4 +303,45 @@ fn process_cpu_ticks() -> Option<u64> {
     let user: u64 = fields.get(11)?.parse().ok()?;
     let system: u64 = fields.get(12)?.parse().ok()?;
     Some(user + system)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the kernel lets an unprivileged process have, doubled as Linux reports it.
+    fn kernel_cap(setting: &str) -> usize {
+        std::fs::read_to_string(format!("/proc/sys/net/core/{setting}"))
+            .ok()
+            .and_then(|text| text.trim().parse::<usize>().ok())
+            .map_or(0, |cap| cap * 2)
+    }
+
+    #[tokio::test]
+    async fn the_media_port_gets_the_buffers_it_asks_for_or_all_the_kernel_allows() {
+        let wanted = 4 * 1024 * 1024;
+        let buffers = Buffers {
+            receive: wanted,
+            send: wanted,
+        };
+        let socket = MediaSocket::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            [127, 0, 0, 1].into(),
+            buffers,
+        )
+        .await
+        .unwrap();
+        let socket = socket2::SockRef::from(&socket.socket);
+        let receive = socket.recv_buffer_size().unwrap();
+        let send = socket.send_buffer_size().unwrap();
+        assert!(
+            receive >= wanted.min(kernel_cap("rmem_max")),
+            "receive buffer {receive}"
+        );
+        assert!(
+            send >= wanted.min(kernel_cap("wmem_max")),
+            "send buffer {send}"
+        );
+        assert!(receive > 212_992, "more than the usual default");
+    }
 }

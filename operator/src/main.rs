@@ -177,10 +177,7 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,rtc=error,rtc_ice=error,rtc_dtls=error".into()),
-        )
+        .with_env_filter(treffpunkt_media_node::cli::log_filter())
         .init();
     match Args::parse().command {
         Command::Operator(args) => run_operator(*args).await?,

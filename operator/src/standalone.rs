@@ -123,6 +123,7 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
             max_participants: config.max_participants,
             grant_key: Some(grant_key.clone()),
             health_listen: None,
+            udp_buffers: Default::default(),
         })
         .await?;
         media = Some(node.media_address());

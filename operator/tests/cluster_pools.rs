@@ -156,6 +156,7 @@ async fn a_draining_media_node_pod_is_marked_to_go_first() {
         max_participants: 10,
         grant_key: Some(treffpunkt_proto::grant::GrantKey::new(grant.as_bytes())),
         health_listen: Some(health),
+        udp_buffers: Default::default(),
     })
     .await
     .unwrap();

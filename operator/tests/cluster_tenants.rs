@@ -407,6 +407,7 @@ async fn a_suspended_tenant_closes_its_rooms_and_refuses_joins() {
         max_participants: 50,
         grant_key: Some(treffpunkt_proto::grant::GrantKey::new(&key)),
         health_listen: None,
+        udp_buffers: Default::default(),
     })
     .await
     .unwrap();

@@ -43,6 +43,7 @@ impl Node {
                 self.finished = true;
             }
         }
+        self.drops.summarise(now);
         self.report_load(now);
     }
 

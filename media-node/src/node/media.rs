@@ -16,6 +16,7 @@ use tracing::debug;
 use treffpunkt_proto::v1;
 
 use super::Node;
+use super::gate::{self, Drop, Kind};
 use crate::core::{LeaveReason, PeerId, vp8};
 use crate::session::{Session, interceptors::keyframe_request_ssrcs};
 
@@ -28,15 +29,30 @@ struct Produced {
 }
 
 impl Node {
+    /// A datagram from `from`: through the gate (see [`gate`]), then to its session's
+    /// connection, whose output is driven at once.
     pub(super) fn on_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         self.traffic.packets_in += 1;
         self.traffic.bytes_in += datagram.len() as u64;
+        let header = match gate::inspect(datagram) {
+            Ok(header) => header,
+            Err(reason) => return self.drops.count(reason, from),
+        };
         let Some(peer) = self.demux.route(from, datagram) else {
-            return;
+            return self.drops.count(Drop::Unknown, from);
         };
-        let Some(session) = self.sessions.get_mut(&peer) else {
-            return;
+        let (Some(session), Some(gate)) = (self.sessions.get_mut(&peer), self.gates.get_mut(&peer))
+        else {
+            return self.drops.count(Drop::Unknown, from);
         };
+        let on_probation = match header.kind {
+            Kind::Rtp | Kind::Rtcp => !header.ssrc.is_some_and(|ssrc| gate.knows(ssrc)),
+            Kind::Dtls => session.connected,
+            Kind::Stun => true,
+        };
+        if on_probation && !gate.budget.take(now) {
+            return self.drops.count(Drop::OverBudget, from);
+        }
         let message = TaggedBytesMut {
             now,
             transport: TransportContext {
@@ -47,8 +63,17 @@ impl Node {
             },
             message: BytesMut::from(datagram),
         };
+        let arrived = session.arrivals.count();
         if let Err(error) = session.pc.handle_read(message) {
             debug!(%error, "datagram refused");
+        }
+        // RTP and RTCP that failed authentication leave no trace but this: nothing arrived.
+        if let Some(ssrc) = header.ssrc {
+            if session.arrivals.count() > arrived {
+                gate.learn(ssrc);
+            } else {
+                self.drops.count(Drop::Refused, from);
+            }
         }
         self.drive(now, peer);
     }

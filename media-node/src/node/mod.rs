@@ -24,12 +24,15 @@
 //!   the core, and the hot path that forwards each packet to its subscribers;
 //! - `decisions`: the core's outputs carried out on sessions and told to clients;
 //! - `housekeeping`: once a second, stuck sessions, the drain's deadline and the load report;
+//! - [`gate`]: what a datagram must show before the node spends real work on it, and the
+//!   periodic summary of what it dropped;
 //! - [`demux`]: which session a datagram on the one port belongs to;
 //! - `signal`: the core's roster events as `treffpunkt.v1` signals.
 
 mod commands;
 mod decisions;
 pub mod demux;
+pub mod gate;
 mod housekeeping;
 mod media;
 mod signal;
@@ -164,6 +167,10 @@ pub struct Node {
     /// The control plane's session ids.
     by_session_id: HashMap<String, PeerId>,
     demux: Demux,
+    /// What the media port's gate knows of each session.
+    gates: HashMap<PeerId, gate::SessionGate>,
+    /// Datagrams the gate dropped, for the periodic summary.
+    drops: gate::Drops,
     max_participants: u32,
     next_peer: u64,
     /// When each session's connection wants its next timeout; entries whose time no longer
@@ -195,6 +202,8 @@ impl Node {
             sessions: HashMap::new(),
             by_session_id: HashMap::new(),
             demux: Demux::default(),
+            gates: HashMap::new(),
+            drops: gate::Drops::default(),
             max_participants,
             next_peer: 0,
             timers: BinaryHeap::new(),
@@ -292,6 +301,12 @@ impl Node {
     /// Sessions on the node.
     pub fn session_count(&self) -> usize {
         self.by_session_id.len()
+    }
+
+    /// Datagrams the media port's gate dropped since the node started, and the summary lines it
+    /// logged about them.
+    pub fn dropped_datagrams(&self) -> (u64, u64) {
+        (self.drops.all_time, self.drops.summaries)
     }
 
     /// Routing entries the demultiplexer holds: (ICE username fragments, addresses).

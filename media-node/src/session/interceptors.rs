@@ -5,10 +5,14 @@
 //!   FIR), last in the chain so that every other interceptor has seen all of the RTCP first, and
 //!   drops the rest. The node reads subscribers' requests through it; the Rust test client reads
 //!   the node's requests to its publishers through the same one.
+//! - [`ArrivalTap`]: counts the RTP and RTCP packets that arrive through SRTP, that is, that
+//!   authenticated; the node's gate learns from it which SSRCs a client really sends on.
 //! - [`SimulcastReportFilter`]: keeps report blocks about simulcast layers out of the node's
 //!   RTCP reports, so that browsers keep tagging every packet with its layer.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
@@ -22,6 +26,9 @@ use rtc::shared::error::Error as RtcError;
 
 /// Where [`KeyframeRequests`] goes in a chain: after every default interceptor.
 pub const KEYFRAME_REQUESTS_SLOT: usize = 14_000;
+/// Where [`ArrivalTap`] goes: wire-most, so that it counts every packet SRTP let through before
+/// any interceptor acts on it.
+pub const ARRIVAL_TAP_SLOT: usize = 500;
 /// Where [`SimulcastReportFilter`] goes: wire-ward of the report interceptors, so that it sees
 /// the reports they write.
 pub const REPORT_FILTER_SLOT: usize = 9_500;
@@ -206,4 +213,68 @@ pub fn keyframe_request_ssrcs(
         }
         ssrcs
     })
+}
+
+/// How many RTP packets and RTCP compounds arrived through SRTP on one connection: each one
+/// authenticated. Shared between the connection's [`ArrivalTap`] and the node.
+#[derive(Clone, Debug, Default)]
+pub struct Arrivals(Arc<AtomicU64>);
+
+impl Arrivals {
+    /// How many so far.
+    pub fn count(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts inbound packets into [`Arrivals`] and passes everything on unchanged.
+pub struct ArrivalTap {
+    arrivals: Arrivals,
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+impl ArrivalTap {
+    /// A tap that counts into `arrivals`.
+    pub fn new(arrivals: Arrivals) -> Self {
+        Self {
+            arrivals,
+            reads: VecDeque::new(),
+            writes: VecDeque::new(),
+        }
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for ArrivalTap {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = RtcError;
+    type Time = Instant;
+
+    fn handle_read(&mut self, message: TaggedPacket) -> Result<(), Self::Error> {
+        self.arrivals.0.fetch_add(1, Ordering::Relaxed);
+        self.reads.push_back(message);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.reads.pop_front()
+    }
+
+    fn handle_write(&mut self, message: TaggedPacket) -> Result<(), Self::Error> {
+        self.writes.push_back(message);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.writes.pop_front()
+    }
+}
+
+impl Interceptor for ArrivalTap {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }

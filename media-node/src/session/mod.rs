@@ -39,6 +39,7 @@ use rtc::rtp_transceiver::{
 };
 use rtc::sdp::extmap::AUDIO_LEVEL_URI;
 
+use self::interceptors::Arrivals;
 use self::setup::{media_setup, rtp_codec};
 use crate::congestion::EstimateCell;
 use crate::core::{Codec, DownTrack, MediaKind, PeerId, PublishedLayer, Rewrite, Source};
@@ -113,6 +114,8 @@ pub struct Session {
     rids: HashMap<String, Vec<String>>,
     /// The downlink estimate of this connection.
     pub estimate: EstimateCell,
+    /// How many packets arrived through SRTP: authenticated.
+    pub arrivals: Arrivals,
 }
 
 /// The rids each media section of an SDP sends (`a=rid:<id> send`), by mid, in order.
@@ -200,7 +203,8 @@ impl Session {
             .with_network_types(vec![network])
             .build();
         let estimate = EstimateCell::new();
-        let (engine, registry) = media_setup(estimate.clone())?;
+        let arrivals = Arrivals::default();
+        let (engine, registry) = media_setup(estimate.clone(), arrivals.clone())?;
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_setting_engine(settings)
@@ -236,6 +240,7 @@ impl Session {
             sources: HashMap::new(),
             rids: HashMap::new(),
             estimate,
+            arrivals,
         })
     }
 

@@ -35,7 +35,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
 use rtc::shared::error::Error as RtcError;
 
-use super::interceptors::{self, KeyframeRequests, SimulcastReportFilter};
+use super::interceptors::{self, ArrivalTap, Arrivals, KeyframeRequests, SimulcastReportFilter};
 use crate::congestion::{AudioFirstPacer, DownlinkEstimator, EstimateCell};
 use crate::core::Codec;
 
@@ -66,8 +66,11 @@ pub fn rtp_codec(codec: Codec) -> RTCRtpCodec {
 }
 
 /// The media engine and interceptor chain of one connection; its downlink estimate is published
-/// into `estimate`.
-pub fn media_setup(estimate: EstimateCell) -> Result<(MediaEngine, Registry), RtcError> {
+/// into `estimate`, and what authenticated is counted into `arrivals`.
+pub fn media_setup(
+    estimate: EstimateCell,
+    arrivals: Arrivals,
+) -> Result<(MediaEngine, Registry), RtcError> {
     let mut engine = MediaEngine::default();
     for (codec, payload_type, kind) in [
         (Codec::Opus, 111, RtpCodecKind::Audio),
@@ -126,6 +129,10 @@ pub fn media_setup(estimate: EstimateCell) -> Result<(MediaEngine, Registry), Rt
         .with(
             Slot::from(interceptors::KEYFRAME_REQUESTS_SLOT),
             KeyframeRequests::default(),
+        )
+        .with(
+            Slot::from(interceptors::ARRIVAL_TAP_SLOT),
+            ArrivalTap::new(arrivals),
         );
     Ok((engine, registry))
 }

@@ -4,6 +4,7 @@
 //! mocked: the control plane's part is played by the test, which opens sessions and relays
 //! signals as the gateway would.
 
+mod abuse;
 mod calls;
 mod peer;
 
@@ -38,6 +39,37 @@ struct InFlight {
     bytes: Vec<u8>,
 }
 
+/// Datagrams someone sends the node at a steady rate, in batches of a millisecond.
+pub struct Flood {
+    /// The source and contents of the `n`th datagram.
+    pub datagram: Box<dyn FnMut(u64) -> (SocketAddr, Vec<u8>)>,
+    /// How many a second.
+    pub per_second: u64,
+    /// Until when.
+    pub until: Instant,
+    next: Instant,
+    /// How many were sent so far.
+    pub sent: u64,
+}
+
+impl Flood {
+    /// A flood that starts now.
+    pub fn new(
+        now: Instant,
+        duration: Duration,
+        per_second: u64,
+        datagram: impl FnMut(u64) -> (SocketAddr, Vec<u8>) + 'static,
+    ) -> Self {
+        Self {
+            datagram: Box::new(datagram),
+            per_second,
+            until: now + duration,
+            next: now,
+            sent: 0,
+        }
+    }
+}
+
 /// Decides which datagrams the network loses: (direction, participant's address, bytes).
 type LossRule = Box<dyn FnMut(Direction, SocketAddr, &[u8]) -> bool>;
 
@@ -55,6 +87,8 @@ pub struct Net {
     loss: Option<LossRule>,
     /// Datagrams the loss rule dropped.
     pub lost: u32,
+    /// Garbage sent to the node, if any.
+    pub flood: Option<Flood>,
     /// Steps in a row at one instant; many mean a timer that never clears.
     stalled: u32,
 }
@@ -75,6 +109,7 @@ impl Net {
             closed: Vec::new(),
             loss: None,
             lost: 0,
+            flood: None,
             stalled: 0,
         }
     }
@@ -140,6 +175,10 @@ impl Net {
         let next = [
             self.in_flight.peek().map(|Reverse((at, _))| *at),
             self.node.poll_timeout(),
+            self.flood
+                .as_ref()
+                .filter(|flood| flood.next < flood.until)
+                .map(|flood| flood.next),
         ]
         .into_iter()
         .chain(self.peers.iter_mut().map(TestPeer::poll_timeout))
@@ -180,6 +219,7 @@ impl Net {
                 peer.datagram(now, datagram.from, &datagram.bytes);
             }
         }
+        self.send_flood(now);
         if self.node.poll_timeout().is_some_and(|at| at <= now) {
             self.node.handle_timeout(now);
         }
@@ -189,6 +229,21 @@ impl Net {
             }
         }
         self.exchange();
+    }
+
+    /// Sends the flood's datagrams that are due, straight to the node.
+    fn send_flood(&mut self, now: Instant) {
+        let Some(flood) = &mut self.flood else {
+            return;
+        };
+        while flood.next <= now && flood.next < flood.until {
+            for _ in 0..flood.per_second / 1000 {
+                let (from, bytes) = (flood.datagram)(flood.sent);
+                flood.sent += 1;
+                self.node.datagram(now, from, &bytes);
+            }
+            flood.next += Duration::from_millis(1);
+        }
     }
 
     /// Carries everything the node and the peers want to send and say, until nobody has

@@ -1,0 +1,334 @@
+//! The media port's gate: what a datagram must show before the node spends real work on it.
+//!
+//! Anyone can send datagrams to the node's one UDP port, and some will: garbage from unknown
+//! sources, or garbage with a participant's own address as its source. Decrypting SRTP, running
+//! DTLS or checking a STUN message's integrity costs microseconds each, and a malformed datagram
+//! that reaches `rtc` can make it log or change state. So each datagram is first looked at for
+//! what costs nanoseconds, in this order:
+//!
+//! 1. its first byte says which protocol it is (RFC 7983): STUN, DTLS, or RTP/RTCP; anything
+//!    else is dropped;
+//! 2. STUN must name a session's ICE username (see [`super::demux`]); everything else must come
+//!    from an address a session's client has shown with such a STUN request;
+//! 3. its header must be well formed for its protocol (lengths, version, packet type);
+//! 4. RTP and RTCP from an SSRC whose packets authenticated before pass; others (a new simulcast
+//!    layer, or forged packets), DTLS once the connection is up, and STUN are counted against a
+//!    budget per session, so that a flood spoofed from a participant's address costs at most a
+//!    few hundred authentication attempts a second and never crowds out the participant's own
+//!    media, which passes on its known SSRCs.
+//!
+//! What is dropped is counted by reason and logged as one summary line at most every
+//! [`SUMMARY_INTERVAL`], never a line per datagram.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+
+/// How often the counts of dropped datagrams are logged, when there are any.
+pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
+/// Datagrams per second (and burst) a session may spend authentication on outside its known
+/// SSRCs: its new SSRCs' first packets, STUN consent checks, DTLS after the handshake.
+const PROBATION_RATE: f64 = 200.0;
+const PROBATION_BURST: f64 = 400.0;
+/// The SRTP and SRTCP authentication tags (80 bits), and SRTCP's index.
+const SRTP_TAG: usize = 10;
+const SRTCP_TRAILER: usize = SRTP_TAG + 4;
+
+/// What a datagram is, by its first byte (RFC 7983).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// STUN (first byte 0–3).
+    Stun,
+    /// DTLS (20–63).
+    Dtls,
+    /// RTP (128–191, and not an RTCP packet type).
+    Rtp,
+    /// RTCP (128–191, second byte 192–223).
+    Rtcp,
+}
+
+/// Why a datagram was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drop {
+    /// No protocol the node speaks.
+    NotMedia,
+    /// STUN that names no session, or anything else from an address no session has shown.
+    Unknown,
+    /// A header that is not well formed for its protocol.
+    Malformed,
+    /// Outside the session's known SSRCs and over its budget.
+    OverBudget,
+    /// Passed the gate but was refused by the connection (failed authentication, say).
+    Refused,
+}
+
+/// What a datagram's header says, for the gate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Its protocol.
+    pub kind: Kind,
+    /// The SSRC of an RTP packet, or the sender SSRC of an RTCP packet.
+    pub ssrc: Option<u32>,
+}
+
+/// Reads the header of `datagram` as far as the gate needs it, or says why not.
+pub fn inspect(datagram: &[u8]) -> Result<Header, Drop> {
+    let first = *datagram.first().ok_or(Drop::NotMedia)?;
+    let kind = match first {
+        0..=3 => Kind::Stun,
+        20..=63 => Kind::Dtls,
+        128..=191 => match datagram.get(1) {
+            Some(192..=223) => Kind::Rtcp,
+            _ => Kind::Rtp,
+        },
+        _ => return Err(Drop::NotMedia),
+    };
+    let well_formed = match kind {
+        // A STUN header with the magic cookie and a length that fits.
+        Kind::Stun => super::demux::is_stun(datagram) && stun_length_fits(datagram),
+        // A record header: handshake, alert, change cipher spec or application data, a DTLS
+        // version, and a length that fits.
+        Kind::Dtls => {
+            datagram.len() >= 13
+                && (20..=23).contains(&first)
+                && datagram[1] == 0xfe
+                && record_length_fits(datagram)
+        }
+        // Version 2, a fixed header, an authentication tag.
+        Kind::Rtp => datagram.len() >= 12 + SRTP_TAG,
+        // Version 2, a length in words that fits before SRTCP's trailer.
+        Kind::Rtcp => {
+            datagram.len() >= 8 + SRTCP_TRAILER
+                && (usize::from(u16::from_be_bytes([datagram[2], datagram[3]])) + 1) * 4
+                    <= datagram.len() - SRTCP_TRAILER
+        }
+    };
+    if !well_formed {
+        return Err(Drop::Malformed);
+    }
+    let word = |at: usize| {
+        u32::from_be_bytes([
+            datagram[at],
+            datagram[at + 1],
+            datagram[at + 2],
+            datagram[at + 3],
+        ])
+    };
+    let ssrc = match kind {
+        Kind::Rtp => Some(word(8)),
+        Kind::Rtcp => Some(word(4)),
+        Kind::Stun | Kind::Dtls => None,
+    };
+    Ok(Header { kind, ssrc })
+}
+
+fn stun_length_fits(datagram: &[u8]) -> bool {
+    let length = usize::from(u16::from_be_bytes([datagram[2], datagram[3]]));
+    20 + length == datagram.len() && length % 4 == 0
+}
+
+fn record_length_fits(datagram: &[u8]) -> bool {
+    let length = usize::from(u16::from_be_bytes([datagram[11], datagram[12]]));
+    13 + length <= datagram.len()
+}
+
+/// A token bucket: how much of its budget a session may still spend on datagrams on probation.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            tokens: PROBATION_BURST,
+            last: None,
+        }
+    }
+}
+
+impl Budget {
+    /// Takes one datagram's worth, if there is any left.
+    pub fn take(&mut self, now: Instant) -> bool {
+        if let Some(last) = self.last {
+            let elapsed = now.saturating_duration_since(last).as_secs_f64();
+            self.tokens = (self.tokens + elapsed * PROBATION_RATE).min(PROBATION_BURST);
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The most SSRCs a session's gate remembers: a client sends on a handful.
+const MAX_KNOWN_SSRCS: usize = 64;
+
+/// What the gate knows of one session: the SSRCs whose packets authenticated, and the budget
+/// for everything else.
+#[derive(Debug, Default)]
+pub struct SessionGate {
+    known: Vec<u32>,
+    /// Spent on datagrams on probation.
+    pub budget: Budget,
+}
+
+impl SessionGate {
+    /// Whether packets of `ssrc` authenticated before.
+    pub fn knows(&self, ssrc: u32) -> bool {
+        self.known.contains(&ssrc)
+    }
+
+    /// A packet of `ssrc` authenticated.
+    pub fn learn(&mut self, ssrc: u32) {
+        if !self.knows(ssrc) && self.known.len() < MAX_KNOWN_SSRCS {
+            self.known.push(ssrc);
+        }
+    }
+}
+
+/// Counts of dropped datagrams since the last summary.
+#[derive(Debug, Default)]
+pub struct Drops {
+    counts: [u64; 5],
+    /// Every datagram dropped since the node started.
+    pub all_time: u64,
+    /// Summary lines logged since the node started.
+    pub summaries: u64,
+    /// A source of the latest drop, to name in the summary.
+    example: Option<SocketAddr>,
+    next_summary: Option<Instant>,
+}
+
+impl Drops {
+    /// Counts a dropped datagram from `from`.
+    pub fn count(&mut self, reason: Drop, from: SocketAddr) {
+        self.counts[reason as usize] += 1;
+        self.all_time += 1;
+        self.example = Some(from);
+    }
+
+    /// Every datagram dropped since the last summary.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Logs what was dropped, at most once per [`SUMMARY_INTERVAL`]; returns whether it did.
+    pub fn summarise(&mut self, now: Instant) -> bool {
+        if self.next_summary.is_some_and(|at| now < at) || self.total() == 0 {
+            return false;
+        }
+        let [not_media, unknown, malformed, over_budget, refused] = self.counts;
+        warn!(
+            not_media,
+            unknown_source = unknown,
+            malformed,
+            over_budget,
+            refused,
+            example_source = ?self.example,
+            "dropped datagrams on the media port"
+        );
+        self.counts = [0; 5];
+        self.example = None;
+        self.summaries += 1;
+        self.next_summary = Some(now + SUMMARY_INTERVAL);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_protocol_is_told_apart_by_its_first_bytes() {
+        let mut rtp = vec![0x80, 96, 0, 1, 0, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef];
+        rtp.resize(40, 0);
+        assert_eq!(
+            inspect(&rtp),
+            Ok(Header {
+                kind: Kind::Rtp,
+                ssrc: Some(0xdead_beef)
+            })
+        );
+        let mut rtcp = vec![0x80, 200, 0, 1, 0, 0, 0, 7, 0, 0, 0, 0];
+        rtcp.resize(8 + 4 + SRTCP_TRAILER, 0);
+        assert_eq!(
+            inspect(&rtcp).map(|h| (h.kind, h.ssrc)),
+            Ok((Kind::Rtcp, Some(7)))
+        );
+        let mut dtls = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4];
+        dtls.resize(17, 0);
+        assert_eq!(inspect(&dtls).map(|h| h.kind), Ok(Kind::Dtls));
+        assert_eq!(
+            inspect(&[0x47; 100]),
+            Err(Drop::NotMedia),
+            "not a protocol of the node"
+        );
+        assert_eq!(inspect(&[]), Err(Drop::NotMedia));
+    }
+
+    #[test]
+    fn headers_that_do_not_fit_their_length_are_malformed() {
+        assert_eq!(
+            inspect(&[0x80, 96, 0, 1]),
+            Err(Drop::Malformed),
+            "a short RTP packet"
+        );
+        let mut rtcp = vec![0x80, 200, 0, 40, 0, 0, 0, 7];
+        rtcp.resize(30, 0);
+        assert_eq!(
+            inspect(&rtcp),
+            Err(Drop::Malformed),
+            "RTCP longer than the datagram"
+        );
+        let mut dtls = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        dtls.resize(20, 0);
+        assert_eq!(
+            inspect(&dtls),
+            Err(Drop::Malformed),
+            "a record longer than the datagram"
+        );
+        let mut stun = vec![0, 1, 0, 8, 0x21, 0x12, 0xa4, 0x42];
+        stun.resize(20, 0);
+        assert_eq!(
+            inspect(&stun),
+            Err(Drop::Malformed),
+            "STUN attributes that are missing"
+        );
+        for length in 0..64 {
+            let garbage: Vec<u8> = (0..length).map(|i| (i * 151 + 7) as u8).collect();
+            let _ = inspect(&garbage);
+        }
+    }
+
+    #[test]
+    fn the_budget_allows_a_burst_then_its_rate() {
+        let mut budget = Budget::default();
+        let start = Instant::now();
+        let allowed = (0..1000).filter(|_| budget.take(start)).count();
+        assert_eq!(allowed, PROBATION_BURST as usize);
+        let later = start + Duration::from_millis(100);
+        let refilled = (0..1000).filter(|_| budget.take(later)).count();
+        assert_eq!(refilled, (PROBATION_RATE / 10.0) as usize);
+    }
+
+    #[test]
+    fn drops_are_summarised_at_most_every_interval() {
+        let mut drops = Drops::default();
+        let now = Instant::now();
+        assert!(!drops.summarise(now), "nothing to say");
+        let from = SocketAddr::from(([192, 0, 2, 1], 9));
+        drops.count(Drop::Unknown, from);
+        assert!(drops.summarise(now));
+        drops.count(Drop::Malformed, from);
+        assert!(!drops.summarise(now + Duration::from_secs(1)), "too soon");
+        assert!(drops.summarise(now + SUMMARY_INTERVAL));
+        assert_eq!(drops.total(), 0);
+    }
+}

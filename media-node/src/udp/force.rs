@@ -1,0 +1,41 @@
+//! Buffer sizes beyond the kernel's limit for unprivileged processes (`SO_RCVBUFFORCE`,
+//! `SO_SNDBUFFORCE`), for a node that runs with `CAP_NET_ADMIN`. The standard library and
+//! `socket2` offer only the capped options, so this is one `setsockopt` call of its own.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+/// Which buffer.
+#[derive(Clone, Copy, Debug)]
+pub enum Buffer {
+    /// The receive buffer.
+    Receive,
+    /// The send buffer.
+    Send,
+}
+
+/// Sets `buffer` of `socket` to `bytes` past the kernel's cap; fails without `CAP_NET_ADMIN`.
+pub fn set(socket: &impl AsRawFd, buffer: Buffer, bytes: usize) -> io::Result<()> {
+    let option = match buffer {
+        Buffer::Receive => libc::SO_RCVBUFFORCE,
+        Buffer::Send => libc::SO_SNDBUFFORCE,
+    };
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `value` lives on this stack frame for the whole call and its size is passed; the
+    // kernel only reads it.
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
