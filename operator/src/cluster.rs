@@ -257,6 +257,7 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
     let gateway = Arc::new(Gateway::new(store.clone(), fleet.clone(), grant_key));
     let http_listener = TcpListener::bind(config.http).await?;
     let http = http_listener.local_addr()?;
+    tasks.push(tokio::spawn(gateway.clone().sweep_unjoined_rooms()));
     let router = gateway.router();
     tasks.push(tokio::spawn(async move {
         if let Err(error) = axum::serve(http_listener, router).await {

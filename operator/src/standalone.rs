@@ -136,6 +136,7 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
     let gateway = Arc::new(Gateway::new(store.clone(), fleet.clone(), grant_key));
     let http_listener = TcpListener::bind(config.http).await?;
     let http = http_listener.local_addr()?;
+    let unjoined_task = tokio::spawn(gateway.clone().sweep_unjoined_rooms());
     let router = gateway.router();
     let http_task = tokio::spawn(async move {
         if let Err(error) = axum::serve(http_listener, router).await {
@@ -152,7 +153,7 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     info!(%http, %grpc, "standalone mode ready");
-    tasks.extend([http_task, sweeper_task]);
+    tasks.extend([http_task, sweeper_task, unjoined_task]);
     Ok(Standalone {
         http,
         grpc,

@@ -43,6 +43,12 @@ impl<S: Store> Gateway<S> {
         }
     }
 
+    /// Removes new ad-hoc rooms that nobody is in a minute after they were created (see
+    /// [`Admission::run_unjoined_sweeper`]); runs for ever, beside the server.
+    pub async fn sweep_unjoined_rooms(self: Arc<Self>) {
+        self.admission.run_unjoined_sweeper().await;
+    }
+
     /// The HTTP routes of the gateway.
     pub fn router(self: Arc<Self>) -> Router {
         Router::new()
