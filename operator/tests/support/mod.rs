@@ -11,6 +11,7 @@
 pub mod helm;
 pub mod netns;
 pub mod resources;
+pub mod sockets;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -240,6 +241,7 @@ pub fn start_operator(lease: &str) -> Operator {
                         duration_seconds: 15,
                     },
                     settings: settings(),
+                    limits: treffpunkt_operator::gateway::Limits::default(),
                 })
                 .await
                 .expect("the operator starts");
