@@ -31,6 +31,24 @@
 //!
 //! The gateway ([`crate::gateway`]) calls this from the signalling WebSocket and relays the
 //! session afterwards; it decides nothing of the above itself.
+//!
+//! # Limits
+//!
+//! The limits admission holds are the tenant's and the platform's, each refused with its code
+//! before anything is created:
+//!
+//! | limit | from | code |
+//! |---|---|---|
+//! | the display name: 1 to 64 characters, something visible, no control or bidirectional characters | [`DisplayName`] | `name-empty`, `name-too-long`, `name-invalid` |
+//! | a suspended tenant admits nobody | the Tenant | `tenant-suspended` |
+//! | new names only where the tenant allows ad-hoc rooms | the Tenant's policy | `room-not-found` |
+//! | rooms per tenant, counted from the store ([`Store::count_rooms`]) and enforced again by it on create | the Tenant's limits | `room-limit` |
+//! | a node the tenant may use with room to spare | the fleet | `platform-full` |
+//! | participants per room | the Room, within the Tenant's limit | `room-full` |
+//! | a new ad-hoc room with nobody in it after [`Admission::unjoined_ttl`] | the gateway's limits | removed |
+//!
+//! What one client may open and how often it may ask (connections, sockets, joins per minute,
+//! time to join) is the gateway's to limit, before it calls admission.
 
 mod placement;
 mod refusal;
