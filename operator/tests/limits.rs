@@ -283,6 +283,23 @@ async fn an_idle_keep_alive_connection_is_closed_and_a_stalled_one_too() {
     server.stop();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_websocket_outlives_the_http_timeouts() {
+    let server = start(Limits {
+        header_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    })
+    .await;
+    let mut socket = connect(&server, "chor").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        served(&mut socket).await,
+        "the upgraded connection is the signalling session's to time out"
+    );
+    server.stop();
+}
+
 /// Opens a TCP connection and returns what the server sends before it closes, if it closes
 /// within two seconds without being asked anything.
 async fn turned_away(server: &Standalone) -> Option<String> {
