@@ -34,8 +34,8 @@
 //! and closed, rather than refused with an HTTP status: a browser does not show a script why
 //! an upgrade failed, and the person should read why. The client's address is the socket's
 //! peer, or, from a trusted proxy only, the address that proxy names (`address`); IPv6
-//! clients are counted by their /64. Before joining, a WebSocket reads into a 4 KiB buffer and
-//! accepts frames of at most 128 KiB, so that thousands of unjoined sockets cost little.
+//! clients are counted by their /64. A WebSocket reads into a 4 KiB buffer and accepts frames
+//! of at most 128 KiB, so that thousands of unjoined sockets cost little (about 11 KiB each).
 
 mod address;
 mod cli;
@@ -48,9 +48,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
-use treffpunkt_proto::grant::GrantKey;
-
 use tokio::net::TcpListener;
+use treffpunkt_proto::grant::GrantKey;
 
 pub use address::{ClientAddressHeader, IpNet, IpNetError, TrustedProxies};
 pub use cli::LimitArgs;

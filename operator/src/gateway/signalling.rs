@@ -17,10 +17,9 @@
 //! `join` beyond the joins per address per minute is refused with `too-many-joins`, and the
 //! client may try again later on the same socket.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use std::net::SocketAddr;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{ConnectInfo, Path, State};
