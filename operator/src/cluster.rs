@@ -31,7 +31,7 @@ use treffpunkt_proto::random;
 use crate::domain::NodeId;
 use crate::fleet::attach;
 use crate::fleet::{Fleet, NodeEvent};
-use crate::gateway::Gateway;
+use crate::gateway::{self, Gateway, Limits};
 use crate::leader::{self, Election};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Context, Settings};
@@ -57,6 +57,8 @@ pub struct ClusterConfig {
     pub election: Election,
     /// The reconcilers' settings.
     pub settings: Settings,
+    /// What clients of the gateway and the admin endpoint may open and how long they may take.
+    pub limits: Limits,
 }
 
 /// A running replica.
@@ -254,15 +256,16 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
     let grpc = grpc_listener.local_addr()?;
     tasks.push(tokio::spawn(attach::serve(fleet.clone(), grpc_listener)));
 
-    let gateway = Arc::new(Gateway::new(store.clone(), fleet.clone(), grant_key));
+    let gateway = Arc::new(Gateway::new(
+        store.clone(),
+        fleet.clone(),
+        grant_key,
+        config.limits.clone(),
+    ));
     let http_listener = TcpListener::bind(config.http).await?;
     let http = http_listener.local_addr()?;
-    let router = gateway.router();
-    tasks.push(tokio::spawn(async move {
-        if let Err(error) = axum::serve(http_listener, router).await {
-            warn!(%error, "the HTTP server stopped");
-        }
-    }));
+    tasks.push(tokio::spawn(gateway.clone().sweep_unjoined_rooms()));
+    tasks.push(tokio::spawn(gateway.serve(http_listener)));
 
     let admin_listener = TcpListener::bind(config.admin).await?;
     let admin = admin_listener.local_addr()?;
@@ -282,10 +285,10 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
         settings.platform_namespace.clone(),
         fleet.clone(),
     )));
+    // The admin endpoint takes the same timeouts and caps, with a tally of its own.
+    let limits = config.limits.clone();
     tasks.push(tokio::spawn(async move {
-        if let Err(error) = axum::serve(admin_listener, admin_router).await {
-            warn!(%error, "the admin server stopped");
-        }
+        gateway::serve(admin_listener, admin_router, &limits).await;
     }));
 
     let ctx = Arc::new(Context::new(

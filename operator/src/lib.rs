@@ -26,7 +26,8 @@
 //!
 //! # Following a join
 //!
-//! The browser opens the signalling WebSocket (`gateway::signalling`) and sends `join`;
+//! The browser opens the signalling WebSocket (`gateway::signalling`), within the gateway's
+//! limits on connections per address and in total ([`gateway::Limits`]), and sends `join`;
 //! [`admission::Admission::join`] checks the name, the tenant and the room, places the room
 //! (the `admission::placement` module) and opens the session on the node through
 //! [`fleet::Fleet::open_session`]; the WebSocket then relays the participant's messages,

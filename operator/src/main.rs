@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use treffpunkt_operator::cluster::{self, ClusterConfig};
 use treffpunkt_operator::domain::Tenant;
+use treffpunkt_operator::gateway::LimitArgs;
 use treffpunkt_operator::leader::Election;
 use treffpunkt_operator::reconcile::{Settings, TenantSecrets};
 use treffpunkt_operator::seed;
@@ -28,36 +29,45 @@ enum Command {
     MediaNode(Box<treffpunkt_media_node::cli::Args>),
     /// Everything on one machine, no cluster: the web client, the control plane and one media
     /// node, with rooms kept in memory.
-    Standalone {
-        /// Where the web client is served.
-        #[arg(long, env = "TREFFPUNKT_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// The media node's UDP port.
-        #[arg(long, env = "TREFFPUNKT_UDP_PORT", default_value_t = 10000)]
-        udp_port: u16,
-        /// The address browsers send media to: 127.0.0.1 for this machine only, the machine's
-        /// LAN address to let others in the network join.
-        #[arg(long, env = "TREFFPUNKT_ANNOUNCE_IP", default_value = "127.0.0.1")]
-        announce_ip: IpAddr,
-        /// Participants the media node accepts.
-        #[arg(long, default_value_t = 200)]
-        max_participants: u32,
-        /// Participants one room of the public space admits.
-        #[arg(long, default_value_t = 20)]
-        max_participants_per_room: u32,
-        /// Tenant and Room manifests (the same YAML as for kubectl) to start with.
-        #[arg(long, env = "TREFFPUNKT_MANIFESTS")]
-        manifests: Option<std::path::PathBuf>,
-        /// Where media nodes attach (gRPC); only loopback unless nodes run elsewhere.
-        #[arg(long, env = "TREFFPUNKT_GRPC_LISTEN", default_value = "127.0.0.1:0")]
-        grpc_listen: SocketAddr,
-        /// Run no media node in this process: nodes of their own attach to --grpc-listen.
-        #[arg(long)]
-        external_media_nodes: bool,
-        /// The secret shared with external media nodes for grants.
-        #[arg(long, env = "TREFFPUNKT_GRANT_KEY", hide_env_values = true)]
-        grant_key: Option<String>,
-    },
+    Standalone(Box<StandaloneArgs>),
+}
+
+#[derive(Debug, clap::Args)]
+struct StandaloneArgs {
+    /// Where the web client is served.
+    #[arg(long, env = "TREFFPUNKT_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The media node's UDP port.
+    #[arg(long, env = "TREFFPUNKT_UDP_PORT", default_value_t = 10000)]
+    udp_port: u16,
+    /// The address browsers send media to: 127.0.0.1 for this machine only, the machine's
+    /// LAN address to let others in the network join.
+    #[arg(long, env = "TREFFPUNKT_ANNOUNCE_IP", default_value = "127.0.0.1")]
+    announce_ip: IpAddr,
+    /// Participants the media node accepts.
+    #[arg(long, default_value_t = 200)]
+    max_participants: u32,
+    /// Participants one room of the public space admits.
+    #[arg(long, default_value_t = 20)]
+    max_participants_per_room: u32,
+    /// Tenant and Room manifests (the same YAML as for kubectl) to start with.
+    #[arg(long, env = "TREFFPUNKT_MANIFESTS")]
+    manifests: Option<std::path::PathBuf>,
+    /// Where media nodes attach (gRPC); only loopback unless nodes run elsewhere.
+    #[arg(long, env = "TREFFPUNKT_GRPC_LISTEN", default_value = "127.0.0.1:0")]
+    grpc_listen: SocketAddr,
+    /// Run no media node in this process: nodes of their own attach to --grpc-listen.
+    #[arg(long)]
+    external_media_nodes: bool,
+    /// The secret shared with external media nodes for grants.
+    #[arg(long, env = "TREFFPUNKT_GRANT_KEY", hide_env_values = true)]
+    grant_key: Option<String>,
+    /// How long an ad-hoc room that had people may stay empty before it is removed, in
+    /// seconds.
+    #[arg(long, env = "TREFFPUNKT_ADHOC_ROOM_TTL", default_value_t = 300)]
+    adhoc_room_ttl: u64,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -118,6 +128,8 @@ struct OperatorArgs {
     /// The operator's ServiceAccount (in its namespace), for the binding above.
     #[arg(long, env = "POD_SERVICE_ACCOUNT")]
     service_account: Option<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 async fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
@@ -157,10 +169,73 @@ async fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
                 },
             ),
         },
+        limits: args.limits.limits(),
     })
     .await?;
     shutdown_signal().await;
     running.stop().await;
+    Ok(())
+}
+
+async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
+    let StandaloneArgs {
+        listen,
+        udp_port,
+        announce_ip,
+        max_participants,
+        max_participants_per_room,
+        manifests,
+        grpc_listen,
+        external_media_nodes,
+        grant_key,
+        adhoc_room_ttl,
+        limits,
+    } = args;
+    if external_media_nodes && grant_key.is_none() {
+        anyhow::bail!("--external-media-nodes needs --grant-key, shared with the nodes");
+    }
+    let seed = match manifests {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let seed = seed::parse(&text).with_context(|| format!("in {}", path.display()))?;
+            for skipped in &seed.skipped {
+                eprintln!("{}: skipped {skipped}", path.display());
+            }
+            seed
+        }
+        None => seed::Seed::default(),
+    };
+    let mut public = Tenant::public();
+    public.limits.max_participants_per_room = max_participants_per_room;
+    let mut tenants = seed.tenants;
+    if !tenants.iter().any(|t| t.name == public.name) {
+        tenants.push(public);
+    }
+    let running = standalone::start(StandaloneConfig {
+        http: listen,
+        udp: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), udp_port),
+        announce_ip,
+        max_participants,
+        tenants,
+        rooms: seed.rooms,
+        grpc: grpc_listen,
+        media_node: !external_media_nodes,
+        grant_secret: grant_key,
+        limits: limits.limits(),
+        adhoc_room_ttl: std::time::Duration::from_secs(adhoc_room_ttl),
+    })
+    .await?;
+    let url = match running.http.ip() {
+        ip if ip.is_unspecified() => {
+            format!("http://{announce_ip}:{}/", running.http.port())
+        }
+        _ => format!("http://{}/", running.http),
+    };
+    println!("Treffpunkt is running. Open {url} in your browser.");
+    println!("Treffpunkt läuft. Öffnen Sie {url} im Browser.");
+    shutdown_signal().await;
+    running.stop();
     Ok(())
 }
 
@@ -182,62 +257,7 @@ async fn main() -> anyhow::Result<()> {
     match Args::parse().command {
         Command::Operator(args) => run_operator(*args).await?,
         Command::MediaNode(args) => treffpunkt_media_node::cli::run(*args).await?,
-        Command::Standalone {
-            listen,
-            udp_port,
-            announce_ip,
-            max_participants,
-            max_participants_per_room,
-            manifests,
-            grpc_listen,
-            external_media_nodes,
-            grant_key,
-        } => {
-            if external_media_nodes && grant_key.is_none() {
-                anyhow::bail!("--external-media-nodes needs --grant-key, shared with the nodes");
-            }
-            let seed = match manifests {
-                Some(path) => {
-                    let text = std::fs::read_to_string(&path)
-                        .with_context(|| format!("reading {}", path.display()))?;
-                    let seed =
-                        seed::parse(&text).with_context(|| format!("in {}", path.display()))?;
-                    for skipped in &seed.skipped {
-                        eprintln!("{}: skipped {skipped}", path.display());
-                    }
-                    seed
-                }
-                None => seed::Seed::default(),
-            };
-            let mut public = Tenant::public();
-            public.limits.max_participants_per_room = max_participants_per_room;
-            let mut tenants = seed.tenants;
-            if !tenants.iter().any(|t| t.name == public.name) {
-                tenants.push(public);
-            }
-            let running = standalone::start(StandaloneConfig {
-                http: listen,
-                udp: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), udp_port),
-                announce_ip,
-                max_participants,
-                tenants,
-                rooms: seed.rooms,
-                grpc: grpc_listen,
-                media_node: !external_media_nodes,
-                grant_secret: grant_key,
-            })
-            .await?;
-            let url = match running.http.ip() {
-                ip if ip.is_unspecified() => {
-                    format!("http://{announce_ip}:{}/", running.http.port())
-                }
-                _ => format!("http://{}/", running.http),
-            };
-            println!("Treffpunkt is running. Open {url} in your browser.");
-            println!("Treffpunkt läuft. Öffnen Sie {url} im Browser.");
-            shutdown_signal().await;
-            running.stop();
-        }
+        Command::Standalone(args) => run_standalone(*args).await?,
     }
     Ok(())
 }

@@ -2,7 +2,13 @@
 //! an in-memory store and no Kubernetes.
 //!
 //! It is the same code as in a cluster: the media node dials the control plane's `Attach`
-//! endpoint over real gRPC on loopback, and the gateway places rooms on it like on any node.
+//! endpoint over real gRPC on loopback, and the gateway places rooms on it like on any node,
+//! under the same limits ([`Limits`]).
+//!
+//! Ad-hoc rooms go in two ways: a new one that nobody is in a minute after its creation is
+//! removed by the gateway's own sweeper (as in a cluster), and one that emptied later is
+//! removed after [`StandaloneConfig::adhoc_room_ttl`] by the sweeper here, which in a cluster
+//! is the Room reconciler's work.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -19,10 +25,11 @@ use treffpunkt_proto::random;
 use crate::domain::{Room, RoomLifetime, Tenant};
 use crate::fleet::Fleet;
 use crate::fleet::attach;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Limits};
 use crate::store::{MemoryStore, Store};
 
-/// How long an ad-hoc room may stay empty before it is removed.
+/// How long an ad-hoc room that had people may stay empty before it is removed, unless
+/// configured otherwise.
 pub const ADHOC_ROOM_IDLE: Duration = Duration::from_secs(300);
 
 /// Where standalone mode listens.
@@ -48,6 +55,10 @@ pub struct StandaloneConfig {
     /// The secret grants are signed with; random when unset (only the in-process node needs
     /// it then).
     pub grant_secret: Option<String>,
+    /// What clients may open and how long they may take.
+    pub limits: Limits,
+    /// How long an ad-hoc room that had people may stay empty before it is removed.
+    pub adhoc_room_ttl: Duration,
 }
 
 impl Default for StandaloneConfig {
@@ -63,6 +74,8 @@ impl Default for StandaloneConfig {
             rooms: Vec::new(),
             media_node: true,
             grant_secret: None,
+            limits: Limits::default(),
+            adhoc_room_ttl: ADHOC_ROOM_IDLE,
         }
     }
 }
@@ -77,6 +90,8 @@ pub struct Standalone {
     pub media: Option<SocketAddr>,
     /// The fleet, for tests and diagnostics.
     pub fleet: Arc<Fleet>,
+    /// The tenants and rooms, for tests and diagnostics.
+    pub store: Arc<MemoryStore>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -134,16 +149,21 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
         }));
     }
 
-    let gateway = Arc::new(Gateway::new(store.clone(), fleet.clone(), grant_key));
+    let gateway = Arc::new(Gateway::new(
+        store.clone(),
+        fleet.clone(),
+        grant_key,
+        config.limits.clone(),
+    ));
     let http_listener = TcpListener::bind(config.http).await?;
     let http = http_listener.local_addr()?;
-    let router = gateway.router();
-    let http_task = tokio::spawn(async move {
-        if let Err(error) = axum::serve(http_listener, router).await {
-            warn!(%error, "the HTTP server stopped");
-        }
-    });
-    let sweeper_task = tokio::spawn(sweep_adhoc_rooms(store, fleet.clone(), ADHOC_ROOM_IDLE));
+    let unjoined_task = tokio::spawn(gateway.clone().sweep_unjoined_rooms());
+    let http_task = tokio::spawn(gateway.serve(http_listener));
+    let sweeper_task = tokio::spawn(sweep_adhoc_rooms(
+        store.clone(),
+        fleet.clone(),
+        config.adhoc_room_ttl,
+    ));
 
     let attached_by = Instant::now() + Duration::from_secs(10);
     while config.media_node && fleet.nodes().is_empty() {
@@ -153,12 +173,13 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     info!(%http, %grpc, "standalone mode ready");
-    tasks.extend([http_task, sweeper_task]);
+    tasks.extend([http_task, sweeper_task, unjoined_task]);
     Ok(Standalone {
         http,
         grpc,
         media,
         fleet,
+        store,
         tasks,
     })
 }

@@ -335,6 +335,13 @@ function openSocket(first) {
     } catch {
       return;
     }
+    if (message?.type === "error" && !state.joined && state.ws === ws) {
+      // Refused before joining (the gateway may be closing the socket itself: too many
+      // connections, a busy server, too slow to join). The refusal is shown; the next attempt
+      // opens a socket of its own, so this one is done and its closing says nothing more.
+      state.ws = null;
+      ws.close();
+    }
     state.queue = state.queue.then(() => handle(message)).catch((error) => console.warn("signalling:", error));
   });
   ws.addEventListener("close", (event) => {

@@ -4,13 +4,21 @@
 //! A participant asks to join a room under a name ([`Admission::join`]):
 //!
 //! 1. the name is checked ([`DisplayName`]);
-//! 2. the tenant is read, once for the whole join; the room is read, or, if the tenant allows
-//!    ad-hoc rooms, created;
-//! 3. [`domain::admit`] decides whether one more person may join (suspended tenant, full room);
-//! 4. the room is placed (`placement`): it keeps its live node, or goes to the least-loaded
+//! 2. the tenant is read, once for the whole join, and a suspended tenant admits nobody;
+//! 3. the room is read; a new name becomes an ad-hoc room only after everything that could
+//!    refuse the join has been checked: the tenant allows ad-hoc rooms, has fewer rooms than
+//!    its limit, and a node it may use has room to spare. A refused join creates nothing, and
+//!    two joins that race to create the same name share the one room;
+//! 4. [`domain::admit`] decides whether one more person may join (suspended tenant, full room);
+//! 5. the room is placed (`placement`): it keeps its live node, or goes to the least-loaded
 //!    node its tenant may use, recorded with compare-and-set so that racing gateways agree;
-//! 5. a session is opened on that node with a signed grant, and a resume ticket is sealed for
+//! 6. a session is opened on that node with a signed grant, and a resume ticket is sealed for
 //!    the client (`tickets`).
+//!
+//! An ad-hoc room whose creating join still failed (its node went away in between) is removed
+//! again at once; one that nobody is in [`UNJOINED_ROOM_TTL`] after its creation is removed then
+//! by [`Admission::run_unjoined_sweeper`] (the `unjoined` module), which runs beside the
+//! gateway.
 //!
 //! What comes back is an [`Admitted`]: who the participant is ([`Member`]) and where its
 //! session runs ([`Attachment`], with the channel of the node's events for it and the ticket).
@@ -23,15 +31,35 @@
 //!
 //! The gateway ([`crate::gateway`]) calls this from the signalling WebSocket and relays the
 //! session afterwards; it decides nothing of the above itself.
+//!
+//! # Limits
+//!
+//! The limits admission holds are the tenant's and the platform's, each refused with its code
+//! before anything is created:
+//!
+//! | limit | from | code |
+//! |---|---|---|
+//! | the display name: 1 to 64 characters, something visible, no control or bidirectional characters | [`DisplayName`] | `name-empty`, `name-too-long`, `name-invalid` |
+//! | a suspended tenant admits nobody | the Tenant | `tenant-suspended` |
+//! | new names only where the tenant allows ad-hoc rooms | the Tenant's policy | `room-not-found` |
+//! | rooms per tenant, counted from the store ([`Store::count_rooms`]) and enforced again by it on create | the Tenant's limits | `room-limit` |
+//! | a node the tenant may use with room to spare | the fleet | `platform-full` |
+//! | participants per room | the Room, within the Tenant's limit | `room-full` |
+//! | a new ad-hoc room with nobody in it after [`Admission::unjoined_ttl`] | the gateway's limits | removed |
+//!
+//! What one client may open and how often it may ask (connections, sockets, joins per minute,
+//! time to join) is the gateway's to limit, before it calls admission.
 
 mod placement;
 mod refusal;
 mod tickets;
+mod unjoined;
 
 #[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -40,6 +68,7 @@ use treffpunkt_proto::{random, v1};
 
 pub use refusal::{Refusal, RefusalCode};
 pub use tickets::{GRANT_LIFETIME, TICKET_LIFETIME};
+pub use unjoined::UNJOINED_ROOM_TTL;
 
 use crate::domain::{self, DisplayName, DomainError, NodeId, Room, RoomKey, Tenant};
 use crate::fleet::{ClientEvent, Fleet};
@@ -95,17 +124,34 @@ pub struct Admission<S> {
     store: Arc<S>,
     fleet: Arc<Fleet>,
     grant_key: GrantKey,
+    /// The ad-hoc rooms this replica created within the last `unjoined_ttl`.
+    unjoined: unjoined::UnjoinedRooms,
+    unjoined_ttl: Duration,
 }
 
 impl<S: Store> Admission<S> {
     /// Admission over `store`, placing rooms on the nodes of `fleet` and signing grants and
-    /// tickets with `grant_key`.
+    /// tickets with `grant_key`. New ad-hoc rooms that nobody is in after
+    /// [`UNJOINED_ROOM_TTL`] are removed then.
     pub fn new(store: Arc<S>, fleet: Arc<Fleet>, grant_key: GrantKey) -> Self {
         Self {
             store,
             fleet,
             grant_key,
+            unjoined: unjoined::UnjoinedRooms::default(),
+            unjoined_ttl: UNJOINED_ROOM_TTL,
         }
+    }
+
+    /// The same, with new ad-hoc rooms that nobody is in after `ttl` removed then.
+    pub fn with_unjoined_ttl(mut self, ttl: Duration) -> Self {
+        self.unjoined_ttl = ttl;
+        self
+    }
+
+    /// How long a new ad-hoc room that this replica created may stay with nobody in it.
+    pub fn unjoined_ttl(&self) -> Duration {
+        self.unjoined_ttl
     }
 
     /// Lets `name` into `room`: checks the name, the tenant's and room's policy and limits,
@@ -113,21 +159,43 @@ impl<S: Store> Admission<S> {
     pub async fn join(&self, room: &RoomKey, name: &str) -> Result<Admitted, Refusal> {
         let name = DisplayName::new(name)?;
         let tenant = self.tenant(room).await?;
-        let stored = self.room_or_adhoc(&tenant, room).await?;
-        domain::admit(&tenant, &stored, self.fleet.presence(room))?;
-        debug!(%room, "join admitted");
+        if tenant.suspended {
+            return Err(DomainError::TenantSuspended.into());
+        }
+        let (stored, created) = self.room_or_adhoc(&tenant, room).await?;
+        match self.admit_and_open(&tenant, stored, name).await {
+            Ok((member, attachment)) => Ok(Admitted {
+                member,
+                attachment,
+                moved: false,
+            }),
+            Err(refusal) => {
+                // The room this join created goes with its refusal, unless someone is in it.
+                if created {
+                    self.remove_created(room).await;
+                }
+                Err(refusal)
+            }
+        }
+    }
+
+    /// Lets one more person into `room` of `tenant` and opens their session.
+    async fn admit_and_open(
+        &self,
+        tenant: &Tenant,
+        room: Room,
+        name: DisplayName,
+    ) -> Result<(Member, Attachment), Refusal> {
+        domain::admit(tenant, &room, self.fleet.presence(&room.key))?;
+        debug!(room = %room.key, "join admitted");
         let member = Member {
             participant_id: random::hex(PARTICIPANT_ID_BYTES),
             name,
-            max_participants: stored.participant_limit(&tenant),
-            video_last_n: stored.video_last_n(),
+            max_participants: room.participant_limit(tenant),
+            video_last_n: room.video_last_n(),
         };
-        let attachment = self.open(&tenant, stored, &member).await?;
-        Ok(Admitted {
-            member,
-            attachment,
-            moved: false,
-        })
+        let attachment = self.open(tenant, room, &member).await?;
+        Ok((member, attachment))
     }
 
     /// Picks up the session that `ticket` names in `room`, through this replica; when its node
@@ -213,23 +281,37 @@ impl<S: Store> Admission<S> {
             .ok_or_else(|| Refusal::room_not_found("no such space"))
     }
 
-    /// The room, created as an ad-hoc room if it does not exist and `tenant` allows that.
-    async fn room_or_adhoc(&self, tenant: &Tenant, key: &RoomKey) -> Result<Room, Refusal> {
-        match self.store.room(key).await? {
-            Some(room) => Ok(room),
-            None if tenant.policy.adhoc_rooms => {
-                match self.store.create_room(Room::adhoc(key.clone())).await {
-                    Ok(room) => Ok(room),
-                    // Someone else opened the same new name at the same moment.
-                    Err(StoreError::AlreadyExists(_)) => self
-                        .store
-                        .room(key)
-                        .await?
-                        .ok_or_else(|| Refusal::room_not_found("the room was removed")),
-                    Err(error) => Err(error.into()),
-                }
+    /// The room, and whether this call created it: an ad-hoc room is created if the room does
+    /// not exist and `tenant` allows that. Everything that would refuse a join into the new
+    /// room is checked before it is created: the tenant's room limit, a node with room to
+    /// spare, and the room's own admission.
+    async fn room_or_adhoc(&self, tenant: &Tenant, key: &RoomKey) -> Result<(Room, bool), Refusal> {
+        if let Some(room) = self.store.room(key).await? {
+            return Ok((room, false));
+        }
+        if !tenant.policy.adhoc_rooms {
+            return Err(Refusal::room_not_found("no such room"));
+        }
+        if self.store.count_rooms(&tenant.name).await? >= tenant.limits.max_rooms {
+            return Err(StoreError::RoomLimit(tenant.name.clone()).into());
+        }
+        self.check_capacity(tenant).await?;
+        let room = Room::adhoc(key.clone());
+        domain::admit(tenant, &room, 0)?;
+        match self.store.create_room(room).await {
+            Ok(room) => {
+                let due = tokio::time::Instant::now() + self.unjoined_ttl;
+                self.unjoined.created(key, due);
+                Ok((room, true))
             }
-            None => Err(Refusal::room_not_found("no such room")),
+            // Someone else opened the same new name at the same moment: share their room.
+            Err(StoreError::AlreadyExists(_)) => self
+                .store
+                .room(key)
+                .await?
+                .map(|room| (room, false))
+                .ok_or_else(|| Refusal::room_not_found("the room was removed")),
+            Err(error) => Err(error.into()),
         }
     }
 

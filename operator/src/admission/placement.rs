@@ -66,6 +66,15 @@ impl<S: Store> Admission<S> {
         ))
     }
 
+    /// Refuses with `platform-full` unless a node that `tenant` may use could take a new room
+    /// now; asked before an ad-hoc room is created, so that a full platform creates nothing.
+    pub(super) async fn check_capacity(&self, tenant: &Tenant) -> Result<(), Refusal> {
+        let pools = self.store.pools().await?;
+        // As in `place`: a failed count only makes the answer less informed.
+        let recorded = self.store.rooms_per_node().await.unwrap_or_default();
+        self.choose(tenant, &pools, &recorded).map(drop)
+    }
+
     /// The least-loaded attached node that `tenant` may use, counting `recorded` rooms.
     fn choose(
         &self,

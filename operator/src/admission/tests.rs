@@ -2,6 +2,9 @@
 //! attached without sockets: what each node is told arrives on its command channel.
 
 use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use treffpunkt_proto::v1::control_message::Kind as ControlKind;
 
@@ -452,4 +455,160 @@ async fn a_moved_session_is_closed_on_its_node_and_opened_on_the_room_s_node() {
         open.grant.unwrap().participant_id,
         joined.member.participant_id
     );
+}
+
+/// Joins `name` as `who` and expects the refusal `expected`; the room must not exist after.
+async fn refused_without_a_trace(
+    platform: &Platform,
+    name: &str,
+    who: &str,
+    expected: RefusalCode,
+) {
+    assert_eq!(
+        code(platform.admission.join(&key(name), who).await),
+        expected
+    );
+    assert!(
+        platform.stored(name).await.is_none(),
+        "a join refused with {expected} created the room {name}"
+    );
+}
+
+#[tokio::test]
+async fn a_join_refused_for_a_suspended_tenant_creates_no_room() {
+    let mut suspended = Tenant::public();
+    suspended.suspended = true;
+    let mut platform = Platform::new(MemoryStore::with_tenants([suspended]));
+    platform.attach("a", "");
+
+    refused_without_a_trace(&platform, "neu", "Anna", RefusalCode::TenantSuspended).await;
+    assert!(platform.opened("a").is_empty());
+}
+
+#[tokio::test]
+async fn a_join_refused_because_the_platform_is_full_creates_no_room() {
+    let mut platform = Platform::public([]);
+    refused_without_a_trace(&platform, "leer", "Anna", RefusalCode::PlatformFull).await;
+
+    // A node that is there but full is no better.
+    platform.attach("a", "");
+    let _busy = platform.load("a", 10).await;
+    refused_without_a_trace(&platform, "voll", "Anna", RefusalCode::PlatformFull).await;
+}
+
+#[tokio::test]
+async fn a_join_refused_for_its_name_creates_no_room() {
+    let mut platform = Platform::public([]);
+    platform.attach("a", "");
+
+    refused_without_a_trace(&platform, "neu", "   ", RefusalCode::NameEmpty).await;
+    refused_without_a_trace(
+        &platform,
+        "neu",
+        "\u{200B}\u{200D}",
+        RefusalCode::NameInvalid,
+    )
+    .await;
+    refused_without_a_trace(
+        &platform,
+        "neu",
+        "Eve\u{202E}nimda",
+        RefusalCode::NameInvalid,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_join_refused_for_the_tenant_s_room_limit_creates_no_room() {
+    let mut tenant = Tenant::public();
+    tenant.limits.max_rooms = 1;
+    let mut platform = Platform::new(MemoryStore::seeded([tenant], [persistent("chor", None)]));
+    platform.attach("a", "");
+
+    refused_without_a_trace(&platform, "neu", "Anna", RefusalCode::RoomLimit).await;
+    assert_eq!(
+        platform
+            .store
+            .count_rooms(&key("neu").tenant)
+            .await
+            .unwrap(),
+        1
+    );
+    // The room that exists still admits people.
+    assert!(platform.admission.join(&key("chor"), "Anna").await.is_ok());
+}
+
+#[tokio::test]
+async fn a_join_that_fails_after_creating_its_room_removes_it_again() {
+    let mut platform = Platform::public([]);
+    platform.attach("a", "");
+    // The node's stream breaks without the fleet noticing yet: opening the session fails.
+    platform.nodes.remove("a");
+
+    refused_without_a_trace(&platform, "neu", "Anna", RefusalCode::Unavailable).await;
+}
+
+// The sweeper is driven with the time passed in: a virtual clock that starts now.
+
+#[tokio::test]
+async fn a_new_room_nobody_is_in_after_a_minute_is_removed() {
+    let mut platform = Platform::public([]);
+    platform.attach("a", "");
+    let start = Instant::now();
+    let joined = platform.admission.join(&key("neu"), "Anna").await.unwrap();
+    // Anna leaves (or her media never connects and the node ends her session).
+    platform
+        .fleet
+        .close_session(&joined.attachment.session_id, v1::CloseReason::Left)
+        .await;
+
+    let next = platform
+        .admission
+        .sweep_unjoined(start + Duration::from_secs(59))
+        .await;
+    assert!(platform.stored("neu").await.is_some(), "kept for a minute");
+    assert!(next.is_some_and(|due| due <= start + Duration::from_secs(61)));
+    let next = platform
+        .admission
+        .sweep_unjoined(start + Duration::from_secs(61))
+        .await;
+    assert!(platform.stored("neu").await.is_none(), "removed after it");
+    assert_eq!(next, None, "nothing left to look at");
+}
+
+#[tokio::test]
+async fn a_new_room_with_someone_in_it_after_a_minute_stays() {
+    let mut platform = Platform::public([]);
+    platform.attach("a", "");
+    let start = Instant::now();
+    let _anna = platform.admission.join(&key("neu"), "Anna").await.unwrap();
+
+    let next = platform
+        .admission
+        .sweep_unjoined(start + Duration::from_secs(61))
+        .await;
+    assert!(platform.stored("neu").await.is_some());
+    assert_eq!(
+        next, None,
+        "the ordinary grace for empty rooms applies from now on"
+    );
+}
+
+#[tokio::test]
+async fn a_new_room_that_a_second_join_shares_is_kept_while_someone_is_in_it() {
+    let mut platform = Platform::public([]);
+    platform.attach("a", "");
+    let start = Instant::now();
+    let anna = platform.admission.join(&key("neu"), "Anna").await.unwrap();
+    let _ben = platform.admission.join(&key("neu"), "Ben").await.unwrap();
+    platform
+        .fleet
+        .close_session(&anna.attachment.session_id, v1::CloseReason::Left)
+        .await;
+
+    platform
+        .admission
+        .sweep_unjoined(start + Duration::from_secs(61))
+        .await;
+    assert!(platform.stored("neu").await.is_some(), "Ben is still there");
 }

@@ -3,9 +3,14 @@
 //! Tenant and room names end up in URLs and, in a cluster, as Kubernetes object names, so they
 //! follow the DNS label rules (RFC 1123). Display names are what people type; they are trimmed
 //! and bounded, and control characters are refused so that nothing can forge a line in a log or
-//! hide in another participant's tile.
+//! hide in another participant's tile. So are names that show nothing (only zero-width spaces,
+//! joiners, format characters, combining marks or blank fillers: a participant nobody can see
+//! in the list) and names with bidirectional controls (overrides, embeddings, isolates and
+//! marks), which reorder the text around them: "Anna\u{202E}nimdA" shows as "AnnaAdmin".
 
 use std::fmt;
+
+use unicode_width::UnicodeWidthChar;
 
 use super::DomainError;
 
@@ -105,7 +110,13 @@ impl DisplayName {
                 max: MAX_DISPLAY_NAME_CHARS,
             });
         }
-        if trimmed.chars().any(char::is_control) {
+        if trimmed
+            .chars()
+            .any(|c| c.is_control() || is_bidi_control(c))
+        {
+            return Err(DomainError::DisplayNameInvalid);
+        }
+        if trimmed.chars().all(is_invisible) {
             return Err(DomainError::DisplayNameInvalid);
         }
         Ok(Self(trimmed.to_owned()))
@@ -115,6 +126,27 @@ impl DisplayName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Whether `c` changes the direction of the text around it: the Arabic letter mark, the
+/// left-to-right and right-to-left marks, embeddings and overrides (U+202A-U+202E) and isolates
+/// (U+2066-U+2069).
+fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
+}
+
+/// Whether `c` shows nothing on its own: white space, a character of zero width (Unicode's
+/// default-ignorable code points, such as zero-width spaces, joiners, format characters and
+/// variation selectors, and the marks that extend a grapheme, such as combining accents), and
+/// the blank fillers that have a width but no ink.
+fn is_invisible(c: char) -> bool {
+    c.is_whitespace()
+        || c.width() == Some(0)
+        // HANGUL CHOSEONG FILLER is wide but empty; BRAILLE PATTERN BLANK is an empty cell.
+        || matches!(c, '\u{115F}' | '\u{2800}')
 }
 
 impl fmt::Display for DisplayName {
@@ -156,5 +188,67 @@ mod tests {
             DisplayName::new("Eve\nadmin joined"),
             Err(DomainError::DisplayNameInvalid)
         );
+    }
+
+    #[test]
+    fn names_that_show_nothing_are_refused() {
+        for invisible in [
+            "\u{200B}",                   // zero-width space
+            "\u{200B}\u{200C}\u{200D}",   // zero-width space, non-joiner, joiner
+            "\u{2060}\u{FEFF}",           // word joiner, zero-width no-break space
+            "\u{00AD}",                   // soft hyphen
+            "\u{034F}\u{FE0F}",           // combining grapheme joiner, variation selector
+            "\u{0301}\u{0308}\u{20DD}",   // combining marks with nothing to combine with
+            "\u{3164}\u{3164}",           // Hangul fillers
+            "\u{115F}\u{1160}",           // Hangul choseong and jungseong fillers
+            "\u{2800}",                   // braille pattern blank
+            "\u{E0041}\u{E0064}",         // tag characters
+            "\u{200B} \u{3000} \u{200B}", // invisible characters between spaces
+        ] {
+            assert_eq!(
+                DisplayName::new(invisible),
+                Err(DomainError::DisplayNameInvalid),
+                "{invisible:?} must be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn names_with_bidirectional_controls_are_refused() {
+        for reordering in [
+            "Anna\u{202E}nimdA",   // right-to-left override
+            "\u{202A}Ben\u{202C}", // left-to-right embedding and pop
+            "\u{202B}Cem",         // right-to-left embedding
+            "\u{202D}Dora",        // left-to-right override
+            "\u{2066}Eva\u{2069}", // left-to-right isolate and pop
+            "\u{2067}Fritz",       // right-to-left isolate
+            "\u{2068}Gül\u{2069}", // first-strong isolate
+            "Hanna\u{200F}",       // right-to-left mark
+            "\u{200E}Ida",         // left-to-right mark
+            "\u{061C}Jana",        // Arabic letter mark
+        ] {
+            assert_eq!(
+                DisplayName::new(reordering),
+                Err(DomainError::DisplayNameInvalid),
+                "{reordering:?} must be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn real_names_in_any_script_with_marks_and_joiners_are_kept() {
+        for name in [
+            "Zoë",
+            "Jose\u{0301}", // a base letter with a combining accent
+            "محمد",
+            "שרה",
+            "李小龍",
+            "Ψάπφω",
+            "देवनागरी",           // Devanagari with its vowel signs
+            "Anna 👩\u{200D}💻", // an emoji joined with a zero-width joiner
+            "Ali \u{3164}",      // a visible name beside a filler
+        ] {
+            assert!(DisplayName::new(name).is_ok(), "{name:?} must be kept");
+        }
     }
 }

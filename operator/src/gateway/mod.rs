@@ -7,10 +7,40 @@
 //!   [`treffpunkt_proto::signalling`], shared with the Rust client and the tests;
 //! - `GET /healthz` answers when the process serves.
 //!
-//! The gateway holds no policy of its own: who may join (name, room size, tenant policy) and
-//! where a room is placed is decided by [`crate::admission`], which the WebSocket calls; the
-//! media node decides nothing of that either.
+//! The gateway holds no policy of its own on who may join: who may join (name, room size,
+//! tenant policy) and where a room is placed is decided by [`crate::admission`], which the
+//! WebSocket calls; the media node decides nothing of that either.
+//!
+//! # Limits
+//!
+//! What the gateway does decide is how much of the server one client, and everyone together,
+//! may hold, so that no client can exhaust it before it has even joined. Each limit is
+//! configured in [`Limits`] (flags and environment variables in [`LimitArgs`]) and answered
+//! with a stable code:
+//!
+//! | limit | default | where | answer |
+//! |---|---|---|---|
+//! | TCP connections per listener | 12,000 | `server` | `503`, closed |
+//! | TCP connections per peer address | 60 | `server` | `429`, closed |
+//! | time to send a request's headers | 10 s | `server` | closed |
+//! | time with no byte moving (not a WebSocket) | 60 s | `server` | closed |
+//! | signalling WebSockets | 10,000 | `signalling` | `server-busy`, closed |
+//! | signalling WebSockets per client address | 20 | `signalling` | `too-many-connections`, closed |
+//! | joins per client address per minute | 30 | `signalling` | `too-many-joins` |
+//! | time from opening a WebSocket to joining | 30 s | `signalling` | `join-timeout`, closed |
+//! | a new ad-hoc room with nobody in it | 60 s | [`crate::admission`] | removed |
+//!
+//! A WebSocket beyond a cap is upgraded and then refused with a signalling `error` message
+//! and closed, rather than refused with an HTTP status: a browser does not show a script why
+//! an upgrade failed, and the person should read why. The client's address is the socket's
+//! peer, or, from a trusted proxy only, the address that proxy names (`address`); IPv6
+//! clients are counted by their /64. A WebSocket reads into a 4 KiB buffer and accepts frames
+//! of at most 128 KiB, so that thousands of unjoined sockets cost little (about 11 KiB each).
 
+mod address;
+mod cli;
+mod limits;
+mod server;
 mod signalling;
 mod web;
 
@@ -18,7 +48,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
+use tokio::net::TcpListener;
 use treffpunkt_proto::grant::GrantKey;
+
+pub use address::{ClientAddressHeader, IpNet, IpNetError, TrustedProxies};
+pub use cli::LimitArgs;
+pub use limits::{DEFAULT_LIMITS, Limits, codes};
+pub use server::{MAX_HEAD_BYTES, serve};
 
 use crate::admission::Admission;
 use crate::fleet::Fleet;
@@ -31,16 +67,41 @@ pub struct Gateway<S> {
     admission: Admission<S>,
     /// The relay of joined participants' signals.
     fleet: Arc<Fleet>,
+    /// What clients may open and how long they may take.
+    limits: Limits,
+    /// Open signalling WebSockets, in total and per client address.
+    websockets: Arc<limits::Tally>,
+    /// Joins per client address.
+    joins: limits::JoinRate,
 }
 
 impl<S: Store> Gateway<S> {
-    /// A gateway over `store` that places rooms on the nodes of `fleet` and signs grants with
-    /// `grant_key`.
-    pub fn new(store: Arc<S>, fleet: Arc<Fleet>, grant_key: GrantKey) -> Self {
+    /// A gateway over `store` that places rooms on the nodes of `fleet`, signs grants with
+    /// `grant_key`, and holds clients to `limits`.
+    pub fn new(store: Arc<S>, fleet: Arc<Fleet>, grant_key: GrantKey, limits: Limits) -> Self {
         Self {
-            admission: Admission::new(store, fleet.clone(), grant_key),
+            admission: Admission::new(store, fleet.clone(), grant_key)
+                .with_unjoined_ttl(limits.unjoined_room_ttl),
             fleet,
+            websockets: limits::Tally::new(
+                limits.max_websockets,
+                limits.max_websockets_per_address,
+            ),
+            joins: limits::JoinRate::new(limits.joins_per_minute),
+            limits,
         }
+    }
+
+    /// Serves the gateway on `listener` under its limits, for as long as the task runs.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let limits = self.limits.clone();
+        serve(listener, self.router(), &limits).await;
+    }
+
+    /// Removes new ad-hoc rooms that nobody is in a minute after they were created (see
+    /// [`Admission::run_unjoined_sweeper`]); runs for ever, beside the server.
+    pub async fn sweep_unjoined_rooms(self: Arc<Self>) {
+        self.admission.run_unjoined_sweeper().await;
     }
 
     /// The HTTP routes of the gateway.

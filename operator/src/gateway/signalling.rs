@@ -8,13 +8,22 @@
 //!
 //! The join itself (checks, placement, the session on the node, the resume ticket) is
 //! [`crate::admission`]'s: this module owns only the socket, its frames, the message budget,
-//! the join timeout, and the relay loop that follows a session when it moves.
+//! the limits on sockets and joins per client address, the join timeout, and the relay loop
+//! that follows a session when it moves.
+//!
+//! A socket beyond the caps on WebSockets (per client address, or in total) is upgraded, told
+//! why in an `error` message (`too-many-connections`, `server-busy`) and closed at once. A
+//! socket that has not joined within the join timeout is told `join-timeout` and closed. A
+//! `join` beyond the joins per address per minute is refused with `too-many-joins`, and the
+//! client may try again later on the same socket.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use tracing::{debug, warn};
 use treffpunkt_proto::signalling::{
@@ -23,17 +32,26 @@ use treffpunkt_proto::signalling::{
 use treffpunkt_proto::v1;
 
 use super::Gateway;
+use super::address::{AddressKey, client_address};
+use super::limits::{Crowded, Ticket, codes};
 use crate::admission::{Admitted, Attachment, Member};
 use crate::domain::{RoomKey, RoomName, TenantName};
 use crate::fleet::ClientEvent;
 use crate::store::Store;
 
-/// The largest message the gateway reads; larger ones close the socket (code 1009).
-const MAX_FRAME_BYTES: usize = 256 * 1024;
+/// The largest message the gateway reads; larger ones close the socket (code 1009). Twice
+/// the largest it accepts, so that a client that sends a little too much learns why; and all a
+/// socket can make the gateway hold for a message, since the reader reserves a frame's
+/// announced length before the frame arrives.
+const MAX_FRAME_BYTES: usize = 128 * 1024;
 /// The largest message the gateway accepts; larger ones are answered with an error.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
-/// How long a socket may stay open without joining.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(300);
+/// How much a socket reads at once, and so the buffer an idle socket holds. The reader's
+/// default (128 KiB) made two thousand unjoined sockets cost a quarter of a gigabyte; joined
+/// participants' messages are a few hundred bytes, SDP a few kilobytes.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// How long the gateway waits for a refused client to take its answer before it closes.
+const FAREWELL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Messages a client may send in a burst, and per second after that.
 const MESSAGE_BURST: f64 = 100.0;
 const MESSAGES_PER_SECOND: f64 = 20.0;
@@ -42,6 +60,8 @@ const MESSAGES_PER_SECOND: f64 = 20.0;
 pub async fn upgrade<S: Store>(
     State(gateway): State<Arc<Gateway<S>>>,
     Path((tenant, room)): Path<(String, String)>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let key = match (TenantName::new(tenant), RoomName::new(room)) {
@@ -50,12 +70,64 @@ pub async fn upgrade<S: Store>(
             return (axum::http::StatusCode::NOT_FOUND, error.to_string()).into_response();
         }
     };
+    let limits = &gateway.limits;
+    let client = AddressKey::from(client_address(
+        peer.ip(),
+        &headers,
+        &limits.trusted_proxies,
+        limits.client_address_header,
+    ));
+    let place = gateway.websockets.enter(Some(client));
     upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         .on_upgrade(move |socket| async move {
-            Session::new(gateway, key, socket).run().await;
+            match place {
+                Ok(place) => {
+                    Session::new(gateway, key, socket, client, place)
+                        .run()
+                        .await
+                }
+                Err(crowded) => turn_away(socket, &client, crowded).await,
+            }
         })
+}
+
+/// Tells a client beyond a cap on WebSockets why, and closes its socket.
+async fn turn_away(mut socket: WebSocket, client: &AddressKey, crowded: Crowded) {
+    let (code, message, close) = match crowded {
+        Crowded::Address => (
+            codes::TOO_MANY_CONNECTIONS,
+            "too many connections from your address",
+            close_code::POLICY,
+        ),
+        Crowded::Total => (
+            codes::SERVER_BUSY,
+            "the server has as many connections as it takes; try again later",
+            close_code::AGAIN,
+        ),
+    };
+    debug!(%client, code, "WebSocket refused");
+    farewell(&mut socket, code, message, close).await;
+}
+
+/// Sends an error with `code` and closes the socket with `close`, giving up on a client that
+/// does not take it.
+async fn farewell(socket: &mut WebSocket, code: &'static str, message: &str, close: u16) {
+    let error = ServerMessage::error(code, message);
+    let Ok(text) = serde_json::to_string(&error) else {
+        return;
+    };
+    let frame = CloseFrame {
+        code: close,
+        reason: Utf8Bytes::from_static(code),
+    };
+    let _ = tokio::time::timeout(FAREWELL_TIMEOUT, async {
+        socket.send(Message::Text(text.into())).await?;
+        socket.send(Message::Close(Some(frame))).await
+    })
+    .await;
 }
 
 /// A token bucket that keeps one client from flooding its node.
@@ -99,6 +171,10 @@ struct Session<S> {
     key: RoomKey,
     socket: WebSocket,
     budget: MessageBudget,
+    /// Whom the limits per address count this socket for.
+    client: AddressKey,
+    /// The socket's place among the open WebSockets, given back when the session ends.
+    _place: Ticket,
 }
 
 /// How the relay ended.
@@ -114,12 +190,20 @@ const MAX_MOVES: usize = 5;
 const MOVE_WINDOW: Duration = Duration::from_secs(60);
 
 impl<S: Store> Session<S> {
-    fn new(gateway: Arc<Gateway<S>>, key: RoomKey, socket: WebSocket) -> Self {
+    fn new(
+        gateway: Arc<Gateway<S>>,
+        key: RoomKey,
+        socket: WebSocket,
+        client: AddressKey,
+        place: Ticket,
+    ) -> Self {
         Self {
             gateway,
             key,
             socket,
             budget: MessageBudget::new(),
+            client,
+            _place: place,
         }
     }
 
@@ -191,17 +275,37 @@ impl<S: Store> Session<S> {
     }
 
     async fn run(mut self) {
-        let deadline = tokio::time::sleep(JOIN_TIMEOUT);
+        let join_timeout = self.gateway.limits.join_timeout;
+        let deadline = tokio::time::sleep(join_timeout);
         tokio::pin!(deadline);
         loop {
             let inbound = tokio::select! {
                 inbound = self.receive() => inbound,
-                () = &mut deadline => return,
+                () = &mut deadline => {
+                    let message = format!("join within {} seconds", join_timeout.as_secs());
+                    debug!(client = %self.client, "closing a socket that did not join");
+                    farewell(&mut self.socket, codes::JOIN_TIMEOUT, &message, close_code::POLICY).await;
+                    return;
+                }
             };
             let admission = &self.gateway.admission;
             let started = match inbound {
                 Inbound::Gone => return,
                 Inbound::Refused => continue,
+                Inbound::Message(ClientMessage::Join { .. })
+                    if !self.gateway.joins.allow(self.client, Instant::now()) =>
+                {
+                    let refused = self
+                        .refuse(
+                            codes::TOO_MANY_JOINS,
+                            "too many joins from your address; wait a minute",
+                        )
+                        .await;
+                    if !refused {
+                        return;
+                    }
+                    continue;
+                }
                 Inbound::Message(ClientMessage::Join {
                     name,
                     audio_muted,

@@ -261,6 +261,18 @@ impl Store for KubeStore {
             .collect())
     }
 
+    /// From the watch-fed cache: a room another gateway created a moment ago may be missing,
+    /// which the tenant's ResourceQuota, enforced by the API server on create, makes harmless.
+    async fn count_rooms(&self, tenant: &TenantName) -> Result<u32, StoreError> {
+        let count = self
+            .rooms
+            .state()
+            .iter()
+            .filter(|room| room.key().is_some_and(|key| &key.tenant == tenant))
+            .count();
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
     /// From the watch-fed cache: a count may lag a placement by another gateway for a moment,
     /// which the compare-and-set of the placement itself makes harmless.
     async fn rooms_per_node(&self) -> Result<HashMap<NodeId, u32>, StoreError> {

@@ -132,6 +132,16 @@ impl Store for MemoryStore {
         Ok(self.lock().rooms.values().cloned().collect())
     }
 
+    async fn count_rooms(&self, tenant: &TenantName) -> Result<u32, StoreError> {
+        let state = self.lock();
+        let count = state
+            .rooms
+            .keys()
+            .filter(|key| &key.tenant == tenant)
+            .count();
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
     async fn rooms_per_node(&self) -> Result<HashMap<NodeId, u32>, StoreError> {
         let mut counts: HashMap<NodeId, u32> = HashMap::new();
         for node in self
@@ -217,5 +227,8 @@ mod tests {
             store.create_room(Room::adhoc(key("a"))).await,
             Err(StoreError::AlreadyExists(_))
         ));
+        assert_eq!(store.count_rooms(&key("a").tenant).await.unwrap(), 1);
+        let elsewhere = TenantName::new("elsewhere").unwrap();
+        assert_eq!(store.count_rooms(&elsewhere).await.unwrap(), 0);
     }
 }

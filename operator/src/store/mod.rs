@@ -69,6 +69,15 @@ pub trait Store: Send + Sync + 'static {
     /// Every room.
     fn rooms(&self) -> impl Future<Output = Result<Vec<Room>, StoreError>> + Send;
 
+    /// How many rooms `tenant` has, persistent and ad hoc. Admission compares it with the
+    /// tenant's room limit before it creates a room, so that a join refused for the limit
+    /// creates nothing; [`Store::create_room`] still enforces the limit itself, since a count
+    /// may lag a room another gateway created a moment ago.
+    fn count_rooms(
+        &self,
+        tenant: &TenantName,
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+
     /// How many rooms are recorded on each node (nodes without rooms are absent). Placement
     /// counts them beside what the fleet knows, since other gateways place rooms too; it is
     /// answered from what the store holds, without copying every room.

@@ -1,6 +1,6 @@
 //! What the integration tests share: the real Kubernetes API server, control-plane replicas
-//! and media nodes, ways to wait for a condition, and (in [`netns`]) a line whose downlink a
-//! test can narrow.
+//! and media nodes, ways to wait for a condition, (in [`netns`]) a line whose downlink a test
+//! can narrow, and (in [`sockets`]) bare sockets against the gateway.
 //!
 //! `deploy/testenv` builds one binary with etcd, kube-apiserver and kube-controller-manager from
 //! the Go modules of Kubernetes. A test binary starts it once (the first test that asks) and
@@ -11,6 +11,7 @@
 pub mod helm;
 pub mod netns;
 pub mod resources;
+pub mod sockets;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -244,6 +245,7 @@ pub fn start_operator(lease: &str) -> Operator {
                         duration_seconds: 15,
                     },
                     settings: settings(),
+                    limits: treffpunkt_operator::gateway::Limits::default(),
                 })
                 .await
                 .expect("the operator starts");

@@ -15,7 +15,10 @@
 //!    the ticket of an earlier session). A refusal comes back as [`ServerMessage::Error`] with
 //!    a stable code (`room-full`, `room-not-found`, `name-empty`, ...) and the participant may
 //!    try again. Once admitted, the gateway sends [`ServerMessage::Session`] with a resume
-//!    ticket, and the node follows with [`ServerMessage::Welcome`].
+//!    ticket, and the node follows with [`ServerMessage::Welcome`]. The gateway's own limits
+//!    answer the same way: `too-many-joins` (try again later), and, followed by closing the
+//!    socket, `too-many-connections` (too many sockets from one address), `server-busy` (too
+//!    many sockets in all) and `join-timeout` (the socket did not join in time).
 //! 2. In the call: SDP, candidates, media state, viewports and chat travel in both directions
 //!    until [`ClientMessage::Leave`] or [`ServerMessage::Closed`]. A
 //!    [`ServerMessage::Reconnect`] means the session moved to another node: the client drops its

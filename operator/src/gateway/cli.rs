@@ -1,0 +1,161 @@
+//! The limits as command-line flags with environment variables, the same for
+//! `treffpunkt standalone` and `treffpunkt operator`.
+
+use std::time::Duration;
+
+use super::address::{ClientAddressHeader, IpNet, TrustedProxies};
+use super::limits::{DEFAULT_LIMITS, Limits};
+
+/// The gateway's limits on what clients may open and how long they may take.
+#[derive(Clone, Debug, clap::Args)]
+pub struct LimitArgs {
+    /// Open TCP connections to the gateway (and to the admin endpoint, each on its own),
+    /// WebSockets included; more are closed at once.
+    #[arg(
+        long,
+        env = "TREFFPUNKT_MAX_CONNECTIONS",
+        default_value_t = DEFAULT_LIMITS.max_connections as u32,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_connections: u32,
+    /// Open TCP connections from one peer address (an IPv6 /64); trusted proxies count only
+    /// in the total.
+    #[arg(
+        long,
+        env = "TREFFPUNKT_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = DEFAULT_LIMITS.max_connections_per_address as u32,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_connections_per_address: u32,
+    /// Open signalling WebSockets in total; more are refused with `server-busy`.
+    #[arg(
+        long,
+        env = "TREFFPUNKT_MAX_WEBSOCKETS",
+        default_value_t = DEFAULT_LIMITS.max_websockets as u32,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_websockets: u32,
+    /// Open signalling WebSockets per client address; more are refused with
+    /// `too-many-connections`.
+    #[arg(
+        long,
+        env = "TREFFPUNKT_MAX_WEBSOCKETS_PER_ADDRESS",
+        default_value_t = DEFAULT_LIMITS.max_websockets_per_address as u32,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_websockets_per_address: u32,
+    /// Joins per client address per minute; more are refused with `too-many-joins`.
+    #[arg(
+        long,
+        env = "TREFFPUNKT_MAX_JOINS_PER_MINUTE",
+        default_value_t = DEFAULT_LIMITS.joins_per_minute,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_joins_per_minute: u32,
+    /// Seconds a signalling WebSocket may stay open without joining (`join-timeout`).
+    #[arg(
+        long,
+        env = "TREFFPUNKT_JOIN_TIMEOUT",
+        default_value_t = DEFAULT_LIMITS.join_timeout.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub join_timeout: u64,
+    /// Seconds a client may take to send a request's headers, from connecting or from its
+    /// previous response (so also how long a keep-alive connection may wait idle).
+    #[arg(
+        long,
+        env = "TREFFPUNKT_HEADER_TIMEOUT",
+        default_value_t = DEFAULT_LIMITS.header_timeout.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub header_timeout: u64,
+    /// Seconds without a byte in either direction after which a connection that is not a
+    /// WebSocket is closed.
+    #[arg(
+        long,
+        env = "TREFFPUNKT_IDLE_TIMEOUT",
+        default_value_t = DEFAULT_LIMITS.idle_timeout.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub idle_timeout: u64,
+    /// Proxies (addresses or CIDR networks, comma-separated) whose header names the client;
+    /// from anyone else the header is ignored. None by default.
+    #[arg(long, env = "TREFFPUNKT_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpNet>,
+    /// The header a trusted proxy names the client in.
+    #[arg(
+        long,
+        env = "TREFFPUNKT_CLIENT_ADDRESS_HEADER",
+        value_enum,
+        default_value_t = ClientAddressHeader::XForwardedFor
+    )]
+    pub client_address_header: ClientAddressHeader,
+    /// Seconds a new ad-hoc room may stay with nobody in it before it is removed.
+    #[arg(
+        long,
+        env = "TREFFPUNKT_UNJOINED_ROOM_TTL",
+        default_value_t = DEFAULT_LIMITS.unjoined_room_ttl.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub unjoined_room_ttl: u64,
+}
+
+impl LimitArgs {
+    /// The limits these flags set.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections as usize,
+            max_connections_per_address: self.max_connections_per_address as usize,
+            max_websockets: self.max_websockets as usize,
+            max_websockets_per_address: self.max_websockets_per_address as usize,
+            joins_per_minute: self.max_joins_per_minute,
+            join_timeout: Duration::from_secs(self.join_timeout),
+            header_timeout: Duration::from_secs(self.header_timeout),
+            idle_timeout: Duration::from_secs(self.idle_timeout),
+            trusted_proxies: TrustedProxies(self.trusted_proxies.clone()),
+            client_address_header: self.client_address_header,
+            unjoined_room_ttl: Duration::from_secs(self.unjoined_room_ttl),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Command {
+        #[command(flatten)]
+        limits: LimitArgs,
+    }
+
+    #[test]
+    fn without_flags_the_defaults_apply() {
+        let parsed = Command::try_parse_from(["treffpunkt"]).unwrap();
+        assert_eq!(parsed.limits.limits(), Limits::default());
+    }
+
+    #[test]
+    fn flags_set_the_limits() {
+        let parsed = Command::try_parse_from([
+            "treffpunkt",
+            "--max-websockets-per-address",
+            "5",
+            "--join-timeout",
+            "12",
+            "--trusted-proxies",
+            "10.0.0.0/8,fd00::/8",
+            "--client-address-header",
+            "forwarded",
+        ])
+        .unwrap();
+        let limits = parsed.limits.limits();
+        assert_eq!(limits.max_websockets_per_address, 5);
+        assert_eq!(limits.join_timeout, Duration::from_secs(12));
+        assert_eq!(limits.trusted_proxies.0.len(), 2);
+        assert_eq!(limits.client_address_header, ClientAddressHeader::Forwarded);
+        assert!(Command::try_parse_from(["treffpunkt", "--max-connections", "0"]).is_err());
+        assert!(Command::try_parse_from(["treffpunkt", "--trusted-proxies", "nonsense"]).is_err());
+    }
+}

@@ -1,0 +1,320 @@
+//! What the gateway allows one client and everyone together, and the counters that hold it.
+//!
+//! The numbers are configured in [`Limits`] (flags and environment variables of both
+//! `treffpunkt standalone` and `treffpunkt operator`, see [`super::cli`]); what enforces them:
+//!
+//! - [`Tally`]: open connections, in total and per client address, each held by a [`Ticket`]
+//!   that gives its place back when it is dropped. The HTTP server keeps one for TCP
+//!   connections; the gateway one for signalling WebSockets.
+//! - [`JoinRate`]: joins per client address per minute, a token bucket per address.
+//!
+//! Both keep state only for addresses that are active: a tally forgets an address when its
+//! last connection closes, and the join rate forgets an address once its bucket is full again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::address::{AddressKey, ClientAddressHeader, TrustedProxies};
+
+/// The limits, with the defaults of a city's platform.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Open TCP connections to one HTTP listener, WebSockets included. More are closed at once.
+    pub max_connections: usize,
+    /// Open TCP connections to one HTTP listener from one peer address (an IPv6 /64); trusted
+    /// proxies count only in the total.
+    pub max_connections_per_address: usize,
+    /// Open signalling WebSockets, in total (`server-busy` beyond).
+    pub max_websockets: usize,
+    /// Open signalling WebSockets per client address (`too-many-connections` beyond).
+    pub max_websockets_per_address: usize,
+    /// Joins per client address per minute (`too-many-joins` beyond).
+    pub joins_per_minute: u32,
+    /// How long a signalling WebSocket may stay open without joining (`join-timeout`).
+    pub join_timeout: Duration,
+    /// How long a client may take to send a request's headers, from the moment it connects
+    /// or its previous response was sent: so also how long a keep-alive connection may wait
+    /// for its next request.
+    pub header_timeout: Duration,
+    /// A connection on which no byte moves for this long is closed, until it is upgraded to a
+    /// WebSocket.
+    pub idle_timeout: Duration,
+    /// Peers whose proxy header names the client.
+    pub trusted_proxies: TrustedProxies,
+    /// Which proxy header that is.
+    pub client_address_header: ClientAddressHeader,
+    /// How long a new ad-hoc room may stay with nobody in it.
+    pub unjoined_room_ttl: Duration,
+}
+
+/// The defaults: enough for a school or an office behind one address (a few dozen people)
+/// and for a platform of several thousand participants per replica; a single client cannot
+/// take more than a small share.
+pub const DEFAULT_LIMITS: Limits = Limits {
+    max_connections: 12_000,
+    max_connections_per_address: 60,
+    max_websockets: 10_000,
+    max_websockets_per_address: 20,
+    joins_per_minute: 30,
+    join_timeout: Duration::from_secs(30),
+    header_timeout: Duration::from_secs(10),
+    idle_timeout: Duration::from_secs(60),
+    trusted_proxies: TrustedProxies(Vec::new()),
+    client_address_header: ClientAddressHeader::XForwardedFor,
+    unjoined_room_ttl: crate::admission::UNJOINED_ROOM_TTL,
+};
+
+impl Default for Limits {
+    fn default() -> Self {
+        DEFAULT_LIMITS
+    }
+}
+
+/// The stable codes with which the gateway refuses what exceeds a limit.
+pub mod codes {
+    /// Too many WebSockets from this client's address.
+    pub const TOO_MANY_CONNECTIONS: &str = "too-many-connections";
+    /// Too many WebSockets in total.
+    pub const SERVER_BUSY: &str = "server-busy";
+    /// Too many joins from this client's address in the last minute.
+    pub const TOO_MANY_JOINS: &str = "too-many-joins";
+    /// The socket stayed open without joining for too long.
+    pub const JOIN_TIMEOUT: &str = "join-timeout";
+}
+
+/// Which cap a connection hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Crowded {
+    /// Its address has as many as it may.
+    Address,
+    /// Everyone together has as many as they may.
+    Total,
+}
+
+/// Open connections, in total and per address.
+#[derive(Debug)]
+pub struct Tally {
+    max_total: usize,
+    max_per_address: usize,
+    state: Mutex<TallyState>,
+}
+
+#[derive(Debug, Default)]
+struct TallyState {
+    total: usize,
+    per_address: HashMap<AddressKey, usize>,
+}
+
+/// One place in a [`Tally`], given back when dropped.
+#[derive(Debug)]
+pub struct Ticket {
+    tally: Arc<Tally>,
+    address: Option<AddressKey>,
+}
+
+impl Tally {
+    /// A tally of at most `max_total` connections, `max_per_address` of them from one address.
+    pub fn new(max_total: usize, max_per_address: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max_total,
+            max_per_address,
+            state: Mutex::default(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, TallyState> {
+        // Counters only: a poisoned lock still guards consistent data.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A place for one more connection from `address` (counted only in the total when
+    /// `None`), unless a cap is reached.
+    pub fn enter(self: &Arc<Self>, address: Option<AddressKey>) -> Result<Ticket, Crowded> {
+        let mut state = self.lock();
+        if let Some(address) = address
+            && state.per_address.get(&address).copied().unwrap_or(0) >= self.max_per_address
+        {
+            return Err(Crowded::Address);
+        }
+        if state.total >= self.max_total {
+            return Err(Crowded::Total);
+        }
+        state.total += 1;
+        if let Some(address) = address {
+            *state.per_address.entry(address).or_default() += 1;
+        }
+        Ok(Ticket {
+            tally: self.clone(),
+            address,
+        })
+    }
+
+    /// How many connections hold a place now.
+    #[cfg(test)]
+    pub fn open(&self) -> usize {
+        self.lock().total
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut state = self.tally.lock();
+        state.total = state.total.saturating_sub(1);
+        if let Some(address) = self.address
+            && let Some(count) = state.per_address.get_mut(&address)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                state.per_address.remove(&address);
+            }
+        }
+    }
+}
+
+/// Joins per address per minute: a token bucket per address that holds a minute's joins and
+/// refills at that rate, so a burst of a minute's worth is allowed and then one join every
+/// `60 / n` seconds.
+#[derive(Debug)]
+pub struct JoinRate {
+    per_minute: u32,
+    state: Mutex<JoinRateState>,
+}
+
+#[derive(Debug)]
+struct JoinRateState {
+    buckets: HashMap<AddressKey, Bucket>,
+    pruned: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// How often buckets that have filled up again are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+impl JoinRate {
+    /// `per_minute` joins per address per minute.
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute,
+            state: Mutex::new(JoinRateState {
+                buckets: HashMap::new(),
+                pruned: None,
+            }),
+        }
+    }
+
+    fn refilled(&self, bucket: Bucket, now: Instant) -> f64 {
+        let capacity = f64::from(self.per_minute);
+        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+        (bucket.tokens + elapsed * capacity / 60.0).min(capacity)
+    }
+
+    /// Whether `address` may join at `now`; a join that is allowed takes its token.
+    pub fn allow(&self, address: AddressKey, now: Instant) -> bool {
+        let capacity = f64::from(self.per_minute);
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if state
+            .pruned
+            .is_none_or(|at| now.saturating_duration_since(at) >= PRUNE_EVERY)
+        {
+            // A full bucket is the same as none.
+            state
+                .buckets
+                .retain(|_, bucket| self.refilled(*bucket, now) < capacity);
+            state.pruned = Some(now);
+        }
+        let tokens = state
+            .buckets
+            .get(&address)
+            .map_or(capacity, |bucket| self.refilled(*bucket, now));
+        let allowed = tokens >= 1.0;
+        let tokens = if allowed { tokens - 1.0 } else { tokens };
+        state.buckets.insert(address, Bucket { tokens, at: now });
+        allowed
+    }
+
+    /// How many addresses have a bucket now.
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.state.lock().map_or(0, |state| state.buckets.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn address(last: u8) -> AddressKey {
+        AddressKey::from(IpAddr::V4(Ipv4Addr::new(192, 0, 2, last)))
+    }
+
+    #[test]
+    fn a_tally_caps_each_address_and_the_total_and_gives_places_back() {
+        let tally = Tally::new(3, 2);
+        let a1 = tally.enter(Some(address(1))).unwrap();
+        let _a2 = tally.enter(Some(address(1))).unwrap();
+        assert_eq!(tally.enter(Some(address(1))).unwrap_err(), Crowded::Address);
+        let _b = tally.enter(Some(address(2))).unwrap();
+        assert_eq!(tally.enter(Some(address(3))).unwrap_err(), Crowded::Total);
+        assert_eq!(tally.enter(None).unwrap_err(), Crowded::Total);
+        drop(a1);
+        assert_eq!(tally.open(), 2);
+        let _a3 = tally
+            .enter(Some(address(1)))
+            .expect("a place was given back");
+    }
+
+    #[test]
+    fn connections_without_an_address_count_only_in_the_total() {
+        let tally = Tally::new(10, 1);
+        let _proxied: Vec<Ticket> = (0..5).map(|_| tally.enter(None).unwrap()).collect();
+        assert_eq!(tally.open(), 5);
+        assert!(tally.enter(Some(address(1))).is_ok());
+    }
+
+    #[test]
+    fn joins_are_allowed_a_minute_s_burst_then_at_the_steady_rate() {
+        let rate = JoinRate::new(30);
+        let start = Instant::now();
+        let allowed = (0..100).filter(|_| rate.allow(address(1), start)).count();
+        assert_eq!(allowed, 30, "a minute's worth at once");
+        assert!(
+            rate.allow(address(2), start),
+            "other addresses are not affected"
+        );
+        assert!(!rate.allow(address(1), start + Duration::from_secs(1)));
+        assert!(
+            rate.allow(address(1), start + Duration::from_secs(2)),
+            "one more every two seconds"
+        );
+        assert!(!rate.allow(address(1), start + Duration::from_secs(2)));
+        assert!(!rate.allow(address(1), start + Duration::from_secs(3)));
+        assert!(
+            rate.allow(address(1), start + Duration::from_millis(4100)),
+            "a refused attempt does not push the next join further out"
+        );
+    }
+
+    #[test]
+    fn addresses_whose_bucket_filled_up_again_are_forgotten() {
+        let rate = JoinRate::new(30);
+        let start = Instant::now();
+        for last in 0..200 {
+            rate.allow(address(last), start);
+        }
+        assert_eq!(rate.tracked(), 200);
+        rate.allow(address(1), start + Duration::from_secs(61));
+        assert_eq!(rate.tracked(), 1, "only the address that just joined");
+    }
+}
