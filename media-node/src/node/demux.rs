@@ -23,6 +23,12 @@ pub fn is_stun(datagram: &[u8]) -> bool {
     datagram.len() >= STUN_HEADER && datagram[0] < 4 && datagram[4..8] == MAGIC_COOKIE
 }
 
+/// Whether `datagram` is a STUN request (class bits C1 and C0 both zero), as ICE's connectivity
+/// and consent checks are; answers and indications are not.
+pub fn is_stun_request(datagram: &[u8]) -> bool {
+    is_stun(datagram) && datagram[0] & 0x01 == 0 && datagram[1] & 0x10 == 0
+}
+
 /// The local (our) ufrag from a STUN message's USERNAME, if it has one.
 pub fn stun_local_ufrag(datagram: &[u8]) -> Option<&str> {
     if !is_stun(datagram) {
@@ -73,8 +79,9 @@ impl Demux {
 
     /// The connection a datagram from `from` belongs to, if any.
     pub fn route(&mut self, from: SocketAddr, datagram: &[u8]) -> Option<PeerId> {
-        if let Some(ufrag) = stun_local_ufrag(datagram) {
-            let peer = *self.by_ufrag.get(ufrag)?;
+        if is_stun_request(datagram) {
+            // A request that names no connection's fragment belongs to none, whoever sent it.
+            let peer = *self.by_ufrag.get(stun_local_ufrag(datagram)?)?;
             self.learn(peer, from);
             return Some(peer);
         }
@@ -168,6 +175,26 @@ mod tests {
             demux.route(addr(6000), b"\x80srtp"),
             Some(PeerId(3)),
             "not taken by 2's removal"
+        );
+    }
+
+    #[test]
+    fn a_request_from_a_known_address_must_still_name_the_connection() {
+        let mut demux = Demux::default();
+        demux.add_peer(PeerId(1), "aaaa".into());
+        demux.route(addr(5000), &binding_request("aaaa:x"));
+        let mut unreadable = binding_request("ab:x");
+        unreadable[24] = 0xff; // not UTF-8
+        assert_eq!(demux.route(addr(5000), &unreadable), None);
+        let mut unnamed = binding_request("aaaa:x");
+        unnamed[20..22].copy_from_slice(&0x8022u16.to_be_bytes()); // SOFTWARE, not USERNAME
+        assert_eq!(demux.route(addr(5000), &unnamed), None);
+        let mut answer = binding_request("");
+        answer[..2].copy_from_slice(&[0x01, 0x01]);
+        assert_eq!(
+            demux.route(addr(5000), &answer),
+            Some(PeerId(1)),
+            "an answer to the node's own check goes by address"
         );
     }
 

@@ -8,14 +8,18 @@
 //!
 //! 1. its first byte says which protocol it is (RFC 7983): STUN, DTLS, or RTP/RTCP; anything
 //!    else is dropped;
-//! 2. STUN must name a session's ICE username (see [`super::demux`]); everything else must come
-//!    from an address a session's client has shown with such a STUN request;
+//! 2. a STUN request must name a session's ICE username (see [`super::demux`]); everything else
+//!    (answers to the node's own checks included) must come from an address a session's client
+//!    has shown with such a request;
 //! 3. its header must be well formed for its protocol (lengths, version, packet type);
 //! 4. RTP and RTCP from an SSRC whose packets authenticated before pass; others (a new simulcast
-//!    layer, or forged packets), DTLS once the connection is up, and STUN are counted against a
-//!    budget per session, so that a flood spoofed from a participant's address costs at most a
+//!    layer, or forged packets), DTLS once the connection is up, and STUN are counted against
+//!    budgets per session, so that a flood spoofed from a participant's address costs at most a
 //!    few hundred authentication attempts a second and never crowds out the participant's own
-//!    media, which passes on its known SSRCs.
+//!    media, which passes on its known SSRCs. Each kind has a budget of its own: forged SRTP
+//!    must not use up what the participant's ICE consent checks need (they name the session's
+//!    username, which a forger off the signalling path cannot know), or the browser stops
+//!    sending after a few seconds without answers.
 //!
 //! What is dropped is counted by reason and logged as one summary line at most every
 //! [`SUMMARY_INTERVAL`], never a line per datagram.
@@ -28,9 +32,20 @@ use tracing::warn;
 /// How often the counts of dropped datagrams are logged, when there are any.
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 /// Datagrams per second (and burst) a session may spend authentication on outside its known
-/// SSRCs: its new SSRCs' first packets, STUN consent checks, DTLS after the handshake.
-const PROBATION_RATE: f64 = 200.0;
-const PROBATION_BURST: f64 = 400.0;
+/// SSRCs: its new SSRCs' first packets, forged or not.
+const SRTP_RATE: f64 = 200.0;
+const SRTP_BURST: f64 = 400.0;
+/// STUN requests that name the session's username, a second: connectivity checks while ICE
+/// starts (a browser sends one per candidate pair every 50 ms or so), then a consent check
+/// every few seconds.
+const CHECK_RATE: f64 = 100.0;
+const CHECK_BURST: f64 = 200.0;
+/// Other STUN from the session's addresses, a second: answers to the node's own checks.
+const STUN_RATE: f64 = 20.0;
+const STUN_BURST: f64 = 40.0;
+/// DTLS once the connection is up, a second: retransmitted final flights and the closing alert.
+const DTLS_RATE: f64 = 20.0;
+const DTLS_BURST: f64 = 40.0;
 /// The SRTP and SRTCP authentication tags (80 bits), and SRTCP's index.
 const SRTP_TAG: usize = 10;
 const SRTCP_TRAILER: usize = SRTP_TAG + 4;
@@ -38,7 +53,9 @@ const SRTCP_TRAILER: usize = SRTP_TAG + 4;
 /// What a datagram is, by its first byte (RFC 7983).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// STUN (first byte 0–3).
+    /// A STUN request (first byte 0–3, class bits zero): an ICE connectivity or consent check.
+    Check,
+    /// Other STUN: answers and indications.
     Stun,
     /// DTLS (20–63).
     Dtls,
@@ -76,6 +93,7 @@ pub struct Header {
 pub fn inspect(datagram: &[u8]) -> Result<Header, Drop> {
     let first = *datagram.first().ok_or(Drop::NotMedia)?;
     let kind = match first {
+        0..=3 if first & 0x01 == 0 && datagram.get(1).is_some_and(|b| b & 0x10 == 0) => Kind::Check,
         0..=3 => Kind::Stun,
         20..=63 => Kind::Dtls,
         128..=191 => match datagram.get(1) {
@@ -86,7 +104,7 @@ pub fn inspect(datagram: &[u8]) -> Result<Header, Drop> {
     };
     let well_formed = match kind {
         // A STUN header with the magic cookie and a length that fits.
-        Kind::Stun => super::demux::is_stun(datagram) && stun_length_fits(datagram),
+        Kind::Check | Kind::Stun => super::demux::is_stun(datagram) && stun_length_fits(datagram),
         // A record header: handshake, alert, change cipher spec or application data, a DTLS
         // version, and a length that fits.
         Kind::Dtls => {
@@ -118,7 +136,7 @@ pub fn inspect(datagram: &[u8]) -> Result<Header, Drop> {
     let ssrc = match kind {
         Kind::Rtp => Some(word(8)),
         Kind::Rtcp => Some(word(4)),
-        Kind::Stun | Kind::Dtls => None,
+        Kind::Check | Kind::Stun | Kind::Dtls => None,
     };
     Ok(Header { kind, ssrc })
 }
@@ -136,25 +154,28 @@ fn record_length_fits(datagram: &[u8]) -> bool {
 /// A token bucket: how much of its budget a session may still spend on datagrams on probation.
 #[derive(Clone, Copy, Debug)]
 pub struct Budget {
+    rate: f64,
+    burst: f64,
     tokens: f64,
     last: Option<Instant>,
 }
 
-impl Default for Budget {
-    fn default() -> Self {
+impl Budget {
+    /// A full bucket that refills at `rate` a second up to `burst`.
+    fn new(rate: f64, burst: f64) -> Self {
         Self {
-            tokens: PROBATION_BURST,
+            rate,
+            burst,
+            tokens: burst,
             last: None,
         }
     }
-}
 
-impl Budget {
     /// Takes one datagram's worth, if there is any left.
     pub fn take(&mut self, now: Instant) -> bool {
         if let Some(last) = self.last {
             let elapsed = now.saturating_duration_since(last).as_secs_f64();
-            self.tokens = (self.tokens + elapsed * PROBATION_RATE).min(PROBATION_BURST);
+            self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
         }
         self.last = Some(now);
         if self.tokens >= 1.0 {
@@ -169,16 +190,49 @@ impl Budget {
 /// The most SSRCs a session's gate remembers: a client sends on a handful.
 const MAX_KNOWN_SSRCS: usize = 64;
 
-/// What the gate knows of one session: the SSRCs whose packets authenticated, and the budget
+/// What the gate knows of one session: the SSRCs whose packets authenticated, and the budgets
 /// for everything else.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SessionGate {
     known: Vec<u32>,
-    /// Spent on datagrams on probation.
-    pub budget: Budget,
+    srtp: Budget,
+    checks: Budget,
+    stun: Budget,
+    dtls: Budget,
+}
+
+impl Default for SessionGate {
+    fn default() -> Self {
+        Self {
+            known: Vec::new(),
+            srtp: Budget::new(SRTP_RATE, SRTP_BURST),
+            checks: Budget::new(CHECK_RATE, CHECK_BURST),
+            stun: Budget::new(STUN_RATE, STUN_BURST),
+            dtls: Budget::new(DTLS_RATE, DTLS_BURST),
+        }
+    }
 }
 
 impl SessionGate {
+    /// Whether a datagram with `header` may go on to the session's connection (`connected`
+    /// says whether its DTLS handshake is done): packets on a known SSRC and the handshake
+    /// always, everything else while its kind's budget lasts.
+    pub fn admit(&mut self, now: Instant, header: Header, connected: bool) -> bool {
+        let budget = match header.kind {
+            Kind::Rtp | Kind::Rtcp => {
+                if header.ssrc.is_some_and(|ssrc| self.knows(ssrc)) {
+                    return true;
+                }
+                &mut self.srtp
+            }
+            Kind::Dtls if !connected => return true,
+            Kind::Dtls => &mut self.dtls,
+            Kind::Check => &mut self.checks,
+            Kind::Stun => &mut self.stun,
+        };
+        budget.take(now)
+    }
+
     /// Whether packets of `ssrc` authenticated before.
     pub fn knows(&self, ssrc: u32) -> bool {
         self.known.contains(&ssrc)
@@ -309,13 +363,49 @@ mod tests {
 
     #[test]
     fn the_budget_allows_a_burst_then_its_rate() {
-        let mut budget = Budget::default();
+        let mut budget = Budget::new(SRTP_RATE, SRTP_BURST);
         let start = Instant::now();
         let allowed = (0..1000).filter(|_| budget.take(start)).count();
-        assert_eq!(allowed, PROBATION_BURST as usize);
+        assert_eq!(allowed, SRTP_BURST as usize);
         let later = start + Duration::from_millis(100);
         let refilled = (0..1000).filter(|_| budget.take(later)).count();
-        assert_eq!(refilled, (PROBATION_RATE / 10.0) as usize);
+        assert_eq!(refilled, (SRTP_RATE / 10.0) as usize);
+    }
+
+    #[test]
+    fn forged_srtp_does_not_use_up_what_consent_checks_need() {
+        let mut gate = SessionGate::default();
+        gate.learn(7);
+        let now = Instant::now();
+        let forged = Header {
+            kind: Kind::Rtp,
+            ssrc: Some(99),
+        };
+        let spent = (0..10_000)
+            .filter(|_| gate.admit(now, forged, true))
+            .count();
+        assert_eq!(
+            spent, SRTP_BURST as usize,
+            "forged SRTP only while its budget lasts"
+        );
+        let check = Header {
+            kind: Kind::Check,
+            ssrc: None,
+        };
+        assert!(gate.admit(now, check, true), "a consent check still passes");
+        let known = Header {
+            kind: Kind::Rtcp,
+            ssrc: Some(7),
+        };
+        assert!(gate.admit(now, known, true), "a known SSRC always passes");
+        let handshake = Header {
+            kind: Kind::Dtls,
+            ssrc: None,
+        };
+        assert!(
+            gate.admit(now, handshake, false),
+            "the handshake is never on probation"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tracing::debug;
 use treffpunkt_proto::v1;
 
 use super::Node;
-use super::gate::{self, Drop, Kind};
+use super::gate::{self, Drop};
 use crate::core::{LeaveReason, PeerId, vp8};
 use crate::session::{Session, interceptors::keyframe_request_ssrcs};
 
@@ -45,12 +45,7 @@ impl Node {
         else {
             return self.drops.count(Drop::Unknown, from);
         };
-        let on_probation = match header.kind {
-            Kind::Rtp | Kind::Rtcp => !header.ssrc.is_some_and(|ssrc| gate.knows(ssrc)),
-            Kind::Dtls => session.connected,
-            Kind::Stun => true,
-        };
-        if on_probation && !gate.budget.take(now) {
+        if !gate.admit(now, header, session.connected) {
             return self.drops.count(Drop::OverBudget, from);
         }
         let message = TaggedBytesMut {

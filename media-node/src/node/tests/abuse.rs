@@ -57,11 +57,16 @@ fn garbage(n: u64, noise: &[u8], random: &mut impl FnMut() -> u64, known_ssrc: u
 
 /// The longest time between two packets of `arrivals` that arrived within `from..until`.
 fn longest_gap(arrivals: &[Arrival], from: Instant, until: Instant) -> Duration {
-    let times: Vec<Instant> = arrivals
+    let times: Vec<Instant> = arrivals.iter().map(|a| a.at).collect();
+    longest_gap_of(&times, from, until)
+}
+
+/// The longest time between two of `times` within `from..until`, or from its ends.
+fn longest_gap_of(times: &[Instant], from: Instant, until: Instant) -> Duration {
+    let times = times
         .iter()
-        .map(|a| a.at)
-        .filter(|at| (from..until).contains(at))
-        .collect();
+        .copied()
+        .filter(|at| (from..until).contains(at));
     let edges = [from].into_iter().chain(times).chain([until]);
     let edges: Vec<Instant> = edges.collect();
     edges
@@ -107,6 +112,22 @@ fn a_flood_of_garbage_from_anywhere_and_from_a_participants_address_does_not_sto
                 "{from}'s {kind} keeps arriving during the flood: longest gap {gap:?}"
             );
         }
+    }
+    // A browser stops sending when its consent checks go unanswered for a few seconds; the
+    // test peers check every 2 s.
+    for (name, peer) in [("Anna", anna), ("Ben", ben)] {
+        let address = net.peers[peer].address;
+        let answers: Vec<Instant> = net
+            .stun_down
+            .iter()
+            .filter(|(_, to)| *to == address)
+            .map(|(at, _)| *at)
+            .collect();
+        let gap = longest_gap_of(&answers, start, end);
+        assert!(
+            gap < Duration::from_secs(3),
+            "{name}'s consent checks were answered through the flood: longest gap {gap:?}"
+        );
     }
     assert_eq!(net.node.session_count(), 2, "nobody was thrown out");
     assert!(net.closed.is_empty(), "no session closed: {:?}", net.closed);

@@ -89,6 +89,9 @@ pub struct Net {
     pub lost: u32,
     /// Garbage sent to the node, if any.
     pub flood: Option<Flood>,
+    /// When the node answered a connectivity or consent check (a STUN binding success
+    /// response), and to whom.
+    pub stun_down: Vec<(Instant, SocketAddr)>,
     /// Steps in a row at one instant; many mean a timer that never clears.
     stalled: u32,
 }
@@ -110,6 +113,7 @@ impl Net {
             loss: None,
             lost: 0,
             flood: None,
+            stun_down: Vec::new(),
             stalled: 0,
         }
     }
@@ -302,6 +306,9 @@ impl Net {
             Direction::Up => from,
             Direction::Down => to,
         };
+        if direction == Direction::Down && bytes.starts_with(&[0x01, 0x01]) {
+            self.stun_down.push((self.now, to));
+        }
         if let Some(rule) = &mut self.loss
             && rule(direction, participant, bytes)
         {
