@@ -347,6 +347,11 @@ async fn attach_once(address: &str, context: &LinkContext) -> Result<()> {
         .map_err(|error| Error::Control(format!("bad control-plane address {address}: {error}")))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
+        // A control plane that vanished without closing the connection is noticed, and the
+        // node attaches again (to another replica, if there is one).
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
         .connect()
         .await
         .map_err(|error| Error::Control(error.to_string()))?;

@@ -239,3 +239,111 @@ async fn loss_is_repaired_per_hop_with_nack() {
     ben.leave().await;
     server.stop();
 }
+
+/// A process's registration as a media node: the control plane's answer and, while it is held,
+/// the process's side of the stream.
+struct Registration {
+    answer: Result<tonic::Streaming<treffpunkt_proto::v1::ControlMessage>, tonic::Status>,
+    _to_control_plane: tokio::sync::mpsc::Sender<treffpunkt_proto::v1::NodeMessage>,
+}
+
+/// Registers with `node_id` on the control plane at `grpc`, as a rogue process would; the
+/// stream ends when the registration is dropped.
+async fn register_as(grpc: SocketAddr, node_id: &str) -> Registration {
+    use treffpunkt_proto::v1::{self, control_plane_client::ControlPlaneClient, node_message};
+    let mut client = ControlPlaneClient::connect(format!("http://{grpc}"))
+        .await
+        .expect("the Attach port answers");
+    let register = v1::Register {
+        node_id: node_id.to_owned(),
+        capacity: Some(v1::Capacity {
+            max_participants: 1000,
+        }),
+        media_addresses: vec![v1::MediaAddress {
+            protocol: v1::TransportProtocol::Udp as i32,
+            ip: "127.0.0.1".into(),
+            port: 9,
+        }],
+        ..v1::Register::default()
+    };
+    let (to_control_plane, messages) = tokio::sync::mpsc::channel(4);
+    to_control_plane
+        .send(v1::NodeMessage::new(node_message::Kind::Register(register)))
+        .await
+        .expect("the stream takes the registration");
+    let messages = tokio_stream::wrappers::ReceiverStream::new(messages);
+    let answer = client
+        .attach(messages)
+        .await
+        .map(tonic::Response::into_inner);
+    Registration {
+        answer,
+        _to_control_plane: to_control_plane,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rogue_registration_under_the_live_nodes_id_is_refused_and_the_call_goes_on() {
+    use tokio_stream::StreamExt;
+    let server = start(Vec::new()).await;
+    let url = signal_url(server.http, "public", "schutz");
+    let anna = Participant::join(&url, "Anna", Some(Publish::default()))
+        .await
+        .expect("Anna joins");
+    let ben = Participant::join(&url, "Ben", Some(Publish::default()))
+        .await
+        .expect("Ben joins");
+    assert!(
+        wait_until(Duration::from_secs(20), || receives_from(
+            &ben,
+            &[&anna],
+            25
+        ))
+        .await,
+        "Ben receives Anna before the rogue comes"
+    );
+
+    let refused = register_as(server.grpc, "standalone").await;
+    let Err(status) = refused.answer else {
+        panic!("the live node's id is refused")
+    };
+    assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status}");
+
+    // A rogue under a new id of its own may attach (without credentials, as in standalone
+    // mode) and then goes away; the live node keeps everything.
+    let mut rogue = register_as(server.grpc, "rogue").await;
+    let stream = rogue.answer.as_mut().expect("a new id attaches");
+    let _ = stream.next().await;
+    assert_eq!(
+        server.fleet.nodes().len(),
+        2,
+        "the rogue attached beside the node"
+    );
+    drop(rogue);
+
+    let (audio, video) = counts(&ben, &anna);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let now = counts(&ben, &anna);
+            now.0 > audio + 25 && now.1 > video + 10
+        })
+        .await,
+        "Ben keeps receiving Anna after the rogue's attempts"
+    );
+    let cem = Participant::join(&url, "Cem", Some(Publish::default()))
+        .await
+        .expect("Cem still joins: the platform is not full");
+    assert!(
+        wait_until(Duration::from_secs(20), || receives_from(
+            &cem,
+            &[&anna],
+            10
+        ))
+        .await,
+        "Cem receives Anna on the live node"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || server.fleet.nodes().len() == 1).await,
+        "once the rogue left, only the live node hosts rooms"
+    );
+}

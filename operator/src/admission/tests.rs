@@ -50,7 +50,9 @@ impl Platform {
             }),
             ..v1::Register::default()
         };
-        self.fleet.attach(register, tx);
+        self.fleet
+            .attach(register, tx)
+            .expect("a node id attaches once");
         self.nodes.insert(id, rx);
     }
 

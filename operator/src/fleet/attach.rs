@@ -3,8 +3,11 @@
 //! A node's first message must be `Register`; anything else, or a registration that does not
 //! make sense, ends the stream with `InvalidArgument` and a message saying why. After that the
 //! stream's reader hands signals to sessions and keeps the node's load, and a writer task
-//! drains the node's outgoing queue. When the stream ends, the node is forgotten and the
-//! clients of its sessions are told.
+//! drains the node's outgoing queue. A registration under the id of a node whose stream is up is
+//! refused with `AlreadyExists`: the live node and its calls stay as they are. A node is
+//! forgotten only when its own stream ends (and it does not come back within the grace); then
+//! the clients of its sessions are told. HTTP/2 pings end the stream of a node that vanished
+//! without closing it.
 //!
 //! [`serve`] runs the endpoint on a listener; cluster and standalone mode start it the same way.
 
@@ -46,10 +49,18 @@ impl AttachService {
     }
 }
 
+/// How often the server pings a node's connection, and how long it waits for the answer: a
+/// node that vanished without closing its connection (a cut cable, a frozen host) is noticed
+/// within their sum, so its sessions move and a restarted node with its id is let in again.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves the `Attach` endpoint on `listener`, recording attached nodes in `fleet`, until the
 /// server fails; the failure is logged, as there is nobody else to tell.
 pub async fn serve(fleet: Arc<Fleet>, listener: TcpListener) {
     let result = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(ControlPlaneServer::new(AttachService::new(fleet)))
         .serve_with_incoming(TcpListenerStream::new(listener))
         .await;
@@ -132,8 +143,15 @@ impl ControlPlane for AttachService {
             }
         });
 
-        info!(%node, version = %register.version, pool = %register.pool, "media node attached");
-        let attachment = self.fleet.attach(register, to_node.clone());
+        let (version, pool) = (register.version.clone(), register.pool.clone());
+        let attachment = self
+            .fleet
+            .attach(register, to_node.clone())
+            .map_err(|error| {
+                warn!(%node, %error, "a second registration of a live node id was refused");
+                Status::already_exists(error.to_string())
+            })?;
+        info!(%node, %version, %pool, "media node attached");
         let fleet = self.fleet.clone();
         tokio::spawn(async move {
             loop {

@@ -60,6 +60,10 @@ pub enum FleetError {
     /// The session is not known.
     #[error("unknown session")]
     UnknownSession,
+    /// A node with this id is attached and its stream is up: a second registration would
+    /// take its place.
+    #[error("media node {0} is attached already")]
+    AlreadyAttached(NodeId),
 }
 
 /// One attached node.
@@ -282,11 +286,21 @@ impl Fleet {
         &self,
         register: v1::Register,
         to_node: mpsc::Sender<v1::ControlMessage>,
-    ) -> u64 {
+    ) -> Result<u64, FleetError> {
         let mut state = self.lock();
+        let id = NodeId(register.node_id.clone());
+        // A node whose stream is up keeps its place: a second registration under its id (a
+        // misconfigured node, or someone who means harm) is refused and changes nothing. A node
+        // whose stream ended may come back, during the grace or after.
+        if state
+            .nodes
+            .get(&id)
+            .is_some_and(|attached| attached.lost_since.is_none() && !attached.to_node.is_closed())
+        {
+            return Err(FleetError::AlreadyAttached(id));
+        }
         state.next_attachment += 1;
         let attachment = state.next_attachment;
-        let id = NodeId(register.node_id.clone());
         let hosted: Vec<String> = register
             .hosted_rooms
             .iter()
@@ -304,7 +318,7 @@ impl Fleet {
                 to_node,
             },
         );
-        attachment
+        Ok(attachment)
     }
 
     /// Marks a node whose stream ended as lost (unless it has attached again since); returns

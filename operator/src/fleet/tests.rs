@@ -41,7 +41,7 @@ async fn open(fleet: &Fleet, node: &str, session: &str) -> mpsc::Receiver<Client
 async fn a_lost_node_that_does_not_come_back_moves_its_sessions() {
     let fleet = Fleet::default();
     let (tx, _rx) = mpsc::channel(16);
-    let attachment = fleet.attach(register("a", &[]), tx);
+    let attachment = fleet.attach(register("a", &[]), tx).unwrap();
     let mut events = open(&fleet, "a", "s1").await;
     assert!(fleet.lose(&NodeId("a".into()), attachment));
     assert!(fleet.nodes().is_empty(), "a lost node takes no rooms");
@@ -54,11 +54,11 @@ async fn a_lost_node_that_does_not_come_back_moves_its_sessions() {
 async fn a_node_that_comes_back_in_time_keeps_its_sessions() {
     let fleet = Fleet::default();
     let (tx, _rx) = mpsc::channel(16);
-    let attachment = fleet.attach(register("a", &[]), tx);
+    let attachment = fleet.attach(register("a", &[]), tx).unwrap();
     let mut events = open(&fleet, "a", "s1").await;
     fleet.lose(&NodeId("a".into()), attachment);
     let (tx, _rx2) = mpsc::channel(16);
-    fleet.attach(register("a", &["s1"]), tx);
+    fleet.attach(register("a", &["s1"]), tx).unwrap();
     fleet.expire(&NodeId("a".into()), attachment);
     assert!(events.try_recv().is_err(), "the session stays");
     assert_eq!(fleet.nodes().len(), 1);
@@ -67,12 +67,14 @@ async fn a_node_that_comes_back_in_time_keeps_its_sessions() {
 #[tokio::test]
 async fn a_restarted_node_moves_the_sessions_it_no_longer_has() {
     let fleet = Fleet::default();
-    let (tx, _rx) = mpsc::channel(16);
-    fleet.attach(register("a", &[]), tx);
+    let (tx, rx) = mpsc::channel(16);
+    fleet.attach(register("a", &[]), tx).unwrap();
     let mut kept = open(&fleet, "a", "s1").await;
     let mut gone = open(&fleet, "a", "s2").await;
+    // The old process is gone, and its stream with it.
+    drop(rx);
     let (tx, _rx2) = mpsc::channel(16);
-    fleet.attach(register("a", &["s1"]), tx);
+    fleet.attach(register("a", &["s1"]), tx).unwrap();
     assert!(kept.try_recv().is_err());
     assert_eq!(gone.try_recv(), Ok(ClientEvent::Move));
 }
@@ -82,7 +84,7 @@ async fn draining_with_moving_moves_the_sessions_and_is_announced() {
     let fleet = Fleet::default();
     let mut node_events = fleet.node_events();
     let (tx, _rx) = mpsc::channel(16);
-    fleet.attach(register("a", &[]), tx);
+    fleet.attach(register("a", &[]), tx).unwrap();
     let mut events = open(&fleet, "a", "s1").await;
     fleet.mark_draining(&NodeId("a".into()), true);
     assert_eq!(events.try_recv(), Ok(ClientEvent::Move));
@@ -99,7 +101,7 @@ async fn draining_with_moving_moves_the_sessions_and_is_announced() {
 async fn a_session_resumes_only_on_an_available_node() {
     let fleet = Fleet::default();
     let (tx, mut to_node) = mpsc::channel(16);
-    let attachment = fleet.attach(register("a", &[]), tx);
+    let attachment = fleet.attach(register("a", &[]), tx).unwrap();
     assert!(
         fleet
             .resume_session(&NodeId("a".into()), room(), "s1")
@@ -124,5 +126,29 @@ async fn a_session_resumes_only_on_an_available_node() {
             .await
             .err(),
         Some(ResumeError::NodeUnavailable)
+    );
+}
+
+#[tokio::test]
+async fn a_second_registration_of_a_live_node_id_is_refused_and_the_live_node_stays() {
+    let fleet = Fleet::default();
+    let (tx, mut to_live) = mpsc::channel(16);
+    fleet.attach(register("a", &[]), tx).unwrap();
+    let mut events = open(&fleet, "a", "s1").await;
+    let _ = to_live.try_recv();
+    let (rogue, _rogue_rx) = mpsc::channel(16);
+    assert_eq!(
+        fleet.attach(register("a", &[]), rogue),
+        Err(FleetError::AlreadyAttached(NodeId("a".into())))
+    );
+    assert_eq!(fleet.nodes().len(), 1, "the live node keeps its place");
+    assert!(events.try_recv().is_err(), "its session does not move");
+    fleet
+        .signal("s1", v1::Signal::error("x", "y"))
+        .await
+        .expect("signals still reach the live node");
+    assert!(
+        to_live.try_recv().is_ok(),
+        "through the live node's own stream"
     );
 }
