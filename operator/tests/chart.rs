@@ -12,6 +12,8 @@ mod support;
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::discovery::{self, Scope};
 use kube::{Api, Client, ResourceExt};
@@ -124,6 +126,55 @@ fn wrong_values_are_refused_with_a_message_that_names_them() {
             }
         }
     }
+}
+
+#[test]
+fn the_network_policy_opens_the_attach_port_only_to_the_peers_it_names() {
+    let objects = render("partner", "treffpunkt");
+    let policy = objects
+        .iter()
+        .find(|o| kind(o) == "NetworkPolicy")
+        .expect("the partner setup has a NetworkPolicy");
+    let policy: NetworkPolicy =
+        serde_json::from_value(serde_json::to_value(policy).unwrap()).unwrap();
+    let rules = policy.spec.unwrap().ingress.unwrap_or_default();
+    let peers_of = |port: &str| -> Option<Vec<String>> {
+        let rule = rules.iter().find(|rule| {
+            rule.ports
+                .iter()
+                .flatten()
+                .any(|p| p.port == Some(IntOrString::String(port.into())))
+        })?;
+        let peers = rule.from.as_ref()?;
+        Some(
+            peers
+                .iter()
+                .map(|peer| match (&peer.ip_block, &peer.pod_selector) {
+                    (Some(block), _) => block.cidr.clone(),
+                    (None, Some(_)) => "pods of the namespace".to_owned(),
+                    (None, None) => "another namespace".to_owned(),
+                })
+                .collect(),
+        )
+    };
+    assert_eq!(peers_of("http"), None, "the gateway is open to all");
+    assert_eq!(
+        peers_of("grpc"),
+        Some(vec![
+            "pods of the namespace".to_owned(),
+            "10.20.0.0/16".to_owned(),
+            "198.51.100.0/28".to_owned()
+        ]),
+        "the Attach port only from the media nodes' hosts and the partner's site"
+    );
+    assert_eq!(
+        peers_of("admin"),
+        Some(vec![
+            "pods of the namespace".to_owned(),
+            "another namespace".to_owned()
+        ]),
+        "the admin port from the namespace and monitoring"
+    );
 }
 
 #[test]
