@@ -5,10 +5,11 @@
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use serde_json::{Value, json};
+use support::sockets::{Signalling, next_reply};
 use support::wait_until;
 use tokio::net::UdpSocket;
 use tokio_tungstenite::tungstenite::Message;
@@ -16,9 +17,6 @@ use treffpunkt_client::{Kind, Participant, Publish, signal_url};
 use treffpunkt_operator::standalone::{self, StandaloneConfig};
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A deterministic pseudo-random byte source (xorshift), so a failure can be replayed.
 struct Noise(u64);
@@ -36,28 +34,8 @@ impl Noise {
     }
 }
 
-async fn next_reply(socket: &mut Socket) -> Option<Value> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let message = tokio::time::timeout_at(deadline.into(), socket.next())
-            .await
-            .ok()??;
-        match message.ok()? {
-            Message::Text(text) => {
-                let value: Value = serde_json::from_str(&text).ok()?;
-                // The resume ticket that comes with a session is not an answer to anything.
-                if value["type"] != "session" {
-                    return Some(value);
-                }
-            }
-            Message::Close(_) => return None,
-            _ => {}
-        }
-    }
-}
-
 /// Sends `message` and returns the error code the gateway answers with.
-async fn error_code_for(socket: &mut Socket, message: Message) -> String {
+async fn error_code_for(socket: &mut Signalling, message: Message) -> String {
     socket.send(message).await.expect("the socket is open");
     let reply = next_reply(socket).await.expect("an answer");
     assert_eq!(reply["type"], "error", "expected an error, got {reply}");
@@ -83,7 +61,7 @@ async fn flows(anna: &Participant, ben: &Participant) -> bool {
 }
 
 /// Malformed and oversized WebSocket messages before joining: each gets its error code.
-async fn malformed_messages_are_refused(socket: &mut Socket) {
+async fn malformed_messages_are_refused(socket: &mut Signalling) {
     assert_eq!(
         error_code_for(socket, Message::Text("not json".into())).await,
         "bad-message"
@@ -112,7 +90,7 @@ async fn malformed_messages_are_refused(socket: &mut Socket) {
 }
 
 /// Empty, blank, huge and multi-line display names are refused, each with its code.
-async fn bad_names_are_refused(socket: &mut Socket) {
+async fn bad_names_are_refused(socket: &mut Signalling) {
     for (name, code) in [
         (String::new(), "name-empty"),
         ("   ".to_owned(), "name-empty"),
@@ -128,7 +106,7 @@ async fn bad_names_are_refused(socket: &mut Socket) {
 
 /// Joined after the refusals, then bad SDP and out-of-turn signals, each refused; a frame
 /// beyond the hard limit closes this one socket.
-async fn bad_signals_after_joining_are_refused(socket: &mut Socket) {
+async fn bad_signals_after_joining_are_refused(socket: &mut Signalling) {
     socket
         .send(text(json!({"type": "join", "name": "Mallory"})))
         .await

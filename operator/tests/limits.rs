@@ -7,8 +7,9 @@ mod support;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use futures::SinkExt;
+use serde_json::json;
+use support::sockets::{Signalling, next_reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -20,9 +21,6 @@ use treffpunkt_operator::standalone::{self, Standalone, StandaloneConfig};
 use treffpunkt_operator::store::Store;
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn config(limits: Limits) -> StandaloneConfig {
     StandaloneConfig {
@@ -41,7 +39,7 @@ async fn start(limits: Limits) -> Standalone {
         .expect("standalone mode starts")
 }
 
-async fn connect(server: &Standalone, room: &str) -> Socket {
+async fn connect(server: &Standalone, room: &str) -> Signalling {
     let url = signal_url(server.http, "public", room);
     tokio_tungstenite::connect_async(&url)
         .await
@@ -50,7 +48,7 @@ async fn connect(server: &Standalone, room: &str) -> Socket {
 }
 
 /// Opens a WebSocket through a proxy that says it forwards for `client`.
-async fn connect_for(server: &Standalone, client: &str) -> Socket {
+async fn connect_for(server: &Standalone, client: &str) -> Signalling {
     let mut request = signal_url(server.http, "public", "chor")
         .into_client_request()
         .unwrap();
@@ -63,48 +61,28 @@ async fn connect_for(server: &Standalone, client: &str) -> Socket {
         .0
 }
 
-/// The next message that is not the session's ticket, if one comes within five seconds.
-async fn next_message(socket: &mut Socket) -> Option<Value> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let message = tokio::time::timeout_at(deadline.into(), socket.next())
-            .await
-            .ok()??;
-        match message.ok()? {
-            Message::Text(text) => {
-                let value: Value = serde_json::from_str(&text).ok()?;
-                if value["type"] != "session" {
-                    return Some(value);
-                }
-            }
-            Message::Close(_) => return None,
-            _ => {}
-        }
-    }
-}
-
 /// The code of the error that comes next, or "" when something else (or nothing) comes.
-async fn error_code(socket: &mut Socket) -> String {
-    match next_message(socket).await {
+async fn error_code(socket: &mut Signalling) -> String {
+    match next_reply(socket).await {
         Some(reply) if reply["type"] == "error" => reply["code"].as_str().unwrap_or("").into(),
         _ => String::new(),
     }
 }
 
 /// Whether the gateway closes `socket` within five seconds.
-async fn closed(socket: &mut Socket) -> bool {
-    next_message(socket).await.is_none()
+async fn closed(socket: &mut Signalling) -> bool {
+    next_reply(socket).await.is_none()
 }
 
 /// Sends a join as `name` and returns the code of the error it is answered with.
-async fn join_refused(socket: &mut Socket, name: &str) -> String {
+async fn join_refused(socket: &mut Signalling, name: &str) -> String {
     let join = json!({"type": "join", "name": name}).to_string();
     socket.send(Message::Text(join.into())).await.unwrap();
     error_code(socket).await
 }
 
 /// Whether the gateway still serves `socket` (it answers a blank join with `name-empty`).
-async fn served(socket: &mut Socket) -> bool {
+async fn served(socket: &mut Signalling) -> bool {
     join_refused(socket, "").await == "name-empty"
 }
 
@@ -449,7 +427,7 @@ async fn a_new_room_that_its_only_participant_left_goes_after_the_configured_tim
     let mut socket = connect(&server, "kurz").await;
     let join = json!({"type": "join", "name": "Anna"}).to_string();
     socket.send(Message::Text(join.into())).await.unwrap();
-    let welcome = next_message(&mut socket).await.expect("a welcome");
+    let welcome = next_reply(&mut socket).await.expect("a welcome");
     assert_eq!(welcome["type"], "welcome", "{welcome}");
     let key = room_key("public", "kurz");
     assert!(server.store.room(&key).await.unwrap().is_some());

@@ -1,12 +1,41 @@
 //! Bare sockets against the gateway, for the tests and the benchmark of its limits: WebSockets
 //! opened by hand (so the client side costs next to nothing), the process's resident memory,
-//! and a higher open-files limit.
+//! a higher open-files limit, and the gateway's next answer on a signalling WebSocket.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A signalling WebSocket opened with tungstenite.
+pub type Signalling =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// The gateway's next answer on `socket` (within 5 s), or `None` when it closed the socket or
+/// said nothing.
+pub async fn next_reply(socket: &mut Signalling) -> Option<Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let message = tokio::time::timeout_at(deadline.into(), socket.next())
+            .await
+            .ok()??;
+        match message.ok()? {
+            Message::Text(text) => {
+                let value: Value = serde_json::from_str(&text).ok()?;
+                // The resume ticket that comes with a session is not an answer to anything.
+                if value["type"] != "session" {
+                    return Some(value);
+                }
+            }
+            Message::Close(_) => return None,
+            _ => {}
+        }
+    }
+}
 
 /// Opens the signalling WebSocket of `tenant/room` on `http` with a handshake written by hand,
 /// and returns the socket once the gateway answered `101 Switching Protocols`; `None` when it
