@@ -123,13 +123,14 @@ function binary() {
 
 /**
  * Starts `treffpunkt standalone` on free ports of `host` (loopback unless a test network's
- * address is given, which is then also the media address); resolves with its URL and process.
+ * address is given, which is then also the media address), with `env` added to its
+ * environment; resolves with its URL and process.
  */
-export async function startTreffpunkt(extraArgs = [], { host = "127.0.0.1" } = {}) {
+export async function startTreffpunkt(extraArgs = [], { host = "127.0.0.1", env = {} } = {}) {
   const addresses = host === "127.0.0.1" ? [] : ["--announce-ip", host];
   const child = spawn(binary(), ["standalone", "--listen", `${host}:0`, "--udp-port", "0", ...addresses, ...extraArgs], {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "warn" },
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "warn", ...env },
   });
   let output = "";
   const url = await new Promise((resolve, reject) => {

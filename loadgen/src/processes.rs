@@ -71,7 +71,7 @@ pub async fn start(binary: &Path, max_participants: u32) -> anyhow::Result<Syste
             "--external-media-nodes",
         ])
         .args(["--grpc-listen", &format!("127.0.0.1:{grpc}")])
-        .args(["--grant-key", GRANT_KEY])
+        .env("TREFFPUNKT_GRANT_KEY", GRANT_KEY)
         .args(["--max-participants-per-room", &max_participants.to_string()])
         // Every participant comes from this machine's one address: the limits per address,
         // made for a city's clients, would refuse most of them.

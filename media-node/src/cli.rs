@@ -2,9 +2,10 @@
 //! `treffpunkt media-node` subcommand: the same flags and environment variables either way.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use treffpunkt_proto::grant::GrantKey;
+use treffpunkt_proto::grant::Keyring;
 
 use crate::{MediaNode, NodeConfig, udp};
 
@@ -53,9 +54,23 @@ pub struct Args {
     /// The media port's send buffer, in bytes (capped at net.core.wmem_max likewise).
     #[arg(long, env = "TREFFPUNKT_UDP_SEND_BUFFER", default_value_t = udp::DEFAULT_BUFFER_BYTES)]
     pub udp_send_buffer: usize,
-    /// The secret shared with the control plane for signing grants.
-    #[arg(long, env = "TREFFPUNKT_GRANT_KEY", hide_env_values = true)]
-    pub grant_key: String,
+    /// A file that holds the grant key shared with the control plane; without it, the key is
+    /// read from the environment variable TREFFPUNKT_GRANT_KEY. Never a flag: the command line
+    /// is visible to every user of the machine. Several keys, comma-separated, are all accepted
+    /// (while one is rotated).
+    #[arg(long, env = "TREFFPUNKT_GRANT_KEY_FILE")]
+    pub grant_key_file: Option<PathBuf>,
+}
+
+/// The grant keyring from `file`, or else from the environment variable `TREFFPUNKT_GRANT_KEY`;
+/// `None` when neither holds a key.
+pub fn grant_keyring(file: Option<&Path>) -> anyhow::Result<Option<Keyring>> {
+    let text = match file {
+        Some(file) => std::fs::read_to_string(file)
+            .with_context(|| format!("reading the grant key from {}", file.display()))?,
+        None => std::env::var("TREFFPUNKT_GRANT_KEY").unwrap_or_default(),
+    };
+    Ok(Keyring::from_secrets(&text))
 }
 
 /// The log filter of both binaries: `RUST_LOG` (default `info`), with the WebRTC stack kept to
@@ -79,6 +94,9 @@ pub fn log_filter() -> tracing_subscriber::EnvFilter {
 
 /// Runs a media node as `args` say, until it has drained (SIGTERM or `POST /drain`).
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let grant_key = grant_keyring(args.grant_key_file.as_deref())?.context(
+        "no grant key: set TREFFPUNKT_GRANT_KEY or --grant-key-file to the control plane's",
+    )?;
     let node_id = match args.node_id {
         Some(id) => id,
         None => std::fs::read_to_string("/etc/hostname")
@@ -92,7 +110,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         udp_bind: args.udp_bind,
         announce_ip: args.announce_ip,
         max_participants: args.max_participants,
-        grant_key: Some(GrantKey::new(args.grant_key.as_bytes())),
+        grant_key,
         health_listen: Some(args.health_listen),
         udp_buffers: udp::Buffers {
             receive: args.udp_receive_buffer,

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
-use treffpunkt_proto::grant::GrantKey;
+use treffpunkt_proto::grant::Keyring;
 use treffpunkt_proto::v1::{
     self, control_message::Kind as ControlKind, control_plane_client::ControlPlaneClient,
     node_message::Kind as NodeKind,
@@ -57,13 +57,16 @@ fn unix_ms() -> u64 {
         .map_or(0, |since| since.as_millis() as u64)
 }
 
-/// Checks an `OpenSession` and turns it into an admission.
-fn admit(open: v1::OpenSession, key: Option<&GrantKey>) -> std::result::Result<Admission, String> {
-    let grant = open.grant.ok_or("the session has no grant")?;
-    if let Some(key) = key {
-        key.verify(&grant, &open.grant_signature, unix_ms())
-            .map_err(|error| error.to_string())?;
-    }
+/// Checks an `OpenSession` for node `node_id` and turns it into an admission.
+fn admit(
+    open: v1::OpenSession,
+    key: &Keyring,
+    node_id: &str,
+) -> std::result::Result<Admission, String> {
+    let token = open.grant.ok_or("the session has no grant")?;
+    let grant = key
+        .open_grant(&token, node_id, unix_ms())
+        .map_err(|error| error.to_string())?;
     let room = grant.room.ok_or("the grant names no room")?;
     if room.tenant.is_empty() || room.name.is_empty() || grant.participant_id.is_empty() {
         return Err("the grant is incomplete".to_owned());
@@ -207,7 +210,7 @@ impl Links {
 pub async fn run(
     endpoints: Vec<String>,
     identity: Identity,
-    grant_key: Option<GrantKey>,
+    grant_key: Keyring,
     commands: mpsc::Sender<Command>,
     mut events: mpsc::Receiver<Event>,
     status: NodeStatus,
@@ -255,7 +258,7 @@ pub async fn run(
 
 struct LinkContext {
     identity: Identity,
-    grant_key: Option<GrantKey>,
+    grant_key: Keyring,
     commands: mpsc::Sender<Command>,
     links: Shared,
     status: NodeStatus,
@@ -427,7 +430,7 @@ async fn command_for(
         Some(ControlKind::Registered(_)) => return None,
         Some(ControlKind::OpenSession(open)) => {
             let session_id = open.session_id.clone();
-            match admit(open, context.grant_key.as_ref()) {
+            match admit(open, &context.grant_key, &context.identity.node_id) {
                 Ok(admission) => {
                     lock(&context.links).bind(&session_id, address, Some(admission.room.clone()));
                     Command::Open(admission)
@@ -484,11 +487,10 @@ async fn command_for(
 mod tests {
     use super::*;
 
-    fn open(grant: v1::Grant, key: &GrantKey) -> v1::OpenSession {
+    fn open(grant: v1::Grant, key: &Keyring) -> v1::OpenSession {
         v1::OpenSession {
             session_id: "s1".into(),
-            grant_signature: key.sign(&grant),
-            grant: Some(grant),
+            grant: Some(key.sign_grant(&grant)),
         }
     }
 
@@ -505,26 +507,36 @@ mod tests {
             max_participants: 10,
             expires_at_unix_ms: unix_ms() + 60_000,
             video_last_n: 0,
+            node_id: "node-a".into(),
         }
     }
 
     #[test]
-    fn only_signed_unexpired_grants_admit() {
-        let key = GrantKey::new(b"a shared secret of enough length!");
-        let admission = admit(open(grant(), &key), Some(&key)).unwrap();
+    fn only_signed_unexpired_grants_for_this_node_admit() {
+        let key = Keyring::from_secret(b"a shared secret of enough length!");
+        let admission = admit(open(grant(), &key), &key, "node-a").unwrap();
         assert_eq!(admission.room, "public/chor");
-        let other = GrantKey::new(b"some other secret of enough length");
-        assert!(admit(open(grant(), &other), Some(&key)).is_err());
+        let other = Keyring::from_secret(b"some other secret of enough length");
+        assert!(admit(open(grant(), &other), &key, "node-a").is_err());
+        assert!(
+            admit(open(grant(), &key), &key, "node-b").is_err(),
+            "a grant for another node"
+        );
         let expired = v1::Grant {
             expires_at_unix_ms: 1,
             ..grant()
         };
-        assert!(admit(open(expired, &key), Some(&key)).is_err());
+        assert!(admit(open(expired, &key), &key, "node-a").is_err());
         let roomless = v1::Grant {
             room: None,
             ..grant()
         };
-        assert!(admit(open(roomless, &key), Some(&key)).is_err());
+        assert!(admit(open(roomless, &key), &key, "node-a").is_err());
+        let unsigned = v1::OpenSession {
+            session_id: "s1".into(),
+            grant: None,
+        };
+        assert!(admit(unsigned, &key, "node-a").is_err());
     }
 
     fn signal(session: &str) -> v1::NodeMessage {

@@ -48,7 +48,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
-use treffpunkt_proto::grant::GrantKey;
+use treffpunkt_proto::grant::Keyring;
 use treffpunkt_proto::v1;
 
 pub use error::{Error, Result};
@@ -71,9 +71,8 @@ pub struct NodeConfig {
     pub announce_ip: IpAddr,
     /// Participants the node accepts.
     pub max_participants: u32,
-    /// The secret shared with the control plane for grants; `None` accepts unsigned grants
-    /// (tests only).
-    pub grant_key: Option<GrantKey>,
+    /// The keys shared with the control plane for grants.
+    pub grant_key: Keyring,
     /// Where the health endpoint (`/healthz`, `/readyz`) listens, if anywhere.
     pub health_listen: Option<SocketAddr>,
     /// The media port's receive and send buffers.

@@ -25,9 +25,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
-use treffpunkt_proto::grant::GrantKey;
+use treffpunkt_proto::grant::Keyring;
 use treffpunkt_proto::random;
 
+use crate::admission::Keys;
 use crate::domain::NodeId;
 use crate::fleet::attach;
 use crate::fleet::{Fleet, NodeEvent};
@@ -101,20 +102,45 @@ pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-/// The key grants are signed with, from its Secret in the platform namespace; made on first
-/// start, then shared by every replica and every media node.
-async fn grant_key(client: &Client, namespace: &str, name: &str) -> anyhow::Result<GrantKey> {
+/// The field of the keys' Secret that holds the ticket key.
+const TICKET_KEY: &str = "ticket-key";
+
+/// The keys grants and tickets are signed with, from their Secret in the platform namespace:
+/// made on first start, then shared by every replica. The media nodes get the grant key (`key`)
+/// alone; the ticket key (`ticket-key`) stays with the control plane.
+async fn keys(client: &Client, namespace: &str, name: &str) -> anyhow::Result<Keys> {
     let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
     loop {
         if let Some(secret) = secrets.get_opt(name).await? {
-            let key = secret
-                .data
-                .and_then(|data| data.get("key").cloned())
+            let data = secret.data.unwrap_or_default();
+            // Keys as text, comma-separated: the first signs, all are accepted.
+            let keyring = |field: &str| {
+                let text = data
+                    .get(field)
+                    .map(|bytes| String::from_utf8_lossy(&bytes.0));
+                text.and_then(|text| Keyring::from_secrets(&text))
+            };
+            let key = data
+                .get("key")
                 .ok_or_else(|| anyhow::anyhow!("Secret {namespace}/{name} has no key \"key\""))?;
-            return Ok(GrantKey::new(&key.0));
+            let grants = keyring("key")
+                .ok_or_else(|| anyhow::anyhow!("Secret {namespace}/{name} has an empty \"key\""))?;
+            let tickets = match keyring(TICKET_KEY) {
+                Some(tickets) => tickets,
+                None => {
+                    // A Secret made before tickets had a key of their own: derived from the
+                    // grant key, which the media nodes hold too.
+                    warn!(%namespace, %name, "the Secret has no ticket key; delete it (and restart the control plane and the media nodes) to give tickets a key of their own");
+                    let mut derived = b"treffpunkt tickets: ".to_vec();
+                    derived.extend_from_slice(&key.0);
+                    Keyring::from_secret(&derived)
+                }
+            };
+            return Ok(Keys { grants, tickets });
         }
         // As text, so that it can go into an environment variable of the media nodes.
         let text = random::hex(32);
+        let ticket_text = random::hex(32);
         let secret = Secret {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),
@@ -128,7 +154,13 @@ async fn grant_key(client: &Client, namespace: &str, name: &str) -> anyhow::Resu
                 ),
                 ..ObjectMeta::default()
             },
-            data: Some([("key".to_owned(), ByteString(text.into_bytes()))].into()),
+            data: Some(
+                [
+                    ("key".to_owned(), ByteString(text.into_bytes())),
+                    (TICKET_KEY.to_owned(), ByteString(ticket_text.into_bytes())),
+                ]
+                .into(),
+            ),
             type_: Some("Opaque".to_owned()),
             ..Secret::default()
         };
@@ -241,7 +273,7 @@ async fn mark_draining_pods(client: Client, namespace: String, fleet: Arc<Fleet>
 pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
     let client = client(config.kubeconfig.as_ref()).await?;
     let settings = config.settings.clone();
-    let grant_key = grant_key(
+    let keys = keys(
         &client,
         &settings.platform_namespace,
         &settings.grant_key_secret,
@@ -259,7 +291,7 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
     let gateway = Arc::new(Gateway::new(
         store.clone(),
         fleet.clone(),
-        grant_key,
+        keys,
         config.limits.clone(),
     ));
     let http_listener = TcpListener::bind(config.http).await?;

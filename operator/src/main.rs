@@ -59,9 +59,11 @@ struct StandaloneArgs {
     /// Run no media node in this process: nodes of their own attach to --grpc-listen.
     #[arg(long)]
     external_media_nodes: bool,
-    /// The secret shared with external media nodes for grants.
-    #[arg(long, env = "TREFFPUNKT_GRANT_KEY", hide_env_values = true)]
-    grant_key: Option<String>,
+    /// A file that holds the grant key shared with external media nodes; without it, the key
+    /// is read from the environment variable TREFFPUNKT_GRANT_KEY (never a flag: the command
+    /// line is visible to every user of the machine).
+    #[arg(long, env = "TREFFPUNKT_GRANT_KEY_FILE")]
+    grant_key_file: Option<std::path::PathBuf>,
     /// How long an ad-hoc room that had people may stay empty before it is removed, in
     /// seconds.
     #[arg(long, env = "TREFFPUNKT_ADHOC_ROOM_TTL", default_value_t = 300)]
@@ -187,12 +189,15 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         manifests,
         grpc_listen,
         external_media_nodes,
-        grant_key,
+        grant_key_file,
         adhoc_room_ttl,
         limits,
     } = args;
+    let grant_key = treffpunkt_media_node::cli::grant_keyring(grant_key_file.as_deref())?;
     if external_media_nodes && grant_key.is_none() {
-        anyhow::bail!("--external-media-nodes needs --grant-key, shared with the nodes");
+        anyhow::bail!(
+            "--external-media-nodes needs the grant key shared with the nodes: set TREFFPUNKT_GRANT_KEY or --grant-key-file"
+        );
     }
     let seed = match manifests {
         Some(path) => {
@@ -221,7 +226,7 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         rooms: seed.rooms,
         grpc: grpc_listen,
         media_node: !external_media_nodes,
-        grant_secret: grant_key,
+        grant_key,
         limits: limits.limits(),
         adhoc_room_ttl: std::time::Duration::from_secs(adhoc_room_ttl),
     })

@@ -19,9 +19,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use treffpunkt_media_node::{MediaNode, NodeConfig};
-use treffpunkt_proto::grant::GrantKey;
+use treffpunkt_proto::grant::Keyring;
 use treffpunkt_proto::random;
 
+use crate::admission::Keys;
 use crate::domain::{Room, RoomLifetime, Tenant};
 use crate::fleet::Fleet;
 use crate::fleet::attach;
@@ -50,11 +51,11 @@ pub struct StandaloneConfig {
     /// Rooms that exist from the start.
     pub rooms: Vec<Room>,
     /// Whether to run a media node in this process; without one, nodes of their own attach
-    /// to `grpc` (with `grant_secret`).
+    /// to `grpc` (with `grant_key`).
     pub media_node: bool,
-    /// The secret grants are signed with; random when unset (only the in-process node needs
-    /// it then).
-    pub grant_secret: Option<String>,
+    /// The keys grants are signed with; random when unset (only the in-process node needs
+    /// them then).
+    pub grant_key: Option<Keyring>,
     /// What clients may open and how long they may take.
     pub limits: Limits,
     /// How long an ad-hoc room that had people may stay empty before it is removed.
@@ -73,7 +74,7 @@ impl Default for StandaloneConfig {
             tenants: Vec::new(),
             rooms: Vec::new(),
             media_node: true,
-            grant_secret: None,
+            grant_key: None,
             limits: Limits::default(),
             adhoc_room_ttl: ADHOC_ROOM_IDLE,
         }
@@ -104,8 +105,8 @@ impl Standalone {
     }
 }
 
-fn random_key() -> GrantKey {
-    GrantKey::new(&random::bytes::<32>())
+fn random_key() -> Keyring {
+    Keyring::from_secret(&random::bytes::<32>())
 }
 
 /// Starts the control plane, the gateway and one media node, and returns once the node has
@@ -117,10 +118,7 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
     }
     let store = Arc::new(MemoryStore::seeded(tenants, config.rooms.clone()));
     let fleet = Arc::new(Fleet::default());
-    let grant_key = config
-        .grant_secret
-        .as_deref()
-        .map_or_else(random_key, |secret| GrantKey::new(secret.as_bytes()));
+    let grant_key = config.grant_key.clone().unwrap_or_else(random_key);
 
     let grpc_listener = TcpListener::bind(config.grpc).await?;
     let grpc = grpc_listener.local_addr()?;
@@ -136,7 +134,7 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
             udp_bind: config.udp,
             announce_ip: config.announce_ip,
             max_participants: config.max_participants,
-            grant_key: Some(grant_key.clone()),
+            grant_key: grant_key.clone(),
             health_listen: None,
             udp_buffers: Default::default(),
         })
@@ -149,10 +147,15 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
         }));
     }
 
+    // Tickets are checked by this process alone, so their key never leaves it.
+    let keys = Keys {
+        grants: grant_key,
+        tickets: random_key(),
+    };
     let gateway = Arc::new(Gateway::new(
         store.clone(),
         fleet.clone(),
-        grant_key,
+        keys,
         config.limits.clone(),
     ));
     let http_listener = TcpListener::bind(config.http).await?;

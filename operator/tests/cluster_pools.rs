@@ -154,7 +154,7 @@ async fn a_draining_media_node_pod_is_marked_to_go_first() {
         udp_bind: "127.0.0.1:0".parse().unwrap(),
         announce_ip: "127.0.0.1".parse().unwrap(),
         max_participants: 10,
-        grant_key: Some(treffpunkt_proto::grant::GrantKey::new(grant.as_bytes())),
+        grant_key: treffpunkt_proto::grant::Keyring::from_secret(grant.as_bytes()),
         health_listen: Some(health),
         udp_buffers: Default::default(),
     })

@@ -405,7 +405,7 @@ async fn a_suspended_tenant_closes_its_rooms_and_refuses_joins() {
         udp_bind: "127.0.0.1:0".parse().unwrap(),
         announce_ip: "127.0.0.1".parse().unwrap(),
         max_participants: 50,
-        grant_key: Some(treffpunkt_proto::grant::GrantKey::new(&key)),
+        grant_key: treffpunkt_proto::grant::Keyring::from_secret(&key),
         health_listen: None,
         udp_buffers: Default::default(),
     })

@@ -446,3 +446,43 @@ async fn a_new_room_that_its_only_participant_left_goes_after_the_configured_tim
     assert!(gone, "the room went within five seconds");
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joined_client_gets_fresh_tickets_and_the_newest_resumes_its_session() {
+    use futures::StreamExt;
+    let server = start(Limits {
+        ticket_refresh: Duration::from_millis(300),
+        ..Limits::default()
+    })
+    .await;
+    let mut socket = connect(&server, "frisch").await;
+    let join = json!({"type": "join", "name": "Anna"}).to_string();
+    socket.send(Message::Text(join.into())).await.unwrap();
+    let mut tickets = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tickets.len() < 3 {
+        let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline.into(), socket.next()).await
+        else {
+            break;
+        };
+        if let Message::Text(text) = message {
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if value["type"] == "session" {
+                tickets.push(value["ticket"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    assert_eq!(tickets.len(), 3, "the join's ticket and two fresh ones");
+    assert!(
+        tickets[0] != tickets[1] && tickets[1] != tickets[2],
+        "each one new"
+    );
+
+    drop(socket);
+    let mut socket = connect(&server, "frisch").await;
+    let resume = json!({"type": "resume", "ticket": tickets[2]}).to_string();
+    socket.send(Message::Text(resume.into())).await.unwrap();
+    let welcome = next_reply(&mut socket).await.expect("an answer");
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    server.stop();
+}

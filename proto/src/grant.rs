@@ -1,81 +1,222 @@
-//! Signing and checking the grants that admit participants to a node.
+//! Signing and checking the platform's tokens: the grants that admit a participant to a media
+//! node, and the resume tickets with which a client picks its session up again.
 //!
-//! The control plane signs every [`Grant`] with a key it shares with its media nodes; a node
-//! admits a session only with a valid, unexpired grant. The signature covers the grant's
-//! protobuf encoding, which is deterministic for a given message in prost.
+//! A token ([`SignedToken`]) carries the bytes of a message's encoding, the id of the key that
+//! signed them and an HMAC-SHA256 over its type, that id and those bytes. Whoever checks it
+//! checks the bytes as received and only then decodes them, so a field that the receiver does
+//! not know (a newer control plane during a rolling upgrade) breaks nothing. The type keeps a
+//! ticket from passing as a grant; a grant names its audience, the one node that may admit it.
+//!
+//! A [`Keyring`] signs with one key and accepts several, by id: to rotate, give every checker
+//! the new key as an accepted one first, then sign with it, then drop the old one. Grants and
+//! tickets are signed with different keyrings: the media nodes hold the grant key only, so a
+//! node cannot make tickets.
 
 use prost::Message;
-use ring::hmac;
+use ring::{digest, hmac};
 
-use crate::v1::{Grant, ResumeTicket};
+use crate::v1::{Grant, ResumeTicket, SignedToken};
 
-/// The shared secret of a control plane and its nodes.
+/// A key for signing and checking tokens, with its id.
 #[derive(Clone)]
-pub struct GrantKey(hmac::Key);
+pub struct TokenKey {
+    id: String,
+    key: hmac::Key,
+}
 
-impl std::fmt::Debug for GrantKey {
+impl std::fmt::Debug for TokenKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("GrantKey(..)")
+        write!(f, "TokenKey({})", self.id)
     }
 }
 
-/// Why a grant was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum GrantError {
-    /// The signature does not match.
-    #[error("the grant's signature is invalid")]
-    BadSignature,
-    /// The grant is older than its expiry.
-    #[error("the grant has expired")]
-    Expired,
+impl TokenKey {
+    /// A key from secret bytes (32 or more); its id is derived from them, so every holder of
+    /// the secret names it alike and the id says nothing about the secret.
+    pub fn new(secret: &[u8]) -> Self {
+        let mut context = digest::Context::new(&digest::SHA256);
+        context.update(b"treffpunkt key id\0");
+        context.update(secret);
+        let id = context.finish().as_ref()[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Self {
+            id,
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+        }
+    }
+
+    /// The key's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
 }
 
-impl GrantKey {
-    /// A key from shared secret bytes (at least 32 recommended).
-    pub fn new(secret: &[u8]) -> Self {
-        Self(hmac::Key::new(hmac::HMAC_SHA256, secret))
+/// What a token is: its type goes into the signature.
+#[derive(Clone, Copy, Debug)]
+enum TokenType {
+    Grant,
+    Ticket,
+}
+
+impl TokenType {
+    fn tag(self) -> &'static [u8] {
+        match self {
+            Self::Grant => b"treffpunkt grant v1\0",
+            Self::Ticket => b"treffpunkt resume ticket v1\0",
+        }
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantError {
+    /// The signature does not match, or the token is not even well formed.
+    #[error("the token's signature is invalid")]
+    BadSignature,
+    /// Signed with a key this keyring does not accept.
+    #[error("the token was signed with a key that is not accepted ({0})")]
+    UnknownKey(String),
+    /// The token is older than its expiry.
+    #[error("the token has expired")]
+    Expired,
+    /// A grant for another media node.
+    #[error("the grant is for another media node")]
+    WrongAudience,
+}
+
+/// One key to sign with and the keys accepted when checking, by id.
+#[derive(Clone, Debug)]
+pub struct Keyring {
+    signing: TokenKey,
+    accepted: Vec<TokenKey>,
+}
+
+impl Keyring {
+    /// A keyring that signs with, and accepts, `signing`.
+    pub fn new(signing: TokenKey) -> Self {
+        Self {
+            accepted: vec![signing.clone()],
+            signing,
+        }
+    }
+
+    /// A keyring of one key made from `secret`.
+    pub fn from_secret(secret: &[u8]) -> Self {
+        Self::new(TokenKey::new(secret))
+    }
+
+    /// A keyring from secrets written as text, comma-separated: the first signs, all are
+    /// accepted (`new,old` while a key is rotated); `None` when there is none.
+    pub fn from_secrets(text: &str) -> Option<Self> {
+        let mut secrets = text.split(',').map(str::trim).filter(|s| !s.is_empty());
+        let signing = Self::from_secret(secrets.next()?.as_bytes());
+        Some(secrets.fold(signing, |ring, secret| {
+            ring.accepting(TokenKey::new(secret.as_bytes()))
+        }))
+    }
+
+    /// Also accepts tokens signed with `key` (the one being rotated in, or out).
+    pub fn accepting(mut self, key: TokenKey) -> Self {
+        if !self.accepted.iter().any(|k| k.id == key.id) {
+            self.accepted.push(key);
+        }
+        self
+    }
+
+    /// The id of the key it signs with.
+    pub fn signing_id(&self) -> &str {
+        self.signing.id()
+    }
+
+    fn mac_input(kind: TokenType, key_id: &str, body: &[u8]) -> Vec<u8> {
+        let mut input = Vec::with_capacity(kind.tag().len() + key_id.len() + 1 + body.len());
+        input.extend_from_slice(kind.tag());
+        input.extend_from_slice(key_id.as_bytes());
+        input.push(0);
+        input.extend_from_slice(body);
+        input
+    }
+
+    fn sign(&self, kind: TokenType, body: Vec<u8>) -> SignedToken {
+        let key_id = self.signing.id.clone();
+        let signature = hmac::sign(&self.signing.key, &Self::mac_input(kind, &key_id, &body));
+        SignedToken {
+            key_id,
+            body,
+            signature: signature.as_ref().to_vec(),
+        }
+    }
+
+    /// The token's body, if its signature is one of an accepted key's for a token of `kind`.
+    fn check<'a>(&self, kind: TokenType, token: &'a SignedToken) -> Result<&'a [u8], GrantError> {
+        let key = self
+            .accepted
+            .iter()
+            .find(|key| key.id == token.key_id)
+            .ok_or_else(|| GrantError::UnknownKey(token.key_id.chars().take(16).collect()))?;
+        let input = Self::mac_input(kind, &token.key_id, &token.body);
+        hmac::verify(&key.key, &input, &token.signature).map_err(|_| GrantError::BadSignature)?;
+        Ok(&token.body)
     }
 
     /// Signs `grant`.
-    pub fn sign(&self, grant: &Grant) -> Vec<u8> {
-        hmac::sign(&self.0, &grant.encode_to_vec())
-            .as_ref()
-            .to_vec()
+    pub fn sign_grant(&self, grant: &Grant) -> SignedToken {
+        self.sign(TokenType::Grant, grant.encode_to_vec())
     }
 
-    /// A resume ticket as text for the client: the ticket and its signature, base64url.
+    /// The grant in `token`, if an accepted key signed it as a grant, it is for `audience` (the
+    /// node's id) and it has not expired at `now_unix_ms`.
+    pub fn open_grant(
+        &self,
+        token: &SignedToken,
+        audience: &str,
+        now_unix_ms: u64,
+    ) -> Result<Grant, GrantError> {
+        let body = self.check(TokenType::Grant, token)?;
+        let grant = Grant::decode(body).map_err(|_| GrantError::BadSignature)?;
+        if grant.node_id != audience {
+            return Err(GrantError::WrongAudience);
+        }
+        if grant.expires_at_unix_ms < now_unix_ms {
+            return Err(GrantError::Expired);
+        }
+        Ok(grant)
+    }
+
+    /// A resume ticket as text for the client: key id, ticket and signature, base64url, joined
+    /// by dots.
     pub fn seal_ticket(&self, ticket: &ResumeTicket) -> String {
-        let bytes = ticket.encode_to_vec();
-        let signature = hmac::sign(&self.0, &bytes);
-        format!("{}.{}", base64url(&bytes), base64url(signature.as_ref()))
+        let token = self.sign(TokenType::Ticket, ticket.encode_to_vec());
+        format!(
+            "{}.{}.{}",
+            base64url(token.key_id.as_bytes()),
+            base64url(&token.body),
+            base64url(&token.signature)
+        )
     }
 
     /// Opens a resume ticket sealed by [`Self::seal_ticket`], if it is genuine and unexpired.
     pub fn open_ticket(&self, text: &str, now_unix_ms: u64) -> Result<ResumeTicket, GrantError> {
-        let (body, signature) = text.split_once('.').ok_or(GrantError::BadSignature)?;
-        let body = unbase64url(body).ok_or(GrantError::BadSignature)?;
-        let signature = unbase64url(signature).ok_or(GrantError::BadSignature)?;
-        hmac::verify(&self.0, &body, &signature).map_err(|_| GrantError::BadSignature)?;
-        let ticket = ResumeTicket::decode(body.as_slice()).map_err(|_| GrantError::BadSignature)?;
+        let mut parts = text.split('.');
+        let (Some(key_id), Some(body), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(GrantError::BadSignature);
+        };
+        let decode = |part: &str| unbase64url(part).ok_or(GrantError::BadSignature);
+        let token = SignedToken {
+            key_id: String::from_utf8(decode(key_id)?).map_err(|_| GrantError::BadSignature)?,
+            body: decode(body)?,
+            signature: decode(signature)?,
+        };
+        let body = self.check(TokenType::Ticket, &token)?;
+        let ticket = ResumeTicket::decode(body).map_err(|_| GrantError::BadSignature)?;
         if ticket.expires_at_unix_ms < now_unix_ms {
             return Err(GrantError::Expired);
         }
         Ok(ticket)
-    }
-
-    /// Checks `signature` over `grant` and that the grant has not expired at `now_unix_ms`.
-    pub fn verify(
-        &self,
-        grant: &Grant,
-        signature: &[u8],
-        now_unix_ms: u64,
-    ) -> Result<(), GrantError> {
-        hmac::verify(&self.0, &grant.encode_to_vec(), signature)
-            .map_err(|_| GrantError::BadSignature)?;
-        if grant.expires_at_unix_ms < now_unix_ms {
-            return Err(GrantError::Expired);
-        }
-        Ok(())
     }
 }
 
@@ -121,39 +262,111 @@ fn unbase64url(text: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_grant_verifies_only_unchanged_and_in_time() {
-        let key = GrantKey::new(b"0123456789abcdef0123456789abcdef");
-        let grant = Grant {
+    fn keyring(secret: &[u8]) -> Keyring {
+        Keyring::from_secret(secret)
+    }
+
+    fn grant() -> Grant {
+        Grant {
             participant_id: "p1".into(),
             can_publish: true,
             expires_at_unix_ms: 2_000,
+            node_id: "node-a".into(),
             ..Default::default()
-        };
-        let signature = key.sign(&grant);
-        assert_eq!(key.verify(&grant, &signature, 1_000), Ok(()));
+        }
+    }
+
+    #[test]
+    fn a_grant_opens_only_unchanged_in_time_and_on_its_node() {
+        let keys = keyring(b"0123456789abcdef0123456789abcdef");
+        let token = keys.sign_grant(&grant());
+        assert_eq!(keys.open_grant(&token, "node-a", 1_000), Ok(grant()));
         assert_eq!(
-            key.verify(&grant, &signature, 3_000),
+            keys.open_grant(&token, "node-a", 3_000),
             Err(GrantError::Expired)
         );
-        let forged = Grant {
-            can_subscribe: true,
-            ..grant.clone()
-        };
         assert_eq!(
-            key.verify(&forged, &signature, 1_000),
+            keys.open_grant(&token, "node-b", 1_000),
+            Err(GrantError::WrongAudience)
+        );
+        let mut forged = token.clone();
+        forged.body = Grant {
+            can_subscribe: true,
+            ..grant()
+        }
+        .encode_to_vec();
+        assert_eq!(
+            keys.open_grant(&forged, "node-a", 1_000),
             Err(GrantError::BadSignature)
         );
-        let other = GrantKey::new(b"another key another key another!");
+        let other = keyring(b"another key another key another!");
         assert_eq!(
-            other.verify(&grant, &signature, 1_000),
+            other.open_grant(&token, "node-a", 1_000),
+            Err(GrantError::UnknownKey(keys.signing_id().to_owned()))
+        );
+    }
+
+    #[test]
+    fn the_signature_covers_the_bytes_received_with_fields_the_checker_does_not_know() {
+        let keys = keyring(b"0123456789abcdef0123456789abcdef");
+        let mut token = keys.sign_grant(&grant());
+        // A field number this version does not know (a newer control plane's), appended and
+        // signed: the grant still opens, though re-encoding it would drop the field.
+        token.body.extend_from_slice(&[0xa8, 0x06, 0x01]);
+        let input = Keyring::mac_input(TokenType::Grant, &token.key_id, &token.body);
+        token.signature = hmac::sign(&keys.signing.key, &input).as_ref().to_vec();
+        assert_eq!(keys.open_grant(&token, "node-a", 1_000), Ok(grant()));
+    }
+
+    #[test]
+    fn a_ticket_does_not_pass_as_a_grant() {
+        let keys = keyring(b"0123456789abcdef0123456789abcdef");
+        let ticket = ResumeTicket {
+            session_id: "s1".into(),
+            expires_at_unix_ms: 5_000,
+            ..Default::default()
+        };
+        let sealed = keys.seal_ticket(&ticket);
+        let parts: Vec<Vec<u8>> = sealed.split('.').map(|p| unbase64url(p).unwrap()).collect();
+        let token = SignedToken {
+            key_id: String::from_utf8(parts[0].clone()).unwrap(),
+            body: parts[1].clone(),
+            signature: parts[2].clone(),
+        };
+        assert_eq!(
+            keys.open_grant(&token, "", 1_000),
             Err(GrantError::BadSignature)
         );
     }
 
     #[test]
+    fn while_a_key_is_rotated_in_both_are_accepted() {
+        let old = TokenKey::new(b"the old key, the old key, the old");
+        let new = TokenKey::new(b"the new key, the new key, the new");
+        assert_ne!(old.id(), new.id());
+        let before = Keyring::new(old.clone());
+        let checker = Keyring::new(old.clone()).accepting(new.clone());
+        let after = Keyring::new(new.clone());
+        for signer in [&before, &after] {
+            let token = signer.sign_grant(&grant());
+            assert_eq!(checker.open_grant(&token, "node-a", 1_000), Ok(grant()));
+        }
+        let token = after.sign_grant(&grant());
+        assert!(before.open_grant(&token, "node-a", 1_000).is_err());
+    }
+
+    #[test]
+    fn secrets_as_text_sign_with_the_first_and_accept_all() {
+        let ring = Keyring::from_secrets(" new secret , old secret ,").unwrap();
+        assert_eq!(ring.signing_id(), TokenKey::new(b"new secret").id());
+        let old = Keyring::from_secret(b"old secret").sign_grant(&grant());
+        assert_eq!(ring.open_grant(&old, "node-a", 1_000), Ok(grant()));
+        assert!(Keyring::from_secrets(" , ").is_none());
+    }
+
+    #[test]
     fn tickets_round_trip_and_refuse_tampering() {
-        let key = GrantKey::new(b"0123456789abcdef0123456789abcdef");
+        let keys = keyring(b"0123456789abcdef0123456789abcdef");
         for name in ["", "A", "Ab", "Abc", "Anna Müller"] {
             let ticket = ResumeTicket {
                 session_id: "s1".into(),
@@ -161,19 +374,20 @@ mod tests {
                 expires_at_unix_ms: 5_000,
                 ..Default::default()
             };
-            let sealed = key.seal_ticket(&ticket);
-            assert_eq!(key.open_ticket(&sealed, 1_000), Ok(ticket.clone()));
-            assert_eq!(key.open_ticket(&sealed, 9_000), Err(GrantError::Expired));
-            let mut tampered = sealed.clone().into_bytes();
+            let sealed = keys.seal_ticket(&ticket);
+            assert_eq!(keys.open_ticket(&sealed, 1_000), Ok(ticket.clone()));
+            assert_eq!(keys.open_ticket(&sealed, 9_000), Err(GrantError::Expired));
+            let (key_id, rest) = sealed.split_once('.').unwrap();
+            let mut tampered = rest.to_owned().into_bytes();
             tampered[0] = if tampered[0] == b'A' { b'B' } else { b'A' };
-            let tampered = String::from_utf8(tampered).unwrap();
+            let tampered = format!("{key_id}.{}", String::from_utf8(tampered).unwrap());
             assert_eq!(
-                key.open_ticket(&tampered, 1_000),
+                keys.open_ticket(&tampered, 1_000),
                 Err(GrantError::BadSignature)
             );
         }
-        for garbage in ["", ".", "no-dot", "!!!.???", "A.B"] {
-            assert!(key.open_ticket(garbage, 0).is_err());
+        for garbage in ["", ".", "..", "no-dot", "!!!.???.!!!", "A.B.C", "a.b.c.d"] {
+            assert!(keys.open_ticket(garbage, 0).is_err(), "{garbage}");
         }
     }
 }

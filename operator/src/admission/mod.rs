@@ -63,11 +63,11 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
-use treffpunkt_proto::grant::GrantKey;
+use treffpunkt_proto::grant::Keyring;
 use treffpunkt_proto::{random, v1};
 
 pub use refusal::{Refusal, RefusalCode};
-pub use tickets::{GRANT_LIFETIME, TICKET_LIFETIME};
+pub use tickets::{GRANT_LIFETIME, TICKET_LIFETIME, TICKET_REFRESH};
 pub use unjoined::UNJOINED_ROOM_TTL;
 
 use crate::domain::{self, DisplayName, DomainError, NodeId, Room, RoomKey, Tenant};
@@ -117,13 +117,22 @@ pub struct Admitted {
     pub moved: bool,
 }
 
+/// The keyrings that admission signs with.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    /// For grants, shared with the media nodes.
+    pub grants: Keyring,
+    /// For resume tickets, the control plane's alone: a media node cannot make tickets.
+    pub tickets: Keyring,
+}
+
 /// The join use case: checks, placement and sessions over a store of tenants and rooms and the
 /// fleet of media nodes.
 #[derive(Debug)]
 pub struct Admission<S> {
     store: Arc<S>,
     fleet: Arc<Fleet>,
-    grant_key: GrantKey,
+    keys: Keys,
     /// The ad-hoc rooms this replica created within the last `unjoined_ttl`.
     unjoined: unjoined::UnjoinedRooms,
     unjoined_ttl: Duration,
@@ -131,13 +140,13 @@ pub struct Admission<S> {
 
 impl<S: Store> Admission<S> {
     /// Admission over `store`, placing rooms on the nodes of `fleet` and signing grants and
-    /// tickets with `grant_key`. New ad-hoc rooms that nobody is in after
-    /// [`UNJOINED_ROOM_TTL`] are removed then.
-    pub fn new(store: Arc<S>, fleet: Arc<Fleet>, grant_key: GrantKey) -> Self {
+    /// tickets with `keys`. New ad-hoc rooms that nobody is in after [`UNJOINED_ROOM_TTL`] are
+    /// removed then.
+    pub fn new(store: Arc<S>, fleet: Arc<Fleet>, keys: Keys) -> Self {
         Self {
             store,
             fleet,
-            grant_key,
+            keys,
             unjoined: unjoined::UnjoinedRooms::default(),
             unjoined_ttl: UNJOINED_ROOM_TTL,
         }
@@ -201,7 +210,7 @@ impl<S: Store> Admission<S> {
     /// Picks up the session that `ticket` names in `room`, through this replica; when its node
     /// is gone, the participant gets a new session on another node.
     pub async fn resume(&self, room: &RoomKey, ticket: &str) -> Result<Admitted, Refusal> {
-        let ticket = tickets::open(&self.grant_key, ticket, room)?;
+        let ticket = tickets::open(&self.keys.tickets, ticket, room)?;
         let name = DisplayName::new(&ticket.display_name)?;
         let tenant = self.tenant(room).await?;
         if tenant.suspended {
@@ -227,7 +236,7 @@ impl<S: Store> Admission<S> {
             Ok(events) => {
                 info!(%room, %node, "session resumed");
                 let ticket_text =
-                    tickets::seal(&self.grant_key, room, &member, &node, &ticket.session_id);
+                    tickets::seal(&self.keys.tickets, room, &member, &node, &ticket.session_id);
                 let attachment = Attachment {
                     node,
                     session_id: ticket.session_id,
@@ -250,6 +259,17 @@ impl<S: Store> Admission<S> {
                 })
             }
         }
+    }
+
+    /// A fresh resume ticket for `member`'s session `attachment` in `room`.
+    pub fn fresh_ticket(&self, room: &RoomKey, member: &Member, attachment: &Attachment) -> String {
+        tickets::seal(
+            &self.keys.tickets,
+            room,
+            member,
+            &attachment.node,
+            &attachment.session_id,
+        )
     }
 
     /// Moves `member`'s session `from` its node (gone or draining) to the room's node now,
@@ -325,7 +345,7 @@ impl<S: Store> Admission<S> {
         let key = room.key.clone();
         let node = self.place(tenant, room).await?;
         let session_id = random::hex(SESSION_ID_BYTES);
-        let open = tickets::open_session(&self.grant_key, &key, member, &session_id);
+        let open = tickets::open_session(&self.keys.grants, &node, &key, member, &session_id);
         let events = self
             .fleet
             .open_session(&node, key.clone(), open)
@@ -337,7 +357,7 @@ impl<S: Store> Admission<S> {
                     "the media node is unavailable, try again",
                 )
             })?;
-        let ticket = tickets::seal(&self.grant_key, &key, member, &node, &session_id);
+        let ticket = tickets::seal(&self.keys.tickets, &key, member, &node, &session_id);
         Ok(Attachment {
             node,
             session_id,

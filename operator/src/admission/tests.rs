@@ -13,6 +13,14 @@ use crate::domain::{RoomLifetime, RoomName, TenantName};
 use crate::store::MemoryStore;
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+const TICKET_SECRET: &[u8] = b"tickets tickets tickets tickets!";
+
+fn keys() -> Keys {
+    Keys {
+        grants: Keyring::from_secret(SECRET),
+        tickets: Keyring::from_secret(TICKET_SECRET),
+    }
+}
 
 /// A control plane with attached nodes; each node's commands wait in `nodes`.
 struct Platform {
@@ -27,7 +35,7 @@ impl Platform {
         let store = Arc::new(store);
         let fleet = Arc::new(Fleet::default());
         Self {
-            admission: Admission::new(store.clone(), fleet.clone(), GrantKey::new(SECRET)),
+            admission: Admission::new(store.clone(), fleet.clone(), keys()),
             store,
             fleet,
             nodes: HashMap::new(),
@@ -140,13 +148,23 @@ async fn a_join_opens_a_session_with_a_signed_grant_on_the_room_s_node() {
     assert_eq!(platform.stored("chor").await.unwrap().node, Some(node("a")));
     let [open] = platform.opened("a").try_into().expect("one session opened");
     assert_eq!(open.session_id, admitted.attachment.session_id);
-    let grant = open.grant.expect("a grant");
-    let grant_key = GrantKey::new(SECRET);
-    assert_eq!(grant_key.verify(&grant, &open.grant_signature, 0), Ok(()));
+    let token = open.grant.expect("a grant");
+    let grant = keys()
+        .grants
+        .open_grant(&token, "a", 0)
+        .expect("a grant for node a");
     assert_eq!(grant.participant_id, admitted.member.participant_id);
     assert_eq!(grant.display_name, "Anna");
     assert_eq!(grant.room.unwrap().to_string(), "public/chor");
-    let ticket = grant_key
+    assert!(
+        keys()
+            .grants
+            .open_ticket(&admitted.attachment.ticket, 0)
+            .is_err(),
+        "the ticket is not signed with the key the nodes hold"
+    );
+    let ticket = keys()
+        .tickets
         .open_ticket(&admitted.attachment.ticket, 0)
         .unwrap();
     assert_eq!(ticket.session_id, admitted.attachment.session_id);
@@ -405,7 +423,7 @@ async fn a_ticket_whose_node_is_gone_gets_a_new_session_elsewhere() {
         video_last_n: 16,
     };
     let ticket = tickets::seal(
-        &GrantKey::new(SECRET),
+        &keys().tickets,
         &key("chor"),
         &member,
         &node("gone"),
@@ -453,10 +471,11 @@ async fn a_moved_session_is_closed_on_its_node_and_opened_on_the_room_s_node() {
         [ControlKind::CloseSession(close)] if close.session_id == joined.attachment.session_id
     ));
     let [open] = platform.opened("b").try_into().expect("one session opened");
-    assert_eq!(
-        open.grant.unwrap().participant_id,
-        joined.member.participant_id
-    );
+    let grant = keys()
+        .grants
+        .open_grant(&open.grant.unwrap(), "b", 0)
+        .expect("a grant for node b");
+    assert_eq!(grant.participant_id, joined.member.participant_id);
 }
 
 /// Joins `name` as `who` and expects the refusal `expected`; the room must not exist after.

@@ -1,13 +1,14 @@
 //! The signed papers of a session: the grant that admits a participant at its node, and the
 //! resume ticket with which the client picks its session up again after its socket dropped.
 //!
-//! Both are signed with the platform's [`GrantKey`]; the node checks the grant, the gateway
-//! (any replica) checks the ticket. Both expire: a grant soon, since the node receives it at
-//! once; a ticket after a long meeting.
+//! The grant is signed with the keyring shared with the media nodes and names the one node that
+//! may admit it; the ticket with the control plane's own keyring, and any replica's gateway
+//! checks it. Both expire: a grant soon, since the node receives it at once; a ticket minutes
+//! after the client's socket dropped (it gets fresh ones while the socket is up).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use treffpunkt_proto::grant::GrantKey;
+use treffpunkt_proto::grant::Keyring;
 use treffpunkt_proto::v1;
 
 use super::{Member, Refusal, RefusalCode};
@@ -16,8 +17,12 @@ use crate::domain::{NodeId, RoomKey};
 /// How long a grant for a node stays valid: long enough for the node to receive it, short
 /// enough that a leaked one is useless.
 pub const GRANT_LIFETIME: Duration = Duration::from_secs(60);
-/// How long a resume ticket stays valid: longer than any meeting.
-pub const TICKET_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// How long a resume ticket stays valid. While the client's socket is up it gets a fresh one
+/// every [`TICKET_REFRESH`], so a ticket is good for a few minutes after the socket dropped
+/// and then useless, wherever it was left.
+pub const TICKET_LIFETIME: Duration = Duration::from_secs(5 * 60);
+/// How often a connected client gets a fresh ticket.
+pub const TICKET_REFRESH: Duration = Duration::from_secs(60);
 
 fn unix_ms(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
@@ -31,9 +36,11 @@ fn room_ref(room: &RoomKey) -> v1::RoomRef {
     }
 }
 
-/// The command that opens session `session_id` for `member` in `room`, with its signed grant.
+/// The command that opens session `session_id` for `member` in `room` on `node`, with its
+/// signed grant.
 pub(super) fn open_session(
-    key: &GrantKey,
+    key: &Keyring,
+    node: &NodeId,
     room: &RoomKey,
     member: &Member,
     session_id: &str,
@@ -47,17 +54,17 @@ pub(super) fn open_session(
         max_participants: member.max_participants,
         video_last_n: member.video_last_n,
         expires_at_unix_ms: unix_ms(SystemTime::now() + GRANT_LIFETIME),
+        node_id: node.to_string(),
     };
     v1::OpenSession {
         session_id: session_id.to_owned(),
-        grant_signature: key.sign(&grant),
-        grant: Some(grant),
+        grant: Some(key.sign_grant(&grant)),
     }
 }
 
 /// The sealed ticket that resumes session `session_id` of `member` on `node`.
 pub(super) fn seal(
-    key: &GrantKey,
+    key: &Keyring,
     room: &RoomKey,
     member: &Member,
     node: &NodeId,
@@ -75,11 +82,7 @@ pub(super) fn seal(
 }
 
 /// The ticket sealed in `text`, if it is genuine, unexpired and for `room`.
-pub(super) fn open(
-    key: &GrantKey,
-    text: &str,
-    room: &RoomKey,
-) -> Result<v1::ResumeTicket, Refusal> {
+pub(super) fn open(key: &Keyring, text: &str, room: &RoomKey) -> Result<v1::ResumeTicket, Refusal> {
     let ticket = key
         .open_ticket(text, unix_ms(SystemTime::now()))
         .map_err(|_| {

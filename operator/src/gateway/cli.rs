@@ -115,6 +115,7 @@ impl LimitArgs {
             trusted_proxies: TrustedProxies(self.trusted_proxies.clone()),
             client_address_header: self.client_address_header,
             unjoined_room_ttl: Duration::from_secs(self.unjoined_room_ttl),
+            ticket_refresh: DEFAULT_LIMITS.ticket_refresh,
         }
     }
 }

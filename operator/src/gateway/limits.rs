@@ -46,6 +46,9 @@ pub struct Limits {
     pub client_address_header: ClientAddressHeader,
     /// How long a new ad-hoc room may stay with nobody in it.
     pub unjoined_room_ttl: Duration,
+    /// How often a joined client gets a fresh resume ticket (each is valid for
+    /// [`crate::admission::TICKET_LIFETIME`]).
+    pub ticket_refresh: Duration,
 }
 
 /// The defaults: enough for a school or an office behind one address (a few dozen people)
@@ -63,6 +66,7 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     trusted_proxies: TrustedProxies(Vec::new()),
     client_address_header: ClientAddressHeader::XForwardedFor,
     unjoined_room_ttl: crate::admission::UNJOINED_ROOM_TTL,
+    ticket_refresh: crate::admission::TICKET_REFRESH,
 };
 
 impl Default for Limits {

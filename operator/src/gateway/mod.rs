@@ -49,14 +49,13 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::get;
 use tokio::net::TcpListener;
-use treffpunkt_proto::grant::GrantKey;
 
 pub use address::{ClientAddressHeader, IpNet, IpNetError, TrustedProxies};
 pub use cli::LimitArgs;
 pub use limits::{DEFAULT_LIMITS, Limits, codes};
 pub use server::{MAX_HEAD_BYTES, serve};
 
-use crate::admission::Admission;
+use crate::admission::{Admission, Keys};
 use crate::fleet::Fleet;
 use crate::store::Store;
 
@@ -76,11 +75,11 @@ pub struct Gateway<S> {
 }
 
 impl<S: Store> Gateway<S> {
-    /// A gateway over `store` that places rooms on the nodes of `fleet`, signs grants with
-    /// `grant_key`, and holds clients to `limits`.
-    pub fn new(store: Arc<S>, fleet: Arc<Fleet>, grant_key: GrantKey, limits: Limits) -> Self {
+    /// A gateway over `store` that places rooms on the nodes of `fleet`, signs grants and
+    /// tickets with `keys`, and holds clients to `limits`.
+    pub fn new(store: Arc<S>, fleet: Arc<Fleet>, keys: Keys, limits: Limits) -> Self {
         Self {
-            admission: Admission::new(store, fleet.clone(), grant_key)
+            admission: Admission::new(store, fleet.clone(), keys)
                 .with_unjoined_ttl(limits.unjoined_room_ttl),
             fleet,
             websockets: limits::Tally::new(

@@ -378,8 +378,17 @@ impl<S: Store> Session<S> {
             }
         }
         let mut moves: Vec<Instant> = Vec::new();
+        let mut refresh = tokio::time::interval(gateway.limits.ticket_refresh);
+        refresh.tick().await;
         let ending = loop {
             let must_move = tokio::select! {
+                _ = refresh.tick() => {
+                    let ticket = gateway.admission.fresh_ticket(&self.key, &member, &attachment);
+                    if !self.send(&ServerMessage::Session { ticket }).await {
+                        break Ending::Detach;
+                    }
+                    false
+                }
                 inbound = self.receive() => match inbound {
                     Inbound::Gone => break Ending::Detach,
                     Inbound::Refused => false,
