@@ -43,6 +43,8 @@ const HELD_PER_SESSION: usize = 64;
 pub struct Identity {
     /// Unique in the fleet.
     pub node_id: String,
+    /// New with every start of the node.
+    pub instance_id: String,
     /// The MediaPool; empty in standalone mode.
     pub pool: String,
     /// Participants the node accepts.
@@ -374,6 +376,7 @@ async fn attach_once(address: &str, context: &LinkContext) -> Result<()> {
         media_addresses: identity.media_addresses.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         hosted_rooms,
+        instance_id: identity.instance_id.clone(),
     };
     outbound
         .send(v1::NodeMessage::new(NodeKind::Register(register)))
@@ -456,14 +459,15 @@ async fn command_for(
         }
         Some(ControlKind::ResumeSession(resume)) => {
             {
+                // Bound even when the node no longer has the session: its answer (that the
+                // session ended) goes to the replica that asked, and unbinds it.
                 let mut links = lock(&context.links);
-                if links.sessions.contains_key(&resume.session_id) {
-                    links.bind(&resume.session_id, address, None);
-                    links.flush(address);
-                }
+                links.bind(&resume.session_id, address, None);
+                links.flush(address);
             }
             Command::Resume {
                 session_id: resume.session_id,
+                node_instance: resume.node_instance,
             }
         }
         Some(ControlKind::CloseSession(close)) => Command::Close {

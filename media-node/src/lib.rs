@@ -114,8 +114,10 @@ impl MediaNode {
     /// Attaches to the control plane and forwards media until the node has drained.
     pub async fn run(self) -> Result<()> {
         let announced = self.socket.announced();
+        let node = Node::new(Instant::now(), announced, self.config.max_participants);
         let identity = control::Identity {
             node_id: self.config.node_id.clone(),
+            instance_id: node.instance().to_owned(),
             pool: self.config.pool.clone(),
             max_participants: self.config.max_participants,
             media_addresses: vec![v1::MediaAddress {
@@ -127,7 +129,6 @@ impl MediaNode {
         let (commands, command_queue) = (self.commands, self.command_queue);
         let (events, event_queue) = mpsc::channel(udp::EVENT_QUEUE);
         let status = status::NodeStatus::default();
-        let node = Node::new(Instant::now(), announced, self.config.max_participants);
         let health = self.config.health_listen.map(|address| {
             let (status, node_id) = (status.clone(), self.config.node_id.clone());
             let handle = NodeHandle(commands.clone());

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use futures::SinkExt;
 use serde_json::json;
 use support::sockets::{Signalling, next_reply};
+use support::wait_until;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -484,5 +485,64 @@ async fn a_joined_client_gets_fresh_tickets_and_the_newest_resumes_its_session()
     socket.send(Message::Text(resume.into())).await.unwrap();
     let welcome = next_reply(&mut socket).await.expect("an answer");
     assert_eq!(welcome["type"], "welcome", "{welcome}");
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_replayed_after_leaving_opens_nothing() {
+    use futures::StreamExt;
+    let server = start(Limits::default()).await;
+    let mut socket = connect(&server, "vorbei").await;
+    let join = json!({"type": "join", "name": "Anna"}).to_string();
+    socket.send(Message::Text(join.into())).await.unwrap();
+    let (mut ticket, mut welcomed) = (None, false);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ticket.is_none() || !welcomed {
+        let Ok(Some(Ok(Message::Text(text)))) =
+            tokio::time::timeout_at(deadline.into(), socket.next()).await
+        else {
+            panic!("a ticket and a welcome come with the join");
+        };
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if value["type"] == "session" {
+            ticket = value["ticket"].as_str().map(str::to_owned);
+        }
+        welcomed |= value["type"] == "welcome";
+    }
+    let room = room_key("public", "vorbei");
+    let fleet = server.fleet.clone();
+    let counted = wait_until(Duration::from_secs(5), || {
+        fleet.room_participants(&room) == 1
+    })
+    .await;
+    assert!(counted, "the node counts Anna");
+    let leave = json!({"type": "leave"}).to_string();
+    socket.send(Message::Text(leave.into())).await.unwrap();
+    assert!(closed(&mut socket).await, "leaving closes the socket");
+    let left = wait_until(Duration::from_secs(5), || {
+        fleet.room_participants(&room) == 0
+    })
+    .await;
+    assert!(left, "the node has let Anna go");
+
+    // Three replays at once, as someone who kept the ticket would try.
+    let mut replays = Vec::new();
+    for _ in 0..3 {
+        let mut socket = connect(&server, "vorbei").await;
+        let resume = json!({"type": "resume", "ticket": ticket}).to_string();
+        socket.send(Message::Text(resume.into())).await.unwrap();
+        replays.push(socket);
+    }
+    // Each is closed: the node refuses the session it ended, and a replay whose claim the
+    // next one took over before the node answered is told so.
+    for mut socket in replays {
+        let reply = next_reply(&mut socket).await.expect("an answer");
+        assert_eq!(reply["type"], "closed", "{reply}");
+        let reason = reply["reason"].as_str().unwrap_or_default();
+        assert!(["refused", "replaced"].contains(&reason), "{reply}");
+    }
+    // The node reports who is in its rooms every second: two reports later, nobody is.
+    tokio::time::sleep(2 * treffpunkt_operator::fleet::attach::LOAD_REPORT_INTERVAL).await;
+    assert_eq!(fleet.room_participants(&room), 0, "nobody is in the room");
     server.stop();
 }

@@ -187,6 +187,15 @@ impl Core {
             .map_or(&[], |room| room.members.as_slice())
     }
 
+    /// The participant of `room` with the id `participant_id`, if there is one.
+    pub fn participant_in(&self, room: &str, participant_id: &str) -> Option<PeerId> {
+        self.room_members(room).iter().copied().find(|peer| {
+            self.participants
+                .get(peer)
+                .is_some_and(|p| p.info.participant_id == participant_id)
+        })
+    }
+
     /// The dominant speaker of `room`, as last announced.
     pub fn dominant_speaker(&self, room: &str) -> Option<PeerId> {
         self.rooms.get(room)?.speakers.dominant()

@@ -41,7 +41,10 @@ impl Node {
                     self.close_session(now, peer, LeaveReason::Left, None, detail);
                 }
             }
-            Command::Resume { session_id } => self.resume(&session_id),
+            Command::Resume {
+                session_id,
+                node_instance,
+            } => self.resume(&session_id, &node_instance),
             Command::Drain {
                 move_sessions,
                 grace,
@@ -57,12 +60,23 @@ impl Node {
 
     /// Tells a resumed session's client where it stands: the roster, and the node's offer if
     /// one is waiting for an answer.
-    fn resume(&mut self, session_id: &str) {
+    fn resume(&mut self, session_id: &str, node_instance: &str) {
         let Some(peer) = self.by_session_id.get(session_id).copied() else {
+            // This very node ended the session (the participant left, or it was replaced): a
+            // ticket for it opens nothing. An earlier process lost it: the control plane
+            // opens a new one.
+            let (reason, detail) = if node_instance == self.instance {
+                (v1::CloseReason::Refused, "the session has ended")
+            } else {
+                (
+                    v1::CloseReason::ConnectionLost,
+                    "no such session on this node",
+                )
+            };
             self.event(Event::Closed {
                 session_id: session_id.to_owned(),
-                reason: v1::CloseReason::ConnectionLost,
-                detail: "no such session on this node".to_owned(),
+                reason,
+                detail: detail.to_owned(),
             });
             return;
         };
@@ -123,6 +137,16 @@ impl Node {
         if self.sessions.len() >= self.max_participants as usize {
             let message = "this media node is full";
             return self.refuse(&admission.session_id, "platform-full", message);
+        }
+        // One session per participant in a room: a newer one (another tab, a resumed session,
+        // a replayed ticket) ends the older, so that nobody is in a room twice.
+        if let Some(older) = self
+            .core
+            .participant_in(&admission.room, &admission.participant_id)
+        {
+            let reason = Some(v1::CloseReason::Replaced);
+            let detail = "the participant joined the room again";
+            self.close_session(now, older, LeaveReason::Left, reason, detail);
         }
         self.next_peer += 1;
         let id = PeerId(self.next_peer);

@@ -99,6 +99,8 @@ pub enum Command {
     Resume {
         /// Whose.
         session_id: String,
+        /// The node instance the client's ticket names.
+        node_instance: String,
     },
     /// Take no new sessions; finish once the rooms are empty or `grace` has passed.
     Drain {
@@ -190,9 +192,16 @@ pub struct Node {
     /// Set while draining: when the remaining sessions are closed.
     drain_deadline: Option<Instant>,
     finished: bool,
+    /// New with every node: tells a session this node ended from one an earlier process lost.
+    instance: String,
 }
 
 impl Node {
+    /// This node's instance id, new with every node.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
     /// A node whose media port is announced as `announced` and that admits at most
     /// `max_participants`.
     pub fn new(now: Instant, announced: SocketAddr, max_participants: u32) -> Self {
@@ -218,6 +227,7 @@ impl Node {
             next_housekeeping: now,
             drain_deadline: None,
             finished: false,
+            instance: treffpunkt_proto::random::hex(8),
         }
     }
 

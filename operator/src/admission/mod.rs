@@ -230,13 +230,17 @@ impl<S: Store> Admission<S> {
         let node = NodeId(ticket.node_id.clone());
         match self
             .fleet
-            .resume_session(&node, room.clone(), &ticket.session_id)
+            .resume_session(
+                &node,
+                room.clone(),
+                &ticket.session_id,
+                &ticket.node_instance,
+            )
             .await
         {
             Ok(events) => {
                 info!(%room, %node, "session resumed");
-                let ticket_text =
-                    tickets::seal(&self.keys.tickets, room, &member, &node, &ticket.session_id);
+                let ticket_text = self.seal(room, &member, &node, &ticket.session_id);
                 let attachment = Attachment {
                     node,
                     session_id: ticket.session_id,
@@ -263,13 +267,14 @@ impl<S: Store> Admission<S> {
 
     /// A fresh resume ticket for `member`'s session `attachment` in `room`.
     pub fn fresh_ticket(&self, room: &RoomKey, member: &Member, attachment: &Attachment) -> String {
-        tickets::seal(
-            &self.keys.tickets,
-            room,
-            member,
-            &attachment.node,
-            &attachment.session_id,
-        )
+        self.seal(room, member, &attachment.node, &attachment.session_id)
+    }
+
+    /// The ticket for session `session_id` of `member` on `node`, as the node is now.
+    fn seal(&self, room: &RoomKey, member: &Member, node: &NodeId, session_id: &str) -> String {
+        let instance = self.fleet.instance_of(node).unwrap_or_default();
+        let key = &self.keys.tickets;
+        tickets::seal(key, room, member, (node, &instance), session_id)
     }
 
     /// Moves `member`'s session `from` its node (gone or draining) to the room's node now,
@@ -357,7 +362,7 @@ impl<S: Store> Admission<S> {
                     "the media node is unavailable, try again",
                 )
             })?;
-        let ticket = tickets::seal(&self.keys.tickets, &key, member, &node, &session_id);
+        let ticket = self.seal(&key, member, &node, &session_id);
         Ok(Attachment {
             node,
             session_id,

@@ -56,6 +56,7 @@ impl Platform {
             capacity: Some(v1::Capacity {
                 max_participants: 10,
             }),
+            instance_id: format!("{id}-first"),
             ..v1::Register::default()
         };
         self.fleet
@@ -382,11 +383,14 @@ async fn a_ticket_resumes_its_session_on_its_node() {
     assert_eq!(resumed.member, joined.member);
     assert_eq!(resumed.attachment.session_id, joined.attachment.session_id);
     assert_eq!(resumed.attachment.node, node("a"));
-    assert!(matches!(
-        platform.commands("a").as_slice(),
-        [ControlKind::ResumeSession(v1::ResumeSession { session_id })]
-            if *session_id == joined.attachment.session_id
-    ));
+    assert!(
+        matches!(
+            platform.commands("a").as_slice(),
+            [ControlKind::ResumeSession(v1::ResumeSession { session_id, node_instance })]
+                if *session_id == joined.attachment.session_id && node_instance == "a-first"
+        ),
+        "the node is asked for the session of the instance that held it"
+    );
 }
 
 #[tokio::test]
@@ -426,7 +430,7 @@ async fn a_ticket_whose_node_is_gone_gets_a_new_session_elsewhere() {
         &keys().tickets,
         &key("chor"),
         &member,
-        &node("gone"),
+        (&node("gone"), "gone-first"),
         "s-old",
     );
 

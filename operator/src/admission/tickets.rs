@@ -62,17 +62,19 @@ pub(super) fn open_session(
     }
 }
 
-/// The sealed ticket that resumes session `session_id` of `member` on `node`.
+/// The sealed ticket that resumes session `session_id` of `member` on instance `node_instance`
+/// of `node`.
 pub(super) fn seal(
     key: &Keyring,
     room: &RoomKey,
     member: &Member,
-    node: &NodeId,
+    (node, node_instance): (&NodeId, &str),
     session_id: &str,
 ) -> String {
     let ticket = v1::ResumeTicket {
         session_id: session_id.to_owned(),
         node_id: node.0.clone(),
+        node_instance: node_instance.to_owned(),
         room: Some(room_ref(room)),
         participant_id: member.participant_id.clone(),
         display_name: member.name.to_string(),

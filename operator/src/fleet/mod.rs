@@ -214,6 +214,14 @@ impl Fleet {
             .is_some_and(AttachedNode::takes_rooms)
     }
 
+    /// The instance of `node` attached now (new with every start of its process).
+    pub fn instance_of(&self, node: &NodeId) -> Option<String> {
+        self.lock()
+            .nodes
+            .get(node)
+            .map(|attached| attached.register.instance_id.clone())
+    }
+
     /// Participants in `room` over every attached node, as the nodes last reported.
     pub fn room_participants(&self, room: &RoomKey) -> u32 {
         self.lock()

@@ -90,9 +90,11 @@ impl Fleet {
         node: &NodeId,
         room: RoomKey,
         session_id: &str,
+        node_instance: &str,
     ) -> Result<mpsc::Receiver<ClientEvent>, ResumeError> {
         let message = v1::ControlMessage::new(ControlKind::ResumeSession(v1::ResumeSession {
             session_id: session_id.to_owned(),
+            node_instance: node_instance.to_owned(),
         }));
         let (events, to_node) = self
             .route(node, room, session_id)

@@ -104,7 +104,7 @@ async fn a_session_resumes_only_on_an_available_node() {
     let attachment = fleet.attach(register("a", &[]), tx).unwrap();
     assert!(
         fleet
-            .resume_session(&NodeId("a".into()), room(), "s1")
+            .resume_session(&NodeId("a".into()), room(), "s1", "")
             .await
             .is_ok()
     );
@@ -115,14 +115,14 @@ async fn a_session_resumes_only_on_an_available_node() {
     fleet.lose(&NodeId("a".into()), attachment);
     assert_eq!(
         fleet
-            .resume_session(&NodeId("a".into()), room(), "s2")
+            .resume_session(&NodeId("a".into()), room(), "s2", "")
             .await
             .err(),
         Some(ResumeError::NodeUnavailable)
     );
     assert_eq!(
         fleet
-            .resume_session(&NodeId("b".into()), room(), "s3")
+            .resume_session(&NodeId("b".into()), room(), "s3", "")
             .await
             .err(),
         Some(ResumeError::NodeUnavailable)

@@ -183,6 +183,9 @@ enum Ending {
     Close(v1::CloseReason),
     /// The socket dropped: the session lives on and may be resumed.
     Detach,
+    /// Another connection resumed the session (the same client on a new socket, or someone
+    /// replaying its ticket): the session is that connection's now.
+    TakenOver,
 }
 
 /// Moves of one session within [`MOVE_WINDOW`] after which the gateway gives up.
@@ -418,7 +421,10 @@ impl<S: Store> Session<S> {
                         }
                         false
                     }
-                    Some(ClientEvent::Closed(v1::CloseReason::ConnectionLost)) | Some(ClientEvent::Move) | None => true,
+                    Some(ClientEvent::Closed(v1::CloseReason::ConnectionLost)) | Some(ClientEvent::Move) => true,
+                    // The fleet holds the only sender of a session's route; a resume through
+                    // another connection replaced it.
+                    None => break Ending::TakenOver,
                     Some(ClientEvent::Closed(reason)) => {
                         self.send(&ServerMessage::Closed { reason: reason.into() }).await;
                         break Ending::Close(reason);
@@ -432,17 +438,28 @@ impl<S: Store> Session<S> {
                 }
             }
         };
+        // Whether the session's route is still this connection's: once another connection
+        // resumed the session, what this one does must not touch it.
+        let ours = !attachment.events.is_closed();
         match ending {
             Ending::Close(reason) => {
-                gateway
-                    .fleet
-                    .close_session(&attachment.session_id, reason)
-                    .await;
+                if ours {
+                    gateway
+                        .fleet
+                        .close_session(&attachment.session_id, reason)
+                        .await;
+                }
                 let _ = self.socket.send(Message::Close(None)).await;
             }
             // The session lives on at its node; the client may resume it through any replica
             // with its ticket. If it never does, the node ends it when its media times out.
-            Ending::Detach => gateway.fleet.forget_session(&attachment.session_id),
+            Ending::Detach if ours => gateway.fleet.forget_session(&attachment.session_id),
+            Ending::Detach => {}
+            Ending::TakenOver => {
+                let reason = v1::CloseReason::Replaced.into();
+                self.send(&ServerMessage::Closed { reason }).await;
+                let _ = self.socket.send(Message::Close(None)).await;
+            }
         }
     }
 

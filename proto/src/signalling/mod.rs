@@ -163,6 +163,8 @@ pub enum CloseReason {
     ProtocolError,
     /// `room-closed`: the room was closed (deleted, or its tenant suspended).
     RoomClosed,
+    /// `replaced`: the participant joined again elsewhere, which ended this session.
+    Replaced,
 }
 
 impl CloseReason {
@@ -174,6 +176,7 @@ impl CloseReason {
             Self::Refused => "refused",
             Self::ProtocolError => "protocol-error",
             Self::RoomClosed => "room-closed",
+            Self::Replaced => "replaced",
         }
     }
 }

@@ -149,6 +149,7 @@ impl From<v1::CloseReason> for CloseReason {
             v1::CloseReason::Refused => Self::Refused,
             v1::CloseReason::ProtocolError => Self::ProtocolError,
             v1::CloseReason::RoomClosed => Self::RoomClosed,
+            v1::CloseReason::Replaced => Self::Replaced,
         }
     }
 }

@@ -325,6 +325,7 @@ fn the_codes_of_close_reasons_are_their_wire_form() {
         CloseReason::Refused,
         CloseReason::ProtocolError,
         CloseReason::RoomClosed,
+        CloseReason::Replaced,
     ] {
         assert_eq!(
             serde_json::to_string(&reason).unwrap(),

@@ -7,6 +7,7 @@ use treffpunkt_proto::v1::{self, signal::Kind};
 
 use super::peer::{Arrival, Publish};
 use super::{Direction, Net, rtp_header};
+use crate::node::Command;
 
 /// Whether participant `index` has received at least `audio` audio and `video` video packets
 /// from `from`.
@@ -206,4 +207,65 @@ fn a_participant_who_vanishes_is_closed_and_the_others_are_told() {
     let before = net.peers[anna].from("p-ben", Audio).len();
     net.run_for(Duration::from_secs(1));
     assert_eq!(net.peers[anna].from("p-ben", Audio).len(), before);
+}
+
+#[test]
+fn a_participant_who_joins_again_ends_the_older_session() {
+    let mut net = Net::new(10);
+    let first = net.join("anna", Publish::Plain);
+    let ben = net.join("ben", Publish::Plain);
+    let flowing = net.run_until(Duration::from_secs(6), |net| {
+        has_media(net, ben, "p-anna", 10, 10)
+    });
+    assert!(flowing, "Ben receives Anna's first session");
+    // Anna again, in another tab or with a replayed ticket: the same participant id.
+    let second = net.join_as("anna-again", "p-anna", Publish::Plain);
+    let before = net.peers[ben].from("p-anna", Video).len();
+    let replaced = net.run_until(Duration::from_secs(6), |net| {
+        net.peers[ben].from("p-anna", Video).len() >= before + 30
+    });
+    assert!(replaced, "Ben receives Anna's second session");
+    assert_eq!(
+        net.closed,
+        vec![(
+            net.peers[first].session_id.clone(),
+            v1::CloseReason::Replaced
+        )],
+        "only the older session ended"
+    );
+    assert_eq!(net.node.session_count(), 2, "Anna once and Ben");
+    assert!(net.peers[second].connected);
+}
+
+#[test]
+fn a_session_this_node_ended_is_not_resumed_but_one_an_earlier_node_lost_moves() {
+    let mut net = Net::new(10);
+    let anna = net.join("anna", Publish::Plain);
+    let connected = net.run_until(Duration::from_secs(5), |net| net.peers[anna].connected);
+    assert!(connected, "Anna is connected");
+    let session_id = net.peers[anna].session_id.clone();
+    let now = net.now;
+    net.node.command(
+        now,
+        Command::Close {
+            session_id: session_id.clone(),
+        },
+    );
+    let instance = net.node.instance().to_owned();
+    for node_instance in [instance, "an earlier process".to_owned()] {
+        let resume = Command::Resume {
+            session_id: session_id.clone(),
+            node_instance,
+        };
+        net.node.command(now, resume);
+        net.run_for(Duration::from_millis(10));
+    }
+    assert_eq!(
+        net.closed,
+        vec![
+            (session_id.clone(), v1::CloseReason::Refused),
+            (session_id, v1::CloseReason::ConnectionLost)
+        ],
+        "this node's own ended session is refused; a lost one is for the control plane to move"
+    );
 }

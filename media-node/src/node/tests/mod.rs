@@ -121,6 +121,12 @@ impl Net {
     /// Admits a participant called `name` to the room, as the control plane would after its
     /// join; returns its index in [`Self::peers`].
     pub fn join(&mut self, name: &str, publish: Publish) -> usize {
+        self.join_as(name, &format!("p-{name}"), publish)
+    }
+
+    /// The same, with the participant id `participant_id` (the same person's second session
+    /// when the id is taken).
+    pub fn join_as(&mut self, name: &str, participant_id: &str, publish: Publish) -> usize {
         let index = self.peers.len();
         let number = index as u8 + 1;
         let address = SocketAddr::from(([10, 0, 0, number], 5000 + u16::from(number)));
@@ -128,7 +134,7 @@ impl Net {
         let admission = Admission {
             session_id: peer.session_id.clone(),
             room: ROOM.to_owned(),
-            participant_id: format!("p-{name}"),
+            participant_id: participant_id.to_owned(),
             display_name: name.to_owned(),
             max_participants: 10,
             last_n: 0,
