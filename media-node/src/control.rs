@@ -377,6 +377,11 @@ async fn attach_once(address: &str, context: &LinkContext) -> Result<()> {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         hosted_rooms,
         instance_id: identity.instance_id.clone(),
+        proof: Some(context.grant_key.sign_attach(&v1::AttachClaim {
+            node_id: identity.node_id.clone(),
+            instance_id: identity.instance_id.clone(),
+            issued_at_unix_ms: unix_ms(),
+        })),
     };
     outbound
         .send(v1::NodeMessage::new(NodeKind::Register(register)))

@@ -286,7 +286,8 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
 
     let grpc_listener = TcpListener::bind(config.grpc).await?;
     let grpc = grpc_listener.local_addr()?;
-    tasks.push(tokio::spawn(attach::serve(fleet.clone(), grpc_listener)));
+    let attach = attach::serve(fleet.clone(), grpc_listener, keys.grants.clone());
+    tasks.push(tokio::spawn(attach));
 
     let gateway = Arc::new(Gateway::new(
         store.clone(),

@@ -122,7 +122,8 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
 
     let grpc_listener = TcpListener::bind(config.grpc).await?;
     let grpc = grpc_listener.local_addr()?;
-    let grpc_task = tokio::spawn(attach::serve(fleet.clone(), grpc_listener));
+    let attach = attach::serve(fleet.clone(), grpc_listener, grant_key.clone());
+    let grpc_task = tokio::spawn(attach);
 
     let mut tasks = vec![grpc_task];
     let mut media = None;

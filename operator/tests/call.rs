@@ -12,6 +12,7 @@ use treffpunkt_client::relay::{Loss, LossyRelay};
 use treffpunkt_client::{JoinOptions, Kind, Participant, Publish, RoomEvent, signal_url};
 use treffpunkt_operator::domain::Tenant;
 use treffpunkt_operator::standalone::{self, Standalone, StandaloneConfig};
+use treffpunkt_proto::grant::Keyring;
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -247,10 +248,24 @@ struct Registration {
     _to_control_plane: tokio::sync::mpsc::Sender<treffpunkt_proto::v1::NodeMessage>,
 }
 
-/// Registers with `node_id` on the control plane at `grpc`, as a rogue process would; the
-/// stream ends when the registration is dropped.
-async fn register_as(grpc: SocketAddr, node_id: &str) -> Registration {
+/// The grant key of the control plane in the tests that attach nodes of their own.
+const GRANT_SECRET: &[u8] = b"the grant key of the Attach tests, long enough";
+
+/// Registers with `node_id` on the control plane at `grpc`, as another process would, with a
+/// claim signed with `key` if there is one; the stream ends when the registration is dropped.
+async fn register_as(grpc: SocketAddr, node_id: &str, key: Option<&Keyring>) -> Registration {
     use treffpunkt_proto::v1::{self, control_plane_client::ControlPlaneClient, node_message};
+    let instance_id = "1".to_owned();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let proof = key.map(|key| {
+        key.sign_attach(&v1::AttachClaim {
+            node_id: node_id.to_owned(),
+            instance_id: instance_id.clone(),
+            issued_at_unix_ms: now.as_millis() as u64,
+        })
+    });
     let mut client = ControlPlaneClient::connect(format!("http://{grpc}"))
         .await
         .expect("the Attach port answers");
@@ -264,6 +279,8 @@ async fn register_as(grpc: SocketAddr, node_id: &str) -> Registration {
             ip: "127.0.0.1".into(),
             port: 9,
         }],
+        instance_id,
+        proof,
         ..v1::Register::default()
     };
     let (to_control_plane, messages) = tokio::sync::mpsc::channel(4);
@@ -283,9 +300,19 @@ async fn register_as(grpc: SocketAddr, node_id: &str) -> Registration {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rogue_registration_under_the_live_nodes_id_is_refused_and_the_call_goes_on() {
+async fn only_a_node_with_the_grant_key_attaches_and_never_under_the_live_nodes_id() {
     use tokio_stream::StreamExt;
-    let server = start(Vec::new()).await;
+    let key = Keyring::from_secret(GRANT_SECRET);
+    let server = standalone::start(StandaloneConfig {
+        http: SocketAddr::new(LOOPBACK, 0),
+        grpc: SocketAddr::new(LOOPBACK, 0),
+        udp: SocketAddr::new(LOOPBACK, 0),
+        announce_ip: LOOPBACK,
+        grant_key: Some(key.clone()),
+        ..StandaloneConfig::default()
+    })
+    .await
+    .expect("standalone mode starts");
     let url = signal_url(server.http, "public", "schutz");
     let anna = Participant::join(&url, "Anna", Some(Publish::default()))
         .await
@@ -303,15 +330,36 @@ async fn a_rogue_registration_under_the_live_nodes_id_is_refused_and_the_call_go
         "Ben receives Anna before the rogue comes"
     );
 
-    let refused = register_as(server.grpc, "standalone").await;
-    let Err(status) = refused.answer else {
-        panic!("the live node's id is refused")
-    };
-    assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status}");
+    let stranger = Keyring::from_secret(b"a key that is not the platform's, long enough");
+    for (node_id, key, expected, why) in [
+        (
+            "rogue",
+            None,
+            tonic::Code::Unauthenticated,
+            "without a proof",
+        ),
+        (
+            "rogue",
+            Some(&stranger),
+            tonic::Code::Unauthenticated,
+            "with another key",
+        ),
+        (
+            "standalone",
+            Some(&key),
+            tonic::Code::AlreadyExists,
+            "under the live node's id",
+        ),
+    ] {
+        let Err(status) = register_as(server.grpc, node_id, key).await.answer else {
+            panic!("a registration {why} is refused")
+        };
+        assert_eq!(status.code(), expected, "{why}: {status}");
+    }
 
-    // A rogue under a new id of its own may attach (without credentials, as in standalone
-    // mode) and then goes away; the live node keeps everything.
-    let mut rogue = register_as(server.grpc, "rogue").await;
+    // A node with the key under a new id attaches, then goes away; the live node keeps
+    // everything.
+    let mut rogue = register_as(server.grpc, "rogue", Some(&key)).await;
     let stream = rogue.answer.as_mut().expect("a new id attaches");
     let _ = stream.next().await;
     assert_eq!(

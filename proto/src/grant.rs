@@ -6,6 +6,8 @@
 //! checks the bytes as received and only then decodes them, so a field that the receiver does
 //! not know (a newer control plane during a rolling upgrade) breaks nothing. The type keeps a
 //! ticket from passing as a grant; a grant names its audience, the one node that may admit it.
+//! A media node proves with a signed [`AttachClaim`] that it holds the grant key when it
+//! registers.
 //!
 //! A [`Keyring`] signs with one key and accepts several, by id: to rotate, give every checker
 //! the new key as an accepted one first, then sign with it, then drop the old one. Grants and
@@ -15,7 +17,7 @@
 use prost::Message;
 use ring::{digest, hmac};
 
-use crate::v1::{Grant, ResumeTicket, SignedToken};
+use crate::v1::{AttachClaim, Grant, ResumeTicket, SignedToken};
 
 /// A key for signing and checking tokens, with its id.
 #[derive(Clone)]
@@ -58,6 +60,7 @@ impl TokenKey {
 enum TokenType {
     Grant,
     Ticket,
+    Attach,
 }
 
 impl TokenType {
@@ -65,6 +68,7 @@ impl TokenType {
         match self {
             Self::Grant => b"treffpunkt grant v1\0",
             Self::Ticket => b"treffpunkt resume ticket v1\0",
+            Self::Attach => b"treffpunkt attach claim v1\0",
         }
     }
 }
@@ -84,7 +88,13 @@ pub enum GrantError {
     /// A grant for another media node.
     #[error("the grant is for another media node")]
     WrongAudience,
+    /// An attach claim made too long ago, or in the future.
+    #[error("the claim is not from now (the clocks must agree within {} s)", ATTACH_CLAIM_WINDOW_MS / 1000)]
+    Stale,
 }
+
+/// How far an attach claim's time may be from the checker's clock.
+pub const ATTACH_CLAIM_WINDOW_MS: u64 = 5 * 60 * 1000;
 
 /// One key to sign with and the keys accepted when checking, by id.
 #[derive(Clone, Debug)]
@@ -183,6 +193,26 @@ impl Keyring {
             return Err(GrantError::Expired);
         }
         Ok(grant)
+    }
+
+    /// Signs a node's `claim` when it registers.
+    pub fn sign_attach(&self, claim: &AttachClaim) -> SignedToken {
+        self.sign(TokenType::Attach, claim.encode_to_vec())
+    }
+
+    /// The claim in `token`, if an accepted key signed it as an attach claim made within
+    /// [`ATTACH_CLAIM_WINDOW_MS`] of `now_unix_ms`.
+    pub fn open_attach(
+        &self,
+        token: &SignedToken,
+        now_unix_ms: u64,
+    ) -> Result<AttachClaim, GrantError> {
+        let body = self.check(TokenType::Attach, token)?;
+        let claim = AttachClaim::decode(body).map_err(|_| GrantError::BadSignature)?;
+        if claim.issued_at_unix_ms.abs_diff(now_unix_ms) > ATTACH_CLAIM_WINDOW_MS {
+            return Err(GrantError::Stale);
+        }
+        Ok(claim)
     }
 
     /// A resume ticket as text for the client: key id, ticket and signature, base64url, joined
@@ -337,6 +367,27 @@ mod tests {
             keys.open_grant(&token, "", 1_000),
             Err(GrantError::BadSignature)
         );
+    }
+
+    #[test]
+    fn an_attach_claim_opens_only_if_fresh_and_no_other_token_passes_as_one() {
+        let keys = keyring(b"0123456789abcdef0123456789abcdef");
+        let claim = AttachClaim {
+            node_id: "node-a".into(),
+            instance_id: "1".into(),
+            issued_at_unix_ms: 1_000_000,
+        };
+        let token = keys.sign_attach(&claim);
+        assert_eq!(keys.open_attach(&token, 1_060_000), Ok(claim.clone()));
+        let late = 1_000_000 + ATTACH_CLAIM_WINDOW_MS + 1;
+        assert_eq!(keys.open_attach(&token, late), Err(GrantError::Stale));
+        let grant = keys.sign_grant(&grant());
+        assert_eq!(
+            keys.open_attach(&grant, 1_000_000),
+            Err(GrantError::BadSignature)
+        );
+        let other = keyring(b"another key another key another!");
+        assert!(other.open_attach(&token, 1_000_000).is_err());
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The gRPC `Attach` endpoint that media nodes dial.
 //!
 //! A node's first message must be `Register`; anything else, or a registration that does not
-//! make sense, ends the stream with `InvalidArgument` and a message saying why. After that the
+//! make sense, ends the stream with `InvalidArgument` and a message saying why. The
+//! registration must carry a fresh claim to its node id signed with the grant key (see
+//! [`treffpunkt_proto::grant`]), or it is refused with `Unauthenticated`: only a process that
+//! holds the key the control plane gives its nodes becomes one. After that the
 //! stream's reader hands signals to sessions and keeps the node's load, and a writer task
 //! drains the node's outgoing queue. A registration under the id of a node whose stream is up is
 //! refused with `AlreadyExists`: the live node and its calls stay as they are. A node is
@@ -12,13 +15,14 @@
 //! [`serve`] runs the endpoint on a listener; cluster and standalone mode start it the same way.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
+use treffpunkt_proto::grant::Keyring;
 use treffpunkt_proto::v1::{
     self, control_message::Kind as ControlKind, control_plane_server::ControlPlane,
     control_plane_server::ControlPlaneServer, node_message::Kind as NodeKind,
@@ -40,12 +44,35 @@ const MAX_NODE_ID_LEN: usize = 128;
 #[derive(Debug, Clone)]
 pub struct AttachService {
     fleet: Arc<Fleet>,
+    grant_keys: Keyring,
 }
 
 impl AttachService {
-    /// A service that records attached nodes in `fleet`.
-    pub fn new(fleet: Arc<Fleet>) -> Self {
-        Self { fleet }
+    /// A service that records attached nodes in `fleet` and admits those that prove they hold
+    /// one of `grant_keys`.
+    pub fn new(fleet: Arc<Fleet>, grant_keys: Keyring) -> Self {
+        Self { fleet, grant_keys }
+    }
+
+    /// Whether `register` carries a fresh claim to its own node id and instance, signed with
+    /// an accepted grant key.
+    fn authenticate(&self, register: &v1::Register) -> Result<(), Status> {
+        let proof = register.proof.as_ref().ok_or_else(|| {
+            Status::unauthenticated("a media node must prove that it holds the grant key")
+        })?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        let claim = self
+            .grant_keys
+            .open_attach(proof, now)
+            .map_err(|error| Status::unauthenticated(format!("the node's proof: {error}")))?;
+        if claim.node_id != register.node_id || claim.instance_id != register.instance_id {
+            return Err(Status::unauthenticated(
+                "the node's proof is for another node",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -55,13 +82,16 @@ impl AttachService {
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves the `Attach` endpoint on `listener`, recording attached nodes in `fleet`, until the
-/// server fails; the failure is logged, as there is nobody else to tell.
-pub async fn serve(fleet: Arc<Fleet>, listener: TcpListener) {
+/// Serves the `Attach` endpoint on `listener`, recording attached nodes in `fleet` that prove
+/// they hold one of `grant_keys`, until the server fails; the failure is logged, as there is
+/// nobody else to tell.
+pub async fn serve(fleet: Arc<Fleet>, listener: TcpListener, grant_keys: Keyring) {
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .add_service(ControlPlaneServer::new(AttachService::new(fleet)))
+        .add_service(ControlPlaneServer::new(AttachService::new(
+            fleet, grant_keys,
+        )))
         .serve_with_incoming(TcpListenerStream::new(listener))
         .await;
     if let Err(error) = result {
@@ -125,6 +155,10 @@ impl ControlPlane for AttachService {
         };
         validate(&register)?;
         let node = NodeId(register.node_id.clone());
+        if let Err(refusal) = self.authenticate(&register) {
+            warn!(%node, reason = refusal.message(), "a registration was refused");
+            return Err(refusal);
+        }
 
         let (to_node, mut queued) = mpsc::channel::<v1::ControlMessage>(NODE_QUEUE);
         let (outbound, stream) = mpsc::channel(NODE_QUEUE);
