@@ -131,9 +131,8 @@ impl MediaNode {
         let status = status::NodeStatus::default();
         let health = self.config.health_listen.map(|address| {
             let (status, node_id) = (status.clone(), self.config.node_id.clone());
-            let handle = NodeHandle(commands.clone());
             tokio::spawn(async move {
-                if let Err(error) = health::serve(address, node_id, status, handle).await {
+                if let Err(error) = health::serve(address, node_id, status).await {
                     tracing::warn!(%error, "the health endpoint stopped");
                 }
             })

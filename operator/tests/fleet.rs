@@ -270,9 +270,13 @@ async fn a_draining_node_moves_its_calls_takes_no_new_room_and_exits_cleanly() {
     let host = fleet.placement(std::slice::from_ref(&room)).await[&room].clone();
     let node = fleet.nodes.iter_mut().find(|n| n.id == host).unwrap();
     let asked = Instant::now();
-    let (status, _) = support::http(node.health, "POST", "/drain?move=true&grace=30")
-        .await
-        .unwrap();
+    // The admin asks the control plane, which tells the node over its Attach stream; the
+    // node's own port takes no commands.
+    let (refused, _) = support::http(node.health, "POST", "/drain").await.unwrap();
+    assert_eq!(refused, 404, "the node's own port drains nothing");
+    let drain = format!("/nodes/{host}/drain?move=true&grace=30");
+    let admin = fleet.operators[0].admin;
+    let (status, _) = support::http(admin, "POST", &drain).await.unwrap();
     assert_eq!(status, 202);
 
     // The call moves: everyone receives again, over a new media connection.
@@ -314,10 +318,9 @@ async fn a_draining_node_moves_its_calls_takes_no_new_room_and_exits_cleanly() {
     let other = unique("ende");
     let mut ending = populate(&fleet, std::slice::from_ref(&other), 2).await;
     let other_host = fleet.placement(std::slice::from_ref(&other)).await[&other].clone();
-    let node = fleet.nodes.iter_mut().find(|n| n.id == other_host).unwrap();
-    support::http(node.health, "POST", "/drain?move=false&grace=2")
-        .await
-        .unwrap();
+    let drain = format!("/nodes/{other_host}/drain?move=false&grace=2");
+    let admin = fleet.operators[0].admin;
+    support::http(admin, "POST", &drain).await.unwrap();
     let closed = loop {
         match ending[0][0].next_event(Duration::from_secs(10)).await {
             Some(RoomEvent::Closed { reason }) => break Some(reason),

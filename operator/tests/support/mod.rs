@@ -468,7 +468,7 @@ pub struct NodeProcess {
     pub process: std::process::Child,
     /// The node's id.
     pub id: String,
-    /// Its own endpoint: /status, /drain.
+    /// Its own endpoint: /healthz, /readyz, /status.
     pub health: std::net::SocketAddr,
 }
 
