@@ -395,7 +395,18 @@ async fn attach_once(address: &str, context: &LinkContext) -> Result<()> {
     let mut inbound = client
         .attach(ReceiverStream::new(outbound_stream))
         .await
-        .map_err(|status| Error::Control(status.to_string()))?
+        .map_err(|status| {
+            // Not a passing failure: the node is misconfigured (another grant key, a clock
+            // far off, an id in use) and must say so where its operator looks.
+            use tonic::Code;
+            if matches!(
+                status.code(),
+                Code::Unauthenticated | Code::AlreadyExists | Code::InvalidArgument
+            ) {
+                warn!(%address, reason = status.message(), "the control plane refused the registration");
+            }
+            Error::Control(status.to_string())
+        })?
         .into_inner();
     {
         let mut links = lock(&context.links);
