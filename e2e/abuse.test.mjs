@@ -7,9 +7,9 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import path from "node:path";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
-import { decodesAndHears, eventually, inbound, join, launchBrowser, startTreffpunkt } from "./harness.mjs";
+import { decodesAndHears, eventually, inbound, join, standaloneWithBrowser } from "./harness.mjs";
 
 function loadgen() {
   if (process.env.TREFFPUNKT_LOADGEN) return process.env.TREFFPUNKT_LOADGEN;
@@ -72,20 +72,10 @@ function flood(to, spoof) {
 }
 
 describe("garbage on the media port", () => {
-  let server;
-  let browser;
-
-  before(async () => {
-    server = await startTreffpunkt();
-    browser = await launchBrowser();
-  });
-
-  after(async () => {
-    await browser?.close();
-    server?.child.kill("SIGKILL");
-  });
+  const running = standaloneWithBrowser();
 
   test("a flood from unknown sources and forged with the browsers' addresses does not stop their call", async () => {
+    const { server, browser } = running;
     const room = `${server.url}/public/flut`;
     const anna = await join(browser, room, "Anna");
     const ben = await join(browser, room, "Ben");

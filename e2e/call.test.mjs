@@ -17,6 +17,7 @@ import {
   join,
   launchBrowser,
   requestedUrls,
+  standaloneWithBrowser,
   startMediaNode,
   startTreffpunkt,
 } from "./harness.mjs";
@@ -35,20 +36,10 @@ async function bothWays(a, b) {
 }
 
 describe("a call in the browser", () => {
-  let server;
-  let browser;
-
-  before(async () => {
-    server = await startTreffpunkt();
-    browser = await launchBrowser();
-  });
-
-  after(async () => {
-    await browser?.close();
-    server?.child.kill("SIGKILL");
-  });
+  const running = standaloneWithBrowser();
 
   test("two pages see and hear each other, and go on when a third comes and goes", async () => {
+    const { server, browser } = running;
     const room = `${server.url}/public/familie`;
     const anna = await join(browser, room, "Anna", { locale: "de-DE" });
     const ben = await join(browser, room, "Ben", { locale: "en-US" });
@@ -84,6 +75,7 @@ describe("a call in the browser", () => {
   });
 
   test("a browser that prefers H.264 is forwarded in H.264", async () => {
+    const { server, browser } = running;
     const preferH264 = () => {
       const addTransceiver = RTCPeerConnection.prototype.addTransceiver;
       RTCPeerConnection.prototype.addTransceiver = function (trackOrKind, init) {
@@ -122,6 +114,7 @@ describe("a call in the browser", () => {
   });
 
   test("muting is shown to the others", async () => {
+    const { server, browser } = running;
     const room = `${server.url}/public/stumm`;
     const anna = await join(browser, room, "Anna");
     const ben = await join(browser, room, "Ben");
@@ -143,6 +136,7 @@ describe("a call in the browser", () => {
   });
 
   test("the client contacts no host but the server it came from", async () => {
+    const { server, browser } = running;
     assert.ok(requestedUrls.length > 10, "the calls above made requests");
     const own = new URL(server.url).host;
     const foreign = requestedUrls.filter((url) => !url.startsWith("data:") && new URL(url).host !== own);
@@ -150,6 +144,7 @@ describe("a call in the browser", () => {
   });
 
   test("the landing page opens a room from a typed name", async () => {
+    const { server, browser } = running;
     const context = await browser.newContext({ locale: "de-DE" });
     const page = await context.newPage();
     await page.goto(server.url + "/");

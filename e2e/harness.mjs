@@ -11,6 +11,7 @@ import fs from "node:fs";
 import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
+import { after, before } from "node:test";
 import { chromium } from "playwright-core";
 
 export const ARTIFACTS = path.join(path.dirname(new URL(import.meta.url).pathname), "artifacts");
@@ -119,6 +120,24 @@ function binary() {
   if (process.env.TREFFPUNKT_BIN) return process.env.TREFFPUNKT_BIN;
   const target = process.env.CARGO_TARGET_DIR || path.join(path.dirname(new URL(import.meta.url).pathname), "..", "target");
   return path.join(target, "debug", "treffpunkt");
+}
+
+/**
+ * For a suite: starts `treffpunkt standalone` with `args` and a browser before its tests and
+ * stops both after them. The returned object holds them as `server` and `browser` once the
+ * suite runs.
+ */
+export function standaloneWithBrowser(args = []) {
+  const running = { server: null, browser: null };
+  before(async () => {
+    running.server = await startTreffpunkt(args);
+    running.browser = await launchBrowser();
+  });
+  after(async () => {
+    await running.browser?.close();
+    running.server?.child.kill("SIGKILL");
+  });
+  return running;
 }
 
 /**

@@ -2,26 +2,16 @@
 // explained in their language, and the page stays in the lobby.
 
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
-import { eventually, join, launchBrowser, startTreffpunkt } from "./harness.mjs";
+import { eventually, join, standaloneWithBrowser } from "./harness.mjs";
 
 describe("limits in the browser", () => {
-  let server;
-  let browser;
-
-  before(async () => {
-    // One signalling connection per address: everyone here comes from the same one.
-    server = await startTreffpunkt(["--max-websockets-per-address", "1"]);
-    browser = await launchBrowser();
-  });
-
-  after(async () => {
-    await browser?.close();
-    server?.child.kill("SIGKILL");
-  });
+  // One signalling connection per address: everyone here comes from the same one.
+  const running = standaloneWithBrowser(["--max-websockets-per-address", "1"]);
 
   test("a second connection from the same address is told why, in German and in English", async () => {
+    const { server, browser } = running;
     const room = `${server.url}/public/eng`;
     const first = await join(browser, room, "Eins", { permissions: [] });
     assert.ok(await eventually(async () => first.isVisible("#call")), "the first is in the call");

@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 
-import { ARTIFACTS, decodesAndHears, eventually, join, launchBrowser, startTreffpunkt, testNetwork } from "./harness.mjs";
+import { ARTIFACTS, decodesAndHears, eventually, join, launchBrowser, standaloneWithBrowser, startTreffpunkt, testNetwork } from "./harness.mjs";
 
 /** The width of the video a page shows for participant `name` (0 when none yet). */
 async function shownWidth(page, participantId) {
@@ -37,20 +37,10 @@ async function outboundRids(page) {
 }
 
 describe("calls that hold up", () => {
-  let server;
-  let browser;
-
-  before(async () => {
-    server = await startTreffpunkt();
-    browser = await launchBrowser();
-  });
-
-  after(async () => {
-    await browser?.close();
-    server?.child.kill("SIGKILL");
-  });
+  const running = standaloneWithBrowser();
 
   test("the camera goes out in three layers and each viewer gets the one its tile needs", async () => {
+    const { server, browser } = running;
     const room = `${server.url}/public/ebenen`;
     const anna = await join(browser, room, "Anna");
     // Ben's window is as narrow as a phone held upright: Anna's tile is small.
@@ -84,6 +74,7 @@ describe("calls that hold up", () => {
   });
 
   test("a shared screen is shown large, and chat reaches the others and is kept nowhere", async () => {
+    const { server, browser } = running;
     const room = `${server.url}/public/vortrag`;
     const anna = await join(browser, room, "Anna", { locale: "de-DE" });
     const ben = await join(browser, room, "Ben", { locale: "en-US" });

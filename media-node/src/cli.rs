@@ -2,12 +2,15 @@
 //! `treffpunkt media-node` subcommand: the same flags and environment variables either way.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use treffpunkt_proto::grant::Keyring;
 
 use crate::{MediaNode, NodeConfig, udp};
+
+/// The environment variable that holds the grant key, unless a file does.
+pub const GRANT_KEY_VARIABLE: &str = "TREFFPUNKT_GRANT_KEY";
 
 /// A Treffpunkt media node.
 #[derive(Debug, clap::Args)]
@@ -62,17 +65,6 @@ pub struct Args {
     pub grant_key_file: Option<PathBuf>,
 }
 
-/// The grant keyring from `file`, or else from the environment variable `TREFFPUNKT_GRANT_KEY`;
-/// `None` when neither holds a key.
-pub fn grant_keyring(file: Option<&Path>) -> anyhow::Result<Option<Keyring>> {
-    let text = match file {
-        Some(file) => std::fs::read_to_string(file)
-            .with_context(|| format!("reading the grant key from {}", file.display()))?,
-        None => std::env::var("TREFFPUNKT_GRANT_KEY").unwrap_or_default(),
-    };
-    Ok(Keyring::from_secrets(&text))
-}
-
 /// The log filter of both binaries: `RUST_LOG` (default `info`), with the WebRTC stack kept to
 /// errors unless `RUST_LOG` names it. The stack logs a warning for every datagram it refuses,
 /// so garbage on the media port would otherwise write a line per datagram; the node counts what
@@ -85,18 +77,24 @@ pub fn log_filter() -> tracing_subscriber::EnvFilter {
         configured
     };
     // A directive's target matches every target it begins: `rtc` covers `rtc_ice` and the rest.
-    if !directives.contains("rtc") {
+    let names_rtc = directives
+        .split(',')
+        .any(|directive| directive.trim().starts_with("rtc"));
+    if !names_rtc {
         directives.push_str(",rtc=error");
     }
     tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rtc=error"))
 }
 
-/// Runs a media node as `args` say, until it has drained (SIGTERM or `POST /drain`).
+/// Runs a media node as `args` say, until it has drained (on SIGTERM, or when the control plane
+/// tells it to).
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let grant_key = grant_keyring(args.grant_key_file.as_deref())?.context(
-        "no grant key: set TREFFPUNKT_GRANT_KEY or --grant-key-file to the control plane's",
-    )?;
+    let grant_key = Keyring::from_file_or_env(args.grant_key_file.as_deref(), GRANT_KEY_VARIABLE)
+        .map_err(|error| anyhow::anyhow!("the grant key: {error}"))?
+        .context(
+            "no grant key: set TREFFPUNKT_GRANT_KEY or --grant-key-file to the control plane's",
+        )?;
     let node_id = match args.node_id {
         Some(id) => id,
         None => std::fs::read_to_string("/etc/hostname")

@@ -14,14 +14,14 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
-use treffpunkt_proto::grant::Keyring;
+use treffpunkt_proto::grant::{Keyring, now_unix_ms};
 use treffpunkt_proto::v1::{
     self, control_message::Kind as ControlKind, control_plane_client::ControlPlaneClient,
     node_message::Kind as NodeKind,
@@ -53,12 +53,6 @@ pub struct Identity {
     pub media_addresses: Vec<v1::MediaAddress>,
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
-}
-
 /// Checks an `OpenSession` for node `node_id` and turns it into an admission.
 fn admit(
     open: v1::OpenSession,
@@ -67,7 +61,7 @@ fn admit(
 ) -> std::result::Result<Admission, String> {
     let token = open.grant.ok_or("the session has no grant")?;
     let grant = key
-        .open_grant(&token, node_id, unix_ms())
+        .open_grant(&token, node_id, now_unix_ms())
         .map_err(|error| error.to_string())?;
     let room = grant.room.ok_or("the grant names no room")?;
     if room.tenant.is_empty() || room.name.is_empty() || grant.participant_id.is_empty() {
@@ -108,7 +102,7 @@ fn event_message(event: Event) -> v1::NodeMessage {
             grace,
         } => NodeKind::Draining(v1::Draining {
             move_sessions,
-            deadline_unix_ms: unix_ms() + grace.as_millis() as u64,
+            deadline_unix_ms: now_unix_ms() + grace.as_millis() as u64,
         }),
     })
 }
@@ -380,7 +374,7 @@ async fn attach_once(address: &str, context: &LinkContext) -> Result<()> {
         proof: Some(context.grant_key.sign_attach(&v1::AttachClaim {
             node_id: identity.node_id.clone(),
             instance_id: identity.instance_id.clone(),
-            issued_at_unix_ms: unix_ms(),
+            issued_at_unix_ms: now_unix_ms(),
         })),
     };
     outbound
@@ -525,7 +519,7 @@ mod tests {
             can_publish: true,
             can_subscribe: true,
             max_participants: 10,
-            expires_at_unix_ms: unix_ms() + 60_000,
+            expires_at_unix_ms: now_unix_ms() + 60_000,
             video_last_n: 0,
             node_id: "node-a".into(),
         }

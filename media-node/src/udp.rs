@@ -254,14 +254,13 @@ impl Outputs {
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
-        let now = Instant::now();
-        if self.dropped > 0 && now >= self.next_summary {
+        if self.dropped > 0 && Instant::now() >= self.next_summary {
             warn!(
                 dropped = self.dropped,
                 "the control link fell behind: events for the control plane were dropped"
             );
             self.dropped = 0;
-            self.next_summary = now + DROPPED_EVENTS_SUMMARY;
+            self.next_summary = Instant::now() + DROPPED_EVENTS_SUMMARY;
         }
     }
 }

@@ -27,8 +27,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
-use support::sockets::{open_websocket, raise_open_files_limit, resident_kib};
+use futures::SinkExt;
+use support::sockets::{next_reply, open_websocket, raise_open_files_limit, resident_kib};
 use tokio_tungstenite::tungstenite::Message;
 use treffpunkt_client::signal_url;
 use treffpunkt_operator::domain::{Tenant, TenantName};
@@ -128,17 +128,10 @@ async fn refused_joins(url: String, expected: &'static str, until: Instant, answ
             {
                 break;
             }
-            let code = loop {
-                match socket.next().await {
-                    Some(Ok(Message::Text(text))) => {
-                        let reply: serde_json::Value =
-                            serde_json::from_str(&text).unwrap_or_default();
-                        break reply["code"].as_str().unwrap_or_default().to_owned();
-                    }
-                    Some(Ok(_)) => continue,
-                    _ => break String::new(),
-                }
-            };
+            let code = next_reply(&mut socket)
+                .await
+                .and_then(|reply| reply["code"].as_str().map(str::to_owned))
+                .unwrap_or_default();
             let counter = if code == expected {
                 &answers.expected
             } else {

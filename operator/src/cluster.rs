@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -114,18 +115,20 @@ async fn keys(client: &Client, namespace: &str, name: &str) -> anyhow::Result<Ke
         if let Some(secret) = secrets.get_opt(name).await? {
             let data = secret.data.unwrap_or_default();
             // Keys as text, comma-separated: the first signs, all are accepted.
-            let keyring = |field: &str| {
-                let text = data
-                    .get(field)
-                    .map(|bytes| String::from_utf8_lossy(&bytes.0));
-                text.and_then(|text| Keyring::from_secrets(&text))
+            let keyring = |field: &str| -> anyhow::Result<Option<Keyring>> {
+                let Some(bytes) = data.get(field) else {
+                    return Ok(None);
+                };
+                Keyring::from_secrets(&String::from_utf8_lossy(&bytes.0))
+                    .map(Some)
+                    .with_context(|| format!("Secret {namespace}/{name}, key {field:?}"))
             };
             let key = data
                 .get("key")
                 .ok_or_else(|| anyhow::anyhow!("Secret {namespace}/{name} has no key \"key\""))?;
-            let grants = keyring("key")
-                .ok_or_else(|| anyhow::anyhow!("Secret {namespace}/{name} has an empty \"key\""))?;
-            let tickets = match keyring(TICKET_KEY) {
+            let grants = keyring("key")?
+                .ok_or_else(|| anyhow::anyhow!("Secret {namespace}/{name} has no key \"key\""))?;
+            let tickets = match keyring(TICKET_KEY)? {
                 Some(tickets) => tickets,
                 None => {
                     // A Secret made before tickets had a key of their own: derived from the

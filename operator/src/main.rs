@@ -11,6 +11,7 @@ use treffpunkt_operator::leader::Election;
 use treffpunkt_operator::reconcile::{Settings, TenantSecrets};
 use treffpunkt_operator::seed;
 use treffpunkt_operator::standalone::{self, StandaloneConfig};
+use treffpunkt_proto::grant::Keyring;
 
 /// Treffpunkt: video meetings a city can run for its people.
 #[derive(Debug, Parser)]
@@ -83,7 +84,8 @@ struct OperatorArgs {
     /// Where media nodes attach (gRPC).
     #[arg(long, env = "TREFFPUNKT_GRPC_LISTEN", default_value = "0.0.0.0:7001")]
     grpc_listen: SocketAddr,
-    /// Where /metrics, /healthz and /readyz are served.
+    /// Where /metrics, /healthz, /readyz and the admin commands (`POST /nodes/{node}/drain`)
+    /// are served; keep it inside the cluster.
     #[arg(long, env = "TREFFPUNKT_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
     admin_listen: SocketAddr,
     /// The platform's namespace: MediaPools, the grant key and the Lease live there.
@@ -193,7 +195,11 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         adhoc_room_ttl,
         limits,
     } = args;
-    let grant_key = treffpunkt_media_node::cli::grant_keyring(grant_key_file.as_deref())?;
+    let grant_key = Keyring::from_file_or_env(
+        grant_key_file.as_deref(),
+        treffpunkt_media_node::cli::GRANT_KEY_VARIABLE,
+    )
+    .map_err(|error| anyhow::anyhow!("the grant key: {error}"))?;
     if external_media_nodes && grant_key.is_none() {
         anyhow::bail!(
             "--external-media-nodes needs the grant key shared with the nodes: set TREFFPUNKT_GRANT_KEY or --grant-key-file"

@@ -39,19 +39,11 @@ impl TokenKey {
         let mut context = digest::Context::new(&digest::SHA256);
         context.update(b"treffpunkt key id\0");
         context.update(secret);
-        let id = context.finish().as_ref()[..6]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let id = crate::random::to_hex(&context.finish().as_ref()[..6]);
         Self {
             id,
             key: hmac::Key::new(hmac::HMAC_SHA256, secret),
         }
-    }
-
-    /// The key's id.
-    pub fn id(&self) -> &str {
-        &self.id
     }
 }
 
@@ -93,6 +85,27 @@ pub enum GrantError {
     Stale,
 }
 
+/// The fewest bytes a secret written as text may have.
+pub const MIN_SECRET_BYTES: usize = 16;
+
+/// Why secrets written as text make no keyring.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyringError {
+    /// There is no secret at all.
+    #[error("no key is given")]
+    Empty,
+    /// A secret is too short to be one.
+    #[error("a key of {0} bytes is too short; it must have at least {MIN_SECRET_BYTES}")]
+    TooShort(usize),
+}
+
+/// Milliseconds since the Unix epoch, as tokens count time (0 for a clock before 1970).
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
 /// How far an attach claim's time may be from the checker's clock.
 pub const ATTACH_CLAIM_WINDOW_MS: u64 = 5 * 60 * 1000;
 
@@ -118,13 +131,40 @@ impl Keyring {
     }
 
     /// A keyring from secrets written as text, comma-separated: the first signs, all are
-    /// accepted (`new,old` while a key is rotated); `None` when there is none.
-    pub fn from_secrets(text: &str) -> Option<Self> {
-        let mut secrets = text.split(',').map(str::trim).filter(|s| !s.is_empty());
-        let signing = Self::from_secret(secrets.next()?.as_bytes());
-        Some(secrets.fold(signing, |ring, secret| {
+    /// accepted (`new,old` while a key is rotated). Each must have [`MIN_SECRET_BYTES`].
+    pub fn from_secrets(text: &str) -> Result<Self, KeyringError> {
+        let secrets: Vec<&str> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if let Some(short) = secrets.iter().find(|s| s.len() < MIN_SECRET_BYTES) {
+            return Err(KeyringError::TooShort(short.len()));
+        }
+        let (first, rest) = secrets.split_first().ok_or(KeyringError::Empty)?;
+        let signing = Self::from_secret(first.as_bytes());
+        Ok(rest.iter().fold(signing, |ring, secret| {
             ring.accepting(TokenKey::new(secret.as_bytes()))
         }))
+    }
+
+    /// The keyring written in `file`, or else in the environment variable `variable` (never a
+    /// flag: a command line is visible to every user of the machine); `None` when neither
+    /// holds a key.
+    pub fn from_file_or_env(
+        file: Option<&std::path::Path>,
+        variable: &str,
+    ) -> Result<Option<Self>, String> {
+        let text = match file {
+            Some(file) => std::fs::read_to_string(file)
+                .map_err(|error| format!("reading the key from {}: {error}", file.display()))?,
+            None => std::env::var(variable).unwrap_or_default(),
+        };
+        match Self::from_secrets(&text) {
+            Ok(keyring) => Ok(Some(keyring)),
+            Err(KeyringError::Empty) => Ok(None),
+            Err(error) => Err(error.to_string()),
+        }
     }
 
     /// Also accepts tokens signed with `key` (the one being rotated in, or out).
@@ -133,11 +173,6 @@ impl Keyring {
             self.accepted.push(key);
         }
         self
-    }
-
-    /// The id of the key it signs with.
-    pub fn signing_id(&self) -> &str {
-        self.signing.id()
     }
 
     fn mac_input(kind: TokenType, key_id: &str, body: &[u8]) -> Vec<u8> {
@@ -332,7 +367,7 @@ mod tests {
         let other = keyring(b"another key another key another!");
         assert_eq!(
             other.open_grant(&token, "node-a", 1_000),
-            Err(GrantError::UnknownKey(keys.signing_id().to_owned()))
+            Err(GrantError::UnknownKey(keys.signing.id.clone()))
         );
     }
 
@@ -394,7 +429,7 @@ mod tests {
     fn while_a_key_is_rotated_in_both_are_accepted() {
         let old = TokenKey::new(b"the old key, the old key, the old");
         let new = TokenKey::new(b"the new key, the new key, the new");
-        assert_ne!(old.id(), new.id());
+        assert_ne!(old.id, new.id);
         let before = Keyring::new(old.clone());
         let checker = Keyring::new(old.clone()).accepting(new.clone());
         let after = Keyring::new(new.clone());
@@ -408,11 +443,18 @@ mod tests {
 
     #[test]
     fn secrets_as_text_sign_with_the_first_and_accept_all() {
-        let ring = Keyring::from_secrets(" new secret , old secret ,").unwrap();
-        assert_eq!(ring.signing_id(), TokenKey::new(b"new secret").id());
-        let old = Keyring::from_secret(b"old secret").sign_grant(&grant());
+        let ring = Keyring::from_secrets(" the new secret key , the old secret key ,").unwrap();
+        assert_eq!(ring.signing.id, TokenKey::new(b"the new secret key").id);
+        let old = Keyring::from_secret(b"the old secret key").sign_grant(&grant());
         assert_eq!(ring.open_grant(&old, "node-a", 1_000), Ok(grant()));
-        assert!(Keyring::from_secrets(" , ").is_none());
+        assert_eq!(
+            Keyring::from_secrets(" , ").err(),
+            Some(KeyringError::Empty)
+        );
+        assert_eq!(
+            Keyring::from_secrets("the new secret key,short").err(),
+            Some(KeyringError::TooShort(5))
+        );
     }
 
     #[test]

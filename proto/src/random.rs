@@ -29,7 +29,12 @@ pub fn bytes<const N: usize>() -> [u8; N] {
 pub fn hex(n_bytes: usize) -> String {
     let mut buffer = vec![0u8; n_bytes];
     fill(&mut buffer);
-    buffer.iter().map(|b| format!("{b:02x}")).collect()
+    to_hex(&buffer)
+}
+
+/// `bytes` as lower-case hex.
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A random `u32`.

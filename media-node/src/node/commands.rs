@@ -173,7 +173,6 @@ impl Node {
             Err(JoinError::AlreadyJoined) => return,
         }
         self.demux.add_peer(id, session.ufrag.clone());
-        self.gates.insert(id, super::gate::SessionGate::default());
         self.by_session_id.insert(admission.session_id, id);
         self.sessions.insert(id, session);
         self.apply_core_outputs(now);
@@ -291,7 +290,6 @@ impl Node {
         };
         self.by_session_id.remove(&session.session_id);
         self.demux.remove_peer(peer, &session.ufrag);
-        self.gates.remove(&peer);
         self.core.leave(peer, reason);
         if let Err(error) = session.pc.close() {
             debug!(%error, "closing a connection");

@@ -213,24 +213,39 @@ impl Default for SessionGate {
     }
 }
 
+/// What the gate makes of a datagram from a session's client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// On an SSRC that authenticated before, or part of the handshake: it passes.
+    Known,
+    /// Not known yet; it passes on its kind's budget.
+    Probation,
+    /// Not known, and its kind's budget is spent.
+    OverBudget,
+}
+
 impl SessionGate {
-    /// Whether a datagram with `header` may go on to the session's connection (`connected`
-    /// says whether its DTLS handshake is done): packets on a known SSRC and the handshake
-    /// always, everything else while its kind's budget lasts.
-    pub fn admit(&mut self, now: Instant, header: Header, connected: bool) -> bool {
+    /// What becomes of a datagram with `header` (`connected` says whether the session's DTLS
+    /// handshake is done): packets on a known SSRC and the handshake pass, everything else
+    /// while its kind's budget lasts.
+    pub fn admit(&mut self, now: Instant, header: Header, connected: bool) -> Verdict {
         let budget = match header.kind {
             Kind::Rtp | Kind::Rtcp => {
                 if header.ssrc.is_some_and(|ssrc| self.knows(ssrc)) {
-                    return true;
+                    return Verdict::Known;
                 }
                 &mut self.srtp
             }
-            Kind::Dtls if !connected => return true,
+            Kind::Dtls if !connected => return Verdict::Known,
             Kind::Dtls => &mut self.dtls,
             Kind::Check => &mut self.checks,
             Kind::Stun => &mut self.stun,
         };
-        budget.take(now)
+        if budget.take(now) {
+            Verdict::Probation
+        } else {
+            Verdict::OverBudget
+        }
     }
 
     /// Whether packets of `ssrc` authenticated before.
@@ -238,9 +253,9 @@ impl SessionGate {
         self.known.contains(&ssrc)
     }
 
-    /// A packet of `ssrc` authenticated.
+    /// A packet of `ssrc`, which the gate did not know, authenticated.
     pub fn learn(&mut self, ssrc: u32) {
-        if !self.knows(ssrc) && self.known.len() < MAX_KNOWN_SSRCS {
+        if self.known.len() < MAX_KNOWN_SSRCS {
             self.known.push(ssrc);
         }
     }
@@ -382,7 +397,7 @@ mod tests {
             ssrc: Some(99),
         };
         let spent = (0..10_000)
-            .filter(|_| gate.admit(now, forged, true))
+            .filter(|_| gate.admit(now, forged, true) == Verdict::Probation)
             .count();
         assert_eq!(
             spent, SRTP_BURST as usize,
@@ -392,18 +407,27 @@ mod tests {
             kind: Kind::Check,
             ssrc: None,
         };
-        assert!(gate.admit(now, check, true), "a consent check still passes");
+        assert_eq!(
+            gate.admit(now, check, true),
+            Verdict::Probation,
+            "a consent check still passes"
+        );
         let known = Header {
             kind: Kind::Rtcp,
             ssrc: Some(7),
         };
-        assert!(gate.admit(now, known, true), "a known SSRC always passes");
+        assert_eq!(
+            gate.admit(now, known, true),
+            Verdict::Known,
+            "a known SSRC always passes"
+        );
         let handshake = Header {
             kind: Kind::Dtls,
             ssrc: None,
         };
-        assert!(
+        assert_eq!(
             gate.admit(now, handshake, false),
+            Verdict::Known,
             "the handshake is never on probation"
         );
     }

@@ -16,7 +16,7 @@ use tracing::debug;
 use treffpunkt_proto::v1;
 
 use super::Node;
-use super::gate::{self, Drop};
+use super::gate::{self, Drop, Verdict};
 use crate::core::{LeaveReason, PeerId, vp8};
 use crate::session::{Session, interceptors::keyframe_request_ssrcs};
 
@@ -41,11 +41,11 @@ impl Node {
         let Some(peer) = self.demux.route(from, datagram) else {
             return self.drops.count(Drop::Unknown, from);
         };
-        let (Some(session), Some(gate)) = (self.sessions.get_mut(&peer), self.gates.get_mut(&peer))
-        else {
+        let Some(session) = self.sessions.get_mut(&peer) else {
             return self.drops.count(Drop::Unknown, from);
         };
-        if !gate.admit(now, header, session.connected) {
+        let verdict = session.gate.admit(now, header, session.connected);
+        if verdict == Verdict::OverBudget {
             return self.drops.count(Drop::OverBudget, from);
         }
         let message = TaggedBytesMut {
@@ -64,10 +64,10 @@ impl Node {
         }
         // RTP and RTCP that failed authentication leave no trace but this: nothing arrived.
         if let Some(ssrc) = header.ssrc {
-            if session.arrivals.count() > arrived {
-                gate.learn(ssrc);
-            } else {
+            if session.arrivals.count() == arrived {
                 self.drops.count(Drop::Refused, from);
+            } else if verdict == Verdict::Probation {
+                session.gate.learn(ssrc);
             }
         }
         self.drive(now, peer);

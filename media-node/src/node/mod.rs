@@ -169,8 +169,6 @@ pub struct Node {
     /// The control plane's session ids.
     by_session_id: HashMap<String, PeerId>,
     demux: Demux,
-    /// What the media port's gate knows of each session.
-    gates: HashMap<PeerId, gate::SessionGate>,
     /// Datagrams the gate dropped, for the periodic summary.
     drops: gate::Drops,
     max_participants: u32,
@@ -211,7 +209,6 @@ impl Node {
             sessions: HashMap::new(),
             by_session_id: HashMap::new(),
             demux: Demux::default(),
-            gates: HashMap::new(),
             drops: gate::Drops::default(),
             max_participants,
             next_peer: 0,

@@ -44,6 +44,7 @@ use self::setup::{media_setup, rtp_codec};
 use crate::congestion::EstimateCell;
 use crate::core::{Codec, DownTrack, MediaKind, PeerId, PublishedLayer, Rewrite, Source};
 use crate::error::{Error, Result};
+use crate::node::gate::SessionGate;
 
 /// The most media sections a client may offer: audio, camera, and room for a screen share.
 pub const MAX_OFFERED_MEDIA: usize = 4;
@@ -116,6 +117,8 @@ pub struct Session {
     pub estimate: EstimateCell,
     /// How many packets arrived through SRTP: authenticated.
     pub arrivals: Arrivals,
+    /// What the media port's gate knows of this client: its SSRCs, its budgets.
+    pub gate: SessionGate,
 }
 
 /// The rids each media section of an SDP sends (`a=rid:<id> send`), by mid, in order.
@@ -241,6 +244,7 @@ impl Session {
             rids: HashMap::new(),
             estimate,
             arrivals,
+            gate: SessionGate::default(),
         })
     }
 

@@ -99,6 +99,8 @@ pub struct Attachment {
     pub node: NodeId,
     /// The session's id at the node.
     pub session_id: String,
+    /// The instance of the node that opened the session (its tickets name it).
+    pub node_instance: String,
     /// What the node says to the participant.
     pub events: mpsc::Receiver<ClientEvent>,
     /// The sealed ticket with which the client resumes this session should its socket drop.
@@ -240,13 +242,14 @@ impl<S: Store> Admission<S> {
         {
             Ok(events) => {
                 info!(%room, %node, "session resumed");
-                let ticket_text = self.seal(room, &member, &node, &ticket.session_id);
-                let attachment = Attachment {
+                let mut attachment = Attachment {
                     node,
                     session_id: ticket.session_id,
+                    node_instance: ticket.node_instance,
                     events,
-                    ticket: ticket_text,
+                    ticket: String::new(),
                 };
+                attachment.ticket = self.fresh_ticket(room, &member, &attachment);
                 Ok(Admitted {
                     member,
                     attachment,
@@ -267,14 +270,14 @@ impl<S: Store> Admission<S> {
 
     /// A fresh resume ticket for `member`'s session `attachment` in `room`.
     pub fn fresh_ticket(&self, room: &RoomKey, member: &Member, attachment: &Attachment) -> String {
-        self.seal(room, member, &attachment.node, &attachment.session_id)
-    }
-
-    /// The ticket for session `session_id` of `member` on `node`, as the node is now.
-    fn seal(&self, room: &RoomKey, member: &Member, node: &NodeId, session_id: &str) -> String {
-        let instance = self.fleet.instance_of(node).unwrap_or_default();
-        let key = &self.keys.tickets;
-        tickets::seal(key, room, member, (node, &instance), session_id)
+        let node = (&attachment.node, attachment.node_instance.as_str());
+        tickets::seal(
+            &self.keys.tickets,
+            room,
+            member,
+            node,
+            &attachment.session_id,
+        )
     }
 
     /// Moves `member`'s session `from` its node (gone or draining) to the room's node now,
@@ -351,6 +354,9 @@ impl<S: Store> Admission<S> {
         let node = self.place(tenant, room).await?;
         let session_id = random::hex(SESSION_ID_BYTES);
         let open = tickets::open_session(&self.keys.grants, &node, &key, member, &session_id);
+        // The instance that takes the session: if the node restarts under its id, the
+        // session's tickets still name the one that had it.
+        let node_instance = self.fleet.instance_of(&node).unwrap_or_default();
         let events = self
             .fleet
             .open_session(&node, key.clone(), open)
@@ -362,12 +368,14 @@ impl<S: Store> Admission<S> {
                     "the media node is unavailable, try again",
                 )
             })?;
-        let ticket = self.seal(&key, member, &node, &session_id);
-        Ok(Attachment {
+        let mut attachment = Attachment {
             node,
             session_id,
+            node_instance,
             events,
-            ticket,
-        })
+            ticket: String::new(),
+        };
+        attachment.ticket = self.fresh_ticket(&key, member, &attachment);
+        Ok(attachment)
     }
 }

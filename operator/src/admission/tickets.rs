@@ -6,9 +6,9 @@
 //! checks it. Both expire: a grant soon, since the node receives it at once; a ticket minutes
 //! after the client's socket dropped (it gets fresh ones while the socket is up).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use treffpunkt_proto::grant::Keyring;
+use treffpunkt_proto::grant::{Keyring, now_unix_ms};
 use treffpunkt_proto::v1;
 
 use super::{Member, Refusal, RefusalCode};
@@ -23,11 +23,6 @@ pub const GRANT_LIFETIME: Duration = Duration::from_secs(60);
 pub const TICKET_LIFETIME: Duration = Duration::from_secs(5 * 60);
 /// How often a connected client gets a fresh ticket.
 pub const TICKET_REFRESH: Duration = Duration::from_secs(60);
-
-fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
-}
 
 fn room_ref(room: &RoomKey) -> v1::RoomRef {
     v1::RoomRef {
@@ -53,7 +48,7 @@ pub(super) fn open_session(
         can_subscribe: true,
         max_participants: member.max_participants,
         video_last_n: member.video_last_n,
-        expires_at_unix_ms: unix_ms(SystemTime::now() + GRANT_LIFETIME),
+        expires_at_unix_ms: now_unix_ms() + GRANT_LIFETIME.as_millis() as u64,
         node_id: node.to_string(),
     };
     v1::OpenSession {
@@ -78,21 +73,19 @@ pub(super) fn seal(
         room: Some(room_ref(room)),
         participant_id: member.participant_id.clone(),
         display_name: member.name.to_string(),
-        expires_at_unix_ms: unix_ms(SystemTime::now() + TICKET_LIFETIME),
+        expires_at_unix_ms: now_unix_ms() + TICKET_LIFETIME.as_millis() as u64,
     };
     key.seal_ticket(&ticket)
 }
 
 /// The ticket sealed in `text`, if it is genuine, unexpired and for `room`.
 pub(super) fn open(key: &Keyring, text: &str, room: &RoomKey) -> Result<v1::ResumeTicket, Refusal> {
-    let ticket = key
-        .open_ticket(text, unix_ms(SystemTime::now()))
-        .map_err(|_| {
-            Refusal::new(
-                RefusalCode::ResumeRefused,
-                "the session cannot be resumed; join again",
-            )
-        })?;
+    let ticket = key.open_ticket(text, now_unix_ms()).map_err(|_| {
+        Refusal::new(
+            RefusalCode::ResumeRefused,
+            "the session cannot be resumed; join again",
+        )
+    })?;
     let named = ticket.room.clone().unwrap_or_default();
     if named.tenant != room.tenant.as_str() || named.name != room.name.as_str() {
         return Err(Refusal::new(

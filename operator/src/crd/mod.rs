@@ -131,16 +131,6 @@ impl Tenant {
             == Some(namespace)
     }
 
-    /// Whether the operator found `tenant-<name>` to be someone else's namespace.
-    pub fn namespace_not_owned(&self) -> bool {
-        self.status.as_ref().is_some_and(|status| {
-            status
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.reason == NAMESPACE_NOT_OWNED)
-        })
-    }
-
     /// The domain's view of this tenant, if its name is valid.
     pub fn to_domain(&self) -> Option<domain::Tenant> {
         let name = domain::TenantName::new(self.metadata.name.clone()?).ok()?;

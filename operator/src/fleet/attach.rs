@@ -15,14 +15,14 @@
 //! [`serve`] runs the endpoint on a listener; cluster and standalone mode start it the same way.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
-use treffpunkt_proto::grant::Keyring;
+use treffpunkt_proto::grant::{Keyring, now_unix_ms};
 use treffpunkt_proto::v1::{
     self, control_message::Kind as ControlKind, control_plane_server::ControlPlane,
     control_plane_server::ControlPlaneServer, node_message::Kind as NodeKind,
@@ -60,12 +60,9 @@ impl AttachService {
         let proof = register.proof.as_ref().ok_or_else(|| {
             Status::unauthenticated("a media node must prove that it holds the grant key")
         })?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_millis() as u64);
         let claim = self
             .grant_keys
-            .open_attach(proof, now)
+            .open_attach(proof, now_unix_ms())
             .map_err(|error| Status::unauthenticated(format!("the node's proof: {error}")))?;
         if claim.node_id != register.node_id || claim.instance_id != register.instance_id {
             return Err(Status::unauthenticated(
@@ -104,6 +101,12 @@ fn validate(register: &v1::Register) -> Result<(), Status> {
     if register.node_id.is_empty() || register.node_id.len() > MAX_NODE_ID_LEN {
         return Err(Status::invalid_argument(format!(
             "node_id must be 1 to {MAX_NODE_ID_LEN} bytes"
+        )));
+    }
+    // Every ticket of the node's sessions names its instance.
+    if register.instance_id.is_empty() || register.instance_id.len() > MAX_NODE_ID_LEN {
+        return Err(Status::invalid_argument(format!(
+            "instance_id must be 1 to {MAX_NODE_ID_LEN} bytes"
         )));
     }
     if register.media_addresses.is_empty() {

@@ -36,6 +36,8 @@ pub enum ClientEvent {
     Closed(v1::CloseReason),
     /// The session's node is gone or draining: the session must move to another node.
     Move,
+    /// Another connection resumed the session: it is that connection's now.
+    Replaced,
 }
 
 /// What happens to nodes, for whoever acts on it beyond this replica (the operator marks a

@@ -42,14 +42,16 @@ impl Fleet {
             .filter(|attached| attached.lost_since.is_none())
             .ok_or_else(|| FleetError::NodeGone(node.clone()))?;
         let to_node = attached.to_node.clone();
-        state.sessions.insert(
-            session_id.to_owned(),
-            SessionRoute {
-                node: node.clone(),
-                room,
-                to_client,
-            },
-        );
+        let route = SessionRoute {
+            node: node.clone(),
+            room,
+            to_client,
+        };
+        // A resume through another connection takes the session over: the one that had it is
+        // told, and its route (and so its channel) goes.
+        if let Some(previous) = state.sessions.insert(session_id.to_owned(), route) {
+            let _ = previous.to_client.try_send(ClientEvent::Replaced);
+        }
         Ok((events, to_node))
     }
 

@@ -57,7 +57,7 @@ pub struct LimitArgs {
         long,
         env = "TREFFPUNKT_JOIN_TIMEOUT",
         default_value_t = DEFAULT_LIMITS.join_timeout.as_secs(),
-        value_parser = clap::value_parser!(u64).range(1..)
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
     )]
     pub join_timeout: u64,
     /// Seconds a client may take to send a request's headers, from connecting or from its
@@ -66,7 +66,7 @@ pub struct LimitArgs {
         long,
         env = "TREFFPUNKT_HEADER_TIMEOUT",
         default_value_t = DEFAULT_LIMITS.header_timeout.as_secs(),
-        value_parser = clap::value_parser!(u64).range(1..)
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
     )]
     pub header_timeout: u64,
     /// Seconds without a byte in either direction after which a connection that is not a
@@ -75,7 +75,7 @@ pub struct LimitArgs {
         long,
         env = "TREFFPUNKT_IDLE_TIMEOUT",
         default_value_t = DEFAULT_LIMITS.idle_timeout.as_secs(),
-        value_parser = clap::value_parser!(u64).range(1..)
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
     )]
     pub idle_timeout: u64,
     /// Proxies (addresses or CIDR networks, comma-separated) whose header names the client;
@@ -95,7 +95,7 @@ pub struct LimitArgs {
         long,
         env = "TREFFPUNKT_UNJOINED_ROOM_TTL",
         default_value_t = DEFAULT_LIMITS.unjoined_room_ttl.as_secs(),
-        value_parser = clap::value_parser!(u64).range(1..)
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
     )]
     pub unjoined_room_ttl: u64,
 }

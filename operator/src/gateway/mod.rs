@@ -97,7 +97,8 @@ impl<S: Store> Gateway<S> {
         serve(listener, self.router(), &limits).await;
     }
 
-    /// Removes new ad-hoc rooms that nobody is in a minute after they were created (see
+    /// Removes new ad-hoc rooms that nobody is in once the configured time after they were
+    /// created has passed (see
     /// [`Admission::run_unjoined_sweeper`]); runs for ever, beside the server.
     pub async fn sweep_unjoined_rooms(self: Arc<Self>) {
         self.admission.run_unjoined_sweeper().await;

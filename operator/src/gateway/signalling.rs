@@ -295,7 +295,8 @@ impl<S: Store> Session<S> {
             let started = match inbound {
                 Inbound::Gone => return,
                 Inbound::Refused => continue,
-                Inbound::Message(ClientMessage::Join { .. })
+                // A resume counts as a join: when its node is gone it opens a new session.
+                Inbound::Message(ClientMessage::Join { .. } | ClientMessage::Resume { .. })
                     if !self.gateway.joins.allow(self.client, Instant::now()) =>
                 {
                     let refused = self
@@ -421,10 +422,8 @@ impl<S: Store> Session<S> {
                         }
                         false
                     }
-                    Some(ClientEvent::Closed(v1::CloseReason::ConnectionLost)) | Some(ClientEvent::Move) => true,
-                    // The fleet holds the only sender of a session's route; a resume through
-                    // another connection replaced it.
-                    None => break Ending::TakenOver,
+                    Some(ClientEvent::Closed(v1::CloseReason::ConnectionLost)) | Some(ClientEvent::Move) | None => true,
+                    Some(ClientEvent::Replaced) => break Ending::TakenOver,
                     Some(ClientEvent::Closed(reason)) => {
                         self.send(&ServerMessage::Closed { reason: reason.into() }).await;
                         break Ending::Close(reason);

@@ -125,13 +125,14 @@ impl KubeStore {
 }
 
 impl Store for KubeStore {
-    /// A tenant whose namespace turned out to be someone else's has no rooms to join: the
-    /// gateway must neither make nor place rooms in that namespace.
+    /// A tenant has rooms to join only once the operator reports its namespace as its own:
+    /// the gateway must neither make nor place rooms in a namespace that is someone else's,
+    /// nor in one whose owner the operator has not yet checked.
     async fn tenant(&self, name: &TenantName) -> Result<Option<Tenant>, StoreError> {
         Ok(self
             .tenants
             .get(&ObjectRef::new(name.as_str()))
-            .filter(|tenant| !tenant.namespace_not_owned())
+            .filter(|tenant| tenant.owns_namespace(&crd::tenant_namespace(name.as_str())))
             .and_then(|tenant| tenant.to_domain()))
     }
 
