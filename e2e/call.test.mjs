@@ -224,7 +224,7 @@ describe("a call survives its media node", () => {
 
   before(async () => {
     const grpc = `127.0.0.1:${await freePort()}`;
-    const grantKey = "a shared secret for the browser test, long enough";
+    const grantKey = "a shared secret for the browser test and long enough";
     server = await startTreffpunkt(["--external-media-nodes", "--grpc-listen", grpc], { env: { TREFFPUNKT_GRANT_KEY: grantKey } });
     nodes = [await startMediaNode(grpc, grantKey, "node-a"), await startMediaNode(grpc, grantKey, "node-b")];
     browser = await launchBrowser();

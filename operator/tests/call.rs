@@ -249,7 +249,7 @@ struct Registration {
 }
 
 /// The grant key of the control plane in the tests that attach nodes of their own.
-const GRANT_SECRET: &[u8] = b"the grant key of the Attach tests, long enough";
+const GRANT_SECRET: &[u8] = b"the grant key of the Attach tests and long enough";
 
 /// Registers with `node_id` on the control plane at `grpc`, as another process would, with a
 /// claim signed with `key` if there is one; the stream ends when the registration is dropped.
