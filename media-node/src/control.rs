@@ -28,7 +28,7 @@ use treffpunkt_proto::v1::{
 };
 
 use crate::error::{Error, Result};
-use crate::node::{Admission, Command, Event};
+use crate::node::{Admission, Command, Event, Resume};
 use crate::status::NodeStatus;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -77,6 +77,7 @@ fn admit(
         display_name: grant.display_name,
         max_participants: grant.max_participants,
         last_n: grant.video_last_n,
+        continues: open.continues,
     })
 }
 
@@ -95,6 +96,16 @@ fn event_message(event: Event) -> v1::NodeMessage {
             session_id,
             reason: reason as i32,
             detail,
+        }),
+        Event::ResumeAnswer {
+            resume,
+            outcome,
+            generation,
+        } => NodeKind::ResumeAnswer(v1::ResumeAnswer {
+            session_id: resume.session_id,
+            request_id: resume.request_id,
+            outcome: outcome as i32,
+            generation,
         }),
         Event::Load(load) => NodeKind::Load(load),
         Event::Draining {
@@ -232,6 +243,22 @@ pub async fn run(
                 links.route(&session, event_message(event));
                 links.sessions.remove(&session);
                 links.held.remove(&session);
+            }
+            Event::ResumeAnswer {
+                ref resume,
+                outcome,
+                ..
+            } => {
+                let (session, via) = (resume.session_id.clone(), resume.via.clone());
+                // Only the replica that asked hears the answer; only an accepted resume moves
+                // the session (and what was held for it) to that replica.
+                if let Some(stream) = links.up.get(&via) {
+                    let _ = stream.try_send(event_message(event));
+                }
+                if outcome == v1::ResumeOutcome::Resumed {
+                    links.bind(&session, &via, None);
+                    links.flush(&via);
+                }
             }
             Event::Load(_) | Event::Draining { .. } => {
                 let message = event_message(event);
@@ -467,19 +494,14 @@ async fn command_for(
             lock(&context.links).bind(&session_id, address, None);
             Command::Signal { session_id, signal }
         }
-        Some(ControlKind::ResumeSession(resume)) => {
-            {
-                // Bound even when the node no longer has the session: its answer (that the
-                // session ended) goes to the replica that asked, and unbinds it.
-                let mut links = lock(&context.links);
-                links.bind(&resume.session_id, address, None);
-                links.flush(address);
-            }
-            Command::Resume {
-                session_id: resume.session_id,
-                node_instance: resume.node_instance,
-            }
-        }
+        // The session stays with its replica until the node accepts the ticket.
+        Some(ControlKind::ResumeSession(resume)) => Command::Resume(Resume {
+            session_id: resume.session_id,
+            node_instance: resume.node_instance,
+            generation: resume.generation,
+            request_id: resume.request_id,
+            via: address.to_owned(),
+        }),
         Some(ControlKind::CloseSession(close)) => Command::Close {
             session_id: close.session_id,
         },
@@ -505,6 +527,7 @@ mod tests {
         v1::OpenSession {
             session_id: "s1".into(),
             grant: Some(key.sign_grant(&grant)),
+            continues: String::new(),
         }
     }
 
@@ -549,6 +572,7 @@ mod tests {
         let unsigned = v1::OpenSession {
             session_id: "s1".into(),
             grant: None,
+            continues: String::new(),
         };
         assert!(admit(unsigned, &key, "node-a").is_err());
     }

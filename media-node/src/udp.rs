@@ -245,7 +245,7 @@ impl Outputs {
                     self.status.set_load(load.rooms, load.participants);
                 }
                 Event::Draining { .. } => self.status.set_draining(),
-                Event::Signal { .. } | Event::Closed { .. } => {}
+                Event::Signal { .. } | Event::Closed { .. } | Event::ResumeAnswer { .. } => {}
             }
             match self.events.try_send(event) {
                 Ok(()) => {}

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use futures::SinkExt;
-use serde_json::json;
+use serde_json::{Value, json};
 use support::sockets::{Signalling, next_reply};
 use support::wait_until;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -488,11 +488,10 @@ async fn a_joined_client_gets_fresh_tickets_and_the_newest_resumes_its_session()
     server.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ticket_replayed_after_leaving_opens_nothing() {
+/// Joins Anna to `room` and waits for her welcome; returns her socket and ticket.
+async fn joined_with_ticket(server: &Standalone, room: &str) -> (Signalling, String) {
     use futures::StreamExt;
-    let server = start(Limits::default()).await;
-    let mut socket = connect(&server, "vorbei").await;
+    let mut socket = connect(server, room).await;
     let join = json!({"type": "join", "name": "Anna"}).to_string();
     socket.send(Message::Text(join.into())).await.unwrap();
     let (mut ticket, mut welcomed) = (None, false);
@@ -509,6 +508,30 @@ async fn a_ticket_replayed_after_leaving_opens_nothing() {
         }
         welcomed |= value["type"] == "welcome";
     }
+    (socket, ticket.unwrap_or_default())
+}
+
+/// Presents `ticket` on three new sockets at once, as someone who copied it would; returns
+/// each socket's first answer.
+async fn replayed_three_times(server: &Standalone, room: &str, ticket: &str) -> Vec<Value> {
+    let mut replays = Vec::new();
+    for _ in 0..3 {
+        let mut socket = connect(server, room).await;
+        let resume = json!({"type": "resume", "ticket": ticket}).to_string();
+        socket.send(Message::Text(resume.into())).await.unwrap();
+        replays.push(socket);
+    }
+    let mut answers = Vec::new();
+    for mut socket in replays {
+        answers.push(next_reply(&mut socket).await.expect("an answer"));
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_replayed_after_leaving_opens_nothing() {
+    let server = start(Limits::default()).await;
+    let (mut socket, ticket) = joined_with_ticket(&server, "vorbei").await;
     let room = room_key("public", "vorbei");
     let fleet = server.fleet.clone();
     let counted = wait_until(Duration::from_secs(5), || {
@@ -525,24 +548,36 @@ async fn a_ticket_replayed_after_leaving_opens_nothing() {
     .await;
     assert!(left, "the node has let Anna go");
 
-    // Three replays at once, as someone who kept the ticket would try.
-    let mut replays = Vec::new();
-    for _ in 0..3 {
-        let mut socket = connect(&server, "vorbei").await;
-        let resume = json!({"type": "resume", "ticket": ticket}).to_string();
-        socket.send(Message::Text(resume.into())).await.unwrap();
-        replays.push(socket);
-    }
-    // Each is closed: the node refuses the session it ended, and a replay whose claim the
-    // next one took over before the node answered is told so.
-    for mut socket in replays {
-        let reply = next_reply(&mut socket).await.expect("an answer");
-        assert_eq!(reply["type"], "closed", "{reply}");
-        let reason = reply["reason"].as_str().unwrap_or_default();
-        assert!(["refused", "replaced"].contains(&reason), "{reply}");
+    for reply in replayed_three_times(&server, "vorbei", &ticket).await {
+        assert_eq!(reply["type"], "error", "{reply}");
+        assert_eq!(reply["code"], "resume-refused", "{reply}");
     }
     // The node reports who is in its rooms every second: two reports later, nobody is.
     tokio::time::sleep(2 * treffpunkt_operator::fleet::attach::LOAD_REPORT_INTERVAL).await;
     assert_eq!(fleet.room_participants(&room), 0, "nobody is in the room");
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_replayed_while_its_session_lives_resumes_it_once() {
+    let server = start(Limits::default()).await;
+    let (socket, ticket) = joined_with_ticket(&server, "kopie").await;
+    // Anna's socket drops; her session lives on at the node, for her ticket.
+    drop(socket);
+
+    let answers = replayed_three_times(&server, "kopie", &ticket).await;
+    let welcomed = answers.iter().filter(|a| a["type"] == "welcome").count();
+    let refused = answers
+        .iter()
+        .filter(|a| a["type"] == "error" && a["code"] == "resume-refused")
+        .count();
+    assert_eq!((welcomed, refused), (1, 2), "{answers:?}");
+
+    // Later, the same ticket once more: used, so refused.
+    let again = replayed_three_times(&server, "kopie", &ticket).await;
+    assert!(again.iter().all(|a| a["code"] == "resume-refused"), "{again:?}");
+    tokio::time::sleep(2 * treffpunkt_operator::fleet::attach::LOAD_REPORT_INTERVAL).await;
+    let room = room_key("public", "kopie");
+    assert_eq!(server.fleet.room_participants(&room), 1, "Anna, once");
     server.stop();
 }

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use rtc::sansio::Protocol;
 use tracing::{debug, info, warn};
-use treffpunkt_proto::v1::{self, signal::Kind as SignalKind};
+use treffpunkt_proto::v1::{self, ResumeOutcome, signal::Kind as SignalKind};
 
-use super::{Admission, Command, Event, Node, signal};
+use super::{Admission, Command, Event, Node, Resume, signal};
 use crate::core::{JoinError, JoinRequest, LeaveReason, PeerId};
 use crate::error::Error;
 use crate::session::{Negotiation, Session};
@@ -41,10 +41,7 @@ impl Node {
                     self.close_session(now, peer, LeaveReason::Left, None, detail);
                 }
             }
-            Command::Resume {
-                session_id,
-                node_instance,
-            } => self.resume(&session_id, &node_instance),
+            Command::Resume(resume) => self.resume(resume),
             Command::Drain {
                 move_sessions,
                 grace,
@@ -58,26 +55,40 @@ impl Node {
         }
     }
 
-    /// Tells a resumed session's client where it stands: the roster, and the node's offer if
-    /// one is waiting for an answer.
-    fn resume(&mut self, session_id: &str, node_instance: &str) {
-        let Some(peer) = self.by_session_id.get(session_id).copied() else {
+    /// Resumes a session for the replica that presents its ticket, if the ticket is the
+    /// session's current one; then tells the client where it stands: the roster, and the
+    /// node's offer if one is waiting for an answer. Any other answer changes nothing.
+    fn resume(&mut self, resume: Resume) {
+        let session = self
+            .by_session_id
+            .get(&resume.session_id)
+            .and_then(|peer| self.sessions.get_mut(peer));
+        let (outcome, generation, peer) = match session {
             // This very node ended the session (the participant left, or it was replaced): a
             // ticket for it opens nothing. An earlier process lost it: the control plane
             // opens a new one.
-            let (reason, detail) = if node_instance == self.instance {
-                (v1::CloseReason::Refused, "the session has ended")
-            } else {
-                (
-                    v1::CloseReason::ConnectionLost,
-                    "no such session on this node",
-                )
-            };
-            self.event(Event::Closed {
-                session_id: session_id.to_owned(),
-                reason,
-                detail: detail.to_owned(),
-            });
+            None if resume.node_instance == self.instance => (ResumeOutcome::Ended, 0, None),
+            None => (ResumeOutcome::Lost, 0, None),
+            // Each ticket resumes once: the first to come back with the current generation
+            // takes the session, and every ticket sealed before is stale from then on.
+            Some(session) if session.resume_generation != resume.generation => {
+                (ResumeOutcome::Stale, 0, None)
+            }
+            Some(session) => {
+                session.resume_generation += 1;
+                let generation = session.resume_generation;
+                (ResumeOutcome::Resumed, generation, Some(session.id))
+            }
+        };
+        if outcome != ResumeOutcome::Resumed {
+            debug!(?outcome, "a resume was not accepted");
+        }
+        self.event(Event::ResumeAnswer {
+            resume,
+            outcome,
+            generation,
+        });
+        let Some(peer) = peer else {
             return;
         };
         if let Some(welcome) = self.core.roster_for(peer) {
@@ -138,6 +149,11 @@ impl Node {
             let message = "this media node is full";
             return self.refuse(&admission.session_id, "platform-full", message);
         }
+        // A lost session is continued once: its ticket, replayed, opens nothing more.
+        if !admission.continues.is_empty() && self.continued.contains_key(&admission.continues) {
+            let message = "the session was resumed already; join again";
+            return self.refuse(&admission.session_id, "resume-refused", message);
+        }
         // One session per participant in a room: a newer one (another tab, a resumed session,
         // a replayed ticket) ends the older, so that nobody is in a room twice.
         if let Some(older) = self
@@ -173,6 +189,9 @@ impl Node {
             Err(JoinError::AlreadyJoined) => return,
         }
         self.demux.add_peer(id, session.ufrag.clone());
+        if !admission.continues.is_empty() {
+            self.continued.insert(admission.continues, now);
+        }
         self.by_session_id.insert(admission.session_id, id);
         self.sessions.insert(id, session);
         self.apply_core_outputs(now);

@@ -1,5 +1,6 @@
 //! Once a second: sessions that never got going are closed, a drain that reached its deadline
-//! closes what is left, and the node reports its load.
+//! closes what is left, continued sessions older than any ticket are forgotten, and the node
+//! reports its load.
 
 use std::time::Instant;
 
@@ -43,6 +44,8 @@ impl Node {
                 self.finished = true;
             }
         }
+        self.continued
+            .retain(|_, at| now.duration_since(*at) < super::CONTINUED_MEMORY);
         self.drops.summarise(now);
         self.report_load(now);
     }

@@ -70,6 +70,23 @@ pub struct Admission {
     pub max_participants: u32,
     /// How many speakers' cameras each participant receives; 0 for all.
     pub last_n: u32,
+    /// The session of a lost node that this one continues; empty for a new participant.
+    pub continues: String,
+}
+
+/// A client's ticket, presented to resume its session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    /// Whose.
+    pub session_id: String,
+    /// The node instance the ticket names.
+    pub node_instance: String,
+    /// The ticket's generation.
+    pub generation: u64,
+    /// The asking replica's id for this request.
+    pub request_id: u64,
+    /// The replica that asks, which gets the answer.
+    pub via: String,
 }
 
 /// What the control plane asks of the node.
@@ -94,14 +111,10 @@ pub enum Command {
         /// The room's key.
         room: String,
     },
-    /// A session's client came back through another control-plane replica: tell it where the
-    /// session stands.
-    Resume {
-        /// Whose.
-        session_id: String,
-        /// The node instance the client's ticket names.
-        node_instance: String,
-    },
+    /// A session's client came back, with a ticket, through a control-plane replica: if the
+    /// ticket is the session's current one, hand the session to that replica and tell the
+    /// client where it stands.
+    Resume(Resume),
     /// Take no new sessions; finish once the rooms are empty or `grace` has passed.
     Drain {
         /// Whether the control plane moves the participants to other nodes.
@@ -133,6 +146,15 @@ pub enum Event {
     /// The node's load over the last interval. The node measures no CPU (it reads no clock
     /// and no process statistics): `cpu_millicores` is 0 here, and the run loop fills it in.
     Load(v1::LoadReport),
+    /// The answer to a [`Command::Resume`], for the replica that asked.
+    ResumeAnswer {
+        /// The request answered.
+        resume: Resume,
+        /// What became of it.
+        outcome: v1::ResumeOutcome,
+        /// With [`v1::ResumeOutcome::Resumed`], the generation of the session's next tickets.
+        generation: u64,
+    },
     /// The node drains from now on.
     Draining {
         /// Whether the control plane should move the participants.
@@ -192,7 +214,15 @@ pub struct Node {
     finished: bool,
     /// New with every node: tells a session this node ended from one an earlier process lost.
     instance: String,
+    /// Sessions of lost nodes that a session here continues, with when: each is continued
+    /// once (a replayed ticket of a lost session opens nothing). Forgotten after
+    /// [`CONTINUED_MEMORY`], by when every ticket for them has expired.
+    continued: HashMap<String, Instant>,
 }
+
+/// How long the node remembers which lost sessions it continued: longer than a resume ticket
+/// lives.
+pub(crate) const CONTINUED_MEMORY: Duration = Duration::from_secs(15 * 60);
 
 impl Node {
     /// This node's instance id, new with every node.
@@ -225,6 +255,7 @@ impl Node {
             drain_deadline: None,
             finished: false,
             instance: treffpunkt_proto::random::hex(8),
+            continued: HashMap::new(),
         }
     }
 

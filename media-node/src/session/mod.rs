@@ -119,6 +119,8 @@ pub struct Session {
     pub arrivals: Arrivals,
     /// What the media port's gate knows of this client: its SSRCs, its budgets.
     pub gate: SessionGate,
+    /// How often the session was resumed: only a ticket of this generation resumes it.
+    pub resume_generation: u64,
 }
 
 /// The rids each media section of an SDP sends (`a=rid:<id> send`), by mid, in order.
@@ -245,6 +247,7 @@ impl Session {
             estimate,
             arrivals,
             gate: SessionGate::default(),
+            resume_generation: 0,
         })
     }
 

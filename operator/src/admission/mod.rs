@@ -71,7 +71,7 @@ pub use tickets::{GRANT_LIFETIME, TICKET_LIFETIME, TICKET_REFRESH};
 pub use unjoined::UNJOINED_ROOM_TTL;
 
 use crate::domain::{self, DisplayName, DomainError, NodeId, Room, RoomKey, Tenant};
-use crate::fleet::{ClientEvent, Fleet};
+use crate::fleet::{ClientEvent, Fleet, ResumeError, Resumed};
 use crate::store::{Store, StoreError};
 
 /// Bytes of a participant id: unique within a room.
@@ -101,6 +101,9 @@ pub struct Attachment {
     pub session_id: String,
     /// The instance of the node that opened the session (its tickets name it).
     pub node_instance: String,
+    /// The session's resume generation: its tickets carry it, and the node resumes the
+    /// session only with a ticket of the current one.
+    pub generation: u64,
     /// What the node says to the participant.
     pub events: mpsc::Receiver<ClientEvent>,
     /// The sealed ticket with which the client resumes this session should its socket drop.
@@ -205,7 +208,7 @@ impl<S: Store> Admission<S> {
             max_participants: room.participant_limit(tenant),
             video_last_n: room.video_last_n(),
         };
-        let attachment = self.open(tenant, room, &member).await?;
+        let attachment = self.open(tenant, room, &member, "").await?;
         Ok((member, attachment))
     }
 
@@ -230,22 +233,19 @@ impl<S: Store> Admission<S> {
                 .map_or(domain::DEFAULT_VIDEO_LAST_N, Room::video_last_n),
         };
         let node = NodeId(ticket.node_id.clone());
-        match self
+        let presented = (ticket.node_instance.as_str(), ticket.generation);
+        let resumed = self
             .fleet
-            .resume_session(
-                &node,
-                room.clone(),
-                &ticket.session_id,
-                &ticket.node_instance,
-            )
-            .await
-        {
-            Ok(events) => {
+            .resume_session(&node, room.clone(), &ticket.session_id, presented)
+            .await;
+        match resumed {
+            Ok(Resumed { events, generation }) => {
                 info!(%room, %node, "session resumed");
                 let mut attachment = Attachment {
                     node,
                     session_id: ticket.session_id,
                     node_instance: ticket.node_instance,
+                    generation,
                     events,
                     ticket: String::new(),
                 };
@@ -256,9 +256,19 @@ impl<S: Store> Admission<S> {
                     moved: false,
                 })
             }
-            Err(_) => {
+            Err(ResumeError::Refused) => Err(Refusal::new(
+                RefusalCode::ResumeRefused,
+                "the session has ended or was resumed already; join again",
+            )),
+            Err(ResumeError::NoAnswer) => Err(Refusal::new(
+                RefusalCode::Unavailable,
+                "the media node did not answer, try again",
+            )),
+            // The node is gone or lost the session: a new session continues it, once.
+            Err(ResumeError::NodeUnavailable | ResumeError::Lost) => {
                 let stored = stored.ok_or_else(|| Refusal::room_not_found("no such room"))?;
-                let attachment = self.open(&tenant, stored, &member).await?;
+                let continues = ticket.session_id.as_str();
+                let attachment = self.open(&tenant, stored, &member, continues).await?;
                 Ok(Admitted {
                     member,
                     attachment,
@@ -276,7 +286,7 @@ impl<S: Store> Admission<S> {
             room,
             member,
             node,
-            &attachment.session_id,
+            (&attachment.session_id, attachment.generation),
         )
     }
 
@@ -297,7 +307,7 @@ impl<S: Store> Admission<S> {
             .await?
             .ok_or_else(|| Refusal::room_not_found("the room was removed"))?;
         let tenant = self.tenant(room).await?;
-        let attachment = self.open(&tenant, stored, member).await?;
+        let attachment = self.open(&tenant, stored, member, "").await?;
         info!(%room, from = %from.node, to = %attachment.node, "session moved");
         Ok(attachment)
     }
@@ -343,17 +353,20 @@ impl<S: Store> Admission<S> {
         }
     }
 
-    /// Places `room` (keeping a live node) and opens a session for `member` there.
+    /// Places `room` (keeping a live node) and opens a session for `member` there; the
+    /// session `continues` one whose node was lost, if not empty.
     async fn open(
         &self,
         tenant: &Tenant,
         room: Room,
         member: &Member,
+        continues: &str,
     ) -> Result<Attachment, Refusal> {
         let key = room.key.clone();
         let node = self.place(tenant, room).await?;
         let session_id = random::hex(SESSION_ID_BYTES);
-        let open = tickets::open_session(&self.keys.grants, &node, &key, member, &session_id);
+        let mut open = tickets::open_session(&self.keys.grants, &node, &key, member, &session_id);
+        open.continues = continues.to_owned();
         // The instance that takes the session: if the node restarts under its id, the
         // session's tickets still name the one that had it.
         let node_instance = self.fleet.instance_of(&node).unwrap_or_default();
@@ -372,6 +385,7 @@ impl<S: Store> Admission<S> {
             node,
             session_id,
             node_instance,
+            generation: 0,
             events,
             ticket: String::new(),
         };

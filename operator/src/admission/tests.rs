@@ -103,6 +103,38 @@ impl Platform {
             .collect()
     }
 
+    /// Resumes with `ticket` in `room` while node `id` answers `outcome` to the resume it is
+    /// asked; returns the result and what the node was asked, if anything.
+    async fn resume_answered(
+        &mut self,
+        room: &str,
+        ticket: &str,
+        id: &str,
+        outcome: v1::ResumeOutcome,
+    ) -> (Result<Admitted, Refusal>, Option<v1::ResumeSession>) {
+        let rx = self.nodes.get_mut(id).expect("an attached node");
+        let (fleet, node) = (self.fleet.clone(), NodeId(id.to_owned()));
+        let answering = async {
+            let asked = loop {
+                if let Some(ControlKind::ResumeSession(asked)) = rx.recv().await?.kind {
+                    break asked;
+                }
+            };
+            let answer = v1::ResumeAnswer {
+                session_id: asked.session_id.clone(),
+                request_id: asked.request_id,
+                outcome: outcome as i32,
+                generation: asked.generation + 1,
+            };
+            fleet.answer_resume(&node, answer);
+            Some(asked)
+        };
+        let answering = tokio::time::timeout(Duration::from_secs(1), answering);
+        let room = key(room);
+        let (result, asked) = tokio::join!(self.admission.resume(&room, ticket), answering);
+        (result, asked.ok().flatten())
+    }
+
     async fn stored(&self, name: &str) -> Option<Room> {
         self.store.room(&key(name)).await.unwrap()
     }
@@ -367,29 +399,69 @@ async fn two_racing_placements_agree_on_one_node() {
 }
 
 #[tokio::test]
-async fn a_ticket_resumes_its_session_on_its_node() {
+async fn a_ticket_resumes_its_session_on_its_node_once() {
     let mut platform = Platform::public([persistent("chor", None)]);
     platform.attach("a", "");
-    let joined = platform.admission.join(&key("chor"), "Anna").await.unwrap();
+    let mut joined = platform.admission.join(&key("chor"), "Anna").await.unwrap();
     platform.commands("a");
+    let ticket = joined.attachment.ticket.clone();
 
-    let resumed = platform
-        .admission
-        .resume(&key("chor"), &joined.attachment.ticket)
-        .await
-        .unwrap();
+    let (resumed, asked) = platform
+        .resume_answered("chor", &ticket, "a", v1::ResumeOutcome::Resumed)
+        .await;
+    let resumed = resumed.unwrap();
 
     assert!(!resumed.moved);
     assert_eq!(resumed.member, joined.member);
     assert_eq!(resumed.attachment.session_id, joined.attachment.session_id);
     assert_eq!(resumed.attachment.node, node("a"));
-    assert!(
-        matches!(
-            platform.commands("a").as_slice(),
-            [ControlKind::ResumeSession(v1::ResumeSession { session_id, node_instance })]
-                if *session_id == joined.attachment.session_id && node_instance == "a-first"
-        ),
-        "the node is asked for the session of the instance that held it"
+    let asked = asked.expect("the node was asked");
+    assert_eq!(asked.session_id, joined.attachment.session_id);
+    assert_eq!(asked.node_instance, "a-first", "the instance that held it");
+    assert_eq!(asked.generation, 0, "the ticket's generation");
+    assert_eq!(resumed.attachment.generation, 1);
+    let fresh = tickets::open(&keys().tickets, &resumed.attachment.ticket, &key("chor")).unwrap();
+    assert_eq!(fresh.generation, 1, "the resumed client's ticket is the next generation");
+    assert_eq!(
+        joined.attachment.events.try_recv(),
+        Ok(ClientEvent::Replaced),
+        "the connection that held the session is told"
+    );
+
+    // The same ticket again: the node finds it stale, and the session stays where it is.
+    let (again, _) = platform
+        .resume_answered("chor", &ticket, "a", v1::ResumeOutcome::Stale)
+        .await;
+    assert_eq!(again.err().map(|r| r.code), Some(RefusalCode::ResumeRefused));
+    let mut resumed = resumed;
+    assert!(resumed.attachment.events.try_recv().is_err(), "untouched");
+    assert!(platform.opened("a").is_empty(), "nothing new was opened");
+}
+
+#[tokio::test]
+async fn a_ticket_whose_node_lost_the_session_continues_it_elsewhere() {
+    let mut platform = Platform::public([persistent("chor", None)]);
+    platform.attach("a", "");
+    let joined = platform.admission.join(&key("chor"), "Anna").await.unwrap();
+    platform.commands("a");
+
+    let (resumed, _) = platform
+        .resume_answered(
+            "chor",
+            &joined.attachment.ticket,
+            "a",
+            v1::ResumeOutcome::Lost,
+        )
+        .await;
+
+    let resumed = resumed.unwrap();
+    assert!(resumed.moved);
+    assert_eq!(resumed.member.participant_id, joined.member.participant_id);
+    let opened = platform.opened("a");
+    assert_eq!(opened.len(), 1);
+    assert_eq!(
+        opened[0].continues, joined.attachment.session_id,
+        "the node learns which lost session this continues, and opens it once"
     );
 }
 
@@ -431,7 +503,7 @@ async fn a_ticket_whose_node_is_gone_gets_a_new_session_elsewhere() {
         &key("chor"),
         &member,
         (&node("gone"), "gone-first"),
-        "s-old",
+        ("s-old", 0),
     );
 
     let resumed = platform
@@ -444,7 +516,9 @@ async fn a_ticket_whose_node_is_gone_gets_a_new_session_elsewhere() {
     assert_eq!(resumed.member.participant_id, "p1", "the same participant");
     assert_eq!(resumed.attachment.node, node("b"));
     assert_ne!(resumed.attachment.session_id, "s-old");
-    assert_eq!(platform.opened("b").len(), 1);
+    let opened = platform.opened("b");
+    assert_eq!(opened.len(), 1);
+    assert_eq!(opened[0].continues, "s-old");
 }
 
 #[tokio::test]

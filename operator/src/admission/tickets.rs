@@ -5,6 +5,12 @@
 //! may admit it; the ticket with the control plane's own keyring, and any replica's gateway
 //! checks it. Both expire: a grant soon, since the node receives it at once; a ticket minutes
 //! after the client's socket dropped (it gets fresh ones while the socket is up).
+//!
+//! A ticket resumes once. It carries the session's resume generation, and the node that holds
+//! the session resumes it only with a ticket of the current generation and then counts up, so
+//! every ticket sealed before is stale; the resumed client gets tickets of the new generation.
+//! When the session's node was lost, the new session names the lost one it continues, and the
+//! room's node opens only one such session (`OpenSession.continues`).
 
 use std::time::Duration;
 
@@ -54,19 +60,21 @@ pub(super) fn open_session(
     v1::OpenSession {
         session_id: session_id.to_owned(),
         grant: Some(key.sign_grant(&grant)),
+        continues: String::new(),
     }
 }
 
 /// The sealed ticket that resumes session `session_id` of `member` on instance `node_instance`
-/// of `node`.
+/// of `node`, at the session's resume generation `generation`.
 pub(super) fn seal(
     key: &Keyring,
     room: &RoomKey,
     member: &Member,
     (node, node_instance): (&NodeId, &str),
-    session_id: &str,
+    (session_id, generation): (&str, u64),
 ) -> String {
     let ticket = v1::ResumeTicket {
+        generation,
         session_id: session_id.to_owned(),
         node_id: node.0.clone(),
         node_instance: node_instance.to_owned(),

@@ -238,6 +238,7 @@ async fn handle_node_message(
             let reason = v1::CloseReason::try_from(closed.reason).unwrap_or_default();
             fleet.deliver(node, &closed.session_id, ClientEvent::Closed(reason));
         }
+        Some(NodeKind::ResumeAnswer(answer)) => fleet.answer_resume(node, answer),
         Some(NodeKind::Load(load)) => fleet.update_load(node, load),
         Some(NodeKind::Draining(draining)) => {
             info!(%node, move_sessions = draining.move_sessions, "media node is draining");

@@ -22,7 +22,7 @@ use tokio::sync::{broadcast, mpsc};
 use treffpunkt_proto::v1::{self, control_message::Kind as ControlKind};
 
 use crate::domain::{NodeId, NodeView, RoomKey, RoomName, TenantName};
-pub use sessions::ResumeError;
+pub use sessions::{ResumeError, Resumed};
 
 /// How long a node whose stream broke may take to come back before its rooms are moved.
 pub const NODE_LOSS_GRACE: Duration = Duration::from_millis(1500);
@@ -98,6 +98,9 @@ struct SessionRoute {
 struct FleetState {
     nodes: HashMap<NodeId, AttachedNode>,
     sessions: HashMap<String, SessionRoute>,
+    /// Resumes that wait for their node's answer, by request id.
+    pending_resumes: HashMap<u64, sessions::PendingResume>,
+    next_request: u64,
     next_attachment: u64,
 }
 

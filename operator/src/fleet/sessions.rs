@@ -1,8 +1,10 @@
 //! Sessions: which node carries each participant of this replica's gateway, and the way
 //! signals travel between the participant's WebSocket and that node.
 
-use tokio::sync::mpsc;
-use treffpunkt_proto::v1::{self, control_message::Kind as ControlKind};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use treffpunkt_proto::v1::{self, ResumeOutcome, control_message::Kind as ControlKind};
 
 use super::{ClientEvent, Fleet, FleetError, SessionRoute};
 use crate::domain::{NodeId, RoomKey};
@@ -10,6 +12,8 @@ use crate::domain::{NodeId, RoomKey};
 /// How many events may wait for a slow client before its session is dropped. The node's stream
 /// must never wait for one participant.
 const CLIENT_QUEUE: usize = 256;
+/// How long a resume waits for its node's answer.
+const RESUME_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a session could not be resumed here.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -17,6 +21,34 @@ pub enum ResumeError {
     /// The node that carries it is not attached (or takes nothing now).
     #[error("the session's media node is not available")]
     NodeUnavailable,
+    /// The node has no such session: an earlier process of it lost the session.
+    #[error("the session's media node lost it")]
+    Lost,
+    /// The session has ended, or the ticket was used already.
+    #[error("the ticket resumes nothing")]
+    Refused,
+    /// The node did not answer in time.
+    #[error("the session's media node did not answer")]
+    NoAnswer,
+}
+
+/// A resume that waits for its node's answer, with the route the session takes if the node
+/// accepts it.
+#[derive(Debug)]
+pub(super) struct PendingResume {
+    session_id: String,
+    route: SessionRoute,
+    answer: oneshot::Sender<v1::ResumeAnswer>,
+}
+
+/// A session resumed through this replica: the client's events and the generation that its
+/// next tickets carry.
+#[derive(Debug)]
+pub struct Resumed {
+    /// What the node says to the client from now on.
+    pub events: mpsc::Receiver<ClientEvent>,
+    /// The session's resume generation now.
+    pub generation: u64,
 }
 
 impl Fleet {
@@ -47,11 +79,7 @@ impl Fleet {
             room,
             to_client,
         };
-        // A resume through another connection takes the session over: the one that had it is
-        // told, and its route (and so its channel) goes.
-        if let Some(previous) = state.sessions.insert(session_id.to_owned(), route) {
-            let _ = previous.to_client.try_send(ClientEvent::Replaced);
-        }
+        state.sessions.insert(session_id.to_owned(), route);
         Ok((events, to_node))
     }
 
@@ -85,30 +113,95 @@ impl Fleet {
         Ok(events)
     }
 
-    /// Routes an existing session on `node` through this replica (its client came back here)
-    /// and asks the node to tell the client where it stands.
+    /// Asks `node` to hand the session `session_id` to this replica, with the client's ticket
+    /// (its node instance and generation). Only when the node accepts does the session's route
+    /// move here (and whoever held it is told); a refused or stale ticket changes nothing.
     pub async fn resume_session(
         &self,
         node: &NodeId,
         room: RoomKey,
         session_id: &str,
-        node_instance: &str,
-    ) -> Result<mpsc::Receiver<ClientEvent>, ResumeError> {
+        (node_instance, generation): (&str, u64),
+    ) -> Result<Resumed, ResumeError> {
+        let (to_client, events) = mpsc::channel(CLIENT_QUEUE);
+        let (answer, mut answered) = oneshot::channel();
+        let (to_node, request_id) = {
+            let mut state = self.lock();
+            let to_node = state
+                .nodes
+                .get(node)
+                .filter(|attached| attached.takes_rooms())
+                .map(|attached| attached.to_node.clone())
+                .ok_or(ResumeError::NodeUnavailable)?;
+            state.next_request += 1;
+            let request_id = state.next_request;
+            let route = SessionRoute {
+                node: node.clone(),
+                room,
+                to_client,
+            };
+            let session_id = session_id.to_owned();
+            let pending = PendingResume {
+                session_id,
+                route,
+                answer,
+            };
+            state.pending_resumes.insert(request_id, pending);
+            (to_node, request_id)
+        };
         let message = v1::ControlMessage::new(ControlKind::ResumeSession(v1::ResumeSession {
             session_id: session_id.to_owned(),
             node_instance: node_instance.to_owned(),
+            generation,
+            request_id,
         }));
-        let (events, to_node) = self
-            .route(node, room, session_id)
-            .map_err(|_| ResumeError::NodeUnavailable)?;
-        if !self.is_available(node) {
-            self.lock().sessions.remove(session_id);
+        if to_node.send(message).await.is_err() {
+            self.lock().pending_resumes.remove(&request_id);
             return Err(ResumeError::NodeUnavailable);
         }
-        self.send_routed(session_id, node, to_node, message)
-            .await
-            .map_err(|_| ResumeError::NodeUnavailable)?;
-        Ok(events)
+        let answer = match tokio::time::timeout(RESUME_ANSWER_TIMEOUT, &mut answered).await {
+            Ok(answer) => answer.map_err(|_| ResumeError::NodeUnavailable)?,
+            Err(_) => {
+                if self.lock().pending_resumes.remove(&request_id).is_some() {
+                    return Err(ResumeError::NoAnswer);
+                }
+                // The answer came just now.
+                answered.await.map_err(|_| ResumeError::NodeUnavailable)?
+            }
+        };
+        match answer.outcome() {
+            ResumeOutcome::Resumed => Ok(Resumed {
+                events,
+                generation: answer.generation,
+            }),
+            ResumeOutcome::Lost => Err(ResumeError::Lost),
+            ResumeOutcome::Ended | ResumeOutcome::Stale | ResumeOutcome::Unspecified => {
+                Err(ResumeError::Refused)
+            }
+        }
+    }
+
+    /// Takes `node`'s answer to a resume: an accepted one moves the session's route here
+    /// before any later signal of the node is delivered, and the replica or connection that
+    /// held it is told. Answers to nothing asked, or from another node, are ignored.
+    pub(crate) fn answer_resume(&self, node: &NodeId, answer: v1::ResumeAnswer) {
+        let mut state = self.lock();
+        let asked = state
+            .pending_resumes
+            .get(&answer.request_id)
+            .is_some_and(|p| &p.route.node == node && p.session_id == answer.session_id);
+        let Some(pending) = asked
+            .then(|| state.pending_resumes.remove(&answer.request_id))
+            .flatten()
+        else {
+            return;
+        };
+        if answer.outcome() == ResumeOutcome::Resumed {
+            if let Some(previous) = state.sessions.insert(pending.session_id, pending.route) {
+                let _ = previous.to_client.try_send(ClientEvent::Replaced);
+            }
+        }
+        let _ = pending.answer.send(answer);
     }
 
     /// Relays a client's signal to the node that carries its session.

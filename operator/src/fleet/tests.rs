@@ -1,5 +1,7 @@
 //! The fleet's bookkeeping, without sockets.
 
+use std::sync::Arc;
+
 use super::*;
 
 fn register(node: &str, hosted: &[&str]) -> v1::Register {
@@ -97,36 +99,74 @@ async fn draining_with_moving_moves_the_sessions_and_is_announced() {
     assert!(node_events.try_recv().is_err(), "announced once");
 }
 
+/// The node's answer to the resume it was asked last.
+fn answer(
+    to_node: &mut mpsc::Receiver<v1::ControlMessage>,
+    outcome: v1::ResumeOutcome,
+) -> v1::ResumeAnswer {
+    let Ok(Some(ControlKind::ResumeSession(asked))) = to_node.try_recv().map(|m| m.kind) else {
+        panic!("the node was asked to resume");
+    };
+    v1::ResumeAnswer {
+        session_id: asked.session_id,
+        request_id: asked.request_id,
+        outcome: outcome as i32,
+        generation: asked.generation + 1,
+    }
+}
+
+#[tokio::test]
+async fn a_session_moves_here_only_when_its_node_accepts_the_ticket() {
+    let fleet = Arc::new(Fleet::default());
+    let (tx, mut to_node) = mpsc::channel(16);
+    let a = NodeId("a".into());
+    fleet.attach(register("a", &[]), tx).unwrap();
+    let mut holder = open(&fleet, "a", "s1").await;
+    to_node.try_recv().unwrap();
+
+    for (outcome, expected) in [
+        (v1::ResumeOutcome::Stale, Err(ResumeError::Refused)),
+        (v1::ResumeOutcome::Ended, Err(ResumeError::Refused)),
+        (v1::ResumeOutcome::Lost, Err(ResumeError::Lost)),
+        (v1::ResumeOutcome::Resumed, Ok(1)),
+    ] {
+        let resuming = tokio::spawn({
+            let fleet = fleet.clone();
+            async move {
+                fleet
+                    .resume_session(&NodeId("a".into()), room(), "s1", ("", 0))
+                    .await
+                    .map(|resumed| resumed.generation)
+            }
+        });
+        tokio::task::yield_now().await;
+        let answer = answer(&mut to_node, outcome);
+        // Another node cannot answer for a's session.
+        fleet.answer_resume(&NodeId("b".into()), answer.clone());
+        assert!(fleet.deliver(&a, "s1", ClientEvent::Move));
+        assert_eq!(holder.try_recv(), Ok(ClientEvent::Move), "still the holder's");
+        fleet.answer_resume(&a, answer);
+        assert_eq!(resuming.await.unwrap(), expected, "{outcome:?}");
+    }
+    assert_eq!(
+        holder.try_recv(),
+        Ok(ClientEvent::Replaced),
+        "only the accepted resume takes the session from its holder"
+    );
+}
+
 #[tokio::test]
 async fn a_session_resumes_only_on_an_available_node() {
     let fleet = Fleet::default();
-    let (tx, mut to_node) = mpsc::channel(16);
+    let (tx, _to_node) = mpsc::channel(16);
     let attachment = fleet.attach(register("a", &[]), tx).unwrap();
-    assert!(
-        fleet
-            .resume_session(&NodeId("a".into()), room(), "s1", "")
-            .await
-            .is_ok()
-    );
-    assert!(matches!(
-        to_node.try_recv().map(|m| m.kind),
-        Ok(Some(ControlKind::ResumeSession(_)))
-    ));
     fleet.lose(&NodeId("a".into()), attachment);
-    assert_eq!(
-        fleet
-            .resume_session(&NodeId("a".into()), room(), "s2", "")
-            .await
-            .err(),
-        Some(ResumeError::NodeUnavailable)
-    );
-    assert_eq!(
-        fleet
-            .resume_session(&NodeId("b".into()), room(), "s3", "")
-            .await
-            .err(),
-        Some(ResumeError::NodeUnavailable)
-    );
+    for node in ["a", "b"] {
+        let resumed = fleet
+            .resume_session(&NodeId(node.into()), room(), "s2", ("", 0))
+            .await;
+        assert_eq!(resumed.err(), Some(ResumeError::NodeUnavailable));
+    }
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use treffpunkt_proto::v1::{self, signal::Kind};
 
 use super::peer::{Arrival, Publish};
 use super::{Direction, Net, rtp_header};
-use crate::node::Command;
+use crate::node::{Command, Resume};
 
 /// Whether participant `index` has received at least `audio` audio and `video` video packets
 /// from `from`.
@@ -237,6 +237,46 @@ fn a_participant_who_joins_again_ends_the_older_session() {
     assert!(net.peers[second].connected);
 }
 
+fn resume(net: &mut Net, session_id: &str, node_instance: &str, generation: u64) {
+    let resume = Command::Resume(Resume {
+        session_id: session_id.to_owned(),
+        node_instance: node_instance.to_owned(),
+        generation,
+        request_id: 7,
+        via: "replica".to_owned(),
+    });
+    let now = net.now;
+    net.node.command(now, resume);
+    net.run_for(Duration::from_millis(10));
+}
+
+#[test]
+fn each_ticket_resumes_once_and_a_stale_one_leaves_the_session_alone() {
+    let mut net = Net::new(10);
+    let anna = net.join("anna", Publish::Plain);
+    let connected = net.run_until(Duration::from_secs(5), |net| net.peers[anna].connected);
+    assert!(connected, "Anna is connected");
+    let session_id = net.peers[anna].session_id.clone();
+    let instance = net.node.instance().to_owned();
+    for generation in [0, 0, 1, 0] {
+        resume(&mut net, &session_id, &instance, generation);
+    }
+    let outcomes: Vec<(v1::ResumeOutcome, u64)> =
+        net.answers.iter().map(|(_, o, g)| (*o, *g)).collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            (v1::ResumeOutcome::Resumed, 1),
+            (v1::ResumeOutcome::Stale, 0),
+            (v1::ResumeOutcome::Resumed, 2),
+            (v1::ResumeOutcome::Stale, 0),
+        ],
+        "the first ticket of each generation resumes; a used one is stale"
+    );
+    assert!(net.closed.is_empty(), "nothing ended");
+    assert_eq!(net.node.session_count(), 1);
+}
+
 #[test]
 fn a_session_this_node_ended_is_not_resumed_but_one_an_earlier_node_lost_moves() {
     let mut net = Net::new(10);
@@ -251,21 +291,34 @@ fn a_session_this_node_ended_is_not_resumed_but_one_an_earlier_node_lost_moves()
             session_id: session_id.clone(),
         },
     );
+    net.run_for(Duration::from_millis(10));
     let instance = net.node.instance().to_owned();
-    for node_instance in [instance, "an earlier process".to_owned()] {
-        let resume = Command::Resume {
-            session_id: session_id.clone(),
-            node_instance,
-        };
-        net.node.command(now, resume);
-        net.run_for(Duration::from_millis(10));
-    }
+    resume(&mut net, &session_id, &instance, 0);
+    resume(&mut net, &session_id, "an earlier process", 0);
+    let outcomes: Vec<v1::ResumeOutcome> = net.answers.iter().map(|(_, o, _)| *o).collect();
     assert_eq!(
-        net.closed,
-        vec![
-            (session_id.clone(), v1::CloseReason::Refused),
-            (session_id, v1::CloseReason::ConnectionLost)
-        ],
+        outcomes,
+        vec![v1::ResumeOutcome::Ended, v1::ResumeOutcome::Lost],
         "this node's own ended session is refused; a lost one is for the control plane to move"
     );
+}
+
+#[test]
+fn a_lost_session_is_continued_once() {
+    let mut net = Net::new(10);
+    let first = net.join_continuing("anna", "p-anna", "lost-session", Publish::Plain);
+    let connected = net.run_until(Duration::from_secs(5), |net| net.peers[first].connected);
+    assert!(connected, "Anna's session continues the lost one");
+    let replay = net.join_continuing("mallory", "p-anna", "lost-session", Publish::Plain);
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(
+        net.closed,
+        vec![(
+            net.peers[replay].session_id.clone(),
+            v1::CloseReason::Refused
+        )],
+        "the replayed ticket opens nothing and Anna's session stays"
+    );
+    assert_eq!(net.node.session_count(), 1);
+    assert!(net.peers[first].connected);
 }

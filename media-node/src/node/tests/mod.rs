@@ -84,6 +84,8 @@ pub struct Net {
     next_datagram: u64,
     /// Sessions the node closed, with why.
     pub closed: Vec<(String, v1::CloseReason)>,
+    /// The node's answers to resumes: session, outcome, generation.
+    pub answers: Vec<(String, v1::ResumeOutcome, u64)>,
     loss: Option<LossRule>,
     /// Datagrams the loss rule dropped.
     pub lost: u32,
@@ -110,6 +112,7 @@ impl Net {
             datagrams: std::collections::HashMap::new(),
             next_datagram: 0,
             closed: Vec::new(),
+            answers: Vec::new(),
             loss: None,
             lost: 0,
             flood: None,
@@ -127,6 +130,17 @@ impl Net {
     /// The same, with the participant id `participant_id` (the same person's second session
     /// when the id is taken).
     pub fn join_as(&mut self, name: &str, participant_id: &str, publish: Publish) -> usize {
+        self.join_continuing(name, participant_id, "", publish)
+    }
+
+    /// The same, for a session that continues the lost session `continues`.
+    pub fn join_continuing(
+        &mut self,
+        name: &str,
+        participant_id: &str,
+        continues: &str,
+        publish: Publish,
+    ) -> usize {
         let index = self.peers.len();
         let number = index as u8 + 1;
         let address = SocketAddr::from(([10, 0, 0, number], 5000 + u16::from(number)));
@@ -138,6 +152,7 @@ impl Net {
             display_name: name.to_owned(),
             max_participants: 10,
             last_n: 0,
+            continues: continues.to_owned(),
         };
         self.peers.push(peer);
         self.node.command(self.now, Command::Open(admission));
@@ -303,6 +318,11 @@ impl Net {
             Event::Closed {
                 session_id, reason, ..
             } => self.closed.push((session_id, reason)),
+            Event::ResumeAnswer {
+                resume,
+                outcome,
+                generation,
+            } => self.answers.push((resume.session_id, outcome, generation)),
             Event::Load(_) | Event::Draining { .. } => {}
         }
     }
