@@ -1,7 +1,7 @@
 //! Cluster mode: one control-plane replica in Kubernetes.
 //!
 //! Every replica serves the gateway (web client, joins, signalling), the `Attach` endpoint that
-//! media nodes dial, and its admin endpoint (`/metrics`, `/healthz`, `/readyz`). Tenants and rooms
+//! media nodes dial, and its admin endpoint ([`crate::admin`]). Tenants and rooms
 //! live on the API server ([`KubeStore`]). The replica that holds the Lease also runs the
 //! reconcilers.
 
@@ -11,11 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -29,8 +24,8 @@ use tracing::{info, warn};
 use treffpunkt_proto::grant::Keyring;
 use treffpunkt_proto::random;
 
+use crate::admin;
 use crate::admission::Keys;
-use crate::domain::NodeId;
 use crate::fleet::attach;
 use crate::fleet::{Fleet, NodeEvent};
 use crate::gateway::{self, Gateway, Limits};
@@ -105,11 +100,18 @@ pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
 
 /// The field of the keys' Secret that holds the ticket key.
 const TICKET_KEY: &str = "ticket-key";
+/// The field of the keys' Secret that holds the admin endpoint's bearer token.
+pub const ADMIN_TOKEN: &str = "admin-token";
 
-/// The keys grants and tickets are signed with, from their Secret in the platform namespace:
-/// made on first start, then shared by every replica. The media nodes get the grant key (`key`)
-/// alone; the ticket key (`ticket-key`) stays with the control plane.
-async fn keys(client: &Client, namespace: &str, name: &str) -> anyhow::Result<Keys> {
+/// The keys grants and tickets are signed with, and the admin endpoint's token, from their
+/// Secret in the platform namespace: made on first start, then shared by every replica. The
+/// media nodes get the grant key (`key`) alone; the ticket key (`ticket-key`) and the admin
+/// token (`admin-token`) stay with the control plane and its administrators.
+async fn keys(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<(Keys, Option<String>)> {
     let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
     loop {
         if let Some(secret) = secrets.get_opt(name).await? {
@@ -139,7 +141,14 @@ async fn keys(client: &Client, namespace: &str, name: &str) -> anyhow::Result<Ke
                     Keyring::from_secret(&derived)
                 }
             };
-            return Ok(Keys { grants, tickets });
+            let token = data
+                .get(ADMIN_TOKEN)
+                .map(|token| String::from_utf8_lossy(&token.0).trim().to_owned())
+                .filter(|token| token.len() >= 16);
+            if token.is_none() {
+                warn!(%namespace, %name, "the Secret has no admin token (of at least 16 characters); the admin commands are off until it is made again");
+            }
+            return Ok((Keys { grants, tickets }, token));
         }
         // As text, so that it can go into an environment variable of the media nodes.
         let text = random::hex(32);
@@ -161,6 +170,10 @@ async fn keys(client: &Client, namespace: &str, name: &str) -> anyhow::Result<Ke
                 [
                     ("key".to_owned(), ByteString(text.into_bytes())),
                     (TICKET_KEY.to_owned(), ByteString(ticket_text.into_bytes())),
+                    (
+                        ADMIN_TOKEN.to_owned(),
+                        ByteString(random::hex(32).into_bytes()),
+                    ),
                 ]
                 .into(),
             ),
@@ -172,75 +185,6 @@ async fn keys(client: &Client, namespace: &str, name: &str) -> anyhow::Result<Ke
             Err(kube::Error::Api(status)) if status.is_already_exists() => {}
             Err(error) => return Err(error.into()),
         }
-    }
-}
-
-/// What the admin endpoint reaches.
-#[derive(Clone)]
-struct Admin {
-    metrics: Metrics,
-    fleet: Arc<Fleet>,
-}
-
-async fn serve_metrics(State(admin): State<Admin>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        admin.metrics.encode(),
-    )
-}
-
-/// `GET /nodes`: the media nodes attached to this replica.
-async fn list_nodes(State(admin): State<Admin>) -> impl IntoResponse {
-    let nodes: Vec<serde_json::Value> = admin
-        .fleet
-        .nodes()
-        .into_iter()
-        .map(|node| {
-            serde_json::json!({
-                "id": node.id.0,
-                "pool": node.pool,
-                "rooms": node.rooms,
-                "participants": node.participants,
-                "maxParticipants": node.max_participants,
-                "draining": node.draining,
-            })
-        })
-        .collect();
-    axum::Json(nodes)
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct DrainQuery {
-    #[serde(rename = "move", default = "moving")]
-    move_sessions: bool,
-    #[serde(default = "grace")]
-    grace: u64,
-}
-
-fn moving() -> bool {
-    true
-}
-
-fn grace() -> u64 {
-    60
-}
-
-/// `POST /nodes/{node}/drain?move=true&grace=60`: asks a node to drain.
-async fn drain_node(
-    State(admin): State<Admin>,
-    axum::extract::Path(node): axum::extract::Path<String>,
-    axum::extract::Query(query): axum::extract::Query<DrainQuery>,
-) -> impl IntoResponse {
-    match admin.fleet.drain(
-        &NodeId(node),
-        query.move_sessions,
-        Duration::from_secs(query.grace),
-    ) {
-        Ok(()) => (StatusCode::ACCEPTED, "draining".to_owned()),
-        Err(error) => (StatusCode::NOT_FOUND, error.to_string()),
     }
 }
 
@@ -276,7 +220,7 @@ async fn mark_draining_pods(client: Client, namespace: String, fleet: Arc<Fleet>
 pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
     let client = client(config.kubeconfig.as_ref()).await?;
     let settings = config.settings.clone();
-    let keys = keys(
+    let (keys, admin_token) = keys(
         &client,
         &settings.platform_namespace,
         &settings.grant_key_secret,
@@ -305,17 +249,7 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
 
     let admin_listener = TcpListener::bind(config.admin).await?;
     let admin = admin_listener.local_addr()?;
-    let admin_router = Router::new()
-        .route("/metrics", get(serve_metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        // The caches are filled before the servers start, so a replica that serves is ready.
-        .route("/readyz", get(|| async { (StatusCode::OK, "ready") }))
-        .route("/nodes", get(list_nodes))
-        .route("/nodes/{node}/drain", axum::routing::post(drain_node))
-        .with_state(Admin {
-            metrics: metrics.clone(),
-            fleet: fleet.clone(),
-        });
+    let admin_router = admin::router(metrics.clone(), fleet.clone(), admin_token);
     tasks.push(tokio::spawn(mark_draining_pods(
         client.clone(),
         settings.platform_namespace.clone(),

@@ -19,7 +19,8 @@
 //!   themselves are typed in [`treffpunkt_proto::signalling`].
 //! - [`reconcile`]: the reconcilers of `Tenant`, `Room` and `MediaPool`, run by the replica that
 //!   holds the Lease ([`leader`]), with their [`metrics`].
-//! - [`cluster`]: one control-plane replica in Kubernetes.
+//! - [`cluster`]: one control-plane replica in Kubernetes, with its [`admin`] endpoint (probes,
+//!   metrics, and commands that need the admin token).
 //! - [`seed`]: the Tenant and Room manifests that seed standalone mode.
 //! - [`standalone`]: all of it plus one media node in one process, talking real gRPC over
 //!   loopback, with an in-memory store: a meeting server on one machine.
@@ -36,6 +37,7 @@
 //! goes away is moved ([`admission::Admission::move_session`]).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod admission;
 pub mod cluster;
 pub mod crd;

@@ -23,7 +23,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use support::helm::{chart, example, helm_ok};
 use support::resources::mark_media_node_ready;
-use support::{admin, counter, eventually, free_port, metrics, testenv, unique};
+use support::{admin, admin_request, counter, eventually, free_port, metrics, testenv, unique};
 use treffpunkt_operator::crd::{self, MediaPool, Room, RoomSpec, Tenant, TenantSpec};
 
 /// How long the operator gets to make something Ready (or to fail).
@@ -231,6 +231,40 @@ async fn assert_the_platform_is_ready(client: &Client, namespace: &str, operator
         lease.spec.unwrap().holder_identity.as_deref(),
         Some("treffpunkt-replica-0")
     );
+}
+
+/// The admin commands answer only with the admin token of the keys' Secret; probes and metrics
+/// answer anyone who reaches the port.
+async fn assert_the_admin_commands_need_the_token(
+    client: &Client,
+    namespace: &str,
+    operator: &ChartOperator,
+) {
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get("treffpunkt-grant-key")
+        .await
+        .unwrap();
+    let token = secret.data.unwrap_or_default()[treffpunkt_operator::cluster::ADMIN_TOKEN].clone();
+    let token = String::from_utf8(token.0).unwrap();
+    let status = |response: String| response.lines().next().unwrap_or_default().to_owned();
+    for request in ["GET /nodes", "POST /nodes/nobody/drain"] {
+        for wrong in [None, Some("0123456789abcdef0123456789abcdef"), Some("")] {
+            let response = admin_request(operator.admin, request, wrong).await;
+            assert!(
+                status(response.clone()).contains("401"),
+                "{request} with {wrong:?}: {response}"
+            );
+        }
+    }
+    let nodes = admin_request(operator.admin, "GET /nodes", Some(&token)).await;
+    assert!(status(nodes.clone()).contains("200"), "{nodes}");
+    let drain = admin_request(operator.admin, "POST /nodes/nobody/drain", Some(&token)).await;
+    assert!(
+        status(drain.clone()).contains("404"),
+        "no such node: {drain}"
+    );
+    let healthz = admin_request(operator.admin, "GET /healthz", None).await;
+    assert!(status(healthz.clone()).contains("200"), "{healthz}");
 }
 
 /// The default pool is a Deployment of media nodes, Ready once its node is, whose nodes dial
@@ -503,6 +537,7 @@ async fn with_the_charts_rights_the_operator_makes_everything_ready() {
     let operator = ChartOperator::start(&client, namespace, "treffpunkt").await;
 
     assert_the_platform_is_ready(&client, namespace, &operator).await;
+    assert_the_admin_commands_need_the_token(&client, namespace, &operator).await;
     assert_the_default_pool_is_ready(&client, namespace, &operator).await;
     add_the_partner_from_the_examples(&client, namespace, &operator).await;
     assert_the_partners_admins_keep_to_their_namespace().await;

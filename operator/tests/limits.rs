@@ -575,7 +575,10 @@ async fn a_ticket_replayed_while_its_session_lives_resumes_it_once() {
 
     // Later, the same ticket once more: used, so refused.
     let again = replayed_three_times(&server, "kopie", &ticket).await;
-    assert!(again.iter().all(|a| a["code"] == "resume-refused"), "{again:?}");
+    assert!(
+        again.iter().all(|a| a["code"] == "resume-refused"),
+        "{again:?}"
+    );
     tokio::time::sleep(2 * treffpunkt_operator::fleet::attach::LOAD_REPORT_INTERVAL).await;
     let room = room_key("public", "kopie");
     assert_eq!(server.fleet.room_participants(&room), 1, "Anna, once");

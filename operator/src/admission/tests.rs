@@ -421,7 +421,10 @@ async fn a_ticket_resumes_its_session_on_its_node_once() {
     assert_eq!(asked.generation, 0, "the ticket's generation");
     assert_eq!(resumed.attachment.generation, 1);
     let fresh = tickets::open(&keys().tickets, &resumed.attachment.ticket, &key("chor")).unwrap();
-    assert_eq!(fresh.generation, 1, "the resumed client's ticket is the next generation");
+    assert_eq!(
+        fresh.generation, 1,
+        "the resumed client's ticket is the next generation"
+    );
     assert_eq!(
         joined.attachment.events.try_recv(),
         Ok(ClientEvent::Replaced),
@@ -432,7 +435,10 @@ async fn a_ticket_resumes_its_session_on_its_node_once() {
     let (again, _) = platform
         .resume_answered("chor", &ticket, "a", v1::ResumeOutcome::Stale)
         .await;
-    assert_eq!(again.err().map(|r| r.code), Some(RefusalCode::ResumeRefused));
+    assert_eq!(
+        again.err().map(|r| r.code),
+        Some(RefusalCode::ResumeRefused)
+    );
     let mut resumed = resumed;
     assert!(resumed.attachment.events.try_recv().is_err(), "untouched");
     assert!(platform.opened("a").is_empty(), "nothing new was opened");

@@ -144,7 +144,11 @@ async fn a_session_moves_here_only_when_its_node_accepts_the_ticket() {
         // Another node cannot answer for a's session.
         fleet.answer_resume(&NodeId("b".into()), answer.clone());
         assert!(fleet.deliver(&a, "s1", ClientEvent::Move));
-        assert_eq!(holder.try_recv(), Ok(ClientEvent::Move), "still the holder's");
+        assert_eq!(
+            holder.try_recv(),
+            Ok(ClientEvent::Move),
+            "still the holder's"
+        );
         fleet.answer_resume(&a, answer);
         assert_eq!(resuming.await.unwrap(), expected, "{outcome:?}");
     }

@@ -292,14 +292,25 @@ pub async fn ensure_namespace(client: &Client, name: &str) {
 
 /// Reads the admin endpoint's metrics.
 pub async fn metrics(admin: std::net::SocketAddr) -> String {
+    admin_request(admin, "GET /metrics", None).await
+}
+
+/// The whole response of the admin endpoint at `admin` to `request` (method and path), with
+/// `token` as the bearer token if given.
+pub async fn admin_request(
+    admin: std::net::SocketAddr,
+    request: &str,
+    token: Option<&str>,
+) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(admin)
         .await
         .expect("the admin endpoint answers");
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .await
-        .expect("a request");
+    let authorization = token
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
+    let head = format!("{request} HTTP/1.0\r\nHost: localhost\r\n{authorization}\r\n");
+    stream.write_all(head.as_bytes()).await.expect("a request");
     let mut body = String::new();
     stream.read_to_string(&mut body).await.expect("a response");
     body

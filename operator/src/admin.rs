@@ -1,0 +1,167 @@
+//! A replica's admin endpoint: probes and metrics for the cluster, commands for operators.
+//!
+//! `/healthz`, `/readyz` and `/metrics` answer anyone who reaches the port (the kubelet and a
+//! monitoring system; the chart's NetworkPolicy keeps the port inside the cluster). The
+//! commands (`GET /nodes`, `POST /nodes/{node}/drain`) need the admin token of the keys' Secret
+//! as a bearer token: `Authorization: Bearer <token>`. Without the right one they answer
+//! `401 Unauthorized`; a platform whose Secret has no token (made by an earlier version) answers
+//! them with `403 Forbidden` until the Secret is made again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::domain::NodeId;
+use crate::fleet::Fleet;
+use crate::metrics::Metrics;
+
+/// What the admin endpoint reaches.
+#[derive(Clone)]
+struct Admin {
+    metrics: Metrics,
+    fleet: Arc<Fleet>,
+    /// The bearer token of the commands; none when the platform has none.
+    token: Option<Arc<str>>,
+}
+
+/// The admin endpoint's routes over `fleet` and `metrics`; the commands need `token`.
+pub fn router(metrics: Metrics, fleet: Arc<Fleet>, token: Option<String>) -> Router {
+    let admin = Admin {
+        metrics,
+        fleet,
+        token: token.map(Arc::from),
+    };
+    let commands = Router::new()
+        .route("/nodes", get(list_nodes))
+        .route("/nodes/{node}/drain", post(drain_node))
+        .route_layer(middleware::from_fn_with_state(admin.clone(), authorized));
+    Router::new()
+        .route("/metrics", get(serve_metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        // The caches are filled before the servers start, so a replica that serves is ready.
+        .route("/readyz", get(|| async { (StatusCode::OK, "ready") }))
+        .merge(commands)
+        .with_state(admin)
+}
+
+/// Whether `given` is `expected`, in time that does not depend on where they differ.
+fn same_token(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+            == 0
+}
+
+/// Lets a command through only with the admin token.
+async fn authorized(State(admin): State<Admin>, request: Request, next: Next) -> Response {
+    let Some(token) = admin.token.as_deref() else {
+        let message = "admin commands are off: the keys' Secret has no admin-token; delete the \
+                       Secret and restart the control plane and the media nodes to make one";
+        return (StatusCode::FORBIDDEN, message).into_response();
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !same_token(given.trim().as_bytes(), token.as_bytes()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "the admin token is missing or wrong",
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+async fn serve_metrics(State(admin): State<Admin>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        admin.metrics.encode(),
+    )
+}
+
+/// `GET /nodes`: the media nodes attached to this replica.
+async fn list_nodes(State(admin): State<Admin>) -> impl IntoResponse {
+    let nodes: Vec<serde_json::Value> = admin
+        .fleet
+        .nodes()
+        .into_iter()
+        .map(|node| {
+            serde_json::json!({
+                "id": node.id.0,
+                "pool": node.pool,
+                "rooms": node.rooms,
+                "participants": node.participants,
+                "maxParticipants": node.max_participants,
+                "draining": node.draining,
+            })
+        })
+        .collect();
+    axum::Json(nodes)
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct DrainQuery {
+    #[serde(rename = "move", default = "moving")]
+    move_sessions: bool,
+    #[serde(default = "grace")]
+    grace: u64,
+}
+
+fn moving() -> bool {
+    true
+}
+
+fn grace() -> u64 {
+    60
+}
+
+/// The longest grace a drain may ask for: a day.
+const MAX_GRACE_SECONDS: u64 = 86_400;
+
+/// `POST /nodes/{node}/drain?move=true&grace=60`: asks a node to drain.
+async fn drain_node(
+    State(admin): State<Admin>,
+    Path(node): Path<String>,
+    Query(query): Query<DrainQuery>,
+) -> impl IntoResponse {
+    if query.grace > MAX_GRACE_SECONDS {
+        let message = format!("grace is at most {MAX_GRACE_SECONDS} seconds");
+        return (StatusCode::BAD_REQUEST, message);
+    }
+    match admin.fleet.drain(
+        &NodeId(node),
+        query.move_sessions,
+        Duration::from_secs(query.grace),
+    ) {
+        Ok(()) => (StatusCode::ACCEPTED, "draining".to_owned()),
+        Err(error) => (StatusCode::NOT_FOUND, error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_token;
+
+    #[test]
+    fn only_the_whole_token_is_the_token() {
+        assert!(same_token(b"0123abcd", b"0123abcd"));
+        for other in [&b""[..], b"0123abc", b"0123abce", b"0123abcd0"] {
+            assert!(!same_token(other, b"0123abcd"), "{other:?}");
+        }
+    }
+}
