@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use treffpunkt_proto::grant::Keyring;
+use treffpunkt_proto::grant::{Keyring, SharedKeyring};
 
 use crate::{MediaNode, NodeConfig, udp};
 
@@ -101,6 +101,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .map(|name| name.trim().to_owned())
             .unwrap_or_else(|_| "media-node".to_owned()),
     };
+    let grant_key = SharedKeyring::new(grant_key);
+    // A key file is followed: the operator rotates the key by changing it.
+    if let Some(file) = &args.grant_key_file {
+        crate::keys::follow(file.clone(), grant_key.clone());
+    }
     let node = MediaNode::bind(NodeConfig {
         control_plane: args.control_plane,
         node_id,

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
-use treffpunkt_proto::grant::{Keyring, now_unix_ms};
+use treffpunkt_proto::grant::{Keyring, SharedKeyring, now_unix_ms};
 use treffpunkt_proto::v1::{
     self, control_message::Kind as ControlKind, control_plane_client::ControlPlaneClient,
     node_message::Kind as NodeKind,
@@ -217,7 +217,7 @@ impl Links {
 pub async fn run(
     endpoints: Vec<String>,
     identity: Identity,
-    grant_key: Keyring,
+    grant_key: SharedKeyring,
     commands: mpsc::Sender<Command>,
     mut events: mpsc::Receiver<Event>,
     status: NodeStatus,
@@ -281,7 +281,7 @@ pub async fn run(
 
 struct LinkContext {
     identity: Identity,
-    grant_key: Keyring,
+    grant_key: SharedKeyring,
     commands: mpsc::Sender<Command>,
     links: Shared,
     status: NodeStatus,
@@ -398,7 +398,7 @@ async fn attach_once(address: &str, context: &LinkContext) -> Result<()> {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         hosted_rooms,
         instance_id: identity.instance_id.clone(),
-        proof: Some(context.grant_key.sign_attach(&v1::AttachClaim {
+        proof: Some(context.grant_key.get().sign_attach(&v1::AttachClaim {
             node_id: identity.node_id.clone(),
             instance_id: identity.instance_id.clone(),
             issued_at_unix_ms: now_unix_ms(),
@@ -470,7 +470,7 @@ async fn command_for(
         Some(ControlKind::Registered(_)) => return None,
         Some(ControlKind::OpenSession(open)) => {
             let session_id = open.session_id.clone();
-            match admit(open, &context.grant_key, &context.identity.node_id) {
+            match admit(open, &context.grant_key.get(), &context.identity.node_id) {
                 Ok(admission) => {
                     lock(&context.links).bind(&session_id, address, Some(admission.room.clone()));
                     Command::Open(admission)

@@ -39,6 +39,7 @@ pub mod control;
 pub mod core;
 mod error;
 pub mod health;
+pub mod keys;
 pub mod node;
 pub mod session;
 pub mod status;
@@ -48,7 +49,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
-use treffpunkt_proto::grant::Keyring;
+use treffpunkt_proto::grant::SharedKeyring;
 use treffpunkt_proto::v1;
 
 pub use error::{Error, Result};
@@ -71,8 +72,9 @@ pub struct NodeConfig {
     pub announce_ip: IpAddr,
     /// Participants the node accepts.
     pub max_participants: u32,
-    /// The keys shared with the control plane for grants.
-    pub grant_key: Keyring,
+    /// The keys shared with the control plane for grants; replaced while the node runs when
+    /// they are rotated.
+    pub grant_key: SharedKeyring,
     /// Where the health endpoint (`/healthz`, `/readyz`) listens, if anywhere.
     pub health_listen: Option<SocketAddr>,
     /// The media port's receive and send buffers.

@@ -10,29 +10,23 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
-use treffpunkt_proto::grant::Keyring;
-use treffpunkt_proto::random;
 
-use crate::admin;
-use crate::admission::Keys;
 use crate::fleet::attach;
 use crate::fleet::{Fleet, NodeEvent};
 use crate::gateway::{self, Gateway, Limits};
 use crate::leader::{self, Election};
 use crate::metrics::Metrics;
-use crate::reconcile::{self, Context, Settings};
+use crate::reconcile::{Context, Settings};
 use crate::store::KubeStore;
+use crate::{admin, keys};
 
 /// The annotation by which a ReplicaSet picks the pods it removes first when scaling in.
 pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
@@ -98,96 +92,6 @@ pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-/// The field of the keys' Secret that holds the ticket key.
-const TICKET_KEY: &str = "ticket-key";
-/// The field of the keys' Secret that holds the admin endpoint's bearer token.
-pub const ADMIN_TOKEN: &str = "admin-token";
-
-/// The keys grants and tickets are signed with, and the admin endpoint's token, from their
-/// Secret in the platform namespace: made on first start, then shared by every replica. The
-/// media nodes get the grant key (`key`) alone; the ticket key (`ticket-key`) and the admin
-/// token (`admin-token`) stay with the control plane and its administrators.
-async fn keys(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-) -> anyhow::Result<(Keys, Option<String>)> {
-    let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
-    loop {
-        if let Some(secret) = secrets.get_opt(name).await? {
-            let data = secret.data.unwrap_or_default();
-            // Keys as text, comma-separated: the first signs, all are accepted.
-            let keyring = |field: &str| -> anyhow::Result<Option<Keyring>> {
-                let Some(bytes) = data.get(field) else {
-                    return Ok(None);
-                };
-                Keyring::from_secrets(&String::from_utf8_lossy(&bytes.0))
-                    .map(Some)
-                    .with_context(|| format!("Secret {namespace}/{name}, key {field:?}"))
-            };
-            let key = data
-                .get("key")
-                .ok_or_else(|| anyhow::anyhow!("Secret {namespace}/{name} has no key \"key\""))?;
-            let grants = keyring("key")?
-                .ok_or_else(|| anyhow::anyhow!("Secret {namespace}/{name} has no key \"key\""))?;
-            let tickets = match keyring(TICKET_KEY)? {
-                Some(tickets) => tickets,
-                None => {
-                    // A Secret made before tickets had a key of their own: derived from the
-                    // grant key, which the media nodes hold too.
-                    warn!(%namespace, %name, "the Secret has no ticket key; delete it (and restart the control plane and the media nodes) to give tickets a key of their own");
-                    let mut derived = b"treffpunkt tickets: ".to_vec();
-                    derived.extend_from_slice(&key.0);
-                    Keyring::from_secret(&derived)
-                }
-            };
-            let token = data
-                .get(ADMIN_TOKEN)
-                .map(|token| String::from_utf8_lossy(&token.0).trim().to_owned())
-                .filter(|token| token.len() >= 16);
-            if token.is_none() {
-                warn!(%namespace, %name, "the Secret has no admin token (of at least 16 characters); the admin commands are off until it is made again");
-            }
-            return Ok((Keys { grants, tickets }, token));
-        }
-        // As text, so that it can go into an environment variable of the media nodes.
-        let text = random::hex(32);
-        let ticket_text = random::hex(32);
-        let secret = Secret {
-            metadata: ObjectMeta {
-                name: Some(name.to_owned()),
-                namespace: Some(namespace.to_owned()),
-                labels: Some(
-                    [(
-                        reconcile::MANAGED_BY.0.to_owned(),
-                        reconcile::MANAGED_BY.1.to_owned(),
-                    )]
-                    .into(),
-                ),
-                ..ObjectMeta::default()
-            },
-            data: Some(
-                [
-                    ("key".to_owned(), ByteString(text.into_bytes())),
-                    (TICKET_KEY.to_owned(), ByteString(ticket_text.into_bytes())),
-                    (
-                        ADMIN_TOKEN.to_owned(),
-                        ByteString(random::hex(32).into_bytes()),
-                    ),
-                ]
-                .into(),
-            ),
-            type_: Some("Opaque".to_owned()),
-            ..Secret::default()
-        };
-        match secrets.create(&PostParams::default(), &secret).await {
-            Ok(_) => info!(%namespace, %name, "created the grant key"),
-            Err(kube::Error::Api(status)) if status.is_already_exists() => {}
-            Err(error) => return Err(error.into()),
-        }
-    }
-}
-
 /// Marks the pod of a draining node so that scaling in removes it first.
 async fn mark_draining_pods(client: Client, namespace: String, fleet: Arc<Fleet>) {
     let pods = Api::<Pod>::namespaced(client, &namespace);
@@ -220,13 +124,16 @@ async fn mark_draining_pods(client: Client, namespace: String, fleet: Arc<Fleet>
 pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
     let client = client(config.kubeconfig.as_ref()).await?;
     let settings = config.settings.clone();
-    let (keys, admin_token) = keys(
-        &client,
-        &settings.platform_namespace,
-        &settings.grant_key_secret,
-    )
-    .await?;
+    let (namespace, secret) = (&settings.platform_namespace, &settings.grant_key_secret);
+    let (keys, admin_token) = keys::load_or_create(&client, namespace, secret).await?;
+    let follow = keys::follow(
+        client.clone(),
+        namespace.clone(),
+        secret.clone(),
+        keys.clone(),
+    );
     let (store, mut tasks) = KubeStore::start(client.clone()).await?;
+    tasks.push(tokio::spawn(follow));
     let store = Arc::new(store);
     let fleet = Arc::new(Fleet::default());
     let metrics = Metrics::default();

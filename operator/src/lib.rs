@@ -20,7 +20,8 @@
 //! - [`reconcile`]: the reconcilers of `Tenant`, `Room` and `MediaPool`, run by the replica that
 //!   holds the Lease ([`leader`]), with their [`metrics`].
 //! - [`cluster`]: one control-plane replica in Kubernetes, with its [`admin`] endpoint (probes,
-//!   metrics, and commands that need the admin token).
+//!   metrics, and commands that need the admin token) and the platform's [`keys`] (made,
+//!   followed, rotated).
 //! - [`seed`]: the Tenant and Room manifests that seed standalone mode.
 //! - [`standalone`]: all of it plus one media node in one process, talking real gRPC over
 //!   loopback, with an in-memory store: a meeting server on one machine.
@@ -44,6 +45,7 @@ pub mod crd;
 pub mod domain;
 pub mod fleet;
 pub mod gateway;
+pub mod keys;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;

@@ -7,11 +7,12 @@ use clap::{Parser, Subcommand};
 use treffpunkt_operator::cluster::{self, ClusterConfig};
 use treffpunkt_operator::domain::Tenant;
 use treffpunkt_operator::gateway::LimitArgs;
+use treffpunkt_operator::keys::Rotation;
 use treffpunkt_operator::leader::Election;
 use treffpunkt_operator::reconcile::{Settings, TenantSecrets};
 use treffpunkt_operator::seed;
 use treffpunkt_operator::standalone::{self, StandaloneConfig};
-use treffpunkt_proto::grant::Keyring;
+use treffpunkt_proto::grant::{Keyring, SharedKeyring};
 
 /// Treffpunkt: video meetings a city can run for its people.
 #[derive(Debug, Parser)]
@@ -120,6 +121,10 @@ struct OperatorArgs {
         default_value = "treffpunkt-grant-key"
     )]
     grant_key_secret: String,
+    /// How often the keys in that Secret get a successor, in days; 0 for never. Each rotation
+    /// takes three steps ten minutes apart.
+    #[arg(long, env = "TREFFPUNKT_KEY_ROTATION_DAYS", default_value_t = 30)]
+    key_rotation_days: u32,
     /// The ClusterRole with the operator's rights on Secrets, which it binds to its own
     /// ServiceAccount in each tenant namespace it manages. When unset, it binds nothing and its
     /// own rights must cover those Secrets.
@@ -166,6 +171,10 @@ async fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
             adhoc_room_ttl: std::time::Duration::from_secs(args.adhoc_room_ttl),
             attach_address,
             grant_key_secret: args.grant_key_secret,
+            key_rotation: (args.key_rotation_days > 0).then(|| Rotation {
+                every: std::time::Duration::from_secs(u64::from(args.key_rotation_days) * 86_400),
+                step: Rotation::STEP,
+            }),
             tenant_secrets: args.tenant_secrets_role.zip(args.service_account).map(
                 |(cluster_role, service_account)| TenantSecrets {
                     cluster_role,
@@ -204,6 +213,11 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         anyhow::bail!(
             "--external-media-nodes needs the grant key shared with the nodes: set TREFFPUNKT_GRANT_KEY or --grant-key-file"
         );
+    }
+    let grant_key = grant_key.map(SharedKeyring::new);
+    // A key file is followed, so that the key can be rotated while the platform runs.
+    if let (Some(file), Some(keys)) = (&grant_key_file, &grant_key) {
+        treffpunkt_media_node::keys::follow(file.clone(), keys.clone());
     }
     let seed = match manifests {
         Some(path) => {

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use treffpunkt_media_node::{MediaNode, NodeConfig};
-use treffpunkt_proto::grant::Keyring;
+use treffpunkt_proto::grant::{Keyring, SharedKeyring};
 use treffpunkt_proto::random;
 
 use crate::admission::Keys;
@@ -55,7 +55,7 @@ pub struct StandaloneConfig {
     pub media_node: bool,
     /// The keys grants are signed with; random when unset (only the in-process node needs
     /// them then).
-    pub grant_key: Option<Keyring>,
+    pub grant_key: Option<SharedKeyring>,
     /// What clients may open and how long they may take.
     pub limits: Limits,
     /// How long an ad-hoc room that had people may stay empty before it is removed.
@@ -118,7 +118,7 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
     }
     let store = Arc::new(MemoryStore::seeded(tenants, config.rooms.clone()));
     let fleet = Arc::new(Fleet::default());
-    let grant_key = config.grant_key.clone().unwrap_or_else(random_key);
+    let grant_key = (config.grant_key.clone()).unwrap_or_else(|| SharedKeyring::new(random_key()));
 
     let grpc_listener = TcpListener::bind(config.grpc).await?;
     let grpc = grpc_listener.local_addr()?;
@@ -151,7 +151,7 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
     // Tickets are checked by this process alone, so their key never leaves it.
     let keys = Keys {
         grants: grant_key,
-        tickets: random_key(),
+        tickets: SharedKeyring::new(random_key()),
     };
     let gateway = Arc::new(Gateway::new(
         store.clone(),

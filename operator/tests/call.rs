@@ -7,12 +7,13 @@ mod support;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use support::attach::register_as;
 use support::wait_until;
 use treffpunkt_client::relay::{Loss, LossyRelay};
 use treffpunkt_client::{JoinOptions, Kind, Participant, Publish, RoomEvent, signal_url};
 use treffpunkt_operator::domain::Tenant;
 use treffpunkt_operator::standalone::{self, Standalone, StandaloneConfig};
-use treffpunkt_proto::grant::Keyring;
+use treffpunkt_proto::grant::{Keyring, SharedKeyring};
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -241,63 +242,8 @@ async fn loss_is_repaired_per_hop_with_nack() {
     server.stop();
 }
 
-/// A process's registration as a media node: the control plane's answer and, while it is held,
-/// the process's side of the stream.
-struct Registration {
-    answer: Result<tonic::Streaming<treffpunkt_proto::v1::ControlMessage>, tonic::Status>,
-    _to_control_plane: tokio::sync::mpsc::Sender<treffpunkt_proto::v1::NodeMessage>,
-}
-
 /// The grant key of the control plane in the tests that attach nodes of their own.
 const GRANT_SECRET: &[u8] = b"the grant key of the Attach tests and long enough";
-
-/// Registers with `node_id` on the control plane at `grpc`, as another process would, with a
-/// claim signed with `key` if there is one; the stream ends when the registration is dropped.
-async fn register_as(grpc: SocketAddr, node_id: &str, key: Option<&Keyring>) -> Registration {
-    use treffpunkt_proto::v1::{self, control_plane_client::ControlPlaneClient, node_message};
-    let instance_id = "1".to_owned();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    let proof = key.map(|key| {
-        key.sign_attach(&v1::AttachClaim {
-            node_id: node_id.to_owned(),
-            instance_id: instance_id.clone(),
-            issued_at_unix_ms: now.as_millis() as u64,
-        })
-    });
-    let mut client = ControlPlaneClient::connect(format!("http://{grpc}"))
-        .await
-        .expect("the Attach port answers");
-    let register = v1::Register {
-        node_id: node_id.to_owned(),
-        capacity: Some(v1::Capacity {
-            max_participants: 1000,
-        }),
-        media_addresses: vec![v1::MediaAddress {
-            protocol: v1::TransportProtocol::Udp as i32,
-            ip: "127.0.0.1".into(),
-            port: 9,
-        }],
-        instance_id,
-        proof,
-        ..v1::Register::default()
-    };
-    let (to_control_plane, messages) = tokio::sync::mpsc::channel(4);
-    to_control_plane
-        .send(v1::NodeMessage::new(node_message::Kind::Register(register)))
-        .await
-        .expect("the stream takes the registration");
-    let messages = tokio_stream::wrappers::ReceiverStream::new(messages);
-    let answer = client
-        .attach(messages)
-        .await
-        .map(tonic::Response::into_inner);
-    Registration {
-        answer,
-        _to_control_plane: to_control_plane,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_node_with_the_grant_key_attaches_and_never_under_the_live_nodes_id() {
@@ -308,7 +254,7 @@ async fn only_a_node_with_the_grant_key_attaches_and_never_under_the_live_nodes_
         grpc: SocketAddr::new(LOOPBACK, 0),
         udp: SocketAddr::new(LOOPBACK, 0),
         announce_ip: LOOPBACK,
-        grant_key: Some(key.clone()),
+        grant_key: Some(SharedKeyring::new(key.clone())),
         ..StandaloneConfig::default()
     })
     .await

@@ -244,7 +244,7 @@ async fn assert_the_admin_commands_need_the_token(
         .get("treffpunkt-grant-key")
         .await
         .unwrap();
-    let token = secret.data.unwrap_or_default()[treffpunkt_operator::cluster::ADMIN_TOKEN].clone();
+    let token = secret.data.unwrap_or_default()[treffpunkt_operator::keys::ADMIN_TOKEN].clone();
     let token = String::from_utf8(token.0).unwrap();
     let status = |response: String| response.lines().next().unwrap_or_default().to_owned();
     for request in ["GET /nodes", "POST /nodes/nobody/drain"] {
@@ -265,6 +265,30 @@ async fn assert_the_admin_commands_need_the_token(
     );
     let healthz = admin_request(operator.admin, "GET /healthz", None).await;
     assert!(status(healthz.clone()).contains("200"), "{healthz}");
+}
+
+/// The leader rotates the keys with the chart's rights: told that the keys are old, it takes
+/// the first step of a rotation at once.
+async fn assert_the_leader_rotates_the_keys(client: &Client, namespace: &str) {
+    use treffpunkt_operator::keys;
+    let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
+    let old = json!({"metadata": {"annotations": {keys::PHASE_SINCE: "0"}}});
+    secrets
+        .patch(
+            "treffpunkt-grant-key",
+            &PatchParams::default(),
+            &Patch::Merge(&old),
+        )
+        .await
+        .expect("the keys' Secret takes the annotation");
+    let announced = eventually(Duration::from_secs(30), || async {
+        let secret = secrets.get("treffpunkt-grant-key").await.ok()?;
+        let phase = secret.metadata.annotations?.get(keys::PHASE)?.clone();
+        let key = secret.data?.get(keys::GRANT_KEY)?.0.clone();
+        (phase == "announced" && key.contains(&b',')).then_some(())
+    })
+    .await;
+    assert!(announced.is_some(), "a new key was announced");
 }
 
 /// The default pool is a Deployment of media nodes, Ready once its node is, whose nodes dial
@@ -538,6 +562,7 @@ async fn with_the_charts_rights_the_operator_makes_everything_ready() {
 
     assert_the_platform_is_ready(&client, namespace, &operator).await;
     assert_the_admin_commands_need_the_token(&client, namespace, &operator).await;
+    assert_the_leader_rotates_the_keys(&client, namespace).await;
     assert_the_default_pool_is_ready(&client, namespace, &operator).await;
     add_the_partner_from_the_examples(&client, namespace, &operator).await;
     assert_the_partners_admins_keep_to_their_namespace().await;

@@ -7,6 +7,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+use treffpunkt_proto::grant::{Keyring, SharedKeyring};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec, ResourceQuota, Secret, Service};
@@ -154,7 +155,7 @@ async fn a_draining_media_node_pod_is_marked_to_go_first() {
         udp_bind: "127.0.0.1:0".parse().unwrap(),
         announce_ip: "127.0.0.1".parse().unwrap(),
         max_participants: 10,
-        grant_key: treffpunkt_proto::grant::Keyring::from_secret(grant.as_bytes()),
+        grant_key: SharedKeyring::new(Keyring::from_secret(grant.as_bytes())),
         health_listen: Some(health),
         udp_buffers: Default::default(),
     })

@@ -7,6 +7,7 @@
 mod support;
 
 use std::time::Duration;
+use treffpunkt_proto::grant::{Keyring, SharedKeyring};
 
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -405,7 +406,7 @@ async fn a_suspended_tenant_closes_its_rooms_and_refuses_joins() {
         udp_bind: "127.0.0.1:0".parse().unwrap(),
         announce_ip: "127.0.0.1".parse().unwrap(),
         max_participants: 50,
-        grant_key: treffpunkt_proto::grant::Keyring::from_secret(&key),
+        grant_key: SharedKeyring::new(Keyring::from_secret(&key)),
         health_listen: None,
         udp_buffers: Default::default(),
     })

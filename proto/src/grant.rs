@@ -10,7 +10,8 @@
 //! registers.
 //!
 //! A [`Keyring`] signs with one key and accepts several, by id: to rotate, give every checker
-//! the new key as an accepted one first, then sign with it, then drop the old one. Grants and
+//! the new key as an accepted one first, then sign with it, then drop the old one. Holders
+//! keep it in a [`SharedKeyring`], which is replaced as the keys change. Grants and
 //! tickets are signed with different keyrings: the media nodes hold the grant key only, so a
 //! node cannot make tickets.
 
@@ -167,6 +168,18 @@ impl Keyring {
         }
     }
 
+    /// The ids of the accepted keys, the signing key's first.
+    pub fn key_ids(&self) -> Vec<&str> {
+        let mut ids = vec![self.signing.id.as_str()];
+        ids.extend(
+            self.accepted
+                .iter()
+                .map(|key| key.id.as_str())
+                .filter(|id| *id != self.signing.id),
+        );
+        ids
+    }
+
     /// Also accepts tokens signed with `key` (the one being rotated in, or out).
     pub fn accepting(mut self, key: TokenKey) -> Self {
         if !self.accepted.iter().any(|k| k.id == key.id) {
@@ -282,6 +295,38 @@ impl Keyring {
             return Err(GrantError::Expired);
         }
         Ok(ticket)
+    }
+}
+
+/// A keyring that is replaced while in use, when its keys are rotated: every holder signs and
+/// checks with the newest from then on.
+#[derive(Clone, Debug)]
+pub struct SharedKeyring(std::sync::Arc<std::sync::RwLock<Keyring>>);
+
+impl SharedKeyring {
+    /// Shares `keyring`.
+    pub fn new(keyring: Keyring) -> Self {
+        Self(std::sync::Arc::new(std::sync::RwLock::new(keyring)))
+    }
+
+    /// The keyring now.
+    pub fn get(&self) -> Keyring {
+        // Only whole keyrings are written: a poisoned lock still holds a consistent one.
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Replaces the keyring; returns whether its keys changed.
+    pub fn set(&self, keyring: Keyring) -> bool {
+        let mut current = self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let changed = current.key_ids() != keyring.key_ids();
+        *current = keyring;
+        changed
     }
 }
 

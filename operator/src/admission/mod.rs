@@ -63,7 +63,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
-use treffpunkt_proto::grant::Keyring;
+use treffpunkt_proto::grant::{Keyring, SharedKeyring};
 use treffpunkt_proto::{random, v1};
 
 pub use refusal::{Refusal, RefusalCode};
@@ -126,9 +126,19 @@ pub struct Admitted {
 #[derive(Clone, Debug)]
 pub struct Keys {
     /// For grants, shared with the media nodes.
-    pub grants: Keyring,
+    pub grants: SharedKeyring,
     /// For resume tickets, the control plane's alone: a media node cannot make tickets.
-    pub tickets: Keyring,
+    pub tickets: SharedKeyring,
+}
+
+impl Keys {
+    /// Keys that sign grants with `grants` and tickets with `tickets`.
+    pub fn new(grants: Keyring, tickets: Keyring) -> Self {
+        Self {
+            grants: SharedKeyring::new(grants),
+            tickets: SharedKeyring::new(tickets),
+        }
+    }
 }
 
 /// The join use case: checks, placement and sessions over a store of tenants and rooms and the
@@ -215,7 +225,7 @@ impl<S: Store> Admission<S> {
     /// Picks up the session that `ticket` names in `room`, through this replica; when its node
     /// is gone, the participant gets a new session on another node.
     pub async fn resume(&self, room: &RoomKey, ticket: &str) -> Result<Admitted, Refusal> {
-        let ticket = tickets::open(&self.keys.tickets, ticket, room)?;
+        let ticket = tickets::open(&self.keys.tickets.get(), ticket, room)?;
         let name = DisplayName::new(&ticket.display_name)?;
         let tenant = self.tenant(room).await?;
         if tenant.suspended {
@@ -282,7 +292,7 @@ impl<S: Store> Admission<S> {
     pub fn fresh_ticket(&self, room: &RoomKey, member: &Member, attachment: &Attachment) -> String {
         let node = (&attachment.node, attachment.node_instance.as_str());
         tickets::seal(
-            &self.keys.tickets,
+            &self.keys.tickets.get(),
             room,
             member,
             node,
@@ -365,7 +375,8 @@ impl<S: Store> Admission<S> {
         let key = room.key.clone();
         let node = self.place(tenant, room).await?;
         let session_id = random::hex(SESSION_ID_BYTES);
-        let mut open = tickets::open_session(&self.keys.grants, &node, &key, member, &session_id);
+        let mut open =
+            tickets::open_session(&self.keys.grants.get(), &node, &key, member, &session_id);
         open.continues = continues.to_owned();
         // The instance that takes the session: if the node restarts under its id, the
         // session's tickets still name the one that had it.

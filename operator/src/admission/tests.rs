@@ -16,10 +16,10 @@ const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 const TICKET_SECRET: &[u8] = b"tickets tickets tickets tickets!";
 
 fn keys() -> Keys {
-    Keys {
-        grants: Keyring::from_secret(SECRET),
-        tickets: Keyring::from_secret(TICKET_SECRET),
-    }
+    Keys::new(
+        Keyring::from_secret(SECRET),
+        Keyring::from_secret(TICKET_SECRET),
+    )
 }
 
 /// A control plane with attached nodes; each node's commands wait in `nodes`.
@@ -184,6 +184,7 @@ async fn a_join_opens_a_session_with_a_signed_grant_on_the_room_s_node() {
     let token = open.grant.expect("a grant");
     let grant = keys()
         .grants
+        .get()
         .open_grant(&token, "a", 0)
         .expect("a grant for node a");
     assert_eq!(grant.participant_id, admitted.member.participant_id);
@@ -192,12 +193,14 @@ async fn a_join_opens_a_session_with_a_signed_grant_on_the_room_s_node() {
     assert!(
         keys()
             .grants
+            .get()
             .open_ticket(&admitted.attachment.ticket, 0)
             .is_err(),
         "the ticket is not signed with the key the nodes hold"
     );
     let ticket = keys()
         .tickets
+        .get()
         .open_ticket(&admitted.attachment.ticket, 0)
         .unwrap();
     assert_eq!(ticket.session_id, admitted.attachment.session_id);
@@ -420,7 +423,12 @@ async fn a_ticket_resumes_its_session_on_its_node_once() {
     assert_eq!(asked.node_instance, "a-first", "the instance that held it");
     assert_eq!(asked.generation, 0, "the ticket's generation");
     assert_eq!(resumed.attachment.generation, 1);
-    let fresh = tickets::open(&keys().tickets, &resumed.attachment.ticket, &key("chor")).unwrap();
+    let fresh = tickets::open(
+        &keys().tickets.get(),
+        &resumed.attachment.ticket,
+        &key("chor"),
+    )
+    .unwrap();
     assert_eq!(
         fresh.generation, 1,
         "the resumed client's ticket is the next generation"
@@ -505,7 +513,7 @@ async fn a_ticket_whose_node_is_gone_gets_a_new_session_elsewhere() {
         video_last_n: 16,
     };
     let ticket = tickets::seal(
-        &keys().tickets,
+        &keys().tickets.get(),
         &key("chor"),
         &member,
         (&node("gone"), "gone-first"),
@@ -557,6 +565,7 @@ async fn a_moved_session_is_closed_on_its_node_and_opened_on_the_room_s_node() {
     let [open] = platform.opened("b").try_into().expect("one session opened");
     let grant = keys()
         .grants
+        .get()
         .open_grant(&open.grant.unwrap(), "b", 0)
         .expect("a grant for node b");
     assert_eq!(grant.participant_id, joined.member.participant_id);

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
-use treffpunkt_proto::grant::{Keyring, now_unix_ms};
+use treffpunkt_proto::grant::{SharedKeyring, now_unix_ms};
 use treffpunkt_proto::v1::{
     self, control_message::Kind as ControlKind, control_plane_server::ControlPlane,
     control_plane_server::ControlPlaneServer, node_message::Kind as NodeKind,
@@ -44,13 +44,13 @@ const MAX_NODE_ID_LEN: usize = 128;
 #[derive(Debug, Clone)]
 pub struct AttachService {
     fleet: Arc<Fleet>,
-    grant_keys: Keyring,
+    grant_keys: SharedKeyring,
 }
 
 impl AttachService {
     /// A service that records attached nodes in `fleet` and admits those that prove they hold
     /// one of `grant_keys`.
-    pub fn new(fleet: Arc<Fleet>, grant_keys: Keyring) -> Self {
+    pub fn new(fleet: Arc<Fleet>, grant_keys: SharedKeyring) -> Self {
         Self { fleet, grant_keys }
     }
 
@@ -62,12 +62,58 @@ impl AttachService {
         })?;
         let claim = self
             .grant_keys
+            .get()
             .open_attach(proof, now_unix_ms())
             .map_err(|error| Status::unauthenticated(format!("the node's proof: {error}")))?;
         if claim.node_id != register.node_id || claim.instance_id != register.instance_id {
             return Err(Status::unauthenticated(
                 "the node's proof is for another node",
             ));
+        }
+        Ok(())
+    }
+}
+
+impl AttachService {
+    /// The registration in a stream's `first` message, if it is one, makes sense and carries
+    /// the node's proof.
+    fn registration(&self, first: Option<v1::NodeMessage>) -> Result<v1::Register, Status> {
+        let register = match first.and_then(|message| message.kind) {
+            Some(NodeKind::Register(register)) => register,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message on Attach must be Register",
+                ));
+            }
+        };
+        validate(&register)?;
+        if let Err(refusal) = self.authenticate(&register) {
+            let node = &register.node_id;
+            warn!(%node, reason = refusal.message(), "a registration was refused");
+            return Err(refusal);
+        }
+        Ok(register)
+    }
+
+    /// What the endpoint makes of the messages of one node's stream, without a socket: the
+    /// first must be a registration it admits; then the node is attached and every later
+    /// message is handled as on a stream, and at the end the node is lost as when its stream
+    /// ends. The fuzzer of the Attach messages and its regression tests drive it; returns the
+    /// refusal, if any.
+    pub async fn take_messages(&self, messages: Vec<v1::NodeMessage>) -> Result<(), Status> {
+        let mut messages = messages.into_iter();
+        let register = self.registration(messages.next())?;
+        let node = NodeId(register.node_id.clone());
+        let (to_node, _commands) = mpsc::channel(NODE_QUEUE);
+        let attachment = self
+            .fleet
+            .attach(register, to_node.clone())
+            .map_err(|error| Status::already_exists(error.to_string()))?;
+        for message in messages {
+            handle_node_message(&self.fleet, &node, &to_node, message).await;
+        }
+        if self.fleet.lose(&node, attachment) {
+            self.fleet.expire(&node, attachment);
         }
         Ok(())
     }
@@ -82,7 +128,7 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Serves the `Attach` endpoint on `listener`, recording attached nodes in `fleet` that prove
 /// they hold one of `grant_keys`, until the server fails; the failure is logged, as there is
 /// nobody else to tell.
-pub async fn serve(fleet: Arc<Fleet>, listener: TcpListener, grant_keys: Keyring) {
+pub async fn serve(fleet: Arc<Fleet>, listener: TcpListener, grant_keys: SharedKeyring) {
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
@@ -148,20 +194,8 @@ impl ControlPlane for AttachService {
         let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.message())
             .await
             .map_err(|_| Status::deadline_exceeded("no Register within 10 s"))??;
-        let register = match first.and_then(|message| message.kind) {
-            Some(NodeKind::Register(register)) => register,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "the first message on Attach must be Register",
-                ));
-            }
-        };
-        validate(&register)?;
+        let register = self.registration(first)?;
         let node = NodeId(register.node_id.clone());
-        if let Err(refusal) = self.authenticate(&register) {
-            warn!(%node, reason = refusal.message(), "a registration was refused");
-            return Err(refusal);
-        }
 
         let (to_node, mut queued) = mpsc::channel::<v1::ControlMessage>(NODE_QUEUE);
         let (outbound, stream) = mpsc::channel(NODE_QUEUE);

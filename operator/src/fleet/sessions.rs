@@ -196,10 +196,10 @@ impl Fleet {
         else {
             return;
         };
-        if answer.outcome() == ResumeOutcome::Resumed {
-            if let Some(previous) = state.sessions.insert(pending.session_id, pending.route) {
-                let _ = previous.to_client.try_send(ClientEvent::Replaced);
-            }
+        if answer.outcome() == ResumeOutcome::Resumed
+            && let Some(previous) = state.sessions.insert(pending.session_id, pending.route)
+        {
+            let _ = previous.to_client.try_send(ClientEvent::Replaced);
         }
         let _ = pending.answer.send(answer);
     }

@@ -50,6 +50,8 @@ pub struct Settings {
     pub attach_address: String,
     /// The Secret (in the platform namespace) with the key grants are signed with.
     pub grant_key_secret: String,
+    /// How the leader rotates the keys in that Secret; never when `None`.
+    pub key_rotation: Option<crate::keys::Rotation>,
     /// How the operator may reach the Secrets of the tenant namespaces it manages; `None` when
     /// its own rights already cover them (it then binds nothing).
     pub tenant_secrets: Option<TenantSecrets>,
@@ -250,9 +252,22 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let tenants = tenant::run(ctx.clone(), signal());
     let rooms = room::run(ctx.clone(), signal());
     let pools = pool::run(ctx.clone(), signal());
+    let settings = &ctx.settings;
+    let rotation = settings.key_rotation.map(|rotation| {
+        tokio::spawn(crate::keys::rotate(
+            ctx.client.clone(),
+            settings.platform_namespace.clone(),
+            settings.grant_key_secret.clone(),
+            rotation,
+        ))
+    });
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
     tokio::join!(tenants, rooms, pools);
+    // The keys are rotated by the leader alone.
+    if let Some(rotation) = rotation {
+        rotation.abort();
+    }
 }

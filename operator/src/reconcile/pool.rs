@@ -23,9 +23,9 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Service,
-    ServicePort, ServiceSpec,
+    KeyToPath, ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
@@ -43,6 +43,7 @@ use tracing::warn;
 use super::ownership::{Claim, apply_owned};
 use super::{Context, Error, MANAGED_BY, MANAGER, Result, error_policy};
 use crate::crd::{self, MediaPool, MediaPoolStatus, NetworkMode, PoolNetwork};
+use crate::keys;
 
 const FINALIZER: &str = "mediapools.treffpunkt.io/cleanup";
 /// The port of a media node's health endpoint.
@@ -161,7 +162,7 @@ fn probe(path: &str) -> Probe {
 }
 
 /// What a media node is told through its environment: where to attach, who it is, where to
-/// listen and what to announce, and the grant key from the platform's Secret.
+/// listen and what to announce, and where its grant key is.
 fn node_env(pool: &MediaPool, ctx: &Context) -> Vec<EnvVar> {
     let spec = &pool.spec;
     let network = &spec.network;
@@ -186,18 +187,10 @@ fn node_env(pool: &MediaPool, ctx: &Context) -> Vec<EnvVar> {
             spec.template.max_participants.to_string(),
         ),
         env("TREFFPUNKT_HEALTH_LISTEN", format!("0.0.0.0:{HEALTH_PORT}")),
-        EnvVar {
-            name: "TREFFPUNKT_GRANT_KEY".to_owned(),
-            value: None,
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: ctx.settings.grant_key_secret.clone(),
-                    key: "key".to_owned(),
-                    optional: None,
-                }),
-                ..EnvVarSource::default()
-            }),
-        },
+        env(
+            "TREFFPUNKT_GRANT_KEY_FILE",
+            format!("{KEYS_DIR}/{}", keys::GRANT_KEY),
+        ),
     ]
 }
 
@@ -254,6 +247,27 @@ fn node_security() -> SecurityContext {
     }
 }
 
+/// Where the media node finds the grant key: the one field of the platform's Secret that the
+/// nodes get, as a file that follows the Secret when the key is rotated (an environment
+/// variable would not).
+const KEYS_DIR: &str = "/var/run/treffpunkt/keys";
+
+fn keys_volume(ctx: &Context) -> Volume {
+    Volume {
+        name: "keys".to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(ctx.settings.grant_key_secret.clone()),
+            items: Some(vec![KeyToPath {
+                key: keys::GRANT_KEY.to_owned(),
+                path: keys::GRANT_KEY.to_owned(),
+                mode: None,
+            }]),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
 /// The media node's container.
 fn node_container(pool: &MediaPool, ctx: &Context) -> Container {
     let template = &pool.spec.template;
@@ -266,6 +280,12 @@ fn node_container(pool: &MediaPool, ctx: &Context) -> Container {
         liveness_probe: Some(probe("/healthz")),
         resources: template.resources.clone(),
         security_context: Some(node_security()),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "keys".to_owned(),
+            mount_path: KEYS_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        }]),
         ..Container::default()
     }
 }
@@ -308,6 +328,7 @@ fn node_pod(pool: &MediaPool, ctx: &Context, labels: BTreeMap<String, String>) -
             ..PodSecurityContext::default()
         }),
         affinity: Some(one_per_host(labels)),
+        volumes: Some(vec![keys_volume(ctx)]),
         ..PodSpec::default()
     }
 }

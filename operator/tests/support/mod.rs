@@ -1,6 +1,7 @@
 //! What the integration tests share: the real Kubernetes API server, control-plane replicas
 //! and media nodes, ways to wait for a condition, (in [`netns`]) a line whose downlink a test
-//! can narrow, and (in [`sockets`]) bare sockets against the gateway.
+//! can narrow, (in [`sockets`]) bare sockets against the gateway, and (in [`attach`]) a
+//! registration on the Attach port.
 //!
 //! `deploy/testenv` builds one binary with etcd, kube-apiserver and kube-controller-manager from
 //! the Go modules of Kubernetes. A test binary starts it once (the first test that asks) and
@@ -8,6 +9,7 @@
 //! process ends, because it exits when its stdin closes.
 #![allow(dead_code)]
 
+pub mod attach;
 pub mod helm;
 pub mod netns;
 pub mod resources;
@@ -210,6 +212,7 @@ pub fn settings() -> treffpunkt_operator::reconcile::Settings {
         adhoc_room_ttl: ADHOC_TTL,
         attach_address: "http://treffpunkt-attach.treffpunkt.svc:7001".to_owned(),
         grant_key_secret: "treffpunkt-grant-key".to_owned(),
+        key_rotation: None,
         tenant_secrets: Some(treffpunkt_operator::reconcile::TenantSecrets {
             cluster_role: "treffpunkt-tenant-secrets".to_owned(),
             service_account: "treffpunkt".to_owned(),
@@ -220,6 +223,14 @@ pub fn settings() -> treffpunkt_operator::reconcile::Settings {
 /// Starts a replica on its own thread and runtime (it outlives every test's runtime) with
 /// lease `lease`; returns its addresses once it serves.
 pub fn start_operator(lease: &str) -> Operator {
+    start_operator_with(lease, settings())
+}
+
+/// The same, with `settings`.
+pub fn start_operator_with(
+    lease: &str,
+    settings: treffpunkt_operator::reconcile::Settings,
+) -> Operator {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let lease = lease.to_owned();
     std::thread::spawn(move || {
@@ -244,7 +255,7 @@ pub fn start_operator(lease: &str) -> Operator {
                         identity: format!("{lease}-replica"),
                         duration_seconds: 15,
                     },
-                    settings: settings(),
+                    settings,
                     limits: treffpunkt_operator::gateway::Limits::default(),
                 })
                 .await

@@ -1,0 +1,38 @@
+//! Replays every committed input of each fuzz target: the corpus the fuzzers start from and
+//! the crashes they found. Each must run to its end; a crash that was fixed stays fixed.
+
+use std::path::{Path, PathBuf};
+
+/// The files under `fuzz/<folder>/<target>`, sorted.
+fn inputs(folder: &str, target: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(folder)
+        .join(target);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|entries| entries.filter_map(|e| Some(e.ok()?.path())).collect())
+        .unwrap_or_default();
+    files.retain(|file| file.is_file());
+    files.sort();
+    files
+}
+
+#[test]
+fn every_target_has_a_corpus_and_runs_it_and_its_regressions() {
+    for (target, run) in treffpunkt_fuzz::TARGETS {
+        let corpus = inputs("corpus", target);
+        assert!(!corpus.is_empty(), "{target} has a corpus");
+        for file in corpus.iter().chain(&inputs("regressions", target)) {
+            let data = std::fs::read(file).unwrap();
+            eprintln!("{target}: {}", file.display());
+            run(&data);
+        }
+    }
+}
+
+#[test]
+fn the_datagram_target_reaches_live_sessions() {
+    // The harness's sessions answered the browser offer of the corpus: without their username
+    // fragments, STUN from the fuzzer would never reach a session.
+    let answered = treffpunkt_fuzz::ufrags_known();
+    assert_eq!(answered, 2, "both sessions answered the offer");
+}

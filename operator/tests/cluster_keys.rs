@@ -1,0 +1,82 @@
+//! The leader rotates the platform's keys in their Secret on a real API server, and the replica
+//! follows: a media node that proves the new key attaches, one with the retired key does not.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use support::attach::register_as;
+use support::{PLATFORM, admin, unique};
+use treffpunkt_operator::keys::{self, Rotation};
+use treffpunkt_proto::grant::Keyring;
+
+/// The keys in `field` of `secret`, the signing one first.
+fn keys_of(secret: &Secret, field: &str) -> Vec<String> {
+    let data = secret.data.clone().unwrap_or_default();
+    let text = data
+        .get(field)
+        .map(|bytes| String::from_utf8_lossy(&bytes.0).into_owned())
+        .unwrap_or_default();
+    text.split(',').map(str::to_owned).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_rotates_the_keys_in_three_steps_and_the_replica_follows() {
+    let name = unique("keys");
+    let mut settings = support::settings();
+    settings.grant_key_secret = name.clone();
+    // The first rotation 20 s after the Secret is made, its steps 2 s apart; the next 20 s
+    // after the first ends.
+    settings.key_rotation = Some(Rotation {
+        every: Duration::from_secs(20),
+        step: Duration::from_secs(2),
+    });
+    let operator = support::start_operator_with(&unique("keys-lease"), settings);
+    let secrets = Api::<Secret>::namespaced(admin().await, PLATFORM);
+
+    // Every state of the grant and ticket keys, in order, through one whole rotation.
+    let mut seen: Vec<(Vec<String>, Vec<String>)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < 4 && Instant::now() < deadline {
+        if let Some(secret) = secrets.get_opt(&name).await.unwrap() {
+            let now = (
+                keys_of(&secret, keys::GRANT_KEY),
+                keys_of(&secret, keys::TICKET_KEY),
+            );
+            if seen.last() != Some(&now) {
+                seen.push(now);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        seen.len(),
+        4,
+        "one whole rotation within a minute: {seen:?}"
+    );
+    for field in [0, 1] {
+        let states: Vec<&Vec<String>> = seen
+            .iter()
+            .map(|s| if field == 0 { &s.0 } else { &s.1 })
+            .collect();
+        let (old, new) = (&states[0][0], &states[1][1]);
+        assert_ne!(old, new, "a new key");
+        assert_eq!(states[0], &vec![old.clone()], "one key");
+        assert_eq!(states[1], &vec![old.clone(), new.clone()], "announced");
+        assert_eq!(states[2], &vec![new.clone(), old.clone()], "signing");
+        assert_eq!(states[3], &vec![new.clone()], "the old key retired");
+    }
+
+    // The replica reads the Secret again within its interval: then the retired key no longer
+    // attaches a node, and the new one does (until the next rotation retires it, 24 s after
+    // this one ended).
+    tokio::time::sleep(keys::FOLLOW_INTERVAL + Duration::from_secs(1)).await;
+    let (old, new) = (&seen[0].0[0], &seen[3].0[0]);
+    for (key, attaches, why) in [(old, false, "the retired key"), (new, true, "the new key")] {
+        let key = Keyring::from_secrets(key).unwrap();
+        let registration = register_as(operator.grpc, &unique("knoten"), Some(&key)).await;
+        assert_eq!(registration.answer.is_ok(), attaches, "{why}");
+    }
+}
