@@ -63,6 +63,12 @@ pub struct Args {
     /// (while one is rotated).
     #[arg(long, env = "TREFFPUNKT_GRANT_KEY_FILE")]
     pub grant_key_file: Option<PathBuf>,
+    /// A folder with the node's certificate for the control plane's mutual TLS: `ca.crt` (the
+    /// platform's authority), `tls.crt` and `tls.key` (the node's, naming its pool). Read again
+    /// for every connection, so a renewed certificate is used from the next one on. Without
+    /// it, the node attaches without TLS (standalone mode).
+    #[arg(long, env = "TREFFPUNKT_ATTACH_TLS_DIR")]
+    pub attach_tls_dir: Option<PathBuf>,
 }
 
 /// The log filter of both binaries: `RUST_LOG` (default `info`), with the WebRTC stack kept to
@@ -119,6 +125,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             receive: args.udp_receive_buffer,
             send: args.udp_send_buffer,
         },
+        attach_tls_dir: args.attach_tls_dir,
     })
     .await
     .context("binding the media port")?;

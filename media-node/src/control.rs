@@ -5,7 +5,9 @@
 //! addresses (in Kubernetes, the headless Service of the operator's replicas) is looked up again
 //! every few seconds, so replicas that come and go are followed. Each stream registers the node
 //! (id, pool, capacity, media addresses, version, the rooms it hosts) and reconnects with
-//! backoff when it breaks.
+//! backoff when it breaks. With a certificate (`--attach-tls-dir`, a cluster's pools) every
+//! connection runs mutual TLS: the node shows its pool's certificate and checks the control
+//! plane's against the platform's authority; the files are read anew for each connection.
 //!
 //! Every session belongs to the replica whose gateway holds the participant's WebSocket: its
 //! signals go back over that replica's stream. When that stream is down, they are held until it
@@ -19,9 +21,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity as TlsIdentity};
 use tracing::{debug, info, warn};
 use treffpunkt_proto::grant::{Keyring, SharedKeyring, now_unix_ms};
+use treffpunkt_proto::identity;
 use treffpunkt_proto::v1::{
     self, control_message::Kind as ControlKind, control_plane_client::ControlPlaneClient,
     node_message::Kind as NodeKind,
@@ -51,6 +54,9 @@ pub struct Identity {
     pub max_participants: u32,
     /// Where clients reach the node's media port.
     pub media_addresses: Vec<v1::MediaAddress>,
+    /// The folder with the node's certificate for the control plane's mutual TLS (`ca.crt`,
+    /// `tls.crt`, `tls.key`); the node attaches without TLS when there is none.
+    pub certificate: Option<std::path::PathBuf>,
 }
 
 /// Checks an `OpenSession` for node `node_id` and turns it into an admission.
@@ -368,9 +374,34 @@ async fn keep_attached(address: String, context: Arc<LinkContext>) {
     }
 }
 
+/// The TLS of a connection to the control plane: the platform's authority (`ca.crt`) and the
+/// node's certificate and key (`tls.crt`, `tls.key`) from `dir`, read anew for every connection,
+/// so that a renewed certificate is used from the next one on.
+fn tls_config(dir: &std::path::Path) -> Result<ClientTlsConfig> {
+    let read = |name: &str| {
+        std::fs::read(dir.join(name)).map_err(|error| {
+            Error::Control(format!("reading {}: {error}", dir.join(name).display()))
+        })
+    };
+    Ok(ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.crt")?))
+        .identity(TlsIdentity::from_pem(read("tls.crt")?, read("tls.key")?))
+        .domain_name(identity::CONTROL_PLANE))
+}
+
 async fn attach_once(address: &str, context: &LinkContext) -> Result<()> {
-    let channel = Endpoint::from_shared(address.to_owned())
-        .map_err(|error| Error::Control(format!("bad control-plane address {address}: {error}")))?
+    let endpoint = match &context.identity.certificate {
+        Some(dir) => Endpoint::from_shared(address.replacen("http://", "https://", 1))
+            .map_err(|error| {
+                Error::Control(format!("bad control-plane address {address}: {error}"))
+            })?
+            .tls_config(tls_config(dir)?)
+            .map_err(|error| Error::Control(format!("the node's TLS: {error}")))?,
+        None => Endpoint::from_shared(address.to_owned()).map_err(|error| {
+            Error::Control(format!("bad control-plane address {address}: {error}"))
+        })?,
+    };
+    let channel = endpoint
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         // A control plane that vanished without closing the connection is noticed, and the

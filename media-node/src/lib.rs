@@ -79,6 +79,9 @@ pub struct NodeConfig {
     pub health_listen: Option<SocketAddr>,
     /// The media port's receive and send buffers.
     pub udp_buffers: udp::Buffers,
+    /// The folder with the node's certificate for the control plane (`ca.crt`, `tls.crt`,
+    /// `tls.key`), when the control plane's Attach port runs mutual TLS.
+    pub attach_tls_dir: Option<std::path::PathBuf>,
 }
 
 /// A bound media node, ready to run.
@@ -127,6 +130,7 @@ impl MediaNode {
                 ip: announced.ip().to_string(),
                 port: u32::from(announced.port()),
             }],
+            certificate: self.config.attach_tls_dir.clone(),
         };
         let (commands, command_queue) = (self.commands, self.command_queue);
         let (events, event_queue) = mpsc::channel(udp::EVENT_QUEUE);

@@ -19,8 +19,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::fleet::attach;
 use crate::fleet::{Fleet, NodeEvent};
+use crate::fleet::{attach, tls};
 use crate::gateway::{self, Gateway, Limits};
 use crate::leader::{self, Election};
 use crate::metrics::Metrics;
@@ -50,6 +50,9 @@ pub struct ClusterConfig {
     pub settings: Settings,
     /// What clients of the gateway and the admin endpoint may open and how long they may take.
     pub limits: Limits,
+    /// Whether the Attach port runs mutual TLS with the platform's certificate authority (the
+    /// binary's replicas always do; tests of other parts attach nodes without certificates).
+    pub attach_tls: bool,
 }
 
 /// A running replica.
@@ -125,7 +128,12 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
     let client = client(config.kubeconfig.as_ref()).await?;
     let settings = config.settings.clone();
     let (namespace, secret) = (&settings.platform_namespace, &settings.grant_key_secret);
-    let (keys, admin_token) = keys::load_or_create(&client, namespace, secret).await?;
+    let keys::Loaded {
+        keys,
+        admin_token,
+        authority,
+    } = keys::load_or_create(&client, namespace, secret).await?;
+    let authority = config.attach_tls.then(|| Arc::new(authority));
     let follow = keys::follow(
         client.clone(),
         namespace.clone(),
@@ -140,8 +148,18 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
 
     let grpc_listener = TcpListener::bind(config.grpc).await?;
     let grpc = grpc_listener.local_addr()?;
-    let attach = attach::serve(fleet.clone(), grpc_listener, keys.grants.clone());
-    tasks.push(tokio::spawn(attach));
+    let grants = keys.grants.clone();
+    tasks.push(match authority.clone() {
+        Some(authority) => {
+            let attach = tls::serve_tls(fleet.clone(), grpc_listener, grants, authority);
+            tokio::spawn(async move {
+                if let Err(error) = attach.await {
+                    warn!(%error, "the Attach port cannot serve");
+                }
+            })
+        }
+        None => tokio::spawn(attach::serve(fleet.clone(), grpc_listener, grants)),
+    });
 
     let gateway = Arc::new(Gateway::new(
         store.clone(),
@@ -168,12 +186,11 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
         gateway::serve(admin_listener, admin_router, &limits).await;
     }));
 
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        fleet.clone(),
-        metrics,
-        settings,
-    ));
+    let mut ctx = Context::new(client.clone(), fleet.clone(), metrics, settings);
+    if let Some(authority) = authority {
+        ctx = ctx.with_authority(authority);
+    }
+    let ctx = Arc::new(ctx);
     let (leading_tx, leading) = watch::channel(false);
     let (stop, stop_rx) = watch::channel(false);
     let leader = tokio::spawn(leader::run(

@@ -2,7 +2,10 @@
 //! followed by every replica, and rotated by the leader.
 //!
 //! The Secret holds the grant key (`key`, which the media nodes get as a mounted file), the
-//! ticket key (`ticket-key`, the control plane's alone) and the admin token (`admin-token`).
+//! ticket key (`ticket-key`, the control plane's alone), the admin token (`admin-token`), the
+//! Attach port's certificate authority (`attach-ca.crt`, `attach-ca.key`) and the certificate
+//! each MediaPool's nodes show there (`attach-<pool>.crt`, `.key`, `.not-after`; see
+//! `reconcile::pool`). A media node's pod mounts the fields it needs and no others.
 //! A key field holds keys as text, comma-separated: the first signs, all are accepted.
 //!
 //! # Rotation
@@ -33,6 +36,7 @@ use treffpunkt_proto::grant::Keyring;
 use treffpunkt_proto::random;
 
 use crate::admission::Keys;
+use crate::fleet::tls::Authority;
 use crate::reconcile;
 
 /// The field that holds the grant key.
@@ -41,6 +45,19 @@ pub const GRANT_KEY: &str = "key";
 pub const TICKET_KEY: &str = "ticket-key";
 /// The field that holds the admin endpoint's bearer token.
 pub const ADMIN_TOKEN: &str = "admin-token";
+/// The fields of the Attach port's certificate authority: its certificate and its key.
+pub const AUTHORITY_CERT: &str = "attach-ca.crt";
+const AUTHORITY_KEY: &str = "attach-ca.key";
+
+/// The fields of the certificate, its key and its expiry (seconds since the epoch) that the
+/// media nodes of `pool` show on the Attach port.
+pub fn pool_fields(pool: &str) -> [String; 3] {
+    [
+        format!("attach-{pool}.crt"),
+        format!("attach-{pool}.key"),
+        format!("attach-{pool}.not-after"),
+    ]
+}
 /// The annotation with the rotation's phase.
 pub const PHASE: &str = "treffpunkt.io/key-phase";
 /// The annotation with when the phase began, in seconds since the Unix epoch.
@@ -120,6 +137,57 @@ pub fn rotated(from: &str, to: Phase, fresh: impl FnOnce() -> String) -> String 
     }
 }
 
+/// What a replica takes from the Secret at start.
+pub struct Loaded {
+    /// The keys of grants and tickets, followed from then on.
+    pub keys: Keys,
+    /// The admin endpoint's token, if the Secret has one.
+    pub admin_token: Option<String>,
+    /// The Attach port's certificate authority.
+    pub authority: Authority,
+}
+
+/// The authority in `secret`, if it has one.
+fn authority(secret: &Secret) -> anyhow::Result<Option<Authority>> {
+    let data = secret.data.clone().unwrap_or_default();
+    let text = |field: &str| {
+        data.get(field)
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+    };
+    match (text(AUTHORITY_CERT), text(AUTHORITY_KEY)) {
+        (Some(cert), Some(key)) => Ok(Some(Authority::from_pem(&cert, &key)?)),
+        _ => Ok(None),
+    }
+}
+
+/// Gives Secret `name` a certificate authority if it has none (it was made by an earlier
+/// version); returns the authority it has then.
+async fn ensure_authority(secrets: &Api<Secret>, name: &str) -> anyhow::Result<Authority> {
+    loop {
+        let secret = secrets.get(name).await?;
+        if let Some(authority) = authority(&secret)? {
+            return Ok(authority);
+        }
+        let authority = Authority::generate()?;
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": secret.metadata.resource_version},
+            "stringData": {AUTHORITY_CERT: authority.cert_pem(), AUTHORITY_KEY: authority.key_pem()},
+        });
+        match secrets
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                info!(%name, "made the Attach port's certificate authority");
+                return Ok(authority);
+            }
+            // Another replica gave it one meanwhile: take that.
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
 /// What the Secret holds.
 struct Contents {
     grants: Keyring,
@@ -164,12 +232,13 @@ fn contents(secret: &Secret) -> anyhow::Result<Contents> {
     })
 }
 
-/// The keys and the admin token from Secret `name` in `namespace`, made first if there is none.
+/// The keys, the admin token and the certificate authority from Secret `name` in `namespace`,
+/// made first if there is none.
 pub async fn load_or_create(
     client: &Client,
     namespace: &str,
     name: &str,
-) -> anyhow::Result<(Keys, Option<String>)> {
+) -> anyhow::Result<Loaded> {
     let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
     loop {
         if let Some(secret) = secrets.get_opt(name).await? {
@@ -177,8 +246,11 @@ pub async fn load_or_create(
             if contents.admin_token.is_none() {
                 warn!(%namespace, %name, "the Secret has no admin token (of at least 16 characters); the admin commands are off until it is made again");
             }
-            let keys = Keys::new(contents.grants, contents.tickets);
-            return Ok((keys, contents.admin_token));
+            return Ok(Loaded {
+                keys: Keys::new(contents.grants, contents.tickets),
+                admin_token: contents.admin_token,
+                authority: ensure_authority(&secrets, name).await?,
+            });
         }
         // As text, so that it can go into a file or an environment variable of the nodes.
         let field = |field: &str| (field.to_owned(), ByteString(random::hex(32).into_bytes()));
@@ -202,6 +274,7 @@ pub async fn load_or_create(
                 ..ObjectMeta::default()
             },
             data: Some([field(GRANT_KEY), field(TICKET_KEY), field(ADMIN_TOKEN)].into()),
+            // The authority is added right after, by whichever replica reads the Secret first.
             type_: Some("Opaque".to_owned()),
             ..Secret::default()
         };

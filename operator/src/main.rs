@@ -183,6 +183,7 @@ async fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
             ),
         },
         limits: args.limits.limits(),
+        attach_tls: true,
     })
     .await?;
     shutdown_signal().await;

@@ -138,6 +138,7 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
             grant_key: grant_key.clone(),
             health_listen: None,
             udp_buffers: Default::default(),
+            attach_tls_dir: None,
         })
         .await?;
         media = Some(node.media_address());

@@ -33,7 +33,7 @@ async fn the_leader_rotates_the_keys_in_three_steps_and_the_replica_follows() {
         every: Duration::from_secs(20),
         step: Duration::from_secs(2),
     });
-    let operator = support::start_operator_with(&unique("keys-lease"), settings);
+    let operator = support::start_operator_with(&unique("keys-lease"), settings, false);
     let secrets = Api::<Secret>::namespaced(admin().await, PLATFORM);
 
     // Every state of the grant and ticket keys, in order, through one whole rotation.

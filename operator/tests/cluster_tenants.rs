@@ -409,6 +409,7 @@ async fn a_suspended_tenant_closes_its_rooms_and_refuses_joins() {
         grant_key: SharedKeyring::new(Keyring::from_secret(&key)),
         health_listen: None,
         udp_buffers: Default::default(),
+        attach_tls_dir: None,
     })
     .await
     .unwrap();

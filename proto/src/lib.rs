@@ -23,6 +23,9 @@
 //! the gateway over the signalling WebSocket, once for all of them, and converts a joined
 //! participant's messages to and from the [`v1::Signal`]s that the gateway relays to the node.
 //!
+//! When the Attach port runs mutual TLS (in a cluster), [`identity`] names who is who in the
+//! certificates.
+//!
 //! # Randomness
 //!
 //! [`random`] is the one source of random ids, keys and initial values that every part uses:
@@ -30,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub mod grant;
+pub mod identity;
 pub mod random;
 pub mod signalling;
 

@@ -12,17 +12,23 @@
 //! the clients of its sessions are told. HTTP/2 pings end the stream of a node that vanished
 //! without closing it.
 //!
-//! [`serve`] runs the endpoint on a listener; cluster and standalone mode start it the same way.
+//! When the port runs mutual TLS ([`super::tls::serve_tls`]), a registration must also be for the
+//! pool that the node's certificate names, or it is refused with `PermissionDenied`.
+//!
+//! [`serve`] runs the endpoint on a plain listener (standalone mode, on loopback or the club's
+//! own network); a cluster's replicas serve it with [`super::tls::serve_tls`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 use treffpunkt_proto::grant::{SharedKeyring, now_unix_ms};
+use treffpunkt_proto::identity;
 use treffpunkt_proto::v1::{
     self, control_message::Kind as ControlKind, control_plane_server::ControlPlane,
     control_plane_server::ControlPlaneServer, node_message::Kind as NodeKind,
@@ -45,13 +51,47 @@ const MAX_NODE_ID_LEN: usize = 128;
 pub struct AttachService {
     fleet: Arc<Fleet>,
     grant_keys: SharedKeyring,
+    /// Whether a node must show a certificate that names its pool (the port runs mutual TLS).
+    certificates: bool,
 }
 
 impl AttachService {
     /// A service that records attached nodes in `fleet` and admits those that prove they hold
     /// one of `grant_keys`.
     pub fn new(fleet: Arc<Fleet>, grant_keys: SharedKeyring) -> Self {
-        Self { fleet, grant_keys }
+        Self {
+            fleet,
+            grant_keys,
+            certificates: false,
+        }
+    }
+
+    /// The same, letting a node register only for the pool its TLS certificate names.
+    pub fn requiring_certificates(mut self) -> Self {
+        self.certificates = true;
+        self
+    }
+
+    /// Whether the client's certificate (`peer`, the leaf first) names the pool `register`
+    /// is for, when certificates are required.
+    fn check_certificate(
+        &self,
+        register: &v1::Register,
+        peer: Option<&[CertificateDer<'static>]>,
+    ) -> Result<(), Status> {
+        if !self.certificates {
+            return Ok(());
+        }
+        let leaf = peer.and_then(<[_]>::first).ok_or_else(|| {
+            Status::unauthenticated("a media node must show the platform's certificate")
+        })?;
+        if !super::tls::certificate_names(leaf, &identity::pool(&register.pool)) {
+            return Err(Status::permission_denied(format!(
+                "the node's certificate is not for pool {:?}",
+                register.pool
+            )));
+        }
+        Ok(())
     }
 
     /// Whether `register` carries a fresh claim to its own node id and instance, signed with
@@ -129,13 +169,27 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// they hold one of `grant_keys`, until the server fails; the failure is logged, as there is
 /// nobody else to tell.
 pub async fn serve(fleet: Arc<Fleet>, listener: TcpListener, grant_keys: SharedKeyring) {
+    let service = AttachService::new(fleet, grant_keys);
+    serve_incoming(service, TcpListenerStream::new(listener)).await;
+}
+
+/// Serves `service` on the connections of `incoming` (plain TCP, or TLS streams that went
+/// through their handshake) until the server fails.
+pub(super) async fn serve_incoming<S, IO>(service: AttachService, incoming: S)
+where
+    S: tokio_stream::Stream<Item = Result<IO, std::io::Error>> + Send + 'static,
+    IO: tonic::transport::server::Connected
+        + tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + Unpin
+        + Send
+        + 'static,
+{
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .add_service(ControlPlaneServer::new(AttachService::new(
-            fleet, grant_keys,
-        )))
-        .serve_with_incoming(TcpListenerStream::new(listener))
+        .add_service(ControlPlaneServer::new(service))
+        .serve_with_incoming(incoming)
         .await;
     if let Err(error) = result {
         warn!(%error, "the gRPC server stopped");
@@ -190,12 +244,18 @@ impl ControlPlane for AttachService {
         &self,
         request: Request<Streaming<v1::NodeMessage>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
+        let peer = request.peer_certs();
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.message())
             .await
             .map_err(|_| Status::deadline_exceeded("no Register within 10 s"))??;
         let register = self.registration(first)?;
         let node = NodeId(register.node_id.clone());
+        if let Err(refusal) = self.check_certificate(&register, peer.as_deref().map(Vec::as_slice))
+        {
+            warn!(%node, pool = %register.pool, reason = refusal.message(), "a registration was refused");
+            return Err(refusal);
+        }
 
         let (to_node, mut queued) = mpsc::channel::<v1::ControlMessage>(NODE_QUEUE);
         let (outbound, stream) = mpsc::channel(NODE_QUEUE);

@@ -1,7 +1,8 @@
 //! The fleet: media nodes attached to this control-plane replica, and the sessions routed to
 //! them.
 //!
-//! Nodes dial in over gRPC ([`attach`]) and stay attached to every replica; the [`Fleet`] keeps,
+//! Nodes dial in over gRPC ([`attach`]; in a cluster with mutual TLS, [`tls`]) and stay attached
+//! to every replica; the [`Fleet`] keeps,
 //! per node, the channel to its stream and what it last reported, and, per session of this
 //! replica's gateway, which node carries it and where that participant's WebSocket listens
 //! (`sessions`).
@@ -13,6 +14,7 @@
 
 pub mod attach;
 mod sessions;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -11,6 +11,7 @@
 //!
 //! Only the replica that holds the Lease runs them (see [`crate::leader`]).
 
+mod credentials;
 pub mod ownership;
 mod pool;
 mod room;
@@ -27,6 +28,7 @@ use kube::runtime::finalizer;
 use tracing::{debug, warn};
 
 use crate::fleet::Fleet;
+use crate::fleet::tls::Authority;
 use crate::metrics::Metrics;
 
 /// The field manager the reconcilers write under.
@@ -84,6 +86,9 @@ pub struct Context {
     pub metrics: Metrics,
     /// Configuration.
     pub settings: Settings,
+    /// The Attach port's certificate authority, when the port runs mutual TLS: the pools'
+    /// nodes get certificates of it.
+    pub authority: Option<Arc<Authority>>,
     /// Failures in a row, per object, for the backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -101,6 +106,7 @@ impl Context {
             fleet,
             metrics,
             settings,
+            authority: None,
             failures: Mutex::default(),
         }
     }
@@ -110,6 +116,12 @@ impl Context {
         self.failures
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The same, issuing the pools' nodes certificates of `authority`.
+    pub fn with_authority(mut self, authority: Arc<Authority>) -> Self {
+        self.authority = Some(authority);
+        self
     }
 
     /// Forgets the failures of an object that reconciled.
@@ -160,6 +172,9 @@ pub enum Error {
     /// The object lacks something it must have.
     #[error("the object has no {0}")]
     Incomplete(&'static str),
+    /// A certificate could not be issued.
+    #[error("issuing a certificate: {0}")]
+    Certificate(#[from] crate::fleet::tls::TlsError),
 }
 
 impl Error {
@@ -191,6 +206,7 @@ impl Error {
             Self::Deleting(_) => "deleting",
             Self::Waiting(_) => "waiting",
             Self::Incomplete(_) => "incomplete",
+            Self::Certificate(_) => "certificate",
         }
     }
 }

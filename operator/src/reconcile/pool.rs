@@ -40,6 +40,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::warn;
 
+use super::credentials;
 use super::ownership::{Claim, apply_owned};
 use super::{Context, Error, MANAGED_BY, MANAGER, Result, error_policy};
 use crate::crd::{self, MediaPool, MediaPoolStatus, NetworkMode, PoolNetwork};
@@ -90,8 +91,14 @@ async fn reconcile(pool: Arc<MediaPool>, ctx: Arc<Context>) -> Result<Action> {
     finalizer(&api, FINALIZER, pool, |event| async {
         match event {
             Finalizer::Apply(pool) => apply(&pool, &ctx).await,
-            // The Deployment, budget and Service are owned by the pool and go with it.
-            Finalizer::Cleanup(_) => Ok(Action::await_change()),
+            // The Deployment, budget and Service are owned by the pool and go with it; its
+            // nodes' certificate goes from the keys' Secret.
+            Finalizer::Cleanup(pool) => {
+                if ctx.authority.is_some() {
+                    credentials::forget(&pool.name_any(), &ctx).await?;
+                }
+                Ok(Action::await_change())
+            }
         }
     })
     .await
@@ -170,7 +177,7 @@ fn node_env(pool: &MediaPool, ctx: &Context) -> Vec<EnvVar> {
         Some(address) => env("TREFFPUNKT_ANNOUNCE_IP", address.clone()),
         None => env_from_field("TREFFPUNKT_ANNOUNCE_IP", "status.hostIP"),
     };
-    vec![
+    let mut vars = vec![
         env(
             "TREFFPUNKT_CONTROL_PLANE",
             ctx.settings.attach_address.clone(),
@@ -191,7 +198,11 @@ fn node_env(pool: &MediaPool, ctx: &Context) -> Vec<EnvVar> {
             "TREFFPUNKT_GRANT_KEY_FILE",
             format!("{KEYS_DIR}/{}", keys::GRANT_KEY),
         ),
-    ]
+    ];
+    if ctx.authority.is_some() {
+        vars.push(env("TREFFPUNKT_ATTACH_TLS_DIR", KEYS_DIR));
+    }
+    vars
 }
 
 /// The media ports on the Kubernetes node's address (unless the pod has the host's network
@@ -252,16 +263,26 @@ fn node_security() -> SecurityContext {
 /// variable would not).
 const KEYS_DIR: &str = "/var/run/treffpunkt/keys";
 
-fn keys_volume(ctx: &Context) -> Volume {
+/// The fields of the keys' Secret that a node of `pool` gets: the grant key and, when the
+/// Attach port runs mutual TLS, the authority's certificate and the pool's certificate and key.
+fn keys_volume(pool: &str, ctx: &Context) -> Volume {
+    let item = |key: &str, path: &str| KeyToPath {
+        key: key.to_owned(),
+        path: path.to_owned(),
+        mode: None,
+    };
+    let mut items = vec![item(keys::GRANT_KEY, keys::GRANT_KEY)];
+    if ctx.authority.is_some() {
+        let [cert, key, _] = keys::pool_fields(pool);
+        items.push(item(keys::AUTHORITY_CERT, "ca.crt"));
+        items.push(item(&cert, "tls.crt"));
+        items.push(item(&key, "tls.key"));
+    }
     Volume {
         name: "keys".to_owned(),
         secret: Some(SecretVolumeSource {
             secret_name: Some(ctx.settings.grant_key_secret.clone()),
-            items: Some(vec![KeyToPath {
-                key: keys::GRANT_KEY.to_owned(),
-                path: keys::GRANT_KEY.to_owned(),
-                mode: None,
-            }]),
+            items: Some(items),
             ..SecretVolumeSource::default()
         }),
         ..Volume::default()
@@ -328,7 +349,7 @@ fn node_pod(pool: &MediaPool, ctx: &Context, labels: BTreeMap<String, String>) -
             ..PodSecurityContext::default()
         }),
         affinity: Some(one_per_host(labels)),
-        volumes: Some(vec![keys_volume(ctx)]),
+        volumes: Some(vec![keys_volume(&pool.name_any(), ctx)]),
         ..PodSpec::default()
     }
 }
@@ -455,6 +476,11 @@ async fn apply_workload(pool: &MediaPool, ctx: &Context, namespace: &str) -> Res
 
 async fn apply(pool: &MediaPool, ctx: &Context) -> Result<Action> {
     let namespace = pool.namespace().ok_or(Error::Incomplete("namespace"))?;
+    // The nodes' certificate first: their pods mount it. Looked at again with every
+    // reconciliation (at least every five minutes), renewed after half its life.
+    if let Some(authority) = &ctx.authority {
+        credentials::ensure(&pool.name_any(), ctx, authority).await?;
+    }
     let Workload { observed, foreign } = apply_workload(pool, ctx, &namespace).await?;
     let ready = observed.ready_replicas.unwrap_or(0);
     let minimum = pool.spec.replicas.min;

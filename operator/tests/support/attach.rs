@@ -16,6 +16,21 @@ pub async fn register_as(
     node_id: &str,
     key: Option<&treffpunkt_proto::grant::Keyring>,
 ) -> Registration {
+    register(grpc, None, node_id, "", key)
+        .await
+        .expect("the Attach port answers")
+}
+
+/// Registers with `node_id` for `pool` on the control plane at `grpc`, over `tls` if given (a
+/// plain connection otherwise), with a claim signed with `key` if there is one. `Err` when no
+/// connection comes about (a TLS handshake that fails, say).
+pub async fn register(
+    grpc: SocketAddr,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+    node_id: &str,
+    pool: &str,
+    key: Option<&treffpunkt_proto::grant::Keyring>,
+) -> Result<Registration, tonic::transport::Error> {
     use treffpunkt_proto::v1::{self, control_plane_client::ControlPlaneClient, node_message};
     let instance_id = "1".to_owned();
     let now = std::time::SystemTime::now()
@@ -28,11 +43,16 @@ pub async fn register_as(
             issued_at_unix_ms: now.as_millis() as u64,
         })
     });
-    let mut client = ControlPlaneClient::connect(format!("http://{grpc}"))
-        .await
-        .expect("the Attach port answers");
+    let endpoint = match tls {
+        Some(tls) => {
+            tonic::transport::Endpoint::from_shared(format!("https://{grpc}"))?.tls_config(tls)?
+        }
+        None => tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?,
+    };
+    let mut client = ControlPlaneClient::new(endpoint.connect().await?);
     let register = v1::Register {
         node_id: node_id.to_owned(),
+        pool: pool.to_owned(),
         capacity: Some(v1::Capacity {
             max_participants: 1000,
         }),
@@ -55,8 +75,8 @@ pub async fn register_as(
         .attach(messages)
         .await
         .map(tonic::Response::into_inner);
-    Registration {
+    Ok(Registration {
         answer,
         _to_control_plane: to_control_plane,
-    }
+    })
 }

@@ -223,13 +223,14 @@ pub fn settings() -> treffpunkt_operator::reconcile::Settings {
 /// Starts a replica on its own thread and runtime (it outlives every test's runtime) with
 /// lease `lease`; returns its addresses once it serves.
 pub fn start_operator(lease: &str) -> Operator {
-    start_operator_with(lease, settings())
+    start_operator_with(lease, settings(), false)
 }
 
-/// The same, with `settings`.
+/// The same, with `settings`, and with mutual TLS on the Attach port if `attach_tls`.
 pub fn start_operator_with(
     lease: &str,
     settings: treffpunkt_operator::reconcile::Settings,
+    attach_tls: bool,
 ) -> Operator {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let lease = lease.to_owned();
@@ -257,6 +258,7 @@ pub fn start_operator_with(
                     },
                     settings,
                     limits: treffpunkt_operator::gateway::Limits::default(),
+                    attach_tls,
                 })
                 .await
                 .expect("the operator starts");
