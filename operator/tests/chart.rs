@@ -293,6 +293,7 @@ async fn the_examples_are_accepted_by_the_api_server_and_by_standalone_mode() {
         "partner-tenant.yaml",
         "persistent-room.yaml",
         "partner-mediapool.yaml",
+        "partner-site-pool.yaml",
     ] {
         for object in example(file) {
             if let Err(error) = dry_run(&client, &object).await {

@@ -541,7 +541,7 @@ async fn assert_an_upgrade_reaches_the_operators_objects(
         .get("default")
         .await
         .unwrap();
-    assert_eq!(pool.spec.template.max_participants, 300);
+    assert_eq!(pool.spec.template.unwrap().max_participants, 300);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,12 +2,14 @@
 //! certificate that names their pool, a real media node process attaches with it, and nobody
 //! else does: not without a certificate, not with one of another authority, not for another
 //! pool, not under the live node's id. A renewed certificate attaches new nodes while the node
-//! attached with the old one stays.
+//! attached with the old one stays. A partner's external pool gets its credential in the
+//! partner's namespace, and a node at the partner's site hosts that tenant's rooms only.
 
 mod support;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -15,14 +17,66 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::attach::register;
-use support::resources::pool_spec;
+use support::resources::{external_pool_spec, pool_spec, ready_tenant, tenant_spec};
 use support::{PLATFORM, admin, admin_request, eventually, free_port, unique};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-use treffpunkt_operator::crd::MediaPool;
+use treffpunkt_client::{Participant, signal_url};
+use treffpunkt_operator::crd::{self, MediaPool, Room};
 use treffpunkt_operator::fleet::tls::Authority;
 use treffpunkt_operator::keys;
+use treffpunkt_operator::reconcile::PARTNER_SECRET;
 use treffpunkt_proto::grant::Keyring;
 use treffpunkt_proto::identity;
+
+/// The keys' Secret of this file's replica.
+const KEYS: &str = "treffpunkt-tls-keys";
+
+/// The replica of this file's tests: its Attach port runs mutual TLS.
+fn tls_operator() -> &'static support::Operator {
+    static OPERATOR: OnceLock<support::Operator> = OnceLock::new();
+    OPERATOR.get_or_init(|| {
+        let mut settings = support::settings();
+        settings.grant_key_secret = KEYS.to_owned();
+        support::start_operator_with("treffpunkt-tls-tests", settings, true)
+    })
+}
+
+/// Starts a media node process for `pool` that attaches to `operator` with the certificate in
+/// `dir` and `grant_key`.
+fn start_node(
+    operator: &support::Operator,
+    id: &str,
+    pool: &str,
+    dir: &Path,
+    grant_key: &str,
+) -> Process {
+    Process(
+        Command::new(env!("CARGO_BIN_EXE_treffpunkt"))
+            .args(["media-node", "--node-id", id, "--pool", pool])
+            .args(["--control-plane", &format!("http://{}", operator.grpc)])
+            .args(["--udp-bind", "127.0.0.1:0", "--announce-ip", "127.0.0.1"])
+            .args(["--health-listen", &format!("127.0.0.1:{}", free_port())])
+            .arg("--attach-tls-dir")
+            .arg(dir)
+            .env("TREFFPUNKT_GRANT_KEY", grant_key)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the media node starts"),
+    )
+}
+
+/// Whether node `id` attaches to `operator` in time.
+async fn attaches(operator: &support::Operator, token: &str, id: &str) -> bool {
+    eventually(Duration::from_secs(20), || async {
+        attached(operator.admin, token)
+            .await
+            .contains(&id.to_owned())
+            .then_some(())
+    })
+    .await
+    .is_some()
+}
 
 struct Process(Child);
 
@@ -75,10 +129,8 @@ async fn attached(admin: std::net::SocketAddr, token: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_nodes_with_their_pools_certificate_attach() {
     let client = admin().await;
-    let secret_name = unique("tls-keys");
-    let mut settings = support::settings();
-    settings.grant_key_secret = secret_name.clone();
-    let operator = support::start_operator_with(&unique("tls"), settings, true);
+    let secret_name = KEYS;
+    let operator = tls_operator();
     let secrets = Api::<Secret>::namespaced(client.clone(), PLATFORM);
     let pool = unique("alpha");
     Api::<MediaPool>::namespaced(client.clone(), PLATFORM)
@@ -87,7 +139,7 @@ async fn only_nodes_with_their_pools_certificate_attach() {
         .unwrap();
     let [cert_field, _, not_after_field] = keys::pool_fields(&pool);
     let secret = eventually(Duration::from_secs(30), || async {
-        let secret = secrets.get(&secret_name).await.ok()?;
+        let secret = secrets.get(secret_name).await.ok()?;
         field(&secret, &cert_field).map(|_| secret)
     })
     .await
@@ -99,29 +151,9 @@ async fn only_nodes_with_their_pools_certificate_attach() {
     write_credential(&secret, &pool, &dir.join("first"));
 
     // A real media node with the pool's certificate attaches.
-    let node = Process(
-        Command::new(env!("CARGO_BIN_EXE_treffpunkt"))
-            .args(["media-node", "--node-id", "knoten-a", "--pool", &pool])
-            .args(["--control-plane", &format!("http://{}", operator.grpc)])
-            .args(["--udp-bind", "127.0.0.1:0", "--announce-ip", "127.0.0.1"])
-            .args(["--health-listen", &format!("127.0.0.1:{}", free_port())])
-            .arg("--attach-tls-dir")
-            .arg(dir.join("first"))
-            .env("TREFFPUNKT_GRANT_KEY", &grant_key)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("the media node starts"),
-    );
-    let up = eventually(Duration::from_secs(20), || async {
-        attached(operator.admin, &token)
-            .await
-            .contains(&"knoten-a".to_owned())
-            .then_some(())
-    })
-    .await;
+    let node = start_node(operator, "knoten-a", &pool, &dir.join("first"), &grant_key);
     assert!(
-        up.is_some(),
+        attaches(operator, &token, "knoten-a").await,
         "the node with its pool's certificate attaches"
     );
 
@@ -182,7 +214,7 @@ async fn only_nodes_with_their_pools_certificate_attach() {
     let old = field(&secret, &cert_field);
     let due = json!({"stringData": {not_after_field: "0"}});
     secrets
-        .patch(&secret_name, &PatchParams::default(), &Patch::Merge(&due))
+        .patch(secret_name, &PatchParams::default(), &Patch::Merge(&due))
         .await
         .unwrap();
     let touch = json!({"metadata": {"annotations": {"test.treffpunkt.io/touched": "1"}}});
@@ -191,7 +223,7 @@ async fn only_nodes_with_their_pools_certificate_attach() {
         .await
         .unwrap();
     let renewed = eventually(Duration::from_secs(30), || async {
-        let secret = secrets.get(&secret_name).await.ok()?;
+        let secret = secrets.get(secret_name).await.ok()?;
         (field(&secret, &cert_field) != old).then_some(secret)
     })
     .await
@@ -213,5 +245,99 @@ async fn only_nodes_with_their_pools_certificate_attach() {
         "the first node stays: {nodes:?}"
     );
     drop(node);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_site_node_hosts_its_tenants_rooms_and_no_other() {
+    let client = admin().await;
+    let operator = tls_operator();
+    let tenant = unique("verein");
+    let mut spec = tenant_spec(None, 5);
+    spec.policy.adhoc_rooms = true;
+    ready_tenant(&client, &tenant, spec).await;
+    let pool = unique("vereinsheim");
+    Api::<MediaPool>::namespaced(client.clone(), PLATFORM)
+        .create(
+            &PostParams::default(),
+            &MediaPool::new(&pool, external_pool_spec(&tenant)),
+        )
+        .await
+        .unwrap();
+    // The partner's admins fetch the credential from their namespace.
+    let namespace = crd::tenant_namespace(&tenant);
+    let partner = Api::<Secret>::namespaced(client.clone(), &namespace);
+    let credential = eventually(Duration::from_secs(30), || async {
+        let secret = partner.get_opt(PARTNER_SECRET).await.ok()??;
+        field(&secret, &format!("{pool}.crt")).map(|_| secret)
+    })
+    .await
+    .expect("the partner's namespace holds its nodes' credential");
+    let dir = std::env::temp_dir().join(unique("treffpunkt-partner"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, file) in [
+        ("ca.crt".to_owned(), "ca.crt"),
+        (format!("{pool}.crt"), "tls.crt"),
+        (format!("{pool}.key"), "tls.key"),
+    ] {
+        std::fs::write(dir.join(file), field(&credential, &name).unwrap()).unwrap();
+    }
+    let grant_key = field(&credential, "grant-key").unwrap();
+    let keys_secret = Api::<Secret>::namespaced(client.clone(), PLATFORM)
+        .get(KEYS)
+        .await
+        .unwrap();
+    let token = field(&keys_secret, keys::ADMIN_TOKEN).unwrap();
+    let _node = start_node(operator, "vereinsheim-1", &pool, &dir, &grant_key);
+    assert!(
+        attaches(operator, &token, "vereinsheim-1").await,
+        "the partner's node attaches with its credential"
+    );
+
+    // The partner's room goes to the partner's node.
+    let url = signal_url(operator.http, &tenant, "probe");
+    let mut joined = None;
+    for _ in 0..50 {
+        match Participant::join(&url, "Anna", None).await {
+            Ok(participant) => {
+                joined = Some(participant);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    assert!(joined.is_some(), "the partner's member joins");
+    let placed = Api::<Room>::namespaced(client.clone(), &namespace)
+        .get("probe")
+        .await
+        .unwrap()
+        .status
+        .and_then(|status| status.node);
+    assert_eq!(placed.as_deref(), Some("vereinsheim-1"));
+
+    // Another tenant's room never does: refused when the partner's node is the only one with
+    // room, placed elsewhere otherwise.
+    let other = unique("nachbar");
+    let mut spec = tenant_spec(None, 5);
+    spec.policy.adhoc_rooms = true;
+    ready_tenant(&client, &other, spec).await;
+    let url = signal_url(operator.http, &other, "probe");
+    match Participant::join(&url, "Ben", None).await {
+        Err(treffpunkt_client::Error::Refused { code, .. }) => assert_eq!(code, "platform-full"),
+        Err(error) => panic!("Ben's join fails otherwise: {error}"),
+        Ok(_) => {
+            let placed = Api::<Room>::namespaced(client.clone(), &crd::tenant_namespace(&other))
+                .get("probe")
+                .await
+                .unwrap()
+                .status
+                .and_then(|status| status.node);
+            assert_ne!(
+                placed.as_deref(),
+                Some("vereinsheim-1"),
+                "not on the partner's node"
+            );
+        }
+    }
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -31,16 +31,26 @@ use serde::{Deserialize, Serialize};
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.external) && self.external) ? !has(self.template) : has(self.template)").message("a pool in the cluster needs a template; an external pool has none"))]
+#[x_kube(validation = Rule::new("!(has(self.external) && self.external) || (has(self.tenants) && size(self.tenants) == 1)").message("an external pool serves exactly one tenant"))]
 pub struct MediaPoolSpec {
-    /// How many media nodes run.
+    /// How many media nodes run (an external pool: how many must be attached to be Ready).
     #[serde(default)]
     pub replicas: Replicas,
     /// The share of a node's capacity the autoscaler aims for, in percent.
     #[serde(default = "default_target_load")]
     #[schemars(range(min = 10, max = 100))]
     pub target_load_percent: i32,
-    /// The media node pods.
-    pub template: MediaNodeTemplate,
+    /// The media node pods; none for an external pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<MediaNodeTemplate>,
+    /// The pool's media nodes run outside the cluster, at the site of the one tenant in
+    /// `tenants`, which brings them: the operator runs no pods for it, writes their credential
+    /// (the Attach port's certificate for this pool, the grant key) into the Secret
+    /// `treffpunkt-partner-nodes` of the tenant's namespace for its admins to fetch, and the
+    /// nodes host that tenant's rooms only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
     /// How clients reach the nodes.
     #[serde(default)]
     pub network: PoolNetwork,

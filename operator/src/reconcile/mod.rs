@@ -12,6 +12,7 @@
 //! Only the replica that holds the Lease runs them (see [`crate::leader`]).
 
 mod credentials;
+pub use credentials::PARTNER_SECRET;
 pub mod ownership;
 mod pool;
 mod room;

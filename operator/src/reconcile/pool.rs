@@ -43,7 +43,7 @@ use tracing::warn;
 use super::credentials;
 use super::ownership::{Claim, apply_owned};
 use super::{Context, Error, MANAGED_BY, MANAGER, Result, error_policy};
-use crate::crd::{self, MediaPool, MediaPoolStatus, NetworkMode, PoolNetwork};
+use crate::crd::{self, MediaNodeTemplate, MediaPool, MediaPoolStatus, NetworkMode, PoolNetwork};
 use crate::keys;
 
 const FINALIZER: &str = "mediapools.treffpunkt.io/cleanup";
@@ -95,7 +95,7 @@ async fn reconcile(pool: Arc<MediaPool>, ctx: Arc<Context>) -> Result<Action> {
             // nodes' certificate goes from the keys' Secret.
             Finalizer::Cleanup(pool) => {
                 if ctx.authority.is_some() {
-                    credentials::forget(&pool.name_any(), &ctx).await?;
+                    credentials::forget(&pool, &ctx).await?;
                 }
                 Ok(Action::await_change())
             }
@@ -170,7 +170,7 @@ fn probe(path: &str) -> Probe {
 
 /// What a media node is told through its environment: where to attach, who it is, where to
 /// listen and what to announce, and where its grant key is.
-fn node_env(pool: &MediaPool, ctx: &Context) -> Vec<EnvVar> {
+fn node_env(pool: &MediaPool, template: &MediaNodeTemplate, ctx: &Context) -> Vec<EnvVar> {
     let spec = &pool.spec;
     let network = &spec.network;
     let announce = match &network.announce_address {
@@ -191,7 +191,7 @@ fn node_env(pool: &MediaPool, ctx: &Context) -> Vec<EnvVar> {
         announce,
         env(
             "TREFFPUNKT_MAX_PARTICIPANTS",
-            spec.template.max_participants.to_string(),
+            template.max_participants.to_string(),
         ),
         env("TREFFPUNKT_HEALTH_LISTEN", format!("0.0.0.0:{HEALTH_PORT}")),
         env(
@@ -290,12 +290,11 @@ fn keys_volume(pool: &str, ctx: &Context) -> Volume {
 }
 
 /// The media node's container.
-fn node_container(pool: &MediaPool, ctx: &Context) -> Container {
-    let template = &pool.spec.template;
+fn node_container(pool: &MediaPool, template: &MediaNodeTemplate, ctx: &Context) -> Container {
     Container {
         name: "media-node".to_owned(),
         image: Some(template.image.clone()),
-        env: Some(node_env(pool, ctx)),
+        env: Some(node_env(pool, template, ctx)),
         ports: Some(node_ports(&pool.spec.network)),
         readiness_probe: Some(probe("/readyz")),
         liveness_probe: Some(probe("/healthz")),
@@ -331,11 +330,15 @@ fn one_per_host(labels: BTreeMap<String, String>) -> Affinity {
 
 /// The pod of a media node: its container, the host's network if the pool asks for it, no
 /// service-account token, and a long grace period to drain.
-fn node_pod(pool: &MediaPool, ctx: &Context, labels: BTreeMap<String, String>) -> PodSpec {
-    let template = &pool.spec.template;
+fn node_pod(
+    pool: &MediaPool,
+    template: &MediaNodeTemplate,
+    ctx: &Context,
+    labels: BTreeMap<String, String>,
+) -> PodSpec {
     let host_network = pool.spec.network.mode == NetworkMode::HostNetwork;
     PodSpec {
-        containers: vec![node_container(pool, ctx)],
+        containers: vec![node_container(pool, template, ctx)],
         host_network: host_network.then_some(true),
         dns_policy: host_network.then(|| "ClusterFirstWithHostNet".to_owned()),
         automount_service_account_token: Some(false),
@@ -355,7 +358,12 @@ fn node_pod(pool: &MediaPool, ctx: &Context, labels: BTreeMap<String, String>) -
 }
 
 /// The Deployment of a pool's media nodes.
-pub fn deployment(pool: &MediaPool, ctx: &Context, owner: &OwnerReference) -> Deployment {
+pub fn deployment(
+    pool: &MediaPool,
+    template: &MediaNodeTemplate,
+    ctx: &Context,
+    owner: &OwnerReference,
+) -> Deployment {
     let name = pool.name_any();
     let namespace = pool.namespace().unwrap_or_default();
     let labels = selector(&name);
@@ -381,7 +389,7 @@ pub fn deployment(pool: &MediaPool, ctx: &Context, owner: &OwnerReference) -> De
                     labels: Some(labels.clone()),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(node_pod(pool, ctx, labels)),
+                spec: Some(node_pod(pool, template, ctx, labels)),
             },
             ..DeploymentSpec::default()
         }),
@@ -440,6 +448,11 @@ struct Workload {
 /// Applies the pool's Deployment, budget and Service where the objects of their names are the
 /// pool's or missing; someone else's are left alone.
 async fn apply_workload(pool: &MediaPool, ctx: &Context, namespace: &str) -> Result<Workload> {
+    let template = pool
+        .spec
+        .template
+        .as_ref()
+        .ok_or(Error::Incomplete("template"))?;
     let owner = pool
         .controller_owner_ref(&())
         .ok_or(Error::Incomplete("uid"))?;
@@ -463,25 +476,54 @@ async fn apply_workload(pool: &MediaPool, ctx: &Context, namespace: &str) -> Res
         foreign.push(format!("Service {workload}"));
     }
     let deployments = Api::<Deployment>::namespaced(client.clone(), namespace);
-    let observed =
-        match apply_owned(&deployments, &deployment(pool, ctx, &owner), &owner.uid).await? {
-            Claim::Ours(deployment) => deployment.status.unwrap_or_default(),
-            Claim::Foreign => {
-                foreign.push(format!("Deployment {workload}"));
-                DeploymentStatus::default()
-            }
-        };
+    let observed = match apply_owned(
+        &deployments,
+        &deployment(pool, template, ctx, &owner),
+        &owner.uid,
+    )
+    .await?
+    {
+        Claim::Ours(deployment) => deployment.status.unwrap_or_default(),
+        Claim::Foreign => {
+            foreign.push(format!("Deployment {workload}"));
+            DeploymentStatus::default()
+        }
+    };
     Ok(Workload { observed, foreign })
+}
+
+/// An external pool's nodes as they attach: its credential for the partner's admins, and as
+/// its replicas the nodes attached to this replica.
+async fn apply_external(pool: &MediaPool, ctx: &Context) -> Result<Workload> {
+    let name = pool.name_any();
+    let (Some(authority), [tenant]) = (&ctx.authority, pool.spec.tenants.as_slice()) else {
+        return Err(Error::Incomplete("certificate authority or its one tenant"));
+    };
+    credentials::ensure_partner(&name, tenant, ctx, authority).await?;
+    let attached = ctx.fleet.nodes().iter().filter(|n| n.pool == name).count() as i32;
+    let observed = DeploymentStatus {
+        replicas: Some(attached),
+        ready_replicas: Some(attached),
+        ..DeploymentStatus::default()
+    };
+    Ok(Workload {
+        observed,
+        foreign: Vec::new(),
+    })
 }
 
 async fn apply(pool: &MediaPool, ctx: &Context) -> Result<Action> {
     let namespace = pool.namespace().ok_or(Error::Incomplete("namespace"))?;
-    // The nodes' certificate first: their pods mount it. Looked at again with every
-    // reconciliation (at least every five minutes), renewed after half its life.
-    if let Some(authority) = &ctx.authority {
-        credentials::ensure(&pool.name_any(), ctx, authority).await?;
-    }
-    let Workload { observed, foreign } = apply_workload(pool, ctx, &namespace).await?;
+    let Workload { observed, foreign } = if pool.spec.external {
+        apply_external(pool, ctx).await?
+    } else {
+        // The nodes' certificate first: their pods mount it. Looked at again with every
+        // reconciliation (at least every five minutes), renewed after half its life.
+        if let Some(authority) = &ctx.authority {
+            credentials::ensure(&pool.name_any(), ctx, authority).await?;
+        }
+        apply_workload(pool, ctx, &namespace).await?
+    };
     let ready = observed.ready_replicas.unwrap_or(0);
     let minimum = pool.spec.replicas.min;
     let mut status = MediaPoolStatus {
@@ -526,10 +568,13 @@ async fn apply(pool: &MediaPool, ctx: &Context) -> Result<Action> {
     if pool.status.as_ref() != Some(&status) {
         write_status(pool, ctx, &namespace, &status).await?;
     }
-    Ok(Action::requeue(if foreign.is_empty() {
-        Duration::from_secs(300)
-    } else {
+    Ok(Action::requeue(if !foreign.is_empty() {
         Duration::from_secs(15)
+    } else if pool.spec.external {
+        // Its nodes come and go without an event on the API server.
+        Duration::from_secs(30)
+    } else {
+        Duration::from_secs(300)
     }))
 }
 

@@ -101,15 +101,26 @@ pub fn pool_spec() -> MediaPoolSpec {
     MediaPoolSpec {
         replicas: Replicas { min: 1, max: 3 },
         target_load_percent: 70,
-        template: MediaNodeTemplate {
+        template: Some(MediaNodeTemplate {
             image: "registry.invalid/treffpunkt/media-node:test".to_owned(),
             resources: None,
             node_selector: None,
             tolerations: None,
             max_participants: 100,
-        },
+        }),
+        external: false,
         network: PoolNetwork::default(),
         tenants: Vec::new(),
+    }
+}
+
+/// An external pool for the one tenant `tenant`: its nodes run at the partner's site.
+pub fn external_pool_spec(tenant: &str) -> MediaPoolSpec {
+    MediaPoolSpec {
+        template: None,
+        external: true,
+        tenants: vec![tenant.to_owned()],
+        ..pool_spec()
     }
 }
 
