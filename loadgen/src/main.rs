@@ -15,10 +15,13 @@
 //! - `table`: prints a report as the Markdown section of `docs/benchmarks.md`.
 //! - `flood`: sends garbage to a media port, from unknown sources and forged with participants'
 //!   addresses ([`flood`]), for the tests that show a call shrugs it off.
+//! - `absorb`: how much of that garbage a second the media port takes with a call still clean
+//!   ([`absorb`]), against the same call without garbage in the same run.
 //!
 //! `scripts/bench` runs the whole benchmark with one command.
 #![forbid(unsafe_code)]
 
+mod absorb;
 mod flood;
 mod processes;
 mod ramp;
@@ -69,6 +72,8 @@ enum Command {
     },
     /// Sends garbage to a media port at a steady rate (for tests on loopback).
     Flood(flood::FloodArgs),
+    /// Measures how much garbage a second the media port absorbs with a call still clean.
+    Absorb(absorb::AbsorbArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -167,6 +172,10 @@ fn main() -> anyhow::Result<()> {
             println!("sent {sent} datagrams");
             Ok(())
         }
+        Command::Absorb(args) => {
+            let binary = treffpunkt_binary(args.treffpunkt.clone())?;
+            tokio::runtime::Runtime::new()?.block_on(absorb::run(args, binary))
+        }
     }
 }
 
@@ -196,8 +205,9 @@ fn today(unix: u64) -> String {
     format!("{year:04}-{month:02}-{day:02}")
 }
 
-fn run(args: RunArgs) -> anyhow::Result<()> {
-    let binary = match args.treffpunkt {
+/// The `treffpunkt` binary: `given`, or the one next to this program.
+fn treffpunkt_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let binary = match given {
         Some(path) => path,
         None => std::env::current_exe()?
             .parent()
@@ -209,6 +219,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         "no treffpunkt binary at {} (build it, or pass --treffpunkt)",
         binary.display()
     );
+    Ok(binary)
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let binary = treffpunkt_binary(args.treffpunkt.clone())?;
     let scenarios = if args.scenario.is_empty() {
         Scenario::ALL.to_vec()
     } else {

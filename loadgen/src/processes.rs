@@ -43,6 +43,8 @@ pub struct System {
     pub gateway: Process,
     /// The media node process.
     pub node: Process,
+    /// The media node's media port.
+    pub media: SocketAddr,
 }
 
 /// Flags that lift the gateway's limits per client address.
@@ -100,11 +102,17 @@ pub async fn start(binary: &Path, max_participants: u32) -> anyhow::Result<Syste
     std::thread::spawn(move || for _ in lines {});
 
     let health = free_port()?;
+    let media: SocketAddr = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
     let node = Process(
         Command::new(binary)
             .args(["media-node", "--node-id", "bench"])
             .args(["--control-plane", &format!("http://127.0.0.1:{grpc}")])
-            .args(["--udp-bind", "127.0.0.1:0", "--announce-ip", "127.0.0.1"])
+            .args([
+                "--udp-bind",
+                &media.to_string(),
+                "--announce-ip",
+                "127.0.0.1",
+            ])
             .args(["--health-listen", &format!("127.0.0.1:{health}")])
             .args(["--max-participants", &max_participants.to_string()])
             .env("TREFFPUNKT_GRANT_KEY", GRANT_KEY)
@@ -124,6 +132,7 @@ pub async fn start(binary: &Path, max_participants: u32) -> anyhow::Result<Syste
         http,
         gateway,
         node,
+        media,
     })
 }
 

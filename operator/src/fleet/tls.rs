@@ -63,6 +63,9 @@ const AUTHORITY_LIFETIME: Duration = Duration::from_secs(10 * 365 * 86_400);
 const SERVER_LIFETIME: Duration = Duration::from_secs(7 * 86_400);
 /// How long a new TLS connection may take to shake hands.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many handshakes may be under way at once; a connection beyond is closed at once, so
+/// that strangers who open connections and never finish cost a bounded amount.
+const MAX_HANDSHAKES: usize = 256;
 
 /// The platform's certificate authority for the Attach port.
 pub struct Authority {
@@ -289,6 +292,7 @@ pub async fn serve_tls(
         }
     });
     let (connections, incoming) = tokio::sync::mpsc::channel(64);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -299,8 +303,13 @@ pub async fn serve_tls(
                     continue;
                 }
             };
+            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                debug!(%peer, "too many TLS handshakes under way on the Attach port");
+                continue;
+            };
             let (acceptor, connections) = (acceptor.clone(), connections.clone());
             tokio::spawn(async move {
+                let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => {
                         let _ = connections.send(Ok::<_, std::io::Error>(tls)).await;
