@@ -20,7 +20,7 @@ use support::attach::register;
 use support::resources::{external_pool_spec, pool_spec, ready_tenant, tenant_spec};
 use support::{PLATFORM, admin, admin_request, eventually, free_port, unique};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-use treffpunkt_client::{Participant, signal_url};
+use treffpunkt_client::{Kind, Participant, Publish, signal_url};
 use treffpunkt_operator::crd::{self, MediaPool, Room};
 use treffpunkt_operator::fleet::tls::Authority;
 use treffpunkt_operator::keys;
@@ -113,6 +113,13 @@ fn tls_from(dir: &Path) -> ClientTlsConfig {
         .ca_certificate(Certificate::from_pem(read("ca.crt")))
         .identity(Identity::from_pem(read("tls.crt"), read("tls.key")))
         .domain_name(identity::CONTROL_PLANE)
+}
+
+/// Whether `receiver` gets more of `source`'s video within a few seconds.
+async fn keeps_receiving(receiver: &Participant, source: &Participant) -> bool {
+    let packets = || receiver.stats(&source.id, Kind::Video).packets;
+    let before = packets();
+    support::wait_until(Duration::from_secs(10), || packets() > before + 20).await
 }
 
 /// The ids of the nodes attached to the replica whose admin endpoint is `admin`.
@@ -253,10 +260,12 @@ async fn a_partner_site_node_hosts_its_tenants_rooms_and_no_other() {
     let client = admin().await;
     let operator = tls_operator();
     let tenant = unique("verein");
+    let pool = unique("vereinsheim");
+    // The partner's rooms run on the nodes it brings.
     let mut spec = tenant_spec(None, 5);
     spec.policy.adhoc_rooms = true;
+    spec.media_pools = vec![pool.clone()];
     ready_tenant(&client, &tenant, spec).await;
-    let pool = unique("vereinsheim");
     Api::<MediaPool>::namespaced(client.clone(), PLATFORM)
         .create(
             &PostParams::default(),
@@ -294,19 +303,22 @@ async fn a_partner_site_node_hosts_its_tenants_rooms_and_no_other() {
         "the partner's node attaches with its credential"
     );
 
-    // The partner's room goes to the partner's node.
+    // The partner's room goes to the partner's node, and its call runs there.
     let url = signal_url(operator.http, &tenant, "probe");
-    let mut joined = None;
+    let mut anna = None;
     for _ in 0..50 {
-        match Participant::join(&url, "Anna", None).await {
+        match Participant::join(&url, "Anna", Some(Publish::default())).await {
             Ok(participant) => {
-                joined = Some(participant);
+                anna = Some(participant);
                 break;
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
-    assert!(joined.is_some(), "the partner's member joins");
+    let anna = anna.expect("the partner's member joins");
+    let ben = Participant::join(&url, "Ben", None)
+        .await
+        .expect("Ben joins");
     let placed = Api::<Room>::namespaced(client.clone(), &namespace)
         .get("probe")
         .await
@@ -314,6 +326,31 @@ async fn a_partner_site_node_hosts_its_tenants_rooms_and_no_other() {
         .status
         .and_then(|status| status.node);
     assert_eq!(placed.as_deref(), Some("vereinsheim-1"));
+    assert!(keeps_receiving(&ben, &anna).await, "Ben receives Anna");
+
+    // The partner's certificate renewed during the call: the call goes on.
+    let not_after = format!("{pool}.not-after");
+    let old = field(&credential, &format!("{pool}.crt"));
+    let due = json!({"stringData": {not_after: "0"}});
+    partner
+        .patch(PARTNER_SECRET, &PatchParams::default(), &Patch::Merge(&due))
+        .await
+        .unwrap();
+    let touch = json!({"metadata": {"annotations": {"test.treffpunkt.io/touched": "1"}}});
+    Api::<MediaPool>::namespaced(client.clone(), PLATFORM)
+        .patch(&pool, &PatchParams::default(), &Patch::Merge(&touch))
+        .await
+        .unwrap();
+    let renewed = eventually(Duration::from_secs(30), || async {
+        let secret = partner.get(PARTNER_SECRET).await.ok()?;
+        (field(&secret, &format!("{pool}.crt")) != old).then_some(())
+    })
+    .await;
+    assert!(renewed.is_some(), "the partner's certificate is renewed");
+    assert!(
+        keeps_receiving(&ben, &anna).await,
+        "Ben keeps receiving Anna after the renewal"
+    );
 
     // Another tenant's room never does: refused when the partner's node is the only one with
     // room, placed elsewhere otherwise.
