@@ -256,6 +256,8 @@ async fn the_api_server_accepts_every_object_the_chart_renders() {
             "RoleBinding",
             "Deployment",
             "Service",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         ]);
         if set != "minimal" {
             kinds.extend(["PodDisruptionBudget", "MediaPool", "Tenant"]);

@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
+use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
 use kube::config::Kubeconfig;
@@ -265,6 +266,53 @@ async fn assert_the_admin_commands_need_the_token(
     );
     let healthz = admin_request(operator.admin, "GET /healthz", None).await;
     assert!(status(healthz.clone()).contains("200"), "{healthz}");
+}
+
+/// The operator's account grants nothing outside the tenant namespaces it manages: the chart's
+/// admission policies refuse a RoleBinding in kube-system and a change to that namespace,
+/// though its RBAC alone would let it bind the tenant-secrets ClusterRole anywhere.
+async fn assert_the_operator_grants_nothing_outside_its_namespaces(namespace: &str) {
+    let operator = support::impersonating(
+        &format!("system:serviceaccount:{namespace}:treffpunkt"),
+        &["system:serviceaccounts", "system:authenticated"],
+    )
+    .await;
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "treffpunkt-operator-secrets", "namespace": "kube-system"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "treffpunkt-tenant-secrets",
+        },
+        "subjects": [{"kind": "ServiceAccount", "name": "treffpunkt", "namespace": namespace}],
+    }))
+    .unwrap();
+    let refused = Api::<RoleBinding>::namespaced(operator.clone(), "kube-system")
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect_err("a binding in kube-system is refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("only in the tenant namespaces it manages"),
+        "{refused}"
+    );
+    let label =
+        json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": "treffpunkt-operator"}}});
+    let refused = Api::<Namespace>::all(operator)
+        .patch(
+            "kube-system",
+            &PatchParams::default(),
+            &Patch::Merge(&label),
+        )
+        .await
+        .expect_err("labelling kube-system is refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("only namespaces named tenant-"),
+        "{refused}"
+    );
 }
 
 /// The leader rotates the keys with the chart's rights: told that the keys are old, it takes
@@ -567,6 +615,7 @@ async fn with_the_charts_rights_the_operator_makes_everything_ready() {
     add_the_partner_from_the_examples(&client, namespace, &operator).await;
     assert_the_partners_admins_keep_to_their_namespace().await;
     assert_the_operator_reads_secrets_only_where_it_works(&client, namespace).await;
+    assert_the_operator_grants_nothing_outside_its_namespaces(namespace).await;
     assert_the_operator_had_every_right_it_needed(&client, &operator).await;
     assert_an_upgrade_reaches_the_operators_objects(&client, namespace, &operator).await;
 }
