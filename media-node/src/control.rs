@@ -356,6 +356,10 @@ async fn resolve(endpoint: &str) -> Vec<String> {
 /// Keeps a stream up to the replica at `address`.
 async fn keep_attached(address: String, context: Arc<LinkContext>) {
     let mut backoff = MIN_BACKOFF;
+    // Failures in a row: the first few are a replica restarting and said quietly; then the
+    // operator hears of it (a wrong certificate or key, an address that never answers), once
+    // a minute at most.
+    let (mut failures, mut told) = (0u32, None::<std::time::Instant>);
     loop {
         let started = std::time::Instant::now();
         let result = attach_once(&address, &context).await;
@@ -363,8 +367,19 @@ async fn keep_attached(address: String, context: Arc<LinkContext>) {
         let up = lock(&context.links).up.len();
         context.status.set_attached(up > 0);
         match result {
-            Ok(()) => warn!(%address, "attach stream ended; reconnecting"),
-            Err(error) => debug!(%address, %error, "attaching failed"),
+            Ok(()) => {
+                failures = 0;
+                warn!(%address, "attach stream ended; reconnecting");
+            }
+            Err(error) => {
+                failures += 1;
+                if failures >= 5 && told.is_none_or(|at| at.elapsed() > Duration::from_secs(60)) {
+                    warn!(%address, %error, failures, "cannot attach to the control plane");
+                    told = Some(std::time::Instant::now());
+                } else {
+                    debug!(%address, %error, "attaching failed");
+                }
+            }
         }
         if started.elapsed() > Duration::from_secs(10) {
             backoff = MIN_BACKOFF;
