@@ -9,8 +9,10 @@
 //! - [`datagram`]: datagrams on the media port from a few source addresses, some wrapped as a
 //!   STUN binding request that names a live session's username fragment (a fuzzer cannot guess
 //!   it), so that they pass the port's demultiplexing and gate and reach the session's STUN
-//!   handling. DTLS and SRTP past the handshake are reached only from a source that completed
-//!   ICE, which this target does not do.
+//!   handling.
+//! - [`connected`]: datagrams from the addresses of two participants whose sessions completed
+//!   ICE and DTLS and carry media (real `rtc` peers in memory, the node's own test harness):
+//!   what a participant's address sends reaches its session's DTLS, SRTP and SRTCP.
 //! - [`tokens`]: signed grants, attach claims and resume tickets: first as they arrive (the
 //!   signature is checked over the bytes received), then whatever of them decodes, signed:
 //!   a genuine token must open to what was signed unless it expired.
@@ -28,6 +30,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
+use treffpunkt_media_node::node::tests::Net;
+use treffpunkt_media_node::node::tests::peer::Publish;
 use treffpunkt_media_node::{Admission, Command, Event, Node};
 use treffpunkt_operator::domain::DisplayName;
 use treffpunkt_operator::fleet::Fleet;
@@ -44,6 +48,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("signalling", signalling),
     ("sdp", sdp),
     ("datagram", datagram),
+    ("connected", connected),
     ("tokens", tokens),
     ("attach", attach),
 ];
@@ -277,6 +282,50 @@ pub fn datagram(data: &[u8]) {
             }
         }
         harness.drain();
+    });
+}
+
+thread_local! {
+    static CONNECTED: RefCell<Option<Net>> = const { RefCell::new(None) };
+}
+
+/// A call of two on the in-memory network: Anna publishes, Ben listens, both connected.
+fn call() -> Net {
+    let mut net = Net::new(10);
+    net.join("anna", Publish::Plain);
+    net.join("ben", Publish::Nothing);
+    let connected = net.run_until(Duration::from_secs(10), |net| {
+        net.peers.iter().all(|peer| peer.connected)
+    });
+    assert!(connected, "the harness's call connects");
+    net
+}
+
+/// Whether both participants of the `connected` target's call are connected.
+pub fn call_connected() -> bool {
+    CONNECTED.with(|net| {
+        let mut net = net.borrow_mut();
+        net.get_or_insert_with(call)
+            .peers
+            .iter()
+            .all(|peer| peer.connected)
+    })
+}
+
+/// Datagrams from the participants of a connected call: the tag's low bit says whose.
+pub fn connected(data: &[u8]) {
+    CONNECTED.with(|net| {
+        let mut net = net.borrow_mut();
+        let net = net.get_or_insert_with(call);
+        for (tag, payload) in records(data) {
+            let from = net.peers[usize::from(tag & 1)].address;
+            let now = net.now;
+            net.node.datagram(now, from, payload);
+            if tag & 0x40 != 0 {
+                net.run_for(Duration::from_millis(5));
+            }
+        }
+        net.run_for(Duration::from_millis(5));
     });
 }
 

@@ -36,3 +36,9 @@ fn the_datagram_target_reaches_live_sessions() {
     let answered = treffpunkt_fuzz::ufrags_known();
     assert_eq!(answered, 2, "both sessions answered the offer");
 }
+
+#[test]
+fn the_connected_target_has_a_call_whose_sessions_are_up() {
+    // Without a connected call, the target's datagrams would be strangers' and stop at the gate.
+    assert!(treffpunkt_fuzz::call_connected());
+}

@@ -89,7 +89,7 @@ pub fn rewrite(
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "testing"))]
 /// A VP8 payload for tests: descriptor with a 15-bit picture id and TL0PICIDX, then the frame header.
 pub(crate) fn test_payload(
     picture_id: u16,

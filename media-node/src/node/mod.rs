@@ -36,8 +36,8 @@ pub mod gate;
 mod housekeeping;
 mod media;
 mod signal;
-#[cfg(test)]
-mod tests;
+#[cfg(any(test, feature = "testing"))]
+pub mod tests;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};

@@ -4,9 +4,15 @@
 //! mocked: the control plane's part is played by the test, which opens sessions and relays
 //! signals as the gateway would.
 
+//!
+//! The `testing` feature makes the harness available outside the crate's tests (the fuzzers
+//! drive a connected session's datagram entry with it).
+
+#[cfg(test)]
 mod abuse;
+#[cfg(test)]
 mod calls;
-mod peer;
+pub mod peer;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
