@@ -255,6 +255,26 @@ async fn only_nodes_with_their_pools_certificate_attach() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Waits for external `pool`'s credential in the partner's Secret and writes it into `dir`, as
+/// the partner's admins do; returns the Secret.
+async fn fetch_partner_credential(partner: &Api<Secret>, pool: &str, dir: &Path) -> Secret {
+    let credential = eventually(Duration::from_secs(30), || async {
+        let secret = partner.get_opt(PARTNER_SECRET).await.ok()??;
+        field(&secret, &format!("{pool}.crt")).map(|_| secret)
+    })
+    .await
+    .expect("the partner's namespace holds its nodes' credential");
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, file) in [
+        ("ca.crt".to_owned(), "ca.crt"),
+        (format!("{pool}.crt"), "tls.crt"),
+        (format!("{pool}.key"), "tls.key"),
+    ] {
+        std::fs::write(dir.join(file), field(&credential, &name).unwrap()).unwrap();
+    }
+    credential
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partner_site_node_hosts_its_tenants_rooms_and_no_other() {
     let client = admin().await;
@@ -276,21 +296,8 @@ async fn a_partner_site_node_hosts_its_tenants_rooms_and_no_other() {
     // The partner's admins fetch the credential from their namespace.
     let namespace = crd::tenant_namespace(&tenant);
     let partner = Api::<Secret>::namespaced(client.clone(), &namespace);
-    let credential = eventually(Duration::from_secs(30), || async {
-        let secret = partner.get_opt(PARTNER_SECRET).await.ok()??;
-        field(&secret, &format!("{pool}.crt")).map(|_| secret)
-    })
-    .await
-    .expect("the partner's namespace holds its nodes' credential");
     let dir = std::env::temp_dir().join(unique("treffpunkt-partner"));
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, file) in [
-        ("ca.crt".to_owned(), "ca.crt"),
-        (format!("{pool}.crt"), "tls.crt"),
-        (format!("{pool}.key"), "tls.key"),
-    ] {
-        std::fs::write(dir.join(file), field(&credential, &name).unwrap()).unwrap();
-    }
+    let credential = fetch_partner_credential(&partner, &pool, &dir).await;
     let grant_key = field(&credential, "grant-key").unwrap();
     let keys_secret = Api::<Secret>::namespaced(client.clone(), PLATFORM)
         .get(KEYS)
