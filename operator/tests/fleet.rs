@@ -58,9 +58,10 @@ impl Fleet {
             assert!(operator.serving().await, "a gateway serves");
         }
         let key = support::grant_key(&client).await;
+        let credential = support::pool_credential(&client, "fleet").await;
         let refs: Vec<&OperatorProcess> = operators.iter().collect();
         let nodes: Vec<NodeProcess> = (1..=3)
-            .map(|i| NodeProcess::start(&unique(&format!("node{i}")), &refs, &key))
+            .map(|i| NodeProcess::start(&unique(&format!("node{i}")), &refs, &key, &credential))
             .collect();
         for operator in &operators {
             let attached = eventually(Duration::from_secs(30), || async {
@@ -276,7 +277,7 @@ async fn a_draining_node_moves_its_calls_takes_no_new_room_and_exits_cleanly() {
     assert_eq!(refused, 404, "the node's own port drains nothing");
     let drain = format!("/nodes/{host}/drain?move=true&grace=30");
     let admin = fleet.operators[0].admin;
-    let (status, _) = support::http(admin, "POST", &drain).await.unwrap();
+    let (status, _) = support::http_as_admin(admin, "POST", &drain).await.unwrap();
     assert_eq!(status, 202);
 
     // The call moves: everyone receives again, over a new media connection.
@@ -320,7 +321,7 @@ async fn a_draining_node_moves_its_calls_takes_no_new_room_and_exits_cleanly() {
     let other_host = fleet.placement(std::slice::from_ref(&other)).await[&other].clone();
     let drain = format!("/nodes/{other_host}/drain?move=false&grace=2");
     let admin = fleet.operators[0].admin;
-    support::http(admin, "POST", &drain).await.unwrap();
+    support::http_as_admin(admin, "POST", &drain).await.unwrap();
     let closed = loop {
         match ending[0][0].next_event(Duration::from_secs(10)).await {
             Some(RoomEvent::Closed { reason }) => break Some(reason),
@@ -403,7 +404,17 @@ async fn restarting_every_gateway_does_not_stop_the_media() {
     }
     assert!(
         longest_stall <= Duration::from_secs(1),
-        "no packet counter stopped for longer than the reporting interval: {longest_stall:?}"
+        "no packet counter stopped for longer than the reporting interval: {longest_stall:?}; connections {:?}, resumes {:?}",
+        members
+            .iter()
+            .flatten()
+            .map(Participant::connections)
+            .collect::<Vec<_>>(),
+        members
+            .iter()
+            .flatten()
+            .map(Participant::resumes)
+            .collect::<Vec<_>>()
     );
     // Signalling works again after the restarts: a newcomer is seen by everyone.
     let resumed = eventually(Duration::from_secs(20), || async {

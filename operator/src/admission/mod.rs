@@ -78,6 +78,9 @@ use crate::store::{Store, StoreError};
 const PARTICIPANT_ID_BYTES: usize = 8;
 /// Bytes of a session id: unguessable, since it names the session on every node.
 const SESSION_ID_BYTES: usize = 16;
+/// How long a resume waits for its session's node to attach to this replica (which may have
+/// just started) before the session moves to another node.
+const RESUME_ATTACH_WAIT: Duration = Duration::from_secs(6);
 
 /// The participant a session speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,10 +247,22 @@ impl<S: Store> Admission<S> {
         };
         let node = NodeId(ticket.node_id.clone());
         let presented = (ticket.node_instance.as_str(), ticket.generation);
-        let resumed = self
+        let mut resumed = self
             .fleet
             .resume_session(&node, room.clone(), &ticket.session_id, presented)
             .await;
+        // A replica that just started may not have the node back yet: the node dials it again
+        // within seconds, and moving the session would cut its media for longer than that.
+        if resumed
+            .as_ref()
+            .is_err_and(|e| *e == ResumeError::NodeUnavailable)
+            && self.wait_for_node(&node).await
+        {
+            resumed = self
+                .fleet
+                .resume_session(&node, room.clone(), &ticket.session_id, presented)
+                .await;
+        }
         match resumed {
             Ok(Resumed { events, generation }) => {
                 info!(%room, %node, "session resumed");
@@ -286,6 +301,23 @@ impl<S: Store> Admission<S> {
                 })
             }
         }
+    }
+
+    /// Whether `node`, not attached to this replica, attaches within [`RESUME_ATTACH_WAIT`]:
+    /// waited for only while the replica is new (a replica that ran for a while knows its
+    /// nodes), and not for a node that is attached but lost or draining.
+    async fn wait_for_node(&self, node: &NodeId) -> bool {
+        if !self.fleet.is_new() || self.fleet.instance_of(node).is_some() {
+            return false;
+        }
+        let deadline = tokio::time::Instant::now() + RESUME_ATTACH_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if self.fleet.is_available(node) {
+                return true;
+            }
+        }
+        false
     }
 
     /// A fresh resume ticket for `member`'s session `attachment` in `room`.

@@ -28,6 +28,9 @@ pub use sessions::{ResumeError, Resumed};
 
 /// How long a node whose stream broke may take to come back before its rooms are moved.
 pub const NODE_LOSS_GRACE: Duration = Duration::from_millis(1500);
+/// How long after a replica starts its nodes may still be on their way to it (they retry with
+/// a backoff of up to 5 s).
+const NEW_REPLICA: Duration = Duration::from_secs(30);
 
 /// What the fleet tells a session's WebSocket task.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,6 +128,8 @@ pub struct Fleet {
     /// Rooms whose participant count changed, as nodes report it.
     room_changes: broadcast::Sender<RoomKey>,
     node_events: broadcast::Sender<NodeEvent>,
+    /// When this replica's fleet began: the nodes dial a new replica within seconds.
+    started: Instant,
 }
 
 impl Default for Fleet {
@@ -133,6 +138,7 @@ impl Default for Fleet {
             state: Mutex::default(),
             room_changes: broadcast::channel(1024).0,
             node_events: broadcast::channel(64).0,
+            started: Instant::now(),
         }
     }
 }
@@ -219,6 +225,11 @@ impl Fleet {
             .nodes
             .get(node)
             .is_some_and(AttachedNode::takes_rooms)
+    }
+
+    /// Whether this replica began so recently that its nodes may still be dialling it.
+    pub fn is_new(&self) -> bool {
+        self.started.elapsed() < NEW_REPLICA
     }
 
     /// The instance of `node` attached now (new with every start of its process).

@@ -352,10 +352,43 @@ pub async fn http(
     method: &str,
     path: &str,
 ) -> Option<(u16, String)> {
+    http_with(address, method, path, None).await
+}
+
+/// The same, on an admin endpoint of the operators in [`PLATFORM`], with the admin token of their
+/// keys' Secret.
+pub async fn http_as_admin(
+    address: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+) -> Option<(u16, String)> {
+    use k8s_openapi::api::core::v1::Secret;
+    let secret = Api::<Secret>::namespaced(admin().await, PLATFORM)
+        .get_opt("treffpunkt-grant-key")
+        .await
+        .ok()??;
+    let token = secret
+        .data?
+        .get(treffpunkt_operator::keys::ADMIN_TOKEN)?
+        .0
+        .clone();
+    http_with(address, method, path, Some(&String::from_utf8(token).ok()?)).await
+}
+
+async fn http_with(
+    address: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
-    let request =
-        format!("{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
+    let authorization = token
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\n{authorization}Content-Length: 0\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).await.ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await.ok()?;
@@ -461,7 +494,7 @@ impl OperatorProcess {
 
     /// The media nodes attached to this replica, as its admin endpoint lists them.
     pub async fn nodes(&self) -> Vec<serde_json::Value> {
-        http(self.admin, "GET", "/nodes")
+        http_as_admin(self.admin, "GET", "/nodes")
             .await
             .and_then(|(_, body)| serde_json::from_str(&body).ok())
             .unwrap_or_default()
@@ -486,6 +519,43 @@ pub async fn grant_key(client: &Client) -> String {
     String::from_utf8(secret.data.expect("data")["key"].0.clone()).expect("a text key")
 }
 
+/// The certificate of the nodes of MediaPool `pool` (made here if it does not exist), as the
+/// operators issued it into their keys' Secret, written into a folder as a pod mounts it; with
+/// the pool's name. The Attach port of every operator binary runs mutual TLS.
+pub async fn pool_credential(client: &Client, pool: &str) -> (String, PathBuf) {
+    use k8s_openapi::api::core::v1::Secret;
+    use treffpunkt_operator::keys;
+    let pools = Api::<crd::MediaPool>::namespaced(client.clone(), PLATFORM);
+    if pools.get_opt(pool).await.unwrap().is_none() {
+        let spec = resources::pool_spec();
+        let _ = pools
+            .create(&Default::default(), &crd::MediaPool::new(pool, spec))
+            .await;
+    }
+    let secrets = Api::<Secret>::namespaced(client.clone(), PLATFORM);
+    let [cert, key, _] = keys::pool_fields(pool);
+    let fields = [
+        (keys::AUTHORITY_CERT, "ca.crt"),
+        (&cert, "tls.crt"),
+        (&key, "tls.key"),
+    ];
+    let texts = eventually(Duration::from_secs(30), || async {
+        let data = secrets.get_opt("treffpunkt-grant-key").await.ok()??.data?;
+        fields
+            .iter()
+            .map(|(field, _)| Some(String::from_utf8_lossy(&data.get(*field)?.0).into_owned()))
+            .collect::<Option<Vec<String>>>()
+    })
+    .await
+    .expect("the operators issue the pool's nodes a certificate");
+    let dir = std::env::temp_dir().join(unique("treffpunkt-credential"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for ((_, file), text) in fields.iter().zip(texts) {
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+    (pool.to_owned(), dir)
+}
+
 /// A `treffpunkt media-node` process.
 pub struct NodeProcess {
     /// The process.
@@ -497,8 +567,14 @@ pub struct NodeProcess {
 }
 
 impl NodeProcess {
-    /// Starts a node attached to every one of `operators`.
-    pub fn start(id: &str, operators: &[&OperatorProcess], grant_key: &str) -> Self {
+    /// Starts a node of the pool of `credential` (see [`pool_credential`]) attached to every one
+    /// of `operators`.
+    pub fn start(
+        id: &str,
+        operators: &[&OperatorProcess],
+        grant_key: &str,
+        (pool, certificate): &(String, PathBuf),
+    ) -> Self {
         let health = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
         let control_plane: Vec<String> = operators
             .iter()
@@ -519,6 +595,9 @@ impl NodeProcess {
                 "--drain-grace",
                 "30",
             ])
+            .args(["--pool", pool])
+            .arg("--attach-tls-dir")
+            .arg(certificate)
             .env("TREFFPUNKT_GRANT_KEY", grant_key)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
