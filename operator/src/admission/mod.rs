@@ -225,8 +225,10 @@ impl<S: Store> Admission<S> {
         Ok((member, attachment))
     }
 
-    /// Picks up the session that `ticket` names in `room`, through this replica; when its node
-    /// is gone, the participant gets a new session on another node.
+    /// Picks up the session that `ticket` names in `room`, through this replica, if the ticket
+    /// is the session's current one (each resumes once); when its node is gone (a replica that
+    /// just started first gives the node a few seconds to dial it), the participant gets a new
+    /// session on another node, once per lost session.
     pub async fn resume(&self, room: &RoomKey, ticket: &str) -> Result<Admitted, Refusal> {
         let ticket = tickets::open(&self.keys.tickets.get(), ticket, room)?;
         let name = DisplayName::new(&ticket.display_name)?;
