@@ -258,6 +258,39 @@ async fn invalid_specs_are_refused_with_the_rules_message() {
             .map(|_| json!({})),
         "replicas.min cannot exceed replicas.max",
     );
+    for (name, spec, message) in [
+        (
+            "draussen-zwei",
+            json!({"external": true, "tenants": ["a", "b"]}),
+            "an external pool serves exactly one tenant",
+        ),
+        (
+            "draussen-leer",
+            json!({"external": true}),
+            "an external pool serves exactly one tenant",
+        ),
+        (
+            "draussen-mit-vorlage",
+            json!({"external": true, "tenants": ["a"], "template": {"image": "x"}}),
+            "an external pool has none",
+        ),
+        ("drinnen-ohne-vorlage", json!({}), "needs a template"),
+    ] {
+        let pool = json!({
+            "apiVersion": "treffpunkt.io/v1alpha1", "kind": "MediaPool",
+            "metadata": {"name": name}, "spec": spec,
+        });
+        refused(
+            pools
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(pool).unwrap(),
+                )
+                .await
+                .map(|_| json!({})),
+            message,
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
