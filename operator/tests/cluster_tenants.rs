@@ -169,10 +169,9 @@ async fn the_quota_refuses_a_room_beyond_the_tenants_limit() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_specs_are_refused_with_the_rules_message() {
-    let client = admin().await;
-    let refused = |result: Result<serde_json::Value, kube::Error>, message: &str| match result {
+/// Asserts that the API server refused a create as invalid, saying `message`.
+fn refused(result: Result<serde_json::Value, kube::Error>, message: &str) {
+    match result {
         Err(kube::Error::Api(status)) => {
             assert_eq!(status.code, 422, "{}", status.message);
             assert!(
@@ -182,7 +181,12 @@ async fn invalid_specs_are_refused_with_the_rules_message() {
             );
         }
         other => panic!("expected a refusal with {message:?}, got {other:?}"),
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_specs_are_refused_with_the_rules_message() {
+    let client = admin().await;
     let tenants = Api::<Tenant>::all(client.clone());
     let mut spec = tenant_spec(None, 1);
     spec.limits.participants_per_room = 50;
@@ -242,6 +246,11 @@ async fn invalid_specs_are_refused_with_the_rules_message() {
             .map(|_| json!({})),
         "a room name is a DNS label",
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_media_pools_are_refused_with_the_rules_message() {
+    let client = admin().await;
     let pools = Api::<MediaPool>::namespaced(client.clone(), "default");
     let upside_down = json!({
         "apiVersion": "treffpunkt.io/v1alpha1", "kind": "MediaPool",
