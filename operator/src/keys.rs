@@ -147,13 +147,15 @@ pub struct Loaded {
     pub authority: Authority,
 }
 
+/// Field `field` of `secret` as text, if it has it.
+pub fn field_text(secret: &Secret, field: &str) -> Option<String> {
+    let bytes = &secret.data.as_ref()?.get(field)?.0;
+    Some(String::from_utf8_lossy(bytes).into_owned())
+}
+
 /// The authority in `secret`, if it has one.
 fn authority(secret: &Secret) -> anyhow::Result<Option<Authority>> {
-    let data = secret.data.clone().unwrap_or_default();
-    let text = |field: &str| {
-        data.get(field)
-            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-    };
+    let text = |field: &str| field_text(secret, field);
     match (text(AUTHORITY_CERT), text(AUTHORITY_KEY)) {
         (Some(cert), Some(key)) => Ok(Some(Authority::from_pem(&cert, &key)?)),
         _ => Ok(None),
@@ -198,11 +200,7 @@ struct Contents {
 /// Reads the keys in `secret`.
 fn contents(secret: &Secret) -> anyhow::Result<Contents> {
     let name = secret.metadata.name.as_deref().unwrap_or_default();
-    let data = secret.data.clone().unwrap_or_default();
-    let text = |field: &str| {
-        data.get(field)
-            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-    };
+    let text = |field: &str| field_text(secret, field);
     let keyring = |field: &str| -> anyhow::Result<Option<Keyring>> {
         text(field)
             .map(|text| Keyring::from_secrets(&text))

@@ -44,15 +44,13 @@ pub enum TlsError {
     Config(String),
 }
 
-/// A certificate and its private key, as PEM, with the authority's certificate.
+/// A certificate and its private key, as PEM.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Credential {
     /// The certificate.
     pub cert_pem: String,
     /// Its private key.
     pub key_pem: String,
-    /// The authority's certificate, to check the other side with.
-    pub ca_pem: String,
     /// When the certificate expires, in seconds since the Unix epoch.
     pub not_after: u64,
 }
@@ -173,7 +171,6 @@ impl Authority {
         Ok(Credential {
             cert_pem: certificate.pem(),
             key_pem: key.serialize_pem(),
-            ca_pem: self.cert_pem.clone(),
             not_after,
         })
     }

@@ -45,11 +45,8 @@ pub async fn ensure(pool: &str, ctx: &Context, authority: &Authority) -> Result<
     let name = &ctx.settings.grant_key_secret;
     let secret = secrets(ctx).get(name).await?;
     let [cert, key, not_after] = keys::pool_fields(pool);
-    let data = secret.data.unwrap_or_default();
-    let current = data
-        .get(&not_after)
-        .and_then(|text| String::from_utf8_lossy(&text.0).trim().parse().ok());
-    let present = data.contains_key(&cert) && data.contains_key(&key);
+    let current = text(&secret, &not_after).and_then(|text| text.parse().ok());
+    let present = text(&secret, &cert).is_some() && text(&secret, &key).is_some();
     if present && !due(current, now_unix()) {
         return Ok(());
     }
@@ -81,12 +78,7 @@ fn partner_fields(pool: &str) -> [String; 3] {
 }
 
 fn text(secret: &Secret, field: &str) -> Option<String> {
-    let data = secret.data.as_ref()?;
-    Some(
-        String::from_utf8_lossy(&data.get(field)?.0)
-            .trim()
-            .to_owned(),
-    )
+    keys::field_text(secret, field).map(|text| text.trim().to_owned())
 }
 
 /// Writes external `pool`'s credential into the namespace of `tenant`: a new certificate when
