@@ -9,6 +9,12 @@
 //! connection runs mutual TLS: the node shows its pool's certificate and checks the control
 //! plane's against the platform's authority; the files are read anew for each connection.
 //!
+//! Each replica names itself when it answers and tells the node the ids of every replica that
+//! serves. A node that reaches them all through one shared address (a partner's site, behind a
+//! load balancer that shows it one replica per connection) dials that address again, telling the
+//! replicas it has already, until it has a stream to each: a participant's signals go through the
+//! replica whose gateway the participant reached, so every replica must know the node.
+//!
 //! Every session belongs to the replica whose gateway holds the participant's WebSocket: its
 //! signals go back over that replica's stream. When that stream is down, they are held until it
 //! comes back or the client resumes its session through another replica. Media never passes
@@ -124,6 +130,15 @@ fn event_message(event: Event) -> v1::NodeMessage {
     })
 }
 
+/// How an attempt to attach ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Attached {
+    /// The stream was up and has ended.
+    Ended,
+    /// The address led to a replica this node has a stream to already.
+    Known,
+}
+
 /// A session and the replica it belongs to.
 #[derive(Debug)]
 struct SessionRecord {
@@ -134,8 +149,11 @@ struct SessionRecord {
 /// What the streams share: which are up, which session belongs to which, and what is held.
 #[derive(Debug, Default)]
 struct Links {
-    /// Streams that are up, by the replica's address.
+    /// Streams that are up, by the replica's id (its address, for a control plane that does
+    /// not name its replicas).
     up: HashMap<String, mpsc::Sender<v1::NodeMessage>>,
+    /// The replicas that serve, as each stream's replica last told them.
+    replicas: HashMap<String, Vec<String>>,
     sessions: HashMap<String, SessionRecord>,
     held: HashMap<String, VecDeque<v1::NodeMessage>>,
     draining: Option<v1::Draining>,
@@ -196,6 +214,20 @@ impl Links {
                 let _ = stream.try_send(message);
             }
         }
+    }
+
+    /// How many replicas that serve this node has no stream to.
+    fn missing(&self) -> usize {
+        let mut known: Vec<&String> = self
+            .replicas
+            .iter()
+            .filter(|(link, _)| self.up.contains_key(*link))
+            .flat_map(|(_, ids)| ids)
+            .filter(|id| !self.up.contains_key(*id))
+            .collect();
+        known.sort();
+        known.dedup();
+        known.len()
     }
 
     fn hosted_rooms(&self) -> Vec<v1::HostedRoom> {
@@ -294,9 +326,12 @@ struct LinkContext {
 }
 
 /// Turns each configured endpoint into the addresses of the replicas behind it and keeps one
-/// stream task per address.
+/// stream task per address; while replicas that serve have no stream, one more task per missing
+/// replica dials the addresses again (a shared address leads to another replica each time).
 async fn discover(endpoints: Vec<String>, context: Arc<LinkContext>) {
     let mut tasks: HashMap<String, JoinHandle<()>> = HashMap::new();
+    let mut extra: Vec<JoinHandle<()>> = Vec::new();
+    let mut turn = 0usize;
     loop {
         let mut current = Vec::new();
         for endpoint in &endpoints {
@@ -310,13 +345,23 @@ async fn discover(endpoints: Vec<String>, context: Arc<LinkContext>) {
             }
             keep
         });
-        for address in current {
-            tasks
-                .entry(address.clone())
-                .or_insert_with(|| tokio::spawn(keep_attached(address, context.clone())));
+        for address in &current {
+            tasks.entry(address.clone()).or_insert_with(|| {
+                tokio::spawn(keep_attached(address.clone(), context.clone(), false))
+            });
         }
-        let up = lock(&context.links).up.len();
+        extra.retain(|task| !task.is_finished());
+        let (up, missing) = {
+            let links = lock(&context.links);
+            (links.up.len(), links.missing())
+        };
         context.status.set_attached(up > 0);
+        while extra.len() < missing && !current.is_empty() {
+            let address = current[turn % current.len()].clone();
+            turn += 1;
+            debug!(%address, missing, "dialling again for a replica without a stream");
+            extra.push(tokio::spawn(keep_attached(address, context.clone(), true)));
+        }
         tokio::time::sleep(DISCOVERY_INTERVAL).await;
     }
 }
@@ -353,8 +398,9 @@ async fn resolve(endpoint: &str) -> Vec<String> {
     }
 }
 
-/// Keeps a stream up to the replica at `address`.
-async fn keep_attached(address: String, context: Arc<LinkContext>) {
+/// Keeps a stream up to a replica at `address`; an `extra` one only while replicas that serve
+/// have no stream.
+async fn keep_attached(address: String, context: Arc<LinkContext>, extra: bool) {
     let mut backoff = MIN_BACKOFF;
     // Failures in a row: the first few are a replica restarting and said quietly; then the
     // operator hears of it (a wrong certificate or key, an address that never answers), once
@@ -363,13 +409,17 @@ async fn keep_attached(address: String, context: Arc<LinkContext>) {
     loop {
         let started = std::time::Instant::now();
         let result = attach_once(&address, &context).await;
-        lock(&context.links).up.remove(&address);
         let up = lock(&context.links).up.len();
         context.status.set_attached(up > 0);
         match result {
-            Ok(()) => {
+            Ok(Attached::Ended) => {
                 failures = 0;
                 warn!(%address, "attach stream ended; reconnecting");
+            }
+            Ok(Attached::Known) => {
+                failures = 0;
+                debug!(%address, "reached a replica this node has a stream to");
+                backoff = backoff.max(Duration::from_secs(1));
             }
             Err(error) => {
                 failures += 1;
@@ -385,6 +435,9 @@ async fn keep_attached(address: String, context: Arc<LinkContext>) {
             backoff = MIN_BACKOFF;
         }
         tokio::time::sleep(backoff).await;
+        if extra && lock(&context.links).missing() == 0 {
+            return;
+        }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
@@ -404,7 +457,7 @@ fn tls_config(dir: &std::path::Path) -> Result<ClientTlsConfig> {
         .domain_name(identity::CONTROL_PLANE))
 }
 
-async fn attach_once(address: &str, context: &LinkContext) -> Result<()> {
+async fn attach_once(address: &str, context: &LinkContext) -> Result<Attached> {
     let endpoint = match &context.identity.certificate {
         Some(dir) => Endpoint::from_shared(address.replacen("http://", "https://", 1))
             .map_err(|error| {
@@ -429,9 +482,10 @@ async fn attach_once(address: &str, context: &LinkContext) -> Result<()> {
         .map_err(|error| Error::Control(error.to_string()))?;
     let mut client = ControlPlaneClient::new(channel);
     let (outbound, outbound_stream) = mpsc::channel::<v1::NodeMessage>(1024);
-    let (hosted_rooms, draining) = {
+    let (hosted_rooms, draining, attached_replicas) = {
         let links = lock(&context.links);
-        (links.hosted_rooms(), links.draining)
+        let attached: Vec<String> = links.up.keys().cloned().collect();
+        (links.hosted_rooms(), links.draining, attached)
     };
     let identity = &context.identity;
     let register = v1::Register {
@@ -449,6 +503,7 @@ async fn attach_once(address: &str, context: &LinkContext) -> Result<()> {
             instance_id: identity.instance_id.clone(),
             issued_at_unix_ms: now_unix_ms(),
         })),
+        attached_replicas,
     };
     outbound
         .send(v1::NodeMessage::new(NodeKind::Register(register)))
@@ -459,10 +514,10 @@ async fn attach_once(address: &str, context: &LinkContext) -> Result<()> {
             .send(v1::NodeMessage::new(NodeKind::Draining(draining)))
             .await;
     }
-    let mut inbound = client
-        .attach(ReceiverStream::new(outbound_stream))
-        .await
-        .map_err(|status| {
+    let mut inbound = match client.attach(ReceiverStream::new(outbound_stream)).await {
+        Ok(response) => response.into_inner(),
+        Err(status) if status.code() == tonic::Code::Aborted => return Ok(Attached::Known),
+        Err(status) => {
             // Not a passing failure: the node is misconfigured (another grant key, a clock
             // far off, an id in use) and must say so where its operator looks.
             use tonic::Code;
@@ -472,11 +527,28 @@ async fn attach_once(address: &str, context: &LinkContext) -> Result<()> {
             ) {
                 warn!(%address, reason = status.message(), "the control plane refused the registration");
             }
-            Error::Control(status.to_string())
-        })?
-        .into_inner();
+            return Err(Error::Control(status.to_string()));
+        }
+    };
+    let link = match inbound.message().await {
+        Ok(Some(v1::ControlMessage {
+            kind: Some(ControlKind::Registered(registered)),
+        })) if !registered.replica.is_empty() => registered.replica,
+        Ok(Some(_)) => address.to_owned(),
+        Ok(None) => return Ok(Attached::Ended),
+        Err(status) => return Err(Error::Control(status.to_string())),
+    };
+    let mut stream = Stream {
+        link,
+        links: &context.links,
+    };
     {
         let mut links = lock(&context.links);
+        if links.up.contains_key(&stream.link) {
+            // Two attempts through a shared address reached the same replica at once.
+            stream.link.clear();
+            return Ok(Attached::Known);
+        }
         // A drain that began after the registration was written reached only the streams that
         // were up then: this one hears of it now. Later ones reach it with the others.
         if links.draining != draining
@@ -484,22 +556,40 @@ async fn attach_once(address: &str, context: &LinkContext) -> Result<()> {
         {
             let _ = outbound.try_send(v1::NodeMessage::new(NodeKind::Draining(now_draining)));
         }
-        links.up.insert(address.to_owned(), outbound.clone());
-        links.flush(address);
+        links.up.insert(stream.link.clone(), outbound.clone());
+        links.flush(&stream.link);
     }
     context.status.set_attached(true);
-    info!(node = %identity.node_id, %address, "attached to a control-plane replica");
+    let replica = &stream.link;
+    info!(node = %identity.node_id, %address, %replica, "attached to a control-plane replica");
     loop {
         let message = match inbound.message().await {
             Ok(Some(message)) => message,
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(Attached::Ended),
             Err(status) => return Err(Error::Control(status.to_string())),
         };
-        let Some(command) = command_for(message, address, context, &outbound).await else {
+        let Some(command) = command_for(message, &stream.link, context, &outbound).await else {
             continue;
         };
         if context.commands.send(command).await.is_err() {
-            return Ok(());
+            return Ok(Attached::Ended);
+        }
+    }
+}
+
+/// A stream that is up, under its replica's id: it is taken out of the links when it ends,
+/// however it ends.
+struct Stream<'a> {
+    link: String,
+    links: &'a Shared,
+}
+
+impl Drop for Stream<'_> {
+    fn drop(&mut self) {
+        if !self.link.is_empty() {
+            let mut links = lock(self.links);
+            links.up.remove(&self.link);
+            links.replicas.remove(&self.link);
         }
     }
 }
@@ -508,17 +598,24 @@ async fn attach_once(address: &str, context: &LinkContext) -> Result<()> {
 /// grant does not hold is refused here, on the stream it came from.
 async fn command_for(
     message: v1::ControlMessage,
-    address: &str,
+    link: &str,
     context: &LinkContext,
     outbound: &mpsc::Sender<v1::NodeMessage>,
 ) -> Option<Command> {
     Some(match message.kind {
         Some(ControlKind::Registered(_)) => return None,
+        Some(ControlKind::Replicas(replicas)) => {
+            // Bounded: a control plane has a handful of replicas.
+            let mut ids = replicas.ids;
+            ids.truncate(64);
+            lock(&context.links).replicas.insert(link.to_owned(), ids);
+            return None;
+        }
         Some(ControlKind::OpenSession(open)) => {
             let session_id = open.session_id.clone();
             match admit(open, &context.grant_key.get(), &context.identity.node_id) {
                 Ok(admission) => {
-                    lock(&context.links).bind(&session_id, address, Some(admission.room.clone()));
+                    lock(&context.links).bind(&session_id, link, Some(admission.room.clone()));
                     Command::Open(admission)
                 }
                 Err(detail) => {
@@ -537,7 +634,7 @@ async fn command_for(
             session_id,
             signal: Some(signal),
         })) => {
-            lock(&context.links).bind(&session_id, address, None);
+            lock(&context.links).bind(&session_id, link, None);
             Command::Signal { session_id, signal }
         }
         // The session stays with its replica until the node accepts the ticket.
@@ -546,7 +643,7 @@ async fn command_for(
             node_instance: resume.node_instance,
             generation: resume.generation,
             request_id: resume.request_id,
-            via: address.to_owned(),
+            via: link.to_owned(),
         }),
         Some(ControlKind::CloseSession(close)) => Command::Close {
             session_id: close.session_id,
@@ -653,6 +750,26 @@ mod tests {
         links.route("s2", signal("s2"));
         assert!(a_rx.try_recv().is_ok());
         assert_eq!(links.hosted_rooms()[0].session_ids.len(), 2);
+    }
+
+    #[test]
+    fn replicas_without_a_stream_are_missing_until_one_is_up() {
+        let mut links = Links::default();
+        let (a, _a_rx) = mpsc::channel(8);
+        links.up.insert("a".into(), a);
+        links
+            .replicas
+            .insert("a".into(), vec!["a".into(), "b".into()]);
+        assert_eq!(links.missing(), 1, "b serves and has no stream");
+        // What a stream that is gone told no longer counts.
+        links.replicas.insert("gone".into(), vec!["c".into()]);
+        assert_eq!(links.missing(), 1);
+        let (b, _b_rx) = mpsc::channel(8);
+        links.up.insert("b".into(), b);
+        links
+            .replicas
+            .insert("b".into(), vec!["a".into(), "b".into()]);
+        assert_eq!(links.missing(), 0);
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::gateway::{self, Gateway, Limits};
 use crate::leader::{self, Election};
 use crate::metrics::Metrics;
 use crate::reconcile::{Context, Settings};
+use crate::replicas::{self, Membership};
 use crate::store::KubeStore;
 use crate::{admin, keys};
 
@@ -70,16 +71,19 @@ pub struct Cluster {
     stop: watch::Sender<bool>,
     leader: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
+    client: Client,
+    membership: Membership,
 }
 
 impl Cluster {
-    /// Stops the reconcilers (releasing the Lease) and every server.
+    /// Stops the reconcilers (releasing the Lease) and every server, and leaves the replicas.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(10), self.leader).await;
         for task in self.tasks {
             task.abort();
         }
+        replicas::leave(self.client, &self.membership).await;
     }
 }
 
@@ -143,7 +147,17 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
     let (store, mut tasks) = KubeStore::start(client.clone()).await?;
     tasks.push(tokio::spawn(follow));
     let store = Arc::new(store);
-    let fleet = Arc::new(Fleet::default());
+    let fleet = Arc::new(Fleet::of_replica(&config.election.identity));
+    let membership = Membership {
+        namespace: namespace.clone(),
+        group: config.election.lease_name.clone(),
+        identity: config.election.identity.clone(),
+    };
+    tasks.push(tokio::spawn(replicas::heartbeat(
+        client.clone(),
+        membership.clone(),
+        fleet.clone(),
+    )));
     let metrics = Metrics::default();
 
     let grpc_listener = TcpListener::bind(config.grpc).await?;
@@ -194,7 +208,7 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
     let (leading_tx, leading) = watch::channel(false);
     let (stop, stop_rx) = watch::channel(false);
     let leader = tokio::spawn(leader::run(
-        client,
+        client.clone(),
         config.election,
         ctx,
         leading_tx,
@@ -213,5 +227,7 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
         stop,
         leader,
         tasks,
+        client,
+        membership,
     })
 }

@@ -20,8 +20,9 @@
 //! - [`reconcile`]: the reconcilers of `Tenant`, `Room` and `MediaPool`, run by the replica that
 //!   holds the Lease ([`leader`]), with their [`metrics`].
 //! - [`cluster`]: one control-plane replica in Kubernetes, with its [`admin`] endpoint (probes,
-//!   metrics, and commands that need the admin token) and the platform's [`keys`] (made,
-//!   followed, rotated).
+//!   metrics, and commands that need the admin token), the platform's [`keys`] (made,
+//!   followed, rotated) and the [`replicas`] that serve now (each renews a Lease of its own;
+//!   nodes behind one shared address learn from them where else to attach).
 //! - [`seed`]: the Tenant and Room manifests that seed standalone mode.
 //! - [`standalone`]: all of it plus one media node in one process, talking real gRPC over
 //!   loopback, with an in-memory store: a meeting server on one machine.
@@ -49,6 +50,7 @@ pub mod keys;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
+pub mod replicas;
 pub mod seed;
 pub mod standalone;
 pub mod store;

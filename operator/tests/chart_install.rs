@@ -207,8 +207,8 @@ async fn apply(client: &Client, object: &DynamicObject) {
     .unwrap_or_else(|e| panic!("{} {} applies: {e}", gvk.kind, object.name_any()));
 }
 
-/// The public Tenant is Ready, and the operator made the grant key and holds the Lease the
-/// chart names.
+/// The public Tenant is Ready, and the operator made the grant key, holds the Lease the chart
+/// names and renews its replica's Lease.
 async fn assert_the_platform_is_ready(client: &Client, namespace: &str, operator: &ChartOperator) {
     assert!(
         tenant_ready(client, "public").await,
@@ -231,6 +231,21 @@ async fn assert_the_platform_is_ready(client: &Client, namespace: &str, operator
     assert_eq!(
         lease.spec.unwrap().holder_identity.as_deref(),
         Some("treffpunkt-replica-0")
+    );
+    // The replica's own Lease, by which media nodes behind one shared address learn of it.
+    let own = eventually(WAIT, || async {
+        Api::<Lease>::namespaced(client.clone(), namespace)
+            .get_opt("treffpunkt-operator-treffpunkt-replica-0")
+            .await
+            .ok()?
+    })
+    .await
+    .expect("the replica renews a Lease of its own");
+    assert_eq!(
+        own.spec.and_then(|spec| spec.holder_identity).as_deref(),
+        Some("treffpunkt-replica-0"),
+        "the operator said:\n{}",
+        operator.log()
     );
 }
 

@@ -17,10 +17,11 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::attach::register;
+use support::partner::{fetch_credential, field};
 use support::resources::{external_pool_spec, pool_spec, ready_tenant, tenant_spec};
-use support::{PLATFORM, admin, admin_request, eventually, free_port, unique};
+use support::{PLATFORM, admin, admin_request, eventually, free_port, keeps_receiving, unique};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-use treffpunkt_client::{Kind, Participant, Publish, signal_url};
+use treffpunkt_client::{Participant, Publish, signal_url};
 use treffpunkt_operator::crd::{self, MediaPool, Room};
 use treffpunkt_operator::fleet::tls::Authority;
 use treffpunkt_operator::keys;
@@ -87,12 +88,6 @@ impl Drop for Process {
     }
 }
 
-/// A field of the keys' Secret as text.
-fn field(secret: &Secret, name: &str) -> Option<String> {
-    let data = secret.data.as_ref()?;
-    Some(String::from_utf8_lossy(&data.get(name)?.0).into_owned())
-}
-
 /// Writes a pool's certificate from the keys' Secret into `dir`, as a pod's mount shows it.
 fn write_credential(secret: &Secret, pool: &str, dir: &Path) {
     let [cert, key, _] = keys::pool_fields(pool);
@@ -113,13 +108,6 @@ fn tls_from(dir: &Path) -> ClientTlsConfig {
         .ca_certificate(Certificate::from_pem(read("ca.crt")))
         .identity(Identity::from_pem(read("tls.crt"), read("tls.key")))
         .domain_name(identity::CONTROL_PLANE)
-}
-
-/// Whether `receiver` gets more of `source`'s video within a few seconds.
-async fn keeps_receiving(receiver: &Participant, source: &Participant) -> bool {
-    let packets = || receiver.stats(&source.id, Kind::Video).packets;
-    let before = packets();
-    support::wait_until(Duration::from_secs(10), || packets() > before + 20).await
 }
 
 /// The ids of the nodes attached to the replica whose admin endpoint is `admin`.
@@ -255,26 +243,6 @@ async fn only_nodes_with_their_pools_certificate_attach() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Waits for external `pool`'s credential in the partner's Secret and writes it into `dir`, as
-/// the partner's admins do; returns the Secret.
-async fn fetch_partner_credential(partner: &Api<Secret>, pool: &str, dir: &Path) -> Secret {
-    let credential = eventually(Duration::from_secs(30), || async {
-        let secret = partner.get_opt(PARTNER_SECRET).await.ok()??;
-        field(&secret, &format!("{pool}.crt")).map(|_| secret)
-    })
-    .await
-    .expect("the partner's namespace holds its nodes' credential");
-    std::fs::create_dir_all(dir).unwrap();
-    for (name, file) in [
-        ("ca.crt".to_owned(), "ca.crt"),
-        (format!("{pool}.crt"), "tls.crt"),
-        (format!("{pool}.key"), "tls.key"),
-    ] {
-        std::fs::write(dir.join(file), field(&credential, &name).unwrap()).unwrap();
-    }
-    credential
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partner_site_node_hosts_its_tenants_rooms_and_no_other() {
     let client = admin().await;
@@ -297,7 +265,7 @@ async fn a_partner_site_node_hosts_its_tenants_rooms_and_no_other() {
     let namespace = crd::tenant_namespace(&tenant);
     let partner = Api::<Secret>::namespaced(client.clone(), &namespace);
     let dir = std::env::temp_dir().join(unique("treffpunkt-partner"));
-    let credential = fetch_partner_credential(&partner, &pool, &dir).await;
+    let credential = fetch_credential(&partner, &pool, &dir).await;
     let grant_key = field(&credential, "grant-key").unwrap();
     let keys_secret = Api::<Secret>::namespaced(client.clone(), PLATFORM)
         .get(KEYS)

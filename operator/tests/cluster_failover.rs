@@ -1,20 +1,26 @@
 //! Leader election and restarts with real operator processes against a real API server: of two
 //! processes only the Lease holder reconciles; when it dies the other takes over within the
-//! lease time; and a Tenant deleted while no operator runs is cleaned up by the next one, its
-//! finalizer never left hanging.
+//! lease time; a Tenant deleted while no operator runs is cleaned up by the next one, its
+//! finalizer never left hanging; and a media node at a partner's site that reaches two replicas
+//! through one load-balanced address attaches to both, so participants of either replica meet on
+//! it, also after a replica restarts.
 
 mod support;
 
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
+use support::partner::{balancer, fetch_credential, field};
+use support::resources::{external_pool_spec, ready_tenant, tenant_spec};
 use support::{
-    OperatorProcess, PLATFORM, admin, counter, ensure_namespace, eventually, metrics, unique,
+    NodeProcess, OperatorProcess, PLATFORM, admin, counter, ensure_namespace, eventually,
+    keeps_receiving, metrics, unique,
 };
-use treffpunkt_operator::crd::{self, Tenant, TenantSpec};
+use treffpunkt_client::{Participant, Publish, signal_url};
+use treffpunkt_operator::crd::{self, MediaPool, Room, Tenant, TenantSpec};
 
 const LEASE_SECONDS: u64 = 4;
 
@@ -151,4 +157,96 @@ async fn a_tenant_deleted_while_no_operator_runs_is_cleaned_up_by_the_next() {
     })
     .await;
     assert!(cleaned.is_some(), "the tenant and its namespace are gone");
+}
+
+/// Whether `replica` lists node `id` as attached within a while.
+async fn knows_node(replica: &OperatorProcess, id: &str) -> bool {
+    eventually(Duration::from_secs(40), || async {
+        let nodes = replica.nodes().await;
+        nodes.iter().any(|node| node["id"] == id).then_some(())
+    })
+    .await
+    .is_some()
+}
+
+/// Joins room `probe` of `tenant` through `replica`'s gateway, trying for a while.
+async fn join(replica: &OperatorProcess, tenant: &str, name: &str, publish: bool) -> Participant {
+    let url = signal_url(replica.http, tenant, "probe");
+    let publish = publish.then(Publish::default);
+    let joined = eventually(Duration::from_secs(20), || async {
+        Participant::join(&url, name, publish.clone()).await.ok()
+    })
+    .await;
+    joined.unwrap_or_else(|| panic!("{name} joins"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_node_behind_one_address_attaches_to_every_replica() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let client = admin().await;
+    ensure_namespace(&client, PLATFORM).await;
+    let lease = unique("lease");
+    let a = OperatorProcess::start("replica-e", &lease);
+    let mut b = OperatorProcess::start("replica-f", &lease);
+    assert!(a.serving().await && b.serving().await);
+    let (tenant, pool) = (unique("verein"), unique("vereinsheim"));
+    let mut spec = tenant_spec(None, 5);
+    spec.policy.adhoc_rooms = true;
+    spec.media_pools = vec![pool.clone()];
+    ready_tenant(&client, &tenant, spec).await;
+    Api::<MediaPool>::namespaced(client.clone(), PLATFORM)
+        .create(
+            &PostParams::default(),
+            &MediaPool::new(&pool, external_pool_spec(&tenant)),
+        )
+        .await
+        .unwrap();
+    let namespace = crd::tenant_namespace(&tenant);
+    let dir = std::env::temp_dir().join(unique("treffpunkt-partner"));
+    let partner = Api::<Secret>::namespaced(client.clone(), &namespace);
+    let credential = fetch_credential(&partner, &pool, &dir).await;
+    let grant_key = field(&credential, "grant-key").unwrap();
+
+    // The partner's site reaches the control plane through one address only; the balancer
+    // behind it shows each connection one replica.
+    let shared = balancer(vec![a.grpc, b.grpc]).await;
+    let credential = (pool.clone(), dir.clone());
+    let _node = NodeProcess::start_to(
+        "heim-1",
+        &format!("http://{shared}"),
+        &grant_key,
+        &credential,
+    );
+    assert!(
+        knows_node(&a, "heim-1").await,
+        "the first replica knows the node"
+    );
+    assert!(knows_node(&b, "heim-1").await, "so does the second");
+
+    // Anna reached one replica's gateway and Ben the other's: they meet on the partner's node.
+    let anna = join(&a, &tenant, "Anna", true).await;
+    let ben = join(&b, &tenant, "Ben", false).await;
+    let placed = Api::<Room>::namespaced(client.clone(), &namespace)
+        .get("probe")
+        .await
+        .unwrap()
+        .status
+        .and_then(|status| status.node);
+    assert_eq!(placed.as_deref(), Some("heim-1"));
+    assert!(keeps_receiving(&ben, &anna).await, "Ben receives Anna");
+
+    // A replica that restarts is found again through the same address.
+    b.restart();
+    assert!(b.serving().await);
+    assert!(
+        knows_node(&b, "heim-1").await,
+        "the restarted replica knows the node again"
+    );
+    let clara = join(&b, &tenant, "Clara", false).await;
+    assert!(keeps_receiving(&clara, &anna).await, "Clara receives Anna");
+    assert!(
+        keeps_receiving(&ben, &anna).await,
+        "Ben still receives Anna"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use support::{free_port, wait_until};
-use treffpunkt_client::{Kind, Participant, Publish, signal_url};
+use support::{free_port, keeps_receiving};
+use treffpunkt_client::{Participant, Publish, signal_url};
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// Longer than the control plane and the node take to read their key file again.
@@ -38,19 +38,6 @@ fn spawn(args: &[&str], key_file: &Path) -> Process {
         .spawn()
         .expect("the binary starts");
     Process(child)
-}
-
-fn video(receiver: &Participant, source: &Participant) -> u64 {
-    receiver.stats(&source.id, Kind::Video).packets
-}
-
-/// Whether `receiver` gets more of `source`'s video within a few seconds.
-async fn keeps_receiving(receiver: &Participant, source: &Participant) -> bool {
-    let before = video(receiver, source);
-    wait_until(Duration::from_secs(10), || {
-        video(receiver, source) > before + 20
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,10 @@
 //! When the port runs mutual TLS ([`super::tls::serve_tls`]), a registration must also be for the
 //! pool that the node's certificate names, or it is refused with `PermissionDenied`.
 //!
+//! The answer names this replica and, then and whenever they change, all replicas that serve
+//! ([`super::replicas`]); a node that names this replica among those it has a stream to already
+//! is refused with `Aborted` (it came through a shared address and tries again).
+//!
 //! [`serve`] runs the endpoint on a plain listener (standalone mode, on loopback or the club's
 //! own network); a cluster's replicas serve it with [`super::tls::serve_tls`].
 
@@ -23,7 +27,7 @@ use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
@@ -34,7 +38,7 @@ use treffpunkt_proto::v1::{
     control_plane_server::ControlPlaneServer, node_message::Kind as NodeKind,
 };
 
-use super::{ClientEvent, Fleet};
+use super::{ClientEvent, Fleet, Replicas};
 use crate::domain::NodeId;
 
 /// How long a node may take to register after opening its stream.
@@ -256,16 +260,30 @@ impl ControlPlane for AttachService {
             warn!(%node, pool = %register.pool, reason = refusal.message(), "a registration was refused");
             return Err(refusal);
         }
+        let replicas = self.fleet.replicas();
+        if register
+            .attached_replicas
+            .iter()
+            .any(|r| r == replicas.id())
+        {
+            // The node came through a shared address again; it tries once more for another
+            // replica.
+            return Err(Status::aborted(
+                "the node has a stream to this replica already",
+            ));
+        }
 
         let (to_node, mut queued) = mpsc::channel::<v1::ControlMessage>(NODE_QUEUE);
         let (outbound, stream) = mpsc::channel(NODE_QUEUE);
         let registered = v1::ControlMessage::new(ControlKind::Registered(v1::Registered {
             load_report_interval_ms: LOAD_REPORT_INTERVAL.as_millis() as u32,
+            replica: replicas.id().to_owned(),
         }));
         outbound
             .send(Ok(registered))
             .await
             .map_err(|_| Status::cancelled("node went away while registering"))?;
+        tokio::spawn(tell_replicas(replicas.subscribe(), outbound.clone()));
         tokio::spawn(async move {
             while let Some(message) = queued.recv().await {
                 if outbound.send(Ok(message)).await.is_err() {
@@ -303,6 +321,24 @@ impl ControlPlane for AttachService {
             }
         });
         Ok(Response::new(ReceiverStream::new(stream)))
+    }
+}
+
+/// Tells a node's stream the replicas that serve, now and whenever they change, until the stream
+/// ends.
+async fn tell_replicas(
+    mut replicas: watch::Receiver<Vec<String>>,
+    outbound: mpsc::Sender<Result<v1::ControlMessage, Status>>,
+) {
+    loop {
+        let ids = replicas.borrow_and_update().clone();
+        if outbound.send(Ok(Replicas::message(ids))).await.is_err() {
+            return;
+        }
+        tokio::select! {
+            changed = replicas.changed() => if changed.is_err() { return },
+            () = outbound.closed() => return,
+        }
     }
 }
 

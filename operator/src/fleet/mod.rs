@@ -13,6 +13,7 @@
 //! for it has its sessions moved the same way.
 
 pub mod attach;
+pub mod replicas;
 mod sessions;
 pub mod tls;
 
@@ -24,6 +25,7 @@ use tokio::sync::{broadcast, mpsc};
 use treffpunkt_proto::v1::{self, control_message::Kind as ControlKind};
 
 use crate::domain::{NodeId, NodeView, RoomKey, RoomName, TenantName};
+pub use replicas::Replicas;
 pub use sessions::{ResumeError, Resumed};
 
 /// How long a node whose stream broke may take to come back before its rooms are moved.
@@ -130,16 +132,32 @@ pub struct Fleet {
     node_events: broadcast::Sender<NodeEvent>,
     /// When this replica's fleet began: the nodes dial a new replica within seconds.
     started: Instant,
+    /// This replica and its peers, as nodes learn of them.
+    replicas: Replicas,
 }
 
 impl Default for Fleet {
+    /// The fleet of the only replica there is (standalone mode).
     fn default() -> Self {
+        Self::of_replica("standalone")
+    }
+}
+
+impl Fleet {
+    /// The fleet of replica `id`, one of several.
+    pub fn of_replica(id: &str) -> Self {
         Self {
             state: Mutex::default(),
             room_changes: broadcast::channel(1024).0,
             node_events: broadcast::channel(64).0,
             started: Instant::now(),
+            replicas: Replicas::new(id),
         }
+    }
+
+    /// This replica and the others that serve now.
+    pub fn replicas(&self) -> &Replicas {
+        &self.replicas
     }
 }
 

@@ -1,7 +1,7 @@
 //! What the integration tests share: the real Kubernetes API server, control-plane replicas
 //! and media nodes, ways to wait for a condition, (in [`netns`]) a line whose downlink a test
-//! can narrow, (in [`sockets`]) bare sockets against the gateway, and (in [`attach`]) a
-//! registration on the Attach port.
+//! can narrow, (in [`sockets`]) bare sockets against the gateway, (in [`attach`]) a
+//! registration on the Attach port, and (in [`partner`]) a partner's site.
 //!
 //! `deploy/testenv` builds one binary with etcd, kube-apiserver and kube-controller-manager from
 //! the Go modules of Kubernetes. A test binary starts it once (the first test that asks) and
@@ -12,6 +12,7 @@
 pub mod attach;
 pub mod helm;
 pub mod netns;
+pub mod partner;
 pub mod resources;
 pub mod sockets;
 
@@ -187,6 +188,20 @@ pub async fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) ->
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     condition()
+}
+
+/// Whether `receiver` gets more of `source`'s video within a few seconds.
+pub async fn keeps_receiving(
+    receiver: &treffpunkt_client::Participant,
+    source: &treffpunkt_client::Participant,
+) -> bool {
+    let packets = || {
+        receiver
+            .stats(&source.id, treffpunkt_client::Kind::Video)
+            .packets
+    };
+    let before = packets();
+    wait_until(Duration::from_secs(10), || packets() > before + 20).await
 }
 
 /// The platform namespace of the shared operator.
@@ -573,20 +588,31 @@ impl NodeProcess {
         id: &str,
         operators: &[&OperatorProcess],
         grant_key: &str,
-        (pool, certificate): &(String, PathBuf),
+        credential: &(String, PathBuf),
     ) -> Self {
-        let health = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
         let control_plane: Vec<String> = operators
             .iter()
             .map(|o| format!("http://{}", o.grpc))
             .collect();
+        Self::start_to(id, &control_plane.join(","), grant_key, credential)
+    }
+
+    /// The same, attached to the control plane at `control_plane` (`http://host:port`, several
+    /// separated by commas).
+    pub fn start_to(
+        id: &str,
+        control_plane: &str,
+        grant_key: &str,
+        (pool, certificate): &(String, PathBuf),
+    ) -> Self {
+        let health = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
         let process = Command::new(env!("CARGO_BIN_EXE_treffpunkt"))
             .args([
                 "media-node",
                 "--node-id",
                 id,
                 "--control-plane",
-                &control_plane.join(","),
+                control_plane,
             ])
             .args(["--udp-bind", "127.0.0.1:0", "--announce-ip", "127.0.0.1"])
             .args([
