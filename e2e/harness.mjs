@@ -116,7 +116,7 @@ function chromiumInNamespace(namespace) {
   return script;
 }
 
-function binary() {
+export function binary() {
   if (process.env.TREFFPUNKT_BIN) return process.env.TREFFPUNKT_BIN;
   const target = process.env.CARGO_TARGET_DIR || path.join(path.dirname(new URL(import.meta.url).pathname), "..", "target");
   return path.join(target, "debug", "treffpunkt");

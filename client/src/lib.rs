@@ -145,6 +145,10 @@ pub struct JoinOptions {
     /// Send media to this address (a relay in front of the node) instead of the node's
     /// candidate.
     pub media_via: Option<SocketAddr>,
+    /// The room's password, for a room that asks for one.
+    pub password: Option<String>,
+    /// The invitation from a link, for an invite-only room.
+    pub invite: Option<String>,
 }
 
 /// How a synthetic participant joins, in full: [`JoinOptions`] with the whole [`Outgoing`]
@@ -159,6 +163,10 @@ pub struct Joining {
     /// The address its media socket binds to (loopback unless set): one of this host's, or of
     /// the network namespace the participant runs in.
     pub local_ip: Option<IpAddr>,
+    /// The room's password, for a room that asks for one.
+    pub password: Option<String>,
+    /// The invitation from a link, for an invite-only room.
+    pub invite: Option<String>,
 }
 
 impl From<JoinOptions> for Joining {
@@ -167,6 +175,8 @@ impl From<JoinOptions> for Joining {
             outgoing: options.publish.as_ref().map(Outgoing::from),
             media_via: options.media_via,
             local_ip: None,
+            password: options.password,
+            invite: options.invite,
         }
     }
 }

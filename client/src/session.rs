@@ -135,6 +135,8 @@ impl Task {
             name: self.name.clone(),
             audio_muted: false,
             video_muted: false,
+            password: self.joining.password.clone(),
+            invite: self.joining.invite.clone(),
         };
         if let Err(error) = send(&mut socket, &join).await {
             return self.fail(error);
@@ -362,6 +364,6 @@ impl Task {
 pub(crate) fn publishing(publish: Option<Publish>) -> JoinOptions {
     JoinOptions {
         publish,
-        media_via: None,
+        ..JoinOptions::default()
     }
 }

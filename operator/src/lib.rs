@@ -23,7 +23,8 @@
 //!   metrics, and commands that need the admin token), the platform's [`keys`] (made,
 //!   followed, rotated) and the [`replicas`] that serve now (each renews a Lease of its own;
 //!   nodes behind one shared address learn from them where else to attach).
-//! - [`seed`]: the Tenant and Room manifests that seed standalone mode.
+//! - [`seed`]: the Tenant and Room manifests (and Secrets) that seed standalone mode.
+//! - [`invite`]: invitation links into invite-only rooms, signed with the tenant's own key.
 //! - [`standalone`]: all of it plus one media node in one process, talking real gRPC over
 //!   loopback, with an in-memory store: a meeting server on one machine.
 //!
@@ -46,6 +47,7 @@ pub mod crd;
 pub mod domain;
 pub mod fleet;
 pub mod gateway;
+pub mod invite;
 pub mod keys;
 pub mod leader;
 pub mod metrics;

@@ -5,13 +5,13 @@ use std::net::{IpAddr, SocketAddr};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use treffpunkt_operator::cluster::{self, ClusterConfig};
-use treffpunkt_operator::domain::Tenant;
+use treffpunkt_operator::domain::{RoomKey, RoomName, Tenant, TenantName};
 use treffpunkt_operator::gateway::LimitArgs;
 use treffpunkt_operator::keys::Rotation;
 use treffpunkt_operator::leader::Election;
 use treffpunkt_operator::reconcile::{Settings, TenantSecrets};
-use treffpunkt_operator::seed;
 use treffpunkt_operator::standalone::{self, StandaloneConfig};
+use treffpunkt_operator::{invite, seed};
 use treffpunkt_proto::grant::{Keyring, SharedKeyring};
 
 /// Treffpunkt: video meetings a city can run for its people.
@@ -32,6 +32,32 @@ enum Command {
     /// Everything on one machine, no cluster: the web client, the control plane and one media
     /// node, with rooms kept in memory.
     Standalone(Box<StandaloneArgs>),
+    /// Prints an invitation link into an invite-only room, signed with the tenant's own key:
+    /// read with your kubeconfig from the tenant's namespace (its admins may), or from the
+    /// manifests file of standalone mode. Deleting the tenant's Secret treffpunkt-signing-key
+    /// (the operator makes a new one) revokes every link made before.
+    Invite(InviteArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct InviteArgs {
+    /// The tenant.
+    tenant: String,
+    /// The room.
+    room: String,
+    /// How long the link is valid, in hours (at most a year).
+    #[arg(long, default_value_t = 168, value_parser = clap::value_parser!(u64).range(1..=8784))]
+    valid_hours: u64,
+    /// The room's address (https://<host>/<tenant>/<room>); in a cluster, the Room's join URL
+    /// when unset; for standalone mode, http://127.0.0.1:8080/<tenant>/<room>.
+    #[arg(long)]
+    url: Option<String>,
+    /// Standalone mode: the manifests file that holds the tenant's signing key.
+    #[arg(long)]
+    manifests: Option<std::path::PathBuf>,
+    /// A kubeconfig file; $KUBECONFIG or ~/.kube/config when unset.
+    #[arg(long)]
+    kubeconfig: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -245,6 +271,7 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         max_participants,
         tenants,
         rooms: seed.rooms,
+        secrets: seed.secrets,
         grpc: grpc_listen,
         media_node: !external_media_nodes,
         grant_key,
@@ -262,6 +289,40 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     println!("Treffpunkt läuft. Öffnen Sie {url} im Browser.");
     shutdown_signal().await;
     running.stop();
+    Ok(())
+}
+
+async fn run_invite(args: InviteArgs) -> anyhow::Result<()> {
+    let room = RoomKey {
+        tenant: TenantName::new(args.tenant.as_str())?,
+        name: RoomName::new(args.room.as_str())?,
+    };
+    let (key, room_url) = match &args.manifests {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let key = invite::from_manifests(&text, &room)
+                .with_context(|| format!("in {}", path.display()))?;
+            let url = format!("http://127.0.0.1:8080/{}/{}", room.tenant, room.name);
+            (key, Some(url))
+        }
+        None => {
+            let client = cluster::client(args.kubeconfig.as_ref()).await?;
+            invite::from_cluster(client, &room).await?
+        }
+    };
+    let Some(room_url) = args.url.or(room_url) else {
+        anyhow::bail!("the room has no join URL yet; give its address with --url");
+    };
+    let valid = std::time::Duration::from_secs(args.valid_hours * 3600);
+    println!(
+        "{}",
+        invite::link(&room_url, &room, &key, valid, invite::now())
+    );
+    eprintln!(
+        "valid for {} hours / gültig für {} Stunden",
+        args.valid_hours, args.valid_hours
+    );
     Ok(())
 }
 
@@ -284,6 +345,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Operator(args) => run_operator(*args).await?,
         Command::MediaNode(args) => treffpunkt_media_node::cli::run(*args).await?,
         Command::Standalone(args) => run_standalone(*args).await?,
+        Command::Invite(args) => run_invite(args).await?,
     }
     Ok(())
 }

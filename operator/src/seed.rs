@@ -1,11 +1,18 @@
 //! The seed file of standalone mode: Tenant and Room manifests in exactly the YAML that kubectl
 //! takes, so that what a club writes for one machine works on a cluster unchanged.
 //!
-//! Documents of other kinds (a Secret, a MediaPool) are skipped with a note: they mean something
-//! only in a cluster.
+//! Secrets in a tenant's namespace are read too: a room's password (`passwordSecretRef`) and the
+//! tenant's signing key for invitations (`treffpunkt-signing-key`, key `key`), with `data` in
+//! base64 or `stringData` as text, as kubectl takes them. Documents of other kinds (a MediaPool,
+//! a Secret elsewhere) are skipped with a note: they mean something only in a cluster.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
 
 use crate::crd::{self, Room, Tenant};
 use crate::domain;
+use crate::store::TenantSecret;
 
 /// Why a seed file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +39,8 @@ pub struct Seed {
     pub tenants: Vec<domain::Tenant>,
     /// The rooms.
     pub rooms: Vec<domain::Room>,
+    /// Secrets of the tenants' namespaces.
+    pub secrets: Vec<TenantSecret>,
     /// Documents that were skipped, and why.
     pub skipped: Vec<String>,
 }
@@ -54,6 +63,17 @@ pub fn parse(text: &str) -> Result<Seed, SeedError> {
             kind: kind.clone(),
             reason,
         };
+        if kind == "Secret" && api_version == "v1" {
+            let secret: Secret =
+                serde_json::from_value(document).map_err(|e| invalid(e.to_string()))?;
+            match tenant_secret(secret) {
+                Some(secret) => seed.secrets.push(secret),
+                None => seed.skipped.push(format!(
+                    "document {index}: a Secret outside any tenant's namespace"
+                )),
+            }
+            continue;
+        }
         if api_version != "treffpunkt.io/v1alpha1" {
             seed.skipped.push(format!(
                 "document {index}: {kind} ({api_version}) is for a cluster"
@@ -85,6 +105,18 @@ pub fn parse(text: &str) -> Result<Seed, SeedError> {
                 .push(format!("document {index}: {other} is for a cluster")),
         }
     }
+    for secret in &seed.secrets {
+        if !seed.tenants.iter().any(|t| t.name == secret.tenant) {
+            return Err(SeedError::Invalid {
+                index: 0,
+                kind: "Secret".into(),
+                reason: format!(
+                    "{}: tenant {} is not in the manifests",
+                    secret.name, secret.tenant
+                ),
+            });
+        }
+    }
     for (index, room) in rooms {
         if !seed.tenants.iter().any(|t| t.name == room.key.tenant) {
             return Err(SeedError::Invalid {
@@ -96,6 +128,26 @@ pub fn parse(text: &str) -> Result<Seed, SeedError> {
         seed.rooms.push(room);
     }
     Ok(seed)
+}
+
+/// A Secret of a tenant's namespace, with `stringData` merged into `data` as kubectl does.
+fn tenant_secret(secret: Secret) -> Option<TenantSecret> {
+    let namespace = secret.metadata.namespace.as_deref()?;
+    let tenant = domain::TenantName::new(crd::namespace_tenant(namespace)?).ok()?;
+    let mut data: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(key, value)| (key, value.0))
+        .collect();
+    for (key, value) in secret.string_data.unwrap_or_default() {
+        data.insert(key, value.into_bytes());
+    }
+    Some(TenantSecret {
+        tenant,
+        name: secret.metadata.name?,
+        data,
+    })
 }
 
 #[cfg(test)]
@@ -124,6 +176,14 @@ spec:
 apiVersion: v1
 kind: Secret
 metadata:
+  name: stammtisch-passwort
+  namespace: tenant-skatclub
+stringData:
+  password: Herz-Dame
+---
+apiVersion: v1
+kind: Secret
+metadata:
   name: ignored
 "#;
 
@@ -135,7 +195,9 @@ metadata:
         assert_eq!(seed.rooms.len(), 1);
         assert_eq!(seed.rooms[0].key.to_string(), "skatclub/stammtisch");
         assert_eq!(seed.rooms[0].lifetime, domain::RoomLifetime::Persistent);
-        assert_eq!(seed.skipped.len(), 1);
+        assert_eq!(seed.skipped.len(), 1, "the Secret outside any tenant");
+        assert_eq!(seed.secrets.len(), 1);
+        assert_eq!(seed.secrets[0].data["password"], b"Herz-Dame");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::domain::{Room, RoomLifetime, Tenant};
 use crate::fleet::Fleet;
 use crate::fleet::attach;
 use crate::gateway::{Gateway, Limits};
-use crate::store::{MemoryStore, Store};
+use crate::store::{MemoryStore, Store, TenantSecret};
 
 /// How long an ad-hoc room that had people may stay empty before it is removed, unless
 /// configured otherwise.
@@ -50,6 +50,8 @@ pub struct StandaloneConfig {
     pub tenants: Vec<Tenant>,
     /// Rooms that exist from the start.
     pub rooms: Vec<Room>,
+    /// Secrets of the tenants' namespaces: rooms' passwords, tenants' signing keys.
+    pub secrets: Vec<TenantSecret>,
     /// Whether to run a media node in this process; without one, nodes of their own attach
     /// to `grpc` (with `grant_key`).
     pub media_node: bool,
@@ -73,6 +75,7 @@ impl Default for StandaloneConfig {
             max_participants: 200,
             tenants: Vec::new(),
             rooms: Vec::new(),
+            secrets: Vec::new(),
             media_node: true,
             grant_key: None,
             limits: Limits::default(),
@@ -116,7 +119,9 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
     if !tenants.iter().any(|t| t.name.as_str() == "public") {
         tenants.push(Tenant::public());
     }
-    let store = Arc::new(MemoryStore::seeded(tenants, config.rooms.clone()));
+    let store = Arc::new(
+        MemoryStore::seeded(tenants, config.rooms.clone()).with_secrets(config.secrets.clone()),
+    );
     let fleet = Arc::new(Fleet::default());
     let grant_key = (config.grant_key.clone()).unwrap_or_else(|| SharedKeyring::new(random_key()));
 

@@ -192,6 +192,7 @@ async fn loss_is_repaired_per_hop_with_nack() {
         JoinOptions {
             publish: Some(Publish::default()),
             media_via: Some(uplink.address),
+            ..JoinOptions::default()
         },
     )
     .await
@@ -202,6 +203,7 @@ async fn loss_is_repaired_per_hop_with_nack() {
         JoinOptions {
             publish: None,
             media_via: Some(downlink.address),
+            ..JoinOptions::default()
         },
     )
     .await

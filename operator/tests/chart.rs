@@ -294,6 +294,7 @@ async fn the_examples_are_accepted_by_the_api_server_and_by_standalone_mode() {
     for file in [
         "partner-tenant.yaml",
         "persistent-room.yaml",
+        "invite-only-room.yaml",
         "partner-mediapool.yaml",
         "partner-site-pool.yaml",
     ] {
@@ -312,5 +313,6 @@ async fn the_examples_are_accepted_by_the_api_server_and_by_standalone_mode() {
     // One YAML format everywhere: the same files seed standalone mode.
     let seed = treffpunkt_operator::seed::parse(&all).expect("standalone mode reads the examples");
     assert_eq!(seed.tenants.len(), 1);
-    assert_eq!(seed.rooms.len(), 1);
+    assert_eq!(seed.rooms.len(), 2);
+    assert_eq!(seed.secrets.len(), 1, "the room's password");
 }

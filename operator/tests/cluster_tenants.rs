@@ -7,7 +7,6 @@
 mod support;
 
 use std::time::Duration;
-use treffpunkt_proto::grant::{Keyring, SharedKeyring};
 
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -16,7 +15,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use support::resources::{WAIT, create_room, ready_tenant, room_spec, tenant_spec};
-use support::{PLATFORM, admin, eventually, impersonating, operator, unique};
+use support::{admin, eventually, impersonating, operator, unique};
 use treffpunkt_operator::crd::{self, Lifetime, MediaPool, Room, RoomPhase, RoomSpec, Tenant};
 use treffpunkt_operator::domain::{NodeId, RoomKey, RoomName, TenantName};
 use treffpunkt_operator::store::{KubeStore, Store, StoreError};
@@ -434,28 +433,7 @@ async fn a_suspended_tenant_closes_its_rooms_and_refuses_joins() {
     let operator = operator();
     let client = admin().await;
 
-    // A media node attaches to the operator, with the grant key the operator made.
-    let grant = Api::<Secret>::namespaced(client.clone(), PLATFORM)
-        .get("treffpunkt-grant-key")
-        .await
-        .expect("the operator made the grant key");
-    let key = grant.data.unwrap()["key"].0.clone();
-    let node_id = unique("node");
-    let node = treffpunkt_media_node::MediaNode::bind(treffpunkt_media_node::NodeConfig {
-        control_plane: vec![format!("http://{}", operator.grpc)],
-        node_id: node_id.clone(),
-        pool: String::new(),
-        udp_bind: "127.0.0.1:0".parse().unwrap(),
-        announce_ip: "127.0.0.1".parse().unwrap(),
-        max_participants: 50,
-        grant_key: SharedKeyring::new(Keyring::from_secret(&key)),
-        health_listen: None,
-        udp_buffers: Default::default(),
-        attach_tls_dir: None,
-    })
-    .await
-    .unwrap();
-    tokio::spawn(node.run());
+    let node_id = support::run_node(operator).await;
 
     let tenant = unique("offen");
     let mut spec = tenant_spec(None, 5);

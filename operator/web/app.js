@@ -24,6 +24,9 @@ const path = location.pathname.split("/").filter(Boolean);
 const state = {
   tenant: path.length === 2 ? path[0] : null,
   room: path.length === 2 ? path[1] : null,
+  /** The invitation of an invitation link (`#invite=...`): in the fragment, so it never
+   * reaches a server's log or another site. */
+  invite: new URLSearchParams(location.hash.slice(1)).get("invite"),
   ws: null,
   pc: null,
   me: null,
@@ -310,7 +313,16 @@ async function join() {
   notify(t("connecting"), { sticky: true });
   state.leaving = false;
   state.ticket = null;
-  openSocket(() => ({ type: "join", name, audioMuted: state.audioMuted, videoMuted: state.videoMuted }));
+  openSocket(() => joinMessage(name));
+}
+
+/** The join under `name`, with what a protected room asks: its password, the invitation. */
+function joinMessage(name) {
+  const message = { type: "join", name, audioMuted: state.audioMuted, videoMuted: state.videoMuted };
+  const password = $("room-password").value;
+  if (!$("password-field").hidden && password) message.password = password;
+  if (state.invite) message.invite = state.invite;
+  return message;
 }
 
 /**
@@ -369,6 +381,14 @@ function resumeSocket(wasOpen) {
   }, delay);
 }
 
+/** Shows the room's password field on the pre-join screen and puts the cursor there. */
+function askPassword() {
+  $("password-field").hidden = false;
+  const input = $("room-password");
+  input.value = "";
+  input.focus();
+}
+
 function resetJoinButton(message) {
   $("join-button").disabled = false;
   $("join-button").textContent = t("join");
@@ -418,13 +438,13 @@ async function handle(message) {
       trace(`error ${message.code}`);
       if (message.code === "resume-refused" && state.joined) {
         // The session is gone for good: join afresh under the same name.
-        const name = $("display-name").value.trim();
-        send({ type: "join", name, audioMuted: state.audioMuted, videoMuted: state.videoMuted });
+        send(joinMessage($("display-name").value.trim()));
         return;
       }
       if (!state.joined) {
         resetJoinButton(errorText(message.code));
         if (message.code.startsWith("name-")) $("display-name").focus();
+        if (message.code.startsWith("password-")) askPassword();
       } else {
         console.warn("server error", message.code, message.message);
       }

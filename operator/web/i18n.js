@@ -1,7 +1,7 @@
 // The client's texts in German and English. The language follows the browser's; `?lang=en` or
 // `?lang=de` overrides it. German uses the formal "Sie", as a city service does.
 
-const STRINGS = {
+export const STRINGS = {
   de: {
     appName: "Treffpunkt",
     skipToContent: "Zum Inhalt springen",
@@ -53,6 +53,14 @@ const STRINGS = {
     "error.join-timeout": "Die Verbindung wurde getrennt, weil der Beitritt zu lange gedauert hat. Bitte versuchen Sie es noch einmal.",
     "error.connection-lost": "Die Verbindung ist abgebrochen.",
     "error.generic": "Etwas ist schiefgegangen. Bitte versuchen Sie es noch einmal.",
+    "error.password-required": "Dieser Raum ist mit einem Passwort geschützt. Bitte geben Sie es ein.",
+    "error.password-wrong": "Das Passwort stimmt nicht. Bitte versuchen Sie es noch einmal.",
+    "error.too-many-attempts": "Zu viele falsche Passwörter. Bitte warten Sie zehn Minuten und versuchen Sie es dann noch einmal.",
+    "error.invite-required": "In diesen Raum kommen Sie nur mit einer Einladung. Bitte öffnen Sie den Einladungslink, den Sie bekommen haben.",
+    "error.invite-invalid": "Diese Einladung gilt nicht (mehr) für diesen Raum. Bitte fragen Sie nach einer neuen.",
+    "error.invite-expired": "Diese Einladung ist abgelaufen. Bitte fragen Sie nach einer neuen.",
+    roomPassword: "Passwort des Raums",
+    "error.resume-refused": "Diese Sitzung ist beendet. Bitte treten Sie neu bei.",
     "closed.connection-lost": "Die Verbindung zum Treffen ist abgebrochen.",
     "closed.refused": "Der Beitritt wurde abgelehnt.",
     "closed.room-closed": "Das Treffen wurde beendet.",
@@ -127,6 +135,14 @@ const STRINGS = {
     "error.join-timeout": "The connection was closed because joining took too long. Please try again.",
     "error.connection-lost": "The connection was lost.",
     "error.generic": "Something went wrong. Please try again.",
+    "error.password-required": "This room is protected by a password. Please enter it.",
+    "error.password-wrong": "The password is not correct. Please try again.",
+    "error.too-many-attempts": "Too many wrong passwords. Please wait ten minutes and then try again.",
+    "error.invite-required": "This room is open only to invited people. Please open the invitation link you received.",
+    "error.invite-invalid": "This invitation is not (or no longer) valid for this room. Please ask for a new one.",
+    "error.invite-expired": "This invitation has expired. Please ask for a new one.",
+    roomPassword: "Room password",
+    "error.resume-refused": "This session has ended. Please join again.",
     "closed.connection-lost": "The connection to the meeting was lost.",
     "closed.refused": "Joining was refused.",
     "closed.room-closed": "The meeting has ended.",

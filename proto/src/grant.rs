@@ -18,7 +18,7 @@
 use prost::Message;
 use ring::{digest, hmac};
 
-use crate::v1::{AttachClaim, Grant, ResumeTicket, SignedToken};
+use crate::v1::{AttachClaim, Grant, Invitation, ResumeTicket, RoomRef, SignedToken};
 
 /// A key for signing and checking tokens, with its id.
 #[derive(Clone)]
@@ -54,6 +54,7 @@ enum TokenType {
     Grant,
     Ticket,
     Attach,
+    Invitation,
 }
 
 impl TokenType {
@@ -62,6 +63,7 @@ impl TokenType {
             Self::Grant => b"treffpunkt grant v1\0",
             Self::Ticket => b"treffpunkt resume ticket v1\0",
             Self::Attach => b"treffpunkt attach claim v1\0",
+            Self::Invitation => b"treffpunkt invitation v1\0",
         }
     }
 }
@@ -78,8 +80,8 @@ pub enum GrantError {
     /// The token is older than its expiry.
     #[error("the token has expired")]
     Expired,
-    /// A grant for another media node.
-    #[error("the grant is for another media node")]
+    /// A grant for another media node, or an invitation into another room.
+    #[error("the token is for another media node or room")]
     WrongAudience,
     /// An attach claim made too long ago, or in the future.
     #[error("the claim is not from now (the clocks must agree within {} s)", ATTACH_CLAIM_WINDOW_MS / 1000)]
@@ -263,10 +265,9 @@ impl Keyring {
         Ok(claim)
     }
 
-    /// A resume ticket as text for the client: key id, ticket and signature, base64url, joined
-    /// by dots.
-    pub fn seal_ticket(&self, ticket: &ResumeTicket) -> String {
-        let token = self.sign(TokenType::Ticket, ticket.encode_to_vec());
+    /// A token of `kind` as text: key id, body and signature, base64url, joined by dots.
+    fn seal(&self, kind: TokenType, body: Vec<u8>) -> String {
+        let token = self.sign(kind, body);
         format!(
             "{}.{}.{}",
             base64url(token.key_id.as_bytes()),
@@ -275,8 +276,8 @@ impl Keyring {
         )
     }
 
-    /// Opens a resume ticket sealed by [`Self::seal_ticket`], if it is genuine and unexpired.
-    pub fn open_ticket(&self, text: &str, now_unix_ms: u64) -> Result<ResumeTicket, GrantError> {
+    /// The body of a token of `kind` sealed by [`Self::seal`], if an accepted key signed it.
+    fn unseal(&self, kind: TokenType, text: &str) -> Result<Vec<u8>, GrantError> {
         let mut parts = text.split('.');
         let (Some(key_id), Some(body), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -289,12 +290,48 @@ impl Keyring {
             body: decode(body)?,
             signature: decode(signature)?,
         };
-        let body = self.check(TokenType::Ticket, &token)?;
-        let ticket = ResumeTicket::decode(body).map_err(|_| GrantError::BadSignature)?;
+        self.check(kind, &token)?;
+        Ok(token.body)
+    }
+
+    /// A resume ticket as text for the client.
+    pub fn seal_ticket(&self, ticket: &ResumeTicket) -> String {
+        self.seal(TokenType::Ticket, ticket.encode_to_vec())
+    }
+
+    /// Opens a resume ticket sealed by [`Self::seal_ticket`], if it is genuine and unexpired.
+    pub fn open_ticket(&self, text: &str, now_unix_ms: u64) -> Result<ResumeTicket, GrantError> {
+        let body = self.unseal(TokenType::Ticket, text)?;
+        let ticket = ResumeTicket::decode(body.as_slice()).map_err(|_| GrantError::BadSignature)?;
         if ticket.expires_at_unix_ms < now_unix_ms {
             return Err(GrantError::Expired);
         }
         Ok(ticket)
+    }
+
+    /// An invitation as text for a link (signed with a tenant's own key).
+    pub fn seal_invitation(&self, invitation: &Invitation) -> String {
+        self.seal(TokenType::Invitation, invitation.encode_to_vec())
+    }
+
+    /// Opens an invitation sealed by [`Self::seal_invitation`], if it is genuine, for `room`
+    /// and unexpired at `now_unix_ms`.
+    pub fn open_invitation(
+        &self,
+        text: &str,
+        room: &RoomRef,
+        now_unix_ms: u64,
+    ) -> Result<Invitation, GrantError> {
+        let body = self.unseal(TokenType::Invitation, text)?;
+        let invitation =
+            Invitation::decode(body.as_slice()).map_err(|_| GrantError::BadSignature)?;
+        if invitation.room.as_ref() != Some(room) {
+            return Err(GrantError::WrongAudience);
+        }
+        if invitation.expires_at_unix_ms < now_unix_ms {
+            return Err(GrantError::Expired);
+        }
+        Ok(invitation)
     }
 }
 
@@ -527,5 +564,44 @@ mod tests {
         for garbage in ["", ".", "..", "no-dot", "!!!.???.!!!", "A.B.C", "a.b.c.d"] {
             assert!(keys.open_ticket(garbage, 0).is_err(), "{garbage}");
         }
+    }
+
+    #[test]
+    fn an_invitation_opens_only_its_room_until_it_expires_and_only_with_its_tenants_key() {
+        let key = Keyring::from_secret(b"the tenant's own key, long enough");
+        let room = RoomRef {
+            tenant: "verein".into(),
+            name: "vorstand".into(),
+        };
+        let invitation = Invitation {
+            room: Some(room.clone()),
+            expires_at_unix_ms: 2_000,
+        };
+        let text = key.seal_invitation(&invitation);
+        assert_eq!(key.open_invitation(&text, &room, 1_000), Ok(invitation));
+        assert_eq!(
+            key.open_invitation(&text, &room, 3_000),
+            Err(GrantError::Expired)
+        );
+        let other_room = RoomRef {
+            name: "kasse".into(),
+            ..room.clone()
+        };
+        assert_eq!(
+            key.open_invitation(&text, &other_room, 1_000),
+            Err(GrantError::WrongAudience)
+        );
+        let rotated = Keyring::from_secret(b"the tenant's next key, long enough");
+        assert!(matches!(
+            rotated.open_invitation(&text, &room, 1_000),
+            Err(GrantError::UnknownKey(_))
+        ));
+        // A resume ticket is no invitation, even signed with the same key.
+        let ticket = key.seal_ticket(&ResumeTicket::default());
+        assert_eq!(
+            key.open_invitation(&ticket, &room, 1_000),
+            Err(GrantError::BadSignature)
+        );
+        assert!(key.open_invitation("a.b", &room, 1_000).is_err());
     }
 }

@@ -5,14 +5,16 @@
 //!
 //! 1. the name is checked ([`DisplayName`]);
 //! 2. the tenant is read, once for the whole join, and a suspended tenant admits nobody;
-//! 3. the room is read; a new name becomes an ad-hoc room only after everything that could
-//!    refuse the join has been checked: the tenant allows ad-hoc rooms, has fewer rooms than
-//!    its limit, and a node it may use has room to spare. A refused join creates nothing, and
-//!    two joins that race to create the same name share the one room;
-//! 4. [`domain::admit`] decides whether one more person may join (suspended tenant, full room);
-//! 5. the room is placed (`placement`): it keeps its live node, or goes to the least-loaded
+//! 3. the room is read, and what its door asks is checked (the `access` module): the room's
+//!    password, or an invitation signed with the tenant's own key;
+//! 4. a new name becomes an ad-hoc room only after everything that could refuse the join has
+//!    been checked: the tenant allows ad-hoc rooms, has fewer rooms than its limit, and a node
+//!    it may use has room to spare. A refused join creates nothing, and two joins that race to
+//!    create the same name share the one room;
+//! 5. [`domain::admit`] decides whether one more person may join (suspended tenant, full room);
+//! 6. the room is placed (`placement`): it keeps its live node, or goes to the least-loaded
 //!    node its tenant may use, recorded with compare-and-set so that racing gateways agree;
-//! 6. a session is opened on that node with a signed grant, and a resume ticket is sealed for
+//! 7. a session is opened on that node with a signed grant, and a resume ticket is sealed for
 //!    the client (`tickets`).
 //!
 //! An ad-hoc room whose creating join still failed (its node went away in between) is removed
@@ -41,6 +43,8 @@
 //! |---|---|---|
 //! | the display name: 1 to 64 characters, something visible, no control or bidirectional characters | [`DisplayName`] | `name-empty`, `name-too-long`, `name-invalid` |
 //! | a suspended tenant admits nobody | the Tenant | `tenant-suspended` |
+//! | a Password room: its password (the gateway limits wrong ones per address and room) | the Room's Secret | `password-required`, `password-wrong` |
+//! | an InviteOnly room: an unexpired invitation into it, signed with the tenant's key | the tenant's signing key | `invite-required`, `invite-invalid`, `invite-expired` |
 //! | new names only where the tenant allows ad-hoc rooms | the Tenant's policy | `room-not-found` |
 //! | rooms per tenant, counted from the store ([`Store::count_rooms`]) and enforced again by it on create | the Tenant's limits | `room-limit` |
 //! | a node the tenant may use with room to spare | the fleet | `platform-full` |
@@ -50,6 +54,7 @@
 //! What one client may open and how often it may ask (connections, sockets, joins per minute,
 //! time to join) is the gateway's to limit, before it calls admission.
 
+mod access;
 mod placement;
 mod refusal;
 mod tickets;
@@ -70,7 +75,7 @@ pub use refusal::{Refusal, RefusalCode};
 pub use tickets::{GRANT_LIFETIME, TICKET_LIFETIME, TICKET_REFRESH};
 pub use unjoined::UNJOINED_ROOM_TTL;
 
-use crate::domain::{self, DisplayName, DomainError, NodeId, Room, RoomKey, Tenant};
+use crate::domain::{self, Credentials, DisplayName, DomainError, NodeId, Room, RoomKey, Tenant};
 use crate::fleet::{ClientEvent, Fleet, ResumeError, Resumed};
 use crate::store::{Store, StoreError};
 
@@ -182,14 +187,22 @@ impl<S: Store> Admission<S> {
     }
 
     /// Lets `name` into `room`: checks the name, the tenant's and room's policy and limits,
-    /// places the room and opens a session there.
-    pub async fn join(&self, room: &RoomKey, name: &str) -> Result<Admitted, Refusal> {
+    /// what the room asks at its door (`credentials`), places the room and opens a session
+    /// there.
+    pub async fn join(
+        &self,
+        room: &RoomKey,
+        name: &str,
+        credentials: &Credentials,
+    ) -> Result<Admitted, Refusal> {
         let name = DisplayName::new(name)?;
         let tenant = self.tenant(room).await?;
         if tenant.suspended {
             return Err(DomainError::TenantSuspended.into());
         }
-        let (stored, created) = self.room_or_adhoc(&tenant, room).await?;
+        let existing = self.store.room(room).await?;
+        access::check(&*self.store, &tenant, room, existing.as_ref(), credentials).await?;
+        let (stored, created) = self.room_or_adhoc(&tenant, room, existing).await?;
         match self.admit_and_open(&tenant, stored, name).await {
             Ok((member, attachment)) => Ok(Admitted {
                 member,
@@ -363,12 +376,17 @@ impl<S: Store> Admission<S> {
             .ok_or_else(|| Refusal::room_not_found("no such space"))
     }
 
-    /// The room, and whether this call created it: an ad-hoc room is created if the room does
-    /// not exist and `tenant` allows that. Everything that would refuse a join into the new
+    /// The room (`existing`, as read), and whether this call created it: an ad-hoc room is
+    /// created if the room does not exist and `tenant` allows that. Everything that would refuse a join into the new
     /// room is checked before it is created: the tenant's room limit, a node with room to
     /// spare, and the room's own admission.
-    async fn room_or_adhoc(&self, tenant: &Tenant, key: &RoomKey) -> Result<(Room, bool), Refusal> {
-        if let Some(room) = self.store.room(key).await? {
+    async fn room_or_adhoc(
+        &self,
+        tenant: &Tenant,
+        key: &RoomKey,
+        existing: Option<Room>,
+    ) -> Result<(Room, bool), Refusal> {
+        if let Some(room) = existing {
             return Ok((room, false));
         }
         if !tenant.policy.adhoc_rooms {

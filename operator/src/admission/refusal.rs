@@ -31,6 +31,16 @@ pub enum RefusalCode {
     Unavailable,
     /// `resume-refused`: the ticket is not genuine, has expired or is for another room.
     ResumeRefused,
+    /// `password-required`: the room asks for its password.
+    PasswordRequired,
+    /// `password-wrong`: the password is not the room's.
+    PasswordWrong,
+    /// `invite-required`: the room lets in only people with an invitation link.
+    InviteRequired,
+    /// `invite-invalid`: the invitation is not genuine, is for another room, or was revoked.
+    InviteInvalid,
+    /// `invite-expired`: the invitation has expired.
+    InviteExpired,
 }
 
 impl RefusalCode {
@@ -47,6 +57,11 @@ impl RefusalCode {
             Self::PlatformFull => "platform-full",
             Self::Unavailable => "unavailable",
             Self::ResumeRefused => "resume-refused",
+            Self::PasswordRequired => "password-required",
+            Self::PasswordWrong => "password-wrong",
+            Self::InviteRequired => "invite-required",
+            Self::InviteInvalid => "invite-invalid",
+            Self::InviteExpired => "invite-expired",
         }
     }
 }

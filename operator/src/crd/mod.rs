@@ -57,6 +57,17 @@ pub enum RoomAccess {
     InviteOnly,
 }
 
+impl From<RoomAccess> for domain::Access {
+    fn from(access: RoomAccess) -> Self {
+        match access {
+            RoomAccess::Open => Self::Open,
+            RoomAccess::Password => Self::Password,
+            RoomAccess::Lobby => Self::Lobby,
+            RoomAccess::InviteOnly => Self::InviteOnly,
+        }
+    }
+}
+
 /// The namespace of a tenant.
 pub fn tenant_namespace(tenant: &str) -> String {
     format!("{TENANT_NAMESPACE_PREFIX}{tenant}")
@@ -144,6 +155,7 @@ impl Tenant {
             },
             policy: domain::TenantPolicy {
                 adhoc_rooms: self.spec.policy.adhoc_rooms,
+                default_access: self.spec.policy.default_access.into(),
             },
             suspended: self.spec.suspended,
             media_pools: self.spec.media_pools.clone(),
@@ -176,6 +188,15 @@ impl Room {
                 Lifetime::Persistent => domain::RoomLifetime::Persistent,
                 Lifetime::AdHoc => domain::RoomLifetime::AdHoc,
             },
+            access: self.spec.access.map(Into::into),
+            password: self
+                .spec
+                .password_secret_ref
+                .as_ref()
+                .map(|reference| domain::SecretRef {
+                    name: reference.name.clone(),
+                    key: reference.key.clone(),
+                }),
             node: self
                 .status
                 .as_ref()

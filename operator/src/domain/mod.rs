@@ -3,11 +3,15 @@
 //! Nothing here knows Kubernetes, gRPC or HTTP. The store, the fleet and the gateway convert
 //! between their wire types and these, and decide nothing on their own.
 
+mod access;
 mod names;
 pub mod placement;
 mod room;
 mod tenant;
 
+pub use access::{
+    Access, Credentials, SIGNING_KEY_FIELD, SIGNING_KEY_SECRET, SecretRef, password_matches,
+};
 pub use names::{DisplayName, MAX_DISPLAY_NAME_CHARS, RESERVED_TENANT_NAMES, RoomName, TenantName};
 pub use placement::{NodeId, NodeView, PoolAccess, choose_node, may_use};
 pub use room::{DEFAULT_VIDEO_LAST_N, Revision, Room, RoomKey, RoomLifetime, admit};

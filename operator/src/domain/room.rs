@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{DomainError, NodeId, RoomName, Tenant, TenantName};
+use super::{Access, DomainError, NodeId, RoomName, SecretRef, Tenant, TenantName};
 
 /// A room's identity: its tenant and its name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -52,6 +52,10 @@ pub struct Room {
     pub video_last_n: Option<u32>,
     /// Persistent or ad hoc.
     pub lifetime: RoomLifetime,
+    /// How people get in; the tenant's default when unset.
+    pub access: Option<Access>,
+    /// Where the room's password is kept (access Password).
+    pub password: Option<SecretRef>,
     /// The media node that hosts the room, once placed.
     pub node: Option<NodeId>,
     /// Changes on every write; placement compares it so that two gateways racing to place one
@@ -68,6 +72,8 @@ impl Room {
             max_participants: None,
             video_last_n: None,
             lifetime: RoomLifetime::AdHoc,
+            access: None,
+            password: None,
             node: None,
             revision: Revision::default(),
         }
@@ -76,6 +82,11 @@ impl Room {
     /// How many speakers' cameras each participant receives.
     pub fn video_last_n(&self) -> u32 {
         self.video_last_n.unwrap_or(DEFAULT_VIDEO_LAST_N)
+    }
+
+    /// How people get into this room of `tenant`.
+    pub fn access(&self, tenant: &Tenant) -> Access {
+        self.access.unwrap_or(tenant.policy.default_access)
     }
 
     /// How many participants this room admits under `tenant`'s limits.

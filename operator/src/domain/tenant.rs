@@ -1,6 +1,6 @@
 //! Tenants: the city's public space and each partner organisation.
 
-use super::TenantName;
+use super::{Access, TenantName};
 
 /// A tenant as the control plane sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub struct TenantLimits {
 pub struct TenantPolicy {
     /// Opening a new room name creates the room.
     pub adhoc_rooms: bool,
+    /// How rooms are entered unless they say otherwise.
+    pub default_access: Access,
 }
 
 impl Tenant {
@@ -45,7 +47,10 @@ impl Tenant {
                 max_rooms: 500,
                 max_participants_per_room: 20,
             },
-            policy: TenantPolicy { adhoc_rooms: true },
+            policy: TenantPolicy {
+                adhoc_rooms: true,
+                default_access: Access::Open,
+            },
             suspended: false,
             media_pools: Vec::new(),
         }

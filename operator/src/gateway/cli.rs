@@ -52,6 +52,15 @@ pub struct LimitArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub max_joins_per_minute: u32,
+    /// Wrong passwords per client address and room per ten minutes; more are refused with
+    /// `too-many-attempts`.
+    #[arg(
+        long,
+        env = "TREFFPUNKT_MAX_WRONG_PASSWORDS",
+        default_value_t = DEFAULT_LIMITS.wrong_passwords,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_wrong_passwords: u32,
     /// Seconds a signalling WebSocket may stay open without joining (`join-timeout`).
     #[arg(
         long,
@@ -109,6 +118,7 @@ impl LimitArgs {
             max_websockets: self.max_websockets as usize,
             max_websockets_per_address: self.max_websockets_per_address as usize,
             joins_per_minute: self.max_joins_per_minute,
+            wrong_passwords: self.max_wrong_passwords,
             join_timeout: Duration::from_secs(self.join_timeout),
             header_timeout: Duration::from_secs(self.header_timeout),
             idle_timeout: Duration::from_secs(self.idle_timeout),

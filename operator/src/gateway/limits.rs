@@ -6,7 +6,9 @@
 //! - [`Tally`]: open connections, in total and per client address, each held by a [`Ticket`]
 //!   that gives its place back when it is dropped. The HTTP server keeps one for TCP
 //!   connections; the gateway one for signalling WebSockets.
-//! - [`JoinRate`]: joins per client address per minute, a token bucket per address.
+//! - [`JoinRate`]: joins per client address per minute, a token bucket per address; and
+//!   [`WrongPasswords`], wrong passwords per client address and room per ten minutes, the same
+//!   kind of [`Rate`].
 //!
 //! Both keep state only for addresses that are active: a tally forgets an address when its
 //! last connection closes, and the join rate forgets an address once its bucket is full again.
@@ -31,6 +33,9 @@ pub struct Limits {
     pub max_websockets_per_address: usize,
     /// Joins per client address per minute (`too-many-joins` beyond).
     pub joins_per_minute: u32,
+    /// Wrong passwords per client address and room per ten minutes (`too-many-attempts`
+    /// beyond).
+    pub wrong_passwords: u32,
     /// How long a signalling WebSocket may stay open without joining (`join-timeout`).
     pub join_timeout: Duration,
     /// How long a client may take to send a request's headers, from the moment it connects
@@ -60,6 +65,7 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     max_websockets: 10_000,
     max_websockets_per_address: 20,
     joins_per_minute: 30,
+    wrong_passwords: 5,
     join_timeout: Duration::from_secs(30),
     header_timeout: Duration::from_secs(10),
     idle_timeout: Duration::from_secs(60),
@@ -85,6 +91,8 @@ pub mod codes {
     pub const TOO_MANY_JOINS: &str = "too-many-joins";
     /// The socket stayed open without joining for too long.
     pub const JOIN_TIMEOUT: &str = "join-timeout";
+    /// Too many wrong passwords for this room from this client's address.
+    pub const TOO_MANY_ATTEMPTS: &str = "too-many-attempts";
 }
 
 /// Which cap a connection hit.
@@ -178,18 +186,19 @@ impl Drop for Ticket {
     }
 }
 
-/// Joins per address per minute: a token bucket per address that holds a minute's joins and
-/// refills at that rate, so a burst of a minute's worth is allowed and then one join every
-/// `60 / n` seconds.
+/// Attempts per key within a period: a token bucket per key that holds a period's attempts and
+/// refills at that rate, so a burst of a period's worth is allowed and then one every
+/// `period / n`. Keys whose bucket is full again are forgotten.
 #[derive(Debug)]
-pub struct JoinRate {
-    per_minute: u32,
-    state: Mutex<JoinRateState>,
+pub struct Rate<K> {
+    per_period: u32,
+    period: Duration,
+    state: Mutex<RateState<K>>,
 }
 
 #[derive(Debug)]
-struct JoinRateState {
-    buckets: HashMap<AddressKey, Bucket>,
+struct RateState<K> {
+    buckets: HashMap<K, Bucket>,
     pruned: Option<Instant>,
 }
 
@@ -202,12 +211,29 @@ struct Bucket {
 /// How often buckets that have filled up again are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
+/// Joins per client address per minute.
+pub type JoinRate = Rate<AddressKey>;
+
+/// Wrong passwords per client address and room, per [`WRONG_PASSWORD_PERIOD`].
+pub type WrongPasswords = Rate<(AddressKey, crate::domain::RoomKey)>;
+
+/// The period of [`Limits::wrong_passwords`].
+pub const WRONG_PASSWORD_PERIOD: Duration = Duration::from_secs(600);
+
 impl JoinRate {
     /// `per_minute` joins per address per minute.
     pub fn new(per_minute: u32) -> Self {
+        Self::per(per_minute, Duration::from_secs(60))
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Rate<K> {
+    /// `per_period` attempts per key per `period`.
+    pub fn per(per_period: u32, period: Duration) -> Self {
         Self {
-            per_minute,
-            state: Mutex::new(JoinRateState {
+            per_period,
+            period,
+            state: Mutex::new(RateState {
                 buckets: HashMap::new(),
                 pruned: None,
             }),
@@ -215,18 +241,14 @@ impl JoinRate {
     }
 
     fn refilled(&self, bucket: Bucket, now: Instant) -> f64 {
-        let capacity = f64::from(self.per_minute);
+        let capacity = f64::from(self.per_period);
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
-        (bucket.tokens + elapsed * capacity / 60.0).min(capacity)
+        (bucket.tokens + elapsed * capacity / self.period.as_secs_f64()).min(capacity)
     }
 
-    /// Whether `address` may join at `now`; a join that is allowed takes its token.
-    pub fn allow(&self, address: AddressKey, now: Instant) -> bool {
-        let capacity = f64::from(self.per_minute);
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    /// The tokens `key` has at `now`, with buckets that filled up again forgotten now and then.
+    fn tokens(&self, state: &mut RateState<K>, key: &K, now: Instant) -> f64 {
+        let capacity = f64::from(self.per_period);
         if state
             .pruned
             .is_none_or(|at| now.saturating_duration_since(at) >= PRUNE_EVERY)
@@ -237,20 +259,39 @@ impl JoinRate {
                 .retain(|_, bucket| self.refilled(*bucket, now) < capacity);
             state.pruned = Some(now);
         }
-        let tokens = state
+        state
             .buckets
-            .get(&address)
-            .map_or(capacity, |bucket| self.refilled(*bucket, now));
+            .get(key)
+            .map_or(capacity, |bucket| self.refilled(*bucket, now))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RateState<K>> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether `key` may make an attempt at `now`; an attempt that is allowed takes its token.
+    pub fn allow(&self, key: K, now: Instant) -> bool {
+        let mut state = self.lock();
+        let tokens = self.tokens(&mut state, &key, now);
         let allowed = tokens >= 1.0;
         let tokens = if allowed { tokens - 1.0 } else { tokens };
-        state.buckets.insert(address, Bucket { tokens, at: now });
+        state.buckets.insert(key, Bucket { tokens, at: now });
         allowed
     }
 
-    /// How many addresses have a bucket now.
+    /// Whether `key` has an attempt left at `now`, taking nothing (the attempt is counted with
+    /// [`Self::allow`] only if it fails).
+    pub fn has_left(&self, key: &K, now: Instant) -> bool {
+        let mut state = self.lock();
+        self.tokens(&mut state, key, now) >= 1.0
+    }
+
+    /// How many keys have a bucket now.
     #[cfg(test)]
     fn tracked(&self) -> usize {
-        self.state.lock().map_or(0, |state| state.buckets.len())
+        self.lock().buckets.len()
     }
 }
 
@@ -307,6 +348,31 @@ mod tests {
         assert!(
             rate.allow(address(1), start + Duration::from_millis(4100)),
             "a refused attempt does not push the next join further out"
+        );
+    }
+
+    #[test]
+    fn wrong_passwords_are_counted_per_address_and_room_and_only_when_wrong() {
+        let wrong = WrongPasswords::per(3, WRONG_PASSWORD_PERIOD);
+        let room = |name: &str| crate::domain::RoomKey {
+            tenant: crate::domain::TenantName::new("verein").unwrap(),
+            name: crate::domain::RoomName::new(name).unwrap(),
+        };
+        let start = Instant::now();
+        let key = (address(1), room("vorstand"));
+        for _ in 0..3 {
+            assert!(wrong.has_left(&key, start), "asking costs nothing");
+            wrong.allow(key.clone(), start);
+        }
+        assert!(
+            !wrong.has_left(&key, start),
+            "three wrong ones, then no more"
+        );
+        assert!(wrong.has_left(&(address(2), room("vorstand")), start));
+        assert!(wrong.has_left(&(address(1), room("kasse")), start));
+        assert!(
+            wrong.has_left(&key, start + Duration::from_secs(200)),
+            "one more after a third of the period"
         );
     }
 

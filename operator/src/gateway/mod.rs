@@ -27,6 +27,7 @@
 //! | signalling WebSockets | 10,000 | `signalling` | `server-busy`, closed |
 //! | signalling WebSockets per client address | 20 | `signalling` | `too-many-connections`, closed |
 //! | joins per client address per minute | 30 | `signalling` | `too-many-joins` |
+//! | wrong passwords per client address and room per 10 minutes | 5 | `signalling` | `too-many-attempts` |
 //! | time from opening a WebSocket to joining | 30 s | `signalling` | `join-timeout`, closed |
 //! | a new ad-hoc room with nobody in it | 60 s | [`crate::admission`] | removed |
 //!
@@ -72,6 +73,8 @@ pub struct Gateway<S> {
     websockets: Arc<limits::Tally>,
     /// Joins per client address.
     joins: limits::JoinRate,
+    /// Wrong passwords per client address and room.
+    wrong_passwords: limits::WrongPasswords,
 }
 
 impl<S: Store> Gateway<S> {
@@ -87,6 +90,10 @@ impl<S: Store> Gateway<S> {
                 limits.max_websockets_per_address,
             ),
             joins: limits::JoinRate::new(limits.joins_per_minute),
+            wrong_passwords: limits::WrongPasswords::per(
+                limits.wrong_passwords,
+                limits::WRONG_PASSWORD_PERIOD,
+            ),
             limits,
         }
     }

@@ -34,8 +34,8 @@ use treffpunkt_proto::v1;
 use super::Gateway;
 use super::address::{AddressKey, client_address};
 use super::limits::{Crowded, Ticket, codes};
-use crate::admission::{Admitted, Attachment, Member};
-use crate::domain::{RoomKey, RoomName, TenantName};
+use crate::admission::{Admitted, Attachment, Member, Refusal, RefusalCode};
+use crate::domain::{Credentials, RoomKey, RoomName, TenantName};
 use crate::fleet::ClientEvent;
 use crate::store::Store;
 
@@ -314,10 +314,15 @@ impl<S: Store> Session<S> {
                     name,
                     audio_muted,
                     video_muted,
-                }) => admission
-                    .join(&self.key, &name)
-                    .await
-                    .map(|admitted| (admitted, Some((audio_muted, video_muted)))),
+                    password,
+                    invite,
+                }) => {
+                    let credentials = Credentials { password, invite };
+                    let Some(joined) = self.join(&name, &credentials).await else {
+                        continue;
+                    };
+                    joined.map(|admitted| (admitted, Some((audio_muted, video_muted))))
+                }
                 Inbound::Message(ClientMessage::Resume { ticket }) => admission
                     .resume(&self.key, &ticket)
                     .await
@@ -349,6 +354,32 @@ impl<S: Store> Session<S> {
                 }
             }
         }
+    }
+
+    /// Asks admission to let `name` in with `credentials`. A password is tried only while the
+    /// client's address has wrong ones left for this room, and a wrong one counts; `None` when
+    /// the refusal was sent here already (`Some(Err)` when it is the caller's to send).
+    async fn join(
+        &mut self,
+        name: &str,
+        credentials: &Credentials,
+    ) -> Option<Result<Admitted, Refusal>> {
+        let gateway = self.gateway.clone();
+        let attempt = (self.client, self.key.clone());
+        let now = Instant::now();
+        if credentials.password.is_some() && !gateway.wrong_passwords.has_left(&attempt, now) {
+            let message = "too many wrong passwords for this room; wait ten minutes";
+            self.refuse(codes::TOO_MANY_ATTEMPTS, message).await;
+            return None;
+        }
+        let joined = gateway.admission.join(&self.key, name, credentials).await;
+        if joined
+            .as_ref()
+            .is_err_and(|refusal| refusal.code == RefusalCode::PasswordWrong)
+        {
+            gateway.wrong_passwords.allow(attempt, now);
+        }
+        Some(joined)
     }
 
     /// Tells the client how to resume its session, and, if the session is new on another node

@@ -50,8 +50,7 @@ use crate::domain::{RoomKey, RoomName, TenantName};
 const FINALIZER: &str = "tenants.treffpunkt.io/cleanup";
 /// The Role and RoleBinding of a tenant's admins.
 pub const ADMIN_ROLE: &str = "treffpunkt-tenant-admin";
-/// The Secret that holds a tenant's signing key.
-pub const SIGNING_KEY_SECRET: &str = "treffpunkt-signing-key";
+pub use crate::domain::SIGNING_KEY_SECRET;
 /// The ResourceQuota of a tenant.
 pub const QUOTA: &str = "treffpunkt";
 /// The NetworkPolicy that denies all traffic of pods in a tenant's namespace.
@@ -615,7 +614,10 @@ async fn ensure_signing_key(
     let key = treffpunkt_proto::random::bytes::<32>().to_vec();
     let secret = Secret {
         metadata: metadata(SIGNING_KEY_SECRET, Some(namespace), tenant, owner),
-        data: Some(BTreeMap::from([("key".to_owned(), ByteString(key))])),
+        data: Some(BTreeMap::from([(
+            crate::domain::SIGNING_KEY_FIELD.to_owned(),
+            ByteString(key),
+        )])),
         type_: Some("Opaque".to_owned()),
         ..Secret::default()
     };

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{self, ObjectRef, Store as Cache};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -234,6 +235,23 @@ impl Store for KubeStore {
             }
             Err(error) => Err(unavailable(error)),
         }
+    }
+
+    async fn secret(
+        &self,
+        tenant: &TenantName,
+        name: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let namespace = crd::tenant_namespace(tenant.as_str());
+        let secret = Api::<Secret>::namespaced(self.client.clone(), &namespace)
+            .get_opt(name)
+            .await
+            .map_err(unavailable)?;
+        Ok(secret
+            .and_then(|secret| secret.data)
+            .and_then(|mut data| data.remove(key))
+            .map(|value| value.0))
     }
 
     async fn pools(&self) -> Result<Vec<PoolAccess>, StoreError> {

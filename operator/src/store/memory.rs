@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, TenantSecret};
 use crate::domain::{NodeId, PoolAccess, Revision, Room, RoomKey, Tenant, TenantName};
 
 /// Tenants and rooms in memory: nothing survives the process, which is what a meeting on one
@@ -17,6 +17,7 @@ pub struct MemoryStore {
 struct State {
     tenants: BTreeMap<TenantName, Tenant>,
     rooms: BTreeMap<RoomKey, Room>,
+    secrets: BTreeMap<(TenantName, String), BTreeMap<String, Vec<u8>>>,
     next_revision: u64,
 }
 
@@ -54,6 +55,19 @@ impl MemoryStore {
             }
         }
         store
+    }
+
+    /// The same store, also holding `secrets`.
+    pub fn with_secrets(self, secrets: impl IntoIterator<Item = TenantSecret>) -> Self {
+        {
+            let mut state = self.lock();
+            for secret in secrets {
+                state
+                    .secrets
+                    .insert((secret.tenant, secret.name), secret.data);
+            }
+        }
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -158,6 +172,20 @@ impl Store for MemoryStore {
     /// Standalone mode has no pools: its nodes serve every tenant.
     async fn pools(&self) -> Result<Vec<PoolAccess>, StoreError> {
         Ok(Vec::new())
+    }
+
+    async fn secret(
+        &self,
+        tenant: &TenantName,
+        name: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let state = self.lock();
+        Ok(state
+            .secrets
+            .get(&(tenant.clone(), name.to_owned()))
+            .and_then(|data| data.get(key))
+            .cloned())
     }
 }
 

@@ -8,7 +8,7 @@
 mod kube;
 mod memory;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 
 pub use self::kube::{GATEWAY_MANAGER, KubeStore};
@@ -87,4 +87,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// Which tenants each MediaPool serves.
     fn pools(&self) -> impl Future<Output = Result<Vec<PoolAccess>, StoreError>> + Send;
+
+    /// The value under `key` of Secret `name` in `tenant`'s namespace (a room's password, the
+    /// tenant's signing key), if there is one. Read when a protected room is joined, never kept.
+    fn secret(
+        &self,
+        tenant: &TenantName,
+        name: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+}
+
+/// A Secret of a tenant's namespace, as standalone mode's manifests give it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantSecret {
+    /// The tenant whose namespace holds it.
+    pub tenant: TenantName,
+    /// Its name.
+    pub name: String,
+    /// Its keys and values.
+    pub data: BTreeMap<String, Vec<u8>>,
 }

@@ -292,6 +292,32 @@ pub fn start_operator_with(
     ready_rx.recv().expect("the operator thread reports")
 }
 
+/// Runs a media node in this process, attached to `operator` with the grant key the operators
+/// made; returns its id.
+pub async fn run_node(operator: &Operator) -> String {
+    use treffpunkt_proto::grant::{Keyring, SharedKeyring};
+    let key = grant_key(&admin().await).await;
+    let node_id = unique("node");
+    let node = treffpunkt_media_node::MediaNode::bind(treffpunkt_media_node::NodeConfig {
+        control_plane: vec![format!("http://{}", operator.grpc)],
+        node_id: node_id.clone(),
+        pool: String::new(),
+        udp_bind: "127.0.0.1:0".parse().unwrap(),
+        announce_ip: "127.0.0.1".parse().unwrap(),
+        max_participants: 50,
+        grant_key: SharedKeyring::new(
+            Keyring::from_secrets(&key).expect("the operators' grant key"),
+        ),
+        health_listen: None,
+        udp_buffers: Default::default(),
+        attach_tls_dir: None,
+    })
+    .await
+    .unwrap();
+    tokio::spawn(node.run());
+    node_id
+}
+
 /// The operator shared by the tests of one test binary.
 pub fn operator() -> &'static Operator {
     static OPERATOR: OnceLock<Operator> = OnceLock::new();

@@ -14,7 +14,10 @@
 //! 1. Joining: the participant sends [`ClientMessage::Join`] (or [`ClientMessage::Resume`] with
 //!    the ticket of an earlier session). A refusal comes back as [`ServerMessage::Error`] with
 //!    a stable code (`room-full`, `room-not-found`, `name-empty`, ...) and the participant may
-//!    try again. Once admitted, the gateway sends [`ServerMessage::Session`] with a resume
+//!    try again. A protected room asks for what it needs: `password-required` (send the
+//!    password with the join; `password-wrong`, and after too many wrong ones from an address
+//!    `too-many-attempts`), `invite-required` (join through an invitation link;
+//!    `invite-invalid`, `invite-expired`). Once admitted, the gateway sends [`ServerMessage::Session`] with a resume
 //!    ticket, and the node follows with [`ServerMessage::Welcome`]. The gateway's own limits
 //!    answer the same way: `too-many-joins` (try again later), and, followed by closing the
 //!    socket, `too-many-connections` (too many sockets from one address), `server-busy` (too
@@ -57,6 +60,12 @@ pub enum ClientMessage {
         /// Whether they join with the camera off.
         #[serde(default, rename = "videoMuted")]
         video_muted: bool,
+        /// The room's password (access Password).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password: Option<String>,
+        /// The invitation from the link (access InviteOnly).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        invite: Option<String>,
     },
     /// Pick up the session this ticket names (after the socket dropped).
     Resume {

@@ -13,7 +13,9 @@ fn client_messages_parse_and_unknown_ones_are_refused() {
         ClientMessage::Join {
             name: "Anna".into(),
             audio_muted: false,
-            video_muted: false
+            video_muted: false,
+            password: None,
+            invite: None,
         }
     );
     for bad in [
@@ -218,6 +220,8 @@ fn client_messages_read_back_what_they_write() {
             name: "Anna".into(),
             audio_muted: true,
             video_muted: false,
+            password: Some("Geheim".into()),
+            invite: Some("a.b.c".into()),
         },
         ClientMessage::Resume {
             ticket: "t.s".into(),
@@ -264,8 +268,20 @@ fn client_messages_are_written_as_the_browser_writes_them() {
                 name: "Anna".into(),
                 audio_muted: false,
                 video_muted: true,
+                password: None,
+                invite: None,
             },
             r#"{"type":"join","name":"Anna","audioMuted":false,"videoMuted":true}"#,
+        ),
+        (
+            ClientMessage::Join {
+                name: "Ben".into(),
+                audio_muted: false,
+                video_muted: false,
+                password: Some("Geheim".into()),
+                invite: Some("a.b.c".into()),
+            },
+            r#"{"type":"join","name":"Ben","audioMuted":false,"videoMuted":false,"password":"Geheim","invite":"a.b.c"}"#,
         ),
         (
             ClientMessage::Resume {

@@ -12,6 +12,8 @@ use super::*;
 use crate::domain::{RoomLifetime, RoomName, TenantName};
 use crate::store::MemoryStore;
 
+mod resume;
+
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 const TICKET_SECRET: &[u8] = b"tickets tickets tickets tickets!";
 
@@ -170,7 +172,7 @@ async fn a_join_opens_a_session_with_a_signed_grant_on_the_room_s_node() {
 
     let admitted = platform
         .admission
-        .join(&key("chor"), "  Anna ")
+        .join(&key("chor"), "  Anna ", &Credentials::default())
         .await
         .unwrap();
 
@@ -212,7 +214,11 @@ async fn a_new_name_creates_an_adhoc_room_where_the_tenant_allows_it() {
     let mut platform = Platform::public([]);
     platform.attach("a", "");
 
-    platform.admission.join(&key("neu"), "Anna").await.unwrap();
+    platform
+        .admission
+        .join(&key("neu"), "Anna", &Credentials::default())
+        .await
+        .unwrap();
 
     let room = platform.stored("neu").await.expect("the room was created");
     assert_eq!(room.lifetime, RoomLifetime::AdHoc);
@@ -227,7 +233,12 @@ async fn an_unknown_tenant_or_a_new_name_without_adhoc_rooms_is_not_found() {
     platform.attach("a", "");
 
     assert_eq!(
-        code(platform.admission.join(&key("neu"), "Anna").await),
+        code(
+            platform
+                .admission
+                .join(&key("neu"), "Anna", &Credentials::default())
+                .await
+        ),
         RefusalCode::RoomNotFound
     );
     assert!(
@@ -239,7 +250,12 @@ async fn an_unknown_tenant_or_a_new_name_without_adhoc_rooms_is_not_found() {
         name: RoomName::new("chor").unwrap(),
     };
     assert_eq!(
-        code(platform.admission.join(&elsewhere, "Anna").await),
+        code(
+            platform
+                .admission
+                .join(&elsewhere, "Anna", &Credentials::default())
+                .await
+        ),
         RefusalCode::RoomNotFound
     );
     assert!(platform.opened("a").is_empty(), "no session was opened");
@@ -251,15 +267,27 @@ async fn bad_names_are_refused_with_their_own_codes() {
     platform.attach("a", "");
     let admission = &platform.admission;
     assert_eq!(
-        code(admission.join(&key("chor"), "   ").await),
+        code(
+            admission
+                .join(&key("chor"), "   ", &Credentials::default())
+                .await
+        ),
         RefusalCode::NameEmpty
     );
     assert_eq!(
-        code(admission.join(&key("chor"), &"x".repeat(65)).await),
+        code(
+            admission
+                .join(&key("chor"), &"x".repeat(65), &Credentials::default())
+                .await
+        ),
         RefusalCode::NameTooLong
     );
     assert_eq!(
-        code(admission.join(&key("chor"), "Eve\nadmin joined").await),
+        code(
+            admission
+                .join(&key("chor"), "Eve\nadmin joined", &Credentials::default())
+                .await
+        ),
         RefusalCode::NameInvalid
     );
 }
@@ -269,9 +297,15 @@ async fn a_full_room_refuses_the_next_person() {
     let mut platform = Platform::public([persistent("klein", Some(1))]);
     platform.attach("a", "");
 
-    let first = platform.admission.join(&key("klein"), "Anna").await;
+    let first = platform
+        .admission
+        .join(&key("klein"), "Anna", &Credentials::default())
+        .await;
     assert!(first.is_ok());
-    let second = platform.admission.join(&key("klein"), "Ben").await;
+    let second = platform
+        .admission
+        .join(&key("klein"), "Ben", &Credentials::default())
+        .await;
     let refusal = second.expect_err("the room is full");
     assert_eq!(refusal.code, RefusalCode::RoomFull);
     assert_eq!(refusal.code.as_str(), "room-full");
@@ -290,7 +324,12 @@ async fn a_suspended_tenant_admits_nobody() {
     platform.attach("a", "");
 
     assert_eq!(
-        code(platform.admission.join(&key("chor"), "Anna").await),
+        code(
+            platform
+                .admission
+                .join(&key("chor"), "Anna", &Credentials::default())
+                .await
+        ),
         RefusalCode::TenantSuspended
     );
     assert!(platform.opened("a").is_empty());
@@ -300,7 +339,12 @@ async fn a_suspended_tenant_admits_nobody() {
 async fn without_a_node_the_platform_is_full() {
     let platform = Platform::public([persistent("chor", None)]);
     assert_eq!(
-        code(platform.admission.join(&key("chor"), "Anna").await),
+        code(
+            platform
+                .admission
+                .join(&key("chor"), "Anna", &Credentials::default())
+                .await
+        ),
         RefusalCode::PlatformFull
     );
     assert_eq!(platform.stored("chor").await.unwrap().node, None);
@@ -318,7 +362,11 @@ async fn a_room_stays_on_its_live_node_even_when_another_is_idle() {
     let _busy = platform.load("b", 5).await;
     platform.commands("b");
 
-    let admitted = platform.admission.join(&key("chor"), "Anna").await.unwrap();
+    let admitted = platform
+        .admission
+        .join(&key("chor"), "Anna", &Credentials::default())
+        .await
+        .unwrap();
 
     assert_eq!(admitted.attachment.node, node("b"));
     assert_eq!(platform.opened("b").len(), 1);
@@ -333,7 +381,11 @@ async fn a_room_on_a_node_that_is_gone_is_placed_again() {
     let mut platform = Platform::public([placed]);
     platform.attach("a", "");
 
-    let admitted = platform.admission.join(&key("chor"), "Anna").await.unwrap();
+    let admitted = platform
+        .admission
+        .join(&key("chor"), "Anna", &Credentials::default())
+        .await
+        .unwrap();
 
     assert_eq!(admitted.attachment.node, node("a"));
     assert_eq!(platform.stored("chor").await.unwrap().node, Some(node("a")));
@@ -350,7 +402,11 @@ async fn a_new_room_goes_to_the_least_loaded_node_of_a_pool_the_tenant_may_use()
     platform.attach("c", "shared");
     let _busy = platform.load("b", 3).await;
 
-    let admitted = platform.admission.join(&key("neu"), "Anna").await.unwrap();
+    let admitted = platform
+        .admission
+        .join(&key("neu"), "Anna", &Credentials::default())
+        .await
+        .unwrap();
 
     assert_eq!(admitted.attachment.node, node("c"));
 }
@@ -365,7 +421,11 @@ async fn rooms_that_other_gateways_recorded_on_a_node_count_as_its_load() {
     platform.attach("a", "");
     platform.attach("b", "");
 
-    let admitted = platform.admission.join(&key("neu"), "Anna").await.unwrap();
+    let admitted = platform
+        .admission
+        .join(&key("neu"), "Anna", &Credentials::default())
+        .await
+        .unwrap();
 
     assert_eq!(
         admitted.attachment.node,
@@ -401,176 +461,6 @@ async fn two_racing_placements_agree_on_one_node() {
     assert_eq!(platform.stored("chor").await.unwrap().node, Some(first));
 }
 
-#[tokio::test]
-async fn a_ticket_resumes_its_session_on_its_node_once() {
-    let mut platform = Platform::public([persistent("chor", None)]);
-    platform.attach("a", "");
-    let mut joined = platform.admission.join(&key("chor"), "Anna").await.unwrap();
-    platform.commands("a");
-    let ticket = joined.attachment.ticket.clone();
-
-    let (resumed, asked) = platform
-        .resume_answered("chor", &ticket, "a", v1::ResumeOutcome::Resumed)
-        .await;
-    let resumed = resumed.unwrap();
-
-    assert!(!resumed.moved);
-    assert_eq!(resumed.member, joined.member);
-    assert_eq!(resumed.attachment.session_id, joined.attachment.session_id);
-    assert_eq!(resumed.attachment.node, node("a"));
-    let asked = asked.expect("the node was asked");
-    assert_eq!(asked.session_id, joined.attachment.session_id);
-    assert_eq!(asked.node_instance, "a-first", "the instance that held it");
-    assert_eq!(asked.generation, 0, "the ticket's generation");
-    assert_eq!(resumed.attachment.generation, 1);
-    let fresh = tickets::open(
-        &keys().tickets.get(),
-        &resumed.attachment.ticket,
-        &key("chor"),
-    )
-    .unwrap();
-    assert_eq!(
-        fresh.generation, 1,
-        "the resumed client's ticket is the next generation"
-    );
-    assert_eq!(
-        joined.attachment.events.try_recv(),
-        Ok(ClientEvent::Replaced),
-        "the connection that held the session is told"
-    );
-
-    // The same ticket again: the node finds it stale, and the session stays where it is.
-    let (again, _) = platform
-        .resume_answered("chor", &ticket, "a", v1::ResumeOutcome::Stale)
-        .await;
-    assert_eq!(
-        again.err().map(|r| r.code),
-        Some(RefusalCode::ResumeRefused)
-    );
-    let mut resumed = resumed;
-    assert!(resumed.attachment.events.try_recv().is_err(), "untouched");
-    assert!(platform.opened("a").is_empty(), "nothing new was opened");
-}
-
-#[tokio::test]
-async fn a_ticket_whose_node_lost_the_session_continues_it_elsewhere() {
-    let mut platform = Platform::public([persistent("chor", None)]);
-    platform.attach("a", "");
-    let joined = platform.admission.join(&key("chor"), "Anna").await.unwrap();
-    platform.commands("a");
-
-    let (resumed, _) = platform
-        .resume_answered(
-            "chor",
-            &joined.attachment.ticket,
-            "a",
-            v1::ResumeOutcome::Lost,
-        )
-        .await;
-
-    let resumed = resumed.unwrap();
-    assert!(resumed.moved);
-    assert_eq!(resumed.member.participant_id, joined.member.participant_id);
-    let opened = platform.opened("a");
-    assert_eq!(opened.len(), 1);
-    assert_eq!(
-        opened[0].continues, joined.attachment.session_id,
-        "the node learns which lost session this continues, and opens it once"
-    );
-}
-
-#[tokio::test]
-async fn a_ticket_for_another_room_or_no_ticket_at_all_is_refused() {
-    let mut platform = Platform::public([persistent("chor", None), persistent("skat", None)]);
-    platform.attach("a", "");
-    let joined = platform.admission.join(&key("chor"), "Anna").await.unwrap();
-    platform.commands("a");
-
-    for (room, ticket) in [
-        ("skat", joined.attachment.ticket.as_str()),
-        ("chor", "garbage"),
-        ("chor", ""),
-        ("chor", "A.B"),
-    ] {
-        let refusal = platform
-            .admission
-            .resume(&key(room), ticket)
-            .await
-            .expect_err("refused");
-        assert_eq!(refusal.code, RefusalCode::ResumeRefused, "{room} {ticket}");
-    }
-    assert!(platform.commands("a").is_empty(), "no node was asked");
-}
-
-#[tokio::test]
-async fn a_ticket_whose_node_is_gone_gets_a_new_session_elsewhere() {
-    let mut platform = Platform::public([persistent("chor", None)]);
-    platform.attach("b", "");
-    let member = Member {
-        participant_id: "p1".into(),
-        name: DisplayName::new("Anna").unwrap(),
-        max_participants: 20,
-        video_last_n: 16,
-    };
-    let ticket = tickets::seal(
-        &keys().tickets.get(),
-        &key("chor"),
-        &member,
-        (&node("gone"), "gone-first"),
-        ("s-old", 0),
-    );
-
-    let resumed = platform
-        .admission
-        .resume(&key("chor"), &ticket)
-        .await
-        .unwrap();
-
-    assert!(resumed.moved, "the client must connect its media again");
-    assert_eq!(resumed.member.participant_id, "p1", "the same participant");
-    assert_eq!(resumed.attachment.node, node("b"));
-    assert_ne!(resumed.attachment.session_id, "s-old");
-    let opened = platform.opened("b");
-    assert_eq!(opened.len(), 1);
-    assert_eq!(opened[0].continues, "s-old");
-}
-
-#[tokio::test]
-async fn a_moved_session_is_closed_on_its_node_and_opened_on_the_room_s_node() {
-    let mut platform = Platform::public([persistent("chor", None)]);
-    platform.attach("a", "");
-    let joined = platform.admission.join(&key("chor"), "Anna").await.unwrap();
-    platform.commands("a");
-    // The room was placed elsewhere meanwhile (by another gateway, after "a" failed there).
-    platform.attach("b", "");
-    let stored = platform.stored("chor").await.unwrap();
-    platform
-        .store
-        .place_room(&stored.key, &stored.revision, Some(node("b")))
-        .await
-        .unwrap();
-
-    let moved = platform
-        .admission
-        .move_session(&key("chor"), &joined.member, &joined.attachment)
-        .await
-        .unwrap();
-
-    assert_eq!(moved.node, node("b"));
-    assert_ne!(moved.session_id, joined.attachment.session_id);
-    assert!(matches!(
-        platform.commands("a").as_slice(),
-        [ControlKind::CloseSession(close)] if close.session_id == joined.attachment.session_id
-    ));
-    let [open] = platform.opened("b").try_into().expect("one session opened");
-    let grant = keys()
-        .grants
-        .get()
-        .open_grant(&open.grant.unwrap(), "b", 0)
-        .expect("a grant for node b");
-    assert_eq!(grant.participant_id, joined.member.participant_id);
-}
-
 /// Joins `name` as `who` and expects the refusal `expected`; the room must not exist after.
 async fn refused_without_a_trace(
     platform: &Platform,
@@ -579,7 +469,12 @@ async fn refused_without_a_trace(
     expected: RefusalCode,
 ) {
     assert_eq!(
-        code(platform.admission.join(&key(name), who).await),
+        code(
+            platform
+                .admission
+                .join(&key(name), who, &Credentials::default())
+                .await
+        ),
         expected
     );
     assert!(
@@ -649,7 +544,13 @@ async fn a_join_refused_for_the_tenant_s_room_limit_creates_no_room() {
         1
     );
     // The room that exists still admits people.
-    assert!(platform.admission.join(&key("chor"), "Anna").await.is_ok());
+    assert!(
+        platform
+            .admission
+            .join(&key("chor"), "Anna", &Credentials::default())
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]
@@ -669,7 +570,11 @@ async fn a_new_room_nobody_is_in_after_a_minute_is_removed() {
     let mut platform = Platform::public([]);
     platform.attach("a", "");
     let start = Instant::now();
-    let joined = platform.admission.join(&key("neu"), "Anna").await.unwrap();
+    let joined = platform
+        .admission
+        .join(&key("neu"), "Anna", &Credentials::default())
+        .await
+        .unwrap();
     // Anna leaves (or her media never connects and the node ends her session).
     platform
         .fleet
@@ -695,7 +600,11 @@ async fn a_new_room_with_someone_in_it_after_a_minute_stays() {
     let mut platform = Platform::public([]);
     platform.attach("a", "");
     let start = Instant::now();
-    let _anna = platform.admission.join(&key("neu"), "Anna").await.unwrap();
+    let _anna = platform
+        .admission
+        .join(&key("neu"), "Anna", &Credentials::default())
+        .await
+        .unwrap();
 
     let next = platform
         .admission
@@ -713,8 +622,16 @@ async fn a_new_room_that_a_second_join_shares_is_kept_while_someone_is_in_it() {
     let mut platform = Platform::public([]);
     platform.attach("a", "");
     let start = Instant::now();
-    let anna = platform.admission.join(&key("neu"), "Anna").await.unwrap();
-    let _ben = platform.admission.join(&key("neu"), "Ben").await.unwrap();
+    let anna = platform
+        .admission
+        .join(&key("neu"), "Anna", &Credentials::default())
+        .await
+        .unwrap();
+    let _ben = platform
+        .admission
+        .join(&key("neu"), "Ben", &Credentials::default())
+        .await
+        .unwrap();
     platform
         .fleet
         .close_session(&anna.attachment.session_id, v1::CloseReason::Left)

@@ -1,0 +1,104 @@
+// Protected rooms as people meet them in the browser: a password room asks for its password on
+// the pre-join screen (wrong, then right), and an invite-only room opens from the link that
+// `treffpunkt invite` makes, and not without it. Standalone mode is seeded with the same
+// manifests a tenant's admins apply with kubectl.
+
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { describe, test } from "node:test";
+
+import { ARTIFACTS, binary, decodesAndHears, eventually, join, standaloneWithBrowser } from "./harness.mjs";
+
+const MANIFESTS = `
+apiVersion: treffpunkt.io/v1alpha1
+kind: Tenant
+metadata: {name: verein}
+spec: {displayName: Sportverein}
+---
+apiVersion: treffpunkt.io/v1alpha1
+kind: Room
+metadata: {name: training, namespace: tenant-verein}
+spec:
+  access: Password
+  passwordSecretRef: {name: training-passwort, key: password}
+---
+apiVersion: treffpunkt.io/v1alpha1
+kind: Room
+metadata: {name: vorstand, namespace: tenant-verein}
+spec: {access: InviteOnly}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: training-passwort, namespace: tenant-verein}
+stringData: {password: Aufschlag}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: treffpunkt-signing-key, namespace: tenant-verein}
+stringData:
+  key: "the club's own signing key, long enough"
+`;
+
+const manifests = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "treffpunkt-access-")), "verein.yaml");
+fs.writeFileSync(manifests, MANIFESTS);
+
+/** The text of the page's notice, once it matches `pattern`. */
+async function noticeMatches(page, pattern) {
+  return eventually(async () => pattern.test((await page.textContent("#notice")) || ""), 10000);
+}
+
+describe("protected rooms in the browser", () => {
+  const running = standaloneWithBrowser(["--manifests", manifests]);
+
+  test("a password room asks for its password, refuses a wrong one and opens with the right one", async () => {
+    const { server, browser } = running;
+    const room = `${server.url}/verein/training`;
+    const anna = await join(browser, room, "Anna");
+    assert.ok(await noticeMatches(anna, /Passwort geschützt/), "the German page asks for the password");
+    assert.equal(await anna.isVisible("#room-password"), true, "the password field appears");
+    assert.equal(await anna.evaluate(() => document.activeElement?.id), "room-password", "and has the cursor");
+    await anna.screenshot({ path: path.join(ARTIFACTS, "password-prompt.png") });
+
+    await anna.fill("#room-password", "Netz");
+    await anna.click("#join-button");
+    assert.ok(await noticeMatches(anna, /Passwort stimmt nicht/), "a wrong password is refused");
+    assert.equal(await anna.isVisible("#lobby"), true, "and the page stays on the pre-join screen");
+
+    await anna.fill("#room-password", "Aufschlag");
+    await anna.click("#join-button");
+    assert.ok(await eventually(async () => anna.isVisible("#call")), "the right password lets Anna in");
+
+    const ben = await join(browser, room, "Ben", { locale: "en-US" });
+    assert.ok(await noticeMatches(ben, /protected by a password/), "the English page asks in English");
+    await ben.fill("#room-password", "Aufschlag");
+    await ben.click("#join-button");
+    assert.ok(await eventually(async () => ben.isVisible("#call")), "Ben is in");
+    for (const [page, name] of [[anna, "Anna"], [ben, "Ben"]]) {
+      const flowing = await eventually(async () => {
+        const now = await decodesAndHears(page);
+        return now.video && now.audio;
+      });
+      assert.ok(flowing, `${name} decodes the other's video and hears them`);
+    }
+    for (const page of [anna, ben]) await page.context().close();
+  });
+
+  test("an invite-only room opens from its invitation link and not without it", async () => {
+    const { server, browser } = running;
+    const room = `${server.url}/verein/vorstand`;
+    const uninvited = await join(browser, room, "Eve");
+    assert.ok(await noticeMatches(uninvited, /nur mit einer Einladung/), "without the link, the page says why");
+    assert.equal(await uninvited.isVisible("#lobby"), true);
+
+    const link = execFileSync(binary(), ["invite", "verein", "vorstand", "--manifests", manifests, "--url", room], {
+      encoding: "utf8",
+    }).trim();
+    assert.match(link, /#invite=/);
+    const invited = await join(browser, link, "Clara");
+    assert.ok(await eventually(async () => invited.isVisible("#call")), "the link lets Clara in");
+    for (const page of [uninvited, invited]) await page.context().close();
+  });
+});

@@ -1,0 +1,189 @@
+//! Resuming a session with its ticket, and moving a session whose node went away.
+
+use super::*;
+
+#[tokio::test]
+async fn a_ticket_resumes_its_session_on_its_node_once() {
+    let mut platform = Platform::public([persistent("chor", None)]);
+    platform.attach("a", "");
+    let mut joined = platform
+        .admission
+        .join(&key("chor"), "Anna", &Credentials::default())
+        .await
+        .unwrap();
+    platform.commands("a");
+    let ticket = joined.attachment.ticket.clone();
+
+    let (resumed, asked) = platform
+        .resume_answered("chor", &ticket, "a", v1::ResumeOutcome::Resumed)
+        .await;
+    let resumed = resumed.unwrap();
+
+    assert!(!resumed.moved);
+    assert_eq!(resumed.member, joined.member);
+    assert_eq!(resumed.attachment.session_id, joined.attachment.session_id);
+    assert_eq!(resumed.attachment.node, node("a"));
+    let asked = asked.expect("the node was asked");
+    assert_eq!(asked.session_id, joined.attachment.session_id);
+    assert_eq!(asked.node_instance, "a-first", "the instance that held it");
+    assert_eq!(asked.generation, 0, "the ticket's generation");
+    assert_eq!(resumed.attachment.generation, 1);
+    let fresh = tickets::open(
+        &keys().tickets.get(),
+        &resumed.attachment.ticket,
+        &key("chor"),
+    )
+    .unwrap();
+    assert_eq!(
+        fresh.generation, 1,
+        "the resumed client's ticket is the next generation"
+    );
+    assert_eq!(
+        joined.attachment.events.try_recv(),
+        Ok(ClientEvent::Replaced),
+        "the connection that held the session is told"
+    );
+
+    // The same ticket again: the node finds it stale, and the session stays where it is.
+    let (again, _) = platform
+        .resume_answered("chor", &ticket, "a", v1::ResumeOutcome::Stale)
+        .await;
+    assert_eq!(
+        again.err().map(|r| r.code),
+        Some(RefusalCode::ResumeRefused)
+    );
+    let mut resumed = resumed;
+    assert!(resumed.attachment.events.try_recv().is_err(), "untouched");
+    assert!(platform.opened("a").is_empty(), "nothing new was opened");
+}
+
+#[tokio::test]
+async fn a_ticket_whose_node_lost_the_session_continues_it_elsewhere() {
+    let mut platform = Platform::public([persistent("chor", None)]);
+    platform.attach("a", "");
+    let joined = platform
+        .admission
+        .join(&key("chor"), "Anna", &Credentials::default())
+        .await
+        .unwrap();
+    platform.commands("a");
+
+    let (resumed, _) = platform
+        .resume_answered(
+            "chor",
+            &joined.attachment.ticket,
+            "a",
+            v1::ResumeOutcome::Lost,
+        )
+        .await;
+
+    let resumed = resumed.unwrap();
+    assert!(resumed.moved);
+    assert_eq!(resumed.member.participant_id, joined.member.participant_id);
+    let opened = platform.opened("a");
+    assert_eq!(opened.len(), 1);
+    assert_eq!(
+        opened[0].continues, joined.attachment.session_id,
+        "the node learns which lost session this continues, and opens it once"
+    );
+}
+
+#[tokio::test]
+async fn a_ticket_for_another_room_or_no_ticket_at_all_is_refused() {
+    let mut platform = Platform::public([persistent("chor", None), persistent("skat", None)]);
+    platform.attach("a", "");
+    let joined = platform
+        .admission
+        .join(&key("chor"), "Anna", &Credentials::default())
+        .await
+        .unwrap();
+    platform.commands("a");
+
+    for (room, ticket) in [
+        ("skat", joined.attachment.ticket.as_str()),
+        ("chor", "garbage"),
+        ("chor", ""),
+        ("chor", "A.B"),
+    ] {
+        let refusal = platform
+            .admission
+            .resume(&key(room), ticket)
+            .await
+            .expect_err("refused");
+        assert_eq!(refusal.code, RefusalCode::ResumeRefused, "{room} {ticket}");
+    }
+    assert!(platform.commands("a").is_empty(), "no node was asked");
+}
+
+#[tokio::test]
+async fn a_ticket_whose_node_is_gone_gets_a_new_session_elsewhere() {
+    let mut platform = Platform::public([persistent("chor", None)]);
+    platform.attach("b", "");
+    let member = Member {
+        participant_id: "p1".into(),
+        name: DisplayName::new("Anna").unwrap(),
+        max_participants: 20,
+        video_last_n: 16,
+    };
+    let ticket = tickets::seal(
+        &keys().tickets.get(),
+        &key("chor"),
+        &member,
+        (&node("gone"), "gone-first"),
+        ("s-old", 0),
+    );
+
+    let resumed = platform
+        .admission
+        .resume(&key("chor"), &ticket)
+        .await
+        .unwrap();
+
+    assert!(resumed.moved, "the client must connect its media again");
+    assert_eq!(resumed.member.participant_id, "p1", "the same participant");
+    assert_eq!(resumed.attachment.node, node("b"));
+    assert_ne!(resumed.attachment.session_id, "s-old");
+    let opened = platform.opened("b");
+    assert_eq!(opened.len(), 1);
+    assert_eq!(opened[0].continues, "s-old");
+}
+
+#[tokio::test]
+async fn a_moved_session_is_closed_on_its_node_and_opened_on_the_room_s_node() {
+    let mut platform = Platform::public([persistent("chor", None)]);
+    platform.attach("a", "");
+    let joined = platform
+        .admission
+        .join(&key("chor"), "Anna", &Credentials::default())
+        .await
+        .unwrap();
+    platform.commands("a");
+    // The room was placed elsewhere meanwhile (by another gateway, after "a" failed there).
+    platform.attach("b", "");
+    let stored = platform.stored("chor").await.unwrap();
+    platform
+        .store
+        .place_room(&stored.key, &stored.revision, Some(node("b")))
+        .await
+        .unwrap();
+
+    let moved = platform
+        .admission
+        .move_session(&key("chor"), &joined.member, &joined.attachment)
+        .await
+        .unwrap();
+
+    assert_eq!(moved.node, node("b"));
+    assert_ne!(moved.session_id, joined.attachment.session_id);
+    assert!(matches!(
+        platform.commands("a").as_slice(),
+        [ControlKind::CloseSession(close)] if close.session_id == joined.attachment.session_id
+    ));
+    let [open] = platform.opened("b").try_into().expect("one session opened");
+    let grant = keys()
+        .grants
+        .get()
+        .open_grant(&open.grant.unwrap(), "b", 0)
+        .expect("a grant for node b");
+    assert_eq!(grant.participant_id, joined.member.participant_id);
+}
