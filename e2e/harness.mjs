@@ -282,12 +282,18 @@ export async function startMediaNode(grpc, grantKey, id) {
   };
 }
 
-/** Opens a room page in a new context and joins under `name`. */
+/** Opens a room page in a new context and joins under `name` (see `skipJoin`). */
 export async function join(
   browser,
   url,
   name,
-  { locale = "de-DE", permissions = ["camera", "microphone"], viewport = { width: 1280, height: 720 }, initScript = null } = {},
+  {
+    locale = "de-DE",
+    permissions = ["camera", "microphone"],
+    viewport = { width: 1280, height: 720 },
+    initScript = null,
+    skipJoin = false,
+  } = {},
 ) {
   const context = await browser.newContext({ locale, permissions, viewport });
   if (initScript) await context.addInitScript(initScript);
@@ -297,7 +303,8 @@ export async function join(
   page.on("websocket", (socket) => requestedUrls.push(socket.url()));
   await page.goto(url);
   await page.fill("#display-name", name);
-  await page.click("#join-button");
+  // `skipJoin`: the name is typed, and the test clicks on (after giving a password, say).
+  if (!skipJoin) await page.click("#join-button");
   return page;
 }
 

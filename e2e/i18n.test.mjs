@@ -24,7 +24,9 @@ test("German and English have the same keys and placeholders", () => {
 
 test("every text the page and the script name is in the dictionaries", async () => {
   const html = await readFile(new URL("index.html", web), "utf8");
-  const script = await readFile(new URL("app.js", web), "utf8");
+  const script = (
+    await Promise.all(["app.js", "moderation.js"].map((file) => readFile(new URL(file, web), "utf8")))
+  ).join("\n");
   const named = [
     ...[...html.matchAll(/data-i18n="([^"]+)"/g)].map((m) => m[1]),
     ...[...script.matchAll(/\bt\("([^"]+)"/g)].map((m) => m[1]),

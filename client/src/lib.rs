@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use treffpunkt_proto::signalling::{ClientMessage, Viewport};
+use treffpunkt_proto::signalling::{ClientMessage, ServerMessage, Viewport};
 
 pub use latency::Latency;
 pub use media::Kind;
@@ -108,6 +108,10 @@ pub enum RoomEvent {
         /// Why.
         reason: String,
     },
+    /// What the room says about moderation and media state, as it arrived: raised hands, a
+    /// new moderator, the room locked, who knocks, a moderator's request, someone's
+    /// microphone or camera switched.
+    Notice(ServerMessage),
 }
 
 /// How a synthetic participant publishes.
@@ -187,6 +191,8 @@ pub struct Participant {
     pub id: String,
     /// Who was in the room when it joined: (id, name).
     pub others_at_join: Vec<(String, String)>,
+    /// Whether it moderates, as it was welcomed.
+    pub moderator: bool,
     /// What it received.
     pub received: Received,
     /// When the join was sent.
@@ -252,6 +258,7 @@ impl Participant {
         Ok(Self {
             id: joined.id,
             others_at_join: joined.others,
+            moderator: joined.moderator,
             received,
             join_sent_at,
             control,

@@ -44,6 +44,7 @@ pub(crate) enum Control {
 pub(crate) struct Joined {
     pub id: String,
     pub others: Vec<(String, String)>,
+    pub moderator: bool,
 }
 
 /// Counters the owner may read.
@@ -110,6 +111,7 @@ struct State {
     states: mpsc::UnboundedSender<StateChange>,
     sending: Arc<Sending>,
     leaving: bool,
+    moderator: bool,
 }
 
 impl Task {
@@ -151,6 +153,7 @@ impl Task {
             states,
             sending: self.sending.clone(),
             leaving: false,
+            moderator: false,
         };
         let mut others = Vec::new();
         loop {
@@ -207,7 +210,7 @@ impl Task {
                         debug!(%error, "could not start sending");
                     }
                     if let (Some(joined), Some(id)) = (self.joined.take(), state.id.clone()) {
-                        let _ = joined.send(Ok(Joined { id, others: std::mem::take(&mut others) }));
+                        let _ = joined.send(Ok(Joined { id, others: std::mem::take(&mut others), moderator: state.moderator }));
                     }
                 }
             }
@@ -229,10 +232,13 @@ impl Task {
                 participant_id,
                 participants,
                 resumed,
+                moderator,
+                ..
             } => {
                 if self.joined.is_some() {
                     *others = participants.into_iter().map(|p| (p.id, p.name)).collect();
                 }
+                state.moderator = moderator;
                 state.id = Some(participant_id.clone());
                 if !resumed {
                     self.connect_media(state, &participant_id).await?;
@@ -293,7 +299,16 @@ impl Task {
                 }
                 let _ = self.events.send(RoomEvent::Closed { reason });
             }
-            ServerMessage::Candidate { .. } | ServerMessage::Media { .. } => {}
+            notice @ (ServerMessage::Media { .. }
+            | ServerMessage::Hands { .. }
+            | ServerMessage::Role { .. }
+            | ServerMessage::RoomState { .. }
+            | ServerMessage::Waiting { .. }
+            | ServerMessage::Knocking { .. }
+            | ServerMessage::Request { .. }) => {
+                let _ = self.events.send(RoomEvent::Notice(notice));
+            }
+            ServerMessage::Candidate { .. } => {}
         }
         Ok(())
     }

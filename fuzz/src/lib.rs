@@ -119,6 +119,11 @@ impl Harness {
             max_participants: 1000,
             last_n: 0,
             continues: String::new(),
+            // The first session moderates, so that fuzzed moderator actions reach the core;
+            // every third waits in the lobby.
+            moderator: false,
+            lobby: self.next_session.is_multiple_of(3),
+            first_moderates: true,
         };
         self.node.command(self.now, Command::Open(admission));
         session_id

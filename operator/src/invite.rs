@@ -1,5 +1,6 @@
-//! Invitation links into invite-only rooms, made by a tenant's admins with `treffpunkt invite`:
-//! an [`Invitation`] for one room with an expiry, signed with the tenant's own key (the Secret
+//! Invitation links, made by a tenant's admins with `treffpunkt invite`: into an invite-only
+//! room, or (`--moderator`) into any room as its moderator. An [`Invitation`] for one room with
+//! an expiry, signed with the tenant's own key (the Secret
 //! [`SIGNING_KEY_SECRET`] in its namespace, read with the admin's own kubeconfig; in standalone
 //! mode, from the manifests file). The link carries it in its fragment (`#invite=...`), which a
 //! browser never sends to a server, so it stays out of every log. Replacing the tenant's key
@@ -20,13 +21,22 @@ use crate::seed;
 /// The longest an invitation may be valid.
 pub const MAX_VALIDITY: Duration = Duration::from_secs(366 * 86_400);
 
-/// The link into `room` at `room_url` (the room's address) for whoever holds it, valid for
-/// `valid` from `now_unix_ms`, signed with `signing_key`.
+/// What a link lets its holder do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Link {
+    /// How long it is valid.
+    pub valid: Duration,
+    /// Whoever comes in with it moderates.
+    pub moderator: bool,
+}
+
+/// The link into `room` at `room_url` (the room's address) for whoever holds it, as `link`
+/// says from `now_unix_ms` on, signed with `signing_key`.
 pub fn link(
     room_url: &str,
     room: &RoomKey,
     signing_key: &[u8],
-    valid: Duration,
+    link: Link,
     now_unix_ms: u64,
 ) -> String {
     let invitation = Invitation {
@@ -34,7 +44,8 @@ pub fn link(
             tenant: room.tenant.as_str().to_owned(),
             name: room.name.as_str().to_owned(),
         }),
-        expires_at_unix_ms: now_unix_ms + valid.min(MAX_VALIDITY).as_millis() as u64,
+        expires_at_unix_ms: now_unix_ms + link.valid.min(MAX_VALIDITY).as_millis() as u64,
+        moderator: link.moderator,
     };
     let token = Keyring::from_secret(signing_key).seal_invitation(&invitation);
     format!("{}#invite={token}", room_url.trim_end_matches('/'))
@@ -116,7 +127,10 @@ mod tests {
             "https://treffen.example/verein/vorstand/",
             &room,
             key,
-            Duration::from_secs(3600),
+            Link {
+                valid: Duration::from_secs(3600),
+                moderator: true,
+            },
             1_000,
         );
         let (url, token) = link.split_once("#invite=").unwrap();
@@ -129,6 +143,7 @@ mod tests {
             .open_invitation(token, &reference, 2_000)
             .unwrap();
         assert_eq!(opened.expires_at_unix_ms, 1_000 + 3_600_000);
+        assert!(opened.moderator);
     }
 
     #[test]

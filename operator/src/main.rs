@@ -32,7 +32,8 @@ enum Command {
     /// Everything on one machine, no cluster: the web client, the control plane and one media
     /// node, with rooms kept in memory.
     Standalone(Box<StandaloneArgs>),
-    /// Prints an invitation link into an invite-only room, signed with the tenant's own key:
+    /// Prints an invitation link into an invite-only room (or, with --moderator, a moderator's
+    /// link into any room), signed with the tenant's own key:
     /// read with your kubeconfig from the tenant's namespace (its admins may), or from the
     /// manifests file of standalone mode. Deleting the tenant's Secret treffpunkt-signing-key
     /// (the operator makes a new one) revokes every link made before.
@@ -52,6 +53,10 @@ struct InviteArgs {
     /// when unset; for standalone mode, http://127.0.0.1:8080/<tenant>/<room>.
     #[arg(long)]
     url: Option<String>,
+    /// Whoever comes in with the link moderates the meeting (in any room, not only an
+    /// invite-only one).
+    #[arg(long)]
+    moderator: bool,
     /// Standalone mode: the manifests file that holds the tenant's signing key.
     #[arg(long)]
     manifests: Option<std::path::PathBuf>,
@@ -314,10 +319,13 @@ async fn run_invite(args: InviteArgs) -> anyhow::Result<()> {
     let Some(room_url) = args.url.or(room_url) else {
         anyhow::bail!("the room has no join URL yet; give its address with --url");
     };
-    let valid = std::time::Duration::from_secs(args.valid_hours * 3600);
+    let link = invite::Link {
+        valid: std::time::Duration::from_secs(args.valid_hours * 3600),
+        moderator: args.moderator,
+    };
     println!(
         "{}",
-        invite::link(&room_url, &room, &key, valid, invite::now())
+        invite::link(&room_url, &room, &key, link, invite::now())
     );
     eprintln!(
         "valid for {} hours / gültig für {} Stunden",

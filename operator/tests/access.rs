@@ -235,7 +235,10 @@ async fn an_invite_only_room_lets_in_only_with_an_invitation_into_it() {
     );
     // Signed with another key, made for another room, expired: none of them opens the door.
     let now = invite::now();
-    let hour = Duration::from_secs(3600);
+    let hour = invite::Link {
+        valid: Duration::from_secs(3600),
+        moderator: false,
+    };
     let foreign = invite::link(
         "x",
         &room("vorstand"),

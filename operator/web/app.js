@@ -15,6 +15,7 @@
 // kept only in this page.
 
 import { t, errorText, translatePage } from "./i18n.js";
+import { handleModeration, render as renderModeration, setupModeration, welcomed } from "./moderation.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -68,7 +69,7 @@ function trace(event) {
 // ------------------------------------------------------------------------------------------
 
 function show(screen) {
-  for (const id of ["landing", "lobby", "call", "ended"]) $(id).hidden = id !== screen;
+  for (const id of ["landing", "lobby", "waiting", "call", "ended"]) $(id).hidden = id !== screen;
 }
 
 let noticeTimer = null;
@@ -264,6 +265,17 @@ async function setupLobby() {
     sendChat();
   });
   if (!navigator.mediaDevices?.getDisplayMedia) $("call-screen").hidden = true;
+  setupModeration({
+    state,
+    send,
+    notify,
+    show,
+    leave: () => leave(),
+    muteMic: () => !state.audioMuted && toggleMic(),
+    stopCamera: () => !state.videoMuted && toggleCam(),
+    stopScreen: () => stopScreen(),
+    focusMic: () => $("call-mic").focus(),
+  });
   $("rejoin").addEventListener("click", () => rejoin());
   $("join-form").addEventListener("submit", (event) => {
     event.preventDefault();
@@ -396,6 +408,7 @@ function resetJoinButton(message) {
 }
 
 async function handle(message) {
+  if (handleModeration(message)) return;
   switch (message.type) {
     case "welcome":
       return welcome(message);
@@ -466,6 +479,7 @@ async function welcome(message) {
     const present = new Set(message.participants.map((p) => p.id));
     for (const id of [...state.participants.keys()]) if (!present.has(id)) removeParticipant(id, "left");
     for (const participant of message.participants) addParticipant(participant);
+    welcomed(message);
     notify(t("connected"));
     return;
   }
@@ -476,6 +490,7 @@ async function welcome(message) {
   show("call");
   renderSelf();
   for (const participant of message.participants) addParticipant(participant);
+  welcomed(message);
   if (message.participants.length === 0) notify(t("alone"), { sticky: true });
   else notify(t("connected"));
   await connectMedia();
@@ -610,7 +625,10 @@ function tile(id, name, isSelf, kind = "camera") {
   badge.className = "badge";
   badge.textContent = t("mutedBadge");
   badge.hidden = true;
-  label.append(nameText, " ", badge);
+  const hand = document.createElement("span");
+  hand.className = "badge hand";
+  hand.hidden = true;
+  label.append(nameText, " ", badge, " ", hand);
   const paused = document.createElement("p");
   paused.className = "paused-note";
   paused.hidden = true;
@@ -711,6 +729,7 @@ function updateMedia({ participantId, audioMuted, videoMuted, screenSharing }) {
   participant.screenSharing = Boolean(screenSharing);
   if (startedSharing) notify(t("sharesScreen", { name: participant.name }));
   renderParticipant(participant);
+  renderModeration();
 }
 
 function removeParticipant(id, reason) {
@@ -722,6 +741,7 @@ function removeParticipant(id, reason) {
   if (state.pinned?.startsWith(`${id}/`)) state.pinned = null;
   if (state.speaker === id) state.speaker = null;
   layout();
+  renderModeration();
   notify(t(reason === "connection-lost" ? "lostParticipant" : "left", { name: participant.name }));
 }
 

@@ -576,6 +576,7 @@ mod tests {
         let invitation = Invitation {
             room: Some(room.clone()),
             expires_at_unix_ms: 2_000,
+            moderator: false,
         };
         let text = key.seal_invitation(&invitation);
         assert_eq!(key.open_invitation(&text, &room, 1_000), Ok(invitation));

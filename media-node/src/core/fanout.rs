@@ -37,6 +37,11 @@ impl Core {
         out.clear();
         let (id, layer) = *self.published.get(&(publisher, ssrc))?;
         let publication = self.publications.get_mut(&id)?;
+        // What a moderator switched off goes nowhere until the participant switches it on.
+        let held = self
+            .participants
+            .get(&publisher)
+            .is_some_and(|p| p.held.holds(publication.source));
         let mut forwarded = Forwarded {
             audio: publication.codec.kind() == MediaKind::Audio,
             vp8: None,
@@ -58,6 +63,9 @@ impl Core {
             }
             codec => codec.starts_keyframe(payload),
         };
+        if held {
+            return Some(forwarded);
+        }
         // Payload plus RTP header and SRTP tag, roughly what the subscriber's estimate counts.
         publication.layers[layer].received(now, payload.len() + 24);
         let meta = PacketMeta {

@@ -16,6 +16,8 @@ pub struct ParticipantInfo {
     pub video_muted: bool,
     /// Whether they share their screen.
     pub screen_sharing: bool,
+    /// Whether they moderate.
+    pub moderator: bool,
 }
 
 /// Why someone left.
@@ -36,6 +38,12 @@ pub enum RosterEvent {
         participant_id: String,
         /// Everyone else in the room.
         others: Vec<ParticipantInfo>,
+        /// Whether you moderate.
+        moderator: bool,
+        /// Whether the room is locked.
+        locked: bool,
+        /// The raised hands, in order.
+        hands: Vec<String>,
     },
     /// Someone came in.
     Joined(ParticipantInfo),
@@ -57,6 +65,15 @@ pub enum RosterEvent {
         /// Whether they share their screen.
         screen_sharing: bool,
     },
+    /// Someone became a moderator.
+    Moderator {
+        /// Who.
+        participant_id: String,
+    },
+    /// The raised hands now, in the order they went up.
+    Hands(Vec<String>),
+    /// The room was locked or unlocked.
+    Locked(bool),
 }
 
 /// What a published track carries.
@@ -198,6 +215,110 @@ pub enum Output {
         /// What.
         message: ChatMessage,
     },
+    /// Tell someone in the lobby that they wait, and whether a moderator is there.
+    Waiting {
+        /// To whom.
+        to: PeerId,
+        /// Whether a moderator is in the meeting.
+        moderator_present: bool,
+    },
+    /// Tell a moderator who waits in the lobby: (participant id, name), first come first.
+    Knocking {
+        /// To whom.
+        to: PeerId,
+        /// Who waits.
+        waiting: Vec<(String, String)>,
+    },
+    /// Tell a participant what a moderator did to, or asks of, them.
+    Request {
+        /// To whom.
+        to: PeerId,
+        /// What.
+        request: ModeratorRequest,
+    },
+    /// End a session: a moderator removed the participant, ended the meeting or did not let
+    /// them in.
+    Close {
+        /// Whose session.
+        peer: PeerId,
+        /// Why.
+        reason: Ending,
+    },
+}
+
+/// What a moderator did to, or asks of, a participant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModeratorRequest {
+    /// Their microphone was switched off.
+    Muted,
+    /// Please switch the microphone on.
+    Unmute,
+    /// Their camera was switched off.
+    CameraStopped,
+    /// Their screen sharing was stopped.
+    ScreenStopped,
+}
+
+/// Why a moderator ended a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// They were removed.
+    Removed,
+    /// The meeting was ended for everyone.
+    Ended,
+    /// They were not let in from the lobby.
+    Denied,
+}
+
+/// What a moderator does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Let someone in from the lobby.
+    Admit,
+    /// Do not let them in.
+    Deny,
+    /// Switch someone's microphone off.
+    Mute,
+    /// Everyone's microphone but the moderators'.
+    MuteAll,
+    /// Ask someone to switch the microphone on.
+    AskUnmute,
+    /// Switch someone's camera off.
+    StopCamera,
+    /// Stop someone's screen sharing.
+    StopScreen,
+    /// Remove someone from the meeting.
+    Remove,
+    /// Make someone a moderator.
+    MakeModerator,
+    /// Lower someone's hand.
+    LowerHand,
+    /// Let nobody new in but moderators.
+    Lock,
+    /// Let people in again.
+    Unlock,
+    /// End the meeting for everyone.
+    End,
+}
+
+/// Why a moderator's action was not carried out.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ModerationError {
+    /// Only moderators may.
+    #[error("only moderators may do that")]
+    NotModerator,
+    /// Nobody of that id is in the meeting (or waits in its lobby).
+    #[error("nobody of that id is here")]
+    NoSuchParticipant,
+}
+
+/// Where a join put the participant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Joined {
+    /// In the meeting.
+    In,
+    /// In the lobby, until a moderator lets them in.
+    Waiting,
 }
 
 /// What a join asks for.
@@ -213,6 +334,12 @@ pub struct JoinRequest {
     pub max_participants: u32,
     /// How many speakers' cameras each participant receives; 0 for all.
     pub last_n: u32,
+    /// They moderate.
+    pub moderator: bool,
+    /// They wait in the lobby until a moderator lets them in (unless they moderate).
+    pub lobby: bool,
+    /// They moderate if nobody in the room does when they come in.
+    pub first_moderates: bool,
 }
 
 /// Why a join was refused.
@@ -227,6 +354,12 @@ pub enum JoinError {
     /// This connection already joined.
     #[error("this connection has joined already")]
     AlreadyJoined,
+    /// A moderator locked the room.
+    #[error("the room is locked")]
+    Locked,
+    /// As many people wait in the lobby as may.
+    #[error("too many people wait in the lobby")]
+    LobbyFull,
 }
 
 /// Why a chat message was not delivered.

@@ -13,6 +13,8 @@
 //!
 //! - `roster`: rooms and who is in them: join, leave, media state, chat, what each
 //!   participant asks for itself (audio only, the size it shows each video at);
+//! - `moderation`: moderators and what they may do (the lobby, muting, removing, locking,
+//!   ending the meeting), raised hands, and the role passed on when the last moderator leaves;
 //! - `subscriptions`: publications and down-tracks: a track that begins to arrive is published
 //!   and everyone else subscribed; down-tracks start from a keyframe; keyframe requests reach the
 //!   publisher, rate-limited ([`keyframe`]) and retried;
@@ -39,6 +41,7 @@ mod fanout;
 pub mod forwarder;
 pub mod keyframe;
 mod messages;
+mod moderation;
 mod publication;
 mod roster;
 pub mod speaker;
@@ -52,8 +55,9 @@ pub use codec::{Codec, MediaKind};
 pub use fanout::Forwarded;
 pub use forwarder::{Forwarder, PacketMeta, Rewrite};
 pub use messages::{
-    ChatError, ChatMessage, DownTrack, JoinError, JoinRequest, LeaveReason, Output,
-    ParticipantInfo, PublishedLayer, RosterEvent, Source, VideoState,
+    Action, ChatError, ChatMessage, DownTrack, Ending, JoinError, JoinRequest, Joined, LeaveReason,
+    ModerationError, ModeratorRequest, Output, ParticipantInfo, PublishedLayer, RosterEvent,
+    Source, VideoState,
 };
 use publication::Publication;
 use speaker::SpeakerDetector;
@@ -97,13 +101,23 @@ struct Participant {
     viewports: HashMap<String, u32>,
     /// When it sent its latest chat messages.
     chat_times: VecDeque<Instant>,
+    /// What a moderator switched off and the participant has not switched on again: its
+    /// packets are not forwarded meanwhile.
+    held: moderation::Held,
 }
 
 #[derive(Debug, Default)]
 struct Room {
+    /// In the order they came in.
     members: Vec<PeerId>,
     speakers: SpeakerDetector,
     last_n: u32,
+    /// Who waits in the lobby, first come first.
+    waiting: Vec<(PeerId, JoinRequest)>,
+    /// Raised hands, in the order they went up.
+    hands: Vec<PeerId>,
+    /// Nobody new comes in but moderators.
+    locked: bool,
 }
 
 /// The rooms of one media node.
@@ -124,6 +138,8 @@ pub struct Core {
     next_tick: Option<Instant>,
     last_tick: Option<Instant>,
     outputs: VecDeque<Output>,
+    /// How those in a lobby will come in: microphone off, camera off, screen shared.
+    waiting_media: HashMap<PeerId, [bool; 3]>,
 }
 
 impl Core {
@@ -140,6 +156,7 @@ impl Core {
             next_tick: None,
             last_tick: None,
             outputs: VecDeque::new(),
+            waiting_media: HashMap::new(),
         }
     }
 

@@ -6,58 +6,76 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use super::{
-    CHAT_BURST, CHAT_WINDOW, ChatError, ChatMessage, Core, JoinError, JoinRequest, LeaveReason,
-    MAX_CHAT_CHARS, MAX_VIEWPORTS, Output, Participant, ParticipantInfo, PeerId, PublicationId,
-    RosterEvent,
+    CHAT_BURST, CHAT_WINDOW, ChatError, ChatMessage, Core, JoinError, JoinRequest, Joined,
+    LeaveReason, MAX_CHAT_CHARS, MAX_VIEWPORTS, Output, Participant, ParticipantInfo, PeerId,
+    PublicationId, RosterEvent, moderation,
 };
 
 impl Core {
-    /// What a participant is told when it comes back: its own id and everyone else.
+    /// What a participant is told when it comes in or back: its own id and role, everyone
+    /// else, and where the room stands.
     pub fn roster_for(&self, peer: PeerId) -> Option<RosterEvent> {
         let participant = self.participants.get(&peer)?;
+        let room = self.rooms.get(&participant.room)?;
         Some(RosterEvent::Welcome {
             participant_id: participant.info.participant_id.clone(),
-            others: self
-                .room_members(&participant.room)
+            others: room
+                .members
                 .iter()
                 .filter(|other| **other != peer)
                 .filter_map(|other| self.participants.get(other))
                 .map(|other| other.info.clone())
                 .collect(),
+            moderator: participant.info.moderator,
+            locked: room.locked,
+            hands: self.hand_ids(&room.hands),
         })
     }
 
-    /// Admits `peer` to a room: it is welcomed with the list of the others, the others learn
-    /// of it, and it is subscribed to everything already published there.
-    pub fn join(&mut self, peer: PeerId, request: JoinRequest) -> Result<(), JoinError> {
-        if self.participants.contains_key(&peer) {
+    /// Lets `peer` into a room, or into its lobby: someone who must wait for a moderator
+    /// waits (and the moderators hear of it); in a locked room only moderators come in.
+    pub fn join(&mut self, peer: PeerId, request: JoinRequest) -> Result<Joined, JoinError> {
+        if self.participants.contains_key(&peer) || self.is_waiting(peer) {
             return Err(JoinError::AlreadyJoined);
         }
+        let room = self.rooms.get(&request.room);
+        if room.is_some_and(|room| room.locked) && !request.moderator {
+            return Err(JoinError::Locked);
+        }
+        if request.lobby && !request.moderator {
+            self.knock(peer, request)?;
+            return Ok(Joined::Waiting);
+        }
+        self.enter(peer, request)?;
+        Ok(Joined::In)
+    }
+
+    /// Admits `peer` to a room: it is welcomed with the list of the others, the others learn
+    /// of it, and it is subscribed to everything already published there. It moderates if its
+    /// grant says so, or if it may be the first and nobody in the room moderates.
+    pub(super) fn enter(&mut self, peer: PeerId, request: JoinRequest) -> Result<(), JoinError> {
         let members = self.room_members(&request.room).len();
         if request.max_participants > 0 && members >= request.max_participants as usize {
             return Err(JoinError::RoomFull {
                 limit: request.max_participants,
             });
         }
+        let moderated = self.room_members(&request.room).iter().any(|member| {
+            self.participants
+                .get(member)
+                .is_some_and(|p| p.info.moderator)
+        });
+        let [audio_muted, video_muted, screen_sharing] =
+            self.waiting_media.remove(&peer).unwrap_or_default();
         let info = ParticipantInfo {
             participant_id: request.participant_id,
             display_name: request.display_name,
-            audio_muted: false,
-            video_muted: false,
-            screen_sharing: false,
+            audio_muted,
+            video_muted,
+            screen_sharing,
+            moderator: request.moderator || (request.first_moderates && !moderated),
         };
         let others: Vec<PeerId> = self.room_members(&request.room).to_vec();
-        self.outputs.push_back(Output::Roster {
-            to: peer,
-            event: RosterEvent::Welcome {
-                participant_id: info.participant_id.clone(),
-                others: others
-                    .iter()
-                    .filter_map(|other| self.participants.get(other))
-                    .map(|other| other.info.clone())
-                    .collect(),
-            },
-        });
         for other in &others {
             self.outputs.push_back(Output::Roster {
                 to: *other,
@@ -67,14 +85,9 @@ impl Core {
         let room = self.rooms.entry(request.room.clone()).or_default();
         room.members.push(peer);
         room.last_n = request.last_n;
-        if let Some(speaker) = room.speakers.dominant()
-            && let Some(speaker) = self.participants.get(&speaker)
-        {
-            self.outputs.push_back(Output::DominantSpeaker {
-                to: peer,
-                participant_id: speaker.info.participant_id.clone(),
-            });
-        }
+        let speaker = room.speakers.dominant();
+        let moderator = info.moderator;
+        let room_key = request.room.clone();
         self.participants.insert(
             peer,
             Participant {
@@ -87,8 +100,25 @@ impl Core {
                 audio_only: false,
                 viewports: HashMap::new(),
                 chat_times: VecDeque::new(),
+                held: moderation::Held::default(),
             },
         );
+        if let Some(welcome) = self.roster_for(peer) {
+            self.outputs.push_back(Output::Roster {
+                to: peer,
+                event: welcome,
+            });
+        }
+        if let Some(speaker) = speaker.and_then(|speaker| self.participants.get(&speaker)) {
+            self.outputs.push_back(Output::DominantSpeaker {
+                to: peer,
+                participant_id: speaker.info.participant_id.clone(),
+            });
+        }
+        if moderator {
+            self.tell_moderators_who_waits(&room_key);
+            self.tell_waiting(&room_key);
+        }
         let existing: Vec<PublicationId> = others
             .iter()
             .filter_map(|other| self.participants.get(other))
@@ -104,6 +134,8 @@ impl Core {
     /// publications (and every down-track of them) and its own down-tracks.
     pub fn leave(&mut self, peer: PeerId, reason: LeaveReason) {
         let Some(participant) = self.participants.remove(&peer) else {
+            self.stop_waiting(peer);
+            self.waiting_media.remove(&peer);
             return;
         };
         for id in &participant.publications {
@@ -127,6 +159,8 @@ impl Core {
         };
         room.members.retain(|member| *member != peer);
         room.speakers.forget(peer);
+        let had_hand = room.hands.contains(&peer);
+        room.hands.retain(|hand| *hand != peer);
         for other in &room.members {
             self.outputs.push_back(Output::Roster {
                 to: *other,
@@ -136,8 +170,15 @@ impl Core {
                 },
             });
         }
-        if room.members.is_empty() {
+        if room.members.is_empty() && room.waiting.is_empty() {
             self.rooms.remove(&participant.room);
+            return;
+        }
+        if had_hand {
+            self.tell_hands(&participant.room);
+        }
+        if participant.info.moderator {
+            self.pass_on_moderation(&participant.room);
         }
     }
 
@@ -150,8 +191,16 @@ impl Core {
         screen_sharing: bool,
     ) {
         let Some(participant) = self.participants.get_mut(&peer) else {
+            if self.is_waiting(peer) {
+                let state = [audio_muted, video_muted, screen_sharing];
+                self.waiting_media.insert(peer, state);
+            }
             return;
         };
+        // Switching on what a moderator switched off is the participant's own decision.
+        participant
+            .held
+            .release(audio_muted, video_muted, screen_sharing);
         participant.info.audio_muted = audio_muted;
         participant.info.video_muted = video_muted;
         participant.info.screen_sharing = screen_sharing;

@@ -2,6 +2,7 @@
 
 use super::*;
 
+mod moderation;
 mod sim;
 mod simulcast;
 mod speakers;
@@ -15,8 +16,12 @@ fn join(core: &mut Core, peer: u64, name: &str) {
             display_name: name.into(),
             max_participants: 3,
             last_n: 0,
+            moderator: false,
+            lobby: false,
+            first_moderates: false,
         },
     )
+    .map(|_| ())
     .unwrap();
 }
 
@@ -70,7 +75,11 @@ fn joining_welcomes_and_announces() {
                 audio_muted: false,
                 video_muted: false,
                 screen_sharing: false,
+                moderator: false,
             }],
+            moderator: false,
+            locked: false,
+            hands: Vec::new(),
         },
     }));
     assert!(outputs.iter().any(|o| matches!(o,
@@ -91,6 +100,9 @@ fn the_room_limit_holds() {
             display_name: "late".into(),
             max_participants: 3,
             last_n: 0,
+            moderator: false,
+            lobby: false,
+            first_moderates: false,
         },
     );
     assert_eq!(refused, Err(JoinError::RoomFull { limit: 3 }));

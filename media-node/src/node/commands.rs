@@ -8,7 +8,7 @@ use tracing::{debug, info, warn};
 use treffpunkt_proto::v1::{self, ResumeOutcome, signal::Kind as SignalKind};
 
 use super::{Admission, Command, Event, Node, Resume, signal};
-use crate::core::{JoinError, JoinRequest, LeaveReason, PeerId};
+use crate::core::{JoinError, JoinRequest, LeaveReason, ModerationError, PeerId};
 use crate::error::Error;
 use crate::session::{Negotiation, Session};
 
@@ -180,11 +180,22 @@ impl Node {
             display_name: admission.display_name,
             max_participants: admission.max_participants,
             last_n: admission.last_n,
+            moderator: admission.moderator,
+            lobby: admission.lobby,
+            first_moderates: admission.first_moderates,
         };
         match self.core.join(id, request) {
-            Ok(()) => {}
+            Ok(_) => {}
             Err(JoinError::RoomFull { .. }) => {
                 return self.refuse(&admission.session_id, "room-full", "the room is full");
+            }
+            Err(JoinError::Locked) => {
+                let message = "a moderator locked the room";
+                return self.refuse(&admission.session_id, "room-locked", message);
+            }
+            Err(JoinError::LobbyFull) => {
+                let message = "too many people wait to be let in";
+                return self.refuse(&admission.session_id, "lobby-full", message);
             }
             Err(JoinError::AlreadyJoined) => return,
         }
@@ -202,6 +213,15 @@ impl Node {
             self.signal(peer, v1::Signal::error("bad-message", "empty signal"));
             return;
         };
+        // Someone in the lobby may only leave (or say how they will come in) until they are
+        // let in.
+        if self.core.is_waiting(peer)
+            && !matches!(kind, SignalKind::Leave(_) | SignalKind::MediaState(_))
+        {
+            let message = "wait until a moderator lets you in";
+            self.signal(peer, v1::Signal::error("waiting", message));
+            return;
+        }
         match kind {
             SignalKind::Offer(offer) => self.on_offer(now, peer, offer),
             SignalKind::Answer(answer) => self.on_answer(now, peer, answer.sdp),
@@ -236,7 +256,18 @@ impl Node {
                 }
                 self.apply_core_outputs(now);
             }
+            SignalKind::Moderate(moderate) => self.on_moderate(now, peer, &moderate),
+            SignalKind::RaiseHand(hand) => {
+                self.core.raise_hand(peer, hand.raised);
+                self.apply_core_outputs(now);
+            }
             SignalKind::Welcome(_)
+            | SignalKind::Hands(_)
+            | SignalKind::Role(_)
+            | SignalKind::RoomState(_)
+            | SignalKind::Lobby(_)
+            | SignalKind::Knocking(_)
+            | SignalKind::Request(_)
             | SignalKind::ParticipantJoined(_)
             | SignalKind::ParticipantLeft(_)
             | SignalKind::PublishLayers(_)
@@ -245,6 +276,28 @@ impl Node {
             | SignalKind::Error(_) => {
                 let message = "clients cannot send this signal";
                 self.signal(peer, v1::Signal::error("bad-message", message));
+            }
+        }
+    }
+
+    /// A moderator's action, carried out if `peer` moderates; anyone else is told so.
+    fn on_moderate(&mut self, now: Instant, peer: PeerId, moderate: &v1::Moderate) {
+        let action = v1::moderate::Action::try_from(moderate.action)
+            .ok()
+            .and_then(signal::action);
+        let Some(action) = action else {
+            let message = "unknown moderator action";
+            self.signal(peer, v1::Signal::error("bad-message", message));
+            return;
+        };
+        match self.core.moderate(peer, action, &moderate.participant_id) {
+            Ok(()) => self.apply_core_outputs(now),
+            Err(error) => {
+                let code = match error {
+                    ModerationError::NotModerator => "not-moderator",
+                    ModerationError::NoSuchParticipant => "participant-not-found",
+                };
+                self.signal(peer, v1::Signal::error(code, error.to_string()));
             }
         }
     }

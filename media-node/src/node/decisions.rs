@@ -1,6 +1,7 @@
 //! The core's decisions carried out: down-tracks added to and removed from subscribers'
 //! connections, keyframes asked of publishers, and what clients are told (who came and went,
-//! which layers to send, paused videos, the dominant speaker, chat).
+//! which layers to send, paused videos, the dominant speaker, chat, the lobby and what
+//! moderators did), and sessions a moderator ended.
 
 use std::time::Instant;
 
@@ -8,7 +9,7 @@ use tracing::{debug, warn};
 use treffpunkt_proto::v1::{self, signal::Kind as SignalKind};
 
 use super::{Node, signal};
-use crate::core::{Output, VideoState};
+use crate::core::{Ending, LeaveReason, Output, VideoState};
 
 impl Node {
     /// Carries out everything the core decided since it was last asked.
@@ -84,6 +85,35 @@ impl Node {
                         text: message.text,
                     })),
                 ),
+                Output::Waiting {
+                    to,
+                    moderator_present,
+                } => self.signal(
+                    to,
+                    v1::Signal::new(SignalKind::Lobby(v1::Lobby { moderator_present })),
+                ),
+                Output::Knocking { to, waiting } => self.signal(
+                    to,
+                    v1::Signal::new(SignalKind::Knocking(v1::Knocking {
+                        waiting: waiting
+                            .into_iter()
+                            .map(|(participant_id, display_name)| v1::Knock {
+                                participant_id,
+                                display_name,
+                            })
+                            .collect(),
+                    })),
+                ),
+                Output::Request { to, request } => self.signal(to, signal::request(request)),
+                Output::Close { peer, reason } => {
+                    let (reason, detail) = match reason {
+                        Ending::Removed => (v1::CloseReason::Removed, "removed by a moderator"),
+                        Ending::Ended => (v1::CloseReason::Ended, "a moderator ended the meeting"),
+                        Ending::Denied => (v1::CloseReason::Denied, "not let in"),
+                    };
+                    // The client hears why from the control plane, which the close reaches.
+                    self.close_session(now, peer, LeaveReason::Left, Some(reason), detail);
+                }
             }
         }
     }

@@ -72,6 +72,12 @@ pub struct Admission {
     pub last_n: u32,
     /// The session of a lost node that this one continues; empty for a new participant.
     pub continues: String,
+    /// They moderate.
+    pub moderator: bool,
+    /// They wait in the lobby until a moderator lets them in.
+    pub lobby: bool,
+    /// They moderate if nobody in the room does when they come in.
+    pub first_moderates: bool,
 }
 
 /// A client's ticket, presented to resume its session.

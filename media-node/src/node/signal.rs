@@ -2,7 +2,7 @@
 
 use treffpunkt_proto::v1::{self, signal::Kind};
 
-use crate::core::{LeaveReason, ParticipantInfo, RosterEvent};
+use crate::core::{Action, LeaveReason, ModeratorRequest, ParticipantInfo, RosterEvent};
 
 fn participant(info: ParticipantInfo) -> v1::Participant {
     v1::Participant {
@@ -14,6 +14,7 @@ fn participant(info: ParticipantInfo) -> v1::Participant {
         }),
         participant_id: info.participant_id,
         display_name: info.display_name,
+        moderator: info.moderator,
     }
 }
 
@@ -28,10 +29,16 @@ pub fn roster_with(event: RosterEvent, resumed: bool) -> v1::Signal {
         RosterEvent::Welcome {
             participant_id,
             others,
+            moderator,
+            locked,
+            hands,
         } => Kind::Welcome(v1::Welcome {
             participant_id,
             participants: others.into_iter().map(participant).collect(),
             resumed,
+            moderator,
+            locked,
+            hands,
         }),
         RosterEvent::Joined(info) => Kind::ParticipantJoined(participant(info)),
         RosterEvent::Left {
@@ -55,5 +62,44 @@ pub fn roster_with(event: RosterEvent, resumed: bool) -> v1::Signal {
             video_muted,
             screen_sharing,
         }),
+        RosterEvent::Moderator { participant_id } => Kind::Role(v1::RoleChanged {
+            participant_id,
+            moderator: true,
+        }),
+        RosterEvent::Hands(participant_ids) => Kind::Hands(v1::Hands { participant_ids }),
+        RosterEvent::Locked(locked) => Kind::RoomState(v1::RoomState { locked }),
+    })
+}
+
+/// The signal that tells a client what a moderator did to, or asks of, it.
+pub fn request(request: ModeratorRequest) -> v1::Signal {
+    use v1::moderator_request::Kind as RequestKind;
+    let kind = match request {
+        ModeratorRequest::Muted => RequestKind::Muted,
+        ModeratorRequest::Unmute => RequestKind::Unmute,
+        ModeratorRequest::CameraStopped => RequestKind::CameraStopped,
+        ModeratorRequest::ScreenStopped => RequestKind::ScreenStopped,
+    };
+    v1::Signal::new(Kind::Request(v1::ModeratorRequest { kind: kind as i32 }))
+}
+
+/// A moderator's action as the core knows it; `None` for one the client did not name.
+pub fn action(action: v1::moderate::Action) -> Option<Action> {
+    use v1::moderate::Action as Wire;
+    Some(match action {
+        Wire::Admit => Action::Admit,
+        Wire::Deny => Action::Deny,
+        Wire::Mute => Action::Mute,
+        Wire::MuteAll => Action::MuteAll,
+        Wire::AskUnmute => Action::AskUnmute,
+        Wire::StopCamera => Action::StopCamera,
+        Wire::StopScreen => Action::StopScreen,
+        Wire::Remove => Action::Remove,
+        Wire::MakeModerator => Action::MakeModerator,
+        Wire::LowerHand => Action::LowerHand,
+        Wire::Lock => Action::Lock,
+        Wire::Unlock => Action::Unlock,
+        Wire::End => Action::End,
+        Wire::Unspecified => return None,
     })
 }

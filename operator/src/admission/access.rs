@@ -1,6 +1,8 @@
-//! The door of a protected room: its password, or an invitation signed with the tenant's own
-//! key, checked before anything is created or placed. A lobby (a moderator lets people in) is
-//! the media node's to hold, since the people who decide are in the call there.
+//! The door of a room: its password, or an invitation signed with the tenant's own key,
+//! checked before anything is created or placed; and who comes in as a moderator (the
+//! moderators' password, a moderator's invitation). A lobby (a moderator lets people in) is the
+//! media node's to hold, since the people who decide are in the meeting there: the grant only
+//! says that this person waits.
 
 use tracing::warn;
 use treffpunkt_proto::grant::{GrantError, Keyring, now_unix_ms};
@@ -13,18 +15,45 @@ use crate::domain::{
 };
 use crate::store::Store;
 
-/// Whether `credentials` open `key` (stored as `room`, or a new ad-hoc room of `tenant` when
-/// `None`).
+/// How someone comes in through a room's door.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Entry {
+    /// They moderate: they brought the moderators' password or a moderator's invitation.
+    pub moderator: bool,
+    /// They wait in the lobby until a moderator lets them in.
+    pub lobby: bool,
+}
+
+/// How `credentials` open `key` (stored as `room`, or a new ad-hoc room of `tenant` when
+/// `None`), if they do. The moderators' password opens every door; a password that is neither
+/// the room's nor the moderators' is wrong, whatever the room's access.
 pub(super) async fn check(
     store: &impl Store,
     tenant: &Tenant,
     key: &RoomKey,
     room: Option<&Room>,
     credentials: &Credentials,
-) -> Result<(), Refusal> {
+) -> Result<Entry, Refusal> {
+    let typed = credentials.password.as_deref().filter(|p| !p.is_empty());
+    let moderators = room.and_then(|room| room.moderator_password.as_ref());
+    if let (Some(typed), Some(reference)) = (typed, moderators) {
+        let stored = store
+            .secret(&key.tenant, &reference.name, &reference.key)
+            .await?
+            .ok_or_else(|| missing(key, "its moderators' password Secret"))?;
+        if password_matches(&stored, typed) {
+            return Ok(Entry {
+                moderator: true,
+                lobby: false,
+            });
+        }
+    }
     let access = room.map_or(tenant.policy.default_access, |room| room.access(tenant));
-    match access {
-        Access::Open | Access::Lobby => Ok(()),
+    let entry = match access {
+        Access::Open | Access::Lobby => Entry {
+            moderator: false,
+            lobby: access == Access::Lobby,
+        },
         Access::Password => {
             let Some(reference) = room.and_then(|room| room.password.as_ref()) else {
                 // An ad-hoc room has no Secret for a password: a space whose rooms all need one
@@ -33,7 +62,7 @@ pub(super) async fn check(
                     "rooms of this space need a password; its admins make them",
                 ));
             };
-            let Some(typed) = credentials.password.as_deref().filter(|p| !p.is_empty()) else {
+            let Some(typed) = typed else {
                 return Err(Refusal::new(
                     RefusalCode::PasswordRequired,
                     "this room asks for its password",
@@ -43,43 +72,64 @@ pub(super) async fn check(
                 .secret(&key.tenant, &reference.name, &reference.key)
                 .await?
                 .ok_or_else(|| missing(key, "its password Secret"))?;
-            if password_matches(&stored, typed) {
-                Ok(())
-            } else {
-                Err(Refusal::new(
-                    RefusalCode::PasswordWrong,
-                    "that is not the room's password",
-                ))
+            if !password_matches(&stored, typed) {
+                return Err(wrong_password());
             }
+            return Ok(Entry::default());
         }
         Access::InviteOnly => {
-            let Some(invite) = credentials.invite.as_deref().filter(|i| !i.is_empty()) else {
-                return Err(Refusal::new(
-                    RefusalCode::InviteRequired,
-                    "this room lets in only people with an invitation link",
-                ));
-            };
-            let signing = store
-                .secret(&key.tenant, SIGNING_KEY_SECRET, SIGNING_KEY_FIELD)
-                .await?
-                .filter(|secret| !secret.is_empty())
-                .ok_or_else(|| missing(key, "the tenant's signing key"))?;
-            let room_ref = v1::RoomRef {
-                tenant: key.tenant.as_str().to_owned(),
-                name: key.name.as_str().to_owned(),
-            };
-            match Keyring::from_secret(&signing).open_invitation(invite, &room_ref, now_unix_ms()) {
-                Ok(_) => Ok(()),
-                Err(GrantError::Expired) => Err(Refusal::new(
-                    RefusalCode::InviteExpired,
-                    "the invitation has expired; ask for a new one",
-                )),
-                Err(_) => Err(Refusal::new(
-                    RefusalCode::InviteInvalid,
-                    "the invitation is not valid for this room",
-                )),
+            let moderator = invitation(store, key, credentials).await?;
+            Entry {
+                moderator,
+                lobby: false,
             }
         }
+    };
+    // A password where none opens anything (the moderators' did not match) is a wrong one.
+    if typed.is_some() {
+        return Err(wrong_password());
+    }
+    Ok(entry)
+}
+
+fn wrong_password() -> Refusal {
+    Refusal::new(
+        RefusalCode::PasswordWrong,
+        "that is not the room's password",
+    )
+}
+
+/// Whether the invitation in `credentials` opens `key`: `Ok(true)` for a moderator's.
+async fn invitation(
+    store: &impl Store,
+    key: &RoomKey,
+    credentials: &Credentials,
+) -> Result<bool, Refusal> {
+    let Some(invite) = credentials.invite.as_deref().filter(|i| !i.is_empty()) else {
+        return Err(Refusal::new(
+            RefusalCode::InviteRequired,
+            "this room lets in only people with an invitation link",
+        ));
+    };
+    let signing = store
+        .secret(&key.tenant, SIGNING_KEY_SECRET, SIGNING_KEY_FIELD)
+        .await?
+        .filter(|secret| !secret.is_empty())
+        .ok_or_else(|| missing(key, "the tenant's signing key"))?;
+    let room_ref = v1::RoomRef {
+        tenant: key.tenant.as_str().to_owned(),
+        name: key.name.as_str().to_owned(),
+    };
+    match Keyring::from_secret(&signing).open_invitation(invite, &room_ref, now_unix_ms()) {
+        Ok(invitation) => Ok(invitation.moderator),
+        Err(GrantError::Expired) => Err(Refusal::new(
+            RefusalCode::InviteExpired,
+            "the invitation has expired; ask for a new one",
+        )),
+        Err(_) => Err(Refusal::new(
+            RefusalCode::InviteInvalid,
+            "the invitation is not valid for this room",
+        )),
     }
 }
 

@@ -98,6 +98,13 @@ pub struct Member {
     pub max_participants: u32,
     /// How many speakers' cameras the participant receives.
     pub video_last_n: u32,
+    /// They moderate.
+    pub moderator: bool,
+    /// They wait in the lobby until a moderator lets them in.
+    pub lobby: bool,
+    /// They moderate if nobody in the room does when they come in (an ad-hoc room of a tenant
+    /// that lets the first person in moderate).
+    pub first_moderates: bool,
 }
 
 /// Where a participant's session runs.
@@ -201,9 +208,10 @@ impl<S: Store> Admission<S> {
             return Err(DomainError::TenantSuspended.into());
         }
         let existing = self.store.room(room).await?;
-        access::check(&*self.store, &tenant, room, existing.as_ref(), credentials).await?;
+        let entry =
+            access::check(&*self.store, &tenant, room, existing.as_ref(), credentials).await?;
         let (stored, created) = self.room_or_adhoc(&tenant, room, existing).await?;
-        match self.admit_and_open(&tenant, stored, name).await {
+        match self.admit_and_open(&tenant, stored, name, entry).await {
             Ok((member, attachment)) => Ok(Admitted {
                 member,
                 attachment,
@@ -225,6 +233,7 @@ impl<S: Store> Admission<S> {
         tenant: &Tenant,
         room: Room,
         name: DisplayName,
+        entry: access::Entry,
     ) -> Result<(Member, Attachment), Refusal> {
         domain::admit(tenant, &room, self.fleet.presence(&room.key))?;
         debug!(room = %room.key, "join admitted");
@@ -233,6 +242,10 @@ impl<S: Store> Admission<S> {
             name,
             max_participants: room.participant_limit(tenant),
             video_last_n: room.video_last_n(),
+            moderator: entry.moderator,
+            lobby: entry.lobby,
+            first_moderates: room.lifetime == domain::RoomLifetime::AdHoc
+                && tenant.policy.first_joiner_moderates,
         };
         let attachment = self.open(tenant, room, &member, "").await?;
         Ok((member, attachment))
@@ -259,6 +272,14 @@ impl<S: Store> Admission<S> {
             video_last_n: stored
                 .as_ref()
                 .map_or(domain::DEFAULT_VIDEO_LAST_N, Room::video_last_n),
+            // The node keeps the session's role; a session that moves to another node comes in
+            // as anyone does there (the first into an ad-hoc room moderates).
+            moderator: false,
+            lobby: false,
+            first_moderates: stored.as_ref().is_some_and(|stored| {
+                stored.lifetime == domain::RoomLifetime::AdHoc
+                    && tenant.policy.first_joiner_moderates
+            }),
         };
         let node = NodeId(ticket.node_id.clone());
         let presented = (ticket.node_instance.as_str(), ticket.generation);

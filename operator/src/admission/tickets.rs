@@ -56,6 +56,9 @@ pub(super) fn open_session(
         video_last_n: member.video_last_n,
         expires_at_unix_ms: now_unix_ms() + GRANT_LIFETIME.as_millis() as u64,
         node_id: node.to_string(),
+        moderator: member.moderator,
+        lobby: member.lobby,
+        first_moderates: member.first_moderates,
     };
     v1::OpenSession {
         session_id: session_id.to_owned(),

@@ -68,6 +68,13 @@ impl From<RoomAccess> for domain::Access {
     }
 }
 
+fn secret_ref(reference: &room::SecretKeyRef) -> domain::SecretRef {
+    domain::SecretRef {
+        name: reference.name.clone(),
+        key: reference.key.clone(),
+    }
+}
+
 /// The namespace of a tenant.
 pub fn tenant_namespace(tenant: &str) -> String {
     format!("{TENANT_NAMESPACE_PREFIX}{tenant}")
@@ -156,6 +163,7 @@ impl Tenant {
             policy: domain::TenantPolicy {
                 adhoc_rooms: self.spec.policy.adhoc_rooms,
                 default_access: self.spec.policy.default_access.into(),
+                first_joiner_moderates: self.spec.policy.first_joiner_moderates,
             },
             suspended: self.spec.suspended,
             media_pools: self.spec.media_pools.clone(),
@@ -189,14 +197,12 @@ impl Room {
                 Lifetime::AdHoc => domain::RoomLifetime::AdHoc,
             },
             access: self.spec.access.map(Into::into),
-            password: self
+            password: self.spec.password_secret_ref.as_ref().map(secret_ref),
+            moderator_password: self
                 .spec
-                .password_secret_ref
+                .moderator_password_secret_ref
                 .as_ref()
-                .map(|reference| domain::SecretRef {
-                    name: reference.name.clone(),
-                    key: reference.key.clone(),
-                }),
+                .map(secret_ref),
             node: self
                 .status
                 .as_ref()

@@ -43,9 +43,10 @@ pub struct RoomSpec {
     /// The Secret key that holds the room's password (access Password).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret_ref: Option<SecretKeyRef>,
-    /// Users who moderate the room.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub moderators: Vec<String>,
+    /// The Secret key that holds the moderators' password: whoever enters it on the pre-join
+    /// screen moderates the meeting (and needs no other password, invitation or lobby).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moderator_password_secret_ref: Option<SecretKeyRef>,
     /// The room's own participant limit, if lower than its tenant's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 2, max = 500))]

@@ -147,12 +147,20 @@ pub struct TenantPolicy {
     /// Opening a new room name creates the room.
     #[serde(default)]
     pub adhoc_rooms: bool,
+    /// In an ad-hoc room, the first person in moderates (true unless turned off). In every
+    /// room, when the last moderator leaves, whoever has been in longest moderates then.
+    #[serde(default = "first_joiner_moderates")]
+    pub first_joiner_moderates: bool,
     /// How rooms are entered unless they say otherwise.
     #[serde(default)]
     pub default_access: RoomAccess,
     /// Recording; never unless allowed here.
     #[serde(default)]
     pub recording: Recording,
+}
+
+fn first_joiner_moderates() -> bool {
+    true
 }
 
 /// How a tenant's rooms look.

@@ -56,6 +56,8 @@ pub struct Room {
     pub access: Option<Access>,
     /// Where the room's password is kept (access Password).
     pub password: Option<SecretRef>,
+    /// Where the moderators' password is kept.
+    pub moderator_password: Option<SecretRef>,
     /// The media node that hosts the room, once placed.
     pub node: Option<NodeId>,
     /// Changes on every write; placement compares it so that two gateways racing to place one
@@ -74,6 +76,7 @@ impl Room {
             lifetime: RoomLifetime::AdHoc,
             access: None,
             password: None,
+            moderator_password: None,
             node: None,
             revision: Revision::default(),
         }

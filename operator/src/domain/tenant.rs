@@ -35,6 +35,8 @@ pub struct TenantPolicy {
     pub adhoc_rooms: bool,
     /// How rooms are entered unless they say otherwise.
     pub default_access: Access,
+    /// In an ad-hoc room, the first person in moderates.
+    pub first_joiner_moderates: bool,
 }
 
 impl Tenant {
@@ -50,6 +52,7 @@ impl Tenant {
             policy: TenantPolicy {
                 adhoc_rooms: true,
                 default_access: Access::Open,
+                first_joiner_moderates: true,
             },
             suspended: false,
             media_pools: Vec::new(),

@@ -21,6 +21,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../../web/app.js"),
     ),
     (
+        "moderation.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/moderation.js"),
+    ),
+    (
         "i18n.js",
         "text/javascript; charset=utf-8",
         include_str!("../../web/i18n.js"),

@@ -153,7 +153,7 @@ impl Store for KubeStore {
                 display_name: room.display_name.clone(),
                 access: None,
                 password_secret_ref: None,
-                moderators: Vec::new(),
+                moderator_password_secret_ref: None,
                 max_participants: room.max_participants.and_then(|m| i32::try_from(m).ok()),
                 video_last_n: room.video_last_n.and_then(|n| i32::try_from(n).ok()),
                 lifetime: match room.lifetime {

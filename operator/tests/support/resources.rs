@@ -45,7 +45,7 @@ pub fn room_spec() -> RoomSpec {
         display_name: None,
         access: None,
         password_secret_ref: None,
-        moderators: Vec::new(),
+        moderator_password_secret_ref: None,
         max_participants: None,
         video_last_n: None,
         lifetime: Lifetime::Persistent,

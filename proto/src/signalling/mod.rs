@@ -130,6 +130,75 @@ pub enum ClientMessage {
     },
     /// The person leaves.
     Leave,
+    /// A moderator's action; anyone else is answered `not-moderator` and nothing happens.
+    #[serde(rename_all = "camelCase")]
+    Moderate {
+        /// What to do.
+        action: ModerationAction,
+        /// To whom, for the actions on one participant.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        participant_id: Option<String>,
+    },
+    /// Raise or lower one's own hand.
+    Hand {
+        /// Up or down.
+        raised: bool,
+    },
+}
+
+/// What a moderator does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModerationAction {
+    /// `admit`: let someone in from the lobby.
+    Admit,
+    /// `deny`: do not let them in.
+    Deny,
+    /// `mute`: switch someone's microphone off (they switch it on again themselves).
+    Mute,
+    /// `mute-all`: everyone's microphone but the moderators'.
+    MuteAll,
+    /// `ask-unmute`: ask someone to switch their microphone on.
+    AskUnmute,
+    /// `stop-camera`: switch someone's camera off.
+    StopCamera,
+    /// `stop-screen`: stop someone's screen sharing.
+    StopScreen,
+    /// `remove`: someone leaves the meeting and cannot resume their session.
+    Remove,
+    /// `make-moderator`: someone moderates too.
+    MakeModerator,
+    /// `lower-hand`: lower someone's hand.
+    LowerHand,
+    /// `lock`: nobody new comes in, but moderators.
+    Lock,
+    /// `unlock`: people may come in again.
+    Unlock,
+    /// `end`: the meeting ends for everyone.
+    End,
+}
+
+/// Someone waiting in the lobby.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Knock {
+    /// Their participant id, to admit or deny them by.
+    pub id: String,
+    /// Their name.
+    pub name: String,
+}
+
+/// What a moderator asks of a participant, or did to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModeratorRequest {
+    /// `muted`: your microphone was switched off.
+    Muted,
+    /// `unmute`: please switch your microphone on.
+    Unmute,
+    /// `camera-stopped`: your camera was switched off.
+    CameraStopped,
+    /// `screen-stopped`: your screen sharing was stopped.
+    ScreenStopped,
 }
 
 /// How large a client shows one video.
@@ -156,6 +225,9 @@ pub struct ParticipantInfo {
     pub video_muted: bool,
     /// Whether they share their screen.
     pub screen_sharing: bool,
+    /// Whether they moderate.
+    #[serde(default)]
+    pub moderator: bool,
 }
 
 /// Why a session ended or a participant left, as a stable code.
@@ -174,6 +246,12 @@ pub enum CloseReason {
     RoomClosed,
     /// `replaced`: the participant joined again elsewhere, which ended this session.
     Replaced,
+    /// `removed`: a moderator removed the participant.
+    Removed,
+    /// `ended`: a moderator ended the meeting for everyone.
+    Ended,
+    /// `denied`: a moderator did not let the participant in from the lobby.
+    Denied,
 }
 
 impl CloseReason {
@@ -186,6 +264,9 @@ impl CloseReason {
             Self::ProtocolError => "protocol-error",
             Self::RoomClosed => "room-closed",
             Self::Replaced => "replaced",
+            Self::Removed => "removed",
+            Self::Ended => "ended",
+            Self::Denied => "denied",
         }
     }
 }
@@ -215,6 +296,15 @@ pub enum ServerMessage {
         participants: Vec<ParticipantInfo>,
         /// The session already existed: keep the media connection, refresh the roster.
         resumed: bool,
+        /// Whether you moderate.
+        #[serde(default)]
+        moderator: bool,
+        /// Whether the room is locked.
+        #[serde(default)]
+        locked: bool,
+        /// The raised hands, in the order they went up.
+        #[serde(default)]
+        hands: Vec<String>,
     },
     /// How to resume this session if the socket drops.
     Session {
@@ -299,6 +389,41 @@ pub enum ServerMessage {
         name: String,
         /// What they wrote.
         text: String,
+    },
+    /// The raised hands, in the order they went up.
+    Hands {
+        /// Participant ids, the first raised first.
+        order: Vec<String>,
+    },
+    /// Someone became (or stopped being) a moderator.
+    #[serde(rename_all = "camelCase")]
+    Role {
+        /// Who.
+        participant_id: String,
+        /// Whether they moderate now.
+        moderator: bool,
+    },
+    /// Whether the room is locked.
+    RoomState {
+        /// Locked: nobody new comes in but moderators.
+        locked: bool,
+    },
+    /// You wait in the lobby until a moderator lets you in.
+    #[serde(rename_all = "camelCase")]
+    Waiting {
+        /// Whether a moderator is in the meeting to do so.
+        moderator_present: bool,
+    },
+    /// For moderators: who waits in the lobby now.
+    Knocking {
+        /// Everyone waiting, the first to knock first.
+        waiting: Vec<Knock>,
+    },
+    /// A moderator asks something of you, or did something to your microphone, camera or
+    /// screen.
+    Request {
+        /// What.
+        kind: ModeratorRequest,
     },
     /// Something could not be done. `code` is stable; the client translates it.
     Error {

@@ -1,7 +1,10 @@
 //! The relay between the signalling protocol and the `treffpunkt.v1` signals that travel on
 //! to the media node, with the limits a client's messages must keep.
 
-use super::{ClientMessage, CloseReason, ParticipantInfo, ServerMessage, VideoState};
+use super::{
+    ClientMessage, CloseReason, Knock, ModerationAction, ModeratorRequest, ParticipantInfo,
+    ServerMessage, VideoState,
+};
 use crate::v1::{self, signal::Kind};
 
 /// The largest SDP the gateway relays. Browsers' offers for a call are a few kB.
@@ -125,8 +128,39 @@ pub fn to_signal(message: ClientMessage) -> Result<v1::Signal, RelayError> {
             screen_sharing,
         }),
         ClientMessage::Leave => Kind::Leave(v1::Leave {}),
+        ClientMessage::Moderate {
+            action,
+            participant_id,
+        } => {
+            let participant_id = participant_id.unwrap_or_default();
+            check_names(0, [&participant_id])?;
+            Kind::Moderate(v1::Moderate {
+                action: v1_action(action) as i32,
+                participant_id,
+            })
+        }
+        ClientMessage::Hand { raised } => Kind::RaiseHand(v1::RaiseHand { raised }),
     };
     Ok(v1::Signal::new(kind))
+}
+
+fn v1_action(action: ModerationAction) -> v1::moderate::Action {
+    use v1::moderate::Action;
+    match action {
+        ModerationAction::Admit => Action::Admit,
+        ModerationAction::Deny => Action::Deny,
+        ModerationAction::Mute => Action::Mute,
+        ModerationAction::MuteAll => Action::MuteAll,
+        ModerationAction::AskUnmute => Action::AskUnmute,
+        ModerationAction::StopCamera => Action::StopCamera,
+        ModerationAction::StopScreen => Action::StopScreen,
+        ModerationAction::Remove => Action::Remove,
+        ModerationAction::MakeModerator => Action::MakeModerator,
+        ModerationAction::LowerHand => Action::LowerHand,
+        ModerationAction::Lock => Action::Lock,
+        ModerationAction::Unlock => Action::Unlock,
+        ModerationAction::End => Action::End,
+    }
 }
 
 fn participant_info(participant: v1::Participant) -> ParticipantInfo {
@@ -137,7 +171,20 @@ fn participant_info(participant: v1::Participant) -> ParticipantInfo {
         audio_muted: media.audio_muted,
         video_muted: media.video_muted,
         screen_sharing: media.screen_sharing,
+        moderator: participant.moderator,
     }
+}
+
+/// What a moderator's request says to the browser; `None` for one the node did not name.
+fn request(kind: v1::moderator_request::Kind) -> Option<ModeratorRequest> {
+    use v1::moderator_request::Kind as RequestKind;
+    Some(match kind {
+        RequestKind::Muted => ModeratorRequest::Muted,
+        RequestKind::Unmute => ModeratorRequest::Unmute,
+        RequestKind::CameraStopped => ModeratorRequest::CameraStopped,
+        RequestKind::ScreenStopped => ModeratorRequest::ScreenStopped,
+        RequestKind::Unspecified => return None,
+    })
 }
 
 impl From<v1::CloseReason> for CloseReason {
@@ -150,6 +197,9 @@ impl From<v1::CloseReason> for CloseReason {
             v1::CloseReason::ProtocolError => Self::ProtocolError,
             v1::CloseReason::RoomClosed => Self::RoomClosed,
             v1::CloseReason::Replaced => Self::Replaced,
+            v1::CloseReason::Removed => Self::Removed,
+            v1::CloseReason::Ended => Self::Ended,
+            v1::CloseReason::Denied => Self::Denied,
         }
     }
 }
@@ -182,6 +232,9 @@ pub fn from_signal(signal: v1::Signal) -> Option<ServerMessage> {
         },
         Kind::Welcome(welcome) => ServerMessage::Welcome {
             resumed: welcome.resumed,
+            moderator: welcome.moderator,
+            locked: welcome.locked,
+            hands: welcome.hands,
             participant_id: welcome.participant_id,
             participants: welcome
                 .participants
@@ -226,6 +279,36 @@ pub fn from_signal(signal: v1::Signal) -> Option<ServerMessage> {
             name: message.display_name,
             text: message.text,
         },
-        Kind::Leave(_) | Kind::Viewports(_) | Kind::ReceiveSettings(_) => return None,
+        Kind::Hands(hands) => ServerMessage::Hands {
+            order: hands.participant_ids,
+        },
+        Kind::Role(role) => ServerMessage::Role {
+            participant_id: role.participant_id,
+            moderator: role.moderator,
+        },
+        Kind::RoomState(state) => ServerMessage::RoomState {
+            locked: state.locked,
+        },
+        Kind::Lobby(lobby) => ServerMessage::Waiting {
+            moderator_present: lobby.moderator_present,
+        },
+        Kind::Knocking(knocking) => ServerMessage::Knocking {
+            waiting: knocking
+                .waiting
+                .into_iter()
+                .map(|knock| Knock {
+                    id: knock.participant_id,
+                    name: knock.display_name,
+                })
+                .collect(),
+        },
+        Kind::Request(asked) => ServerMessage::Request {
+            kind: request(v1::moderator_request::Kind::try_from(asked.kind).ok()?)?,
+        },
+        Kind::Leave(_)
+        | Kind::Viewports(_)
+        | Kind::ReceiveSettings(_)
+        | Kind::Moderate(_)
+        | Kind::RaiseHand(_) => return None,
     })
 }

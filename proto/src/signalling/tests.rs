@@ -110,6 +110,7 @@ fn every_server_message() -> Vec<(ServerMessage, &'static str)> {
         audio_muted: true,
         video_muted: false,
         screen_sharing: false,
+        moderator: true,
     };
     vec![
         (
@@ -117,8 +118,11 @@ fn every_server_message() -> Vec<(ServerMessage, &'static str)> {
                 participant_id: "p1".into(),
                 participants: vec![anna.clone()],
                 resumed: false,
+                moderator: false,
+                locked: true,
+                hands: vec!["p1".into()],
             },
-            r#"{"type":"welcome","participantId":"p1","participants":[{"id":"p1","name":"Anna","audioMuted":true,"videoMuted":false,"screenSharing":false}],"resumed":false}"#,
+            r#"{"type":"welcome","participantId":"p1","participants":[{"id":"p1","name":"Anna","audioMuted":true,"videoMuted":false,"screenSharing":false,"moderator":true}],"resumed":false,"moderator":false,"locked":true,"hands":["p1"]}"#,
         ),
         (
             ServerMessage::Session {
@@ -145,7 +149,7 @@ fn every_server_message() -> Vec<(ServerMessage, &'static str)> {
         ),
         (
             ServerMessage::ParticipantJoined { participant: anna },
-            r#"{"type":"participant-joined","participant":{"id":"p1","name":"Anna","audioMuted":true,"videoMuted":false,"screenSharing":false}}"#,
+            r#"{"type":"participant-joined","participant":{"id":"p1","name":"Anna","audioMuted":true,"videoMuted":false,"screenSharing":false,"moderator":true}}"#,
         ),
         (
             ServerMessage::ParticipantLeft {
@@ -202,6 +206,53 @@ fn every_server_message() -> Vec<(ServerMessage, &'static str)> {
             r#"{"type":"closed","reason":"room-closed"}"#,
         ),
     ]
+    .into_iter()
+    .chain(moderation_messages())
+    .collect()
+}
+
+/// The server messages about moderation, with their JSON.
+fn moderation_messages() -> Vec<(ServerMessage, &'static str)> {
+    vec![
+        (
+            ServerMessage::Hands {
+                order: vec!["p2".into(), "p1".into()],
+            },
+            r#"{"type":"hands","order":["p2","p1"]}"#,
+        ),
+        (
+            ServerMessage::Role {
+                participant_id: "p2".into(),
+                moderator: true,
+            },
+            r#"{"type":"role","participantId":"p2","moderator":true}"#,
+        ),
+        (
+            ServerMessage::RoomState { locked: true },
+            r#"{"type":"room-state","locked":true}"#,
+        ),
+        (
+            ServerMessage::Waiting {
+                moderator_present: false,
+            },
+            r#"{"type":"waiting","moderatorPresent":false}"#,
+        ),
+        (
+            ServerMessage::Knocking {
+                waiting: vec![Knock {
+                    id: "p3".into(),
+                    name: "Clara".into(),
+                }],
+            },
+            r#"{"type":"knocking","waiting":[{"id":"p3","name":"Clara"}]}"#,
+        ),
+        (
+            ServerMessage::Request {
+                kind: ModeratorRequest::CameraStopped,
+            },
+            r#"{"type":"request","kind":"camera-stopped"}"#,
+        ),
+    ]
 }
 
 #[test]
@@ -252,6 +303,15 @@ fn client_messages_read_back_what_they_write() {
             screen_sharing: true,
         },
         ClientMessage::Leave,
+        ClientMessage::Moderate {
+            action: ModerationAction::MuteAll,
+            participant_id: None,
+        },
+        ClientMessage::Moderate {
+            action: ModerationAction::Remove,
+            participant_id: Some("p2".into()),
+        },
+        ClientMessage::Hand { raised: true },
     ];
     for message in messages {
         let json = serde_json::to_string(&message).unwrap();
@@ -288,6 +348,17 @@ fn client_messages_are_written_as_the_browser_writes_them() {
                 ticket: "t.s".into(),
             },
             r#"{"type":"resume","ticket":"t.s"}"#,
+        ),
+        (
+            ClientMessage::Moderate {
+                action: ModerationAction::StopCamera,
+                participant_id: Some("p2".into()),
+            },
+            r#"{"type":"moderate","action":"stop-camera","participantId":"p2"}"#,
+        ),
+        (
+            ClientMessage::Hand { raised: false },
+            r#"{"type":"hand","raised":false}"#,
         ),
         (
             ClientMessage::Viewports {

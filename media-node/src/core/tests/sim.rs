@@ -68,6 +68,9 @@ impl Sim {
                     display_name: format!("P{peer}"),
                     max_participants: 0,
                     last_n: 0,
+                    moderator: false,
+                    lobby: false,
+                    first_moderates: false,
                 },
             )
             .unwrap();

@@ -16,6 +16,9 @@ fn the_speaker_is_announced_within_a_second_and_last_n_sends_only_the_latest_spe
                 display_name: format!("P{peer}"),
                 max_participants: 0,
                 last_n: 1,
+                moderator: false,
+                lobby: false,
+                first_moderates: false,
             },
         )
         .unwrap();

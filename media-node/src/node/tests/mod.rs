@@ -159,6 +159,9 @@ impl Net {
             max_participants: 10,
             last_n: 0,
             continues: continues.to_owned(),
+            moderator: false,
+            lobby: false,
+            first_moderates: false,
         };
         self.peers.push(peer);
         self.node.command(self.now, Command::Open(admission));

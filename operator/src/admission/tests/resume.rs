@@ -124,6 +124,9 @@ async fn a_ticket_whose_node_is_gone_gets_a_new_session_elsewhere() {
         name: DisplayName::new("Anna").unwrap(),
         max_participants: 20,
         video_last_n: 16,
+        moderator: false,
+        lobby: false,
+        first_moderates: false,
     };
     let ticket = tickets::seal(
         &keys().tickets.get(),

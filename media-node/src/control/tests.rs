@@ -1,0 +1,133 @@
+//! The Attach client's pure parts: grants, the links between sessions and replicas.
+
+use super::*;
+
+fn open(grant: v1::Grant, key: &Keyring) -> v1::OpenSession {
+    v1::OpenSession {
+        session_id: "s1".into(),
+        grant: Some(key.sign_grant(&grant)),
+        continues: String::new(),
+    }
+}
+
+fn grant() -> v1::Grant {
+    v1::Grant {
+        room: Some(v1::RoomRef {
+            tenant: "public".into(),
+            name: "chor".into(),
+        }),
+        participant_id: "p1".into(),
+        display_name: "Anna".into(),
+        can_publish: true,
+        can_subscribe: true,
+        max_participants: 10,
+        expires_at_unix_ms: now_unix_ms() + 60_000,
+        video_last_n: 0,
+        node_id: "node-a".into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn only_signed_unexpired_grants_for_this_node_admit() {
+    let key = Keyring::from_secret(b"a shared secret of enough length!");
+    let admission = admit(open(grant(), &key), &key, "node-a").unwrap();
+    assert_eq!(admission.room, "public/chor");
+    let other = Keyring::from_secret(b"some other secret of enough length");
+    assert!(admit(open(grant(), &other), &key, "node-a").is_err());
+    assert!(
+        admit(open(grant(), &key), &key, "node-b").is_err(),
+        "a grant for another node"
+    );
+    let expired = v1::Grant {
+        expires_at_unix_ms: 1,
+        ..grant()
+    };
+    assert!(admit(open(expired, &key), &key, "node-a").is_err());
+    let roomless = v1::Grant {
+        room: None,
+        ..grant()
+    };
+    assert!(admit(open(roomless, &key), &key, "node-a").is_err());
+    let unsigned = v1::OpenSession {
+        session_id: "s1".into(),
+        grant: None,
+        continues: String::new(),
+    };
+    assert!(admit(unsigned, &key, "node-a").is_err());
+}
+
+fn signal(session: &str) -> v1::NodeMessage {
+    event_message(Event::Signal {
+        session_id: session.to_owned(),
+        signal: v1::Signal::error("x", "y"),
+    })
+}
+
+#[test]
+fn signals_go_to_their_replica_or_wait_for_it() {
+    let mut links = Links::default();
+    let (a, mut a_rx) = mpsc::channel(8);
+    links.up.insert("a".into(), a);
+    links.bind("s1", "a", Some("public/chor".into()));
+    links.bind("s2", "b", Some("public/chor".into()));
+    links.route("s1", signal("s1"));
+    links.route("s2", signal("s2"));
+    assert!(a_rx.try_recv().is_ok(), "s1's replica is up");
+    assert!(a_rx.try_recv().is_err(), "s2's is not: held");
+    let (b, mut b_rx) = mpsc::channel(8);
+    links.up.insert("b".into(), b);
+    links.flush("b");
+    assert!(
+        b_rx.try_recv().is_ok(),
+        "held signals go out when b is back"
+    );
+    // A client resuming through replica a moves its session there.
+    links.bind("s2", "a", None);
+    links.route("s2", signal("s2"));
+    assert!(a_rx.try_recv().is_ok());
+    assert_eq!(links.hosted_rooms()[0].session_ids.len(), 2);
+}
+
+#[test]
+fn replicas_without_a_stream_are_missing_until_one_is_up() {
+    let mut links = Links::default();
+    let (a, _a_rx) = mpsc::channel(8);
+    links.up.insert("a".into(), a);
+    links
+        .replicas
+        .insert("a".into(), vec!["a".into(), "b".into()]);
+    assert_eq!(links.missing(), 1, "b serves and has no stream");
+    // What a stream that is gone told no longer counts.
+    links.replicas.insert("gone".into(), vec!["c".into()]);
+    assert_eq!(links.missing(), 1);
+    let (b, _b_rx) = mpsc::channel(8);
+    links.up.insert("b".into(), b);
+    links
+        .replicas
+        .insert("b".into(), vec!["a".into(), "b".into()]);
+    assert_eq!(links.missing(), 0);
+}
+
+#[test]
+fn held_signals_are_bounded() {
+    let mut links = Links::default();
+    links.bind("s1", "gone", None);
+    for _ in 0..1000 {
+        links.route("s1", signal("s1"));
+    }
+    assert_eq!(links.held["s1"].len(), HELD_PER_SESSION);
+}
+
+#[tokio::test]
+async fn ip_addresses_need_no_lookup() {
+    assert_eq!(
+        resolve("http://127.0.0.1:7001").await,
+        vec!["http://127.0.0.1:7001"]
+    );
+    assert_eq!(
+        resolve("http://[::1]:7001/").await,
+        vec!["http://[::1]:7001"]
+    );
+    assert!(resolve("grpc://x").await.is_empty());
+}

@@ -1,0 +1,341 @@
+//! Moderators and what they may do, decided where the meeting is: the lobby (who waits, who is
+//! let in), microphones, cameras and screens switched off, people removed, the room locked, the
+//! meeting ended; raised hands for everyone; and the role passed on when the last moderator
+//! leaves. Who moderates comes with the grant (a moderator's link or password, or the first
+//! person into an ad-hoc room); every action is checked here, so a participant who sends one
+//! gets an error and nothing happens.
+
+use super::{
+    Action, Core, Ending, JoinError, JoinRequest, ModerationError, ModeratorRequest, Output,
+    PeerId, RosterEvent, Source,
+};
+
+/// The most people who may wait in one room's lobby.
+pub const MAX_WAITING: usize = 100;
+
+/// What a moderator switched off and the participant has not switched on again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Held {
+    microphone: bool,
+    camera: bool,
+    screen: bool,
+}
+
+impl Held {
+    /// Whether packets of `source` are held back.
+    pub fn holds(self, source: Source) -> bool {
+        match source {
+            Source::Microphone => self.microphone,
+            Source::Camera => self.camera,
+            Source::Screen => self.screen,
+        }
+    }
+
+    /// Releases what the participant switched on again themselves.
+    pub fn release(&mut self, audio_muted: bool, video_muted: bool, screen_sharing: bool) {
+        self.microphone &= audio_muted;
+        self.camera &= video_muted;
+        self.screen &= !screen_sharing;
+    }
+}
+
+impl Core {
+    /// Whether `peer` waits in a lobby.
+    pub fn is_waiting(&self, peer: PeerId) -> bool {
+        self.rooms
+            .values()
+            .any(|room| room.waiting.iter().any(|(waiting, _)| *waiting == peer))
+    }
+
+    /// `peer` waits in the lobby of its room; it and the moderators hear of it.
+    pub(super) fn knock(&mut self, peer: PeerId, request: JoinRequest) -> Result<(), JoinError> {
+        let key = request.room.clone();
+        let room = self.rooms.entry(key.clone()).or_default();
+        if room.waiting.len() >= MAX_WAITING {
+            return Err(JoinError::LobbyFull);
+        }
+        room.waiting.push((peer, request));
+        let moderator_present = self.moderator_present(&key);
+        self.outputs.push_back(Output::Waiting {
+            to: peer,
+            moderator_present,
+        });
+        self.tell_moderators_who_waits(&key);
+        Ok(())
+    }
+
+    /// `peer` no longer waits (it left, or was let in or not).
+    pub(super) fn stop_waiting(&mut self, peer: PeerId) -> Option<JoinRequest> {
+        let (key, index) = self.rooms.iter().find_map(|(key, room)| {
+            let index = room.waiting.iter().position(|(p, _)| *p == peer)?;
+            Some((key.clone(), index))
+        })?;
+        let room = self.rooms.get_mut(&key)?;
+        let (_, request) = room.waiting.remove(index);
+        if room.members.is_empty() && room.waiting.is_empty() {
+            self.rooms.remove(&key);
+        } else {
+            self.tell_moderators_who_waits(&key);
+        }
+        Some(request)
+    }
+
+    /// Raises or lowers `peer`'s own hand; everyone sees the hands in order.
+    pub fn raise_hand(&mut self, peer: PeerId, raised: bool) {
+        let Some(key) = self.participants.get(&peer).map(|p| p.room.clone()) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&key) else {
+            return;
+        };
+        let up = room.hands.contains(&peer);
+        if raised == up {
+            return;
+        }
+        if raised {
+            room.hands.push(peer);
+        } else {
+            room.hands.retain(|hand| *hand != peer);
+        }
+        self.tell_hands(&key);
+    }
+
+    /// Carries out a moderator's `action` (on the participant `target`, for the actions on one
+    /// participant), if `by` moderates.
+    pub fn moderate(
+        &mut self,
+        by: PeerId,
+        action: Action,
+        target: &str,
+    ) -> Result<(), ModerationError> {
+        let moderator = self
+            .participants
+            .get(&by)
+            .filter(|p| p.info.moderator)
+            .ok_or(ModerationError::NotModerator)?;
+        let key = moderator.room.clone();
+        match action {
+            Action::Admit | Action::Deny => {
+                let peer = self.waiting_in(&key, target)?;
+                let request = self
+                    .stop_waiting(peer)
+                    .ok_or(ModerationError::NoSuchParticipant)?;
+                if action == Action::Deny {
+                    self.end(peer, Ending::Denied);
+                } else if self.enter(peer, request).is_err() {
+                    // The room filled up while they waited.
+                    self.end(peer, Ending::Denied);
+                }
+            }
+            Action::Mute => self.hold(self.member(&key, target)?, Source::Microphone),
+            Action::StopCamera => self.hold(self.member(&key, target)?, Source::Camera),
+            Action::StopScreen => self.hold(self.member(&key, target)?, Source::Screen),
+            Action::MuteAll => {
+                for member in self.room_members(&key).to_vec() {
+                    if self
+                        .participants
+                        .get(&member)
+                        .is_some_and(|p| !p.info.moderator)
+                    {
+                        self.hold(member, Source::Microphone);
+                    }
+                }
+            }
+            Action::AskUnmute => {
+                let to = self.member(&key, target)?;
+                let request = ModeratorRequest::Unmute;
+                self.outputs.push_back(Output::Request { to, request });
+            }
+            Action::Remove => self.end(self.member(&key, target)?, Ending::Removed),
+            Action::MakeModerator => self.make_moderator(self.member(&key, target)?),
+            Action::LowerHand => {
+                let peer = self.member(&key, target)?;
+                if let Some(room) = self.rooms.get_mut(&key) {
+                    room.hands.retain(|hand| *hand != peer);
+                }
+                self.tell_hands(&key);
+            }
+            Action::Lock | Action::Unlock => {
+                let locked = action == Action::Lock;
+                if let Some(room) = self.rooms.get_mut(&key) {
+                    room.locked = locked;
+                }
+                self.tell_room(&key, RosterEvent::Locked(locked));
+            }
+            Action::End => {
+                let room = self.rooms.get(&key);
+                let everyone: Vec<PeerId> = room
+                    .map(|room| {
+                        let waiting = room.waiting.iter().map(|(peer, _)| *peer);
+                        room.members.iter().copied().chain(waiting).collect()
+                    })
+                    .unwrap_or_default();
+                for peer in everyone {
+                    self.end(peer, Ending::Ended);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After the last moderator left: the one who has been in the room longest moderates now.
+    pub(super) fn pass_on_moderation(&mut self, key: &str) {
+        let members = self.room_members(key).to_vec();
+        let moderated = members.iter().any(|member| {
+            self.participants
+                .get(member)
+                .is_some_and(|p| p.info.moderator)
+        });
+        if let (false, Some(first)) = (moderated, members.first()) {
+            self.make_moderator(*first);
+        }
+        self.tell_waiting(key);
+    }
+
+    /// Tells those in the lobby of `key` that they wait, and whether a moderator is there.
+    pub(super) fn tell_waiting(&mut self, key: &str) {
+        let moderator_present = self.moderator_present(key);
+        let Some(room) = self.rooms.get(key) else {
+            return;
+        };
+        for (to, _) in &room.waiting {
+            self.outputs.push_back(Output::Waiting {
+                to: *to,
+                moderator_present,
+            });
+        }
+    }
+
+    /// Whether a moderator is in the meeting in `key`.
+    fn moderator_present(&self, key: &str) -> bool {
+        self.room_members(key).iter().any(|member| {
+            self.participants
+                .get(member)
+                .is_some_and(|p| p.info.moderator)
+        })
+    }
+
+    /// Tells the moderators of `key` who waits in its lobby.
+    pub(super) fn tell_moderators_who_waits(&mut self, key: &str) {
+        let Some(room) = self.rooms.get(key) else {
+            return;
+        };
+        let waiting: Vec<(String, String)> = room
+            .waiting
+            .iter()
+            .map(|(_, request)| (request.participant_id.clone(), request.display_name.clone()))
+            .collect();
+        for member in &room.members {
+            if self
+                .participants
+                .get(member)
+                .is_some_and(|p| p.info.moderator)
+            {
+                self.outputs.push_back(Output::Knocking {
+                    to: *member,
+                    waiting: waiting.clone(),
+                });
+            }
+        }
+    }
+
+    /// Tells everyone in `key` the raised hands.
+    pub(super) fn tell_hands(&mut self, key: &str) {
+        let hands = self
+            .rooms
+            .get(key)
+            .map(|room| self.hand_ids(&room.hands))
+            .unwrap_or_default();
+        self.tell_room(key, RosterEvent::Hands(hands));
+    }
+
+    /// The participant ids of `hands`.
+    pub(super) fn hand_ids(&self, hands: &[PeerId]) -> Vec<String> {
+        hands
+            .iter()
+            .filter_map(|hand| self.participants.get(hand))
+            .map(|p| p.info.participant_id.clone())
+            .collect()
+    }
+
+    fn tell_room(&mut self, key: &str, event: RosterEvent) {
+        for to in self.room_members(key).to_vec() {
+            self.outputs.push_back(Output::Roster {
+                to,
+                event: event.clone(),
+            });
+        }
+    }
+
+    fn make_moderator(&mut self, peer: PeerId) {
+        let Some(participant) = self.participants.get_mut(&peer) else {
+            return;
+        };
+        if participant.info.moderator {
+            return;
+        }
+        participant.info.moderator = true;
+        let participant_id = participant.info.participant_id.clone();
+        let key = participant.room.clone();
+        self.tell_room(&key, RosterEvent::Moderator { participant_id });
+        self.tell_moderators_who_waits(&key);
+        self.tell_waiting(&key);
+    }
+
+    /// Switches off `source` of `peer`: its packets are held back until the participant
+    /// switches it on again, the others see it off, and the participant is told.
+    fn hold(&mut self, peer: PeerId, source: Source) {
+        let Some(participant) = self.participants.get_mut(&peer) else {
+            return;
+        };
+        let info = &mut participant.info;
+        let request = match source {
+            Source::Microphone => {
+                participant.held.microphone = true;
+                info.audio_muted = true;
+                ModeratorRequest::Muted
+            }
+            Source::Camera => {
+                participant.held.camera = true;
+                info.video_muted = true;
+                ModeratorRequest::CameraStopped
+            }
+            Source::Screen => {
+                participant.held.screen = true;
+                info.screen_sharing = false;
+                ModeratorRequest::ScreenStopped
+            }
+        };
+        let event = RosterEvent::Media {
+            participant_id: info.participant_id.clone(),
+            audio_muted: info.audio_muted,
+            video_muted: info.video_muted,
+            screen_sharing: info.screen_sharing,
+        };
+        let key = participant.room.clone();
+        self.tell_room(&key, event);
+        self.outputs
+            .push_back(Output::Request { to: peer, request });
+    }
+
+    fn end(&mut self, peer: PeerId, reason: Ending) {
+        self.outputs.push_back(Output::Close { peer, reason });
+    }
+
+    fn member(&self, key: &str, participant_id: &str) -> Result<PeerId, ModerationError> {
+        self.participant_in(key, participant_id)
+            .ok_or(ModerationError::NoSuchParticipant)
+    }
+
+    fn waiting_in(&self, key: &str, participant_id: &str) -> Result<PeerId, ModerationError> {
+        self.rooms
+            .get(key)
+            .and_then(|room| {
+                room.waiting
+                    .iter()
+                    .find(|(_, request)| request.participant_id == participant_id)
+            })
+            .map(|(peer, _)| *peer)
+            .ok_or(ModerationError::NoSuchParticipant)
+    }
+}

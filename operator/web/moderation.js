@@ -1,0 +1,214 @@
+// Moderation in the call: the waiting screen of the lobby, the participant list with everyone's
+// microphone, camera and hand, raised hands, and for moderators who knocks, admit and deny, and
+// the actions on one person or the whole room. The server checks every action; the buttons are
+// only shown to moderators because nobody else could use them.
+
+import { t } from "./i18n.js";
+
+const $ = (id) => document.getElementById(id);
+
+/** What the call screen shares with this module. */
+let app = null;
+/** Who moderates here, whether the room is locked, the raised hands, who knocks. */
+const room = { moderator: false, locked: false, hands: [], knocking: [] };
+
+/**
+ * Wires the buttons. `hooks` carries the app's state and its actions: `state`, `send`,
+ * `notify`, `muteMic()`, `stopCamera()`, `stopScreen()`, `focusMic()`, `show(screen)`.
+ */
+export function setupModeration(hooks) {
+  app = hooks;
+  $("call-hand").addEventListener("click", () => {
+    const raised = !room.hands.includes(app.state.me);
+    app.send({ type: "hand", raised });
+  });
+  $("call-people").addEventListener("click", () => togglePeople());
+  $("call-invite").addEventListener("click", () => copyInvitation());
+  $("waiting-leave").addEventListener("click", () => app.leave());
+  $("mute-all").addEventListener("click", () => moderate("mute-all"));
+  $("lock-room").addEventListener("click", () => moderate(room.locked ? "unlock" : "lock"));
+  $("end-meeting").addEventListener("click", () => {
+    if (confirm(t("endConfirm"))) moderate("end");
+  });
+  $("moderator-toggle").addEventListener("click", () => {
+    $("password-field").hidden = false;
+    $("room-password").focus();
+  });
+}
+
+function moderate(action, participantId) {
+  app.send(participantId ? { type: "moderate", action, participantId } : { type: "moderate", action });
+}
+
+/** The welcome: your role, the lock, the hands. */
+export function welcomed(message) {
+  room.moderator = Boolean(message.moderator);
+  room.locked = Boolean(message.locked);
+  room.hands = message.hands ?? [];
+  room.knocking = [];
+  render();
+}
+
+/** Handles a moderation message; returns whether it was one. */
+export function handleModeration(message) {
+  switch (message.type) {
+    case "waiting":
+      app.show("waiting");
+      $("waiting-text").textContent = t(message.moderatorPresent ? "waitingForModerator" : "waitingNoModerator");
+      return true;
+    case "knocking":
+      if (message.waiting.length > room.knocking.length) {
+        const newest = message.waiting[message.waiting.length - 1];
+        app.notify(t("knocks", { name: newest.name }), { sticky: true });
+      }
+      room.knocking = message.waiting;
+      render();
+      return true;
+    case "hands":
+      room.hands = message.order;
+      render();
+      return true;
+    case "role":
+      if (message.participantId === app.state.me) {
+        room.moderator = message.moderator;
+        if (room.moderator) app.notify(t("youModerate"));
+      } else {
+        const participant = app.state.participants.get(message.participantId);
+        if (participant) participant.moderator = message.moderator;
+      }
+      render();
+      return true;
+    case "room-state":
+      room.locked = message.locked;
+      app.notify(t(room.locked ? "roomLocked" : "roomUnlocked"));
+      render();
+      return true;
+    case "request":
+      return request(message.kind);
+    default:
+      return false;
+  }
+}
+
+function request(kind) {
+  if (kind === "muted") {
+    app.muteMic();
+    app.notify(t("mutedByModerator"), { sticky: true, kind: "warning" });
+  } else if (kind === "camera-stopped") {
+    app.stopCamera();
+    app.notify(t("cameraStoppedByModerator"), { sticky: true, kind: "warning" });
+  } else if (kind === "screen-stopped") {
+    app.stopScreen();
+    app.notify(t("screenStoppedByModerator"), { sticky: true, kind: "warning" });
+  } else if (kind === "unmute") {
+    app.notify(t("unmuteRequested"), { sticky: true });
+    app.focusMic();
+  }
+  return true;
+}
+
+function togglePeople() {
+  const open = $("people").hidden;
+  $("people").hidden = !open;
+  $("call-people").setAttribute("aria-expanded", String(open));
+  if (open) render();
+}
+
+async function copyInvitation() {
+  try {
+    await navigator.clipboard.writeText(location.href);
+    app.notify(t("invitationCopied"));
+  } catch {
+    // Without clipboard access the address is shown to copy by hand.
+    app.notify(t("invitationToCopy", { url: location.href }), { sticky: true });
+  }
+}
+
+/** Draws the hand button, the participant list and, for moderators, who knocks. */
+export function render() {
+  if (!app?.state.joined) return;
+  const raised = room.hands.includes(app.state.me);
+  $("call-hand").setAttribute("aria-pressed", String(raised));
+  $("call-hand").textContent = t(raised ? "lowerHand" : "raiseHand");
+  for (const [id, participant] of app.state.participants) {
+    const hand = participant.tile.querySelector(".hand");
+    const position = room.hands.indexOf(id);
+    hand.hidden = position < 0;
+    hand.textContent = t("handBadge", { n: position + 1 });
+  }
+  $("moderator-tools").hidden = !room.moderator;
+  const waiting = room.moderator ? room.knocking.length : 0;
+  $("call-people").textContent = waiting
+    ? t("participantsWaiting", { n: waiting })
+    : t("participantsHeading");
+  $("lock-room").textContent = t(room.locked ? "unlockRoom" : "lockRoom");
+  $("lock-room").setAttribute("aria-pressed", String(room.locked));
+  renderKnocking();
+  if (!$("people").hidden) renderPeople();
+}
+
+function renderKnocking() {
+  const list = $("knocking-list");
+  list.replaceChildren();
+  $("knocking").hidden = !room.moderator || room.knocking.length === 0;
+  for (const knock of room.knocking) {
+    const item = document.createElement("li");
+    const name = document.createElement("span");
+    name.textContent = knock.name;
+    item.append(
+      name,
+      button(t("admit"), () => moderate("admit", knock.id), "primary"),
+      button(t("deny"), () => moderate("deny", knock.id)),
+    );
+    list.append(item);
+  }
+}
+
+function renderPeople() {
+  const list = $("people-list");
+  list.replaceChildren();
+  const me = { id: app.state.me, name: `${$("display-name").value.trim()} (${t("you")})`, moderator: room.moderator };
+  me.audioMuted = app.state.audioMuted;
+  me.videoMuted = app.state.videoMuted;
+  for (const person of [me, ...app.state.participants.values()]) {
+    const item = document.createElement("li");
+    const states = [
+      person.moderator ? t("moderatorBadge") : null,
+      t(person.audioMuted ? "micOffState" : "micOnState"),
+      t(person.videoMuted ? "cameraOffState" : "cameraOnState"),
+      room.hands.includes(person.id) ? t("handBadge", { n: room.hands.indexOf(person.id) + 1 }) : null,
+    ].filter(Boolean);
+    const name = document.createElement("strong");
+    name.textContent = person.name;
+    const detail = document.createElement("span");
+    detail.className = "hint";
+    detail.textContent = states.join(" · ");
+    item.append(name, " ", detail);
+    if (room.moderator && person.id !== app.state.me) item.append(personActions(person));
+    list.append(item);
+  }
+}
+
+function personActions(person) {
+  const actions = document.createElement("div");
+  actions.className = "person-actions";
+  actions.setAttribute("role", "group");
+  actions.setAttribute("aria-label", t("actionsFor", { name: person.name }));
+  if (!person.audioMuted) actions.append(button(t("muteOne"), () => moderate("mute", person.id)));
+  else actions.append(button(t("askUnmute"), () => moderate("ask-unmute", person.id)));
+  if (!person.videoMuted) actions.append(button(t("stopCamera"), () => moderate("stop-camera", person.id)));
+  if (person.screenSharing) actions.append(button(t("stopTheirScreen"), () => moderate("stop-screen", person.id)));
+  if (room.hands.includes(person.id)) actions.append(button(t("lowerTheirHand"), () => moderate("lower-hand", person.id)));
+  if (!person.moderator) actions.append(button(t("makeModerator"), () => moderate("make-moderator", person.id)));
+  actions.append(button(t("remove"), () => moderate("remove", person.id), "danger"));
+  return actions;
+}
+
+function button(text, onClick, kind = "") {
+  const element = document.createElement("button");
+  element.type = "button";
+  element.textContent = text;
+  if (kind) element.className = kind;
+  element.addEventListener("click", onClick);
+  return element;
+}
