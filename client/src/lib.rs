@@ -3,7 +3,7 @@
 //!
 //! The messages are the protocol's own types, [`treffpunkt_proto::signalling`]: the client
 //! sends [`ClientMessage`]s ([`Participant::send`] for any of them)
-//! and reads [`ServerMessage`](signalling::ServerMessage)s, so that it cannot drift from what
+//! and reads [`ServerMessage`]s, so that it cannot drift from what
 //! the gateway speaks. They are re-exported as [`signalling`] for the client's users.
 //!
 //! A [`Participant`] joins under a name, publishes an audio and a video track of synthetic

@@ -49,8 +49,8 @@ struct InviteArgs {
     /// How long the link is valid, in hours (at most a year).
     #[arg(long, default_value_t = 168, value_parser = clap::value_parser!(u64).range(1..=8784))]
     valid_hours: u64,
-    /// The room's address (https://<host>/<tenant>/<room>); in a cluster, the Room's join URL
-    /// when unset; for standalone mode, http://127.0.0.1:8080/<tenant>/<room>.
+    /// The room's address (https://HOST/TENANT/ROOM); in a cluster, the Room's join URL
+    /// when unset; for standalone mode, http://127.0.0.1:8080/TENANT/ROOM.
     #[arg(long)]
     url: Option<String>,
     /// Whoever comes in with the link moderates the meeting (in any room, not only an
