@@ -93,12 +93,32 @@ describe("protected rooms in the browser", () => {
     assert.ok(await noticeMatches(uninvited, /nur mit einer Einladung/), "without the link, the page says why");
     assert.equal(await uninvited.isVisible("#lobby"), true);
 
-    const link = execFileSync(binary(), ["invite", "verein", "vorstand", "--manifests", manifests, "--url", room], {
-      encoding: "utf8",
-    }).trim();
+    const invite = (extra = []) =>
+      execFileSync(binary(), ["invite", "verein", "vorstand", "--manifests", manifests, "--url", room, ...extra], {
+        encoding: "utf8",
+      }).trim();
+    const link = invite();
     assert.match(link, /#invite=/);
     const invited = await join(browser, link, "Clara");
     assert.ok(await eventually(async () => invited.isVisible("#call")), "the link lets Clara in");
-    for (const page of [uninvited, invited]) await page.context().close();
+
+    // A guest may not invite others into this room; the chair, who came with a moderator's
+    // link, copies a fresh guest invitation in the call (never her own link).
+    await invited.click("#call-more");
+    await invited.click("#call-invite");
+    assert.ok(await noticeMatches(invited, /Das darf nur die Moderation/), "a guest is told that only moderators invite");
+    const chairLink = invite(["--moderator"]);
+    const chair = await join(browser, chairLink, "Vorsitz", { permissions: ["camera", "microphone", "clipboard-read", "clipboard-write"] });
+    assert.ok(await eventually(async () => chair.isVisible("#call")), "the chair is in");
+    await chair.click("#call-more");
+    await chair.click("#call-invite");
+    assert.ok(await noticeMatches(chair, /Einladung ist kopiert\. Sie gilt bis/), "the chair is told how long it is valid");
+    const copied = await chair.evaluate(() => navigator.clipboard.readText());
+    assert.match(copied, /\/verein\/vorstand#invite=/, "the clipboard holds an invitation link");
+    assert.notEqual(copied, chairLink, "not the chair's own moderator link");
+    const guest = await join(browser, copied, "Dora");
+    assert.ok(await eventually(async () => guest.isVisible("#call")), "the copied link lets Dora in");
+    assert.equal(await guest.evaluate(() => document.getElementById("moderator-tools").hidden), true, "as a guest");
+    for (const page of [uninvited, invited, chair, guest]) await page.context().close();
   });
 });

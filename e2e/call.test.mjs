@@ -120,7 +120,8 @@ describe("a call in the browser", () => {
     const ben = await join(browser, room, "Ben");
     await eventually(async () => (await tileNames(ben)).includes("Anna"));
     await anna.click("#call-mic");
-    assert.equal(await anna.textContent("#call-mic"), "Mikrofon einschalten");
+    assert.equal(await anna.getAttribute("#call-mic", "aria-pressed"), "false", "the button shows the microphone off");
+    assert.equal(await anna.getAttribute("#call-mic", "title"), "Mikrofon einschalten (Taste M)");
     const badge = '.tile[data-participant]:not([data-participant="self"]) .badge';
     assert.ok(
       await eventually(async () => ben.$eval(badge, (el) => !el.hidden), 10000),

@@ -19,7 +19,6 @@ export const ARTIFACTS = path.join(path.dirname(new URL(import.meta.url).pathnam
 const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 
 const BASE_ARGS = [
-  "--use-fake-device-for-media-stream",
   "--no-sandbox",
   "--disable-gpu",
   "--disable-quic",
@@ -51,15 +50,18 @@ function playwrightDisabledFeatures() {
  * other than loopback use the camera (a test network's address). `namespace` runs the browser
  * inside that network namespace. `camera: "grainy"` replaces the fake camera's simple picture,
  * which an encoder squeezes into a fraction of its bitrate, with one that costs what a real
- * webcam's does (see `grainyCamera`).
+ * webcam's does (see `grainyCamera`). `fps` sets the fake camera's frame rate and `mute`
+ * silences what the pages play, so that a test with many pages fits on two cores.
  */
-export async function launchBrowser({ grantDevices = true, secureOrigin = null, namespace = null, camera = null } = {}) {
+export async function launchBrowser({ grantDevices = true, secureOrigin = null, namespace = null, camera = null, fps = null, mute = false } = {}) {
   const own = playwrightDisabledFeatures();
   return chromium.launch({
     executablePath: namespace ? chromiumInNamespace(namespace) : CHROMIUM,
     headless: true,
     ignoreDefaultArgs: ["--disable-features=" + own.join(",")],
     args: [
+      fps ? `--use-fake-device-for-media-stream=fps=${fps}` : "--use-fake-device-for-media-stream",
+      ...(mute ? ["--mute-audio"] : []),
       ...BASE_ARGS,
       resolverRules(secureOrigin ? new URL(secureOrigin).hostname : null),
       ...(grantDevices ? ["--use-fake-ui-for-media-stream"] : []),
@@ -349,4 +351,24 @@ export async function decodesAndHears(page, gapMs = 1500) {
     first,
     second,
   };
+}
+
+const AXE_SOURCE = fs.readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+
+/**
+ * The serious and critical accessibility violations axe-core finds in `page` as it is now, as
+ * readable lines (rule, impact, the elements). axe runs inside the page; it is evaluated
+ * through the browser's debugging protocol, which the page's Content-Security-Policy does
+ * not govern, so the client itself need not allow any script but its own.
+ */
+export async function accessibilityViolations(page) {
+  const loaded = await page.evaluate(() => typeof window.axe === "object");
+  if (!loaded) await page.evaluate(AXE_SOURCE);
+  const violations = await page.evaluate(async () => {
+    const result = await window.axe.run(document, { resultTypes: ["violations"] });
+    return result.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(" ")) }));
+  });
+  return violations
+    .filter((v) => v.impact === "serious" || v.impact === "critical")
+    .map((v) => `${v.id} (${v.impact}): ${v.nodes.join(", ")}`);
 }

@@ -305,7 +305,8 @@ impl Task {
             | ServerMessage::RoomState { .. }
             | ServerMessage::Waiting { .. }
             | ServerMessage::Knocking { .. }
-            | ServerMessage::Request { .. }) => {
+            | ServerMessage::Request { .. }
+            | ServerMessage::Invitation { .. }) => {
                 let _ = self.events.send(RoomEvent::Notice(notice));
             }
             ServerMessage::Candidate { .. } => {}

@@ -39,16 +39,24 @@ pub fn link(
     link: Link,
     now_unix_ms: u64,
 ) -> String {
+    let (token, _) = token(room, signing_key, link, now_unix_ms);
+    format!("{}#invite={token}", room_url.trim_end_matches('/'))
+}
+
+/// The signed invitation into `room` as `link` says from `now_unix_ms` on, and when it
+/// expires (Unix milliseconds).
+pub fn token(room: &RoomKey, signing_key: &[u8], link: Link, now_unix_ms: u64) -> (String, u64) {
+    let expires_at_unix_ms = now_unix_ms + link.valid.min(MAX_VALIDITY).as_millis() as u64;
     let invitation = Invitation {
         room: Some(RoomRef {
             tenant: room.tenant.as_str().to_owned(),
             name: room.name.as_str().to_owned(),
         }),
-        expires_at_unix_ms: now_unix_ms + link.valid.min(MAX_VALIDITY).as_millis() as u64,
+        expires_at_unix_ms,
         moderator: link.moderator,
     };
     let token = Keyring::from_secret(signing_key).seal_invitation(&invitation);
-    format!("{}#invite={token}", room_url.trim_end_matches('/'))
+    (token, expires_at_unix_ms)
 }
 
 /// The tenant's signing key from the cluster, and the room's address there (its status'

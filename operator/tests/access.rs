@@ -1,8 +1,8 @@
 //! The door of a protected room, against standalone mode in this process, seeded with the same
 //! manifests (Tenant, Room, Secrets) that kubectl takes, and joined by the Rust client over real
 //! sockets: a Password room asks for its password and stops a guesser; an InviteOnly room lets
-//! in only people with an invitation link made by `treffpunkt invite` for that room; a refused
-//! join leaves no room behind.
+//! in only people with an invitation link made by `treffpunkt invite` for that room, and in the
+//! call gives a fresh one to its moderators alone; a refused join leaves no room behind.
 
 mod support;
 
@@ -11,7 +11,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use support::keeps_receiving;
-use treffpunkt_client::{Error, JoinOptions, Participant, Publish, signal_url};
+use treffpunkt_client::signalling::{ClientMessage, ServerMessage};
+use treffpunkt_client::{Error, JoinOptions, Participant, Publish, RoomEvent, signal_url};
 use treffpunkt_operator::domain::{RoomKey, RoomName, TenantName};
 use treffpunkt_operator::gateway::Limits;
 use treffpunkt_operator::invite;
@@ -279,6 +280,73 @@ async fn an_invite_only_room_lets_in_only_with_an_invitation_into_it() {
         .await
         .expect("Ben has the same link");
     assert!(keeps_receiving(&ben, &anna).await, "Ben receives Anna");
+    server.stop();
+}
+
+/// What `participant` is answered when it asks for an invitation in the call: the invitation,
+/// or the refusal's code.
+async fn ask_invitation(participant: &mut Participant) -> Result<Option<String>, String> {
+    participant.send(ClientMessage::Invitation);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match participant.next_event(left).await {
+            Some(RoomEvent::Notice(ServerMessage::Invitation { invite, .. })) => return Ok(invite),
+            Some(RoomEvent::Error { code }) => return Err(code),
+            Some(_) => continue,
+            None => return Err("no answer".to_owned()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_the_call_only_a_moderator_of_an_invite_only_room_gets_an_invitation() {
+    let server = start(Limits::default()).await;
+    let mut guest = join(
+        &server,
+        "vorstand",
+        "Gast",
+        with_invite(&invitation("vorstand")),
+    )
+    .await
+    .expect("a guest with the link");
+    assert!(!guest.moderator);
+    assert_eq!(
+        ask_invitation(&mut guest).await,
+        Err("not-moderator".to_owned()),
+        "a guest may not invite into an invite-only room"
+    );
+
+    let chair_link = invite::link(
+        "x",
+        &room("vorstand"),
+        b"the club's own signing key, long enough",
+        invite::Link {
+            valid: Duration::from_secs(3600),
+            moderator: true,
+        },
+        invite::now(),
+    );
+    let chair_invite = chair_link.split_once("#invite=").unwrap().1;
+    let mut chair = join(&server, "vorstand", "Vorsitz", with_invite(chair_invite))
+        .await
+        .expect("the chair with a moderator's link");
+    assert!(chair.moderator);
+    let fresh = ask_invitation(&mut chair)
+        .await
+        .expect("the chair gets an invitation")
+        .expect("one to pass on");
+    assert_ne!(fresh, chair_invite, "a new one, not the chair's own");
+    let dora = join(&server, "vorstand", "Dora", with_invite(&fresh))
+        .await
+        .expect("the invitation from the call lets Dora in");
+    assert!(!dora.moderator, "as a guest");
+
+    // In a room whose address lets people in, the address is the invitation.
+    let mut anna = join(&server, "training", "Anna", with_password("Aufschlag"))
+        .await
+        .expect("Anna knows the password");
+    assert_eq!(ask_invitation(&mut anna).await, Ok(None));
     server.stop();
 }
 

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use kube::api::PostParams;
 use kube::{Api, Client};
+use support::events::{moderate, notice};
 use support::{NodeProcess, OperatorProcess, admin, ensure_namespace, eventually, unique};
+use treffpunkt_client::signalling::{ModerationAction, ServerMessage};
 use treffpunkt_client::{Kind, Participant, Publish, RoomEvent, signal_url};
 use treffpunkt_operator::crd::{self, Room, Tenant, TenantSpec};
 
@@ -196,7 +198,7 @@ async fn when_a_node_dies_its_rooms_move_and_media_flows_again_within_five_secon
     let _alone = ONE_AT_A_TIME.lock().await;
     let mut fleet = Fleet::start().await;
     let rooms: Vec<String> = (0..4).map(|i| unique(&format!("loss{i}"))).collect();
-    let members = populate(&fleet, &rooms, 3).await;
+    let mut members = populate(&fleet, &rooms, 3).await;
     let receiving = eventually(Duration::from_secs(60), || async {
         members
             .iter()
@@ -221,6 +223,21 @@ async fn when_a_node_dies_its_rooms_move_and_media_flows_again_within_five_secon
         .filter(|(_, room)| placement.get(*room) == Some(&victim))
         .map(|(i, _)| i)
         .collect();
+    // In the first affected room, the first in (who moderates) makes the third moderator too.
+    let watched = &mut members[affected[0]];
+    let third = watched[2].id.clone();
+    moderate(&watched[0], ModerationAction::MakeModerator, Some(&third));
+    let made = notice(&mut watched[2], |m| {
+        matches!(
+            m,
+            ServerMessage::Role {
+                moderator: true,
+                ..
+            }
+        )
+    })
+    .await;
+    assert!(made.is_some(), "the third participant moderates");
     let killed = Instant::now();
     fleet
         .nodes
@@ -252,6 +269,17 @@ async fn when_a_node_dies_its_rooms_move_and_media_flows_again_within_five_secon
             "with a new media connection"
         );
     }
+    // The role went with the session: the third participant still moderates on the new node.
+    let watched = &mut members[affected[0]];
+    moderate(&watched[2], ModerationAction::Lock, None);
+    let locked = notice(&mut watched[0], |m| {
+        matches!(m, ServerMessage::RoomState { locked: true })
+    })
+    .await;
+    assert!(
+        locked.is_some(),
+        "the moderator made before the move locks the room after it"
+    );
     leave_all(members).await;
 }
 

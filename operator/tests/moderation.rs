@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use futures::SinkExt;
 use serde_json::json;
+use support::events::{closed, error, moderate, notice};
 use support::sockets::{Signalling, next_reply};
 use support::{keeps_receiving, wait_until};
 use tokio_tungstenite::tungstenite::Message;
 use treffpunkt_client::signalling::{
     ClientMessage, ModerationAction, ModeratorRequest, ServerMessage,
 };
-use treffpunkt_client::{Error, JoinOptions, Kind, Participant, Publish, RoomEvent, signal_url};
+use treffpunkt_client::{Error, JoinOptions, Kind, Participant, Publish, signal_url};
 use treffpunkt_operator::seed;
 use treffpunkt_operator::standalone::{self, Standalone, StandaloneConfig};
 
@@ -65,50 +66,6 @@ fn publishing() -> JoinOptions {
         publish: Some(Publish::default()),
         ..JoinOptions::default()
     }
-}
-
-/// The next room notice that `matches`, within a few seconds.
-async fn notice(
-    participant: &mut Participant,
-    matches: impl Fn(&ServerMessage) -> bool,
-) -> Option<ServerMessage> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match participant.next_event(left).await? {
-            RoomEvent::Notice(message) if matches(&message) => return Some(message),
-            _ => continue,
-        }
-    }
-}
-
-/// The code of the next error `participant` is told, within a few seconds.
-async fn error(participant: &mut Participant) -> Option<String> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if let RoomEvent::Error { code } = participant.next_event(left).await? {
-            return Some(code);
-        }
-    }
-}
-
-/// Why `participant`'s session ended, within a few seconds.
-async fn closed(participant: &mut Participant) -> Option<String> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if let RoomEvent::Closed { reason } = participant.next_event(left).await? {
-            return Some(reason);
-        }
-    }
-}
-
-fn moderate(by: &Participant, action: ModerationAction, target: Option<&str>) {
-    by.send(ClientMessage::Moderate {
-        action,
-        participant_id: target.map(str::to_owned),
-    });
 }
 
 /// Whether `receiver` gets no more of `source`'s audio for a second (it was let through

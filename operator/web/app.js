@@ -1,7 +1,9 @@
 // Treffpunkt's web client: no build step, no third-party host, no account.
 //
-// Screens: the landing page (choose a room name), the lobby (name, camera preview, devices),
-// the call (a grid of everyone with their names), and the page after leaving. Signalling is
+// Screens: the landing page (choose a room name; the city's, or a tenant's in its colours), the
+// pre-join screen (name, camera preview, devices and the microphone's level), the lobby's
+// waiting screen, the call (a gallery or a speaker view of everyone with their names, a compact
+// bar of buttons with keyboard shortcuts), and the page after leaving. Signalling is
 // JSON over one WebSocket to the gateway; media goes over one RTCPeerConnection to the media
 // node that hosts the room. The client offers once, for what it sends: the microphone, the
 // camera in three simulcast layers, and a screen share that stays empty until it is used.
@@ -14,8 +16,24 @@
 // because the line is too slow, and who speaks. Chat messages travel the same socket and are
 // kept only in this page.
 
+import { applyBranding } from "./branding.js";
+import {
+  acquire,
+  applySpeaker,
+  deviceNotice,
+  explain,
+  listDevices,
+  openDevicesDialog,
+  setupDevices,
+  startDevices,
+  stopLevel,
+  VIDEO_CONSTRAINTS,
+  watchLevel,
+} from "./devices.js";
 import { t, errorText, translatePage } from "./i18n.js";
+import { arrange } from "./layout.js";
 import { handleModeration, render as renderModeration, setupModeration, welcomed } from "./moderation.js";
+import { setupShortcuts } from "./shortcuts.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -23,7 +41,7 @@ const path = location.pathname.split("/").filter(Boolean);
 
 /** Everything the client knows; also exposed as `window.treffpunkt` for diagnostics and tests. */
 const state = {
-  tenant: path.length === 2 ? path[0] : null,
+  tenant: path.length >= 1 && path.length <= 2 ? path[0] : null,
   room: path.length === 2 ? path[1] : null,
   /** The invitation of an invitation link (`#invite=...`): in the fragment, so it never
    * reaches a server's log or another site. */
@@ -44,6 +62,8 @@ const state = {
   /** The participant id of the dominant speaker, and of the tile pinned large. */
   speaker: null,
   pinned: null,
+  /** "gallery": every tile the same size; "speaker": the speaker large, the others small. */
+  view: "gallery",
   participants: new Map(),
   /** Unread chat messages while the chat is closed. */
   unread: 0,
@@ -70,6 +90,10 @@ function trace(event) {
 
 function show(screen) {
   for (const id of ["landing", "lobby", "waiting", "call", "ended"]) $(id).hidden = id !== screen;
+  // The call fills the window exactly: the tiles are sized to fit it.
+  document.body.classList.toggle("in-call", screen === "call");
+  if (screen === "lobby") watchLevel();
+  else stopLevel();
 }
 
 let noticeTimer = null;
@@ -99,8 +123,10 @@ function slug(text) {
     .replace(/-+$/g, "");
 }
 
-function setupLanding() {
+/** The start page: the city's (`tenant` null: rooms of the public space) or a tenant's. */
+async function setupLanding(tenant) {
   show("landing");
+  localizeValidation($("room-name"), "roomNameRequired");
   $("landing-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const name = slug($("room-name").value);
@@ -109,24 +135,34 @@ function setupLanding() {
       $("room-name").focus();
       return;
     }
-    location.assign(`/public/${name}`);
+    location.assign(`/${tenant ?? "public"}/${name}`);
   });
   $("room-name").focus();
+  if (tenant) {
+    const look = await applyBranding(tenant);
+    if (look && !look.adhocRooms) {
+      $("room-name-hint").hidden = true;
+      $("room-name-admins").hidden = false;
+    }
+  }
+}
+
+/**
+ * The browser's own message for an empty or too long field, in the page's language rather
+ * than the browser's.
+ */
+function localizeValidation(input, missingKey) {
+  input.addEventListener("invalid", () => {
+    input.setCustomValidity("");
+    if (input.validity.valueMissing) input.setCustomValidity(t(missingKey));
+    else if (input.validity.tooLong) input.setCustomValidity(t("fieldTooLong"));
+  });
+  input.addEventListener("input", () => input.setCustomValidity(""));
 }
 
 // ------------------------------------------------------------------------------------------
 // Devices
 // ------------------------------------------------------------------------------------------
-
-async function getMedia(constraints) {
-  try {
-    return await navigator.mediaDevices.getUserMedia(constraints);
-  } catch (error) {
-    return error;
-  }
-}
-
-const VIDEO_CONSTRAINTS = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 24 } };
 
 /**
  * The camera's simulcast layers, lowest first, as the node expects them: about 180p, 360p and
@@ -138,29 +174,6 @@ const CAMERA_LAYERS = [
   { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
 ];
 
-/** Asks for camera and microphone; explains plainly when they are denied or missing. */
-async function startDevices() {
-  deviceNotice("");
-  if (!navigator.mediaDevices?.getUserMedia) {
-    deviceNotice(t("devicesMissing"));
-    return new MediaStream();
-  }
-  let result = await getMedia({ audio: true, video: VIDEO_CONSTRAINTS });
-  if (result instanceof Error && result.name === "NotFoundError") {
-    // One of the two may exist on its own.
-    result = await getMedia({ audio: true });
-    if (result instanceof Error) result = await getMedia({ video: VIDEO_CONSTRAINTS });
-  }
-  if (result instanceof Error) {
-    const denied = result.name === "NotAllowedError" || result.name === "SecurityError";
-    deviceNotice(t(denied ? "devicesDenied" : "devicesMissing"));
-    state.audioMuted = true;
-    state.videoMuted = true;
-    return new MediaStream();
-  }
-  return result;
-}
-
 function audioTrack() {
   return state.stream?.getAudioTracks()[0] ?? null;
 }
@@ -169,26 +182,37 @@ function videoTrack() {
   return state.stream?.getVideoTracks()[0] ?? null;
 }
 
+/**
+ * The microphone and camera buttons. On the pre-join screen they say what a click does; in the
+ * call's compact bar they name the device, show its state (pressed: on, crossed out: off) and
+ * say what a click does when pointed at.
+ */
 function renderToggles() {
-  for (const id of ["lobby-mic", "call-mic"]) {
-    const button = $(id);
-    button.textContent = state.audioMuted ? t("micOn") : t("micOff");
-    button.classList.toggle("off", state.audioMuted);
-    button.disabled = !audioTrack();
-  }
-  for (const id of ["lobby-cam", "call-cam"]) {
-    const button = $(id);
-    button.textContent = state.videoMuted ? t("camOn") : t("camOff");
-    button.classList.toggle("off", state.videoMuted);
-    button.disabled = !state.stream || (!videoTrack() && !state.hadCamera);
+  const toggles = [
+    ["lobby-mic", "call-mic", state.audioMuted, state.audioMuted ? "micOn" : "micOff", "M"],
+    ["lobby-cam", "call-cam", state.videoMuted, state.videoMuted ? "camOn" : "camOff", "V"],
+  ];
+  for (const [lobby, call, off, action, key] of toggles) {
+    $(lobby).textContent = t(action);
+    $(lobby).classList.toggle("off", off);
+    $(lobby).setAttribute("aria-pressed", String(!off));
+    $(call).classList.toggle("off", off);
+    $(call).setAttribute("aria-pressed", String(!off));
+    $(call).title = t("withShortcut", { action: t(action), key });
+    // Without any device there is nothing to switch; a denied one may be asked for again.
+    for (const id of [lobby, call]) $(id).disabled = !navigator.mediaDevices?.getUserMedia;
   }
   $("preview-off").hidden = !state.videoMuted;
   renderSelf();
 }
 
-function toggleMic() {
+/** Microphone on or off; without a microphone yet (denied before), asks for it again. */
+async function toggleMic() {
   const track = audioTrack();
-  if (!track) return;
+  if (!track) {
+    await bringBack("audio");
+    return;
+  }
   state.audioMuted = !state.audioMuted;
   track.enabled = !state.audioMuted;
   sendMediaState();
@@ -205,21 +229,61 @@ async function toggleCam() {
     }
     state.videoMuted = true;
     await state.transceivers.video?.sender.replaceTrack(null);
+    sendMediaState();
+    renderToggles();
   } else {
-    const result = await getMedia({ video: VIDEO_CONSTRAINTS });
-    if (result instanceof Error) {
-      deviceNotice(t("devicesDenied"));
-      return;
-    }
-    deviceNotice("");
-    const track = result.getVideoTracks()[0];
-    state.stream.addTrack(track);
+    await bringBack("video");
+  }
+}
+
+/** Asks for the microphone or camera again and uses it at once; explains when it is denied. */
+async function bringBack(kind) {
+  const track = await acquire(kind);
+  if (track instanceof Error) {
+    explain(track);
+    return false;
+  }
+  await replaceTrack(kind, track);
+  if (audioTrack() && (videoTrack() || state.videoMuted)) deviceNotice("");
+  return true;
+}
+
+/**
+ * Puts `track` in place of this page's track of its kind: in the preview, the own tile and
+ * what is sent. The microphone keeps its muted state; a camera that comes is on.
+ */
+async function replaceTrack(kind, track) {
+  state.stream ??= new MediaStream();
+  const old = kind === "audio" ? audioTrack() : videoTrack();
+  if (old) {
+    old.stop();
+    state.stream.removeTrack(old);
+  }
+  state.stream.addTrack(track);
+  if (kind === "audio") {
+    if (!old) state.audioMuted = false;
+    track.enabled = !state.audioMuted;
+    await state.transceivers.audio?.sender.replaceTrack(track);
+  } else {
     state.videoMuted = false;
+    state.hadCamera = true;
     await state.transceivers.video?.sender.replaceTrack(track);
   }
   $("preview").srcObject = state.stream;
+  const self = document.querySelector('.tile[data-participant="self"] video');
+  if (self) self.srcObject = state.stream;
+  if (kind === "audio" && !$("lobby").hidden) watchLevel();
   sendMediaState();
   renderToggles();
+  listDevices();
+}
+
+/** Asks again for whatever is missing, after a permission was denied and then given. */
+async function retryDevices() {
+  const missing = [...(audioTrack() ? [] : ["audio"]), ...(videoTrack() || state.hadCamera ? [] : ["video"])];
+  let gotAny = false;
+  for (const kind of missing) gotAny = (await bringBack(kind)) || gotAny;
+  if (gotAny) notify(t("devicesBack"));
 }
 
 function sendMediaState() {
@@ -233,13 +297,8 @@ function sendMediaState() {
   }
 }
 
-/** Explains a camera or microphone problem until it is solved. */
-function deviceNotice(text) {
-  $("device-notice").textContent = text;
-  $("device-notice").hidden = !text;
-}
-
 function stopDevices() {
+  stopLevel();
   for (const track of state.stream?.getTracks() ?? []) track.stop();
   state.stream = null;
 }
@@ -260,6 +319,35 @@ async function setupLobby() {
   $("call-screen").addEventListener("click", () => toggleScreen());
   $("call-audio-only").addEventListener("click", () => toggleAudioOnly());
   $("call-chat").addEventListener("click", () => toggleChat());
+  $("call-more").addEventListener("click", () => toggleMore());
+  $("call-view").addEventListener("click", () => {
+    state.view = state.view === "gallery" ? "speaker" : "gallery";
+    renderCallButtons();
+    layout();
+  });
+  $("call-devices").addEventListener("click", () => {
+    toggleMore(false);
+    openDevicesDialog();
+  });
+  // A choice in the menu, or a click elsewhere, closes it.
+  document.addEventListener("click", (event) => {
+    const inMenu = event.target.closest?.("#more-menu button");
+    if (inMenu || (!$("more-menu").hidden && !event.target.closest?.("#more-menu, #call-more"))) toggleMore(false);
+  });
+  // Escape closes the menu and gives the focus back to its button.
+  $("more-menu").addEventListener("keydown", (event) => {
+    if (event.key === "Escape") {
+      toggleMore(false);
+      $("call-more").focus();
+    }
+  });
+  setupDevices({ state, replaceTrack, retry: retryDevices });
+  setupShortcuts({
+    active: () => state.joined && !$("call").hidden,
+    actions: { m: toggleMic, v: toggleCam, h: () => $("call-hand").click(), c: () => toggleChat() },
+  });
+  localizeValidation($("display-name"), "nameRequired");
+  new ResizeObserver(() => layout()).observe($("grid"));
   $("chat-form").addEventListener("submit", (event) => {
     event.preventDefault();
     sendChat();
@@ -284,6 +372,7 @@ async function setupLobby() {
   const remembered = sessionStorage.getItem("treffpunkt.name");
   if (remembered) $("display-name").value = remembered;
   $("display-name").focus();
+  applyBranding(state.tenant);
   await preparePreview();
 }
 
@@ -298,6 +387,8 @@ function preparePreview() {
     if (!audioTrack()) state.audioMuted = true;
     $("preview").srcObject = state.stream;
     renderToggles();
+    await listDevices();
+    if (!$("lobby").hidden) watchLevel();
   })();
   return state.devicesReady;
 }
@@ -590,10 +681,12 @@ async function publishLayers({ source, active }) {
 async function answerOffer(sdp) {
   const pc = state.pc;
   if (!pc) return;
+  trace("offer");
   await pc.setRemoteDescription({ type: "offer", sdp: withOpusDtx(sdp) });
   const answer = await pc.createAnswer();
   await pc.setLocalDescription(answer);
   send({ type: "answer", sdp: pc.localDescription.sdp });
+  trace("answer");
 }
 
 // ------------------------------------------------------------------------------------------
@@ -642,6 +735,7 @@ function tile(id, name, isSelf, kind = "camera") {
     pin.addEventListener("click", () => togglePin(`${id}/${kind}`));
     item.append(pin);
     viewportObserver.observe(video);
+    applySpeaker(video);
   }
   return item;
 }
@@ -768,8 +862,8 @@ function togglePin(key) {
 }
 
 /**
- * One tile is shown large: the one pinned, else a shared screen, else whoever speaks. The
- * speaker's tile is outlined too.
+ * The gallery shows every tile alike, the speaker's outlined. One tile is shown large when it is
+ * pinned or a screen is shared, and in the speaker view: whoever speaks (or spoke last).
  */
 function layout() {
   const tiles = [...document.querySelectorAll("#grid .tile")];
@@ -777,9 +871,10 @@ function layout() {
   const sharing = [...state.participants.values()].find((p) => p.screenSharing && p.screenTile);
   let featured = state.pinned;
   if (!featured && sharing) featured = `${sharing.id}/screen`;
-  if (!featured && state.speaker && state.participants.has(state.speaker)) featured = `${state.speaker}/camera`;
-  // With only one other person, there is nothing to single out.
-  if (!state.pinned && !sharing && state.participants.size < 2) featured = null;
+  if (!featured && state.view === "speaker") {
+    const speaker = state.participants.has(state.speaker) ? state.speaker : state.participants.keys().next().value;
+    if (speaker) featured = `${speaker}/camera`;
+  }
   for (const item of tiles) {
     const isFeatured = key(item) === featured;
     item.classList.toggle("featured", isFeatured);
@@ -791,8 +886,9 @@ function layout() {
       pin.textContent = pinned ? t("showNormal") : t("showLarge");
     }
   }
-  const featuredTile = tiles.find((item) => key(item) === featured);
+  const featuredTile = tiles.find((item) => key(item) === featured) ?? null;
   if (featuredTile && $("grid").firstElementChild !== featuredTile) $("grid").prepend(featuredTile);
+  arrange($("grid"), featuredTile);
   scheduleViewports();
 }
 
@@ -872,14 +968,23 @@ function stopScreen() {
 
 function renderCallButtons() {
   const screen = $("call-screen");
-  screen.textContent = state.screenTrack ? t("stopSharing") : t("shareScreen");
+  screen.querySelector(".label").textContent = state.screenTrack ? t("stopSharing") : t("shareScreen");
   screen.setAttribute("aria-pressed", String(Boolean(state.screenTrack)));
   const audioOnly = $("call-audio-only");
   audioOnly.textContent = state.audioOnly ? t("videoAgain") : t("audioOnly");
   audioOnly.setAttribute("aria-pressed", String(state.audioOnly));
+  $("call-view").textContent = t(state.view === "gallery" ? "speakerView" : "galleryView");
   const chat = $("call-chat");
-  chat.textContent = state.unread ? `${t("chat")} (${state.unread})` : t("chat");
+  chat.querySelector(".label").textContent = state.unread ? `${t("chat")} (${state.unread})` : t("chat");
   chat.setAttribute("aria-expanded", String(!$("chat").hidden));
+  chat.title = t("withShortcut", { action: t("shortcutChat"), key: "C" });
+}
+
+/** Opens or closes the menu of what is used less often (`open` forces it). */
+function toggleMore(open = $("more-menu").hidden) {
+  $("more-menu").hidden = !open;
+  $("call-more").setAttribute("aria-expanded", String(open));
+  if (open) $("more-menu").querySelector("button:not([hidden])")?.focus();
 }
 
 // ------------------------------------------------------------------------------------------
@@ -929,7 +1034,7 @@ function appendChat(name, text, own) {
   const log = $("chat-log");
   log.append(item);
   while (log.children.length > 200) log.firstElementChild.remove();
-  log.scrollTop = log.scrollHeight;
+  $("chat-scroll").scrollTop = $("chat-scroll").scrollHeight;
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1005,4 +1110,4 @@ async function rejoin() {
 
 translatePage();
 if (state.tenant && state.room) setupLobby();
-else setupLanding();
+else setupLanding(state.tenant);

@@ -65,7 +65,6 @@ export const STRINGS = {
     waitingForModerator: "Die Moderation ist informiert und lässt Sie gleich herein.",
     waitingNoModerator: "Noch ist niemand da, der Sie hereinlassen kann. Bitte warten Sie, bis die Moderation kommt.",
     participantsHeading: "Teilnehmende",
-    participantsWaiting: "Teilnehmende ({n} wartet)",
     knockingHeading: "Warten auf Einlass",
     knocks: "{name} möchte hereinkommen.",
     admit: "Hereinlassen",
@@ -129,6 +128,40 @@ export const STRINGS = {
     chatLabel: "Nachricht",
     chatFrom: "{name}: {text}",
     send: "Senden",
+    retryDevices: "Erneut versuchen",
+    roomNameAdmins: "Die Räume dieses Bereichs legt seine Verwaltung an. Geben Sie den Namen ein, den Sie bekommen haben.",
+    roomNameRequired: "Bitte geben Sie einen Namen für den Raum ein.",
+    nameRequired: "Bitte geben Sie Ihren Namen ein.",
+    fieldTooLong: "Bitte kürzen Sie diesen Text.",
+    devicesHeading: "Geräte",
+    camera: "Kamera",
+    microphone: "Mikrofon",
+    micLevel: "Lautstärke des Mikrofons",
+    speaker: "Lautsprecher",
+    speakerTest: "Ton abspielen",
+    deviceNumber: "Gerät {n}",
+    devicesBack: "Kamera und Mikrofon sind jetzt freigegeben.",
+    callControls: "Steuerung des Treffens",
+    micShort: "Mikrofon",
+    camShort: "Kamera",
+    handShort: "Hand",
+    peopleShort: "Personen",
+    waitingBadge: "{n} wartet",
+    more: "Mehr",
+    speakerView: "Sprecheransicht",
+    galleryView: "Galerieansicht",
+    close: "Schließen",
+    shortcutsHeading: "Tastenkürzel",
+    shortcutMic: "Mikrofon ein- oder ausschalten",
+    shortcutCam: "Kamera ein- oder ausschalten",
+    shortcutHand: "Hand heben oder senken",
+    shortcutChat: "Chat öffnen oder schließen",
+    shortcutHelp: "Diese Hilfe zeigen",
+    shortcutEscape: "Ein Fenster wie dieses schließen",
+    shortcutsOn: "Tastenkürzel verwenden",
+    withShortcut: "{action} (Taste {key})",
+    invitationCopiedUntil: "Die Einladung ist kopiert. Sie gilt bis {date}.",
+    "error.not-moderator": "Das darf nur die Moderation.",
   },
   en: {
     appName: "Treffpunkt",
@@ -193,7 +226,6 @@ export const STRINGS = {
     waitingForModerator: "The moderators know you are here and will let you in shortly.",
     waitingNoModerator: "Nobody is here yet who can let you in. Please wait until a moderator comes.",
     participantsHeading: "Participants",
-    participantsWaiting: "Participants ({n} waiting)",
     knockingHeading: "Waiting to be let in",
     knocks: "{name} would like to come in.",
     admit: "Let in",
@@ -257,6 +289,40 @@ export const STRINGS = {
     chatLabel: "Message",
     chatFrom: "{name}: {text}",
     send: "Send",
+    retryDevices: "Try again",
+    roomNameAdmins: "The rooms of this space are made by its admins. Enter the name you were given.",
+    roomNameRequired: "Please enter a name for the room.",
+    nameRequired: "Please enter your name.",
+    fieldTooLong: "Please shorten this text.",
+    devicesHeading: "Devices",
+    camera: "Camera",
+    microphone: "Microphone",
+    micLevel: "Microphone level",
+    speaker: "Speaker",
+    speakerTest: "Play a sound",
+    deviceNumber: "Device {n}",
+    devicesBack: "Camera and microphone may be used now.",
+    callControls: "Meeting controls",
+    micShort: "Mic",
+    camShort: "Camera",
+    handShort: "Hand",
+    peopleShort: "People",
+    waitingBadge: "{n} waiting",
+    more: "More",
+    speakerView: "Speaker view",
+    galleryView: "Gallery view",
+    close: "Close",
+    shortcutsHeading: "Keyboard shortcuts",
+    shortcutMic: "Switch the microphone on or off",
+    shortcutCam: "Switch the camera on or off",
+    shortcutHand: "Raise or lower your hand",
+    shortcutChat: "Open or close the chat",
+    shortcutHelp: "Show this help",
+    shortcutEscape: "Close a window like this one",
+    shortcutsOn: "Use keyboard shortcuts",
+    withShortcut: "{action} (key {key})",
+    invitationCopiedUntil: "The invitation is copied. It is valid until {date}.",
+    "error.not-moderator": "Only a moderator may do that.",
   },
 };
 
@@ -285,10 +351,16 @@ export function errorText(code) {
   return key in STRINGS[lang] ? t(key) : t("error.generic");
 }
 
-/** Translates every element with a `data-i18n` attribute and sets the document language. */
+/**
+ * Translates every element with a `data-i18n` attribute (its text) or `data-i18n-label` (its
+ * accessible name), and sets the document language.
+ */
 export function translatePage() {
   document.documentElement.lang = lang;
   for (const element of document.querySelectorAll("[data-i18n]")) {
     element.textContent = t(element.dataset.i18n);
+  }
+  for (const element of document.querySelectorAll("[data-i18n-label]")) {
+    element.setAttribute("aria-label", t(element.dataset.i18nLabel));
   }
 }

@@ -3,7 +3,7 @@
 // the actions on one person or the whole room. The server checks every action; the buttons are
 // only shown to moderators because nobody else could use them.
 
-import { t } from "./i18n.js";
+import { errorText, t } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -85,6 +85,15 @@ export function handleModeration(message) {
       return true;
     case "request":
       return request(message.kind);
+    case "invitation":
+      invitationArrived(message);
+      return true;
+    case "error":
+      // A refused action in the call (an invitation, a moderator's action after the role
+      // passed on) is explained; errors before joining are the app's.
+      if (!app.state.joined || message.code === "resume-refused") return false;
+      app.notify(errorText(message.code), { kind: "error" });
+      return true;
     default:
       return false;
   }
@@ -114,13 +123,28 @@ function togglePeople() {
   if (open) render();
 }
 
-async function copyInvitation() {
+/**
+ * Asks the gateway what lets someone else in: the room's address, and in an invite-only room a
+ * fresh invitation, which only moderators get. The own invitation is never passed on (it may be
+ * a moderator's).
+ */
+function copyInvitation() {
+  app.send({ type: "invitation" });
+}
+
+async function invitationArrived({ invite, expiresAtUnixMs }) {
+  const address = `${location.origin}/${app.state.tenant}/${app.state.room}`;
+  const url = invite ? `${address}#invite=${invite}` : address;
+  app.state.lastInvitation = url;
+  const text = expiresAtUnixMs
+    ? t("invitationCopiedUntil", { date: new Date(expiresAtUnixMs).toLocaleString(document.documentElement.lang) })
+    : t("invitationCopied");
   try {
-    await navigator.clipboard.writeText(location.href);
-    app.notify(t("invitationCopied"));
+    await navigator.clipboard.writeText(url);
+    app.notify(text);
   } catch {
     // Without clipboard access the address is shown to copy by hand.
-    app.notify(t("invitationToCopy", { url: location.href }), { sticky: true });
+    app.notify(t("invitationToCopy", { url }), { sticky: true });
   }
 }
 
@@ -129,7 +153,7 @@ export function render() {
   if (!app?.state.joined) return;
   const raised = room.hands.includes(app.state.me);
   $("call-hand").setAttribute("aria-pressed", String(raised));
-  $("call-hand").textContent = t(raised ? "lowerHand" : "raiseHand");
+  $("call-hand").title = t("withShortcut", { action: t(raised ? "lowerHand" : "raiseHand"), key: "H" });
   for (const [id, participant] of app.state.participants) {
     const hand = participant.tile.querySelector(".hand");
     const position = room.hands.indexOf(id);
@@ -138,9 +162,10 @@ export function render() {
   }
   $("moderator-tools").hidden = !room.moderator;
   const waiting = room.moderator ? room.knocking.length : 0;
-  $("call-people").textContent = waiting
-    ? t("participantsWaiting", { n: waiting })
-    : t("participantsHeading");
+  $("call-people").querySelector(".label").textContent = waiting
+    ? t("waitingBadge", { n: waiting })
+    : t("peopleShort");
+  $("call-people").classList.toggle("attention", waiting > 0);
   $("lock-room").textContent = t(room.locked ? "unlockRoom" : "lockRoom");
   $("lock-room").setAttribute("aria-pressed", String(room.locked));
   renderKnocking();

@@ -366,6 +366,9 @@ impl Node {
         if let Err(error) = session.pc.close() {
             debug!(%error, "closing a connection");
         }
+        if reason == LeaveReason::ConnectionLost {
+            info!(session = %session.session_id, detail, "a session's connection was lost");
+        }
         if let Some(reason) = report {
             self.event(Event::Closed {
                 session_id: session.session_id.clone(),

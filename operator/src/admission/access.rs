@@ -4,6 +4,8 @@
 //! media node's to hold, since the people who decide are in the meeting there: the grant only
 //! says that this person waits.
 
+use std::time::Duration;
+
 use tracing::warn;
 use treffpunkt_proto::grant::{GrantError, Keyring, now_unix_ms};
 use treffpunkt_proto::v1;
@@ -13,6 +15,7 @@ use crate::domain::{
     Access, Credentials, Room, RoomKey, SIGNING_KEY_FIELD, SIGNING_KEY_SECRET, Tenant,
     password_matches,
 };
+use crate::invite::{Link, token};
 use crate::store::Store;
 
 /// How someone comes in through a room's door.
@@ -131,6 +134,41 @@ async fn invitation(
             "the invitation is not valid for this room",
         )),
     }
+}
+
+/// How long an invitation that a moderator copies in the call is valid.
+pub const IN_CALL_INVITATION: Duration = Duration::from_secs(7 * 86_400);
+
+/// What a participant of `key` (stored as `room`) hands on so that someone else comes in: for
+/// an invite-only room a fresh invitation (as a guest) and when it expires, which only a
+/// moderator gets; for any other room nothing, since its address is the way in.
+pub(super) async fn invitation_for(
+    store: &impl Store,
+    tenant: &Tenant,
+    key: &RoomKey,
+    room: Option<&Room>,
+    moderator: bool,
+) -> Result<Option<(String, u64)>, Refusal> {
+    let access = room.map_or(tenant.policy.default_access, |room| room.access(tenant));
+    if access != Access::InviteOnly {
+        return Ok(None);
+    }
+    if !moderator {
+        return Err(Refusal::new(
+            RefusalCode::NotModerator,
+            "only a moderator may invite people into this room",
+        ));
+    }
+    let signing = store
+        .secret(&key.tenant, SIGNING_KEY_SECRET, SIGNING_KEY_FIELD)
+        .await?
+        .filter(|secret| !secret.is_empty())
+        .ok_or_else(|| missing(key, "the tenant's signing key"))?;
+    let link = Link {
+        valid: IN_CALL_INVITATION,
+        moderator: false,
+    };
+    Ok(Some(token(key, &signing, link, now_unix_ms())))
 }
 
 /// The refusal when what a protected room needs is not there: the person can do nothing about

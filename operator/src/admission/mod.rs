@@ -75,7 +75,9 @@ pub use refusal::{Refusal, RefusalCode};
 pub use tickets::{GRANT_LIFETIME, TICKET_LIFETIME, TICKET_REFRESH};
 pub use unjoined::UNJOINED_ROOM_TTL;
 
-use crate::domain::{self, Credentials, DisplayName, DomainError, NodeId, Room, RoomKey, Tenant};
+use crate::domain::{
+    self, Credentials, DisplayName, DomainError, NodeId, Room, RoomKey, Tenant, TenantName,
+};
 use crate::fleet::{ClientEvent, Fleet, ResumeError, Resumed};
 use crate::store::{Store, StoreError};
 
@@ -272,10 +274,10 @@ impl<S: Store> Admission<S> {
             video_last_n: stored
                 .as_ref()
                 .map_or(domain::DEFAULT_VIDEO_LAST_N, Room::video_last_n),
-            // The node keeps the session's role; a session that moves to another node comes in
-            // as anyone does there (the first into an ad-hoc room moderates).
-            moderator: false,
-            lobby: false,
+            // The role the participant had when the ticket was sealed, so that a session that
+            // moves to another node keeps it there.
+            moderator: ticket.moderator,
+            lobby: ticket.lobby,
             first_moderates: stored.as_ref().is_some_and(|stored| {
                 stored.lifetime == domain::RoomLifetime::AdHoc
                     && tenant.policy.first_joiner_moderates
@@ -356,6 +358,26 @@ impl<S: Store> Admission<S> {
         false
     }
 
+    /// What `member` of `room` hands on to invite someone: an invitation (and when it expires)
+    /// for an invite-only room, which only a moderator gets, or nothing where the room's address
+    /// lets people in.
+    pub async fn invitation(
+        &self,
+        room: &RoomKey,
+        member: &Member,
+    ) -> Result<Option<(String, u64)>, Refusal> {
+        let tenant = self.tenant(room).await?;
+        let stored = self.store.room(room).await?;
+        access::invitation_for(
+            &*self.store,
+            &tenant,
+            room,
+            stored.as_ref(),
+            member.moderator,
+        )
+        .await
+    }
+
     /// A fresh resume ticket for `member`'s session `attachment` in `room`.
     pub fn fresh_ticket(&self, room: &RoomKey, member: &Member, attachment: &Attachment) -> String {
         let node = (&attachment.node, attachment.node_instance.as_str());
@@ -388,6 +410,11 @@ impl<S: Store> Admission<S> {
         let attachment = self.open(&tenant, stored, member, "").await?;
         info!(%room, from = %from.node, to = %attachment.node, "session moved");
         Ok(attachment)
+    }
+
+    /// The tenant called `name`, for its pages.
+    pub async fn space(&self, name: &TenantName) -> Result<Option<Tenant>, StoreError> {
+        self.store.tenant(name).await
     }
 
     async fn tenant(&self, room: &RoomKey) -> Result<Tenant, Refusal> {

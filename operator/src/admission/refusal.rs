@@ -41,6 +41,8 @@ pub enum RefusalCode {
     InviteInvalid,
     /// `invite-expired`: the invitation has expired.
     InviteExpired,
+    /// `not-moderator`: only a moderator may do that (invite into an invite-only room).
+    NotModerator,
 }
 
 impl RefusalCode {
@@ -62,6 +64,7 @@ impl RefusalCode {
             Self::InviteRequired => "invite-required",
             Self::InviteInvalid => "invite-invalid",
             Self::InviteExpired => "invite-expired",
+            Self::NotModerator => "not-moderator",
         }
     }
 }

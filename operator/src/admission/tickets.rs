@@ -85,6 +85,8 @@ pub(super) fn seal(
         participant_id: member.participant_id.clone(),
         display_name: member.name.to_string(),
         expires_at_unix_ms: now_unix_ms() + TICKET_LIFETIME.as_millis() as u64,
+        moderator: member.moderator,
+        lobby: member.lobby,
     };
     key.seal_ticket(&ticket)
 }

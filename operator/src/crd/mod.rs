@@ -167,6 +167,16 @@ impl Tenant {
             },
             suspended: self.spec.suspended,
             media_pools: self.spec.media_pools.clone(),
+            branding: self
+                .spec
+                .branding
+                .clone()
+                .map(|branding| domain::Branding {
+                    title: branding.title,
+                    primary_color: branding.primary_color,
+                    logo: branding.logo,
+                })
+                .unwrap_or_default(),
         })
     }
 }

@@ -15,7 +15,7 @@ pub use access::{
 pub use names::{DisplayName, MAX_DISPLAY_NAME_CHARS, RESERVED_TENANT_NAMES, RoomName, TenantName};
 pub use placement::{NodeId, NodeView, PoolAccess, choose_node, may_use};
 pub use room::{DEFAULT_VIDEO_LAST_N, Revision, Room, RoomKey, RoomLifetime, admit};
-pub use tenant::{Tenant, TenantLimits, TenantPolicy};
+pub use tenant::{Branding, Tenant, TenantLimits, TenantPolicy};
 
 /// Why the domain refused something. Each variant is a clear answer for the person or the
 /// operator who asked.

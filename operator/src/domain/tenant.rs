@@ -17,6 +17,20 @@ pub struct Tenant {
     pub suspended: bool,
     /// The MediaPools whose nodes may host the tenant's rooms; empty for any open pool.
     pub media_pools: Vec<String>,
+    /// How the tenant's pages look.
+    pub branding: Branding,
+}
+
+/// How a tenant's pages look: a title, an accent colour and a logo. The client keeps the
+/// colour's contrast accessible whatever it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Branding {
+    /// The title in the bar, instead of the display name.
+    pub title: Option<String>,
+    /// The accent colour, `#rrggbb`.
+    pub primary_color: Option<String>,
+    /// The logo, a `data:image/...` URL.
+    pub logo: Option<String>,
 }
 
 /// How much of the platform a tenant may use.
@@ -56,6 +70,7 @@ impl Tenant {
             },
             suspended: false,
             media_pools: Vec::new(),
+            branding: Branding::default(),
         }
     }
 }

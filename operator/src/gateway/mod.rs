@@ -1,6 +1,7 @@
 //! The gateway: what browsers talk to.
 //!
-//! - `GET /` and `GET /<tenant>/<room>` serve the web client (`web`);
+//! - `GET /`, `GET /<tenant>` and `GET /<tenant>/<room>` serve the web client (`web`), and
+//!   `GET /api/v1/tenants/<tenant>` a tenant's title, colour and logo;
 //! - `GET /api/v1/rooms/<tenant>/<room>/signal` upgrades to the signalling WebSocket
 //!   (`signalling`): the client joins there, and its SDP and candidates are relayed over the
 //!   hosting node's `Attach` stream. The messages are typed in
@@ -117,7 +118,10 @@ impl<S: Store> Gateway<S> {
             .route("/", get(web::landing_page))
             .route("/healthz", get(|| async { "ok" }))
             .route("/assets/{file}", get(web::asset))
+            .route("/{tenant}", get(web::tenant_page::<S>))
             .route("/{tenant}/{room}", get(web::room_page))
+            .route("/api/v1/tenants/{tenant}", get(web::tenant_look::<S>))
+            .fallback(web::not_found)
             .route(
                 "/api/v1/rooms/{tenant}/{room}/signal",
                 get(signalling::upgrade::<S>),

@@ -396,7 +396,7 @@ impl<S: Store> Session<S> {
     /// the session ends, or the socket drops. A session whose node goes away moves to another.
     async fn relay(
         &mut self,
-        member: Member,
+        mut member: Member,
         mut attachment: Attachment,
         media: Option<(bool, bool)>,
     ) {
@@ -433,6 +433,19 @@ impl<S: Store> Session<S> {
                         }
                         break Ending::Close(v1::CloseReason::Left);
                     }
+                    Inbound::Message(ClientMessage::Invitation) => {
+                        let answer = match gateway.admission.invitation(&self.key, &member).await {
+                            Ok(invitation) => {
+                                let (invite, expires_at_unix_ms) = invitation.unzip();
+                                ServerMessage::Invitation { invite, expires_at_unix_ms }
+                            }
+                            Err(refusal) => ServerMessage::error(refusal.code.as_str(), refusal.message),
+                        };
+                        if !self.send(&answer).await {
+                            break Ending::Detach;
+                        }
+                        false
+                    }
                     Inbound::Message(message) => match to_signal(message) {
                         // A node that cannot be reached any more means a move.
                         Ok(signal) => gateway.fleet.signal(&attachment.session_id, signal).await.is_err(),
@@ -446,10 +459,16 @@ impl<S: Store> Session<S> {
                 },
                 event = attachment.events.recv() => match event {
                     Some(ClientEvent::Signal(signal)) => {
-                        if let Some(message) = from_signal(signal)
-                            && !self.send(&message).await
-                        {
+                        let Some(message) = from_signal(signal) else { continue };
+                        if !self.send(&message).await {
                             break Ending::Detach;
+                        }
+                        // A new role goes into the ticket at once, so that it survives a move.
+                        if learn_role(&mut member, &message) {
+                            let ticket = gateway.admission.fresh_ticket(&self.key, &member, &attachment);
+                            if !self.send(&ServerMessage::Session { ticket }).await {
+                                break Ending::Detach;
+                            }
                         }
                         false
                     }
@@ -532,6 +551,29 @@ impl<S: Store> Session<S> {
     }
 }
 
+/// Takes what `message` from the node says about `member` into it: being let in from the lobby
+/// (the welcome), and a role that changed. Returns whether anything changed, so that the
+/// ticket says it at once and a session that moves or resumes elsewhere keeps it.
+fn learn_role(member: &mut Member, message: &ServerMessage) -> bool {
+    let before = (member.moderator, member.lobby);
+    match message {
+        ServerMessage::Welcome {
+            participant_id,
+            moderator,
+            ..
+        } if *participant_id == member.participant_id => {
+            member.lobby = false;
+            member.moderator = *moderator;
+        }
+        ServerMessage::Role {
+            participant_id,
+            moderator,
+        } if *participant_id == member.participant_id => member.moderator = *moderator,
+        _ => return false,
+    }
+    before != (member.moderator, member.lobby)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -547,5 +589,42 @@ mod tests {
             budget.take(start + Duration::from_millis(100)),
             "refilled after 100 ms"
         );
+    }
+
+    #[test]
+    fn a_new_role_and_an_admission_from_the_lobby_are_kept_for_the_ticket() {
+        let mut member = Member {
+            participant_id: "p1".into(),
+            name: crate::domain::DisplayName::new("Anna").unwrap(),
+            max_participants: 10,
+            video_last_n: 16,
+            moderator: false,
+            lobby: true,
+            first_moderates: false,
+        };
+        let welcome = |id: &str, moderator| ServerMessage::Welcome {
+            participant_id: id.into(),
+            participants: Vec::new(),
+            resumed: false,
+            moderator,
+            locked: false,
+            hands: Vec::new(),
+        };
+        let role = |id: &str, moderator| ServerMessage::Role {
+            participant_id: id.into(),
+            moderator,
+        };
+        assert!(
+            !learn_role(&mut member, &welcome("p2", true)),
+            "someone else's"
+        );
+        assert!(member.lobby);
+        assert!(learn_role(&mut member, &welcome("p1", false)), "let in");
+        assert!(!member.lobby && !member.moderator);
+        assert!(!learn_role(&mut member, &role("p2", true)));
+        assert!(learn_role(&mut member, &role("p1", true)), "made moderator");
+        assert!(member.moderator);
+        assert!(!learn_role(&mut member, &role("p1", true)), "nothing new");
+        assert!(!learn_role(&mut member, &ServerMessage::Reconnect));
     }
 }

@@ -1,7 +1,8 @@
 //! What the integration tests share: the real Kubernetes API server, control-plane replicas
 //! and media nodes, ways to wait for a condition, (in [`netns`]) a line whose downlink a test
 //! can narrow, (in [`sockets`]) bare sockets against the gateway, (in [`attach`]) a
-//! registration on the Attach port, and (in [`partner`]) a partner's site.
+//! registration on the Attach port, (in [`partner`]) a partner's site, and (in [`events`]) what a
+//! Rust participant is told.
 //!
 //! `deploy/testenv` builds one binary with etcd, kube-apiserver and kube-controller-manager from
 //! the Go modules of Kubernetes. A test binary starts it once (the first test that asks) and
@@ -10,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod attach;
+pub mod events;
 pub mod helm;
 pub mod netns;
 pub mod partner;

@@ -144,6 +144,10 @@ pub enum ClientMessage {
         /// Up or down.
         raised: bool,
     },
+    /// Ask the gateway for a link that lets someone else in: answered with an `invitation`.
+    /// In an invite-only room only a moderator gets one; anyone else is answered
+    /// `not-moderator`.
+    Invitation,
 }
 
 /// What a moderator does.
@@ -424,6 +428,17 @@ pub enum ServerMessage {
     Request {
         /// What.
         kind: ModeratorRequest,
+    },
+    /// The answer to an `invitation` request: the invitation to add to the room's address
+    /// (`#invite=...`), or none when the address alone lets people in.
+    #[serde(rename_all = "camelCase")]
+    Invitation {
+        /// The signed invitation, for an invite-only room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        invite: Option<String>,
+        /// When the invitation expires (Unix milliseconds).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at_unix_ms: Option<u64>,
     },
     /// Something could not be done. `code` is stable; the client translates it.
     Error {

@@ -33,6 +33,9 @@ pub enum RelayError {
     /// A list or a name in the message is too long.
     #[error("the message has too many entries or too long a name")]
     TooMany,
+    /// The gateway answers the message itself; the node has no part in it.
+    #[error("the gateway answers this message itself")]
+    ForTheGateway,
 }
 
 impl RelayError {
@@ -41,6 +44,7 @@ impl RelayError {
         match self {
             Self::SdpTooLarge | Self::ChatTooLarge | Self::TooMany => "message-too-large",
             Self::AlreadyJoined => "already-joined",
+            Self::ForTheGateway => "not-relayed",
         }
     }
 }
@@ -71,6 +75,7 @@ pub fn to_signal(message: ClientMessage) -> Result<v1::Signal, RelayError> {
         ClientMessage::Join { .. } | ClientMessage::Resume { .. } => {
             return Err(RelayError::AlreadyJoined);
         }
+        ClientMessage::Invitation => return Err(RelayError::ForTheGateway),
         ClientMessage::Offer { sdp, sources } => {
             check_names(sources.len(), sources.keys().chain(sources.values()))?;
             Kind::Offer(v1::SessionDescription {
