@@ -215,6 +215,14 @@ impl Core {
         })
     }
 
+    /// Whether anyone waits in the lobby of `key`: only then has a new moderator something to
+    /// be told.
+    pub(super) fn someone_waits(&self, key: &str) -> bool {
+        self.rooms
+            .get(key)
+            .is_some_and(|room| !room.waiting.is_empty())
+    }
+
     /// Tells the moderators of `key` who waits in its lobby.
     pub(super) fn tell_moderators_who_waits(&mut self, key: &str) {
         let Some(room) = self.rooms.get(key) else {
@@ -278,7 +286,9 @@ impl Core {
         let participant_id = participant.info.participant_id.clone();
         let key = participant.room.clone();
         self.tell_room(&key, RosterEvent::Moderator { participant_id });
-        self.tell_moderators_who_waits(&key);
+        if self.someone_waits(&key) {
+            self.tell_moderators_who_waits(&key);
+        }
         self.tell_waiting(&key);
     }
 

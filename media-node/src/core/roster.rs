@@ -115,8 +115,10 @@ impl Core {
                 participant_id: speaker.info.participant_id.clone(),
             });
         }
-        if moderator {
+        if moderator && self.someone_waits(&room_key) {
             self.tell_moderators_who_waits(&room_key);
+        }
+        if moderator {
             self.tell_waiting(&room_key);
         }
         let existing: Vec<PublicationId> = others
