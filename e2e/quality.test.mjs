@@ -232,6 +232,12 @@ describe("a participant on a weak line", { skip: process.env.TREFFPUNKT_SKIP_NET
     const ben = await join(browser, room, "Ben");
     const annaId = await participantId(anna);
     const benId = await participantId(ben);
+    // Each shows the other large, so that the tile keeps its size when a third person comes
+    // (the gallery would otherwise make room for her, and a smaller tile needs a smaller layer).
+    await eventually(async () => (await anna.$(`.tile[data-participant="${benId}"] .pin`)) !== null);
+    await anna.click(`.tile[data-participant="${benId}"] .pin`);
+    await eventually(async () => (await ben.$(`.tile[data-participant="${annaId}"] .pin`)) !== null);
+    await ben.click(`.tile[data-participant="${annaId}"] .pin`);
     const before = await eventually(async () => {
       const [a, b] = [await shownWidth(anna, benId), await shownWidth(ben, annaId)];
       return a >= 640 && b >= 640 ? { a, b } : null;
