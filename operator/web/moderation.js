@@ -135,7 +135,6 @@ function copyInvitation() {
 async function invitationArrived({ invite, expiresAtUnixMs }) {
   const address = `${location.origin}/${app.state.tenant}/${app.state.room}`;
   const url = invite ? `${address}#invite=${invite}` : address;
-  app.state.lastInvitation = url;
   const text = expiresAtUnixMs
     ? t("invitationCopiedUntil", { date: new Date(expiresAtUnixMs).toLocaleString(document.documentElement.lang) })
     : t("invitationCopied");
