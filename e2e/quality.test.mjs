@@ -25,6 +25,24 @@ async function participantId(page) {
   return eventually(() => page.evaluate(() => window.treffpunkt.me), 20000);
 }
 
+async function shownHeight(page, participantId) {
+  return page.evaluate((id) => {
+    const video = document.querySelector(`.tile[data-participant="${id}"][data-kind="camera"] video`);
+    return video?.videoHeight ?? 0;
+  }, participantId);
+}
+
+/** The heights of the page's outbound camera layers, smallest first. */
+async function outboundHeights(page) {
+  return page.evaluate(async () => {
+    const heights = [];
+    (await window.treffpunkt.pc.getStats()).forEach((report) => {
+      if (report.type === "outbound-rtp" && report.kind === "video" && report.rid && report.frameHeight) heights.push(report.frameHeight);
+    });
+    return heights.sort((a, b) => a - b);
+  });
+}
+
 /** The rids of the page's outbound camera layers that have sent something. */
 async function outboundRids(page) {
   return page.evaluate(async () => {
@@ -55,12 +73,23 @@ describe("calls that hold up", () => {
     }, 40000);
     assert.deepEqual(rids, ["f", "h", "q"], "Chromium publishes three simulcast layers");
 
+    // The node sends the smallest layer at least as tall as the tile (in device pixels), so a
+    // phone's small tile gets less than the top layer, but not less than it shows.
     const small = await eventually(async () => {
-      const width = await shownWidth(ben, annaId);
+      const heights = await outboundHeights(anna);
+      const shown = await ben.evaluate((id) => {
+        const video = document.querySelector(`.tile[data-participant="${id}"][data-kind="camera"] video`);
+        return { tile: Math.round((video?.clientHeight ?? 0) * devicePixelRatio), received: video?.videoHeight ?? 0 };
+      }, annaId);
+      const needed = heights.find((height) => height >= shown.tile) ?? heights.at(-1);
       const { video } = await decodesAndHears(ben);
-      return video && width > 0 && width <= 320 ? width : null;
+      const fits = video && heights.length === 3 && shown.tile > 0 && shown.received === needed && needed < heights.at(-1);
+      return fits ? { ...shown, heights } : null;
     }, 30000);
-    assert.ok(small, `a small tile receives the low layer (width ${await shownWidth(ben, annaId)})`);
+    assert.ok(
+      small,
+      `a small tile receives the layer it needs, not the top one (received ${await shownHeight(ben, annaId)} px, layers ${await outboundHeights(anna)})`,
+    );
 
     // Ben widens the window and shows Anna large.
     await ben.setViewportSize({ width: 1280, height: 720 });
