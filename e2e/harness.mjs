@@ -149,7 +149,7 @@ export function standaloneWithBrowser(args = []) {
  */
 export async function startTreffpunkt(extraArgs = [], { host = "127.0.0.1", env = {} } = {}) {
   const addresses = host === "127.0.0.1" ? [] : ["--announce-ip", host];
-  const child = spawn(binary(), ["standalone", "--listen", `${host}:0`, "--udp-port", "0", ...addresses, ...extraArgs], {
+  const child = spawn(binary(), ["standalone", "--listen", `${host}:0`, "--udp-port", "0", "--tcp-port", "0", ...addresses, ...extraArgs], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "warn", ...env },
   });
@@ -235,6 +235,16 @@ export function testNetwork(name, subnet) {
           if (kbit !== null) throw error;
         }
       }
+    },
+    /**
+     * Drops every UDP packet that leaves the namespace (an nftables rule inside it), as a
+     * school's or an office's firewall does; TCP still passes.
+     */
+    dropUdp() {
+      const nft = (...args) => run("netns", "exec", name, "nft", ...args);
+      nft("add", "table", "inet", "treffpunkt");
+      nft("add", "chain", "inet", "treffpunkt", "out", "{ type filter hook output priority 0; }");
+      nft("add", "rule", "inet", "treffpunkt", "out", "meta", "l4proto", "udp", "drop");
     },
     close,
   };
@@ -371,4 +381,56 @@ export async function accessibilityViolations(page) {
   return violations
     .filter((v) => v.impact === "serious" || v.impact === "critical")
     .map((v) => `${v.id} (${v.impact}): ${v.nodes.join(", ")}`);
+}
+
+/**
+ * For `join`'s `initScript`; runs in the page before its own scripts: every audio track it receives passes through an
+ * encoded-frame stream that notes when each frame (one Opus packet) arrived from the network, so
+ * the test can read the longest time between two of them. With encoded streams on, every sender and receiver
+ * of the connection must be piped through, so the others are passed on untouched.
+ */
+export function watchAudioFrames() {
+  const gaps = [];
+  window.treffpunktTest = { audioGaps: gaps };
+  const passOn = (streams) => streams.readable.pipeTo(streams.writable).catch(() => {});
+  const Original = window.RTCPeerConnection;
+  window.RTCPeerConnection = function (config = {}) {
+    const pc = new Original({ ...config, encodedInsertableStreams: true });
+    const addTransceiver = pc.addTransceiver.bind(pc);
+    pc.addTransceiver = (...args) => {
+      const transceiver = addTransceiver(...args);
+      passOn(transceiver.sender.createEncodedStreams());
+      return transceiver;
+    };
+    pc.addEventListener("track", ({ track, receiver }) => {
+      const streams = receiver.createEncodedStreams();
+      if (track.kind !== "audio") {
+        passOn(streams);
+        return;
+      }
+      const gap = { longest: 0, frames: 0, last: 0, reset() { this.longest = 0; this.frames = 0; } };
+      gaps.push(gap);
+      streams.readable
+        .pipeThrough(
+          new TransformStream({
+            transform(frame, controller) {
+              // When the packet came off the network (not when this script got to run: the
+              // page's main thread may be busy for a moment, and that is no gap in the sound).
+              const now = frame.getMetadata().receiveTime ?? performance.now();
+              if (gap.frames > 0 && now - gap.last > gap.longest) {
+                gap.longest = now - gap.last;
+                gap.endedAt = new Date().toISOString();
+              }
+              gap.last = now;
+              gap.frames += 1;
+              controller.enqueue(frame);
+            },
+          }),
+        )
+        .pipeTo(streams.writable)
+        .catch(() => {});
+    });
+    return pc;
+  };
+  window.RTCPeerConnection.prototype = Original.prototype;
 }

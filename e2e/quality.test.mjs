@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 
-import { ARTIFACTS, decodesAndHears, eventually, join, launchBrowser, standaloneWithBrowser, startTreffpunkt, testNetwork } from "./harness.mjs";
+import { ARTIFACTS, decodesAndHears, eventually, join, launchBrowser, standaloneWithBrowser, startTreffpunkt, testNetwork, watchAudioFrames } from "./harness.mjs";
 
 /** The width of the video a page shows for participant `name` (0 when none yet). */
 async function shownWidth(page, participantId) {
@@ -176,58 +176,6 @@ describe("calls that hold up", () => {
     await cem.context().close();
   });
 });
-
-/**
- * Runs in the weak page before its own scripts: every audio track it receives passes through an
- * encoded-frame stream that notes when each frame (one Opus packet) arrived from the network, so
- * the test can read the longest time between two of them. With encoded streams on, every sender and receiver
- * of the connection must be piped through, so the others are passed on untouched.
- */
-function watchAudioFrames() {
-  const gaps = [];
-  window.treffpunktTest = { audioGaps: gaps };
-  const passOn = (streams) => streams.readable.pipeTo(streams.writable).catch(() => {});
-  const Original = window.RTCPeerConnection;
-  window.RTCPeerConnection = function (config = {}) {
-    const pc = new Original({ ...config, encodedInsertableStreams: true });
-    const addTransceiver = pc.addTransceiver.bind(pc);
-    pc.addTransceiver = (...args) => {
-      const transceiver = addTransceiver(...args);
-      passOn(transceiver.sender.createEncodedStreams());
-      return transceiver;
-    };
-    pc.addEventListener("track", ({ track, receiver }) => {
-      const streams = receiver.createEncodedStreams();
-      if (track.kind !== "audio") {
-        passOn(streams);
-        return;
-      }
-      const gap = { longest: 0, frames: 0, last: 0, reset() { this.longest = 0; this.frames = 0; } };
-      gaps.push(gap);
-      streams.readable
-        .pipeThrough(
-          new TransformStream({
-            transform(frame, controller) {
-              // When the packet came off the network (not when this script got to run: the
-              // page's main thread may be busy for a moment, and that is no gap in the sound).
-              const now = frame.getMetadata().receiveTime ?? performance.now();
-              if (gap.frames > 0 && now - gap.last > gap.longest) {
-                gap.longest = now - gap.last;
-                gap.endedAt = new Date().toISOString();
-              }
-              gap.last = now;
-              gap.frames += 1;
-              controller.enqueue(frame);
-            },
-          }),
-        )
-        .pipeTo(streams.writable)
-        .catch(() => {});
-    });
-    return pc;
-  };
-  window.RTCPeerConnection.prototype = Original.prototype;
-}
 
 describe("a participant on a weak line", { skip: process.env.TREFFPUNKT_SKIP_NETNS === "1" && "TREFFPUNKT_SKIP_NETNS=1" }, () => {
   let network;

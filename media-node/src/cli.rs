@@ -33,6 +33,10 @@ pub struct Args {
     /// Where the UDP media port binds.
     #[arg(long, env = "TREFFPUNKT_UDP_BIND", default_value = "0.0.0.0:10000")]
     pub udp_bind: SocketAddr,
+    /// Where the ICE-TCP port binds, for browsers on networks that block UDP; unset, the node
+    /// takes media over UDP only.
+    #[arg(long, env = "TREFFPUNKT_TCP_BIND")]
+    pub tcp_bind: Option<SocketAddr>,
     /// The address announced to clients (in Kubernetes: the node's address, from the
     /// downward API).
     #[arg(long, env = "TREFFPUNKT_ANNOUNCE_IP", default_value = "127.0.0.1")]
@@ -117,6 +121,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         node_id,
         pool: args.pool,
         udp_bind: args.udp_bind,
+        tcp_bind: args.tcp_bind,
         announce_ip: args.announce_ip,
         max_participants: args.max_participants,
         grant_key,

@@ -54,6 +54,7 @@ use treffpunkt_proto::v1;
 
 pub use error::{Error, Result};
 pub use node::{Admission, Command, Event, Node, Transmit};
+pub use udp::tcp::TcpPort;
 pub use udp::{MediaSocket, NodeHandle};
 
 /// How a media node runs.
@@ -79,6 +80,9 @@ pub struct NodeConfig {
     pub health_listen: Option<SocketAddr>,
     /// The media port's receive and send buffers.
     pub udp_buffers: udp::Buffers,
+    /// Where the ICE-TCP port binds, e.g. `0.0.0.0:10443`, if the node takes media over TCP
+    /// (for networks that block UDP); announced under `announce_ip`.
+    pub tcp_bind: Option<SocketAddr>,
     /// The folder with the node's certificate for the control plane (`ca.crt`, `tls.crt`,
     /// `tls.key`), when the control plane's Attach port runs mutual TLS.
     pub attach_tls_dir: Option<std::path::PathBuf>,
@@ -95,8 +99,12 @@ pub struct MediaNode {
 impl MediaNode {
     /// Binds the media port.
     pub async fn bind(config: NodeConfig) -> Result<Self> {
-        let socket =
+        let mut socket =
             MediaSocket::bind(config.udp_bind, config.announce_ip, config.udp_buffers).await?;
+        if let Some(bind) = config.tcp_bind {
+            let limits = udp::tcp::TcpLimits::default();
+            socket = socket.with_ice_tcp(TcpPort::bind(bind, config.announce_ip, limits).await?);
+        }
         let (commands, command_queue) = mpsc::channel(1024);
         Ok(Self {
             config,
@@ -116,20 +124,34 @@ impl MediaNode {
         self.socket.announced()
     }
 
+    /// The ICE-TCP address clients connect to, if the node takes media over TCP.
+    pub fn tcp_address(&self) -> Option<SocketAddr> {
+        self.socket.announced_tcp()
+    }
+
     /// Attaches to the control plane and forwards media until the node has drained.
     pub async fn run(self) -> Result<()> {
         let announced = self.socket.announced();
-        let node = Node::new(Instant::now(), announced, self.config.max_participants);
+        let mut node = Node::new(Instant::now(), announced, self.config.max_participants);
+        let mut media_addresses = vec![v1::MediaAddress {
+            protocol: v1::TransportProtocol::Udp as i32,
+            ip: announced.ip().to_string(),
+            port: u32::from(announced.port()),
+        }];
+        if let Some(tcp) = self.socket.announced_tcp() {
+            node = node.with_ice_tcp(tcp);
+            media_addresses.push(v1::MediaAddress {
+                protocol: v1::TransportProtocol::Tcp as i32,
+                ip: tcp.ip().to_string(),
+                port: u32::from(tcp.port()),
+            });
+        }
         let identity = control::Identity {
             node_id: self.config.node_id.clone(),
             instance_id: node.instance().to_owned(),
             pool: self.config.pool.clone(),
             max_participants: self.config.max_participants,
-            media_addresses: vec![v1::MediaAddress {
-                protocol: v1::TransportProtocol::Udp as i32,
-                ip: announced.ip().to_string(),
-                port: u32::from(announced.port()),
-            }],
+            media_addresses,
             certificate: self.config.attach_tls_dir.clone(),
         };
         let (commands, command_queue) = (self.commands, self.command_queue);

@@ -1,14 +1,16 @@
-//! The node's one UDP port and its run loop: the only part of the media node that touches a
+//! The node's media ports and their run loop: the only part of the media node that touches a
 //! socket or reads a clock.
 //!
-//! The loop waits for the next of three things: a command from the control plane, a datagram,
-//! or the time the [`Node`] asked for. It hands that to the node with the current time, then
+//! Media comes in on one UDP port and, for networks that block UDP, on an ICE-TCP port
+//! ([`tcp`]). The loop waits for the next of four things: a command from the control plane, a
+//! datagram, a frame from an ICE-TCP connection, or the time the [`Node`] asked for. It hands that to the node with the current time, then
 //! delivers the node's events to the control link (adding the process's CPU use to each load
 //! report, which the node cannot measure) and sends every datagram the node wants to send,
 //! `batch::BATCH` per system call.
 
 mod batch;
 mod force;
+pub mod tcp;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -19,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::node::{Command, Event, Node, Transmit};
 use crate::status::NodeStatus;
+use tcp::{TcpLink, TcpPort};
 
 /// The largest datagram read; anything larger than an Ethernet frame is not media.
 const MAX_DATAGRAM: usize = 2048;
@@ -59,6 +62,7 @@ impl Default for Buffers {
 pub struct MediaSocket {
     socket: UdpSocket,
     announced: SocketAddr,
+    tcp: Option<TcpPort>,
 }
 
 impl MediaSocket {
@@ -101,12 +105,24 @@ impl MediaSocket {
         Ok(Self {
             socket,
             announced: SocketAddr::new(announce_ip, port),
+            tcp: None,
         })
+    }
+
+    /// Takes media over ICE-TCP on `port` as well.
+    pub fn with_ice_tcp(mut self, port: TcpPort) -> Self {
+        self.tcp = Some(port);
+        self
     }
 
     /// The address clients send media to.
     pub fn announced(&self) -> SocketAddr {
         self.announced
+    }
+
+    /// The ICE-TCP address clients connect to, if the node takes media over TCP.
+    pub fn announced_tcp(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().map(TcpPort::announced)
     }
 
     /// Sends the datagrams in `outbox`, `batch::BATCH` per system call, and empties it. A
@@ -183,7 +199,7 @@ impl NodeHandle {
 /// closes every session. Events go to `events`; what the node tells about itself to `status`.
 pub async fn run(
     mut node: Node,
-    socket: MediaSocket,
+    mut socket: MediaSocket,
     mut commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
     status: NodeStatus,
@@ -198,6 +214,7 @@ pub async fn run(
         next_summary: Instant::now(),
     };
     info!(address = %socket.announced, "media node listening");
+    let mut tcp = socket.tcp.take().map(TcpPort::serve);
     loop {
         let deadline = node.poll_timeout().unwrap_or_else(|| Instant::now() + IDLE);
         tokio::select! {
@@ -210,10 +227,12 @@ pub async fn run(
                 Ok((len, from)) => node.datagram(Instant::now(), from, &buffer[..len]),
                 Err(error) => debug!(%error, "udp receive failed"),
             },
+            Some((from, frame)) = next_frame(&mut tcp) => node.tcp_frame(Instant::now(), from, &frame),
             () = tokio::time::sleep_until(deadline.into()) => node.handle_timeout(Instant::now()),
         }
         outputs.deliver(&mut node);
         outbox.extend(std::iter::from_fn(|| node.poll_transmit()));
+        hand_to_tcp(&mut outbox, tcp.as_mut());
         socket.send(&mut outbox).await;
         if node.is_finished() {
             info!("drained: the media node stops");
@@ -223,7 +242,42 @@ pub async fn run(
     node.stop(Instant::now());
     outputs.deliver(&mut node);
     outbox.extend(std::iter::from_fn(|| node.poll_transmit()));
+    hand_to_tcp(&mut outbox, tcp.as_mut());
     socket.send(&mut outbox).await;
+    if let Some(dropped) = tcp
+        .map(|link| link.dropped())
+        .filter(|dropped| *dropped > 0)
+    {
+        info!(
+            dropped,
+            "packets for ICE-TCP connections that were full or gone were dropped"
+        );
+    }
+}
+
+/// The next frame from an ICE-TCP connection; never, when the node takes no ICE-TCP.
+async fn next_frame(tcp: &mut Option<TcpLink>) -> Option<(SocketAddr, bytes::BytesMut)> {
+    match tcp {
+        Some(link) => link.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Hands the packets in `outbox` that go over ICE-TCP to their connections; the rest stay.
+fn hand_to_tcp(outbox: &mut Vec<Transmit>, tcp: Option<&mut TcpLink>) {
+    let Some(link) = tcp else { return };
+    if !outbox.iter().any(|transmit| transmit.tcp) {
+        return;
+    }
+    let mut udp = Vec::with_capacity(outbox.len());
+    for transmit in outbox.drain(..) {
+        if transmit.tcp {
+            link.send(transmit.destination, transmit.contents);
+        } else {
+            udp.push(transmit);
+        }
+    }
+    *outbox = udp;
 }
 
 /// Where the node's events go.

@@ -44,7 +44,15 @@ impl Drop for Node {
 
 fn start_node() -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_treffpunkt"))
-        .args(["standalone", "--listen", "127.0.0.1:0", "--udp-port", "0"])
+        .args([
+            "standalone",
+            "--listen",
+            "127.0.0.1:0",
+            "--udp-port",
+            "0",
+            "--tcp-port",
+            "0",
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()

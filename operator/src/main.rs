@@ -73,6 +73,10 @@ struct StandaloneArgs {
     /// The media node's UDP port.
     #[arg(long, env = "TREFFPUNKT_UDP_PORT", default_value_t = 10000)]
     udp_port: u16,
+    /// The media node's TCP port for ICE-TCP, which browsers use where UDP is blocked (0 picks
+    /// a free port).
+    #[arg(long, env = "TREFFPUNKT_TCP_PORT", default_value_t = 10443)]
+    tcp_port: u16,
     /// The address browsers send media to: 127.0.0.1 for this machine only, the machine's
     /// LAN address to let others in the network join.
     #[arg(long, env = "TREFFPUNKT_ANNOUNCE_IP", default_value = "127.0.0.1")]
@@ -226,6 +230,7 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     let StandaloneArgs {
         listen,
         udp_port,
+        tcp_port,
         announce_ip,
         max_participants,
         max_participants_per_room,
@@ -272,6 +277,7 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     let running = standalone::start(StandaloneConfig {
         http: listen,
         udp: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), udp_port),
+        tcp: Some(SocketAddr::new(IpAddr::from([0, 0, 0, 0]), tcp_port)),
         announce_ip,
         max_participants,
         tenants,

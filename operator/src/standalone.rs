@@ -42,6 +42,8 @@ pub struct StandaloneConfig {
     pub grpc: SocketAddr,
     /// The media node's UDP port.
     pub udp: SocketAddr,
+    /// The media node's ICE-TCP port, for browsers on networks that block UDP; none when unset.
+    pub tcp: Option<SocketAddr>,
     /// The address announced to browsers for media.
     pub announce_ip: IpAddr,
     /// Participants the media node accepts.
@@ -71,6 +73,7 @@ impl Default for StandaloneConfig {
             http: SocketAddr::new(localhost, 8080),
             grpc: SocketAddr::new(localhost, 0),
             udp: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 10000),
+            tcp: None,
             announce_ip: localhost,
             max_participants: 200,
             tenants: Vec::new(),
@@ -92,6 +95,8 @@ pub struct Standalone {
     pub grpc: SocketAddr,
     /// Where browsers send media to the in-process node, if there is one.
     pub media: Option<SocketAddr>,
+    /// Where browsers connect for ICE-TCP to the in-process node, if it takes media over TCP.
+    pub media_tcp: Option<SocketAddr>,
     /// The fleet, for tests and diagnostics.
     pub fleet: Arc<Fleet>,
     /// The tenants and rooms, for tests and diagnostics.
@@ -131,7 +136,7 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
     let grpc_task = tokio::spawn(attach);
 
     let mut tasks = vec![grpc_task];
-    let mut media = None;
+    let (mut media, mut media_tcp) = (None, None);
     if config.media_node {
         let node = MediaNode::bind(NodeConfig {
             control_plane: vec![format!("http://{grpc}")],
@@ -143,10 +148,12 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
             grant_key: grant_key.clone(),
             health_listen: None,
             udp_buffers: Default::default(),
+            tcp_bind: config.tcp,
             attach_tls_dir: None,
         })
         .await?;
         media = Some(node.media_address());
+        media_tcp = node.tcp_address();
         tasks.push(tokio::spawn(async move {
             if let Err(error) = node.run().await {
                 warn!(%error, "the media node stopped");
@@ -188,6 +195,7 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
         http,
         grpc,
         media,
+        media_tcp,
         fleet,
         store,
         tasks,

@@ -1,6 +1,7 @@
 //! Bad input from outside gets a clear error or is dropped, and a call in progress on the same
 //! node keeps flowing: malformed and oversized WebSocket messages, bad SDP, empty and huge
-//! display names, and random datagrams on the media port.
+//! display names, random datagrams on the media port, and broken, oversized, half-open and
+//! garbage connections to its ICE-TCP port.
 
 mod support;
 
@@ -11,7 +12,8 @@ use futures::SinkExt;
 use serde_json::{Value, json};
 use support::sockets::{Signalling, next_reply};
 use support::wait_until;
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
 use tokio_tungstenite::tungstenite::Message;
 use treffpunkt_client::{Kind, Participant, Publish, signal_url};
 use treffpunkt_operator::standalone::{self, StandaloneConfig};
@@ -176,12 +178,53 @@ async fn spray_random_datagrams(media: SocketAddr) {
     }
 }
 
+/// Whether the node closes `stream` within `limit` (what it sends first is read and dropped).
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    let mut buffer = [0u8; 256];
+    let read_all = async { while !matches!(stream.read(&mut buffer).await, Ok(0) | Err(_)) {} };
+    tokio::time::timeout(limit, read_all).await.is_ok()
+}
+
+/// Opens connections to the ICE-TCP port that break its framing, stall halfway, send random
+/// bytes or nothing at all; each must be closed by the node.
+async fn abuse_the_tcp_port(port: SocketAddr) {
+    let mut noise = Noise(0x7c9_5eed_0002);
+    let mut streams = Vec::new();
+    let garbage: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "an oversized frame",
+            [&[0xff, 0xff][..], &noise.bytes(1000)].concat(),
+        ),
+        ("an empty frame", vec![0, 0, 0, 0]),
+        (
+            "a first frame that is not STUN",
+            [&[0x00, 0x64][..], &noise.bytes(100)].concat(),
+        ),
+        ("random bytes", noise.bytes(5000)),
+        ("half a frame", vec![0x00, 0x64, 0x00, 0x01]),
+        ("nothing", Vec::new()),
+    ];
+    for (what, bytes) in garbage {
+        let mut stream = TcpStream::connect(port).await.unwrap();
+        stream.write_all(&bytes).await.unwrap();
+        streams.push((what, stream));
+    }
+    for (what, mut stream) in streams {
+        // A stalled connection has 5 s for its first frame.
+        assert!(
+            closed_within(&mut stream, Duration::from_secs(10)).await,
+            "the node closes a connection that sent {what}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_and_the_call_goes_on() {
     let server = standalone::start(StandaloneConfig {
         http: SocketAddr::new(LOOPBACK, 0),
         grpc: SocketAddr::new(LOOPBACK, 0),
         udp: SocketAddr::new(LOOPBACK, 0),
+        tcp: Some(SocketAddr::new(LOOPBACK, 0)),
         announce_ip: LOOPBACK,
         ..StandaloneConfig::default()
     })
@@ -201,6 +244,7 @@ async fn bad_input_is_refused_and_the_call_goes_on() {
     bad_names_are_refused(&mut socket).await;
     bad_signals_after_joining_are_refused(&mut socket).await;
     spray_random_datagrams(server.media.unwrap()).await;
+    abuse_the_tcp_port(server.media_tcp.unwrap()).await;
 
     assert!(
         flows(&anna, &ben).await,

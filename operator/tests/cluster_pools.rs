@@ -158,6 +158,7 @@ async fn a_draining_media_node_pod_is_marked_to_go_first() {
         grant_key: SharedKeyring::new(Keyring::from_secret(grant.as_bytes())),
         health_listen: Some(health),
         udp_buffers: Default::default(),
+        tcp_bind: None,
         attach_tls_dir: None,
     })
     .await

@@ -315,6 +315,8 @@ fn the_control_plane_runs_from_its_image_alone_and_serves_the_web_client() {
             &http.to_string(),
             "--udp-port",
             &udp,
+            "--tcp-port",
+            "0",
         ],
         &[],
     )

@@ -166,7 +166,13 @@ impl Node {
         }
         self.next_peer += 1;
         let id = PeerId(self.next_peer);
-        let session = match Session::new(id, admission.session_id.clone(), self.announced, now) {
+        let session = match Session::new(
+            id,
+            admission.session_id.clone(),
+            self.announced,
+            self.announced_tcp,
+            now,
+        ) {
             Ok(session) => session,
             Err(error) => {
                 warn!(%error, "could not create a connection");

@@ -31,7 +31,13 @@ struct Produced {
 impl Node {
     /// A datagram from `from`: through the gate (see [`gate`]), then to its session's
     /// connection, whose output is driven at once.
-    pub(super) fn on_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+    pub(super) fn on_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        protocol: TransportProtocol,
+        datagram: &[u8],
+    ) {
         self.traffic.packets_in += 1;
         self.traffic.bytes_in += datagram.len() as u64;
         let header = match gate::inspect(datagram) {
@@ -51,10 +57,13 @@ impl Node {
         let message = TaggedBytesMut {
             now,
             transport: TransportContext {
-                local_addr: self.announced,
+                local_addr: match (protocol, self.announced_tcp) {
+                    (TransportProtocol::TCP, Some(tcp)) => tcp,
+                    _ => self.announced,
+                },
                 peer_addr: from,
                 ecn: None,
-                transport_protocol: TransportProtocol::UDP,
+                transport_protocol: protocol,
             },
             message: BytesMut::from(datagram),
         };

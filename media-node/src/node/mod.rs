@@ -46,6 +46,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rtc::sansio::Protocol;
+use rtc::shared::TransportProtocol;
 use treffpunkt_proto::v1::{self, signal::Kind as SignalKind};
 
 use crate::core::{Core, PeerId, Rewrite};
@@ -175,6 +176,8 @@ pub enum Event {
 pub struct Transmit {
     /// Where to.
     pub destination: SocketAddr,
+    /// Over the ICE-TCP connection from `destination` rather than the UDP port.
+    pub tcp: bool,
     /// What.
     pub contents: BytesMut,
 }
@@ -192,6 +195,8 @@ struct Traffic {
 pub struct Node {
     /// The node's media address, as announced in its ICE candidate.
     announced: SocketAddr,
+    /// The node's ICE-TCP address (a passive candidate), when it takes media over TCP.
+    announced_tcp: Option<SocketAddr>,
     core: Core,
     sessions: HashMap<PeerId, Session>,
     /// The control plane's session ids.
@@ -241,6 +246,7 @@ impl Node {
     pub fn new(now: Instant, announced: SocketAddr, max_participants: u32) -> Self {
         Self {
             announced,
+            announced_tcp: None,
             core: Core::new(treffpunkt_proto::random::u64()),
             sessions: HashMap::new(),
             by_session_id: HashMap::new(),
@@ -265,9 +271,23 @@ impl Node {
         }
     }
 
+    /// Offers every new session a passive ICE-TCP candidate at `announced` as well (RFC 6544),
+    /// for networks that block UDP; its priority is below the UDP candidate's.
+    pub fn with_ice_tcp(mut self, announced: SocketAddr) -> Self {
+        self.announced_tcp = Some(announced);
+        self
+    }
+
     /// A datagram from `from` arrived on the media port.
     pub fn datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        self.on_datagram(now, from, datagram);
+        self.on_datagram(now, from, TransportProtocol::UDP, datagram);
+        self.settle(now);
+    }
+
+    /// A frame arrived on the ICE-TCP connection from `from` (RFC 4571 framing already
+    /// removed). What the node sends back to `from` is marked [`Transmit::tcp`].
+    pub fn tcp_frame(&mut self, now: Instant, from: SocketAddr, frame: &[u8]) {
+        self.on_datagram(now, from, TransportProtocol::TCP, frame);
         self.settle(now);
     }
 
@@ -399,6 +419,7 @@ impl Node {
                 self.traffic.bytes_out += datagram.message.len() as u64;
                 self.transmits.push_back(Transmit {
                     destination: datagram.transport.peer_addr,
+                    tcp: datagram.transport.transport_protocol == TransportProtocol::TCP,
                     contents: datagram.message,
                 });
             }
@@ -419,6 +440,7 @@ impl Node {
             while let Some(datagram) = session.pc.poll_write() {
                 self.transmits.push_back(Transmit {
                     destination: datagram.transport.peer_addr,
+                    tcp: datagram.transport.transport_protocol == TransportProtocol::TCP,
                     contents: datagram.message,
                 });
             }

@@ -20,12 +20,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::network_type::NetworkType;
+use rtc::ice::tcp_type::TcpType;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate,
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit,
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -178,6 +179,28 @@ fn random_ice_text(len: usize) -> String {
     treffpunkt_proto::random::text(len, ALPHABET)
 }
 
+/// The node's host candidate at `address`: UDP, or with `tcp_type` passive a TCP candidate
+/// that browsers connect to (RFC 6544).
+fn host_candidate(address: SocketAddr, tcp_type: TcpType) -> Result<RTCIceCandidateInit> {
+    let network = if tcp_type == TcpType::Unspecified {
+        "udp"
+    } else {
+        "tcp"
+    };
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: network.to_owned(),
+            address: address.ip().to_string(),
+            port: address.port(),
+            component: 1,
+            ..Default::default()
+        },
+        tcp_type,
+    }
+    .new_candidate_host()?;
+    Ok(RTCIceCandidate::from(&candidate).to_json()?)
+}
+
 /// Runs `f`, turning a panic inside `rtc` (which must not happen, but would take every call
 /// on the node with it) into an error for this one connection.
 fn guarded<T>(what: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
@@ -185,27 +208,36 @@ fn guarded<T>(what: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 }
 
 impl Session {
-    /// A new connection, ICE-lite, answering DTLS as server, with the node's one host
-    /// candidate at `announced`.
+    /// A new connection, ICE-lite, answering DTLS as server, with the node's host candidate
+    /// at `announced` and, when the node takes ICE-TCP, a passive TCP candidate at
+    /// `announced_tcp`.
     pub fn new(
         id: PeerId,
         session_id: String,
         announced: SocketAddr,
+        announced_tcp: Option<SocketAddr>,
         now: Instant,
     ) -> Result<Self> {
         let ufrag = random_ice_text(16);
         let password = random_ice_text(32);
-        let network = if announced.is_ipv4() {
+        let mut networks = vec![if announced.is_ipv4() {
             NetworkType::Udp4
         } else {
             NetworkType::Udp6
-        };
+        }];
+        if let Some(tcp) = announced_tcp {
+            networks.push(if tcp.is_ipv4() {
+                NetworkType::Tcp4
+            } else {
+                NetworkType::Tcp6
+            });
+        }
         let settings = SettingEngineBuilder::new()
             .with_lite(true)
             .with_ice_credentials(ufrag.clone(), password)
             .with_answering_dtls_role(RTCDtlsRole::Server)
             .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-            .with_network_types(vec![network])
+            .with_network_types(networks)
             .build();
         let estimate = EstimateCell::new();
         let arrivals = Arrivals::default();
@@ -216,18 +248,10 @@ impl Session {
             .with_media_engine(engine)
             .with_interceptor_registry(registry)
             .build(now)?;
-        let candidate = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: announced.ip().to_string(),
-                port: announced.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
+        pc.add_local_candidate(host_candidate(announced, TcpType::Unspecified)?)?;
+        if let Some(tcp) = announced_tcp {
+            pc.add_local_candidate(host_candidate(tcp, TcpType::Passive)?)?;
         }
-        .new_candidate_host()?;
-        pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
         Ok(Self {
             id,
             session_id,

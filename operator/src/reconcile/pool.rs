@@ -188,6 +188,10 @@ fn node_env(pool: &MediaPool, template: &MediaNodeTemplate, ctx: &Context) -> Ve
             "TREFFPUNKT_UDP_BIND",
             format!("0.0.0.0:{}", network.udp_port),
         ),
+        env(
+            "TREFFPUNKT_TCP_BIND",
+            format!("0.0.0.0:{}", network.tcp_port),
+        ),
         announce,
         env(
             "TREFFPUNKT_MAX_PARTICIPANTS",

@@ -312,6 +312,7 @@ pub async fn run_node(operator: &Operator) -> String {
         ),
         health_listen: None,
         udp_buffers: Default::default(),
+        tcp_bind: None,
         attach_tls_dir: None,
     })
     .await

@@ -1,0 +1,81 @@
+// Calls that get through a network that blocks UDP, as many schools, offices and public Wi-Fi
+// networks do: the page falls back to ICE-TCP on its own.
+//
+// The blocked network is real: a network namespace joined to this host by a veth pair, with an
+// nftables rule inside it that drops every UDP packet leaving it. The server runs on the host
+// side of that pair; one Chromium runs on the host (UDP), another inside the namespace (TCP
+// only). Creating the namespace needs root, as CI has; set TREFFPUNKT_SKIP_NETNS=1 to skip.
+
+import assert from "node:assert/strict";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+
+import { ARTIFACTS, decodesAndHears, eventually, join, launchBrowser, startTreffpunkt, testNetwork, watchAudioFrames } from "./harness.mjs";
+
+/** The protocol of the candidate pair a page's connection uses ("udp" or "tcp"), once chosen. */
+function transportOf(page) {
+  return page.evaluate(async () => {
+    const stats = await window.treffpunkt.pc.getStats();
+    let pairId = null;
+    stats.forEach((report) => {
+      if (report.type === "transport" && report.selectedCandidatePairId) pairId = report.selectedCandidatePairId;
+    });
+    const pair = pairId && stats.get(pairId);
+    const local = pair && stats.get(pair.localCandidateId);
+    return local ? local.protocol : null;
+  });
+}
+
+async function seesAndHears(page) {
+  return eventually(async () => {
+    const now = await decodesAndHears(page);
+    return now.video && now.audio;
+  }, 30000);
+}
+
+describe("a page on a network that blocks UDP", { skip: process.env.TREFFPUNKT_SKIP_NETNS === "1" && "TREFFPUNKT_SKIP_NETNS=1" }, () => {
+  let network;
+  let server;
+  let browser;
+  let blockedBrowser;
+
+  before(async () => {
+    network = testNetwork("tptcp", "10.231.11");
+    network.dropUdp();
+    server = await startTreffpunkt([], { host: network.hostIp });
+    const origin = new URL(server.url).origin;
+    browser = await launchBrowser({ secureOrigin: origin });
+    blockedBrowser = await launchBrowser({ secureOrigin: origin, namespace: network.name });
+  });
+
+  after(async () => {
+    await blockedBrowser?.close();
+    await browser?.close();
+    server?.child.kill("SIGKILL");
+    network?.close();
+  });
+
+  test("joins over ICE-TCP; it and a page on UDP decode each other, and its sound has no gap over 300 ms in 30 s", async () => {
+    const room = `${server.url}/public/schule`;
+    const anna = await join(browser, room, "Anna");
+    const tim = await join(blockedBrowser, room, "Tim", { initScript: watchAudioFrames });
+    assert.ok(await seesAndHears(tim), "Tim, behind the firewall, sees and hears Anna");
+    assert.ok(await seesAndHears(anna), "Anna sees and hears Tim");
+    assert.equal(await transportOf(tim), "tcp", "Tim's connection runs over TCP");
+    assert.equal(await transportOf(anna), "udp", "Anna's stays on UDP");
+
+    const audio = await tim.evaluate(async () => {
+      const gaps = window.treffpunktTest.audioGaps;
+      for (const gap of gaps) gap.reset();
+      await new Promise((r) => setTimeout(r, 30000));
+      return { longestGapMs: Math.max(0, ...gaps.map((gap) => gap.longest)), frames: gaps.map((gap) => gap.frames) };
+    });
+    console.log(`over ICE-TCP: longest audio gap ${Math.round(audio.longestGapMs)} ms over ${audio.frames.join("+")} frames in 30 s`);
+    assert.ok(audio.frames[0] >= 1200, `Anna's sound keeps coming over TCP: ${audio.frames.join("+")} of about 1500 frames`);
+    assert.ok(audio.longestGapMs <= 300, `no gap in Tim's sound longer than 300 ms (longest ${Math.round(audio.longestGapMs)} ms)`);
+    assert.ok((await decodesAndHears(tim)).video, "Tim still decodes Anna's video");
+    await tim.screenshot({ path: path.join(ARTIFACTS, "ice-tcp.png") });
+    await anna.context().close();
+    await tim.context().close();
+  });
+});
