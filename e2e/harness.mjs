@@ -52,8 +52,19 @@ function playwrightDisabledFeatures() {
  * which an encoder squeezes into a fraction of its bitrate, with one that costs what a real
  * webcam's does (see `grainyCamera`). `fps` sets the fake camera's frame rate and `mute`
  * silences what the pages play, so that a test with many pages fits on two cores.
+ * `trustKey` (the base64 SHA-256 of a certificate's public key) makes Chromium trust that
+ * certificate, as a participant does who accepted it, for pages at `host`.
  */
-export async function launchBrowser({ grantDevices = true, secureOrigin = null, namespace = null, camera = null, fps = null, mute = false } = {}) {
+export async function launchBrowser({
+  grantDevices = true,
+  secureOrigin = null,
+  namespace = null,
+  camera = null,
+  fps = null,
+  mute = false,
+  trustKey = null,
+  host = null,
+} = {}) {
   const own = playwrightDisabledFeatures();
   return chromium.launch({
     executablePath: namespace ? chromiumInNamespace(namespace) : CHROMIUM,
@@ -63,7 +74,8 @@ export async function launchBrowser({ grantDevices = true, secureOrigin = null, 
       fps ? `--use-fake-device-for-media-stream=fps=${fps}` : "--use-fake-device-for-media-stream",
       ...(mute ? ["--mute-audio"] : []),
       ...BASE_ARGS,
-      resolverRules(secureOrigin ? new URL(secureOrigin).hostname : null),
+      resolverRules(secureOrigin ? new URL(secureOrigin).hostname : host),
+      ...(trustKey ? [`--ignore-certificate-errors-spki-list=${trustKey}`] : []),
       ...(grantDevices ? ["--use-fake-ui-for-media-stream"] : []),
       ...(secureOrigin ? [`--unsafely-treat-insecure-origin-as-secure=${secureOrigin}`] : []),
       ...(camera === "grainy" ? [`--use-file-for-fake-video-capture=${grainyCamera()}`] : []),
@@ -158,7 +170,7 @@ export async function startTreffpunkt(extraArgs = [], { host = "127.0.0.1", env 
     const timer = setTimeout(() => reject(new Error(`standalone did not start:\n${output}`)), 20000);
     const onData = (chunk) => {
       output += chunk;
-      const match = /Open (http:\/\/[^\s]+) /.exec(output);
+      const match = /Open (https?:\/\/[^\s]+) /.exec(output);
       if (match) {
         clearTimeout(timer);
         resolve(match[1].replace(/\/$/, ""));

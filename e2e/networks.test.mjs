@@ -1,5 +1,6 @@
 // Calls that get through a network that blocks UDP, as many schools, offices and public Wi-Fi
-// networks do: the page falls back to ICE-TCP on its own.
+// networks do: the page falls back to ICE-TCP on its own. And standalone mode over HTTPS with a
+// certificate it made itself, opened from another machine, as on a club's LAN.
 //
 // The blocked network is real: a network namespace joined to this host by a veth pair, with an
 // nftables rule inside it that drops every UDP packet leaving it. The server runs on the host
@@ -7,6 +8,9 @@
 // only). Creating the namespace needs root, as CI has; set TREFFPUNKT_SKIP_NETNS=1 to skip.
 
 import assert from "node:assert/strict";
+import crypto from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 
@@ -77,5 +81,45 @@ describe("a page on a network that blocks UDP", { skip: process.env.TREFFPUNKT_S
     await tim.screenshot({ path: path.join(ARTIFACTS, "ice-tcp.png") });
     await anna.context().close();
     await tim.context().close();
+  });
+});
+
+describe("standalone over HTTPS with a certificate of its own", { skip: process.env.TREFFPUNKT_SKIP_NETNS === "1" && "TREFFPUNKT_SKIP_NETNS=1" }, () => {
+  let network;
+  let server;
+  let browser;
+  let certificate;
+
+  before(async () => {
+    // The browsers run in the namespace, another machine on the club's network; the server
+    // announces its address on that network.
+    network = testNetwork("tptls", "10.231.13");
+    const state = fs.mkdtempSync(path.join(os.tmpdir(), "treffpunkt-state-"));
+    server = await startTreffpunkt(["--self-signed", "--state-dir", state], { host: network.hostIp });
+    certificate = new crypto.X509Certificate(fs.readFileSync(path.join(state, "standalone-tls", "cert.pem")));
+    // What a participant does who compared the fingerprint and accepted the certificate.
+    const key = crypto.createHash("sha256").update(certificate.publicKey.export({ type: "spki", format: "der" })).digest("base64");
+    browser = await launchBrowser({ namespace: network.name, trustKey: key, host: network.hostIp });
+  });
+
+  after(async () => {
+    await browser?.close();
+    server?.child.kill("SIGKILL");
+    network?.close();
+  });
+
+  test("the page at the announced address is secure, camera and microphone work, and the call decodes", async () => {
+    assert.match(server.url, new RegExp(`^https://${network.hostIp.replace(/\./g, "\\.")}:`), "the server says its HTTPS address");
+    assert.ok(server.output().includes(certificate.fingerprint256), "the server prints the fingerprint browsers show");
+    assert.match(server.output(), /Browser warnen/, "and explains the browser's warning in German");
+    const room = `${server.url}/public/vereinsheim`;
+    const anna = await join(browser, room, "Anna");
+    const ben = await join(browser, room, "Ben", { locale: "en-US" });
+    assert.equal(await anna.evaluate(() => window.isSecureContext), true, "a secure page, with no flag that makes it one");
+    assert.ok(await seesAndHears(anna), "Anna sees and hears Ben");
+    assert.ok(await seesAndHears(ben), "Ben sees and hears Anna");
+    await anna.screenshot({ path: path.join(ARTIFACTS, "https-standalone.png") });
+    await anna.context().close();
+    await ben.context().close();
   });
 });

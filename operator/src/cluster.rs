@@ -184,7 +184,7 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
     let http_listener = TcpListener::bind(config.http).await?;
     let http = http_listener.local_addr()?;
     tasks.push(tokio::spawn(gateway.clone().sweep_unjoined_rooms()));
-    tasks.push(tokio::spawn(gateway.serve(http_listener)));
+    tasks.push(tokio::spawn(gateway.serve(http_listener, None)));
 
     let admin_listener = TcpListener::bind(config.admin).await?;
     let admin = admin_listener.local_addr()?;
@@ -197,7 +197,7 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
     // The admin endpoint takes the same timeouts and caps, with a tally of its own.
     let limits = config.limits.clone();
     tasks.push(tokio::spawn(async move {
-        gateway::serve(admin_listener, admin_router, &limits).await;
+        gateway::serve(admin_listener, admin_router, &limits, None).await;
     }));
 
     let mut ctx = Context::new(client.clone(), fleet.clone(), metrics, settings);

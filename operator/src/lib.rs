@@ -26,7 +26,8 @@
 //! - [`seed`]: the Tenant and Room manifests (and Secrets) that seed standalone mode.
 //! - [`invite`]: invitation links into invite-only rooms, signed with the tenant's own key.
 //! - [`standalone`]: all of it plus one media node in one process, talking real gRPC over
-//!   loopback, with an in-memory store: a meeting server on one machine.
+//!   loopback, with an in-memory store: a meeting server on one machine, over HTTPS with a
+//!   club's own certificate or one it makes itself ([`self_signed`]).
 //!
 //! # Following a join
 //!
@@ -54,5 +55,6 @@ pub mod metrics;
 pub mod reconcile;
 pub mod replicas;
 pub mod seed;
+pub mod self_signed;
 pub mod standalone;
 pub mod store;

@@ -6,12 +6,12 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use treffpunkt_operator::cluster::{self, ClusterConfig};
 use treffpunkt_operator::domain::{RoomKey, RoomName, Tenant, TenantName};
-use treffpunkt_operator::gateway::LimitArgs;
+use treffpunkt_operator::gateway::{LimitArgs, Tls};
 use treffpunkt_operator::keys::Rotation;
 use treffpunkt_operator::leader::Election;
 use treffpunkt_operator::reconcile::{Settings, TenantSecrets};
 use treffpunkt_operator::standalone::{self, StandaloneConfig};
-use treffpunkt_operator::{invite, seed};
+use treffpunkt_operator::{invite, seed, self_signed};
 use treffpunkt_proto::grant::{Keyring, SharedKeyring};
 
 /// Treffpunkt: video meetings a city can run for its people.
@@ -77,6 +77,26 @@ struct StandaloneArgs {
     /// a free port).
     #[arg(long, env = "TREFFPUNKT_TCP_PORT", default_value_t = 10443)]
     tcp_port: u16,
+    /// Serve HTTPS with this certificate (PEM, the chain in order) and --tls-key: browsers on
+    /// other machines allow the camera only over HTTPS.
+    #[arg(
+        long,
+        env = "TREFFPUNKT_TLS_CERT",
+        requires = "tls_key",
+        conflicts_with = "self_signed"
+    )]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "TREFFPUNKT_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Serve HTTPS with a certificate made for --announce-ip at the first start and kept in
+    /// --state-dir; browsers warn once, then remember it.
+    #[arg(long, env = "TREFFPUNKT_SELF_SIGNED")]
+    self_signed: bool,
+    /// Where standalone mode keeps what it remembers between starts (the self-signed
+    /// certificate); $XDG_STATE_HOME/treffpunkt or ~/.local/state/treffpunkt when unset.
+    #[arg(long, env = "TREFFPUNKT_STATE_DIR")]
+    state_dir: Option<std::path::PathBuf>,
     /// The address browsers send media to: 127.0.0.1 for this machine only, the machine's
     /// LAN address to let others in the network join.
     #[arg(long, env = "TREFFPUNKT_ANNOUNCE_IP", default_value = "127.0.0.1")]
@@ -231,6 +251,10 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         listen,
         udp_port,
         tcp_port,
+        tls_cert,
+        tls_key,
+        self_signed,
+        state_dir,
         announce_ip,
         max_participants,
         max_participants_per_room,
@@ -274,10 +298,17 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     if !tenants.iter().any(|t| t.name == public.name) {
         tenants.push(public);
     }
+    let tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => Some(tls_from_files(&cert, &key)?),
+        _ if self_signed => Some(self_signed_tls(state_dir, listen, announce_ip)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let running = standalone::start(StandaloneConfig {
         http: listen,
         udp: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), udp_port),
         tcp: Some(SocketAddr::new(IpAddr::from([0, 0, 0, 0]), tcp_port)),
+        tls,
         announce_ip,
         max_participants,
         tenants,
@@ -292,15 +323,69 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     .await?;
     let url = match running.http.ip() {
         ip if ip.is_unspecified() => {
-            format!("http://{announce_ip}:{}/", running.http.port())
+            format!("{scheme}://{announce_ip}:{}/", running.http.port())
         }
-        _ => format!("http://{}/", running.http),
+        _ => format!("{scheme}://{}/", running.http),
     };
     println!("Treffpunkt is running. Open {url} in your browser.");
     println!("Treffpunkt läuft. Öffnen Sie {url} im Browser.");
     shutdown_signal().await;
     running.stop();
     Ok(())
+}
+
+/// HTTPS with a certificate and key the club has.
+fn tls_from_files(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<Tls> {
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    };
+    Tls::from_pem(&read(cert)?, &read(key)?)
+        .map_err(|error| anyhow::anyhow!("--tls-cert/--tls-key: {error}"))
+}
+
+/// HTTPS with a certificate of its own for the announced address (and the listening one),
+/// made once and kept; tells in German and English what participants' browsers will say.
+fn self_signed_tls(
+    state_dir: Option<std::path::PathBuf>,
+    listen: SocketAddr,
+    announce_ip: IpAddr,
+) -> anyhow::Result<Tls> {
+    let dir = state_dir
+        .or_else(self_signed::default_state_dir)
+        .context("no --state-dir and no home folder to keep the certificate in")?
+        .join("standalone-tls");
+    let mut names = vec![announce_ip.to_string()];
+    let listening = (!listen.ip().is_unspecified()).then(|| listen.ip().to_string());
+    for name in listening
+        .into_iter()
+        .chain(["127.0.0.1".into(), "localhost".into()])
+    {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    let certificate = self_signed::load_or_make(&dir, &names)?;
+    let made = if certificate.new { "made" } else { "kept" };
+    println!(
+        "HTTPS with a self-signed certificate ({made}: {}), for {}.",
+        certificate.path.display(),
+        names.join(", ")
+    );
+    println!("SHA-256 fingerprint: {}", certificate.fingerprint);
+    println!(
+        "Browsers warn that the connection is not private, because this certificate was made by \
+         this server and not by a certificate authority. Compare the fingerprint the browser \
+         shows in the certificate's details with the one above; if they match, choose \
+         \"Advanced\", then \"Proceed\". The browser remembers it."
+    );
+    println!(
+        "Browser warnen, die Verbindung sei nicht privat, weil dieses Zertifikat von diesem \
+         Server selbst und nicht von einer Zertifizierungsstelle stammt. Vergleichen Sie den \
+         Fingerabdruck in den Details des Zertifikats im Browser mit dem obigen; stimmen sie \
+         überein, wählen Sie „Erweitert“ und dann „Weiter“. Der Browser merkt sich das."
+    );
+    Tls::from_pem(&certificate.cert_pem, &certificate.key_pem)
+        .map_err(|error| anyhow::anyhow!(error))
 }
 
 async fn run_invite(args: InviteArgs) -> anyhow::Result<()> {

@@ -26,7 +26,7 @@ use crate::admission::Keys;
 use crate::domain::{Room, RoomLifetime, Tenant};
 use crate::fleet::Fleet;
 use crate::fleet::attach;
-use crate::gateway::{Gateway, Limits};
+use crate::gateway::{Gateway, Limits, Tls};
 use crate::store::{MemoryStore, Store, TenantSecret};
 
 /// How long an ad-hoc room that had people may stay empty before it is removed, unless
@@ -44,6 +44,9 @@ pub struct StandaloneConfig {
     pub udp: SocketAddr,
     /// The media node's ICE-TCP port, for browsers on networks that block UDP; none when unset.
     pub tcp: Option<SocketAddr>,
+    /// The certificate the web client and signalling are served with (HTTPS); plain HTTP when
+    /// unset.
+    pub tls: Option<Tls>,
     /// The address announced to browsers for media.
     pub announce_ip: IpAddr,
     /// Participants the media node accepts.
@@ -74,6 +77,7 @@ impl Default for StandaloneConfig {
             grpc: SocketAddr::new(localhost, 0),
             udp: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 10000),
             tcp: None,
+            tls: None,
             announce_ip: localhost,
             max_participants: 200,
             tenants: Vec::new(),
@@ -175,7 +179,7 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
     let http_listener = TcpListener::bind(config.http).await?;
     let http = http_listener.local_addr()?;
     let unjoined_task = tokio::spawn(gateway.clone().sweep_unjoined_rooms());
-    let http_task = tokio::spawn(gateway.serve(http_listener));
+    let http_task = tokio::spawn(gateway.serve(http_listener, config.tls.clone()));
     let sweeper_task = tokio::spawn(sweep_adhoc_rooms(
         store.clone(),
         fleet.clone(),

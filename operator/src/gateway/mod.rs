@@ -55,7 +55,7 @@ use tokio::net::TcpListener;
 pub use address::{ClientAddressHeader, IpNet, IpNetError, TrustedProxies};
 pub use cli::LimitArgs;
 pub use limits::{DEFAULT_LIMITS, Limits, codes};
-pub use server::{MAX_HEAD_BYTES, serve};
+pub use server::{MAX_HEAD_BYTES, Tls, serve};
 
 use crate::admission::{Admission, Keys};
 use crate::fleet::Fleet;
@@ -99,10 +99,11 @@ impl<S: Store> Gateway<S> {
         }
     }
 
-    /// Serves the gateway on `listener` under its limits, for as long as the task runs.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+    /// Serves the gateway on `listener` under its limits, over TLS when `tls` is given, for as
+    /// long as the task runs.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, tls: Option<Tls>) {
         let limits = self.limits.clone();
-        serve(listener, self.router(), &limits).await;
+        serve(listener, self.router(), &limits, tls).await;
     }
 
     /// Removes new ad-hoc rooms that nobody is in once the configured time after they were

@@ -18,8 +18,9 @@
 //!
 //! Every request carries the peer's address as [`ConnectInfo`], for the limits per address.
 //!
-//! Only HTTP/1.1 is served: browsers speak HTTP/2 only over TLS, which a proxy in front
-//! terminates, and WebSockets upgrade from HTTP/1.1.
+//! Only HTTP/1.1 is served, over plain TCP behind a proxy that terminates TLS, or over TLS
+//! itself (standalone mode with a certificate, [`Tls`]): WebSockets upgrade from HTTP/1.1. A
+//! TLS handshake must finish within the header-read timeout.
 
 use std::io;
 use std::pin::Pin;
@@ -49,8 +50,44 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// descriptors, say) before it accepts again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Serves `router` on `listener` under `limits`, for as long as the task runs.
-pub async fn serve(listener: TcpListener, router: Router, limits: &Limits) {
+/// The certificate and key HTTPS is served with.
+#[derive(Clone)]
+pub struct Tls(tokio_rustls::TlsAcceptor);
+
+impl Tls {
+    /// Serves `chain` (the certificate first) with `key`, both PEM.
+    pub fn from_pem(chain: &str, key: &str) -> Result<Self, String> {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_slice_iter(chain.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| format!("the certificate: {error}"))?;
+        if chain.is_empty() {
+            return Err("the certificate file holds no certificate".to_owned());
+        }
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
+            .map_err(|error| format!("the key: {error}"))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|error| error.to_string())?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|error| format!("the certificate and key: {error}"))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    }
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls")
+    }
+}
+
+/// Serves `router` on `listener` under `limits`, over TLS when `tls` is given, for as long as
+/// the task runs.
+pub async fn serve(listener: TcpListener, router: Router, limits: &Limits, tls: Option<Tls>) {
     let tally = Tally::new(limits.max_connections, limits.max_connections_per_address);
     let mut builder = http1::Builder::new();
     builder
@@ -90,8 +127,25 @@ pub async fn serve(listener: TcpListener, router: Router, limits: &Limits) {
             // A router is always ready, and cheap to clone.
             router.clone().call(request)
         });
-        let connection = builder.serve_connection(io, service).with_upgrades();
-        tokio::spawn(run_connection(connection, activity, limits.idle_timeout));
+        let idle = limits.idle_timeout;
+        let Some(Tls(acceptor)) = tls.clone() else {
+            let connection = builder.serve_connection(io, service).with_upgrades();
+            tokio::spawn(run_connection(connection, activity, idle));
+            continue;
+        };
+        let (builder, handshake_within) = (builder.clone(), limits.header_timeout);
+        tokio::spawn(async move {
+            let handshake = acceptor.accept(io.into_inner());
+            let stream = match tokio::time::timeout(handshake_within, handshake).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => return debug!(%peer, %error, "a TLS handshake failed"),
+                Err(_) => return debug!(%peer, "a TLS handshake took too long"),
+            };
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            run_connection(connection, activity, idle).await;
+        });
     }
 }
 
