@@ -29,9 +29,9 @@ const BASE_ARGS = [
   "--autoplay-policy=no-user-gesture-required",
 ];
 
-/** Every host name resolves to nothing but loopback (and a test network's address). */
-function resolverRules(extraHost) {
-  const excluded = ["localhost", "127.0.0.1", ...(extraHost ? [extraHost] : [])];
+/** Every host name resolves to nothing but loopback (and test networks' addresses). */
+function resolverRules(extraHosts) {
+  const excluded = ["localhost", "127.0.0.1", ...[extraHosts].flat().filter(Boolean)];
   return `--host-resolver-rules=MAP * ~NOTFOUND , ${excluded.map((host) => `EXCLUDE ${host}`).join(" , ")}`;
 }
 
@@ -53,7 +53,8 @@ function playwrightDisabledFeatures() {
  * webcam's does (see `grainyCamera`). `fps` sets the fake camera's frame rate and `mute`
  * silences what the pages play, so that a test with many pages fits on two cores.
  * `trustKey` (the base64 SHA-256 of a certificate's public key) makes Chromium trust that
- * certificate, as a participant does who accepted it, for pages at `host`.
+ * certificate, as a participant does who accepted it, for pages at `host` (an address, or a
+ * list of them: every address the pages reach besides loopback).
  */
 export async function launchBrowser({
   grantDevices = true,
@@ -156,12 +157,12 @@ export function standaloneWithBrowser(args = []) {
 
 /**
  * Starts `treffpunkt standalone` on free ports of `host` (loopback unless a test network's
- * address is given, which is then also the media address), with `env` added to its
- * environment; resolves with its URL and process.
+ * address is given, which is then also the media address; the web server on `port` if given),
+ * with `env` added to its environment; resolves with its URL and process.
  */
-export async function startTreffpunkt(extraArgs = [], { host = "127.0.0.1", env = {} } = {}) {
+export async function startTreffpunkt(extraArgs = [], { host = "127.0.0.1", port = 0, env = {} } = {}) {
   const addresses = host === "127.0.0.1" ? [] : ["--announce-ip", host];
-  const child = spawn(binary(), ["standalone", "--listen", `${host}:0`, "--udp-port", "0", "--tcp-port", "0", ...addresses, ...extraArgs], {
+  const child = spawn(binary(), ["standalone", "--listen", `${host}:${port}`, "--udp-port", "0", "--tcp-port", "0", ...addresses, ...extraArgs], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "warn", ...env },
   });
@@ -204,6 +205,13 @@ export function testNetwork(name, subnet) {
   const guestIp = `${subnet}.2`;
   const run = (...args) => execFileSync("ip", args, { stdio: ["ignore", "ignore", "pipe"] });
   const tc = (...args) => execFileSync("tc", args, { stdio: ["ignore", "ignore", "pipe"] });
+  /** An nftables chain on the namespace's output with `rules`, in order. */
+  const firewall = (rules) => {
+    const nft = (...args) => run("netns", "exec", name, "nft", ...args);
+    nft("add", "table", "inet", "treffpunkt");
+    nft("add", "chain", "inet", "treffpunkt", "out", "{ type filter hook output priority 0; }");
+    for (const rule of rules) nft("add", "rule", "inet", "treffpunkt", "out", ...rule.split(" "));
+  };
   const close = () => {
     for (const args of [["link", "del", hostIf], ["netns", "del", name]]) {
       try {
@@ -253,10 +261,20 @@ export function testNetwork(name, subnet) {
      * school's or an office's firewall does; TCP still passes.
      */
     dropUdp() {
-      const nft = (...args) => run("netns", "exec", name, "nft", ...args);
-      nft("add", "table", "inet", "treffpunkt");
-      nft("add", "chain", "inet", "treffpunkt", "out", "{ type filter hook output priority 0; }");
-      nft("add", "rule", "inet", "treffpunkt", "out", "meta", "l4proto", "udp", "drop");
+      firewall(["meta l4proto udp drop"]);
+    },
+    /**
+     * Lets nothing leave the namespace but TCP to `port` (and answers on connections made to
+     * it), as a network that lets only HTTPS out.
+     */
+    onlyTcpPort(port) {
+      firewall(["oifname lo accept", "ct state established,related accept", `tcp dport ${port} accept`, "drop"]);
+    },
+    /** Gives the host's side of the pair another address, `${subnet}.${last}`, and returns it. */
+    addHostAddress(last) {
+      const address = `${subnet}.${last}`;
+      run("addr", "add", `${address}/24`, "dev", hostIf);
+      return address;
     },
     close,
   };

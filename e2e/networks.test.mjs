@@ -1,6 +1,8 @@
 // Calls that get through a network that blocks UDP, as many schools, offices and public Wi-Fi
-// networks do: the page falls back to ICE-TCP on its own. And standalone mode over HTTPS with a
-// certificate it made itself, opened from another machine, as on a club's LAN.
+// networks do: the page falls back to ICE-TCP on its own; and through one that lets only HTTPS
+// out, over a TURN server (Debian's coturn, started by the test) that relays media over TLS on
+// port 443. And standalone mode over HTTPS with a certificate it made itself, opened from
+// another machine, as on a club's LAN.
 //
 // The blocked network is real: a network namespace joined to this host by a veth pair, with an
 // nftables rule inside it that drops every UDP packet leaving it. The server runs on the host
@@ -10,14 +12,19 @@
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
 import fs from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { spawn, execFileSync } from "node:child_process";
 import { after, before, describe, test } from "node:test";
 
 import { ARTIFACTS, decodesAndHears, eventually, join, launchBrowser, startTreffpunkt, testNetwork, watchAudioFrames } from "./harness.mjs";
 
-/** The protocol of the candidate pair a page's connection uses ("udp" or "tcp"), once chosen. */
-function transportOf(page) {
+/**
+ * The local candidate of the pair a page's connection uses, once chosen: its `protocol` ("udp"
+ * or "tcp"), `candidateType` ("host", "relay", ...) and, for a relay, `relayProtocol`.
+ */
+function localCandidateOf(page) {
   return page.evaluate(async () => {
     const stats = await window.treffpunkt.pc.getStats();
     let pairId = null;
@@ -26,8 +33,58 @@ function transportOf(page) {
     });
     const pair = pairId && stats.get(pairId);
     const local = pair && stats.get(pair.localCandidateId);
-    return local ? local.protocol : null;
+    return local ? { protocol: local.protocol, candidateType: local.candidateType, relayProtocol: local.relayProtocol } : null;
   });
+}
+
+async function transportOf(page) {
+  return (await localCandidateOf(page))?.protocol ?? null;
+}
+
+/** The base64 SHA-256 of a certificate's public key, for Chromium's list of trusted keys. */
+function publicKeyHash(certificate) {
+  return crypto.createHash("sha256").update(certificate.publicKey.export({ type: "spki", format: "der" })).digest("base64");
+}
+
+/** A self-signed certificate and key for `ip`, made with openssl in `dir`. */
+function certificateFor(ip, dir) {
+  const [cert, key] = [path.join(dir, "turn.crt"), path.join(dir, "turn.key")];
+  execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+    "-subj", "/CN=turn", "-addext", `subjectAltName=IP:${ip}`, "-keyout", key, "-out", cert], { stdio: "ignore" });
+  return { cert, key };
+}
+
+/**
+ * Debian's coturn on `ip`, TURN over TLS on port 443 only, with the shared secret `secret`
+ * (the time-limited credentials the gateway hands out); resolves once it listens.
+ */
+async function startCoturn(ip, secret, dir) {
+  const { cert, key } = certificateFor(ip, dir);
+  const child = spawn("turnserver", [
+    "-n", "--no-cli", "--log-file=stdout", "--simple-log", `--pidfile=${path.join(dir, "turnserver.pid")}`,
+    `--db=${path.join(dir, "turndb")}`, `--listening-ip=${ip}`, `--relay-ip=${ip}`, "--tls-listening-port=443",
+    "--no-udp", "--no-tcp", "--no-dtls", `--cert=${cert}`, `--pkey=${key}`, "--use-auth-secret",
+    `--static-auth-secret=${secret}`, "--realm=treffpunkt.test", "--fingerprint", "--no-multicast-peers",
+  ], { stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  child.stdout.on("data", (chunk) => (output += chunk));
+  child.stderr.on("data", (chunk) => (output += chunk));
+  let exited = null;
+  child.on("exit", (code) => (exited = code));
+  const listening = await eventually(
+    () =>
+      exited === null &&
+      new Promise((resolve) => {
+        const socket = net.connect(443, ip, () => {
+          socket.destroy();
+          resolve(true);
+        });
+        socket.on("error", () => resolve(false));
+      }),
+    15000,
+  );
+  if (!listening) throw new Error(`coturn did not start (exit ${exited}):\n${output}`);
+  return { child, certificate: new crypto.X509Certificate(fs.readFileSync(cert)), output: () => output };
 }
 
 async function seesAndHears(page) {
@@ -98,8 +155,7 @@ describe("standalone over HTTPS with a certificate of its own", { skip: process.
     server = await startTreffpunkt(["--self-signed", "--state-dir", state], { host: network.hostIp });
     certificate = new crypto.X509Certificate(fs.readFileSync(path.join(state, "standalone-tls", "cert.pem")));
     // What a participant does who compared the fingerprint and accepted the certificate.
-    const key = crypto.createHash("sha256").update(certificate.publicKey.export({ type: "spki", format: "der" })).digest("base64");
-    browser = await launchBrowser({ namespace: network.name, trustKey: key, host: network.hostIp });
+    browser = await launchBrowser({ namespace: network.name, trustKey: publicKeyHash(certificate), host: network.hostIp });
   });
 
   after(async () => {
@@ -121,5 +177,61 @@ describe("standalone over HTTPS with a certificate of its own", { skip: process.
     await anna.screenshot({ path: path.join(ARTIFACTS, "https-standalone.png") });
     await anna.context().close();
     await ben.context().close();
+  });
+});
+
+describe("a page on a network that lets only HTTPS out", { skip: process.env.TREFFPUNKT_SKIP_NETNS === "1" && "TREFFPUNKT_SKIP_NETNS=1" }, () => {
+  let network;
+  let turn;
+  let server;
+  let browser;
+  let httpsOnlyBrowser;
+
+  before(async () => {
+    network = testNetwork("tpturn", "10.231.15");
+    network.onlyTcpPort(443);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "treffpunkt-turn-"));
+    const secret = crypto.randomBytes(24).toString("hex");
+    const turnIp = network.addHostAddress(3);
+    turn = await startCoturn(turnIp, secret, dir);
+    // The web server on port 443 too, as behind an Ingress; the media node's ports are closed
+    // to the namespace.
+    server = await startTreffpunkt(["--self-signed", "--state-dir", dir, "--turn-url", `turns:${turnIp}:443?transport=tcp`], {
+      host: network.hostIp,
+      port: 443,
+      env: { TREFFPUNKT_TURN_SECRET: secret },
+    });
+    const site = new crypto.X509Certificate(fs.readFileSync(path.join(dir, "standalone-tls", "cert.pem")));
+    const trusted = [publicKeyHash(site), publicKeyHash(turn.certificate)].join(",");
+    const hosts = [network.hostIp, turnIp];
+    browser = await launchBrowser({ trustKey: trusted, host: hosts });
+    httpsOnlyBrowser = await launchBrowser({ namespace: network.name, trustKey: trusted, host: hosts });
+  });
+
+  after(async () => {
+    await httpsOnlyBrowser?.close();
+    await browser?.close();
+    server?.child.kill("SIGKILL");
+    turn?.child.kill("SIGKILL");
+    network?.close();
+  });
+
+  test("relays its media over TURN/TLS on port 443; it and a page on UDP decode each other", async () => {
+    const room = `${server.url}/public/rathaus`;
+    const anna = await join(browser, room, "Anna");
+    const tim = await join(httpsOnlyBrowser, room, "Tim");
+    const timSees = await seesAndHears(tim);
+    assert.ok(timSees, `Tim, behind the firewall, sees and hears Anna (coturn said: ${turn.output().slice(-1500)})`);
+    assert.ok(await seesAndHears(anna), "Anna sees and hears Tim");
+    const local = await localCandidateOf(tim);
+    assert.equal(local?.candidateType, "relay", `Tim's connection goes through the TURN server: ${JSON.stringify(local)}`);
+    assert.equal(local?.relayProtocol, "tls", "over TLS");
+    assert.equal(await transportOf(anna), "udp", "Anna's stays on UDP");
+    // The credentials came from the gateway, never a participant's name.
+    const username = await tim.evaluate(() => window.treffpunkt.iceServers[0]?.username);
+    assert.match(username, /^\d{10}:[0-9a-f]{16}$/);
+    await tim.screenshot({ path: path.join(ARTIFACTS, "turn-tls.png") });
+    await anna.context().close();
+    await tim.context().close();
   });
 });

@@ -227,7 +227,7 @@ impl Task {
         others: &mut Vec<(String, String)>,
     ) -> Result<()> {
         match message {
-            ServerMessage::Session { ticket } => state.ticket = Some(ticket),
+            ServerMessage::Session { ticket, .. } => state.ticket = Some(ticket),
             ServerMessage::Welcome {
                 participant_id,
                 participants,

@@ -21,7 +21,7 @@ use tracing::{info, warn};
 
 use crate::fleet::{Fleet, NodeEvent};
 use crate::fleet::{attach, tls};
-use crate::gateway::{self, Gateway, Limits};
+use crate::gateway::{self, Gateway, Limits, Turn};
 use crate::leader::{self, Election};
 use crate::metrics::Metrics;
 use crate::reconcile::{Context, Settings};
@@ -54,6 +54,8 @@ pub struct ClusterConfig {
     /// Whether the Attach port runs mutual TLS with the platform's certificate authority (the
     /// binary's replicas always do; tests of other parts attach nodes without certificates).
     pub attach_tls: bool,
+    /// The TURN servers participants get credentials for; none when unset.
+    pub turn: Option<Turn>,
 }
 
 /// A running replica.
@@ -175,12 +177,10 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
         None => tokio::spawn(attach::serve(fleet.clone(), grpc_listener, grants)),
     });
 
-    let gateway = Arc::new(Gateway::new(
-        store.clone(),
-        fleet.clone(),
-        keys,
-        config.limits.clone(),
-    ));
+    let gateway = Arc::new(
+        Gateway::new(store.clone(), fleet.clone(), keys, config.limits.clone())
+            .with_turn(config.turn.clone()),
+    );
     let http_listener = TcpListener::bind(config.http).await?;
     let http = http_listener.local_addr()?;
     tasks.push(tokio::spawn(gateway.clone().sweep_unjoined_rooms()));

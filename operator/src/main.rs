@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use treffpunkt_operator::cluster::{self, ClusterConfig};
 use treffpunkt_operator::domain::{RoomKey, RoomName, Tenant, TenantName};
-use treffpunkt_operator::gateway::{LimitArgs, Tls};
+use treffpunkt_operator::gateway::{LimitArgs, Tls, TurnArgs};
 use treffpunkt_operator::keys::Rotation;
 use treffpunkt_operator::leader::Election;
 use treffpunkt_operator::reconcile::{Settings, TenantSecrets};
@@ -127,6 +127,8 @@ struct StandaloneArgs {
     adhoc_room_ttl: u64,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    turn: TurnArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -194,6 +196,8 @@ struct OperatorArgs {
     service_account: Option<String>,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    turn: TurnArgs,
 }
 
 async fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
@@ -239,6 +243,7 @@ async fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
         },
         limits: args.limits.limits(),
         attach_tls: true,
+        turn: args.turn.turn().map_err(|error| anyhow::anyhow!(error))?,
     })
     .await?;
     shutdown_signal().await;
@@ -264,6 +269,7 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         grant_key_file,
         adhoc_room_ttl,
         limits,
+        turn,
     } = args;
     let grant_key = Keyring::from_file_or_env(
         grant_key_file.as_deref(),
@@ -309,6 +315,7 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         udp: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), udp_port),
         tcp: Some(SocketAddr::new(IpAddr::from([0, 0, 0, 0]), tcp_port)),
         tls,
+        turn: turn.turn().map_err(|error| anyhow::anyhow!(error))?,
         announce_ip,
         max_participants,
         tenants,

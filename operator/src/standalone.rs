@@ -26,7 +26,7 @@ use crate::admission::Keys;
 use crate::domain::{Room, RoomLifetime, Tenant};
 use crate::fleet::Fleet;
 use crate::fleet::attach;
-use crate::gateway::{Gateway, Limits, Tls};
+use crate::gateway::{Gateway, Limits, Tls, Turn};
 use crate::store::{MemoryStore, Store, TenantSecret};
 
 /// How long an ad-hoc room that had people may stay empty before it is removed, unless
@@ -47,6 +47,8 @@ pub struct StandaloneConfig {
     /// The certificate the web client and signalling are served with (HTTPS); plain HTTP when
     /// unset.
     pub tls: Option<Tls>,
+    /// The TURN servers participants get credentials for; none when unset.
+    pub turn: Option<Turn>,
     /// The address announced to browsers for media.
     pub announce_ip: IpAddr,
     /// Participants the media node accepts.
@@ -78,6 +80,7 @@ impl Default for StandaloneConfig {
             udp: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 10000),
             tcp: None,
             tls: None,
+            turn: None,
             announce_ip: localhost,
             max_participants: 200,
             tenants: Vec::new(),
@@ -170,12 +173,10 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
         grants: grant_key,
         tickets: SharedKeyring::new(random_key()),
     };
-    let gateway = Arc::new(Gateway::new(
-        store.clone(),
-        fleet.clone(),
-        keys,
-        config.limits.clone(),
-    ));
+    let gateway = Arc::new(
+        Gateway::new(store.clone(), fleet.clone(), keys, config.limits.clone())
+            .with_turn(config.turn.clone()),
+    );
     let http_listener = TcpListener::bind(config.http).await?;
     let http = http_listener.local_addr()?;
     let unjoined_task = tokio::spawn(gateway.clone().sweep_unjoined_rooms());

@@ -48,6 +48,8 @@ const state = {
   invite: new URLSearchParams(location.hash.slice(1)).get("invite"),
   ws: null,
   pc: null,
+  /** TURN servers with credentials, from the gateway's `session` message. */
+  iceServers: [],
   me: null,
   joined: false,
   leaving: false,
@@ -505,6 +507,9 @@ async function handle(message) {
       return welcome(message);
     case "session":
       state.ticket = message.ticket;
+      // The platform's TURN servers, with fresh credentials: the next media connection uses
+      // them when neither UDP nor TCP reaches the media node.
+      state.iceServers = message.iceServers ?? [];
       return;
     case "reconnect":
       // The session moved to another media node: a new media connection follows.
@@ -591,7 +596,7 @@ async function welcome(message) {
 }
 
 async function connectMedia() {
-  const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle", rtcpMuxPolicy: "require" });
+  const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle", rtcpMuxPolicy: "require", iceServers: state.iceServers });
   state.pc = pc;
   const stream = new MediaStream();
   state.transceivers.audio = pc.addTransceiver(audioTrack() ?? "audio", { direction: "sendonly", streams: [stream] });

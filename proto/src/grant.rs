@@ -18,6 +18,8 @@
 use prost::Message;
 use ring::{digest, hmac};
 
+use crate::base64;
+
 use crate::v1::{AttachClaim, Grant, Invitation, ResumeTicket, RoomRef, SignedToken};
 
 /// A key for signing and checking tokens, with its id.
@@ -270,9 +272,9 @@ impl Keyring {
         let token = self.sign(kind, body);
         format!(
             "{}.{}.{}",
-            base64url(token.key_id.as_bytes()),
-            base64url(&token.body),
-            base64url(&token.signature)
+            base64::url(token.key_id.as_bytes()),
+            base64::url(&token.body),
+            base64::url(&token.signature)
         )
     }
 
@@ -284,7 +286,7 @@ impl Keyring {
         else {
             return Err(GrantError::BadSignature);
         };
-        let decode = |part: &str| unbase64url(part).ok_or(GrantError::BadSignature);
+        let decode = |part: &str| base64::from_url(part).ok_or(GrantError::BadSignature);
         let token = SignedToken {
             key_id: String::from_utf8(decode(key_id)?).map_err(|_| GrantError::BadSignature)?,
             body: decode(body)?,
@@ -367,44 +369,6 @@ impl SharedKeyring {
     }
 }
 
-const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-/// Unpadded base64url: safe in JSON and URLs.
-fn base64url(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(BASE64URL[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
-fn unbase64url(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let digits: Option<Vec<u32>> = text
-        .bytes()
-        .map(|c| BASE64URL.iter().position(|d| *d == c).map(|p| p as u32))
-        .collect();
-    for chunk in digits?.chunks(4) {
-        if chunk.len() < 2 {
-            return None;
-        }
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, d)| n | d << (18 - 6 * i));
-        for i in 0..chunk.len() - 1 {
-            out.push((n >> (16 - 8 * i)) as u8);
-        }
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -474,7 +438,10 @@ mod tests {
             ..Default::default()
         };
         let sealed = keys.seal_ticket(&ticket);
-        let parts: Vec<Vec<u8>> = sealed.split('.').map(|p| unbase64url(p).unwrap()).collect();
+        let parts: Vec<Vec<u8>> = sealed
+            .split('.')
+            .map(|p| base64::from_url(p).unwrap())
+            .collect();
         let token = SignedToken {
             key_id: String::from_utf8(parts[0].clone()).unwrap(),
             body: parts[1].clone(),

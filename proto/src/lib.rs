@@ -29,9 +29,10 @@
 //! # Randomness
 //!
 //! [`random`] is the one source of random ids, keys and initial values that every part uses:
-//! the operating system's CSPRNG.
+//! the operating system's CSPRNG. [`base64`] encodes tokens and credentials.
 #![forbid(unsafe_code)]
 
+pub mod base64;
 pub mod grant;
 pub mod identity;
 pub mod random;

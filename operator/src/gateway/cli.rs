@@ -170,3 +170,53 @@ mod tests {
         assert!(Command::try_parse_from(["treffpunkt", "--trusted-proxies", "nonsense"]).is_err());
     }
 }
+
+/// The platform's TURN servers, the same flags for `treffpunkt standalone` and `treffpunkt
+/// operator`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct TurnArgs {
+    /// A TURN server participants may relay their media through, e.g.
+    /// `turns:turn.example.org:443?transport=tcp` (repeat, or separate with commas); it must
+    /// share the secret of TREFFPUNKT_TURN_SECRET or --turn-secret-file (coturn:
+    /// `use-auth-secret`, `static-auth-secret`).
+    #[arg(long = "turn-url", env = "TREFFPUNKT_TURN_URLS", value_delimiter = ',')]
+    pub urls: Vec<String>,
+    /// A file that holds the TURN secret; without it, the secret is read from the environment
+    /// variable TREFFPUNKT_TURN_SECRET (never a flag: the command line is visible to every
+    /// user of the machine).
+    #[arg(long = "turn-secret-file", env = "TREFFPUNKT_TURN_SECRET_FILE")]
+    pub secret_file: Option<std::path::PathBuf>,
+}
+
+/// The environment variable that may hold the TURN secret.
+pub const TURN_SECRET_VARIABLE: &str = "TREFFPUNKT_TURN_SECRET";
+
+impl TurnArgs {
+    /// The TURN servers, or `None` when no URL is given; an error when URLs come without a
+    /// secret or a secret without URLs.
+    pub fn turn(&self) -> Result<Option<super::Turn>, String> {
+        let secret = match &self.secret_file {
+            Some(file) => Some(
+                std::fs::read_to_string(file)
+                    .map_err(|error| format!("reading {}: {error}", file.display()))?,
+            ),
+            None => std::env::var(TURN_SECRET_VARIABLE).ok(),
+        };
+        let secret = secret
+            .map(|text| text.trim().to_owned())
+            .filter(|text| !text.is_empty());
+        match (self.urls.is_empty(), secret) {
+            (true, None) => Ok(None),
+            (true, Some(_)) => Err("a TURN secret but no --turn-url".to_owned()),
+            (false, None) => Err(format!(
+                "--turn-url needs the TURN secret: set {TURN_SECRET_VARIABLE} or --turn-secret-file"
+            )),
+            (false, Some(secret)) => super::Turn::new(
+                self.urls.clone(),
+                secret.as_bytes(),
+                super::TURN_CREDENTIAL_LIFETIME,
+            )
+            .map(Some),
+        }
+    }
+}

@@ -44,6 +44,7 @@ mod cli;
 mod limits;
 mod server;
 mod signalling;
+mod turn;
 mod web;
 
 use std::sync::Arc;
@@ -53,9 +54,10 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 
 pub use address::{ClientAddressHeader, IpNet, IpNetError, TrustedProxies};
-pub use cli::LimitArgs;
+pub use cli::{LimitArgs, TurnArgs};
 pub use limits::{DEFAULT_LIMITS, Limits, codes};
 pub use server::{MAX_HEAD_BYTES, Tls, serve};
+pub use turn::{DEFAULT_LIFETIME as TURN_CREDENTIAL_LIFETIME, Turn};
 
 use crate::admission::{Admission, Keys};
 use crate::fleet::Fleet;
@@ -76,6 +78,8 @@ pub struct Gateway<S> {
     joins: limits::JoinRate,
     /// Wrong passwords per client address and room.
     wrong_passwords: limits::WrongPasswords,
+    /// The TURN servers participants are given credentials for, if the platform runs any.
+    turn: Option<Turn>,
 }
 
 impl<S: Store> Gateway<S> {
@@ -96,6 +100,26 @@ impl<S: Store> Gateway<S> {
                 limits::WRONG_PASSWORD_PERIOD,
             ),
             limits,
+            turn: None,
+        }
+    }
+
+    /// Gives every participant credentials for `turn`'s servers, for networks that let only
+    /// HTTPS out.
+    pub fn with_turn(mut self, turn: Option<Turn>) -> Self {
+        self.turn = turn;
+        self
+    }
+
+    /// What tells a participant how to resume: `ticket`, and fresh TURN credentials.
+    fn session_message(&self, ticket: String) -> treffpunkt_proto::signalling::ServerMessage {
+        let ice_servers = self
+            .turn
+            .iter()
+            .map(|turn| turn.credentials(std::time::SystemTime::now()));
+        treffpunkt_proto::signalling::ServerMessage::Session {
+            ticket,
+            ice_servers: ice_servers.collect(),
         }
     }
 

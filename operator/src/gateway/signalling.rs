@@ -386,7 +386,8 @@ impl<S: Store> Session<S> {
     /// than its media connection knows, to make that connection again.
     async fn announce(&mut self, attachment: &Attachment, moved: bool) {
         let ticket = attachment.ticket.clone();
-        self.send(&ServerMessage::Session { ticket }).await;
+        let session = self.gateway.session_message(ticket);
+        self.send(&session).await;
         if moved {
             self.send(&ServerMessage::Reconnect).await;
         }
@@ -419,7 +420,7 @@ impl<S: Store> Session<S> {
             let must_move = tokio::select! {
                 _ = refresh.tick() => {
                     let ticket = gateway.admission.fresh_ticket(&self.key, &member, &attachment);
-                    if !self.send(&ServerMessage::Session { ticket }).await {
+                    if !self.send(&gateway.session_message(ticket)).await {
                         break Ending::Detach;
                     }
                     false
@@ -466,7 +467,7 @@ impl<S: Store> Session<S> {
                         // A new role goes into the ticket at once, so that it survives a move.
                         if learn_role(&mut member, &message) {
                             let ticket = gateway.admission.fresh_ticket(&self.key, &member, &attachment);
-                            if !self.send(&ServerMessage::Session { ticket }).await {
+                            if !self.send(&gateway.session_message(ticket)).await {
                                 break Ending::Detach;
                             }
                         }

@@ -276,6 +276,7 @@ pub fn start_operator_with(
                     settings,
                     limits: treffpunkt_operator::gateway::Limits::default(),
                     attach_tls,
+                    turn: None,
                 })
                 .await
                 .expect("the operator starts");

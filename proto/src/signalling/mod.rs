@@ -287,6 +287,17 @@ pub enum VideoState {
     PausedLastN,
 }
 
+/// A TURN server and the time-limited credentials for it, as `RTCIceServer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// `turn:` and `turns:` URLs of one server.
+    pub urls: Vec<String>,
+    /// `<expiry, seconds since 1970>:<random id>`.
+    pub username: String,
+    /// The password that goes with `username`.
+    pub credential: String,
+}
+
 /// A message from the gateway (or, relayed, from the media node) to a participant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -310,10 +321,15 @@ pub enum ServerMessage {
         #[serde(default)]
         hands: Vec<String>,
     },
-    /// How to resume this session if the socket drops.
+    /// How to resume this session if the socket drops, and the TURN servers its media
+    /// connection may use (none when the platform runs none).
+    #[serde(rename_all = "camelCase")]
     Session {
         /// Opaque; send it back in a `resume` message.
         ticket: String,
+        /// For `RTCPeerConnection`'s `iceServers`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
     },
     /// The session moved to another media node: close the media connection and wait for the
     /// welcome that follows.

@@ -127,8 +127,20 @@ fn every_server_message() -> Vec<(ServerMessage, &'static str)> {
         (
             ServerMessage::Session {
                 ticket: "t.s".into(),
+                ice_servers: Vec::new(),
             },
             r#"{"type":"session","ticket":"t.s"}"#,
+        ),
+        (
+            ServerMessage::Session {
+                ticket: "t.s".into(),
+                ice_servers: vec![IceServer {
+                    urls: vec!["turns:turn.example:443?transport=tcp".into()],
+                    username: "1700000000:ab12".into(),
+                    credential: "c2VjcmV0".into(),
+                }],
+            },
+            r#"{"type":"session","ticket":"t.s","iceServers":[{"urls":["turns:turn.example:443?transport=tcp"],"username":"1700000000:ab12","credential":"c2VjcmV0"}]}"#,
         ),
         (ServerMessage::Reconnect, r#"{"type":"reconnect"}"#),
         (
