@@ -157,11 +157,12 @@ export function standaloneWithBrowser(args = []) {
 
 /**
  * Starts `treffpunkt standalone` on free ports of `host` (loopback unless a test network's
- * address is given, which is then also the media address; the web server on `port` if given),
- * with `env` added to its environment; resolves with its URL and process.
+ * address is given, which is then also the media address unless `announce` says another; the
+ * web server on `port` if given), with `env` added to its environment; resolves with its URL
+ * and process.
  */
-export async function startTreffpunkt(extraArgs = [], { host = "127.0.0.1", port = 0, env = {} } = {}) {
-  const addresses = host === "127.0.0.1" ? [] : ["--announce-ip", host];
+export async function startTreffpunkt(extraArgs = [], { host = "127.0.0.1", port = 0, announce = host, env = {} } = {}) {
+  const addresses = announce === "127.0.0.1" ? [] : ["--announce-ip", announce];
   const child = spawn(binary(), ["standalone", "--listen", `${host}:${port}`, "--udp-port", "0", "--tcp-port", "0", ...addresses, ...extraArgs], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "warn", ...env },

@@ -69,7 +69,29 @@ impl MediaSocket {
     /// Binds the UDP port at `bind` with `buffers` and announces it under `announce_ip` (the
     /// port is the bound one, so port 0 picks a free port). A kernel that grants smaller buffers
     /// than asked for is warned about at start-up, with the setting to raise.
+    ///
+    /// When `bind` is the unspecified address and `announce_ip` is one of this host's own, the
+    /// port is bound to `announce_ip` instead: what the node sends must leave from the address
+    /// it announced, and a host with several addresses would otherwise pick its primary one as
+    /// the source of packets to another of its own addresses (a TURN server beside the node
+    /// would not know them). Behind a NAT, where the announced address is not the host's,
+    /// `bind` stands.
     pub async fn bind(
+        bind: SocketAddr,
+        announce_ip: IpAddr,
+        buffers: Buffers,
+    ) -> std::io::Result<Self> {
+        if bind.ip().is_unspecified() && !announce_ip.is_unspecified() {
+            let own = SocketAddr::new(announce_ip, bind.port());
+            match Self::bind_exactly(own, announce_ip, buffers).await {
+                Err(error) if error.kind() == std::io::ErrorKind::AddrNotAvailable => {}
+                bound => return bound,
+            }
+        }
+        Self::bind_exactly(bind, announce_ip, buffers).await
+    }
+
+    async fn bind_exactly(
         bind: SocketAddr,
         announce_ip: IpAddr,
         buffers: Buffers,
@@ -84,6 +106,7 @@ impl MediaSocket {
             // An unspecified IPv6 address takes IPv4 as well, as `UdpSocket::bind` does.
             let _ = socket.set_only_v6(false);
         }
+        socket.bind(&bind.into())?;
         set_buffer("receive", buffers.receive, "net.core.rmem_max", |size| {
             socket.set_recv_buffer_size(size)?;
             if socket.recv_buffer_size()? < size {
@@ -99,7 +122,6 @@ impl MediaSocket {
             }
             socket.send_buffer_size()
         });
-        socket.bind(&bind.into())?;
         let socket = UdpSocket::from_std(socket.into())?;
         let port = socket.local_addr()?.port();
         Ok(Self {

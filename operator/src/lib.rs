@@ -27,7 +27,8 @@
 //! - [`invite`]: invitation links into invite-only rooms, signed with the tenant's own key.
 //! - [`standalone`]: all of it plus one media node in one process, talking real gRPC over
 //!   loopback, with an in-memory store: a meeting server on one machine, over HTTPS with a
-//!   club's own certificate or one it makes itself ([`self_signed`]).
+//!   club's own certificate or one it makes itself ([`self_signed`]), and with a TURN server
+//!   beside it when asked ([`coturn`]).
 //!
 //! # Following a join
 //!
@@ -44,6 +45,7 @@
 pub mod admin;
 pub mod admission;
 pub mod cluster;
+pub mod coturn;
 pub mod crd;
 pub mod domain;
 pub mod fleet;

@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use treffpunkt_operator::cluster::{self, ClusterConfig};
+use treffpunkt_operator::coturn::{self, Coturn, CoturnConfig};
 use treffpunkt_operator::domain::{RoomKey, RoomName, Tenant, TenantName};
 use treffpunkt_operator::gateway::{LimitArgs, Tls, TurnArgs};
 use treffpunkt_operator::keys::Rotation;
@@ -97,6 +98,15 @@ struct StandaloneArgs {
     /// certificate); $XDG_STATE_HOME/treffpunkt or ~/.local/state/treffpunkt when unset.
     #[arg(long, env = "TREFFPUNKT_STATE_DIR")]
     state_dir: Option<std::path::PathBuf>,
+    /// Also run a TURN server (Debian's coturn, `turnserver`) on --announce-ip and --turn-port
+    /// over TLS, with the HTTPS certificate, for participants whose network lets only HTTPS
+    /// out. Needs --self-signed or --tls-cert.
+    #[arg(long = "turn", env = "TREFFPUNKT_TURN", conflicts_with = "urls")]
+    turn_server: bool,
+    /// The TURN server's port with --turn: 443, the one such networks let through (binding it
+    /// needs root or CAP_NET_BIND_SERVICE for turnserver).
+    #[arg(long, env = "TREFFPUNKT_TURN_PORT", default_value_t = 443)]
+    turn_port: u16,
     /// The address browsers send media to: 127.0.0.1 for this machine only, the machine's
     /// LAN address to let others in the network join.
     #[arg(long, env = "TREFFPUNKT_ANNOUNCE_IP", default_value = "127.0.0.1")]
@@ -260,6 +270,8 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         tls_key,
         self_signed,
         state_dir,
+        turn_server,
+        turn_port,
         announce_ip,
         max_participants,
         max_participants_per_room,
@@ -304,18 +316,36 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     if !tenants.iter().any(|t| t.name == public.name) {
         tenants.push(public);
     }
-    let tls = match (tls_cert, tls_key) {
-        (Some(cert), Some(key)) => Some(tls_from_files(&cert, &key)?),
-        _ if self_signed => Some(self_signed_tls(state_dir, listen, announce_ip)?),
+    let state_dir = state_dir.or_else(self_signed::default_state_dir);
+    let https = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => Some((tls_from_files(&cert, &key)?, cert, key)),
+        _ if self_signed => Some(self_signed_tls(state_dir.clone(), listen, announce_ip)?),
         _ => None,
     };
+    let coturn = match (&https, turn_server) {
+        (Some((_, cert, key)), true) => Some(Coturn::start(&CoturnConfig {
+            listen: SocketAddr::new(announce_ip, turn_port),
+            cert: cert.clone(),
+            key: key.clone(),
+            dir: state_dir
+                .context("no --state-dir for the TURN server's files")?
+                .join("turn"),
+        })?),
+        (None, true) => anyhow::bail!("--turn needs HTTPS: --self-signed or --tls-cert"),
+        (_, false) => None,
+    };
+    let turn = match &coturn {
+        Some(coturn) => Some(coturn.turn()),
+        None => turn.turn().map_err(|error| anyhow::anyhow!(error))?,
+    };
+    let tls = https.map(|(tls, _, _)| tls);
     let scheme = if tls.is_some() { "https" } else { "http" };
     let running = standalone::start(StandaloneConfig {
         http: listen,
         udp: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), udp_port),
         tcp: Some(SocketAddr::new(IpAddr::from([0, 0, 0, 0]), tcp_port)),
         tls,
-        turn: turn.turn().map_err(|error| anyhow::anyhow!(error))?,
+        turn,
         announce_ip,
         max_participants,
         tenants,
@@ -336,6 +366,15 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     };
     println!("Treffpunkt is running. Open {url} in your browser.");
     println!("Treffpunkt läuft. Öffnen Sie {url} im Browser.");
+    if let Some(mut coturn) = coturn {
+        // coturn is watched while the platform runs, and stopped with it.
+        tokio::spawn(async move {
+            while coturn.running() {
+                tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+            }
+            eprintln!("the TURN server ({}) stopped", coturn::PROGRAM);
+        });
+    }
     shutdown_signal().await;
     running.stop();
     Ok(())
@@ -352,13 +391,13 @@ fn tls_from_files(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Resu
 
 /// HTTPS with a certificate of its own for the announced address (and the listening one),
 /// made once and kept; tells in German and English what participants' browsers will say.
+/// Returns the server's TLS and the certificate's and key's files.
 fn self_signed_tls(
     state_dir: Option<std::path::PathBuf>,
     listen: SocketAddr,
     announce_ip: IpAddr,
-) -> anyhow::Result<Tls> {
+) -> anyhow::Result<(Tls, std::path::PathBuf, std::path::PathBuf)> {
     let dir = state_dir
-        .or_else(self_signed::default_state_dir)
         .context("no --state-dir and no home folder to keep the certificate in")?
         .join("standalone-tls");
     let mut names = vec![announce_ip.to_string()];
@@ -391,8 +430,9 @@ fn self_signed_tls(
          Fingerabdruck in den Details des Zertifikats im Browser mit dem obigen; stimmen sie \
          überein, wählen Sie „Erweitert“ und dann „Weiter“. Der Browser merkt sich das."
     );
-    Tls::from_pem(&certificate.cert_pem, &certificate.key_pem)
-        .map_err(|error| anyhow::anyhow!(error))
+    let tls = Tls::from_pem(&certificate.cert_pem, &certificate.key_pem)
+        .map_err(|error| anyhow::anyhow!(error))?;
+    Ok((tls, certificate.path, certificate.key_path))
 }
 
 async fn run_invite(args: InviteArgs) -> anyhow::Result<()> {

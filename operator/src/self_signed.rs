@@ -38,6 +38,8 @@ pub struct SelfSigned {
     pub new: bool,
     /// The file it is kept in.
     pub path: PathBuf,
+    /// The file its key is kept in.
+    pub key_path: PathBuf,
 }
 
 /// The certificate in `dir` if it was made for `names` (addresses or host names) and is valid
@@ -53,6 +55,7 @@ pub fn load_or_make(dir: &Path, names: &[String]) -> anyhow::Result<SelfSigned> 
             fingerprint,
             new: false,
             path,
+            key_path: dir.join(KEY_FILE),
         });
     }
     let mut params =
@@ -85,6 +88,7 @@ pub fn load_or_make(dir: &Path, names: &[String]) -> anyhow::Result<SelfSigned> 
         fingerprint,
         new: true,
         path,
+        key_path: dir.join(KEY_FILE),
     })
 }
 
@@ -103,7 +107,7 @@ fn kept(dir: &Path, names: &[String]) -> Option<(String, String)> {
     Some((cert, key))
 }
 
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut file = std::fs::OpenOptions::new()
