@@ -62,7 +62,7 @@ fn the_chart_lints_cleanly_with_the_default_and_the_partner_values() {
 #[test]
 fn wrong_values_are_refused_with_a_message_that_names_them() {
     // (value, what the message must say)
-    let cases: [(&str, &[&str]); 7] = [
+    let cases: [(&str, &[&str]); 9] = [
         ("operator.replicas=0", &["/operator/replicas", "minimum"]),
         (
             "mediaPool.network.mode=Host",
@@ -84,6 +84,14 @@ fn wrong_values_are_refused_with_a_message_that_names_them() {
         (
             "mediaPool.replicas.min=5,mediaPool.replicas.max=2",
             &["mediaPool.replicas.min (5) cannot exceed mediaPool.replicas.max (2)"],
+        ),
+        (
+            "turn.urls[0]=https://turn.example.org",
+            &["/turn/urls/0", "does not match pattern"],
+        ),
+        (
+            "turn.urls[0]=turns:turn.example.org:443",
+            &["turn.secretName: the Secret with the TURN server's shared secret"],
         ),
     ];
     for (value, message) in cases {
