@@ -16,6 +16,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 
+import { firefoxReceives, joinFirefox, launchFirefoxIn } from "./firefox.mjs";
 import { ARTIFACTS, decodesAndHears, eventually, join, launchBrowser, startTreffpunkt, testNetwork, watchAudioFrames } from "./harness.mjs";
 
 /**
@@ -95,6 +96,29 @@ describe("a page on a network that blocks UDP", { skip: process.env.TREFFPUNKT_S
     await tim.screenshot({ path: path.join(ARTIFACTS, "ice-tcp.png") });
     await anna.context().close();
     await tim.context().close();
+  });
+
+  test("a Firefox page on that network joins over ICE-TCP as well", async () => {
+    const firefox = await launchFirefoxIn(network, network.hostIp);
+    try {
+      const room = `${server.url}/public/schule-firefox`;
+      const anna = await join(browser, room, "Anna");
+      const fritz = await joinFirefox(firefox, room, "Fritz");
+      assert.ok(await eventually(() => firefoxReceives(fritz), 30000), "Fritz, in Firefox behind the firewall, sees and hears Anna");
+      assert.ok(await seesAndHears(anna), "Anna sees and hears Fritz");
+      const protocol = await fritz.evaluate(async () => {
+        const stats = await window.treffpunkt.pc.getStats();
+        let pair = null;
+        stats.forEach((report) => {
+          if (report.type === "candidate-pair" && (report.selected || (report.nominated && report.state === "succeeded"))) pair = report;
+        });
+        return pair ? stats.get(pair.localCandidateId)?.protocol : null;
+      });
+      assert.equal(protocol, "tcp", "Fritz's connection runs over TCP");
+      await anna.context().close();
+    } finally {
+      await firefox.close();
+    }
   });
 });
 
