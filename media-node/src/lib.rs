@@ -16,10 +16,12 @@
 //!   negotiation and down-tracks, what it negotiates and its interceptor chain.
 //! - [`node`]: the node, Sans-I/O: datagrams and control-plane commands in, datagrams to send
 //!   and events for the control plane out, and the time it next wants to be woken. It
-//!   demultiplexes the one media port by ICE username, then by address, onto the sessions,
-//!   hands their media and events to the core and carries out what the core decides.
-//! - [`udp`]: the node's one UDP port and the run loop around the node: the only part with a
-//!   socket or a clock. It sends many datagrams per system call.
+//!   demultiplexes the media port (and the frames of ICE-TCP connections) by ICE username,
+//!   then by address, onto the sessions, hands their media and events to the core and carries
+//!   out what the core decides.
+//! - [`udp`]: the node's UDP port, its ICE-TCP port for networks that block UDP
+//!   ([`udp::tcp`]), and the run loop around the node: the only part with a socket or a clock.
+//!   It sends many datagrams per system call.
 //! - [`control`]: the `Attach` client. The node dials the control plane (never the other way
 //!   round), registers, reports load, and relays each participant's signalling.
 //! - [`health`]: the node's own HTTP endpoint (liveness, readiness, status, drain), reading
