@@ -99,9 +99,17 @@ function show(screen) {
 }
 
 let noticeTimer = null;
+/** When the notice last changed, and how long an error stays before routine news may replace it. */
+let noticeShownAt = 0;
+const ERROR_READING_MS = 4000;
 /** Shows a message to everyone, including screen-reader users (the region is aria-live). */
 function notify(text, { sticky = false, kind = "info" } = {}) {
   const bar = $("notice");
+  // A routine message ("Connected.") does not push aside an error that came a moment ago: the
+  // error would vanish before anyone could read it.
+  const errorShown = !bar.hidden && bar.dataset.kind === "error" && performance.now() - noticeShownAt < ERROR_READING_MS;
+  if (kind === "info" && text && errorShown) return;
+  noticeShownAt = performance.now();
   clearTimeout(noticeTimer);
   bar.textContent = text;
   bar.dataset.kind = kind;

@@ -60,11 +60,6 @@ impl Turn {
         })
     }
 
-    /// How long credentials last.
-    pub fn lifetime(&self) -> Duration {
-        self.lifetime
-    }
-
     /// Fresh credentials, valid from `now` for the lifetime.
     pub fn credentials(&self, now: SystemTime) -> IceServer {
         let expires = (now + self.lifetime)
