@@ -9,7 +9,7 @@ import { spawn } from "node:child_process";
 import path from "node:path";
 import { describe, test } from "node:test";
 
-import { decodesAndHears, eventually, inbound, join, standaloneWithBrowser } from "./harness.mjs";
+import { decodesAndHears, eventually, inbound, join, selectedCandidates, standaloneWithBrowser } from "./harness.mjs";
 
 function loadgen() {
   if (process.env.TREFFPUNKT_LOADGEN) return process.env.TREFFPUNKT_LOADGEN;
@@ -20,18 +20,10 @@ function loadgen() {
 
 /** The addresses of the page's selected candidate pair: its own and the media node's. */
 async function selectedPair(page) {
-  return page.evaluate(async () => {
-    const stats = await window.treffpunkt.pc.getStats();
-    let pair = null;
-    stats.forEach((report) => {
-      if (report.type === "transport" && report.selectedCandidatePairId) pair = stats.get(report.selectedCandidatePairId);
-    });
-    if (!pair) return null;
-    const local = stats.get(pair.localCandidateId);
-    const remote = stats.get(pair.remoteCandidateId);
-    const address = (candidate) => candidate.address || candidate.ip;
-    return { local: `${address(local)}:${local.port}`, remote: `${address(remote)}:${remote.port}` };
-  });
+  const pair = await selectedCandidates(page);
+  if (!pair) return null;
+  const address = (candidate) => `${candidate.address || candidate.ip}:${candidate.port}`;
+  return { local: address(pair.local), remote: address(pair.remote) };
 }
 
 /** Samples the page's decoded frames every 200 ms until `done()`; returns [time, frames] pairs. */

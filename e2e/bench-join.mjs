@@ -7,7 +7,7 @@
 // the join click to the first inbound video frame its WebRTC statistics report as decoded. The
 // result is JSON on stdout.
 
-import { join, launchBrowser, startTreffpunkt } from "./harness.mjs";
+import { join, joinTimed, launchBrowser, startTreffpunkt } from "./harness.mjs";
 
 const rounds = Number(process.argv[2] || 10);
 
@@ -24,30 +24,8 @@ try {
   await host.waitForSelector("#call:not([hidden])");
   const times = [];
   for (let round = 0; round < rounds; round++) {
-    const context = await browser.newContext({ permissions: ["camera", "microphone"] });
-    const page = await context.newPage();
-    await page.goto(room);
-    await page.fill("#display-name", `Guest ${round}`);
-    await page.evaluate(() => {
-      document.getElementById("join-form").addEventListener("submit", () => (window.joinClickedAt = performance.now()), {
-        capture: true,
-      });
-    });
-    await page.click("#join-button");
-    const ms = await page.evaluate(async () => {
-      for (;;) {
-        const pc = window.treffpunkt.pc;
-        if (pc) {
-          let frames = 0;
-          (await pc.getStats()).forEach((r) => {
-            if (r.type === "inbound-rtp" && r.kind === "video") frames += r.framesDecoded || 0;
-          });
-          if (frames > 0) return performance.now() - window.joinClickedAt;
-        }
-        await new Promise((r) => setTimeout(r, 5));
-      }
-    });
-    times.push(ms);
+    const { context, ms } = await joinTimed(browser, room, `Guest ${round}`);
+    if (ms !== null) times.push(ms);
     await context.close();
   }
   const sorted = [...times].sort((a, b) => a - b);

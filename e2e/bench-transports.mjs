@@ -22,7 +22,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
-import { eventually, join, launchBrowser, startTreffpunkt, testNetwork } from "./harness.mjs";
+import { eventually, join, joinTimed, launchBrowser, selectedCandidates, startTreffpunkt, testNetwork } from "./harness.mjs";
 
 const rounds = Number(process.argv[2] || 8);
 const windowSeconds = Number(process.argv[3] || 20);
@@ -60,45 +60,11 @@ function packetsReceived(page) {
   });
 }
 
-/** Joins `name` in a fresh context of `browser` and returns ms from the click to the first frame. */
-async function timedJoin(browser, room, name) {
-  const context = await browser.newContext({ permissions: ["camera", "microphone"] });
-  const page = await context.newPage();
-  await page.goto(room);
-  await page.fill("#display-name", name);
-  await page.evaluate(() => {
-    document.getElementById("join-form").addEventListener("submit", () => (window.joinClickedAt = performance.now()), { capture: true });
-  });
-  await page.click("#join-button");
-  const ms = await page.evaluate(async () => {
-    const deadline = performance.now() + 30000;
-    while (performance.now() < deadline) {
-      const pc = window.treffpunkt.pc;
-      if (pc) {
-        let frames = 0;
-        (await pc.getStats()).forEach((r) => {
-          if (r.type === "inbound-rtp" && r.kind === "video") frames += r.framesDecoded || 0;
-        });
-        if (frames > 0) return performance.now() - window.joinClickedAt;
-      }
-      await new Promise((r) => setTimeout(r, 5));
-    }
-    return null;
-  });
-  return { page, context, ms };
-}
-
 /** The local candidate the page's connection uses: "udp", "tcp" or "relay/tls". */
-function transportOf(page) {
-  return page.evaluate(async () => {
-    const stats = await window.treffpunkt.pc.getStats();
-    let local = null;
-    stats.forEach((report) => {
-      if (report.type === "transport" && report.selectedCandidatePairId) local = stats.get(stats.get(report.selectedCandidatePairId).localCandidateId);
-    });
-    if (!local) return null;
-    return local.candidateType === "relay" ? `relay/${local.relayProtocol}` : local.protocol;
-  });
+async function transportOf(page) {
+  const local = (await selectedCandidates(page))?.local;
+  if (!local) return null;
+  return local.candidateType === "relay" ? `relay/${local.relayProtocol}` : local.protocol;
 }
 
 const WAYS = [
@@ -132,7 +98,7 @@ async function measure(way) {
     const times = [];
     let transport = null;
     for (let round = 0; round < rounds; round++) {
-      const { context, ms, page } = await timedJoin(guestBrowser, room, `Guest ${round}`);
+      const { context, ms, page } = await joinTimed(guestBrowser, room, `Guest ${round}`);
       if (ms !== null) times.push(ms);
       transport ??= await transportOf(page);
       await context.close();

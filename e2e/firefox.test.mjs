@@ -7,32 +7,11 @@
 // browsers reach it locally. Creating the namespace needs root, as CI has.
 
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { firefoxReceives, joinFirefox, launchFirefox } from "./firefox.mjs";
-import { ARTIFACTS, decodesAndHears, eventually, join, launchBrowser, startTreffpunkt, testNetwork } from "./harness.mjs";
+import { ARTIFACTS, clubManifests, decodesAndHears, eventually, join, launchBrowser, startTreffpunkt, testNetwork } from "./harness.mjs";
 
-const MANIFESTS = `
-apiVersion: treffpunkt.io/v1alpha1
-kind: Tenant
-metadata: {name: verein}
-spec:
-  displayName: Sportverein
----
-apiVersion: treffpunkt.io/v1alpha1
-kind: Room
-metadata: {name: sitzung, namespace: tenant-verein}
-spec:
-  access: Lobby
-  moderatorPasswordSecretRef: {name: moderation, key: password}
----
-apiVersion: v1
-kind: Secret
-metadata: {name: moderation, namespace: tenant-verein}
-stringData: {password: Vorsitz}
-`;
 
 /** What a puppeteer page shows: whether the element is rendered and not hidden. */
 function visible(page, selector) {
@@ -51,9 +30,7 @@ describe("the lobby with Firefox and Chromium", () => {
   let firefox;
 
   before(async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "treffpunkt-firefox-"));
-    const manifests = path.join(dir, "verein.yaml");
-    fs.writeFileSync(manifests, MANIFESTS);
+    const manifests = clubManifests();
     network = testNetwork("tpfox", "10.231.9");
     server = await startTreffpunkt(["--manifests", manifests], { host: network.hostIp });
     chromium = await launchBrowser({ secureOrigin: server.url });

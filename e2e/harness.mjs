@@ -281,6 +281,37 @@ export function testNetwork(name, subnet) {
   };
 }
 
+/**
+ * Writes the manifests of a club to a temporary file and returns its path: the tenant `verein`
+ * ("Sportverein", with `tenantSpec`, YAML flow mappings such as `policy: {adhocRooms: true}`,
+ * added to its spec) and its room `sitzung` with a lobby, whose moderators come in with the
+ * password "Vorsitz" (from the Secret `moderation`).
+ */
+export function clubManifests(...tenantSpec) {
+  const text = `
+apiVersion: treffpunkt.io/v1alpha1
+kind: Tenant
+metadata: {name: verein}
+spec:
+  displayName: Sportverein
+${tenantSpec.map((line) => `  ${line}\n`).join("")}---
+apiVersion: treffpunkt.io/v1alpha1
+kind: Room
+metadata: {name: sitzung, namespace: tenant-verein}
+spec:
+  access: Lobby
+  moderatorPasswordSecretRef: {name: moderation, key: password}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: moderation, namespace: tenant-verein}
+stringData: {password: Vorsitz}
+`;
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "treffpunkt-club-")), "verein.yaml");
+  fs.writeFileSync(file, text);
+  return file;
+}
+
 /** Every URL any page of these tests requested or opened a WebSocket to. */
 export const requestedUrls = [];
 
@@ -351,6 +382,38 @@ export async function join(
   return page;
 }
 
+/**
+ * Joins `name` in a fresh context of `browser`, for the benchmarks: resolves with the page, its
+ * context and the milliseconds from the click on "Join" to its first decoded video frame of
+ * another participant (null after 30 s without one).
+ */
+export async function joinTimed(browser, room, name) {
+  const context = await browser.newContext({ permissions: ["camera", "microphone"] });
+  const page = await context.newPage();
+  await page.goto(room);
+  await page.fill("#display-name", name);
+  await page.evaluate(() => {
+    document.getElementById("join-form").addEventListener("submit", () => (window.joinClickedAt = performance.now()), { capture: true });
+  });
+  await page.click("#join-button");
+  const ms = await page.evaluate(async () => {
+    const deadline = performance.now() + 30000;
+    while (performance.now() < deadline) {
+      const pc = window.treffpunkt.pc;
+      if (pc) {
+        let frames = 0;
+        (await pc.getStats()).forEach((r) => {
+          if (r.type === "inbound-rtp" && r.kind === "video") frames += r.framesDecoded || 0;
+        });
+        if (frames > 0) return performance.now() - window.joinClickedAt;
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    return null;
+  });
+  return { page, context, ms };
+}
+
 /** The page's inbound media statistics, by kind, summed over its remote tracks. */
 export async function inbound(page) {
   return page.evaluate(async () => {
@@ -366,6 +429,22 @@ export async function inbound(page) {
       if (report.kind === "audio") out.totalSamplesReceived += report.totalSamplesReceived || 0;
     });
     return out;
+  });
+}
+
+/**
+ * The local and remote candidates of the pair a page's connection uses, as its statistics give
+ * them (`protocol`, `candidateType`, `relayProtocol`, `address`, `port`), or null before one
+ * is chosen.
+ */
+export async function selectedCandidates(page) {
+  return page.evaluate(async () => {
+    const stats = await window.treffpunkt.pc.getStats();
+    let pair = null;
+    stats.forEach((report) => {
+      if (report.type === "transport" && report.selectedCandidatePairId) pair = stats.get(report.selectedCandidatePairId);
+    });
+    return pair ? { local: stats.get(pair.localCandidateId), remote: stats.get(pair.remoteCandidateId) } : null;
   });
 }
 

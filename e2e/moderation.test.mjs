@@ -3,36 +3,13 @@
 // someone and ends the meeting, each seen in the other pages.
 
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { describe, test } from "node:test";
 
-import { ARTIFACTS, decodesAndHears, eventually, join, standaloneWithBrowser } from "./harness.mjs";
+import { ARTIFACTS, clubManifests, decodesAndHears, eventually, join, standaloneWithBrowser } from "./harness.mjs";
 
-const MANIFESTS = `
-apiVersion: treffpunkt.io/v1alpha1
-kind: Tenant
-metadata: {name: verein}
-spec:
-  displayName: Sportverein
-  policy: {adhocRooms: true}
----
-apiVersion: treffpunkt.io/v1alpha1
-kind: Room
-metadata: {name: sitzung, namespace: tenant-verein}
-spec:
-  access: Lobby
-  moderatorPasswordSecretRef: {name: moderation, key: password}
----
-apiVersion: v1
-kind: Secret
-metadata: {name: moderation, namespace: tenant-verein}
-stringData: {password: Vorsitz}
-`;
 
-const manifests = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "treffpunkt-moderation-")), "verein.yaml");
-fs.writeFileSync(manifests, MANIFESTS);
+const manifests = clubManifests("policy: {adhocRooms: true}");
 
 const textOf = async (page, selector) => (await page.textContent(selector)) || "";
 

@@ -17,23 +17,11 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 
 import { firefoxReceives, joinFirefox, launchFirefoxIn } from "./firefox.mjs";
-import { ARTIFACTS, decodesAndHears, eventually, join, launchBrowser, startTreffpunkt, testNetwork, watchAudioFrames } from "./harness.mjs";
+import { ARTIFACTS, decodesAndHears, eventually, join, launchBrowser, selectedCandidates, startTreffpunkt, testNetwork, watchAudioFrames } from "./harness.mjs";
 
-/**
- * The local candidate of the pair a page's connection uses, once chosen: its `protocol` ("udp"
- * or "tcp"), `candidateType` ("host", "relay", ...) and, for a relay, `relayProtocol`.
- */
-function localCandidateOf(page) {
-  return page.evaluate(async () => {
-    const stats = await window.treffpunkt.pc.getStats();
-    let pairId = null;
-    stats.forEach((report) => {
-      if (report.type === "transport" && report.selectedCandidatePairId) pairId = report.selectedCandidatePairId;
-    });
-    const pair = pairId && stats.get(pairId);
-    const local = pair && stats.get(pair.localCandidateId);
-    return local ? { protocol: local.protocol, candidateType: local.candidateType, relayProtocol: local.relayProtocol, address: local.address } : null;
-  });
+/** The local candidate of the pair a page's connection uses, once chosen. */
+async function localCandidateOf(page) {
+  return (await selectedCandidates(page))?.local ?? null;
 }
 
 async function transportOf(page) {

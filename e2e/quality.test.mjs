@@ -14,22 +14,18 @@ import { after, before, describe, test } from "node:test";
 import { ARTIFACTS, decodesAndHears, eventually, join, launchBrowser, standaloneWithBrowser, startTreffpunkt, testNetwork, watchAudioFrames } from "./harness.mjs";
 
 /** The width of the video a page shows for participant `name` (0 when none yet). */
-async function shownWidth(page, participantId) {
+/** The size of the video `page` receives of `participantId`'s camera (0 x 0 before any). */
+async function shownSize(page, participantId) {
   return page.evaluate((id) => {
     const video = document.querySelector(`.tile[data-participant="${id}"][data-kind="camera"] video`);
-    return video?.videoWidth ?? 0;
+    return { width: video?.videoWidth ?? 0, height: video?.videoHeight ?? 0 };
   }, participantId);
 }
+
+const shownWidth = async (page, participantId) => (await shownSize(page, participantId)).width;
 
 async function participantId(page) {
   return eventually(() => page.evaluate(() => window.treffpunkt.me), 20000);
-}
-
-async function shownHeight(page, participantId) {
-  return page.evaluate((id) => {
-    const video = document.querySelector(`.tile[data-participant="${id}"][data-kind="camera"] video`);
-    return video?.videoHeight ?? 0;
-  }, participantId);
 }
 
 /** The heights of the page's outbound camera layers, smallest first. */
@@ -88,7 +84,7 @@ describe("calls that hold up", () => {
     }, 30000);
     assert.ok(
       small,
-      `a small tile receives the layer it needs, not the top one (received ${await shownHeight(ben, annaId)} px, layers ${await outboundHeights(anna)})`,
+      `a small tile receives the layer it needs, not the top one (received ${(await shownSize(ben, annaId)).height} px, layers ${await outboundHeights(anna)})`,
     );
 
     // Ben widens the window and shows Anna large.

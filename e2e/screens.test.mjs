@@ -6,35 +6,13 @@
 
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { describe, test } from "node:test";
 
-import { accessibilityViolations, ARTIFACTS, eventually, join, launchBrowser, standaloneWithBrowser } from "./harness.mjs";
+import { accessibilityViolations, ARTIFACTS, clubManifests, eventually, join, launchBrowser, standaloneWithBrowser } from "./harness.mjs";
 
-const MANIFESTS = `
-apiVersion: treffpunkt.io/v1alpha1
-kind: Tenant
-metadata: {name: verein}
-spec:
-  displayName: Sportverein
-  branding: {primaryColor: "#ffdd00"}
----
-apiVersion: treffpunkt.io/v1alpha1
-kind: Room
-metadata: {name: sitzung, namespace: tenant-verein}
-spec:
-  access: Lobby
-  moderatorPasswordSecretRef: {name: moderation, key: password}
----
-apiVersion: v1
-kind: Secret
-metadata: {name: moderation, namespace: tenant-verein}
-stringData: {password: Vorsitz}
-`;
 
-const manifests = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "treffpunkt-screens-")), "verein.yaml");
-fs.writeFileSync(manifests, MANIFESTS);
+const manifests = clubManifests('branding: {primaryColor: "#ffdd00"}');
 fs.mkdirSync(ARTIFACTS, { recursive: true });
 
 const VIEWPORTS = {

@@ -249,7 +249,12 @@ pub async fn run(
                 Ok((len, from)) => node.datagram(Instant::now(), from, &buffer[..len]),
                 Err(error) => debug!(%error, "udp receive failed"),
             },
-            Some((from, frame)) = next_frame(&mut tcp) => node.tcp_frame(Instant::now(), from, &frame),
+            Some((from, frame)) = next_frame(&mut tcp) => {
+                let belongs = node.tcp_frame(Instant::now(), from, &frame);
+                if let (false, Some(link)) = (belongs, tcp.as_mut()) {
+                    link.close(from);
+                }
+            }
             () = tokio::time::sleep_until(deadline.into()) => node.handle_timeout(Instant::now()),
         }
         outputs.deliver(&mut node);
@@ -287,19 +292,9 @@ async fn next_frame(tcp: &mut Option<TcpLink>) -> Option<(SocketAddr, bytes::Byt
 
 /// Hands the packets in `outbox` that go over ICE-TCP to their connections; the rest stay.
 fn hand_to_tcp(outbox: &mut Vec<Transmit>, tcp: Option<&mut TcpLink>) {
-    let Some(link) = tcp else { return };
-    if !outbox.iter().any(|transmit| transmit.tcp) {
-        return;
+    if let Some(link) = tcp {
+        link.send_from(outbox);
     }
-    let mut udp = Vec::with_capacity(outbox.len());
-    for transmit in outbox.drain(..) {
-        if transmit.tcp {
-            link.send(transmit.destination, transmit.contents);
-        } else {
-            udp.push(transmit);
-        }
-    }
-    *outbox = udp;
 }
 
 /// Where the node's events go.

@@ -197,6 +197,14 @@ async fn abuse_the_tcp_port(port: SocketAddr) {
         ),
         ("an empty frame", vec![0, 0, 0, 0]),
         (
+            "a STUN request that names no session",
+            [
+                &[0x00, 0x14, 0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42][..],
+                &[7; 12],
+            ]
+            .concat(),
+        ),
+        (
             "a first frame that is not STUN",
             [&[0x00, 0x64][..], &noise.bytes(100)].concat(),
         ),

@@ -30,29 +30,36 @@ struct Produced {
 
 impl Node {
     /// A datagram from `from`: through the gate (see [`gate`]), then to its session's
-    /// connection, whose output is driven at once.
+    /// connection, whose output is driven at once. Returns whether it belonged to a session
+    /// (it may still have been dropped over its session's budget).
     pub(super) fn on_datagram(
         &mut self,
         now: Instant,
         from: SocketAddr,
         protocol: TransportProtocol,
         datagram: &[u8],
-    ) {
+    ) -> bool {
         self.traffic.packets_in += 1;
         self.traffic.bytes_in += datagram.len() as u64;
         let header = match gate::inspect(datagram) {
             Ok(header) => header,
-            Err(reason) => return self.drops.count(reason, from),
+            Err(reason) => {
+                self.drops.count(reason, from);
+                return false;
+            }
         };
-        let Some(peer) = self.demux.route(from, datagram) else {
-            return self.drops.count(Drop::Unknown, from);
-        };
-        let Some(session) = self.sessions.get_mut(&peer) else {
-            return self.drops.count(Drop::Unknown, from);
+        let Some((peer, session)) = self
+            .demux
+            .route(from, datagram)
+            .and_then(|peer| Some((peer, self.sessions.get_mut(&peer)?)))
+        else {
+            self.drops.count(Drop::Unknown, from);
+            return false;
         };
         let verdict = session.gate.admit(now, header, session.connected);
         if verdict == Verdict::OverBudget {
-            return self.drops.count(Drop::OverBudget, from);
+            self.drops.count(Drop::OverBudget, from);
+            return true;
         }
         let message = TaggedBytesMut {
             now,
@@ -80,6 +87,7 @@ impl Node {
             }
         }
         self.drive(now, peer);
+        true
     }
 
     /// Hands every session whose connection's timer is due its timeout.

@@ -285,10 +285,13 @@ impl Node {
     }
 
     /// A frame arrived on the ICE-TCP connection from `from` (RFC 4571 framing already
-    /// removed). What the node sends back to `from` is marked [`Transmit::tcp`].
-    pub fn tcp_frame(&mut self, now: Instant, from: SocketAddr, frame: &[u8]) {
-        self.on_datagram(now, from, TransportProtocol::TCP, frame);
+    /// removed). What the node sends back to `from` is marked [`Transmit::tcp`]. Returns
+    /// whether the frame belonged to a session: a connection whose frames belong to none (a
+    /// STUN request naming no session, anything after its session ended) is to be closed.
+    pub fn tcp_frame(&mut self, now: Instant, from: SocketAddr, frame: &[u8]) -> bool {
+        let belongs = self.on_datagram(now, from, TransportProtocol::TCP, frame);
         self.settle(now);
+        belongs
     }
 
     /// The control plane asks for something.

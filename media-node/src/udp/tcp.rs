@@ -8,11 +8,16 @@
 //! its queue is full, as a congested UDP path would. A connection is closed, and nothing else
 //! touched, when its framing is broken (a frame of zero bytes or longer than any media
 //! packet), when its first frame is not STUN or does not come within [`TcpLimits::first_frame`],
-//! and when nothing arrives for [`TcpLimits::idle`] (browsers check consent every few seconds).
+//! when nothing arrives for [`TcpLimits::idle`] (browsers check consent every few seconds), and
+//! when the node finds that a frame belongs to no session ([`Node::tcp_frame`]: a request
+//! that names no session, anything after the session ended), so that a stranger holds no place.
+//!
+//! [`Node::tcp_frame`]: crate::Node::tcp_frame
 //! At most [`TcpLimits::connections`] are open at once; more are closed on arrival.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -61,8 +66,18 @@ pub struct TcpPort {
     limits: TcpLimits,
 }
 
+/// The write queue of an open connection, the only sender of its queue: dropping it closes the
+/// connection. The number tells a connection from a later one from the same address.
+struct Writer {
+    queue: mpsc::Sender<BytesMut>,
+    connection: u64,
+}
+
 /// The write queues of the open connections, by the browser's address.
-type Writers = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<BytesMut>>>>;
+type Writers = Arc<Mutex<HashMap<SocketAddr, Writer>>>;
+
+/// Numbers the connections.
+static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 
 impl TcpPort {
     /// Binds `bind` and announces it under `announce_ip` (the bound port, so port 0 picks a
@@ -117,16 +132,31 @@ impl TcpLink {
         self.inbound.recv().await
     }
 
-    /// Queues `packet` for the connection from `to`; drops it when that connection is gone or
-    /// cannot keep up.
-    pub(super) fn send(&mut self, to: SocketAddr, packet: BytesMut) {
-        let writers = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
-        let queued = writers
-            .get(&to)
-            .is_some_and(|queue| queue.try_send(packet).is_ok());
-        if !queued {
-            self.dropped += 1;
+    /// Takes the packets of `outbox` that go over ICE-TCP and queues each for the connection
+    /// from its destination, dropping it when that connection is gone or cannot keep up; the
+    /// rest stay in `outbox`.
+    pub(super) fn send_from(&mut self, outbox: &mut Vec<crate::node::Transmit>) {
+        if !outbox.iter().any(|transmit| transmit.tcp) {
+            return;
         }
+        let writers = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
+        outbox.retain_mut(|transmit| {
+            if !transmit.tcp {
+                return true;
+            }
+            let packet = std::mem::take(&mut transmit.contents);
+            let queued = (writers.get(&transmit.destination))
+                .is_some_and(|writer| writer.queue.try_send(packet).is_ok());
+            if !queued {
+                self.dropped += 1;
+            }
+            false
+        });
+    }
+
+    /// Closes the connection from `from`.
+    pub(super) fn close(&mut self, from: SocketAddr) {
+        (self.writers.lock().unwrap_or_else(PoisonError::into_inner)).remove(&from);
     }
 
     /// Packets dropped so far.
@@ -209,11 +239,9 @@ async fn connection(
     limits: TcpLimits,
 ) -> Closed {
     let (queue, packets) = mpsc::channel(WRITE_QUEUE);
-    let mine = queue.clone();
-    writers
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(from, queue);
+    let connection = CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+    let writer = Writer { queue, connection };
+    (writers.lock().unwrap_or_else(PoisonError::into_inner)).insert(from, writer);
     let (reader, writer) = stream.into_split();
     let outcome = tokio::select! {
         outcome = read_frames(reader, from, &frames, limits) => outcome,
@@ -223,7 +251,7 @@ async fn connection(
     // Unless a new connection from the same address took the place meanwhile.
     if writers
         .get(&from)
-        .is_some_and(|queue| queue.same_channel(&mine))
+        .is_some_and(|writer| writer.connection == connection)
     {
         writers.remove(&from);
     }
@@ -311,6 +339,7 @@ fn is_stun(frame: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::Transmit;
 
     async fn port(limits: TcpLimits) -> (TcpLink, SocketAddr) {
         let port = TcpPort::bind(
@@ -328,6 +357,14 @@ mod tests {
         let mut message = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
         message.extend_from_slice(&[7; 12]);
         message
+    }
+
+    fn transmit(to: SocketAddr, bytes: &[u8]) -> Transmit {
+        Transmit {
+            destination: to,
+            tcp: true,
+            contents: BytesMut::from(bytes),
+        }
     }
 
     fn framed(payload: &[u8]) -> Vec<u8> {
@@ -365,13 +402,17 @@ mod tests {
             assert_eq!(sender, from);
             assert_eq!(&frame[..], &expected[..]);
         }
-        link.send(from, BytesMut::from(&[1u8, 2, 3][..]));
-        link.send(from, BytesMut::from(&[4u8; 1000][..]));
+        let mut outbox = vec![transmit(from, &[1, 2, 3]), transmit(from, &[4; 1000])];
+        link.send_from(&mut outbox);
+        assert!(outbox.is_empty(), "both went to the connection");
         let mut answer = vec![0u8; 2 + 3 + 2 + 1000];
         browser.read_exact(&mut answer).await.unwrap();
         assert_eq!(&answer[..5], &[0, 3, 1, 2, 3]);
         assert_eq!(&answer[5..7], &1000u16.to_be_bytes());
         assert_eq!(link.dropped(), 0);
+        // The node found the connection to belong to no session.
+        link.close(from);
+        assert!(closed(&mut browser).await, "closed by the node");
     }
 
     #[tokio::test]
@@ -427,7 +468,15 @@ mod tests {
     #[tokio::test]
     async fn packets_for_a_gone_connection_are_dropped() {
         let (mut link, _) = port(TcpLimits::default()).await;
-        link.send("127.0.0.1:9".parse().unwrap(), BytesMut::from(&[1u8][..]));
+        let gone = "127.0.0.1:9".parse().unwrap();
+        let udp = Transmit {
+            tcp: false,
+            ..transmit(gone, &[2])
+        };
+        let mut outbox = vec![transmit(gone, &[1]), udp];
+        link.send_from(&mut outbox);
         assert_eq!(link.dropped(), 1);
+        assert_eq!(outbox.len(), 1, "what goes over UDP stays");
+        assert!(!outbox[0].tcp);
     }
 }

@@ -110,7 +110,10 @@ pub async fn serve(listener: TcpListener, router: Router, limits: &Limits, tls: 
         let ticket = match tally.enter(address) {
             Ok(ticket) => ticket,
             Err(crowded) => {
-                turn_away(&stream, crowded);
+                // Over TLS a plain answer would only be a broken handshake: just close.
+                if tls.is_none() {
+                    turn_away(&stream, crowded);
+                }
                 continue;
             }
         };
