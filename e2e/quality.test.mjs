@@ -66,7 +66,7 @@ describe("calls that hold up", () => {
     const rids = await eventually(async () => {
       const found = await outboundRids(anna);
       return found.length === 3 ? found : null;
-    }, 40000);
+    }, 60000);
     assert.deepEqual(rids, ["f", "h", "q"], "Chromium publishes three simulcast layers");
 
     // The node sends the smallest layer at least as tall as the tile (in device pixels), so a
