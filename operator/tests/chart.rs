@@ -4,14 +4,19 @@
 //! first and passes its path in `TREFFPUNKT_HELM`. The tests lint the chart, render it for the
 //! value sets in `charts/treffpunkt/ci/` and have the API server accept every object with a
 //! server-side dry-run, and check that wrong values are refused with a message that names them.
-//! Installing the chart for real, and running the operator with its rights, is in
-//! `chart_install.rs`.
+//! The chart's own coturn is installed and upgraded for real (its secret kept), and its
+//! rendered configuration run by Debian's coturn: TURN over TLS with the gateway's credentials,
+//! relaying only to the media nodes (`chart/coturn.rs`). Installing the chart for real, and
+//! running the operator with its rights, is in `chart_install.rs`.
 
+#[path = "chart/coturn.rs"]
+mod coturn;
 mod support;
 
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams};
@@ -20,8 +25,9 @@ use kube::{Api, Client, ResourceExt};
 use support::helm::{chart, documents, example, examples, helm, helm_ok, kind, values};
 use support::{admin, unique};
 
-/// The value sets every test renders: the defaults, a city's full setup, the smallest one.
-const VALUE_SETS: [&str; 3] = ["defaults", "partner", "minimal"];
+/// The value sets every test renders: the defaults, a city's full setup, the smallest one, and
+/// one with the chart's own TURN server.
+const VALUE_SETS: [&str; 4] = ["defaults", "partner", "minimal", "coturn"];
 
 /// The objects the chart renders with value set `set` into `namespace`.
 fn render(set: &str, namespace: &str) -> Vec<DynamicObject> {
@@ -62,7 +68,7 @@ fn the_chart_lints_cleanly_with_the_default_and_the_partner_values() {
 #[test]
 fn wrong_values_are_refused_with_a_message_that_names_them() {
     // (value, what the message must say)
-    let cases: [(&str, &[&str]); 9] = [
+    let cases: [(&str, &[&str]); 12] = [
         ("operator.replicas=0", &["/operator/replicas", "minimum"]),
         (
             "mediaPool.network.mode=Host",
@@ -92,6 +98,26 @@ fn wrong_values_are_refused_with_a_message_that_names_them() {
         (
             "turn.urls[0]=turns:turn.example.org:443",
             &["turn.secretName: the Secret with the TURN server's shared secret"],
+        ),
+        (
+            "turn.server.enabled=true",
+            &[
+                "/turn/server/host",
+                "/turn/server/tlsSecretName",
+                "/turn/server/peerAddresses",
+            ],
+        ),
+        (
+            "turn.server.peerAddresses[0]=10.0.0.0/8",
+            &["/turn/server/peerAddresses/0", "does not match pattern"],
+        ),
+        (
+            "turn.server.enabled=true,turn.server.host=turn.example.org,\
+             turn.server.tlsSecretName=turn-tls,turn.server.peerAddresses[0]=10.0.0.1,\
+             turn.urls[0]=turns:turn.example.org:443",
+            &[
+                "set turn.urls (a TURN server of yours) or turn.server.enabled (the chart's coturn), not both",
+            ],
         ),
     ];
     for (value, message) in cases {
@@ -189,32 +215,11 @@ fn the_network_policy_opens_the_attach_port_only_to_the_peers_it_names() {
 fn the_rendered_chart_runs_unprivileged_and_read_only() {
     for set in VALUE_SETS {
         let objects = render(set, "treffpunkt");
-        let deployment = objects
-            .iter()
-            .find(|o| kind(o) == "Deployment")
-            .expect("a Deployment");
-        let deployment: Deployment =
-            serde_json::from_value(serde_json::to_value(deployment).unwrap()).unwrap();
-        let pod = deployment.spec.unwrap().template.spec.unwrap();
-        let pod_security = pod.security_context.expect("a pod securityContext");
-        assert_eq!(pod_security.run_as_non_root, Some(true), "{set}");
-        for container in &pod.containers {
-            let security = container
-                .security_context
-                .clone()
-                .expect("a securityContext");
-            assert_eq!(security.run_as_non_root, Some(true), "{set}");
-            assert_eq!(security.read_only_root_filesystem, Some(true), "{set}");
-            assert_eq!(security.allow_privilege_escalation, Some(false), "{set}");
-            let capabilities = security.capabilities.expect("capabilities");
-            assert_eq!(capabilities.drop, Some(vec!["ALL".to_owned()]), "{set}");
-            assert_eq!(capabilities.add, None, "{set}: no capability is added");
-            assert!(container.liveness_probe.is_some() && container.readiness_probe.is_some());
-            let resources = container.resources.clone().expect("resources");
-            assert!(
-                resources.requests.is_some() && resources.limits.is_some(),
-                "{set}"
-            );
+        let deployments: Vec<&DynamicObject> =
+            objects.iter().filter(|o| kind(o) == "Deployment").collect();
+        assert_eq!(deployments.len(), 1 + usize::from(set == "coturn"), "{set}");
+        for deployment in deployments {
+            assert_runs_unprivileged(set, deployment);
         }
         // The media nodes bind unprivileged ports, so they need no capability either.
         if let Some(pool) = objects.iter().find(|o| kind(o) == "MediaPool") {
@@ -223,6 +228,34 @@ fn the_rendered_chart_runs_unprivileged_and_read_only() {
                 assert!(number >= 1024, "{set}: {port} {number}");
             }
         }
+    }
+}
+
+/// Every container of `deployment` runs as a user, read-only, without capabilities, probed and
+/// with resources.
+fn assert_runs_unprivileged(set: &str, deployment: &DynamicObject) {
+    let deployment: Deployment =
+        serde_json::from_value(serde_json::to_value(deployment).unwrap()).unwrap();
+    let pod = deployment.spec.unwrap().template.spec.unwrap();
+    let pod_security = pod.security_context.expect("a pod securityContext");
+    assert_eq!(pod_security.run_as_non_root, Some(true), "{set}");
+    for container in &pod.containers {
+        let security = container
+            .security_context
+            .clone()
+            .expect("a securityContext");
+        assert_eq!(security.run_as_non_root, Some(true), "{set}");
+        assert_eq!(security.read_only_root_filesystem, Some(true), "{set}");
+        assert_eq!(security.allow_privilege_escalation, Some(false), "{set}");
+        let capabilities = security.capabilities.expect("capabilities");
+        assert_eq!(capabilities.drop, Some(vec!["ALL".to_owned()]), "{set}");
+        assert_eq!(capabilities.add, None, "{set}: no capability is added");
+        assert!(container.liveness_probe.is_some() && container.readiness_probe.is_some());
+        let resources = container.resources.clone().expect("resources");
+        assert!(
+            resources.requests.is_some() && resources.limits.is_some(),
+            "{set}"
+        );
     }
 }
 
@@ -272,6 +305,9 @@ async fn the_api_server_accepts_every_object_the_chart_renders() {
         }
         if set == "partner" {
             kinds.extend(["Ingress", "NetworkPolicy"]);
+        }
+        if set == "coturn" {
+            kinds.extend(["Ingress", "Secret"]);
         }
         kinds
     };
@@ -323,4 +359,106 @@ async fn the_examples_are_accepted_by_the_api_server_and_by_standalone_mode() {
     assert_eq!(seed.tenants.len(), 1);
     assert_eq!(seed.rooms.len(), 2);
     assert_eq!(seed.secrets.len(), 1, "the room's password");
+}
+
+/// Helm with the test cluster's kubeconfig; returns what it said.
+fn helm_on_cluster(args: &[&str]) -> String {
+    let chart = chart();
+    let kubeconfig = &support::testenv().kubeconfig;
+    let mut all: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    all.push(chart.as_os_str());
+    all.extend(["--kubeconfig".as_ref(), kubeconfig.as_os_str()]);
+    let out = helm_ok(all);
+    assert!(out.contains("STATUS: deployed"), "{out}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_charts_coturn_takes_the_gateways_credentials_and_relays_only_to_the_media_nodes() {
+    let client = admin().await;
+    let namespace = unique("coturn");
+    let release = namespace.clone();
+    let values = values("coturn");
+    let values = values.to_str().unwrap();
+    // Cluster-wide objects of another release (the public Tenant) stay out of the way.
+    let own = "publicTenant.enabled=false,mediaPool.enabled=false";
+    helm_on_cluster(&[
+        "install",
+        &release,
+        "--namespace",
+        &namespace,
+        "--create-namespace",
+        "-f",
+        values,
+        "--set",
+        own,
+    ]);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let name = format!("{release}-treffpunkt-turn");
+    let field = |secret: &Secret, key: &str| {
+        let bytes = &secret.data.as_ref().unwrap()[key].0;
+        String::from_utf8(bytes.clone()).unwrap()
+    };
+    let installed = secrets.get(&name).await.expect("the chart's TURN Secret");
+    // An upgrade keeps the secret (participants' credentials stay valid) and takes new values.
+    helm_on_cluster(&[
+        "upgrade",
+        &release,
+        "--namespace",
+        &namespace,
+        "-f",
+        values,
+        "--set",
+        own,
+        "--set",
+        "turn.server.maxSessions=500",
+    ]);
+    let upgraded = secrets.get(&name).await.unwrap();
+    let secret = field(&upgraded, "secret");
+    assert_eq!(
+        secret,
+        field(&installed, "secret"),
+        "the upgrade kept the secret"
+    );
+    assert!(secret.len() >= 32, "a long secret");
+    let config = field(&upgraded, "turnserver.conf");
+    assert!(config.contains("total-quota=500\n"), "{config}");
+    assert!(config.contains(&format!("static-auth-secret={secret}\n")));
+
+    // The control plane hands out credentials for this server, signed with this secret.
+    let deployment = Api::<Deployment>::namespaced(client.clone(), &namespace)
+        .get(&format!("{release}-treffpunkt"))
+        .await
+        .unwrap();
+    let pod = deployment.spec.unwrap().template.spec.unwrap();
+    let env = pod.containers[0].env.clone().unwrap();
+    let var = |name: &str| env.iter().find(|var| var.name == name).cloned().unwrap();
+    let url = var("TREFFPUNKT_TURN_URLS").value.unwrap();
+    assert_eq!(url, "turns:turn.example.org:443?transport=tcp");
+    let reference = var("TREFFPUNKT_TURN_SECRET")
+        .value_from
+        .unwrap()
+        .secret_key_ref
+        .unwrap();
+    assert_eq!(
+        (reference.name.as_str(), reference.key.as_str()),
+        (name.as_str(), "secret")
+    );
+
+    // coturn with exactly that configuration, and the media nodes of coturn-values.yaml.
+    let dir = std::env::temp_dir().join(unique("treffpunkt-coturn"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let server = coturn::Coturn::start(&config, &dir);
+    coturn::assert_takes_only_the_gateways_credentials(&server, &url, &secret);
+    coturn::assert_relays_only_to(&server, &url, &secret, &["192.0.2.10", "10.20.7.1"]);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    helm_ok([
+        "uninstall",
+        release.as_str(),
+        "--namespace",
+        namespace.as_str(),
+        "--kubeconfig",
+        support::testenv().kubeconfig.to_str().unwrap(),
+    ]);
 }

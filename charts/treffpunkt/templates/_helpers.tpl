@@ -93,3 +93,51 @@ http://localhost:8080
 {{- define "treffpunkt.tlsSecret" -}}
 {{- default (printf "%s-tls" (include "treffpunkt.fullname" .)) .Values.ingress.tls.secretName -}}
 {{- end -}}
+
+{{/* coturn run by the chart: its objects' name, labels and configuration. */}}
+{{- define "treffpunkt.turnName" -}}
+{{- printf "%s-turn" (include "treffpunkt.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "treffpunkt.turnSelectorLabels" -}}
+app.kubernetes.io/name: treffpunkt-turn
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "treffpunkt.turnLabels" -}}
+{{- $labels := fromYaml (include "treffpunkt.labels" .) -}}
+{{- $_ := set $labels "app.kubernetes.io/name" "treffpunkt-turn" -}}
+{{- toYaml $labels -}}
+{{- end -}}
+
+{{/*
+coturn's configuration: TLS on 5349 only (the Service maps 443), time-limited credentials of the
+shared secret, no relaying except to the media nodes, nothing logged.
+*/}}
+{{- define "treffpunkt.turnConfig" -}}
+tls-listening-port=5349
+no-udp
+no-tcp
+no-dtls
+no-tlsv1
+no-tlsv1_1
+cert=/etc/treffpunkt-turn-tls/tls.crt
+pkey=/etc/treffpunkt-turn-tls/tls.key
+use-auth-secret
+static-auth-secret={{ .secret }}
+realm=treffpunkt
+fingerprint
+total-quota={{ .server.maxSessions }}
+max-bps={{ .server.maxBytesPerSecond }}
+no-multicast-peers
+denied-peer-ip=0.0.0.0-255.255.255.255
+denied-peer-ip=::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff
+{{- range .server.peerAddresses }}
+allowed-peer-ip={{ . }}
+{{- end }}
+no-cli
+log-file=/dev/null
+no-stdout-log
+pidfile=/var/run/treffpunkt-turn/turnserver.pid
+userdb=/var/run/treffpunkt-turn/turndb
+{{- end -}}
