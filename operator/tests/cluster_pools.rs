@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec, ResourceQuota, Secret,
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{ListParams, PostParams};
+use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use support::resources::{
@@ -351,58 +351,6 @@ async fn settled(client: &Client, tenant: &str, pool: &str) -> Option<()> {
         .then_some(())
 }
 
-/// Whether `replica` has started reconciliations of every kind and finished at least as many of
-/// each as there are objects of that kind: the full pass a replica makes when it starts to lead.
-async fn made_a_full_pass(client: &Client, replica: &support::Operator) -> Option<()> {
-    let text = support::metrics(replica.admin).await;
-    let started = |kind: &str| {
-        support::counter(
-            &text,
-            &format!("treffpunkt_reconciliations_total{{controller=\"{kind}\"}}"),
-        )
-    };
-    let finished = |kind: &str| {
-        support::counter(
-            &text,
-            &format!("treffpunkt_reconciliation_duration_seconds_count{{controller=\"{kind}\"}}"),
-        )
-    };
-    let all = ListParams::default();
-    let objects = [
-        (
-            "tenant",
-            Api::<Tenant>::all(client.clone())
-                .list_metadata(&all)
-                .await
-                .ok()?
-                .items
-                .len(),
-        ),
-        (
-            "room",
-            Api::<Room>::all(client.clone())
-                .list_metadata(&all)
-                .await
-                .ok()?
-                .items
-                .len(),
-        ),
-        (
-            "mediapool",
-            Api::<MediaPool>::namespaced(client.clone(), PLATFORM)
-                .list_metadata(&all)
-                .await
-                .ok()?
-                .items
-                .len(),
-        ),
-    ];
-    objects
-        .iter()
-        .all(|(kind, count)| started(kind) > 0 && finished(kind) >= *count as u64)
-        .then_some(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_pass_over_everything_ready_writes_nothing() {
     operator();
@@ -424,7 +372,7 @@ async fn a_second_pass_over_everything_ready_writes_nothing() {
 
     // A second replica with a lease of its own runs a full pass of every reconciler.
     let second = support::start_operator(&unique("zweiter"));
-    let passed = eventually(WAIT, || made_a_full_pass(&client, &second)).await;
+    let passed = eventually(WAIT, || support::made_a_full_pass(&client, &second)).await;
     assert!(passed.is_some(), "the second replica reconciled every kind");
     // That nothing is written is no event to wait for: a bounded wait gives any late write of
     // the pass 2 s to show.

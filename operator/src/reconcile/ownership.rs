@@ -15,6 +15,11 @@
 //! would leave those fields in place even when a later spec drops them (an owner removed from a
 //! Tenant would keep its RoleBinding subject). So the operator hands the fields of its own
 //! creation over to its apply once, right after the create.
+//!
+//! An object that already is what the owner says is not written again: the operator notes a
+//! digest of what it applies in the object, and skips the apply while the object carries the
+//! digest of what it wants now and every field it wants still has its value. A fleet at rest
+//! costs the API server reads from the operator, no writes.
 
 use std::fmt::Debug;
 
@@ -23,9 +28,12 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::{MANAGER, Result};
+
+/// The annotation with a digest of what the operator last applied to an object.
+pub const APPLIED: &str = "treffpunkt.io/applied";
 
 /// What the reconciler found under the name of an object it wants.
 #[derive(Clone, Debug)]
@@ -57,10 +65,19 @@ async fn find_or_create<K>(api: &Api<K>, desired: &K) -> Result<ObjectMeta>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + Debug,
 {
-    let name = desired.name_any();
-    if let Some(found) = api.get_metadata_opt(&name).await? {
-        return Ok(found.metadata);
+    match api.get_metadata_opt(&desired.name_any()).await? {
+        Some(found) => Ok(found.metadata),
+        None => create_or_find(api, desired).await,
     }
+}
+
+/// The metadata of `desired` as created, or of the object someone made under its name in
+/// between.
+async fn create_or_find<K>(api: &Api<K>, desired: &K) -> Result<ObjectMeta>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let name = desired.name_any();
     let params = PostParams {
         field_manager: Some(MANAGER.to_owned()),
         ..PostParams::default()
@@ -98,12 +115,19 @@ where
     K: Resource + Clone + Serialize + DeserializeOwned + Debug,
 {
     let name = desired.name_any();
-    let meta = find_or_create(api, first).await?;
+    let mut body = desired.clone();
+    stamp(&mut body);
+    let meta = match api.get_opt(&name).await? {
+        Some(found) if controlled_by(found.meta(), owner) && unchanged(&body, &found) => {
+            return Ok(Claim::Ours(found));
+        }
+        Some(found) => found.meta().clone(),
+        None => create_or_find(api, first).await?,
+    };
     if !controlled_by(&meta, owner) {
         return Ok(Claim::Foreign);
     }
     hand_over(api, &name, meta.clone()).await?;
-    let mut body = desired.clone();
     body.meta_mut().uid = meta.uid;
     let written = api
         .patch(
@@ -113,6 +137,49 @@ where
         )
         .await?;
     Ok(Claim::Ours(written))
+}
+
+/// Notes in `desired` a digest of itself: an object that still carries the digest of what the
+/// operator wants now was applied from exactly that, so a field the operator dropped since is
+/// noticed too (its digest differs), not only a field it set or changed.
+fn stamp<K: Resource + Serialize>(desired: &mut K) {
+    let Ok(bytes) = serde_json::to_vec(&*desired) else {
+        return;
+    };
+    let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
+    let hex: String = digest.as_ref()[..12]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    desired
+        .meta_mut()
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(APPLIED.to_owned(), hex);
+}
+
+/// Whether `found` already is what `desired` (stamped) says: it carries the same digest, and
+/// every field of `desired` has the same value there (nobody changed one in between). Fields
+/// the API server or others added do not count, as an apply would keep them too.
+fn unchanged<K: Serialize>(desired: &K, found: &K) -> bool {
+    match (serde_json::to_value(desired), serde_json::to_value(found)) {
+        (Ok(desired), Ok(found)) => contains(&found, &desired),
+        _ => false,
+    }
+}
+
+/// Whether `have` has every field of `want` with the same value (lists: the same length, each
+/// item containing the wanted one).
+fn contains(have: &Value, want: &Value) -> bool {
+    match (have, want) {
+        (Value::Object(have), Value::Object(want)) => want
+            .iter()
+            .all(|(key, value)| have.get(key).is_some_and(|found| contains(found, value))),
+        (Value::Array(have), Value::Array(want)) => {
+            have.len() == want.len() && have.iter().zip(want).all(|(h, w)| contains(h, w))
+        }
+        _ => have == want,
+    }
 }
 
 /// Creates `desired` if nothing has its name; never changes an existing object. Returns the
@@ -237,6 +304,46 @@ mod tests {
         ));
         assert!(!controlled_by(&meta(vec![reference("u-1", None)]), "u-1"));
         assert!(!controlled_by(&ObjectMeta::default(), "u-1"));
+    }
+
+    #[test]
+    fn an_object_is_unchanged_only_with_every_wanted_field_and_the_same_digest() {
+        use k8s_openapi::api::core::v1::ResourceQuota;
+        let quota = |rooms: &str| -> ResourceQuota {
+            serde_json::from_value(json!({
+                "metadata": {"name": "treffpunkt", "namespace": "tenant-verein",
+                             "labels": {"app.kubernetes.io/managed-by": "treffpunkt"}},
+                "spec": {"hard": {"count/rooms.treffpunkt.io": rooms}},
+            }))
+            .unwrap()
+        };
+        let mut wanted = quota("20");
+        stamp(&mut wanted);
+        // As the API server gives it back: with fields of its own.
+        let mut found = wanted.clone();
+        found.metadata.resource_version = Some("42".into());
+        found
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("kubernetes.io/other".into(), "set by someone else".into());
+        found.status = Some(Default::default());
+        assert!(unchanged(&wanted, &found));
+        // A field of the operator's changed by someone.
+        let mut edited = found.clone();
+        edited.spec = quota("9999").spec;
+        assert!(!unchanged(&wanted, &edited));
+        // What the operator wants changed: another digest.
+        let mut more = quota("30");
+        stamp(&mut more);
+        assert_ne!(more.annotations()[APPLIED], wanted.annotations()[APPLIED]);
+        assert!(!unchanged(&more, &found));
+        // Never applied by this operator (no digest yet).
+        assert!(!unchanged(&wanted, &quota("20")));
+        // Lists: the same items, no more, no fewer.
+        assert!(contains(&json!({"a": [1, 2]}), &json!({"a": [1, 2]})));
+        assert!(!contains(&json!({"a": [1, 2, 3]}), &json!({"a": [1, 2]})));
     }
 
     #[test]

@@ -578,7 +578,8 @@ async fn apply(pool: &MediaPool, ctx: &Context) -> Result<Action> {
         // Its nodes come and go without an event on the API server.
         Duration::from_secs(30)
     } else {
-        Duration::from_secs(300)
+        // Its Deployment is watched: a change of its nodes brings the pool back at once.
+        Duration::from_secs(3600)
     }))
 }
 

@@ -16,8 +16,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tokio_stream::wrappers::BroadcastStream;
@@ -51,16 +51,20 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             .map(|room| ObjectRef::from_obj(room.as_ref()))
             .collect::<Vec<_>>()
     };
+    // The tenants, watched once: a change triggers their rooms, and each pass reads its
+    // tenant from this cache instead of asking the API server.
+    let (tenants, writer) = reflector::store();
+    let tenant_changes = reflector(
+        writer,
+        watcher(Api::<Tenant>::all(client), watcher::Config::default()),
+    )
+    .applied_objects();
     controller
-        .watches(
-            Api::<Tenant>::all(client),
-            watcher::Config::default(),
-            rooms_of_tenant,
-        )
+        .watches_stream(tenant_changes, rooms_of_tenant)
         .reconcile_on(changes)
         .graceful_shutdown_on(shutdown)
         .run(
-            reconcile,
+            move |room, ctx| reconcile(room, ctx, tenants.clone()),
             |object, error, ctx| error_policy("room", object.as_ref(), error, &ctx),
             ctx,
         )
@@ -68,18 +72,18 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .await;
 }
 
-async fn reconcile(room: Arc<Room>, ctx: Arc<Context>) -> Result<Action> {
+async fn reconcile(room: Arc<Room>, ctx: Arc<Context>, tenants: Store<Tenant>) -> Result<Action> {
     let _measure = ctx.metrics.reconcile("room");
     let object = room.clone();
     let namespace = room.namespace().ok_or(Error::Incomplete("namespace"))?;
-    let tenant = match crd::namespace_tenant(&namespace) {
-        Some(tenant) => {
-            Api::<Tenant>::all(ctx.client.clone())
-                .get_opt(tenant)
-                .await?
-        }
-        None => None,
-    };
+    // Not before the cache has every tenant: a missing one would read as "no tenant".
+    tenants
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::Waiting("the cache of tenants".to_owned()))?;
+    let tenant = crd::namespace_tenant(&namespace)
+        .and_then(|tenant| tenants.get(&ObjectRef::new(tenant)))
+        .map(|tenant| Tenant::clone(&tenant));
     // A room in a tenant's namespace is touched (not even given a finalizer) only once the
     // operator has found that namespace to be the tenant's own: someone else's namespace of
     // that name gets nothing written into it. A change of the Tenant brings the room back.
@@ -244,7 +248,9 @@ async fn apply(room: &Room, tenant: Option<&Tenant>, ctx: &Context) -> Result<Ac
         room.metadata.generation,
     );
 
-    let mut requeue = Duration::from_secs(300);
+    // At rest, a room is looked at again once an hour: every change that concerns it (its
+    // spec, its tenant, its participants) brings it back at once.
+    let mut requeue = Duration::from_secs(3600);
     if room.spec.lifetime == Lifetime::AdHoc && participants == 0 {
         let since = previous
             .empty_since

@@ -37,6 +37,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
+use tokio_stream::wrappers::BroadcastStream;
 use tracing::{info, warn};
 
 use super::ownership::{self, Claim};
@@ -85,6 +86,16 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         owner,
     )
     .watches(Api::<NetworkPolicy>::all(client.clone()), managed, owner)
+    // The tenant's usage in its status: rooms made or removed, participants coming and going.
+    .watches(
+        Api::<Room>::all(client.clone()),
+        watcher::Config::default(),
+        |room| tenant_of(room.metadata.namespace.as_deref()?),
+    )
+    .reconcile_on(
+        BroadcastStream::new(ctx.fleet.room_changes())
+            .filter_map(|room| async move { Some(ObjectRef::new(room.ok()?.tenant.as_str())) }),
+    )
     .graceful_shutdown_on(shutdown)
     .run(
         reconcile,
@@ -93,6 +104,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     )
     .for_each(|_| futures::future::ready(()))
     .await;
+}
+
+/// The tenant whose own namespace `namespace` would be.
+fn tenant_of(namespace: &str) -> Option<ObjectRef<Tenant>> {
+    crd::namespace_tenant(namespace).map(ObjectRef::new)
 }
 
 async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
@@ -311,8 +327,10 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     if tenant.status.as_ref() != Some(&status) {
         write_status(tenant, ctx, &status).await?;
     }
+    // Every change that concerns the tenant (its spec, its objects, its rooms and
+    // participants) brings it back at once; at rest, an hourly look costs a few reads.
     Ok(Action::requeue(match trouble {
-        None => Duration::from_secs(60),
+        None => Duration::from_secs(3600),
         Some(_) => Duration::from_secs(15),
     }))
 }

@@ -37,6 +37,8 @@ pub struct TestEnv {
     pub kubeconfig: PathBuf,
     /// The API server's URL.
     pub server: String,
+    /// The API server's audit log (JSON lines; see [`audit_files`]).
+    pub audit_log: PathBuf,
     _process: Child,
 }
 
@@ -69,9 +71,18 @@ fn start() -> TestEnv {
     // The CRDs go in before kube-controller-manager starts, so that its quota and garbage
     // collector controllers know rooms from the start (they rediscover only every 30 s).
     let crds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/treffpunkt/crds");
+    let audit = audit_files();
     let mut process = Command::new(binary())
         .arg("--crds")
         .arg(crds)
+        .arg(format!(
+            "--apiserver-arg=--audit-policy-file={}",
+            audit.policy.display()
+        ))
+        .arg(format!(
+            "--apiserver-arg=--audit-log-path={}",
+            audit.log.display()
+        ))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -92,7 +103,32 @@ fn start() -> TestEnv {
     TestEnv {
         kubeconfig: PathBuf::from(ready["kubeconfig"].as_str().expect("a kubeconfig path")),
         server: ready["server"].as_str().expect("a server").to_owned(),
+        audit_log: audit.log,
         _process: process,
+    }
+}
+
+struct AuditFiles {
+    policy: PathBuf,
+    log: PathBuf,
+}
+
+/// The API server's audit log of this test process: every write and read (not watches), with
+/// who asked, what and when, no bodies.
+fn audit_files() -> AuditFiles {
+    let dir = std::env::temp_dir().join(format!("treffpunkt-audit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a folder for the audit log");
+    let policy = dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  \
+         - level: Metadata\n    verbs: [create, update, patch, delete, deletecollection, get, \
+         list]\n  - level: None\n",
+    )
+    .expect("the audit policy");
+    AuditFiles {
+        policy,
+        log: dir.join("audit.log"),
     }
 }
 
@@ -696,4 +732,58 @@ impl Drop for NodeProcess {
         let _ = self.process.kill();
         let _ = self.process.wait();
     }
+}
+
+/// Whether `replica` has started reconciliations of every kind and finished at least as many of
+/// each as there are objects of that kind: the full pass a replica makes when it starts to lead.
+pub async fn made_a_full_pass(client: &Client, replica: &Operator) -> Option<()> {
+    use kube::api::ListParams;
+    use treffpunkt_operator::crd::{MediaPool, Room, Tenant};
+    let text = metrics(replica.admin).await;
+    let started = |kind: &str| {
+        counter(
+            &text,
+            &format!("treffpunkt_reconciliations_total{{controller=\"{kind}\"}}"),
+        )
+    };
+    let finished = |kind: &str| {
+        counter(
+            &text,
+            &format!("treffpunkt_reconciliation_duration_seconds_count{{controller=\"{kind}\"}}"),
+        )
+    };
+    let all = ListParams::default();
+    let objects = [
+        (
+            "tenant",
+            Api::<Tenant>::all(client.clone())
+                .list_metadata(&all)
+                .await
+                .ok()?
+                .items
+                .len(),
+        ),
+        (
+            "room",
+            Api::<Room>::all(client.clone())
+                .list_metadata(&all)
+                .await
+                .ok()?
+                .items
+                .len(),
+        ),
+        (
+            "mediapool",
+            Api::<MediaPool>::namespaced(client.clone(), PLATFORM)
+                .list_metadata(&all)
+                .await
+                .ok()?
+                .items
+                .len(),
+        ),
+    ];
+    objects
+        .iter()
+        .all(|(kind, count)| started(kind) > 0 && finished(kind) >= *count as u64)
+        .then_some(())
 }

@@ -1,0 +1,198 @@
+//! A quiet operator: a platform at rest costs the API server no writes.
+//!
+//! 100 Tenants with 10 Rooms each and a MediaPool on the real API server, the shared operator
+//! reconciling them. Once everything is Ready and settled, the API server's audit log (see
+//! `support::audit_files`) counts the write requests for `TREFFPUNKT_QUIET_SECONDS` (300 by
+//! default): there must be none. Then a second replica with a lease of its own makes the full
+//! pass a replica makes when it starts to lead, as after a restart: it finds everything as it
+//! should be and writes nothing either. Leases are not counted: leader election renews them
+//! every few seconds whatever the platform holds. Nor are the writes of kube-controller-manager
+//! and the API server itself.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::time::{Duration, Instant};
+
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+use support::resources::{create_room, pool_spec, room_spec, tenant_spec};
+use support::{PLATFORM, admin, eventually, operator, testenv, unique};
+use treffpunkt_operator::crd::{self, MediaPool, Room, Tenant};
+
+const TENANTS: usize = 100;
+const ROOMS_PER_TENANT: usize = 10;
+
+/// Requests the audit log recorded from `offset` on: (verb, resource) → count, for those made
+/// by the operator (not leases; not kube-controller-manager or the API server).
+fn requests_since(offset: u64) -> BTreeMap<(String, String), u64> {
+    let mut file = std::fs::File::open(&testenv().audit_log).expect("the audit log");
+    file.seek(SeekFrom::Start(offset)).unwrap();
+    let mut counts = BTreeMap::new();
+    for line in BufReader::new(file).lines() {
+        let Ok(line) = line else { break };
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let agent = event["userAgent"].as_str().unwrap_or_default();
+        let user = event["user"]["username"].as_str().unwrap_or_default();
+        let resource = event["objectRef"]["resource"].as_str().unwrap_or_default();
+        let name = event["objectRef"]["name"].as_str().unwrap_or_default();
+        // What the test harness itself writes when it starts a replica: the CRDs and the
+        // platform namespace, applied again.
+        let harness = resource == "customresourcedefinitions"
+            || (resource == "namespaces" && name == PLATFORM);
+        if agent.starts_with("kube-controller-manager")
+            || agent.starts_with("kube-apiserver")
+            || user.starts_with("system:")
+            || resource == "leases"
+            || harness
+        {
+            continue;
+        }
+        let verb = event["verb"].as_str().unwrap_or_default().to_owned();
+        *counts.entry((verb, resource.to_owned())).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn audit_offset() -> u64 {
+    std::fs::metadata(&testenv().audit_log).map_or(0, |m| m.len())
+}
+
+fn writes(counts: &BTreeMap<(String, String), u64>) -> BTreeMap<(String, String), u64> {
+    counts
+        .iter()
+        .filter(|((verb, _), _)| !matches!(verb.as_str(), "get" | "list" | "watch"))
+        .map(|(key, count)| (key.clone(), *count))
+        .collect()
+}
+
+fn per_minute(counts: &BTreeMap<(String, String), u64>, elapsed: Duration) -> f64 {
+    counts.values().sum::<u64>() as f64 * 60.0 / elapsed.as_secs_f64()
+}
+
+/// Whether every tenant of the test is Ready and every room Accepted, each for its current
+/// generation.
+async fn all_settled(client: &Client, prefix: &str) -> Option<()> {
+    let tenants = Api::<Tenant>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .ok()?;
+    let ours = tenants.items.iter().filter(|t| {
+        t.metadata
+            .name
+            .as_deref()
+            .is_some_and(|n| n.starts_with(prefix))
+    });
+    let mut ready = 0;
+    for tenant in ours {
+        let status = tenant.status.as_ref()?;
+        let usage = status.usage.as_ref()?;
+        (crd::condition_is_true(&status.conditions, "Ready")
+            && status.observed_generation == tenant.metadata.generation
+            && usage.rooms as usize == ROOMS_PER_TENANT)
+            .then_some(())?;
+        ready += 1;
+    }
+    (ready == TENANTS).then_some(())?;
+    let rooms = Api::<Room>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .ok()?;
+    let accepted = rooms
+        .items
+        .iter()
+        .filter(|r| {
+            r.metadata
+                .namespace
+                .as_deref()
+                .is_some_and(|n| n.contains(prefix))
+        })
+        .filter(|r| {
+            r.status.as_ref().is_some_and(|s| {
+                crd::condition_is_true(&s.conditions, "Accepted")
+                    && s.observed_generation == r.metadata.generation
+            })
+        })
+        .count();
+    (accepted == TENANTS * ROOMS_PER_TENANT).then_some(())
+}
+
+async fn make_the_platform(client: &Client, prefix: &str) {
+    let tenants = Api::<Tenant>::all(client.clone());
+    for index in 0..TENANTS {
+        let name = format!("{prefix}-{index}");
+        let spec = tenant_spec(None, ROOMS_PER_TENANT as i32 + 5);
+        tenants
+            .create(&PostParams::default(), &Tenant::new(&name, spec))
+            .await
+            .expect("a tenant");
+    }
+    for index in 0..TENANTS {
+        let namespace = crd::tenant_namespace(&format!("{prefix}-{index}"));
+        for room in 0..ROOMS_PER_TENANT {
+            create_room(client, &namespace, &format!("raum-{room}"), room_spec())
+                .await
+                .expect("a room");
+        }
+    }
+    let pool = unique("ruhig");
+    Api::<MediaPool>::namespaced(client.clone(), PLATFORM)
+        .create(&PostParams::default(), &MediaPool::new(&pool, pool_spec()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_at_rest_and_a_replica_that_starts_cost_no_writes() {
+    operator();
+    let client = admin().await;
+    let prefix = unique("still");
+    let started = Instant::now();
+    make_the_platform(&client, &prefix).await;
+    let settled = eventually(Duration::from_secs(600), || all_settled(&client, &prefix)).await;
+    assert!(
+        settled.is_some(),
+        "every tenant Ready and every room Accepted"
+    );
+    eprintln!(
+        "{TENANTS} tenants and {} rooms ready in {:.0} s",
+        TENANTS * ROOMS_PER_TENANT,
+        started.elapsed().as_secs_f64()
+    );
+    // Status updates trailing the last room settle.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    let quiet = std::env::var("TREFFPUNKT_QUIET_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let offset = audit_offset();
+    let window = Instant::now();
+    tokio::time::sleep(Duration::from_secs(quiet)).await;
+    let at_rest = requests_since(offset);
+    eprintln!(
+        "at rest for {quiet} s: {:.1} requests a minute, {at_rest:?}",
+        per_minute(&at_rest, window.elapsed())
+    );
+    assert_eq!(writes(&at_rest), BTreeMap::new(), "no writes at rest");
+
+    // A replica that starts to lead (a lease of its own) passes over everything.
+    let offset = audit_offset();
+    let second = support::start_operator(&unique("neustart"));
+    let passed = eventually(Duration::from_secs(300), || {
+        support::made_a_full_pass(&client, &second)
+    })
+    .await;
+    assert!(passed.is_some(), "the new replica reconciled every object");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pass = requests_since(offset);
+    eprintln!("the new replica's first pass: {pass:?}");
+    assert_eq!(
+        writes(&pass),
+        BTreeMap::new(),
+        "no writes where nothing differs"
+    );
+}
