@@ -6,9 +6,14 @@
 //! as a bearer token: `Authorization: Bearer <token>`. Without the right one they answer
 //! `401 Unauthorized`; a platform whose Secret has no token (made by an earlier version) answers
 //! them with `403 Forbidden` until the Secret is made again.
+//!
+//! `/readyz` answers 200 while the replica reaches the API server (its replica Lease renewed
+//! within 20 s) and is not stopping; 503 with the reason otherwise, so that a replica cut off
+//! from the API server gets no new participants.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Path, Query, Request, State};
@@ -28,14 +33,88 @@ struct Admin {
     fleet: Arc<Fleet>,
     /// The bearer token of the commands; none when the platform has none.
     token: Option<Arc<str>>,
+    readiness: Readiness,
+}
+
+/// How long a replica stays ready without reaching the API server: its replica Lease is
+/// renewed every 5 s and lasts 15 s.
+const CONTACT_WITHIN: Duration = Duration::from_secs(20);
+
+/// Whether a replica should be given new connections (`/readyz`): not while it stops, and not
+/// when it has not reached the API server for a while (it could neither check nor make rooms,
+/// and the other replicas no longer see it).
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    state: Arc<ReadinessState>,
+}
+
+#[derive(Debug)]
+struct ReadinessState {
+    started: Instant,
+    contact: Mutex<Option<Instant>>,
+    stopping: AtomicBool,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self {
+            state: Arc::new(ReadinessState {
+                started: Instant::now(),
+                contact: Mutex::new(None),
+                stopping: AtomicBool::new(false),
+            }),
+        }
+    }
+}
+
+impl Readiness {
+    /// The API server answered just now.
+    pub fn reached_the_api_server(&self) {
+        *self.state.contact.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// The replica is stopping: no new connections.
+    pub fn stopping(&self) {
+        self.state.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// Ready, or why not.
+    fn verdict(&self, now: Instant) -> Result<(), String> {
+        if self.state.stopping.load(Ordering::Relaxed) {
+            return Err("stopping".to_owned());
+        }
+        let contact = *self.state.contact.lock().unwrap_or_else(|e| e.into_inner());
+        let since = now.saturating_duration_since(contact.unwrap_or(self.state.started));
+        match contact {
+            Some(_) if since <= CONTACT_WITHIN => Ok(()),
+            Some(_) => Err(format!(
+                "no answer from the API server for {} s",
+                since.as_secs()
+            )),
+            None => Err("the API server has not answered yet".to_owned()),
+        }
+    }
+}
+
+async fn ready(State(admin): State<Admin>) -> (StatusCode, String) {
+    match admin.readiness.verdict(Instant::now()) {
+        Ok(()) => (StatusCode::OK, "ready".to_owned()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")),
+    }
 }
 
 /// The admin endpoint's routes over `fleet` and `metrics`; the commands need `token`.
-pub fn router(metrics: Metrics, fleet: Arc<Fleet>, token: Option<String>) -> Router {
+pub fn router(
+    metrics: Metrics,
+    fleet: Arc<Fleet>,
+    token: Option<String>,
+    readiness: Readiness,
+) -> Router {
     let admin = Admin {
         metrics,
         fleet,
         token: token.map(Arc::from),
+        readiness,
     };
     let commands = Router::new()
         .route("/nodes", get(list_nodes))
@@ -44,8 +123,7 @@ pub fn router(metrics: Metrics, fleet: Arc<Fleet>, token: Option<String>) -> Rou
     Router::new()
         .route("/metrics", get(serve_metrics))
         .route("/healthz", get(|| async { "ok" }))
-        // The caches are filled before the servers start, so a replica that serves is ready.
-        .route("/readyz", get(|| async { (StatusCode::OK, "ready") }))
+        .route("/readyz", get(ready))
         .merge(commands)
         .with_state(admin)
 }
@@ -155,7 +233,28 @@ async fn drain_node(
 
 #[cfg(test)]
 mod tests {
-    use super::same_token;
+    use super::*;
+
+    #[test]
+    fn a_replica_is_ready_while_it_reaches_the_api_server_and_does_not_stop() {
+        let readiness = Readiness::default();
+        let now = Instant::now();
+        assert!(
+            readiness.verdict(now).is_err(),
+            "not before the first answer"
+        );
+        readiness.reached_the_api_server();
+        assert_eq!(readiness.verdict(Instant::now()), Ok(()));
+        let later = Instant::now() + CONTACT_WITHIN + Duration::from_secs(1);
+        let why = readiness.verdict(later).unwrap_err();
+        assert!(why.contains("no answer from the API server"), "{why}");
+        readiness.reached_the_api_server();
+        readiness.stopping();
+        assert_eq!(
+            readiness.verdict(Instant::now()),
+            Err("stopping".to_owned())
+        );
+    }
 
     #[test]
     fn only_the_whole_token_is_the_token() {

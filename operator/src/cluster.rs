@@ -75,11 +75,13 @@ pub struct Cluster {
     tasks: Vec<JoinHandle<()>>,
     client: Client,
     membership: Membership,
+    readiness: admin::Readiness,
 }
 
 impl Cluster {
     /// Stops the reconcilers (releasing the Lease) and every server, and leaves the replicas.
     pub async fn stop(self) {
+        self.readiness.stopping();
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(10), self.leader).await;
         for task in self.tasks {
@@ -155,10 +157,12 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
         group: config.election.lease_name.clone(),
         identity: config.election.identity.clone(),
     };
+    let readiness = admin::Readiness::default();
     tasks.push(tokio::spawn(replicas::heartbeat(
         client.clone(),
         membership.clone(),
         fleet.clone(),
+        readiness.clone(),
     )));
     let metrics = Metrics::default();
 
@@ -188,7 +192,12 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
 
     let admin_listener = TcpListener::bind(config.admin).await?;
     let admin = admin_listener.local_addr()?;
-    let admin_router = admin::router(metrics.clone(), fleet.clone(), admin_token);
+    let admin_router = admin::router(
+        metrics.clone(),
+        fleet.clone(),
+        admin_token,
+        readiness.clone(),
+    );
     tasks.push(tokio::spawn(mark_draining_pods(
         client.clone(),
         settings.platform_namespace.clone(),
@@ -229,5 +238,6 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
         tasks,
         client,
         membership,
+        readiness,
     })
 }

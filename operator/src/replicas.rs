@@ -16,6 +16,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use tracing::{debug, warn};
 
+use crate::admin::Readiness;
 use crate::fleet::Fleet;
 
 /// The label that names the group (the leader election's Lease) a replica's Lease belongs to.
@@ -45,11 +46,19 @@ impl Membership {
 }
 
 /// Renews this replica's Lease and keeps `fleet`'s set of replicas up to date, until aborted.
-pub async fn heartbeat(client: Client, membership: Membership, fleet: Arc<Fleet>) {
+pub async fn heartbeat(
+    client: Client,
+    membership: Membership,
+    fleet: Arc<Fleet>,
+    readiness: Readiness,
+) {
     let leases = Api::<Lease>::namespaced(client, &membership.namespace);
     loop {
         match beat(&leases, &membership).await {
-            Ok(alive) => fleet.replicas().set(alive),
+            Ok(alive) => {
+                readiness.reached_the_api_server();
+                fleet.replicas().set(alive);
+            }
             Err(error) => warn!(%error, "cannot renew this replica's Lease; trying again"),
         }
         tokio::time::sleep(RENEW_EVERY).await;

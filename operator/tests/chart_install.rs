@@ -281,6 +281,9 @@ async fn assert_the_admin_commands_need_the_token(
     );
     let healthz = admin_request(operator.admin, "GET /healthz", None).await;
     assert!(status(healthz.clone()).contains("200"), "{healthz}");
+    // Ready: it reaches the API server (with the chart's rights on its replica Lease).
+    let readyz = admin_request(operator.admin, "GET /readyz", None).await;
+    assert!(status(readyz.clone()).contains("200"), "{readyz}");
 }
 
 /// The operator's account grants nothing outside the tenant namespaces it manages: the chart's

@@ -302,6 +302,143 @@ async fn invalid_media_pools_are_refused_with_the_rules_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_running_calls_depend_on_cannot_change_under_them() {
+    let client = admin().await;
+    let pools = Api::<MediaPool>::namespaced(client.clone(), "default");
+    let name = unique("fest");
+    let pool = json!({
+        "apiVersion": "treffpunkt.io/v1alpha1", "kind": "MediaPool",
+        "metadata": {"name": name},
+        "spec": {"template": {"image": "treffpunkt/media-node:1"}},
+    });
+    pools
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(pool).unwrap(),
+        )
+        .await
+        .expect("a pool");
+    let change = |spec: serde_json::Value| {
+        let pools = pools.clone();
+        let name = name.clone();
+        async move {
+            pools
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": spec})),
+                )
+                .await
+                .map(|_| json!({}))
+        }
+    };
+    for network in [
+        json!({"udpPort": 10001}),
+        json!({"tcpPort": 10444}),
+        json!({"mode": "HostNetwork"}),
+        json!({"announceAddress": "192.0.2.7"}),
+    ] {
+        refused(
+            change(json!({"network": network})).await,
+            "network cannot change under running calls",
+        );
+    }
+    refused(
+        change(json!({"external": true, "template": null, "tenants": ["verein"]})).await,
+        "external cannot change",
+    );
+    // What the autoscaler and the placement read may change.
+    change(json!({"replicas": {"min": 2, "max": 4}, "tenants": ["verein"]}))
+        .await
+        .expect("replicas and tenants change");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_lowered_below_use_is_reported_where_the_tenants_admins_read_it() {
+    operator();
+    let client = admin().await;
+    let name = unique("eng");
+    ready_tenant(&client, &name, tenant_spec(Some("vera"), 3)).await;
+    let namespace = crd::tenant_namespace(&name);
+    for room in ["eins", "zwei", "drei"] {
+        create_room(&client, &namespace, room, room_spec())
+            .await
+            .unwrap();
+    }
+    let tenants = Api::<Tenant>::all(client.clone());
+    let limits = |rooms: i32| json!({"spec": {"limits": {"rooms": rooms}}});
+    let within = |expected: &'static str| {
+        let tenants = tenants.clone();
+        let name = name.clone();
+        async move {
+            let tenant = tenants.get(&name).await.ok()?;
+            let status = tenant.status?;
+            let condition = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "WithinLimits")?;
+            (condition.status == expected
+                && status.observed_generation == tenant.metadata.generation)
+                .then(|| condition.clone())
+        }
+    };
+    assert!(
+        eventually(WAIT, || within("True")).await.is_some(),
+        "within its limits"
+    );
+    tenants
+        .patch(&name, &PatchParams::default(), &Patch::Merge(limits(2)))
+        .await
+        .unwrap();
+    let over = eventually(WAIT, || within("False"))
+        .await
+        .expect("over its limits");
+    assert_eq!(over.reason, "OverLimits");
+    assert!(
+        over.message.contains("3 rooms exist, the limit is 2"),
+        "{}",
+        over.message
+    );
+    // Nothing was removed, and the tenant is still Ready: its rooms go on.
+    let rooms = Api::<Room>::namespaced(client.clone(), &namespace);
+    assert_eq!(
+        rooms
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        3
+    );
+    let tenant = tenants.get(&name).await.unwrap();
+    assert!(crd::condition_is_true(
+        &tenant.status.unwrap().conditions,
+        "Ready"
+    ));
+    // The tenant's owner reads it in the tenant's namespace.
+    let vera = impersonating("vera", &[]).await;
+    let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(vera, &namespace);
+    let told = eventually(WAIT, || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("OverLimits"))
+    })
+    .await
+    .expect("an event in the tenant's namespace that its owner may read");
+    assert_eq!(told.type_.as_deref(), Some("Warning"));
+    assert_eq!(told.involved_object.name.as_deref(), Some(name.as_str()));
+    tenants
+        .patch(&name, &PatchParams::default(), &Patch::Merge(limits(3)))
+        .await
+        .unwrap();
+    assert!(
+        eventually(WAIT, || within("True")).await.is_some(),
+        "within its limits again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_tenant_removes_its_namespace_and_everything_in_it() {
     operator();
     let client = admin().await;

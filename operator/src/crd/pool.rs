@@ -23,7 +23,12 @@ use serde::{Deserialize, Serialize};
     derive = "PartialEq",
     printcolumn(name = "Min", type_ = "integer", json_path = ".spec.replicas.min"),
     printcolumn(name = "Max", type_ = "integer", json_path = ".spec.replicas.max"),
-    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Nodes", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -33,6 +38,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("(has(self.external) && self.external) ? !has(self.template) : has(self.template)").message("a pool in the cluster needs a template; an external pool has none"))]
 #[x_kube(validation = Rule::new("!(has(self.external) && self.external) || (has(self.tenants) && size(self.tenants) == 1)").message("an external pool serves exactly one tenant"))]
+#[x_kube(validation = Rule::new("(has(self.external) && self.external) == (has(oldSelf.external) && oldSelf.external)").message("external cannot change: make a new pool"))]
 pub struct MediaPoolSpec {
     /// How many media nodes run (an external pool: how many must be attached to be Ready).
     #[serde(default)]
@@ -51,8 +57,10 @@ pub struct MediaPoolSpec {
     /// nodes host that tenant's rooms only.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub external: bool,
-    /// How clients reach the nodes.
+    /// How clients reach the nodes. Fixed once the pool exists: calls in progress use these
+    /// ports and addresses; for others, make a new pool and move the tenants to it.
     #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("network cannot change under running calls: make a new pool and move the tenants to it"))]
     pub network: PoolNetwork,
     /// The tenants that may use the pool; empty for all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

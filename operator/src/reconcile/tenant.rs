@@ -546,6 +546,21 @@ fn status(
         &message,
         generation,
     );
+    if let Some(usage) = &status.usage {
+        let over = over_limits(&tenant.spec.limits, usage);
+        crd::set_condition(
+            &mut status.conditions,
+            "WithinLimits",
+            over.is_none(),
+            if over.is_some() {
+                "OverLimits"
+            } else {
+                "WithinLimits"
+            },
+            &over.unwrap_or_else(|| "usage is within the limits".to_owned()),
+            generation,
+        );
+    }
     crd::set_condition(
         &mut status.conditions,
         "Suspended",
@@ -563,6 +578,31 @@ fn status(
         generation,
     );
     status
+}
+
+/// What of `usage` exceeds `limits` (after a limit was lowered below what is in use), as a
+/// message; nothing is removed, but nothing new is let in until the use is back below.
+fn over_limits(limits: &crd::TenantLimits, usage: &TenantUsage) -> Option<String> {
+    let mut over = Vec::new();
+    if usage.rooms > limits.rooms {
+        over.push(format!(
+            "{} rooms exist, the limit is {}: no new rooms until {} are removed",
+            usage.rooms,
+            limits.rooms,
+            usage.rooms - limits.rooms
+        ));
+    }
+    if usage.participants > limits.participants {
+        over.push(format!(
+            "{} participants are in calls, the limit is {}: nobody new may join until fewer are",
+            usage.participants, limits.participants
+        ));
+    }
+    (!over.is_empty()).then(|| over.join("; "))
+}
+
+fn condition<'a>(conditions: &'a [Condition], kind: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == kind)
 }
 
 fn ready_condition(conditions: &[Condition]) -> Option<&Condition> {
@@ -587,20 +627,42 @@ async fn write_status(tenant: &Tenant, ctx: &Context, status: &TenantStatus) -> 
             &Patch::Apply(&body),
         )
         .await?;
-    let reference = tenant.object_ref(&());
+    let namespace = status.namespace.as_deref();
+    let before_limits = condition(&previous.conditions, "WithinLimits");
+    if let Some(now) = condition(&status.conditions, "WithinLimits")
+        && before_limits.map(|c| &c.status) != Some(&now.status)
+        && (now.status == "False" || before_limits.is_some())
+    {
+        let warning = now.status == "False";
+        tell(
+            ctx,
+            tenant,
+            namespace,
+            warning,
+            &now.reason,
+            now.message.clone(),
+        )
+        .await;
+    }
     let before = ready_condition(&previous.conditions);
     if let Some(now) = ready_condition(&status.conditions)
         && before.map(|c| (&c.status, &c.reason)) != Some((&now.status, &now.reason))
     {
         if now.status == "True" {
             info!(tenant = %name, "tenant ready");
-            let namespace = status.namespace.clone().unwrap_or_default();
-            let note = format!("namespace {namespace} is ready");
-            ctx.event(&reference, false, "Ready", note).await;
+            let note = format!("namespace {} is ready", namespace.unwrap_or_default());
+            tell(ctx, tenant, namespace, false, "Ready", note).await;
         } else {
             warn!(tenant = %name, reason = %now.reason, "{}", now.message);
-            ctx.event(&reference, true, &now.reason, now.message.clone())
-                .await;
+            tell(
+                ctx,
+                tenant,
+                namespace,
+                true,
+                &now.reason,
+                now.message.clone(),
+            )
+            .await;
         }
     }
     if tenant.spec.suspended != was_suspended {
@@ -609,15 +671,36 @@ async fn write_status(tenant: &Tenant, ctx: &Context, status: &TenantStatus) -> 
         } else {
             "resumed"
         };
-        ctx.event(
-            &reference,
-            tenant.spec.suspended,
+        let suspended = tenant.spec.suspended;
+        tell(
+            ctx,
+            tenant,
+            namespace,
+            suspended,
             "Suspended",
             note.to_owned(),
         )
         .await;
     }
     Ok(())
+}
+
+/// An event about `tenant`: among the cluster's (`kubectl describe tenant`) and, when it has
+/// its own namespace, in that namespace too, where its admins read them.
+async fn tell(
+    ctx: &Context,
+    tenant: &Tenant,
+    namespace: Option<&str>,
+    warning: bool,
+    reason: &str,
+    note: String,
+) {
+    let mut reference = tenant.object_ref(&());
+    ctx.event(&reference, warning, reason, note.clone()).await;
+    if let Some(namespace) = namespace {
+        reference.namespace = Some(namespace.to_owned());
+        ctx.event(&reference, warning, reason, note).await;
+    }
 }
 
 /// Creates the tenant's signing key once; an existing key is never replaced, and someone
