@@ -212,6 +212,7 @@ impl NodeHandle {
             .send(Command::Drain {
                 move_sessions,
                 grace,
+                keep_running: false,
             })
             .await;
     }

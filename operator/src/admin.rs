@@ -225,6 +225,7 @@ async fn drain_node(
         &NodeId(node),
         query.move_sessions,
         Duration::from_secs(query.grace),
+        false,
     ) {
         Ok(()) => (StatusCode::ACCEPTED, "draining".to_owned()),
         Err(error) => (StatusCode::NOT_FOUND, error.to_string()),

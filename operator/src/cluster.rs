@@ -118,17 +118,33 @@ async fn mark_draining_pods(client: Client, namespace: String, fleet: Arc<Fleet>
             // Not a pod of a MediaPool.
             continue;
         }
-        let patch = serde_json::json!({
-            "metadata": {"annotations": {POD_DELETION_COST: DRAINING_POD_COST}},
-        });
-        match pods
-            .patch(&node.0, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => info!(%node, "marked the draining node's pod to go first"),
+        match mark_to_go_first(&pods, &node.0).await {
+            Ok(()) => info!(%node, "marked the draining node's pod to go first"),
             Err(error) => warn!(%node, %error, "could not mark the draining node's pod"),
         }
     }
+}
+
+/// Gives `pod` the lowest deletion cost of its ReplicaSet: scaling in removes it first. Nothing
+/// is written when it has that cost already.
+pub async fn mark_to_go_first(pods: &Api<Pod>, pod: &str) -> kube::Result<()> {
+    let marked = pods.get_metadata_opt(pod).await?.is_some_and(|found| {
+        found
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(POD_DELETION_COST))
+            == Some(&DRAINING_POD_COST.to_owned())
+    });
+    if marked {
+        return Ok(());
+    }
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {POD_DELETION_COST: DRAINING_POD_COST}},
+    });
+    pods.patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
 }
 
 /// Starts a replica and returns once it serves.

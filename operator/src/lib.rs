@@ -44,6 +44,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod autoscaler;
 pub mod cluster;
 pub mod coturn;
 pub mod crd;

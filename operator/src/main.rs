@@ -178,6 +178,14 @@ struct OperatorArgs {
     /// How long an ad-hoc room may stay empty before it is removed, in seconds.
     #[arg(long, env = "TREFFPUNKT_ADHOC_ROOM_TTL", default_value_t = 300)]
     adhoc_room_ttl: u64,
+    /// How long a MediaPool's load must stay above its target before the autoscaler adds
+    /// nodes, in seconds.
+    #[arg(long, env = "TREFFPUNKT_SCALE_OUT_AFTER", default_value_t = 60)]
+    scale_out_after: u64,
+    /// How long a MediaPool's load must stay low before the autoscaler drains a node to remove
+    /// it, in seconds.
+    #[arg(long, env = "TREFFPUNKT_SCALE_IN_AFTER", default_value_t = 300)]
+    scale_in_after: u64,
     /// The gRPC address media nodes dial; the operator's attach Service when unset.
     #[arg(long, env = "TREFFPUNKT_ATTACH_ADDRESS")]
     attach_address: Option<String>,
@@ -250,6 +258,10 @@ async fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
                     service_account,
                 },
             ),
+            autoscaling: treffpunkt_operator::autoscaler::Timing {
+                out_after: std::time::Duration::from_secs(args.scale_out_after),
+                in_after: std::time::Duration::from_secs(args.scale_in_after),
+            },
         },
         limits: args.limits.limits(),
         attach_tls: true,

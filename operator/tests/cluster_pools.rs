@@ -372,7 +372,10 @@ async fn a_second_pass_over_everything_ready_writes_nothing() {
 
     // A second replica with a lease of its own runs a full pass of every reconciler.
     let second = support::start_operator(&unique("zweiter"));
-    let passed = eventually(WAIT, || support::made_a_full_pass(&client, &second)).await;
+    let passed = eventually(WAIT, || {
+        support::resources::made_a_full_pass(&client, &second)
+    })
+    .await;
     assert!(passed.is_some(), "the second replica reconciled every kind");
     // That nothing is written is no event to wait for: a bounded wait gives any late write of
     // the pass 2 s to show.

@@ -183,7 +183,7 @@ async fn a_platform_at_rest_and_a_replica_that_starts_cost_no_writes() {
     let offset = audit_offset();
     let second = support::start_operator(&unique("neustart"));
     let passed = eventually(Duration::from_secs(300), || {
-        support::made_a_full_pass(&client, &second)
+        support::resources::made_a_full_pass(&client, &second)
     })
     .await;
     assert!(passed.is_some(), "the new replica reconciled every object");

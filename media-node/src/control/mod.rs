@@ -660,6 +660,7 @@ async fn command_for(
         Some(ControlKind::Drain(drain)) => Command::Drain {
             move_sessions: drain.move_sessions,
             grace: Duration::from_secs(u64::from(drain.grace_seconds)),
+            keep_running: drain.keep_running,
         },
         Some(ControlKind::Signal(_)) | None => return None,
     })

@@ -45,7 +45,8 @@ impl Node {
             Command::Drain {
                 move_sessions,
                 grace,
-            } => self.drain(now, move_sessions, grace),
+                keep_running,
+            } => self.drain(now, move_sessions, grace, keep_running),
             Command::CloseRoom { room } => {
                 for peer in self.core.room_members(&room).to_vec() {
                     let reason = Some(v1::CloseReason::RoomClosed);
@@ -105,13 +106,18 @@ impl Node {
     }
 
     /// Takes no new sessions from now on, and finishes once the rooms are empty or `grace` has
-    /// passed.
-    fn drain(&mut self, now: Instant, move_sessions: bool, grace: Duration) {
+    /// passed (unless it `keep_running`; one drain without that ends it all the same).
+    fn drain(&mut self, now: Instant, move_sessions: bool, grace: Duration, keep_running: bool) {
         let deadline = now + grace;
+        let first = self.drain_deadline.is_none();
+        self.drain_keeps_running = keep_running && (first || self.drain_keeps_running);
         if self
             .drain_deadline
             .is_some_and(|current| current <= deadline)
         {
+            if self.sessions.is_empty() && !self.drain_keeps_running {
+                self.finished = true;
+            }
             return;
         }
         info!(move_sessions, grace_seconds = grace.as_secs(), "draining");
@@ -120,7 +126,7 @@ impl Node {
             move_sessions,
             grace,
         });
-        if self.sessions.is_empty() {
+        if self.sessions.is_empty() && !self.drain_keeps_running {
             self.finished = true;
         }
     }

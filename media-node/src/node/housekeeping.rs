@@ -40,7 +40,7 @@ impl Node {
                     self.close_session(now, peer, LeaveReason::Left, reason, detail);
                 }
             }
-            if self.sessions.is_empty() {
+            if self.sessions.is_empty() && !self.drain_keeps_running {
                 self.finished = true;
             }
         }

@@ -128,6 +128,9 @@ pub enum Command {
         move_sessions: bool,
         /// How long the rooms may take to empty.
         grace: Duration,
+        /// Whether the node stays up, idle, once its rooms are empty (until told to drain
+        /// without it, e.g. by SIGTERM), rather than ending.
+        keep_running: bool,
     },
 }
 
@@ -222,6 +225,8 @@ pub struct Node {
     next_housekeeping: Instant,
     /// Set while draining: when the remaining sessions are closed.
     drain_deadline: Option<Instant>,
+    /// Whether a drained node stays up rather than ending.
+    drain_keeps_running: bool,
     finished: bool,
     /// New with every node: tells a session this node ended from one an earlier process lost.
     instance: String,
@@ -265,6 +270,7 @@ impl Node {
             // The first load report goes out at once, so the control plane knows the node is idle.
             next_housekeeping: now,
             drain_deadline: None,
+            drain_keeps_running: false,
             finished: false,
             instance: treffpunkt_proto::random::hex(8),
             continued: HashMap::new(),

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use pool::{
     MediaNodeTemplate, MediaPool, MediaPoolSpec, MediaPoolStatus, NetworkMode, PoolNetwork,
-    Replicas,
+    Replicas, ScaleRecord,
 };
 pub use room::{Lifetime, Room, RoomPhase, RoomSpec, RoomStatus, SecretKeyRef};
 pub use tenant::{

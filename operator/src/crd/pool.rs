@@ -23,6 +23,11 @@ use serde::{Deserialize, Serialize};
     derive = "PartialEq",
     printcolumn(name = "Min", type_ = "integer", json_path = ".spec.replicas.min"),
     printcolumn(name = "Max", type_ = "integer", json_path = ".spec.replicas.max"),
+    printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        json_path = ".status.desiredReplicas"
+    ),
     printcolumn(name = "Nodes", type_ = "integer", json_path = ".status.readyReplicas"),
     printcolumn(
         name = "Ready",
@@ -43,7 +48,10 @@ pub struct MediaPoolSpec {
     /// How many media nodes run (an external pool: how many must be attached to be Ready).
     #[serde(default)]
     pub replicas: Replicas,
-    /// The share of a node's capacity the autoscaler aims for, in percent.
+    /// The share of a node's capacity the autoscaler aims for, in percent: the larger of its
+    /// participants against `template.maxParticipants` and its CPU against the CPU its pod
+    /// asks for. The autoscaler keeps the mean over the pool's nodes near it between
+    /// `replicas.min` and `replicas.max`.
     #[serde(default = "default_target_load")]
     #[schemars(range(min = 10, max = 100))]
     pub target_load_percent: i32,
@@ -197,4 +205,41 @@ pub struct MediaPoolStatus {
     /// `Ready`: at least the minimum of nodes is ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The nodes the autoscaler decided the pool runs, between `replicas.min` and
+    /// `replicas.max`; `replicas.min` until it has decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<i32>,
+    /// The node the autoscaler drains (its participants move to the others) before the pool
+    /// shrinks by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining_node: Option<String>,
+    /// The autoscaler's last decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale: Option<ScaleRecord>,
+}
+
+impl MediaPoolStatus {
+    /// The status without what the autoscaler writes (it writes that part itself).
+    pub fn without_autoscaler(&self) -> Self {
+        Self {
+            desired_replicas: None,
+            draining_node: None,
+            last_scale: None,
+            ..self.clone()
+        }
+    }
+}
+
+/// A decision of the autoscaler.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleRecord {
+    /// When.
+    pub time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    /// `ScaledOut`, `Draining` or `ScaledIn`.
+    pub decision: String,
+    /// The nodes the pool runs after it.
+    pub replicas: i32,
+    /// Why, in words.
+    pub reason: String,
 }

@@ -1,9 +1,11 @@
-//! The control plane's domain: tenants, rooms, who may join, and where a room is placed.
+//! The control plane's domain: tenants, rooms, who may join, where a room is placed, and how
+//! many media nodes a pool runs.
 //!
 //! Nothing here knows Kubernetes, gRPC or HTTP. The store, the fleet and the gateway convert
 //! between their wire types and these, and decide nothing on their own.
 
 mod access;
+pub mod autoscale;
 mod names;
 pub mod placement;
 mod room;

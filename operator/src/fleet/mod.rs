@@ -300,12 +300,14 @@ impl Fleet {
         }
     }
 
-    /// Asks `node` to drain; with `move_sessions`, its participants move to other nodes.
+    /// Asks `node` to drain; with `move_sessions`, its participants move to other nodes. With
+    /// `keep_running` it stays up, idle, once empty (its pod is about to be removed).
     pub fn drain(
         &self,
         node: &NodeId,
         move_sessions: bool,
         grace: Duration,
+        keep_running: bool,
     ) -> Result<(), FleetError> {
         let state = self.lock();
         let attached = state
@@ -315,6 +317,7 @@ impl Fleet {
         let drain = v1::ControlMessage::new(ControlKind::Drain(v1::Drain {
             move_sessions,
             grace_seconds: grace.as_secs() as u32,
+            keep_running,
         }));
         attached
             .to_node

@@ -15,6 +15,7 @@ mod credentials;
 pub use credentials::PARTNER_SECRET;
 pub mod ownership;
 mod pool;
+pub use pool::desired_replicas;
 mod room;
 mod tenant;
 
@@ -58,6 +59,8 @@ pub struct Settings {
     /// How the operator may reach the Secrets of the tenant namespaces it manages; `None` when
     /// its own rights already cover them (it then binds nothing).
     pub tenant_secrets: Option<TenantSecrets>,
+    /// How long the autoscaler waits before it grows or shrinks a pool.
+    pub autoscaling: crate::autoscaler::Timing,
 }
 
 /// The operator holds no right on Secrets outside the platform namespace: in each tenant
@@ -278,13 +281,15 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             rotation,
         ))
     });
+    let autoscaler = tokio::spawn(crate::autoscaler::run(ctx.clone(), settings.autoscaling));
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
     tokio::join!(tenants, rooms, pools);
-    // The keys are rotated by the leader alone.
+    // The keys are rotated and the pools scaled by the leader alone.
     if let Some(rotation) = rotation {
         rotation.abort();
     }
+    autoscaler.abort();
 }

@@ -361,6 +361,16 @@ fn node_pod(
     }
 }
 
+/// The nodes a pool runs: what the autoscaler decided, within the pool's bounds.
+pub fn desired_replicas(pool: &MediaPool) -> i32 {
+    let bounds = &pool.spec.replicas;
+    pool.status
+        .as_ref()
+        .and_then(|status| status.desired_replicas)
+        .unwrap_or(bounds.min)
+        .clamp(bounds.min, bounds.max)
+}
+
 /// The Deployment of a pool's media nodes.
 pub fn deployment(
     pool: &MediaPool,
@@ -374,7 +384,7 @@ pub fn deployment(
     Deployment {
         metadata: metadata(&workload_name(&name), &namespace, &name, owner),
         spec: Some(DeploymentSpec {
-            replicas: Some(pool.spec.replicas.min),
+            replicas: Some(desired_replicas(pool)),
             selector: LabelSelector {
                 match_labels: Some(labels.clone()),
                 match_expressions: None,
@@ -539,6 +549,7 @@ async fn apply(pool: &MediaPool, ctx: &Context) -> Result<Action> {
             .as_ref()
             .map(|s| s.conditions.clone())
             .unwrap_or_default(),
+        ..MediaPoolStatus::default()
     };
     let enough = ready >= minimum;
     let (reason, message) = if !foreign.is_empty() {
@@ -569,7 +580,11 @@ async fn apply(pool: &MediaPool, ctx: &Context) -> Result<Action> {
         &message,
         pool.metadata.generation,
     );
-    if pool.status.as_ref() != Some(&status) {
+    let previous = pool
+        .status
+        .as_ref()
+        .map(MediaPoolStatus::without_autoscaler);
+    if previous.as_ref() != Some(&status) {
         write_status(pool, ctx, &namespace, &status).await?;
     }
     Ok(Action::requeue(if !foreign.is_empty() {

@@ -270,6 +270,7 @@ pub fn settings() -> treffpunkt_operator::reconcile::Settings {
             cluster_role: "treffpunkt-tenant-secrets".to_owned(),
             service_account: "treffpunkt".to_owned(),
         }),
+        autoscaling: treffpunkt_operator::autoscaler::Timing::default(),
     }
 }
 
@@ -493,27 +494,39 @@ pub struct OperatorProcess {
     pub admin: std::net::SocketAddr,
     identity: String,
     lease: String,
+    env: Vec<(String, String)>,
 }
 
 impl OperatorProcess {
     /// Starts a replica competing for `lease`.
     pub fn start(identity: &str, lease: &str) -> Self {
+        Self::start_with(identity, lease, &[])
+    }
+
+    /// The same, with `env` added to its environment.
+    pub fn start_with(identity: &str, lease: &str, env: &[(&str, &str)]) -> Self {
         let loopback = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         Self::start_on(
             identity,
             lease,
-            loopback(free_port()),
-            loopback(free_port()),
-            loopback(free_port()),
+            env,
+            [
+                loopback(free_port()),
+                loopback(free_port()),
+                loopback(free_port()),
+            ],
         )
     }
 
     fn start_on(
         identity: &str,
         lease: &str,
-        http: std::net::SocketAddr,
-        grpc: std::net::SocketAddr,
-        admin: std::net::SocketAddr,
+        env: Vec<(String, String)>,
+        [http, grpc, admin]: [std::net::SocketAddr; 3],
     ) -> Self {
         let process = Command::new(env!("CARGO_BIN_EXE_treffpunkt"))
             .args(["operator", "--kubeconfig"])
@@ -531,6 +544,7 @@ impl OperatorProcess {
             .args(["--grpc-listen", &grpc.to_string()])
             .args(["--admin-listen", &admin.to_string()])
             .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .spawn()
             .expect("the operator binary starts");
@@ -541,6 +555,7 @@ impl OperatorProcess {
             admin,
             identity: identity.to_owned(),
             lease: lease.to_owned(),
+            env,
         }
     }
 
@@ -556,9 +571,8 @@ impl OperatorProcess {
         *self = Self::start_on(
             &self.identity.clone(),
             &self.lease.clone(),
-            self.http,
-            self.grpc,
-            self.admin,
+            self.env.clone(),
+            [self.http, self.grpc, self.admin],
         );
     }
 
@@ -669,7 +683,18 @@ impl NodeProcess {
         id: &str,
         control_plane: &str,
         grant_key: &str,
+        credential: &(String, PathBuf),
+    ) -> Self {
+        Self::start_with(id, control_plane, grant_key, credential, &[])
+    }
+
+    /// The same, with `env` added to its environment (a pod's, say).
+    pub fn start_with(
+        id: &str,
+        control_plane: &str,
+        grant_key: &str,
         (pool, certificate): &(String, PathBuf),
+        env: &[(String, String)],
     ) -> Self {
         let health = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
         let process = Command::new(env!("CARGO_BIN_EXE_treffpunkt"))
@@ -692,6 +717,7 @@ impl NodeProcess {
             .arg(certificate)
             .env("TREFFPUNKT_GRANT_KEY", grant_key)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .spawn()
             .expect("the media node starts");
@@ -732,58 +758,4 @@ impl Drop for NodeProcess {
         let _ = self.process.kill();
         let _ = self.process.wait();
     }
-}
-
-/// Whether `replica` has started reconciliations of every kind and finished at least as many of
-/// each as there are objects of that kind: the full pass a replica makes when it starts to lead.
-pub async fn made_a_full_pass(client: &Client, replica: &Operator) -> Option<()> {
-    use kube::api::ListParams;
-    use treffpunkt_operator::crd::{MediaPool, Room, Tenant};
-    let text = metrics(replica.admin).await;
-    let started = |kind: &str| {
-        counter(
-            &text,
-            &format!("treffpunkt_reconciliations_total{{controller=\"{kind}\"}}"),
-        )
-    };
-    let finished = |kind: &str| {
-        counter(
-            &text,
-            &format!("treffpunkt_reconciliation_duration_seconds_count{{controller=\"{kind}\"}}"),
-        )
-    };
-    let all = ListParams::default();
-    let objects = [
-        (
-            "tenant",
-            Api::<Tenant>::all(client.clone())
-                .list_metadata(&all)
-                .await
-                .ok()?
-                .items
-                .len(),
-        ),
-        (
-            "room",
-            Api::<Room>::all(client.clone())
-                .list_metadata(&all)
-                .await
-                .ok()?
-                .items
-                .len(),
-        ),
-        (
-            "mediapool",
-            Api::<MediaPool>::namespaced(client.clone(), PLATFORM)
-                .list_metadata(&all)
-                .await
-                .ok()?
-                .items
-                .len(),
-        ),
-    ];
-    objects
-        .iter()
-        .all(|(kind, count)| started(kind) > 0 && finished(kind) >= *count as u64)
-        .then_some(())
 }

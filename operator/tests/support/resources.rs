@@ -180,3 +180,57 @@ pub async fn has_event(
     .await
     .is_some()
 }
+
+/// Whether `replica` has started reconciliations of every kind and finished at least as many of
+/// each as there are objects of that kind: the full pass a replica makes when it starts to lead.
+pub async fn made_a_full_pass(client: &Client, replica: &super::Operator) -> Option<()> {
+    use kube::api::ListParams;
+    use treffpunkt_operator::crd::{MediaPool, Room, Tenant};
+    let text = super::metrics(replica.admin).await;
+    let started = |kind: &str| {
+        super::counter(
+            &text,
+            &format!("treffpunkt_reconciliations_total{{controller=\"{kind}\"}}"),
+        )
+    };
+    let finished = |kind: &str| {
+        super::counter(
+            &text,
+            &format!("treffpunkt_reconciliation_duration_seconds_count{{controller=\"{kind}\"}}"),
+        )
+    };
+    let all = ListParams::default();
+    let objects = [
+        (
+            "tenant",
+            Api::<Tenant>::all(client.clone())
+                .list_metadata(&all)
+                .await
+                .ok()?
+                .items
+                .len(),
+        ),
+        (
+            "room",
+            Api::<Room>::all(client.clone())
+                .list_metadata(&all)
+                .await
+                .ok()?
+                .items
+                .len(),
+        ),
+        (
+            "mediapool",
+            Api::<MediaPool>::namespaced(client.clone(), super::PLATFORM)
+                .list_metadata(&all)
+                .await
+                .ok()?
+                .items
+                .len(),
+        ),
+    ];
+    objects
+        .iter()
+        .all(|(kind, count)| started(kind) > 0 && finished(kind) >= *count as u64)
+        .then_some(())
+}

@@ -1,0 +1,237 @@
+//! The autoscaler: every few seconds the leader looks at each MediaPool in the cluster and the
+//! load its nodes report over Attach, and decides ([`crate::domain::autoscale`]) how many
+//! nodes it runs.
+//!
+//! A decision goes into the pool's status (`desiredReplicas`, `drainingNode`, `lastScale`,
+//! written by a field manager of its own) with an event that says why; the pool's reconciler
+//! turns `desiredReplicas` into the Deployment's replicas. Scaling in drains a node first: it
+//! takes no new rooms and its participants move to the other nodes; its pod is marked with
+//! the lowest `controller.kubernetes.io/pod-deletion-cost` (by every replica that hears the node
+//! drain), so that lowering the replicas, once the node is empty, removes exactly that pod.
+//! The node being drained is in the status, so a leader that takes over (after a restart)
+//! finishes the drain it did not start. External pools run no pods and are not scaled.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::{self, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::crd::{MediaPool, ScaleRecord};
+use crate::domain::NodeId;
+use crate::domain::autoscale::{Decision, Memory, NodeLoad, Policy, decide};
+use crate::reconcile::{Context, desired_replicas};
+
+/// How often the pools are looked at.
+const TICK: Duration = Duration::from_secs(5);
+/// The field manager of the autoscaler's part of a pool's status.
+const MANAGER: &str = "treffpunkt-autoscaler";
+/// How long a drained node's participants have to move before the node closes what is left.
+const DRAIN_GRACE: Duration = Duration::from_secs(300);
+
+/// How long the load must stay high before a pool grows, and low before it shrinks.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Above the target this long: scale out.
+    pub out_after: Duration,
+    /// Low enough this long: drain a node.
+    pub in_after: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            out_after: Duration::from_secs(60),
+            in_after: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Scales the platform namespace's pools until aborted (the leader runs it while it leads).
+pub async fn run(ctx: Arc<Context>, timing: Timing) {
+    let api = Api::<MediaPool>::namespaced(ctx.client.clone(), &ctx.settings.platform_namespace);
+    let (pools, writer) = reflector::store();
+    let watch = reflector(writer, watcher(api.clone(), watcher::Config::default()))
+        .applied_objects()
+        .for_each(|_| futures::future::ready(()));
+    let watching = tokio::spawn(watch);
+    if pools.wait_until_ready().await.is_err() {
+        return;
+    }
+    let mut memories: HashMap<String, Memory> = HashMap::new();
+    loop {
+        tokio::time::sleep(TICK).await;
+        look(&ctx, &api, &pools, &mut memories, timing).await;
+        if watching.is_finished() {
+            return;
+        }
+    }
+}
+
+async fn look(
+    ctx: &Context,
+    api: &Api<MediaPool>,
+    pools: &Store<MediaPool>,
+    memories: &mut HashMap<String, Memory>,
+    timing: Timing,
+) {
+    let now = Instant::now();
+    let mut seen = Vec::new();
+    for pool in pools.state() {
+        let name = pool.name_any();
+        if pool.spec.external || pool.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let memory = memories.entry(name.clone()).or_default();
+        seen.push(name);
+        let replicas = desired_replicas(&pool);
+        let status = pool.status.clone().unwrap_or_default();
+        let draining = status.draining_node.clone().map(NodeId);
+        let nodes = loads(ctx, &pool.name_any());
+        debug!(pool = %pool.name_any(), replicas, ?nodes, ?draining, "autoscaler looks");
+        let decision = decide(
+            &policy(&pool, timing),
+            status.desired_replicas.unwrap_or(replicas),
+            &nodes,
+            draining.as_ref(),
+            memory,
+            now,
+        );
+        if let Err(error) = act(ctx, api, &pool, decision).await {
+            warn!(pool = %pool.name_any(), %error, "the autoscaler could not act");
+        }
+    }
+    memories.retain(|name, _| seen.contains(name));
+}
+
+/// What the nodes of `pool` report.
+fn loads(ctx: &Context, pool: &str) -> Vec<NodeLoad> {
+    ctx.fleet
+        .nodes()
+        .into_iter()
+        .filter(|node| node.pool == pool)
+        .map(|node| NodeLoad {
+            cpu_millicores: ctx.fleet.load(&node.id).map_or(0, |l| l.cpu_millicores),
+            id: node.id,
+            participants: node.participants,
+            max_participants: node.max_participants,
+            draining: node.draining,
+        })
+        .collect()
+}
+
+fn policy(pool: &MediaPool, timing: Timing) -> Policy {
+    let cpu = pool
+        .spec
+        .template
+        .as_ref()
+        .and_then(|t| t.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|requests| requests.get("cpu"))
+        .and_then(|quantity| millicores(&quantity.0));
+    Policy {
+        min: pool.spec.replicas.min,
+        max: pool.spec.replicas.max,
+        target_percent: u32::try_from(pool.spec.target_load_percent).unwrap_or(70),
+        cpu_request_millicores: cpu,
+        out_after: timing.out_after,
+        in_after: timing.in_after,
+    }
+}
+
+/// A CPU quantity (`1`, `0.5`, `500m`) in millicores.
+fn millicores(quantity: &str) -> Option<u32> {
+    let value = match quantity.strip_suffix('m') {
+        Some(milli) => milli.parse::<f64>().ok()?,
+        None => quantity.parse::<f64>().ok()? * 1000.0,
+    };
+    (value.is_finite() && value > 0.0 && value < f64::from(u32::MAX)).then_some(value as u32)
+}
+
+async fn act(
+    ctx: &Context,
+    api: &Api<MediaPool>,
+    pool: &MediaPool,
+    decision: Decision,
+) -> kube::Result<()> {
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ctx.settings.platform_namespace);
+    let (label, replicas, draining, why) = match decision {
+        Decision::Hold => return Ok(()),
+        Decision::Out { to, why } => ("ScaledOut", to, None, why),
+        Decision::In { to, why } => {
+            // Exactly the drained node's pod goes, whoever marked it before.
+            if let Some(node) = pool.status.as_ref().and_then(|s| s.draining_node.as_ref()) {
+                match crate::cluster::mark_to_go_first(&pods, node).await {
+                    Ok(()) => {}
+                    Err(kube::Error::Api(status)) if status.code == 404 => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            ("ScaledIn", to, None, why)
+        }
+        Decision::Drain { node, why } => {
+            if let Err(error) = ctx.fleet.drain(&node, true, DRAIN_GRACE, true) {
+                // Gone already: the next look finds it drained.
+                warn!(pool = %pool.name_any(), %node, %error, "could not ask the node to drain");
+            }
+            let replicas = desired_replicas(pool);
+            ("Draining", replicas, Some(node.0), why)
+        }
+    };
+    info!(pool = %pool.name_any(), decision = label, replicas, %why, "autoscaler");
+    let record = ScaleRecord {
+        time: Time(Timestamp::now()),
+        decision: label.to_owned(),
+        replicas,
+        reason: why.clone(),
+    };
+    let mut status = json!({
+        "desiredReplicas": replicas,
+        "lastScale": record,
+    });
+    if let Some(node) = &draining {
+        status["drainingNode"] = json!(node);
+    }
+    let body = json!({
+        "apiVersion": "treffpunkt.io/v1alpha1",
+        "kind": "MediaPool",
+        "status": status,
+    });
+    api.patch_status(
+        &pool.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    let note = match &draining {
+        Some(node) => format!("draining node {node}: {why}"),
+        None => format!("{replicas} media nodes: {why}"),
+    };
+    ctx.event(&pool.object_ref(&()), false, label, note).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::millicores;
+
+    #[test]
+    fn cpu_quantities_are_read_in_millicores() {
+        assert_eq!(millicores("1"), Some(1000));
+        assert_eq!(millicores("0.5"), Some(500));
+        assert_eq!(millicores("250m"), Some(250));
+        assert_eq!(millicores("2.5"), Some(2500));
+        for wrong in ["", "m", "x", "-1", "0", "1e400"] {
+            assert_eq!(millicores(wrong), None, "{wrong}");
+        }
+    }
+}

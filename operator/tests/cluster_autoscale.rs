@@ -1,0 +1,365 @@
+//! The autoscaler end to end: a real operator process, a real API server whose
+//! kube-controller-manager turns the pool's Deployment into pods, and a real media-node process
+//! for every pod.
+//!
+//! No kubelet or container runtime runs here, so the test plays the kubelet for the pool's pods
+//! (a mock of that one part, [`Kubelet`]): it starts a `treffpunkt media-node` process named
+//! after each new pod (as `POD_NAME` names a node in the cluster), reports the pod Running and
+//! Ready once the node answers its readiness probe, starts a node again that exited (restart
+//! policy Always), and for a pod being deleted stops its node with SIGTERM and removes the pod.
+//! Participants are Rust WebRTC clients with real media on loopback.
+//!
+//! The pool takes 8 participants a node and aims at 90 %. Eight participants on its one node
+//! make it grow to two; a second call lands on the new node; when most of the first call
+//! leaves, the pool drains the less loaded node, whose call moves to the other and keeps
+//! receiving, and shrinks to one. The control plane is stopped while the drain goes on and
+//! started again: the drain ends as it would have.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use support::resources::{ready_tenant, tenant_spec};
+use support::{
+    NodeProcess, OperatorProcess, PLATFORM, admin, ensure_namespace, eventually, grant_key, http,
+    pool_credential, unique,
+};
+use treffpunkt_client::{Kind, Participant, Publish, signal_url};
+use treffpunkt_operator::crd::{self, MediaPool, Room};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The kubelet's part for the pool's pods, played by the test.
+struct Kubelet {
+    nodes: Arc<Mutex<HashMap<String, NodeProcess>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Kubelet {
+    fn start(client: Client, pool: String, control_plane: String, key: String) -> Self {
+        let nodes: Arc<Mutex<HashMap<String, NodeProcess>>> = Arc::default();
+        let running = nodes.clone();
+        let task = tokio::spawn(async move {
+            let credential = pool_credential(&client, &pool).await;
+            let pods = Api::<Pod>::namespaced(client.clone(), PLATFORM);
+            let selector = format!("treffpunkt.io/pool={pool}");
+            loop {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let Ok(list) = pods.list(&ListParams::default().labels(&selector)).await else {
+                    continue;
+                };
+                let names: Vec<String> = list.items.iter().map(|p| p.name_any()).collect();
+                running
+                    .lock()
+                    .unwrap()
+                    .retain(|name, _| names.contains(name));
+                for pod in list.items {
+                    let name = pod.name_any();
+                    if pod.metadata.deletion_timestamp.is_some() {
+                        let node = running.lock().unwrap().remove(&name);
+                        if let Some(mut node) = node {
+                            stop(&mut node.process).await;
+                        }
+                        let _ = pods
+                            .delete(&name, &DeleteParams::default().grace_period(0))
+                            .await;
+                        continue;
+                    }
+                    let exited = running
+                        .lock()
+                        .unwrap()
+                        .get_mut(&name)
+                        .is_none_or(|node| !matches!(node.process.try_wait(), Ok(None)));
+                    if exited {
+                        let env = capacity(&pod);
+                        let node =
+                            NodeProcess::start_with(&name, &control_plane, &key, &credential, &env);
+                        running.lock().unwrap().insert(name.clone(), node);
+                    }
+                    let health = running.lock().unwrap().get(&name).map(|n| n.health);
+                    let ready = match health {
+                        Some(health) => http(health, "GET", "/readyz")
+                            .await
+                            .is_some_and(|(status, _)| status == 200),
+                        None => false,
+                    };
+                    report(&pods, &pod, ready).await;
+                }
+            }
+        });
+        Self { nodes, task }
+    }
+
+    fn node_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.nodes.lock().unwrap().keys().cloned().collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What the pod's container says of the node's capacity, as its environment.
+fn capacity(pod: &Pod) -> Vec<(String, String)> {
+    let containers = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.clone())
+        .unwrap_or_default();
+    containers
+        .iter()
+        .flat_map(|c| c.env.clone().unwrap_or_default())
+        .filter(|var| var.name == "TREFFPUNKT_MAX_PARTICIPANTS")
+        .filter_map(|var| Some((var.name, var.value?)))
+        .collect()
+}
+
+/// SIGTERM, then up to 30 s for the node to drain and end, as the kubelet gives a container.
+async fn stop(process: &mut std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &process.id().to_string()])
+        .status();
+    for _ in 0..300 {
+        if !matches!(process.try_wait(), Ok(None)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = process.kill();
+}
+
+/// Reports `pod` Running, and Ready if `ready`, as a kubelet would.
+async fn report(pods: &Api<Pod>, pod: &Pod, ready: bool) {
+    let is = |s: &str| {
+        if ready {
+            s.replace('?', "True")
+        } else {
+            s.replace('?', "False")
+        }
+    };
+    let was_ready = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.status == "True");
+    if was_ready == Some(ready) {
+        return;
+    }
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = json!({"status": {
+        "phase": "Running",
+        "podIP": "127.0.0.1",
+        "podIPs": [{"ip": "127.0.0.1"}],
+        "hostIP": "127.0.0.1",
+        "startTime": now,
+        "conditions": [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+            {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": is("?"), "lastTransitionTime": now},
+            {"type": "Ready", "status": is("?"), "lastTransitionTime": now},
+        ],
+    }});
+    let _ = pods
+        .patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await;
+}
+
+/// The pool's Deployment's replicas and ready replicas.
+async fn deployment(client: &Client, pool: &str) -> Option<(i32, i32)> {
+    let deployment = Api::<Deployment>::namespaced(client.clone(), PLATFORM)
+        .get(&format!("treffpunkt-media-{pool}"))
+        .await
+        .ok()?;
+    let status = deployment.status.unwrap_or_default();
+    Some((
+        deployment.spec?.replicas.unwrap_or(0),
+        status.ready_replicas.unwrap_or(0),
+    ))
+}
+
+async fn runs(client: &Client, pool: &str, nodes: i32) -> bool {
+    eventually(WAIT, || async {
+        (deployment(client, pool).await? == (nodes, nodes)).then_some(())
+    })
+    .await
+    .is_some()
+}
+
+/// The pool's last scaling decision, once it is `decision`.
+async fn decided(client: &Client, pool: &str, decision: &str) -> Option<crd::ScaleRecord> {
+    eventually(WAIT, || async {
+        let pool = Api::<MediaPool>::namespaced(client.clone(), PLATFORM)
+            .get(pool)
+            .await
+            .ok()?;
+        pool.status?.last_scale.filter(|s| s.decision == decision)
+    })
+    .await
+}
+
+/// The node that hosts `room` of `tenant`.
+async fn host(client: &Client, tenant: &str, room: &str) -> Option<String> {
+    Api::<Room>::namespaced(client.clone(), &crd::tenant_namespace(tenant))
+        .get(room)
+        .await
+        .ok()?
+        .status?
+        .node
+}
+
+async fn join(operator: &OperatorProcess, tenant: &str, room: &str, name: &str) -> Participant {
+    let url = signal_url(operator.http, tenant, room);
+    let publish = name.starts_with("Sprecher").then(Publish::default);
+    eventually(Duration::from_secs(30), || async {
+        Participant::join(&url, name, publish.clone()).await.ok()
+    })
+    .await
+    .unwrap_or_else(|| panic!("{name} joins"))
+}
+
+/// The longest time within `window` that `receiver` got no video of `source`.
+async fn longest_gap(receiver: &Participant, source: &Participant, window: Duration) -> Duration {
+    let packets = || receiver.stats(&source.id, Kind::Video).packets;
+    let (started, mut last, mut seen, mut longest) =
+        (Instant::now(), Instant::now(), packets(), Duration::ZERO);
+    while started.elapsed() < window {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = packets();
+        if now > seen {
+            seen = now;
+            last = Instant::now();
+        }
+        longest = longest.max(last.elapsed());
+    }
+    longest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_grows_with_its_load_and_drains_a_node_before_it_shrinks() {
+    let client = admin().await;
+    ensure_namespace(&client, PLATFORM).await;
+    let timing = [
+        ("TREFFPUNKT_SCALE_OUT_AFTER", "3"),
+        ("TREFFPUNKT_SCALE_IN_AFTER", "5"),
+    ];
+    let mut operator = OperatorProcess::start_with("skalierer", &unique("lease"), &timing);
+    assert!(operator.serving().await);
+    let (tenant, pool) = (unique("stadt"), unique("wachsend"));
+    let mut spec = tenant_spec(None, 10);
+    spec.policy.adhoc_rooms = true;
+    spec.media_pools = vec![pool.clone()];
+    ready_tenant(&client, &tenant, spec).await;
+    let pool_spec = json!({
+        "replicas": {"min": 1, "max": 2},
+        "targetLoadPercent": 90,
+        "template": {"image": "treffpunkt/media-node:test", "maxParticipants": 8},
+    });
+    let mut object = MediaPool::new(&pool, serde_json::from_value(pool_spec).unwrap());
+    object.metadata.namespace = Some(PLATFORM.to_owned());
+    Api::<MediaPool>::namespaced(client.clone(), PLATFORM)
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap();
+    let key = grant_key(&client).await;
+    let control_plane = format!("http://{}", operator.grpc);
+    let kubelet = Kubelet::start(client.clone(), pool.clone(), control_plane, key);
+    assert!(
+        runs(&client, &pool, 1).await,
+        "the pool starts with its minimum"
+    );
+
+    // Eight in the council's hall: the one node is full, above 90 %.
+    let mut hall = Vec::new();
+    for index in 0..8 {
+        let name = if index == 0 {
+            "Sprecher".to_owned()
+        } else {
+            format!("Gast {index}")
+        };
+        hall.push(join(&operator, &tenant, "saal", &name).await);
+    }
+    let out = decided(&client, &pool, "ScaledOut")
+        .await
+        .expect("the pool grows");
+    assert_eq!(out.replicas, 2);
+    assert!(
+        out.reason.contains("above the target of 90 %"),
+        "{}",
+        out.reason
+    );
+    assert!(runs(&client, &pool, 2).await, "two nodes run");
+    assert_eq!(kubelet.node_names().len(), 2);
+
+    // A second call lands on the new node.
+    let speaker = join(&operator, &tenant, "klein", "Sprecherin").await;
+    let listener = join(&operator, &tenant, "klein", "Zuhörer").await;
+    let first = host(&client, &tenant, "saal")
+        .await
+        .expect("the hall's node");
+    let second = host(&client, &tenant, "klein")
+        .await
+        .expect("the small room's node");
+    assert_ne!(first, second, "the new call goes to the less loaded node");
+    assert!(
+        longest_gap(&listener, &speaker, Duration::from_secs(2)).await < Duration::from_secs(1)
+    );
+
+    // Five leave the hall: three and two would fit one node. The less loaded node drains.
+    for guest in hall.drain(3..) {
+        guest.leave().await;
+    }
+    let watching = tokio::spawn(async move {
+        let gap = longest_gap(&listener, &speaker, Duration::from_secs(45)).await;
+        (gap, listener, speaker)
+    });
+    let drain = decided(&client, &pool, "Draining")
+        .await
+        .expect("a node drains");
+    assert!(drain.reason.contains("would carry it"), "{}", drain.reason);
+    // The control plane restarts while the node drains.
+    operator.restart();
+    assert!(operator.serving().await);
+    let scaled_in = decided(&client, &pool, "ScaledIn")
+        .await
+        .expect("the pool shrinks");
+    assert!(scaled_in.reason.contains(&second), "{}", scaled_in.reason);
+    assert!(runs(&client, &pool, 1).await, "one node runs");
+    let only_first = eventually(WAIT, || async {
+        (kubelet.node_names() == [first.clone()]).then_some(())
+    })
+    .await;
+    let left = kubelet.node_names();
+    assert!(
+        only_first.is_some(),
+        "the drained node's pod went: {left:?}"
+    );
+    let (gap, listener, speaker) = watching.await.unwrap();
+    eprintln!("the moved call's longest gap: {gap:?}");
+    assert!(
+        gap < Duration::from_secs(3),
+        "the moved call kept receiving: longest gap {gap:?}"
+    );
+    assert_eq!(
+        host(&client, &tenant, "klein").await.as_deref(),
+        Some(first.as_str())
+    );
+    assert!(
+        longest_gap(&listener, &speaker, Duration::from_secs(2)).await < Duration::from_secs(1)
+    );
+}
