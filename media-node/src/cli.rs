@@ -75,6 +75,23 @@ pub struct Args {
     pub attach_tls_dir: Option<PathBuf>,
 }
 
+/// Starts logging to stdout: a line per event for people to read, or with
+/// `TREFFPUNKT_LOG_FORMAT=json` one JSON object per line for a log pipeline. The filter is
+/// [`log_filter`].
+pub fn init_logging() {
+    let json = std::env::var("TREFFPUNKT_LOG_FORMAT")
+        .is_ok_and(|format| format.trim().eq_ignore_ascii_case("json"));
+    let logs = tracing_subscriber::fmt().with_env_filter(log_filter());
+    if json {
+        logs.json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        logs.init();
+    }
+}
+
 /// The log filter of both binaries: `RUST_LOG` (default `info`), with the WebRTC stack kept to
 /// errors unless `RUST_LOG` names it. The stack logs a warning for every datagram it refuses,
 /// so garbage on the media port would otherwise write a line per datagram; the node counts what

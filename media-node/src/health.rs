@@ -4,7 +4,8 @@
 //! - `GET /readyz` answers 200 only while the node is attached to the control plane and not
 //!   draining (a node that cannot be given rooms is not ready);
 //! - `GET /status` tells, as JSON, the node's id, how many rooms and participants it has and
-//!   whether it drains.
+//!   whether it drains;
+//! - `GET /metrics`: the node's metrics ([`crate::metrics`]), for Prometheus.
 //!
 //! It takes no commands: a node is drained by SIGTERM (the pod's end) or by the control plane
 //! over the authenticated Attach stream (`POST /nodes/{node}/drain` on the control plane's admin
@@ -52,6 +53,16 @@ async fn status(State(endpoint): State<Endpoint>) -> impl IntoResponse {
     }))
 }
 
+async fn metrics(State(endpoint): State<Endpoint>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        endpoint.status.metrics().encode(),
+    )
+}
+
 /// Serves the endpoint on `address` until the process ends.
 pub async fn serve(
     address: SocketAddr,
@@ -62,6 +73,7 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/status", get(self::status))
+        .route("/metrics", get(metrics))
         .with_state(Endpoint { node_id, status });
     let listener = tokio::net::TcpListener::bind(address).await?;
     axum::serve(listener, router).await

@@ -24,8 +24,9 @@
 //!   It sends many datagrams per system call.
 //! - [`control`]: the `Attach` client. The node dials the control plane (never the other way
 //!   round), registers, reports load, and relays each participant's signalling.
-//! - [`health`]: the node's own HTTP endpoint (liveness, readiness, status, drain), reading
-//!   [`status`].
+//! - [`health`]: the node's own HTTP endpoint (liveness, readiness, status, metrics), reading
+//!   [`status`] and [`metrics`]: what the node forwards and drops, its sessions and rooms, its
+//!   subscribers' downlink estimates and its CPU.
 //!
 //! [`MediaNode`] wires them together; [`cli`] is its command line, shared by the
 //! `treffpunkt-media-node` binary and `treffpunkt media-node`. Tests drive [`Node`] with real
@@ -42,6 +43,7 @@ pub mod core;
 mod error;
 pub mod health;
 pub mod keys;
+pub mod metrics;
 pub mod node;
 pub mod session;
 pub mod status;
@@ -96,6 +98,7 @@ pub struct MediaNode {
     socket: MediaSocket,
     commands: mpsc::Sender<Command>,
     command_queue: mpsc::Receiver<Command>,
+    status: status::NodeStatus,
 }
 
 impl MediaNode {
@@ -113,7 +116,13 @@ impl MediaNode {
             socket,
             commands,
             command_queue,
+            status: status::NodeStatus::default(),
         })
+    }
+
+    /// What the node tells about itself, its metrics among it, while it runs.
+    pub fn status(&self) -> status::NodeStatus {
+        self.status.clone()
     }
 
     /// A handle to ask the node to drain while it runs.
@@ -158,7 +167,7 @@ impl MediaNode {
         };
         let (commands, command_queue) = (self.commands, self.command_queue);
         let (events, event_queue) = mpsc::channel(udp::EVENT_QUEUE);
-        let status = status::NodeStatus::default();
+        let status = self.status;
         let health = self.config.health_listen.map(|address| {
             let (status, node_id) = (status.clone(), self.config.node_id.clone());
             tokio::spawn(async move {

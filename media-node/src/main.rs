@@ -12,8 +12,6 @@ struct Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(cli::log_filter())
-        .init();
+    cli::init_logging();
     cli::run(Command::parse().args).await
 }

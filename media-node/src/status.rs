@@ -11,6 +11,7 @@ struct Inner {
     draining: AtomicBool,
     rooms: AtomicU32,
     participants: AtomicU32,
+    metrics: crate::metrics::NodeMetrics,
 }
 
 /// What the node tells about itself; written by the run loop and the `Attach` client.
@@ -37,6 +38,11 @@ impl NodeStatus {
     pub fn set_load(&self, rooms: u32, participants: u32) {
         self.0.rooms.store(rooms, Ordering::Relaxed);
         self.0.participants.store(participants, Ordering::Relaxed);
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &crate::metrics::NodeMetrics {
+        &self.0.metrics
     }
 
     /// Whether the node drains.

@@ -315,6 +315,8 @@ impl Outputs {
                 Event::Load(load) => {
                     load.cpu_millicores = self.cpu.sample(Instant::now());
                     self.status.set_load(load.rooms, load.participants);
+                    let cpu_seconds = self.cpu.total_seconds();
+                    self.status.metrics().observe(&node.stats(), cpu_seconds);
                 }
                 Event::Draining { .. } => self.status.set_draining(),
                 Event::Signal { .. } | Event::Closed { .. } | Event::ResumeAnswer { .. } => {}
@@ -347,6 +349,12 @@ impl CpuMeter {
         Self {
             last: (now, process_cpu_ticks()),
         }
+    }
+
+    /// CPU seconds the process has used, as of the last sample.
+    fn total_seconds(&self) -> f64 {
+        // Linux counts CPU time in ticks of 1/100 s.
+        self.last.1.map_or(0.0, |ticks| ticks as f64 / 100.0)
     }
 
     /// Thousandths of a core used since the last sample.

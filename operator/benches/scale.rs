@@ -1,12 +1,14 @@
-//! How long the operator takes to bring 100 tenants and 1,000 rooms to Ready, and how much
-//! memory it holds then.
+//! How long the operator takes to bring 100 tenants and 1,000 rooms to Ready, how much memory
+//! it holds then, and what it asks of the API server at rest and in the first minute after a
+//! restart (from the API server's audit log; Leases not counted).
 //!
 //! Runs against the real API server of `deploy/testenv`, with the operator as its own process
 //! (`treffpunkt operator`), so that its resident memory can be read from `/proc`. As a baseline
 //! measured in the same run it reports how long the API server alone took to accept the same
 //! objects (the creates), so the operator's share can be told from the API server's.
 //!
-//! `cargo bench -p treffpunkt-operator --bench scale` (`-- --tenants 100 --rooms-per-tenant 10`).
+//! `cargo bench -p treffpunkt-operator --bench scale` (`-- --tenants 100 --rooms-per-tenant 10
+//! --rest-seconds 60`).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, stream};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
+use support::audit::{audit_offset, per_minute, requests_since, writes};
 use treffpunkt_operator::crd::{self, Room, RoomPhase, RoomSpec, Tenant, TenantSpec};
 
 fn argument(name: &str, default: usize) -> usize {
@@ -84,9 +87,61 @@ async fn count_ready_rooms(client: &Client) -> usize {
         .unwrap_or(0)
 }
 
+/// The operator as its own process, with its resident memory readable from `/proc`.
+fn start_operator() -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_treffpunkt"))
+        .args(["operator", "--kubeconfig"])
+        .arg(&support::testenv().kubeconfig)
+        .args(["--namespace", support::PLATFORM, "--identity", "bench"])
+        .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--grpc-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the operator starts")
+}
+
+/// What the operator asks of the API server per minute, from the audit log: at rest for
+/// `rest_seconds` (after a moment for the last status updates), then in the first minute of a
+/// new process, which passes over everything once. Stops the operator.
+async fn requests_at_rest_and_after_a_restart(
+    mut operator: std::process::Child,
+    rest_seconds: u64,
+) -> serde_json::Value {
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let offset = audit_offset();
+    let rest = Instant::now();
+    tokio::time::sleep(Duration::from_secs(rest_seconds)).await;
+    let at_rest = requests_since(offset);
+    let rest_elapsed = rest.elapsed();
+    let _ = operator.kill();
+    let _ = operator.wait();
+    let offset = audit_offset();
+    let restarted = Instant::now();
+    let mut operator = start_operator();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let after_restart = requests_since(offset);
+    let restart_elapsed = restarted.elapsed();
+    let _ = operator.kill();
+    let _ = operator.wait();
+    let reads = |counts: &std::collections::BTreeMap<(String, String), u64>, elapsed| {
+        per_minute(counts, elapsed) - per_minute(&writes(counts), elapsed)
+    };
+    serde_json::json!({
+        "at_rest_seconds": rest_elapsed.as_secs_f64(),
+        "at_rest_writes": per_minute(&writes(&at_rest), rest_elapsed),
+        "at_rest_reads": reads(&at_rest, rest_elapsed),
+        "first_minute_after_restart_writes": per_minute(&writes(&after_restart), restart_elapsed),
+        "first_minute_after_restart_reads": reads(&after_restart, restart_elapsed),
+        "writes_after_restart": format!("{:?}", writes(&after_restart)),
+    })
+}
+
 fn main() {
     let tenants = argument("--tenants", 100);
     let rooms_per_tenant = argument("--rooms-per-tenant", 10);
+    let rest_seconds = argument("--rest-seconds", 60) as u64;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -95,17 +150,7 @@ fn main() {
     runtime.block_on(async move {
         let client = support::admin().await;
         support::ensure_namespace(&client, support::PLATFORM).await;
-        let mut operator = Command::new(env!("CARGO_BIN_EXE_treffpunkt"))
-            .args(["operator", "--kubeconfig"])
-            .arg(&support::testenv().kubeconfig)
-            .args(["--namespace", support::PLATFORM, "--identity", "bench"])
-            .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
-            .args(["--grpc-listen", &format!("127.0.0.1:{}", free_port())])
-            .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("the operator starts");
+        let operator = start_operator();
         let pid = operator.id();
         tokio::time::sleep(Duration::from_secs(2)).await;
         let idle_kib = resident_kib(pid, "VmRSS:");
@@ -173,8 +218,8 @@ fn main() {
         let all_ready = started.elapsed();
         let rss_kib = resident_kib(pid, "VmRSS:");
         let peak_kib = resident_kib(pid, "VmHWM:");
-        let _ = operator.kill();
-        let _ = operator.wait();
+
+        let requests = requests_at_rest_and_after_a_restart(operator, rest_seconds).await;
         let report = serde_json::json!({
             "tenants": tenants,
             "rooms": total_rooms,
@@ -194,6 +239,7 @@ fn main() {
                 "all_ready": rss_kib as f64 / 1024.0,
                 "peak": peak_kib as f64 / 1024.0,
             },
+            "api_requests_per_minute": requests,
         });
         println!("{}", serde_json::to_string_pretty(&report).unwrap());
     });

@@ -199,7 +199,8 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
 
     let gateway = Arc::new(
         Gateway::new(store.clone(), fleet.clone(), keys, config.limits.clone())
-            .with_turn(config.turn.clone()),
+            .with_turn(config.turn.clone())
+            .with_metrics(metrics.clone()),
     );
     let http_listener = TcpListener::bind(config.http).await?;
     let http = http_listener.local_addr()?;
@@ -225,12 +226,19 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
         gateway::serve(admin_listener, admin_router, &limits, None).await;
     }));
 
-    let mut ctx = Context::new(client.clone(), fleet.clone(), metrics, settings);
+    let mut ctx = Context::new(client.clone(), fleet.clone(), metrics.clone(), settings);
     if let Some(authority) = authority {
         ctx = ctx.with_authority(authority);
     }
     let ctx = Arc::new(ctx);
     let (leading_tx, leading) = watch::channel(false);
+    let mut told = leading.clone();
+    tasks.push(tokio::spawn(async move {
+        while told.changed().await.is_ok() {
+            let now = *told.borrow_and_update();
+            metrics.set_leader(now);
+        }
+    }));
     let (stop, stop_rx) = watch::channel(false);
     let leader = tokio::spawn(leader::run(
         client.clone(),

@@ -71,6 +71,10 @@ struct StandaloneArgs {
     /// Where the web client is served.
     #[arg(long, env = "TREFFPUNKT_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Where the metrics of the gateway and the media node are served for Prometheus
+    /// (`GET /metrics`), e.g. 127.0.0.1:9090; nowhere when unset.
+    #[arg(long, env = "TREFFPUNKT_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// The media node's UDP port.
     #[arg(long, env = "TREFFPUNKT_UDP_PORT", default_value_t = 10000)]
     udp_port: u16,
@@ -262,6 +266,8 @@ async fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
                 out_after: std::time::Duration::from_secs(args.scale_out_after),
                 in_after: std::time::Duration::from_secs(args.scale_in_after),
             },
+            log_json: std::env::var("TREFFPUNKT_LOG_FORMAT")
+                .is_ok_and(|format| format.trim().eq_ignore_ascii_case("json")),
         },
         limits: args.limits.limits(),
         attach_tls: true,
@@ -276,6 +282,7 @@ async fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
 async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     let StandaloneArgs {
         listen,
+        metrics_listen,
         udp_port,
         tcp_port,
         tls_cert,
@@ -368,6 +375,7 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         grant_key,
         limits: limits.limits(),
         adhoc_room_ttl: std::time::Duration::from_secs(adhoc_room_ttl),
+        metrics: metrics_listen,
     })
     .await?;
     let url = match running.http.ip() {
@@ -496,9 +504,7 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(treffpunkt_media_node::cli::log_filter())
-        .init();
+    treffpunkt_media_node::cli::init_logging();
     match Args::parse().command {
         Command::Operator(args) => run_operator(*args).await?,
         Command::MediaNode(args) => treffpunkt_media_node::cli::run(*args).await?,

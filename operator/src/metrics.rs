@@ -1,5 +1,7 @@
 //! The control plane's metrics, served as OpenMetrics text at `/metrics`: reconciliations,
-//! failures by reason, and how long reconciliations take.
+//! failures by reason, and how long reconciliations take; the gateway's joins by outcome,
+//! refusals by code, open signalling connections and sessions moved between nodes; whether the
+//! replica leads, and its build. No series names a participant, room or address.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -7,6 +9,7 @@ use std::time::Instant;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
@@ -26,13 +29,37 @@ pub struct FailureLabels {
     pub reason: String,
 }
 
-/// The metrics of the reconcilers.
+/// An outcome (of a join, of a move).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `admitted`, `refused`; `moved`, `failed`.
+    pub outcome: &'static str,
+}
+
+/// A refusal's code, as the client is told it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    /// e.g. `room-full`, `platform-full`, `too-many-joins`.
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// The metrics of the control plane.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
     reconciles: Family<ControllerLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
     duration: Family<ControllerLabels, Histogram>,
+    joins: Family<OutcomeLabels, Counter>,
+    refusals: Family<CodeLabels, Counter>,
+    connections: Gauge,
+    moves: Family<OutcomeLabels, Counter>,
+    leader: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -61,12 +88,54 @@ impl Default for Metrics {
             Unit::Seconds,
             duration.clone(),
         );
+        let joins = Family::<OutcomeLabels, Counter>::default();
+        let refusals = Family::<CodeLabels, Counter>::default();
+        let moves = Family::<OutcomeLabels, Counter>::default();
+        let (connections, leader) = (Gauge::default(), Gauge::default());
+        registry.register("joins", "Joins at the gateway, by outcome", joins.clone());
+        registry.register(
+            "refusals",
+            "Errors the gateway answered clients with, by code",
+            refusals.clone(),
+        );
+        registry.register(
+            "connections",
+            "Signalling WebSockets open at the gateway",
+            connections.clone(),
+        );
+        registry.register(
+            "session_moves",
+            "Sessions moved to another media node (their node left or drained), by outcome",
+            moves.clone(),
+        );
+        registry.register("leader", "1 while this replica leads", leader.clone());
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "The version running", build);
         Self {
             registry: Arc::new(registry),
             reconciles,
             failures,
             duration,
+            joins,
+            refusals,
+            connections,
+            moves,
+            leader,
         }
+    }
+}
+
+/// Counts an open signalling connection until dropped.
+pub struct ConnectionGuard(Gauge);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -103,6 +172,35 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts a join that was `admitted` or `refused`.
+    pub fn join(&self, admitted: bool) {
+        let outcome = if admitted { "admitted" } else { "refused" };
+        self.joins.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Counts an error the gateway answered a client with.
+    pub fn refusal(&self, code: &str) {
+        let code = code.to_owned();
+        self.refusals.get_or_create(&CodeLabels { code }).inc();
+    }
+
+    /// Counts a session moved to another node, or one that could not move.
+    pub fn moved(&self, moved: bool) {
+        let outcome = if moved { "moved" } else { "failed" };
+        self.moves.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// A signalling connection opened; it counts until the guard drops.
+    pub fn connection(&self) -> ConnectionGuard {
+        self.connections.inc();
+        ConnectionGuard(self.connections.clone())
+    }
+
+    /// Whether this replica leads now.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// The metrics as OpenMetrics text.

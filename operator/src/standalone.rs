@@ -27,6 +27,7 @@ use crate::domain::{Room, RoomLifetime, Tenant};
 use crate::fleet::Fleet;
 use crate::fleet::attach;
 use crate::gateway::{Gateway, Limits, Tls, Turn};
+use crate::metrics::Metrics;
 use crate::store::{MemoryStore, Store, TenantSecret};
 
 /// How long an ad-hoc room that had people may stay empty before it is removed, unless
@@ -69,6 +70,9 @@ pub struct StandaloneConfig {
     pub limits: Limits,
     /// How long an ad-hoc room that had people may stay empty before it is removed.
     pub adhoc_room_ttl: Duration,
+    /// Where the metrics of the gateway and the media node are served (`GET /metrics`, for
+    /// Prometheus); nowhere when unset.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Default for StandaloneConfig {
@@ -90,6 +94,7 @@ impl Default for StandaloneConfig {
             grant_key: None,
             limits: Limits::default(),
             adhoc_room_ttl: ADHOC_ROOM_IDLE,
+            metrics: None,
         }
     }
 }
@@ -143,7 +148,7 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
     let grpc_task = tokio::spawn(attach);
 
     let mut tasks = vec![grpc_task];
-    let (mut media, mut media_tcp) = (None, None);
+    let (mut media, mut media_tcp, mut node_status) = (None, None, None);
     if config.media_node {
         let node = MediaNode::bind(NodeConfig {
             control_plane: vec![format!("http://{grpc}")],
@@ -161,6 +166,7 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
         .await?;
         media = Some(node.media_address());
         media_tcp = node.tcp_address();
+        node_status = Some(node.status());
         tasks.push(tokio::spawn(async move {
             if let Err(error) = node.run().await {
                 warn!(%error, "the media node stopped");
@@ -173,10 +179,20 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
         grants: grant_key,
         tickets: SharedKeyring::new(random_key()),
     };
+    let metrics = Metrics::default();
     let gateway = Arc::new(
         Gateway::new(store.clone(), fleet.clone(), keys, config.limits.clone())
-            .with_turn(config.turn.clone()),
+            .with_turn(config.turn.clone())
+            .with_metrics(metrics.clone()),
     );
+    if let Some(address) = config.metrics {
+        let listener = TcpListener::bind(address).await?;
+        let router = metrics_router(metrics, node_status);
+        let limits = config.limits.clone();
+        tasks.push(tokio::spawn(async move {
+            crate::gateway::serve(listener, router, &limits, None).await;
+        }));
+    }
     let http_listener = TcpListener::bind(config.http).await?;
     let http = http_listener.local_addr()?;
     let unjoined_task = tokio::spawn(gateway.clone().sweep_unjoined_rooms());
@@ -205,6 +221,34 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
         store,
         tasks,
     })
+}
+
+/// `GET /metrics`: the gateway's metrics, then the media node's.
+fn metrics_router(
+    metrics: Metrics,
+    node: Option<treffpunkt_media_node::status::NodeStatus>,
+) -> axum::Router {
+    let serve = move || {
+        let (metrics, node) = (metrics.clone(), node.clone());
+        async move {
+            let mut text = metrics.encode();
+            if let Some(node) = &node {
+                // One document: the first part's end marker goes.
+                if let Some(stripped) = text.strip_suffix("# EOF\n") {
+                    text.truncate(stripped.len());
+                }
+                text.push_str(&node.metrics().encode());
+            }
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                text,
+            )
+        }
+    };
+    axum::Router::new().route("/metrics", axum::routing::get(serve))
 }
 
 /// Removes ad-hoc rooms that have been empty for `idle`, so that no trace of a meeting stays

@@ -343,3 +343,82 @@ async fn only_a_node_with_the_grant_key_attaches_and_never_under_the_live_nodes_
         "once the rogue left, only the live node hosts rooms"
     );
 }
+
+/// The value of series `series` in OpenMetrics `text` (0 when absent).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_shows_in_the_gateways_and_the_nodes_metrics() {
+    let metrics = SocketAddr::new(LOOPBACK, support::free_port());
+    let server = standalone::start(StandaloneConfig {
+        http: SocketAddr::new(LOOPBACK, 0),
+        grpc: SocketAddr::new(LOOPBACK, 0),
+        udp: SocketAddr::new(LOOPBACK, 0),
+        announce_ip: LOOPBACK,
+        metrics: Some(metrics),
+        ..StandaloneConfig::default()
+    })
+    .await
+    .expect("standalone mode starts");
+    let url = signal_url(server.http, "public", "zaehlung");
+    let anna = Participant::join(&url, "Anna", Some(Publish::default()))
+        .await
+        .unwrap();
+    let ben = Participant::join(&url, "Ben", Some(Publish::default()))
+        .await
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || receives_from(
+            &ben,
+            &[&anna],
+            50
+        ))
+        .await
+    );
+    let nowhere = signal_url(server.http, "niemand", "raum");
+    assert!(Participant::join(&nowhere, "Carla", None).await.is_err());
+    let scrape = || async {
+        let (status, body) = support::http(metrics, "GET", "/metrics").await.unwrap();
+        assert_eq!(status, 200);
+        body
+    };
+    let first = scrape().await;
+    assert_eq!(
+        sample(&first, "treffpunkt_joins_total{outcome=\"admitted\"}"),
+        2.0
+    );
+    assert_eq!(
+        sample(&first, "treffpunkt_joins_total{outcome=\"refused\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&first, "treffpunkt_refusals_total{code=\"room-not-found\"}"),
+        1.0
+    );
+    assert_eq!(sample(&first, "treffpunkt_connections"), 2.0);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = scrape().await;
+    assert_eq!(sample(&second, "treffpunkt_node_sessions"), 2.0, "{second}");
+    assert_eq!(sample(&second, "treffpunkt_node_rooms"), 1.0);
+    assert_eq!(sample(&second, "treffpunkt_node_published_tracks"), 4.0);
+    let sent = |text: &str| sample(text, "treffpunkt_node_packets_total{direction=\"out\"}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let third = scrape().await;
+    assert!(
+        sent(&third) > sent(&second) && sent(&second) > 0.0,
+        "forwarded packets rise"
+    );
+    assert!(sample(&third, "treffpunkt_node_cpu_seconds_total") > 0.0);
+    assert!(sample(&third, "treffpunkt_node_downlink_estimate_min_bits") > 0.0);
+    // Nothing in them names a person or a room.
+    for word in ["Anna", "Ben", "zaehlung", "niemand"] {
+        assert!(!third.contains(word), "{word} in the metrics");
+    }
+    assert!(third.ends_with("# EOF\n") && third.matches("# EOF").count() == 1);
+    anna.leave().await;
+    ben.leave().await;
+}

@@ -462,3 +462,54 @@ async fn the_charts_coturn_takes_the_gateways_credentials_and_relays_only_to_the
         support::testenv().kubeconfig.to_str().unwrap(),
     ]);
 }
+
+#[test]
+fn the_monitors_select_the_control_plane_and_the_media_nodes() {
+    let chart = chart();
+    let objects = documents(&helm_ok([
+        "template".as_ref(),
+        "treffpunkt".as_ref(),
+        chart.as_os_str(),
+        "--set".as_ref(),
+        "monitoring.serviceMonitor.enabled=true".as_ref(),
+    ]));
+    let named = |k: &str| {
+        objects
+            .iter()
+            .find(|o| kind(o) == k)
+            .unwrap_or_else(|| panic!("a {k}"))
+    };
+    // The ServiceMonitor finds the admin Service by its labels, and its port by name.
+    let monitor = &named("ServiceMonitor").data["spec"];
+    let admin = objects
+        .iter()
+        .find(|o| kind(o) == "Service" && o.name_any().ends_with("-admin"))
+        .expect("the admin Service");
+    let labels = admin.metadata.labels.clone().unwrap_or_default();
+    for (key, value) in monitor["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(labels.get(key).map(String::as_str), value.as_str(), "{key}");
+    }
+    let port = monitor["endpoints"][0]["port"].as_str().unwrap();
+    assert!(
+        admin.data["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == port)
+    );
+    // The PodMonitor finds the pods the operator makes for a MediaPool, and their health port.
+    let pods = &named("PodMonitor").data["spec"];
+    let pool: treffpunkt_operator::crd::MediaPool =
+        serde_json::from_value(serde_json::to_value(named("MediaPool")).unwrap()).unwrap();
+    let pod_labels = treffpunkt_operator::reconcile::pod_labels(&pool.name_any());
+    for (key, value) in pods["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(
+            pod_labels.get(key).map(String::as_str),
+            value.as_str(),
+            "{key}"
+        );
+    }
+    let port = pods["podMetricsEndpoints"][0]["port"].as_str().unwrap();
+    let ports = treffpunkt_operator::reconcile::node_ports(&pool.spec.network);
+    assert!(ports.iter().any(|p| p.name.as_deref() == Some(port)));
+}

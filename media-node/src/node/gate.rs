@@ -267,6 +267,8 @@ pub struct Drops {
     counts: [u64; 5],
     /// Every datagram dropped since the node started.
     pub all_time: u64,
+    /// The same, by reason.
+    pub all_time_by_reason: [u64; 5],
     /// Summary lines logged since the node started.
     pub summaries: u64,
     /// A source of the latest drop, to name in the summary.
@@ -279,6 +281,7 @@ impl Drops {
     pub fn count(&mut self, reason: Drop, from: SocketAddr) {
         self.counts[reason as usize] += 1;
         self.all_time += 1;
+        self.all_time_by_reason[reason as usize] += 1;
         self.example = Some(from);
     }
 

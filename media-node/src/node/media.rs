@@ -132,6 +132,7 @@ impl Node {
             let sendable = |ssrc| session.can_send_on(ssrc);
             match self.core.probe_padding(*peer, request.packets, sendable) {
                 Some((ssrc, first, timestamp)) => {
+                    self.traffic.probes += 1;
                     if let Err(error) =
                         session.write_padding(now, ssrc, first, request.packets, timestamp)
                     {

@@ -192,6 +192,7 @@ struct Traffic {
     packets_out: u64,
     bytes_in: u64,
     bytes_out: u64,
+    probes: u64,
 }
 
 /// Every session of the media node and the core that decides for them.
@@ -369,6 +370,26 @@ impl Node {
     /// Whether the node has drained: its run loop may end.
     pub fn is_finished(&self) -> bool {
         self.finished
+    }
+
+    /// What the node has counted, for its metrics.
+    pub fn stats(&self) -> crate::metrics::Stats {
+        let estimates: Vec<u64> = self.sessions.values().map(|s| s.estimate.get()).collect();
+        crate::metrics::Stats {
+            packets_in: self.traffic.packets_in,
+            packets_out: self.traffic.packets_out,
+            bytes_in: self.traffic.bytes_in,
+            bytes_out: self.traffic.bytes_out,
+            dropped: self.drops.all_time_by_reason,
+            sessions: self.sessions.len() as u64,
+            rooms: self.core.room_count() as u64,
+            participants: self.core.participant_count() as u64,
+            published_tracks: self.core.publication_count() as u64,
+            forwarded_tracks: self.core.down_track_count() as u64,
+            estimate_sum_bits: estimates.iter().sum(),
+            estimate_min_bits: estimates.iter().copied().min().unwrap_or(0),
+            probes: self.traffic.probes,
+        }
     }
 
     /// Sessions on the node.

@@ -80,6 +80,8 @@ pub struct Gateway<S> {
     wrong_passwords: limits::WrongPasswords,
     /// The TURN servers participants are given credentials for, if the platform runs any.
     turn: Option<Turn>,
+    /// Joins, refusals, connections and moves are counted here.
+    metrics: crate::metrics::Metrics,
 }
 
 impl<S: Store> Gateway<S> {
@@ -101,7 +103,15 @@ impl<S: Store> Gateway<S> {
             ),
             limits,
             turn: None,
+            metrics: crate::metrics::Metrics::default(),
         }
+    }
+
+    /// Counts joins, refusals, connections and moves in `metrics` (the replica's, served on its
+    /// admin port).
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Gives every participant credentials for `turn`'s servers, for networks that let only

@@ -25,7 +25,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use tracing::{debug, warn};
+use tracing::{Instrument as _, debug, warn};
 use treffpunkt_proto::signalling::{
     ClientMessage, CloseReason, ServerMessage, from_signal, to_signal,
 };
@@ -85,8 +85,13 @@ pub async fn upgrade<S: Store>(
         .on_upgrade(move |socket| async move {
             match place {
                 Ok(place) => {
+                    let _open = gateway.metrics.connection();
+                    // Everything logged for this connection names its room, never who is in it.
+                    let span =
+                        tracing::info_span!("signalling", tenant = %key.tenant, room = %key.name);
                     Session::new(gateway, key, socket, client, place)
                         .run()
+                        .instrument(span)
                         .await
                 }
                 Err(crowded) => turn_away(socket, &client, crowded).await,
@@ -222,6 +227,7 @@ impl<S: Store> Session<S> {
     }
 
     async fn refuse(&mut self, code: &str, message: impl Into<String>) -> bool {
+        self.gateway.metrics.refusal(code);
         self.send(&ServerMessage::error(code, message)).await
     }
 
@@ -344,7 +350,12 @@ impl<S: Store> Session<S> {
                     media,
                 )) => {
                     self.announce(&attachment, moved).await;
-                    self.relay(member, attachment, media).await;
+                    let span = tracing::info_span!(
+                        "session",
+                        session = %attachment.session_id,
+                        node = %attachment.node,
+                    );
+                    self.relay(member, attachment, media).instrument(span).await;
                     return;
                 }
                 Err(refusal) => {
@@ -369,10 +380,12 @@ impl<S: Store> Session<S> {
         let now = Instant::now();
         if credentials.password.is_some() && !gateway.wrong_passwords.has_left(&attempt, now) {
             let message = "too many wrong passwords for this room; wait ten minutes";
+            gateway.metrics.join(false);
             self.refuse(codes::TOO_MANY_ATTEMPTS, message).await;
             return None;
         }
         let joined = gateway.admission.join(&self.key, name, credentials).await;
+        gateway.metrics.join(joined.is_ok());
         if joined
             .as_ref()
             .is_err_and(|refusal| refusal.code == RefusalCode::PasswordWrong)
@@ -535,10 +548,12 @@ impl<S: Store> Session<S> {
                 .await
             {
                 Ok(next) => {
+                    gateway.metrics.moved(true);
                     self.announce(&next, true).await;
                     return Some(next);
                 }
                 Err(refusal) => {
+                    gateway.metrics.moved(false);
                     warn!(room = %self.key, code = %refusal.code, "could not move a session");
                     self.refuse(refusal.code.as_str(), refusal.message).await;
                 }

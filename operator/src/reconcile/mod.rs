@@ -15,7 +15,7 @@ mod credentials;
 pub use credentials::PARTNER_SECRET;
 pub mod ownership;
 mod pool;
-pub use pool::desired_replicas;
+pub use pool::{desired_replicas, node_ports, selector as pod_labels};
 mod room;
 mod tenant;
 
@@ -61,6 +61,9 @@ pub struct Settings {
     pub tenant_secrets: Option<TenantSecrets>,
     /// How long the autoscaler waits before it grows or shrinks a pool.
     pub autoscaling: crate::autoscaler::Timing,
+    /// Whether the media nodes log one JSON object per line (as the control plane does with
+    /// `TREFFPUNKT_LOG_FORMAT=json`).
+    pub log_json: bool,
 }
 
 /// The operator holds no right on Secrets outside the platform namespace: in each tenant

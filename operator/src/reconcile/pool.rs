@@ -111,7 +111,8 @@ pub fn workload_name(pool: &str) -> String {
     format!("treffpunkt-media-{pool}")
 }
 
-fn selector(pool: &str) -> BTreeMap<String, String> {
+/// The labels of a pool's pods, which its Deployment and Service select by.
+pub fn selector(pool: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (
             "app.kubernetes.io/name".to_owned(),
@@ -169,7 +170,8 @@ fn probe(path: &str) -> Probe {
 }
 
 /// What a media node is told through its environment: where to attach, who it is, where to
-/// listen and what to announce, and where its grant key is.
+/// listen and what to announce, where its grant key is, and to log as JSON when the control
+/// plane does.
 fn node_env(pool: &MediaPool, template: &MediaNodeTemplate, ctx: &Context) -> Vec<EnvVar> {
     let spec = &pool.spec;
     let network = &spec.network;
@@ -206,12 +208,15 @@ fn node_env(pool: &MediaPool, template: &MediaNodeTemplate, ctx: &Context) -> Ve
     if ctx.authority.is_some() {
         vars.push(env("TREFFPUNKT_ATTACH_TLS_DIR", KEYS_DIR));
     }
+    if ctx.settings.log_json {
+        vars.push(env("TREFFPUNKT_LOG_FORMAT", "json"));
+    }
     vars
 }
 
 /// The media ports on the Kubernetes node's address (unless the pod has the host's network
 /// anyway), and the health port.
-fn node_ports(network: &PoolNetwork) -> Vec<ContainerPort> {
+pub fn node_ports(network: &PoolNetwork) -> Vec<ContainerPort> {
     let host_network = network.mode == NetworkMode::HostNetwork;
     let host_port = |port: i32| (!host_network).then_some(port);
     vec![

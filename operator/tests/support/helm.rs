@@ -18,24 +18,28 @@ pub fn values(set: &str) -> PathBuf {
     chart().join("ci").join(format!("{set}-values.yaml"))
 }
 
+/// A tool that `deploy/tools/build.sh` builds: the path in the environment variable `env` (the
+/// test command builds the tools first), or built (and cached) now.
+pub fn tool(name: &str, env: &str) -> PathBuf {
+    if let Ok(path) = std::env::var(env) {
+        return PathBuf::from(path);
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/tools/build.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .arg(name)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("deploy/tools/build.sh runs");
+    assert!(output.status.success(), "building {name} failed");
+    let stdout = String::from_utf8(output.stdout).expect("a path");
+    PathBuf::from(stdout.lines().last().expect("a path").trim())
+}
+
 /// The Helm binary: `TREFFPUNKT_HELM`, or built (and cached) by `deploy/tools/build.sh`.
 fn helm_binary() -> &'static Path {
     static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        if let Ok(path) = std::env::var("TREFFPUNKT_HELM") {
-            return PathBuf::from(path);
-        }
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/tools/build.sh");
-        let output = Command::new("bash")
-            .arg(&script)
-            .arg("helm")
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("deploy/tools/build.sh runs");
-        assert!(output.status.success(), "building Helm failed");
-        let stdout = String::from_utf8(output.stdout).expect("a path");
-        PathBuf::from(stdout.lines().last().expect("a path").trim())
-    })
+    HELM.get_or_init(|| tool("helm", "TREFFPUNKT_HELM"))
 }
 
 /// Runs Helm with a home of its own, so that nothing of the user's Helm setup is used or

@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod attach;
+pub mod audit;
 pub mod events;
 pub mod helm;
 pub mod netns;
@@ -83,6 +84,8 @@ fn start() -> TestEnv {
             "--apiserver-arg=--audit-log-path={}",
             audit.log.display()
         ))
+        // One file, never rotated: the tests read it from an offset.
+        .arg("--apiserver-arg=--audit-log-maxsize=1000000")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -116,6 +119,18 @@ struct AuditFiles {
 /// The API server's audit log of this test process: every write and read (not watches), with
 /// who asked, what and when, no bodies.
 fn audit_files() -> AuditFiles {
+    // The logs of test processes that have ended go.
+    if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix("treffpunkt-audit-") else {
+                continue;
+            };
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
     let dir = std::env::temp_dir().join(format!("treffpunkt-audit-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a folder for the audit log");
     let policy = dir.join("policy.yaml");
@@ -271,6 +286,7 @@ pub fn settings() -> treffpunkt_operator::reconcile::Settings {
             service_account: "treffpunkt".to_owned(),
         }),
         autoscaling: treffpunkt_operator::autoscaler::Timing::default(),
+        log_json: false,
     }
 }
 

@@ -1,0 +1,254 @@
+//! The node's metrics, as OpenMetrics text at `GET /metrics` on its health endpoint: what it
+//! forwards, what it drops at the gate and why, its sessions, rooms and tracks, the downlink
+//! estimates of its subscribers, the probes it sends, and the CPU it uses (so that a rate of
+//! `treffpunkt_node_cpu_seconds_total` over a rate of `treffpunkt_node_packets_total` is the
+//! CPU per packet). Updated once a second by the run loop from [`Stats`]; nothing in them names a
+//! participant or a room.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::{EncodeLabelSet, text};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+/// What the node counts, read once a second.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Stats {
+    /// Datagrams and frames received and sent, since the start.
+    pub packets_in: u64,
+    /// Sent.
+    pub packets_out: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Datagrams dropped at the gate since the start, by reason (in the order of
+    /// [`DROP_REASONS`]).
+    pub dropped: [u64; 5],
+    /// Sessions open.
+    pub sessions: u64,
+    /// Rooms hosted.
+    pub rooms: u64,
+    /// Participants in them.
+    pub participants: u64,
+    /// Tracks published to the node.
+    pub published_tracks: u64,
+    /// Tracks the node forwards to subscribers.
+    pub forwarded_tracks: u64,
+    /// The subscribers' downlink estimates added up, in bits a second.
+    pub estimate_sum_bits: u64,
+    /// The lowest of them (0 without subscribers).
+    pub estimate_min_bits: u64,
+    /// Probes of a subscriber's line started since the start.
+    pub probes: u64,
+}
+
+/// Why the gate dropped a datagram, as the metric's label.
+pub const DROP_REASONS: [&str; 5] = [
+    "not-media",
+    "unknown",
+    "malformed",
+    "over-budget",
+    "refused",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Direction {
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
+/// The node's registry and its series.
+#[derive(Clone)]
+pub struct NodeMetrics {
+    registry: Arc<Registry>,
+    packets: Family<Direction, Counter>,
+    bytes: Family<Direction, Counter>,
+    dropped: Family<Reason, Counter>,
+    cpu: Counter<f64, std::sync::atomic::AtomicU64>,
+    probes: Counter,
+    sessions: Gauge,
+    rooms: Gauge,
+    participants: Gauge,
+    published: Gauge,
+    forwarded: Gauge,
+    estimate_sum: Gauge,
+    estimate_min: Gauge,
+    last: Arc<std::sync::Mutex<(Stats, f64)>>,
+}
+
+impl std::fmt::Debug for NodeMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeMetrics")
+    }
+}
+
+impl Default for NodeMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("treffpunkt_node");
+        let packets = Family::<Direction, Counter>::default();
+        let bytes = Family::<Direction, Counter>::default();
+        let dropped = Family::<Reason, Counter>::default();
+        let cpu = Counter::<f64, AtomicU64>::default();
+        let probes = Counter::default();
+        let gauges: [Gauge; 7] = Default::default();
+        registry.register(
+            "packets",
+            "Media packets received and sent",
+            packets.clone(),
+        );
+        registry.register("bytes", "Media bytes received and sent", bytes.clone());
+        registry.register(
+            "dropped_datagrams",
+            "Datagrams the media port dropped, by reason",
+            dropped.clone(),
+        );
+        registry.register_with_unit("cpu", "CPU time the node used", Unit::Seconds, cpu.clone());
+        registry.register("probes", "Probes of a subscriber's line", probes.clone());
+        let names = [
+            ("sessions", "Sessions open"),
+            ("rooms", "Rooms hosted"),
+            ("participants", "Participants in the rooms"),
+            ("published_tracks", "Tracks published to the node"),
+            ("forwarded_tracks", "Tracks forwarded to subscribers"),
+            (
+                "downlink_estimate_sum_bits",
+                "The subscribers' downlink estimates added up",
+            ),
+            (
+                "downlink_estimate_min_bits",
+                "The lowest downlink estimate of a subscriber",
+            ),
+        ];
+        for ((name, help), gauge) in names.iter().zip(&gauges) {
+            registry.register(*name, *help, gauge.clone());
+        }
+        let [
+            sessions,
+            rooms,
+            participants,
+            published,
+            forwarded,
+            estimate_sum,
+            estimate_min,
+        ] = gauges;
+        Self {
+            registry: Arc::new(registry),
+            packets,
+            bytes,
+            dropped,
+            cpu,
+            probes,
+            sessions,
+            rooms,
+            participants,
+            published,
+            forwarded,
+            estimate_sum,
+            estimate_min,
+            last: Arc::default(),
+        }
+    }
+}
+
+fn gauge(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl NodeMetrics {
+    /// Takes in what the node counts now and the CPU seconds the process has used.
+    pub fn observe(&self, now: &Stats, cpu_seconds: f64) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let (before, cpu_before) = *last;
+        let grow = |counter: &Counter, after: u64, before: u64| {
+            counter.inc_by(after.saturating_sub(before));
+        };
+        let direction = |direction| Direction { direction };
+        grow(
+            &self.packets.get_or_create(&direction("in")),
+            now.packets_in,
+            before.packets_in,
+        );
+        grow(
+            &self.packets.get_or_create(&direction("out")),
+            now.packets_out,
+            before.packets_out,
+        );
+        grow(
+            &self.bytes.get_or_create(&direction("in")),
+            now.bytes_in,
+            before.bytes_in,
+        );
+        grow(
+            &self.bytes.get_or_create(&direction("out")),
+            now.bytes_out,
+            before.bytes_out,
+        );
+        for (index, reason) in DROP_REASONS.iter().enumerate() {
+            let counter = self.dropped.get_or_create(&Reason { reason });
+            grow(&counter, now.dropped[index], before.dropped[index]);
+        }
+        grow(&self.probes, now.probes, before.probes);
+        if cpu_seconds > cpu_before {
+            self.cpu.inc_by(cpu_seconds - cpu_before);
+        }
+        self.sessions.set(gauge(now.sessions));
+        self.rooms.set(gauge(now.rooms));
+        self.participants.set(gauge(now.participants));
+        self.published.set(gauge(now.published_tracks));
+        self.forwarded.set(gauge(now.forwarded_tracks));
+        self.estimate_sum.set(gauge(now.estimate_sum_bits));
+        self.estimate_min.set(gauge(now.estimate_min_bits));
+        *last = (*now, cpu_seconds.max(cpu_before));
+    }
+
+    /// The metrics as OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_grow_by_what_the_node_counted_since_the_last_look() {
+        let metrics = NodeMetrics::default();
+        let mut stats = Stats {
+            packets_out: 1_000,
+            bytes_out: 1_200_000,
+            sessions: 2,
+            participants: 2,
+            rooms: 1,
+            ..Stats::default()
+        };
+        stats.dropped[1] = 7;
+        metrics.observe(&stats, 0.5);
+        stats.packets_out = 3_000;
+        stats.sessions = 1;
+        metrics.observe(&stats, 0.75);
+        let text = metrics.encode();
+        for line in [
+            "treffpunkt_node_packets_total{direction=\"out\"} 3000",
+            "treffpunkt_node_bytes_total{direction=\"out\"} 1200000",
+            "treffpunkt_node_dropped_datagrams_total{reason=\"unknown\"} 7",
+            "treffpunkt_node_cpu_seconds_total 0.75",
+            "treffpunkt_node_sessions 1",
+            "treffpunkt_node_rooms 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
