@@ -170,27 +170,19 @@ impl NodeMetrics {
         let grow = |counter: &Counter, after: u64, before: u64| {
             counter.inc_by(after.saturating_sub(before));
         };
-        let direction = |direction| Direction { direction };
-        grow(
-            &self.packets.get_or_create(&direction("in")),
-            now.packets_in,
-            before.packets_in,
-        );
-        grow(
-            &self.packets.get_or_create(&direction("out")),
-            now.packets_out,
-            before.packets_out,
-        );
-        grow(
-            &self.bytes.get_or_create(&direction("in")),
-            now.bytes_in,
-            before.bytes_in,
-        );
-        grow(
-            &self.bytes.get_or_create(&direction("out")),
-            now.bytes_out,
-            before.bytes_out,
-        );
+        let traffic = [
+            (&self.packets, "in", now.packets_in, before.packets_in),
+            (&self.packets, "out", now.packets_out, before.packets_out),
+            (&self.bytes, "in", now.bytes_in, before.bytes_in),
+            (&self.bytes, "out", now.bytes_out, before.bytes_out),
+        ];
+        for (family, direction, after, before) in traffic {
+            grow(
+                &family.get_or_create(&Direction { direction }),
+                after,
+                before,
+            );
+        }
         for (index, reason) in DROP_REASONS.iter().enumerate() {
             let counter = self.dropped.get_or_create(&Reason { reason });
             grow(&counter, now.dropped[index], before.dropped[index]);

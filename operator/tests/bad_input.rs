@@ -15,8 +15,8 @@ use support::wait_until;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio_tungstenite::tungstenite::Message;
-use treffpunkt_client::{Kind, Participant, Publish, signal_url};
-use treffpunkt_operator::standalone::{self, StandaloneConfig};
+use treffpunkt_client::{Kind, Participant, signal_url};
+use treffpunkt_operator::standalone::StandaloneConfig;
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -228,23 +228,13 @@ async fn abuse_the_tcp_port(port: SocketAddr) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_and_the_call_goes_on() {
-    let server = standalone::start(StandaloneConfig {
-        http: SocketAddr::new(LOOPBACK, 0),
-        grpc: SocketAddr::new(LOOPBACK, 0),
-        udp: SocketAddr::new(LOOPBACK, 0),
+    let server = support::calls::on_loopback(StandaloneConfig {
         tcp: Some(SocketAddr::new(LOOPBACK, 0)),
-        announce_ip: LOOPBACK,
         ..StandaloneConfig::default()
     })
-    .await
-    .expect("standalone mode starts");
+    .await;
     let url = signal_url(server.http, "public", "stammtisch");
-    let anna = Participant::join(&url, "Anna", Some(Publish::default()))
-        .await
-        .unwrap();
-    let ben = Participant::join(&url, "Ben", Some(Publish::default()))
-        .await
-        .unwrap();
+    let (anna, ben) = support::calls::anna_and_ben(&url).await;
     assert!(flows(&anna, &ben).await, "the call flows before the abuse");
 
     let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();

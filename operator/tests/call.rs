@@ -354,23 +354,13 @@ fn sample(text: &str, series: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_shows_in_the_gateways_and_the_nodes_metrics() {
     let metrics = SocketAddr::new(LOOPBACK, support::free_port());
-    let server = standalone::start(StandaloneConfig {
-        http: SocketAddr::new(LOOPBACK, 0),
-        grpc: SocketAddr::new(LOOPBACK, 0),
-        udp: SocketAddr::new(LOOPBACK, 0),
-        announce_ip: LOOPBACK,
+    let server = support::calls::on_loopback(StandaloneConfig {
         metrics: Some(metrics),
         ..StandaloneConfig::default()
     })
-    .await
-    .expect("standalone mode starts");
+    .await;
     let url = signal_url(server.http, "public", "zaehlung");
-    let anna = Participant::join(&url, "Anna", Some(Publish::default()))
-        .await
-        .unwrap();
-    let ben = Participant::join(&url, "Ben", Some(Publish::default()))
-        .await
-        .unwrap();
+    let (anna, ben) = support::calls::anna_and_ben(&url).await;
     assert!(
         wait_until(Duration::from_secs(10), || receives_from(
             &ben,

@@ -465,14 +465,7 @@ async fn the_charts_coturn_takes_the_gateways_credentials_and_relays_only_to_the
 
 #[test]
 fn the_monitors_select_the_control_plane_and_the_media_nodes() {
-    let chart = chart();
-    let objects = documents(&helm_ok([
-        "template".as_ref(),
-        "treffpunkt".as_ref(),
-        chart.as_os_str(),
-        "--set".as_ref(),
-        "monitoring.serviceMonitor.enabled=true".as_ref(),
-    ]));
+    let objects = support::helm::render_with("monitoring.serviceMonitor.enabled=true");
     let named = |k: &str| {
         objects
             .iter()

@@ -14,10 +14,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use support::helm::{chart, documents, helm_ok, kind, tool};
+use support::helm::{kind, render_with, tool};
 use support::{eventually, free_port, http, unique};
-use treffpunkt_client::{Participant, Publish, signal_url};
-use treffpunkt_operator::standalone::{self, StandaloneConfig};
+use treffpunkt_client::{Participant, signal_url};
+use treffpunkt_operator::standalone::StandaloneConfig;
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -106,14 +106,8 @@ fn encode(text: &str) -> String {
 
 /// The chart's alert rules (the PrometheusRule's spec) and its dashboard's queries.
 fn from_the_chart() -> (serde_json::Value, Vec<String>) {
-    let chart = chart();
-    let objects = documents(&helm_ok([
-        "template".as_ref(),
-        "treffpunkt".as_ref(),
-        chart.as_os_str(),
-        "--set".as_ref(),
-        "monitoring.dashboard.enabled=true,monitoring.prometheusRule.enabled=true".as_ref(),
-    ]));
+    let objects =
+        render_with("monitoring.dashboard.enabled=true,monitoring.prometheusRule.enabled=true");
     let rule = objects
         .iter()
         .find(|o| kind(o) == "PrometheusRule")
@@ -152,26 +146,16 @@ fn metric_names(promql: &str) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_a_call_and_the_charts_rules_and_dashboard_hold() {
     let metrics = SocketAddr::new(LOOPBACK, free_port());
-    let server = standalone::start(StandaloneConfig {
-        http: SocketAddr::new(LOOPBACK, 0),
-        grpc: SocketAddr::new(LOOPBACK, 0),
-        udp: SocketAddr::new(LOOPBACK, 0),
-        announce_ip: LOOPBACK,
+    let server = support::calls::on_loopback(StandaloneConfig {
         metrics: Some(metrics),
         ..StandaloneConfig::default()
     })
-    .await
-    .expect("standalone mode starts");
+    .await;
     let (rules, queries) = from_the_chart();
     let prometheus = Prometheus::start(metrics, &rules);
 
     let url = signal_url(server.http, "public", "ratssitzung");
-    let anna = Participant::join(&url, "Anna", Some(Publish::default()))
-        .await
-        .unwrap();
-    let ben = Participant::join(&url, "Ben", Some(Publish::default()))
-        .await
-        .unwrap();
+    let (anna, ben) = support::calls::anna_and_ben(&url).await;
     let wait = Duration::from_secs(30);
     let sessions = eventually(wait, || async {
         prometheus

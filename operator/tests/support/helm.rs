@@ -106,3 +106,15 @@ pub fn example(file: &str) -> Vec<DynamicObject> {
     let path = examples().join(file);
     documents(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}")))
 }
+
+/// The objects the chart renders (release `treffpunkt`) with `--set values`.
+pub fn render_with(values: &str) -> Vec<DynamicObject> {
+    let chart = chart();
+    documents(&helm_ok([
+        "template".as_ref(),
+        "treffpunkt".as_ref(),
+        chart.as_os_str(),
+        "--set".as_ref(),
+        values.as_ref(),
+    ]))
+}

@@ -12,6 +12,7 @@
 
 pub mod attach;
 pub mod audit;
+pub mod calls;
 pub mod events;
 pub mod helm;
 pub mod netns;
