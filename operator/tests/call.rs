@@ -389,7 +389,16 @@ async fn a_call_shows_in_the_gateways_and_the_nodes_metrics() {
         sample(&first, "treffpunkt_refusals_total{code=\"room-not-found\"}"),
         1.0
     );
-    assert_eq!(sample(&first, "treffpunkt_connections"), 2.0);
+    // Carla's socket closes a moment after her refusal.
+    let mut open = sample(&first, "treffpunkt_connections");
+    for _ in 0..50 {
+        if open == 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        open = sample(&scrape().await, "treffpunkt_connections");
+    }
+    assert_eq!(open, 2.0, "Anna's and Ben's connections are open");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let second = scrape().await;
     assert_eq!(sample(&second, "treffpunkt_node_sessions"), 2.0, "{second}");
@@ -411,4 +420,39 @@ async fn a_call_shows_in_the_gateways_and_the_nodes_metrics() {
     assert!(third.ends_with("# EOF\n") && third.matches("# EOF").count() == 1);
     anna.leave().await;
     ben.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_at_its_participant_limit_refuses_the_next_person_in_any_room() {
+    let mut verein = Tenant::public();
+    verein.name = treffpunkt_operator::domain::TenantName::new("verein").unwrap();
+    verein.limits.max_participants = 2;
+    let server = support::calls::on_loopback(StandaloneConfig {
+        tenants: vec![verein],
+        ..StandaloneConfig::default()
+    })
+    .await;
+    let (anna, ben) =
+        support::calls::anna_and_ben(&signal_url(server.http, "verein", "chor")).await;
+    let elsewhere = signal_url(server.http, "verein", "vorstand");
+    let refused = Participant::join(&elsewhere, "Carla", None).await;
+    let error = refused
+        .err()
+        .expect("a third person is refused")
+        .to_string();
+    assert!(error.contains("tenant-full"), "{error}");
+    // The public space has limits of its own.
+    let public = signal_url(server.http, "public", "chor");
+    let dora = Participant::join(&public, "Dora", None)
+        .await
+        .expect("Dora joins");
+    // Once someone leaves, the next one gets in.
+    ben.leave().await;
+    let joined = support::eventually(Duration::from_secs(10), || async {
+        Participant::join(&elsewhere, "Carla", None).await.ok()
+    })
+    .await;
+    assert!(joined.is_some(), "Carla gets in after Ben left");
+    anna.leave().await;
+    dora.leave().await;
 }

@@ -237,7 +237,8 @@ impl<S: Store> Admission<S> {
         name: DisplayName,
         entry: access::Entry,
     ) -> Result<(Member, Attachment), Refusal> {
-        domain::admit(tenant, &room, self.fleet.presence(&room.key))?;
+        let in_tenant = self.fleet.tenant_presence(&tenant.name);
+        domain::admit(tenant, &room, self.fleet.presence(&room.key), in_tenant)?;
         debug!(room = %room.key, "join admitted");
         let member = Member {
             participant_id: random::hex(PARTICIPANT_ID_BYTES),
@@ -445,7 +446,7 @@ impl<S: Store> Admission<S> {
         }
         self.check_capacity(tenant).await?;
         let room = Room::adhoc(key.clone());
-        domain::admit(tenant, &room, 0)?;
+        domain::admit(tenant, &room, 0, self.fleet.tenant_presence(&tenant.name))?;
         match self.store.create_room(room).await {
             Ok(room) => {
                 let due = tokio::time::Instant::now() + self.unjoined_ttl;

@@ -23,6 +23,8 @@ pub enum RefusalCode {
     RoomFull,
     /// `tenant-suspended`: the tenant admits nobody.
     TenantSuspended,
+    /// `tenant-full`: the tenant's rooms together have as many participants as it may.
+    TenantFull,
     /// `room-limit`: the tenant may have no more rooms.
     RoomLimit,
     /// `platform-full`: no media node can take the room.
@@ -55,6 +57,7 @@ impl RefusalCode {
             Self::NameInvalid => "name-invalid",
             Self::RoomFull => "room-full",
             Self::TenantSuspended => "tenant-suspended",
+            Self::TenantFull => "tenant-full",
             Self::RoomLimit => "room-limit",
             Self::PlatformFull => "platform-full",
             Self::Unavailable => "unavailable",
@@ -108,6 +111,7 @@ impl From<DomainError> for Refusal {
             DomainError::DisplayNameInvalid => RefusalCode::NameInvalid,
             DomainError::RoomFull { .. } => RefusalCode::RoomFull,
             DomainError::TenantSuspended => RefusalCode::TenantSuspended,
+            DomainError::TenantFull { .. } => RefusalCode::TenantFull,
         };
         Self::new(code, error.to_string())
     }

@@ -159,6 +159,7 @@ impl Tenant {
             limits: domain::TenantLimits {
                 max_rooms: u32::try_from(limits.rooms).unwrap_or(0),
                 max_participants_per_room: u32::try_from(limits.participants_per_room).unwrap_or(0),
+                max_participants: u32::try_from(limits.participants).unwrap_or(0),
             },
             policy: domain::TenantPolicy {
                 adhoc_rooms: self.spec.policy.adhoc_rooms,

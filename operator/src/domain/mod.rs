@@ -54,4 +54,10 @@ pub enum DomainError {
     /// The tenant is suspended and admits nobody.
     #[error("this space is suspended")]
     TenantSuspended,
+    /// The tenant's rooms together have as many participants as it may.
+    #[error("this space has as many participants as it may ({limit})")]
+    TenantFull {
+        /// The tenant's limit.
+        limit: u32,
+    },
 }

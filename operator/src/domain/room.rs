@@ -100,14 +100,24 @@ impl Room {
     }
 }
 
-/// Decides whether one more person may join `room`, which has `present` participants now.
-pub fn admit(tenant: &Tenant, room: &Room, present: u32) -> Result<(), DomainError> {
+/// Decides whether one more person may join `room`, which has `present` participants now, of
+/// `in_tenant` in all the tenant's rooms.
+pub fn admit(
+    tenant: &Tenant,
+    room: &Room,
+    present: u32,
+    in_tenant: u32,
+) -> Result<(), DomainError> {
     if tenant.suspended {
         return Err(DomainError::TenantSuspended);
     }
     let limit = room.participant_limit(tenant);
     if present >= limit {
         return Err(DomainError::RoomFull { limit });
+    }
+    let limit = tenant.limits.max_participants;
+    if in_tenant >= limit {
+        return Err(DomainError::TenantFull { limit });
     }
     Ok(())
 }
@@ -139,10 +149,21 @@ mod tests {
     fn a_full_room_refuses_the_next_person() {
         let tenant = Tenant::public();
         let small = room(Some(2));
-        assert_eq!(admit(&tenant, &small, 1), Ok(()));
+        assert_eq!(admit(&tenant, &small, 1, 1), Ok(()));
         assert_eq!(
-            admit(&tenant, &small, 2),
+            admit(&tenant, &small, 2, 2),
             Err(DomainError::RoomFull { limit: 2 })
+        );
+    }
+
+    #[test]
+    fn a_tenant_at_its_participant_limit_refuses_the_next_person_in_any_room() {
+        let mut tenant = Tenant::public();
+        tenant.limits.max_participants = 30;
+        assert_eq!(admit(&tenant, &room(None), 5, 29), Ok(()));
+        assert_eq!(
+            admit(&tenant, &room(None), 0, 30),
+            Err(DomainError::TenantFull { limit: 30 })
         );
     }
 
@@ -151,7 +172,7 @@ mod tests {
         let mut tenant = Tenant::public();
         tenant.suspended = true;
         assert_eq!(
-            admit(&tenant, &room(None), 0),
+            admit(&tenant, &room(None), 0, 0),
             Err(DomainError::TenantSuspended)
         );
     }

@@ -40,6 +40,8 @@ pub struct TenantLimits {
     pub max_rooms: u32,
     /// Participants in one room, unless the room sets a lower limit.
     pub max_participants_per_room: u32,
+    /// Participants in all the tenant's rooms together.
+    pub max_participants: u32,
 }
 
 /// What a tenant allows.
@@ -62,6 +64,7 @@ impl Tenant {
             limits: TenantLimits {
                 max_rooms: 500,
                 max_participants_per_room: 20,
+                max_participants: 2000,
             },
             policy: TenantPolicy {
                 adhoc_rooms: true,

@@ -7,7 +7,7 @@ use tokio::sync::{mpsc, oneshot};
 use treffpunkt_proto::v1::{self, ResumeOutcome, control_message::Kind as ControlKind};
 
 use super::{ClientEvent, Fleet, FleetError, SessionRoute};
-use crate::domain::{NodeId, RoomKey};
+use crate::domain::{NodeId, RoomKey, TenantName};
 
 /// How many events may wait for a slow client before its session is dropped. The node's stream
 /// must never wait for one participant.
@@ -268,6 +268,18 @@ impl Fleet {
             .values()
             .filter(|session| &session.room == room)
             .count() as u32
+    }
+
+    /// Participants in `tenant`'s rooms: the more of those whose sessions run through this
+    /// replica and those the nodes last reported over all replicas.
+    pub fn tenant_presence(&self, tenant: &TenantName) -> u32 {
+        let routed = self
+            .lock()
+            .sessions
+            .values()
+            .filter(|session| &session.room.tenant == tenant)
+            .count() as u32;
+        routed.max(self.tenant_usage(tenant).0)
     }
 
     /// Rooms with at least one session through this replica.

@@ -606,7 +606,7 @@ fn condition<'a>(conditions: &'a [Condition], kind: &str) -> Option<&'a Conditio
 }
 
 fn ready_condition(conditions: &[Condition]) -> Option<&Condition> {
-    conditions.iter().find(|c| c.type_ == "Ready")
+    condition(conditions, "Ready")
 }
 
 /// Applies `status` and records the transitions it makes as events: the tenant became Ready,
