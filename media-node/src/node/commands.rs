@@ -392,3 +392,42 @@ impl Node {
         self.apply_core_outputs(now);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use crate::node::{Command, Node};
+
+    fn drain(keep_running: bool) -> Command {
+        Command::Drain {
+            move_sessions: true,
+            grace: Duration::from_secs(300),
+            keep_running,
+        }
+    }
+
+    #[test]
+    fn a_node_drained_to_be_removed_stays_up_idle_until_told_to_end() {
+        let now = Instant::now();
+        let mut node = Node::new(now, "127.0.0.1:10000".parse().unwrap(), 10);
+        node.command(now, drain(true));
+        node.handle_timeout(now + Duration::from_secs(1));
+        assert!(
+            !node.is_finished(),
+            "empty, but kept up for its pod's removal"
+        );
+        node.handle_timeout(now + Duration::from_secs(400));
+        assert!(!node.is_finished(), "past its grace as well");
+        // SIGTERM (the pod goes): a drain without keep_running ends it.
+        node.command(now + Duration::from_secs(401), drain(false));
+        assert!(node.is_finished());
+
+        let mut plain = Node::new(now, "127.0.0.1:10000".parse().unwrap(), 10);
+        plain.command(now, drain(false));
+        assert!(
+            plain.is_finished(),
+            "an empty node drained as usual ends at once"
+        );
+    }
+}
