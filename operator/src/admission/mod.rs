@@ -69,7 +69,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use treffpunkt_proto::grant::{Keyring, SharedKeyring};
-use treffpunkt_proto::random;
+use treffpunkt_proto::{random, v1};
 
 pub use refusal::{Refusal, RefusalCode};
 pub use tickets::{GRANT_LIFETIME, TICKET_LIFETIME, TICKET_REFRESH};
@@ -391,15 +391,17 @@ impl<S: Store> Admission<S> {
         )
     }
 
-    /// Opens a new session for `member`, whose session `from` must leave its node (gone or
-    /// draining), on the room's node now, placing the room again if needed. The caller closes
-    /// the old session once the client knows of the new one.
+    /// Moves `member`'s session `from` its node (gone or draining) to the room's node now,
+    /// placing the room again if needed. The old session is closed.
     pub async fn move_session(
         &self,
         room: &RoomKey,
         member: &Member,
         from: &Attachment,
     ) -> Result<Attachment, Refusal> {
+        self.fleet
+            .close_session(&from.session_id, v1::CloseReason::ConnectionLost)
+            .await;
         let stored = self
             .store
             .room(room)

@@ -542,27 +542,18 @@ impl<S: Store> Session<S> {
             warn!(room = %self.key, "the session keeps failing; giving up");
         } else {
             let gateway = self.gateway.clone();
-            let moved = gateway
+            match gateway
                 .admission
                 .move_session(&self.key, member, attachment)
-                .await;
-            // The old session ends only once the client has its new ticket: should this replica
-            // stop in between, the client resumes the old one (and moves again), never a
-            // session that is gone.
-            let close = || {
-                let reason = v1::CloseReason::ConnectionLost;
-                gateway.fleet.close_session(&attachment.session_id, reason)
-            };
-            match moved {
+                .await
+            {
                 Ok(next) => {
                     gateway.metrics.moved(true);
                     self.announce(&next, true).await;
-                    close().await;
                     return Some(next);
                 }
                 Err(refusal) => {
                     gateway.metrics.moved(false);
-                    close().await;
                     warn!(room = %self.key, code = %refusal.code, "could not move a session");
                     self.refuse(refusal.code.as_str(), refusal.message).await;
                 }

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use treffpunkt_proto::v1;
 use treffpunkt_proto::v1::control_message::Kind as ControlKind;
 
 use super::*;

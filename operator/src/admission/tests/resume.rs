@@ -152,7 +152,7 @@ async fn a_ticket_whose_node_is_gone_gets_a_new_session_elsewhere() {
 }
 
 #[tokio::test]
-async fn a_moved_session_opens_on_the_room_s_node_and_leaves_the_old_one_to_the_caller() {
+async fn a_moved_session_is_closed_on_its_node_and_opened_on_the_room_s_node() {
     let mut platform = Platform::public([persistent("chor", None)]);
     platform.attach("a", "");
     let joined = platform
@@ -178,8 +178,10 @@ async fn a_moved_session_opens_on_the_room_s_node_and_leaves_the_old_one_to_the_
 
     assert_eq!(moved.node, node("b"));
     assert_ne!(moved.session_id, joined.attachment.session_id);
-    // The old session stays until the client knows of the new one (the gateway closes it).
-    assert!(platform.commands("a").is_empty());
+    assert!(matches!(
+        platform.commands("a").as_slice(),
+        [ControlKind::CloseSession(close)] if close.session_id == joined.attachment.session_id
+    ));
     let [open] = platform.opened("b").try_into().expect("one session opened");
     let grant = keys()
         .grants
