@@ -79,10 +79,8 @@ pub struct Args {
 /// `TREFFPUNKT_LOG_FORMAT=json` one JSON object per line for a log pipeline. The filter is
 /// [`log_filter`].
 pub fn init_logging() {
-    let json = std::env::var("TREFFPUNKT_LOG_FORMAT")
-        .is_ok_and(|format| format.trim().eq_ignore_ascii_case("json"));
     let logs = tracing_subscriber::fmt().with_env_filter(log_filter());
-    if json {
+    if logs_json() {
         logs.json()
             .with_current_span(true)
             .with_span_list(false)
@@ -90,6 +88,12 @@ pub fn init_logging() {
     } else {
         logs.init();
     }
+}
+
+/// Whether `TREFFPUNKT_LOG_FORMAT` asks for JSON logs.
+pub fn logs_json() -> bool {
+    std::env::var("TREFFPUNKT_LOG_FORMAT")
+        .is_ok_and(|format| format.trim().eq_ignore_ascii_case("json"))
 }
 
 /// The log filter of both binaries: `RUST_LOG` (default `info`), with the WebRTC stack kept to

@@ -50,7 +50,6 @@ pub struct Readiness {
 
 #[derive(Debug)]
 struct ReadinessState {
-    started: Instant,
     contact: Mutex<Option<Instant>>,
     stopping: AtomicBool,
 }
@@ -59,7 +58,6 @@ impl Default for Readiness {
     fn default() -> Self {
         Self {
             state: Arc::new(ReadinessState {
-                started: Instant::now(),
                 contact: Mutex::new(None),
                 stopping: AtomicBool::new(false),
             }),
@@ -84,14 +82,17 @@ impl Readiness {
             return Err("stopping".to_owned());
         }
         let contact = *self.state.contact.lock().unwrap_or_else(|e| e.into_inner());
-        let since = now.saturating_duration_since(contact.unwrap_or(self.state.started));
-        match contact {
-            Some(_) if since <= CONTACT_WITHIN => Ok(()),
-            Some(_) => Err(format!(
+        let Some(contact) = contact else {
+            return Err("the API server has not answered yet".to_owned());
+        };
+        let since = now.saturating_duration_since(contact);
+        if since <= CONTACT_WITHIN {
+            Ok(())
+        } else {
+            Err(format!(
                 "no answer from the API server for {} s",
                 since.as_secs()
-            )),
-            None => Err("the API server has not answered yet".to_owned()),
+            ))
         }
     }
 }

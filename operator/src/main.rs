@@ -266,8 +266,7 @@ async fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
                 out_after: std::time::Duration::from_secs(args.scale_out_after),
                 in_after: std::time::Duration::from_secs(args.scale_in_after),
             },
-            log_json: std::env::var("TREFFPUNKT_LOG_FORMAT")
-                .is_ok_and(|format| format.trim().eq_ignore_ascii_case("json")),
+            log_json: treffpunkt_media_node::cli::logs_json(),
         },
         limits: args.limits.limits(),
         attach_tls: true,

@@ -51,7 +51,9 @@ pub struct MediaPoolSpec {
     /// The share of a node's capacity the autoscaler aims for, in percent: the larger of its
     /// participants against `template.maxParticipants` and its CPU against the CPU its pod
     /// asks for. The autoscaler keeps the mean over the pool's nodes near it between
-    /// `replicas.min` and `replicas.max`.
+    /// `replicas.min` and `replicas.max`. An external pool is not scaled: for it only
+    /// `replicas.min` counts (the nodes that must be attached for Ready), and this, `replicas.max`
+    /// and `network` are not used.
     #[serde(default = "default_target_load")]
     #[schemars(range(min = 10, max = 100))]
     pub target_load_percent: i32,
