@@ -1,9 +1,10 @@
 //! The node's metrics, as OpenMetrics text at `GET /metrics` on its health endpoint: what it
 //! forwards, what it drops at the gate and why, its sessions, rooms and tracks, the downlink
-//! estimates of its subscribers, the probes it sends, and the CPU it uses (so that a rate of
+//! estimates of its subscribers, the probes it sends, the CPU it uses (so that a rate of
 //! `treffpunkt_node_cpu_seconds_total` over a rate of `treffpunkt_node_packets_total` is the
-//! CPU per packet). Updated once a second by the run loop from [`Stats`]; nothing in them names a
-//! participant or a room.
+//! CPU per packet), and its clients' lines: packets lost both ways, NACKs both ways, the
+//! round-trip times and the packets waiting in the pacers. Updated once a second by the run loop
+//! from [`Stats`]; nothing in them names a participant or a room.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -12,7 +13,10 @@ use prometheus_client::encoding::{EncodeLabelSet, text};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
+
+use crate::node::line::LineReading;
 
 /// What the node counts, read once a second.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -44,6 +48,10 @@ pub struct Stats {
     pub estimate_min_bits: u64,
     /// Probes of a subscriber's line started since the start.
     pub probes: u64,
+    /// What the clients' lines counted since the start.
+    pub line: LineReading,
+    /// Video packets waiting in the pacers now.
+    pub pacer_queued: u64,
 }
 
 /// Why the gate dropped a datagram, as the metric's label.
@@ -74,6 +82,11 @@ pub struct NodeMetrics {
     dropped: Family<Reason, Counter>,
     cpu: Counter<f64, std::sync::atomic::AtomicU64>,
     probes: Counter,
+    lost: Family<Direction, Counter>,
+    reported: Counter,
+    nacks: Family<Direction, Counter>,
+    round_trip: Histogram,
+    queued: Gauge,
     sessions: Gauge,
     rooms: Gauge,
     participants: Gauge,
@@ -98,6 +111,11 @@ impl Default for NodeMetrics {
         let dropped = Family::<Reason, Counter>::default();
         let cpu = Counter::<f64, AtomicU64>::default();
         let probes = Counter::default();
+        let lost = Family::<Direction, Counter>::default();
+        let reported = Counter::default();
+        let nacks = Family::<Direction, Counter>::default();
+        let round_trip = Histogram::new(exponential_buckets(0.005, 2.0, 10));
+        let queued = Gauge::default();
         let gauges: [Gauge; 7] = Default::default();
         registry.register(
             "packets",
@@ -112,6 +130,32 @@ impl Default for NodeMetrics {
         );
         registry.register_with_unit("cpu", "CPU time the node used", Unit::Seconds, cpu.clone());
         registry.register("probes", "Probes of a subscriber's line", probes.clone());
+        registry.register(
+            "lost_packets",
+            "Media packets lost on the clients' lines: up from publishers, down to subscribers",
+            lost.clone(),
+        );
+        registry.register(
+            "downlink_reported_packets",
+            "Packets to subscribers that their feedback reported on, lost or not",
+            reported.clone(),
+        );
+        registry.register(
+            "nacks",
+            "Retransmission requests: received from subscribers, sent to publishers",
+            nacks.clone(),
+        );
+        registry.register_with_unit(
+            "round_trip",
+            "Round-trip times of the clients' lines, one look a second each",
+            Unit::Seconds,
+            round_trip.clone(),
+        );
+        registry.register(
+            "pacer_queue_packets",
+            "Video packets waiting in the pacers",
+            queued.clone(),
+        );
         let names = [
             ("sessions", "Sessions open"),
             ("rooms", "Rooms hosted"),
@@ -146,6 +190,11 @@ impl Default for NodeMetrics {
             dropped,
             cpu,
             probes,
+            lost,
+            reported,
+            nacks,
+            round_trip,
+            queued,
             sessions,
             rooms,
             participants,
@@ -163,18 +212,34 @@ fn gauge(value: u64) -> i64 {
 }
 
 impl NodeMetrics {
-    /// Takes in what the node counts now and the CPU seconds the process has used.
-    pub fn observe(&self, now: &Stats, cpu_seconds: f64) {
+    /// Takes in what the node counts now, the CPU seconds the process has used and the
+    /// round-trip times its connections measure now.
+    pub fn observe(&self, now: &Stats, cpu_seconds: f64, round_trips: &[f64]) {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let (before, cpu_before) = *last;
         let grow = |counter: &Counter, after: u64, before: u64| {
             counter.inc_by(after.saturating_sub(before));
         };
+        let (line, line_before) = (&now.line, &before.line);
         let traffic = [
             (&self.packets, "in", now.packets_in, before.packets_in),
             (&self.packets, "out", now.packets_out, before.packets_out),
             (&self.bytes, "in", now.bytes_in, before.bytes_in),
             (&self.bytes, "out", now.bytes_out, before.bytes_out),
+            (&self.lost, "up", line.uplink_lost, line_before.uplink_lost),
+            (
+                &self.lost,
+                "down",
+                line.downlink_lost,
+                line_before.downlink_lost,
+            ),
+            (
+                &self.nacks,
+                "received",
+                line.nacks_received,
+                line_before.nacks_received,
+            ),
+            (&self.nacks, "sent", line.nacks_sent, line_before.nacks_sent),
         ];
         for (family, direction, after, before) in traffic {
             grow(
@@ -188,6 +253,15 @@ impl NodeMetrics {
             grow(&counter, now.dropped[index], before.dropped[index]);
         }
         grow(&self.probes, now.probes, before.probes);
+        grow(
+            &self.reported,
+            line.downlink_reported,
+            line_before.downlink_reported,
+        );
+        for round_trip in round_trips {
+            self.round_trip.observe(*round_trip);
+        }
+        self.queued.set(gauge(now.pacer_queued));
         if cpu_seconds > cpu_before {
             self.cpu.inc_by(cpu_seconds - cpu_before);
         }
@@ -226,10 +300,15 @@ mod tests {
             ..Stats::default()
         };
         stats.dropped[1] = 7;
-        metrics.observe(&stats, 0.5);
+        stats.line.downlink_reported = 900;
+        stats.line.downlink_lost = 9;
+        metrics.observe(&stats, 0.5, &[0.012]);
         stats.packets_out = 3_000;
         stats.sessions = 1;
-        metrics.observe(&stats, 0.75);
+        stats.line.downlink_reported = 1_900;
+        stats.line.nacks_received = 4;
+        stats.pacer_queued = 12;
+        metrics.observe(&stats, 0.75, &[0.02]);
         let text = metrics.encode();
         for line in [
             "treffpunkt_node_packets_total{direction=\"out\"} 3000",
@@ -238,6 +317,12 @@ mod tests {
             "treffpunkt_node_cpu_seconds_total 0.75",
             "treffpunkt_node_sessions 1",
             "treffpunkt_node_rooms 1",
+            "treffpunkt_node_lost_packets_total{direction=\"down\"} 9",
+            "treffpunkt_node_downlink_reported_packets_total 1900",
+            "treffpunkt_node_nacks_total{direction=\"received\"} 4",
+            "treffpunkt_node_pacer_queue_packets 12",
+            "treffpunkt_node_round_trip_seconds_count 2",
+            "treffpunkt_node_round_trip_seconds_bucket{le=\"0.02\"} 2",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
         }

@@ -316,7 +316,10 @@ impl Outputs {
                     load.cpu_millicores = self.cpu.sample(Instant::now());
                     self.status.set_load(load.rooms, load.participants);
                     let cpu_seconds = self.cpu.total_seconds();
-                    self.status.metrics().observe(&node.stats(), cpu_seconds);
+                    let (stats, round_trips) = node.stats(Instant::now());
+                    self.status
+                        .metrics()
+                        .observe(&stats, cpu_seconds, &round_trips);
                 }
                 Event::Draining { .. } => self.status.set_draining(),
                 Event::Signal { .. } | Event::Closed { .. } | Event::ResumeAnswer { .. } => {}

@@ -97,6 +97,14 @@ async fn look(
         let status = pool.status.clone().unwrap_or_default();
         let draining = status.draining_node.clone().map(NodeId);
         let nodes = loads(ctx, &pool.name_any());
+        // A drain decided by a leader that went down before its word reached the node: asked
+        // again (a node already draining takes it as the same drain).
+        if let Some(node) = &draining
+            && nodes.iter().any(|n| n.id == *node && !n.draining)
+            && let Err(error) = ctx.fleet.drain(node, true, DRAIN_GRACE, true)
+        {
+            warn!(pool = %pool.name_any(), %node, %error, "could not ask the node to drain");
+        }
         debug!(pool = %pool.name_any(), replicas, ?nodes, ?draining, "autoscaler looks");
         let decision = decide(
             &policy(&pool, timing),

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams};
+use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use tokio::net::TcpListener;
@@ -93,6 +94,19 @@ impl Cluster {
 
 /// A client from `kubeconfig`, or from the environment (in-cluster, `$KUBECONFIG`).
 pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
+    let config = config(kubeconfig).await?;
+    Ok(Client::try_from(config)?)
+}
+
+/// The same client, its requests counted in `metrics`.
+async fn counted_client(kubeconfig: Option<&PathBuf>, metrics: &Metrics) -> anyhow::Result<Client> {
+    let config = config(kubeconfig).await?;
+    Ok(ClientBuilder::try_from(config)?
+        .with_layer(&metrics.count_api_requests())
+        .build())
+}
+
+async fn config(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Config> {
     let config = match kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path)?;
@@ -100,7 +114,7 @@ pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
         }
         None => Config::infer().await?,
     };
-    Ok(Client::try_from(config)?)
+    Ok(config)
 }
 
 /// Marks the pod of a draining node so that scaling in removes it first.
@@ -149,7 +163,8 @@ pub async fn mark_to_go_first(pods: &Api<Pod>, pod: &str) -> kube::Result<()> {
 
 /// Starts a replica and returns once it serves.
 pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
-    let client = client(config.kubeconfig.as_ref()).await?;
+    let metrics = Metrics::default();
+    let client = counted_client(config.kubeconfig.as_ref(), &metrics).await?;
     let settings = config.settings.clone();
     let (namespace, secret) = (&settings.platform_namespace, &settings.grant_key_secret);
     let keys::Loaded {
@@ -180,7 +195,6 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
         fleet.clone(),
         readiness.clone(),
     )));
-    let metrics = Metrics::default();
 
     let grpc_listener = TcpListener::bind(config.grpc).await?;
     let grpc = grpc_listener.local_addr()?;

@@ -1,7 +1,8 @@
 //! The control plane's metrics, served as OpenMetrics text at `/metrics`: reconciliations,
 //! failures by reason, and how long reconciliations take; the gateway's joins by outcome,
-//! refusals by code, open signalling connections and sessions moved between nodes; whether the
-//! replica leads, and its build. No series names a participant, room or address.
+//! refusals by code, open signalling connections, placement conflicts between replicas and
+//! sessions moved between nodes; the requests the replica sends the API server, by verb;
+//! whether the replica leads, and its build. No series names a participant, room or address.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,6 +44,13 @@ pub struct CodeLabels {
     pub code: String,
 }
 
+/// What a request to the API server does.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabels {
+    /// `get` (also lists), `watch`, `create`, `update`, `patch`, `delete`, `other`.
+    pub verb: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -59,6 +67,8 @@ pub struct Metrics {
     refusals: Family<CodeLabels, Counter>,
     connections: Gauge,
     moves: Family<OutcomeLabels, Counter>,
+    placement_conflicts: Counter,
+    api_requests: Family<VerbLabels, Counter>,
     leader: Gauge,
 }
 
@@ -108,6 +118,22 @@ impl Default for Metrics {
             "Sessions moved to another media node (their node left or drained), by outcome",
             moves.clone(),
         );
+        let placement_conflicts = Counter::default();
+        registry.register(
+            "placement_conflicts",
+            "Placements of a room that another replica changed first (then read again)",
+            placement_conflicts.clone(),
+        );
+        let api_requests = Family::<VerbLabels, Counter>::default();
+        // Every verb shows from the start, at zero until used.
+        for verb in ["get", "watch", "create", "update", "patch", "delete"] {
+            drop(api_requests.get_or_create(&VerbLabels { verb }));
+        }
+        registry.register(
+            "api_requests",
+            "Requests this replica sent the Kubernetes API server, by verb",
+            api_requests.clone(),
+        );
         registry.register("leader", "1 while this replica leads", leader.clone());
         let build = Family::<BuildLabels, Gauge>::default();
         build
@@ -125,6 +151,8 @@ impl Default for Metrics {
             refusals,
             connections,
             moves,
+            placement_conflicts,
+            api_requests,
             leader,
         }
     }
@@ -192,6 +220,16 @@ impl Metrics {
         self.moves.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
+    /// Counts a placement that lost its compare-and-set to another replica.
+    pub fn placement_conflict(&self) {
+        self.placement_conflicts.inc();
+    }
+
+    /// A layer for the replica's Kubernetes client that counts its requests by verb.
+    pub fn count_api_requests(&self) -> CountApiRequests {
+        CountApiRequests(self.api_requests.clone())
+    }
+
     /// A signalling connection opened; it counts until the guard drops.
     pub fn connection(&self) -> ConnectionGuard {
         self.connections.inc();
@@ -209,6 +247,68 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
+    }
+}
+
+/// Counts the requests of the service it wraps in `treffpunkt_api_requests_total`.
+#[derive(Clone)]
+pub struct CountApiRequests(Family<VerbLabels, Counter>);
+
+impl<S> tower_layer::Layer<S> for CountApiRequests {
+    type Service = Counted<S>;
+
+    fn layer(&self, inner: S) -> Counted<S> {
+        Counted {
+            inner,
+            requests: self.0.clone(),
+        }
+    }
+}
+
+/// A service whose requests are counted by verb.
+#[derive(Clone)]
+pub struct Counted<S> {
+    inner: S,
+    requests: Family<VerbLabels, Counter>,
+}
+
+/// The Kubernetes verb of a request, from its method and, for reads, whether it watches.
+fn verb<B>(request: &axum::http::Request<B>) -> &'static str {
+    use axum::http::Method;
+    let watches = request
+        .uri()
+        .query()
+        .is_some_and(|query| query.split('&').any(|pair| pair == "watch=true"));
+    match *request.method() {
+        Method::GET if watches => "watch",
+        Method::GET => "get",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "other",
+    }
+}
+
+impl<S, B> tower_service::Service<axum::http::Request<B>> for Counted<S>
+where
+    S: tower_service::Service<axum::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let verb = verb(&request);
+        self.requests.get_or_create(&VerbLabels { verb }).inc();
+        self.inner.call(request)
     }
 }
 
@@ -234,5 +334,37 @@ mod tests {
                 "treffpunkt_reconciliation_duration_seconds_count{controller=\"tenant\"} 1"
             )
         );
+    }
+
+    #[test]
+    fn api_requests_are_counted_by_verb() {
+        use axum::http::{Method, Request};
+        let request = |method: Method, uri: &str| {
+            Request::builder().method(method).uri(uri).body(()).unwrap()
+        };
+        let rooms = "/apis/treffpunkt.io/v1alpha1/rooms";
+        for (method, uri, expected) in [
+            (Method::GET, rooms.to_owned(), "get"),
+            (
+                Method::GET,
+                format!("{rooms}?watch=true&timeoutSeconds=290"),
+                "watch",
+            ),
+            (
+                Method::GET,
+                format!("{rooms}?resourceVersion=1&watch=true"),
+                "watch",
+            ),
+            (
+                Method::GET,
+                format!("{rooms}?labelSelector=watch%3Dtrue"),
+                "get",
+            ),
+            (Method::PATCH, format!("{rooms}/a?fieldManager=x"), "patch"),
+            (Method::POST, rooms.to_owned(), "create"),
+            (Method::DELETE, format!("{rooms}/a"), "delete"),
+        ] {
+            assert_eq!(verb(&request(method, &uri)), expected, "{uri}");
+        }
     }
 }

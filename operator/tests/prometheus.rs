@@ -175,6 +175,23 @@ async fn prometheus_scrapes_a_call_and_the_charts_rules_and_dashboard_hold() {
         .value("sum(treffpunkt_joins_total{outcome=\"admitted\"})")
         .await;
     assert_eq!(joined, Some(2.0), "the joins are counted");
+    // The lines: the subscribers' feedback is counted, and the round trips are measured.
+    for (query, what) in [
+        (
+            "sum(treffpunkt_node_downlink_reported_packets_total)",
+            "packets the feedback reported on",
+        ),
+        (
+            "sum(treffpunkt_node_round_trip_seconds_count)",
+            "round-trip times",
+        ),
+    ] {
+        let seen = eventually(wait, || async {
+            prometheus.value(query).await.filter(|v| *v > 0.0)
+        })
+        .await;
+        assert!(seen.is_some(), "Prometheus sees {what}");
+    }
 
     // Every rule of the chart loaded and evaluates cleanly.
     let (_, body) = http(prometheus.address, "GET", "/api/v1/rules")

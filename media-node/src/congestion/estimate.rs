@@ -17,7 +17,9 @@
 //!   longer. (Before the node probed, moving a video up a layer was the probe, its keyframe
 //!   burst filled a thin line's queue, and the audio behind it was lost.)
 //!
-//! The estimate is published through a shared cell that the node reads every tick.
+//! The estimate is published through a shared cell that the node reads every tick; the cell
+//! also carries what the node's metrics tell of the line: the packets the feedback reported and
+//! those it reported lost, and how many packets wait in the pacer.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -90,6 +92,11 @@ struct Shared {
     /// Bits per second of padding the pacer sends while it has probe padding.
     padding_rate: AtomicU64,
     probe: Mutex<ProbeExchange>,
+    /// Packets the subscriber's feedback reported on, and those it reported lost, so far.
+    reported: AtomicU64,
+    lost: AtomicU64,
+    /// Video packets waiting in the pacer.
+    queued: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -109,7 +116,35 @@ impl EstimateCell {
             floor: AtomicU64::new(0),
             padding_rate: AtomicU64::new(0),
             probe: Mutex::new(ProbeExchange::default()),
+            reported: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
         }))
+    }
+
+    /// Packets the subscriber's feedback reported on and those it reported lost, since the
+    /// connection began.
+    pub fn reported_and_lost(&self) -> (u64, u64) {
+        (
+            self.0.reported.load(Ordering::Relaxed),
+            self.0.lost.load(Ordering::Relaxed),
+        )
+    }
+
+    fn count_reports(&self, reported: usize, lost: usize) {
+        self.0
+            .reported
+            .fetch_add(reported as u64, Ordering::Relaxed);
+        self.0.lost.fetch_add(lost as u64, Ordering::Relaxed);
+    }
+
+    /// Video packets waiting in the pacer now.
+    pub fn queued(&self) -> u64 {
+        self.0.queued.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_queued(&self, packets: usize) {
+        self.0.queued.store(packets as u64, Ordering::Relaxed);
     }
 
     /// The latest estimate.
@@ -265,6 +300,7 @@ impl BandwidthEstimator for DownlinkEstimator {
         }
         let received = self.received.rate_bits_per_second(now);
         let lost = reports.iter().filter(|report| !report.arrived).count();
+        self.cell.count_reports(reports.len(), lost);
         let sample = lost as f64 / reports.len() as f64;
         let loss = match self.average_loss {
             Some(previous) => 0.8 * previous + 0.2 * sample,
@@ -512,6 +548,15 @@ mod tests {
             (6..=9).contains(&path.probes),
             "{} probes in 30 s",
             path.probes
+        );
+        // The metrics count the loss the feedback reported: what the line dropped, but for
+        // the last moment's, not reported yet.
+        let (reported, lost) = cell.reported_and_lost();
+        let dropped = path.dropped as u64;
+        assert!(reported > 1_000, "{reported} packets reported on");
+        assert!(
+            lost <= dropped && lost + 5 >= dropped,
+            "{lost} reported lost of {dropped} dropped"
         );
     }
 

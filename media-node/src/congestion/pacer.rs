@@ -187,6 +187,7 @@ impl AudioFirstPacer {
             self.padding_tokens = 0.0;
             self.estimate.probe_sent(first, now);
         }
+        self.estimate.set_queued(self.held.len());
     }
 
     fn refill_padding(&mut self, now: Instant) {
@@ -387,7 +388,14 @@ mod tests {
             pacer.handle_write(rtp(start, 2, 1200)).unwrap();
         }
         pacer.handle_write(rtp(start, 1, 100)).unwrap();
+        let queued = pacer.estimate.queued();
+        assert!((25..=30).contains(&queued), "{queued} packets wait");
         let (packets, _) = run_until_idle(&mut pacer, start);
+        assert_eq!(
+            pacer.estimate.queued(),
+            0,
+            "the metrics see the queue empty"
+        );
         let audio_at = packets.iter().find(|p| ssrc(p) == Some(1)).map(|p| p.now);
         let sent: Vec<Instant> = packets
             .iter()

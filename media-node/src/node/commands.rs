@@ -41,7 +41,7 @@ impl Node {
                     self.close_session(now, peer, LeaveReason::Left, None, detail);
                 }
             }
-            Command::Resume(resume) => self.resume(resume),
+            Command::Resume(resume) => self.resume(now, resume),
             Command::Drain {
                 move_sessions,
                 grace,
@@ -58,8 +58,12 @@ impl Node {
 
     /// Resumes a session for the replica that presents its ticket, if the ticket is the
     /// session's current one; then tells the client where it stands: the roster, and the
-    /// node's offer if one is waiting for an answer. Any other answer changes nothing.
-    fn resume(&mut self, resume: Resume) {
+    /// node's offer if one is waiting for an answer. Any other answer changes nothing, but one:
+    /// a session whose media never connected is closed and answered as lost, so that the
+    /// control plane opens a new one and the client negotiates afresh. (Resumed, it would wait
+    /// for an offer or answer that was lost with the replica that carried it, until the
+    /// connect timeout closed it half a minute later.)
+    fn resume(&mut self, now: Instant, resume: Resume) {
         let session = self
             .by_session_id
             .get(&resume.session_id)
@@ -75,6 +79,7 @@ impl Node {
             Some(session) if session.resume_generation != resume.generation => {
                 (ResumeOutcome::Stale, 0, None)
             }
+            Some(session) if !session.connected => (ResumeOutcome::Lost, 0, Some(session.id)),
             Some(session) => {
                 session.resume_generation += 1;
                 let generation = session.resume_generation;
@@ -92,6 +97,11 @@ impl Node {
         let Some(peer) = peer else {
             return;
         };
+        if outcome == ResumeOutcome::Lost {
+            let detail = "resumed before its media connected: opened afresh";
+            self.close_session(now, peer, LeaveReason::ConnectionLost, None, detail);
+            return;
+        }
         if let Some(welcome) = self.core.roster_for(peer) {
             self.signal(peer, signal::roster_with(welcome, true));
         }

@@ -34,6 +34,7 @@ mod decisions;
 pub mod demux;
 pub mod gate;
 mod housekeeping;
+pub mod line;
 mod media;
 mod signal;
 #[cfg(any(test, feature = "testing"))]
@@ -222,6 +223,8 @@ pub struct Node {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     traffic: Traffic,
+    /// What the sessions' lines counted, added up since the node started.
+    line: line::LineReading,
     last_report: (Instant, Traffic),
     next_housekeeping: Instant,
     /// Set while draining: when the remaining sessions are closed.
@@ -267,6 +270,7 @@ impl Node {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             traffic: Traffic::default(),
+            line: line::LineReading::default(),
             last_report: (now, Traffic::default()),
             // The first load report goes out at once, so the control plane knows the node is idle.
             next_housekeeping: now,
@@ -372,10 +376,20 @@ impl Node {
         self.finished
     }
 
-    /// What the node has counted, for its metrics.
-    pub fn stats(&self) -> crate::metrics::Stats {
+    /// What the node has counted, for its metrics. Also reads each session's line (see [`line`]): the round-trip times come back beside.
+    pub fn stats(&mut self, now: Instant) -> (crate::metrics::Stats, Vec<f64>) {
+        let mut totals = line::LineTotals {
+            counted: self.line,
+            ..Default::default()
+        };
+        for session in self.sessions.values_mut().filter(|s| s.connected) {
+            let (reading, round_trip) = line::read(session, now);
+            totals.take(&mut session.line_seen, reading, round_trip);
+            totals.queued += session.estimate.queued();
+        }
+        self.line = totals.counted;
         let estimates: Vec<u64> = self.sessions.values().map(|s| s.estimate.get()).collect();
-        crate::metrics::Stats {
+        let stats = crate::metrics::Stats {
             packets_in: self.traffic.packets_in,
             packets_out: self.traffic.packets_out,
             bytes_in: self.traffic.bytes_in,
@@ -389,7 +403,10 @@ impl Node {
             estimate_sum_bits: estimates.iter().sum(),
             estimate_min_bits: estimates.iter().copied().min().unwrap_or(0),
             probes: self.traffic.probes,
-        }
+            line: self.line,
+            pacer_queued: totals.queued,
+        };
+        (stats, totals.round_trips)
     }
 
     /// Sessions on the node.

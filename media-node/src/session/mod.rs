@@ -122,6 +122,8 @@ pub struct Session {
     pub gate: SessionGate,
     /// How often the session was resumed: only a ticket of this generation resumes it.
     pub resume_generation: u64,
+    /// What the node's metrics last read of this connection's line.
+    pub line_seen: crate::node::line::LineReading,
 }
 
 /// The rids each media section of an SDP sends (`a=rid:<id> send`), by mid, in order.
@@ -272,6 +274,7 @@ impl Session {
             arrivals,
             gate: SessionGate::default(),
             resume_generation: 0,
+            line_seen: Default::default(),
         })
     }
 

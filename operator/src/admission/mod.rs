@@ -168,6 +168,8 @@ pub struct Admission<S> {
     /// The ad-hoc rooms this replica created within the last `unjoined_ttl`.
     unjoined: unjoined::UnjoinedRooms,
     unjoined_ttl: Duration,
+    /// Where placement conflicts are counted.
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl<S: Store> Admission<S> {
@@ -181,6 +183,7 @@ impl<S: Store> Admission<S> {
             keys,
             unjoined: unjoined::UnjoinedRooms::default(),
             unjoined_ttl: UNJOINED_ROOM_TTL,
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 
@@ -328,8 +331,11 @@ impl<S: Store> Admission<S> {
                 RefusalCode::Unavailable,
                 "the media node did not answer, try again",
             )),
-            // The node is gone or lost the session: a new session continues it, once.
+            // The node is gone, draining or lost the session: a new session continues it,
+            // once. A draining node still holding it closes it.
             Err(ResumeError::NodeUnavailable | ResumeError::Lost) => {
+                let reason = v1::CloseReason::ConnectionLost;
+                self.fleet.close_on(&node, &ticket.session_id, reason).await;
                 let stored = stored.ok_or_else(|| Refusal::room_not_found("no such room"))?;
                 let continues = ticket.session_id.as_str();
                 let attachment = self.open(&tenant, stored, &member, continues).await?;
@@ -352,8 +358,9 @@ impl<S: Store> Admission<S> {
         let deadline = tokio::time::Instant::now() + RESUME_ATTACH_WAIT;
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            if self.fleet.is_available(node) {
-                return true;
+            // Attached draining or lost, it will not take the session: no use waiting on.
+            if self.fleet.instance_of(node).is_some() {
+                return self.fleet.is_available(node);
             }
         }
         false

@@ -51,6 +51,7 @@ impl<S: Store> Admission<S> {
                     return Ok(chosen);
                 }
                 Err(StoreError::Conflict(_)) => {
+                    self.metrics.placement_conflict();
                     room = self
                         .store
                         .room(&room.key)

@@ -426,7 +426,7 @@ impl Fleet {
         }
     }
 
-    fn mark_draining(&self, node: &NodeId, move_sessions: bool) {
+    pub(crate) fn mark_draining(&self, node: &NodeId, move_sessions: bool) {
         let pool = {
             let mut state = self.lock();
             let Some(attached) = state.nodes.get_mut(node) else {

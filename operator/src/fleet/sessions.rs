@@ -222,11 +222,13 @@ impl Fleet {
         let Some(route) = self.lock().sessions.remove(session_id) else {
             return;
         };
-        let to_node = self
-            .lock()
-            .nodes
-            .get(&route.node)
-            .map(|n| n.to_node.clone());
+        self.close_on(&route.node, session_id, reason).await;
+    }
+
+    /// Asks `node`, if attached, to close `session_id`, whose route this replica may not
+    /// know (it was opened through another replica).
+    pub async fn close_on(&self, node: &NodeId, session_id: &str, reason: v1::CloseReason) {
+        let to_node = self.lock().nodes.get(node).map(|n| n.to_node.clone());
         if let Some(to_node) = to_node {
             let close = v1::CloseSession {
                 session_id: session_id.to_owned(),

@@ -110,6 +110,7 @@ impl<S: Store> Gateway<S> {
     /// Counts joins, refusals, connections and moves in `metrics` (the replica's, served on its
     /// admin port).
     pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.admission.metrics = metrics.clone();
         self.metrics = metrics;
         self
     }

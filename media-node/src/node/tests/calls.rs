@@ -304,6 +304,40 @@ fn a_session_this_node_ended_is_not_resumed_but_one_an_earlier_node_lost_moves()
 }
 
 #[test]
+fn a_session_resumed_before_its_media_connected_is_closed_for_a_fresh_start() {
+    let mut net = Net::new(10);
+    // Nothing gets through: Anna's media never connects (the replica that carried her offer
+    // or the node's answer went down).
+    net.lose(|_, _, _| true);
+    let anna = net.join("anna", Publish::Plain);
+    net.run_for(Duration::from_secs(1));
+    assert!(!net.peers[anna].connected);
+    let session_id = net.peers[anna].session_id.clone();
+    let instance = net.node.instance().to_owned();
+    resume(&mut net, &session_id, &instance, 0);
+    let outcomes: Vec<v1::ResumeOutcome> = net.answers.iter().map(|(_, o, _)| *o).collect();
+    assert_eq!(
+        outcomes,
+        vec![v1::ResumeOutcome::Lost],
+        "the control plane opens a new session for it"
+    );
+    assert_eq!(net.node.session_count(), 0, "the half-made session is gone");
+    assert!(
+        net.closed.is_empty(),
+        "no close is reported: the control plane moves the session on the answer"
+    );
+    // A connected session resumes as before.
+    let mut net = Net::new(10);
+    let ben = net.join("ben", Publish::Plain);
+    let connected = net.run_until(Duration::from_secs(5), |net| net.peers[ben].connected);
+    assert!(connected, "Ben is connected");
+    let session_id = net.peers[ben].session_id.clone();
+    let instance = net.node.instance().to_owned();
+    resume(&mut net, &session_id, &instance, 0);
+    assert_eq!(net.answers[0].1, v1::ResumeOutcome::Resumed);
+}
+
+#[test]
 fn a_lost_session_is_continued_once() {
     let mut net = Net::new(10);
     let first = net.join_continuing("anna", "p-anna", "lost-session", Publish::Plain);

@@ -190,3 +190,37 @@ async fn a_moved_session_is_closed_on_its_node_and_opened_on_the_room_s_node() {
         .expect("a grant for node b");
     assert_eq!(grant.participant_id, joined.member.participant_id);
 }
+
+#[tokio::test]
+async fn a_ticket_whose_node_drains_is_closed_there_and_continued_elsewhere() {
+    let mut platform = Platform::public([persistent("chor", None)]);
+    platform.attach("a", "");
+    let joined = platform
+        .admission
+        .join(&key("chor"), "Anna", &Credentials::default())
+        .await
+        .unwrap();
+    platform.commands("a");
+    platform.attach("b", "");
+    // Node "a" drains while Anna's client is away (its control plane restarted, say).
+    platform.fleet.mark_draining(&node("a"), false);
+
+    let resumed = platform
+        .admission
+        .resume(&key("chor"), &joined.attachment.ticket)
+        .await
+        .unwrap();
+
+    assert!(resumed.moved, "the client connects its media again");
+    assert_eq!(resumed.attachment.node, node("b"));
+    assert!(
+        matches!(
+            platform.commands("a").as_slice(),
+            [ControlKind::CloseSession(close)] if close.session_id == joined.attachment.session_id
+        ),
+        "the draining node lets the old session go, so that it empties"
+    );
+    let opened = platform.opened("b");
+    assert_eq!(opened.len(), 1);
+    assert_eq!(opened[0].continues, joined.attachment.session_id);
+}
