@@ -15,13 +15,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::reflector::{self, Store, reflector};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
@@ -59,21 +57,12 @@ impl Default for Timing {
 /// Scales the platform namespace's pools until aborted (the leader runs it while it leads).
 pub async fn run(ctx: Arc<Context>, timing: Timing) {
     let api = Api::<MediaPool>::namespaced(ctx.client.clone(), &ctx.settings.platform_namespace);
-    let (pools, writer) = reflector::store();
-    let watch = reflector(writer, watcher(api.clone(), watcher::Config::default()))
-        .applied_objects()
-        .for_each(|_| futures::future::ready(()));
-    let watching = tokio::spawn(watch);
-    if pools.wait_until_ready().await.is_err() {
-        return;
-    }
+    // The replica's cache of pools, in every namespace; `look` takes the platform's.
+    let pools = ctx.watches.pools.store();
     let mut memories: HashMap<String, Memory> = HashMap::new();
     loop {
         tokio::time::sleep(TICK).await;
         look(&ctx, &api, &pools, &mut memories, timing).await;
-        if watching.is_finished() {
-            return;
-        }
     }
 }
 
@@ -86,9 +75,13 @@ async fn look(
 ) {
     let now = Instant::now();
     let mut seen = Vec::new();
+    let namespace = Some(ctx.settings.platform_namespace.as_str());
     for pool in pools.state() {
         let name = pool.name_any();
-        if pool.spec.external || pool.metadata.deletion_timestamp.is_some() {
+        if pool.spec.external
+            || pool.metadata.deletion_timestamp.is_some()
+            || pool.metadata.namespace.as_deref() != namespace
+        {
             continue;
         }
         let memory = memories.entry(name.clone()).or_default();

@@ -28,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::reconcile::{Context, Settings};
 use crate::replicas::{self, Membership};
 use crate::store::KubeStore;
+use crate::watches::Watches;
 use crate::{admin, keys};
 
 /// The annotation by which a ReplicaSet picks the pods it removes first when scaling in.
@@ -179,7 +180,11 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
         secret.clone(),
         keys.clone(),
     );
-    let (store, mut tasks) = KubeStore::start(client.clone()).await?;
+    let (watches, mut tasks) = Watches::start(&client)
+        .await
+        .map_err(|_| anyhow::anyhow!("the watches of the API server ended before they filled"))?;
+    let watches = Arc::new(watches);
+    let store = KubeStore::new(client.clone(), &watches);
     tasks.push(tokio::spawn(follow));
     let store = Arc::new(store);
     let fleet = Arc::new(Fleet::of_replica(&config.election.identity));
@@ -240,7 +245,8 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
         gateway::serve(admin_listener, admin_router, &limits, None).await;
     }));
 
-    let mut ctx = Context::new(client.clone(), fleet.clone(), metrics.clone(), settings);
+    let shared = (fleet.clone(), watches);
+    let mut ctx = Context::new(client.clone(), shared, metrics.clone(), settings);
     if let Some(authority) = authority {
         ctx = ctx.with_authority(authority);
     }

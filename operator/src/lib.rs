@@ -61,3 +61,4 @@ pub mod seed;
 pub mod self_signed;
 pub mod standalone;
 pub mod store;
+pub mod watches;

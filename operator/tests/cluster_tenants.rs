@@ -19,6 +19,7 @@ use support::{admin, eventually, impersonating, operator, unique};
 use treffpunkt_operator::crd::{self, Lifetime, MediaPool, Room, RoomPhase, RoomSpec, Tenant};
 use treffpunkt_operator::domain::{NodeId, RoomKey, RoomName, TenantName};
 use treffpunkt_operator::store::{KubeStore, Store, StoreError};
+use treffpunkt_operator::watches::Watches;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_gets_its_namespace_rbac_quota_policy_and_key() {
@@ -522,12 +523,12 @@ async fn two_concurrent_placements_of_one_room_converge_on_one_node() {
     ready_tenant(&client, &name, tenant_spec(None, 20)).await;
     let namespace = crd::tenant_namespace(&name);
     // Two gateways, each with its own connection to the API server.
-    let (first, _) = KubeStore::start(Client::try_from(support::admin_config().await).unwrap())
-        .await
-        .unwrap();
-    let (second, _) = KubeStore::start(Client::try_from(support::admin_config().await).unwrap())
-        .await
-        .unwrap();
+    let gateway = || async {
+        let client = Client::try_from(support::admin_config().await).unwrap();
+        let (watches, _) = Watches::start(&client).await.unwrap();
+        KubeStore::new(client, &watches)
+    };
+    let (first, second) = (gateway().await, gateway().await);
     for round in 0..5 {
         let room_name = format!("raum-{round}");
         create_room(&client, &namespace, &room_name, room_spec())

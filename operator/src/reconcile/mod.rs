@@ -32,6 +32,7 @@ use tracing::{debug, warn};
 use crate::fleet::Fleet;
 use crate::fleet::tls::Authority;
 use crate::metrics::Metrics;
+use crate::watches::Watches;
 
 /// The field manager the reconcilers write under.
 pub const MANAGER: &str = "treffpunkt-operator";
@@ -87,6 +88,8 @@ pub struct Context {
     pub client: Client,
     /// The media nodes attached to this replica.
     pub fleet: Arc<Fleet>,
+    /// The replica's watches of Tenants, Rooms and MediaPools, shared with its gateway.
+    pub watches: Arc<Watches>,
     /// Where events go.
     pub recorder: Recorder,
     /// Counters and durations.
@@ -101,8 +104,13 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context for reconcilers on `client`.
-    pub fn new(client: Client, fleet: Arc<Fleet>, metrics: Metrics, settings: Settings) -> Self {
+    /// A context for reconcilers on `client`, with the replica's fleet and watches.
+    pub fn new(
+        client: Client,
+        (fleet, watches): (Arc<Fleet>, Arc<Watches>),
+        metrics: Metrics,
+        settings: Settings,
+    ) -> Self {
         let reporter = Reporter {
             controller: MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -111,6 +119,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             fleet,
+            watches,
             metrics,
             settings,
             authority: None,

@@ -60,9 +60,15 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let client = ctx.client.clone();
     let namespace = ctx.settings.platform_namespace.clone();
     let managed = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
-    Controller::new(
-        Api::<MediaPool>::namespaced(client.clone(), &namespace),
-        watcher::Config::default(),
+    // The replica watches pools in every namespace; this reconciler takes the platform's.
+    let pools = &ctx.watches.pools;
+    let ours = namespace.clone();
+    let in_platform = move |pool: &Arc<MediaPool>| {
+        futures::future::ready(pool.metadata.namespace.as_deref() == Some(ours.as_str()))
+    };
+    Controller::for_shared_stream(
+        pools.everything_then_changes().filter(in_platform),
+        pools.store(),
     )
     .owns(
         Api::<Deployment>::namespaced(client.clone(), &namespace),

@@ -14,10 +14,10 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tokio_stream::wrappers::BroadcastStream;
@@ -31,7 +31,6 @@ const FINALIZER: &str = "rooms.treffpunkt.io/close";
 
 /// Runs the Room reconciler until `shutdown` completes.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
-    let client = ctx.client.clone();
     let changes = BroadcastStream::new(ctx.fleet.room_changes()).filter_map(|change| async move {
         let room = change.ok()?;
         Some(
@@ -39,10 +38,14 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
                 .within(&crd::tenant_namespace(room.tenant.as_str())),
         )
     });
-    let controller = Controller::new(Api::<Room>::all(client.clone()), watcher::Config::default());
+    let watches = &ctx.watches;
+    let controller = Controller::for_shared_stream(
+        watches.rooms.everything_then_changes(),
+        watches.rooms.store(),
+    );
     // A change of a tenant (limits, suspension) concerns all its rooms.
-    let rooms = controller.store();
-    let rooms_of_tenant = move |tenant: Tenant| {
+    let rooms = watches.rooms.store();
+    let rooms_of_tenant = move |tenant: Arc<Tenant>| {
         let namespace = crd::tenant_namespace(&tenant.name_any());
         rooms
             .state()
@@ -51,16 +54,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             .map(|room| ObjectRef::from_obj(room.as_ref()))
             .collect::<Vec<_>>()
     };
-    // The tenants, watched once: a change triggers their rooms, and each pass reads its
-    // tenant from this cache instead of asking the API server.
-    let (tenants, writer) = reflector::store();
-    let tenant_changes = reflector(
-        writer,
-        watcher(Api::<Tenant>::all(client), watcher::Config::default()),
-    )
-    .applied_objects();
+    // Each pass reads its tenant from the replica's cache instead of asking the API server.
+    let tenants = watches.tenants.store();
+    let tenant_changes = watches.tenants.changes();
     controller
-        .watches_stream(tenant_changes, rooms_of_tenant)
+        .watches_shared_stream(tenant_changes, rooms_of_tenant)
         .reconcile_on(changes)
         .graceful_shutdown_on(shutdown)
         .run(

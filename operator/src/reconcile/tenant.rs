@@ -30,7 +30,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     Condition, LabelSelector, ObjectMeta, OwnerReference,
 };
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
@@ -69,41 +69,37 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             .get(TENANT_LABEL)
             .map(|name| ObjectRef::new(name))
     }
-    Controller::new(
-        Api::<Tenant>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<Namespace>::all(client.clone()), managed.clone())
-    .watches(Api::<Role>::all(client.clone()), managed.clone(), owner)
-    .watches(
-        Api::<RoleBinding>::all(client.clone()),
-        managed.clone(),
-        owner,
-    )
-    .watches(
-        Api::<ResourceQuota>::all(client.clone()),
-        managed.clone(),
-        owner,
-    )
-    .watches(Api::<NetworkPolicy>::all(client.clone()), managed, owner)
-    // The tenant's usage in its status: rooms made or removed, participants coming and going.
-    .watches(
-        Api::<Room>::all(client.clone()),
-        watcher::Config::default(),
-        |room| tenant_of(room.metadata.namespace.as_deref()?),
-    )
-    .reconcile_on(
-        BroadcastStream::new(ctx.fleet.room_changes())
-            .filter_map(|room| async move { Some(ObjectRef::new(room.ok()?.tenant.as_str())) }),
-    )
-    .graceful_shutdown_on(shutdown)
-    .run(
-        reconcile,
-        |object, error, ctx| error_policy("tenant", object.as_ref(), error, &ctx),
-        ctx,
-    )
-    .for_each(|_| futures::future::ready(()))
-    .await;
+    let tenants = &ctx.watches.tenants;
+    Controller::for_shared_stream(tenants.everything_then_changes(), tenants.store())
+        .owns(Api::<Namespace>::all(client.clone()), managed.clone())
+        .watches(Api::<Role>::all(client.clone()), managed.clone(), owner)
+        .watches(
+            Api::<RoleBinding>::all(client.clone()),
+            managed.clone(),
+            owner,
+        )
+        .watches(
+            Api::<ResourceQuota>::all(client.clone()),
+            managed.clone(),
+            owner,
+        )
+        .watches(Api::<NetworkPolicy>::all(client.clone()), managed, owner)
+        // The tenant's usage in its status: rooms made or removed, participants coming and going.
+        .watches_shared_stream(ctx.watches.rooms.changes(), |room| {
+            tenant_of(room.metadata.namespace.as_deref()?)
+        })
+        .reconcile_on(
+            BroadcastStream::new(ctx.fleet.room_changes())
+                .filter_map(|room| async move { Some(ObjectRef::new(room.ok()?.tenant.as_str())) }),
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(
+            reconcile,
+            |object, error, ctx| error_policy("tenant", object.as_ref(), error, &ctx),
+            ctx,
+        )
+        .for_each(|_| futures::future::ready(()))
+        .await;
 }
 
 /// The tenant whose own namespace `namespace` would be.
@@ -495,11 +491,7 @@ async fn drop_rebound_secrets_binding(
 /// The tenant's rooms as recorded, and its active rooms and participants on the nodes attached
 /// to this replica.
 async fn usage(ctx: &Context, namespace: &str, tenant: Option<&TenantName>) -> Result<TenantUsage> {
-    let rooms = Api::<Room>::namespaced(ctx.client.clone(), namespace)
-        .list_metadata(&ListParams::default())
-        .await?
-        .items
-        .len();
+    let rooms = rooms_in(ctx, namespace).len();
     let (participants, active) = tenant.map_or((0, 0), |t| ctx.fleet.tenant_usage(t));
     Ok(TenantUsage {
         rooms: rooms as i32,
@@ -725,12 +717,18 @@ async fn ensure_signing_key(
     ownership::create_owned(&secrets, &secret, &owner.uid).await
 }
 
+/// The rooms in `namespace`, from the replica's cache.
+fn rooms_in(ctx: &Context, namespace: &str) -> Vec<Arc<Room>> {
+    let rooms = ctx.watches.rooms.store().state();
+    rooms
+        .into_iter()
+        .filter(|room| room.metadata.namespace.as_deref() == Some(namespace))
+        .collect()
+}
+
 /// Closes every room of a suspended tenant on the nodes that host them.
 async fn close_rooms(ctx: &Context, namespace: &str, tenant: &TenantName) -> Result<()> {
-    let rooms = Api::<Room>::namespaced(ctx.client.clone(), namespace)
-        .list_metadata(&ListParams::default())
-        .await?;
-    for room in rooms {
+    for room in rooms_in(ctx, namespace) {
         if let Ok(name) = RoomName::new(room.name_any()) {
             ctx.fleet.close_room(&RoomKey {
                 tenant: tenant.clone(),

@@ -9,15 +9,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::reflector::{self, ObjectRef, Store as Cache};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store as Cache};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use tokio::task::JoinHandle;
-use tracing::warn;
 
 use super::{Store, StoreError};
 use crate::crd::{self, Lifetime, MediaPool, Room as RoomObject, RoomSpec, Tenant as TenantObject};
@@ -47,58 +43,15 @@ fn unavailable(error: kube::Error) -> StoreError {
     StoreError::Unavailable(error.to_string())
 }
 
-/// Feeds a cache of `K` from a watch; returns the cache and the task that keeps it current.
-fn cached<K>(api: Api<K>) -> (Cache<K>, JoinHandle<()>)
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects();
-    let task = tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        while let Some(event) = stream.next().await {
-            if let Err(error) = event {
-                warn!(%error, "watch failed; retrying");
-            }
-        }
-    });
-    (reader, task)
-}
-
 impl KubeStore {
-    /// A store on `client`, with its caches filled. The returned tasks keep them current.
-    pub async fn start(client: Client) -> Result<(Self, Vec<JoinHandle<()>>), StoreError> {
-        let (tenants, tenant_task) = cached(Api::<TenantObject>::all(client.clone()));
-        let (rooms, room_task) = cached(Api::<RoomObject>::all(client.clone()));
-        let (pools, pool_task) = cached(Api::<MediaPool>::all(client.clone()));
-        tenants
-            .wait_until_ready()
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        for ready in [
-            rooms.wait_until_ready().await,
-            pools.wait_until_ready().await,
-        ] {
-            ready.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    /// A store on `client`, reading from the replica's `watches`.
+    pub fn new(client: Client, watches: &crate::watches::Watches) -> Self {
+        Self {
+            client,
+            tenants: watches.tenants.store(),
+            rooms: watches.rooms.store(),
+            pools: watches.pools.store(),
         }
-        Ok((
-            Self {
-                client,
-                tenants,
-                rooms,
-                pools,
-            },
-            vec![tenant_task, room_task, pool_task],
-        ))
     }
 
     /// The cached Tenant objects.
