@@ -99,9 +99,21 @@ pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-/// The same client, its requests counted in `metrics`.
-async fn counted_client(kubeconfig: Option<&PathBuf>, metrics: &Metrics) -> anyhow::Result<Client> {
-    let config = config(kubeconfig).await?;
+/// The replica's client: its requests counted in `metrics`, and named in the API server's
+/// audit log by a User-Agent with the replica's `identity`.
+async fn replica_client(
+    kubeconfig: Option<&PathBuf>,
+    metrics: &Metrics,
+    identity: &str,
+) -> anyhow::Result<Client> {
+    let mut config = config(kubeconfig).await?;
+    let agent = format!(
+        "treffpunkt-operator/{} ({identity})",
+        env!("CARGO_PKG_VERSION")
+    );
+    if let Ok(agent) = axum::http::HeaderValue::from_str(&agent) {
+        config.headers.push((axum::http::header::USER_AGENT, agent));
+    }
     Ok(ClientBuilder::try_from(config)?
         .with_layer(&metrics.count_api_requests())
         .build())
@@ -165,7 +177,8 @@ pub async fn mark_to_go_first(pods: &Api<Pod>, pod: &str) -> kube::Result<()> {
 /// Starts a replica and returns once it serves.
 pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
     let metrics = Metrics::default();
-    let client = counted_client(config.kubeconfig.as_ref(), &metrics).await?;
+    let identity = &config.election.identity;
+    let client = replica_client(config.kubeconfig.as_ref(), &metrics, identity).await?;
     let settings = config.settings.clone();
     let (namespace, secret) = (&settings.platform_namespace, &settings.grant_key_secret);
     let keys::Loaded {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
-use support::audit::{audit_offset, per_minute, requests_since, writes};
+use support::audit::{audit_offset, per_minute, requests_of, requests_since, writes};
 use support::resources::{create_room, pool_spec, room_spec, tenant_spec};
 use support::{PLATFORM, admin, eventually, operator, unique};
 use treffpunkt_operator::crd::{self, MediaPool, Room, Tenant};
@@ -132,7 +132,8 @@ async fn a_platform_at_rest_and_a_replica_that_starts_cost_no_writes() {
 
     // A replica that starts to lead (a lease of its own) passes over everything.
     let offset = audit_offset();
-    let second = support::start_operator(&unique("neustart"));
+    let lease = unique("neustart");
+    let second = support::start_operator(&lease);
     let passed = eventually(Duration::from_secs(300), || {
         support::resources::made_a_full_pass(&client, &second)
     })
@@ -146,4 +147,12 @@ async fn a_platform_at_rest_and_a_replica_that_starts_cost_no_writes() {
         BTreeMap::new(),
         "no writes where nothing differs"
     );
+    // The gateway, the reconcilers and the autoscaler share one watch of each kind.
+    let of_the_replica = requests_of(offset, &format!("{lease}-replica"));
+    for kind in ["tenants", "rooms", "mediapools"] {
+        let watches = of_the_replica
+            .get(&("watch".to_owned(), kind.to_owned()))
+            .copied();
+        assert_eq!(watches, Some(1), "one watch of {kind}: {of_the_replica:?}");
+    }
 }

@@ -12,6 +12,12 @@ use super::{PLATFORM, testenv};
 /// Requests the audit log recorded from `offset` on: (verb, resource) → count, for those made
 /// by the operator (not leases; not kube-controller-manager or the API server).
 pub fn requests_since(offset: u64) -> BTreeMap<(String, String), u64> {
+    requests_of(offset, "")
+}
+
+/// The same, of the replica whose identity is `identity` (its User-Agent names it); every
+/// replica's when empty. A watch counts once, when it starts.
+pub fn requests_of(offset: u64, identity: &str) -> BTreeMap<(String, String), u64> {
     let mut file = std::fs::File::open(&testenv().audit_log).expect("the audit log");
     let length = file.metadata().map_or(0, |m| m.len());
     assert!(
@@ -42,6 +48,13 @@ pub fn requests_since(offset: u64) -> BTreeMap<(String, String), u64> {
             continue;
         }
         let verb = event["verb"].as_str().unwrap_or_default().to_owned();
+        // A watch is recorded when it starts and again when it ends.
+        if verb == "watch" && event["stage"] != "ResponseStarted" {
+            continue;
+        }
+        if !identity.is_empty() && !agent.contains(&format!("({identity})")) {
+            continue;
+        }
         *counts.entry((verb, resource.to_owned())).or_insert(0) += 1;
     }
     counts

@@ -117,8 +117,8 @@ struct AuditFiles {
     log: PathBuf,
 }
 
-/// The API server's audit log of this test process: every write and read (not watches), with
-/// who asked, what and when, no bodies.
+/// The API server's audit log of this test process: every write, read and watch, with who
+/// asked, what and when, no bodies.
 fn audit_files() -> AuditFiles {
     // The logs of test processes that have ended go.
     if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
@@ -139,7 +139,7 @@ fn audit_files() -> AuditFiles {
         &policy,
         "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  \
          - level: Metadata\n    verbs: [create, update, patch, delete, deletecollection, get, \
-         list]\n  - level: None\n",
+         list, watch]\n  - level: None\n",
     )
     .expect("the audit policy");
     AuditFiles {
