@@ -68,8 +68,12 @@ fn the_chart_lints_cleanly_with_the_default_and_the_partner_values() {
 #[test]
 fn wrong_values_are_refused_with_a_message_that_names_them() {
     // (value, what the message must say)
-    let cases: [(&str, &[&str]); 12] = [
+    let cases: [(&str, &[&str]); 13] = [
         ("operator.replicas=0", &["/operator/replicas", "minimum"]),
+        (
+            "operator.autoscaler.scaleInAfterSeconds=-1",
+            &["/operator/autoscaler/scaleInAfterSeconds", "minimum"],
+        ),
         (
             "mediaPool.network.mode=Host",
             &["/mediaPool/network/mode", "'HostPort', 'HostNetwork'"],
@@ -505,4 +509,49 @@ fn the_monitors_select_the_control_plane_and_the_media_nodes() {
     let port = pods["podMetricsEndpoints"][0]["port"].as_str().unwrap();
     let ports = treffpunkt_operator::reconcile::node_ports(&pool.spec.network);
     assert!(ports.iter().any(|p| p.name.as_deref() == Some(port)));
+}
+
+#[test]
+fn every_setting_the_chart_passes_the_control_plane_is_one_it_reads() {
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_treffpunkt"))
+        .args(["operator", "--help"])
+        .output()
+        .expect("the binary runs");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for set in VALUE_SETS {
+        let objects = render(set, "treffpunkt");
+        let control_plane = objects
+            .iter()
+            .find(|o| kind(o) == "Deployment" && o.name_any() == "treffpunkt")
+            .unwrap_or_else(|| panic!("{set}: the control plane's Deployment"));
+        let container = &control_plane.data["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["args"][0], "operator", "{set}");
+        let names = container["env"].as_array().unwrap().iter();
+        for name in names.filter_map(|var| var["name"].as_str()) {
+            // The log format is read by the logger before any flag is parsed.
+            if !name.starts_with("TREFFPUNKT_") || name == "TREFFPUNKT_LOG_FORMAT" {
+                continue;
+            }
+            assert!(
+                help.contains(&format!("[env: {name}")),
+                "{set}: the chart sets {name}, which `treffpunkt operator` does not read"
+            );
+        }
+    }
+    // The autoscaler's waits reach the control plane.
+    let chart = chart();
+    let rendered = helm_ok([
+        "template".as_ref(),
+        "treffpunkt".as_ref(),
+        chart.as_os_str(),
+        "--set".as_ref(),
+        "operator.autoscaler.scaleOutAfterSeconds=30,operator.autoscaler.scaleInAfterSeconds=900"
+            .as_ref(),
+    ]);
+    for line in [
+        "name: TREFFPUNKT_SCALE_OUT_AFTER\n              value: \"30\"",
+        "name: TREFFPUNKT_SCALE_IN_AFTER\n              value: \"900\"",
+    ] {
+        assert!(rendered.contains(line), "{line}");
+    }
 }
