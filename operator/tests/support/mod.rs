@@ -15,6 +15,7 @@ pub mod audit;
 pub mod calls;
 pub mod events;
 pub mod helm;
+pub mod kubelet;
 pub mod netns;
 pub mod partner;
 pub mod resources;

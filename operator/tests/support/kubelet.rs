@@ -1,0 +1,219 @@
+//! The kubelet's part for a MediaPool's pods, played by a test or a benchmark (no kubelet or
+//! container runtime runs here): starts a `treffpunkt media-node` process named after each new
+//! pod (as `POD_NAME` names a node in the cluster) with the pod's capacity, reports the pod
+//! Running and Ready once the node answers its readiness probe, starts a node again that exited
+//! (restart policy Always), and for a pod being deleted stops its node with SIGTERM (up to 30 s
+//! to drain, as a kubelet gives a container) and removes the pod. Also what the pool's
+//! Deployment and status say.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use treffpunkt_operator::crd::{self, MediaPool, Room};
+
+use super::{NodeProcess, PLATFORM, eventually, http, pool_credential};
+
+/// How long the pool's changes are waited for.
+pub const WAIT: Duration = Duration::from_secs(90);
+
+/// The kubelet's part for the pool's pods.
+pub struct Kubelet {
+    nodes: Arc<Mutex<HashMap<String, NodeProcess>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Kubelet {
+    /// Plays the kubelet for `pool`'s pods, attaching their nodes to `control_plane` with the
+    /// grant `key`.
+    pub fn start(client: Client, pool: String, control_plane: String, key: String) -> Self {
+        let nodes: Arc<Mutex<HashMap<String, NodeProcess>>> = Arc::default();
+        let running = nodes.clone();
+        let task = tokio::spawn(async move {
+            let credential = pool_credential(&client, &pool).await;
+            let pods = Api::<Pod>::namespaced(client.clone(), PLATFORM);
+            let selector = format!("treffpunkt.io/pool={pool}");
+            loop {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let Ok(list) = pods.list(&ListParams::default().labels(&selector)).await else {
+                    continue;
+                };
+                let names: Vec<String> = list.items.iter().map(|p| p.name_any()).collect();
+                running
+                    .lock()
+                    .unwrap()
+                    .retain(|name, _| names.contains(name));
+                for pod in list.items {
+                    let name = pod.name_any();
+                    if pod.metadata.deletion_timestamp.is_some() {
+                        let node = running.lock().unwrap().remove(&name);
+                        if let Some(mut node) = node {
+                            stop(&mut node.process).await;
+                        }
+                        let _ = pods
+                            .delete(&name, &DeleteParams::default().grace_period(0))
+                            .await;
+                        continue;
+                    }
+                    let exited = running
+                        .lock()
+                        .unwrap()
+                        .get_mut(&name)
+                        .is_none_or(|node| !matches!(node.process.try_wait(), Ok(None)));
+                    if exited {
+                        let env = capacity(&pod);
+                        let node =
+                            NodeProcess::start_with(&name, &control_plane, &key, &credential, &env);
+                        running.lock().unwrap().insert(name.clone(), node);
+                    }
+                    let health = running.lock().unwrap().get(&name).map(|n| n.health);
+                    let ready = match health {
+                        Some(health) => http(health, "GET", "/readyz")
+                            .await
+                            .is_some_and(|(status, _)| status == 200),
+                        None => false,
+                    };
+                    report(&pods, &pod, ready).await;
+                }
+            }
+        });
+        Self { nodes, task }
+    }
+
+    /// The health endpoint of node `name`, if it runs.
+    pub fn health_of(&self, name: &str) -> Option<std::net::SocketAddr> {
+        self.nodes.lock().unwrap().get(name).map(|node| node.health)
+    }
+
+    /// The nodes running, by name.
+    pub fn node_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.nodes.lock().unwrap().keys().cloned().collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What the pod's container says of the node's capacity, as its environment.
+fn capacity(pod: &Pod) -> Vec<(String, String)> {
+    let containers = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.clone())
+        .unwrap_or_default();
+    containers
+        .iter()
+        .flat_map(|c| c.env.clone().unwrap_or_default())
+        .filter(|var| var.name == "TREFFPUNKT_MAX_PARTICIPANTS")
+        .filter_map(|var| Some((var.name, var.value?)))
+        .collect()
+}
+
+/// SIGTERM, then up to 30 s for the node to drain and end, as the kubelet gives a container.
+async fn stop(process: &mut std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &process.id().to_string()])
+        .status();
+    for _ in 0..300 {
+        if !matches!(process.try_wait(), Ok(None)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = process.kill();
+}
+
+/// Reports `pod` Running, and Ready if `ready`, as a kubelet would.
+async fn report(pods: &Api<Pod>, pod: &Pod, ready: bool) {
+    let is = |s: &str| {
+        if ready {
+            s.replace('?', "True")
+        } else {
+            s.replace('?', "False")
+        }
+    };
+    let was_ready = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.status == "True");
+    if was_ready == Some(ready) {
+        return;
+    }
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = json!({"status": {
+        "phase": "Running",
+        "podIP": "127.0.0.1",
+        "podIPs": [{"ip": "127.0.0.1"}],
+        "hostIP": "127.0.0.1",
+        "startTime": now,
+        "conditions": [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+            {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": is("?"), "lastTransitionTime": now},
+            {"type": "Ready", "status": is("?"), "lastTransitionTime": now},
+        ],
+    }});
+    let _ = pods
+        .patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await;
+}
+
+/// The pool's Deployment's replicas and ready replicas.
+pub async fn deployment(client: &Client, pool: &str) -> Option<(i32, i32)> {
+    let deployment = Api::<Deployment>::namespaced(client.clone(), PLATFORM)
+        .get(&format!("treffpunkt-media-{pool}"))
+        .await
+        .ok()?;
+    let status = deployment.status.unwrap_or_default();
+    Some((
+        deployment.spec?.replicas.unwrap_or(0),
+        status.ready_replicas.unwrap_or(0),
+    ))
+}
+
+/// Whether the pool's Deployment comes to `nodes` replicas, all ready.
+pub async fn runs(client: &Client, pool: &str, nodes: i32) -> bool {
+    eventually(WAIT, || async {
+        (deployment(client, pool).await? == (nodes, nodes)).then_some(())
+    })
+    .await
+    .is_some()
+}
+
+/// The pool's last scaling decision, once it is `decision`.
+pub async fn decided(client: &Client, pool: &str, decision: &str) -> Option<crd::ScaleRecord> {
+    eventually(WAIT, || async {
+        let pool = Api::<MediaPool>::namespaced(client.clone(), PLATFORM)
+            .get(pool)
+            .await
+            .ok()?;
+        pool.status?.last_scale.filter(|s| s.decision == decision)
+    })
+    .await
+}
+
+/// The node that hosts `room` of `tenant`.
+pub async fn host(client: &Client, tenant: &str, room: &str) -> Option<String> {
+    Api::<Room>::namespaced(client.clone(), &crd::tenant_namespace(tenant))
+        .get(room)
+        .await
+        .ok()?
+        .status?
+        .node
+}
