@@ -107,6 +107,10 @@ fn main() {
             ("TREFFPUNKT_SCALE_OUT_AFTER", after.as_str()),
             ("TREFFPUNKT_SCALE_IN_AFTER", after.as_str()),
             ("RUST_LOG", "error"),
+            // Every participant comes from loopback, one address: its limits would refuse them.
+            ("TREFFPUNKT_MAX_WEBSOCKETS_PER_ADDRESS", "1000"),
+            ("TREFFPUNKT_MAX_CONNECTIONS_PER_ADDRESS", "1000"),
+            ("TREFFPUNKT_MAX_JOINS_PER_MINUTE", "1000"),
         ];
         let lease = support::unique("lease");
         let operator = OperatorProcess::start_with("skalierer", &lease, &timing);
@@ -151,6 +155,7 @@ fn main() {
             support::kubelet::deployment(&client, &pool).await == Some((2, 2))
         })
         .await;
+        eprintln!("scaled out: decided after {out_decided:?}, ready after {out_ready:?}");
 
         // The second call lands on the new node; a fresh join's first video is the baseline.
         let speaker = join(&operator, &tenant, "klein", "Sprecherin").await;
@@ -181,6 +186,7 @@ fn main() {
             last_decision(&client, &pool).await.as_deref() == Some("Draining")
         })
         .await;
+        eprintln!("draining after {draining:?}");
         let drain_started = Instant::now();
         let status = Api::<MediaPool>::namespaced(client.clone(), PLATFORM)
             .get(&pool)

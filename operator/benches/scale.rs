@@ -178,6 +178,27 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let tenants_ready = started.elapsed();
+        eprintln!(
+            "{tenants} tenants created in {:.1} s, Ready in {:.1} s",
+            tenants_created.as_secs_f64(),
+            tenants_ready.as_secs_f64()
+        );
+        // A long run tells how far it got, so that one stopped early still says something.
+        let progress = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let since = Instant::now();
+                loop {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    eprintln!(
+                        "after {:.0} s: {} rooms Ready, operator RSS {:.0} MiB",
+                        since.elapsed().as_secs_f64(),
+                        count_ready_rooms(&client).await,
+                        resident_kib(pid, "VmRSS:") as f64 / 1024.0
+                    );
+                }
+            })
+        };
 
         let rooms_started = Instant::now();
         let rooms: Vec<(String, usize)> = names
@@ -210,11 +231,13 @@ fn main() {
             })
             .await;
         let rooms_created = rooms_started.elapsed();
+        eprintln!("rooms created in {:.1} s", rooms_created.as_secs_f64());
         let total_rooms = tenants * rooms_per_tenant;
         while count_ready_rooms(&client).await < total_rooms {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let rooms_ready = rooms_started.elapsed();
+        progress.abort();
         let all_ready = started.elapsed();
         let rss_kib = resident_kib(pid, "VmRSS:");
         let peak_kib = resident_kib(pid, "VmHWM:");

@@ -179,14 +179,9 @@ async fn act(
             }
             ("ScaledIn", to, None, why)
         }
-        Decision::Drain { node, why } => {
-            if let Err(error) = ctx.fleet.drain(&node, true, DRAIN_GRACE, true) {
-                // Gone already: the next look finds it drained.
-                warn!(pool = %pool.name_any(), %node, %error, "could not ask the node to drain");
-            }
-            let replicas = desired_replicas(pool);
-            ("Draining", replicas, Some(node.0), why)
-        }
+        // The node is asked once the status names it (below): a drain the status does not
+        // record would leave the pool holding an idle node that nothing finishes.
+        Decision::Drain { node, why } => ("Draining", desired_replicas(pool), Some(node.0), why),
     };
     info!(pool = %pool.name_any(), decision = label, replicas, %why, "autoscaler");
     let record = ScaleRecord {
@@ -213,6 +208,14 @@ async fn act(
         &Patch::Apply(&body),
     )
     .await?;
+    if let Some(node) = &draining
+        && let Err(error) = ctx
+            .fleet
+            .drain(&NodeId(node.clone()), true, DRAIN_GRACE, true)
+    {
+        // Gone already: the next look finds it drained.
+        warn!(pool = %pool.name_any(), %node, %error, "could not ask the node to drain");
+    }
     let note = match &draining {
         Some(node) => format!("draining node {node}: {why}"),
         None => format!("{replicas} media nodes: {why}"),
