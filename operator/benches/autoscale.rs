@@ -86,6 +86,70 @@ fn seconds(duration: Option<Duration>) -> serde_json::Value {
     duration.map_or(serde_json::Value::Null, |d| d.as_secs_f64().into())
 }
 
+/// The operator, a tenant and a pool of one node of `capacity`, with the autoscaler's waits
+/// `after` seconds; and the kubelet's part for the pool's pods.
+async fn setup(
+    capacity: usize,
+    after: &str,
+) -> (kube::Client, OperatorProcess, Kubelet, String, String) {
+    let client = admin().await;
+    ensure_namespace(&client, PLATFORM).await;
+    let timing = [
+        ("TREFFPUNKT_SCALE_OUT_AFTER", after),
+        ("TREFFPUNKT_SCALE_IN_AFTER", after),
+        ("RUST_LOG", "error"),
+        // Every participant comes from loopback, one address: its limits would refuse them.
+        ("TREFFPUNKT_MAX_WEBSOCKETS_PER_ADDRESS", "1000"),
+        ("TREFFPUNKT_MAX_CONNECTIONS_PER_ADDRESS", "1000"),
+        ("TREFFPUNKT_MAX_JOINS_PER_MINUTE", "1000"),
+    ];
+    let lease = support::unique("lease");
+    let operator = OperatorProcess::start_with("skalierer", &lease, &timing);
+    assert!(operator.serving().await, "the operator serves");
+    let (tenant, pool) = (support::unique("stadt"), support::unique("bench"));
+    let mut spec = tenant_spec(None, 10);
+    spec.policy.adhoc_rooms = true;
+    spec.media_pools = vec![pool.clone()];
+    ready_tenant(&client, &tenant, spec).await;
+    let pool_spec = serde_json::json!({
+        "replicas": {"min": 1, "max": 2},
+        "targetLoadPercent": 90,
+        "template": {"image": "treffpunkt/media-node:bench", "maxParticipants": capacity},
+    });
+    let mut object = MediaPool::new(&pool, serde_json::from_value(pool_spec).unwrap());
+    object.metadata.namespace = Some(PLATFORM.to_owned());
+    Api::<MediaPool>::namespaced(client.clone(), PLATFORM)
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("the pool is accepted");
+    let key = grant_key(&client).await;
+    let control_plane = format!("http://{}", operator.grpc);
+    let kubelet = Kubelet::start(client.clone(), pool.clone(), control_plane, key);
+    assert!(runs(&client, &pool, 1).await, "the pool starts");
+    (client, operator, kubelet, tenant, pool)
+}
+
+/// The second call: a speaker, a listener (whose time to the first video is the baseline),
+/// and guests up to `moved` participants.
+async fn second_call(
+    operator: &OperatorProcess,
+    tenant: &str,
+    moved: usize,
+) -> (Participant, Participant, Vec<Participant>, Option<Duration>) {
+    let speaker = join(operator, tenant, "klein", "Sprecherin").await;
+    let joining = Instant::now();
+    let listener = join(operator, tenant, "klein", "Zuhörer").await;
+    let first_video = until(joining, || async {
+        listener.stats(&speaker.id, Kind::Video).first_at.is_some()
+    })
+    .await;
+    let mut others = Vec::new();
+    for index in 2..moved {
+        others.push(join(operator, tenant, "klein", &format!("Gast {index}")).await);
+    }
+    (speaker, listener, others, first_video)
+}
+
 fn main() {
     let capacity = argument("--capacity", 20);
     let moved = argument("--moved", 6).max(2);
@@ -101,40 +165,7 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async move {
-        let client = admin().await;
-        ensure_namespace(&client, PLATFORM).await;
-        let timing = [
-            ("TREFFPUNKT_SCALE_OUT_AFTER", after.as_str()),
-            ("TREFFPUNKT_SCALE_IN_AFTER", after.as_str()),
-            ("RUST_LOG", "error"),
-            // Every participant comes from loopback, one address: its limits would refuse them.
-            ("TREFFPUNKT_MAX_WEBSOCKETS_PER_ADDRESS", "1000"),
-            ("TREFFPUNKT_MAX_CONNECTIONS_PER_ADDRESS", "1000"),
-            ("TREFFPUNKT_MAX_JOINS_PER_MINUTE", "1000"),
-        ];
-        let lease = support::unique("lease");
-        let operator = OperatorProcess::start_with("skalierer", &lease, &timing);
-        assert!(operator.serving().await, "the operator serves");
-        let (tenant, pool) = (support::unique("stadt"), support::unique("bench"));
-        let mut spec = tenant_spec(None, 10);
-        spec.policy.adhoc_rooms = true;
-        spec.media_pools = vec![pool.clone()];
-        ready_tenant(&client, &tenant, spec).await;
-        let pool_spec = serde_json::json!({
-            "replicas": {"min": 1, "max": 2},
-            "targetLoadPercent": 90,
-            "template": {"image": "treffpunkt/media-node:bench", "maxParticipants": capacity},
-        });
-        let mut object = MediaPool::new(&pool, serde_json::from_value(pool_spec).unwrap());
-        object.metadata.namespace = Some(PLATFORM.to_owned());
-        Api::<MediaPool>::namespaced(client.clone(), PLATFORM)
-            .create(&PostParams::default(), &object)
-            .await
-            .expect("the pool is accepted");
-        let key = grant_key(&client).await;
-        let control_plane = format!("http://{}", operator.grpc);
-        let kubelet = Kubelet::start(client.clone(), pool.clone(), control_plane, key);
-        assert!(runs(&client, &pool, 1).await, "the pool starts");
+        let (client, operator, kubelet, tenant, pool) = setup(capacity, &after).await;
 
         // The first node fills up.
         let mut hall = Vec::new();
@@ -158,17 +189,7 @@ fn main() {
         eprintln!("scaled out: decided after {out_decided:?}, ready after {out_ready:?}");
 
         // The second call lands on the new node; a fresh join's first video is the baseline.
-        let speaker = join(&operator, &tenant, "klein", "Sprecherin").await;
-        let joining = Instant::now();
-        let listener = join(&operator, &tenant, "klein", "Zuhörer").await;
-        let first_video = until(joining, || async {
-            listener.stats(&speaker.id, Kind::Video).first_at.is_some()
-        })
-        .await;
-        let mut others = Vec::new();
-        for index in 2..moved {
-            others.push(join(&operator, &tenant, "klein", &format!("Gast {index}")).await);
-        }
+        let (speaker, listener, others, first_video) = second_call(&operator, &tenant, moved).await;
         let small = host(&client, &tenant, "klein").await.expect("a node");
         let drained_node = kubelet.node_names().into_iter().find(|n| *n == small);
 

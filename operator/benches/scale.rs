@@ -138,6 +138,20 @@ async fn requests_at_rest_and_after_a_restart(
     })
 }
 
+/// Tells every minute how far a long run got, so that one stopped early still says something.
+async fn report_progress(client: Client, pid: u32) {
+    let since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        eprintln!(
+            "after {:.0} s: {} rooms Ready, operator RSS {:.0} MiB",
+            since.elapsed().as_secs_f64(),
+            count_ready_rooms(&client).await,
+            resident_kib(pid, "VmRSS:") as f64 / 1024.0
+        );
+    }
+}
+
 fn main() {
     let tenants = argument("--tenants", 100);
     let rooms_per_tenant = argument("--rooms-per-tenant", 10);
@@ -183,22 +197,7 @@ fn main() {
             tenants_created.as_secs_f64(),
             tenants_ready.as_secs_f64()
         );
-        // A long run tells how far it got, so that one stopped early still says something.
-        let progress = {
-            let client = client.clone();
-            tokio::spawn(async move {
-                let since = Instant::now();
-                loop {
-                    tokio::time::sleep(Duration::from_secs(60)).await;
-                    eprintln!(
-                        "after {:.0} s: {} rooms Ready, operator RSS {:.0} MiB",
-                        since.elapsed().as_secs_f64(),
-                        count_ready_rooms(&client).await,
-                        resident_kib(pid, "VmRSS:") as f64 / 1024.0
-                    );
-                }
-            })
-        };
+        let progress = tokio::spawn(report_progress(client.clone(), pid));
 
         let rooms_started = Instant::now();
         let rooms: Vec<(String, usize)> = names

@@ -19,7 +19,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
+use treffpunkt_proto::grant::SharedKeyring;
 
+use crate::fleet::tls::Authority;
 use crate::fleet::{Fleet, NodeEvent};
 use crate::fleet::{attach, tls};
 use crate::gateway::{self, Gateway, Limits, Turn};
@@ -174,6 +176,26 @@ pub async fn mark_to_go_first(pods: &Api<Pod>, pod: &str) -> kube::Result<()> {
         .map(|_| ())
 }
 
+/// Serves the Attach port: with mutual TLS when the replica has the platform's authority.
+fn serve_attach(
+    fleet: &Arc<Fleet>,
+    listener: TcpListener,
+    grants: SharedKeyring,
+    authority: Option<Arc<Authority>>,
+) -> JoinHandle<()> {
+    match authority {
+        Some(authority) => {
+            let attach = tls::serve_tls(fleet.clone(), listener, grants, authority);
+            tokio::spawn(async move {
+                if let Err(error) = attach.await {
+                    warn!(%error, "the Attach port cannot serve");
+                }
+            })
+        }
+        None => tokio::spawn(attach::serve(fleet.clone(), listener, grants)),
+    }
+}
+
 /// Starts a replica and returns once it serves.
 pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
     let metrics = Metrics::default();
@@ -217,17 +239,12 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
     let grpc_listener = TcpListener::bind(config.grpc).await?;
     let grpc = grpc_listener.local_addr()?;
     let grants = keys.grants.clone();
-    tasks.push(match authority.clone() {
-        Some(authority) => {
-            let attach = tls::serve_tls(fleet.clone(), grpc_listener, grants, authority);
-            tokio::spawn(async move {
-                if let Err(error) = attach.await {
-                    warn!(%error, "the Attach port cannot serve");
-                }
-            })
-        }
-        None => tokio::spawn(attach::serve(fleet.clone(), grpc_listener, grants)),
-    });
+    tasks.push(serve_attach(
+        &fleet,
+        grpc_listener,
+        grants,
+        authority.clone(),
+    ));
 
     let gateway = Arc::new(
         Gateway::new(store.clone(), fleet.clone(), keys, config.limits.clone())
