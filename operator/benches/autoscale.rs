@@ -21,34 +21,17 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use support::argument;
+
 use std::time::{Duration, Instant};
 
 use kube::Api;
 use kube::api::PostParams;
-use support::kubelet::{Kubelet, host, runs};
+use support::kubelet::{Kubelet, host, join, runs};
 use support::resources::{ready_tenant, tenant_spec};
-use support::{OperatorProcess, PLATFORM, admin, ensure_namespace, eventually, grant_key, http};
-use treffpunkt_client::{Kind, Participant, Publish, signal_url};
+use support::{OperatorProcess, PLATFORM, admin, ensure_namespace, grant_key, http};
+use treffpunkt_client::{Kind, Participant};
 use treffpunkt_operator::crd::MediaPool;
-
-fn argument(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-async fn join(operator: &OperatorProcess, tenant: &str, room: &str, name: &str) -> Participant {
-    let url = signal_url(operator.http, tenant, room);
-    let publish = name.starts_with("Sprecher").then(Publish::default);
-    eventually(Duration::from_secs(30), || async {
-        Participant::join(&url, name, publish.clone()).await.ok()
-    })
-    .await
-    .unwrap_or_else(|| panic!("{name} joins"))
-}
 
 /// The pool's last scaling decision.
 async fn last_decision(client: &kube::Client, pool: &str) -> Option<String> {

@@ -22,6 +22,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use support::argument;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,15 +40,6 @@ use treffpunkt_operator::standalone::{self, Standalone, StandaloneConfig};
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// Joins sent on one socket before it is replaced: below the socket's message burst.
 const JOINS_PER_SOCKET: usize = 90;
-
-fn argument(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 async fn start(limits: Limits) -> Standalone {
     let mut suspended = Tenant::public();

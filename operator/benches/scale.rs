@@ -13,6 +13,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use support::argument;
+
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,15 +24,6 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use support::audit::{audit_offset, per_minute, requests_since, writes};
 use treffpunkt_operator::crd::{self, Room, RoomPhase, RoomSpec, Tenant, TenantSpec};
-
-fn argument(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn resident_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -22,21 +22,11 @@ use std::time::{Duration, Instant};
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
-use support::kubelet::{Kubelet, WAIT, decided, host, runs};
+use support::kubelet::{Kubelet, WAIT, decided, host, join, runs};
 use support::resources::{ready_tenant, tenant_spec};
 use support::{OperatorProcess, PLATFORM, admin, ensure_namespace, eventually, grant_key, unique};
-use treffpunkt_client::{Kind, Participant, Publish, signal_url};
+use treffpunkt_client::{Kind, Participant};
 use treffpunkt_operator::crd::MediaPool;
-
-async fn join(operator: &OperatorProcess, tenant: &str, room: &str, name: &str) -> Participant {
-    let url = signal_url(operator.http, tenant, room);
-    let publish = name.starts_with("Sprecher").then(Publish::default);
-    eventually(Duration::from_secs(30), || async {
-        Participant::join(&url, name, publish.clone()).await.ok()
-    })
-    .await
-    .unwrap_or_else(|| panic!("{name} joins"))
-}
 
 /// The longest time within `window` that `receiver` got no video of `source`.
 async fn longest_gap(receiver: &Participant, source: &Participant, window: Duration) -> Duration {

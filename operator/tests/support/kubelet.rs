@@ -17,7 +17,9 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use treffpunkt_operator::crd::{self, MediaPool, Room};
 
-use super::{NodeProcess, PLATFORM, eventually, http, pool_credential};
+use treffpunkt_client::{Participant, Publish, signal_url};
+
+use super::{NodeProcess, OperatorProcess, PLATFORM, eventually, http, pool_credential};
 
 /// How long the pool's changes are waited for.
 pub const WAIT: Duration = Duration::from_secs(90);
@@ -216,4 +218,15 @@ pub async fn host(client: &Client, tenant: &str, room: &str) -> Option<String> {
         .ok()?
         .status?
         .node
+}
+
+/// `name` joins `room` of `tenant` through `operator`'s gateway, publishing if a "Sprecher".
+pub async fn join(operator: &OperatorProcess, tenant: &str, room: &str, name: &str) -> Participant {
+    let url = signal_url(operator.http, tenant, room);
+    let publish = name.starts_with("Sprecher").then(Publish::default);
+    eventually(Duration::from_secs(30), || async {
+        Participant::join(&url, name, publish.clone()).await.ok()
+    })
+    .await
+    .unwrap_or_else(|| panic!("{name} joins"))
 }

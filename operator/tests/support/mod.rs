@@ -777,3 +777,13 @@ impl Drop for NodeProcess {
         let _ = self.process.wait();
     }
 }
+
+/// A benchmark's numeric argument `name` (`--name 10`), or `default`.
+pub fn argument(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
