@@ -26,7 +26,8 @@
 //!   round), registers, reports load, and relays each participant's signalling.
 //! - [`health`]: the node's own HTTP endpoint (liveness, readiness, status, metrics), reading
 //!   [`status`] and [`metrics`]: what the node forwards and drops, its sessions and rooms, its
-//!   subscribers' downlink estimates and its CPU.
+//!   subscribers' downlink estimates, its clients' lines (loss, NACKs, round trips, pacer
+//!   queues) and its CPU.
 //!
 //! [`MediaNode`] wires them together; [`cli`] is its command line, shared by the
 //! `treffpunkt-media-node` binary and `treffpunkt media-node`. Tests drive [`Node`] with real

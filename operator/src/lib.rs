@@ -7,7 +7,9 @@
 //! - [`domain`]: tenants, rooms, names, who may join and which node suits a new room. Pure: no
 //!   Kubernetes, no gRPC, no HTTP.
 //! - [`store`]: where tenants and rooms live, behind the [`store::Store`] trait: in memory for
-//!   standalone mode, the Kubernetes API server in a cluster.
+//!   standalone mode, the Kubernetes API server in a cluster, read from the replica's
+//!   [`watches`] (one watch of each kind, shared by the gateway, the reconcilers and the
+//!   autoscaler).
 //! - [`fleet`]: the media nodes attached over gRPC (`Attach`, served by [`fleet::attach::serve`]),
 //!   their load, and the routing of every participant's session to the node that hosts its room.
 //! - [`admission`]: the join as a use case over the store and the fleet: who may join, where a
@@ -17,8 +19,9 @@
 //! - [`gateway`]: the web client, and the signalling WebSocket that calls [`admission`] and then
 //!   relays the participant's messages over the hosting node's `Attach` stream. The messages
 //!   themselves are typed in [`treffpunkt_proto::signalling`].
-//! - [`reconcile`]: the reconcilers of `Tenant`, `Room` and `MediaPool`, run by the replica that
-//!   holds the Lease ([`leader`]), with their [`metrics`].
+//! - [`reconcile`]: the reconcilers of `Tenant`, `Room` and `MediaPool`, and the [`autoscaler`]
+//!   of the pools, run by the replica that holds the Lease ([`leader`]), with their
+//!   [`metrics`].
 //! - [`cluster`]: one control-plane replica in Kubernetes, with its [`admin`] endpoint (probes,
 //!   metrics, and commands that need the admin token), the platform's [`keys`] (made,
 //!   followed, rotated) and the [`replicas`] that serve now (each renews a Lease of its own;

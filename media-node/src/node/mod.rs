@@ -376,7 +376,8 @@ impl Node {
         self.finished
     }
 
-    /// What the node has counted, for its metrics. Also reads each session's line (see [`line`]): the round-trip times come back beside.
+    /// What the node has counted, for its metrics. Also reads each session's line (see
+    /// [`mod@line`]): the round-trip times come back beside.
     pub fn stats(&mut self, now: Instant) -> (crate::metrics::Stats, Vec<f64>) {
         let mut totals = line::LineTotals {
             counted: self.line,
