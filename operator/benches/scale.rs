@@ -193,9 +193,10 @@ fn main() {
         let progress = tokio::spawn(report_progress(client.clone(), pid));
 
         let rooms_started = Instant::now();
-        let rooms: Vec<(String, usize)> = names
-            .iter()
-            .flat_map(|tenant| (0..rooms_per_tenant).map(move |i| (tenant.clone(), i)))
+        // Round the tenants, so that creates running at once go to different namespaces and
+        // quotas rather than queueing at one.
+        let rooms: Vec<(String, usize)> = (0..rooms_per_tenant)
+            .flat_map(|i| names.iter().map(move |tenant| (tenant.clone(), i)))
             .collect();
         stream::iter(rooms)
             .for_each_concurrent(16, |(tenant, i)| {

@@ -196,6 +196,30 @@ fn serve_attach(
     }
 }
 
+/// What every replica, leading or not, keeps doing from the platform's state: marking the pods
+/// of draining nodes, and counting the reconcilers' backlog.
+fn follow_the_platform(
+    client: &Client,
+    platform: &str,
+    fleet: &Arc<Fleet>,
+    watches: &Arc<Watches>,
+    metrics: &Metrics,
+) -> [JoinHandle<()>; 2] {
+    let (platform, metrics) = (platform.to_owned(), metrics.clone());
+    [
+        tokio::spawn(mark_draining_pods(
+            client.clone(),
+            platform.clone(),
+            fleet.clone(),
+        )),
+        tokio::spawn(crate::reconcile::backlog::count(
+            watches.clone(),
+            platform,
+            metrics,
+        )),
+    ]
+}
+
 /// Starts a replica and returns once it serves.
 pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
     let metrics = Metrics::default();
@@ -264,17 +288,16 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
         admin_token,
         readiness.clone(),
     );
-    tasks.push(tokio::spawn(mark_draining_pods(
-        client.clone(),
-        settings.platform_namespace.clone(),
-        fleet.clone(),
-    )));
     // The admin endpoint takes the same timeouts and caps, with a tally of its own.
     let limits = config.limits.clone();
     tasks.push(tokio::spawn(async move {
         gateway::serve(admin_listener, admin_router, &limits, None).await;
     }));
 
+    let platform = &settings.platform_namespace;
+    tasks.extend(follow_the_platform(
+        &client, platform, &fleet, &watches, &metrics,
+    ));
     let shared = (fleet.clone(), watches);
     let mut ctx = Context::new(client.clone(), shared, metrics.clone(), settings);
     if let Some(authority) = authority {

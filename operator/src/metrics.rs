@@ -1,5 +1,5 @@
 //! The control plane's metrics, served as OpenMetrics text at `/metrics`: reconciliations,
-//! failures by reason, and how long reconciliations take; the gateway's joins by outcome,
+//! failures by reason, how long reconciliations take and the objects waiting for them; the gateway's joins by outcome,
 //! refusals by code, open signalling connections, placement conflicts between replicas and
 //! sessions moved between nodes; the requests the replica sends the API server, by verb;
 //! whether the replica leads, and its build. No series names a participant, room or address.
@@ -63,6 +63,7 @@ pub struct Metrics {
     reconciles: Family<ControllerLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
     duration: Family<ControllerLabels, Histogram>,
+    backlog: Family<ControllerLabels, Gauge>,
     joins: Family<OutcomeLabels, Counter>,
     refusals: Family<CodeLabels, Counter>,
     connections: Gauge,
@@ -97,6 +98,13 @@ impl Default for Metrics {
             "How long reconciliations take",
             Unit::Seconds,
             duration.clone(),
+        );
+        let backlog = Family::<ControllerLabels, Gauge>::default();
+        registry.register(
+            "reconcile_backlog",
+            "Objects whose latest spec their reconciler has not yet recorded in their status \
+             (changes waiting, or reconciliations that keep failing)",
+            backlog.clone(),
         );
         let joins = Family::<OutcomeLabels, Counter>::default();
         let refusals = Family::<CodeLabels, Counter>::default();
@@ -147,6 +155,7 @@ impl Default for Metrics {
             reconciles,
             failures,
             duration,
+            backlog,
             joins,
             refusals,
             connections,
@@ -200,6 +209,15 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// How many objects of `controller`'s kind wait for it.
+    pub fn set_backlog(&self, controller: &str, objects: usize) {
+        let labels = ControllerLabels {
+            controller: controller.to_owned(),
+        };
+        let objects = i64::try_from(objects).unwrap_or(i64::MAX);
+        self.backlog.get_or_create(&labels).set(objects);
     }
 
     /// Counts a join that was `admitted` or `refused`.

@@ -1,7 +1,8 @@
 //! Leader election and restarts with real operator processes against a real API server: of two
 //! processes only the Lease holder reconciles; when it dies the other takes over within the
 //! lease time; a Tenant deleted while no operator runs is cleaned up by the next one, its
-//! finalizer never left hanging; and a media node at a partner's site that reaches two replicas
+//! finalizer never left hanging; changes made while nobody leads show in every replica's
+//! reconcile backlog until a leader takes them; and a media node at a partner's site that reaches two replicas
 //! through one load-balanced address attaches to both, so participants of either replica meet on
 //! it, also after a replica restarts.
 
@@ -9,9 +10,11 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{DeleteParams, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use support::partner::{balancer, fetch_credential, field};
 use support::resources::{external_pool_spec, ready_tenant, tenant_spec};
@@ -157,6 +160,90 @@ async fn a_tenant_deleted_while_no_operator_runs_is_cleaned_up_by_the_next() {
     })
     .await;
     assert!(cleaned.is_some(), "the tenant and its namespace are gone");
+}
+
+/// The `controller`'s reconcile backlog as `replica` reports it (`None` until it answers).
+async fn backlog(replica: &OperatorProcess, controller: &str) -> Option<u64> {
+    tokio::net::TcpStream::connect(replica.admin).await.ok()?;
+    let series = format!("treffpunkt_reconcile_backlog{{controller=\"{controller}\"}}");
+    let text = metrics(replica.admin).await;
+    text.contains(&series).then(|| counter(&text, &series))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_while_nobody_leads_show_in_the_backlog_until_a_leader_takes_them() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let client = admin().await;
+    ensure_namespace(&client, PLATFORM).await;
+    // The Lease is held by another replica, which the test plays: it renews the Lease every
+    // second, so this replica cannot lead.
+    let lease = unique("lease");
+    let leases = Api::<Lease>::namespaced(client.clone(), PLATFORM);
+    let now = MicroTime(Timestamp::now());
+    let held = Lease {
+        metadata: ObjectMeta {
+            name: Some(lease.clone()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some("elsewhere".to_owned()),
+            lease_duration_seconds: Some(LEASE_SECONDS as i32),
+            acquire_time: Some(now.clone()),
+            renew_time: Some(now),
+            ..LeaseSpec::default()
+        }),
+    };
+    leases.create(&PostParams::default(), &held).await.unwrap();
+    let renewing = tokio::spawn({
+        let (leases, lease) = (leases.clone(), lease.clone());
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let renewed = MicroTime(Timestamp::now());
+                let patch = serde_json::json!({"spec": {"renewTime": renewed}});
+                let _ = leases
+                    .patch(&lease, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await;
+            }
+        }
+    });
+    let replica = OperatorProcess::start("replica-d", &lease);
+    let before = eventually(Duration::from_secs(30), || backlog(&replica, "tenant"))
+        .await
+        .expect("the replica reports its backlog");
+
+    let tenants = Api::<Tenant>::all(client.clone());
+    let names = [unique("wartet"), unique("wartet")];
+    for name in &names {
+        tenants
+            .create(&PostParams::default(), &Tenant::new(name, spec()))
+            .await
+            .unwrap();
+    }
+    let waiting = eventually(Duration::from_secs(30), || async {
+        (backlog(&replica, "tenant").await? >= before + 2).then_some(())
+    })
+    .await;
+    assert!(waiting.is_some(), "the new tenants wait, and say so");
+    assert_eq!(
+        tenant_reconciliations(&replica).await,
+        0,
+        "nobody reconciles"
+    );
+
+    // The other replica dies: its Lease runs out, this one leads, and the backlog empties.
+    renewing.abort();
+    for name in &names {
+        assert!(ready(&client, name).await, "the new leader reconciles");
+    }
+    let caught_up = eventually(Duration::from_secs(30), || async {
+        (backlog(&replica, "tenant").await? <= before).then_some(())
+    })
+    .await;
+    assert!(
+        caught_up.is_some(),
+        "the backlog empties once a leader works"
+    );
 }
 
 /// Whether `replica` lists node `id` as attached within a while.

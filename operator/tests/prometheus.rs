@@ -221,6 +221,7 @@ async fn prometheus_scrapes_a_call_and_the_charts_rules_and_dashboard_hold() {
     cluster.failure("tenant", "kube");
     cluster.moved(true);
     cluster.set_leader(true);
+    cluster.set_backlog("tenant", 0);
     known.extend(metric_names(&cluster.encode()));
     for query in &queries {
         prometheus

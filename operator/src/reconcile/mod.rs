@@ -9,8 +9,10 @@
 //! same way; failures are counted by reason and retried with backoff; transitions are recorded
 //! as Kubernetes events.
 //!
-//! Only the replica that holds the Lease runs them (see [`crate::leader`]).
+//! Only the replica that holds the Lease runs them (see [`crate::leader`]); every replica
+//! counts what waits for them ([`backlog`]).
 
+pub mod backlog;
 mod credentials;
 pub use credentials::PARTNER_SECRET;
 pub mod ownership;
