@@ -376,7 +376,23 @@ export async function join(
   page.on("request", (request) => requestedUrls.push(request.url()));
   page.on("websocket", (socket) => requestedUrls.push(socket.url()));
   await page.goto(url);
-  await page.fill("#display-name", name);
+  try {
+    await page.fill("#display-name", name);
+  } catch (error) {
+    // The lobby never showed: say what the page had come to, so that a failure that does not
+    // repeat still tells where it stood.
+    const where = await page
+      .evaluate(() => ({
+        readyState: document.readyState,
+        screens: [...document.querySelectorAll("main > section")].filter((s) => !s.hidden).map((s) => s.id),
+        script: typeof window.treffpunkt,
+        log: window.treffpunkt?.log ?? [],
+      }))
+      .catch((reason) => String(reason));
+    console.log(`[${name}] no lobby at ${url}: ${JSON.stringify(where)}`);
+    await page.screenshot({ path: path.join(ARTIFACTS, `no-lobby-${name}.png`) }).catch(() => {});
+    throw error;
+  }
   // `skipJoin`: the name is typed, and the test clicks on (after giving a password, say).
   if (!skipJoin) await page.click("#join-button");
   return page;
