@@ -86,6 +86,21 @@ async fn send(socket: &mut Socket, message: &ClientMessage) -> Result<()> {
     send_text(socket, text).await
 }
 
+/// Reads what the gateway still sends until it closes the socket (it does after a leave), for
+/// at most two seconds. A socket dropped with unread messages is reset rather than closed, and
+/// a gateway whose read the reset beats cannot tell the leave from a lost connection: the
+/// session would stay at its node, counted in the room, until its media timed out.
+async fn closed_by_the_gateway(socket: &mut Socket) {
+    let closed = async {
+        while let Some(Ok(message)) = socket.next().await {
+            if message.is_close() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), closed).await;
+}
+
 pub(crate) struct Task {
     pub url: String,
     pub name: String,
@@ -191,6 +206,7 @@ impl Task {
                     Some(Control::Leave(done)) => {
                         state.leaving = true;
                         let _ = send(&mut state.socket, &ClientMessage::Leave).await;
+                        closed_by_the_gateway(&mut state.socket).await;
                         if let Some(media) = state.media.take() {
                             media.close().await;
                         }

@@ -136,6 +136,38 @@ async fn three_participants_receive_each_other_and_two_go_on_when_one_leaves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_leaving_one_after_another_are_gone_from_the_node_at_once() {
+    let server = start(Vec::new()).await;
+    let url = signal_url(server.http, "public", "saal");
+    let speaker = Participant::join(&url, "Anna", Some(Publish::default()))
+        .await
+        .expect("Anna joins");
+    let mut hall = Vec::new();
+    for index in 0..16 {
+        let name = format!("Gast {index}");
+        hall.push(
+            Participant::join(&url, &name, None)
+                .await
+                .expect("a guest joins"),
+        );
+    }
+    let node = treffpunkt_operator::domain::NodeId("standalone".into());
+    let participants = || server.fleet.load(&node).map(|load| load.participants);
+    let counted = wait_until(Duration::from_secs(10), || participants() == Some(17)).await;
+    assert!(counted, "the node counts everyone: {:?}", participants());
+
+    // Each leave tells the others, so messages are on their way to the ones leaving next:
+    // a leave must not be taken for a dropped connection, which the node keeps for a resume.
+    for guest in hall {
+        guest.leave().await;
+    }
+    let gone = wait_until(Duration::from_secs(4), || participants() == Some(1)).await;
+    assert!(gone, "only Anna is left, at once: {:?}", participants());
+    speaker.leave().await;
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_room_refuses_the_next_person_with_a_clear_error() {
     let mut tenant = Tenant::public();
     tenant.limits.max_participants_per_room = 2;
