@@ -1,8 +1,9 @@
 //! The control plane's metrics, served as OpenMetrics text at `/metrics`: reconciliations,
-//! failures by reason, how long reconciliations take and the objects waiting for them; the gateway's joins by outcome,
-//! refusals by code, open signalling connections, placement conflicts between replicas and
-//! sessions moved between nodes; the requests the replica sends the API server, by verb;
-//! whether the replica leads, and its build. No series names a participant, room or address.
+//! failures by reason, how long reconciliations take and the objects waiting for them; the
+//! gateway's joins by outcome, refusals by code, open signalling connections, placement
+//! conflicts between replicas and sessions moved between nodes; the requests the replica sends
+//! the API server, by verb; whether the replica leads, and its build. No series names a
+//! participant, room or address.
 
 use std::sync::Arc;
 use std::time::Instant;
