@@ -2,9 +2,9 @@
 //! processes only the Lease holder reconciles; when it dies the other takes over within the
 //! lease time; a Tenant deleted while no operator runs is cleaned up by the next one, its
 //! finalizer never left hanging; changes made while nobody leads show in every replica's
-//! reconcile backlog until a leader takes them; and a media node at a partner's site that reaches two replicas
-//! through one load-balanced address attaches to both, so participants of either replica meet on
-//! it, also after a replica restarts.
+//! reconcile backlog until a leader takes them; and a media node at a partner's site that
+//! reaches two replicas through one load-balanced address attaches to both, so participants of
+//! either replica meet on it, also after a replica restarts.
 
 mod support;
 

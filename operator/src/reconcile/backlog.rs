@@ -12,6 +12,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kube::Resource;
+
 use crate::crd::{MediaPool, Room, Tenant};
 use crate::metrics::Metrics;
 use crate::watches::Watches;
@@ -52,46 +54,34 @@ impl Backlog {
         pools: &[Arc<MediaPool>],
         platform_namespace: &str,
     ) -> Self {
+        let platform = Some(platform_namespace);
         Self {
-            tenants: tenants
-                .iter()
-                .filter(|t| {
-                    behind(
-                        t.metadata.generation,
-                        observed(&t.status, |s| s.observed_generation),
-                    )
-                })
-                .count(),
-            rooms: rooms
-                .iter()
-                .filter(|r| {
-                    behind(
-                        r.metadata.generation,
-                        observed(&r.status, |s| s.observed_generation),
-                    )
-                })
-                .count(),
-            pools: pools
-                .iter()
-                .filter(|pool| pool.metadata.namespace.as_deref() == Some(platform_namespace))
-                .filter(|p| {
-                    behind(
-                        p.metadata.generation,
-                        observed(&p.status, |s| s.observed_generation),
-                    )
-                })
-                .count(),
+            tenants: waiting(tenants.iter(), |t| t.status.as_ref()?.observed_generation),
+            rooms: waiting(rooms.iter(), |r| r.status.as_ref()?.observed_generation),
+            pools: waiting(
+                pools
+                    .iter()
+                    .filter(|pool| pool.metadata.namespace.as_deref() == platform),
+                |p| p.status.as_ref()?.observed_generation,
+            ),
         }
     }
 }
 
-fn observed<S>(status: &Option<S>, generation: impl Fn(&S) -> Option<i64>) -> Option<i64> {
-    status.as_ref().and_then(generation)
-}
-
-/// Whether an object of `generation` still waits, its status having recorded `observed`.
-fn behind(generation: Option<i64>, observed: Option<i64>) -> bool {
-    generation.is_some_and(|generation| observed.is_none_or(|observed| observed < generation))
+/// How many of `objects` carry a generation beyond the one their status records (`observed`),
+/// or record none.
+fn waiting<'a, K: Resource + 'a>(
+    objects: impl Iterator<Item = &'a Arc<K>>,
+    observed: impl Fn(&K) -> Option<i64>,
+) -> usize {
+    objects
+        .filter(|object| {
+            let generation = object.meta().generation;
+            generation.is_some_and(|generation| {
+                observed(object).is_none_or(|observed| observed < generation)
+            })
+        })
+        .count()
 }
 
 #[cfg(test)]
