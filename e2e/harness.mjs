@@ -315,16 +315,26 @@ stringData: {password: Vorsitz}
 /** Every URL any page of these tests requested or opened a WebSocket to. */
 export const requestedUrls = [];
 
-/** A free TCP port on loopback. */
+/** The next port `freePort` tries; each test process starts at another place (by its id). */
+let nextPort = 20000 + ((process.pid * 7919) % 12000);
+
+/**
+ * A free TCP port on loopback for a process a test starts. It is chosen below the kernel's
+ * ephemeral range (32768 and up), where the source ports of outgoing connections come from: a
+ * port the kernel hands out for port 0 may be taken by a connection before the process binds it.
+ */
 export async function freePort() {
   const net = await import("node:net");
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
+  for (;;) {
+    const port = nextPort;
+    nextPort = 20000 + ((nextPort - 20000 + 1) % 12000);
+    const free = await new Promise((resolve) => {
+      const server = net.createServer();
+      server.once("error", () => resolve(false));
+      server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
     });
-  });
+    if (free) return port;
+  }
 }
 
 /** Starts `treffpunkt media-node` attached to a control plane at `grpc` (host:port). */

@@ -26,10 +26,12 @@
 //! (speaker, paused videos, layers, chat) is kept in [`Notices`].
 //!
 //! [`baseline`] is the bare UDP relay that the benchmarks measure beside the node.
+//! [`loopback`] gives the tests and benchmarks that start processes ports to start them on.
 #![forbid(unsafe_code)]
 
 pub mod baseline;
 pub mod latency;
+pub mod loopback;
 pub mod media;
 pub mod notices;
 pub mod outgoing;

@@ -4,12 +4,13 @@
 //! readings themselves.
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use treffpunkt_client::loopback::free_port;
 
 /// The key grants are signed with between this gateway and node; they only ever listen on
 /// loopback.
@@ -57,14 +58,10 @@ const UNLIMITED_PER_ADDRESS: [&str; 6] = [
     "100000",
 ];
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// Starts the gateway and one media node from the `treffpunkt` binary at `binary`, and returns
 /// once the node has attached.
 pub async fn start(binary: &Path, max_participants: u32) -> anyhow::Result<System> {
-    let grpc = free_port()?;
+    let grpc = free_port();
     let mut child = Command::new(binary)
         .args([
             "standalone",
@@ -101,7 +98,7 @@ pub async fn start(binary: &Path, max_participants: u32) -> anyhow::Result<Syste
     // Keep reading so the gateway never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
 
-    let health = free_port()?;
+    let health = free_port();
     let media: SocketAddr = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
     let node = Process(
         Command::new(binary)

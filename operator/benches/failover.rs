@@ -10,21 +10,13 @@
 //! `cargo bench -p treffpunkt-operator --bench failover` (`-- --rounds 5`).
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use treffpunkt_client::loopback::free_port;
 use treffpunkt_client::{Kind, Participant, Publish, signal_url};
 
 const GRANT_KEY: &str = "a shared secret for the failover benchmark";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Process(Child);
 

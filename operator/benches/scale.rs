@@ -13,9 +13,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use support::argument;
+use support::{argument, free_port};
 
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -34,14 +33,6 @@ fn resident_kib(pid: u32, field: &str) -> u64 {
             rest.trim().parse().ok()
         })
         .unwrap_or(0)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn count_ready_tenants(client: &Client, prefix: &str) -> usize {

@@ -18,6 +18,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::free_port;
 
 /// The directory with one OCI layout per image.
 fn images() -> &'static Path {
@@ -199,14 +200,6 @@ fn run_in(root: &Path, args: &[&str], env: &[(&str, String)]) -> Command {
         command.env(key, value);
     }
     command
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// GET `path` over HTTP/1.0; the status line and body, once something answers.

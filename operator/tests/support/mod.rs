@@ -436,14 +436,7 @@ pub fn counter(text: &str, series: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// A free port on loopback.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use treffpunkt_client::loopback::free_port;
 
 /// Sends a bodyless HTTP/1.0 request to `address` and returns the response's status code and
 /// body, or `None` when nobody answers.
