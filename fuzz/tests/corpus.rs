@@ -1,16 +1,26 @@
 //! Replays every committed input of each fuzz target: the corpus the fuzzers start from and
 //! the crashes they found. Each must run to its end; a crash that was fixed stays fixed.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The files under `fuzz/<folder>/<target>`, sorted.
 fn inputs(folder: &str, target: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+    // The checkout this test runs from (cargo says so when it runs the test), not the one it
+    // was built in: checkouts that share a build folder may share this binary.
+    let dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo runs the test"))
         .join(folder)
         .join(target);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|entries| entries.filter_map(|e| Some(e.ok()?.path())).collect())
-        .unwrap_or_default();
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()
+            .unwrap_or_else(|error| panic!("reading {}: {error}", dir.display())),
+        // A target without regressions has no folder for them.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound && folder != "corpus" => {
+            Vec::new()
+        }
+        Err(error) => panic!("reading {}: {error}", dir.display()),
+    };
     files.retain(|file| file.is_file());
     files.sort();
     files

@@ -5,8 +5,12 @@ use treffpunkt_operator::crd;
 
 #[test]
 fn committed_crds_match_the_types() {
-    let directory =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/treffpunkt/crds");
+    // The repository this test runs from (cargo says so when it runs the test), not the one it
+    // was built in: checkouts that share a build folder may share this binary.
+    let directory = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo runs the test"),
+    )
+    .join("../charts/treffpunkt/crds");
     for definition in crd::crds() {
         let path = directory.join(format!("{}.yaml", definition.name_any()));
         let committed = std::fs::read_to_string(&path).unwrap_or_else(|error| {

@@ -27,7 +27,7 @@ fn images() -> &'static Path {
         if let Ok(path) = std::env::var("TREFFPUNKT_IMAGES") {
             return PathBuf::from(path);
         }
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/images/assemble.sh");
+        let script = support::repository("deploy/images/assemble.sh");
         let output = Command::new("bash")
             .arg(&script)
             .stderr(Stdio::inherit())

@@ -10,7 +10,7 @@ use kube::api::DynamicObject;
 
 /// The chart's directory.
 pub fn chart() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/treffpunkt")
+    super::repository("charts/treffpunkt")
 }
 
 /// The value set `set` of the chart's `ci/` directory.
@@ -24,7 +24,7 @@ pub fn tool(name: &str, env: &str) -> PathBuf {
     if let Ok(path) = std::env::var(env) {
         return PathBuf::from(path);
     }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/tools/build.sh");
+    let script = super::repository("deploy/tools/build.sh");
     let output = Command::new("bash")
         .arg(&script)
         .arg(name)
@@ -98,7 +98,7 @@ pub fn kind(object: &DynamicObject) -> &str {
 
 /// The directory of the example manifests.
 pub fn examples() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples")
+    super::repository("deploy/examples")
 }
 
 /// The objects of an example manifest file in `deploy/examples/`.

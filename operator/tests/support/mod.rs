@@ -45,11 +45,20 @@ pub struct TestEnv {
     _process: Child,
 }
 
+/// `path` in the repository this test runs from, as cargo says when it runs the test. Not the
+/// one it was built in: checkouts that share a build folder may share test binaries too (cargo
+/// reuses one built elsewhere when the sources are the same).
+pub fn repository(path: &str) -> PathBuf {
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo runs the test"))
+        .join("..")
+        .join(path)
+}
+
 fn binary() -> PathBuf {
     if let Ok(path) = std::env::var("TREFFPUNKT_TESTENV") {
         return PathBuf::from(path);
     }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/testenv/build.sh");
+    let script = repository("deploy/testenv/build.sh");
     let output = Command::new("bash")
         .arg(&script)
         .stderr(Stdio::inherit())
@@ -73,7 +82,7 @@ fn start() -> TestEnv {
     let started = Instant::now();
     // The CRDs go in before kube-controller-manager starts, so that its quota and garbage
     // collector controllers know rooms from the start (they rediscover only every 30 s).
-    let crds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/treffpunkt/crds");
+    let crds = repository("charts/treffpunkt/crds");
     let audit = audit_files();
     let mut process = Command::new(binary())
         .arg("--crds")
