@@ -218,14 +218,46 @@ describe("plain messages when something is wrong", () => {
   });
 });
 
+/**
+ * Records in `page`, every 100 ms, whether its decoded video frames grew, across moves to a new
+ * connection; the returned function gives the longest time without a new frame so far, in ms.
+ */
+async function watchDecoding(page) {
+  await page.evaluate(() => {
+    const watch = { pc: null, frames: 0, last: performance.now(), longest: 0 };
+    window.decodingWatch = watch;
+    setInterval(async () => {
+      const pc = window.treffpunkt.pc;
+      if (!pc) return;
+      let frames = 0;
+      (await pc.getStats()).forEach((report) => {
+        if (report.type === "inbound-rtp" && report.kind === "video") frames += report.framesDecoded || 0;
+      });
+      const now = performance.now();
+      if (pc === watch.pc ? frames > watch.frames : frames > 0) {
+        watch.longest = Math.max(watch.longest, now - watch.last);
+        watch.last = now;
+      }
+      watch.pc = pc;
+      watch.frames = frames;
+    }, 100);
+  });
+  return () =>
+    page.evaluate(() => {
+      const watch = window.decodingWatch;
+      return Math.round(Math.max(watch.longest, performance.now() - watch.last));
+    });
+}
+
 describe("a call survives its media node", () => {
   let server;
   let browser;
   let nodes;
+  let grpc;
+  const grantKey = "a shared secret for the browser test and long enough";
 
   before(async () => {
-    const grpc = `127.0.0.1:${await freePort()}`;
-    const grantKey = "a shared secret for the browser test and long enough";
+    grpc = `127.0.0.1:${await freePort()}`;
     server = await startTreffpunkt(["--external-media-nodes", "--grpc-listen", grpc], { env: { TREFFPUNKT_GRANT_KEY: grantKey } });
     nodes = [await startMediaNode(grpc, grantKey, "node-a"), await startMediaNode(grpc, grantKey, "node-b")];
     browser = await launchBrowser();
@@ -267,6 +299,34 @@ describe("a call survives its media node", () => {
     assert.ok(await bothWays(anna, ben), "both decode each other again");
     const other = nodes.find((node) => node !== host);
     assert.ok((await other.status()).participants >= 2, "the call is on the other node now");
+    await anna.context().close();
+    await ben.context().close();
+  });
+
+  test("when the hosting node stops, it drains: both pages move and never stop decoding for 3 s", async () => {
+    nodes.push(await startMediaNode(grpc, grantKey, "node-c"));
+    const live = nodes.filter((node) => node.child.exitCode === null && node.child.signalCode === null);
+    const room = `${server.url}/public/umzug`;
+    const anna = await join(browser, room, "Anna");
+    const ben = await join(browser, room, "Ben");
+    assert.ok(await bothWays(anna, ben), "Anna and Ben are in a call");
+    const host = await eventually(async () => {
+      for (const node of live) if ((await node.status())?.participants > 0) return node;
+      return null;
+    });
+    assert.ok(host, "one node hosts the call");
+    const other = live.find((node) => node !== host);
+    const gaps = await Promise.all([anna, ben].map(watchDecoding));
+    // A node told to stop (as Kubernetes does when it scales in) moves its calls first.
+    host.child.kill("SIGTERM");
+    const moved = await eventually(async () => (await other.status())?.participants >= 2, 30000);
+    assert.ok(moved, "the call moved to the other node");
+    assert.ok(await bothWays(anna, ben), "both decode each other after the move");
+    const longest = await Promise.all(gaps.map((gap) => gap()));
+    assert.ok(
+      longest.every((ms) => ms < 3000),
+      `no page went without new video for 3 s: longest gaps ${longest.join(" ms, ")} ms`,
+    );
     await anna.context().close();
     await ben.context().close();
   });

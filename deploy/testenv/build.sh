@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds treffpunkt-testenv (etcd + kube-apiserver + kube-controller-manager in
-# one process) into a cache outside the repository:
+# Builds treffpunkt-testenv (etcd + kube-apiserver + kube-controller-manager +
+# kube-scheduler in one process) into a cache outside the repository:
 #
 #   ${TREFFPUNKT_CACHE:-$HOME/.cache/treffpunkt}/testenv/<hash>/treffpunkt-testenv
 #

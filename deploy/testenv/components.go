@@ -28,6 +28,8 @@ import (
 	apioptions "k8s.io/kubernetes/cmd/kube-apiserver/app/options"
 	kcmapp "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	kcmoptions "k8s.io/kubernetes/cmd/kube-controller-manager/app/options"
+	schedapp "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	schedoptions "k8s.io/kubernetes/cmd/kube-scheduler/app/options"
 )
 
 // component is a server running in a goroutine of this process.
@@ -399,4 +401,36 @@ func waitControllerManagerReady(ctx context.Context, kcm *component, kubeconfig,
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// ---- kube-scheduler ----
+
+// startScheduler runs the default scheduler: pods are bound to Nodes by the
+// real scheduling rules (resources, node selectors, affinity, host ports).
+// No kubelet runs; tests that need a pod to run create Nodes and play the
+// kubelet for the pods bound to them.
+func startScheduler(kubeconfig string) (*component, error) {
+	o := schedoptions.NewOptions()
+	fs := pflag.NewFlagSet("kube-scheduler", pflag.ContinueOnError)
+	for _, f := range o.Flags.FlagSets {
+		fs.AddFlagSet(f)
+	}
+	args := []string{
+		"--kubeconfig=" + kubeconfig,
+		"--leader-elect=false",
+		// No serving endpoint, as for kube-controller-manager.
+		"--secure-port=0",
+		"--kube-api-qps=200",
+		"--kube-api-burst=400",
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cc, sched, err := schedapp.Setup(ctx, o)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return runComponent("kube-scheduler", cancel, func() error { return schedapp.Run(ctx, cc, sched) }), nil
 }

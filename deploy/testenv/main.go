@@ -1,5 +1,7 @@
-// treffpunkt-testenv runs etcd, kube-apiserver and kube-controller-manager in
-// one process on loopback, for tests that need a real Kubernetes API.
+// treffpunkt-testenv runs etcd, kube-apiserver, kube-controller-manager and
+// kube-scheduler in one process on loopback, for tests that need a real
+// Kubernetes API. No kubelet runs: the scheduler binds pods to the Nodes that
+// tests create, and the tests play the kubelet for them.
 //
 // On success it prints one line of JSON to stdout:
 //
@@ -34,7 +36,8 @@ const (
 
 // minimalControllers is what the "minimal" profile runs: enough for namespace
 // deletion, garbage collection of owned objects, Deployment -> ReplicaSet
-// (-> Pod objects; nothing runs them), StatefulSet/Job -> Pod objects,
+// (-> Pod objects, which kube-scheduler binds to the Nodes tests register;
+// no kubelet runs them), StatefulSet/Job -> Pod objects,
 // ResourceQuota status, the default ServiceAccount in every namespace, the
 // kube-root-ca.crt ConfigMap and the aggregated admin/edit/view ClusterRoles.
 var minimalControllers = []string{
@@ -69,7 +72,7 @@ func main() {
 	var o options
 	fs := pflag.NewFlagSet("treffpunkt-testenv", pflag.ContinueOnError)
 	fs.StringVar(&o.dir, "dir", "", "working directory for certificates, kubeconfig and etcd data; kept on exit (default: a new temporary directory, removed on exit)")
-	fs.BoolVar(&o.verbose, "verbose", false, "log informational messages of etcd, kube-apiserver and kube-controller-manager to stderr (default: errors only)")
+	fs.BoolVar(&o.verbose, "verbose", false, "log informational messages of etcd, kube-apiserver, kube-controller-manager and kube-scheduler to stderr (default: errors only)")
 	fs.IntVarP(&o.logLevel, "v", "v", 2, "klog verbosity when --verbose is set")
 	fs.StringVar(&o.profile, "profile", "minimal", "minimal: only the controllers tests need, API priority and fairness off; full: all default kube-controller-manager controllers, APF on")
 	fs.StringVar(&o.controllers, "controllers", "", "override kube-controller-manager --controllers (comma-separated, as for kube-controller-manager)")
@@ -206,18 +209,22 @@ func run(o options, start time.Time) int {
 		logf("starting kube-apiserver: %v", err)
 		return 1
 	}
+	var scheduler *component
 	shutdown := func(code int, kcm *component) int {
 		if o.verbose || code != 0 {
 			logf("shutting down")
 		}
 		t := time.Now()
+		if scheduler != nil {
+			scheduler.stop(10 * time.Second)
+		}
 		if kcm != nil {
 			kcm.stop(10 * time.Second)
 		}
 		tKCM := time.Since(t)
 		api.stop(20 * time.Second)
 		if o.verbose {
-			logf("stopped kube-controller-manager in %v, kube-apiserver in %v",
+			logf("stopped kube-scheduler and kube-controller-manager in %v, kube-apiserver in %v",
 				tKCM.Round(time.Millisecond), (time.Since(t) - tKCM).Round(time.Millisecond))
 		}
 		return code
@@ -263,6 +270,11 @@ func run(o options, start time.Time) int {
 		logf("kube-controller-manager did not become ready: %v", errOrCause(err, ctx))
 		return shutdown(1, kcm)
 	}
+	scheduler, err = startScheduler(kubeconfig)
+	if err != nil {
+		logf("starting kube-scheduler: %v", err)
+		return shutdown(1, kcm)
+	}
 
 	line, _ := json.Marshal(struct {
 		Kubeconfig string `json:"kubeconfig"`
@@ -286,6 +298,9 @@ func run(o options, start time.Time) int {
 		code = 1
 	case err := <-kcm.done:
 		logf("kube-controller-manager exited: %v", err)
+		code = 1
+	case err := <-scheduler.done:
+		logf("kube-scheduler exited: %v", err)
 		code = 1
 	case err := <-etcd.errc:
 		logf("etcd failed: %v", err)

@@ -26,8 +26,7 @@ use support::argument;
 use std::time::{Duration, Instant};
 
 use kube::Api;
-use kube::api::PostParams;
-use support::kubelet::{Kubelet, host, join, runs};
+use support::kubelet::{Kubelet, create_pool, host, join, runs};
 use support::resources::{ready_tenant, tenant_spec};
 use support::{OperatorProcess, PLATFORM, admin, ensure_namespace, grant_key, http};
 use treffpunkt_client::{Kind, Participant};
@@ -94,20 +93,10 @@ async fn setup(
     spec.policy.adhoc_rooms = true;
     spec.media_pools = vec![pool.clone()];
     ready_tenant(&client, &tenant, spec).await;
-    let pool_spec = serde_json::json!({
-        "replicas": {"min": 1, "max": 2},
-        "targetLoadPercent": 90,
-        "template": {"image": "treffpunkt/media-node:bench", "maxParticipants": capacity},
-    });
-    let mut object = MediaPool::new(&pool, serde_json::from_value(pool_spec).unwrap());
-    object.metadata.namespace = Some(PLATFORM.to_owned());
-    Api::<MediaPool>::namespaced(client.clone(), PLATFORM)
-        .create(&PostParams::default(), &object)
-        .await
-        .expect("the pool is accepted");
+    create_pool(&client, &pool, 2, capacity).await;
     let key = grant_key(&client).await;
     let control_plane = format!("http://{}", operator.grpc);
-    let kubelet = Kubelet::start(client.clone(), pool.clone(), control_plane, key);
+    let kubelet = Kubelet::start(client.clone(), pool.clone(), control_plane, key, 2).await;
     assert!(runs(&client, &pool, 1).await, "the pool starts");
     (client, operator, kubelet, tenant, pool)
 }

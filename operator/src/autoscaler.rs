@@ -11,14 +11,14 @@
 //! The node being drained is in the status, so a leader that takes over (after a restart)
 //! finishes the drain it did not start. External pools run no pods and are not scaled.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 use crate::crd::{MediaPool, ScaleRecord};
 use crate::domain::NodeId;
 use crate::domain::autoscale::{Decision, Memory, NodeLoad, Policy, decide};
-use crate::reconcile::{Context, desired_replicas};
+use crate::reconcile::{Context, POOL_LABEL, desired_replicas};
 
 /// How often the pools are looked at.
 const TICK: Duration = Duration::from_secs(5);
@@ -35,6 +35,8 @@ const TICK: Duration = Duration::from_secs(5);
 const MANAGER: &str = "treffpunkt-autoscaler";
 /// How long a drained node's participants have to move before the node closes what is left.
 const DRAIN_GRACE: Duration = Duration::from_secs(300);
+/// How often a pool that runs fewer nodes than it should has its pods read again.
+const PODS_EVERY: Duration = Duration::from_secs(15);
 
 /// How long the load must stay high before a pool grows, and low before it shrinks.
 #[derive(Debug, Clone, Copy)]
@@ -54,15 +56,26 @@ impl Default for Timing {
     }
 }
 
+/// What the loop keeps of a pool between its looks.
+#[derive(Default)]
+struct Kept {
+    /// Since when its load has been high or low.
+    memory: Memory,
+    /// Its pods that the scheduler found no room for and that the pool's events told of.
+    told: HashSet<String>,
+    /// When its pods were last read, and how many of them found no room then.
+    unplaced: Option<(Instant, i32)>,
+}
+
 /// Scales the platform namespace's pools until aborted (the leader runs it while it leads).
 pub async fn run(ctx: Arc<Context>, timing: Timing) {
     let api = Api::<MediaPool>::namespaced(ctx.client.clone(), &ctx.settings.platform_namespace);
     // The replica's cache of pools, in every namespace; `look` takes the platform's.
     let pools = ctx.watches.pools.store();
-    let mut memories: HashMap<String, Memory> = HashMap::new();
+    let mut kept: HashMap<String, Kept> = HashMap::new();
     loop {
         tokio::time::sleep(TICK).await;
-        look(&ctx, &api, &pools, &mut memories, timing).await;
+        look(&ctx, &api, &pools, &mut kept, timing).await;
     }
 }
 
@@ -70,7 +83,7 @@ async fn look(
     ctx: &Context,
     api: &Api<MediaPool>,
     pools: &Store<MediaPool>,
-    memories: &mut HashMap<String, Memory>,
+    kept: &mut HashMap<String, Kept>,
     timing: Timing,
 ) {
     let now = Instant::now();
@@ -84,7 +97,11 @@ async fn look(
         {
             continue;
         }
-        let memory = memories.entry(name.clone()).or_default();
+        let Kept {
+            memory,
+            told,
+            unplaced: last,
+        } = kept.entry(name.clone()).or_default();
         seen.push(name);
         let replicas = desired_replicas(&pool);
         let status = pool.status.clone().unwrap_or_default();
@@ -98,12 +115,33 @@ async fn look(
         {
             warn!(pool = %pool.name_any(), %node, %error, "could not ask the node to drain");
         }
-        debug!(pool = %pool.name_any(), replicas, ?nodes, ?draining, "autoscaler looks");
+        let desired = status.desired_replicas.unwrap_or(replicas);
+        // Pods are read only while the pool runs fewer nodes than it should, every 15 s.
+        let active = nodes.iter().filter(|n| !n.draining).count();
+        let unplaced = match *last {
+            _ if active as i32 >= desired => {
+                (*last, *told) = (None, HashSet::new());
+                0
+            }
+            Some((when, count)) if now.duration_since(when) < PODS_EVERY => count,
+            _ => match without_room(ctx, &pool, told).await {
+                Ok(count) => {
+                    *last = Some((now, count));
+                    count
+                }
+                Err(error) => {
+                    warn!(pool = %pool.name_any(), %error, "could not read the pool's pods");
+                    continue;
+                }
+            },
+        };
+        debug!(pool = %pool.name_any(), replicas, ?nodes, ?draining, unplaced, "autoscaler looks");
         let decision = decide(
             &policy(&pool, timing),
-            status.desired_replicas.unwrap_or(replicas),
+            desired,
             &nodes,
             draining.as_ref(),
+            unplaced,
             memory,
             now,
         );
@@ -111,7 +149,57 @@ async fn look(
             warn!(pool = %pool.name_any(), %error, "the autoscaler could not act");
         }
     }
-    memories.retain(|name, _| seen.contains(name));
+    kept.retain(|name, _| seen.contains(name));
+}
+
+/// How many of `pool`'s pods the scheduler found no room for. Each such pod is told of once, as a
+/// warning on the pool with the scheduler's reason (`told` remembers which were).
+async fn without_room(
+    ctx: &Context,
+    pool: &MediaPool,
+    told: &mut HashSet<String>,
+) -> kube::Result<i32> {
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ctx.settings.platform_namespace);
+    let selector = format!("{POOL_LABEL}={}", pool.name_any());
+    let list = pods.list(&ListParams::default().labels(&selector)).await?;
+    let mut count = 0;
+    for pod in &list.items {
+        let Some(reason) = unschedulable(pod) else {
+            continue;
+        };
+        count += 1;
+        if told.insert(pod.name_any()) {
+            let note = format!(
+                "media node {} found no room in the cluster: {reason}",
+                pod.name_any()
+            );
+            warn!(pool = %pool.name_any(), "{note}");
+            ctx.event(&pool.object_ref(&()), true, "NoRoom", note).await;
+        }
+    }
+    Ok(count)
+}
+
+/// What the scheduler said of `pod`, if it found no Kubernetes node for it.
+fn unschedulable(pod: &Pod) -> Option<String> {
+    if pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_ref())
+        .is_some()
+        || pod.metadata.deletion_timestamp.is_some()
+    {
+        return None;
+    }
+    let condition = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "PodScheduled")?;
+    (condition.status == "False" && condition.reason.as_deref() == Some("Unschedulable"))
+        .then(|| condition.message.clone().unwrap_or_default())
 }
 
 /// What the nodes of `pool` report.

@@ -1,32 +1,32 @@
 //! The autoscaler end to end: a real operator process, a real API server whose
-//! kube-controller-manager turns the pool's Deployment into pods, and a real media-node process
-//! for every pod.
+//! kube-controller-manager turns the pool's Deployment into pods and whose kube-scheduler binds
+//! them to Kubernetes Nodes, and a real media-node process for every pod bound.
 //!
-//! No kubelet or container runtime runs here, so the test plays the kubelet for the pool's pods
-//! (a mock of that one part, `support::kubelet::Kubelet`): it starts a `treffpunkt media-node`
-//! process named after each new pod, reports the pod Running and Ready once the node answers
-//! its readiness probe, starts a node again that exited, and for a pod being deleted stops its
-//! node with SIGTERM and removes the pod.
+//! No kubelet or container runtime runs here, so the test registers the Nodes and plays the
+//! kubelet for the pods bound to them (a mock of that one part, `support::kubelet::Kubelet`): it
+//! starts a `treffpunkt media-node` process named after each pod, reports the pod Running and
+//! Ready once the node answers its readiness probe, starts a node again that exited, and for a
+//! pod being deleted stops its node with SIGTERM and removes the pod.
 //! Participants are Rust WebRTC clients with real media on loopback.
 //!
 //! The pool takes 8 participants a node and aims at 90 %. Eight participants on its one node
-//! make it grow to two; a second call lands on the new node; when most of the first call
-//! leaves, the pool drains the less loaded node, whose call moves to the other and keeps
-//! receiving, and shrinks to one. The control plane is stopped the moment it decided the drain
-//! and started again: the call's move and the drain end as they would have.
+//! make it grow to two, but its one Kubernetes node has no room for a second media node (one per
+//! Kubernetes node): the pool says so. A second Kubernetes node arrives (as from a cluster
+//! autoscaler) and the new media node runs there; a second call lands on it; when most of the
+//! first call leaves, the pool drains the less loaded node, whose call moves to the other and
+//! keeps receiving, and shrinks to one. The control plane is stopped the moment it decided the
+//! drain and started again: the call's move and the drain end as they would have. A pool that
+//! outgrew its cluster while its load falls again gives the waiting node back without a drain.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use kube::Api;
-use kube::api::PostParams;
-use serde_json::json;
-use support::kubelet::{Kubelet, WAIT, decided, host, join, runs};
+use kube::Client;
+use support::kubelet::{Kubelet, WAIT, create_pool, decided, host, join, pool_event, runs};
 use support::resources::{ready_tenant, tenant_spec};
 use support::{OperatorProcess, PLATFORM, admin, ensure_namespace, eventually, grant_key, unique};
 use treffpunkt_client::{Kind, Participant};
-use treffpunkt_operator::crd::MediaPool;
 
 /// The longest time within `window` that `receiver` got no video of `source`.
 async fn longest_gap(receiver: &Participant, source: &Participant, window: Duration) -> Duration {
@@ -45,39 +45,60 @@ async fn longest_gap(receiver: &Participant, source: &Participant, window: Durat
     longest
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_pool_grows_with_its_load_and_drains_a_node_before_it_shrinks() {
+/// The operator (the autoscaler waits 3 s to scale out, 5 s to scale in), a tenant whose ad-hoc
+/// rooms use a new pool of one to `max` media nodes of `capacity`, and the kubelet of `hosts`
+/// Kubernetes Nodes for it; once the pool runs its one node.
+///
+/// The tests take turns: two operators leading in one platform namespace (each with its own
+/// Lease) would both manage every pool there.
+async fn scene(
+    hosts: usize,
+    max: i32,
+    capacity: usize,
+) -> (Turn, Client, OperatorProcess, Kubelet, String, String) {
+    static TURNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let turn = TURNS.lock().await;
     let client = admin().await;
     ensure_namespace(&client, PLATFORM).await;
     let timing = [
         ("TREFFPUNKT_SCALE_OUT_AFTER", "3"),
         ("TREFFPUNKT_SCALE_IN_AFTER", "5"),
     ];
-    let mut operator = OperatorProcess::start_with("skalierer", &unique("lease"), &timing);
+    let operator = OperatorProcess::start_with(&unique("skalierer"), &unique("lease"), &timing);
     assert!(operator.serving().await);
     let (tenant, pool) = (unique("stadt"), unique("wachsend"));
     let mut spec = tenant_spec(None, 10);
     spec.policy.adhoc_rooms = true;
     spec.media_pools = vec![pool.clone()];
     ready_tenant(&client, &tenant, spec).await;
-    let pool_spec = json!({
-        "replicas": {"min": 1, "max": 2},
-        "targetLoadPercent": 90,
-        "template": {"image": "treffpunkt/media-node:test", "maxParticipants": 8},
-    });
-    let mut object = MediaPool::new(&pool, serde_json::from_value(pool_spec).unwrap());
-    object.metadata.namespace = Some(PLATFORM.to_owned());
-    Api::<MediaPool>::namespaced(client.clone(), PLATFORM)
-        .create(&PostParams::default(), &object)
-        .await
-        .unwrap();
+    create_pool(&client, &pool, max, capacity).await;
     let key = grant_key(&client).await;
     let control_plane = format!("http://{}", operator.grpc);
-    let kubelet = Kubelet::start(client.clone(), pool.clone(), control_plane, key);
+    let kubelet = Kubelet::start(client.clone(), pool.clone(), control_plane, key, hosts).await;
     assert!(
         runs(&client, &pool, 1).await,
         "the pool starts with its minimum"
     );
+    (turn, client, operator, kubelet, tenant, pool)
+}
+
+/// A test's turn with the platform namespace.
+type Turn = tokio::sync::MutexGuard<'static, ()>;
+
+/// The pod of the pool that the scheduler placed nowhere, once there is one.
+async fn waiting_pod(kubelet: &Kubelet) -> Option<String> {
+    eventually(WAIT, || async {
+        let placement = kubelet.placement().await;
+        placement
+            .into_iter()
+            .find_map(|(pod, host)| host.is_none().then_some(pod))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_grows_with_its_load_and_drains_a_node_before_it_shrinks() {
+    let (_turn, client, mut operator, kubelet, tenant, pool) = scene(1, 2, 8).await;
 
     // Eight in the council's hall: the one node is full, above 90 %.
     let mut hall = Vec::new();
@@ -98,8 +119,31 @@ async fn the_pool_grows_with_its_load_and_drains_a_node_before_it_shrinks() {
         "{}",
         out.reason
     );
+    // One media node a Kubernetes node: the second waits for room, and the pool says why.
+    let waiting = waiting_pod(&kubelet).await.expect("the new pod waits");
+    let note = pool_event(&client, &pool, "NoRoom")
+        .await
+        .expect("the pool says that its new node found no room");
+    assert!(
+        note.contains(&waiting) && note.contains("didn't have free ports"),
+        "{note}"
+    );
+    // A second Kubernetes node arrives, as a cluster autoscaler brings one.
+    kubelet.add_host().await;
     assert!(runs(&client, &pool, 2).await, "two nodes run");
     assert_eq!(kubelet.node_names().len(), 2);
+    let placement = kubelet.placement().await;
+    let mut hosts: Vec<_> = placement
+        .iter()
+        .filter_map(|(_, host)| host.clone())
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    assert_eq!(
+        hosts.len(),
+        2,
+        "a media node on each Kubernetes node: {placement:?}"
+    );
 
     // A second call lands on the new node.
     let speaker = join(&operator, &tenant, "klein", "Sprecherin").await;
@@ -164,4 +208,46 @@ async fn the_pool_grows_with_its_load_and_drains_a_node_before_it_shrinks() {
     assert!(
         longest_gap(&listener, &speaker, Duration::from_secs(2)).await < Duration::from_secs(1)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_that_outgrew_its_cluster_gives_the_waiting_node_back_when_its_load_falls() {
+    // Two participants a node: two make the pool grow, one alone does not need a second node.
+    let (_turn, client, operator, kubelet, tenant, pool) = scene(1, 2, 2).await;
+    let speaker = join(&operator, &tenant, "verein", "Sprecher").await;
+    let guest = join(&operator, &tenant, "verein", "Gast").await;
+    let home = host(&client, &tenant, "verein")
+        .await
+        .expect("the room's node");
+    let out = decided(&client, &pool, "ScaledOut")
+        .await
+        .expect("the pool grows");
+    assert_eq!(out.replicas, 2);
+    let waiting = waiting_pod(&kubelet).await.expect("the new pod waits");
+    assert!(pool_event(&client, &pool, "NoRoom").await.is_some());
+
+    guest.leave().await;
+    let back = decided(&client, &pool, "ScaledIn")
+        .await
+        .expect("the pool gives the waiting node back");
+    assert_eq!(back.replicas, 1);
+    assert!(back.reason.contains("found no room"), "{}", back.reason);
+    assert!(runs(&client, &pool, 1).await, "one node runs");
+    let gone = eventually(WAIT, || async {
+        let pods = kubelet.placement().await;
+        (pods.len() == 1
+            && pods
+                .iter()
+                .all(|(pod, host)| pod != &waiting && host.is_some()))
+        .then_some(())
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "the waiting pod went, the running one stayed"
+    );
+    // Nobody was drained or moved: the room stays on the node that ran from the start.
+    assert_eq!(kubelet.node_names(), std::slice::from_ref(&home));
+    assert_eq!(host(&client, &tenant, "verein").await, Some(home));
+    speaker.leave().await;
 }

@@ -97,13 +97,15 @@ pub struct Memory {
     below_since: Option<Instant>,
 }
 
-/// What to do about a pool that should run `replicas` nodes, whose nodes report `nodes`, and
-/// whose node `draining` (if any) the autoscaler drains to scale in.
+/// What to do about a pool that should run `replicas` nodes, whose nodes report `nodes`, whose
+/// node `draining` (if any) the autoscaler drains to scale in, and of whose nodes `unplaced`
+/// found no room in the cluster (their pods wait for the scheduler).
 pub fn decide(
     policy: &Policy,
     replicas: i32,
     nodes: &[NodeLoad],
     draining: Option<&NodeId>,
+    unplaced: i32,
     memory: &mut Memory,
     now: Instant,
 ) -> Decision {
@@ -130,8 +132,7 @@ pub fn decide(
         };
     }
     let active: Vec<&NodeLoad> = nodes.iter().filter(|n| !n.draining).collect();
-    if active.is_empty() || (active.len() as i32) < replicas {
-        // Nodes that are starting are not judged by the ones that run.
+    if active.is_empty() {
         *memory = Memory::default();
         return Decision::Hold;
     }
@@ -143,6 +144,28 @@ pub fn decide(
     let count = active.len() as u32;
     let mean = total / count;
     let target = policy.target_percent.max(1);
+    if unplaced > 0 {
+        *memory = Memory::default();
+        // While the load needs them, their pods wait and ask the cluster for room (a cluster
+        // autoscaler adds a Kubernetes node for them); when it does not, they go. The
+        // Deployment removes pods that wait for the scheduler first, so no call moves.
+        let to = (replicas - unplaced).max(policy.min);
+        if mean > target || to >= replicas {
+            return Decision::Hold;
+        }
+        return Decision::In {
+            to,
+            why: format!(
+                "{unplaced} media node(s) found no room in the cluster, and the mean load of \
+                 {mean} % (target {target} %) does not need them"
+            ),
+        };
+    }
+    if (active.len() as i32) < replicas {
+        // Nodes that are starting are not judged by the ones that run.
+        *memory = Memory::default();
+        return Decision::Hold;
+    }
     if mean > target {
         memory.below_since = None;
         let since = *memory.above_since.get_or_insert(now);
@@ -220,14 +243,14 @@ mod tests {
         let busy = [node("a", 95), node("b", 85)];
         let at = |s| start + Duration::from_secs(s);
         assert_eq!(
-            decide(&policy(), 2, &busy, None, &mut memory, at(0)),
+            decide(&policy(), 2, &busy, None, 0, &mut memory, at(0)),
             Decision::Hold
         );
         assert_eq!(
-            decide(&policy(), 2, &busy, None, &mut memory, at(20)),
+            decide(&policy(), 2, &busy, None, 0, &mut memory, at(20)),
             Decision::Hold
         );
-        let Decision::Out { to, why } = decide(&policy(), 2, &busy, None, &mut memory, at(31))
+        let Decision::Out { to, why } = decide(&policy(), 2, &busy, None, 0, &mut memory, at(31))
         else {
             panic!("scales out");
         };
@@ -236,17 +259,18 @@ mod tests {
         assert!(why.contains("90 % above the target of 70 %"), "{why}");
         // A dip below the target starts the wait again.
         let mut memory = Memory::default();
-        decide(&policy(), 2, &busy, None, &mut memory, at(0));
+        decide(&policy(), 2, &busy, None, 0, &mut memory, at(0));
         decide(
             &policy(),
             2,
             &[node("a", 50), node("b", 50)],
             None,
+            0,
             &mut memory,
             at(20),
         );
         assert_eq!(
-            decide(&policy(), 2, &busy, None, &mut memory, at(40)),
+            decide(&policy(), 2, &busy, None, 0, &mut memory, at(40)),
             Decision::Hold
         );
         // Never beyond max; CPU counts as much as participants.
@@ -254,15 +278,15 @@ mod tests {
         hot.cpu_millicores = 990;
         let four = vec![hot.clone(); 4];
         let mut memory = Memory::default();
-        decide(&policy(), 4, &four, None, &mut memory, at(0));
+        decide(&policy(), 4, &four, None, 0, &mut memory, at(0));
         assert_eq!(
-            decide(&policy(), 4, &four, None, &mut memory, at(60)),
+            decide(&policy(), 4, &four, None, 0, &mut memory, at(60)),
             Decision::Hold
         );
         let mut memory = Memory::default();
-        decide(&policy(), 1, &[hot.clone()], None, &mut memory, at(0));
+        decide(&policy(), 1, &[hot.clone()], None, 0, &mut memory, at(0));
         assert!(matches!(
-            decide(&policy(), 1, &[hot], None, &mut memory, at(60)),
+            decide(&policy(), 1, &[hot], None, 0, &mut memory, at(60)),
             Decision::Out { to: 2, .. }
         ));
     }
@@ -274,15 +298,15 @@ mod tests {
         let quiet = [node("a", 20), node("b", 5), node("c", 30)];
         let mut memory = Memory::default();
         assert_eq!(
-            decide(&policy(), 3, &quiet, None, &mut memory, at(0)),
+            decide(&policy(), 3, &quiet, None, 0, &mut memory, at(0)),
             Decision::Hold
         );
         assert_eq!(
-            decide(&policy(), 3, &quiet, None, &mut memory, at(100)),
+            decide(&policy(), 3, &quiet, None, 0, &mut memory, at(100)),
             Decision::Hold
         );
         let Decision::Drain { node: drained, .. } =
-            decide(&policy(), 3, &quiet, None, &mut memory, at(121))
+            decide(&policy(), 3, &quiet, None, 0, &mut memory, at(121))
         else {
             panic!("drains a node");
         };
@@ -292,17 +316,17 @@ mod tests {
         moving[1].draining = true;
         let b = NodeId("b".to_owned());
         assert_eq!(
-            decide(&policy(), 3, &moving, Some(&b), &mut memory, at(125)),
+            decide(&policy(), 3, &moving, Some(&b), 0, &mut memory, at(125)),
             Decision::Hold
         );
         moving[1].participants = 0;
         assert!(matches!(
-            decide(&policy(), 3, &moving, Some(&b), &mut memory, at(130)),
+            decide(&policy(), 3, &moving, Some(&b), 0, &mut memory, at(130)),
             Decision::In { to: 2, .. }
         ));
         // A node that is gone is drained as well.
         assert!(matches!(
-            decide(&policy(), 3, &quiet[..1], Some(&b), &mut memory, at(130)),
+            decide(&policy(), 3, &quiet[..1], Some(&b), 0, &mut memory, at(130)),
             Decision::In { to: 2, .. }
         ));
     }
@@ -316,22 +340,61 @@ mod tests {
         for s in [0, 200, 400] {
             let now = start + Duration::from_secs(s);
             assert_eq!(
-                decide(&policy(), 2, &steady, None, &mut memory, now),
+                decide(&policy(), 2, &steady, None, 0, &mut memory, now),
                 Decision::Hold
             );
         }
         let idle = [node("a", 0)];
         assert_eq!(
-            decide(&policy(), 1, &idle, None, &mut memory, start),
+            decide(&policy(), 1, &idle, None, 0, &mut memory, start),
             Decision::Hold
         );
         // Below the minimum, at once; nodes still starting are waited for.
         assert!(matches!(
-            decide(&policy(), 0, &[], None, &mut memory, start),
+            decide(&policy(), 0, &[], None, 0, &mut memory, start),
             Decision::Out { to: 1, .. }
         ));
         assert_eq!(
-            decide(&policy(), 3, &steady, None, &mut memory, start),
+            decide(&policy(), 3, &steady, None, 0, &mut memory, start),
+            Decision::Hold
+        );
+    }
+
+    #[test]
+    fn nodes_without_room_in_the_cluster_wait_while_the_load_needs_them_and_go_when_it_does_not() {
+        let start = Instant::now();
+        let mut memory = Memory::default();
+        // Scaled out to three, one found no room: the two that run are still busy.
+        let busy = [node("a", 90), node("b", 80)];
+        assert_eq!(
+            decide(&policy(), 3, &busy, None, 1, &mut memory, start),
+            Decision::Hold
+        );
+        // Later, not even above the target for an hour grows the pool further.
+        let later = start + Duration::from_secs(3600);
+        assert_eq!(
+            decide(&policy(), 3, &busy, None, 1, &mut memory, later),
+            Decision::Hold
+        );
+        // The load falls to the target: the waiting node goes at once, nobody drains.
+        let Decision::In { to, why } = decide(
+            &policy(),
+            3,
+            &[node("a", 70), node("b", 60)],
+            None,
+            1,
+            &mut memory,
+            later,
+        ) else {
+            panic!("gives the waiting node back");
+        };
+        assert_eq!(to, 2);
+        assert!(why.contains("1 media node(s) found no room"), "{why}");
+        // Never below the minimum: a pool whose minimum finds no room keeps asking for it.
+        let mut small = policy();
+        small.min = 3;
+        assert_eq!(
+            decide(&small, 3, &[node("a", 0)], None, 2, &mut memory, later),
             Decision::Hold
         );
     }

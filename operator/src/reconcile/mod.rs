@@ -17,7 +17,7 @@ mod credentials;
 pub use credentials::PARTNER_SECRET;
 pub mod ownership;
 mod pool;
-pub use pool::{desired_replicas, node_ports, selector as pod_labels};
+pub use pool::{POOL_LABEL, desired_replicas, node_ports, selector as pod_labels};
 mod room;
 mod tenant;
 

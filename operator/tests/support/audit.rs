@@ -40,6 +40,7 @@ pub fn requests_of(offset: u64, identity: &str) -> BTreeMap<(String, String), u6
         let harness = resource == "customresourcedefinitions"
             || (resource == "namespaces" && name == PLATFORM);
         if agent.starts_with("kube-controller-manager")
+            || agent.starts_with("kube-scheduler")
             || agent.starts_with("kube-apiserver")
             || user.starts_with("system:")
             || resource == "leases"
