@@ -10,6 +10,11 @@
 //! drain), so that lowering the replicas, once the node is empty, removes exactly that pod.
 //! The node being drained is in the status, so a leader that takes over (after a restart)
 //! finishes the drain it did not start. External pools run no pods and are not scaled.
+//!
+//! A pool that runs fewer nodes than it should has its pods read (every 15 s, only then): a pod
+//! the scheduler found no Kubernetes node for is told of once, as a `NoRoom` warning on the pool
+//! with the scheduler's reason. Such pods wait while the load needs them (a cluster autoscaler
+//! may add a Kubernetes node for them) and are given back, without a drain, once it does not.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

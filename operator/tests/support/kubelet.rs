@@ -338,22 +338,7 @@ pub async fn decided(client: &Client, pool: &str, decision: &str) -> Option<crd:
 
 /// The note of the pool's first event with `reason`, once there is one.
 pub async fn pool_event(client: &Client, pool: &str, reason: &str) -> Option<String> {
-    use k8s_openapi::api::events::v1::Event;
-    let events = Api::<Event>::namespaced(client.clone(), PLATFORM);
-    eventually(WAIT, || async {
-        events
-            .list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|event| {
-                event.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pool)
-                    && event.reason.as_deref() == Some(reason)
-            })?
-            .note
-    })
-    .await
+    super::resources::event_note(client, PLATFORM, pool, reason, WAIT).await
 }
 
 /// The node that hosts `room` of `tenant`.

@@ -162,23 +162,36 @@ pub async fn has_event(
     reason: &str,
     limit: Duration,
 ) -> bool {
+    event_note(client, namespace, name, reason, limit)
+        .await
+        .is_some()
+}
+
+/// The note of the first event with `reason` about the object named `name` in `namespace`, once
+/// there is one (within `limit`).
+pub async fn event_note(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    reason: &str,
+    limit: Duration,
+) -> Option<String> {
     use k8s_openapi::api::events::v1::Event;
     let events = Api::<Event>::namespaced(client.clone(), namespace);
     eventually(limit, || async {
-        events
+        let event = events
             .list(&ListParams::default())
             .await
             .ok()?
             .items
-            .iter()
-            .any(|event| {
+            .into_iter()
+            .find(|event| {
                 event.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
                     && event.reason.as_deref() == Some(reason)
-            })
-            .then_some(())
+            })?;
+        Some(event.note.unwrap_or_default())
     })
     .await
-    .is_some()
 }
 
 /// Whether `replica` has started reconciliations of every kind and finished at least as many of
