@@ -78,9 +78,10 @@ pub async fn run(ctx: Arc<Context>, timing: Timing) {
     // The replica's cache of pools, in every namespace; `look` takes the platform's.
     let pools = ctx.watches.pools.store();
     let mut kept: HashMap<String, Kept> = HashMap::new();
+    let leading_since = Timestamp::now();
     loop {
         tokio::time::sleep(TICK).await;
-        look(&ctx, &api, &pools, &mut kept, timing).await;
+        look(&ctx, &api, &pools, &mut kept, timing, leading_since).await;
     }
 }
 
@@ -90,6 +91,7 @@ async fn look(
     pools: &Store<MediaPool>,
     kept: &mut HashMap<String, Kept>,
     timing: Timing,
+    leading_since: Timestamp,
 ) {
     let now = Instant::now();
     let mut seen = Vec::new();
@@ -129,7 +131,7 @@ async fn look(
                 0
             }
             Some((when, count)) if now.duration_since(when) < PODS_EVERY => count,
-            _ => match without_room(ctx, &pool, told).await {
+            _ => match without_room(ctx, &pool, told, leading_since).await {
                 Ok(count) => {
                     *last = Some((now, count));
                     count
@@ -158,22 +160,25 @@ async fn look(
 }
 
 /// How many of `pool`'s pods the scheduler found no room for. Each such pod is told of once, as a
-/// warning on the pool with the scheduler's reason (`told` remembers which were).
+/// warning on the pool with the scheduler's reason (`told` remembers which were); a leader that
+/// took over leaves untold the pods the scheduler had turned away before it led (its predecessor
+/// told of them), so that it writes nothing where nothing changed.
 async fn without_room(
     ctx: &Context,
     pool: &MediaPool,
     told: &mut HashSet<String>,
+    leading_since: Timestamp,
 ) -> kube::Result<i32> {
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ctx.settings.platform_namespace);
     let selector = format!("{POOL_LABEL}={}", pool.name_any());
     let list = pods.list(&ListParams::default().labels(&selector)).await?;
     let mut count = 0;
     for pod in &list.items {
-        let Some(reason) = unschedulable(pod) else {
+        let Some((reason, since)) = unschedulable(pod) else {
             continue;
         };
         count += 1;
-        if told.insert(pod.name_any()) {
+        if told.insert(pod.name_any()) && since.is_none_or(|since| since >= leading_since) {
             let note = format!(
                 "media node {} found no room in the cluster: {reason}",
                 pod.name_any()
@@ -185,8 +190,8 @@ async fn without_room(
     Ok(count)
 }
 
-/// What the scheduler said of `pod`, if it found no Kubernetes node for it.
-fn unschedulable(pod: &Pod) -> Option<String> {
+/// What the scheduler said of `pod`, and since when, if it found no Kubernetes node for it.
+fn unschedulable(pod: &Pod) -> Option<(String, Option<Timestamp>)> {
     if pod
         .spec
         .as_ref()
@@ -203,8 +208,15 @@ fn unschedulable(pod: &Pod) -> Option<String> {
         .as_ref()?
         .iter()
         .find(|c| c.type_ == "PodScheduled")?;
-    (condition.status == "False" && condition.reason.as_deref() == Some("Unschedulable"))
-        .then(|| condition.message.clone().unwrap_or_default())
+    (condition.status == "False" && condition.reason.as_deref() == Some("Unschedulable")).then(
+        || {
+            let message = condition.message.clone().unwrap_or_default();
+            (
+                message,
+                condition.last_transition_time.as_ref().map(|t| t.0),
+            )
+        },
+    )
 }
 
 /// What the nodes of `pool` report.
