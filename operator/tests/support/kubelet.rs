@@ -12,7 +12,8 @@
 //! pod. A pod the scheduler placed nowhere stays Pending. All processes share this machine's
 //! loopback, so each node gets ports of its own instead of the pod's host ports. No node
 //! lifecycle controller runs: the Nodes need no heartbeats, and their not-ready taint is taken
-//! off here; they stay until the test environment ends. Also what the pool's Deployment and status say.
+//! off here; they stay until the test environment ends. Also what the pool's Deployment and
+//! status say.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use treffpunkt_operator::crd::{self, MediaPool, Room};
+use treffpunkt_operator::reconcile::POOL_LABEL;
 
 use treffpunkt_client::{Participant, Publish, signal_url};
 
@@ -63,7 +65,7 @@ impl Kubelet {
         let task = tokio::spawn(async move {
             let credential = pool_credential(&client, &pool).await;
             let pods = Api::<Pod>::namespaced(client.clone(), PLATFORM);
-            let selector = format!("treffpunkt.io/pool={pool}");
+            let selector = format!("{POOL_LABEL}={pool}");
             loop {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 let Ok(list) = pods.list(&ListParams::default().labels(&selector)).await else {
@@ -129,7 +131,7 @@ impl Kubelet {
     /// Which Kubernetes Node each of the pool's pods is bound to (`None`: not placed), by pod.
     pub async fn placement(&self) -> Vec<(String, Option<String>)> {
         let pods = Api::<Pod>::namespaced(self.client.clone(), PLATFORM);
-        let selector = format!("treffpunkt.io/pool={}", self.site);
+        let selector = format!("{POOL_LABEL}={}", self.site);
         let list = pods
             .list(&ListParams::default().labels(&selector))
             .await

@@ -128,7 +128,7 @@ pub fn external_pool_spec(tenant: &str) -> MediaPoolSpec {
 /// reports it ready.
 pub async fn mark_media_node_ready(client: &Client, namespace: &str, pool: &str, limit: Duration) {
     let pods = Api::<Pod>::namespaced(client.clone(), namespace);
-    let selector = format!("treffpunkt.io/pool={pool}");
+    let selector = format!("{}={pool}", treffpunkt_operator::reconcile::POOL_LABEL);
     let pod = eventually(limit, || async {
         pods.list(&ListParams::default().labels(&selector))
             .await
