@@ -9,7 +9,7 @@ import { spawn } from "node:child_process";
 import path from "node:path";
 import { describe, test } from "node:test";
 
-import { decodesAndHears, eventually, inbound, join, selectedCandidates, standaloneWithBrowser } from "./harness.mjs";
+import { decodesAndHears, eventually, join, selectedCandidates, standaloneWithBrowser, watchDecoding } from "./harness.mjs";
 
 function loadgen() {
   if (process.env.TREFFPUNKT_LOADGEN) return process.env.TREFFPUNKT_LOADGEN;
@@ -24,30 +24,6 @@ async function selectedPair(page) {
   if (!pair) return null;
   const address = (candidate) => `${candidate.address || candidate.ip}:${candidate.port}`;
   return { local: address(pair.local), remote: address(pair.remote) };
-}
-
-/** Samples the page's decoded frames every 200 ms until `done()`; returns [time, frames] pairs. */
-async function sampleFrames(page, done) {
-  const samples = [];
-  while (!done()) {
-    samples.push([Date.now(), (await inbound(page)).framesDecoded]);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  samples.push([Date.now(), (await inbound(page)).framesDecoded]);
-  return samples;
-}
-
-/** The longest time between two samples in which the decoded frames grew. */
-function longestStall(samples) {
-  let longest = 0;
-  let lastGrowth = samples[0][0];
-  for (let i = 1; i < samples.length; i++) {
-    if (samples[i][1] > samples[i - 1][1]) {
-      longest = Math.max(longest, samples[i][0] - lastGrowth);
-      lastGrowth = samples[i][0];
-    }
-  }
-  return Math.max(longest, samples[samples.length - 1][0] - lastGrowth);
 }
 
 function flood(to, spoof) {
@@ -84,23 +60,20 @@ describe("garbage on the media port", () => {
     assert.equal(annaPair.remote, benPair.remote, "one media port for both");
 
     const logBefore = server.output().split("\n").length;
-    let flooding = true;
-    const sampling = Promise.all([sampleFrames(anna, () => !flooding), sampleFrames(ben, () => !flooding)]);
+    const watches = await Promise.all([watchDecoding(anna), watchDecoding(ben)]);
     const outcome = await flood(mediaPort, [annaPair.local, benPair.local]).then(
       (output) => ({ output }),
       (error) => ({ error }),
     );
-    flooding = false;
-    const [annaSamples, benSamples] = await sampling;
+    const [annaWatch, benWatch] = await Promise.all(watches.map((watch) => watch()));
     if (outcome.error) throw outcome.error;
     const sent = outcome.output;
     const logLines = server.output().split("\n").slice(logBefore - 1).filter((line) => line.trim());
 
     assert.match(sent, /sent 200000 datagrams/);
-    for (const [name, samples] of [["Anna", annaSamples], ["Ben", benSamples]]) {
-      const stall = longestStall(samples);
-      assert.ok(stall < 1000, `${name}'s decoded frames kept growing through the flood: longest stall ${stall} ms`);
-      assert.ok(samples[samples.length - 1][1] > samples[0][1] + 100, `${name} decoded frames all along`);
+    for (const [name, watch] of [["Anna", annaWatch], ["Ben", benWatch]]) {
+      assert.ok(watch.longest < 1000, `${name}'s decoded frames kept growing through the flood: longest stall ${watch.longest} ms`);
+      assert.ok(watch.frames > 100, `${name} decoded frames all along: ${watch.frames}`);
     }
     assert.ok(logLines.length <= 4, `the log stays at a few lines:\n${logLines.join("\n")}`);
   });

@@ -520,6 +520,41 @@ export async function accessibilityViolations(page) {
 }
 
 /**
+ * Records in `page`, every 100 ms, whether its decoded video frames grew, across moves to a new
+ * connection, measured in the page itself (a test's own polling stalls when the machine is busy
+ * and would count that as the page's); the returned function gives the longest time without a
+ * new frame so far, in ms, and the frames the page decoded since the watch began.
+ */
+export async function watchDecoding(page) {
+  await page.evaluate(() => {
+    const watch = { pc: null, frames: 0, decoded: 0, last: performance.now(), longest: 0 };
+    window.decodingWatch = watch;
+    setInterval(async () => {
+      const pc = window.treffpunkt.pc;
+      if (!pc) return;
+      let frames = 0;
+      (await pc.getStats()).forEach((report) => {
+        if (report.type === "inbound-rtp" && report.kind === "video") frames += report.framesDecoded || 0;
+      });
+      const now = performance.now();
+      const grown = pc === watch.pc ? frames - watch.frames : watch.pc === null ? 0 : frames;
+      if (grown > 0) {
+        watch.decoded += grown;
+        watch.longest = Math.max(watch.longest, now - watch.last);
+        watch.last = now;
+      }
+      watch.pc = pc;
+      watch.frames = frames;
+    }, 100);
+  });
+  return () =>
+    page.evaluate(() => {
+      const watch = window.decodingWatch;
+      return { longest: Math.round(Math.max(watch.longest, performance.now() - watch.last)), frames: watch.decoded };
+    });
+}
+
+/**
  * For `join`'s `initScript`; runs in the page before its own scripts: every audio track it receives passes through an
  * encoded-frame stream that notes when each frame (one Opus packet) arrived from the network, so
  * the test can read the longest time between two of them. With encoded streams on, every sender and receiver
