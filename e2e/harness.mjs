@@ -523,11 +523,12 @@ export async function accessibilityViolations(page) {
  * Records in `page`, every 100 ms, whether its decoded video frames grew, across moves to a new
  * connection, measured in the page itself (a test's own polling stalls when the machine is busy
  * and would count that as the page's); the returned function gives the longest time without a
- * new frame so far, in ms, and the frames the page decoded since the watch began.
+ * new frame so far, in ms, when it ended (the page's clock, as in its log), and the frames the
+ * page decoded since the watch began.
  */
 export async function watchDecoding(page) {
   await page.evaluate(() => {
-    const watch = { pc: null, frames: 0, decoded: 0, last: performance.now(), longest: 0 };
+    const watch = { pc: null, frames: 0, decoded: 0, last: performance.now(), longest: 0, ended: null };
     window.decodingWatch = watch;
     setInterval(async () => {
       const pc = window.treffpunkt.pc;
@@ -540,7 +541,7 @@ export async function watchDecoding(page) {
       const grown = pc === watch.pc ? frames - watch.frames : watch.pc === null ? 0 : frames;
       if (grown > 0) {
         watch.decoded += grown;
-        watch.longest = Math.max(watch.longest, now - watch.last);
+        if (now - watch.last > watch.longest) [watch.longest, watch.ended] = [now - watch.last, now];
         watch.last = now;
       }
       watch.pc = pc;
@@ -550,7 +551,9 @@ export async function watchDecoding(page) {
   return () =>
     page.evaluate(() => {
       const watch = window.decodingWatch;
-      return { longest: Math.round(Math.max(watch.longest, performance.now() - watch.last)), frames: watch.decoded };
+      const now = performance.now();
+      const [longest, ended] = now - watch.last > watch.longest ? [now - watch.last, now] : [watch.longest, watch.ended];
+      return { longest: Math.round(longest), ended: ended && Math.round(ended), frames: watch.decoded };
     });
 }
 

@@ -330,13 +330,16 @@ impl Node {
             return;
         };
         match session.answer_offer(now, offer.sdp, &offer.sources) {
-            Ok(sdp) => self.signal(
-                peer,
-                v1::Signal::new(SignalKind::Answer(v1::SessionDescription {
-                    sdp,
-                    ..Default::default()
-                })),
-            ),
+            Ok(sdp) => {
+                debug!(?peer, "the client's offer answered");
+                self.signal(
+                    peer,
+                    v1::Signal::new(SignalKind::Answer(v1::SessionDescription {
+                        sdp,
+                        ..Default::default()
+                    })),
+                );
+            }
             Err(error) => {
                 debug!(%error, "client offer refused");
                 let signal = v1::Signal::error(error_code(&error), error.to_string());
@@ -353,6 +356,12 @@ impl Node {
         };
         match session.apply_answer(now, sdp) {
             Ok(ready) => {
+                debug!(
+                    ?peer,
+                    ready = ready.len(),
+                    connected = session.connected,
+                    "answer applied"
+                );
                 if session.connected {
                     for ssrc in ready {
                         self.core.down_track_ready(now, peer, ssrc);

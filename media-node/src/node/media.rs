@@ -262,6 +262,7 @@ fn poll_connection(
                 session.track_receiver(init.ssrc, init.receiver_id);
                 match session.published_layer(init.receiver_id, init.ssrc, init.rid.as_deref()) {
                     Some(layer) => {
+                        debug!(?peer, layer = layer.layer, "a track opens");
                         core.publish(now, peer, layer);
                     }
                     None => debug!(

@@ -453,7 +453,10 @@ impl Node {
                 None => continue,
             };
             match offer {
-                Ok(Some(sdp)) => self.signal(*peer, offer_signal(sdp)),
+                Ok(Some(sdp)) => {
+                    tracing::debug!(?peer, "the node offers");
+                    self.signal(*peer, offer_signal(sdp));
+                }
                 Ok(None) => {}
                 Err(error) => tracing::warn!(%error, "could not create an offer"),
             }

@@ -1,17 +1,18 @@
 //! What the integration tests share: the real Kubernetes API server, control-plane replicas
 //! and media nodes, ways to wait for a condition, (in [`netns`]) a line whose downlink a test
 //! can narrow, (in [`sockets`]) bare sockets against the gateway, (in [`attach`]) a
-//! registration on the Attach port, (in [`partner`]) a partner's site, and (in [`events`]) what a
-//! Rust participant is told.
+//! registration on the Attach port, (in [`partner`]) a partner's site, (in [`events`]) what a
+//! Rust participant is told, and (in [`browser`]) real browser pages in a room.
 //!
-//! `deploy/testenv` builds one binary with etcd, kube-apiserver and kube-controller-manager from
-//! the Go modules of Kubernetes. A test binary starts it once (the first test that asks) and
-//! shares it; tests keep apart by using names of their own. The environment stops when the test
-//! process ends, because it exits when its stdin closes.
+//! `deploy/testenv` builds one binary with etcd, kube-apiserver, kube-controller-manager and
+//! kube-scheduler from the Go modules of Kubernetes. A test binary starts it once (the first test
+//! that asks) and shares it; tests keep apart by using names of their own. The environment stops
+//! when the test process ends, because it exits when its stdin closes.
 #![allow(dead_code)]
 
 pub mod attach;
 pub mod audit;
+pub mod browser;
 pub mod calls;
 pub mod events;
 pub mod helm;
