@@ -8,11 +8,12 @@
 // `{"ready":true}` (or `{"ready":false,"why":...}` and exits 1), and from that moment each page
 // watches, in the page itself, how long it goes without a new decoded video frame, across moves
 // to a new connection. Each line `report` on standard input is answered with one JSON line:
-// `{"longest":[ms...],"ended":[ms...],"frames":[n...],"decoding":[bool...],"log":[[line...]...]}`,
-// by page in the order of the names (the longest time without a new frame since ready and when
-// it ended on the page's clock, the frames decoded since ready, whether the page decodes video
-// and hears audio now, and the page's own log of its connection's events). End of input closes
-// the browser.
+// `{"longest":[ms...],"ended":[ms...],"frames":[n...],"connections":[[...]...],"decoding":[bool...],
+// "log":[[line...]...]}`, by page in the order of the names: the longest time without a new
+// frame since ready and when it ended on the page's clock, the frames decoded since ready, each
+// media connection's first moments (see `watchDecoding`), whether the page decodes video and
+// hears audio now, and the page's own log of its connection's events. End of input closes the
+// browser.
 
 import readline from "node:readline";
 
@@ -50,6 +51,7 @@ try {
         longest: watched.map((watch) => watch.longest),
         ended: watched.map((watch) => watch.ended),
         frames: watched.map((watch) => watch.frames),
+        connections: watched.map((watch) => watch.connections),
         decoding: await allFlowing(pages),
         log: await Promise.all(pages.map((page) => page.evaluate(() => window.treffpunkt.log))),
       });

@@ -523,21 +523,32 @@ export async function accessibilityViolations(page) {
  * Records in `page`, every 100 ms, whether its decoded video frames grew, across moves to a new
  * connection, measured in the page itself (a test's own polling stalls when the machine is busy
  * and would count that as the page's); the returned function gives the longest time without a
- * new frame so far, in ms, when it ended (the page's clock, as in its log), and the frames the
- * page decoded since the watch began.
+ * new frame so far, in ms, when it ended (the page's clock, as in its log), the frames the page
+ * decoded since the watch began, and for each media connection seen, when it was first seen and
+ * when it first sent, received and decoded video.
  */
 export async function watchDecoding(page) {
   await page.evaluate(() => {
-    const watch = { pc: null, frames: 0, decoded: 0, last: performance.now(), longest: 0, ended: null };
+    const watch = { pc: null, frames: 0, decoded: 0, last: performance.now(), longest: 0, ended: null, connections: [] };
     window.decodingWatch = watch;
     setInterval(async () => {
       const pc = window.treffpunkt.pc;
       if (!pc) return;
-      let frames = 0;
+      let [frames, sent, received] = [0, 0, 0];
       (await pc.getStats()).forEach((report) => {
-        if (report.type === "inbound-rtp" && report.kind === "video") frames += report.framesDecoded || 0;
+        if (report.kind !== "video") return;
+        if (report.type === "inbound-rtp") {
+          frames += report.framesDecoded || 0;
+          received += report.packetsReceived || 0;
+        }
+        if (report.type === "outbound-rtp") sent += report.packetsSent || 0;
       });
       const now = performance.now();
+      if (pc !== watch.pc) watch.connections.push({ at: Math.round(now), sent: null, received: null, decoded: null });
+      const connection = watch.connections[watch.connections.length - 1];
+      for (const [key, count] of [["sent", sent], ["received", received], ["decoded", frames]]) {
+        if (connection[key] === null && count > 0) connection[key] = Math.round(now);
+      }
       const grown = pc === watch.pc ? frames - watch.frames : watch.pc === null ? 0 : frames;
       if (grown > 0) {
         watch.decoded += grown;
@@ -553,7 +564,7 @@ export async function watchDecoding(page) {
       const watch = window.decodingWatch;
       const now = performance.now();
       const [longest, ended] = now - watch.last > watch.longest ? [now - watch.last, now] : [watch.longest, watch.ended];
-      return { longest: Math.round(longest), ended: ended && Math.round(ended), frames: watch.decoded };
+      return { longest: Math.round(longest), ended: ended && Math.round(ended), frames: watch.decoded, connections: watch.connections };
     });
 }
 

@@ -262,7 +262,15 @@ fn poll_connection(
                 session.track_receiver(init.ssrc, init.receiver_id);
                 match session.published_layer(init.receiver_id, init.ssrc, init.rid.as_deref()) {
                     Some(layer) => {
-                        debug!(?peer, layer = layer.layer, "a track opens");
+                        debug!(
+                            ?peer,
+                            ssrc = init.ssrc,
+                            rid = ?init.rid,
+                            codec = ?layer.codec,
+                            layer = layer.layer,
+                            layers = layer.layer_count,
+                            "a track opens"
+                        );
                         core.publish(now, peer, layer);
                     }
                     None => debug!(

@@ -28,10 +28,22 @@ pub struct Watched {
     pub ended: Vec<Option<u64>>,
     /// Video frames decoded.
     pub frames: Vec<u64>,
+    /// Each media connection the page had since it was ready: when it was first seen, and when
+    /// it first sent, received and decoded video (milliseconds on the page's clock).
+    pub connections: Vec<Vec<Connection>>,
     /// Whether the page decodes video and hears audio now.
     pub decoding: Vec<bool>,
     /// The page's log of its connection's events (milliseconds since the page opened, and what).
     pub log: Vec<Vec<String>>,
+}
+
+/// One media connection of a page, on the page's clock (see [`Watched::connections`]).
+#[derive(Debug, Deserialize)]
+pub struct Connection {
+    pub at: u64,
+    pub sent: Option<u64>,
+    pub received: Option<u64>,
+    pub decoded: Option<u64>,
 }
 
 #[derive(Deserialize)]
