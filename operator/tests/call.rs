@@ -276,6 +276,50 @@ async fn loss_is_repaired_per_hop_with_nack() {
     server.stop();
 }
 
+/// A stream of 16 Mbit/s in one layer (2,000 packets of 1,000 bytes a second, as a screen share
+/// of fine detail or a camera at a high bitrate sends) reaches its viewer on an open line: the
+/// viewer's downlink estimate climbs to what the stream needs, with nothing capping it below.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_16_mbit_stream_reaches_its_viewer_on_an_open_line() {
+    const PER_SECOND: u32 = 2_000;
+    let server = start(Vec::new()).await;
+    let url = signal_url(server.http, "public", "kino");
+    let publish = Publish {
+        video_fps: PER_SECOND,
+        video_packet_size: 1000,
+        keyframe_interval: PER_SECOND,
+        ..Publish::default()
+    };
+    let film = Participant::join(&url, "Vorführer", Some(publish))
+        .await
+        .unwrap();
+    let viewer = Participant::join(&url, "Zuschauerin", None).await.unwrap();
+    // The estimate starts at a megabit and climbs: wait for a whole second in which nine in
+    // ten of the stream's packets arrived.
+    let (started, window) = (std::time::Instant::now(), Duration::from_secs(1));
+    let mut best = 0;
+    while started.elapsed() < Duration::from_secs(40) {
+        let before = viewer.stats(&film.id, Kind::Video).packets;
+        tokio::time::sleep(window).await;
+        let per_second = viewer.stats(&film.id, Kind::Video).packets - before;
+        best = best.max(per_second);
+        if per_second >= u64::from(PER_SECOND) * 9 / 10 {
+            break;
+        }
+    }
+    let climbed = started.elapsed();
+    eprintln!("the viewer got {best} packets a second after {climbed:?}");
+    assert!(
+        best >= u64::from(PER_SECOND) * 9 / 10,
+        "the viewer gets the 16 Mbit/s stream: at best {best} of {PER_SECOND} packets a second \
+         in 40 s"
+    );
+    assert_eq!(viewer.stats(&film.id, Kind::Video).corrupt, 0);
+    film.leave().await;
+    viewer.leave().await;
+    server.stop();
+}
+
 /// The grant key of the control plane in the tests that attach nodes of their own.
 const GRANT_SECRET: &[u8] = b"the grant key of the Attach tests and long enough";
 

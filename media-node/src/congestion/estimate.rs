@@ -46,7 +46,11 @@ const MIN: f64 = 150_000.0;
 const MAX_DECREASE: f64 = 0.5;
 /// The shortest time between two decreases for overuse: each must be seen to work first.
 const DECREASE_INTERVAL: Duration = Duration::from_millis(300);
-const MAX: f64 = 20_000_000.0;
+/// The estimate never rises above this: only a bound on arithmetic, far above any line a
+/// participant has. What limits the estimate is what arrives and what probes show (a ceiling
+/// of 20 Mbit/s once kept a 16 Mbit/s stream, which needs a quarter more to start, from ever
+/// being sent).
+const MAX: f64 = 1_000_000_000.0;
 /// What the estimate falls to on overuse, as a share of what arrived.
 const BACKOFF: f64 = 0.85;
 /// How long the estimate holds after it fell.
