@@ -589,7 +589,11 @@ async function welcome(message) {
   }
   closeMedia();
   state.participants.clear();
-  $("grid").replaceChildren();
+  // The own tile stays: its video element is what keeps the camera's frames flowing between two
+  // media connections (a camera left without any sink for a moment gave the next connection
+  // its first frame only a second or more later).
+  const own = document.querySelector('#grid > .tile[data-participant="self"]');
+  $("grid").replaceChildren(...(own ? [own] : []));
   $("grid").setAttribute("aria-label", t("participants"));
   show("call");
   renderSelf();
