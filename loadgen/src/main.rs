@@ -78,7 +78,8 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// The scenarios to run, comma-separated (default: all three).
+    /// The scenarios to run, comma-separated (default: the three of the published benchmark,
+    /// without the fan-out).
     #[arg(long, value_enum, value_delimiter = ',')]
     scenario: Vec<Scenario>,
     /// The values of N to ramp through, comma-separated (default: each scenario's own ramp).
@@ -118,6 +119,12 @@ struct RunArgs {
     /// each subscriber then receives the layer the node chooses for it.
     #[arg(long)]
     simulcast: bool,
+    /// The fan-out scenario's packets a second.
+    #[arg(long, default_value_t = 1000)]
+    fanout_rate: u32,
+    /// The fan-out scenario's payload of one packet, bytes.
+    #[arg(long, default_value_t = 1000)]
+    fanout_payload: usize,
     /// Loss (a share) above which a ramp stops.
     #[arg(long, default_value_t = 0.01)]
     loss_limit: f64,
@@ -238,6 +245,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         keyframe_ratio: args.keyframe_ratio,
         max_packet_size: args.max_packet_size,
         simulcast: args.simulcast,
+        fanout_rate: args.fanout_rate,
+        fanout_payload: args.fanout_payload,
     };
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -2,7 +2,12 @@
 //!
 //! - **audio room**: 10 speakers (audio only) and N listeners;
 //! - **meeting**: N participants who all publish audio and video and see everyone;
-//! - **livestream**: 1 publisher of audio and video, N viewers.
+//! - **livestream**: 1 publisher of audio and video, N viewers;
+//! - **fan-out**: 1 publisher of P video packets a second of S bytes each (every packet a frame
+//!   of its own) and audio, N subscribers: the shape in which forwarders are compared packet for
+//!   packet (`--fanout-rate`, `--fanout-payload`; not part of the default run). The audio is
+//!   there because a viewer's downlink estimate grows only from the feedback on what reaches
+//!   it: a video alone that needs more than the estimate's start never starts.
 //!
 //! Each ramps N up; [`crate::ramp`] runs them.
 
@@ -20,6 +25,8 @@ pub enum Scenario {
     Meeting,
     /// 1 publisher of audio and video, N viewers.
     Livestream,
+    /// 1 publisher of P video packets of S bytes a second and audio, N subscribers.
+    Fanout,
 }
 
 /// What a scenario's participants send.
@@ -42,6 +49,10 @@ pub struct Media {
     /// The camera in three simulcast layers: a tenth, a third and all of the bitrate, at a
     /// quarter, half and all of 720p.
     pub simulcast: bool,
+    /// The fan-out's packets a second.
+    pub fanout_rate: u32,
+    /// The fan-out's payload of one packet, bytes.
+    pub fanout_payload: usize,
 }
 
 /// Who is in the room at some N.
@@ -83,6 +94,7 @@ impl Scenario {
             Self::AudioRoom => "audio-room",
             Self::Meeting => "meeting",
             Self::Livestream => "livestream",
+            Self::Fanout => "fanout",
         }
     }
 
@@ -93,6 +105,7 @@ impl Scenario {
             Self::AudioRoom => vec![25, 50, 100, 150],
             Self::Meeting => vec![4, 8, 12, 16, 20, 24, 28],
             Self::Livestream => vec![25, 50, 100, 200, 300],
+            Self::Fanout => vec![10, 25],
         }
     }
 
@@ -109,7 +122,7 @@ impl Scenario {
                 speakers: 0,
                 listeners: 0,
             },
-            Self::Livestream => Population {
+            Self::Livestream | Self::Fanout => Population {
                 video_publishers: 1,
                 speakers: 0,
                 listeners: n,
@@ -148,6 +161,10 @@ impl Scenario {
                 "1 publisher ({audio}, {}), N viewers",
                 video(media.livestream_bitrate)
             ),
+            Self::Fanout => format!(
+                "1 publisher of {} video packets/s of {} B (a frame a packet) and {audio}, N subscribers",
+                media.fanout_rate, media.fanout_payload
+            ),
         }
     }
 
@@ -161,6 +178,19 @@ impl Scenario {
             Self::Livestream => media.livestream_bitrate,
             _ => media.meeting_bitrate,
         };
+        if self == Self::Fanout {
+            return (role == Role::VideoPublisher).then(|| Outgoing {
+                audio,
+                video: Some(OutgoingVideo {
+                    fps: media.fanout_rate,
+                    bitrate: u64::from(media.fanout_rate) * media.fanout_payload as u64 * 8,
+                    keyframe_interval: media.fanout_rate.max(1),
+                    keyframe_ratio: 1,
+                    max_packet_size: media.fanout_payload,
+                    simulcast: false,
+                }),
+            });
+        }
         match role {
             Role::Listener => None,
             Role::Speaker => Some(Outgoing { audio, video: None }),
@@ -193,6 +223,8 @@ mod tests {
             keyframe_ratio: 4,
             max_packet_size: 1100,
             simulcast: false,
+            fanout_rate: 4000,
+            fanout_payload: 1000,
         }
     }
 
@@ -219,5 +251,20 @@ mod tests {
             .unwrap();
         let video = host.video.unwrap();
         assert_eq!((video.bitrate, video.keyframe_interval), (1_500_000, 90));
+    }
+
+    #[test]
+    fn the_fan_out_sends_its_packets_each_a_frame_of_its_own() {
+        let publisher = Scenario::Fanout
+            .outgoing(Role::VideoPublisher, &media())
+            .unwrap();
+        assert!(publisher.audio.is_some());
+        let video = publisher.video.unwrap();
+        // Every frame is one packet of the payload's size: 4,000 of 1,000 B are 32 Mbit/s.
+        assert_eq!((video.fps, video.max_packet_size), (4000, 1000));
+        assert_eq!(video.bitrate / u64::from(video.fps) / 8, 1000);
+        assert_eq!((video.keyframe_ratio, video.simulcast), (1, false));
+        assert_eq!(Scenario::Fanout.outgoing(Role::Listener, &media()), None);
+        assert_eq!(Scenario::Fanout.population(25).total(), 26);
     }
 }

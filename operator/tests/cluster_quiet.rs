@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use support::audit::{audit_offset, per_minute, requests_of, requests_since, writes};
+use support::kubelet::pool_event;
 use support::resources::{create_room, pool_spec, room_spec, tenant_spec};
 use support::{PLATFORM, admin, eventually, operator, unique};
 use treffpunkt_operator::crd::{self, MediaPool, Room, Tenant};
@@ -71,7 +72,8 @@ async fn all_settled(client: &Client, prefix: &str) -> Option<()> {
     (accepted == TENANTS * ROOMS_PER_TENANT).then_some(())
 }
 
-async fn make_the_platform(client: &Client, prefix: &str) {
+/// The platform's tenants, their rooms and a MediaPool; returns the pool's name.
+async fn make_the_platform(client: &Client, prefix: &str) -> String {
     let tenants = Api::<Tenant>::all(client.clone());
     for index in 0..TENANTS {
         let name = format!("{prefix}-{index}");
@@ -94,6 +96,7 @@ async fn make_the_platform(client: &Client, prefix: &str) {
         .create(&PostParams::default(), &MediaPool::new(&pool, pool_spec()))
         .await
         .unwrap();
+    pool
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,7 +105,7 @@ async fn a_platform_at_rest_and_a_replica_that_starts_cost_no_writes() {
     let client = admin().await;
     let prefix = unique("still");
     let started = Instant::now();
-    make_the_platform(&client, &prefix).await;
+    let pool = make_the_platform(&client, &prefix).await;
     let settled = eventually(Duration::from_secs(600), || all_settled(&client, &prefix)).await;
     assert!(
         settled.is_some(),
@@ -112,6 +115,13 @@ async fn a_platform_at_rest_and_a_replica_that_starts_cost_no_writes() {
         "{TENANTS} tenants and {} rooms ready in {:.0} s",
         TENANTS * ROOMS_PER_TENANT,
         started.elapsed().as_secs_f64()
+    );
+    // No Kubernetes node runs media nodes here: the scheduler turns the pool's pod away, and
+    // the pool says so once (an event, within the autoscaler's next look at its pods). That is
+    // part of settling, not of rest.
+    assert!(
+        pool_event(&client, &pool, "NoRoom").await.is_some(),
+        "the pool says its node found no room"
     );
     // Status updates trailing the last room settle.
     tokio::time::sleep(Duration::from_secs(10)).await;
