@@ -174,36 +174,33 @@ impl Scenario {
             packet_size: media.audio_packet_size,
             level: SILENCE,
         });
-        let bitrate = match self {
-            Self::Livestream => media.livestream_bitrate,
-            _ => media.meeting_bitrate,
+        let video = |bitrate| OutgoingVideo {
+            fps: media.fps,
+            bitrate,
+            keyframe_interval: media.fps.max(1) * media.keyframe_seconds.max(1),
+            keyframe_ratio: media.keyframe_ratio,
+            max_packet_size: media.max_packet_size,
+            simulcast: media.simulcast,
         };
-        if self == Self::Fanout {
-            return (role == Role::VideoPublisher).then(|| Outgoing {
-                audio,
-                video: Some(OutgoingVideo {
-                    fps: media.fanout_rate,
-                    bitrate: u64::from(media.fanout_rate) * media.fanout_payload as u64 * 8,
-                    keyframe_interval: media.fanout_rate.max(1),
-                    keyframe_ratio: 1,
-                    max_packet_size: media.fanout_payload,
-                    simulcast: false,
-                }),
-            });
-        }
+        let video = match self {
+            Self::Livestream => video(media.livestream_bitrate),
+            // Every packet a frame of its own, all of one size, one a second a keyframe.
+            Self::Fanout => OutgoingVideo {
+                fps: media.fanout_rate,
+                bitrate: u64::from(media.fanout_rate) * media.fanout_payload as u64 * 8,
+                keyframe_interval: media.fanout_rate.max(1),
+                keyframe_ratio: 1,
+                max_packet_size: media.fanout_payload,
+                simulcast: false,
+            },
+            Self::AudioRoom | Self::Meeting => video(media.meeting_bitrate),
+        };
         match role {
             Role::Listener => None,
             Role::Speaker => Some(Outgoing { audio, video: None }),
             Role::VideoPublisher => Some(Outgoing {
                 audio,
-                video: Some(OutgoingVideo {
-                    fps: media.fps,
-                    bitrate,
-                    keyframe_interval: media.fps.max(1) * media.keyframe_seconds.max(1),
-                    keyframe_ratio: media.keyframe_ratio,
-                    max_packet_size: media.max_packet_size,
-                    simulcast: media.simulcast,
-                }),
+                video: Some(video),
             }),
         }
     }

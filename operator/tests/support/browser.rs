@@ -40,9 +40,13 @@ pub struct Watched {
 /// One media connection of a page, on the page's clock (see [`Watched::connections`]).
 #[derive(Debug, Deserialize)]
 pub struct Connection {
+    /// When the page first had it.
     pub at: u64,
+    /// When it first sent video.
     pub sent: Option<u64>,
+    /// When it first received video.
     pub received: Option<u64>,
+    /// When it first decoded a video frame.
     pub decoded: Option<u64>,
 }
 
