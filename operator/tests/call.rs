@@ -10,7 +10,10 @@ use std::time::Duration;
 use support::attach::register_as;
 use support::wait_until;
 use treffpunkt_client::relay::{Loss, LossyRelay};
-use treffpunkt_client::{JoinOptions, Kind, Participant, Publish, RoomEvent, signal_url};
+use treffpunkt_client::{
+    JoinOptions, Joining, Kind, Outgoing, OutgoingVideo, Participant, Publish, RoomEvent,
+    signal_url,
+};
 use treffpunkt_operator::domain::Tenant;
 use treffpunkt_operator::standalone::{self, Standalone, StandaloneConfig};
 use treffpunkt_proto::grant::{Keyring, SharedKeyring};
@@ -316,6 +319,50 @@ async fn a_16_mbit_stream_reaches_its_viewer_on_an_open_line() {
     );
     assert_eq!(viewer.stats(&film.id, Kind::Video).corrupt, 0);
     film.leave().await;
+    viewer.leave().await;
+    server.stop();
+}
+
+/// A video alone, with no microphone anywhere in the room (everyone muted, a screen share of
+/// 3 Mbit/s, more than a new connection's estimate allows), reaches its viewer: the node sends
+/// the viewer nothing before the video fits, so no feedback comes to grow the estimate from,
+/// and the node has to probe a line that carries nothing yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_video_alone_above_the_starting_estimate_reaches_its_viewer() {
+    let server = start(Vec::new()).await;
+    let url = signal_url(server.http, "public", "stumm");
+    let share = Joining {
+        outgoing: Some(Outgoing {
+            audio: None,
+            video: Some(OutgoingVideo {
+                fps: 30,
+                bitrate: 3_000_000,
+                keyframe_interval: 60,
+                keyframe_ratio: 1,
+                max_packet_size: 1000,
+                simulcast: false,
+            }),
+        }),
+        ..Joining::default()
+    };
+    let presenter = Participant::join_as(&url, "Vortragende", share)
+        .await
+        .unwrap();
+    let viewer = Participant::join(&url, "Zuhörer", None).await.unwrap();
+    let started = std::time::Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(30), || viewer
+            .stats(&presenter.id, Kind::Video)
+            .packets
+            >= 1_000)
+        .await,
+        "the viewer gets the video: {} packets in 30 s",
+        viewer.stats(&presenter.id, Kind::Video).packets
+    );
+    eprintln!("the video reached its viewer after {:?}", started.elapsed());
+    assert_eq!(viewer.stats(&presenter.id, Kind::Video).corrupt, 0);
+    assert_eq!(viewer.stats(&presenter.id, Kind::Audio).packets, 0);
+    presenter.leave().await;
     viewer.leave().await;
     server.stop();
 }

@@ -73,6 +73,11 @@ const UNPROBED: Duration = Duration::from_secs(3);
 /// arrivals it reports are too uneven to judge a probe by (measured: probes on loopback at join
 /// read 30 % slower than they left), and a meeting's videos would start paused.
 const STARTUP: Duration = Duration::from_secs(8);
+/// How often the estimator looks at its line when no feedback wakes it.
+const TICK: Duration = Duration::from_millis(500);
+/// A line with no feedback for this long carries nothing the node sent: no reports come to ask
+/// for a probe from, so the tick asks (see [`DownlinkEstimator`]'s `handle_timeout`).
+const QUIET: Duration = Duration::from_secs(1);
 /// Loss above this fraction lowers the estimate; below [`LOW_LOSS`] it may grow.
 const HIGH_LOSS: f64 = 0.10;
 const LOW_LOSS: f64 = 0.02;
@@ -248,6 +253,8 @@ pub struct DownlinkEstimator {
     /// Until then the estimate may grow towards what the node wants without a probe: the node
     /// had nothing to probe with.
     unprobed_until: Option<Instant>,
+    /// When the estimator looks at its line next without feedback.
+    next_tick: Instant,
     cell: EstimateCell,
 }
 
@@ -265,6 +272,7 @@ impl DownlinkEstimator {
             last_update: None,
             prober: Prober::default(),
             unprobed_until: None,
+            next_tick: Instant::now() + TICK,
             cell,
         }
     }
@@ -385,6 +393,30 @@ impl BandwidthEstimator for DownlinkEstimator {
 
     fn target_bitrate(&self) -> f64 {
         self.target
+    }
+
+    /// Feedback comes only for what the node sent: a subscriber whose only stream is a video
+    /// that never played (everyone else muted, or a screen share above the starting estimate)
+    /// gets nothing, reports nothing, and would never be probed. So the estimator looks at its
+    /// line on a tick too: it settles a probe request the node answered (or never did), and on
+    /// a line quiet for [`QUIET`] it asks for a probe itself, which the node sends as padding
+    /// on that video (its feedback then judges the probe as any other).
+    fn handle_timeout(&mut self, now: Instant) {
+        if now < self.next_tick {
+            return;
+        }
+        self.next_tick = now + TICK;
+        self.on_reports(now, &[]);
+        let quiet = self
+            .last_update
+            .is_none_or(|at| now.saturating_duration_since(at) >= QUIET);
+        if quiet && let Some(request) = self.prober.due(now, self.target, 0.0, self.cell.wanted()) {
+            self.cell.request_probe(request);
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.next_tick)
     }
 }
 
@@ -562,6 +594,74 @@ mod tests {
             lost <= dropped && lost + 5 >= dropped,
             "{lost} reported lost of {dropped} dropped"
         );
+    }
+
+    #[test]
+    fn a_line_that_carries_nothing_yet_is_probed_on_the_tick() {
+        // A subscriber whose only stream is a 3 Mbit/s video that never played: the node
+        // sends it nothing, so no feedback comes; only the probes' padding is reported on.
+        let epoch = Instant::now();
+        let cell = EstimateCell::new();
+        let mut estimator = DownlinkEstimator::new(cell.clone());
+        let mut path = Path::new(50_000_000.0, Duration::from_millis(100));
+        let padding_size = PADDING_PACKET_BYTES - 38;
+        let (mut id, mut reached) = (0_u64, None);
+        let tick = Duration::from_millis(100);
+        let mut at = Duration::ZERO;
+        while at < Duration::from_secs(4) {
+            estimator.handle_timeout(epoch + at);
+            assert_eq!(
+                cell.take_probe_request(),
+                None,
+                "nothing wanted, nothing probed"
+            );
+            at += tick;
+        }
+        cell.set_wanted(Some(3_000_000));
+        while at < Duration::from_secs(20) && reached.is_none() {
+            estimator.handle_timeout(epoch + at);
+            if let Some(request) = cell.take_probe_request() {
+                path.probes += 1;
+                let gap = Duration::from_secs_f64(
+                    PADDING_PACKET_BYTES as f64 * 8.0 / request.padding_rate,
+                );
+                let reports: Vec<PacketReport> = (0..u32::from(request.packets))
+                    .map(|index| {
+                        let sent = at + gap * index;
+                        let arrival = path.carry(sent, padding_size);
+                        id += 1;
+                        PacketReport {
+                            ssrc: 1,
+                            id,
+                            rtp_sequence_number: id as u16,
+                            is_twcc: true,
+                            twcc_sequence_number: id as u16,
+                            size: padding_size,
+                            arrived: arrival.is_some(),
+                            departure: epoch + sent,
+                            arrival,
+                            ecn: Ecn::default(),
+                        }
+                    })
+                    .collect();
+                let last = reports.last().map(|report| report.departure);
+                cell.probe_sent(epoch + at, last.unwrap_or(epoch + at));
+                // The feedback on the padding comes 100 ms later.
+                at += tick;
+                estimator.on_reports(epoch + at, &reports);
+            }
+            if estimator.target_bitrate() >= 3_000_000.0 {
+                reached = Some(at);
+            }
+            at += tick;
+        }
+        assert!(
+            reached.is_some_and(|at| at <= Duration::from_secs(8)),
+            "the estimate reaches what the video needs within 4 s of being wanted: {reached:?}, \
+             {} probes",
+            path.probes
+        );
+        assert_eq!(path.dropped, 0);
     }
 
     #[test]

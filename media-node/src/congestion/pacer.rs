@@ -473,14 +473,14 @@ mod tests {
     fn probe_padding_leaves_at_its_own_rate_in_order_with_the_video() {
         let start = Instant::now();
         let mut pacer = pacer(300_000);
-        // 500 kbit/s of padding: 40 packets of 62 bytes take about 40 ms.
+        // 500 kbit/s of padding: 8 packets of some 300 bytes take about 40 ms.
         pacer
             .estimate
             .request_probe(crate::congestion::probe::ProbeRequest {
                 padding_rate: 500_000.0,
-                packets: 40,
+                packets: 8,
             });
-        for _ in 0..40 {
+        for _ in 0..8 {
             pacer.handle_write(padding(start, 2)).unwrap();
         }
         pacer.handle_write(rtp(start, 2, 500)).unwrap();
@@ -494,7 +494,7 @@ mod tests {
                 _ => video_at.push(packet.now),
             }
         }
-        assert_eq!(padding_at.len(), 40);
+        assert_eq!(padding_at.len(), 8);
         assert_eq!(audio_at, [start], "audio does not wait behind the padding");
         assert_eq!(
             video_at,

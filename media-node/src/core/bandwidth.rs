@@ -34,12 +34,13 @@ impl Core {
     }
 
     /// Takes `count` sequence numbers for padding-only packets that probe `subscriber`'s line,
-    /// on one of its video down-tracks that has sent before (one being forwarded now if there
-    /// is one) and that the node can send on (`sendable`): returns that down-track's SSRC,
-    /// the first sequence number and the timestamp to send with. `None` when the subscriber has
-    /// no such down-track.
+    /// on one of its ready video down-tracks that the node can send on (`sendable`; one being
+    /// forwarded now if there is one, or else one that never played: its sequence starts with
+    /// the padding): returns that down-track's SSRC, the first sequence number and the
+    /// timestamp to send with. `None` when the subscriber has no such down-track.
     pub fn probe_padding(
         &mut self,
+        now: Instant,
         subscriber: PeerId,
         count: u16,
         sendable: impl Fn(u32) -> bool,
@@ -70,7 +71,7 @@ impl Core {
                 .iter_mut()
                 .find(|s| s.subscriber == subscriber)?
                 .forwarder;
-            let (first, timestamp) = forwarder.take_padding(count)?;
+            let (first, timestamp) = forwarder.take_padding(now, count);
             Some((ssrc, first, timestamp))
         })
     }

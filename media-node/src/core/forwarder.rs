@@ -155,8 +155,11 @@ impl Forwarder {
         if self.current != Some(packet.layer) {
             return None;
         }
-        let newest = *self.newest.get_or_insert(packet.sequence_number);
-        let is_newest = is_newer(packet.sequence_number, newest);
+        // The packet a switch starts with is the newest (what the subscriber saw last is
+        // then this one, and padding continues after it).
+        let is_newest = self
+            .newest
+            .is_none_or(|newest| is_newer(packet.sequence_number, newest));
         if packet.padding_only {
             if is_newest {
                 // Close the gap this packet would leave.
@@ -179,7 +182,7 @@ impl Forwarder {
                 .tl0_picture_index
                 .map(|index| index.wrapping_sub(self.tl0_offset)),
         };
-        if is_newest || self.last.is_none() {
+        if is_newest {
             self.last = Some(Sent {
                 sequence_number: rewrite.sequence_number,
                 timestamp: rewrite.timestamp,
@@ -194,18 +197,28 @@ impl Forwarder {
     /// Takes `count` sequence numbers for padding-only packets the node sends on this
     /// down-track to probe the subscriber's line: they follow what the subscriber saw last, and
     /// the media after them continues behind them. Returns the first sequence number and the
-    /// timestamp to send them with (the last one sent), or `None` when nothing was sent on this
-    /// down-track yet (there is no sequence to continue).
+    /// timestamp to send them with (the last one sent). A down-track that never sent starts
+    /// its sequence with the padding (a subscriber whose video never played must be probed
+    /// too, or its estimate never grows to what the video needs), and its first media
+    /// continues from there.
     ///
     /// A packet of the current layer that arrives late (older than the newest forwarded) after
     /// padding was inserted maps onto the shifted sequence; the node does not reorder, so this
     /// is as rare as reordering before the node.
-    pub fn take_padding(&mut self, count: u16) -> Option<(u16, u32)> {
-        let last = self.last.as_mut()?;
+    pub fn take_padding(&mut self, now: Instant, count: u16) -> (u16, u32) {
+        // Where a new sequence starts matters to nobody; the SSRC is arbitrary enough.
+        let ssrc = self.ssrc;
+        let last = self.last.get_or_insert(Sent {
+            sequence_number: ssrc as u16,
+            timestamp: ssrc.rotate_left(16),
+            picture_id: None,
+            tl0_picture_index: None,
+            at: now,
+        });
         let first = last.sequence_number.wrapping_add(1);
         last.sequence_number = last.sequence_number.wrapping_add(count);
         self.sequence_offset = self.sequence_offset.wrapping_sub(count);
-        Some((first, last.timestamp))
+        (first, last.timestamp)
     }
 
     /// Starts forwarding `packet`'s layer so that everything the subscriber sees continues
@@ -213,7 +226,7 @@ impl Forwarder {
     fn switch_to(&mut self, now: Instant, packet: &PacketMeta) {
         self.current = Some(packet.layer);
         self.switched_at = Some(now);
-        self.newest = Some(packet.sequence_number);
+        self.newest = None;
         let Some(last) = self.last else {
             // The first packet ever: nothing to continue from.
             return;
@@ -238,6 +251,8 @@ impl Forwarder {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn packet(
@@ -300,13 +315,12 @@ mod tests {
     fn probe_padding_takes_its_place_in_the_sequence() {
         let now = Instant::now();
         let mut forwarder = Forwarder::new(7, 90_000, true);
-        assert_eq!(forwarder.take_padding(3), None, "nothing to continue yet");
         let first = forwarder
             .forward(now, &packet(0, 65534, true, false))
             .unwrap();
         assert_eq!(
-            forwarder.take_padding(3),
-            Some((first.sequence_number.wrapping_add(1), first.timestamp)),
+            forwarder.take_padding(now, 3),
+            (first.sequence_number.wrapping_add(1), first.timestamp),
             "padding follows the last packet, with its timestamp"
         );
         let next = forwarder
@@ -315,13 +329,34 @@ mod tests {
         assert_eq!(next.sequence_number, first.sequence_number.wrapping_add(4));
         // Paused, padded, and resumed: still continuous.
         forwarder.set_target(None);
-        let (padding, _) = forwarder.take_padding(2).unwrap();
+        let (padding, _) = forwarder.take_padding(now, 2);
         assert_eq!(padding, next.sequence_number.wrapping_add(1));
         forwarder.set_target(Some(0));
         let resumed = forwarder.forward(now, &packet(0, 9, true, false)).unwrap();
         assert_eq!(
             resumed.sequence_number,
             next.sequence_number.wrapping_add(3)
+        );
+    }
+
+    #[test]
+    fn a_video_that_never_played_starts_its_sequence_with_the_padding() {
+        let now = Instant::now();
+        let mut forwarder = Forwarder::new(7, 90_000, true);
+        let (first, timestamp) = forwarder.take_padding(now, 3);
+        assert_eq!(forwarder.take_padding(now, 2).0, first.wrapping_add(3));
+        let later = now + Duration::from_millis(100);
+        let media = forwarder
+            .forward(later, &packet(0, 40_000, true, false))
+            .unwrap();
+        assert_eq!(
+            media.sequence_number,
+            first.wrapping_add(5),
+            "the first media follows the padding"
+        );
+        assert!(
+            media.timestamp.wrapping_sub(timestamp) >= 9_000,
+            "and its timestamp the time that passed since"
         );
     }
 

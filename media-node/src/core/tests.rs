@@ -307,7 +307,7 @@ fn republishing_the_same_ssrc_is_idempotent() {
 }
 
 #[test]
-fn probe_padding_goes_on_a_video_that_played_and_the_video_continues_after_it() {
+fn probe_padding_goes_on_a_video_down_track_and_the_video_continues_after_it() {
     let mut core = Core::new(1);
     join(&mut core, 1, "Anna");
     publish(&mut core, 1, 1111, Codec::Vp8);
@@ -325,24 +325,34 @@ fn probe_padding_goes_on_a_video_that_played_and_the_video_continues_after_it() 
         .expect("a video down-track")
         .ssrc;
     let mut out = Vec::new();
-    // Only the audio has sent anything: no video to pad yet.
     core.forward(now, PeerId(1), 2222, 7, 960, b"opus", &mut out);
-    assert_eq!(core.probe_padding(PeerId(2), 10, |_| true), None);
-    core.forward(now, PeerId(1), 1111, 100, 3000, &[0x10, 0x00], &mut out);
-    let first = out[0].1;
-    // The node cannot send on it (not negotiated yet): no padding either.
+    // The node cannot send on the video (not negotiated yet), and audio is no place for it.
     assert_eq!(
-        core.probe_padding(PeerId(2), 10, |ssrc| ssrc != video),
+        core.probe_padding(now, PeerId(2), 10, |ssrc| ssrc != video),
         None
     );
+    // A video that never played is padded: its sequence starts with the padding.
+    let (ssrc, padded, _) = core
+        .probe_padding(now, PeerId(2), 10, |_| true)
+        .expect("padding on the video that never played");
+    assert_eq!(ssrc, video);
+    out.clear();
+    core.forward(now, PeerId(1), 1111, 100, 3000, &[0x10, 0x00], &mut out);
+    let first = out[0].1;
     assert_eq!(
-        core.probe_padding(PeerId(2), 10, |_| true),
+        first.sequence_number,
+        padded.wrapping_add(10),
+        "its first media follows the padding"
+    );
+    assert_eq!(
+        core.probe_padding(now, PeerId(2), 10, |_| true),
         Some((
             video,
             first.sequence_number.wrapping_add(1),
             first.timestamp
         ))
     );
+    out.clear();
     core.forward(now, PeerId(1), 1111, 101, 6000, &[0x10, 0x01], &mut out);
     assert_eq!(
         out[0].1.sequence_number,

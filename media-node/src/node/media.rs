@@ -130,7 +130,10 @@ impl Node {
                 continue;
             };
             let sendable = |ssrc| session.can_send_on(ssrc);
-            match self.core.probe_padding(*peer, request.packets, sendable) {
+            match self
+                .core
+                .probe_padding(now, *peer, request.packets, sendable)
+            {
                 Some((ssrc, first, timestamp)) => {
                     self.traffic.probes += 1;
                     if let Err(error) =

@@ -24,6 +24,7 @@ use rtc::ice::tcp_type::TcpType;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit,
@@ -38,11 +39,13 @@ use rtc::rtp_transceiver::{
     RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverId,
     RTCRtpTransceiverInit,
 };
+use rtc::sansio::Protocol;
 use rtc::sdp::extmap::AUDIO_LEVEL_URI;
 
 use self::interceptors::Arrivals;
 use self::setup::{media_setup, rtp_codec};
 use crate::congestion::EstimateCell;
+use crate::congestion::probe::{PADDING_EXTENSION_ID, PADDING_FILL};
 use crate::core::{Codec, DownTrack, MediaKind, PeerId, PublishedLayer, Rewrite, Source};
 use crate::error::{Error, Result};
 use crate::node::gate::SessionGate;
@@ -594,13 +597,14 @@ impl Session {
         let Some((payload_type, sender, _)) = self.negotiated(ssrc) else {
             return Ok(());
         };
-        let Some(mut sender) = self.pc.rtp_sender(sender) else {
+        let Some(sender) = self.pc.rtp_sender(sender) else {
             return Ok(());
         };
+        let track = sender.track().track_id().to_string();
         for index in 0..count {
             // Marked as padded with nothing before the padding: the receiver reads an empty
             // payload, which is how padding-only packets look.
-            let header = rtp::Header {
+            let mut header = rtp::Header {
                 version: 2,
                 padding: true,
                 payload_type,
@@ -609,13 +613,19 @@ impl Session {
                 ssrc,
                 ..Default::default()
             };
-            sender.write_rtp(
+            // The filler that gives the packet its size (see `PADDING_FILL`). The RTP stack's
+            // sender refuses extension ids that were not negotiated, as it should for media an
+            // application writes; this one is the node's own and no receiver reads it, so the
+            // padding goes to the connection directly (the same path, after that check).
+            header.set_extension(PADDING_EXTENSION_ID, Bytes::from_static(&[0; PADDING_FILL]))?;
+            let packet = rtp::Packet {
+                header,
+                payload: Bytes::new(),
+            };
+            self.pc.handle_write(TaggedRTCMessage {
                 now,
-                rtp::Packet {
-                    header,
-                    payload: Bytes::new(),
-                },
-            )?;
+                message: RTCMessage::RtpPacket(track.clone(), packet),
+            })?;
         }
         Ok(())
     }
