@@ -1,19 +1,30 @@
-//! Many datagrams, each to its own address, in one system call (`sendmmsg(2)`).
+//! Many datagrams, each to its own address, in one system call (`sendmmsg(2)`), and runs of
+//! datagrams to one address as one message the kernel cuts up (UDP segmentation offload).
 //!
 //! The node sends every packet it forwards as its own datagram, to as many addresses as there
 //! are subscribers. One `sendto` per datagram spent a good part of the node's time entering and
-//! leaving the kernel; one `sendmmsg` per batch of [`BATCH`] pays that once.
+//! leaving the kernel; one `sendmmsg` per batch of [`BATCH`] messages pays that once. Within a
+//! batch, consecutive datagrams to the same address of the same size (the last of a run may be
+//! shorter) go as one message with a `UDP_SEGMENT` control message: the kernel walks its
+//! network stack once for the whole run and cuts it into the datagrams at the end (measured on
+//! loopback: about a third of the cost per datagram of `sendmmsg` alone). The caller orders a
+//! flush by address so that runs form; a kernel or device without segmentation answers with an
+//! error, and the caller then sends without it.
 //!
-//! This is the only module of the node with `unsafe` code: the call itself, with pointers to
-//! buffers that live on this function's stack for its whole duration.
+//! This is the only module of the node with `unsafe` code: the calls themselves, with pointers
+//! to buffers that live on this function's stack for its whole duration.
 #![allow(unsafe_code)]
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
-/// The most datagrams handed to the kernel in one call.
+/// The most messages handed to the kernel in one call.
 pub const BATCH: usize = 64;
+/// The most datagrams in one segmented message (the kernel's limit on older versions).
+const MAX_SEGMENTS: usize = 64;
+/// The most bytes in one segmented message: it must fit one IP packet before the kernel cuts it.
+const MAX_SEGMENTED_BYTES: usize = 60_000;
 
 /// One address in the form the kernel reads.
 enum RawAddress {
@@ -58,47 +69,112 @@ impl RawAddress {
     }
 }
 
-/// Sends the first up to [`BATCH`] of `datagrams` on the non-blocking `socket` in one call.
-/// Returns how many left (at least one), or the error of the first, which was not sent
-/// (`WouldBlock` when the socket's buffer is full).
-pub fn send<'a>(
+/// What one call sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sent {
+    /// Datagrams, as they leave the kernel.
+    pub datagrams: usize,
+    /// Messages handed to the kernel (a segmented run is one).
+    pub messages: usize,
+}
+
+/// Room for one control message carrying a `u16`, aligned as the kernel reads it.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Control([u8; 32]);
+
+/// Sends the first up to [`BATCH`] messages of `datagrams` on the non-blocking `socket` in one
+/// call; with `segment`, each run of consecutive datagrams to one address (equal in size, the
+/// last maybe shorter) is one message. Returns what left (at least one datagram), or the error
+/// of the first message, which was not sent (`WouldBlock` when the socket's buffer is full; see
+/// [`is_segmentation_error`] for a kernel that cannot segment).
+pub fn send(
     socket: &impl AsRawFd,
-    datagrams: impl IntoIterator<Item = (&'a [u8], SocketAddr)>,
-) -> io::Result<usize> {
-    let mut addresses = Vec::with_capacity(BATCH);
-    let mut buffers: Vec<&[u8]> = Vec::with_capacity(BATCH);
-    for (buffer, address) in datagrams.into_iter().take(BATCH) {
-        addresses.push(RawAddress::new(address));
-        buffers.push(buffer);
+    datagrams: &[(&[u8], SocketAddr)],
+    segment: bool,
+) -> io::Result<Sent> {
+    // Each message: where its datagrams start in `datagrams`, and how many.
+    let mut runs: Vec<(usize, usize)> = Vec::with_capacity(BATCH);
+    let mut next = 0;
+    while next < datagrams.len() && runs.len() < BATCH {
+        let (first, to) = datagrams[next];
+        let (mut count, mut bytes) = (1, first.len());
+        while segment && count < MAX_SEGMENTS {
+            let Some((buffer, address)) = datagrams.get(next + count) else {
+                break;
+            };
+            if *address != to
+                || buffer.len() > first.len()
+                || buffer.is_empty()
+                || bytes + buffer.len() > MAX_SEGMENTED_BYTES
+            {
+                break;
+            }
+            count += 1;
+            bytes += buffer.len();
+            if buffer.len() < first.len() {
+                // A shorter datagram can only be a run's last.
+                break;
+            }
+        }
+        runs.push((next, count));
+        next += count;
     }
-    if buffers.is_empty() {
-        return Ok(0);
+    if runs.is_empty() {
+        return Ok(Sent {
+            datagrams: 0,
+            messages: 0,
+        });
     }
-    let mut vectors: Vec<libc::iovec> = buffers
+    let mut vectors: Vec<libc::iovec> = datagrams[..next]
         .iter()
-        .map(|buffer| libc::iovec {
+        .map(|(buffer, _)| libc::iovec {
             iov_base: buffer.as_ptr().cast_mut().cast(),
             iov_len: buffer.len(),
         })
         .collect();
-    let mut headers: Vec<libc::mmsghdr> = Vec::with_capacity(buffers.len());
-    for (address, vector) in addresses.iter_mut().zip(vectors.iter_mut()) {
+    let mut addresses: Vec<RawAddress> = runs
+        .iter()
+        .map(|(start, _)| RawAddress::new(datagrams[*start].1))
+        .collect();
+    let mut controls = vec![Control([0; 32]); runs.len()];
+    let mut headers: Vec<libc::mmsghdr> = Vec::with_capacity(runs.len());
+    for ((&(start, count), address), control) in runs
+        .iter()
+        .zip(addresses.iter_mut())
+        .zip(controls.iter_mut())
+    {
         let (name, name_length) = address.pointer_and_length();
         // SAFETY: an all-zero `msghdr` is valid (no control data, no flags); the fields set
-        // below point into `addresses` and `vectors`, which outlive the call.
+        // below point into `addresses`, `vectors` and `controls`, which outlive the call.
         let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
         header.msg_name = name;
         header.msg_namelen = name_length;
-        header.msg_iov = vector as *mut libc::iovec;
-        header.msg_iovlen = 1;
+        header.msg_iov = vectors[start..].as_mut_ptr();
+        header.msg_iovlen = count as _;
+        if count > 1 {
+            let size = datagrams[start].0.len() as u16;
+            // SAFETY: `control` is 32 bytes aligned for `cmsghdr`, more than the 24 that
+            // CMSG_SPACE(2) needs; CMSG_FIRSTHDR of a header whose control buffer is that
+            // large is a valid pointer into it, and CMSG_DATA is within it.
+            unsafe {
+                header.msg_control = control.0.as_mut_ptr().cast();
+                header.msg_controllen = libc::CMSG_SPACE(size_of::<u16>() as u32) as _;
+                let message = libc::CMSG_FIRSTHDR(&header);
+                (*message).cmsg_level = libc::SOL_UDP;
+                (*message).cmsg_type = libc::UDP_SEGMENT;
+                (*message).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+                libc::CMSG_DATA(message).cast::<u16>().write_unaligned(size);
+            }
+        }
         headers.push(libc::mmsghdr {
             msg_hdr: header,
             msg_len: 0,
         });
     }
     // SAFETY: `headers` holds `headers.len()` initialised entries whose pointers refer to
-    // `addresses`, `vectors` and the caller's buffers, all alive and unmoved until this returns;
-    // the kernel only reads them (and writes `msg_len` into `headers`).
+    // `addresses`, `vectors`, `controls` and the caller's buffers, all alive and unmoved until
+    // this returns; the kernel only reads them (and writes `msg_len` into `headers`).
     let sent = unsafe {
         libc::sendmmsg(
             socket.as_raw_fd(),
@@ -110,13 +186,82 @@ pub fn send<'a>(
     if sent < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(sent as usize)
+    let messages = sent as usize;
+    Ok(Sent {
+        datagrams: runs[..messages].iter().map(|(_, count)| count).sum(),
+        messages,
+    })
+}
+
+/// Whether `error`, from a call that had segmented messages in it, says that the kernel or the
+/// device cannot segment them (rather than that one address is unreachable): a device without
+/// checksum offload answers `EIO`, and a path whose MTU is smaller than the datagrams `EMSGSIZE`
+/// (older kernels `EINVAL`), where each datagram alone would have gone out fragmented.
+pub fn is_segmentation_error(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EIO | libc::EINVAL | libc::EMSGSIZE)
+    )
+}
+
+/// Whether this kernel takes segmented messages on `socket` at all (Linux 4.18 and later).
+pub fn segmentation_supported(socket: &impl AsRawFd) -> bool {
+    let mut value: libc::c_int = 0;
+    let mut length = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `length` are valid for writes of the sizes given.
+    let result = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut length,
+        )
+    };
+    result == 0
+}
+
+/// Binds a UDP socket at `address` inside the network namespace `name` (a socket stays in the
+/// namespace it was made in, whichever thread uses it later).
+#[cfg(test)]
+pub(crate) fn bind_in_namespace(
+    name: &str,
+    address: SocketAddr,
+) -> io::Result<std::net::UdpSocket> {
+    let path = format!("/var/run/netns/{name}");
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let namespace = std::fs::File::open(&path)?;
+                // SAFETY: a valid descriptor of a network namespace; `setns` changes only this
+                // thread's namespace, and the thread ends after binding.
+                if unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                std::net::UdpSocket::bind(address)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the binding thread panicked")))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::UdpSocket;
+
+    /// Sends all of `datagrams` as the node does, batch after batch; returns the messages.
+    fn send_all(sender: &UdpSocket, datagrams: &[(&[u8], SocketAddr)], segment: bool) -> usize {
+        let (mut sent, mut messages) = (0, 0);
+        while sent < datagrams.len() {
+            let call = send(sender, &datagrams[sent..], segment).unwrap();
+            assert!((1..=BATCH).contains(&call.messages), "{call:?}");
+            sent += call.datagrams;
+            messages += call.messages;
+        }
+        assert_eq!(sent, datagrams.len());
+        messages
+    }
 
     #[test]
     fn every_datagram_reaches_its_own_address_in_order() {
@@ -133,12 +278,8 @@ mod tests {
                 (payload.as_slice(), to)
             })
             .collect();
-        let mut sent = 0;
-        while sent < datagrams.len() {
-            let n = send(&sender, datagrams[sent..].iter().copied()).unwrap();
-            assert!((1..=BATCH).contains(&n), "{n}");
-            sent += n;
-        }
+        // Every neighbour goes elsewhere: nothing to segment, one message per datagram.
+        assert_eq!(send_all(&sender, &datagrams, true), 100);
         let mut buffer = [0u8; 256];
         for (i, payload) in payloads.iter().enumerate() {
             let (length, from) = receivers[i % 3].recv_from(&mut buffer).unwrap();
@@ -147,10 +288,76 @@ mod tests {
         }
     }
 
+    /// Runs of 1,000-byte datagrams to three addresses, each run ending in a shorter one, as a
+    /// flush ordered by address has them; every datagram numbered.
+    fn runs(receivers: &[UdpSocket], per_receiver: usize) -> Vec<(Vec<u8>, SocketAddr)> {
+        let mut datagrams = Vec::new();
+        for (r, receiver) in receivers.iter().enumerate() {
+            for i in 0..per_receiver {
+                let size = if i + 1 == per_receiver { 300 } else { 1000 };
+                let mut payload = vec![r as u8; size];
+                payload[..2].copy_from_slice(&(i as u16).to_be_bytes());
+                datagrams.push((payload, receiver.local_addr().unwrap()));
+            }
+        }
+        datagrams
+    }
+
+    /// Reads `per_receiver` datagrams from each receiver and checks each is whole and in order.
+    fn received_whole_and_in_order(receivers: &[UdpSocket], per_receiver: usize) {
+        let mut buffer = [0u8; 2048];
+        for (r, receiver) in receivers.iter().enumerate() {
+            for i in 0..per_receiver {
+                let (length, _) = receiver.recv_from(&mut buffer).unwrap();
+                let size = if i + 1 == per_receiver { 300 } else { 1000 };
+                assert_eq!(length, size, "receiver {r}, datagram {i}: its own size");
+                assert_eq!(
+                    u16::from_be_bytes([buffer[0], buffer[1]]),
+                    i as u16,
+                    "receiver {r}: in order"
+                );
+                assert!(buffer[2..length].iter().all(|byte| *byte == r as u8));
+            }
+        }
+    }
+
+    #[test]
+    fn runs_to_one_address_go_as_one_message_and_arrive_whole_and_in_order() {
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let receivers: Vec<UdpSocket> = (0..3)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        // 70 to each: more than one segmented message takes (64), so runs split too.
+        let owned = runs(&receivers, 70);
+        let datagrams: Vec<(&[u8], SocketAddr)> =
+            owned.iter().map(|(p, to)| (p.as_slice(), *to)).collect();
+        let messages = send_all(&sender, &datagrams, segmentation_supported(&sender));
+        if segmentation_supported(&sender) {
+            assert_eq!(messages, 6, "64 + 6 to each of three addresses");
+        } else {
+            eprintln!("this kernel cannot segment UDP: only the plain path is tested");
+            assert_eq!(messages, 210);
+        }
+        received_whole_and_in_order(&receivers, 70);
+    }
+
+    #[test]
+    fn without_segmentation_every_datagram_is_its_own_message() {
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let receivers: Vec<UdpSocket> = (0..2)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let owned = runs(&receivers, 10);
+        let datagrams: Vec<(&[u8], SocketAddr)> =
+            owned.iter().map(|(p, to)| (p.as_slice(), *to)).collect();
+        assert_eq!(send_all(&sender, &datagrams, false), 20);
+        received_whole_and_in_order(&receivers, 10);
+    }
+
     #[test]
     fn nothing_to_send_is_no_call_and_no_error() {
         let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
-        assert_eq!(send(&sender, std::iter::empty()).unwrap(), 0);
+        assert_eq!(send(&sender, &[], true).unwrap().datagrams, 0);
     }
 
     #[test]
@@ -161,9 +368,12 @@ mod tests {
         };
         let receiver = UdpSocket::bind("[::1]:0").unwrap();
         let to = receiver.local_addr().unwrap();
-        assert_eq!(send(&sender, [(&b"hallo"[..], to)]).unwrap(), 1);
+        let datagrams: [(&[u8], SocketAddr); 2] = [(b"hallo", to), (b"hallo", to)];
+        assert_eq!(send(&sender, &datagrams, true).unwrap().datagrams, 2);
         let mut buffer = [0u8; 16];
-        let (length, _) = receiver.recv_from(&mut buffer).unwrap();
-        assert_eq!(&buffer[..length], b"hallo");
+        for _ in 0..2 {
+            let (length, _) = receiver.recv_from(&mut buffer).unwrap();
+            assert_eq!(&buffer[..length], b"hallo");
+        }
     }
 }
