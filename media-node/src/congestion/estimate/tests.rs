@@ -41,6 +41,23 @@ impl Path {
     }
 }
 
+/// The feedback's word on packet `id` of `size` bytes that left at `departure` and arrived at
+/// `arrival` (on the receiver's clock), or not at all.
+fn report(id: u64, size: usize, departure: Instant, arrival: Option<Duration>) -> PacketReport {
+    PacketReport {
+        ssrc: 1,
+        id,
+        rtp_sequence_number: id as u16,
+        is_twcc: true,
+        twcc_sequence_number: id as u16,
+        size,
+        arrived: arrival.is_some(),
+        departure,
+        arrival,
+        ecn: Ecn::default(),
+    }
+}
+
 /// Sends at the estimate (as the node would, choosing layers that fit) for `duration`, with
 /// feedback every 100 ms; returns the estimate every 100 ms.
 fn run(
@@ -75,18 +92,7 @@ fn run(
         };
         let arrival = path.carry(at, size);
         id += 1;
-        batch.push(PacketReport {
-            ssrc: 1,
-            id,
-            rtp_sequence_number: id as u16,
-            is_twcc: true,
-            twcc_sequence_number: id as u16,
-            size,
-            arrived: arrival.is_some(),
-            departure: epoch + at,
-            arrival,
-            ecn: Ecn::default(),
-        });
+        batch.push(report(id, size, epoch + at, arrival));
         match probe {
             Some((padding_at, left, gap, first)) if padding_at == at => {
                 probe = if left > 1 {
@@ -206,18 +212,7 @@ fn a_line_that_carries_nothing_yet_is_probed_on_the_tick() {
                     let sent = at + gap * index;
                     let arrival = path.carry(sent, padding_size);
                     id += 1;
-                    PacketReport {
-                        ssrc: 1,
-                        id,
-                        rtp_sequence_number: id as u16,
-                        is_twcc: true,
-                        twcc_sequence_number: id as u16,
-                        size: padding_size,
-                        arrived: arrival.is_some(),
-                        departure: epoch + sent,
-                        arrival,
-                        ecn: Ecn::default(),
-                    }
+                    report(id, padding_size, epoch + sent, arrival)
                 })
                 .collect();
             let last = reports.last().map(|report| report.departure);
