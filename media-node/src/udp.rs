@@ -7,7 +7,7 @@
 //! wait already), then delivers the node's events to the control link (adding the process's
 //! CPU use to each load report, which the node cannot measure) and sends every datagram the
 //! node wants to send, `batch::BATCH` messages per system call, runs of datagrams to one
-//! address as one segmented message where the kernel can ([`batch`]).
+//! address as one segmented message where the kernel can (see `batch`).
 
 mod batch;
 mod force;

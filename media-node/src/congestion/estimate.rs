@@ -399,7 +399,7 @@ impl BandwidthEstimator for DownlinkEstimator {
     /// that never played (everyone else muted, or a screen share above the starting estimate)
     /// gets nothing, reports nothing, and would never be probed. So the estimator looks at its
     /// line on a tick too: it settles a probe request the node answered (or never did), and on
-    /// a line quiet for [`QUIET`] it asks for a probe itself, which the node sends as padding
+    /// a line quiet for `QUIET` it asks for a probe itself, which the node sends as padding
     /// on that video (its feedback then judges the probe as any other).
     fn handle_timeout(&mut self, now: Instant) {
         if now < self.next_tick {
