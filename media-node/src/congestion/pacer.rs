@@ -30,7 +30,7 @@ use rtc::shared::error::Error as RtcError;
 use rtc::shared::marshal::MarshalSize;
 
 use super::estimate::EstimateCell;
-use super::probe::PADDING_PACKET_BYTES;
+use super::probe::{PADDING_EXTENSION_ID, PADDING_FILL, padding_packet_bytes};
 
 /// Video leaves at up to this multiple of what the estimate leaves beside the audio: the
 /// allocation keeps the average below it, so only bursts wait.
@@ -52,7 +52,6 @@ const MAX_RETRANSMISSION_HOLD: Duration = Duration::from_millis(150);
 /// The most video packets held.
 const MAX_QUEUE: usize = 1000;
 /// A padding packet on the wire, in bits.
-const PADDING_BITS: f64 = (PADDING_PACKET_BYTES * 8) as f64;
 /// How much probe padding may leave at once, as time at the probe's rate: a few packets, so
 /// that a timer that fires a millisecond late does not slow the probe down.
 const PADDING_BURST: Duration = Duration::from_millis(5);
@@ -155,10 +154,11 @@ impl AudioFirstPacer {
         self.refill_padding(now);
         while let Some(front) = self.held.front() {
             if is_padding(front) {
-                if self.padding_tokens < PADDING_BITS {
+                let bits = padding_bits(front);
+                if self.padding_tokens < bits {
                     break;
                 }
-                self.padding_tokens -= PADDING_BITS;
+                self.padding_tokens -= bits;
                 self.padding_held -= 1;
                 self.probe_started.get_or_insert(now);
             } else {
@@ -194,11 +194,16 @@ impl AudioFirstPacer {
         if self.padding_held == 0 {
             return;
         }
+        let bits = self
+            .held
+            .iter()
+            .find(|p| is_padding(p))
+            .map_or(0.0, padding_bits);
         let rate = self.padding_rate();
-        let cap = (rate * PADDING_BURST.as_secs_f64()).max(PADDING_BITS);
+        let cap = (rate * PADDING_BURST.as_secs_f64()).max(bits);
         self.padding_tokens = match self.padding_refilled {
             // The first packet of a probe may leave at once.
-            None => PADDING_BITS,
+            None => bits,
             Some(at) => {
                 let elapsed = now.saturating_duration_since(at).as_secs_f64();
                 (self.padding_tokens + rate * elapsed).min(cap)
@@ -217,6 +222,13 @@ impl AudioFirstPacer {
 fn is_padding(packet: &TaggedPacket) -> bool {
     matches!(&packet.message.packet, Packet::Rtp(rtp) if rtp.header.padding && rtp.payload.is_empty())
         && !packet.message.has(&Attribute::Retransmission)
+}
+
+/// What a probe's padding packet takes on the wire, in bits: small, or large with the filler.
+fn padding_bits(packet: &TaggedPacket) -> f64 {
+    let large = matches!(&packet.message.packet, Packet::Rtp(rtp)
+        if rtp.header.extensions.iter().any(|e| e.id == PADDING_EXTENSION_ID));
+    (padding_packet_bytes(if large { PADDING_FILL } else { 0 }) * 8) as f64
 }
 
 fn packet_bits(packet: &TaggedPacket) -> f64 {
@@ -288,7 +300,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for AudioFirstPacer {
             let Some(refilled) = self.padding_refilled else {
                 return Some(front.now + Duration::from_millis(1));
             };
-            let missing = (PADDING_BITS - self.padding_tokens).max(0.0);
+            let missing = (padding_bits(front) - self.padding_tokens).max(0.0);
             let wait = Duration::from_secs_f64(missing / self.padding_rate());
             return Some(refilled + wait.max(Duration::from_millis(1)));
         }
@@ -473,14 +485,15 @@ mod tests {
     fn probe_padding_leaves_at_its_own_rate_in_order_with_the_video() {
         let start = Instant::now();
         let mut pacer = pacer(300_000);
-        // 500 kbit/s of padding: 8 packets of some 300 bytes take about 40 ms.
+        // 500 kbit/s of padding: 40 packets of 62 bytes take about 40 ms.
         pacer
             .estimate
             .request_probe(crate::congestion::probe::ProbeRequest {
                 padding_rate: 500_000.0,
-                packets: 8,
+                packets: 40,
+                fill: 0,
             });
-        for _ in 0..8 {
+        for _ in 0..40 {
             pacer.handle_write(padding(start, 2)).unwrap();
         }
         pacer.handle_write(rtp(start, 2, 500)).unwrap();
@@ -494,7 +507,7 @@ mod tests {
                 _ => video_at.push(packet.now),
             }
         }
-        assert_eq!(padding_at.len(), 8);
+        assert_eq!(padding_at.len(), 40);
         assert_eq!(audio_at, [start], "audio does not wait behind the padding");
         assert_eq!(
             video_at,

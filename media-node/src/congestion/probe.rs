@@ -34,23 +34,37 @@ use std::time::{Duration, Instant};
 
 use rtc::interceptor::PacketReport;
 
-/// Bytes of filler a padding packet carries in a header-extension element of its own.
+/// Bytes of filler a large padding packet carries in a header-extension element of its own.
 ///
 /// RTP's own padding cannot be made larger through the RTP stack the node uses (it pads to the
-/// next 4 bytes), and padding packets of some 60 bytes made a probe of a fast line tens of
-/// thousands of packets a second, more than receivers and home routers take (measured: a probe
-/// for 40 Mbit/s was 3,300 packets in 40 ms, and its receivers lost 70-95 % of them). So the
-/// filler goes into a two-byte header-extension element with an id the node never negotiates,
-/// which receivers skip (RFC 8285): a padding packet is about 300 bytes on the wire, like the
-/// padding other WebRTC senders send.
+/// next 4 bytes), and padding packets of 62 bytes made a probe of a fast line tens of thousands
+/// of packets a second, more than receivers and home routers take (measured: a probe for
+/// 40 Mbit/s was 3,300 packets in 40 ms, and its receivers lost 70-95 % of them). So a probe
+/// that would need more than [`MAX_SMALL_PACKETS`] small packets sends large ones: the filler
+/// goes into a two-byte header-extension element with an id the node never negotiates, which
+/// receivers skip (RFC 8285), and a padding packet is about 300 bytes on the wire, like the
+/// padding other WebRTC senders send. A probe of a thin line keeps its small packets: a few
+/// large ones measured the line too coarsely (a subscriber on a 400 kbit/s line was moved up and
+/// paused again, and moved up late once the line cleared).
 pub const PADDING_FILL: usize = 250;
 /// The header-extension id of the filler; extension ids negotiated in SDP stay far below it.
 pub const PADDING_EXTENSION_ID: u8 = 255;
-/// Bytes a padding packet takes on the wire: RTP header; the two-byte extension block's header,
-/// the transport-wide sequence number and the filler (a multiple of 4); 4 bytes of RTP padding;
-/// SRTP's tag, UDP and IPv4.
-pub const PADDING_PACKET_BYTES: usize =
-    12 + 4 + (2 + 2 + 2 + PADDING_FILL).next_multiple_of(4) + 4 + OVERHEAD;
+/// A probe needing more small padding packets than this sends large ones.
+const MAX_SMALL_PACKETS: f64 = 100.0;
+
+/// Bytes a padding packet with `fill` bytes of filler (0 or [`PADDING_FILL`]) takes on the
+/// wire: RTP header; the extension block (one-byte form with the transport-wide sequence number
+/// alone, or two-byte form with the filler as well, each a multiple of 4); 4 bytes of RTP
+/// padding; SRTP's tag, UDP and IPv4.
+pub const fn padding_packet_bytes(fill: usize) -> usize {
+    let extensions = if fill == 0 {
+        4 + 4
+    } else {
+        4 + (2 + 2 + 2 + fill).next_multiple_of(4)
+    };
+    12 + extensions + 4 + OVERHEAD
+}
+
 /// Bytes per packet below RTP: SRTP's authentication tag, UDP and IPv4 headers.
 const OVERHEAD: usize = 10 + 8 + 20;
 /// How long one probe sends padding.
@@ -88,6 +102,8 @@ pub struct ProbeRequest {
     pub padding_rate: f64,
     /// How many padding packets to send.
     pub packets: u16,
+    /// Bytes of filler in each (see [`PADDING_FILL`]).
+    pub fill: usize,
 }
 
 /// What became of a probe request.
@@ -177,12 +193,18 @@ impl Prober {
         // average leaves the total at or a little above the rate probed for.
         let padding_rate = (rate - received / 2.0).max(rate * MIN_PADDING_SHARE);
         let bytes = padding_rate / 8.0 * DURATION.as_secs_f64();
-        let packets = ((bytes / PADDING_PACKET_BYTES as f64).ceil() as usize)
+        let fill = if bytes / padding_packet_bytes(0) as f64 > MAX_SMALL_PACKETS {
+            PADDING_FILL
+        } else {
+            0
+        };
+        let packets = ((bytes / padding_packet_bytes(fill) as f64).ceil() as usize)
             .clamp(MIN_PACKETS, usize::from(u16::MAX)) as u16;
         self.state = State::Asked { at: now, rate };
         Some(ProbeRequest {
             padding_rate,
             packets,
+            fill,
         })
     }
 

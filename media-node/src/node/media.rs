@@ -136,9 +136,14 @@ impl Node {
             {
                 Some((ssrc, first, timestamp)) => {
                     self.traffic.probes += 1;
-                    if let Err(error) =
-                        session.write_padding(now, ssrc, first, request.packets, timestamp)
-                    {
+                    if let Err(error) = session.write_padding(
+                        now,
+                        ssrc,
+                        first,
+                        request.packets,
+                        timestamp,
+                        request.fill,
+                    ) {
                         debug!(%error, "probe padding failed");
                     }
                     self.touched.push(*peer);

@@ -585,7 +585,8 @@ impl Session {
     }
 
     /// Sends `count` padding-only packets on the video down-track `ssrc`, numbered from
-    /// `first`, to probe the subscriber's line; the pacer spreads them out.
+    /// `first`, each with `fill` bytes of filler, to probe the subscriber's line; the pacer
+    /// spreads them out.
     pub fn write_padding(
         &mut self,
         now: Instant,
@@ -593,6 +594,7 @@ impl Session {
         first: u16,
         count: u16,
         timestamp: u32,
+        fill: usize,
     ) -> Result<()> {
         let Some((payload_type, sender, _)) = self.negotiated(ssrc) else {
             return Ok(());
@@ -617,7 +619,11 @@ impl Session {
             // sender refuses extension ids that were not negotiated, as it should for media an
             // application writes; this one is the node's own and no receiver reads it, so the
             // padding goes to the connection directly (the same path, after that check).
-            header.set_extension(PADDING_EXTENSION_ID, Bytes::from_static(&[0; PADDING_FILL]))?;
+            if fill > 0 {
+                let filler = Bytes::from_static(&[0; PADDING_FILL]);
+                header
+                    .set_extension(PADDING_EXTENSION_ID, filler.slice(..fill.min(PADDING_FILL)))?;
+            }
             let packet = rtp::Packet {
                 header,
                 payload: Bytes::new(),

@@ -1,7 +1,7 @@
 //! The estimator on simulated paths, packet by packet on a virtual clock.
 
 use super::*;
-use crate::congestion::probe::PADDING_PACKET_BYTES;
+use crate::congestion::probe::padding_packet_bytes;
 use rtc::rtcp::transport_feedbacks::cc_feedback_report::Ecn;
 
 /// A path with a bottleneck of `capacity` bits per second and a drop-tail queue of
@@ -76,13 +76,14 @@ fn run(
     // Probe padding being sent, as the node and its pacer would: when the next leaves,
     // how many are left, the gap between them, and when the first left.
     let mut probe: Option<(Duration, u16, Duration, Duration)> = None;
-    let padding_size = PADDING_PACKET_BYTES - 38;
+    let mut padding_size = 0;
     while media_at < from + duration {
         if probe.is_none()
             && let Some(request) = estimator.cell.take_probe_request()
         {
-            let gap =
-                Duration::from_secs_f64(PADDING_PACKET_BYTES as f64 * 8.0 / request.padding_rate);
+            let wire = padding_packet_bytes(request.fill);
+            padding_size = wire - 38;
+            let gap = Duration::from_secs_f64(wire as f64 * 8.0 / request.padding_rate);
             probe = Some((media_at, request.packets, gap, media_at));
             path.probes += 1;
         }
@@ -187,7 +188,6 @@ fn a_line_that_carries_nothing_yet_is_probed_on_the_tick() {
     let cell = EstimateCell::new();
     let mut estimator = DownlinkEstimator::new(cell.clone());
     let mut path = Path::new(50_000_000.0, Duration::from_millis(100));
-    let padding_size = PADDING_PACKET_BYTES - 38;
     let (mut id, mut reached) = (0_u64, None);
     let tick = Duration::from_millis(100);
     let mut at = Duration::ZERO;
@@ -205,8 +205,9 @@ fn a_line_that_carries_nothing_yet_is_probed_on_the_tick() {
         estimator.handle_timeout(epoch + at);
         if let Some(request) = cell.take_probe_request() {
             path.probes += 1;
-            let gap =
-                Duration::from_secs_f64(PADDING_PACKET_BYTES as f64 * 8.0 / request.padding_rate);
+            let wire = padding_packet_bytes(request.fill);
+            let padding_size = wire - 38;
+            let gap = Duration::from_secs_f64(wire as f64 * 8.0 / request.padding_rate);
             let reports: Vec<PacketReport> = (0..u32::from(request.packets))
                 .map(|index| {
                     let sent = at + gap * index;
