@@ -40,7 +40,7 @@ use rtc::interceptor::PacketReport;
 /// next 4 bytes), and padding packets of 62 bytes made a probe of a fast line tens of thousands
 /// of packets a second, more than receivers and home routers take (measured: a probe for
 /// 40 Mbit/s was 3,300 packets in 40 ms, and its receivers lost 70-95 % of them). So a probe
-/// that would need more than [`MAX_SMALL_PACKETS`] small packets sends large ones: the filler
+/// that would need more than `MAX_SMALL_PACKETS` small packets sends large ones: the filler
 /// goes into a two-byte header-extension element with an id the node never negotiates, which
 /// receivers skip (RFC 8285), and a padding packet is about 300 bytes on the wire, like the
 /// padding other WebRTC senders send. A probe of a thin line keeps its small packets: a few
