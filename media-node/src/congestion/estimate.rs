@@ -253,8 +253,9 @@ pub struct DownlinkEstimator {
     /// Until then the estimate may grow towards what the node wants without a probe: the node
     /// had nothing to probe with.
     unprobed_until: Option<Instant>,
-    /// When the estimator looks at its line next without feedback.
-    next_tick: Instant,
+    /// When the estimator looks at its line next without feedback; `None` until the
+    /// connection's first timeout (the connection's own timers start the tick).
+    next_tick: Option<Instant>,
     cell: EstimateCell,
 }
 
@@ -272,7 +273,7 @@ impl DownlinkEstimator {
             last_update: None,
             prober: Prober::default(),
             unprobed_until: None,
-            next_tick: Instant::now() + TICK,
+            next_tick: None,
             cell,
         }
     }
@@ -402,10 +403,10 @@ impl BandwidthEstimator for DownlinkEstimator {
     /// a line quiet for `QUIET` it asks for a probe itself, which the node sends as padding
     /// on that video (its feedback then judges the probe as any other).
     fn handle_timeout(&mut self, now: Instant) {
-        if now < self.next_tick {
+        if self.next_tick.is_some_and(|at| now < at) {
             return;
         }
-        self.next_tick = now + TICK;
+        self.next_tick = Some(now + TICK);
         self.on_reports(now, &[]);
         let quiet = self
             .last_update
@@ -416,7 +417,7 @@ impl BandwidthEstimator for DownlinkEstimator {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        Some(self.next_tick)
+        self.next_tick
     }
 }
 
