@@ -295,7 +295,7 @@ impl BandwidthEstimator for DownlinkEstimator {
             Some(Outcome::Unavailable) => {
                 self.unprobed_until = self.unprobed_until.max(Some(now + UNPROBED));
             }
-            Some(Outcome::Failed(_)) | None => {}
+            Some(Outcome::Failed(_) | Outcome::Short(_)) | None => {}
         }
         if reports.is_empty() {
             return;

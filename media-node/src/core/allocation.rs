@@ -4,8 +4,9 @@
 //! the subscriber's bandwidth estimate goes to its videos in order of priority (a screen share,
 //! then the dominant speaker, then the others by how recently they spoke). Each video gets the
 //! layer that fits both the bandwidth left and the size at which the subscriber shows it; a
-//! video that cannot have even its lowest layer is paused, and only the latest few speakers'
-//! videos are sent at all in a large room.
+//! video that cannot have even its lowest layer is paused (one that plays keeps its lowest
+//! layer for a short grace first, see `Subscription::in_grace`), and only the latest few
+//! speakers' videos are sent at all in a large room.
 //!
 //! Moving up needs headroom, moving down happens at once, so that the choice does not flap.
 

@@ -122,7 +122,8 @@ impl Core {
                 .unwrap_or(DEFAULT_ESTIMATE)
                 .saturating_sub(audio_cost);
             let (targets, demands) = self.demands_of(now, subscriber, &videos, &priorities);
-            let choices = allocation::allocate(budget, last_n, &demands);
+            let mut choices = allocation::allocate(budget, last_n, &demands);
+            self.grace_pauses(now, subscriber, &targets, &mut choices);
             let used: u64 = demands
                 .iter()
                 .zip(&choices)
@@ -196,6 +197,30 @@ impl Core {
             targets.push((*id, usable.iter().map(|(index, _)| *index).collect()));
         }
         (targets, demands)
+    }
+
+    /// Keeps a video that plays on its lowest layer for [`PAUSE_GRACE`](super::publication::PAUSE_GRACE) when the
+    /// allocation would pause it for bandwidth (positions in `choices` are into the usable
+    /// layers of `targets`).
+    fn grace_pauses(
+        &mut self,
+        now: Instant,
+        subscriber: PeerId,
+        targets: &[(PublicationId, Vec<usize>)],
+        choices: &mut [Choice],
+    ) {
+        for ((id, _), choice) in targets.iter().zip(choices.iter_mut()) {
+            let Some(subscription) = self.publications.get_mut(id).and_then(|p| {
+                p.subscriptions
+                    .iter_mut()
+                    .find(|s| s.subscriber == subscriber)
+            }) else {
+                continue;
+            };
+            if subscription.in_grace(now, *choice) {
+                *choice = Ok(0);
+            }
+        }
     }
 
     /// Tells each publisher whose wanted layers changed which layers to encode.

@@ -165,6 +165,11 @@ pub struct Subscription {
     pub rise_backoff: Duration,
     /// When it last moved up a layer.
     pub rose_at: Option<Instant>,
+    /// Since when a video that plays has had too little bandwidth even for its lowest layer,
+    /// while it is kept playing for [`PAUSE_GRACE`].
+    pub short_since: Option<Instant>,
+    /// When its last grace began.
+    pub graced_at: Option<Instant>,
 }
 
 /// How long a video paused for bandwidth stays paused before it is tried again, at first.
@@ -183,6 +188,16 @@ pub const RISE_BACKOFF: Duration = Duration::from_secs(2);
 /// a probe of the line comes first). A line that cleared just after a failed move up gets its
 /// next try this long after, plus the probe's few hundred milliseconds.
 const MAX_RISE_BACKOFF: Duration = Duration::from_millis(2500);
+/// How long a video that plays keeps its lowest layer when the estimate no longer leaves room
+/// even for that, before it is paused. A failed move up (a shaper with a bucket lets a probe
+/// through, and stops the next layer) drives the estimate down while the higher layer still
+/// flows until the lower one's keyframe: for a second or so it falls below what the line
+/// carries. A pause then would hold the video for [`RESUME_BACKOFF`]; a line that truly cannot
+/// carry the lowest layer pauses it this much later.
+pub const PAUSE_GRACE: Duration = Duration::from_secs(2);
+/// At most one grace in this time: a line whose estimate keeps falling short pauses the video at
+/// once the second time.
+pub const GRACE_EVERY: Duration = Duration::from_secs(10);
 
 impl Subscription {
     /// Whether a video paused for bandwidth must stay paused for now.
@@ -207,6 +222,32 @@ impl Subscription {
                 .forwarder
                 .on_target_since()
                 .is_some_and(|at| now.saturating_duration_since(at) >= RISE_PROOF)
+    }
+
+    /// Whether the allocation's pause for bandwidth (`choice` is its verdict) is to wait: the
+    /// video plays, and has been short of bandwidth for less than [`PAUSE_GRACE`]. A grace
+    /// begins only for a video that played steadily: not one just resumed (a line that paused
+    /// it once is not given more time to fail again), and not twice within [`GRACE_EVERY`].
+    pub fn in_grace(&mut self, now: Instant, choice: Choice) -> bool {
+        use super::allocation::Paused;
+        if choice != Err(Paused::Bandwidth) || self.choice.is_err() {
+            self.short_since = None;
+            return false;
+        }
+        if let Some(since) = self.short_since {
+            return now.saturating_duration_since(since) < PAUSE_GRACE;
+        }
+        let steady = self
+            .resumed_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= RESUME_TRIAL)
+            && self
+                .graced_at
+                .is_none_or(|at| now.saturating_duration_since(at) >= GRACE_EVERY);
+        if steady {
+            self.short_since = Some(now);
+            self.graced_at = Some(now);
+        }
+        steady
     }
 
     /// Notes a change of the allocation's choice. A line that carried a short probe may still

@@ -50,6 +50,8 @@ impl Core {
             resumed_at: None,
             rise_not_before: None,
             rise_backoff: publication::RISE_BACKOFF,
+            short_since: None,
+            graced_at: None,
             rose_at: None,
         });
         self.outputs.push_back(Output::AddDownTrack(

@@ -141,9 +141,40 @@ fn a_line_too_thin_for_video_keeps_its_audio_and_is_told() {
     sim.run(Duration::from_secs(2), |sim| {
         sim.core.set_estimate(PeerId(2), 5_000_000)
     });
-    sim.run(Duration::from_secs(2), |sim| {
+    // A dip shorter than the grace (a failed move up drives the estimate down for a moment)
+    // keeps the lowest layer playing.
+    let dipped = sim.now;
+    sim.run(publication::PAUSE_GRACE / 2, |sim| {
         sim.core.set_estimate(PeerId(2), 120_000)
     });
+    sim.run(Duration::from_millis(500), |sim| {
+        sim.core.set_estimate(PeerId(2), 300_000)
+    });
+    assert_eq!(
+        sim.layer_of(2),
+        Some(0),
+        "a short dip: the lowest layer plays on"
+    );
+    assert!(
+        !sim.outputs.iter().any(|(_, o)| matches!(
+            o,
+            Output::Video {
+                state: VideoState::PausedForBandwidth,
+                ..
+            }
+        )),
+        "a short dip pauses nothing"
+    );
+    let last = sim.received[&PeerId(2)].last().map(|r| r.at);
+    assert!(
+        last.is_some_and(|at| at > dipped + publication::PAUSE_GRACE / 2),
+        "video went on through the dip (last at {last:?})"
+    );
+    // A line that stays too thin pauses it once the grace is over.
+    sim.run(
+        publication::PAUSE_GRACE + Duration::from_millis(500),
+        |sim| sim.core.set_estimate(PeerId(2), 120_000),
+    );
     let paused_at = sim.now;
     sim.run(Duration::from_secs(2), |sim| {
         sim.core.set_estimate(PeerId(2), 120_000)
@@ -339,14 +370,13 @@ fn a_resumed_video_first_shows_its_lowest_layer_holds_before_moving_up() {
     sim.run(Duration::from_secs(3), |sim| {
         sim.core.set_estimate(PeerId(2), 5_000_000)
     });
-    sim.run(Duration::from_secs(2), |sim| {
-        sim.core.set_estimate(PeerId(2), 100_000)
-    });
+    let low = publication::PAUSE_GRACE + Duration::from_secs(2);
+    sim.run(low, |sim| sim.core.set_estimate(PeerId(2), 100_000));
     sim.run(Duration::from_secs(25), |sim| {
         sim.core.set_estimate(PeerId(2), 5_000_000)
     });
     let received = &sim.received[&PeerId(2)];
-    let paused = start + Duration::from_secs(5);
+    let paused = start + Duration::from_secs(3) + low;
     let resumed = received
         .iter()
         .find(|packet| packet.at > paused)
