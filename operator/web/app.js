@@ -633,7 +633,12 @@ async function connectMedia() {
   pc.addEventListener("connectionstatechange", () => {
     if (state.pc !== pc) return;
     if (pc.connectionState === "disconnected") notify(t("reconnecting"), { sticky: true, kind: "warning" });
-    else if (pc.connectionState === "connected") notify(t("connected"));
+    // "Connected" answers a warning (reconnecting, moving); after a first join the welcome
+    // said it already, and it must not push aside what answered someone's own action meanwhile
+    // (a copied invitation).
+    else if (pc.connectionState === "connected" && !$("notice").hidden && $("notice").dataset.kind === "warning") {
+      notify(t("connected"));
+    }
     else if (pc.connectionState === "failed") {
       // The gateway moves the session when its node is gone; give that a chance first.
       notify(t("reconnecting"), { sticky: true, kind: "warning" });
