@@ -3,11 +3,12 @@
 //!
 //! Media comes in on one UDP port and, for networks that block UDP, on an ICE-TCP port
 //! ([`tcp`]). The loop waits for the next of four things: a command from the control plane, a
-//! datagram, a frame from an ICE-TCP connection, or the time the [`Node`] asked for. It hands that to the node with the current time (with a datagram, up to `DRAIN` more that
-//! wait already), then delivers the node's events to the control link (adding the process's
-//! CPU use to each load report, which the node cannot measure) and sends every datagram the
-//! node wants to send, `batch::BATCH` messages per system call, runs of datagrams to one
-//! address as one segmented message where the kernel can (see `batch`).
+//! datagram, a frame from an ICE-TCP connection, or the time the [`Node`] asked for. It hands
+//! that to the node with the current time (a datagram together with all that wait already, up
+//! to `batch::RECEIVE_BATCH`, read in one call), then delivers the node's events to the control
+//! link (adding the process's CPU use to each load report, which the node cannot measure) and
+//! sends every datagram the node wants to send, `batch::BATCH` messages per system call, runs
+//! of datagrams to one address as one segmented message where the kernel can (see `batch`).
 
 mod batch;
 mod force;
@@ -33,8 +34,6 @@ const MAX_DATAGRAM: usize = 2048;
 pub const EVENT_QUEUE: usize = 8192;
 /// How often dropped events are logged, when there are any.
 const DROPPED_EVENTS_SUMMARY: Duration = Duration::from_secs(10);
-/// The most datagrams taken in one wake-up before the node's packets are sent.
-const DRAIN: usize = 32;
 /// How long the loop sleeps when the node wants no timeout at all.
 const IDLE: Duration = Duration::from_secs(3600);
 
@@ -159,6 +158,21 @@ impl MediaSocket {
         self.tcp.as_ref().map(TcpPort::announced)
     }
 
+    /// Hands `node` the datagrams that wait, up to `batch::RECEIVE_BATCH`, read in one call.
+    fn receive(&self, inbox: &mut batch::Inbox, node: &mut Node) {
+        match self.socket.try_io(tokio::io::Interest::READABLE, || {
+            batch::receive(&self.socket, inbox)
+        }) {
+            Ok(_) => {
+                for (datagram, from) in inbox.datagrams() {
+                    node.datagram(Instant::now(), from, datagram);
+                }
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(error) => debug!(%error, "udp receive failed"),
+        }
+    }
+
     /// Sends the datagrams in `outbox`, `batch::BATCH` messages per system call, and empties
     /// it: ordered by address first (each address's own order kept), so that runs to one
     /// address go as one segmented message. A datagram the kernel refuses (an unreachable
@@ -257,7 +271,7 @@ pub async fn run(
     events: mpsc::Sender<Event>,
     status: NodeStatus,
 ) {
-    let mut buffer = vec![0u8; MAX_DATAGRAM];
+    let mut inbox = batch::Inbox::new(MAX_DATAGRAM);
     let mut outbox = Vec::new();
     let mut outputs = Outputs {
         events,
@@ -276,23 +290,11 @@ pub async fn run(
                 Some(command) => node.command(Instant::now(), command),
                 None => break,
             },
-            received = socket.socket.recv_from(&mut buffer) => match received {
-                Ok((len, from)) => {
-                    node.datagram(Instant::now(), from, &buffer[..len]);
-                    // Whatever else waits is taken now too, and what it all makes the node
-                    // send leaves in one flush: fewer wake-ups, fuller batches, and runs to
-                    // one address that go as one segmented message.
-                    for _ in 1..DRAIN {
-                        match socket.socket.try_recv_from(&mut buffer) {
-                            Ok((len, from)) => node.datagram(Instant::now(), from, &buffer[..len]),
-                            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
-                            Err(error) => {
-                                debug!(%error, "udp receive failed");
-                                break;
-                            }
-                        }
-                    }
-                }
+            ready = socket.socket.readable() => match ready {
+                // Whatever waits is taken at once, and what it all makes the node send leaves
+                // in one flush: fewer wake-ups, fuller batches, and runs to one address that
+                // go as one segmented message.
+                Ok(()) => socket.receive(&mut inbox, &mut node),
                 Err(error) => debug!(%error, "udp receive failed"),
             },
             Some((from, frame)) = next_frame(&mut tcp) => {

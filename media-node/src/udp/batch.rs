@@ -1,5 +1,6 @@
 //! Many datagrams, each to its own address, in one system call (`sendmmsg(2)`), and runs of
-//! datagrams to one address as one message the kernel cuts up (UDP segmentation offload).
+//! datagrams to one address as one message the kernel cuts up (UDP segmentation offload); and
+//! every datagram that waits, up to [`RECEIVE_BATCH`], read in one call (`recvmmsg(2)`).
 //!
 //! The node sends every packet it forwards as its own datagram, to as many addresses as there
 //! are subscribers. One `sendto` per datagram spent a good part of the node's time entering and
@@ -11,8 +12,13 @@
 //! flush by address so that runs form; a kernel or device without segmentation answers with an
 //! error, and the caller then sends without it.
 //!
+//! Reading is batched likewise: where a publisher's packets come faster than the loop wakes,
+//! one `recvmmsg` takes what waits into an [`Inbox`] of buffers reused from call to call, in
+//! place of a `recvfrom` per datagram and a last one that finds nothing.
+//!
 //! This is the only module of the node with `unsafe` code: the calls themselves, with pointers
-//! to buffers that live on this function's stack for its whole duration.
+//! to buffers that live on the calling function's stack (or in the [`Inbox`] it borrows) for
+//! its whole duration.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -193,6 +199,121 @@ pub fn send(
     })
 }
 
+/// The most datagrams one [`receive`] call reads.
+pub const RECEIVE_BATCH: usize = 32;
+
+/// Room for the datagrams one [`receive`] call reads, reused from call to call:
+/// [`RECEIVE_BATCH`] buffers of one size, and the length and sender of each datagram read.
+pub struct Inbox {
+    buffers: Vec<u8>,
+    size: usize,
+    /// Of each datagram kept: its buffer's index, its length, its sender.
+    received: Vec<(usize, usize, SocketAddr)>,
+}
+
+impl Inbox {
+    /// Buffers of `size` bytes each: a larger datagram is not read.
+    pub fn new(size: usize) -> Self {
+        Self {
+            buffers: vec![0; size * RECEIVE_BATCH],
+            size,
+            received: Vec::with_capacity(RECEIVE_BATCH),
+        }
+    }
+
+    /// The datagrams the last call read, in the order they arrived, with their senders.
+    pub fn datagrams(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> {
+        self.received.iter().map(|&(index, length, from)| {
+            let start = index * self.size;
+            (&self.buffers[start..start + length], from)
+        })
+    }
+}
+
+/// Reads the datagrams waiting on the non-blocking `socket`, up to [`RECEIVE_BATCH`], into
+/// `inbox` in one call. Returns how many the kernel handed over (`WouldBlock` when none
+/// waited): a datagram larger than the inbox's buffers (no media is) or from an address that is
+/// neither IPv4 nor IPv6 counts among them, but is not kept.
+pub fn receive(socket: &impl AsRawFd, inbox: &mut Inbox) -> io::Result<usize> {
+    inbox.received.clear();
+    // SAFETY: all-zero `sockaddr_storage`, `iovec` and `mmsghdr` are valid values (empty
+    // addresses, null buffers of length 0, no control data).
+    let mut names: [libc::sockaddr_storage; RECEIVE_BATCH] = unsafe { std::mem::zeroed() };
+    let mut vectors: [libc::iovec; RECEIVE_BATCH] = unsafe { std::mem::zeroed() };
+    let mut headers: [libc::mmsghdr; RECEIVE_BATCH] = unsafe { std::mem::zeroed() };
+    let size = inbox.size;
+    for (((header, vector), name), buffer) in headers
+        .iter_mut()
+        .zip(vectors.iter_mut())
+        .zip(names.iter_mut())
+        .zip(inbox.buffers.chunks_mut(size))
+    {
+        *vector = libc::iovec {
+            iov_base: buffer.as_mut_ptr().cast(),
+            iov_len: buffer.len(),
+        };
+        header.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
+        header.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        header.msg_hdr.msg_iov = vector;
+        header.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: each of the `RECEIVE_BATCH` headers points to its own entry of `names` and
+    // `vectors` (on this stack) and through that to its own buffer of `size` bytes in `inbox`,
+    // all alive and unmoved until this returns; the kernel writes at most the lengths given.
+    let count = unsafe {
+        libc::recvmmsg(
+            socket.as_raw_fd(),
+            headers.as_mut_ptr(),
+            RECEIVE_BATCH as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if count < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let count = count as usize;
+    for (index, (header, name)) in headers[..count].iter().zip(&names).enumerate() {
+        if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            continue;
+        }
+        let Some(from) = socket_address(name) else {
+            continue;
+        };
+        let length = (header.msg_len as usize).min(size);
+        inbox.received.push((index, length, from));
+    }
+    Ok(count)
+}
+
+/// The address the kernel wrote into `name`, if it is IPv4 or IPv6.
+fn socket_address(name: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match libc::c_int::from(name.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote a `sockaddr_in` (its family says so), which is smaller
+            // than `sockaddr_storage` and has no stricter alignment.
+            let raw =
+                unsafe { &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::from((
+                raw.sin_addr.s_addr.to_ne_bytes(),
+                u16::from_be(raw.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for `sockaddr_in6`.
+            let raw =
+                unsafe { &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                raw.sin6_addr.s6_addr.into(),
+                u16::from_be(raw.sin6_port),
+                raw.sin6_flowinfo,
+                raw.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
 /// Whether `error`, from a call that had segmented messages in it, says that the kernel or the
 /// device cannot segment them (rather than that one address is unreachable): a device without
 /// checksum offload answers `EIO`, and a path whose MTU is smaller than the datagrams `EMSGSIZE`
@@ -352,6 +473,76 @@ mod tests {
             owned.iter().map(|(p, to)| (p.as_slice(), *to)).collect();
         assert_eq!(send_all(&sender, &datagrams, false), 20);
         received_whole_and_in_order(&receivers, 10);
+    }
+
+    #[test]
+    fn what_waits_is_read_in_one_call_whole_in_order_and_with_its_sender() {
+        let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+        receiver.set_nonblocking(true).unwrap();
+        let to = receiver.local_addr().unwrap();
+        let senders: Vec<UdpSocket> = (0..2)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let mut inbox = Inbox::new(1500);
+        assert_eq!(
+            receive(&receiver, &mut inbox).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock,
+            "nothing waits"
+        );
+        // 40 datagrams of sizes 1 to 40, alternately from two senders; the 5th too large to
+        // be media.
+        for i in 1..=40usize {
+            let size = if i == 5 { 2000 } else { i };
+            senders[i % 2].send_to(&vec![i as u8; size], to).unwrap();
+        }
+        let mut got: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
+        let mut calls = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while calls.iter().sum::<usize>() < 40 && std::time::Instant::now() < deadline {
+            match receive(&receiver, &mut inbox) {
+                Ok(count) => {
+                    calls.push(count);
+                    got.extend(inbox.datagrams().map(|(d, from)| (d.to_vec(), from)));
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(error) => panic!("{error}"),
+            }
+        }
+        assert_eq!(calls.iter().sum::<usize>(), 40, "{calls:?}");
+        assert!(
+            calls.iter().all(|count| *count <= RECEIVE_BATCH) && calls.len() >= 2,
+            "at most a batch per call: {calls:?}"
+        );
+        let expected: Vec<(Vec<u8>, SocketAddr)> = (1..=40usize)
+            .filter(|i| *i != 5)
+            .map(|i| (vec![i as u8; i], senders[i % 2].local_addr().unwrap()))
+            .collect();
+        assert_eq!(
+            got, expected,
+            "every datagram but the oversized one, whole and in order"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_sender_is_read_correctly() {
+        let Ok(receiver) = UdpSocket::bind("[::1]:0") else {
+            // No IPv6 loopback on this machine: nothing to check.
+            return;
+        };
+        let sender = UdpSocket::bind("[::1]:0").unwrap();
+        sender
+            .send_to(b"hallo", receiver.local_addr().unwrap())
+            .unwrap();
+        receiver.set_nonblocking(false).unwrap();
+        let mut inbox = Inbox::new(64);
+        // Blocking socket, but MSG_DONTWAIT: wait for the datagram to be there first.
+        let mut peek = [0u8; 8];
+        receiver.peek_from(&mut peek).unwrap();
+        assert_eq!(receive(&receiver, &mut inbox).unwrap(), 1);
+        let got: Vec<_> = inbox.datagrams().collect();
+        assert_eq!(got, [(&b"hallo"[..], sender.local_addr().unwrap())]);
     }
 
     #[test]
