@@ -117,10 +117,8 @@ impl Core {
                 .filter(|p| p.publisher != subscriber)
                 .map(Publication::audio_cost)
                 .sum();
-            let budget = participant
-                .estimate
-                .unwrap_or(DEFAULT_ESTIMATE)
-                .saturating_sub(audio_cost);
+            let estimate = participant.estimate.unwrap_or(DEFAULT_ESTIMATE);
+            let budget = estimate.saturating_sub(audio_cost);
             let (targets, demands) = self.demands_of(now, subscriber, &videos, &priorities);
             let mut choices = allocation::allocate(budget, last_n, &demands);
             self.grace_pauses(now, subscriber, &targets, &mut choices);
@@ -131,6 +129,18 @@ impl Core {
                     Some(demand.layers.get(*choice.as_ref().ok()?)?.bitrate)
                 })
                 .sum();
+            if demands.iter().zip(&choices).any(|(demand, choice)| {
+                demand.current.is_some() && *choice == Err(Paused::Bandwidth)
+            }) {
+                tracing::debug!(
+                    subscriber = subscriber.0,
+                    estimate,
+                    audio_cost,
+                    used,
+                    videos = demands.len(),
+                    "a playing video paused for bandwidth"
+                );
+            }
             let improvement =
                 allocation::next_step(&demands, &choices).map(|step| audio_cost + used + step);
             // Videos that never played go out even before they fit (see `allocation`): the
@@ -146,7 +156,7 @@ impl Core {
                 if let (Ok(layer), Some(flags)) = (choice, wanted.get_mut(&id)) {
                     flags[layer] = true;
                 }
-                self.apply_choice(now, id, subscriber, choice);
+                self.apply_choice(now, id, subscriber, choice, estimate);
             }
         }
         self.ask_for_layers(now, wanted);
@@ -269,6 +279,7 @@ impl Core {
         id: PublicationId,
         subscriber: PeerId,
         choice: Choice,
+        estimate: u64,
     ) {
         let Some(publication) = self.publications.get_mut(&id) else {
             return;
@@ -290,7 +301,7 @@ impl Core {
         let previous = std::mem::replace(&mut subscription.choice, choice);
         if previous != choice {
             tracing::debug!(subscriber = subscriber.0, stream = %stream_id, ?previous, ?choice, "video layer");
-            subscription.choice_changed(now, previous, choice);
+            subscription.choice_changed(now, previous, choice, estimate);
         }
         if subscription.forwarder.target() != target {
             subscription.forwarder.set_target(target);

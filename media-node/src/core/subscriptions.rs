@@ -52,6 +52,7 @@ impl Core {
             rise_backoff: publication::RISE_BACKOFF,
             short_since: None,
             graced_at: None,
+            started_at_estimate: None,
             rose_at: None,
         });
         self.outputs.push_back(Output::AddDownTrack(
