@@ -209,9 +209,9 @@ impl Core {
         (targets, demands)
     }
 
-    /// Keeps a video that plays on its lowest layer for [`PAUSE_GRACE`](super::publication::PAUSE_GRACE) when the
-    /// allocation would pause it for bandwidth (positions in `choices` are into the usable
-    /// layers of `targets`).
+    /// Keeps a video that plays on its lowest layer for
+    /// [`PAUSE_GRACE`](super::publication::PAUSE_GRACE) when the allocation would pause it for
+    /// bandwidth (positions in `choices` are into the usable layers of `targets`).
     fn grace_pauses(
         &mut self,
         now: Instant,
