@@ -51,7 +51,6 @@ const OVERDUE_BOOST: f64 = 2.0;
 const MAX_RETRANSMISSION_HOLD: Duration = Duration::from_millis(150);
 /// The most video packets held.
 const MAX_QUEUE: usize = 1000;
-/// A padding packet on the wire, in bits.
 /// How much probe padding may leave at once, as time at the probe's rate: a few packets, so
 /// that a timer that fires a millisecond late does not slow the probe down.
 const PADDING_BURST: Duration = Duration::from_millis(5);
@@ -65,9 +64,11 @@ pub struct AudioFirstPacer {
     ready: VecDeque<TaggedPacket>,
     /// Video waiting for its turn.
     held: VecDeque<TaggedPacket>,
-    /// How much of `held` is probe padding, its bits that may leave now, and when the first of
+    /// How much of `held` is probe padding, the bits each of its packets takes on the wire (one
+    /// probe's packets are all of one size), its bits that may leave now, and when the first of
     /// it left.
     padding_held: usize,
+    padding_packet_bits: f64,
     padding_tokens: f64,
     padding_refilled: Option<Instant>,
     probe_started: Option<Instant>,
@@ -91,6 +92,7 @@ impl AudioFirstPacer {
             ready: VecDeque::new(),
             held: VecDeque::new(),
             padding_held: 0,
+            padding_packet_bits: 0.0,
             padding_tokens: 0.0,
             padding_refilled: None,
             probe_started: None,
@@ -154,11 +156,10 @@ impl AudioFirstPacer {
         self.refill_padding(now);
         while let Some(front) = self.held.front() {
             if is_padding(front) {
-                let bits = padding_bits(front);
-                if self.padding_tokens < bits {
+                if self.padding_tokens < self.padding_packet_bits {
                     break;
                 }
-                self.padding_tokens -= bits;
+                self.padding_tokens -= self.padding_packet_bits;
                 self.padding_held -= 1;
                 self.probe_started.get_or_insert(now);
             } else {
@@ -194,11 +195,7 @@ impl AudioFirstPacer {
         if self.padding_held == 0 {
             return;
         }
-        let bits = self
-            .held
-            .iter()
-            .find(|p| is_padding(p))
-            .map_or(0.0, padding_bits);
+        let bits = self.padding_packet_bits;
         let rate = self.padding_rate();
         let cap = (rate * PADDING_BURST.as_secs_f64()).max(bits);
         self.padding_tokens = match self.padding_refilled {
@@ -268,6 +265,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for AudioFirstPacer {
             // A probe's padding is written all at once; it starts leaving at the next timeout,
             // when all of it is here.
             self.padding_held += 1;
+            self.padding_packet_bits = padding_bits(&message);
             self.held.push_back(message);
             return Ok(());
         }
@@ -300,7 +298,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for AudioFirstPacer {
             let Some(refilled) = self.padding_refilled else {
                 return Some(front.now + Duration::from_millis(1));
             };
-            let missing = (padding_bits(front) - self.padding_tokens).max(0.0);
+            let missing = (self.padding_packet_bits - self.padding_tokens).max(0.0);
             let wait = Duration::from_secs_f64(missing / self.padding_rate());
             return Some(refilled + wait.max(Duration::from_millis(1)));
         }
