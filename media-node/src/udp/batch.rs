@@ -277,7 +277,7 @@ pub fn receive(socket: &impl AsRawFd, inbox: &mut Inbox) -> io::Result<usize> {
         if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
             continue;
         }
-        let Some(from) = socket_address(name) else {
+        let Some(from) = socket_address(name, header.msg_hdr.msg_namelen) else {
             continue;
         };
         let length = (header.msg_len as usize).min(size);
@@ -286,32 +286,18 @@ pub fn receive(socket: &impl AsRawFd, inbox: &mut Inbox) -> io::Result<usize> {
     Ok(count)
 }
 
-/// The address the kernel wrote into `name`, if it is IPv4 or IPv6.
-fn socket_address(name: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match libc::c_int::from(name.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the kernel wrote a `sockaddr_in` (its family says so), which is smaller
-            // than `sockaddr_storage` and has no stricter alignment.
-            let raw =
-                unsafe { &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            Some(SocketAddr::from((
-                raw.sin_addr.s_addr.to_ne_bytes(),
-                u16::from_be(raw.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: as above, for `sockaddr_in6`.
-            let raw =
-                unsafe { &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
-                raw.sin6_addr.s6_addr.into(),
-                u16::from_be(raw.sin6_port),
-                raw.sin6_flowinfo,
-                raw.sin6_scope_id,
-            )))
-        }
-        _ => None,
+/// The address the kernel wrote into `name` (`length` bytes of it), if it is IPv4 or IPv6; read
+/// by the socket library the media port is bound with.
+fn socket_address(name: &libc::sockaddr_storage, length: libc::socklen_t) -> Option<SocketAddr> {
+    let mut storage = socket2::SockAddrStorage::zeroed();
+    // SAFETY: `sockaddr_storage` is this platform's own type for any socket address, which
+    // `view_as` allows; the kernel initialised `length` bytes of `name`, which is what
+    // `SockAddr::new` reads.
+    unsafe {
+        *storage.view_as::<libc::sockaddr_storage>() = *name;
+        socket2::SockAddr::new(storage, length)
     }
+    .as_socket()
 }
 
 /// Whether `error`, from a call that had segmented messages in it, says that the kernel or the
