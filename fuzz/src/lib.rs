@@ -281,7 +281,7 @@ pub fn datagram(data: &[u8]) {
                 _ => payload.to_vec(),
             };
             let now = harness.now;
-            harness.node.datagram(now, from, &datagram);
+            harness.node.datagram(now, now, from, &datagram);
             if tag & 0x40 != 0 {
                 harness.drain();
             }
@@ -325,7 +325,7 @@ pub fn connected(data: &[u8]) {
         for (tag, payload) in records(data) {
             let from = net.peers[usize::from(tag & 1)].address;
             let now = net.now;
-            net.node.datagram(now, from, payload);
+            net.node.datagram(now, now, from, payload);
             if tag & 0x40 != 0 {
                 net.run_for(Duration::from_millis(5));
             }

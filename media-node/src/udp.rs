@@ -5,7 +5,8 @@
 //! ([`tcp`]). The loop waits for the next of four things: a command from the control plane, a
 //! datagram, a frame from an ICE-TCP connection, or the time the [`Node`] asked for. It hands
 //! that to the node with the current time (a datagram together with all that wait already, up
-//! to `batch::RECEIVE_BATCH`, read in one call), then delivers the node's events to the control
+//! to `batch::RECEIVE_BATCH`, read in one call, each with the time the kernel received it),
+//! then delivers the node's events to the control
 //! link (adding the process's CPU use to each load report, which the node cannot measure) and
 //! sends every datagram the node wants to send, `batch::BATCH` messages per system call, runs
 //! of datagrams to one address as one segmented message where the kernel can (see `batch`).
@@ -16,7 +17,7 @@ pub mod tcp;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -36,6 +37,23 @@ pub const EVENT_QUEUE: usize = 8192;
 const DROPPED_EVENTS_SUMMARY: Duration = Duration::from_secs(10);
 /// How long the loop sleeps when the node wants no timeout at all.
 const IDLE: Duration = Duration::from_secs(3600);
+/// The longest a datagram's kernel receive time may lie before its read: a longer wait says
+/// the system clock was set in between, and the read's time stands instead.
+const MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// When a datagram the kernel received at `received` (system clock, since the Unix epoch)
+/// arrived on the monotonic clock, given both clocks read at one moment after it (`clocks`);
+/// `None` without a receive time, or with one the system clock has since been set past.
+fn arrival(
+    received: Option<Duration>,
+    (instant, system): (Instant, SystemTime),
+) -> Option<Instant> {
+    let waited = system.duration_since(UNIX_EPOCH + received?).ok()?;
+    if waited > MAX_WAIT {
+        return None;
+    }
+    instant.checked_sub(waited)
+}
 
 /// The receive and send buffers asked of the kernel for the media port, unless configured: a
 /// burst of a few thousand datagrams (a flood, or many keyframes at once) overflows the usual
@@ -128,6 +146,9 @@ impl MediaSocket {
             }
             socket.send_buffer_size()
         });
+        if let Err(error) = batch::enable_arrival_times(&socket) {
+            info!(%error, "no kernel receive times: a datagram's arrival is when the node reads it");
+        }
         let segmentation = batch::segmentation_supported(&socket);
         if !segmentation {
             info!("this kernel cannot segment UDP: the media port sends one datagram per packet");
@@ -158,14 +179,18 @@ impl MediaSocket {
         self.tcp.as_ref().map(TcpPort::announced)
     }
 
-    /// Hands `node` the datagrams that wait, up to `batch::RECEIVE_BATCH`, read in one call.
+    /// Hands `node` the datagrams that wait, up to `batch::RECEIVE_BATCH`, read in one call,
+    /// each with the time the kernel received it.
     fn receive(&self, inbox: &mut batch::Inbox, node: &mut Node) {
         match self.socket.try_io(tokio::io::Interest::READABLE, || {
             batch::receive(&self.socket, inbox)
         }) {
             Ok(_) => {
-                for (datagram, from) in inbox.datagrams() {
-                    node.datagram(Instant::now(), from, datagram);
+                let clocks = (Instant::now(), SystemTime::now());
+                for datagram in inbox.datagrams() {
+                    let now = Instant::now();
+                    let arrived = arrival(datagram.arrived, clocks).unwrap_or(now);
+                    node.datagram(now, arrived, datagram.from, datagram.contents);
                 }
             }
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -437,6 +462,29 @@ fn process_cpu_ticks() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kernel_receive_time_becomes_an_instant_unless_the_clock_was_set_in_between() {
+        let instant = Instant::now();
+        let system = SystemTime::now();
+        let since_epoch = system.duration_since(UNIX_EPOCH).unwrap();
+        let waited = Duration::from_millis(20);
+        assert_eq!(
+            arrival(Some(since_epoch - waited), (instant, system)),
+            Some(instant - waited)
+        );
+        assert_eq!(arrival(None, (instant, system)), None, "no receive time");
+        assert_eq!(
+            arrival(Some(since_epoch + waited), (instant, system)),
+            None,
+            "received after it was read: the clock went back"
+        );
+        assert_eq!(
+            arrival(Some(since_epoch - 2 * MAX_WAIT), (instant, system)),
+            None,
+            "waited longer than any datagram does: the clock went forward"
+        );
+    }
 
     /// What the kernel lets an unprivileged process have, doubled as Linux reports it.
     fn kernel_cap(setting: &str) -> usize {

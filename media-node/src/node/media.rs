@@ -29,12 +29,13 @@ struct Produced {
 }
 
 impl Node {
-    /// A datagram from `from`: through the gate (see [`gate`]), then to its session's
-    /// connection, whose output is driven at once. Returns whether it belonged to a session
-    /// (it may still have been dropped over its session's budget).
+    /// A datagram from `from` that arrived at `arrived`: through the gate (see [`gate`]), then
+    /// to its session's connection, whose output is driven at once. Returns whether it belonged
+    /// to a session (it may still have been dropped over its session's budget).
     pub(super) fn on_datagram(
         &mut self,
         now: Instant,
+        arrived: Instant,
         from: SocketAddr,
         protocol: TransportProtocol,
         datagram: &[u8],
@@ -62,7 +63,7 @@ impl Node {
             return true;
         }
         let message = TaggedBytesMut {
-            now,
+            now: arrived,
             transport: TransportContext {
                 local_addr: match (protocol, self.announced_tcp) {
                     (TransportProtocol::TCP, Some(tcp)) => tcp,

@@ -289,9 +289,12 @@ impl Node {
         self
     }
 
-    /// A datagram from `from` arrived on the media port.
-    pub fn datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        self.on_datagram(now, from, TransportProtocol::UDP, datagram);
+    /// A datagram from `from` arrived on the media port, at `arrived` (the kernel's receive
+    /// time, at most `now`): its connection's arrival statistics use that (transport-wide
+    /// feedback to the publisher, jitter), so that time the datagram waited for the node is not
+    /// taken for delay on the network.
+    pub fn datagram(&mut self, now: Instant, arrived: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.on_datagram(now, arrived, from, TransportProtocol::UDP, datagram);
         self.settle(now);
     }
 
@@ -300,7 +303,7 @@ impl Node {
     /// whether the frame belonged to a session: a connection whose frames belong to none (a
     /// STUN request naming no session, anything after its session ended) is to be closed.
     pub fn tcp_frame(&mut self, now: Instant, from: SocketAddr, frame: &[u8]) -> bool {
-        let belongs = self.on_datagram(now, from, TransportProtocol::TCP, frame);
+        let belongs = self.on_datagram(now, now, from, TransportProtocol::TCP, frame);
         self.settle(now);
         belongs
     }

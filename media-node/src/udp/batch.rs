@@ -14,7 +14,10 @@
 //!
 //! Reading is batched likewise: where a publisher's packets come faster than the loop wakes,
 //! one `recvmmsg` takes what waits into an [`Inbox`] of buffers reused from call to call, in
-//! place of a `recvfrom` per datagram and a last one that finds nothing.
+//! place of a `recvfrom` per datagram and a last one that finds nothing. With each datagram
+//! comes the time the kernel received it ([`enable_arrival_times`]), so that a publisher's
+//! transport-wide feedback tells it how its packets crossed the network, not how long they
+//! waited for a busy node to read them.
 //!
 //! This is the only module of the node with `unsafe` code: the calls themselves, with pointers
 //! to buffers that live on the calling function's stack (or in the [`Inbox`] it borrows) for
@@ -24,6 +27,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::time::Duration;
 
 /// The most messages handed to the kernel in one call.
 pub const BATCH: usize = 64;
@@ -84,7 +88,8 @@ pub struct Sent {
     pub messages: usize,
 }
 
-/// Room for one control message carrying a `u16`, aligned as the kernel reads it.
+/// Room for one control message carrying a `u16` or a `timespec`, aligned as the kernel reads
+/// it.
 #[derive(Clone, Copy)]
 #[repr(C, align(8))]
 struct Control([u8; 32]);
@@ -203,12 +208,24 @@ pub fn send(
 pub const RECEIVE_BATCH: usize = 32;
 
 /// Room for the datagrams one [`receive`] call reads, reused from call to call:
-/// [`RECEIVE_BATCH`] buffers of one size, and the length and sender of each datagram read.
+/// [`RECEIVE_BATCH`] buffers of one size, and the length, sender and arrival of each datagram
+/// read.
 pub struct Inbox {
     buffers: Vec<u8>,
     size: usize,
-    /// Of each datagram kept: its buffer's index, its length, its sender.
-    received: Vec<(usize, usize, SocketAddr)>,
+    /// Of each datagram kept: its buffer's index, its length, its sender, and when the kernel
+    /// received it (on the system clock, since the Unix epoch) if it said so.
+    received: Vec<(usize, usize, SocketAddr, Option<Duration>)>,
+}
+
+/// One datagram a [`receive`] call read.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Datagram<'a> {
+    pub contents: &'a [u8],
+    pub from: SocketAddr,
+    /// When the kernel received it, on the system clock (since the Unix epoch); `None` where
+    /// arrival times are not enabled on the socket.
+    pub arrived: Option<Duration>,
 }
 
 impl Inbox {
@@ -221,19 +238,45 @@ impl Inbox {
         }
     }
 
-    /// The datagrams the last call read, in the order they arrived, with their senders.
-    pub fn datagrams(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> {
-        self.received.iter().map(|&(index, length, from)| {
+    /// The datagrams the last call read, in the order they arrived.
+    pub fn datagrams(&self) -> impl Iterator<Item = Datagram<'_>> {
+        self.received.iter().map(|&(index, length, from, arrived)| {
             let start = index * self.size;
-            (&self.buffers[start..start + length], from)
+            Datagram {
+                contents: &self.buffers[start..start + length],
+                from,
+                arrived,
+            }
         })
     }
 }
 
+/// Has the kernel note, with each datagram `socket` receives, when it received it (read by
+/// [`receive`]): `SO_TIMESTAMPNS`, on the system clock, in nanoseconds.
+pub fn enable_arrival_times(socket: &impl AsRawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `on` is valid for reads of the size given.
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Reads the datagrams waiting on the non-blocking `socket`, up to [`RECEIVE_BATCH`], into
-/// `inbox` in one call. Returns how many the kernel handed over (`WouldBlock` when none
-/// waited): a datagram larger than the inbox's buffers (no media is) or from an address that is
-/// neither IPv4 nor IPv6 counts among them, but is not kept.
+/// `inbox` in one call, each with its arrival time where [`enable_arrival_times`] asked for it.
+/// Returns how many the kernel handed over (`WouldBlock` when none waited): a datagram larger
+/// than the inbox's buffers (no media is) or from an address that is neither IPv4 nor IPv6
+/// counts among them, but is not kept.
 pub fn receive(socket: &impl AsRawFd, inbox: &mut Inbox) -> io::Result<usize> {
     inbox.received.clear();
     // SAFETY: all-zero `sockaddr_storage`, `iovec` and `mmsghdr` are valid values (empty
@@ -241,11 +284,13 @@ pub fn receive(socket: &impl AsRawFd, inbox: &mut Inbox) -> io::Result<usize> {
     let mut names: [libc::sockaddr_storage; RECEIVE_BATCH] = unsafe { std::mem::zeroed() };
     let mut vectors: [libc::iovec; RECEIVE_BATCH] = unsafe { std::mem::zeroed() };
     let mut headers: [libc::mmsghdr; RECEIVE_BATCH] = unsafe { std::mem::zeroed() };
+    let mut controls = [Control([0; 32]); RECEIVE_BATCH];
     let size = inbox.size;
-    for (((header, vector), name), buffer) in headers
+    for ((((header, vector), name), control), buffer) in headers
         .iter_mut()
         .zip(vectors.iter_mut())
         .zip(names.iter_mut())
+        .zip(controls.iter_mut())
         .zip(inbox.buffers.chunks_mut(size))
     {
         *vector = libc::iovec {
@@ -256,10 +301,13 @@ pub fn receive(socket: &impl AsRawFd, inbox: &mut Inbox) -> io::Result<usize> {
         header.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         header.msg_hdr.msg_iov = vector;
         header.msg_hdr.msg_iovlen = 1;
+        header.msg_hdr.msg_control = control.0.as_mut_ptr().cast();
+        header.msg_hdr.msg_controllen = size_of::<Control>() as _;
     }
-    // SAFETY: each of the `RECEIVE_BATCH` headers points to its own entry of `names` and
-    // `vectors` (on this stack) and through that to its own buffer of `size` bytes in `inbox`,
-    // all alive and unmoved until this returns; the kernel writes at most the lengths given.
+    // SAFETY: each of the `RECEIVE_BATCH` headers points to its own entry of `names`,
+    // `vectors` and `controls` (on this stack) and through `vectors` to its own buffer of
+    // `size` bytes in `inbox`, all alive and unmoved until this returns; the kernel writes at
+    // most the lengths given.
     let count = unsafe {
         libc::recvmmsg(
             socket.as_raw_fd(),
@@ -281,9 +329,38 @@ pub fn receive(socket: &impl AsRawFd, inbox: &mut Inbox) -> io::Result<usize> {
             continue;
         };
         let length = (header.msg_len as usize).min(size);
-        inbox.received.push((index, length, from));
+        inbox
+            .received
+            .push((index, length, from, arrival_time(&header.msg_hdr)));
     }
     Ok(count)
+}
+
+/// The receive time among the control messages the kernel wrote for `header`, if any.
+fn arrival_time(header: &libc::msghdr) -> Option<Duration> {
+    if header.msg_flags & libc::MSG_CTRUNC != 0 {
+        return None;
+    }
+    // SAFETY: the kernel wrote `msg_controllen` bytes of well-formed control messages into the
+    // buffer `msg_control` points to, which is still alive; `CMSG_FIRSTHDR` and `CMSG_NXTHDR`
+    // stay within that length, and a timestamp's data is a whole `timespec` (read unaligned).
+    unsafe {
+        let mut message = libc::CMSG_FIRSTHDR(header);
+        while !message.is_null() {
+            if (*message).cmsg_level == libc::SOL_SOCKET
+                && (*message).cmsg_type == libc::SCM_TIMESTAMPNS
+            {
+                let stamp: libc::timespec =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(message).cast());
+                return Some(Duration::new(
+                    u64::try_from(stamp.tv_sec).ok()?,
+                    u32::try_from(stamp.tv_nsec).ok()?,
+                ));
+            }
+            message = libc::CMSG_NXTHDR(header, message);
+        }
+    }
+    None
 }
 
 /// The address the kernel wrote into `name` (`length` bytes of it), if it is IPv4 or IPv6; read
@@ -488,7 +565,7 @@ mod tests {
             match receive(&receiver, &mut inbox) {
                 Ok(count) => {
                     calls.push(count);
-                    got.extend(inbox.datagrams().map(|(d, from)| (d.to_vec(), from)));
+                    got.extend(inbox.datagrams().map(|d| (d.contents.to_vec(), d.from)));
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     std::thread::sleep(std::time::Duration::from_millis(1));
@@ -527,8 +604,52 @@ mod tests {
         let mut peek = [0u8; 8];
         receiver.peek_from(&mut peek).unwrap();
         assert_eq!(receive(&receiver, &mut inbox).unwrap(), 1);
-        let got: Vec<_> = inbox.datagrams().collect();
+        let got: Vec<_> = inbox.datagrams().map(|d| (d.contents, d.from)).collect();
         assert_eq!(got, [(&b"hallo"[..], sender.local_addr().unwrap())]);
+    }
+
+    #[test]
+    fn a_datagram_that_waited_carries_when_it_arrived_not_when_it_was_read() {
+        let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = receiver.local_addr().unwrap();
+        let mut inbox = Inbox::new(64);
+        // Without arrival times asked for, none is made up.
+        sender.send_to(b"eins", to).unwrap();
+        let mut peek = [0u8; 8];
+        receiver.peek_from(&mut peek).unwrap();
+        assert_eq!(receive(&receiver, &mut inbox).unwrap(), 1);
+        assert_eq!(inbox.datagrams().next().unwrap().arrived, None);
+
+        enable_arrival_times(&receiver).unwrap();
+        let since_epoch =
+            |time: std::time::SystemTime| time.duration_since(std::time::UNIX_EPOCH).unwrap();
+        // The kernel switches its receive clock on a moment after the first socket asks (until
+        // then a datagram is stamped when read), and a busy machine may deliver late: a few
+        // tries, of which one must show the wait.
+        let mut tries = Vec::new();
+        for _ in 0..5 {
+            let sent = since_epoch(std::time::SystemTime::now());
+            sender.send_to(b"zwei", to).unwrap();
+            sender.send_to(b"drei", to).unwrap();
+            std::thread::sleep(Duration::from_millis(150));
+            let read = since_epoch(std::time::SystemTime::now());
+            assert_eq!(receive(&receiver, &mut inbox).unwrap(), 2);
+            let arrivals: Vec<Duration> = inbox
+                .datagrams()
+                .map(|d| d.arrived.expect("an arrival time with each datagram"))
+                .collect();
+            assert!(arrivals[0] <= arrivals[1], "in order: {arrivals:?}");
+            // Received right after sending (a little slack for a coarse clock), not 150 ms
+            // later when read.
+            if arrivals[0] + Duration::from_millis(5) >= sent
+                && arrivals[1] + Duration::from_millis(100) <= read
+            {
+                return;
+            }
+            tries.push((sent, arrivals, read));
+        }
+        panic!("no arrival time before the read: {tries:?}");
     }
 
     #[test]

@@ -248,7 +248,7 @@ impl Net {
                 continue;
             };
             if datagram.to == self.node_address {
-                self.node.datagram(now, datagram.from, &datagram.bytes);
+                self.node.datagram(now, now, datagram.from, &datagram.bytes);
             } else if let Some(peer) = self.peers.iter_mut().find(|p| p.address == datagram.to) {
                 peer.datagram(now, datagram.from, &datagram.bytes);
             }
@@ -274,7 +274,7 @@ impl Net {
             for _ in 0..flood.per_second / 1000 {
                 let (from, bytes) = (flood.datagram)(flood.sent);
                 flood.sent += 1;
-                self.node.datagram(now, from, &bytes);
+                self.node.datagram(now, now, from, &bytes);
             }
             flood.next += Duration::from_millis(1);
         }
