@@ -21,13 +21,14 @@
 //! that as its departure, and a departure stamped when the packet was queued here would charge
 //! this queue to the network (a paced keyframe would look like a queue growing on the line).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error as RtcError;
 use rtc::shared::marshal::MarshalSize;
+use rustc_hash::FxHashSet;
 
 use super::estimate::EstimateCell;
 use super::probe::{PADDING_EXTENSION_ID, PADDING_FILL, padding_packet_bytes};
@@ -59,7 +60,7 @@ const PADDING_BURST: Duration = Duration::from_millis(5);
 pub struct AudioFirstPacer {
     estimate: EstimateCell,
     /// Local SSRCs that carry video.
-    video: HashSet<u32>,
+    video: FxHashSet<u32>,
     /// Ready to leave: audio, RTCP, and video whose turn came.
     ready: VecDeque<TaggedPacket>,
     /// Video waiting for its turn.
@@ -88,7 +89,7 @@ impl AudioFirstPacer {
     pub fn new(estimate: EstimateCell) -> Self {
         Self {
             estimate,
-            video: HashSet::new(),
+            video: FxHashSet::default(),
             ready: VecDeque::new(),
             held: VecDeque::new(),
             padding_held: 0,

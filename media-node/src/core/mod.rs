@@ -51,6 +51,8 @@ pub mod vp8;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashMap;
+
 pub use codec::{Codec, MediaKind};
 pub use fanout::Forwarded;
 pub use forwarder::{Forwarder, PacketMeta, Rewrite};
@@ -124,12 +126,12 @@ struct Room {
 #[derive(Debug)]
 pub struct Core {
     rooms: HashMap<String, Room>,
-    participants: HashMap<PeerId, Participant>,
-    publications: HashMap<PublicationId, Publication>,
+    participants: FxHashMap<PeerId, Participant>,
+    publications: FxHashMap<PublicationId, Publication>,
     /// (publisher, publisher SSRC) -> publication and layer.
-    published: HashMap<(PeerId, u32), (PublicationId, usize)>,
+    published: FxHashMap<(PeerId, u32), (PublicationId, usize)>,
     /// (subscriber, down-track SSRC) -> publication.
-    subscribed: HashMap<(PeerId, u32), PublicationId>,
+    subscribed: FxHashMap<(PeerId, u32), PublicationId>,
     next_publication: u64,
     /// State of a xorshift generator for down-track SSRCs: the core stays deterministic for a
     /// given seed, which the tests rely on.
@@ -147,10 +149,10 @@ impl Core {
     pub fn new(seed: u64) -> Self {
         Self {
             rooms: HashMap::new(),
-            participants: HashMap::new(),
-            publications: HashMap::new(),
-            published: HashMap::new(),
-            subscribed: HashMap::new(),
+            participants: FxHashMap::default(),
+            publications: FxHashMap::default(),
+            published: FxHashMap::default(),
+            subscribed: FxHashMap::default(),
             next_publication: 0,
             ssrc_state: seed | 1,
             next_tick: None,

@@ -5,8 +5,10 @@
 //! dominant speaker only when clearly louder than the current one for a little while, so that a
 //! cough does not move the large tile around.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
 
 use super::PeerId;
 
@@ -47,7 +49,7 @@ impl Voice {
 /// The dominant speaker of one room.
 #[derive(Debug, Default)]
 pub struct SpeakerDetector {
-    voices: HashMap<PeerId, Voice>,
+    voices: FxHashMap<PeerId, Voice>,
     dominant: Option<PeerId>,
     challenger: Option<(PeerId, Instant)>,
     /// Speakers, most recent first, for "the last N speakers".

@@ -9,6 +9,8 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use rustc_hash::FxHashMap;
+
 use crate::core::PeerId;
 
 /// STUN's magic cookie (RFC 8489).
@@ -55,8 +57,8 @@ pub fn stun_local_ufrag(datagram: &[u8]) -> Option<&str> {
 #[derive(Debug, Default)]
 pub struct Demux {
     by_ufrag: HashMap<String, PeerId>,
-    by_address: HashMap<SocketAddr, PeerId>,
-    addresses: HashMap<PeerId, Vec<SocketAddr>>,
+    by_address: FxHashMap<SocketAddr, PeerId>,
+    addresses: FxHashMap<PeerId, Vec<SocketAddr>>,
 }
 
 impl Demux {

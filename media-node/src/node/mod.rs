@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use rtc::sansio::Protocol;
 use rtc::shared::TransportProtocol;
+use rustc_hash::FxHashMap;
 use treffpunkt_proto::v1::{self, signal::Kind as SignalKind};
 
 use crate::core::{Core, PeerId, Rewrite};
@@ -203,7 +204,7 @@ pub struct Node {
     /// The node's ICE-TCP address (a passive candidate), when it takes media over TCP.
     announced_tcp: Option<SocketAddr>,
     core: Core,
-    sessions: HashMap<PeerId, Session>,
+    sessions: FxHashMap<PeerId, Session>,
     /// The control plane's session ids.
     by_session_id: HashMap<String, PeerId>,
     demux: Demux,
@@ -257,7 +258,7 @@ impl Node {
             announced,
             announced_tcp: None,
             core: Core::new(treffpunkt_proto::random::u64()),
-            sessions: HashMap::new(),
+            sessions: FxHashMap::default(),
             by_session_id: HashMap::new(),
             demux: Demux::default(),
             drops: gate::Drops::default(),

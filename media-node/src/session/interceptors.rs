@@ -10,7 +10,7 @@
 //! - [`SimulcastReportFilter`]: keeps report blocks about simulcast layers out of the node's
 //!   RTCP reports, so that browsers keep tagging every packet with its layer.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -23,6 +23,7 @@ use rtc::rtcp::sender_report::SenderReport;
 use rtc::sansio::Protocol;
 use rtc::sdp::extmap::SDES_RTP_STREAM_ID_URI;
 use rtc::shared::error::Error as RtcError;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// Where [`KeyframeRequests`] goes in a chain: after every default interceptor.
 pub const KEYFRAME_REQUESTS_SLOT: usize = 14_000;
@@ -109,9 +110,9 @@ impl Interceptor for KeyframeRequests {
 #[derive(Default)]
 pub struct SimulcastReportFilter {
     /// The rid extension's id on each bound remote stream that negotiated it.
-    rid_extension: HashMap<u32, u8>,
+    rid_extension: FxHashMap<u32, u8>,
     /// SSRCs that arrived with a rid: simulcast layers.
-    layers: HashSet<u32>,
+    layers: FxHashSet<u32>,
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
 }

@@ -41,6 +41,7 @@ use rtc::rtp_transceiver::{
 };
 use rtc::sansio::Protocol;
 use rtc::sdp::extmap::AUDIO_LEVEL_URI;
+use rustc_hash::FxHashMap;
 
 use self::interceptors::Arrivals;
 use self::setup::{media_setup, rtp_codec};
@@ -107,9 +108,9 @@ pub struct Session {
     pub opened_at: Instant,
     /// The next timeout the connection asked for, as scheduled.
     pub deadline: Option<Instant>,
-    down: HashMap<u32, DownSender>,
+    down: FxHashMap<u32, DownSender>,
     /// Published SSRC -> receiver, for keyframe requests.
-    receivers: HashMap<u32, RTCRtpReceiverId>,
+    receivers: FxHashMap<u32, RTCRtpReceiverId>,
     /// The audio-level extension id the client sends with, and the one it receives with.
     audio_level_in: Option<u8>,
     audio_level_out: Option<u8>,
@@ -267,8 +268,8 @@ impl Session {
             connected: false,
             opened_at: now,
             deadline: None,
-            down: HashMap::new(),
-            receivers: HashMap::new(),
+            down: FxHashMap::default(),
+            receivers: FxHashMap::default(),
             audio_level_in: None,
             audio_level_out: None,
             sources: HashMap::new(),
