@@ -138,15 +138,15 @@ export function binary() {
 }
 
 /**
- * For a suite: starts `treffpunkt standalone` with `args` and a browser before its tests and
- * stops both after them. The returned object holds them as `server` and `browser` once the
- * suite runs.
+ * For a suite: starts `treffpunkt standalone` with `args` and a browser (launched with
+ * `browserOptions`, see `launchBrowser`) before its tests and stops both after them. The
+ * returned object holds them as `server` and `browser` once the suite runs.
  */
-export function standaloneWithBrowser(args = []) {
+export function standaloneWithBrowser(args = [], browserOptions = {}) {
   const running = { server: null, browser: null };
   before(async () => {
     running.server = await startTreffpunkt(args);
-    running.browser = await launchBrowser();
+    running.browser = await launchBrowser(browserOptions);
   });
   after(async () => {
     await running.browser?.close();
