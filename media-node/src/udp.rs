@@ -6,13 +6,13 @@
 //! datagram, a frame from an ICE-TCP connection, or the time the [`Node`] asked for. It hands
 //! that to the node with the current time (a datagram together with all that wait already, up
 //! to `batch::RECEIVE_BATCH`, read in one call, each with the time the kernel received it),
-//! then delivers the node's events to the control
-//! link (adding the process's CPU use to each load report, which the node cannot measure) and
-//! sends every datagram the node wants to send, `batch::BATCH` messages per system call, runs
-//! of datagrams to one address as one segmented message where the kernel can (see `batch`).
+//! then delivers the node's events to the control link (adding the process's CPU use to each
+//! load report, which the node cannot measure) and sends every datagram the node wants to send,
+//! `batch::BATCH` messages per system call, runs of datagrams to one address as one segmented
+//! message where the kernel can (see `batch`).
 
 mod batch;
-mod force;
+mod options;
 pub mod tcp;
 
 use std::net::{IpAddr, SocketAddr};
@@ -135,18 +135,18 @@ impl MediaSocket {
             socket.set_recv_buffer_size(size)?;
             if socket.recv_buffer_size()? < size {
                 // Past the cap, if the process may; otherwise what the cap allowed stands.
-                let _ = force::set(&socket, force::Buffer::Receive, size);
+                let _ = options::force_buffer(&socket, options::Buffer::Receive, size);
             }
             socket.recv_buffer_size()
         });
         set_buffer("send", buffers.send, "net.core.wmem_max", |size| {
             socket.set_send_buffer_size(size)?;
             if socket.send_buffer_size()? < size {
-                let _ = force::set(&socket, force::Buffer::Send, size);
+                let _ = options::force_buffer(&socket, options::Buffer::Send, size);
             }
             socket.send_buffer_size()
         });
-        if let Err(error) = batch::enable_arrival_times(&socket) {
+        if let Err(error) = options::enable_arrival_times(&socket) {
             info!(%error, "no kernel receive times: a datagram's arrival is when the node reads it");
         }
         let segmentation = batch::segmentation_supported(&socket);

@@ -15,13 +15,13 @@
 //! Reading is batched likewise: where a publisher's packets come faster than the loop wakes,
 //! one `recvmmsg` takes what waits into an [`Inbox`] of buffers reused from call to call, in
 //! place of a `recvfrom` per datagram and a last one that finds nothing. With each datagram
-//! comes the time the kernel received it ([`enable_arrival_times`]), so that a publisher's
-//! transport-wide feedback tells it how its packets crossed the network, not how long they
-//! waited for a busy node to read them.
+//! comes the time the kernel received it (where `options::enable_arrival_times` asked for it),
+//! so that a publisher's transport-wide feedback tells it how its packets crossed the network,
+//! not how long they waited for a busy node to read them.
 //!
-//! This is the only module of the node with `unsafe` code: the calls themselves, with pointers
-//! to buffers that live on the calling function's stack (or in the [`Inbox`] it borrows) for
-//! its whole duration.
+//! With `options`, this is the only module of the node with `unsafe` code: the calls
+//! themselves, with pointers to buffers that live on the calling function's stack (or in the
+//! [`Inbox`] it borrows) for their whole duration.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -221,7 +221,9 @@ pub struct Inbox {
 /// One datagram a [`receive`] call read.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Datagram<'a> {
+    /// Its bytes.
     pub contents: &'a [u8],
+    /// Its sender.
     pub from: SocketAddr,
     /// When the kernel received it, on the system clock (since the Unix epoch); `None` where
     /// arrival times are not enabled on the socket.
@@ -251,29 +253,9 @@ impl Inbox {
     }
 }
 
-/// Has the kernel note, with each datagram `socket` receives, when it received it (read by
-/// [`receive`]): `SO_TIMESTAMPNS`, on the system clock, in nanoseconds.
-pub fn enable_arrival_times(socket: &impl AsRawFd) -> io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: `on` is valid for reads of the size given.
-    let result = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// Reads the datagrams waiting on the non-blocking `socket`, up to [`RECEIVE_BATCH`], into
-/// `inbox` in one call, each with its arrival time where [`enable_arrival_times`] asked for it.
+/// `inbox` in one call, each with its arrival time where `options::enable_arrival_times` asked
+/// for it.
 /// Returns how many the kernel handed over (`WouldBlock` when none waited): a datagram larger
 /// than the inbox's buffers (no media is) or from an address that is neither IPv4 nor IPv6
 /// counts among them, but is not kept.
@@ -621,7 +603,7 @@ mod tests {
         assert_eq!(receive(&receiver, &mut inbox).unwrap(), 1);
         assert_eq!(inbox.datagrams().next().unwrap().arrived, None);
 
-        enable_arrival_times(&receiver).unwrap();
+        super::super::options::enable_arrival_times(&receiver).unwrap();
         let since_epoch =
             |time: std::time::SystemTime| time.duration_since(std::time::UNIX_EPOCH).unwrap();
         // The kernel switches its receive clock on a moment after the first socket asks (until

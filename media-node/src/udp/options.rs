@@ -1,6 +1,7 @@
-//! Buffer sizes beyond the kernel's limit for unprivileged processes (`SO_RCVBUFFORCE`,
-//! `SO_SNDBUFFORCE`), for a node that runs with `CAP_NET_ADMIN`. The standard library and
-//! `socket2` offer only the capped options, so this is one `setsockopt` call of its own.
+//! Socket options that neither the standard library nor `socket2` offers, each one
+//! `setsockopt` call: buffer sizes beyond the kernel's limit for unprivileged processes
+//! (`SO_RCVBUFFORCE`, `SO_SNDBUFFORCE`), for a node that runs with `CAP_NET_ADMIN`, and the
+//! kernel's receive time with each datagram (`SO_TIMESTAMPNS`).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -16,12 +17,26 @@ pub enum Buffer {
 }
 
 /// Sets `buffer` of `socket` to `bytes` past the kernel's cap; fails without `CAP_NET_ADMIN`.
-pub fn set(socket: &impl AsRawFd, buffer: Buffer, bytes: usize) -> io::Result<()> {
+pub fn force_buffer(socket: &impl AsRawFd, buffer: Buffer, bytes: usize) -> io::Result<()> {
     let option = match buffer {
         Buffer::Receive => libc::SO_RCVBUFFORCE,
         Buffer::Send => libc::SO_SNDBUFFORCE,
     };
-    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    set(
+        socket,
+        option,
+        libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX),
+    )
+}
+
+/// Has the kernel note, with each datagram `socket` receives, when it received it, on the
+/// system clock in nanoseconds (`SO_TIMESTAMPNS`); `batch::receive` reads it.
+pub fn enable_arrival_times(socket: &impl AsRawFd) -> io::Result<()> {
+    set(socket, libc::SO_TIMESTAMPNS, 1)
+}
+
+/// Sets the socket-level `option` of `socket` to `value`.
+fn set(socket: &impl AsRawFd, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
     // SAFETY: `value` lives on this stack frame for the whole call and its size is passed; the
     // kernel only reads it.
     let result = unsafe {
