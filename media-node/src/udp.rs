@@ -43,12 +43,15 @@ const MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// When a datagram the kernel received at `received` (system clock, since the Unix epoch)
 /// arrived on the monotonic clock, given both clocks read at one moment after it (`clocks`);
-/// `None` without a receive time, or with one the system clock has since been set past.
+/// `None` without a receive time, or with one the system clock has since been set past (or
+/// one no clock can hold).
 fn arrival(
     received: Option<Duration>,
     (instant, system): (Instant, SystemTime),
 ) -> Option<Instant> {
-    let waited = system.duration_since(UNIX_EPOCH + received?).ok()?;
+    let waited = system
+        .duration_since(UNIX_EPOCH.checked_add(received?)?)
+        .ok()?;
     if waited > MAX_WAIT {
         return None;
     }
@@ -483,6 +486,11 @@ mod tests {
             arrival(Some(since_epoch - 2 * MAX_WAIT), (instant, system)),
             None,
             "waited longer than any datagram does: the clock went forward"
+        );
+        assert_eq!(
+            arrival(Some(Duration::MAX), (instant, system)),
+            None,
+            "a time past what the system clock can hold"
         );
     }
 
