@@ -25,11 +25,16 @@
 //! the bytes, and which simulcast layer arrived when. What the node tells it about the call
 //! (speaker, paused videos, layers, chat) is kept in [`Notices`].
 //!
+//! [`Participant::join_janus`] joins a room of Janus's VideoRoom instead, through Janus's HTTP
+//! API ([`janus`]), so that the benchmark drives the SFU users would otherwise pick with the
+//! same participants and counts what they receive the same way.
+//!
 //! [`baseline`] is the bare UDP relay that the benchmarks measure beside the node.
 //! [`loopback`] gives the tests and benchmarks that start processes ports to start them on.
 #![forbid(unsafe_code)]
 
 pub mod baseline;
+pub mod janus;
 pub mod latency;
 pub mod loopback;
 pub mod media;
@@ -221,6 +226,50 @@ impl Participant {
 
     /// Joins as [`Self::join`] does, sending what `joining` says.
     pub async fn join_as(url: &str, name: &str, joining: Joining) -> Result<Self> {
+        let (url, name) = (url.to_owned(), name.to_owned());
+        Self::start(&joining.clone(), |wiring| {
+            tokio::spawn(
+                session::Task {
+                    url,
+                    name,
+                    joining,
+                    sending: wiring.sending,
+                    notices: wiring.notices,
+                    received: wiring.received,
+                    events: wiring.events,
+                    control: wiring.control,
+                    joined: Some(wiring.joined),
+                    counters: wiring.counters,
+                }
+                .run(),
+            )
+        })
+        .await
+    }
+
+    /// Joins room `room` of the Janus VideoRoom server whose HTTP API is at `server`, for the
+    /// benchmark's comparison ([`janus`]): with something to send it publishes (as the
+    /// room's one publisher, whose source is [`janus::SOURCE`]), otherwise it subscribes to
+    /// that publisher. Returns once media is connected.
+    pub async fn join_janus(
+        server: SocketAddr,
+        room: u64,
+        name: &str,
+        joining: Joining,
+    ) -> Result<Self> {
+        let name = name.to_owned();
+        Self::start(&joining.clone(), |wiring| {
+            tokio::spawn(janus::Task::new(server, room, name, joining, wiring).run())
+        })
+        .await
+    }
+
+    /// Wires a participant to the signalling task that `spawn` starts, and waits until the
+    /// task says it is in.
+    async fn start(
+        joining: &Joining,
+        spawn: impl FnOnce(Wiring) -> JoinHandle<()>,
+    ) -> Result<Self> {
         let join_sent_at = Instant::now();
         let received: Received = Arc::new(Mutex::default());
         let (events_tx, events) = mpsc::unbounded_channel();
@@ -234,21 +283,15 @@ impl Participant {
             .map_or(SILENCE, |audio| audio.level);
         let sending = Arc::new(sender::Sending::new(level));
         let notices = notices::NoticeBoard::default();
-        let task = tokio::spawn(
-            session::Task {
-                url: url.to_owned(),
-                name: name.to_owned(),
-                joining,
-                sending: sending.clone(),
-                notices: notices.clone(),
-                received: received.clone(),
-                events: events_tx,
-                control: control_rx,
-                joined: Some(joined_tx),
-                counters: counters.clone(),
-            }
-            .run(),
-        );
+        let task = spawn(Wiring {
+            sending: sending.clone(),
+            notices: notices.clone(),
+            received: received.clone(),
+            events: events_tx,
+            control: control_rx,
+            joined: joined_tx,
+            counters: counters.clone(),
+        });
         let joined = match tokio::time::timeout(Duration::from_secs(20), joined).await {
             Ok(Ok(result)) => result?,
             Ok(Err(_)) => return Err(Error::Signalling("the session ended".into())),
@@ -387,6 +430,25 @@ impl Participant {
         }
         self.task.abort();
     }
+}
+
+/// What a participant shares with its signalling task.
+pub(crate) struct Wiring {
+    /// What it sends (the owner reads what was sent and sets the audio level; the server
+    /// chooses the layers).
+    pub sending: Arc<sender::Sending>,
+    /// What the server told it.
+    pub notices: notices::NoticeBoard,
+    /// What it received.
+    pub received: Received,
+    /// What the room says, for the owner.
+    pub events: mpsc::UnboundedSender<RoomEvent>,
+    /// What the owner asks.
+    pub control: mpsc::UnboundedReceiver<session::Control>,
+    /// Answered once the participant is in and connected, or could not get in.
+    pub joined: oneshot::Sender<Result<session::Joined>>,
+    /// Counters the owner reads.
+    pub counters: Arc<session::Counters>,
 }
 
 /// The signalling URL of a room on a gateway at `http_addr`.

@@ -142,6 +142,8 @@ pub(crate) struct MediaConnection {
     pub pc: Arc<dyn PeerConnection>,
     tracks: Vec<Publication>,
     writers: Vec<JoinHandle<()>>,
+    /// Says when the connection's candidates are gathered (once per description).
+    gathered: mpsc::UnboundedReceiver<()>,
 }
 
 /// Everything a new connection needs.
@@ -290,10 +292,9 @@ async fn publish(
 }
 
 impl MediaConnection {
-    /// Builds a connection, adds the published tracks (or a receive-only section for a
-    /// listener), and returns it with its offer.
-    pub async fn offer(setup: ConnectionSetup<'_>) -> Result<(Self, Offer)> {
-        let (gathered_tx, mut gathered) = mpsc::unbounded_channel();
+    /// Builds a connection with the published tracks of `setup`, without a description yet.
+    async fn build(setup: ConnectionSetup<'_>) -> Result<Self> {
+        let (gathered_tx, gathered) = mpsc::unbounded_channel();
         let handler = Handler {
             generation: setup.generation,
             states: setup.states,
@@ -302,33 +303,59 @@ impl MediaConnection {
         };
         let pc = peer_connection(handler, setup.local_ip).await?;
         let tracks = publish(&pc, setup.participant_id, setup.outgoing).await?;
-        if tracks.is_empty() {
-            // A listener still needs a media section to carry the connection's ICE and DTLS.
-            pc.add_transceiver_from_kind(
-                RtpCodecKind::Audio,
-                Some(RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Recvonly,
-                    streams: vec![],
-                    send_encodings: vec![],
-                }),
-            )
-            .await?;
-        }
-        let offer = pc.create_offer(None).await?;
-        pc.set_local_description(offer).await?;
-        let _ = tokio::time::timeout(Duration::from_secs(5), gathered.recv()).await;
-        let sdp = pc
-            .local_description()
-            .await
-            .ok_or(Error::Timeout("the local description"))?
-            .sdp;
-        let connection = Self {
+        Ok(Self {
             pc,
             tracks,
             writers: Vec::new(),
-        };
+            gathered,
+        })
+    }
+
+    /// Builds a connection that receives only and waits for the server's offer
+    /// ([`Self::answer_complete`]), as a server that offers its subscribers wants.
+    pub async fn receiving(setup: ConnectionSetup<'_>) -> Result<Self> {
+        Self::build(ConnectionSetup {
+            outgoing: None,
+            ..setup
+        })
+        .await
+    }
+
+    /// Builds a connection, adds the published tracks (or a receive-only section for a
+    /// listener), and returns it with its offer.
+    pub async fn offer(setup: ConnectionSetup<'_>) -> Result<(Self, Offer)> {
+        let mut connection = Self::build(setup).await?;
+        if connection.tracks.is_empty() {
+            // A listener still needs a media section to carry the connection's ICE and DTLS.
+            connection
+                .pc
+                .add_transceiver_from_kind(
+                    RtpCodecKind::Audio,
+                    Some(RTCRtpTransceiverInit {
+                        direction: RTCRtpTransceiverDirection::Recvonly,
+                        streams: vec![],
+                        send_encodings: vec![],
+                    }),
+                )
+                .await?;
+        }
+        let offer = connection.pc.create_offer(None).await?;
+        connection.pc.set_local_description(offer).await?;
+        let sdp = connection.gathered_description().await?;
         let sources = connection.sources().await?;
         Ok((connection, Offer { sdp, sources }))
+    }
+
+    /// The local description once its candidates are gathered (or after 5 s with those that
+    /// are).
+    async fn gathered_description(&mut self) -> Result<String> {
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.gathered.recv()).await;
+        Ok(self
+            .pc
+            .local_description()
+            .await
+            .ok_or(Error::Timeout("the local description"))?
+            .sdp)
     }
 
     /// What each published track's media section carries, by mid.
@@ -370,6 +397,17 @@ impl MediaConnection {
             .local_description()
             .await
             .map_or(answer.sdp, |description| description.sdp))
+    }
+
+    /// Answers a first offer with every candidate in the answer, for a server that does not
+    /// take candidates one by one.
+    pub async fn answer_complete(&mut self, sdp: String) -> Result<String> {
+        self.pc
+            .set_remote_description(RTCSessionDescription::offer(sdp)?)
+            .await?;
+        let answer = self.pc.create_answer(None).await?;
+        self.pc.set_local_description(answer).await?;
+        self.gathered_description().await
     }
 
     /// Starts sending once connected (again); does nothing when already sending.

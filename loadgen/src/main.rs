@@ -10,7 +10,9 @@
 //! - `run`: ramps the scenarios ([`scenario`]) up through values of N, measures a window at
 //!   each ([`ramp`]), stops where loss or the node's CPU passes its limit, and writes the JSON
 //!   report ([`report`]), with a bare UDP relay measured in the same run as the baseline
-//!   ([`baseline`]).
+//!   ([`baseline`]). With `--sfu treffpunkt,janus` it measures each scenario on Janus's
+//!   VideoRoom as well, the SFU users would otherwise pick ([`janus`]), with the same
+//!   participants counting the same way.
 //! - `check`: checks that a report is well formed and that packets flowed (no timing).
 //! - `table`: prints a report as the Markdown section of `docs/benchmarks.md`.
 //! - `flood`: sends garbage to a media port, from unknown sources and forged with participants'
@@ -23,6 +25,7 @@
 
 mod absorb;
 mod flood;
+mod janus;
 mod processes;
 mod ramp;
 mod report;
@@ -125,6 +128,24 @@ struct RunArgs {
     /// The fan-out scenario's payload of one packet, bytes.
     #[arg(long, default_value_t = 1000)]
     fanout_payload: usize,
+    /// The SFUs to measure each scenario on, comma-separated, one after the other in this
+    /// run: `treffpunkt` (the default) and `janus` (Janus's VideoRoom, for the fan-out and the
+    /// livestream; see `scripts/bench-janus`).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "treffpunkt")]
+    sfu: Vec<ramp::Sfu>,
+    /// The `janus` binary.
+    #[arg(long, default_value = "janus")]
+    janus: PathBuf,
+    /// The folder that holds Janus's `plugins/` and `transports/`.
+    #[arg(long, default_value = janus::DEFAULT_LIBRARY)]
+    janus_library: PathBuf,
+    /// Janus's event loops (0: its default, a thread per peer connection).
+    #[arg(long, default_value_t = 2)]
+    janus_event_loops: u32,
+    /// The address Janus and its participants use for media: one of an interface other than
+    /// loopback, since Janus gathers no candidates on loopback.
+    #[arg(long)]
+    janus_ip: Option<std::net::IpAddr>,
     /// Loss (a share) above which a ramp stops.
     #[arg(long, default_value_t = 0.01)]
     loss_limit: f64,
@@ -255,8 +276,21 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         eprintln!("baseline: a bare UDP relay");
     }
     let baseline_us = baseline::relay_us_per_datagram(args.baseline_datagrams, BASELINE_FAN_OUT)?;
+    let janus = match args.janus_ip {
+        Some(ip) => Some(janus::JanusConfig {
+            binary: args.janus.clone(),
+            library: args.janus_library.clone(),
+            event_loops: args.janus_event_loops,
+            ip,
+        }),
+        None if args.sfu.contains(&ramp::Sfu::Janus) => {
+            anyhow::bail!("--sfu janus needs --janus-ip (Janus gathers no candidates on loopback)")
+        }
+        None => None,
+    };
     let config = ramp::RampConfig {
         binary,
+        janus,
         window: Duration::from_secs_f64(args.seconds),
         warmup: Duration::from_secs_f64(args.warmup),
         loss_limit: args.loss_limit,
@@ -276,10 +310,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         } else {
             args.steps.clone()
         };
-        let report = runtime
-            .block_on(ramp::run(scenario, &ramp_values, &media, &config))
-            .with_context(|| format!("scenario {}", scenario.name()))?;
-        reports.push(report);
+        for &sfu in &args.sfu {
+            let report = runtime
+                .block_on(ramp::run(scenario, sfu, &ramp_values, &media, &config))
+                .with_context(|| format!("scenario {} on {sfu:?}", scenario.name()))?;
+            reports.push(report);
+        }
     }
     let report = Report {
         tool: format!("treffpunkt-loadgen {}", env!("CARGO_PKG_VERSION")),

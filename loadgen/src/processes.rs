@@ -23,6 +23,11 @@ const TICKS_PER_SECOND: f64 = 100.0;
 pub struct Process(Child);
 
 impl Process {
+    /// Owns `child`.
+    pub fn new(child: Child) -> Self {
+        Self(child)
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.0.id()

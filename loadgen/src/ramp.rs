@@ -17,12 +17,15 @@
 //!   node's resident memory, from `/proc`.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use futures::StreamExt;
 use treffpunkt_client::{Joining, Kind, Latency, MAX_LAYERS, Participant, TrackStats, signal_url};
 
+use crate::janus::{self, JanusConfig};
 use crate::processes::{self, MachineSample, ProcessSample};
 use crate::report::{
     CpuUsage, FirstPacket, Limit, NodeUsage, Percentiles, ScenarioReport, Step, TrackLoss,
@@ -32,11 +35,22 @@ use crate::scenario::{Media, Role, Scenario};
 /// How many of the tracks that lost most a step reports.
 const WORST_TRACKS: usize = 5;
 
+/// The SFU a ramp measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sfu {
+    /// Treffpunkt: the gateway and one media node.
+    Treffpunkt,
+    /// Janus's VideoRoom, for comparison (scenarios with one publisher only).
+    Janus,
+}
+
 /// How a ramp runs.
 #[derive(Clone, Debug)]
 pub struct RampConfig {
     /// The `treffpunkt` binary.
     pub binary: PathBuf,
+    /// How Janus runs, for ramps that measure it.
+    pub janus: Option<JanusConfig>,
     /// The measuring window.
     pub window: Duration,
     /// The pause between the last join of a step and its window.
@@ -79,7 +93,7 @@ struct Snapshot {
     machine: MachineSample,
 }
 
-fn snapshot(members: &[Member], node_pid: &str, gateway_pid: &str) -> Snapshot {
+fn snapshot(members: &[Member], node_pid: &str, gateway_pid: Option<&str>) -> Snapshot {
     // What was sent is read before what arrived, so that packets in flight at either end of the
     // window count the same way at both ends instead of as loss.
     let sent = members
@@ -106,7 +120,7 @@ fn snapshot(members: &[Member], node_pid: &str, gateway_pid: &str) -> Snapshot {
             })
             .collect(),
         node: ProcessSample::read(node_pid),
-        gateway: ProcessSample::read(gateway_pid),
+        gateway: gateway_pid.map(ProcessSample::read).unwrap_or_default(),
         me: ProcessSample::read("self"),
         machine: MachineSample::read(),
     }
@@ -358,13 +372,92 @@ fn measure(
     }
 }
 
+/// The system a ramp measures, running.
+enum System {
+    Treffpunkt(processes::System),
+    Janus(janus::Janus),
+}
+
+impl System {
+    async fn start(sfu: Sfu, config: &RampConfig, max_participants: u32) -> anyhow::Result<Self> {
+        Ok(match sfu {
+            Sfu::Treffpunkt => {
+                Self::Treffpunkt(processes::start(&config.binary, max_participants).await?)
+            }
+            Sfu::Janus => {
+                let janus = config.janus.as_ref().context("no Janus configured")?;
+                Self::Janus(janus::start(janus).await?)
+            }
+        })
+    }
+
+    /// The process that forwards media.
+    fn sfu_pid(&self) -> String {
+        match self {
+            Self::Treffpunkt(system) => system.node.pid(),
+            Self::Janus(janus) => janus.process.pid(),
+        }
+        .to_string()
+    }
+
+    /// The name of `scenario`'s report on this system, and where its participants join.
+    fn door(&self, scenario: Scenario) -> (String, Door) {
+        match self {
+            Self::Janus(janus) => (
+                format!("{}-janus", scenario.name()),
+                Door::Janus(janus.http, janus.ip),
+            ),
+            Self::Treffpunkt(system) => (
+                scenario.name().to_owned(),
+                Door::Gateway(signal_url(
+                    system.http,
+                    "public",
+                    &format!("bench-{}", scenario.name()),
+                )),
+            ),
+        }
+    }
+
+    /// The signalling process apart from it, if there is one.
+    fn gateway_pid(&self) -> Option<String> {
+        match self {
+            Self::Treffpunkt(system) => Some(system.gateway.pid().to_string()),
+            Self::Janus(_) => None,
+        }
+    }
+}
+
+/// Where participants join.
+#[derive(Clone, Debug)]
+enum Door {
+    /// The gateway's signalling URL of the room.
+    Gateway(String),
+    /// Janus's HTTP API, and the address its participants' media use.
+    Janus(SocketAddr, std::net::IpAddr),
+}
+
+impl Door {
+    async fn join(&self, name: &str, joining: Joining) -> treffpunkt_client::Result<Participant> {
+        match self {
+            Self::Gateway(url) => Participant::join_as(url, name, joining).await,
+            Self::Janus(server, ip) => {
+                let joining = Joining {
+                    local_ip: Some(*ip),
+                    ..joining
+                };
+                Participant::join_janus(*server, janus::ROOM, name, joining).await
+            }
+        }
+    }
+}
+
 /// Joins the participants that `n` needs beyond those in `members`.
 async fn join_missing(
     scenario: Scenario,
     n: u32,
     step: usize,
     members: &mut Vec<Member>,
-    url: &str,
+    door: &Door,
     media: &Media,
     concurrency: usize,
 ) -> anyhow::Result<()> {
@@ -391,7 +484,7 @@ async fn join_missing(
                 ..Joining::default()
             };
             let started = Instant::now();
-            let joined = Participant::join_as(url, &name, joining).await;
+            let joined = door.join(&name, joining).await;
             (name, role, joined, started.elapsed())
         })
         .buffer_unordered(concurrency.max(1))
@@ -416,9 +509,10 @@ async fn join_missing(
     }
 }
 
-/// Runs `scenario` through the values of N in `ramp`.
+/// Runs `scenario` on `sfu` through the values of N in `ramp`.
 pub async fn run(
     scenario: Scenario,
+    sfu: Sfu,
     ramp: &[u32],
     media: &Media,
     config: &RampConfig,
@@ -428,24 +522,29 @@ pub async fn run(
         .map(|&n| scenario.population(n).total())
         .max()
         .unwrap_or(0);
-    let system = processes::start(&config.binary, largest.max(20) + 10).await?;
-    let node_pid = system.node.pid().to_string();
-    let gateway_pid = system.gateway.pid().to_string();
+    anyhow::ensure!(
+        sfu != Sfu::Janus || matches!(scenario, Scenario::Fanout | Scenario::Livestream),
+        "the Janus comparison runs the scenarios with one publisher (fanout, livestream), not {}",
+        scenario.name()
+    );
+    let system = System::start(sfu, config, largest.max(20) + 10).await?;
+    let node_pid = system.sfu_pid();
+    let gateway_pid = system.gateway_pid();
     let idle_rss_kib = ProcessSample::read(&node_pid).rss_kib;
-    let url = signal_url(system.http, "public", &format!("bench-{}", scenario.name()));
+    let (name, door) = system.door(scenario);
     let mut members: Vec<Member> = Vec::new();
     let mut steps = Vec::new();
     let mut limit = None;
     for (index, &n) in ramp.iter().enumerate() {
         if config.verbose {
-            eprintln!("{}: N={n}: joining", scenario.name());
+            eprintln!("{name}: N={n}: joining");
         }
         let joined = join_missing(
             scenario,
             n,
             index,
             &mut members,
-            &url,
+            &door,
             media,
             config.join_concurrency,
         )
@@ -459,14 +558,13 @@ pub async fn run(
             break;
         }
         tokio::time::sleep(config.warmup).await;
-        let before = snapshot(&members, &node_pid, &gateway_pid);
+        let before = snapshot(&members, &node_pid, gateway_pid.as_deref());
         tokio::time::sleep(config.window).await;
-        let after = snapshot(&members, &node_pid, &gateway_pid);
+        let after = snapshot(&members, &node_pid, gateway_pid.as_deref());
         let step = measure(&members, index, n, &before, &after, idle_rss_kib, config);
         if config.verbose {
             eprintln!(
-                "{}: N={n}: {:.0} pkt/s, node {:.2} cores, loss {:.2} %, load generator {:.2} cores",
-                scenario.name(),
+                "{name}: N={n}: {:.0} pkt/s, node {:.2} cores, loss {:.2} %, load generator {:.2} cores",
                 step.forwarded_packets_per_second,
                 step.node.cpu_cores,
                 step.loss * 100.0,
@@ -506,9 +604,18 @@ pub async fn run(
     let limit = limit.unwrap_or_else(|| not_reached(&steps, config));
     futures::future::join_all(members.into_iter().map(|m| m.participant.leave())).await;
     drop(system);
+    let description = match &config.janus {
+        Some(janus) if sfu == Sfu::Janus => format!(
+            "{}; on Janus {} VideoRoom (event_loops = {}) instead of the node",
+            scenario.description(media),
+            janus::version(&janus.binary),
+            janus.event_loops
+        ),
+        _ => scenario.description(media),
+    };
     Ok(ScenarioReport {
-        name: scenario.name().to_owned(),
-        description: scenario.description(media),
+        name,
+        description,
         steps,
         limit,
     })
@@ -598,6 +705,7 @@ mod tests {
     fn an_unfinished_ramp_extrapolates_to_one_core() {
         let config = RampConfig {
             binary: PathBuf::new(),
+            janus: None,
             window: Duration::from_secs(1),
             warmup: Duration::from_secs(1),
             loss_limit: 0.01,
