@@ -152,3 +152,51 @@ pub async fn start(config: &JanusConfig) -> anyhow::Result<Janus> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_configuration_loads_only_videoroom_and_http_and_gathers_on_one_address() {
+        let folder =
+            std::env::temp_dir().join(format!("treffpunkt-janus-test-{}", std::process::id()));
+        let library = folder.join("library");
+        for (kind, file) in [
+            ("plugins", "libjanus_videoroom.so"),
+            ("transports", "libjanus_http.so"),
+        ] {
+            std::fs::create_dir_all(library.join(kind)).unwrap();
+            std::fs::write(library.join(kind).join(file), b"").unwrap();
+        }
+        let conf = folder.join("conf");
+        std::fs::create_dir_all(&conf).unwrap();
+        let config = JanusConfig {
+            binary: PathBuf::from("janus"),
+            library: library.clone(),
+            event_loops: 2,
+            ip: "10.99.0.1".parse().unwrap(),
+        };
+        write_configuration(&conf, &config, 20_123).unwrap();
+        let core = std::fs::read_to_string(conf.join("janus.jcfg")).unwrap();
+        assert!(core.contains("event_loops = 2"), "{core}");
+        assert!(core.contains("ice_enforce_list = \"10.99.0.1\""), "{core}");
+        assert!(core.contains("ipv6 = false"), "{core}");
+        let http = std::fs::read_to_string(conf.join("janus.transport.http.jcfg")).unwrap();
+        assert!(
+            http.contains("port = 20123") && http.contains("ip = \"127.0.0.1\""),
+            "{http}"
+        );
+        assert!(http.contains("admin_http = false"), "{http}");
+        let plugins: Vec<_> = std::fs::read_dir(conf.join("plugins")).unwrap().collect();
+        assert_eq!(plugins.len(), 1, "only VideoRoom is loaded");
+
+        let missing = JanusConfig {
+            library: folder.join("nowhere"),
+            ..config
+        };
+        let error = write_configuration(&folder.join("other"), &missing, 1).unwrap_err();
+        assert!(error.to_string().contains("--janus-library"), "{error}");
+        std::fs::remove_dir_all(&folder).unwrap();
+    }
+}
