@@ -11,7 +11,7 @@
 //! `batch::BATCH` messages per system call, runs of datagrams to one address as one segmented
 //! message where the kernel can (see `batch`).
 
-mod batch;
+pub mod batch;
 mod options;
 pub mod tcp;
 
