@@ -604,18 +604,25 @@ pub async fn run(
     let limit = limit.unwrap_or_else(|| not_reached(&steps, config));
     futures::future::join_all(members.into_iter().map(|m| m.participant.leave())).await;
     drop(system);
-    let description = match &config.janus {
-        Some(janus) if sfu == Sfu::Janus => format!(
-            "{}; on Janus {} VideoRoom (event_loops = {}) instead of the node",
-            scenario.description(media),
+    let instead_of_the_node = match &config.janus {
+        Some(janus) if sfu == Sfu::Janus => Some(format!(
+            "Janus {} VideoRoom (event_loops = {})",
             janus::version(&janus.binary),
             janus.event_loops
+        )),
+        _ => None,
+    };
+    let description = match &instead_of_the_node {
+        Some(sfu) => format!(
+            "{}; on {sfu} instead of the node",
+            scenario.description(media)
         ),
-        _ => scenario.description(media),
+        None => scenario.description(media),
     };
     Ok(ScenarioReport {
         name,
         description,
+        instead_of_the_node,
         steps,
         limit,
     })

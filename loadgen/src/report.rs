@@ -78,6 +78,9 @@ pub struct ScenarioReport {
     pub name: String,
     /// What N means and what is sent.
     pub description: String,
+    /// The SFU measured instead of the node, for comparison (`None`: the node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instead_of_the_node: Option<String>,
     /// One entry per N measured.
     pub steps: Vec<Step>,
     /// Where the ramp stopped and why.
@@ -319,14 +322,57 @@ impl Report {
                 scenario.name, scenario.description, scenario.limit.reason
             );
         }
+        for line in self.comparisons() {
+            let _ = writeln!(out, "{line}");
+        }
         let _ = writeln!(out, "\n{}", self.against_targets());
         out
+    }
+
+    /// For each step that the node and another SFU both ran (same scenario, same N), the node's
+    /// CPU per packet as a share of the other's.
+    fn comparisons(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for other in &self.scenarios {
+            let Some(sfu) = &other.instead_of_the_node else {
+                continue;
+            };
+            let Some(node) = self.scenarios.iter().find(|s| {
+                s.instead_of_the_node.is_none() && other.name.starts_with(&format!("{}-", s.name))
+            }) else {
+                continue;
+            };
+            for theirs in &other.steps {
+                let ours = node.steps.iter().find(|s| s.n == theirs.n);
+                let ratio = ours
+                    .and_then(|s| s.node.cpu_seconds_per_million_packets)
+                    .zip(theirs.node.cpu_seconds_per_million_packets)
+                    .map(|(ours, theirs)| ours / theirs);
+                if let (Some(ours), Some(ratio)) = (ours, ratio) {
+                    lines.push(format!(
+                        "- {} at N={}: the node's CPU per packet is **{ratio:.2} ×** {sfu}'s \
+                         (loss {:.2} % against {:.2} %).",
+                        node.name,
+                        theirs.n,
+                        ours.loss * 100.0,
+                        theirs.loss * 100.0
+                    ));
+                }
+            }
+        }
+        lines
     }
 
     /// Where the node stands against the targets, over the steps below saturation.
     pub fn against_targets(&self) -> String {
         let targets = &self.targets;
-        let steps: Vec<&Step> = self.scenarios.iter().flat_map(|s| &s.steps).collect();
+        // Another SFU's steps, measured for comparison, are not the node's.
+        let steps: Vec<&Step> = self
+            .scenarios
+            .iter()
+            .filter(|s| s.instead_of_the_node.is_none())
+            .flat_map(|s| &s.steps)
+            .collect();
         let below: Vec<&&Step> = steps
             .iter()
             .filter(|s| {
@@ -434,6 +480,7 @@ pub(crate) mod tests {
             scenarios: vec![ScenarioReport {
                 name: "meeting".into(),
                 description: "N x N".into(),
+                instead_of_the_node: None,
                 steps,
                 limit: Limit {
                     reached: false,
@@ -477,5 +524,27 @@ pub(crate) mod tests {
         // The step with 2 % loss is past the limit and not judged.
         assert!(markdown.contains("4.00 to 4.00 µs"), "{markdown}");
         assert!(markdown.contains("**not met**"));
+    }
+
+    #[test]
+    fn another_sfu_is_compared_step_by_step_and_not_judged_as_the_node() {
+        let mut report = report(vec![step(2, 0.0, 0.1), step(4, 0.0, 0.2)]);
+        let mut janus = report.scenarios[0].clone();
+        janus.name = "meeting-janus".into();
+        janus.instead_of_the_node = Some("Janus 1.1.2".into());
+        for step in &mut janus.steps {
+            step.node.cpu_seconds_per_million_packets = Some(8.0);
+        }
+        report.scenarios.push(janus);
+        let markdown = report.markdown("scripts/bench-janus", "2026-01-01");
+        assert!(
+            markdown
+                .contains("meeting at N=4: the node's CPU per packet is **0.50 ×** Janus 1.1.2's"),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains("4.00 to 4.00 µs"),
+            "Janus's 8 µs judged as the node's: {markdown}"
+        );
     }
 }
