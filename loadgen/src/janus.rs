@@ -6,7 +6,7 @@
 //!
 //! Janus does not gather candidates on loopback interfaces, so it cannot run where the rest of
 //! the benchmark runs. It is given one address of another interface to gather on
-//! (`--local-ip`); `scripts/bench-janus` makes one in a network namespace of its own, so
+//! (`--janus-ip`); `scripts/bench-janus` makes one in a network namespace of its own, so
 //! that no packet leaves the machine.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -122,7 +122,10 @@ pub async fn start(config: &JanusConfig) -> anyhow::Result<Janus> {
     ));
     let _ = std::fs::remove_dir_all(&folder);
     std::fs::create_dir_all(&folder)?;
-    write_configuration(&folder, config, port)?;
+    if let Err(error) = write_configuration(&folder, config, port) {
+        let _ = std::fs::remove_dir_all(&folder);
+        return Err(error);
+    }
     let process = Process::new(
         Command::new(&config.binary)
             .arg("-C")
