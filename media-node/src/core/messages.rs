@@ -115,6 +115,21 @@ pub struct PublishedLayer {
     pub source: Source,
 }
 
+/// A track that a participant's offer says it sends, announced when the offer is answered:
+/// the others negotiate it while the publisher's connection comes up, so its first packet
+/// finds them ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OfferedTrack {
+    /// The session's key for the track, as in [`PublishedLayer::track`].
+    pub track: u64,
+    /// How many layers the track has (1 without simulcast).
+    pub layer_count: usize,
+    /// The codec it was negotiated with first.
+    pub codec: Codec,
+    /// What it carries.
+    pub source: Source,
+}
+
 /// A down-track to set up on a subscriber's connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DownTrack {

@@ -2,12 +2,13 @@
 //! and the choice of what each subscriber receives.
 //!
 //! [`Core`] is a plain struct driven by events with the time passed in. It does no I/O, holds no
-//! locks and never looks at a clock. The node (see `crate::node`) feeds it what happened (someone joined, a
-//! track or simulcast layer opened, a packet arrived, a subscriber asked for a keyframe, a
-//! subscriber's bandwidth estimate moved, a client said how large it shows a video) and carries
-//! out what it decides, read from [`Core::poll_output`]: tell people who came and went, add or
-//! remove a down-track, ask a publisher for a keyframe or to start or stop a simulcast layer,
-//! tell a subscriber that a video is paused, announce the dominant speaker, pass on chat.
+//! locks and never looks at a clock. The node (see `crate::node`) feeds it what happened (someone
+//! joined, an offer named tracks, a track or simulcast layer opened, a packet arrived, a subscriber
+//! asked for a keyframe, a subscriber's bandwidth estimate moved, a client said how large it shows
+//! a video) and carries out what it decides, read from [`Core::poll_output`]: tell people who came
+//! and went, add or remove a down-track, ask a publisher for a keyframe or to start or stop a
+//! simulcast layer, tell a subscriber that a video is paused, announce the dominant speaker, pass
+//! on chat.
 //!
 //! The parts, by concern (several `impl Core` blocks, one per file):
 //!
@@ -15,8 +16,9 @@
 //!   participant asks for itself (audio only, the size it shows each video at);
 //! - `moderation`: moderators and what they may do (the lobby, muting, removing, locking,
 //!   ending the meeting), raised hands, and the role passed on when the last moderator leaves;
-//! - `subscriptions`: publications and down-tracks: a track that begins to arrive is published
-//!   and everyone else subscribed; down-tracks start from a keyframe; keyframe requests reach the
+//! - `subscriptions`: publications and down-tracks: a track that an offer names (or, unnamed,
+//!   one that begins to arrive) is published and everyone else subscribed, so that they
+//!   negotiate it once, while the publisher's connection comes up; down-tracks start from a keyframe; keyframe requests reach the
 //!   publisher, rate-limited ([`keyframe`]) and retried;
 //! - `bandwidth`: every tick, each subscriber's downlink estimate shared out among the videos of
 //!   its room with the [`allocation`] algorithm, the layers publishers are asked to encode, and
@@ -58,8 +60,8 @@ pub use fanout::Forwarded;
 pub use forwarder::{Forwarder, PacketMeta, Rewrite};
 pub use messages::{
     Action, ChatError, ChatMessage, DownTrack, Ending, JoinError, JoinRequest, Joined, LeaveReason,
-    ModerationError, ModeratorRequest, Output, ParticipantInfo, PublishedLayer, RosterEvent,
-    Source, VideoState,
+    ModerationError, ModeratorRequest, OfferedTrack, Output, ParticipantInfo, PublishedLayer,
+    RosterEvent, Source, VideoState,
 };
 use publication::Publication;
 use speaker::SpeakerDetector;

@@ -1,5 +1,6 @@
-//! Publications and subscriptions: a track (or simulcast layer) that begins to arrive is
-//! published and everyone else in the room subscribed to it, each with a down-track of its own;
+//! Publications and subscriptions: a track that a participant's offer names is announced, or
+//! one (or a simulcast layer of one) that begins to arrive unannounced is published, and
+//! everyone else in the room subscribed to it, each with a down-track of its own;
 //! a down-track starts forwarding once negotiated, from a keyframe asked of the publisher; and
 //! keyframe requests from subscribers reach the publisher, rate-limited and retried.
 
@@ -9,8 +10,8 @@ use std::time::Instant;
 use super::allocation::Paused;
 use super::publication::{self, Publication, Subscription};
 use super::{
-    Core, Forwarder, KEYFRAME_RETRY, MediaKind, Output, PeerId, PublicationId, PublishedLayer,
-    Source, TICK,
+    Core, Forwarder, KEYFRAME_RETRY, MediaKind, OfferedTrack, Output, PeerId, PublicationId,
+    PublishedLayer, Source, TICK,
 };
 
 impl Core {
@@ -61,9 +62,25 @@ impl Core {
         self.subscribed.insert((subscriber, ssrc), id);
     }
 
-    /// A track, or one simulcast layer of it, began to arrive. Everyone else in the room is
-    /// subscribed to a new track. Idempotent: the same SSRC opening again (after a
-    /// renegotiation) changes nothing.
+    /// A track that a participant's offer names, before anything of it arrives: everyone
+    /// else in the room is subscribed to it now, so that their renegotiation overlaps the
+    /// publisher's connection setup. Idempotent per track.
+    pub fn announce(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        offered: OfferedTrack,
+    ) -> Option<PublicationId> {
+        match self.publication_of_track(peer, offered.track) {
+            Some(id) => Some(id),
+            None => self.create_publication(now, peer, offered),
+        }
+    }
+
+    /// A track, or one simulcast layer of it, began to arrive. A track announced before keeps
+    /// its subscribers (their down-tracks start at once when its lowest layer is the first
+    /// thing to arrive); otherwise everyone else in the room is subscribed to it now.
+    /// Idempotent: the same SSRC opening again (after a renegotiation) changes nothing.
     pub fn publish(
         &mut self,
         now: Instant,
@@ -73,33 +90,79 @@ impl Core {
         if let Some((id, _)) = self.published.get(&(peer, layer.ssrc)) {
             return Some(*id);
         }
+        let mut existing = self.publication_of_track(peer, layer.track);
+        if let Some(id) = existing
+            && self.publications.get(&id)?.codec != layer.codec
+        {
+            // Announced in one codec, arriving in another: the subscribers' down-tracks are
+            // set up anew for what arrives.
+            self.unpublish_id(id);
+            if let Some(participant) = self.participants.get_mut(&peer) {
+                participant.publications.retain(|other| *other != id);
+            }
+            existing = None;
+        }
+        let id = match existing {
+            Some(id) => id,
+            None if layer.layer < layer.layer_count.max(1) => {
+                let offered = OfferedTrack {
+                    track: layer.track,
+                    layer_count: layer.layer_count,
+                    codec: layer.codec,
+                    source: layer.source,
+                };
+                self.create_publication(now, peer, offered)?
+            }
+            None => return None,
+        };
+        let publication = self.publications.get_mut(&id)?;
+        let nothing_arrived = publication.layers.iter().all(|l| l.ssrc.is_none());
+        let slot = publication.layers.get_mut(layer.layer)?;
+        if let Some(old) = slot.ssrc.replace(layer.ssrc) {
+            self.published.remove(&(peer, old));
+        }
+        self.published.insert((peer, layer.ssrc), (id, layer.layer));
+        if nothing_arrived && layer.layer == 0 {
+            // Down-tracks negotiated while the track was only announced start with this, its
+            // first packet (a keyframe for video), as a down-track that becomes ready does.
+            for index in 0..publication.subscriptions.len() {
+                let subscription = &mut publication.subscriptions[index];
+                if subscription.ready && subscription.forwarder.target().is_none() {
+                    subscription.forwarder.set_target(Some(0));
+                    request_keyframe_if_waiting(now, publication, index, &mut self.outputs);
+                }
+            }
+        }
+        Some(id)
+    }
+
+    /// The publication of one of `peer`'s tracks, if it has one.
+    fn publication_of_track(&self, peer: PeerId, track: u64) -> Option<PublicationId> {
+        let participant = self.participants.get(&peer)?;
+        participant
+            .publications
+            .iter()
+            .copied()
+            .find(|id| self.publications.get(id).is_some_and(|p| p.track == track))
+    }
+
+    /// A new publication of `peer`'s, with everyone else in the room subscribed to it.
+    fn create_publication(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        offered: OfferedTrack,
+    ) -> Option<PublicationId> {
         let participant = self.participants.get(&peer)?;
         self.next_tick.get_or_insert(now + TICK);
-        let existing = participant.publications.iter().copied().find(|id| {
-            self.publications
-                .get(id)
-                .is_some_and(|p| p.track == layer.track)
-        });
-        if let Some(id) = existing {
-            let publication = self.publications.get_mut(&id)?;
-            let slot = publication.layers.get_mut(layer.layer)?;
-            if let Some(old) = slot.ssrc.replace(layer.ssrc) {
-                self.published.remove(&(peer, old));
-            }
-            self.published.insert((peer, layer.ssrc), (id, layer.layer));
-            return Some(id);
-        }
-        if layer.layer >= layer.layer_count.max(1) {
-            return None;
-        }
         let id = PublicationId(self.next_publication);
         self.next_publication += 1;
         let participant_id = participant.info.participant_id.clone();
-        let stream_id = match layer.source {
+        let stream_id = match offered.source {
             Source::Screen => format!("{participant_id}:screen"),
             Source::Microphone | Source::Camera => participant_id.clone(),
         };
-        let track_id = format!("{participant_id}-{}", layer.source.as_str());
+        let track_id = format!("{participant_id}-{}", offered.source.as_str());
         // A second track of the same source gets a distinct id.
         let track_id = if self
             .publications
@@ -110,20 +173,18 @@ impl Core {
         } else {
             track_id
         };
-        let mut publication = Publication::new(
+        let publication = Publication::new(
             peer,
-            layer.track,
-            layer.codec,
-            layer.source,
+            offered.track,
+            offered.codec,
+            offered.source,
             stream_id,
             track_id,
-            layer.layer_count,
+            offered.layer_count,
         );
-        publication.layers[layer.layer].ssrc = Some(layer.ssrc);
         let room = participant.room.clone();
         self.participants.get_mut(&peer)?.publications.push(id);
         self.publications.insert(id, publication);
-        self.published.insert((peer, layer.ssrc), (id, layer.layer));
         for other in self.room_members(&room).to_vec() {
             if other != peer {
                 self.subscribe(other, id);

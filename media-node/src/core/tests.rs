@@ -161,6 +161,49 @@ fn nothing_flows_before_the_down_track_is_ready() {
 }
 
 #[test]
+fn an_announced_track_is_set_up_anew_when_it_arrives_in_another_codec() {
+    let mut core = Core::new(1);
+    join(&mut core, 1, "Anna");
+    join(&mut core, 2, "Ben");
+    drain(&mut core);
+    let now = Instant::now();
+    let offered = OfferedTrack {
+        track: 7,
+        layer_count: 1,
+        codec: Codec::Vp8,
+        source: Source::Camera,
+    };
+    let announced = core.announce(now, PeerId(1), offered);
+    assert_eq!(
+        core.announce(now, PeerId(1), offered),
+        announced,
+        "once per track"
+    );
+    let first = down_tracks(&drain(&mut core));
+    assert_eq!(first.len(), 1, "ben is subscribed before anything arrives");
+    assert_eq!(first[0].codec, Codec::Vp8);
+    core.down_track_ready(now, PeerId(2), first[0].ssrc);
+    let arrived = PublishedLayer {
+        track: 7,
+        ssrc: 4242,
+        layer: 0,
+        layer_count: 1,
+        codec: Codec::H264,
+        source: Source::Camera,
+    };
+    core.publish(now, PeerId(1), arrived);
+    let outputs = drain(&mut core);
+    assert!(outputs.contains(&Output::RemoveDownTrack {
+        subscriber: PeerId(2),
+        ssrc: first[0].ssrc
+    }));
+    let second = down_tracks(&outputs);
+    assert_eq!(second.len(), 1, "ben gets the track as it arrives");
+    assert_eq!(second[0].codec, Codec::H264);
+    assert_eq!(core.publication_count(), 1, "the announced one is gone");
+}
+
+#[test]
 fn a_new_video_subscriber_asks_for_a_keyframe_and_waits_for_it() {
     let mut core = Core::new(1);
     join(&mut core, 1, "Anna");

@@ -332,6 +332,7 @@ impl Node {
         match session.answer_offer(now, offer.sdp, &offer.sources) {
             Ok(sdp) => {
                 debug!(?peer, "the client's offer answered");
+                let offered = session.offered_tracks();
                 self.signal(
                     peer,
                     v1::Signal::new(SignalKind::Answer(v1::SessionDescription {
@@ -339,6 +340,11 @@ impl Node {
                         ..Default::default()
                     })),
                 );
+                // The others negotiate the new tracks while this connection comes up: one
+                // renegotiation each for the whole join, done before the first packet.
+                for track in offered {
+                    self.core.announce(now, peer, track);
+                }
             }
             Err(error) => {
                 debug!(%error, "client offer refused");
@@ -347,6 +353,7 @@ impl Node {
             }
         }
         self.drive(now, peer);
+        self.apply_core_outputs(now);
     }
 
     /// The client's answer to the node's offer: the down-tracks in it start once connected.

@@ -47,7 +47,9 @@ use self::interceptors::Arrivals;
 use self::setup::{media_setup, rtp_codec};
 use crate::congestion::EstimateCell;
 use crate::congestion::probe::{PADDING_EXTENSION_ID, PADDING_FILL};
-use crate::core::{Codec, DownTrack, MediaKind, PeerId, PublishedLayer, Rewrite, Source};
+use crate::core::{
+    Codec, DownTrack, MediaKind, OfferedTrack, PeerId, PublishedLayer, Rewrite, Source,
+};
 use crate::error::{Error, Result};
 use crate::node::gate::SessionGate;
 
@@ -325,6 +327,54 @@ impl Session {
         self.rids = rids;
         self.refresh_extension_ids();
         Ok(answer)
+    }
+
+    /// The tracks the client's last offer says it sends from its microphone and camera, to
+    /// announce before their first packet (see [`crate::core::Core::announce`]). A screen's
+    /// section is left out: browsers offer it before anything is shared, and it is published
+    /// when sharing starts.
+    pub fn offered_tracks(&mut self) -> Vec<OfferedTrack> {
+        let mut tracks = Vec::new();
+        let ids: Vec<RTCRtpTransceiverId> = self.pc.get_transceivers().collect();
+        for id in ids {
+            let Some(transceiver) = self.pc.rtp_transceiver(id) else {
+                continue;
+            };
+            let (Some(mid), Some(receiver)) = (transceiver.mid().clone(), transceiver.receiver())
+            else {
+                continue;
+            };
+            if !transceiver.direction().has_recv() {
+                continue;
+            }
+            let Some(source) = self.sources.get(&mid).copied() else {
+                continue;
+            };
+            let Some(mut receiver) = self.pc.rtp_receiver(receiver) else {
+                continue;
+            };
+            let codec = receiver
+                .get_parameters()
+                .rtp_parameters
+                .codecs
+                .iter()
+                .find_map(|codec| Codec::from_mime(&codec.rtp_codec.mime_type));
+            let kind = match source {
+                Source::Microphone => MediaKind::Audio,
+                Source::Camera => MediaKind::Video,
+                Source::Screen => continue,
+            };
+            let Some(codec) = codec.filter(|codec| codec.kind() == kind) else {
+                continue;
+            };
+            tracks.push(OfferedTrack {
+                track: id as u64,
+                layer_count: self.rids.get(&mid).map_or(1, Vec::len).max(1),
+                codec,
+                source,
+            });
+        }
+        tracks
     }
 
     /// Creates the node's offer if one is due: down-tracks changed and nothing is in flight.

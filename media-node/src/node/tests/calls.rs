@@ -91,9 +91,68 @@ fn what_one_publishes_the_others_receive_intact_and_in_order() {
         net.peers[carla].from("p-carla", Audio).is_empty(),
         "nobody receives their own media"
     );
+}
+
+/// The node's offers participant `index` received so far.
+fn offers(net: &Net, index: usize) -> Vec<String> {
+    net.peers[index]
+        .signals
+        .iter()
+        .filter_map(|signal| match signal {
+            Kind::Offer(offer) => Some(offer.sdp.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_joiner_is_negotiated_with_the_others_once_and_before_its_media_flows() {
+    let mut net = Net::new(10);
+    let anna = net.join("anna", Publish::Plain);
+    assert!(
+        net.run_until(Duration::from_secs(5), |net| net.peers[anna].connected),
+        "anna connects"
+    );
+    let before = offers(&net, anna).len();
+    // The join's signalling is exchanged at once; none of ben's datagrams has reached the
+    // node yet.
+    let ben = net.join("ben", Publish::Simulcast);
+    let asked = offers(&net, anna)[before..].to_vec();
+    assert_eq!(
+        asked.len(),
+        1,
+        "anna is asked once, before ben's connection is up"
+    );
+    for section in ["m=audio", "m=video", "p-ben"] {
+        assert!(
+            asked[0].contains(section),
+            "the one offer names ben's microphone and camera: {section}"
+        );
+    }
+    let flowing = net.run_until(Duration::from_secs(6), |net| {
+        has_media(net, anna, "p-ben", 50, 30) && has_media(net, ben, "p-anna", 50, 30)
+    });
+    assert!(flowing, "both receive each other's audio and video");
+    assert_eq!(
+        offers(&net, anna).len(),
+        before + 1,
+        "ben's media arriving asks anna for nothing more"
+    );
+    let first = |kind| {
+        net.peers[anna]
+            .from("p-ben", kind)
+            .first()
+            .map(|arrival| arrival.index)
+    };
+    assert_eq!(
+        first(Audio),
+        Some(0),
+        "anna hears ben from his first packet"
+    );
+    assert_eq!(first(Video), Some(0), "anna sees ben from his first frame");
     assert!(
         net.peers[anna].keyframe_requests >= 1,
-        "a new subscriber's video starts from a keyframe asked for"
+        "ben, who came while anna's video ran, starts it from a keyframe asked of her"
     );
 }
 
