@@ -10,7 +10,7 @@ use std::time::Duration;
 pub const DATAGRAM_SIZE: usize = 1000;
 
 /// CPU nanoseconds this thread has run, from `/proc/thread-self/schedstat`.
-fn thread_cpu_ns() -> u64 {
+pub fn thread_cpu_ns() -> u64 {
     std::fs::read_to_string("/proc/thread-self/schedstat")
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse().ok())

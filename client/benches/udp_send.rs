@@ -12,25 +12,19 @@
 //! datagram to another address) and runs (a frame of 5 packets to each of 5 subscribers).
 //! Receivers on loopback drain every socket on threads of their own; their cost is not counted.
 //!
-//! `cargo bench -p treffpunkt-media-node --bench udp_send [-- DATAGRAMS ROUNDS]`
+//! `cargo bench -p treffpunkt-client --bench udp_send [-- DATAGRAMS ROUNDS]` (it lives with the
+//! benchmarks' other measuring code; the module it measures is the media node's)
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use treffpunkt_client::baseline::thread_cpu_ns;
 use treffpunkt_media_node::udp::batch;
 
 const SIZE: usize = 1000;
 const FLUSH: usize = 25;
-
-/// CPU nanoseconds this thread has run.
-fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Method {
