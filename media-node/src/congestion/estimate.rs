@@ -10,8 +10,9 @@
 //!   loss to what arrived less half the loss (never further: loss that lingers in the average
 //!   after a burst must not drive the estimate below what the path delivers);
 //! - after a fall it holds for a moment, so the queue drains before the next reading counts;
-//! - then it grows by 40 % a second while the path stays quiet, up to a little above what
-//!   arrived. Beyond that it rises only on the word of a probe: padding sent for a moment at the
+//! - then it grows by 40 % a second while the path stays quiet (in a connection's first
+//!   seconds, until the line first shows a queue or loss, it doubles every second, so that a
+//!   joiner's videos start together), up to a little above what arrived. Beyond that it rises only on the word of a probe: padding sent for a moment at the
 //!   rate the node's next improvement needs (see [`super::probe`]). A line that carried the
 //!   probe gets the improvement; a line that did not is left alone, and the next probe waits
 //!   longer. (Before the node probed, moving a video up a layer was the probe, its keyframe
@@ -57,6 +58,10 @@ const BACKOFF: f64 = 0.85;
 const HOLD: Duration = Duration::from_secs(1);
 /// Growth per second while the path is quiet.
 const GROWTH_PER_SECOND: f64 = 1.4;
+/// Growth per second in a connection's first seconds ([`STARTUP`]) until the line first shows
+/// a queue or loss: a joiner's videos start within a second or two instead of coming one by
+/// one over five, and the first sign of a full line ends it.
+const SLOW_START_GROWTH_PER_SECOND: f64 = 2.0;
 /// Growth on its own is capped at what arrived times this, plus [`HEADROOM`]: beyond that the
 /// estimate rises only when a probe showed the line carries more (see [`super::probe`]), or
 /// towards what the node sends already (videos that never played go out before they fit; see
@@ -253,6 +258,11 @@ pub struct DownlinkEstimator {
     /// Until then the estimate may grow towards what the node wants without a probe: the node
     /// had nothing to probe with.
     unprobed_until: Option<Instant>,
+    /// No decrease yet: in the connection's first seconds the estimate grows at
+    /// [`SLOW_START_GROWTH_PER_SECOND`].
+    slow_start: bool,
+    /// When the first feedback (or tick) came: the connection's [`STARTUP`] runs from here.
+    first_report: Option<Instant>,
     /// When the estimator looks at its line next without feedback; `None` until the
     /// connection's first timeout (the connection's own timers start the tick).
     next_tick: Option<Instant>,
@@ -273,6 +283,8 @@ impl DownlinkEstimator {
             last_update: None,
             prober: Prober::default(),
             unprobed_until: None,
+            slow_start: true,
+            first_report: None,
             next_tick: None,
             cell,
         }
@@ -282,6 +294,7 @@ impl DownlinkEstimator {
         if target < self.target {
             self.target = target.clamp(MIN, MAX);
             self.last_decrease = Some(now);
+            self.slow_start = false;
         }
     }
 }
@@ -289,6 +302,7 @@ impl DownlinkEstimator {
 impl BandwidthEstimator for DownlinkEstimator {
     fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
         self.unprobed_until.get_or_insert(now + STARTUP);
+        self.first_report.get_or_insert(now);
         let sent = self.cell.take_probe_outcome();
         match self.prober.on_reports(now, reports, sent, self.target) {
             Some(Outcome::Carried(rate)) => self.target = self.target.max(rate).min(MAX),
@@ -354,8 +368,17 @@ impl BandwidthEstimator for DownlinkEstimator {
             && !holding
             && loss.max(sample) < LOW_LOSS.max(HIGH_LOSS / 2.0)
         {
-            let grown = self.target * GROWTH_PER_SECOND.powf(elapsed.as_secs_f64());
             let unprobed = self.unprobed_until.is_some_and(|until| now < until);
+            let in_startup = self.slow_start
+                && self
+                    .first_report
+                    .is_some_and(|first| now.saturating_duration_since(first) < STARTUP);
+            let growth = if in_startup {
+                SLOW_START_GROWTH_PER_SECOND
+            } else {
+                GROWTH_PER_SECOND
+            };
+            let grown = self.target * growth.powf(elapsed.as_secs_f64());
             let cap = received.map_or(MAX, |received| {
                 let cap = (received * RECEIVED_FACTOR + HEADROOM).max(self.cell.floor());
                 if unprobed {

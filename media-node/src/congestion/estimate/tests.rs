@@ -401,3 +401,57 @@ fn a_quiet_path_grows_the_estimate_only_so_far_above_what_arrives() {
         "the estimate stays near what was sent, not what the path could carry: {last}"
     );
 }
+
+#[test]
+fn a_new_line_grows_fast_until_it_first_fills() {
+    // Open: the node wants 4 Mbit/s (a joiner's fifteen videos) and sends what it may. At
+    // the usual 40 % a second this took four seconds and more.
+    let epoch = Instant::now();
+    let cell = EstimateCell::new();
+    cell.set_wanted(Some(4_000_000));
+    let mut estimator = DownlinkEstimator::new(cell.clone());
+    let mut path = Path::new(20_000_000.0, Duration::from_millis(100));
+    let open = run(
+        &mut estimator,
+        &mut path,
+        epoch,
+        Duration::ZERO,
+        Duration::from_secs(4),
+        |e| e,
+    );
+    let reached = open.iter().find(|(_, e)| *e >= 4_000_000.0);
+    assert!(
+        reached.is_some_and(|(at, _)| *at <= Duration::from_millis(2_500)),
+        "4 Mbit/s within 2.5 s: {open:?}"
+    );
+    assert_eq!(path.dropped, 0);
+    // A line of 1.5 Mbit/s: the first queue ends the fast growth, and the estimate is near
+    // the line a second later.
+    let cell = EstimateCell::new();
+    cell.set_wanted(Some(4_000_000));
+    let mut estimator = DownlinkEstimator::new(cell.clone());
+    let mut path = Path::new(1_500_000.0, Duration::from_millis(100));
+    let thin = run(
+        &mut estimator,
+        &mut path,
+        epoch,
+        Duration::ZERO,
+        Duration::from_secs(4),
+        |e| e,
+    );
+    assert!(!estimator.slow_start, "the queue ended the fast growth");
+    let fell = thin
+        .windows(2)
+        .find(|pair| pair[1].1 < pair[0].1)
+        .map(|pair| pair[1].0)
+        .expect("the estimate fell");
+    assert!(fell <= Duration::from_secs(2), "{thin:?}");
+    let later = thin
+        .iter()
+        .find(|(at, _)| *at >= fell + Duration::from_secs(1))
+        .map(|(_, e)| *e);
+    assert!(
+        later.is_some_and(|e| e <= 1_650_000.0),
+        "near the line: {thin:?}"
+    );
+}
