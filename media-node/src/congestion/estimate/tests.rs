@@ -402,23 +402,34 @@ fn a_quiet_path_grows_the_estimate_only_so_far_above_what_arrives() {
     );
 }
 
-#[test]
-fn a_new_line_grows_fast_until_it_first_fills() {
-    // Open: the node wants 4 Mbit/s (a joiner's fifteen videos) and sends what it may. At
-    // the usual 40 % a second this took four seconds and more.
-    let epoch = Instant::now();
+/// A new connection on a path of `capacity` bits per second, sending what the estimate allows
+/// for `duration` while the node wants `wanted`: the estimator, the path and the estimate every
+/// 100 ms.
+fn new_line(
+    capacity: f64,
+    wanted: u64,
+    duration: Duration,
+) -> (DownlinkEstimator, Path, Vec<(Duration, f64)>) {
     let cell = EstimateCell::new();
-    cell.set_wanted(Some(4_000_000));
-    let mut estimator = DownlinkEstimator::new(cell.clone());
-    let mut path = Path::new(20_000_000.0, Duration::from_millis(100));
-    let open = run(
+    cell.set_wanted(Some(wanted));
+    let mut estimator = DownlinkEstimator::new(cell);
+    let mut path = Path::new(capacity, Duration::from_millis(100));
+    let trace = run(
         &mut estimator,
         &mut path,
-        epoch,
+        Instant::now(),
         Duration::ZERO,
-        Duration::from_secs(4),
+        duration,
         |e| e,
     );
+    (estimator, path, trace)
+}
+
+#[test]
+fn a_new_line_grows_fast_until_it_first_fills() {
+    // Open: the node wants 4 Mbit/s (a joiner's fifteen videos). At the usual 40 % a second
+    // this took four seconds and more.
+    let (_, path, open) = new_line(20_000_000.0, 4_000_000, Duration::from_secs(4));
     let reached = open.iter().find(|(_, e)| *e >= 4_000_000.0);
     assert!(
         reached.is_some_and(|(at, _)| *at <= Duration::from_millis(2_500)),
@@ -427,18 +438,7 @@ fn a_new_line_grows_fast_until_it_first_fills() {
     assert_eq!(path.dropped, 0);
     // A line of 1.5 Mbit/s: the first queue ends the fast growth, and the estimate is near
     // the line a second later.
-    let cell = EstimateCell::new();
-    cell.set_wanted(Some(4_000_000));
-    let mut estimator = DownlinkEstimator::new(cell.clone());
-    let mut path = Path::new(1_500_000.0, Duration::from_millis(100));
-    let thin = run(
-        &mut estimator,
-        &mut path,
-        epoch,
-        Duration::ZERO,
-        Duration::from_secs(4),
-        |e| e,
-    );
+    let (estimator, _, thin) = new_line(1_500_000.0, 4_000_000, Duration::from_secs(4));
     assert!(!estimator.slow_start, "the queue ended the fast growth");
     let fell = thin
         .windows(2)
