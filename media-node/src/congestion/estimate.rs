@@ -10,13 +10,14 @@
 //!   loss to what arrived less half the loss (never further: loss that lingers in the average
 //!   after a burst must not drive the estimate below what the path delivers);
 //! - after a fall it holds for a moment, so the queue drains before the next reading counts;
-//! - then it grows by 40 % a second while the path stays quiet (in a connection's first
-//!   seconds, until the line first shows a queue or loss, it doubles every second, so that a
-//!   joiner's videos start together), up to a little above what arrived. Beyond that it rises only on the word of a probe: padding sent for a moment at the
-//!   rate the node's next improvement needs (see [`super::probe`]). A line that carried the
-//!   probe gets the improvement; a line that did not is left alone, and the next probe waits
-//!   longer. (Before the node probed, moving a video up a layer was the probe, its keyframe
-//!   burst filled a thin line's queue, and the audio behind it was lost.)
+//! - then it grows by 40 % a second while the path stays quiet (in a connection's first seconds,
+//!   until the line first shows a queue or loss, it doubles every second, so that a joiner's videos
+//!   start together), up to a little above what arrived. Beyond that it rises only on the word of a
+//!   probe: padding sent for a moment at the rate the node's next improvement needs (see
+//!   [`super::probe`]). A line that carried the probe gets the improvement; a line that did not is
+//!   left alone, and the next probe waits longer. (Before the node probed, moving a video up a
+//!   layer was the probe, its keyframe burst filled a thin line's queue, and the audio behind it
+//!   was lost.)
 //!
 //! The estimate is published through a shared cell that the node reads every tick; the cell
 //! also carries what the node's metrics tell of the line: the packets the feedback reported and

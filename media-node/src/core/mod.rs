@@ -18,8 +18,8 @@
 //!   ending the meeting), raised hands, and the role passed on when the last moderator leaves;
 //! - `subscriptions`: publications and down-tracks: a track that an offer names (or, unnamed,
 //!   one that begins to arrive) is published and everyone else subscribed, so that they
-//!   negotiate it once, while the publisher's connection comes up; down-tracks start from a keyframe; keyframe requests reach the
-//!   publisher, rate-limited ([`keyframe`]) and retried;
+//!   negotiate it once, while the publisher's connection comes up; down-tracks start from a
+//!   keyframe; keyframe requests reach the publisher, rate-limited ([`keyframe`]) and retried;
 //! - `bandwidth`: every tick, each subscriber's downlink estimate shared out among the videos of
 //!   its room with the [`allocation`] algorithm, the layers publishers are asked to encode, and
 //!   what the congestion control should probe for;
