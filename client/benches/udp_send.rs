@@ -16,11 +16,9 @@
 //! benchmarks' other measuring code; the module it measures is the media node's)
 
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use treffpunkt_client::baseline::thread_cpu_ns;
+use treffpunkt_client::baseline::{drained_sinks, thread_cpu_ns};
 use treffpunkt_media_node::udp::batch;
 
 const SIZE: usize = 1000;
@@ -127,21 +125,8 @@ fn main() -> std::io::Result<()> {
         .collect();
     let datagrams = args.first().copied().unwrap_or(200_000);
     let rounds = args.get(1).copied().unwrap_or(3);
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut receivers = Vec::new();
-    let mut drains = Vec::new();
-    for _ in 0..FLUSH {
-        let receiver = UdpSocket::bind("127.0.0.1:0")?;
-        receiver.set_read_timeout(Some(Duration::from_millis(100)))?;
-        receivers.push(receiver.local_addr()?);
-        let stop = stop.clone();
-        drains.push(std::thread::spawn(move || {
-            let mut buffer = [0u8; 2048];
-            while !stop.load(Ordering::Relaxed) {
-                let _ = receiver.recv(&mut buffer);
-            }
-        }));
-    }
+    // Drained until the measurements are over (a second with nothing).
+    let (receivers, drains) = drained_sinks(FLUSH, Duration::from_secs(1))?;
     let socket = UdpSocket::bind("127.0.0.1:0")?;
     let state = quinn_udp::UdpSocketState::new(quinn_udp::UdpSockRef::from(&socket))?;
     let payload = [7u8; SIZE];
@@ -183,7 +168,6 @@ fn main() -> std::io::Result<()> {
             );
         }
     }
-    stop.store(true, Ordering::Relaxed);
     for drain in drains {
         let _ = drain.join();
     }

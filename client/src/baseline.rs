@@ -3,7 +3,8 @@
 //! machines are shared and noisy, so the node's cost is reported as a multiple of this as well
 //! as in microseconds.
 
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// The size of each datagram, about a video packet's.
@@ -17,6 +18,26 @@ pub fn thread_cpu_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// `count` sockets on loopback, each drained by a thread of its own until nothing came for
+/// `quiet`: their addresses, and the threads to join once the sending is over.
+pub fn drained_sinks(
+    count: usize,
+    quiet: Duration,
+) -> std::io::Result<(Vec<SocketAddr>, Vec<JoinHandle<()>>)> {
+    let mut addresses = Vec::with_capacity(count);
+    let mut drains = Vec::with_capacity(count);
+    for _ in 0..count {
+        let sink = UdpSocket::bind("127.0.0.1:0")?;
+        sink.set_read_timeout(Some(quiet))?;
+        addresses.push(sink.local_addr()?);
+        drains.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while sink.recv(&mut buf).is_ok() {}
+        }));
+    }
+    Ok((addresses, drains))
+}
+
 /// The relay thread's CPU microseconds per forwarded datagram, over `datagrams` received
 /// datagrams, each forwarded to `fan_out` receivers; `None` when it could not be measured.
 pub fn relay_us_per_datagram(datagrams: u64, fan_out: usize) -> std::io::Result<Option<f64>> {
@@ -26,23 +47,7 @@ pub fn relay_us_per_datagram(datagrams: u64, fan_out: usize) -> std::io::Result<
     let relay = UdpSocket::bind("127.0.0.1:0")?;
     relay.set_read_timeout(Some(Duration::from_millis(500)))?;
     let relay_address = relay.local_addr()?;
-    let mut sinks = Vec::new();
-    let mut sink_addresses = Vec::new();
-    for _ in 0..fan_out {
-        let sink = UdpSocket::bind("127.0.0.1:0")?;
-        sink.set_read_timeout(Some(Duration::from_millis(200)))?;
-        sink_addresses.push(sink.local_addr()?);
-        sinks.push(sink);
-    }
-    let drains: Vec<_> = sinks
-        .into_iter()
-        .map(|sink| {
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 2048];
-                while sink.recv(&mut buf).is_ok() {}
-            })
-        })
-        .collect();
+    let (sink_addresses, drains) = drained_sinks(fan_out, Duration::from_millis(200))?;
     let relay_thread = std::thread::spawn(move || {
         let mut buf = [0u8; 2048];
         let start = thread_cpu_ns();

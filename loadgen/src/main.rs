@@ -149,7 +149,8 @@ struct RunArgs {
     /// Loss (a share) above which a ramp stops.
     #[arg(long, default_value_t = 0.01)]
     loss_limit: f64,
-    /// Node CPU in cores above which a ramp stops.
+    /// The media node's CPU in cores above which a ramp stops (another SFU's ramp, `--sfu
+    /// janus`, stops on loss alone: it may use every core).
     #[arg(long, default_value_t = 1.0)]
     node_core_limit: f64,
     /// How many participants join at once.

@@ -259,9 +259,6 @@ pub struct DownlinkEstimator {
     /// Until then the estimate may grow towards what the node wants without a probe: the node
     /// had nothing to probe with.
     unprobed_until: Option<Instant>,
-    /// No decrease yet: in the connection's first seconds the estimate grows at
-    /// [`SLOW_START_GROWTH_PER_SECOND`].
-    slow_start: bool,
     /// When the first feedback (or tick) came: the connection's [`STARTUP`] runs from here.
     first_report: Option<Instant>,
     /// When the estimator looks at its line next without feedback; `None` until the
@@ -284,7 +281,6 @@ impl DownlinkEstimator {
             last_update: None,
             prober: Prober::default(),
             unprobed_until: None,
-            slow_start: true,
             first_report: None,
             next_tick: None,
             cell,
@@ -295,7 +291,6 @@ impl DownlinkEstimator {
         if target < self.target {
             self.target = target.clamp(MIN, MAX);
             self.last_decrease = Some(now);
-            self.slow_start = false;
         }
     }
 }
@@ -370,7 +365,8 @@ impl BandwidthEstimator for DownlinkEstimator {
             && loss.max(sample) < LOW_LOSS.max(HIGH_LOSS / 2.0)
         {
             let unprobed = self.unprobed_until.is_some_and(|until| now < until);
-            let in_startup = self.slow_start
+            // No decrease yet, in the connection's first seconds.
+            let in_startup = self.last_decrease.is_none()
                 && self
                     .first_report
                     .is_some_and(|first| now.saturating_duration_since(first) < STARTUP);

@@ -352,8 +352,8 @@ impl Node {
                 self.signal(peer, signal);
             }
         }
+        // Driving the connection carries out what the core decided, the announcements too.
         self.drive(now, peer);
-        self.apply_core_outputs(now);
     }
 
     /// The client's answer to the node's offer: the down-tracks in it start once connected.
