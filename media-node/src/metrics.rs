@@ -31,7 +31,7 @@ pub struct Stats {
     pub bytes_out: u64,
     /// Datagrams dropped at the gate since the start, by reason (in the order of
     /// [`DROP_REASONS`]).
-    pub dropped: [u64; 5],
+    pub dropped: [u64; 6],
     /// Sessions open.
     pub sessions: u64,
     /// Rooms hosted.
@@ -52,15 +52,20 @@ pub struct Stats {
     pub line: LineReading,
     /// Video packets waiting in the pacers now.
     pub pacer_queued: u64,
+    /// Packets sent to links to other nodes since the start.
+    pub relayed_out: u64,
+    /// Packets taken from them.
+    pub relayed_in: u64,
 }
 
 /// Why the gate dropped a datagram, as the metric's label.
-pub const DROP_REASONS: [&str; 5] = [
+pub const DROP_REASONS: [&str; 6] = [
     "not-media",
     "unknown",
     "malformed",
     "over-budget",
     "refused",
+    "relay",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -85,6 +90,7 @@ pub struct NodeMetrics {
     lost: Family<Direction, Counter>,
     reported: Counter,
     nacks: Family<Direction, Counter>,
+    relayed: Family<Direction, Counter>,
     round_trip: Histogram,
     queued: Gauge,
     sessions: Gauge,
@@ -114,6 +120,7 @@ impl Default for NodeMetrics {
         let lost = Family::<Direction, Counter>::default();
         let reported = Counter::default();
         let nacks = Family::<Direction, Counter>::default();
+        let relayed = Family::<Direction, Counter>::default();
         let round_trip = Histogram::new(exponential_buckets(0.005, 2.0, 10));
         let queued = Gauge::default();
         let gauges: [Gauge; 7] = Default::default();
@@ -144,6 +151,11 @@ impl Default for NodeMetrics {
             "nacks",
             "Retransmission requests: received from subscribers, sent to publishers",
             nacks.clone(),
+        );
+        registry.register(
+            "relayed_packets",
+            "Media packets of spanning rooms: sent to links to other nodes, taken from them",
+            relayed.clone(),
         );
         registry.register_with_unit(
             "round_trip",
@@ -193,6 +205,7 @@ impl Default for NodeMetrics {
             lost,
             reported,
             nacks,
+            relayed,
             round_trip,
             queued,
             sessions,
@@ -240,6 +253,8 @@ impl NodeMetrics {
                 line_before.nacks_received,
             ),
             (&self.nacks, "sent", line.nacks_sent, line_before.nacks_sent),
+            (&self.relayed, "out", now.relayed_out, before.relayed_out),
+            (&self.relayed, "in", now.relayed_in, before.relayed_in),
         ];
         for (family, direction, after, before) in traffic {
             grow(

@@ -397,7 +397,10 @@ impl Outputs {
                         .observe(&stats, cpu_seconds, &round_trips);
                 }
                 Event::Draining { .. } => self.status.set_draining(),
-                Event::Signal { .. } | Event::Closed { .. } | Event::ResumeAnswer { .. } => {}
+                Event::Signal { .. }
+                | Event::Closed { .. }
+                | Event::ResumeAnswer { .. }
+                | Event::Relay { .. } => {}
             }
             match self.events.try_send(event) {
                 Ok(()) => {}

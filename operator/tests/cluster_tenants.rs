@@ -545,13 +545,13 @@ async fn two_concurrent_placements_of_one_room_converge_on_one_node() {
             let seen_first = first.room(&key).await.unwrap().unwrap();
             let seen_second = second.room(&key).await.unwrap().unwrap();
             let (a, b) = tokio::join!(
-                first.place_room(&key, &seen_first.revision, Some(NodeId("node-a".into()))),
-                second.place_room(&key, &seen_second.revision, Some(NodeId("node-b".into()))),
+                first.place_room(&key, &seen_first.revision, vec![NodeId("node-a".into())]),
+                second.place_room(&key, &seen_second.revision, vec![NodeId("node-b".into())]),
             );
             match (a, b) {
                 (Ok(room), Err(StoreError::Conflict(_)))
                 | (Err(StoreError::Conflict(_)), Ok(room)) => {
-                    winner = room.node;
+                    winner = Some(room.nodes);
                     break;
                 }
                 (Err(StoreError::Conflict(_)), Err(StoreError::Conflict(_))) => continue,
@@ -560,8 +560,8 @@ async fn two_concurrent_placements_of_one_room_converge_on_one_node() {
         }
         let winner = winner.expect("one placement wins");
         let stored = first.room(&key).await.unwrap().unwrap();
-        assert_eq!(stored.node, Some(winner.clone()), "both see the winner");
-        assert_eq!(second.room(&key).await.unwrap().unwrap().node, Some(winner));
+        assert_eq!(stored.nodes, winner, "both see the winner");
+        assert_eq!(second.room(&key).await.unwrap().unwrap().nodes, winner);
     }
 }
 

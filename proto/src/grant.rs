@@ -223,6 +223,17 @@ impl Keyring {
         Ok(&token.body)
     }
 
+    /// A key of 32 bytes derived from the signing key for `label`: whoever holds the keyring
+    /// derives the same, nobody else can.
+    pub fn derive(&self, label: &[u8]) -> [u8; 32] {
+        let mut input = b"treffpunkt derived key v1\0".to_vec();
+        input.extend_from_slice(label);
+        let tag = hmac::sign(&self.signing.key, &input);
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&tag.as_ref()[..32]);
+        key
+    }
+
     /// Signs `grant`.
     pub fn sign_grant(&self, grant: &Grant) -> SignedToken {
         self.sign(TokenType::Grant, grant.encode_to_vec())

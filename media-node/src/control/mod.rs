@@ -123,6 +123,16 @@ fn event_message(event: Event) -> v1::NodeMessage {
             generation,
         }),
         Event::Load(load) => NodeKind::Load(load),
+        Event::Relay {
+            link,
+            room,
+            to_node,
+            message,
+        } => NodeKind::Relay(v1::RoomRelay {
+            room,
+            to_node,
+            ..relay::to_wire(link, message)
+        }),
         Event::Draining {
             move_sessions,
             grace,
@@ -160,6 +170,9 @@ struct Links {
     sessions: HashMap<String, SessionRecord>,
     held: HashMap<String, VecDeque<v1::NodeMessage>>,
     draining: Option<v1::Draining>,
+    /// The replica that opened each link of a spanning room, by link id: its messages go
+    /// back that way.
+    room_links: HashMap<u64, String>,
 }
 
 type Shared = Arc<Mutex<Links>>;
@@ -299,6 +312,18 @@ pub async fn run(
                 if outcome == v1::ResumeOutcome::Resumed {
                     links.bind(&session, &via, None);
                     links.flush(&via);
+                }
+            }
+            Event::Relay { link, .. } => {
+                // Through the replica that opened the link, or any that is up.
+                let message = event_message(event);
+                let via = links
+                    .room_links
+                    .get(&link.0)
+                    .and_then(|via| links.up.get(via));
+                let sent = via.is_some_and(|stream| stream.try_send(message.clone()).is_ok());
+                if !sent && let Some(stream) = links.up.values().next() {
+                    let _ = stream.try_send(message);
                 }
             }
             Event::Load(_) | Event::Draining { .. } => {
@@ -662,9 +687,35 @@ async fn command_for(
             grace: Duration::from_secs(u64::from(drain.grace_seconds)),
             keep_running: drain.keep_running,
         },
+        Some(ControlKind::OpenLink(open)) => match relay::link_spec(open) {
+            Ok(spec) => {
+                lock(&context.links)
+                    .room_links
+                    .insert(spec.link.0, link.to_owned());
+                Command::OpenLink(spec)
+            }
+            Err(detail) => {
+                warn!(%detail, "refusing a link");
+                return None;
+            }
+        },
+        Some(ControlKind::CloseLink(close)) => {
+            lock(&context.links).room_links.remove(&close.link_id);
+            Command::CloseLink {
+                link: crate::core::LinkId(close.link_id),
+            }
+        }
+        Some(ControlKind::Relayed(relayed)) => match relay::from_wire(relayed) {
+            Ok((link, message)) => Command::Relayed { link, message },
+            Err(detail) => {
+                warn!(%detail, "dropping a relayed message");
+                return None;
+            }
+        },
         Some(ControlKind::Signal(_)) | None => return None,
     })
 }
 
+pub(crate) mod relay;
 #[cfg(test)]
 mod tests;

@@ -107,7 +107,15 @@ impl Core {
             .iter()
             .filter_map(|id| Some((*id, vec![false; self.publications.get(id)?.layers.len()])))
             .collect();
+        for (id, flags) in &mut wanted {
+            if let Some(publication) = self.publications.get(id) {
+                publication.add_relay_wants(flags);
+            }
+        }
         for subscriber in members {
+            if subscriber.is_remote() {
+                continue;
+            }
             let Some(participant) = self.participants.get(&subscriber) else {
                 continue;
             };

@@ -33,6 +33,15 @@ impl Codec {
         }
     }
 
+    /// Its MIME type, as [`Self::from_mime`] reads it.
+    pub fn mime(self) -> &'static str {
+        match self {
+            Self::Opus => "audio/opus",
+            Self::Vp8 => "video/VP8",
+            Self::H264 => "video/H264",
+        }
+    }
+
     /// Audio or video.
     pub fn kind(self) -> MediaKind {
         match self {

@@ -16,6 +16,8 @@ pub struct Forwarded {
     pub picture_id: Option<u16>,
     /// See `picture_id`.
     pub tl0_picture_index: Option<u8>,
+    /// Whether the packet goes to links to other nodes as well ([`Core::relay_links`]).
+    pub relayed: bool,
 }
 
 impl Core {
@@ -47,6 +49,7 @@ impl Core {
             vp8: None,
             picture_id: None,
             tl0_picture_index: None,
+            relayed: false,
         };
         let keyframe = match publication.codec {
             Codec::Vp8 => {
@@ -66,6 +69,7 @@ impl Core {
         if held {
             return Some(forwarded);
         }
+        forwarded.relayed = !publication.relays.is_empty();
         // Payload plus RTP header and SRTP tag, roughly what the subscriber's estimate counts.
         publication.layers[layer].received(now, payload.len() + 24);
         let meta = PacketMeta {

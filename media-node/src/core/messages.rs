@@ -1,7 +1,7 @@
 //! The core's vocabulary: what it is told (a join, a published layer) and what it decides
 //! ([`Output`]), with the errors it answers requests with.
 
-use super::{Codec, MAX_CHAT_CHARS, MediaKind, PeerId};
+use super::{Codec, LinkId, MAX_CHAT_CHARS, MediaKind, PeerId, RelayMessage};
 
 /// One participant as the others see them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,6 +94,16 @@ impl Source {
             Self::Microphone => "microphone",
             Self::Camera => "camera",
             Self::Screen => "screen",
+        }
+    }
+
+    /// The source of that name.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "microphone" => Some(Self::Microphone),
+            "camera" => Some(Self::Camera),
+            "screen" => Some(Self::Screen),
+            _ => None,
         }
     }
 }
@@ -259,6 +269,35 @@ pub enum Output {
         /// Why.
         reason: Ending,
     },
+    /// Tell the node at the other end of a link (see [`RelayMessage`]).
+    Relay {
+        /// Which link.
+        link: LinkId,
+        /// What.
+        message: RelayMessage,
+    },
+}
+
+impl Output {
+    /// The participant an output is for, if it is for one.
+    pub fn addressee(&self) -> Option<PeerId> {
+        match self {
+            Self::Roster { to, .. }
+            | Self::Video { to, .. }
+            | Self::DominantSpeaker { to, .. }
+            | Self::Chat { to, .. }
+            | Self::Waiting { to, .. }
+            | Self::Knocking { to, .. }
+            | Self::Request { to, .. } => Some(*to),
+            Self::AddDownTrack(track) => Some(track.subscriber),
+            Self::RemoveDownTrack { subscriber, .. } => Some(*subscriber),
+            Self::RequestKeyframe { publisher, .. } | Self::PublisherLayers { publisher, .. } => {
+                Some(*publisher)
+            }
+            Self::Close { peer, .. } => Some(*peer),
+            Self::Relay { .. } => None,
+        }
+    }
 }
 
 /// What a moderator did to, or asks of, a participant.

@@ -45,6 +45,7 @@ pub mod keyframe;
 mod messages;
 mod moderation;
 mod publication;
+mod relay;
 mod roster;
 pub mod speaker;
 mod subscriptions;
@@ -64,6 +65,7 @@ pub use messages::{
     RosterEvent, Source, VideoState,
 };
 use publication::Publication;
+pub use relay::{LinkId, RelayMessage};
 use speaker::SpeakerDetector;
 /// A participant's connection on this node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -87,6 +89,9 @@ pub const MAX_CHAT_CHARS: usize = 1000;
 /// How many chat messages one participant may send within [`CHAT_WINDOW`].
 const CHAT_BURST: usize = 10;
 const CHAT_WINDOW: Duration = Duration::from_secs(10);
+/// The most simulcast layers a track may have.
+const MAX_LAYERS: usize = 4;
+
 #[derive(Debug)]
 struct Participant {
     room: String,
@@ -108,6 +113,26 @@ struct Participant {
     /// What a moderator switched off and the participant has not switched on again: its
     /// packets are not forwarded meanwhile.
     held: moderation::Held,
+    /// For a participant of another node: the link it came over and its id there.
+    origin: Option<(LinkId, u64)>,
+}
+
+impl Participant {
+    fn new(room: String, info: ParticipantInfo, origin: Option<(LinkId, u64)>) -> Self {
+        Self {
+            room,
+            info,
+            publications: Vec::new(),
+            estimate: None,
+            wanted_estimate: None,
+            catch_up_estimate: None,
+            audio_only: false,
+            viewports: HashMap::new(),
+            chat_times: VecDeque::new(),
+            held: moderation::Held::default(),
+            origin,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -122,6 +147,8 @@ struct Room {
     hands: Vec<PeerId>,
     /// Nobody new comes in but moderators.
     locked: bool,
+    /// The links to the other nodes that host participants of the room.
+    links: Vec<LinkId>,
 }
 
 /// The rooms of one media node.
@@ -144,6 +171,11 @@ pub struct Core {
     outputs: VecDeque<Output>,
     /// How those in a lobby will come in: microphone off, camera off, screen shared.
     waiting_media: HashMap<PeerId, [bool; 3]>,
+    /// The room of each link to another node.
+    links: FxHashMap<LinkId, String>,
+    /// The participants of other nodes: (link, their id on their node) -> their id here.
+    remote: FxHashMap<(LinkId, u64), PeerId>,
+    next_remote: u64,
 }
 
 impl Core {
@@ -161,12 +193,20 @@ impl Core {
             last_tick: None,
             outputs: VecDeque::new(),
             waiting_media: HashMap::new(),
+            links: FxHashMap::default(),
+            remote: FxHashMap::default(),
+            next_remote: 0,
         }
     }
 
     /// The next thing to carry out.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        while let Some(output) = self.outputs.pop_front() {
+            if let Some(output) = self.route(output) {
+                return Some(output);
+            }
+        }
+        None
     }
 
     /// Rooms with at least one participant.
@@ -310,5 +350,7 @@ impl Core {
     }
 }
 
+#[cfg(test)]
+mod relay_tests;
 #[cfg(test)]
 mod tests;

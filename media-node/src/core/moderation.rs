@@ -98,6 +98,13 @@ impl Core {
             room.hands.retain(|hand| *hand != peer);
         }
         self.tell_hands(&key);
+        if !peer.is_remote() {
+            let message = super::RelayMessage::Hand {
+                peer: peer.0,
+                raised,
+            };
+            self.relay_to_room(&key, message);
+        }
     }
 
     /// Carries out a moderator's `action` (on the participant `target`, for the actions on one
@@ -150,10 +157,14 @@ impl Core {
             Action::MakeModerator => self.make_moderator(self.member(&key, target)?),
             Action::LowerHand => {
                 let peer = self.member(&key, target)?;
-                if let Some(room) = self.rooms.get_mut(&key) {
-                    room.hands.retain(|hand| *hand != peer);
+                // Its own node lowers a remote participant's hand and tells every node.
+                match self.participants.get(&peer).and_then(|p| p.origin) {
+                    Some((link, at)) => self.outputs.push_back(Output::Relay {
+                        link,
+                        message: super::RelayMessage::LowerHand { peer: at },
+                    }),
+                    None => self.raise_hand(peer, false),
                 }
-                self.tell_hands(&key);
             }
             Action::Lock | Action::Unlock => {
                 let locked = action == Action::Lock;
@@ -161,6 +172,7 @@ impl Core {
                     room.locked = locked;
                 }
                 self.tell_room(&key, RosterEvent::Locked(locked));
+                self.relay_to_room(&key, super::RelayMessage::Locked(locked));
             }
             Action::End => {
                 let room = self.rooms.get(&key);
@@ -186,8 +198,21 @@ impl Core {
                 .get(member)
                 .is_some_and(|p| p.info.moderator)
         });
-        if let (false, Some(first)) = (moderated, members.first()) {
-            self.make_moderator(*first);
+        // In a room that spans nodes every node picks the same one, by id, and only its own
+        // node makes it a moderator (and tells the others).
+        let spans = !self.links_of(key).is_empty();
+        let first = if spans {
+            members
+                .iter()
+                .filter_map(|member| Some((self.participants.get(member)?, *member)))
+                .min_by(|(a, _), (b, _)| a.info.participant_id.cmp(&b.info.participant_id))
+                .map(|(_, member)| member)
+                .filter(|member| !member.is_remote())
+        } else {
+            members.first().copied()
+        };
+        if let (false, Some(first)) = (moderated, first) {
+            self.make_moderator(first);
         }
         self.tell_waiting(key);
     }
@@ -275,7 +300,7 @@ impl Core {
         }
     }
 
-    fn make_moderator(&mut self, peer: PeerId) {
+    pub(super) fn make_moderator(&mut self, peer: PeerId) {
         let Some(participant) = self.participants.get_mut(&peer) else {
             return;
         };
@@ -290,11 +315,12 @@ impl Core {
             self.tell_moderators_who_waits(&key);
         }
         self.tell_waiting(&key);
+        self.relay_participant(peer);
     }
 
     /// Switches off `source` of `peer`: its packets are held back until the participant
     /// switches it on again, the others see it off, and the participant is told.
-    fn hold(&mut self, peer: PeerId, source: Source) {
+    pub(super) fn hold(&mut self, peer: PeerId, source: Source) {
         let Some(participant) = self.participants.get_mut(&peer) else {
             return;
         };
@@ -326,6 +352,7 @@ impl Core {
         self.tell_room(&key, event);
         self.outputs
             .push_back(Output::Request { to: peer, request });
+        self.relay_participant(peer);
     }
 
     fn end(&mut self, peer: PeerId, reason: Ending) {

@@ -336,6 +336,11 @@ pub struct Publication {
     pub layers: Vec<Layer>,
     /// Everyone who receives it.
     pub subscriptions: Vec<Subscription>,
+    /// The links to other nodes of its room, which get every packet of it (a local
+    /// publication's; empty for a remote participant's).
+    pub relays: Vec<super::LinkId>,
+    /// The layers each link asked for; a link not named here wants them all.
+    pub relay_wants: Vec<(super::LinkId, Vec<bool>)>,
 }
 
 impl Publication {
@@ -358,6 +363,8 @@ impl Publication {
             track_id,
             layers: (0..layer_count.max(1)).map(|_| Layer::new()).collect(),
             subscriptions: Vec::new(),
+            relays: Vec::new(),
+            relay_wants: Vec::new(),
         }
     }
 
@@ -404,6 +411,20 @@ impl Publication {
         (0..=layer.min(self.layers.len().saturating_sub(1)))
             .rev()
             .find(|index| self.layers[*index].live(now))
+    }
+
+    /// Adds to `wanted` (one flag per layer) the layers the links want.
+    pub fn add_relay_wants(&self, wanted: &mut [bool]) {
+        for link in &self.relays {
+            match self.relay_wants.iter().find(|(other, _)| other == link) {
+                Some((_, flags)) => {
+                    for (want, flag) in wanted.iter_mut().zip(flags) {
+                        *want |= *flag;
+                    }
+                }
+                None => wanted.iter_mut().for_each(|want| *want = true),
+            }
+        }
     }
 
     /// What the publication costs a subscriber now, for audio: its measured bitrate, or what

@@ -2,13 +2,12 @@
 //! microphone, camera and screen, chat), and what they ask for themselves (audio only, how large
 //! they show each video).
 
-use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use super::{
     CHAT_BURST, CHAT_WINDOW, ChatError, ChatMessage, Core, JoinError, JoinRequest, Joined,
     LeaveReason, MAX_CHAT_CHARS, MAX_VIEWPORTS, Output, Participant, ParticipantInfo, PeerId,
-    PublicationId, RosterEvent, moderation,
+    PublicationId, RosterEvent,
 };
 
 impl Core {
@@ -88,21 +87,8 @@ impl Core {
         let speaker = room.speakers.dominant();
         let moderator = info.moderator;
         let room_key = request.room.clone();
-        self.participants.insert(
-            peer,
-            Participant {
-                room: request.room,
-                info,
-                publications: Vec::new(),
-                estimate: None,
-                wanted_estimate: None,
-                catch_up_estimate: None,
-                audio_only: false,
-                viewports: HashMap::new(),
-                chat_times: VecDeque::new(),
-                held: moderation::Held::default(),
-            },
-        );
+        self.participants
+            .insert(peer, Participant::new(request.room, info, None));
         if let Some(welcome) = self.roster_for(peer) {
             self.outputs.push_back(Output::Roster {
                 to: peer,
@@ -129,6 +115,7 @@ impl Core {
         for publication in existing {
             self.subscribe(peer, publication);
         }
+        self.relay_participant(peer);
         Ok(())
     }
 
@@ -140,6 +127,12 @@ impl Core {
             self.waiting_media.remove(&peer);
             return;
         };
+        match participant.origin {
+            Some(origin) => {
+                self.remote.remove(&origin);
+            }
+            None => self.relay_left(&participant.room, peer, reason),
+        }
         for id in &participant.publications {
             self.unpublish_id(*id);
         }
@@ -221,6 +214,7 @@ impl Core {
                 });
             }
         }
+        self.relay_participant(peer);
     }
 
     /// How tall a subscriber shows the video of `stream_id`, in pixels; 0 when it shows it
@@ -275,15 +269,31 @@ impl Core {
             text: text.to_owned(),
         };
         let room = participant.room.clone();
-        for other in self.room_members(&room).to_vec() {
-            if other != peer {
+        self.deliver_chat(&room, Some(peer), &message);
+        for link in self.links_of(&room).to_vec() {
+            self.outputs.push_back(Output::Relay {
+                link,
+                message: super::RelayMessage::Chat(message.clone()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Delivers a chat message to the local members of `room` but its sender.
+    pub(super) fn deliver_chat(
+        &mut self,
+        room: &str,
+        sender: Option<PeerId>,
+        message: &ChatMessage,
+    ) {
+        for other in self.room_members(room).to_vec() {
+            if Some(other) != sender && !other.is_remote() {
                 self.outputs.push_back(Output::Chat {
                     to: other,
                     message: message.clone(),
                 });
             }
         }
-        Ok(())
     }
 
     /// The audio level (RFC 6464) of a packet `peer` sent.

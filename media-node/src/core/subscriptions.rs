@@ -34,6 +34,10 @@ impl Core {
     }
 
     pub(super) fn subscribe(&mut self, subscriber: PeerId, id: PublicationId) {
+        // A participant of another node gets its media from its own node.
+        if subscriber.is_remote() {
+            return;
+        }
         let ssrc = self.next_ssrc(subscriber);
         let Some(publication) = self.publications.get_mut(&id) else {
             return;
@@ -122,6 +126,7 @@ impl Core {
             self.published.remove(&(peer, old));
         }
         self.published.insert((peer, layer.ssrc), (id, layer.layer));
+        let relayed = !publication.relays.is_empty();
         if nothing_arrived && layer.layer == 0 {
             // Down-tracks negotiated while the track was only announced start with this, its
             // first packet (a keyframe for video), as a down-track that becomes ready does.
@@ -133,11 +138,14 @@ impl Core {
                 }
             }
         }
+        if relayed {
+            self.relay_publication(id);
+        }
         Some(id)
     }
 
     /// The publication of one of `peer`'s tracks, if it has one.
-    fn publication_of_track(&self, peer: PeerId, track: u64) -> Option<PublicationId> {
+    pub(super) fn publication_of_track(&self, peer: PeerId, track: u64) -> Option<PublicationId> {
         let participant = self.participants.get(&peer)?;
         participant
             .publications
@@ -173,18 +181,20 @@ impl Core {
         } else {
             track_id
         };
-        let publication = Publication::new(
+        let mut publication = Publication::new(
             peer,
             offered.track,
             offered.codec,
             offered.source,
             stream_id,
             track_id,
-            offered.layer_count,
+            offered.layer_count.min(super::MAX_LAYERS),
         );
         let room = participant.room.clone();
+        publication.relays = self.links_of_peer(peer);
         self.participants.get_mut(&peer)?.publications.push(id);
         self.publications.insert(id, publication);
+        self.relay_publication(id);
         for other in self.room_members(&room).to_vec() {
             if other != peer {
                 self.subscribe(other, id);
@@ -197,6 +207,15 @@ impl Core {
         let Some(publication) = self.publications.remove(&id) else {
             return;
         };
+        for link in &publication.relays {
+            self.outputs.push_back(Output::Relay {
+                link: *link,
+                message: super::RelayMessage::Unpublished {
+                    peer: publication.publisher.0,
+                    track: id.0,
+                },
+            });
+        }
         for layer in &publication.layers {
             if let Some(ssrc) = layer.ssrc {
                 self.published.remove(&(publication.publisher, ssrc));
@@ -300,7 +319,7 @@ pub(super) fn request_keyframe_if_waiting(
 }
 
 /// Asks the publisher for a keyframe of one layer, within the rate limit.
-fn request_layer_keyframe(
+pub(super) fn request_layer_keyframe(
     now: Instant,
     publication: &mut Publication,
     layer: usize,

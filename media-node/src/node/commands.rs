@@ -42,6 +42,9 @@ impl Node {
                 }
             }
             Command::Resume(resume) => self.resume(now, resume),
+            Command::OpenLink(spec) => self.open_link(spec),
+            Command::CloseLink { link } => self.close_link(link),
+            Command::Relayed { link, message } => self.relayed(now, link, message),
             Command::Drain {
                 move_sessions,
                 grace,

@@ -17,6 +17,7 @@ impl Node {
         while let Some(output) = self.core.poll_output() {
             match output {
                 Output::Roster { to, event } => self.signal(to, signal::roster(event)),
+                Output::Relay { link, message } => self.relay_event(link, message),
                 Output::AddDownTrack(track) => {
                     let subscriber = track.subscriber;
                     if let Some(session) = self.sessions.get_mut(&subscriber)

@@ -78,6 +78,9 @@ pub enum Drop {
     OverBudget,
     /// Passed the gate but was refused by the connection (failed authentication, say).
     Refused,
+    /// A relayed packet of another node that did not open with its link's key, came from
+    /// another address or came twice.
+    Relay,
 }
 
 /// What a datagram's header says, for the gate.
@@ -264,11 +267,11 @@ impl SessionGate {
 /// Counts of dropped datagrams since the last summary.
 #[derive(Debug, Default)]
 pub struct Drops {
-    counts: [u64; 5],
+    counts: [u64; 6],
     /// Every datagram dropped since the node started.
     pub all_time: u64,
     /// The same, by reason.
-    pub all_time_by_reason: [u64; 5],
+    pub all_time_by_reason: [u64; 6],
     /// Summary lines logged since the node started.
     pub summaries: u64,
     /// A source of the latest drop, to name in the summary.
@@ -295,17 +298,18 @@ impl Drops {
         if self.next_summary.is_some_and(|at| now < at) || self.total() == 0 {
             return false;
         }
-        let [not_media, unknown, malformed, over_budget, refused] = self.counts;
+        let [not_media, unknown, malformed, over_budget, refused, relay] = self.counts;
         warn!(
             not_media,
             unknown_source = unknown,
             malformed,
             over_budget,
             refused,
+            relay,
             example_source = ?self.example,
             "dropped datagrams on the media port"
         );
-        self.counts = [0; 5];
+        self.counts = [0; 6];
         self.example = None;
         self.summaries += 1;
         self.next_summary = Some(now + SUMMARY_INTERVAL);

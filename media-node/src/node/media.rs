@@ -6,7 +6,7 @@ use std::cmp::Reverse;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::state::RTCPeerConnectionState;
@@ -17,6 +17,7 @@ use treffpunkt_proto::v1;
 
 use super::Node;
 use super::gate::{self, Drop, Verdict};
+use super::relay::{Media, RELAY_MARKER};
 use crate::core::{LeaveReason, PeerId, vp8};
 use crate::session::{Session, interceptors::keyframe_request_ssrcs};
 
@@ -42,6 +43,13 @@ impl Node {
     ) -> bool {
         self.traffic.packets_in += 1;
         self.traffic.bytes_in += datagram.len() as u64;
+        if protocol == TransportProtocol::UDP && datagram.first() == Some(&RELAY_MARKER) {
+            if let Err(reason) = self.on_relay_datagram(now, from, datagram) {
+                debug!(?reason, %from, "relayed datagram dropped");
+                self.drops.count(Drop::Relay, from);
+            }
+            return true;
+        }
         let header = match gate::inspect(datagram) {
             Ok(header) => header,
             Err(reason) => {
@@ -182,6 +190,31 @@ impl Node {
             .sessions
             .get(&publisher)
             .and_then(Session::audio_level_in);
+        for packet in packets {
+            let header = &packet.header;
+            let level = audio_level
+                .and_then(|id| header.get_extension(id))
+                .and_then(|value| value.first().copied());
+            let media = Media {
+                ssrc: header.ssrc,
+                sequence_number: header.sequence_number,
+                timestamp: header.timestamp,
+                marker: header.marker,
+                audio_level: level,
+            };
+            self.forward_packet(now, publisher, &media, &packet.payload);
+        }
+    }
+
+    /// One packet of a publisher, local or remote, to every subscriber the core names and to
+    /// every link its room has to other nodes.
+    pub(super) fn forward_packet(
+        &mut self,
+        now: Instant,
+        publisher: PeerId,
+        media: &Media,
+        payload: &Bytes,
+    ) {
         let Self {
             core,
             sessions,
@@ -189,54 +222,53 @@ impl Node {
             touched,
             ..
         } = self;
-        for packet in packets {
-            let header = &packet.header;
-            let Some(forwarded) = core.forward(
-                now,
-                publisher,
-                header.ssrc,
-                header.sequence_number,
-                header.timestamp,
-                &packet.payload,
-                fanout,
-            ) else {
+        let Some(forwarded) = core.forward(
+            now,
+            publisher,
+            media.ssrc,
+            media.sequence_number,
+            media.timestamp,
+            payload,
+            fanout,
+        ) else {
+            return;
+        };
+        if forwarded.audio
+            && let Some(level) = media.audio_level
+        {
+            core.audio_level(now, publisher, level & 0x7f);
+        }
+        for (subscriber, rewrite) in fanout.iter() {
+            let Some(session) = sessions.get_mut(subscriber) else {
                 continue;
             };
-            if forwarded.audio
-                && let Some(id) = audio_level
-                && let Some(level) = header.get_extension(id).and_then(|v| v.first().copied())
-            {
-                core.audio_level(now, publisher, level & 0x7f);
-            }
-            for (subscriber, rewrite) in fanout.iter() {
-                let Some(session) = sessions.get_mut(subscriber) else {
-                    continue;
-                };
-                let rewritten;
-                let payload = match forwarded.vp8 {
-                    Some(descriptor)
-                        if rewrite.picture_id != forwarded.picture_id
-                            || rewrite.tl0_picture_index != forwarded.tl0_picture_index =>
-                    {
-                        let mut copy = BytesMut::from(&packet.payload[..]);
-                        vp8::rewrite(
-                            &mut copy,
-                            &descriptor,
-                            rewrite.picture_id,
-                            rewrite.tl0_picture_index,
-                        );
-                        rewritten = copy.freeze();
-                        &rewritten
-                    }
-                    _ => &packet.payload,
-                };
-                if let Err(error) =
-                    session.write_forwarded(now, header, audio_level, rewrite, payload)
+            let rewritten;
+            let payload = match forwarded.vp8 {
+                Some(descriptor)
+                    if rewrite.picture_id != forwarded.picture_id
+                        || rewrite.tl0_picture_index != forwarded.tl0_picture_index =>
                 {
-                    debug!(%error, "forwarding failed");
+                    let mut copy = BytesMut::from(&payload[..]);
+                    vp8::rewrite(
+                        &mut copy,
+                        &descriptor,
+                        rewrite.picture_id,
+                        rewrite.tl0_picture_index,
+                    );
+                    rewritten = copy.freeze();
+                    &rewritten
                 }
-                touched.push(*subscriber);
+                _ => payload,
+            };
+            if let Err(error) =
+                session.write_forwarded(now, media.marker, media.audio_level, rewrite, payload)
+            {
+                debug!(%error, "forwarding failed");
             }
+            touched.push(*subscriber);
+        }
+        if forwarded.relayed {
+            self.relay_media(publisher, media, payload);
         }
     }
 }

@@ -27,6 +27,8 @@
 //! - [`gate`]: what a datagram must show before the node spends real work on it, and the
 //!   periodic summary of what it dropped;
 //! - [`demux`]: which session a datagram on the one port belongs to;
+//! - [`relay`]: links to the other nodes of a room that spans nodes: sealed media on the media
+//!   port, room messages through the control plane;
 //! - `signal`: the core's roster events as `treffpunkt.v1` signals.
 
 mod commands;
@@ -36,7 +38,8 @@ pub mod gate;
 mod housekeeping;
 pub mod line;
 mod media;
-mod signal;
+pub mod relay;
+pub(crate) mod signal;
 #[cfg(any(test, feature = "testing"))]
 pub mod tests;
 
@@ -51,9 +54,10 @@ use rtc::shared::TransportProtocol;
 use rustc_hash::FxHashMap;
 use treffpunkt_proto::v1::{self, signal::Kind as SignalKind};
 
-use crate::core::{Core, PeerId, Rewrite};
+use crate::core::{Core, LinkId, PeerId, RelayMessage, Rewrite};
 use crate::session::Session;
 pub use demux::Demux;
+pub use relay::LinkSpec;
 
 /// How often housekeeping runs and load is reported.
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
@@ -124,6 +128,20 @@ pub enum Command {
     /// ticket is the session's current one, hand the session to that replica and tell the
     /// client where it stands.
     Resume(Resume),
+    /// Open a link to another node that hosts participants of a room.
+    OpenLink(LinkSpec),
+    /// Close a link.
+    CloseLink {
+        /// Which.
+        link: LinkId,
+    },
+    /// A message from the other end of a link.
+    Relayed {
+        /// Which link.
+        link: LinkId,
+        /// What.
+        message: RelayMessage,
+    },
     /// Take no new sessions; finish once the rooms are empty or `grace` has passed.
     Drain {
         /// Whether the control plane moves the participants to other nodes.
@@ -167,6 +185,17 @@ pub enum Event {
         /// With [`v1::ResumeOutcome::Resumed`], the generation of the session's next tickets.
         generation: u64,
     },
+    /// A message for the other end of a link.
+    Relay {
+        /// Which link.
+        link: LinkId,
+        /// The link's room.
+        room: String,
+        /// The node at the other end.
+        to_node: String,
+        /// What.
+        message: RelayMessage,
+    },
     /// The node drains from now on.
     Draining {
         /// Whether the control plane should move the participants.
@@ -195,6 +224,9 @@ struct Traffic {
     bytes_in: u64,
     bytes_out: u64,
     probes: u64,
+    /// Packets sent to and taken from links to other nodes.
+    relayed_out: u64,
+    relayed_in: u64,
 }
 
 /// Every session of the media node and the core that decides for them.
@@ -221,6 +253,10 @@ pub struct Node {
     closing: Vec<Session>,
     /// Reused by the hot path: subscribers and rewritten headers of one packet.
     fanout: Vec<(PeerId, Rewrite)>,
+    /// The links to other nodes of spanning rooms.
+    links: FxHashMap<LinkId, relay::Link>,
+    /// Reused to open relayed datagrams in.
+    relay_buffer: Vec<u8>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     traffic: Traffic,
@@ -268,6 +304,8 @@ impl Node {
             touched: Vec::new(),
             closing: Vec::new(),
             fanout: Vec::new(),
+            links: FxHashMap::default(),
+            relay_buffer: Vec::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             traffic: Traffic::default(),
@@ -410,6 +448,8 @@ impl Node {
             probes: self.traffic.probes,
             line: self.line,
             pacer_queued: totals.queued,
+            relayed_out: self.traffic.relayed_out,
+            relayed_in: self.traffic.relayed_in,
         };
         (stats, totals.round_trips)
     }
@@ -423,6 +463,11 @@ impl Node {
     /// logged about them.
     pub fn dropped_datagrams(&self) -> (u64, u64) {
         (self.drops.all_time, self.drops.summaries)
+    }
+
+    /// Packets sent to links to other nodes and taken from them, since the node started.
+    pub fn relayed_packets(&self) -> (u64, u64) {
+        (self.traffic.relayed_out, self.traffic.relayed_in)
     }
 
     /// Routing entries the demultiplexer holds: (ICE username fragments, addresses).

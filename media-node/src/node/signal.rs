@@ -4,7 +4,8 @@ use treffpunkt_proto::v1::{self, signal::Kind};
 
 use crate::core::{Action, LeaveReason, ModeratorRequest, ParticipantInfo, RosterEvent};
 
-fn participant(info: ParticipantInfo) -> v1::Participant {
+/// A participant as clients (and other nodes) see it.
+pub fn participant(info: ParticipantInfo) -> v1::Participant {
     v1::Participant {
         media: Some(v1::MediaState {
             participant_id: info.participant_id.clone(),
@@ -73,6 +74,11 @@ pub fn roster_with(event: RosterEvent, resumed: bool) -> v1::Signal {
 
 /// The signal that tells a client what a moderator did to, or asks of, it.
 pub fn request(request: ModeratorRequest) -> v1::Signal {
+    v1::Signal::new(Kind::Request(request_kind(request)))
+}
+
+/// A moderator's request on the wire.
+pub fn request_kind(request: ModeratorRequest) -> v1::ModeratorRequest {
     use v1::moderator_request::Kind as RequestKind;
     let kind = match request {
         ModeratorRequest::Muted => RequestKind::Muted,
@@ -80,7 +86,19 @@ pub fn request(request: ModeratorRequest) -> v1::Signal {
         ModeratorRequest::CameraStopped => RequestKind::CameraStopped,
         ModeratorRequest::ScreenStopped => RequestKind::ScreenStopped,
     };
-    v1::Signal::new(Kind::Request(v1::ModeratorRequest { kind: kind as i32 }))
+    v1::ModeratorRequest { kind: kind as i32 }
+}
+
+/// A moderator's request from the wire; `None` for one of no known kind.
+pub fn moderator_request(kind: v1::moderator_request::Kind) -> Option<ModeratorRequest> {
+    use v1::moderator_request::Kind as RequestKind;
+    Some(match kind {
+        RequestKind::Muted => ModeratorRequest::Muted,
+        RequestKind::Unmute => ModeratorRequest::Unmute,
+        RequestKind::CameraStopped => ModeratorRequest::CameraStopped,
+        RequestKind::ScreenStopped => ModeratorRequest::ScreenStopped,
+        RequestKind::Unspecified => return None,
+    })
 }
 
 /// A moderator's action as the core knows it; `None` for one the client did not name.

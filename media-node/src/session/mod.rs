@@ -53,6 +53,17 @@ use crate::core::{
 use crate::error::{Error, Result};
 use crate::node::gate::SessionGate;
 
+/// Every byte value, so that a one-byte header extension is written without an allocation.
+static BYTE_VALUES: [u8; 256] = {
+    let mut values = [0u8; 256];
+    let mut index = 0;
+    while index < 256 {
+        values[index] = index as u8;
+        index += 1;
+    }
+    values
+};
+
 /// The most media sections a client may offer: audio, camera, and room for a screen share.
 pub const MAX_OFFERED_MEDIA: usize = 4;
 /// How long the node waits for the answer to one of its offers.
@@ -586,8 +597,8 @@ impl Session {
     pub fn write_forwarded(
         &mut self,
         now: Instant,
-        source: &rtp::Header,
-        source_audio_level: Option<u8>,
+        marker: bool,
+        audio_level: Option<u8>,
         rewrite: &Rewrite,
         payload: &Bytes,
     ) -> Result<()> {
@@ -596,7 +607,7 @@ impl Session {
         };
         let mut header = rtp::Header {
             version: 2,
-            marker: source.marker,
+            marker,
             payload_type,
             sequence_number: rewrite.sequence_number,
             timestamp: rewrite.timestamp,
@@ -606,10 +617,10 @@ impl Session {
         // Only the audio level travels on; mid and transport-wide sequence numbers belong to
         // each leg (the interceptors write this leg's own).
         if kind == MediaKind::Audio
-            && let (Some(in_id), Some(out_id)) = (source_audio_level, self.audio_level_out)
-            && let Some(level) = source.get_extension(in_id)
+            && let (Some(level), Some(out_id)) = (audio_level, self.audio_level_out)
         {
-            header.set_extension(out_id, level)?;
+            let level = usize::from(level);
+            header.set_extension(out_id, Bytes::from_static(&BYTE_VALUES[level..=level]))?;
         }
         let Some(mut sender) = self.pc.rtp_sender(sender) else {
             return Ok(());

@@ -481,7 +481,12 @@ impl<S: Store> Admission<S> {
         continues: &str,
     ) -> Result<Attachment, Refusal> {
         let key = room.key.clone();
-        let node = self.place(tenant, room).await?;
+        let (node, hosts) = self.place(tenant, room).await?;
+        if hosts.len() > 1 {
+            // Before the session opens, so that the node knows the rest of the room when the
+            // participant comes in.
+            self.fleet.span(&key, &hosts, &self.keys.tickets.get());
+        }
         let session_id = random::hex(SESSION_ID_BYTES);
         let mut open =
             tickets::open_session(&self.keys.grants.get(), &node, &key, member, &session_id);

@@ -1,8 +1,9 @@
-//! Placement: which node hosts a room, recorded so that every gateway agrees.
+//! Placement: which nodes host a room, recorded so that every gateway agrees.
 //!
-//! A room whose recorded node is attached and takes rooms stays there. Otherwise the
-//! least-loaded node its tenant may use is chosen ([`domain::choose_node`]) and written to the
-//! room with compare-and-set on its revision ([`Store::place_room`]). When another gateway
+//! A room whose recorded nodes are attached and take rooms stays there: a join goes to the
+//! first of them with room to spare ([`domain::host_with_room`]). When there is none, the
+//! least-loaded node its tenant may use is chosen ([`domain::choose_node`]), added to the
+//! room's nodes and written with compare-and-set on its revision ([`Store::place_room`]). When another gateway
 //! placed the room in between, the write fails with a conflict; the room is read again and, as
 //! a rule, found on the other gateway's live node, which both then use.
 //!
@@ -23,14 +24,28 @@ use crate::store::{Store, StoreError};
 const MAX_TRIES: usize = 10;
 
 impl<S: Store> Admission<S> {
-    /// The node that hosts `room` of `tenant`: its live node, or the least-loaded node its
-    /// tenant may use, recorded with compare-and-set so that racing gateways agree.
-    pub(super) async fn place(&self, tenant: &Tenant, mut room: Room) -> Result<NodeId, Refusal> {
+    /// The node that takes one more participant of `room` of `tenant`, and every node of the
+    /// room after that. The first of the room's live nodes with room to spare takes it; when
+    /// there is none, the least-loaded node its tenant may use is added to the room's nodes
+    /// (the first, for a room not placed yet), recorded with compare-and-set so that racing
+    /// gateways agree. A room whose every node is full and that can spread nowhere stays on
+    /// its first live node, which refuses what it cannot take.
+    pub(super) async fn place(
+        &self,
+        tenant: &Tenant,
+        mut room: Room,
+    ) -> Result<(NodeId, Vec<NodeId>), Refusal> {
         let pools = self.store.pools().await?;
         let mut recorded: Option<HashMap<NodeId, u32>> = None;
         for _ in 0..MAX_TRIES {
-            if let Some(node) = room.node.clone().filter(|n| self.fleet.is_available(n)) {
-                return Ok(node);
+            let live: Vec<NodeId> = room
+                .nodes
+                .iter()
+                .filter(|node| self.fleet.is_available(node))
+                .cloned()
+                .collect();
+            if let Some(host) = domain::host_with_room(&live, &self.fleet.nodes()) {
+                return Ok((host.id.clone(), live));
             }
             let recorded = match &mut recorded {
                 Some(counts) => &*counts,
@@ -40,15 +55,25 @@ impl<S: Store> Admission<S> {
                     &*slot.insert(counts)
                 }
             };
-            let chosen = self.choose(tenant, &pools, recorded)?;
+            let chosen = match self.choose(tenant, &pools, recorded, &live) {
+                Ok(chosen) => chosen,
+                Err(_) if !live.is_empty() => return Ok((live[0].clone(), live)),
+                Err(refusal) => return Err(refusal),
+            };
+            let mut nodes = live.clone();
+            nodes.push(chosen.clone());
             match self
                 .store
-                .place_room(&room.key, &room.revision, Some(chosen.clone()))
+                .place_room(&room.key, &room.revision, nodes.clone())
                 .await
             {
-                Ok(_) => {
+                Ok(_) if live.is_empty() => {
                     info!(room = %room.key, node = %chosen, "room placed");
-                    return Ok(chosen);
+                    return Ok((chosen, nodes));
+                }
+                Ok(_) => {
+                    info!(room = %room.key, node = %chosen, nodes = nodes.len(), "room spread to another node");
+                    return Ok((chosen, nodes));
                 }
                 Err(StoreError::Conflict(_)) => {
                     self.metrics.placement_conflict();
@@ -73,28 +98,32 @@ impl<S: Store> Admission<S> {
         let pools = self.store.pools().await?;
         // As in `place`: a failed count only makes the answer less informed.
         let recorded = self.store.rooms_per_node().await.unwrap_or_default();
-        self.choose(tenant, &pools, &recorded).map(drop)
+        self.choose(tenant, &pools, &recorded, &[]).map(drop)
     }
 
-    /// The least-loaded attached node that `tenant` may use, counting `recorded` rooms.
+    /// The least-loaded attached node that `tenant` may use, counting `recorded` rooms, other
+    /// than the room's own `hosts`.
     fn choose(
         &self,
         tenant: &Tenant,
         pools: &[PoolAccess],
         recorded: &HashMap<NodeId, u32>,
+        hosts: &[NodeId],
     ) -> Result<NodeId, Refusal> {
         let mut nodes = self.fleet.nodes();
         for node in &mut nodes {
             let rooms = recorded.get(&node.id).copied().unwrap_or(0);
             node.rooms = node.rooms.max(rooms);
         }
-        domain::choose_node(&nodes, |node| domain::may_use(tenant, &node.pool, pools))
-            .map(|node| node.id.clone())
-            .ok_or_else(|| {
-                Refusal::new(
-                    RefusalCode::PlatformFull,
-                    "the platform is full, try again later",
-                )
-            })
+        domain::choose_node(&nodes, |node| {
+            !hosts.contains(&node.id) && domain::may_use(tenant, &node.pool, pools)
+        })
+        .map(|node| node.id.clone())
+        .ok_or_else(|| {
+            Refusal::new(
+                RefusalCode::PlatformFull,
+                "the platform is full, try again later",
+            )
+        })
     }
 }

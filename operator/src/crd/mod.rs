@@ -214,11 +214,14 @@ impl Room {
                 .moderator_password_secret_ref
                 .as_ref()
                 .map(secret_ref),
-            node: self
+            nodes: self
                 .status
                 .as_ref()
-                .and_then(|s| s.node.clone())
-                .map(domain::NodeId),
+                .map(RoomStatus::hosts)
+                .unwrap_or_default()
+                .into_iter()
+                .map(domain::NodeId)
+                .collect(),
             revision: domain::Revision(self.metadata.resource_version.clone().unwrap_or_default()),
         })
     }

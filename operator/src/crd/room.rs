@@ -104,9 +104,14 @@ pub struct RoomStatus {
     /// The tenant the room belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
-    /// The media node that hosts the room (written by the gateway that placed it).
+    /// The media node that hosts the room (written by the gateway that placed it); the first
+    /// of `nodes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// Every media node that hosts the room, when it spans several: the first it was placed
+    /// on, then those it spread to (written by the gateway that placed it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
     /// Participants in the room now.
     #[serde(default)]
     pub participants: i32,
@@ -122,4 +127,15 @@ pub struct RoomStatus {
     /// `Accepted`: whether the room fits its tenant's limits and policy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+impl RoomStatus {
+    /// The nodes that host the room: `nodes`, or `node` as written before rooms spanned nodes.
+    pub fn hosts(&self) -> Vec<String> {
+        if self.nodes.is_empty() {
+            self.node.iter().cloned().collect()
+        } else {
+            self.nodes.clone()
+        }
+    }
 }

@@ -1,8 +1,10 @@
-//! Placement: which media node hosts a new room.
+//! Placement: which media node hosts a new room, and which of a room's nodes takes a join.
 //!
 //! A room that has a live node stays there. A new room goes to the least-loaded node that its
 //! tenant may use, that is not draining and that has room to spare; when none has, the join is
-//! refused rather than every running call degraded.
+//! refused rather than every running call degraded. A room whose nodes are all full spreads to
+//! one more, chosen the same way ([`host_with_room`] first, then [`choose_node`]): a council
+//! session streamed to a thousand people, or a town meeting, is larger than one node.
 
 use std::fmt;
 
@@ -71,6 +73,16 @@ pub fn may_use(tenant: &Tenant, pool: &str, pools: &[PoolAccess]) -> bool {
     tenant_allows && pool_allows
 }
 
+/// The node of a room's `hosts` that takes one more participant: the first, in the order the
+/// room spread to them, that has room to spare, so that a room fills its nodes one after the
+/// other and spans as few as it can (each node more relays every publication once more).
+pub fn host_with_room<'a>(hosts: &[NodeId], nodes: &'a [NodeView]) -> Option<&'a NodeView> {
+    hosts
+        .iter()
+        .filter_map(|host| nodes.iter().find(|node| &node.id == host))
+        .find(|node| node.has_room())
+}
+
 /// The node for a new room: the least loaded of those that can take it and `usable` allows,
 /// then the one with fewest rooms, ties broken by id so that the choice is deterministic.
 /// `None` when the platform is full.
@@ -106,6 +118,24 @@ mod tests {
 
     fn any(_: &NodeView) -> bool {
         true
+    }
+
+    #[test]
+    fn a_join_goes_to_the_first_of_the_rooms_nodes_with_room_to_spare() {
+        let nodes = [
+            node("a", 10, 10, false),
+            node("b", 3, 10, false),
+            node("c", 0, 10, false),
+        ];
+        let hosts = [NodeId("a".into()), NodeId("b".into())];
+        assert_eq!(host_with_room(&hosts, &nodes).unwrap().id.0, "b");
+        let full = [NodeId("a".into())];
+        assert!(
+            host_with_room(&full, &nodes).is_none(),
+            "the room must spread"
+        );
+        let gone = [NodeId("x".into())];
+        assert!(host_with_room(&gone, &nodes).is_none());
     }
 
     #[test]

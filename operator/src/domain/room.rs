@@ -58,8 +58,9 @@ pub struct Room {
     pub password: Option<SecretRef>,
     /// Where the moderators' password is kept.
     pub moderator_password: Option<SecretRef>,
-    /// The media node that hosts the room, once placed.
-    pub node: Option<NodeId>,
+    /// The media nodes that host the room, once placed: the first one it was placed on, then
+    /// those it spread to when it outgrew them.
+    pub nodes: Vec<NodeId>,
     /// Changes on every write; placement compares it so that two gateways racing to place one
     /// room agree on one node.
     pub revision: Revision,
@@ -77,7 +78,7 @@ impl Room {
             access: None,
             password: None,
             moderator_password: None,
-            node: None,
+            nodes: Vec::new(),
             revision: Revision::default(),
         }
     }

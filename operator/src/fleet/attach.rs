@@ -370,6 +370,7 @@ async fn handle_node_message(
         }
         Some(NodeKind::ResumeAnswer(answer)) => fleet.answer_resume(node, answer),
         Some(NodeKind::Load(load)) => fleet.update_load(node, load),
+        Some(NodeKind::Relay(relay)) => fleet.relay(node, relay),
         Some(NodeKind::Draining(draining)) => {
             info!(%node, move_sessions = draining.move_sessions, "media node is draining");
             fleet.mark_draining(node, draining.move_sessions);

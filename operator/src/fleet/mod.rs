@@ -13,6 +13,7 @@
 //! for it has its sessions moved the same way.
 
 pub mod attach;
+mod links;
 pub mod replicas;
 mod sessions;
 pub mod tls;
@@ -25,6 +26,7 @@ use tokio::sync::{broadcast, mpsc};
 use treffpunkt_proto::v1::{self, control_message::Kind as ControlKind};
 
 use crate::domain::{NodeId, NodeView, RoomKey, RoomName, TenantName};
+pub use links::LINK_IDLE;
 pub use replicas::Replicas;
 pub use sessions::{ResumeError, Resumed};
 
@@ -109,6 +111,8 @@ struct FleetState {
     pending_resumes: HashMap<u64, sessions::PendingResume>,
     next_request: u64,
     next_attachment: u64,
+    /// The links between nodes of spanning rooms that this replica opened.
+    links: links::OpenedLinks,
 }
 
 impl FleetState {
@@ -354,6 +358,8 @@ impl Fleet {
             .flat_map(|room| room.session_ids.iter().cloned())
             .collect();
         state.move_sessions(&id, &hosted);
+        // A node that comes back as a new instance has new links.
+        state.close_links_of(&id);
         state.nodes.insert(
             id,
             AttachedNode {
@@ -381,6 +387,17 @@ impl Fleet {
         }
     }
 
+    /// Loses `node` and forgets it at once, as if its grace had passed (for tests).
+    #[cfg(test)]
+    pub(crate) fn lose_now(&self, node: &NodeId) {
+        let attachment = self.lock().nodes.get(node).map(|n| n.attachment);
+        if let Some(attachment) = attachment
+            && self.lose(node, attachment)
+        {
+            self.expire(node, attachment);
+        }
+    }
+
     /// Forgets a lost node that did not come back, and moves its sessions.
     fn expire(&self, node: &NodeId, attachment: u64) {
         let rooms: Vec<RoomKey> = {
@@ -397,6 +414,7 @@ impl Fleet {
                 .map(|attached| room_loads(&attached.load).into_keys().collect())
                 .unwrap_or_default();
             state.move_sessions(node, &[]);
+            state.close_links_of(node);
             rooms
         };
         for room in rooms {
@@ -413,12 +431,14 @@ impl Fleet {
             let before = room_loads(&attached.load);
             let after = room_loads(&load);
             attached.load = load;
-            before
+            let changed = before
                 .keys()
                 .chain(after.keys())
                 .filter(|room| before.get(room) != after.get(room))
                 .cloned()
-                .collect()
+                .collect();
+            state.close_idle_links(Instant::now());
+            changed
         };
         for room in changed {
             // Nobody listening (no reconciler on this replica) is fine.

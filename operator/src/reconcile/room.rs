@@ -226,6 +226,7 @@ async fn apply(room: &Room, tenant: Option<&Tenant>, ctx: &Context) -> Result<Ac
         // The hosting node is the gateway's to record (with optimistic concurrency); the
         // reconciler never writes it.
         node: None,
+        nodes: Vec::new(),
         participants: participants as i32,
         join_url: tenant_name.as_ref().map(|tenant| {
             format!(
@@ -285,6 +286,7 @@ async fn apply(room: &Room, tenant: Option<&Tenant>, ctx: &Context) -> Result<Ac
 
     let mut current = previous.clone();
     current.node = None;
+    current.nodes.clear();
     if current != status {
         let body = json!({
             "apiVersion": "treffpunkt.io/v1alpha1",

@@ -16,7 +16,9 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use super::{Store, StoreError};
-use crate::crd::{self, Lifetime, MediaPool, Room as RoomObject, RoomSpec, Tenant as TenantObject};
+use crate::crd::{
+    self, Lifetime, MediaPool, Room as RoomObject, RoomSpec, RoomStatus, Tenant as TenantObject,
+};
 use crate::domain::{
     NodeId, PoolAccess, Revision, Room, RoomKey, RoomLifetime, Tenant, TenantName,
 };
@@ -144,11 +146,12 @@ impl Store for KubeStore {
         &self,
         key: &RoomKey,
         revision: &Revision,
-        node: Option<NodeId>,
+        nodes: Vec<NodeId>,
     ) -> Result<Room, StoreError> {
+        let nodes: Vec<String> = nodes.into_iter().map(|node| node.0).collect();
         let body = json!({
             "metadata": { "resourceVersion": revision.0 },
-            "status": { "node": node.map(|n| n.0) },
+            "status": { "node": nodes.first(), "nodes": nodes },
         });
         let params = PatchParams {
             field_manager: Some(GATEWAY_MANAGER.into()),
@@ -250,12 +253,17 @@ impl Store for KubeStore {
     async fn rooms_per_node(&self) -> Result<HashMap<NodeId, u32>, StoreError> {
         let mut counts: HashMap<NodeId, u32> = HashMap::new();
         for room in self.rooms.state() {
-            let node = room.status.as_ref().and_then(|status| status.node.as_ref());
             // The same rooms as `rooms` sees: those in a tenant's namespace.
-            if let Some(node) = node
-                && room.key().is_some()
+            if room.key().is_none() {
+                continue;
+            }
+            for node in room
+                .status
+                .as_ref()
+                .map(RoomStatus::hosts)
+                .unwrap_or_default()
             {
-                *counts.entry(NodeId(node.clone())).or_default() += 1;
+                *counts.entry(NodeId(node)).or_default() += 1;
             }
         }
         Ok(counts)

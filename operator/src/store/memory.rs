@@ -114,7 +114,7 @@ impl Store for MemoryStore {
         &self,
         key: &RoomKey,
         revision: &Revision,
-        node: Option<NodeId>,
+        nodes: Vec<NodeId>,
     ) -> Result<Room, StoreError> {
         let mut state = self.lock();
         let new_revision = state.bump();
@@ -125,7 +125,7 @@ impl Store for MemoryStore {
         if &room.revision != revision {
             return Err(StoreError::Conflict(key.clone()));
         }
-        room.node = node;
+        room.nodes = nodes;
         room.revision = new_revision;
         Ok(room.clone())
     }
@@ -162,7 +162,7 @@ impl Store for MemoryStore {
             .lock()
             .rooms
             .values()
-            .filter_map(|room| room.node.as_ref())
+            .flat_map(|room| room.nodes.iter())
         {
             *counts.entry(node.clone()).or_default() += 1;
         }
@@ -206,15 +206,15 @@ mod tests {
         let store = MemoryStore::with_tenants([Tenant::public()]);
         let room = store.create_room(Room::adhoc(key("chor"))).await.unwrap();
         let first = store
-            .place_room(&room.key, &room.revision, Some(NodeId("a".into())))
+            .place_room(&room.key, &room.revision, vec![NodeId("a".into())])
             .await
             .unwrap();
         let racing = store
-            .place_room(&room.key, &room.revision, Some(NodeId("b".into())))
+            .place_room(&room.key, &room.revision, vec![NodeId("b".into())])
             .await;
         assert!(matches!(racing, Err(StoreError::Conflict(_))));
         let stored = store.room(&room.key).await.unwrap().unwrap();
-        assert_eq!(stored.node, Some(NodeId("a".into())));
+        assert_eq!(stored.nodes, vec![NodeId("a".into())]);
         assert_eq!(stored.revision, first.revision);
     }
 
@@ -230,7 +230,7 @@ mod tests {
             let room = store.create_room(Room::adhoc(key(name))).await.unwrap();
             if let Some(node) = node {
                 store
-                    .place_room(&room.key, &room.revision, Some(NodeId(node.into())))
+                    .place_room(&room.key, &room.revision, vec![NodeId(node.into())])
                     .await
                     .unwrap();
             }

@@ -50,13 +50,13 @@ pub trait Store: Send + Sync + 'static {
     /// Creates `room`; fails if it exists or the tenant's room limit is reached.
     fn create_room(&self, room: Room) -> impl Future<Output = Result<Room, StoreError>> + Send;
 
-    /// Records that `node` hosts the room (or nobody, with `None`), if the room is still at
+    /// Records that `nodes` host the room (nobody, when empty), if the room is still at
     /// `revision`. Returns the room as written.
     fn place_room(
         &self,
         key: &RoomKey,
         revision: &Revision,
-        node: Option<NodeId>,
+        nodes: Vec<NodeId>,
     ) -> impl Future<Output = Result<Room, StoreError>> + Send;
 
     /// Removes the room if it is still at `revision`.

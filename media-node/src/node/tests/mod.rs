@@ -13,6 +13,8 @@ mod abuse;
 #[cfg(test)]
 mod calls;
 pub mod peer;
+#[cfg(test)]
+mod spanning;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -36,6 +38,8 @@ pub enum Direction {
     Up,
     /// From the node to a participant.
     Down,
+    /// From one node to another (the participant's address is the receiving node's).
+    Between,
 }
 
 /// A datagram on its way.
@@ -79,11 +83,17 @@ impl Flood {
 /// Decides which datagrams the network loses: (direction, participant's address, bytes).
 type LossRule = Box<dyn FnMut(Direction, SocketAddr, &[u8]) -> bool>;
 
-/// The node, its participants and the network between them.
+/// The node (or several), its participants and the network between them.
 pub struct Net {
     pub now: Instant,
     pub node: Node,
     node_address: SocketAddr,
+    /// Further nodes, for rooms that span nodes: numbered from 1 (0 is [`Self::node`]).
+    pub more_nodes: Vec<(SocketAddr, Node)>,
+    /// The node each participant is on, by session id (0 when not named).
+    placed: std::collections::HashMap<String, usize>,
+    /// The nodes at the two ends of each link.
+    links: std::collections::HashMap<crate::core::LinkId, (usize, usize)>,
     pub peers: Vec<TestPeer>,
     in_flight: BinaryHeap<Reverse<(Instant, u64)>>,
     datagrams: std::collections::HashMap<u64, InFlight>,
@@ -113,6 +123,9 @@ impl Net {
             now,
             node: Node::new(now, node_address, max_participants),
             node_address,
+            more_nodes: Vec::new(),
+            placed: std::collections::HashMap::new(),
+            links: std::collections::HashMap::new(),
             peers: Vec::new(),
             in_flight: BinaryHeap::new(),
             datagrams: std::collections::HashMap::new(),
@@ -127,10 +140,95 @@ impl Net {
         }
     }
 
+    /// Adds a node; returns its number.
+    pub fn add_node(&mut self, max_participants: u32) -> usize {
+        let number = self.more_nodes.len() + 1;
+        let address = SocketAddr::from(([10, 0, 1, number as u8], 10_000));
+        let node = Node::new(self.now, address, max_participants);
+        self.more_nodes.push((address, node));
+        number
+    }
+
+    /// Node `number` (0 is [`Self::node`]).
+    pub fn node_mut(&mut self, number: usize) -> &mut Node {
+        match number {
+            0 => &mut self.node,
+            _ => &mut self.more_nodes[number - 1].1,
+        }
+    }
+
+    fn node_address_of(&self, number: usize) -> SocketAddr {
+        match number {
+            0 => self.node_address,
+            _ => self.more_nodes[number - 1].0,
+        }
+    }
+
+    fn node_count(&self) -> usize {
+        1 + self.more_nodes.len()
+    }
+
+    /// Opens a link of the room between nodes `a` and `b`, as the control plane would.
+    pub fn link(&mut self, link: crate::core::LinkId, a: usize, b: usize) {
+        let key: [u8; 32] = std::array::from_fn(|index| index as u8 ^ link.0 as u8);
+        self.links.insert(link, (a, b));
+        let now = self.now;
+        for (this, other, first) in [(a, b, true), (b, a, false)] {
+            let spec = super::LinkSpec {
+                link,
+                room: ROOM.to_owned(),
+                address: self.node_address_of(other),
+                key,
+                first,
+                peer_node: format!("node-{other}"),
+            };
+            self.node_mut(this).command(now, Command::OpenLink(spec));
+        }
+        self.exchange();
+    }
+
     /// Admits a participant called `name` to the room, as the control plane would after its
     /// join; returns its index in [`Self::peers`].
     pub fn join(&mut self, name: &str, publish: Publish) -> usize {
         self.join_as(name, &format!("p-{name}"), publish)
+    }
+
+    /// The same, on node `node`.
+    pub fn join_on(&mut self, node: usize, name: &str, publish: Publish) -> usize {
+        let index = self.peers.len();
+        let number = index as u8 + 1;
+        let address = SocketAddr::from(([10, 0, 0, number], 5000 + u16::from(number)));
+        let peer = TestPeer::new(name, address, publish);
+        let admission = Self::admission(&peer, name, &format!("p-{name}"), "");
+        self.placed.insert(peer.session_id.clone(), node);
+        self.peers.push(peer);
+        let now = self.now;
+        self.node_mut(node).command(now, Command::Open(admission));
+        self.exchange();
+        index
+    }
+
+    fn admission(peer: &TestPeer, name: &str, participant_id: &str, continues: &str) -> Admission {
+        Admission {
+            session_id: peer.session_id.clone(),
+            room: ROOM.to_owned(),
+            participant_id: participant_id.to_owned(),
+            display_name: name.to_owned(),
+            max_participants: 10,
+            last_n: 0,
+            continues: continues.to_owned(),
+            moderator: false,
+            lobby: false,
+            first_moderates: false,
+        }
+    }
+
+    /// The node participant `index` is on.
+    fn node_of(&self, index: usize) -> usize {
+        self.placed
+            .get(&self.peers[index].session_id)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The same, with the participant id `participant_id` (the same person's second session
@@ -151,18 +249,7 @@ impl Net {
         let number = index as u8 + 1;
         let address = SocketAddr::from(([10, 0, 0, number], 5000 + u16::from(number)));
         let peer = TestPeer::new(name, address, publish);
-        let admission = Admission {
-            session_id: peer.session_id.clone(),
-            room: ROOM.to_owned(),
-            participant_id: participant_id.to_owned(),
-            display_name: name.to_owned(),
-            max_participants: 10,
-            last_n: 0,
-            continues: continues.to_owned(),
-            moderator: false,
-            lobby: false,
-            first_moderates: false,
-        };
+        let admission = Self::admission(&peer, name, participant_id, continues);
         self.peers.push(peer);
         self.node.command(self.now, Command::Open(admission));
         self.exchange();
@@ -173,8 +260,9 @@ impl Net {
     pub fn signal(&mut self, index: usize, kind: v1::signal::Kind) {
         let session_id = self.peers[index].session_id.clone();
         let signal = v1::Signal::new(kind);
-        self.node
-            .command(self.now, Command::Signal { session_id, signal });
+        let (now, node) = (self.now, self.node_of(index));
+        self.node_mut(node)
+            .command(now, Command::Signal { session_id, signal });
         self.exchange();
     }
 
@@ -206,9 +294,14 @@ impl Net {
     /// Moves the clock to the next thing that happens (no later than `until`) and lets it
     /// happen.
     fn step(&mut self, until: Instant) {
+        let more_nodes = self
+            .more_nodes
+            .iter_mut()
+            .map(|(_, node)| node.poll_timeout());
         let next = [
             self.in_flight.peek().map(|Reverse((at, _))| *at),
             self.node.poll_timeout(),
+            more_nodes.flatten().min(),
             self.flood
                 .as_ref()
                 .filter(|flood| flood.next < flood.until)
@@ -249,13 +342,22 @@ impl Net {
             };
             if datagram.to == self.node_address {
                 self.node.datagram(now, now, datagram.from, &datagram.bytes);
+            } else if let Some((_, node)) = self
+                .more_nodes
+                .iter_mut()
+                .find(|(at, _)| *at == datagram.to)
+            {
+                node.datagram(now, now, datagram.from, &datagram.bytes);
             } else if let Some(peer) = self.peers.iter_mut().find(|p| p.address == datagram.to) {
                 peer.datagram(now, datagram.from, &datagram.bytes);
             }
         }
         self.send_flood(now);
-        if self.node.poll_timeout().is_some_and(|at| at <= now) {
-            self.node.handle_timeout(now);
+        for number in 0..self.node_count() {
+            let node = self.node_mut(number);
+            if node.poll_timeout().is_some_and(|at| at <= now) {
+                node.handle_timeout(now);
+            }
         }
         for peer in &mut self.peers {
             if peer.poll_timeout().is_some_and(|at| at <= now) {
@@ -286,14 +388,23 @@ impl Net {
         let now = self.now;
         loop {
             let mut quiet = true;
-            while let Some(transmit) = self.node.poll_transmit() {
-                quiet = false;
-                let to = transmit.destination;
-                self.send(Direction::Down, self.node_address, to, &transmit.contents);
-            }
-            while let Some(event) = self.node.poll_event() {
-                quiet = false;
-                self.on_event(event);
+            for number in 0..self.node_count() {
+                let from = self.node_address_of(number);
+                while let Some(transmit) = self.node_mut(number).poll_transmit() {
+                    quiet = false;
+                    let to = transmit.destination;
+                    let between = (0..self.node_count()).any(|n| self.node_address_of(n) == to);
+                    let direction = if between {
+                        Direction::Between
+                    } else {
+                        Direction::Down
+                    };
+                    self.send(direction, from, to, &transmit.contents);
+                }
+                while let Some(event) = self.node_mut(number).poll_event() {
+                    quiet = false;
+                    self.on_event(number, event);
+                }
             }
             for index in 0..self.peers.len() {
                 self.peers[index].poll(now);
@@ -309,7 +420,7 @@ impl Net {
         }
     }
 
-    fn on_event(&mut self, event: Event) {
+    fn on_event(&mut self, from: usize, event: Event) {
         match event {
             Event::Signal { session_id, signal } => {
                 let now = self.now;
@@ -321,7 +432,7 @@ impl Net {
                         session_id,
                         signal: reply,
                     };
-                    self.node.command(now, command);
+                    self.node_mut(from).command(now, command);
                 }
             }
             Event::Closed {
@@ -332,6 +443,19 @@ impl Net {
                 outcome,
                 generation,
             } => self.answers.push((resume.session_id, outcome, generation)),
+            Event::Relay { link, message, .. } => {
+                // Through the control plane's wire form, as in a fleet.
+                let Some((a, b)) = self.links.get(&link).copied() else {
+                    return;
+                };
+                let to = if from == a { b } else { a };
+                let wire = crate::control::relay::to_wire(link, message);
+                let (link, message) =
+                    crate::control::relay::from_wire(wire).expect("a node's own messages parse");
+                let now = self.now;
+                self.node_mut(to)
+                    .command(now, Command::Relayed { link, message });
+            }
             Event::Load(_) | Event::Draining { .. } => {}
         }
     }
@@ -339,7 +463,7 @@ impl Net {
     fn send(&mut self, direction: Direction, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
         let participant = match direction {
             Direction::Up => from,
-            Direction::Down => to,
+            Direction::Down | Direction::Between => to,
         };
         if direction == Direction::Down && bytes.starts_with(&[0x01, 0x01]) {
             self.stun_down.push((self.now, to));

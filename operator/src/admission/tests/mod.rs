@@ -13,6 +13,7 @@ use crate::domain::{RoomLifetime, RoomName, TenantName};
 use crate::store::MemoryStore;
 
 mod resume;
+mod spanning;
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 const TICKET_SECRET: &[u8] = b"tickets tickets tickets tickets!";
@@ -59,6 +60,11 @@ impl Platform {
                 max_participants: 10,
             }),
             instance_id: format!("{id}-first"),
+            media_addresses: vec![v1::MediaAddress {
+                protocol: v1::TransportProtocol::Udp as i32,
+                ip: format!("10.0.0.{}", id.as_bytes()[0]),
+                port: 10_000,
+            }],
             ..v1::Register::default()
         };
         self.fleet
@@ -180,7 +186,10 @@ async fn a_join_opens_a_session_with_a_signed_grant_on_the_room_s_node() {
     assert_eq!(admitted.member.max_participants, 5, "the room's own limit");
     assert!(!admitted.moved);
     assert_eq!(admitted.attachment.node, node("a"));
-    assert_eq!(platform.stored("chor").await.unwrap().node, Some(node("a")));
+    assert_eq!(
+        platform.stored("chor").await.unwrap().nodes,
+        vec![node("a")]
+    );
     let [open] = platform.opened("a").try_into().expect("one session opened");
     assert_eq!(open.session_id, admitted.attachment.session_id);
     let token = open.grant.expect("a grant");
@@ -222,7 +231,7 @@ async fn a_new_name_creates_an_adhoc_room_where_the_tenant_allows_it() {
 
     let room = platform.stored("neu").await.expect("the room was created");
     assert_eq!(room.lifetime, RoomLifetime::AdHoc);
-    assert_eq!(room.node, Some(node("a")));
+    assert_eq!(room.nodes, vec![node("a")]);
 }
 
 #[tokio::test]
@@ -347,13 +356,16 @@ async fn without_a_node_the_platform_is_full() {
         ),
         RefusalCode::PlatformFull
     );
-    assert_eq!(platform.stored("chor").await.unwrap().node, None);
+    assert_eq!(
+        platform.stored("chor").await.unwrap().nodes,
+        Vec::<NodeId>::new()
+    );
 }
 
 #[tokio::test]
 async fn a_room_stays_on_its_live_node_even_when_another_is_idle() {
     let placed = Room {
-        node: Some(node("b")),
+        nodes: vec![node("b")],
         ..persistent("chor", None)
     };
     let mut platform = Platform::public([placed]);
@@ -375,7 +387,7 @@ async fn a_room_stays_on_its_live_node_even_when_another_is_idle() {
 #[tokio::test]
 async fn a_room_on_a_node_that_is_gone_is_placed_again() {
     let placed = Room {
-        node: Some(node("gone")),
+        nodes: vec![node("gone")],
         ..persistent("chor", None)
     };
     let mut platform = Platform::public([placed]);
@@ -388,7 +400,10 @@ async fn a_room_on_a_node_that_is_gone_is_placed_again() {
         .unwrap();
 
     assert_eq!(admitted.attachment.node, node("a"));
-    assert_eq!(platform.stored("chor").await.unwrap().node, Some(node("a")));
+    assert_eq!(
+        platform.stored("chor").await.unwrap().nodes,
+        vec![node("a")]
+    );
 }
 
 #[tokio::test]
@@ -414,7 +429,7 @@ async fn a_new_room_goes_to_the_least_loaded_node_of_a_pool_the_tenant_may_use()
 #[tokio::test]
 async fn rooms_that_other_gateways_recorded_on_a_node_count_as_its_load() {
     let elsewhere = |name| Room {
-        node: Some(node("a")),
+        nodes: vec![node("a")],
         ..persistent(name, None)
     };
     let mut platform = Platform::public([elsewhere("eins"), elsewhere("zwei")]);
@@ -456,9 +471,9 @@ async fn two_racing_placements_agree_on_one_node() {
         .await
         .unwrap();
 
-    assert_eq!(first, node("a"));
+    assert_eq!(first, (node("a"), vec![node("a")]));
     assert_eq!(second, first);
-    assert_eq!(platform.stored("chor").await.unwrap().node, Some(first));
+    assert_eq!(platform.stored("chor").await.unwrap().nodes, first.1);
 }
 
 /// Joins `name` as `who` and expects the refusal `expected`; the room must not exist after.

@@ -166,7 +166,7 @@ async fn a_moved_session_is_closed_on_its_node_and_opened_on_the_room_s_node() {
     let stored = platform.stored("chor").await.unwrap();
     platform
         .store
-        .place_room(&stored.key, &stored.revision, Some(node("b")))
+        .place_room(&stored.key, &stored.revision, vec![node("b")])
         .await
         .unwrap();
 

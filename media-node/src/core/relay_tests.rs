@@ -1,0 +1,269 @@
+//! Two cores linked as the nodes of one room: what each tells the other, delivered at once.
+
+use super::*;
+
+const ROOM: &str = "public/chor";
+const LINK: LinkId = LinkId(1);
+
+/// Two nodes of a room; outputs for the link cross at once, the rest is kept per node.
+struct Pair {
+    nodes: [Core; 2],
+    outputs: [Vec<Output>; 2],
+}
+
+impl Pair {
+    fn new() -> Self {
+        let mut nodes = [Core::new(1), Core::new(2)];
+        for node in &mut nodes {
+            node.open_link(LINK, ROOM);
+        }
+        Self {
+            nodes,
+            outputs: [Vec::new(), Vec::new()],
+        }
+    }
+
+    fn join(&mut self, node: usize, peer: u64, moderator: bool) {
+        let request = JoinRequest {
+            room: ROOM.into(),
+            participant_id: format!("p{peer}"),
+            display_name: format!("name {peer}"),
+            max_participants: 0,
+            last_n: 0,
+            moderator,
+            lobby: false,
+            first_moderates: false,
+        };
+        self.nodes[node].join(PeerId(peer), request).unwrap();
+        self.settle();
+    }
+
+    /// Carries every relay message across until both are quiet.
+    fn settle(&mut self) {
+        let now = Instant::now();
+        loop {
+            let mut quiet = true;
+            for from in 0..2 {
+                while let Some(output) = self.nodes[from].poll_output() {
+                    match output {
+                        Output::Relay { link, message } => {
+                            quiet = false;
+                            self.nodes[1 - from].relayed(now, link, message);
+                        }
+                        output => self.outputs[from].push(output),
+                    }
+                }
+            }
+            if quiet {
+                return;
+            }
+        }
+    }
+
+    fn take(&mut self, node: usize) -> Vec<Output> {
+        std::mem::take(&mut self.outputs[node])
+    }
+}
+
+#[test]
+fn a_moderator_on_one_node_mutes_and_removes_a_participant_of_the_other() {
+    let mut pair = Pair::new();
+    pair.join(0, 1, true);
+    pair.join(1, 2, false);
+    pair.join(1, 3, false);
+    pair.take(0);
+    pair.take(1);
+    pair.nodes[0]
+        .moderate(PeerId(1), Action::Mute, "p2")
+        .unwrap();
+    pair.settle();
+    let there = pair.take(1);
+    assert!(there.contains(&Output::Request {
+        to: PeerId(2),
+        request: ModeratorRequest::Muted
+    }));
+    assert!(there.contains(&Output::Roster {
+        to: PeerId(3),
+        event: RosterEvent::Media {
+            participant_id: "p2".into(),
+            audio_muted: true,
+            video_muted: false,
+            screen_sharing: false,
+        }
+    }));
+    // Its own node holds its microphone back from everyone.
+    assert!(
+        pair.nodes[1].participants[&PeerId(2)]
+            .held
+            .holds(Source::Microphone)
+    );
+    let here = pair.take(0);
+    assert!(
+        here.iter()
+            .all(|output| output.addressee() != Some(PeerId(2))
+                && !output.addressee().is_some_and(PeerId::is_remote)),
+        "nothing is addressed to a participant of another node: {here:?}"
+    );
+    pair.nodes[0]
+        .moderate(PeerId(1), Action::Remove, "p3")
+        .unwrap();
+    pair.settle();
+    assert!(pair.take(1).contains(&Output::Close {
+        peer: PeerId(3),
+        reason: Ending::Removed
+    }));
+}
+
+#[test]
+fn the_lock_hands_and_roles_are_the_same_on_every_node() {
+    let mut pair = Pair::new();
+    pair.join(0, 1, true);
+    pair.join(1, 2, false);
+    pair.nodes[1].raise_hand(PeerId(2), true);
+    pair.settle();
+    assert!(pair.take(0).contains(&Output::Roster {
+        to: PeerId(1),
+        event: RosterEvent::Hands(vec!["p2".into()])
+    }));
+    pair.nodes[0]
+        .moderate(PeerId(1), Action::LowerHand, "p2")
+        .unwrap();
+    pair.settle();
+    assert!(pair.take(1).contains(&Output::Roster {
+        to: PeerId(2),
+        event: RosterEvent::Hands(vec![])
+    }));
+    pair.nodes[0].moderate(PeerId(1), Action::Lock, "").unwrap();
+    pair.settle();
+    assert!(pair.take(1).contains(&Output::Roster {
+        to: PeerId(2),
+        event: RosterEvent::Locked(true)
+    }));
+    let late = JoinRequest {
+        room: ROOM.into(),
+        participant_id: "p9".into(),
+        display_name: "late".into(),
+        max_participants: 0,
+        last_n: 0,
+        moderator: false,
+        lobby: false,
+        first_moderates: false,
+    };
+    assert_eq!(
+        pair.nodes[1].join(PeerId(9), late),
+        Err(JoinError::Locked),
+        "a locked room is locked on every node"
+    );
+    pair.nodes[0]
+        .moderate(PeerId(1), Action::MakeModerator, "p2")
+        .unwrap();
+    pair.settle();
+    assert!(pair.nodes[1].participants[&PeerId(2)].info.moderator);
+    assert!(
+        pair.nodes[1]
+            .moderate(PeerId(2), Action::Unlock, "")
+            .is_ok(),
+        "made a moderator on the other node, it moderates on its own"
+    );
+}
+
+#[test]
+fn when_the_last_moderator_leaves_one_participant_takes_over_on_every_node() {
+    let mut pair = Pair::new();
+    pair.join(0, 1, true);
+    pair.join(1, 2, false);
+    pair.join(0, 3, false);
+    pair.nodes[0].leave(PeerId(1), LeaveReason::Left);
+    pair.settle();
+    let moderators = |core: &Core| -> Vec<String> {
+        let mut ids: Vec<String> = core
+            .participants
+            .values()
+            .filter(|p| p.info.moderator)
+            .map(|p| p.info.participant_id.clone())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(moderators(&pair.nodes[0]), vec!["p2".to_owned()]);
+    assert_eq!(moderators(&pair.nodes[1]), vec!["p2".to_owned()]);
+}
+
+#[test]
+fn a_linked_node_gets_only_the_layers_its_subscribers_want() {
+    let mut pair = Pair::new();
+    pair.join(0, 1, false);
+    pair.join(1, 2, false);
+    let now = Instant::now();
+    for layer in 0..3 {
+        pair.nodes[0].publish(
+            now,
+            PeerId(1),
+            PublishedLayer {
+                track: 7,
+                ssrc: 100 + layer as u32,
+                layer,
+                layer_count: 3,
+                codec: Codec::Vp8,
+                source: Source::Camera,
+            },
+        );
+    }
+    pair.settle();
+    let remote = pair.nodes[1]
+        .remote_peer(LINK, 1)
+        .expect("anna is known there");
+    assert_eq!(pair.nodes[1].participants[&remote].publications.len(), 1);
+    // The other node's subscribers want the lowest layer only.
+    pair.nodes[1].relayed(
+        now,
+        LINK,
+        RelayMessage::Layers {
+            peer: 1,
+            source: Source::Camera,
+            wanted: vec![true, false, false],
+        },
+    );
+    let id = pair.nodes[0].participants[&PeerId(1)].publications[0];
+    let mut wanted = vec![false; 3];
+    pair.nodes[0].publications[&id].add_relay_wants(&mut wanted);
+    assert_eq!(
+        wanted,
+        vec![true, true, true],
+        "layers asked of node 1, not node 0"
+    );
+    pair.nodes[0].relayed(
+        now,
+        LINK,
+        RelayMessage::Layers {
+            peer: 1,
+            source: Source::Camera,
+            wanted: vec![true, false, false],
+        },
+    );
+    let mut wanted = vec![false; 3];
+    pair.nodes[0].publications[&id].add_relay_wants(&mut wanted);
+    assert_eq!(wanted, vec![true, false, false]);
+    // A link cannot name a participant of another room or one of its own.
+    pair.nodes[0].relayed(
+        now,
+        LINK,
+        RelayMessage::Keyframe {
+            peer: remote.0,
+            ssrc: 100,
+        },
+    );
+    pair.nodes[0].relayed(
+        now,
+        LinkId(99),
+        RelayMessage::Keyframe { peer: 1, ssrc: 100 },
+    );
+    pair.settle();
+    assert!(
+        !pair
+            .take(0)
+            .iter()
+            .any(|output| matches!(output, Output::RequestKeyframe { .. })),
+        "no keyframe asked for a name the link does not own"
+    );
+}

@@ -1,0 +1,441 @@
+//! Links to the other nodes of a room that spans nodes: the media that crosses them, sealed,
+//! on the media port, and the room messages that the control plane carries between them.
+//!
+//! The control plane opens a link on both nodes with the same [`LinkSpec`]: the room, the other
+//! node's media address and a fresh key for this link alone. The core (see
+//! `crate::core::relay`) decides what crosses: every packet of every local publication once per
+//! link, and [`RelayMessage`]s about the room, which go out as [`Event::Relay`] and come in as
+//! [`Command::Relayed`].
+//!
+//! A relayed packet is one datagram to the other node's media port, sealed with AES-256-GCM:
+//!
+//! ```text
+//! 0       1          9           17                                     end
+//! | 0x0c | link id  | counter   | sealed: publisher, SSRC, sequence      | tag (16) |
+//! |      | (u64 BE) | (u64 BE)  | number, timestamp, flags, level, payload|          |
+//! ```
+//!
+//! The first byte is one that no protocol of the media port uses (RFC 7983 leaves 4-15 free),
+//! so relayed packets never reach a participant's connection. The nonce is the counter with
+//! the sender's end of the link, so the two directions never share one; the header is the
+//! additional data. The receiver takes a packet only from the address the control plane named,
+//! only if it opens with the link's key, and only once (a window of the last 64 counters).
+//! The payload is the publisher's RTP payload as the node received it; headers are rewritten
+//! per subscriber on the receiving node as on the sending one.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use tracing::debug;
+
+use super::{Event, Node, Transmit};
+use crate::core::{LinkId, PeerId, RelayMessage};
+
+/// The first byte of every relayed datagram.
+pub const RELAY_MARKER: u8 = 0x0c;
+/// Marker, link id and counter.
+const HEADER_LEN: usize = 17;
+/// Publisher, SSRC, sequence number, timestamp, flags and audio level.
+const FRAME_HEADER_LEN: usize = 20;
+const TAG_LEN: usize = 16;
+const FLAG_MARKER: u8 = 1;
+const FLAG_LEVEL: u8 = 2;
+
+/// A link as the control plane opens it on both of its nodes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LinkSpec {
+    /// The link's id, the same on both nodes.
+    pub link: LinkId,
+    /// The room's key, `tenant/name`.
+    pub room: String,
+    /// The other node's media address.
+    pub address: SocketAddr,
+    /// The link's key, the same on both nodes.
+    pub key: [u8; 32],
+    /// Whether this node is the link's first end (the other one is not).
+    pub first: bool,
+    /// The other node's id.
+    pub peer_node: String,
+}
+
+impl std::fmt::Debug for LinkSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkSpec")
+            .field("link", &self.link)
+            .field("room", &self.room)
+            .field("address", &self.address)
+            .field("first", &self.first)
+            .field("peer_node", &self.peer_node)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One packet of a publisher, as the hot path forwards it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Media {
+    /// The publisher's SSRC.
+    pub ssrc: u32,
+    /// Its RTP sequence number.
+    pub sequence_number: u16,
+    /// Its RTP timestamp.
+    pub timestamp: u32,
+    /// The RTP marker bit.
+    pub marker: bool,
+    /// The audio level header extension's byte (RFC 6464), if it carried one.
+    pub audio_level: Option<u8>,
+}
+
+/// A link's state on this node.
+pub(super) struct Link {
+    room: String,
+    peer_node: String,
+    address: SocketAddr,
+    /// The key as given, to tell a link opened again with the same key from a new one.
+    given: [u8; 32],
+    key: LessSafeKey,
+    first: bool,
+    /// The counter of the last packet sent.
+    sent: u64,
+    received: ReplayWindow,
+}
+
+/// Which of the last 64 counters arrived: each is taken once.
+#[derive(Debug, Default)]
+struct ReplayWindow {
+    highest: Option<u64>,
+    /// Bit `n` is the counter `highest - n`.
+    seen: u64,
+}
+
+impl ReplayWindow {
+    /// Whether `counter` is new; it is recorded as seen.
+    fn take(&mut self, counter: u64) -> bool {
+        let Some(highest) = self.highest else {
+            self.highest = Some(counter);
+            self.seen = 1;
+            return true;
+        };
+        if counter > highest {
+            let shift = counter - highest;
+            self.seen = if shift >= 64 { 0 } else { self.seen << shift };
+            self.seen |= 1;
+            self.highest = Some(counter);
+            return true;
+        }
+        let back = highest - counter;
+        if back >= 64 || self.seen & (1 << back) != 0 {
+            return false;
+        }
+        self.seen |= 1 << back;
+        true
+    }
+}
+
+fn nonce(first_end: bool, counter: u64) -> Nonce {
+    let mut bytes = [0u8; NONCE_LEN];
+    bytes[0] = if first_end { 1 } else { 2 };
+    bytes[4..].copy_from_slice(&counter.to_be_bytes());
+    Nonce::assume_unique_for_key(bytes)
+}
+
+/// Why a relayed datagram was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayDrop {
+    /// Too short, or no link of that id.
+    Malformed,
+    /// From another address than the link's other node.
+    WrongAddress,
+    /// It did not open with the link's key.
+    Forged,
+    /// Its counter came before.
+    Replayed,
+}
+
+impl Link {
+    fn new(spec: &LinkSpec) -> Option<Self> {
+        let key = UnboundKey::new(&AES_256_GCM, &spec.key).ok()?;
+        Some(Self {
+            room: spec.room.clone(),
+            peer_node: spec.peer_node.clone(),
+            address: spec.address,
+            given: spec.key,
+            key: LessSafeKey::new(key),
+            first: spec.first,
+            sent: 0,
+            received: ReplayWindow::default(),
+        })
+    }
+
+    /// Seals one packet for the other node.
+    fn seal(&mut self, link: LinkId, publisher: PeerId, media: &Media, payload: &[u8]) -> BytesMut {
+        self.sent += 1;
+        let mut datagram =
+            BytesMut::with_capacity(HEADER_LEN + FRAME_HEADER_LEN + payload.len() + TAG_LEN);
+        datagram.extend_from_slice(&[RELAY_MARKER]);
+        datagram.extend_from_slice(&link.0.to_be_bytes());
+        datagram.extend_from_slice(&self.sent.to_be_bytes());
+        datagram.extend_from_slice(&publisher.0.to_be_bytes());
+        datagram.extend_from_slice(&media.ssrc.to_be_bytes());
+        datagram.extend_from_slice(&media.sequence_number.to_be_bytes());
+        datagram.extend_from_slice(&media.timestamp.to_be_bytes());
+        let mut flags = 0;
+        if media.marker {
+            flags |= FLAG_MARKER;
+        }
+        if media.audio_level.is_some() {
+            flags |= FLAG_LEVEL;
+        }
+        datagram.extend_from_slice(&[flags, media.audio_level.unwrap_or(0)]);
+        datagram.extend_from_slice(payload);
+        let (header, frame) = datagram.split_at_mut(HEADER_LEN);
+        let tag = self.key.seal_in_place_separate_tag(
+            nonce(self.first, self.sent),
+            Aad::from(&*header),
+            frame,
+        );
+        match tag {
+            Ok(tag) => datagram.extend_from_slice(tag.as_ref()),
+            // Sealing fails only past the cipher's length limit, far above any datagram.
+            Err(_) => datagram.clear(),
+        }
+        datagram
+    }
+
+    /// Opens a datagram from the other node, in place: the publisher (its id on the other
+    /// node), the packet and its payload.
+    fn open<'a>(
+        &mut self,
+        from: SocketAddr,
+        datagram: &'a mut [u8],
+    ) -> Result<(u64, Media, &'a [u8]), RelayDrop> {
+        if from != self.address {
+            return Err(RelayDrop::WrongAddress);
+        }
+        let counter = read_u64(datagram, 9).ok_or(RelayDrop::Malformed)?;
+        let (header, sealed) = datagram.split_at_mut(HEADER_LEN);
+        let frame = self
+            .key
+            .open_in_place(nonce(!self.first, counter), Aad::from(&*header), sealed)
+            .map_err(|_| RelayDrop::Forged)?;
+        if frame.len() < FRAME_HEADER_LEN {
+            return Err(RelayDrop::Malformed);
+        }
+        if !self.received.take(counter) {
+            return Err(RelayDrop::Replayed);
+        }
+        let frame: &'a [u8] = frame;
+        let publisher = read_u64(frame, 0).ok_or(RelayDrop::Malformed)?;
+        let flags = frame[18];
+        let media = Media {
+            ssrc: u32::from_be_bytes([frame[8], frame[9], frame[10], frame[11]]),
+            sequence_number: u16::from_be_bytes([frame[12], frame[13]]),
+            timestamp: u32::from_be_bytes([frame[14], frame[15], frame[16], frame[17]]),
+            marker: flags & FLAG_MARKER != 0,
+            audio_level: (flags & FLAG_LEVEL != 0).then_some(frame[19]),
+        };
+        Ok((publisher, media, &frame[FRAME_HEADER_LEN..]))
+    }
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    let bytes: [u8; 8] = bytes.get(at..at + 8)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+impl Node {
+    /// Opens a link of a room to another node. Opened again (every control-plane replica
+    /// opens the links of the rooms it admits to), it stays as it is; with a new key or
+    /// address it starts over, keeping what the core knows. A link keeps its counters for as
+    /// long as its key: a counter never repeats under one key.
+    pub(super) fn open_link(&mut self, spec: LinkSpec) {
+        if let Some(link) = self.links.get(&spec.link)
+            && link.given == spec.key
+            && link.address == spec.address
+            && link.room == spec.room
+        {
+            return;
+        }
+        let Some(link) = Link::new(&spec) else {
+            return;
+        };
+        debug!(link = spec.link.0, room = %spec.room, address = %spec.address, "link open");
+        self.links.insert(spec.link, link);
+        self.core.open_link(spec.link, &spec.room);
+    }
+
+    /// Closes a link: the participants that came over it leave the room here.
+    pub(super) fn close_link(&mut self, link: LinkId) {
+        if self.links.remove(&link).is_some() {
+            debug!(link = link.0, "link closed");
+        }
+        self.core.close_link(link);
+    }
+
+    /// A message from the other end of a link, carried by the control plane.
+    pub(super) fn relayed(&mut self, now: Instant, link: LinkId, message: RelayMessage) {
+        self.core.relayed(now, link, message);
+    }
+
+    /// A datagram that starts with [`RELAY_MARKER`]: a packet from another node of a room,
+    /// forwarded to the subscribers here. Returns why it was dropped, if it was.
+    pub(super) fn on_relay_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<(), RelayDrop> {
+        let link = LinkId(read_u64(datagram, 1).ok_or(RelayDrop::Malformed)?);
+        if datagram.len() < HEADER_LEN + FRAME_HEADER_LEN + TAG_LEN {
+            return Err(RelayDrop::Malformed);
+        }
+        let state = self.links.get_mut(&link).ok_or(RelayDrop::Malformed)?;
+        let mut buffer = std::mem::take(&mut self.relay_buffer);
+        buffer.clear();
+        buffer.extend_from_slice(datagram);
+        let opened = state.open(from, &mut buffer);
+        let result = opened.map(|(publisher, media, payload)| {
+            self.traffic.relayed_in += 1;
+            if let Some(publisher) = self.core.remote_peer(link, publisher) {
+                let payload = Bytes::copy_from_slice(payload);
+                self.forward_packet(now, publisher, &media, &payload);
+            }
+        });
+        self.relay_buffer = buffer;
+        result
+    }
+
+    /// Sends one packet of a local publisher to every link the core names for it.
+    pub(super) fn relay_media(&mut self, publisher: PeerId, media: &Media, payload: &[u8]) {
+        for link in self.core.relay_links(publisher, media.ssrc) {
+            let Some(state) = self.links.get_mut(link) else {
+                continue;
+            };
+            let contents = state.seal(*link, publisher, media, payload);
+            if contents.is_empty() {
+                continue;
+            }
+            self.traffic.relayed_out += 1;
+            self.traffic.packets_out += 1;
+            self.traffic.bytes_out += contents.len() as u64;
+            self.transmits.push_back(Transmit {
+                destination: state.address,
+                tcp: false,
+                contents,
+            });
+        }
+    }
+
+    /// Tells the control plane to carry a message to the other end of a link.
+    pub(super) fn relay_event(&mut self, link: LinkId, message: RelayMessage) {
+        if let Some(state) = self.links.get(&link) {
+            let (room, to_node) = (state.room.clone(), state.peer_node.clone());
+            self.event(Event::Relay {
+                link,
+                room,
+                to_node,
+                message,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(first: bool) -> LinkSpec {
+        LinkSpec {
+            link: LinkId(7),
+            room: "club/board".into(),
+            address: if first {
+                "127.0.0.1:2000".parse().unwrap()
+            } else {
+                "127.0.0.1:1000".parse().unwrap()
+            },
+            key: [9; 32],
+            first,
+            peer_node: "other".into(),
+        }
+    }
+
+    fn media() -> Media {
+        Media {
+            ssrc: 1234,
+            sequence_number: 65535,
+            timestamp: 90_000,
+            marker: true,
+            audio_level: Some(0x85),
+        }
+    }
+
+    #[test]
+    fn a_packet_sealed_at_one_end_opens_at_the_other_once() {
+        let (mut one, mut two) = (
+            Link::new(&spec(true)).unwrap(),
+            Link::new(&spec(false)).unwrap(),
+        );
+        let mut datagram = one.seal(LinkId(7), PeerId(3), &media(), b"frame").to_vec();
+        assert_eq!(datagram[0], RELAY_MARKER);
+        let copy = datagram.clone();
+        let from = "127.0.0.1:1000".parse().unwrap();
+        let (publisher, opened, payload) = two.open(from, &mut datagram).unwrap();
+        assert_eq!((publisher, opened, payload), (3, media(), &b"frame"[..]));
+        assert_eq!(
+            two.open(from, &mut copy.clone()).unwrap_err(),
+            RelayDrop::Replayed
+        );
+        // Its own packets do not open at the sender: the two directions differ.
+        let mut own = one.seal(LinkId(7), PeerId(3), &media(), b"x").to_vec();
+        one.address = from;
+        assert_eq!(one.open(from, &mut own).unwrap_err(), RelayDrop::Forged);
+    }
+
+    #[test]
+    fn a_changed_forged_or_misaddressed_packet_is_dropped() {
+        let (mut one, mut two) = (
+            Link::new(&spec(true)).unwrap(),
+            Link::new(&spec(false)).unwrap(),
+        );
+        let from = "127.0.0.1:1000".parse().unwrap();
+        let datagram = one.seal(LinkId(7), PeerId(3), &media(), b"frame").to_vec();
+        for at in [1, 12, 20, datagram.len() - 1] {
+            let mut changed = datagram.clone();
+            changed[at] ^= 1;
+            assert_eq!(
+                two.open(from, &mut changed).unwrap_err(),
+                RelayDrop::Forged,
+                "byte {at}"
+            );
+        }
+        let mut other = spec(true);
+        other.key = [1; 32];
+        let mut forged = Link::new(&other)
+            .unwrap()
+            .seal(LinkId(7), PeerId(3), &media(), b"frame")
+            .to_vec();
+        assert_eq!(two.open(from, &mut forged).unwrap_err(), RelayDrop::Forged);
+        let stranger = "127.0.0.1:1001".parse().unwrap();
+        assert_eq!(
+            two.open(stranger, &mut datagram.clone()).unwrap_err(),
+            RelayDrop::WrongAddress
+        );
+        assert_eq!(
+            two.open(from, &mut datagram[..10].to_vec()).unwrap_err(),
+            RelayDrop::Malformed
+        );
+    }
+
+    #[test]
+    fn the_replay_window_takes_late_packets_once_and_forgets_old_ones() {
+        let mut window = ReplayWindow::default();
+        assert!(window.take(10));
+        assert!(window.take(12));
+        assert!(window.take(11), "late, within the window");
+        assert!(!window.take(11));
+        assert!(window.take(200));
+        assert!(!window.take(12), "older than the window");
+        assert!(window.take(199));
+    }
+}

@@ -1,0 +1,142 @@
+//! Rooms larger than a node: a room whose nodes are full spreads to another, and its nodes are
+//! linked.
+
+use super::*;
+
+/// The links node `id` was asked to open since the last look, and whether the session came
+/// after them.
+fn links_then_session(platform: &mut Platform, id: &str) -> (Vec<v1::OpenLink>, bool) {
+    let commands = platform.commands(id);
+    let links: Vec<v1::OpenLink> = commands
+        .iter()
+        .filter_map(|kind| match kind {
+            ControlKind::OpenLink(open) => Some(open.clone()),
+            _ => None,
+        })
+        .collect();
+    let first_session = commands
+        .iter()
+        .position(|kind| matches!(kind, ControlKind::OpenSession(_)));
+    let last_link = commands
+        .iter()
+        .rposition(|kind| matches!(kind, ControlKind::OpenLink(_)));
+    let ordered =
+        matches!((last_link, first_session), (Some(link), Some(session)) if link < session);
+    (links, ordered)
+}
+
+#[tokio::test]
+async fn a_room_whose_node_is_full_spreads_to_another_and_the_two_are_linked() {
+    let mut platform = Platform::public([]);
+    platform.attach("a", "");
+    platform.attach("b", "");
+    let anna = platform
+        .admission
+        .join(&key("rat"), "Anna", &Credentials::default())
+        .await
+        .unwrap();
+    assert_eq!(anna.attachment.node, node("a"));
+    // Node a fills up with another room's participants.
+    let _busy = platform.load("a", 9).await;
+    platform.commands("a");
+
+    let ben = platform
+        .admission
+        .join(&key("rat"), "Ben", &Credentials::default())
+        .await
+        .unwrap();
+    assert_eq!(ben.attachment.node, node("b"), "the room spreads to b");
+    assert_eq!(
+        platform.stored("rat").await.unwrap().nodes,
+        vec![node("a"), node("b")],
+        "the room's record names both nodes"
+    );
+    let (at_a, _) = links_then_session(&mut platform, "a");
+    let (at_b, ordered) = links_then_session(&mut platform, "b");
+    assert_eq!(
+        (at_a.len(), at_b.len()),
+        (1, 1),
+        "one link, opened on both ends"
+    );
+    let (link_a, link_b) = (&at_a[0], &at_b[0]);
+    assert_eq!(link_a.link_id, link_b.link_id);
+    assert_eq!(link_a.key, link_b.key);
+    assert_eq!(link_a.key.len(), 32);
+    assert_ne!(link_a.first, link_b.first, "the two ends seal differently");
+    assert_eq!(
+        (link_a.peer_node.as_str(), link_b.peer_node.as_str()),
+        ("b", "a")
+    );
+    assert_eq!(
+        link_a.address.as_ref().unwrap().ip,
+        "10.0.0.98",
+        "a sends to b's media port"
+    );
+    assert_eq!(link_a.room, "public/rat");
+    assert!(ordered, "b knows the link before ben's session opens there");
+
+    // A third participant finds room on b: nothing new to link.
+    platform
+        .admission
+        .join(&key("rat"), "Carla", &Credentials::default())
+        .await
+        .unwrap();
+    assert!(links_then_session(&mut platform, "b").0.is_empty());
+
+    // The link carries what a says to b, and nothing that names another link.
+    let relay = |link_id: u64, to: &str| v1::RoomRelay {
+        link_id,
+        room: "public/rat".into(),
+        to_node: to.into(),
+        kind: Some(v1::room_relay::Kind::Locked(true)),
+    };
+    platform.fleet.relay(&node("a"), relay(link_a.link_id, "b"));
+    platform
+        .fleet
+        .relay(&node("a"), relay(link_a.link_id ^ 1, "b"));
+    platform.fleet.relay(&node("c"), relay(link_a.link_id, "b"));
+    let carried: Vec<v1::RoomRelay> = platform
+        .commands("b")
+        .into_iter()
+        .filter_map(|kind| match kind {
+            ControlKind::Relayed(relayed) => Some(relayed),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        carried.len(),
+        1,
+        "only the message on a's own link is carried"
+    );
+    assert_eq!(carried[0].link_id, link_a.link_id);
+}
+
+#[tokio::test]
+async fn a_lost_node_s_links_are_closed_at_the_other_end() {
+    let mut platform = Platform::public([]);
+    platform.attach("a", "");
+    platform.attach("b", "");
+    platform
+        .admission
+        .join(&key("rat"), "Anna", &Credentials::default())
+        .await
+        .unwrap();
+    let _busy = platform.load("a", 9).await;
+    platform
+        .admission
+        .join(&key("rat"), "Ben", &Credentials::default())
+        .await
+        .unwrap();
+    let (links, _) = links_then_session(&mut platform, "b");
+    platform.commands("a");
+    platform.fleet.lose_now(&node("a"));
+    let closed: Vec<u64> = platform
+        .commands("b")
+        .into_iter()
+        .filter_map(|kind| match kind {
+            ControlKind::CloseLink(close) => Some(close.link_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closed, vec![links[0].link_id]);
+}
