@@ -337,8 +337,11 @@ export async function freePort() {
   }
 }
 
-/** Starts `treffpunkt media-node` attached to a control plane at `grpc` (host:port). */
-export async function startMediaNode(grpc, grantKey, id) {
+/**
+ * Starts `treffpunkt media-node` attached to a control plane at `grpc` (host:port), with
+ * `extraArgs` added to its command line.
+ */
+export async function startMediaNode(grpc, grantKey, id, extraArgs = []) {
   const health = await freePort();
   const child = spawn(
     binary(),
@@ -349,6 +352,7 @@ export async function startMediaNode(grpc, grantKey, id) {
       "--udp-bind", "127.0.0.1:0",
       "--announce-ip", "127.0.0.1",
       "--health-listen", `127.0.0.1:${health}`,
+      ...extraArgs,
     ],
     { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, TREFFPUNKT_GRANT_KEY: grantKey, RUST_LOG: "warn" } },
   );

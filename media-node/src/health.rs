@@ -3,8 +3,8 @@
 //! - `GET /healthz` answers while the process serves (liveness);
 //! - `GET /readyz` answers 200 only while the node is attached to the control plane and not
 //!   draining (a node that cannot be given rooms is not ready);
-//! - `GET /status` tells, as JSON, the node's id, how many rooms and participants it has and
-//!   whether it drains;
+//! - `GET /status` tells, as JSON, the node's id, how many rooms and participants it has,
+//!   whether it drains, and what crossed each of its links to other nodes of spanning rooms;
 //! - `GET /metrics`: the node's metrics ([`crate::metrics`]), for Prometheus.
 //!
 //! It takes no commands: a node is drained by SIGTERM (the pod's end) or by the control plane
@@ -50,6 +50,7 @@ async fn status(State(endpoint): State<Endpoint>) -> impl IntoResponse {
         "draining": status.draining(),
         "rooms": rooms,
         "participants": participants,
+        "links": status.links(),
     }))
 }
 

@@ -2,8 +2,22 @@
 //! control plane, whether it drains, and its rooms and participants. Written by the run loop and
 //! the `Attach` client, read by [`crate::health`].
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// One link of a spanning room, as the status tells it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkStatus {
+    /// The room.
+    pub room: String,
+    /// The node at the other end.
+    pub peer_node: String,
+    /// Packets sent over it.
+    pub packets_out: u64,
+    /// Packets taken from it.
+    pub packets_in: u64,
+}
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -11,6 +25,7 @@ struct Inner {
     draining: AtomicBool,
     rooms: AtomicU32,
     participants: AtomicU32,
+    links: Mutex<Vec<LinkStatus>>,
     metrics: crate::metrics::NodeMetrics,
 }
 
@@ -38,6 +53,20 @@ impl NodeStatus {
     pub fn set_load(&self, rooms: u32, participants: u32) {
         self.0.rooms.store(rooms, Ordering::Relaxed);
         self.0.participants.store(participants, Ordering::Relaxed);
+    }
+
+    /// Records the node's links to other nodes.
+    pub fn set_links(&self, links: Vec<LinkStatus>) {
+        *self.0.links.lock().unwrap_or_else(|e| e.into_inner()) = links;
+    }
+
+    /// The node's links to other nodes, as last recorded.
+    pub fn links(&self) -> Vec<LinkStatus> {
+        self.0
+            .links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The node's metrics.

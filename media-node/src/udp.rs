@@ -390,6 +390,7 @@ impl Outputs {
                 Event::Load(load) => {
                     load.cpu_millicores = self.cpu.sample(Instant::now());
                     self.status.set_load(load.rooms, load.participants);
+                    self.status.set_links(node.link_status());
                     let cpu_seconds = self.cpu.total_seconds();
                     let (stats, round_trips) = node.stats(Instant::now());
                     self.status

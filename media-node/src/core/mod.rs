@@ -209,14 +209,14 @@ impl Core {
         None
     }
 
-    /// Rooms with at least one participant.
+    /// Rooms with at least one participant on this node.
     pub fn room_count(&self) -> usize {
-        self.rooms.len()
+        self.rooms().count()
     }
 
-    /// Participants on the node.
+    /// Participants on this node (not those of other nodes of spanning rooms).
     pub fn participant_count(&self) -> usize {
-        self.participants.len()
+        self.participants.len() - self.remote.len()
     }
 
     /// Tracks published on the node.
@@ -234,11 +234,12 @@ impl Core {
         self.participants.get(&peer).map(|p| p.room.as_str())
     }
 
-    /// Every room with its number of participants.
+    /// Every room with its number of participants on this node, if it has any.
     pub fn rooms(&self) -> impl Iterator<Item = (&str, usize)> {
-        self.rooms
-            .iter()
-            .map(|(room, state)| (room.as_str(), state.members.len()))
+        self.rooms.iter().filter_map(|(room, state)| {
+            let local = state.members.iter().filter(|m| !m.is_remote()).count();
+            (local > 0).then_some((room.as_str(), local))
+        })
     }
 
     /// The participants of `room`.

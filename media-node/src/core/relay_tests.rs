@@ -119,6 +119,18 @@ fn the_lock_hands_and_roles_are_the_same_on_every_node() {
     let mut pair = Pair::new();
     pair.join(0, 1, true);
     pair.join(1, 2, false);
+    pair.join(1, 3, false);
+    // Each node counts its own participants as its load: the others are another node's.
+    fn counts(core: &Core) -> (usize, Vec<(&str, usize)>) {
+        (core.participant_count(), core.rooms().collect())
+    }
+    assert_eq!(counts(&pair.nodes[0]), (1, vec![(ROOM, 1)]));
+    assert_eq!(counts(&pair.nodes[1]), (2, vec![(ROOM, 2)]));
+    assert_eq!(
+        pair.nodes[0].room_members(ROOM).len(),
+        3,
+        "but each knows the whole room"
+    );
     pair.nodes[1].raise_hand(PeerId(2), true);
     pair.settle();
     assert!(pair.take(0).contains(&Output::Roster {

@@ -99,6 +99,8 @@ pub(super) struct Link {
     /// The counter of the last packet sent.
     sent: u64,
     received: ReplayWindow,
+    /// Packets taken from the other node.
+    taken: u64,
 }
 
 /// Which of the last 64 counters arrived: each is taken once.
@@ -165,6 +167,7 @@ impl Link {
             first: spec.first,
             sent: 0,
             received: ReplayWindow::default(),
+            taken: 0,
         })
     }
 
@@ -295,6 +298,9 @@ impl Node {
         buffer.clear();
         buffer.extend_from_slice(datagram);
         let opened = state.open(from, &mut buffer);
+        if opened.is_ok() {
+            state.taken += 1;
+        }
         let result = opened.map(|(publisher, media, payload)| {
             self.traffic.relayed_in += 1;
             if let Some(publisher) = self.core.remote_peer(link, publisher) {
@@ -325,6 +331,22 @@ impl Node {
                 contents,
             });
         }
+    }
+
+    /// What crossed each link, for the node's status.
+    pub fn link_status(&self) -> Vec<crate::status::LinkStatus> {
+        let mut links: Vec<crate::status::LinkStatus> = self
+            .links
+            .values()
+            .map(|link| crate::status::LinkStatus {
+                room: link.room.clone(),
+                peer_node: link.peer_node.clone(),
+                packets_out: link.sent,
+                packets_in: link.taken,
+            })
+            .collect();
+        links.sort_by(|a, b| (&a.room, &a.peer_node).cmp(&(&b.room, &b.peer_node)));
+        links
     }
 
     /// Tells the control plane to carry a message to the other end of a link.

@@ -1,0 +1,172 @@
+// A room larger than one media node: three (then four) node processes attached to one control
+// plane, each taking one or two participants, so that one room's pages land on different
+// nodes. The pages must see and hear each other across the nodes, the chat and the active
+// speaker must cross them, each node's links must carry each publication once, and a killed
+// node's page must move and decode again while the others' video goes on.
+
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+
+import {
+  eventually,
+  freePort,
+  join,
+  launchBrowser,
+  startMediaNode,
+  startTreffpunkt,
+  watchDecoding,
+} from "./harness.mjs";
+
+/** Per remote track: how many video frames were decoded and audio samples received. */
+async function perTrack(page) {
+  return page.evaluate(async () => {
+    const pc = window.treffpunkt.pc;
+    const out = {};
+    if (!pc) return out;
+    (await pc.getStats()).forEach((report) => {
+      if (report.type !== "inbound-rtp") return;
+      const key = `${report.kind}:${report.trackIdentifier}`;
+      out[key] = report.kind === "video" ? report.framesDecoded || 0 : report.totalSamplesReceived || 0;
+    });
+    return out;
+  });
+}
+
+/** Whether `page` decodes `videos` remote videos and hears `voices` remote voices, all growing. */
+async function decodesEveryone(page, videos, voices) {
+  const first = await perTrack(page);
+  await new Promise((r) => setTimeout(r, 1500));
+  const second = await perTrack(page);
+  const growing = (kind) => Object.keys(second).filter((key) => key.startsWith(kind) && second[key] > (first[key] ?? 0)).length;
+  return growing("video") >= videos && growing("audio") >= voices;
+}
+
+/** The media packets the page has sent, all tracks and layers. */
+async function packetsSent(page) {
+  return page.evaluate(async () => {
+    let sent = 0;
+    (await window.treffpunkt.pc.getStats()).forEach((report) => {
+      if (report.type === "outbound-rtp") sent += report.packetsSent || 0;
+    });
+    return sent;
+  });
+}
+
+describe("a room across media nodes", () => {
+  let server;
+  let browser;
+  let grpc;
+  const nodes = {};
+  const pages = {};
+  const grantKey = "a shared secret for the spanning test and long enough";
+
+  before(async () => {
+    grpc = `127.0.0.1:${await freePort()}`;
+    server = await startTreffpunkt(["--external-media-nodes", "--grpc-listen", grpc], { env: { TREFFPUNKT_GRANT_KEY: grantKey } });
+    // The room fills node-a, spreads to node-b (the next by id), which takes two, then to node-c.
+    for (const [id, max] of [["node-a", 1], ["node-b", 2], ["node-c", 1]]) {
+      nodes[id] = await startMediaNode(grpc, grantKey, id, ["--max-participants", String(max)]);
+    }
+    await eventually(async () => {
+      const statuses = await Promise.all(Object.values(nodes).map((node) => node.status()));
+      return statuses.every((status) => status?.attached);
+    });
+    browser = await launchBrowser({ fps: 15, mute: true });
+  });
+
+  after(async () => {
+    await browser?.close();
+    for (const node of Object.values(nodes)) node.child.kill("SIGKILL");
+    server?.child.kill("SIGKILL");
+  });
+
+  test("pages on three nodes see and hear each other; chat and the speaker cross the nodes; each link carries each publication once", async () => {
+    const room = `${server.url}/public/stadtrat`;
+    for (const name of ["Anna", "Ben", "Cem", "Dora"]) {
+      pages[name] = await join(browser, room, name);
+      // One after the other, so that each join finds the room where the last one left it.
+      assert.ok(await eventually(async () => pages[name].isVisible("#call")), `${name} is in the call`);
+    }
+    const placed = await eventually(async () => {
+      const counts = await Promise.all(["node-a", "node-b", "node-c"].map(async (id) => (await nodes[id].status())?.participants));
+      return counts.join() === "1,2,1" ? counts : null;
+    });
+    assert.ok(placed, "Anna is on node-a, Ben and Cem on node-b, Dora on node-c");
+
+    for (const [name, page] of Object.entries(pages)) {
+      assert.ok(await eventually(() => decodesEveryone(page, 3, 3), 40000), `${name} decodes the other three's video and hears their audio`);
+    }
+
+    // Chat from node-c reaches node-a and node-b, once.
+    await pages.Dora.click("#call-chat");
+    await pages.Dora.fill("#chat-input", "Guten Abend aus dem dritten Knoten");
+    await pages.Dora.press("#chat-input", "Enter");
+    for (const name of ["Anna", "Ben", "Cem"]) {
+      const lines = await eventually(async () => {
+        const items = await pages[name].$$eval("#chat-log li", (list) => list.map((item) => item.textContent));
+        const found = items.filter((text) => text.includes("dritten Knoten"));
+        return found.length > 0 ? found : null;
+      }, 10000);
+      assert.equal(lines?.length, 1, `${name} reads Dora's message once`);
+    }
+
+    // Only Dora speaks: the pages on the other nodes outline her tile.
+    for (const name of ["Anna", "Ben", "Cem"]) await pages[name].click("#call-mic");
+    for (const name of ["Anna", "Ben"]) {
+      const outlined = await eventually(
+        async () => (await pages[name].$$eval(".tile.speaking", (tiles) => tiles.map((tile) => tile.textContent))).some((text) => text.includes("Dora")),
+        15000,
+      );
+      assert.ok(outlined, `${name}'s page shows Dora speaking`);
+    }
+
+    // Each of node-a's two links carries Anna's packets once: not once per subscriber (node-b
+    // has two), and what one end sends the other takes.
+    const sample = async () => ({ sent: await packetsSent(pages.Anna), a: (await nodes["node-a"].status()).links, b: (await nodes["node-b"].status()).links });
+    const start = await sample();
+    await new Promise((r) => setTimeout(r, 8000));
+    const end = await sample();
+    const out = (status, peer) => status.find((link) => link.peerNode === peer)?.packetsOut ?? 0;
+    const into = (status, peer) => status.find((link) => link.peerNode === peer)?.packetsIn ?? 0;
+    const published = end.sent - start.sent;
+    for (const peer of ["node-b", "node-c"]) {
+      const carried = out(end.a, peer) - out(start.a, peer);
+      const ratio = carried / published;
+      assert.ok(ratio > 0.75 && ratio < 1.25, `node-a's link to ${peer} carried ${carried} packets while Anna sent ${published}: ${ratio.toFixed(2)} per packet`);
+    }
+    const taken = into(end.b, "node-a") - into(start.b, "node-a");
+    const sentToB = out(end.a, "node-b") - out(start.a, "node-b");
+    assert.ok(Math.abs(taken - sentToB) < 0.2 * sentToB, `node-b took ${taken} of the ${sentToB} node-a sent it`);
+  });
+
+  test("a killed node's page moves to another and decodes again within 5 s; the others' video goes on", async () => {
+    nodes["node-d"] = await startMediaNode(grpc, grantKey, "node-d", ["--max-participants", "1"]);
+    assert.ok(await eventually(async () => (await nodes["node-d"].status())?.attached), "a spare node is attached");
+    const watches = Object.fromEntries(await Promise.all(Object.entries(pages).map(async ([name, page]) => [name, await watchDecoding(page)])));
+    const before = await pages.Dora.evaluate(() => window.treffpunkt.log.length);
+    const killedAt = await pages.Dora.evaluate(() => performance.now());
+    nodes["node-c"].child.kill("SIGKILL");
+
+    const back = await eventually(async () => {
+      const log = await pages.Dora.evaluate(() => window.treffpunkt.log);
+      if (!log.slice(before).some((entry) => entry.endsWith(" reconnect"))) return null;
+      return decodesEveryone(pages.Dora, 3, 0);
+    }, 20000);
+    assert.ok(back, "Dora's page moved and decodes the others again");
+    // When the page's new connection first decoded video, on the page's own clock.
+    const dora = await watches.Dora();
+    const decodedAt = dora.connections.at(-1)?.decoded;
+    assert.ok(
+      decodedAt && decodedAt - killedAt < 5000,
+      `Dora decodes again within 5 s of her node's end: ${JSON.stringify({ killedAt: Math.round(killedAt), connections: dora.connections })}`,
+    );
+    const moved = await eventually(async () => (await nodes["node-d"].status())?.participants === 1);
+    assert.ok(moved, "Dora is on node-d now");
+    assert.ok(await eventually(() => decodesEveryone(pages.Anna, 3, 0), 15000), "Anna sees Dora again, with Ben and Cem");
+
+    for (const name of ["Anna", "Ben", "Cem"]) {
+      const watch = await watches[name]();
+      assert.ok(watch.longest < 1000, `${name}'s video had no gap over 1 s (longest ${watch.longest} ms)`);
+    }
+  });
+});
