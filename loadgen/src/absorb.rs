@@ -64,7 +64,7 @@ async fn window(
 ) -> anyhow::Result<Window> {
     let flood = (rate > 0).then(|| {
         let args = FloodArgs {
-            to: match system.media {
+            to: match system.nodes[0].media {
                 std::net::SocketAddr::V4(address) => address,
                 std::net::SocketAddr::V6(_) => unreachable!("the node binds 127.0.0.1"),
             },
@@ -74,7 +74,7 @@ async fn window(
         };
         std::thread::spawn(move || flood::run(&args))
     });
-    let node_pid = system.node.pid().to_string();
+    let node_pid = system.nodes[0].process.pid().to_string();
     let cpu_before = ProcessSample::read(&node_pid).cpu();
     let start = Instant::now();
     let first = received(ben, anna);
@@ -107,7 +107,7 @@ async fn window(
 
 /// Runs the measurement and prints its table.
 pub async fn run(args: AbsorbArgs, binary: PathBuf) -> anyhow::Result<()> {
-    let system = processes::start(&binary, 10).await?;
+    let system = processes::start(&binary, 10, &[10]).await?;
     let url = signal_url(system.http, "public", "absorb");
     let anna = Participant::join(&url, "Anna", Some(Publish::default()))
         .await

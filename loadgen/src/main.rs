@@ -156,6 +156,13 @@ struct RunArgs {
     /// How many participants join at once.
     #[arg(long, default_value_t = 4)]
     join_concurrency: usize,
+    /// Media nodes (each a process of its own); with more than one, each takes its share of
+    /// the largest step, so that the room spreads over them as it grows.
+    #[arg(long, default_value_t = 1)]
+    nodes: u32,
+    /// The participants each node takes (default: see `--nodes`).
+    #[arg(long)]
+    node_capacity: Option<u32>,
     /// Datagrams through the bare relay of the baseline (0: skip it).
     #[arg(long, default_value_t = 200_000)]
     baseline_datagrams: u64,
@@ -299,6 +306,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         join_concurrency: args.join_concurrency,
         baseline_us,
         verbose: args.verbose,
+        nodes: args.nodes,
+        node_capacity: args.node_capacity,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(processes::cores().min(2))

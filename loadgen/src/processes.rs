@@ -1,7 +1,7 @@
 //! The system under test as processes of their own: the gateway (`treffpunkt standalone
-//! --external-media-nodes`) and one media node (`treffpunkt media-node`) attached to it, so that
-//! the node's CPU time and memory can be read from `/proc` apart from everything else. And the
-//! readings themselves.
+//! --external-media-nodes`) and one media node (`treffpunkt media-node`) attached to it, or
+//! several for a room that spans nodes, so that the nodes' CPU time and memory can be read from
+//! `/proc` apart from everything else. And the readings themselves.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -41,16 +41,24 @@ impl Drop for Process {
     }
 }
 
-/// The gateway and its one media node.
+/// A media node process and its health port.
+pub struct Node {
+    /// The process.
+    pub process: Process,
+    /// Its health endpoint's port on loopback.
+    pub health: u16,
+    /// Its media port.
+    pub media: SocketAddr,
+}
+
+/// The gateway and its media nodes.
 pub struct System {
     /// The gateway's HTTP address.
     pub http: SocketAddr,
     /// The gateway process.
     pub gateway: Process,
-    /// The media node process.
-    pub node: Process,
-    /// The media node's media port.
-    pub media: SocketAddr,
+    /// The media node processes.
+    pub nodes: Vec<Node>,
 }
 
 /// Flags that lift the gateway's limits per client address.
@@ -63,9 +71,14 @@ const UNLIMITED_PER_ADDRESS: [&str; 6] = [
     "100000",
 ];
 
-/// Starts the gateway and one media node from the `treffpunkt` binary at `binary`, and returns
-/// once the node has attached.
-pub async fn start(binary: &Path, max_participants: u32) -> anyhow::Result<System> {
+/// Starts the gateway and one media node per entry of `capacities` (the participants each
+/// takes) from the `treffpunkt` binary at `binary`, and returns once every node has attached.
+/// Nodes are named `bench-1`, `bench-2`, ...: a room fills them in that order.
+pub async fn start(
+    binary: &Path,
+    max_participants: u32,
+    capacities: &[u32],
+) -> anyhow::Result<System> {
     let grpc = free_port();
     let mut child = Command::new(binary)
         .args([
@@ -103,57 +116,76 @@ pub async fn start(binary: &Path, max_participants: u32) -> anyhow::Result<Syste
     // Keep reading so the gateway never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
 
-    let health = free_port();
-    let media: SocketAddr = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
-    let node = Process(
-        Command::new(binary)
-            .args(["media-node", "--node-id", "bench"])
-            .args(["--control-plane", &format!("http://127.0.0.1:{grpc}")])
-            .args([
-                "--udp-bind",
-                &media.to_string(),
-                "--announce-ip",
-                "127.0.0.1",
-            ])
-            .args(["--health-listen", &format!("127.0.0.1:{health}")])
-            .args(["--max-participants", &max_participants.to_string()])
-            .env("TREFFPUNKT_GRANT_KEY", GRANT_KEY)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .spawn()
-            .context("starting the media node")?,
-    );
+    let mut nodes = Vec::new();
+    for (index, capacity) in capacities.iter().enumerate() {
+        let health = free_port();
+        let media: SocketAddr = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
+        let process = Process(
+            Command::new(binary)
+                .args(["media-node", "--node-id", &format!("bench-{}", index + 1)])
+                .args(["--control-plane", &format!("http://127.0.0.1:{grpc}")])
+                .args([
+                    "--udp-bind",
+                    &media.to_string(),
+                    "--announce-ip",
+                    "127.0.0.1",
+                ])
+                .args(["--health-listen", &format!("127.0.0.1:{health}")])
+                .args(["--max-participants", &capacity.to_string()])
+                .env("TREFFPUNKT_GRANT_KEY", GRANT_KEY)
+                .env("RUST_LOG", "error")
+                .stdout(Stdio::null())
+                .spawn()
+                .context("starting a media node")?,
+        );
+        nodes.push(Node {
+            process,
+            health,
+            media,
+        });
+    }
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready(health).await {
-        if Instant::now() > deadline {
-            bail!("the media node did not attach to the gateway within 20 s");
+    for node in &nodes {
+        while !ready(node.health).await {
+            if Instant::now() > deadline {
+                bail!("the media nodes did not attach to the gateway within 20 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(System {
         http,
         gateway,
-        node,
-        media,
+        nodes,
     })
+}
+
+/// The participants a node on `health` has, from its status; `None` when it does not answer.
+pub async fn participants(health: u16) -> Option<u32> {
+    let response = get(health, "/status").await?;
+    let body = response.split("\r\n\r\n").nth(1)?;
+    let status: serde_json::Value = serde_json::from_str(body).ok()?;
+    status.get("participants")?.as_u64().map(|n| n as u32)
+}
+
+/// The raw HTTP/1.0 response to `GET path` on loopback port `port`.
+async fn get(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    Some(response)
 }
 
 /// Whether the node on `health` says it is attached and takes rooms.
 async fn ready(health: u16) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", health)).await else {
-        return false;
-    };
-    if stream
-        .write_all(b"GET /readyz HTTP/1.0\r\n\r\n")
-        .await
-        .is_err()
-    {
-        return false;
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response).await;
-    response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200")
+    get(health, "/readyz").await.is_some_and(|response| {
+        response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200")
+    })
 }
 
 /// CPU time and memory of a process at one moment.

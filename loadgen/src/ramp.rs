@@ -1,6 +1,7 @@
-//! Running one scenario: start the gateway and a media node, then for each N of the ramp join
-//! the participants that are missing, let the room settle, and measure a window. The ramp stops
-//! where loss passes its limit or the node's CPU passes its limit (one core by default).
+//! Running one scenario: start the gateway and a media node (or several, which the room then
+//! spans, filling one after the other), then for each N of the ramp join the participants that
+//! are missing, let the room settle, and measure a window. The ramp stops where loss passes its
+//! limit or a node's CPU passes its limit (one core by default).
 //!
 //! What is measured in a window:
 //! - forwarded packets: intact packets the subscribers received (the node's output);
@@ -38,7 +39,7 @@ const WORST_TRACKS: usize = 5;
 /// The SFU a ramp measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Sfu {
-    /// Treffpunkt: the gateway and one media node.
+    /// Treffpunkt: the gateway and its media nodes.
     Treffpunkt,
     /// Janus's VideoRoom, for comparison (scenarios with one publisher only).
     Janus,
@@ -65,6 +66,12 @@ pub struct RampConfig {
     pub baseline_us: Option<f64>,
     /// Whether to say what happens on standard error.
     pub verbose: bool,
+    /// Media nodes (Treffpunkt only).
+    pub nodes: u32,
+    /// The participants each node takes; by default enough for the largest step on one node,
+    /// or, with several nodes, its share of the largest step, so that the room spreads over
+    /// all of them as it grows.
+    pub node_capacity: Option<u32>,
 }
 
 /// A participant of the ramp.
@@ -87,13 +94,13 @@ struct Snapshot {
     /// Per member: packets sent (audio, video by simulcast layer; video without simulcast is
     /// layer 0).
     sent: Vec<(u32, [u32; MAX_LAYERS])>,
-    node: ProcessSample,
+    nodes: Vec<ProcessSample>,
     gateway: ProcessSample,
     me: ProcessSample,
     machine: MachineSample,
 }
 
-fn snapshot(members: &[Member], node_pid: &str, gateway_pid: Option<&str>) -> Snapshot {
+fn snapshot(members: &[Member], node_pids: &[String], gateway_pid: Option<&str>) -> Snapshot {
     // What was sent is read before what arrived, so that packets in flight at either end of the
     // window count the same way at both ends instead of as loss.
     let sent = members
@@ -119,7 +126,10 @@ fn snapshot(members: &[Member], node_pid: &str, gateway_pid: Option<&str>) -> Sn
                     .collect()
             })
             .collect(),
-        node: ProcessSample::read(node_pid),
+        nodes: node_pids
+            .iter()
+            .map(|pid| ProcessSample::read(pid))
+            .collect(),
         gateway: gateway_pid.map(ProcessSample::read).unwrap_or_default(),
         me: ProcessSample::read("self"),
         machine: MachineSample::read(),
@@ -313,7 +323,18 @@ fn measure(
     let tally = Tally::of(members, step_index, before, after);
     let (forwarded, distinct, expected) = (tally.forwarded, tally.distinct, tally.expected);
     let per_packet = |cpu: f64| (forwarded > 0).then(|| cpu * 1e6 / forwarded as f64);
-    let node_cpu = after.node.cpu() - before.node.cpu();
+    let cpus: Vec<f64> = after
+        .nodes
+        .iter()
+        .zip(&before.nodes)
+        .map(|(after, before)| after.cpu() - before.cpu())
+        .collect();
+    let node_cpu: f64 = cpus.iter().sum();
+    let several = cpus.len() > 1;
+    let sum = |read: fn(&ProcessSample) -> f64| -> f64 {
+        after.nodes.iter().map(read).sum::<f64>() - before.nodes.iter().map(read).sum::<f64>()
+    };
+    let rss_kib: u64 = after.nodes.iter().map(|node| node.rss_kib).sum();
     let node_us = per_packet(node_cpu);
     let me_cpu = after.me.cpu() - before.me.cpu();
     let gateway_cpu = after.gateway.cpu() - before.gateway.cpu();
@@ -348,16 +369,18 @@ fn measure(
         ),
         node: NodeUsage {
             cpu_cores: node_cpu / window,
-            user_seconds: after.node.user - before.node.user,
-            system_seconds: after.node.system - before.node.system,
+            user_seconds: sum(|node| node.user),
+            system_seconds: sum(|node| node.system),
             cpu_seconds_per_million_packets: node_us,
             packets_per_cpu_second: (node_cpu > 0.0).then(|| forwarded as f64 / node_cpu),
             vs_baseline: node_us
                 .zip(config.baseline_us)
                 .map(|(node, relay)| node / relay),
-            rss_kib: after.node.rss_kib,
+            rss_kib,
             rss_kib_per_participant: (participants > 0.0)
-                .then(|| after.node.rss_kib.saturating_sub(idle_rss_kib) as f64 / participants),
+                .then(|| rss_kib.saturating_sub(idle_rss_kib) as f64 / participants),
+            nodes_hosting: None,
+            busiest_node_cores: several.then(|| cpus.iter().copied().fold(0.0, f64::max) / window),
         },
         gateway: CpuUsage {
             cpu_cores: gateway_cpu / window,
@@ -379,10 +402,18 @@ enum System {
 }
 
 impl System {
-    async fn start(sfu: Sfu, config: &RampConfig, max_participants: u32) -> anyhow::Result<Self> {
+    async fn start(sfu: Sfu, config: &RampConfig, largest: u32) -> anyhow::Result<Self> {
         Ok(match sfu {
             Sfu::Treffpunkt => {
-                Self::Treffpunkt(processes::start(&config.binary, max_participants).await?)
+                let nodes = config.nodes.max(1);
+                let capacity = config.node_capacity.unwrap_or(if nodes == 1 {
+                    largest.max(20) + 10
+                } else {
+                    largest.div_ceil(nodes) + 1
+                });
+                let capacities = vec![capacity; nodes as usize];
+                let room = largest.max(20) + 10;
+                Self::Treffpunkt(processes::start(&config.binary, room, &capacities).await?)
             }
             Sfu::Janus => {
                 let janus = config.janus.as_ref().context("no Janus configured")?;
@@ -391,13 +422,33 @@ impl System {
         })
     }
 
-    /// The process that forwards media.
-    fn sfu_pid(&self) -> String {
+    /// The processes that forward media.
+    fn sfu_pids(&self) -> Vec<String> {
         match self {
-            Self::Treffpunkt(system) => system.node.pid(),
-            Self::Janus(janus) => janus.process.pid(),
+            Self::Treffpunkt(system) => system
+                .nodes
+                .iter()
+                .map(|node| node.process.pid().to_string())
+                .collect(),
+            Self::Janus(janus) => vec![janus.process.pid().to_string()],
         }
-        .to_string()
+    }
+
+    /// How many nodes host participants now, with several nodes.
+    async fn nodes_hosting(&self) -> Option<u32> {
+        let Self::Treffpunkt(system) = self else {
+            return None;
+        };
+        if system.nodes.len() < 2 {
+            return None;
+        }
+        let mut hosting = 0;
+        for node in &system.nodes {
+            if processes::participants(node.health).await.unwrap_or(0) > 0 {
+                hosting += 1;
+            }
+        }
+        Some(hosting)
     }
 
     /// The name of `scenario`'s report on this system, and where its participants join.
@@ -527,10 +578,13 @@ pub async fn run(
         "the Janus comparison runs the scenarios with one publisher (fanout, livestream), not {}",
         scenario.name()
     );
-    let system = System::start(sfu, config, largest.max(20) + 10).await?;
-    let node_pid = system.sfu_pid();
+    let system = System::start(sfu, config, largest).await?;
+    let node_pids = system.sfu_pids();
     let gateway_pid = system.gateway_pid();
-    let idle_rss_kib = ProcessSample::read(&node_pid).rss_kib;
+    let idle_rss_kib = node_pids
+        .iter()
+        .map(|pid| ProcessSample::read(pid).rss_kib)
+        .sum();
     let (name, door) = system.door(scenario);
     let mut members: Vec<Member> = Vec::new();
     let mut steps = Vec::new();
@@ -558,10 +612,11 @@ pub async fn run(
             break;
         }
         tokio::time::sleep(config.warmup).await;
-        let before = snapshot(&members, &node_pid, gateway_pid.as_deref());
+        let before = snapshot(&members, &node_pids, gateway_pid.as_deref());
         tokio::time::sleep(config.window).await;
-        let after = snapshot(&members, &node_pid, gateway_pid.as_deref());
-        let step = measure(&members, index, n, &before, &after, idle_rss_kib, config);
+        let after = snapshot(&members, &node_pids, gateway_pid.as_deref());
+        let mut step = measure(&members, index, n, &before, &after, idle_rss_kib, config);
+        step.node.nodes_hosting = system.nodes_hosting().await;
         if config.verbose {
             eprintln!(
                 "{name}: N={n}: {:.0} pkt/s, node {:.2} cores, loss {:.2} %, load generator {:.2} cores",
@@ -577,12 +632,15 @@ pub async fn run(
                 config.loss_limit * 100.0,
                 step.loss * 100.0
             ))
-        } else if sfu == Sfu::Treffpunkt && step.node.cpu_cores > config.node_core_limit {
-            // The node's loop runs on one core; another SFU (Janus with its event loops) may
+        } else if sfu == Sfu::Treffpunkt
+            && step.node.busiest_node_cores.unwrap_or(step.node.cpu_cores) > config.node_core_limit
+        {
+            // A node's loop runs on one core; another SFU (Janus with its event loops) may
             // use them all, and only loss stops its ramp.
             Some(format!(
                 "node CPU passed {} core(s) at N={n} ({:.2} cores)",
-                config.node_core_limit, step.node.cpu_cores
+                config.node_core_limit,
+                step.node.busiest_node_cores.unwrap_or(step.node.cpu_cores)
             ))
         } else {
             None
@@ -722,6 +780,8 @@ mod tests {
             join_concurrency: 1,
             baseline_us: None,
             verbose: false,
+            nodes: 1,
+            node_capacity: None,
         };
         let mut step = crate::report::tests::step(8, 0.0, 0.25);
         step.forwarded_packets_per_second = 50_000.0;

@@ -141,6 +141,13 @@ pub struct NodeUsage {
     pub rss_kib: u64,
     /// Resident memory above the idle node's, per participant, KiB.
     pub rss_kib_per_participant: Option<f64>,
+    /// With several nodes (a room that spans them; the figures above are their sums): how
+    /// many host participants at the end of the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes_hosting: Option<u32>,
+    /// With several nodes: the CPU of the busiest, in cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busiest_node_cores: Option<f64>,
 }
 
 /// Another process's (or the machine's) CPU in a step's window.
@@ -290,15 +297,22 @@ impl Report {
             for step in &scenario.steps {
                 let latency = &step.latency_ms;
                 let first = &step.join_to_first_packet.any_ms;
+                let node_cores = match (step.node.nodes_hosting, step.node.busiest_node_cores) {
+                    (Some(hosting), Some(busiest)) => format!(
+                        "{:.2} ({hosting} nodes, busiest {busiest:.2})",
+                        step.node.cpu_cores
+                    ),
+                    _ => format!("{:.2}", step.node.cpu_cores),
+                };
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} + {} | {:.0} | {:.2} | {} | {} | {:.2} % | {} / {} / {} | {} / {} | {} | {:.2} ({}) | {:.2} |",
+                    "| {} | {} | {} + {} | {:.0} | {} | {} | {} | {:.2} % | {} / {} / {} | {} / {} | {} | {:.2} ({}) | {:.2} |",
                     scenario.name,
                     step.n,
                     step.publishers,
                     step.listeners,
                     step.forwarded_packets_per_second,
-                    step.node.cpu_cores,
+                    node_cores,
                     number(step.node.cpu_seconds_per_million_packets, 2),
                     number(step.node.vs_baseline, 1),
                     step.loss * 100.0,

@@ -3,6 +3,8 @@
 //! - **audio room**: 10 speakers (audio only) and N listeners;
 //! - **meeting**: N participants who all publish audio and video and see everyone;
 //! - **livestream**: 1 publisher of audio and video, N viewers;
+//! - **town meeting**: 10 participants with camera and microphone, N who watch and listen (a
+//!   council session or a town meeting; not part of the default run);
 //! - **fan-out**: 1 publisher of P video packets a second of S bytes each (every packet a frame
 //!   of its own) and audio, N subscribers: the shape in which forwarders are compared packet for
 //!   packet (`--fanout-rate`, `--fanout-payload`; not part of the default run). The audio is
@@ -25,6 +27,8 @@ pub enum Scenario {
     Meeting,
     /// 1 publisher of audio and video, N viewers.
     Livestream,
+    /// 10 publishers of audio and video, N who watch and listen.
+    TownMeeting,
     /// 1 publisher of P video packets of S bytes a second and audio, N subscribers.
     Fanout,
 }
@@ -94,6 +98,7 @@ impl Scenario {
             Self::AudioRoom => "audio-room",
             Self::Meeting => "meeting",
             Self::Livestream => "livestream",
+            Self::TownMeeting => "town-meeting",
             Self::Fanout => "fanout",
         }
     }
@@ -105,6 +110,7 @@ impl Scenario {
             Self::AudioRoom => vec![25, 50, 100, 150],
             Self::Meeting => vec![4, 8, 12, 16, 20, 24, 28],
             Self::Livestream => vec![25, 50, 100, 200, 300],
+            Self::TownMeeting => vec![25, 50, 100, 200, 300],
             Self::Fanout => vec![10, 25],
         }
     }
@@ -124,6 +130,11 @@ impl Scenario {
             },
             Self::Livestream | Self::Fanout => Population {
                 video_publishers: 1,
+                speakers: 0,
+                listeners: n,
+            },
+            Self::TownMeeting => Population {
+                video_publishers: SPEAKERS,
                 speakers: 0,
                 listeners: n,
             },
@@ -161,6 +172,10 @@ impl Scenario {
                 "1 publisher ({audio}, {}), N viewers",
                 video(media.livestream_bitrate)
             ),
+            Self::TownMeeting => format!(
+                "{SPEAKERS} publishers ({audio}, {}), N who watch and listen",
+                video(media.meeting_bitrate)
+            ),
             Self::Fanout => format!(
                 "1 publisher of {} video packets/s of {} B (a frame a packet) and {audio}, N subscribers",
                 media.fanout_rate, media.fanout_payload
@@ -193,7 +208,7 @@ impl Scenario {
                 max_packet_size: media.fanout_payload,
                 simulcast: false,
             },
-            Self::AudioRoom | Self::Meeting => video(media.meeting_bitrate),
+            Self::AudioRoom | Self::Meeting | Self::TownMeeting => video(media.meeting_bitrate),
         };
         match role {
             Role::Listener => None,
@@ -231,6 +246,8 @@ mod tests {
         assert_eq!(Scenario::Meeting.population(8).video_publishers, 8);
         let stream = Scenario::Livestream.population(100);
         assert_eq!((stream.video_publishers, stream.listeners), (1, 100));
+        let town = Scenario::TownMeeting.population(290);
+        assert_eq!((town.video_publishers, town.total()), (10, 300));
     }
 
     #[test]

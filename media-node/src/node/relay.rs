@@ -5,7 +5,7 @@
 //! node's media address and a fresh key for this link alone. The core (see
 //! `crate::core::relay`) decides what crosses: every packet of every local publication once per
 //! link, and [`RelayMessage`]s about the room, which go out as [`Event::Relay`] and come in as
-//! [`Command::Relayed`].
+//! [`Command::Relayed`](super::Command::Relayed).
 //!
 //! A relayed packet is one datagram to the other node's media port, sealed with AES-256-GCM:
 //!
