@@ -442,13 +442,12 @@ impl System {
         if system.nodes.len() < 2 {
             return None;
         }
-        let mut hosting = 0;
-        for node in &system.nodes {
-            if processes::participants(node.health).await.unwrap_or(0) > 0 {
-                hosting += 1;
-            }
-        }
-        Some(hosting)
+        let counts = system
+            .nodes
+            .iter()
+            .map(|node| processes::participants(node.health));
+        let counts = futures::future::join_all(counts).await;
+        Some(counts.into_iter().filter(|n| n.unwrap_or(0) > 0).count() as u32)
     }
 
     /// The name of `scenario`'s report on this system, and where its participants join.
@@ -626,25 +625,7 @@ pub async fn run(
                 step.load_generator.cpu_cores
             );
         }
-        let passed = if step.loss > config.loss_limit {
-            Some(format!(
-                "loss passed {:.1} % at N={n} ({:.2} %)",
-                config.loss_limit * 100.0,
-                step.loss * 100.0
-            ))
-        } else if sfu == Sfu::Treffpunkt
-            && step.node.busiest_node_cores.unwrap_or(step.node.cpu_cores) > config.node_core_limit
-        {
-            // A node's loop runs on one core; another SFU (Janus with its event loops) may
-            // use them all, and only loss stops its ramp.
-            Some(format!(
-                "node CPU passed {} core(s) at N={n} ({:.2} cores)",
-                config.node_core_limit,
-                step.node.busiest_node_cores.unwrap_or(step.node.cpu_cores)
-            ))
-        } else {
-            None
-        };
+        let passed = limit_passed(&step, sfu, config);
         let saturated = step.machine_busy_cores >= 0.95 * processes::cores() as f64;
         steps.push(step);
         if let Some(reason) = passed {
@@ -686,6 +667,29 @@ pub async fn run(
         steps,
         limit,
     })
+}
+
+/// Why the ramp stops after `step`, if it does: loss, or (on Treffpunkt) a node's CPU passed
+/// its limit.
+fn limit_passed(step: &Step, sfu: Sfu, config: &RampConfig) -> Option<String> {
+    let n = step.n;
+    // A node's loop runs on one core; another SFU (Janus with its event loops) may use them
+    // all, and only loss stops its ramp.
+    let node_cores = step.node.busiest_node_cores.unwrap_or(step.node.cpu_cores);
+    if step.loss > config.loss_limit {
+        Some(format!(
+            "loss passed {:.1} % at N={n} ({:.2} %)",
+            config.loss_limit * 100.0,
+            step.loss * 100.0
+        ))
+    } else if sfu == Sfu::Treffpunkt && node_cores > config.node_core_limit {
+        Some(format!(
+            "node CPU passed {} core(s) at N={n} ({node_cores:.2} cores)",
+            config.node_core_limit
+        ))
+    } else {
+        None
+    }
 }
 
 /// The limit of a ramp that ended before loss or node CPU passed theirs: how far it got, and

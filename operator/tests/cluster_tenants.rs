@@ -562,6 +562,40 @@ async fn two_concurrent_placements_of_one_room_converge_on_one_node() {
         let stored = first.room(&key).await.unwrap().unwrap();
         assert_eq!(stored.nodes, winner, "both see the winner");
         assert_eq!(second.room(&key).await.unwrap().unwrap().nodes, winner);
+        // The room spreads to a second node: its status names both, the first as its node.
+        let spread = vec![winner[0].clone(), NodeId("node-c".into())];
+        let mut placed = false;
+        for _ in 0..20 {
+            // The operator may write the room's status in between, as above.
+            let seen = first.room(&key).await.unwrap().unwrap();
+            match first.place_room(&key, &seen.revision, spread.clone()).await {
+                Ok(_) => {
+                    placed = true;
+                    break;
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(error) => panic!("placing the room on two nodes: {error}"),
+            }
+        }
+        assert!(placed, "the room is placed on two nodes");
+        let rooms: Api<Room> = Api::namespaced(client.clone(), &namespace);
+        let status = rooms
+            .get(&room_name)
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        assert_eq!(status.nodes, vec![winner[0].0.clone(), "node-c".to_owned()]);
+        assert_eq!(status.node.as_ref(), Some(&winner[0].0));
+        let read_back = eventually(WAIT, || async {
+            let room = second.room(&key).await.ok()??;
+            (room.nodes == spread).then_some(room)
+        })
+        .await;
+        assert!(
+            read_back.is_some(),
+            "the other gateway reads both nodes back"
+        );
     }
 }
 

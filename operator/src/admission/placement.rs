@@ -102,7 +102,8 @@ impl<S: Store> Admission<S> {
     }
 
     /// The least-loaded attached node that `tenant` may use, counting `recorded` rooms, other
-    /// than the room's own `hosts`.
+    /// than the room's own `hosts`: one of the tenant's own pools if one has room (a partner's
+    /// rooms stay on the nodes it brought while they can), any it may use otherwise.
     fn choose(
         &self,
         tenant: &Tenant,
@@ -115,9 +116,13 @@ impl<S: Store> Admission<S> {
             let rooms = recorded.get(&node.id).copied().unwrap_or(0);
             node.rooms = node.rooms.max(rooms);
         }
-        domain::choose_node(&nodes, |node| {
+        let usable = |node: &domain::NodeView| {
             !hosts.contains(&node.id) && domain::may_use(tenant, &node.pool, pools)
+        };
+        domain::choose_node(&nodes, |node| {
+            usable(node) && domain::owns(tenant, &node.pool, pools)
         })
+        .or_else(|| domain::choose_node(&nodes, usable))
         .map(|node| node.id.clone())
         .ok_or_else(|| {
             Refusal::new(

@@ -15,7 +15,7 @@ pub use access::{
     Access, Credentials, SIGNING_KEY_FIELD, SIGNING_KEY_SECRET, SecretRef, password_matches,
 };
 pub use names::{DisplayName, MAX_DISPLAY_NAME_CHARS, RESERVED_TENANT_NAMES, RoomName, TenantName};
-pub use placement::{NodeId, NodeView, PoolAccess, choose_node, host_with_room, may_use};
+pub use placement::{NodeId, NodeView, PoolAccess, choose_node, host_with_room, may_use, owns};
 pub use room::{DEFAULT_VIDEO_LAST_N, Revision, Room, RoomKey, RoomLifetime, admit};
 pub use tenant::{Branding, Tenant, TenantLimits, TenantPolicy};
 

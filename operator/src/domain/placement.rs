@@ -73,6 +73,14 @@ pub fn may_use(tenant: &Tenant, pool: &str, pools: &[PoolAccess]) -> bool {
     tenant_allows && pool_allows
 }
 
+/// Whether `pool` is one of `tenant`'s own: reserved for it, as a partner's pool of the nodes it
+/// brought. A tenant's rooms go to its own nodes first, and to shared ones when those are full.
+pub fn owns(tenant: &Tenant, pool: &str, pools: &[PoolAccess]) -> bool {
+    pools
+        .iter()
+        .any(|access| access.pool == pool && access.tenants.contains(&tenant.name))
+}
+
 /// The node of a room's `hosts` that takes one more participant: the first, in the order the
 /// room spread to them, that has room to spare, so that a room fills its nodes one after the
 /// other and spans as few as it can (each node more relays every publication once more).
@@ -180,6 +188,8 @@ mod tests {
         nodes[0].pool = "reserved".into();
         let chosen = choose_node(&nodes, |n| may_use(&public, &n.pool, &pools));
         assert_eq!(chosen.unwrap().id.0, "b");
+        assert!(owns(&partner, "reserved", &pools));
+        assert!(!owns(&partner, "shared", &pools) && !owns(&public, "reserved", &pools));
     }
 
     #[test]
