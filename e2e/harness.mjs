@@ -387,6 +387,9 @@ export async function join(
   if (initScript) await context.addInitScript(initScript);
   const page = await context.newPage();
   page.on("pageerror", (error) => console.log(`[${name}] page error: ${error.message}`));
+  const failed = [];
+  page.on("requestfailed", (request) => failed.push(`${request.url()}: ${request.failure()?.errorText}`));
+  page.on("console", (message) => message.type() === "error" && failed.push(`console: ${message.text()}`));
   page.on("request", (request) => requestedUrls.push(request.url()));
   page.on("websocket", (socket) => requestedUrls.push(socket.url()));
   await page.goto(url);
@@ -403,7 +406,7 @@ export async function join(
         log: window.treffpunkt?.log ?? [],
       }))
       .catch((reason) => String(reason));
-    console.log(`[${name}] no lobby at ${url}: ${JSON.stringify(where)}`);
+    console.log(`[${name}] no lobby at ${url}: ${JSON.stringify(where)}; failed: ${JSON.stringify(failed)}`);
     await page.screenshot({ path: path.join(ARTIFACTS, `no-lobby-${name}.png`) }).catch(() => {});
     throw error;
   }

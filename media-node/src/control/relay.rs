@@ -48,6 +48,7 @@ pub fn link_spec(open: v1::OpenLink) -> Result<LinkSpec, &'static str> {
 /// The wire form of a message for the other end of `link`.
 pub fn to_wire(link: LinkId, message: RelayMessage) -> v1::RoomRelay {
     let kind = match message {
+        RelayMessage::Hello { nonce } => Kind::Hello(nonce.to_vec()),
         RelayMessage::Participant { peer, info } => Kind::Participant(v1::RelayParticipant {
             peer,
             info: Some(signal::participant(info)),
@@ -116,6 +117,12 @@ pub fn to_wire(link: LinkId, message: RelayMessage) -> v1::RoomRelay {
 pub fn from_wire(relay: v1::RoomRelay) -> Result<(LinkId, RelayMessage), &'static str> {
     let link = LinkId(relay.link_id);
     let message = match relay.kind.ok_or("an empty relay message")? {
+        Kind::Hello(nonce) => RelayMessage::Hello {
+            nonce: nonce
+                .as_slice()
+                .try_into()
+                .map_err(|_| "a link's random bytes are not 16")?,
+        },
         Kind::Participant(participant) => {
             let info = participant.info.ok_or("a participant without its state")?;
             let media = info.media.unwrap_or_default();
@@ -226,6 +233,7 @@ mod tests {
             moderator: true,
         };
         let messages = [
+            RelayMessage::Hello { nonce: [7; 16] },
             RelayMessage::Participant { peer: 3, info },
             RelayMessage::Left {
                 peer: 3,

@@ -413,6 +413,14 @@ impl Publication {
             .find(|index| self.layers[*index].live(now))
     }
 
+    /// Whether `link` wants `layer` (it does until it says otherwise).
+    pub fn relays_layer(&self, link: super::LinkId, layer: usize) -> bool {
+        self.relay_wants
+            .iter()
+            .find(|(other, _)| *other == link)
+            .is_none_or(|(_, flags)| flags.get(layer).copied().unwrap_or(true))
+    }
+
     /// Adds to `wanted` (one flag per layer) the layers the links want.
     pub fn add_relay_wants(&self, wanted: &mut [bool]) {
         for link in &self.relays {

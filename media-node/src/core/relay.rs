@@ -43,6 +43,12 @@ impl PeerId {
 /// [`PeerId`] on the node it is connected to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RelayMessage {
+    /// The sending end's random bytes for this opening of the link's keys (the node's
+    /// transport's, see `crate::node::relay`; the core never sees it).
+    Hello {
+        /// 16 random bytes.
+        nonce: [u8; 16],
+    },
     /// A participant of the sending node is in the room, as it is now (sent when it comes in,
     /// when the link opens and whenever its state changes).
     Participant {
@@ -200,13 +206,20 @@ impl Core {
             .map_or(&[], |state| state.links.as_slice())
     }
 
-    /// The links that every packet of `publisher`'s SSRC `ssrc` goes to (see [`Core::forward`]:
-    /// asked only for packets it says are relayed).
-    pub fn relay_links(&self, publisher: PeerId, ssrc: u32) -> &[LinkId] {
-        self.published
+    /// The links that a packet of `publisher`'s SSRC `ssrc` goes to: those of its room that
+    /// want its layer (see [`Core::forward`]: asked only for packets it says are relayed).
+    pub fn relay_links(&self, publisher: PeerId, ssrc: u32) -> impl Iterator<Item = LinkId> + '_ {
+        let found = self
+            .published
             .get(&(publisher, ssrc))
-            .and_then(|(id, _)| self.publications.get(id))
-            .map_or(&[], |publication| publication.relays.as_slice())
+            .and_then(|(id, layer)| Some((self.publications.get(id)?, *layer)));
+        found.into_iter().flat_map(|(publication, layer)| {
+            publication
+                .relays
+                .iter()
+                .copied()
+                .filter(move |link| publication.relays_layer(*link, layer))
+        })
     }
 
     /// The remote participant that `link`'s node knows as `peer`, if it is in the room here.
@@ -221,6 +234,7 @@ impl Core {
             return;
         };
         match message {
+            RelayMessage::Hello { .. } => {}
             RelayMessage::Participant { peer, info } => self.remote_participant(link, peer, info),
             RelayMessage::Left { peer, reason } => {
                 if let Some(remote) = self.remote.remove(&(link, peer)) {
@@ -326,6 +340,10 @@ impl Core {
                 return;
             };
             let before = std::mem::replace(&mut participant.info, info.clone());
+            // What its own node switched back on is forwarded here again too.
+            participant
+                .held
+                .release(info.audio_muted, info.video_muted, info.screen_sharing);
             let media = (info.audio_muted, info.video_muted, info.screen_sharing);
             if (
                 before.audio_muted,

@@ -256,6 +256,16 @@ fn a_linked_node_gets_only_the_layers_its_subscribers_want() {
     let mut wanted = vec![false; 3];
     pair.nodes[0].publications[&id].add_relay_wants(&mut wanted);
     assert_eq!(wanted, vec![true, false, false]);
+    // Nor does it relay what the other node does not want.
+    let links = |ssrc| {
+        pair.nodes[0]
+            .relay_links(PeerId(1), ssrc)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        (links(100), links(101), links(102)),
+        (vec![LINK], vec![], vec![])
+    );
     // A link cannot name a participant of another room or one of its own.
     pair.nodes[0].relayed(
         now,

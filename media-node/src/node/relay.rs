@@ -16,10 +16,17 @@
 //! ```
 //!
 //! The first byte is one that no protocol of the media port uses (RFC 7983 leaves 4-15 free),
-//! so relayed packets never reach a participant's connection. The nonce is the counter with
-//! the sender's end of the link, so the two directions never share one; the header is the
-//! additional data. The receiver takes a packet only from the address the control plane named,
-//! only if it opens with the link's key, and only once (a window of the last 64 counters).
+//! so relayed packets never reach a participant's connection. The receiver takes a packet only
+//! from the address the control plane named, only if it opens with the link's key, and only
+//! once (a window of the last 64 counters).
+//!
+//! The key the control plane gives stays the same when a link is opened again between the same
+//! two node processes, so it never seals anything itself. Each opening, each end picks 16
+//! random bytes and tells the other ([`RelayMessage::Hello`], through the control plane); each
+//! direction seals with a key derived from the given key and both ends' bytes, the sender's
+//! first. A counter therefore never repeats under a key, whatever was sent before the link was
+//! closed, and nothing recorded from an earlier opening opens under the new keys. Until the
+//! other end's bytes have come, nothing is sent or taken.
 //! The payload is the publisher's RTP payload as the node received it; headers are rewritten
 //! per subscriber on the receiving node as on the sending one.
 
@@ -28,6 +35,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::hmac;
 use tracing::debug;
 
 use super::{Event, Node, Transmit};
@@ -94,13 +102,31 @@ pub(super) struct Link {
     address: SocketAddr,
     /// The key as given, to tell a link opened again with the same key from a new one.
     given: [u8; 32],
-    key: LessSafeKey,
+    /// This end's random bytes of this opening.
+    own: [u8; 16],
+    /// The other end's, once they came.
+    peer: Option<[u8; 16]>,
+    /// The keys to seal and to open with, once both ends' bytes are known.
+    keys: Option<(LessSafeKey, LessSafeKey)>,
     first: bool,
     /// The counter of the last packet sent.
     sent: u64,
     received: ReplayWindow,
-    /// Packets taken from the other node.
+    /// Packets sent and taken, over every opening.
+    packets_out: u64,
     taken: u64,
+}
+
+/// The key one direction of a link seals with: from the given key and the sender's and the
+/// receiver's random bytes, in that order.
+fn direction_key(given: &[u8; 32], sender: &[u8; 16], receiver: &[u8; 16]) -> LessSafeKey {
+    let mut input = b"treffpunkt link direction v1\0".to_vec();
+    input.extend_from_slice(sender);
+    input.extend_from_slice(receiver);
+    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, given), &input);
+    let key = UnboundKey::new(&AES_256_GCM, &tag.as_ref()[..32])
+        .expect("an HMAC-SHA256 tag is a valid AES-256 key");
+    LessSafeKey::new(key)
 }
 
 /// Which of the last 64 counters arrived: each is taken once.
@@ -147,6 +173,8 @@ fn nonce(first_end: bool, counter: u64) -> Nonce {
 pub enum RelayDrop {
     /// Too short, or no link of that id.
     Malformed,
+    /// The other end's random bytes have not come yet.
+    NotReady,
     /// From another address than the link's other node.
     WrongAddress,
     /// It did not open with the link's key.
@@ -156,24 +184,47 @@ pub enum RelayDrop {
 }
 
 impl Link {
-    fn new(spec: &LinkSpec) -> Option<Self> {
-        let key = UnboundKey::new(&AES_256_GCM, &spec.key).ok()?;
-        Some(Self {
+    fn new(spec: &LinkSpec, own: [u8; 16]) -> Self {
+        Self {
             room: spec.room.clone(),
             peer_node: spec.peer_node.clone(),
             address: spec.address,
             given: spec.key,
-            key: LessSafeKey::new(key),
+            own,
+            peer: None,
+            keys: None,
             first: spec.first,
             sent: 0,
             received: ReplayWindow::default(),
+            packets_out: 0,
             taken: 0,
-        })
+        }
     }
 
-    /// Seals one packet for the other node.
+    /// The other end's random bytes of its opening came: the keys are made anew. Returns
+    /// whether they are new to this end (so that it tells its own again: the other end may
+    /// have opened after this one's were sent).
+    fn hello(&mut self, peer: [u8; 16]) -> bool {
+        if self.peer == Some(peer) {
+            return false;
+        }
+        self.peer = Some(peer);
+        self.keys = Some((
+            direction_key(&self.given, &self.own, &peer),
+            direction_key(&self.given, &peer, &self.own),
+        ));
+        self.sent = 0;
+        self.received = ReplayWindow::default();
+        true
+    }
+
+    /// Seals one packet for the other node; nothing before the keys are made.
     fn seal(&mut self, link: LinkId, publisher: PeerId, media: &Media, payload: &[u8]) -> BytesMut {
+        let Some((seal, _)) = &self.keys else {
+            return BytesMut::new();
+        };
         self.sent += 1;
+        self.packets_out += 1;
         let mut datagram =
             BytesMut::with_capacity(HEADER_LEN + FRAME_HEADER_LEN + payload.len() + TAG_LEN);
         datagram.extend_from_slice(&[RELAY_MARKER]);
@@ -193,7 +244,7 @@ impl Link {
         datagram.extend_from_slice(&[flags, media.audio_level.unwrap_or(0)]);
         datagram.extend_from_slice(payload);
         let (header, frame) = datagram.split_at_mut(HEADER_LEN);
-        let tag = self.key.seal_in_place_separate_tag(
+        let tag = seal.seal_in_place_separate_tag(
             nonce(self.first, self.sent),
             Aad::from(&*header),
             frame,
@@ -216,10 +267,10 @@ impl Link {
         if from != self.address {
             return Err(RelayDrop::WrongAddress);
         }
+        let (_, open) = self.keys.as_ref().ok_or(RelayDrop::NotReady)?;
         let counter = read_u64(datagram, 9).ok_or(RelayDrop::Malformed)?;
         let (header, sealed) = datagram.split_at_mut(HEADER_LEN);
-        let frame = self
-            .key
+        let frame = open
             .open_in_place(nonce(!self.first, counter), Aad::from(&*header), sealed)
             .map_err(|_| RelayDrop::Forged)?;
         if frame.len() < FRAME_HEADER_LEN {
@@ -260,11 +311,11 @@ impl Node {
         {
             return;
         }
-        let Some(link) = Link::new(&spec) else {
-            return;
-        };
+        let own = treffpunkt_proto::random::bytes();
         debug!(link = spec.link.0, room = %spec.room, address = %spec.address, "link open");
-        self.links.insert(spec.link, link);
+        self.links.insert(spec.link, Link::new(&spec, own));
+        // Before anything of the room, so that the other end can open what follows.
+        self.relay_event(spec.link, RelayMessage::Hello { nonce: own });
         self.core.open_link(spec.link, &spec.room);
     }
 
@@ -276,8 +327,20 @@ impl Node {
         self.core.close_link(link);
     }
 
-    /// A message from the other end of a link, carried by the control plane.
+    /// A message from the other end of a link, carried by the control plane: the other end's
+    /// random bytes for this link's keys, or something about the room for the core.
     pub(super) fn relayed(&mut self, now: Instant, link: LinkId, message: RelayMessage) {
+        if let RelayMessage::Hello { nonce } = message {
+            let Some(state) = self.links.get_mut(&link) else {
+                return;
+            };
+            if !state.hello(nonce) {
+                return;
+            }
+            let own = state.own;
+            self.relay_event(link, RelayMessage::Hello { nonce: own });
+            return;
+        }
         self.core.relayed(now, link, message);
     }
 
@@ -315,10 +378,10 @@ impl Node {
     /// Sends one packet of a local publisher to every link the core names for it.
     pub(super) fn relay_media(&mut self, publisher: PeerId, media: &Media, payload: &[u8]) {
         for link in self.core.relay_links(publisher, media.ssrc) {
-            let Some(state) = self.links.get_mut(link) else {
+            let Some(state) = self.links.get_mut(&link) else {
                 continue;
             };
-            let contents = state.seal(*link, publisher, media, payload);
+            let contents = state.seal(link, publisher, media, payload);
             if contents.is_empty() {
                 continue;
             }
@@ -341,7 +404,7 @@ impl Node {
             .map(|link| crate::status::LinkStatus {
                 room: link.room.clone(),
                 peer_node: link.peer_node.clone(),
-                packets_out: link.sent,
+                packets_out: link.packets_out,
                 packets_in: link.taken,
             })
             .collect();
@@ -392,12 +455,20 @@ mod tests {
         }
     }
 
+    /// The two ends of a link, each with the other's random bytes.
+    fn pair() -> (Link, Link) {
+        let (mut one, mut two) = (
+            Link::new(&spec(true), [1; 16]),
+            Link::new(&spec(false), [2; 16]),
+        );
+        assert!(one.hello(two.own) && two.hello(one.own));
+        assert!(!one.hello(two.own), "the same bytes again change nothing");
+        (one, two)
+    }
+
     #[test]
     fn a_packet_sealed_at_one_end_opens_at_the_other_once() {
-        let (mut one, mut two) = (
-            Link::new(&spec(true)).unwrap(),
-            Link::new(&spec(false)).unwrap(),
-        );
+        let (mut one, mut two) = pair();
         let mut datagram = one.seal(LinkId(7), PeerId(3), &media(), b"frame").to_vec();
         assert_eq!(datagram[0], RELAY_MARKER);
         let copy = datagram.clone();
@@ -415,11 +486,44 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_forged_or_misaddressed_packet_is_dropped() {
-        let (mut one, mut two) = (
-            Link::new(&spec(true)).unwrap(),
-            Link::new(&spec(false)).unwrap(),
+    fn nothing_crosses_before_both_ends_spoke_and_nothing_of_an_earlier_opening_after() {
+        let mut lonely = Link::new(&spec(true), [1; 16]);
+        assert!(
+            lonely
+                .seal(LinkId(7), PeerId(3), &media(), b"frame")
+                .is_empty()
         );
+        let from = "127.0.0.1:1000".parse().unwrap();
+        let (mut one, mut two) = pair();
+        let mut recorded = one.seal(LinkId(7), PeerId(3), &media(), b"frame").to_vec();
+        // The link is closed and opened again: the same given key, new random bytes, the
+        // counters from the start.
+        let (mut one, mut two_again) = (
+            Link::new(&spec(true), [3; 16]),
+            Link::new(&spec(false), [4; 16]),
+        );
+        one.hello(two_again.own);
+        two_again.hello(one.own);
+        let mut fresh = one.seal(LinkId(7), PeerId(3), &media(), b"frame").to_vec();
+        assert_eq!(fresh[9..17], recorded[9..17], "the counter starts over");
+        assert_ne!(fresh, recorded, "under other keys");
+        assert_eq!(
+            two_again.open(from, &mut recorded).unwrap_err(),
+            RelayDrop::Forged,
+            "what was recorded before does not open"
+        );
+        assert!(two_again.open(from, &mut fresh).is_ok());
+        let mut unknown = Link::new(&spec(false), [5; 16]);
+        assert_eq!(
+            unknown.open(from, &mut fresh.clone()).unwrap_err(),
+            RelayDrop::NotReady
+        );
+        let _ = two.hello([9; 16]);
+    }
+
+    #[test]
+    fn a_changed_forged_or_misaddressed_packet_is_dropped() {
+        let (mut one, mut two) = pair();
         let from = "127.0.0.1:1000".parse().unwrap();
         let datagram = one.seal(LinkId(7), PeerId(3), &media(), b"frame").to_vec();
         for at in [1, 12, 20, datagram.len() - 1] {
@@ -433,8 +537,9 @@ mod tests {
         }
         let mut other = spec(true);
         other.key = [1; 32];
-        let mut forged = Link::new(&other)
-            .unwrap()
+        let mut stranger_link = Link::new(&other, [1; 16]);
+        stranger_link.hello([2; 16]);
+        let mut forged = stranger_link
             .seal(LinkId(7), PeerId(3), &media(), b"frame")
             .to_vec();
         assert_eq!(two.open(from, &mut forged).unwrap_err(), RelayDrop::Forged);

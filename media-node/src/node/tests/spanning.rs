@@ -232,3 +232,34 @@ fn a_forged_or_replayed_relay_datagram_reaches_nobody() {
         "the call goes on"
     );
 }
+
+#[test]
+fn a_link_closed_and_opened_again_with_the_same_key_carries_the_call_again() {
+    let mut net = two_nodes();
+    let anna = net.join_on(0, "anna", Publish::Plain);
+    let ben = net.join_on(1, "ben", Publish::Plain);
+    assert!(net.run_until(Duration::from_secs(6), |net| {
+        has_media(net, anna, "p-ben", 50, 30) && has_media(net, ben, "p-anna", 50, 30)
+    }));
+    let now = net.now;
+    for node in [0, 1] {
+        net.node_mut(node)
+            .command(now, crate::node::Command::CloseLink { link: LinkId(1) });
+    }
+    net.run_for(Duration::from_millis(200));
+    let heard = net.peers[ben].from("p-anna", Audio).len();
+    // The control plane opens it again (same nodes, so the same id and key).
+    net.link(LinkId(1), 0, 1);
+    let again = net.run_until(Duration::from_secs(6), |net| {
+        net.peers[ben].from("p-anna", Audio).len() > heard + 50
+            && told(net, ben, |signal| {
+                matches!(signal, Kind::ParticipantJoined(p) if p.participant_id == "p-anna")
+            })
+    });
+    assert!(again, "ben hears anna again, who is back in his room");
+    let (dropped, _) = net.node_mut(1).dropped_datagrams();
+    assert!(
+        dropped < 20,
+        "hardly anything of the new opening was dropped: {dropped}"
+    );
+}
