@@ -6,15 +6,8 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind::{Audio, Video};
 use treffpunkt_proto::v1::{self, signal::Kind};
 
 use super::peer::{Arrival, Publish};
-use super::{Direction, Net, rtp_header};
+use super::{Direction, Net, assert_complete_and_in_order, has_media, rtp_header};
 use crate::node::{Command, Resume};
-
-/// Whether participant `index` has received at least `audio` audio and `video` video packets
-/// from `from`.
-fn has_media(net: &Net, index: usize, from: &str, audio: usize, video: usize) -> bool {
-    let peer = &net.peers[index];
-    peer.from(from, Audio).len() >= audio && peer.from(from, Video).len() >= video
-}
 
 /// The layers of the last `count` video packets participant `index` received from `from`.
 fn recent_layers(net: &Net, index: usize, from: &str, count: usize) -> Vec<u8> {
@@ -74,19 +67,10 @@ fn what_one_publishes_the_others_receive_intact_and_in_order() {
         flowing,
         "everyone receives both publishers' audio and video"
     );
-    for (index, from) in [(ben, "p-anna"), (carla, "p-anna"), (carla, "p-ben")] {
-        for kind in [Audio, Video] {
-            let indices: Vec<u32> = net.peers[index]
-                .from(from, kind)
-                .iter()
-                .map(|a| a.index)
-                .collect();
-            assert!(
-                indices.windows(2).all(|pair| pair[1] == pair[0] + 1),
-                "{from}'s {kind} arrives without gaps or reordering: {indices:?}"
-            );
-        }
-    }
+    assert_complete_and_in_order(
+        &net,
+        &[(ben, "p-anna"), (carla, "p-anna"), (carla, "p-ben")],
+    );
     assert!(
         net.peers[carla].from("p-carla", Audio).is_empty(),
         "nobody receives their own media"

@@ -493,3 +493,33 @@ pub fn rtp_header(datagram: &[u8]) -> Option<(u32, u16)> {
     let ssrc = u32::from_be_bytes([datagram[8], datagram[9], datagram[10], datagram[11]]);
     Some((ssrc, sequence_number))
 }
+
+/// Whether participant `index` has received at least `audio` audio and `video` video packets
+/// from `from`.
+#[cfg(test)]
+pub fn has_media(net: &Net, index: usize, from: &str, audio: usize, video: usize) -> bool {
+    use rtc::rtp_transceiver::rtp_sender::RtpCodecKind::{Audio, Video};
+    let peer = &net.peers[index];
+    peer.from(from, Audio).len() >= audio && peer.from(from, Video).len() >= video
+}
+
+/// Asserts that each (participant, publisher) pair received the publisher's audio and video
+/// without gaps or reordering.
+#[cfg(test)]
+pub fn assert_complete_and_in_order(net: &Net, pairs: &[(usize, &str)]) {
+    use rtc::rtp_transceiver::rtp_sender::RtpCodecKind::{Audio, Video};
+    for (index, from) in pairs {
+        for kind in [Audio, Video] {
+            let indices: Vec<u32> = net.peers[*index]
+                .from(from, kind)
+                .iter()
+                .map(|a| a.index)
+                .collect();
+            assert!(
+                indices.windows(2).all(|pair| pair[1] == pair[0] + 1),
+                "{from}'s {kind} arrives at participant {index} without gaps or reordering: \
+                 {indices:?}"
+            );
+        }
+    }
+}

@@ -8,13 +8,8 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind::{Audio, Video};
 use treffpunkt_proto::v1::{self, signal::Kind};
 
 use super::peer::Publish;
-use super::{Direction, Net};
+use super::{Direction, Net, assert_complete_and_in_order, has_media};
 use crate::core::LinkId;
-
-fn has_media(net: &Net, index: usize, from: &str, audio: usize, video: usize) -> bool {
-    let peer = &net.peers[index];
-    peer.from(from, Audio).len() >= audio && peer.from(from, Video).len() >= video
-}
 
 fn told(net: &Net, index: usize, what: impl Fn(&Kind) -> bool) -> bool {
     net.peers[index].signals.iter().any(what)
@@ -44,19 +39,7 @@ fn participants_on_two_nodes_see_hear_and_write_to_each_other() {
         flowing,
         "everyone receives the others' audio and video across the nodes"
     );
-    for (index, from) in [(ben, "p-anna"), (carla, "p-anna"), (anna, "p-ben")] {
-        for kind in [Audio, Video] {
-            let indices: Vec<u32> = net.peers[index]
-                .from(from, kind)
-                .iter()
-                .map(|a| a.index)
-                .collect();
-            assert!(
-                indices.windows(2).all(|pair| pair[1] == pair[0] + 1),
-                "{from}'s {kind:?} arrives complete and in order at participant {index}"
-            );
-        }
-    }
+    assert_complete_and_in_order(&net, &[(ben, "p-anna"), (carla, "p-anna"), (anna, "p-ben")]);
     assert!(
         told(
             &net,
