@@ -322,6 +322,12 @@ impl Core {
         }
     }
 
+    /// Removes a remote participant that is known again elsewhere (over another link, or
+    /// here): the others see its old copy leave and the new one come.
+    pub(super) fn forget_remote(&mut self, stale: PeerId) {
+        self.leave(stale, LeaveReason::ConnectionLost);
+    }
+
     /// The local participant `peer` of `room`, if it is one.
     fn local_in(&self, room: &str, peer: u64) -> Option<PeerId> {
         let peer = PeerId(peer);
@@ -373,8 +379,7 @@ impl Core {
         if let Some(stale) = self.participant_in(&room, &info.participant_id)
             && stale.is_remote()
         {
-            self.remote.retain(|_, other| *other != stale);
-            self.leave(stale, LeaveReason::ConnectionLost);
+            self.forget_remote(stale);
         }
         let remote = PeerId(REMOTE | self.next_remote);
         self.next_remote += 1;

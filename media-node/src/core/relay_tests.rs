@@ -289,3 +289,51 @@ fn a_linked_node_gets_only_the_layers_its_subscribers_want() {
         "no keyframe asked for a name the link does not own"
     );
 }
+
+#[test]
+fn a_participant_who_moves_to_the_other_node_is_there_once() {
+    let mut pair = Pair::new();
+    pair.join(0, 1, false);
+    pair.join(1, 2, false);
+    // p2's node drains and its session moves to node 0, whose copy of p2 is still there
+    // until node 1's word that p2 left comes.
+    pair.nodes[0]
+        .join(
+            PeerId(7),
+            JoinRequest {
+                room: ROOM.into(),
+                participant_id: "p2".into(),
+                display_name: "name 2".into(),
+                max_participants: 0,
+                last_n: 0,
+                moderator: false,
+                lobby: false,
+                first_moderates: false,
+            },
+        )
+        .unwrap();
+    pair.settle();
+    let named = |core: &Core, id: &str| {
+        core.room_members(ROOM)
+            .iter()
+            .filter(|peer| core.participants[peer].info.participant_id == id)
+            .count()
+    };
+    assert_eq!(
+        named(&pair.nodes[0], "p2"),
+        1,
+        "once on the node it moved to"
+    );
+    pair.nodes[1].leave(PeerId(2), LeaveReason::Left);
+    pair.settle();
+    assert_eq!(
+        named(&pair.nodes[0], "p2"),
+        1,
+        "the old session's end takes nothing away"
+    );
+    assert_eq!(
+        named(&pair.nodes[1], "p2"),
+        1,
+        "and node 1 knows the new one"
+    );
+}

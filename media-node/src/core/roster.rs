@@ -53,6 +53,13 @@ impl Core {
     /// of it, and it is subscribed to everything already published there. It moderates if its
     /// grant says so, or if it may be the first and nobody in the room moderates.
     pub(super) fn enter(&mut self, peer: PeerId, request: JoinRequest) -> Result<(), JoinError> {
+        // Someone who moved here from another node of the room (whose node was lost or drains)
+        // may still be known from there: here they are now.
+        if let Some(stale) = self.participant_in(&request.room, &request.participant_id)
+            && stale.is_remote()
+        {
+            self.forget_remote(stale);
+        }
         let members = self.room_members(&request.room).len();
         if request.max_participants > 0 && members >= request.max_participants as usize {
             return Err(JoinError::RoomFull {
