@@ -301,8 +301,8 @@ fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
 impl Node {
     /// Opens a link of a room to another node. Opened again (every control-plane replica
     /// opens the links of the rooms it admits to), it stays as it is; with a new key or
-    /// address it starts over, keeping what the core knows. A link keeps its counters for as
-    /// long as its key: a counter never repeats under one key.
+    /// address it starts over with new random bytes (and so new keys once the other end's
+    /// come), keeping what the core knows.
     pub(super) fn open_link(&mut self, spec: LinkSpec) {
         if let Some(link) = self.links.get(&spec.link)
             && link.given == spec.key
