@@ -4,7 +4,8 @@
 //! - `GET /readyz` answers 200 only while the node is attached to the control plane and not
 //!   draining (a node that cannot be given rooms is not ready);
 //! - `GET /status` tells, as JSON, the node's id, how many rooms and participants it has,
-//!   whether it drains, and what crossed each of its links to other nodes of spanning rooms;
+//!   whether it drains, and what crossed each of its links to other nodes of spanning rooms
+//!   (by the other node's id; never a room's name);
 //! - `GET /metrics`: the node's metrics ([`crate::metrics`]), for Prometheus.
 //!
 //! It takes no commands: a node is drained by SIGTERM (the pod's end) or by the control plane

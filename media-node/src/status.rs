@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LinkStatus {
-    /// The room.
+    /// The room; not told on the status endpoint, which anyone who reaches the health port
+    /// may read (room names can say whose meeting it is).
+    #[serde(skip_serializing)]
     pub room: String,
     /// The node at the other end.
     pub peer_node: String,
