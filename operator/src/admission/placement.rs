@@ -1,9 +1,12 @@
 //! Placement: which nodes host a room, recorded so that every gateway agrees.
 //!
-//! A room whose recorded nodes are attached and take rooms stays there: a join goes to the
-//! first of them with room to spare ([`domain::host_with_room`]). When there is none, the
-//! least-loaded node its tenant may use is chosen ([`domain::choose_node`]), added to the
-//! room's nodes and written with compare-and-set on its revision ([`Store::place_room`]). When another gateway
+//! A room whose recorded nodes are attached stays there: a join goes to the first of them with
+//! room to spare ([`domain::host_with_room`]). When there is none, the least-loaded node its
+//! tenant may use is chosen ([`domain::choose_node`]), added to the room's nodes and written
+//! with compare-and-set on its revision ([`Store::place_room`]). A draining node takes no
+//! joins but stays one of the room's nodes while it is attached: one that keeps its sessions
+//! until they end is linked with the node that takes the room's new joins, so the room does
+//! not split in two. When another gateway
 //! placed the room in between, the write fails with a conflict; the room is read again and, as
 //! a rule, found on the other gateway's live node, which both then use.
 //!
@@ -29,7 +32,7 @@ impl<S: Store> Admission<S> {
     /// there is none, the least-loaded node its tenant may use is added to the room's nodes
     /// (the first, for a room not placed yet), recorded with compare-and-set so that racing
     /// gateways agree. A room whose every node is full and that can spread nowhere stays on
-    /// its first live node, which refuses what it cannot take.
+    /// its first node that takes rooms, which refuses what it cannot take.
     pub(super) async fn place(
         &self,
         tenant: &Tenant,
@@ -38,10 +41,11 @@ impl<S: Store> Admission<S> {
         let pools = self.store.pools().await?;
         let mut recorded: Option<HashMap<NodeId, u32>> = None;
         for _ in 0..MAX_TRIES {
+            // Draining nodes stay: their participants are still in the room.
             let live: Vec<NodeId> = room
                 .nodes
                 .iter()
-                .filter(|node| self.fleet.is_available(node))
+                .filter(|node| self.fleet.is_attached(node))
                 .cloned()
                 .collect();
             if let Some(host) = domain::host_with_room(&live, &self.fleet.nodes()) {
@@ -57,8 +61,13 @@ impl<S: Store> Admission<S> {
             };
             let chosen = match self.choose(tenant, &pools, recorded, &live) {
                 Ok(chosen) => chosen,
-                Err(_) if !live.is_empty() => return Ok((live[0].clone(), live)),
-                Err(refusal) => return Err(refusal),
+                Err(refusal) => {
+                    // A full node refuses what it cannot take with the node's own words.
+                    return match live.iter().find(|node| self.fleet.is_available(node)) {
+                        Some(first) => Ok((first.clone(), live)),
+                        None => Err(refusal),
+                    };
+                }
             };
             let mut nodes = live.clone();
             nodes.push(chosen.clone());

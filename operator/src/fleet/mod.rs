@@ -249,6 +249,15 @@ impl Fleet {
             .is_some_and(AttachedNode::takes_rooms)
     }
 
+    /// Whether `node` is attached and its stream alive, draining or not: a draining node keeps
+    /// the sessions it has until they end (unless it moves them), so a room there still spans it.
+    pub fn is_attached(&self, node: &NodeId) -> bool {
+        self.lock()
+            .nodes
+            .get(node)
+            .is_some_and(|attached| attached.lost_since.is_none())
+    }
+
     /// Whether this replica began so recently that its nodes may still be dialling it.
     pub fn is_new(&self) -> bool {
         self.started.elapsed() < NEW_REPLICA

@@ -140,3 +140,39 @@ async fn a_lost_node_s_links_are_closed_at_the_other_end() {
         .collect();
     assert_eq!(closed, vec![links[0].link_id]);
 }
+
+#[tokio::test]
+async fn a_room_on_a_node_that_drains_slowly_stays_one_room() {
+    let mut platform = Platform::public([]);
+    platform.attach("a", "");
+    platform.attach("b", "");
+    platform
+        .admission
+        .join(&key("rat"), "Anna", &Credentials::default())
+        .await
+        .unwrap();
+    platform.commands("a");
+    // Node a drains, but lets Anna's call run to its end.
+    platform.fleet.mark_draining(&node("a"), false);
+
+    let ben = platform
+        .admission
+        .join(&key("rat"), "Ben", &Credentials::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        ben.attachment.node,
+        node("b"),
+        "a draining node takes no joins"
+    );
+    assert_eq!(
+        platform.stored("rat").await.unwrap().nodes,
+        vec![node("a"), node("b")],
+        "the room keeps the draining node while Anna is there"
+    );
+    let (at_a, _) = links_then_session(&mut platform, "a");
+    let (at_b, ordered) = links_then_session(&mut platform, "b");
+    assert_eq!((at_a.len(), at_b.len()), (1, 1), "Anna and Ben are linked");
+    assert_eq!(at_a[0].link_id, at_b[0].link_id);
+    assert!(ordered, "b knows the link before Ben's session opens there");
+}
