@@ -2,12 +2,14 @@
 // plane, each taking one or two participants, so that one room's pages land on different
 // nodes. The pages must see and hear each other across the nodes, the chat and the active
 // speaker must cross them, each node's links must carry each publication once, and a killed
-// node's page must move and decode again while the others' video goes on.
+// node's page must move and decode again while the others' video goes on. Someone who knocks
+// on one node is let in, or not, by a moderator on another.
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
 import {
+  clubManifests,
   eventually,
   freePort,
   join,
@@ -62,7 +64,10 @@ describe("a room across media nodes", () => {
 
   before(async () => {
     grpc = `127.0.0.1:${await freePort()}`;
-    server = await startTreffpunkt(["--external-media-nodes", "--grpc-listen", grpc], { env: { TREFFPUNKT_GRANT_KEY: grantKey } });
+    const manifests = clubManifests("policy: {adhocRooms: true}");
+    server = await startTreffpunkt(["--external-media-nodes", "--grpc-listen", grpc, "--manifests", manifests], {
+      env: { TREFFPUNKT_GRANT_KEY: grantKey },
+    });
     // The room fills node-a, spreads to node-b (the next by id), which takes two, then to node-c.
     for (const [id, max] of [["node-a", 1], ["node-b", 2], ["node-c", 1]]) {
       nodes[id] = await startMediaNode(grpc, grantKey, id, ["--max-participants", String(max)]);
@@ -168,5 +173,44 @@ describe("a room across media nodes", () => {
       const watch = await watches[name]();
       assert.ok(watch.longest < 1000, `${name}'s video had no gap over 1 s (longest ${watch.longest} ms)`);
     }
+  });
+
+  test("someone who knocks on one node is let in, or not, by a moderator on another", async () => {
+    // Every node is full of the first tests' pages: the chair takes node-e, the lobby node-f.
+    for (const [id, max] of [["node-e", 1], ["node-f", 2]]) {
+      nodes[id] = await startMediaNode(grpc, grantKey, id, ["--max-participants", String(max)]);
+      assert.ok(await eventually(async () => (await nodes[id].status())?.attached), `${id} is attached`);
+    }
+    const room = `${server.url}/verein/sitzung`;
+    const anna = await join(browser, room, "Anna", { skipJoin: true });
+    await anna.click("#moderator-toggle");
+    await anna.fill("#room-password", "Vorsitz");
+    await anna.click("#join-button");
+    assert.ok(await eventually(async () => anna.isVisible("#call")), "the chair is in the meeting");
+    assert.ok(await eventually(async () => (await nodes["node-e"].status())?.participants === 1), "the chair is on node-e");
+
+    const ben = await join(browser, room, "Ben", { locale: "en-US" });
+    assert.ok(await eventually(async () => ben.isVisible("#waiting")), "Ben waits");
+    const linked = async () => (await nodes["node-f"].status())?.links?.some((link) => link.peerNode === "node-e");
+    assert.ok(await eventually(linked), "Ben waits on node-f, linked to the chair's node-e");
+    assert.ok(
+      await eventually(async () => /moderators know you are here/.test((await ben.textContent("#waiting-text")) || "")),
+      "Ben's waiting screen says that a moderator is there, on the other node",
+    );
+    assert.ok(
+      await eventually(async () => /1 wartet/.test((await anna.textContent("#call-people")) || "")),
+      "the chair on node-e sees that Ben waits on node-f",
+    );
+    await anna.click("#call-people");
+    await anna.click("#knocking-list li:has-text('Ben') >> text=Hereinlassen");
+    assert.ok(await eventually(async () => ben.isVisible("#call")), "Ben is let in");
+    assert.ok(await eventually(() => decodesEveryone(ben, 1, 1), 20000), "Ben decodes the chair's video and hears her, across the nodes");
+
+    const clara = await join(browser, room, "Clara");
+    assert.ok(await eventually(async () => clara.isVisible("#waiting")), "Clara waits");
+    assert.ok(await eventually(async () => (await anna.$$("#knocking-list li:has-text('Clara')")).length === 1), "the chair sees Clara knock");
+    await anna.click("#knocking-list li:has-text('Clara') >> text=Ablehnen");
+    assert.ok(await eventually(async () => clara.isVisible("#ended")), "Clara is declined by the chair on the other node");
+    for (const page of [anna, ben, clara]) await page.context().close();
   });
 });

@@ -19,6 +19,8 @@ pub struct LinkStatus {
     pub packets_out: u64,
     /// Packets taken from it.
     pub packets_in: u64,
+    /// Packets sent over it again because the other node missed them (part of `packets_out`).
+    pub packets_resent: u64,
 }
 
 #[derive(Debug, Default)]

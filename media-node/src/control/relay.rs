@@ -8,13 +8,18 @@ use std::net::{IpAddr, SocketAddr};
 use treffpunkt_proto::v1::{self, room_relay::Kind};
 
 use crate::core::{
-    ChatMessage, Codec, Ending, LeaveReason, LinkId, ParticipantInfo, RelayMessage, Source,
+    ChatMessage, Codec, Ending, LeaveReason, LinkId, MAX_WAITING, ParticipantInfo, RelayMessage,
+    Source,
 };
 use crate::node::LinkSpec;
 use crate::node::signal;
 
 /// The most layers a relayed track may name.
 const MAX_LAYERS: usize = 8;
+/// The longest display name a relayed lobby may carry: the control plane's limit.
+const MAX_NAME_CHARS: usize = 64;
+/// The longest participant id a relayed lobby may carry (the control plane gives 16 hex digits).
+const MAX_ID_BYTES: usize = 128;
 
 /// The link an `OpenLink` opens.
 pub fn link_spec(open: v1::OpenLink) -> Result<LinkSpec, &'static str> {
@@ -104,6 +109,22 @@ pub fn to_wire(link: LinkId, message: RelayMessage) -> v1::RoomRelay {
                 Ending::Denied => "denied",
             }
             .to_owned(),
+        }),
+        RelayMessage::Lobby { waiting } => Kind::Lobby(v1::RelayLobby {
+            waiting: waiting
+                .into_iter()
+                .map(|(participant_id, display_name)| v1::RelayWaiting {
+                    participant_id,
+                    display_name,
+                })
+                .collect(),
+        }),
+        RelayMessage::Admit {
+            participant_id,
+            admit,
+        } => Kind::Admit(v1::RelayAdmit {
+            participant_id,
+            admit,
         }),
     };
     v1::RoomRelay {
@@ -213,6 +234,29 @@ pub fn from_wire(relay: v1::RoomRelay) -> Result<(LinkId, RelayMessage), &'stati
                 _ => return Err("a relayed ending of no known reason"),
             },
         },
+        Kind::Lobby(lobby) => {
+            if lobby.waiting.len() > MAX_WAITING {
+                return Err("a relayed lobby is longer than a lobby may be");
+            }
+            let too_long = |waiting: &v1::RelayWaiting| {
+                waiting.participant_id.len() > MAX_ID_BYTES
+                    || waiting.display_name.chars().count() > MAX_NAME_CHARS
+            };
+            if lobby.waiting.iter().any(too_long) {
+                return Err("a relayed lobby names someone at too great a length");
+            }
+            RelayMessage::Lobby {
+                waiting: lobby
+                    .waiting
+                    .into_iter()
+                    .map(|waiting| (waiting.participant_id, waiting.display_name))
+                    .collect(),
+            }
+        }
+        Kind::Admit(admit) => RelayMessage::Admit {
+            participant_id: admit.participant_id,
+            admit: admit.admit,
+        },
     };
     Ok((link, message))
 }
@@ -273,6 +317,13 @@ mod tests {
                 peer: 3,
                 reason: Ending::Removed,
             },
+            RelayMessage::Lobby {
+                waiting: vec![("p-2".into(), "Ben".into()), ("p-4".into(), "Dora".into())],
+            },
+            RelayMessage::Admit {
+                participant_id: "p-2".into(),
+                admit: true,
+            },
         ];
         for message in messages {
             let wire = to_wire(LinkId(5), message.clone());
@@ -297,6 +348,22 @@ mod tests {
         assert!(from_wire(publication(vec![1; 100], "video/VP8")).is_err());
         assert!(from_wire(publication(vec![1], "video/AV2")).is_err());
         assert!(from_wire(v1::RoomRelay::default()).is_err());
+        let lobby = |count: usize, name: &str| v1::RoomRelay {
+            link_id: 1,
+            kind: Some(Kind::Lobby(v1::RelayLobby {
+                waiting: vec![
+                    v1::RelayWaiting {
+                        participant_id: "p-1".into(),
+                        display_name: name.into(),
+                    };
+                    count
+                ],
+            })),
+            ..Default::default()
+        };
+        assert!(from_wire(lobby(MAX_WAITING, "Anna")).is_ok());
+        assert!(from_wire(lobby(MAX_WAITING + 1, "Anna")).is_err());
+        assert!(from_wire(lobby(1, &"A".repeat(65))).is_err());
         let open = |key: Vec<u8>, ip: &str| v1::OpenLink {
             link_id: 1,
             room: "club/board".into(),

@@ -64,6 +64,7 @@ pub use messages::{
     ModerationError, ModeratorRequest, OfferedTrack, Output, ParticipantInfo, PublishedLayer,
     RosterEvent, Source, VideoState,
 };
+pub use moderation::MAX_WAITING;
 use publication::Publication;
 pub use relay::{LinkId, RelayMessage};
 use speaker::SpeakerDetector;
@@ -149,6 +150,15 @@ struct Room {
     locked: bool,
     /// The links to the other nodes that host participants of the room.
     links: Vec<LinkId>,
+    /// Who waits in the lobbies of the linked nodes (participant id, display name), per link.
+    remote_waiting: Vec<(LinkId, Vec<(String, String)>)>,
+}
+
+impl Room {
+    /// Whether nothing keeps the room: nobody in it or waiting, and no link to another node.
+    fn is_unused(&self) -> bool {
+        self.members.is_empty() && self.waiting.is_empty() && self.links.is_empty()
+    }
 }
 
 /// The rooms of one media node.

@@ -6,8 +6,8 @@
 //! gets an error and nothing happens.
 
 use super::{
-    Action, Core, Ending, JoinError, JoinRequest, ModerationError, ModeratorRequest, Output,
-    PeerId, RosterEvent, Source,
+    Action, Core, Ending, JoinError, JoinRequest, LinkId, ModerationError, ModeratorRequest,
+    Output, PeerId, RelayMessage, RosterEvent, Source,
 };
 
 /// The most people who may wait in one room's lobby.
@@ -61,6 +61,7 @@ impl Core {
             moderator_present,
         });
         self.tell_moderators_who_waits(&key);
+        self.relay_lobby(&key);
         Ok(())
     }
 
@@ -72,10 +73,11 @@ impl Core {
         })?;
         let room = self.rooms.get_mut(&key)?;
         let (_, request) = room.waiting.remove(index);
-        if room.members.is_empty() && room.waiting.is_empty() {
+        if room.is_unused() {
             self.rooms.remove(&key);
         } else {
             self.tell_moderators_who_waits(&key);
+            self.relay_lobby(&key);
         }
         Some(request)
     }
@@ -99,7 +101,7 @@ impl Core {
         }
         self.tell_hands(&key);
         if !peer.is_remote() {
-            let message = super::RelayMessage::Hand {
+            let message = RelayMessage::Hand {
                 peer: peer.0,
                 raised,
             };
@@ -123,15 +125,21 @@ impl Core {
         let key = moderator.room.clone();
         match action {
             Action::Admit | Action::Deny => {
-                let peer = self.waiting_in(&key, target)?;
-                let request = self
-                    .stop_waiting(peer)
-                    .ok_or(ModerationError::NoSuchParticipant)?;
-                if action == Action::Deny {
-                    self.end(peer, Ending::Denied);
-                } else if self.enter(peer, request).is_err() {
-                    // The room filled up while they waited.
-                    self.end(peer, Ending::Denied);
+                let admit = action == Action::Admit;
+                match self.waiting_in(&key, target) {
+                    Ok(peer) => self.let_in(peer, admit)?,
+                    // Someone who waits on a linked node: that node lets them in.
+                    Err(error) => {
+                        let link = self.waiting_at(&key, target).ok_or(error)?;
+                        let participant_id = target.to_owned();
+                        self.outputs.push_back(Output::Relay {
+                            link,
+                            message: RelayMessage::Admit {
+                                participant_id,
+                                admit,
+                            },
+                        });
+                    }
                 }
             }
             Action::Mute => self.hold(self.member(&key, target)?, Source::Microphone),
@@ -161,7 +169,7 @@ impl Core {
                 match self.participants.get(&peer).and_then(|p| p.origin) {
                     Some((link, at)) => self.outputs.push_back(Output::Relay {
                         link,
-                        message: super::RelayMessage::LowerHand { peer: at },
+                        message: RelayMessage::LowerHand { peer: at },
                     }),
                     None => self.raise_hand(peer, false),
                 }
@@ -172,7 +180,7 @@ impl Core {
                     room.locked = locked;
                 }
                 self.tell_room(&key, RosterEvent::Locked(locked));
-                self.relay_to_room(&key, super::RelayMessage::Locked(locked));
+                self.relay_to_room(&key, RelayMessage::Locked(locked));
             }
             Action::End => {
                 let room = self.rooms.get(&key);
@@ -182,10 +190,37 @@ impl Core {
                         room.members.iter().copied().chain(waiting).collect()
                     })
                     .unwrap_or_default();
+                // Those who wait on linked nodes are not let in.
+                let waiting_elsewhere: Vec<(LinkId, String)> = room
+                    .into_iter()
+                    .flat_map(|room| &room.remote_waiting)
+                    .flat_map(|(link, waiting)| waiting.iter().map(|(id, _)| (*link, id.clone())))
+                    .collect();
                 for peer in everyone {
                     self.end(peer, Ending::Ended);
                 }
+                for (link, participant_id) in waiting_elsewhere {
+                    let message = RelayMessage::Admit {
+                        participant_id,
+                        admit: false,
+                    };
+                    self.outputs.push_back(Output::Relay { link, message });
+                }
             }
+        }
+        Ok(())
+    }
+
+    /// Lets `peer`, who waits in a lobby here, in (`admit`) or not.
+    pub(super) fn let_in(&mut self, peer: PeerId, admit: bool) -> Result<(), ModerationError> {
+        let request = self
+            .stop_waiting(peer)
+            .ok_or(ModerationError::NoSuchParticipant)?;
+        if !admit {
+            self.end(peer, Ending::Denied);
+        } else if self.enter(peer, request).is_err() {
+            // The room filled up while they waited.
+            self.end(peer, Ending::Denied);
         }
         Ok(())
     }
@@ -243,26 +278,32 @@ impl Core {
     /// Whether anyone waits in the lobby of `key`: only then has a new moderator something to
     /// be told.
     pub(super) fn someone_waits(&self, key: &str) -> bool {
-        self.rooms
-            .get(key)
-            .is_some_and(|room| !room.waiting.is_empty())
+        self.rooms.get(key).is_some_and(|room| {
+            !room.waiting.is_empty() || room.remote_waiting.iter().any(|(_, w)| !w.is_empty())
+        })
     }
 
-    /// Tells the moderators of `key` who waits in its lobby.
+    /// Tells the moderators of `key` here who waits in its lobby, here and on linked nodes
+    /// (the moderators on those nodes are told by their own).
     pub(super) fn tell_moderators_who_waits(&mut self, key: &str) {
         let Some(room) = self.rooms.get(key) else {
             return;
         };
-        let waiting: Vec<(String, String)> = room
-            .waiting
-            .iter()
-            .map(|(_, request)| (request.participant_id.clone(), request.display_name.clone()))
+        let waiting: Vec<(String, String)> = self
+            .lobby(key)
+            .into_iter()
+            .chain(
+                room.remote_waiting
+                    .iter()
+                    .flat_map(|(_, w)| w.iter().cloned()),
+            )
             .collect();
         for member in &room.members {
-            if self
-                .participants
-                .get(member)
-                .is_some_and(|p| p.info.moderator)
+            if !member.is_remote()
+                && self
+                    .participants
+                    .get(member)
+                    .is_some_and(|p| p.info.moderator)
             {
                 self.outputs.push_back(Output::Knocking {
                     to: *member,
@@ -362,6 +403,25 @@ impl Core {
     fn member(&self, key: &str, participant_id: &str) -> Result<PeerId, ModerationError> {
         self.participant_in(key, participant_id)
             .ok_or(ModerationError::NoSuchParticipant)
+    }
+
+    /// Who waits in the lobby of `key` here (participant id, display name), first come first.
+    pub(super) fn lobby(&self, key: &str) -> Vec<(String, String)> {
+        self.rooms.get(key).map_or_else(Vec::new, |room| {
+            room.waiting
+                .iter()
+                .map(|(_, request)| (request.participant_id.clone(), request.display_name.clone()))
+                .collect()
+        })
+    }
+
+    /// The link to the node where `participant_id` waits in the lobby of `key`.
+    fn waiting_at(&self, key: &str, participant_id: &str) -> Option<LinkId> {
+        let room = self.rooms.get(key)?;
+        room.remote_waiting
+            .iter()
+            .find(|(_, waiting)| waiting.iter().any(|(id, _)| id == participant_id))
+            .map(|(link, _)| *link)
     }
 
     fn waiting_in(&self, key: &str, participant_id: &str) -> Result<PeerId, ModerationError> {

@@ -10,9 +10,11 @@
 //!
 //! Every node tells each link about its *own* participants only (the links of a room form a
 //! full mesh, so nothing is passed on twice) as [`RelayMessage`]s, carried by the control
-//! plane: who is there and their state, what they publish, their chat messages. Each local
-//! publication is relayed once per link, every layer of it (see [`Core::relay_links`]); what
-//! the other node's subscribers need comes back as keyframe requests and the layers they want.
+//! plane: who is there and their state, what they publish, their chat messages, who waits in
+//! the lobby (a moderator on any node may let them in; their own node does it). Each local
+//! publication is relayed once per link, in the layers the other node wants (see
+//! [`Core::relay_links`]); what the other node's subscribers need comes back as keyframe
+//! requests and the layers they want.
 //! Outputs of the room logic addressed to a remote participant are turned into relay messages
 //! for its node where they concern the participant itself (a moderator's request, its removal,
 //! its new role), and dropped otherwise.
@@ -137,6 +139,20 @@ pub enum RelayMessage {
         /// Why.
         reason: Ending,
     },
+    /// Who waits in the sending node's lobby of the room, whole (sent when it changes and when
+    /// the link opens): moderators on every node see every knock.
+    Lobby {
+        /// Participant id and display name, first come first.
+        waiting: Vec<(String, String)>,
+    },
+    /// A moderator on the sending node let someone who waits in the receiver's lobby in, or
+    /// not.
+    Admit {
+        /// Who waits.
+        participant_id: String,
+        /// In, or not.
+        admit: bool,
+    },
 }
 
 impl Core {
@@ -149,7 +165,12 @@ impl Core {
         self.links.insert(link, room.to_owned());
         let state = self.rooms.entry(room.to_owned()).or_default();
         state.links.push(link);
-        for peer in state.members.clone() {
+        let members = state.members.clone();
+        let waiting = self.lobby(room);
+        if !waiting.is_empty() {
+            self.relay(link, RelayMessage::Lobby { waiting });
+        }
+        for peer in members {
             if peer.is_remote() {
                 continue;
             }
@@ -176,6 +197,11 @@ impl Core {
         };
         if let Some(state) = self.rooms.get_mut(&room) {
             state.links.retain(|other| *other != link);
+            let before = state.remote_waiting.len();
+            state.remote_waiting.retain(|(other, _)| *other != link);
+            if state.remote_waiting.len() != before {
+                self.tell_moderators_who_waits(&room);
+            }
         }
         for publication in self.publications.values_mut() {
             publication.relays.retain(|other| *other != link);
@@ -190,11 +216,7 @@ impl Core {
         for peer in remote {
             self.leave(peer, LeaveReason::ConnectionLost);
         }
-        if self
-            .rooms
-            .get(&room)
-            .is_some_and(|state| state.members.is_empty() && state.waiting.is_empty())
-        {
+        if self.rooms.get(&room).is_some_and(|state| state.is_unused()) {
             self.rooms.remove(&room);
         }
     }
@@ -317,6 +339,29 @@ impl Core {
             RelayMessage::Close { peer, reason } => {
                 if let Some(peer) = self.local_in(&room, peer) {
                     self.outputs.push_back(Output::Close { peer, reason });
+                }
+            }
+            RelayMessage::Lobby { waiting } => {
+                if let Some(state) = self.rooms.get_mut(&room) {
+                    state.remote_waiting.retain(|(other, _)| *other != link);
+                    if !waiting.is_empty() {
+                        state.remote_waiting.push((link, waiting));
+                    }
+                    self.tell_moderators_who_waits(&room);
+                }
+            }
+            RelayMessage::Admit {
+                participant_id,
+                admit,
+            } => {
+                // Gone meanwhile (left, or let in by a moderator here): nothing to do.
+                if let Some((peer, _)) = self.rooms.get(&room).and_then(|state| {
+                    state
+                        .waiting
+                        .iter()
+                        .find(|(_, request)| request.participant_id == participant_id)
+                }) {
+                    let _ = self.let_in(*peer, admit);
                 }
             }
         }
@@ -556,6 +601,15 @@ impl Core {
             .get(&peer)
             .map(|p| self.links_of(&p.room).to_vec())
             .unwrap_or_default()
+    }
+
+    /// Tells every link of `room` who waits in its lobby here.
+    pub(super) fn relay_lobby(&mut self, room: &str) {
+        if self.links_of(room).is_empty() {
+            return;
+        }
+        let waiting = self.lobby(room);
+        self.relay_to_room(room, RelayMessage::Lobby { waiting });
     }
 
     /// Tells every link of `room` the same.

@@ -24,6 +24,15 @@ impl Pair {
     }
 
     fn join(&mut self, node: usize, peer: u64, moderator: bool) {
+        self.join_as(node, peer, moderator, false);
+    }
+
+    /// `peer` knocks on the room's door at `node` and waits in its lobby.
+    fn knock(&mut self, node: usize, peer: u64) {
+        self.join_as(node, peer, false, true);
+    }
+
+    fn join_as(&mut self, node: usize, peer: u64, moderator: bool, lobby: bool) {
         let request = JoinRequest {
             room: ROOM.into(),
             participant_id: format!("p{peer}"),
@@ -31,7 +40,7 @@ impl Pair {
             max_participants: 0,
             last_n: 0,
             moderator,
-            lobby: false,
+            lobby,
             first_moderates: false,
         };
         self.nodes[node].join(PeerId(peer), request).unwrap();
@@ -62,6 +71,11 @@ impl Pair {
 
     fn take(&mut self, node: usize) -> Vec<Output> {
         std::mem::take(&mut self.outputs[node])
+    }
+
+    /// What `node` has to say now, without carrying anything across.
+    fn take_now(&mut self, node: usize) -> Vec<Output> {
+        std::iter::from_fn(|| self.nodes[node].poll_output()).collect()
     }
 }
 
@@ -336,4 +350,130 @@ fn a_participant_who_moves_to_the_other_node_is_there_once() {
         1,
         "and node 1 knows the new one"
     );
+}
+
+/// What the moderator `to` was last told of who waits.
+fn last_knocking(outputs: &[Output], to: PeerId) -> Option<Vec<(String, String)>> {
+    outputs.iter().rev().find_map(|output| match output {
+        Output::Knocking { to: at, waiting } if *at == to => Some(waiting.clone()),
+        _ => None,
+    })
+}
+
+fn waiting(ids: &[u64]) -> Vec<(String, String)> {
+    ids.iter()
+        .map(|id| (format!("p{id}"), format!("name {id}")))
+        .collect()
+}
+
+#[test]
+fn a_knock_on_one_node_is_answered_by_a_moderator_on_the_other() {
+    let mut pair = Pair::new();
+    pair.join(0, 1, true);
+    pair.join(1, 2, false);
+    pair.take(0);
+    pair.take(1);
+
+    pair.knock(1, 5);
+    assert_eq!(
+        last_knocking(&pair.take(0), PeerId(1)),
+        Some(waiting(&[5])),
+        "the moderator on node 0 sees who waits on node 1"
+    );
+    let there = pair.take(1);
+    assert!(
+        there.contains(&Output::Waiting {
+            to: PeerId(5),
+            moderator_present: true
+        }),
+        "who waits hears that a moderator is there: {there:?}"
+    );
+    assert!(
+        last_knocking(&there, PeerId(2)).is_none(),
+        "who does not moderate sees no knocks"
+    );
+
+    pair.nodes[0]
+        .moderate(PeerId(1), Action::Admit, "p5")
+        .unwrap();
+    pair.settle();
+    assert!(
+        pair.nodes[1].room_members(ROOM).contains(&PeerId(5)),
+        "p5 comes in at its own node"
+    );
+    assert!(pair.nodes[0].participant_in(ROOM, "p5").is_some());
+    assert_eq!(last_knocking(&pair.take(0), PeerId(1)), Some(Vec::new()));
+
+    pair.knock(1, 6);
+    pair.nodes[0]
+        .moderate(PeerId(1), Action::Deny, "p6")
+        .unwrap();
+    pair.settle();
+    assert!(pair.take(1).contains(&Output::Close {
+        peer: PeerId(6),
+        reason: Ending::Denied
+    }));
+    assert_eq!(
+        pair.nodes[0].moderate(PeerId(1), Action::Admit, "p6"),
+        Err(ModerationError::NoSuchParticipant),
+        "nobody waits under that id any more"
+    );
+}
+
+#[test]
+fn a_lobby_is_told_when_a_link_opens_and_forgotten_when_it_closes() {
+    let mut pair = Pair::new();
+    for node in &mut pair.nodes {
+        node.close_link(LINK);
+    }
+    pair.join(0, 1, true);
+    pair.knock(1, 5);
+    pair.knock(1, 6);
+    assert_eq!(last_knocking(&pair.take(0), PeerId(1)), None);
+
+    for node in &mut pair.nodes {
+        node.open_link(LINK, ROOM);
+    }
+    pair.settle();
+    assert_eq!(
+        last_knocking(&pair.take(0), PeerId(1)),
+        Some(waiting(&[5, 6]))
+    );
+
+    // The meeting ends: who waits on the other node is not let in.
+    pair.nodes[0].moderate(PeerId(1), Action::End, "").unwrap();
+    pair.settle();
+    let there = pair.take(1);
+    for peer in [5, 6] {
+        assert!(
+            there.contains(&Output::Close {
+                peer: PeerId(peer),
+                reason: Ending::Denied
+            }),
+            "p{peer} is sent away: {there:?}"
+        );
+    }
+
+    pair.knock(1, 7);
+    pair.take(0);
+    pair.nodes[0].close_link(LINK);
+    assert_eq!(
+        last_knocking(&pair.take_now(0), PeerId(1)),
+        Some(Vec::new()),
+        "a closed link's lobby is no longer shown"
+    );
+}
+
+#[test]
+fn a_room_that_empties_keeps_its_link_for_those_who_come_next() {
+    let mut pair = Pair::new();
+    pair.join(0, 1, false);
+    pair.nodes[0].leave(PeerId(1), LeaveReason::Left);
+    pair.settle();
+    assert_eq!(pair.nodes[1].room_members(ROOM), &[] as &[PeerId]);
+
+    pair.join(0, 3, false);
+    pair.join(1, 2, false);
+    assert!(pair.nodes[0].participant_in(ROOM, "p2").is_some());
+    assert!(pair.nodes[1].participant_in(ROOM, "p3").is_some());
 }

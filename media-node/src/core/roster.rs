@@ -172,7 +172,7 @@ impl Core {
                 },
             });
         }
-        if room.members.is_empty() && room.waiting.is_empty() {
+        if room.is_unused() {
             self.rooms.remove(&participant.room);
             return;
         }

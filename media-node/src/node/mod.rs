@@ -39,6 +39,7 @@ mod housekeeping;
 pub mod line;
 mod media;
 pub mod relay;
+mod repair;
 pub(crate) mod signal;
 #[cfg(any(test, feature = "testing"))]
 pub mod tests;

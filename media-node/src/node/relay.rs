@@ -28,8 +28,12 @@
 //! closed, and nothing recorded from an earlier opening opens under the new keys. Until the
 //! other end's bytes have come, nothing is sent or taken.
 //! The payload is the publisher's RTP payload as the node received it; headers are rewritten
-//! per subscriber on the receiving node as on the sending one.
+//! per subscriber on the receiving node as on the sending one. A frame with the NACK flag
+//! carries no packet but asks for packets of one stream again (its sequence number is the
+//! first, its payload how many), which the sender answers from what it keeps (see
+//! `super::repair`).
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -38,6 +42,7 @@ use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::hmac;
 use tracing::debug;
 
+use super::repair::{Arrival, Arrivals, History, MAX_GAP};
 use super::{Event, Node, Transmit};
 use crate::core::{LinkId, PeerId, RelayMessage};
 
@@ -50,6 +55,8 @@ const FRAME_HEADER_LEN: usize = 20;
 const TAG_LEN: usize = 16;
 const FLAG_MARKER: u8 = 1;
 const FLAG_LEVEL: u8 = 2;
+/// A frame that asks for packets again rather than carrying one.
+const FLAG_NACK: u8 = 4;
 
 /// A link as the control plane opens it on both of its nodes.
 #[derive(Clone, PartialEq, Eq)]
@@ -115,6 +122,31 @@ pub(super) struct Link {
     /// Packets sent and taken, over every opening.
     packets_out: u64,
     taken: u64,
+    /// Packets sent again because the other end asked.
+    resent: u64,
+    /// What was relayed last, to send again when asked.
+    history: History,
+    /// The streams that come over the link, to find what it lost.
+    arrivals: Arrivals,
+}
+
+/// What a relayed frame carries.
+#[derive(Debug, PartialEq, Eq)]
+enum Frame<'a> {
+    /// One packet of a publisher of the other node (its id there).
+    Media {
+        publisher: u64,
+        media: Media,
+        payload: &'a [u8],
+    },
+    /// A request for `count` packets of a publisher of this node (its id here) again, from
+    /// `first` on.
+    Nack {
+        publisher: u64,
+        ssrc: u32,
+        first: u16,
+        count: u16,
+    },
 }
 
 /// The key one direction of a link seals with: from the given key and the sender's and the
@@ -198,6 +230,9 @@ impl Link {
             received: ReplayWindow::default(),
             packets_out: 0,
             taken: 0,
+            resent: 0,
+            history: History::default(),
+            arrivals: Arrivals::default(),
         }
     }
 
@@ -215,11 +250,43 @@ impl Link {
         ));
         self.sent = 0;
         self.received = ReplayWindow::default();
+        self.arrivals.clear();
         true
     }
 
     /// Seals one packet for the other node; nothing before the keys are made.
     fn seal(&mut self, link: LinkId, publisher: PeerId, media: &Media, payload: &[u8]) -> BytesMut {
+        self.seal_frame(link, publisher.0, media, 0, payload)
+    }
+
+    /// Seals a request for `count` packets of the other node's `publisher`'s stream `ssrc`
+    /// again, from `first` on.
+    fn seal_nack(
+        &mut self,
+        link: LinkId,
+        publisher: u64,
+        ssrc: u32,
+        first: u16,
+        count: u16,
+    ) -> BytesMut {
+        let asked = Media {
+            ssrc,
+            sequence_number: first,
+            timestamp: 0,
+            marker: false,
+            audio_level: None,
+        };
+        self.seal_frame(link, publisher, &asked, FLAG_NACK, &count.to_be_bytes())
+    }
+
+    fn seal_frame(
+        &mut self,
+        link: LinkId,
+        publisher: u64,
+        media: &Media,
+        mut flags: u8,
+        payload: &[u8],
+    ) -> BytesMut {
         let Some((seal, _)) = &self.keys else {
             return BytesMut::new();
         };
@@ -230,11 +297,10 @@ impl Link {
         datagram.extend_from_slice(&[RELAY_MARKER]);
         datagram.extend_from_slice(&link.0.to_be_bytes());
         datagram.extend_from_slice(&self.sent.to_be_bytes());
-        datagram.extend_from_slice(&publisher.0.to_be_bytes());
+        datagram.extend_from_slice(&publisher.to_be_bytes());
         datagram.extend_from_slice(&media.ssrc.to_be_bytes());
         datagram.extend_from_slice(&media.sequence_number.to_be_bytes());
         datagram.extend_from_slice(&media.timestamp.to_be_bytes());
-        let mut flags = 0;
         if media.marker {
             flags |= FLAG_MARKER;
         }
@@ -257,13 +323,12 @@ impl Link {
         datagram
     }
 
-    /// Opens a datagram from the other node, in place: the publisher (its id on the other
-    /// node), the packet and its payload.
+    /// Opens a datagram from the other node, in place.
     fn open<'a>(
         &mut self,
         from: SocketAddr,
         datagram: &'a mut [u8],
-    ) -> Result<(u64, Media, &'a [u8]), RelayDrop> {
+    ) -> Result<Frame<'a>, RelayDrop> {
         if from != self.address {
             return Err(RelayDrop::WrongAddress);
         }
@@ -289,7 +354,49 @@ impl Link {
             marker: flags & FLAG_MARKER != 0,
             audio_level: (flags & FLAG_LEVEL != 0).then_some(frame[19]),
         };
-        Ok((publisher, media, &frame[FRAME_HEADER_LEN..]))
+        let payload = &frame[FRAME_HEADER_LEN..];
+        if flags & FLAG_NACK == 0 {
+            return Ok(Frame::Media {
+                publisher,
+                media,
+                payload,
+            });
+        }
+        let count: [u8; 2] = payload.try_into().map_err(|_| RelayDrop::Malformed)?;
+        Ok(Frame::Nack {
+            publisher,
+            ssrc: media.ssrc,
+            first: media.sequence_number,
+            count: u16::from_be_bytes(count).min(MAX_GAP),
+        })
+    }
+
+    /// Sends again what the other end asked for and this end still keeps.
+    fn resend(
+        &mut self,
+        link: LinkId,
+        (publisher, ssrc, first, count): (u64, u32, u16, u16),
+        transmits: &mut VecDeque<Transmit>,
+    ) -> u64 {
+        let mut resent = 0;
+        for offset in 0..count {
+            let sequence_number = first.wrapping_add(offset);
+            let Some(kept) = self.history.find(publisher, ssrc, sequence_number).cloned() else {
+                continue;
+            };
+            let contents = self.seal(link, kept.publisher, &kept.media, &kept.payload);
+            if contents.is_empty() {
+                continue;
+            }
+            resent += 1;
+            transmits.push_back(Transmit {
+                destination: self.address,
+                tcp: false,
+                contents,
+            });
+        }
+        self.resent += resent;
+        resent
     }
 }
 
@@ -360,23 +467,60 @@ impl Node {
         let mut buffer = std::mem::take(&mut self.relay_buffer);
         buffer.clear();
         buffer.extend_from_slice(datagram);
-        let opened = state.open(from, &mut buffer);
-        if opened.is_ok() {
-            state.taken += 1;
-        }
-        let result = opened.map(|(publisher, media, payload)| {
-            self.traffic.relayed_in += 1;
-            if let Some(publisher) = self.core.remote_peer(link, publisher) {
-                let payload = Bytes::copy_from_slice(payload);
-                self.forward_packet(now, publisher, &media, &payload);
+        let result = match state.open(from, &mut buffer) {
+            Ok(Frame::Media {
+                publisher,
+                media,
+                payload,
+            }) => {
+                state.taken += 1;
+                self.traffic.relayed_in += 1;
+                let arrival = state
+                    .arrivals
+                    .arrive(publisher, media.ssrc, media.sequence_number);
+                if let Arrival::New {
+                    missed: Some((first, count)),
+                } = arrival
+                {
+                    let contents = state.seal_nack(link, publisher, media.ssrc, first, count);
+                    if !contents.is_empty() {
+                        self.transmits.push_back(Transmit {
+                            destination: state.address,
+                            tcp: false,
+                            contents,
+                        });
+                    }
+                }
+                // A packet that came twice was forwarded the first time.
+                if arrival != Arrival::Again
+                    && let Some(publisher) = self.core.remote_peer(link, publisher)
+                {
+                    let payload = Bytes::copy_from_slice(payload);
+                    self.forward_packet(now, publisher, &media, &payload);
+                }
+                Ok(())
             }
-        });
+            Ok(Frame::Nack {
+                publisher,
+                ssrc,
+                first,
+                count,
+            }) => {
+                let asked = (publisher, ssrc, first, count);
+                let resent = state.resend(link, asked, &mut self.transmits);
+                self.traffic.relayed_out += resent;
+                self.traffic.packets_out += resent;
+                Ok(())
+            }
+            Err(drop) => Err(drop),
+        };
         self.relay_buffer = buffer;
         result
     }
 
-    /// Sends one packet of a local publisher to every link the core names for it.
-    pub(super) fn relay_media(&mut self, publisher: PeerId, media: &Media, payload: &[u8]) {
+    /// Sends one packet of a local publisher to every link the core names for it, and keeps
+    /// it there for a while in case the other end asks for it again.
+    pub(super) fn relay_media(&mut self, publisher: PeerId, media: &Media, payload: &Bytes) {
         for link in self.core.relay_links(publisher, media.ssrc) {
             let Some(state) = self.links.get_mut(&link) else {
                 continue;
@@ -385,6 +529,7 @@ impl Node {
             if contents.is_empty() {
                 continue;
             }
+            state.history.keep(publisher, media, payload);
             self.traffic.relayed_out += 1;
             self.traffic.packets_out += 1;
             self.traffic.bytes_out += contents.len() as u64;
@@ -406,6 +551,7 @@ impl Node {
                 peer_node: link.peer_node.clone(),
                 packets_out: link.packets_out,
                 packets_in: link.taken,
+                packets_resent: link.resent,
             })
             .collect();
         links.sort_by(|a, b| (&a.room, &a.peer_node).cmp(&(&b.room, &b.peer_node)));
@@ -473,8 +619,14 @@ mod tests {
         assert_eq!(datagram[0], RELAY_MARKER);
         let copy = datagram.clone();
         let from = "127.0.0.1:1000".parse().unwrap();
-        let (publisher, opened, payload) = two.open(from, &mut datagram).unwrap();
-        assert_eq!((publisher, opened, payload), (3, media(), &b"frame"[..]));
+        assert_eq!(
+            two.open(from, &mut datagram).unwrap(),
+            Frame::Media {
+                publisher: 3,
+                media: media(),
+                payload: b"frame"
+            }
+        );
         assert_eq!(
             two.open(from, &mut copy.clone()).unwrap_err(),
             RelayDrop::Replayed
@@ -550,6 +702,55 @@ mod tests {
         );
         assert_eq!(
             two.open(from, &mut datagram[..10].to_vec()).unwrap_err(),
+            RelayDrop::Malformed
+        );
+    }
+
+    #[test]
+    fn a_lost_packet_is_asked_for_and_sent_again_from_what_the_sender_keeps() {
+        let (mut one, mut two) = pair();
+        let (at_one, at_two) = (
+            "127.0.0.1:1000".parse().unwrap(),
+            "127.0.0.1:2000".parse().unwrap(),
+        );
+        let payload = Bytes::from_static(b"frame");
+        for sequence_number in [10, 11] {
+            let media = Media {
+                sequence_number,
+                ..media()
+            };
+            one.seal(LinkId(7), PeerId(3), &media, &payload);
+            one.history.keep(PeerId(3), &media, &payload);
+        }
+        let mut nack = two.seal_nack(LinkId(7), 3, 1234, 10, 40).to_vec();
+        let asked = one.open(at_two, &mut nack).unwrap();
+        assert_eq!(
+            asked,
+            Frame::Nack {
+                publisher: 3,
+                ssrc: 1234,
+                first: 10,
+                count: MAX_GAP
+            },
+            "no more than the widest gap is asked for"
+        );
+        let mut transmits = VecDeque::new();
+        assert_eq!(one.resend(LinkId(7), (3, 1234, 10, 3), &mut transmits), 2);
+        let mut again = transmits.pop_front().unwrap().contents.to_vec();
+        assert!(matches!(
+            two.open(at_one, &mut again).unwrap(),
+            Frame::Media { publisher: 3, media, payload: b"frame" } if media.sequence_number == 10
+        ));
+        assert_eq!(
+            one.resend(LinkId(7), (4, 1234, 10, 3), &mut transmits),
+            0,
+            "nothing of a publisher that did not send"
+        );
+        let mut short = two
+            .seal_frame(LinkId(7), 3, &media(), FLAG_NACK, b"x")
+            .to_vec();
+        assert_eq!(
+            one.open(at_two, &mut short).unwrap_err(),
             RelayDrop::Malformed
         );
     }

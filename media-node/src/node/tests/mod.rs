@@ -157,7 +157,8 @@ impl Net {
         }
     }
 
-    fn node_address_of(&self, number: usize) -> SocketAddr {
+    /// The media address of node `number`.
+    pub fn node_address_of(&self, number: usize) -> SocketAddr {
         match number {
             0 => self.node_address,
             _ => self.more_nodes[number - 1].0,

@@ -246,3 +246,47 @@ fn a_link_closed_and_opened_again_with_the_same_key_carries_the_call_again() {
         "hardly anything of the new opening was dropped: {dropped}"
     );
 }
+
+#[test]
+fn what_the_link_loses_is_sent_again_and_arrives_once() {
+    let mut net = two_nodes();
+    let to_second = net.node_address_of(1);
+    let anna = net.join_on(0, "anna", Publish::Plain);
+    let ben = net.join_on(1, "ben", Publish::Nothing);
+    assert!(net.run_until(Duration::from_secs(6), |net| has_media(
+        net, ben, "p-anna", 20, 20
+    )));
+    // From now on the link towards ben's node loses one datagram in 10.
+    let mut count = 0u32;
+    net.lose(move |direction, to, bytes| {
+        let relayed = direction == Direction::Between && to == to_second && bytes[0] == 0x0c;
+        count += u32::from(relayed);
+        relayed && count.is_multiple_of(10)
+    });
+    net.run_for(Duration::from_secs(4));
+    net.lose(|_, _, _| false);
+    net.run_for(Duration::from_millis(500));
+    assert!(net.lost > 20, "the link lost {} datagrams", net.lost);
+    let lost = net.lost;
+    for kind in [Audio, Video] {
+        let mut indices: Vec<u32> = net.peers[ben]
+            .from("p-anna", kind)
+            .iter()
+            .map(|arrived| arrived.index)
+            .collect();
+        let arrived = indices.len();
+        indices.sort_unstable();
+        indices.dedup();
+        assert_eq!(indices.len(), arrived, "no {kind} packet reaches ben twice");
+        assert!(
+            indices.windows(2).all(|pair| pair[1] == pair[0] + 1),
+            "every {kind} packet of anna's reaches ben: {indices:?}"
+        );
+    }
+    let status = net.node.link_status();
+    assert!(
+        status[0].packets_resent >= u64::from(lost),
+        "anna's node sent what was lost again ({lost} lost): {status:?}"
+    );
+    let _ = anna;
+}
