@@ -15,6 +15,11 @@
 // only; the node tells it which of its own layers anybody needs, which videos it paused
 // because the line is too slow, and who speaks. Chat messages travel the same socket and are
 // kept only in this page.
+//
+// A large room (a council session streamed to hundreds, a town meeting) shows on its grid only
+// who is on stage: whoever shows a camera or a screen, speaks or spoke last, or is shown large,
+// at most a few dozen; one tile counts the others, who are listed under "Participants". Their
+// comings and goings are not announced one by one.
 
 import { applyBranding } from "./branding.js";
 import {
@@ -66,6 +71,7 @@ const state = {
   pinned: null,
   /** "gallery": every tile the same size; "speaker": the speaker large, the others small. */
   view: "gallery",
+  /** The others, in the order they came; each with `spokeAt` once they spoke. */
   participants: new Map(),
   /** Unread chat messages while the chat is closed. */
   unread: 0,
@@ -537,7 +543,7 @@ async function handle(message) {
       });
     case "participant-joined":
       addParticipant(message.participant);
-      notify(t("joined", { name: message.participant.name }));
+      if (!isLargeRoom()) notify(t("joined", { name: message.participant.name }));
       return;
     case "participant-left":
       return removeParticipant(message.participantId, message.reason);
@@ -597,7 +603,11 @@ async function welcome(message) {
   $("grid").setAttribute("aria-label", t("participants"));
   show("call");
   renderSelf();
+  // Laid out once, not once per participant: a large room's welcome names hundreds.
+  layoutHeld = true;
   for (const participant of message.participants) addParticipant(participant);
+  layoutHeld = false;
+  layout();
   welcomed(message);
   if (message.participants.length === 0) notify(t("alone"), { sticky: true });
   else notify(t("connected"));
@@ -858,7 +868,7 @@ function removeParticipant(id, reason) {
   if (state.speaker === id) state.speaker = null;
   layout();
   renderModeration();
-  notify(t(reason === "connection-lost" ? "lostParticipant" : "left", { name: participant.name }));
+  if (!isLargeRoom()) notify(t(reason === "connection-lost" ? "lostParticipant" : "left", { name: participant.name }));
 }
 
 /** A video the node paused (the line is too slow, or only the latest speakers are sent). */
@@ -875,6 +885,8 @@ function videoState({ streamId, state: videoState }) {
 
 function dominantSpeaker(participantId) {
   state.speaker = participantId;
+  const participant = state.participants.get(participantId);
+  if (participant) participant.spokeAt = performance.now();
   layout();
 }
 
@@ -883,11 +895,69 @@ function togglePin(key) {
   layout();
 }
 
+/** A room with more others than this shows on its grid only who is on stage. */
+const STAGE_FROM = 12;
+/** The most of the others a large room's stage shows. */
+const STAGE_SIZE = 24;
+
+function isLargeRoom() {
+  return state.participants.size > STAGE_FROM;
+}
+
+/**
+ * Who of the others is on a large room's stage: who is shown large, shares a screen, speaks,
+ * spoke (the latest first) or shows a camera (the first to come first), at most `STAGE_SIZE`.
+ * Null in a room small enough to show everyone.
+ */
+function stage() {
+  if (!isLargeRoom()) return null;
+  const pinned = (p) => Boolean(state.pinned?.startsWith(`${p.id}/`));
+  const rank = (p) => [pinned(p) ? 0 : 1, p.screenSharing ? 0 : 1, p.id === state.speaker ? 0 : 1, -(p.spokeAt ?? 0)];
+  const before = (a, b) => {
+    const [x, y] = [rank(a), rank(b)];
+    const at = x.findIndex((value, index) => value !== y[index]);
+    return at < 0 ? 0 : x[at] - y[at];
+  };
+  const candidates = [...state.participants.values()].filter(
+    (p) => pinned(p) || p.screenSharing || p.id === state.speaker || p.spokeAt || !p.videoMuted,
+  );
+  return new Set(candidates.sort(before).slice(0, STAGE_SIZE).map((p) => p.id));
+}
+
+/** The tile that counts those of a large room who are not on stage; it opens the list of all. */
+function renderListeners(count) {
+  let item = $("listeners");
+  if (!item && count === 0) return;
+  if (!item) {
+    item = document.createElement("li");
+    item.id = "listeners";
+    item.className = "tile listeners";
+    const open = document.createElement("button");
+    open.type = "button";
+    open.addEventListener("click", () => $("call-people").click());
+    item.append(open);
+  }
+  item.hidden = count === 0;
+  item.querySelector("button").textContent = t("moreListening", { count });
+  // Always the last tile.
+  if ($("grid").lastElementChild !== item) $("grid").append(item);
+}
+
+/** Set while many participants are added at once: they are laid out together afterwards. */
+let layoutHeld = false;
+
 /**
  * The gallery shows every tile alike, the speaker's outlined. One tile is shown large when it is
- * pinned or a screen is shared, and in the speaker view: whoever speaks (or spoke last).
+ * pinned or a screen is shared, and in the speaker view: whoever speaks (or spoke last). A large
+ * room shows only its stage.
  */
 function layout() {
+  if (layoutHeld) return;
+  const shown = stage();
+  for (const participant of state.participants.values()) {
+    participant.tile.hidden = shown !== null && !shown.has(participant.id);
+  }
+  renderListeners(shown === null ? 0 : state.participants.size - shown.size);
   const tiles = [...document.querySelectorAll("#grid .tile")];
   const key = (item) => `${item.dataset.participant}/${item.dataset.kind}`;
   const sharing = [...state.participants.values()].find((p) => p.screenSharing && p.screenTile);
@@ -931,6 +1001,8 @@ function sendViewports() {
   if (!state.joined) return;
   const viewports = [];
   for (const participant of state.participants.values()) {
+    // In a large room, listeners without a video are left out: they would be most of the list.
+    if (participant.tile.hidden && !participant.stream && !participant.screenTile) continue;
     for (const [item, streamId] of [
       [participant.tile, participant.id],
       [participant.screenTile, `${participant.id}:screen`],

@@ -234,31 +234,34 @@ pub fn from_wire(relay: v1::RoomRelay) -> Result<(LinkId, RelayMessage), &'stati
                 _ => return Err("a relayed ending of no known reason"),
             },
         },
-        Kind::Lobby(lobby) => {
-            if lobby.waiting.len() > MAX_WAITING {
-                return Err("a relayed lobby is longer than a lobby may be");
-            }
-            let too_long = |waiting: &v1::RelayWaiting| {
-                waiting.participant_id.len() > MAX_ID_BYTES
-                    || waiting.display_name.chars().count() > MAX_NAME_CHARS
-            };
-            if lobby.waiting.iter().any(too_long) {
-                return Err("a relayed lobby names someone at too great a length");
-            }
-            RelayMessage::Lobby {
-                waiting: lobby
-                    .waiting
-                    .into_iter()
-                    .map(|waiting| (waiting.participant_id, waiting.display_name))
-                    .collect(),
-            }
-        }
+        Kind::Lobby(lobby) => lobby_from_wire(lobby)?,
         Kind::Admit(admit) => RelayMessage::Admit {
             participant_id: admit.participant_id,
             admit: admit.admit,
         },
     };
     Ok((link, message))
+}
+
+/// Who waits in the other node's lobby, if the list is one that a lobby can have.
+fn lobby_from_wire(lobby: v1::RelayLobby) -> Result<RelayMessage, &'static str> {
+    if lobby.waiting.len() > MAX_WAITING {
+        return Err("a relayed lobby is longer than a lobby may be");
+    }
+    let too_long = |waiting: &v1::RelayWaiting| {
+        waiting.participant_id.len() > MAX_ID_BYTES
+            || waiting.display_name.chars().count() > MAX_NAME_CHARS
+    };
+    if lobby.waiting.iter().any(too_long) {
+        return Err("a relayed lobby names someone at too great a length");
+    }
+    Ok(RelayMessage::Lobby {
+        waiting: lobby
+            .waiting
+            .into_iter()
+            .map(|waiting| (waiting.participant_id, waiting.display_name))
+            .collect(),
+    })
 }
 
 #[cfg(test)]
