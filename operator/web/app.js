@@ -934,7 +934,9 @@ function renderListeners(count) {
     item.className = "tile listeners";
     const open = document.createElement("button");
     open.type = "button";
-    open.addEventListener("click", () => $("call-people").click());
+    open.addEventListener("click", () => {
+      if ($("people").hidden) $("call-people").click();
+    });
     item.append(open);
   }
   item.hidden = count === 0;

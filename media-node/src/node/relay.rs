@@ -256,7 +256,9 @@ impl Link {
 
     /// Seals one packet for the other node; nothing before the keys are made.
     fn seal(&mut self, link: LinkId, publisher: PeerId, media: &Media, payload: &[u8]) -> BytesMut {
-        self.seal_frame(link, publisher.0, media, 0, payload)
+        let sealed = self.seal_frame(link, publisher.0, media, 0, payload);
+        self.packets_out += u64::from(!sealed.is_empty());
+        sealed
     }
 
     /// Seals a request for `count` packets of the other node's `publisher`'s stream `ssrc`
@@ -291,7 +293,6 @@ impl Link {
             return BytesMut::new();
         };
         self.sent += 1;
-        self.packets_out += 1;
         let mut datagram =
             BytesMut::with_capacity(HEADER_LEN + FRAME_HEADER_LEN + payload.len() + TAG_LEN);
         datagram.extend_from_slice(&[RELAY_MARKER]);
@@ -371,14 +372,15 @@ impl Link {
         })
     }
 
-    /// Sends again what the other end asked for and this end still keeps.
+    /// Sends again what the other end asked for and this end still keeps; how many packets
+    /// and bytes.
     fn resend(
         &mut self,
         link: LinkId,
         (publisher, ssrc, first, count): (u64, u32, u16, u16),
         transmits: &mut VecDeque<Transmit>,
-    ) -> u64 {
-        let mut resent = 0;
+    ) -> (u64, u64) {
+        let (mut resent, mut bytes) = (0, 0);
         for offset in 0..count {
             let sequence_number = first.wrapping_add(offset);
             let Some(kept) = self.history.find(publisher, ssrc, sequence_number).cloned() else {
@@ -389,6 +391,7 @@ impl Link {
                 continue;
             }
             resent += 1;
+            bytes += contents.len() as u64;
             transmits.push_back(Transmit {
                 destination: self.address,
                 tcp: false,
@@ -396,7 +399,7 @@ impl Link {
             });
         }
         self.resent += resent;
-        resent
+        (resent, bytes)
     }
 }
 
@@ -484,6 +487,8 @@ impl Node {
                 {
                     let contents = state.seal_nack(link, publisher, media.ssrc, first, count);
                     if !contents.is_empty() {
+                        self.traffic.packets_out += 1;
+                        self.traffic.bytes_out += contents.len() as u64;
                         self.transmits.push_back(Transmit {
                             destination: state.address,
                             tcp: false,
@@ -507,9 +512,10 @@ impl Node {
                 count,
             }) => {
                 let asked = (publisher, ssrc, first, count);
-                let resent = state.resend(link, asked, &mut self.transmits);
+                let (resent, bytes) = state.resend(link, asked, &mut self.transmits);
                 self.traffic.relayed_out += resent;
                 self.traffic.packets_out += resent;
+                self.traffic.bytes_out += bytes;
                 Ok(())
             }
             Err(drop) => Err(drop),
@@ -735,14 +741,14 @@ mod tests {
             "no more than the widest gap is asked for"
         );
         let mut transmits = VecDeque::new();
-        assert_eq!(one.resend(LinkId(7), (3, 1234, 10, 3), &mut transmits), 2);
+        assert_eq!(one.resend(LinkId(7), (3, 1234, 10, 3), &mut transmits).0, 2);
         let mut again = transmits.pop_front().unwrap().contents.to_vec();
         assert!(matches!(
             two.open(at_one, &mut again).unwrap(),
             Frame::Media { publisher: 3, media, payload: b"frame" } if media.sequence_number == 10
         ));
         assert_eq!(
-            one.resend(LinkId(7), (4, 1234, 10, 3), &mut transmits),
+            one.resend(LinkId(7), (4, 1234, 10, 3), &mut transmits).0,
             0,
             "nothing of a publisher that did not send"
         );
