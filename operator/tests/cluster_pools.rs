@@ -129,6 +129,28 @@ async fn a_mediapool_becomes_a_deployment_whose_status_it_follows() {
     })
     .await;
     assert!(ready.is_some(), "the pool follows its Deployment to Ready");
+
+    // The networks a pool is near are CIDRs; anything else is refused when it is applied.
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let near = |networks: &[&str]| {
+        let mut spec = pool_spec();
+        spec.client_networks = networks.iter().map(|net| (*net).to_owned()).collect();
+        MediaPool::new(&unique("near"), spec)
+    };
+    assert!(
+        pools
+            .create(&dry_run, &near(&["10.20.0.0/16", "2001:db8::/48"]))
+            .await
+            .is_ok()
+    );
+    let refused = pools.create(&dry_run, &near(&["the library"])).await;
+    assert!(
+        refused.is_err(),
+        "a network that is no CIDR is refused: {refused:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

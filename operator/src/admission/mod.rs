@@ -63,6 +63,7 @@ mod unjoined;
 #[cfg(test)]
 mod tests;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -216,7 +217,10 @@ impl<S: Store> Admission<S> {
         let entry =
             access::check(&*self.store, &tenant, room, existing.as_ref(), credentials).await?;
         let (stored, created) = self.room_or_adhoc(&tenant, room, existing).await?;
-        match self.admit_and_open(&tenant, stored, name, entry).await {
+        match self
+            .admit_and_open(&tenant, stored, name, entry, credentials.from)
+            .await
+        {
             Ok((member, attachment)) => Ok(Admitted {
                 member,
                 attachment,
@@ -239,6 +243,7 @@ impl<S: Store> Admission<S> {
         room: Room,
         name: DisplayName,
         entry: access::Entry,
+        from: Option<IpAddr>,
     ) -> Result<(Member, Attachment), Refusal> {
         let in_tenant = self.fleet.tenant_presence(&tenant.name);
         domain::admit(tenant, &room, self.fleet.presence(&room.key), in_tenant)?;
@@ -253,7 +258,7 @@ impl<S: Store> Admission<S> {
             first_moderates: room.lifetime == domain::RoomLifetime::AdHoc
                 && tenant.policy.first_joiner_moderates,
         };
-        let attachment = self.open(tenant, room, &member, "").await?;
+        let attachment = self.open(tenant, room, &member, "", from).await?;
         Ok((member, attachment))
     }
 
@@ -338,7 +343,7 @@ impl<S: Store> Admission<S> {
                 self.fleet.close_on(&node, &ticket.session_id, reason).await;
                 let stored = stored.ok_or_else(|| Refusal::room_not_found("no such room"))?;
                 let continues = ticket.session_id.as_str();
-                let attachment = self.open(&tenant, stored, &member, continues).await?;
+                let attachment = self.open(&tenant, stored, &member, continues, None).await?;
                 Ok(Admitted {
                     member,
                     attachment,
@@ -399,12 +404,14 @@ impl<S: Store> Admission<S> {
     }
 
     /// Moves `member`'s session `from` its node (gone or draining) to the room's node now,
-    /// placing the room again if needed. The old session is closed.
+    /// placing the room again if needed (near `address`, the client's, if known). The old
+    /// session is closed.
     pub async fn move_session(
         &self,
         room: &RoomKey,
         member: &Member,
         from: &Attachment,
+        address: Option<IpAddr>,
     ) -> Result<Attachment, Refusal> {
         self.fleet
             .close_session(&from.session_id, v1::CloseReason::ConnectionLost)
@@ -415,7 +422,7 @@ impl<S: Store> Admission<S> {
             .await?
             .ok_or_else(|| Refusal::room_not_found("the room was removed"))?;
         let tenant = self.tenant(room).await?;
-        let attachment = self.open(&tenant, stored, member, "").await?;
+        let attachment = self.open(&tenant, stored, member, "", address).await?;
         info!(%room, from = %from.node, to = %attachment.node, "session moved");
         Ok(attachment)
     }
@@ -471,17 +478,19 @@ impl<S: Store> Admission<S> {
         }
     }
 
-    /// Places `room` (keeping a live node) and opens a session for `member` there; the
-    /// session `continues` one whose node was lost, if not empty.
+    /// Places `room` (keeping a live node) and opens a session for `member` there, near
+    /// `from` where there is a choice; the session `continues` one whose node was lost, if not
+    /// empty.
     async fn open(
         &self,
         tenant: &Tenant,
         room: Room,
         member: &Member,
         continues: &str,
+        from: Option<IpAddr>,
     ) -> Result<Attachment, Refusal> {
         let key = room.key.clone();
-        let (node, hosts) = self.place(tenant, room).await?;
+        let (node, hosts) = self.place(tenant, room, from).await?;
         if hosts.len() > 1 {
             // Before the session opens, so that the node knows the rest of the room when the
             // participant comes in.

@@ -15,6 +15,7 @@
 //! replica. Those counts are read once per placement, and only when a node must be chosen.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use tracing::info;
 
@@ -37,8 +38,10 @@ impl<S: Store> Admission<S> {
         &self,
         tenant: &Tenant,
         mut room: Room,
+        from: Option<IpAddr>,
     ) -> Result<(NodeId, Vec<NodeId>), Refusal> {
         let pools = self.store.pools().await?;
+        let near = |node: &domain::NodeView| domain::is_near(&node.pool, &pools, from);
         let mut recorded: Option<HashMap<NodeId, u32>> = None;
         for _ in 0..MAX_TRIES {
             // Draining nodes stay: their participants are still in the room.
@@ -48,7 +51,7 @@ impl<S: Store> Admission<S> {
                 .filter(|node| self.fleet.is_attached(node))
                 .cloned()
                 .collect();
-            if let Some(host) = domain::host_with_room(&live, &self.fleet.nodes()) {
+            if let Some(host) = domain::host_with_room(&live, &self.fleet.nodes(), near) {
                 return Ok((host.id.clone(), live));
             }
             let recorded = match &mut recorded {
@@ -59,7 +62,7 @@ impl<S: Store> Admission<S> {
                     &*slot.insert(counts)
                 }
             };
-            let chosen = match self.choose(tenant, &pools, recorded, &live) {
+            let chosen = match self.choose(tenant, &pools, recorded, &live, from) {
                 Ok(chosen) => chosen,
                 Err(refusal) => {
                     // A full node refuses what it cannot take with the node's own words.
@@ -107,18 +110,20 @@ impl<S: Store> Admission<S> {
         let pools = self.store.pools().await?;
         // As in `place`: a failed count only makes the answer less informed.
         let recorded = self.store.rooms_per_node().await.unwrap_or_default();
-        self.choose(tenant, &pools, &recorded, &[]).map(drop)
+        self.choose(tenant, &pools, &recorded, &[], None).map(drop)
     }
 
     /// The least-loaded attached node that `tenant` may use, counting `recorded` rooms, other
     /// than the room's own `hosts`: one of the tenant's own pools if one has room (a partner's
-    /// rooms stay on the nodes it brought while they can), any it may use otherwise.
+    /// rooms stay on the nodes it brought while they can), any it may use otherwise; in each,
+    /// a node near the joiner's address `from` first.
     fn choose(
         &self,
         tenant: &Tenant,
         pools: &[PoolAccess],
         recorded: &HashMap<NodeId, u32>,
         hosts: &[NodeId],
+        from: Option<IpAddr>,
     ) -> Result<NodeId, Refusal> {
         let mut nodes = self.fleet.nodes();
         for node in &mut nodes {
@@ -128,16 +133,18 @@ impl<S: Store> Admission<S> {
         let usable = |node: &domain::NodeView| {
             !hosts.contains(&node.id) && domain::may_use(tenant, &node.pool, pools)
         };
-        domain::choose_node(&nodes, |node| {
-            usable(node) && domain::owns(tenant, &node.pool, pools)
-        })
-        .or_else(|| domain::choose_node(&nodes, usable))
-        .map(|node| node.id.clone())
-        .ok_or_else(|| {
-            Refusal::new(
-                RefusalCode::PlatformFull,
-                "the platform is full, try again later",
-            )
-        })
+        let own = |node: &domain::NodeView| domain::owns(tenant, &node.pool, pools);
+        let near = |node: &domain::NodeView| domain::is_near(&node.pool, pools, from);
+        domain::choose_node(&nodes, |node| usable(node) && own(node) && near(node))
+            .or_else(|| domain::choose_node(&nodes, |node| usable(node) && own(node)))
+            .or_else(|| domain::choose_node(&nodes, |node| usable(node) && near(node)))
+            .or_else(|| domain::choose_node(&nodes, usable))
+            .map(|node| node.id.clone())
+            .ok_or_else(|| {
+                Refusal::new(
+                    RefusalCode::PlatformFull,
+                    "the platform is full, try again later",
+                )
+            })
     }
 }

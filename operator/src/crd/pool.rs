@@ -75,6 +75,16 @@ pub struct MediaPoolSpec {
     /// The tenants that may use the pool; empty for all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tenants: Vec<String>,
+    /// The networks (CIDR, such as `10.20.0.0/16`) whose participants the pool's nodes are near:
+    /// a district's or a partner's site. Someone who joins from one of them is placed on these
+    /// nodes first, when the room starts or spreads, and among a room's nodes. Empty: no
+    /// preference.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 64),
+        inner(regex(pattern = r"^[0-9A-Fa-f.:]+/[0-9]{1,3}$"))
+    )]
+    pub client_networks: Vec<String>,
 }
 
 fn default_target_load() -> i32 {

@@ -37,6 +37,9 @@ pub struct Credentials {
     pub password: Option<String>,
     /// The invitation from their link.
     pub invite: Option<String>,
+    /// The address they came from, to place them on a node near it; used for the join only,
+    /// never stored.
+    pub from: Option<std::net::IpAddr>,
 }
 
 /// Whether `typed` is the password `stored` (as a Secret holds it: a trailing line break, which

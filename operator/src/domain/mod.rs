@@ -7,6 +7,7 @@
 mod access;
 pub mod autoscale;
 mod names;
+mod network;
 pub mod placement;
 mod room;
 mod tenant;
@@ -15,7 +16,10 @@ pub use access::{
     Access, Credentials, SIGNING_KEY_FIELD, SIGNING_KEY_SECRET, SecretRef, password_matches,
 };
 pub use names::{DisplayName, MAX_DISPLAY_NAME_CHARS, RESERVED_TENANT_NAMES, RoomName, TenantName};
-pub use placement::{NodeId, NodeView, PoolAccess, choose_node, host_with_room, may_use, owns};
+pub use network::{IpNet, IpNetError};
+pub use placement::{
+    NodeId, NodeView, PoolAccess, choose_node, host_with_room, is_near, may_use, owns,
+};
 pub use room::{DEFAULT_VIDEO_LAST_N, Revision, Room, RoomKey, RoomLifetime, admit};
 pub use tenant::{Branding, Tenant, TenantLimits, TenantPolicy};
 

@@ -5,10 +5,15 @@
 //! refused rather than every running call degraded. A room whose nodes are all full spreads to
 //! one more, chosen the same way ([`host_with_room`] first, then [`choose_node`]): a council
 //! session streamed to a thousand people, or a town meeting, is larger than one node.
+//!
+//! Where there is a choice, nodes near the joiner come first: the nodes of a pool whose
+//! `clientNetworks` hold the address the joiner came from ([`is_near`]), such as a district's
+//! or a partner's site for the people on its network.
 
 use std::fmt;
+use std::net::IpAddr;
 
-use super::{Tenant, TenantName};
+use super::{IpNet, Tenant, TenantName};
 
 /// A media node's id, as it registered.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,6 +63,17 @@ pub struct PoolAccess {
     pub pool: String,
     /// The tenants it is reserved for; empty when it serves every tenant.
     pub tenants: Vec<TenantName>,
+    /// The networks whose participants it is near; empty for none in particular.
+    pub near: Vec<IpNet>,
+}
+
+/// Whether the nodes of `pool` are near a joiner who came from `from`.
+pub fn is_near(pool: &str, pools: &[PoolAccess], from: Option<IpAddr>) -> bool {
+    from.is_some_and(|from| {
+        pools
+            .iter()
+            .any(|access| access.pool == pool && access.near.iter().any(|net| net.contains(from)))
+    })
 }
 
 /// Whether `tenant` may have rooms on nodes of `pool`: the tenant names the pool (or names
@@ -83,12 +99,22 @@ pub fn owns(tenant: &Tenant, pool: &str, pools: &[PoolAccess]) -> bool {
 
 /// The node of a room's `hosts` that takes one more participant: the first, in the order the
 /// room spread to them, that has room to spare, so that a room fills its nodes one after the
-/// other and spans as few as it can (each node more relays every publication once more).
-pub fn host_with_room<'a>(hosts: &[NodeId], nodes: &'a [NodeView]) -> Option<&'a NodeView> {
-    hosts
-        .iter()
-        .filter_map(|host| nodes.iter().find(|node| &node.id == host))
-        .find(|node| node.has_room())
+/// other and spans as few as it can (each node more relays every publication once more). A
+/// host that is `near` the joiner comes before the others.
+pub fn host_with_room<'a>(
+    hosts: &[NodeId],
+    nodes: &'a [NodeView],
+    near: impl Fn(&NodeView) -> bool,
+) -> Option<&'a NodeView> {
+    let with_room = || {
+        hosts
+            .iter()
+            .filter_map(|host| nodes.iter().find(|node| &node.id == host))
+            .filter(|node| node.has_room())
+    };
+    with_room()
+        .find(|node| near(node))
+        .or_else(|| with_room().next())
 }
 
 /// The node for a new room: the least loaded of those that can take it and `usable` allows,
@@ -135,15 +161,37 @@ mod tests {
             node("b", 3, 10, false),
             node("c", 0, 10, false),
         ];
-        let hosts = [NodeId("a".into()), NodeId("b".into())];
-        assert_eq!(host_with_room(&hosts, &nodes).unwrap().id.0, "b");
+        let hosts = [NodeId("a".into()), NodeId("b".into()), NodeId("c".into())];
+        assert_eq!(host_with_room(&hosts, &nodes, |_| false).unwrap().id.0, "b");
+        assert_eq!(
+            host_with_room(&hosts, &nodes, |node| node.id.0 == "c")
+                .unwrap()
+                .id
+                .0,
+            "c",
+            "a host near the joiner comes first"
+        );
         let full = [NodeId("a".into())];
         assert!(
-            host_with_room(&full, &nodes).is_none(),
+            host_with_room(&full, &nodes, any).is_none(),
             "the room must spread"
         );
         let gone = [NodeId("x".into())];
-        assert!(host_with_room(&gone, &nodes).is_none());
+        assert!(host_with_room(&gone, &nodes, any).is_none());
+    }
+
+    #[test]
+    fn a_pool_is_near_the_networks_it_names() {
+        let pools = [PoolAccess {
+            pool: "bibliothek".into(),
+            tenants: Vec::new(),
+            near: vec!["10.20.0.0/16".parse().unwrap()],
+        }];
+        let at = |ip: &str| Some(ip.parse().unwrap());
+        assert!(is_near("bibliothek", &pools, at("10.20.3.4")));
+        assert!(!is_near("bibliothek", &pools, at("10.21.3.4")));
+        assert!(!is_near("zentrale", &pools, at("10.20.3.4")));
+        assert!(!is_near("bibliothek", &pools, None));
     }
 
     #[test]
@@ -171,6 +219,7 @@ mod tests {
         let pools = [PoolAccess {
             pool: "reserved".into(),
             tenants: vec![partner.name.clone()],
+            near: Vec::new(),
         }];
         assert!(may_use(&partner, "reserved", &pools));
         assert!(

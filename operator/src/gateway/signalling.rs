@@ -17,7 +17,7 @@
 //! `join` beyond the joins per address per minute is refused with `too-many-joins`, and the
 //! client may try again later on the same socket.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,12 +71,13 @@ pub async fn upgrade<S: Store>(
         }
     };
     let limits = &gateway.limits;
-    let client = AddressKey::from(client_address(
+    let from = client_address(
         peer.ip(),
         &headers,
         &limits.trusted_proxies,
         limits.client_address_header,
-    ));
+    );
+    let client = AddressKey::from(from);
     let place = gateway.websockets.enter(Some(client));
     upgrade
         .read_buffer_size(READ_BUFFER_BYTES)
@@ -89,7 +90,7 @@ pub async fn upgrade<S: Store>(
                     // Everything logged for this connection names its room, never who is in it.
                     let span =
                         tracing::info_span!("signalling", tenant = %key.tenant, room = %key.name);
-                    Session::new(gateway, key, socket, client, place)
+                    Session::new(gateway, key, socket, from, place)
                         .run()
                         .instrument(span)
                         .await
@@ -178,6 +179,9 @@ struct Session<S> {
     budget: MessageBudget,
     /// Whom the limits per address count this socket for.
     client: AddressKey,
+    /// The address the client came from: placement prefers nodes near it. Kept for the
+    /// session only, never logged or stored.
+    from: IpAddr,
     /// The socket's place among the open WebSockets, given back when the session ends.
     _place: Ticket,
 }
@@ -202,7 +206,7 @@ impl<S: Store> Session<S> {
         gateway: Arc<Gateway<S>>,
         key: RoomKey,
         socket: WebSocket,
-        client: AddressKey,
+        from: IpAddr,
         place: Ticket,
     ) -> Self {
         Self {
@@ -210,7 +214,8 @@ impl<S: Store> Session<S> {
             key,
             socket,
             budget: MessageBudget::new(),
-            client,
+            client: AddressKey::from(from),
+            from,
             _place: place,
         }
     }
@@ -323,7 +328,11 @@ impl<S: Store> Session<S> {
                     password,
                     invite,
                 }) => {
-                    let credentials = Credentials { password, invite };
+                    let credentials = Credentials {
+                        password,
+                        invite,
+                        from: Some(self.from),
+                    };
                     let Some(joined) = self.join(&name, &credentials).await else {
                         continue;
                     };
@@ -544,7 +553,7 @@ impl<S: Store> Session<S> {
             let gateway = self.gateway.clone();
             match gateway
                 .admission
-                .move_session(&self.key, member, attachment)
+                .move_session(&self.key, member, attachment, Some(self.from))
                 .await
             {
                 Ok(next) => {

@@ -223,6 +223,14 @@ impl Store for KubeStore {
                     .iter()
                     .filter_map(|t| TenantName::new(t.as_str()).ok())
                     .collect(),
+                // The schema admits only CIDR-shaped entries; one that still does not parse
+                // (a prefix too long for its address) names nobody.
+                near: pool
+                    .spec
+                    .client_networks
+                    .iter()
+                    .filter_map(|net| net.parse().ok())
+                    .collect(),
             })
             .collect())
     }

@@ -18,6 +18,7 @@ struct State {
     tenants: BTreeMap<TenantName, Tenant>,
     rooms: BTreeMap<RoomKey, Room>,
     secrets: BTreeMap<(TenantName, String), BTreeMap<String, Vec<u8>>>,
+    pools: Vec<PoolAccess>,
     next_revision: u64,
 }
 
@@ -55,6 +56,13 @@ impl MemoryStore {
             }
         }
         store
+    }
+
+    /// The same store, with the media pools `pools` (standalone mode has none of its own: its
+    /// nodes belong to no pool).
+    pub fn with_pools(self, pools: impl IntoIterator<Item = PoolAccess>) -> Self {
+        self.lock().pools.extend(pools);
+        self
     }
 
     /// The same store, also holding `secrets`.
@@ -171,7 +179,7 @@ impl Store for MemoryStore {
 
     /// Standalone mode has no pools: its nodes serve every tenant.
     async fn pools(&self) -> Result<Vec<PoolAccess>, StoreError> {
-        Ok(Vec::new())
+        Ok(self.lock().pools.clone())
     }
 
     async fn secret(

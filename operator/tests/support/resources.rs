@@ -111,6 +111,7 @@ pub fn pool_spec() -> MediaPoolSpec {
         external: false,
         network: PoolNetwork::default(),
         tenants: Vec::new(),
+        client_networks: Vec::new(),
     }
 }
 

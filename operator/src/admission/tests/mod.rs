@@ -460,14 +460,14 @@ async fn two_racing_placements_agree_on_one_node() {
 
     let first = platform
         .admission
-        .place(&tenant, read_by_both.clone())
+        .place(&tenant, read_by_both.clone(), None)
         .await
         .unwrap();
     // The second would now choose the other, emptier node; its compare-and-set fails, and it
     // finds the room on the first one's node.
     let second = platform
         .admission
-        .place(&tenant, read_by_both)
+        .place(&tenant, read_by_both, None)
         .await
         .unwrap();
 

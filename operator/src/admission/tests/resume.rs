@@ -172,7 +172,7 @@ async fn a_moved_session_is_closed_on_its_node_and_opened_on_the_room_s_node() {
 
     let moved = platform
         .admission
-        .move_session(&key("chor"), &joined.member, &joined.attachment)
+        .move_session(&key("chor"), &joined.member, &joined.attachment, None)
         .await
         .unwrap();
 
