@@ -265,8 +265,14 @@ impl<S: Store> Admission<S> {
     /// Picks up the session that `ticket` names in `room`, through this replica, if the ticket
     /// is the session's current one (each resumes once); when its node is gone (a replica that
     /// just started first gives the node a few seconds to dial it), the participant gets a new
-    /// session on another node, once per lost session.
-    pub async fn resume(&self, room: &RoomKey, ticket: &str) -> Result<Admitted, Refusal> {
+    /// session on another node (near `from`, the client's address, where there is a choice),
+    /// once per lost session.
+    pub async fn resume(
+        &self,
+        room: &RoomKey,
+        ticket: &str,
+        from: Option<IpAddr>,
+    ) -> Result<Admitted, Refusal> {
         let ticket = tickets::open(&self.keys.tickets.get(), ticket, room)?;
         let name = DisplayName::new(&ticket.display_name)?;
         let tenant = self.tenant(room).await?;
@@ -343,7 +349,7 @@ impl<S: Store> Admission<S> {
                 self.fleet.close_on(&node, &ticket.session_id, reason).await;
                 let stored = stored.ok_or_else(|| Refusal::room_not_found("no such room"))?;
                 let continues = ticket.session_id.as_str();
-                let attachment = self.open(&tenant, stored, &member, continues, None).await?;
+                let attachment = self.open(&tenant, stored, &member, continues, from).await?;
                 Ok(Admitted {
                     member,
                     attachment,

@@ -339,7 +339,7 @@ impl<S: Store> Session<S> {
                     joined.map(|admitted| (admitted, Some((audio_muted, video_muted))))
                 }
                 Inbound::Message(ClientMessage::Resume { ticket }) => admission
-                    .resume(&self.key, &ticket)
+                    .resume(&self.key, &ticket, Some(self.from))
                     .await
                     .map(|admitted| (admitted, None)),
                 Inbound::Message(_) => {

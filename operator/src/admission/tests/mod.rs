@@ -139,7 +139,7 @@ impl Platform {
         };
         let answering = tokio::time::timeout(Duration::from_secs(1), answering);
         let room = key(room);
-        let (result, asked) = tokio::join!(self.admission.resume(&room, ticket), answering);
+        let (result, asked) = tokio::join!(self.admission.resume(&room, ticket, None), answering);
         (result, asked.ok().flatten())
     }
 

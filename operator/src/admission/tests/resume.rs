@@ -107,7 +107,7 @@ async fn a_ticket_for_another_room_or_no_ticket_at_all_is_refused() {
     ] {
         let refusal = platform
             .admission
-            .resume(&key(room), ticket)
+            .resume(&key(room), ticket, None)
             .await
             .expect_err("refused");
         assert_eq!(refusal.code, RefusalCode::ResumeRefused, "{room} {ticket}");
@@ -138,7 +138,7 @@ async fn a_ticket_whose_node_is_gone_gets_a_new_session_elsewhere() {
 
     let resumed = platform
         .admission
-        .resume(&key("chor"), &ticket)
+        .resume(&key("chor"), &ticket, None)
         .await
         .unwrap();
 
@@ -207,7 +207,7 @@ async fn a_ticket_whose_node_drains_is_closed_there_and_continued_elsewhere() {
 
     let resumed = platform
         .admission
-        .resume(&key("chor"), &joined.attachment.ticket)
+        .resume(&key("chor"), &joined.attachment.ticket, None)
         .await
         .unwrap();
 
