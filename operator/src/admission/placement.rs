@@ -72,8 +72,14 @@ impl<S: Store> Admission<S> {
                     };
                 }
             };
-            let mut nodes = live.clone();
+            // The nodes that take joins first, the draining ones last: the room's first node
+            // (its status's `node`) is one that takes it on.
+            let (mut nodes, draining): (Vec<NodeId>, Vec<NodeId>) = live
+                .iter()
+                .cloned()
+                .partition(|node| self.fleet.is_available(node));
             nodes.push(chosen.clone());
+            nodes.extend(draining);
             match self
                 .store
                 .place_room(&room.key, &room.revision, nodes.clone())
