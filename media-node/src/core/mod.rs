@@ -68,6 +68,7 @@ pub use moderation::MAX_WAITING;
 use publication::Publication;
 pub use relay::{LinkId, RelayMessage};
 use speaker::SpeakerDetector;
+pub use subscriptions::LARGE_ROOM;
 /// A participant's connection on this node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId(pub u64);

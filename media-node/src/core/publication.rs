@@ -341,6 +341,10 @@ pub struct Publication {
     pub relays: Vec<super::LinkId>,
     /// The layers each link asked for; a link not named here wants them all.
     pub relay_wants: Vec<(super::LinkId, Vec<bool>)>,
+    /// A microphone or camera of a large room that has been off since it was announced:
+    /// nobody is subscribed to it until it is first switched on (see
+    /// [`super::LARGE_ROOM`]).
+    pub dormant: bool,
 }
 
 impl Publication {
@@ -365,6 +369,7 @@ impl Publication {
             subscriptions: Vec::new(),
             relays: Vec::new(),
             relay_wants: Vec::new(),
+            dormant: false,
         }
     }
 

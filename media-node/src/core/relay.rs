@@ -417,6 +417,7 @@ impl Core {
                 self.tell_local(&room, RosterEvent::Moderator { participant_id });
                 self.tell_waiting(&room);
             }
+            self.wake(remote);
             return;
         }
         // The same person twice in one room (a stale entry of a link that was replaced): the

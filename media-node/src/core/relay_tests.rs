@@ -477,3 +477,44 @@ fn a_room_that_empties_keeps_its_link_for_those_who_come_next() {
     assert!(pair.nodes[0].participant_in(ROOM, "p2").is_some());
     assert!(pair.nodes[1].participant_in(ROOM, "p3").is_some());
 }
+
+#[test]
+fn a_dormant_track_of_the_other_node_is_negotiated_once_it_is_switched_on_there() {
+    let mut pair = Pair::new();
+    let listeners = LARGE_ROOM as u64 + 1;
+    for peer in 1..=listeners {
+        pair.join(0, peer, false);
+    }
+    pair.join(1, 100, false);
+    pair.nodes[1].set_media_state(PeerId(100), true, true, false);
+    let microphone = OfferedTrack {
+        track: 1,
+        layer_count: 1,
+        codec: Codec::Opus,
+        source: Source::Microphone,
+    };
+    pair.nodes[1].announce(Instant::now(), PeerId(100), microphone);
+    pair.settle();
+    let remote_audio = |outputs: &[Output]| {
+        outputs
+            .iter()
+            .filter(|output| {
+                matches!(output, Output::AddDownTrack(track)
+                    if track.publisher.is_remote() && track.kind == MediaKind::Audio)
+            })
+            .count()
+    };
+    assert_eq!(
+        remote_audio(&pair.take(0)),
+        0,
+        "a silent microphone crosses to nobody"
+    );
+
+    pair.nodes[1].set_media_state(PeerId(100), false, true, false);
+    pair.settle();
+    assert_eq!(
+        remote_audio(&pair.take(0)),
+        listeners as usize,
+        "switched on there, it is negotiated with everyone here"
+    );
+}

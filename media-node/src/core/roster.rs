@@ -221,6 +221,7 @@ impl Core {
                 });
             }
         }
+        self.wake(peer);
         self.relay_participant(peer);
     }
 

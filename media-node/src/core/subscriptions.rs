@@ -3,6 +3,13 @@
 //! everyone else in the room subscribed to it, each with a down-track of its own;
 //! a down-track starts forwarding once negotiated, from a keyframe asked of the publisher; and
 //! keyframe requests from subscribers reach the publisher, rate-limited and retried.
+//!
+//! In a large room (more than [`LARGE_ROOM`] participants: a council session streamed to
+//! hundreds, a town meeting) a microphone or camera that is off when it is announced stays
+//! *dormant*: nobody is subscribed to it until its participant first switches it on. Most
+//! people in such a room only listen; negotiating their silent microphones and dark cameras
+//! with everyone else would give each connection two down-tracks per person and a
+//! renegotiation for everyone at every join. Once switched on, a track stays subscribed.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -13,6 +20,19 @@ use super::{
     Core, Forwarder, KEYFRAME_RETRY, MediaKind, OfferedTrack, Output, PeerId, PublicationId,
     PublishedLayer, Source, TICK,
 };
+
+/// A room with more participants than this negotiates a microphone or camera that is off with
+/// the others only once it is first switched on.
+pub const LARGE_ROOM: usize = 25;
+
+/// Whether `info` says that `source` is switched off.
+fn is_off(info: &super::ParticipantInfo, source: Source) -> bool {
+    match source {
+        Source::Microphone => info.audio_muted,
+        Source::Camera => info.video_muted,
+        Source::Screen => false,
+    }
+}
 
 impl Core {
     pub(super) fn next_ssrc(&mut self, subscriber: PeerId) -> u32 {
@@ -34,8 +54,9 @@ impl Core {
     }
 
     pub(super) fn subscribe(&mut self, subscriber: PeerId, id: PublicationId) {
-        // A participant of another node gets its media from its own node.
-        if subscriber.is_remote() {
+        // A participant of another node gets its media from its own node; a dormant track
+        // nobody gets.
+        if subscriber.is_remote() || self.publications.get(&id).is_some_and(|p| p.dormant) {
             return;
         }
         let ssrc = self.next_ssrc(subscriber);
@@ -191,6 +212,8 @@ impl Core {
             offered.layer_count.min(super::MAX_LAYERS),
         );
         let room = participant.room.clone();
+        publication.dormant = self.room_members(&room).len() > LARGE_ROOM
+            && is_off(&participant.info, offered.source);
         publication.relays = self.links_of_peer(peer);
         self.participants.get_mut(&peer)?.publications.push(id);
         self.publications.insert(id, publication);
@@ -201,6 +224,35 @@ impl Core {
             }
         }
         Some(id)
+    }
+
+    /// Subscribes everyone else in the room to `peer`'s dormant tracks that are switched on
+    /// now.
+    pub(super) fn wake(&mut self, peer: PeerId) {
+        let Some(participant) = self.participants.get(&peer) else {
+            return;
+        };
+        let room = participant.room.clone();
+        let woken: Vec<PublicationId> = participant
+            .publications
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.publications
+                    .get(id)
+                    .is_some_and(|p| p.dormant && !is_off(&participant.info, p.source))
+            })
+            .collect();
+        for id in woken {
+            if let Some(publication) = self.publications.get_mut(&id) {
+                publication.dormant = false;
+            }
+            for other in self.room_members(&room).to_vec() {
+                if other != peer {
+                    self.subscribe(other, id);
+                }
+            }
+        }
     }
 
     pub(super) fn unpublish_id(&mut self, id: PublicationId) {

@@ -405,3 +405,88 @@ fn probe_padding_goes_on_a_video_down_track_and_the_video_continues_after_it() {
     // The publisher is not asked for anything, and nobody else is told.
     assert!(drain(&mut core).is_empty());
 }
+
+/// Lets `peer` in with no room limit, and says whether its microphone and camera are off.
+fn join_with(core: &mut Core, peer: u64, audio_muted: bool, video_muted: bool) {
+    let request = JoinRequest {
+        room: "public/chor".into(),
+        participant_id: format!("p{peer}"),
+        display_name: format!("name {peer}"),
+        max_participants: 0,
+        last_n: 0,
+        moderator: false,
+        lobby: false,
+        first_moderates: false,
+    };
+    core.join(PeerId(peer), request).unwrap();
+    core.set_media_state(PeerId(peer), audio_muted, video_muted, false);
+}
+
+/// Announces `peer`'s microphone (track 1) and camera (track 2), as its answered offer does.
+fn announce_both(core: &mut Core, peer: u64) {
+    for (track, codec, source) in [
+        (1, Codec::Opus, Source::Microphone),
+        (2, Codec::Vp8, Source::Camera),
+    ] {
+        let offered = OfferedTrack {
+            track,
+            layer_count: 1,
+            codec,
+            source,
+        };
+        core.announce(Instant::now(), PeerId(peer), offered);
+    }
+}
+
+/// Whose tracks of which kind the down-tracks in `outputs` carry, counted.
+fn carried(outputs: &[Output], publisher: u64, kind: MediaKind) -> usize {
+    down_tracks(outputs)
+        .iter()
+        .filter(|d| d.publisher == PeerId(publisher) && d.kind == kind)
+        .count()
+}
+
+#[test]
+fn in_a_large_room_a_track_that_is_off_is_negotiated_once_it_is_switched_on() {
+    let mut core = Core::new(1);
+    let listeners = LARGE_ROOM as u64 + 1;
+    for peer in 1..=listeners {
+        join_with(&mut core, peer, true, true);
+    }
+    drain(&mut core);
+    let speaker = 100;
+    join_with(&mut core, speaker, true, true);
+    announce_both(&mut core, speaker);
+    let outputs = drain(&mut core);
+    assert_eq!(
+        carried(&outputs, speaker, MediaKind::Audio) + carried(&outputs, speaker, MediaKind::Video),
+        0,
+        "a silent microphone and a dark camera are negotiated with nobody"
+    );
+
+    // The microphone comes on: everyone gets it, and only it.
+    core.set_media_state(PeerId(speaker), false, true, false);
+    let outputs = drain(&mut core);
+    assert_eq!(
+        carried(&outputs, speaker, MediaKind::Audio),
+        listeners as usize
+    );
+    assert_eq!(carried(&outputs, speaker, MediaKind::Video), 0);
+    // Off again, it stays negotiated; a newcomer gets the microphone, not the camera.
+    core.set_media_state(PeerId(speaker), true, true, false);
+    join_with(&mut core, 200, true, true);
+    let outputs = drain(&mut core);
+    assert_eq!(carried(&outputs, speaker, MediaKind::Audio), 1);
+    assert_eq!(carried(&outputs, speaker, MediaKind::Video), 0);
+}
+
+#[test]
+fn in_a_small_room_every_track_is_negotiated_at_once() {
+    let mut core = Core::new(1);
+    join_with(&mut core, 1, false, false);
+    join_with(&mut core, 2, true, true);
+    announce_both(&mut core, 2);
+    let outputs = drain(&mut core);
+    assert_eq!(carried(&outputs, 2, MediaKind::Audio), 1);
+    assert_eq!(carried(&outputs, 2, MediaKind::Video), 1);
+}
