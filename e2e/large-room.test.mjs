@@ -108,11 +108,12 @@ describe("a large room in the browser", () => {
     // Nobody's coming and going is announced one by one in a room this large.
     await sockets.evaluate(() => window.listeners[0].send(JSON.stringify({ type: "leave" })));
     assert.ok(await eventually(async () => /16 weitere hören zu/.test((await anna.textContent("#listeners button")) || "")));
-    // The first twelve came while the room was small, and were announced.
+    // The first twelve came while the room was small, and were announced (in whatever order
+    // their sockets got in); the others and the one who left were not.
     const notices = await anna.evaluate(() => window.noticesSeen);
-    const large = notices.filter((text) => /Zuhörer 1[3-8]\b|verlassen/.test(text));
-    assert.deepEqual(large, [], `no notice of the large room names a listener: ${JSON.stringify(notices)}`);
-    assert.ok(notices.some((text) => text.includes("Zuhörer 12 ist beigetreten")), "a small room announces who comes");
+    const joins = notices.filter((text) => /Zuhörer \d+ ist beigetreten/.test(text));
+    assert.ok(joins.length > 0 && joins.length <= 12, `only the first twelve are announced: ${JSON.stringify(notices)}`);
+    assert.ok(!notices.some((text) => text.includes("verlassen")), `nobody's leaving is announced: ${JSON.stringify(notices)}`);
     for (const page of [anna, ben, sockets]) await page.context().close();
   });
 });

@@ -43,7 +43,7 @@ use ring::hmac;
 use tracing::debug;
 
 use super::repair::{Arrival, Arrivals, History, MAX_GAP};
-use super::{Event, Node, Transmit};
+use super::{Event, Node, Traffic, Transmit};
 use crate::core::{LinkId, PeerId, RelayMessage};
 
 /// The first byte of every relayed datagram.
@@ -372,15 +372,15 @@ impl Link {
         })
     }
 
-    /// Sends again what the other end asked for and this end still keeps; how many packets
-    /// and bytes.
+    /// Sends again what the other end asked for and this end still keeps; how many packets.
     fn resend(
         &mut self,
         link: LinkId,
         (publisher, ssrc, first, count): (u64, u32, u16, u16),
+        traffic: &mut Traffic,
         transmits: &mut VecDeque<Transmit>,
-    ) -> (u64, u64) {
-        let (mut resent, mut bytes) = (0, 0);
+    ) -> u64 {
+        let mut resent = 0;
         for offset in 0..count {
             let sequence_number = first.wrapping_add(offset);
             let Some(kept) = self.history.find(publisher, ssrc, sequence_number).cloned() else {
@@ -391,16 +391,27 @@ impl Link {
                 continue;
             }
             resent += 1;
-            bytes += contents.len() as u64;
-            transmits.push_back(Transmit {
-                destination: self.address,
-                tcp: false,
-                contents,
-            });
+            queue(traffic, transmits, self.address, contents);
         }
         self.resent += resent;
-        (resent, bytes)
+        resent
     }
+}
+
+/// Queues a datagram for the other end of a link, counted in the node's traffic.
+fn queue(
+    traffic: &mut Traffic,
+    transmits: &mut VecDeque<Transmit>,
+    destination: SocketAddr,
+    contents: BytesMut,
+) {
+    traffic.packets_out += 1;
+    traffic.bytes_out += contents.len() as u64;
+    transmits.push_back(Transmit {
+        destination,
+        tcp: false,
+        contents,
+    });
 }
 
 fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
@@ -487,13 +498,12 @@ impl Node {
                 {
                     let contents = state.seal_nack(link, publisher, media.ssrc, first, count);
                     if !contents.is_empty() {
-                        self.traffic.packets_out += 1;
-                        self.traffic.bytes_out += contents.len() as u64;
-                        self.transmits.push_back(Transmit {
-                            destination: state.address,
-                            tcp: false,
+                        queue(
+                            &mut self.traffic,
+                            &mut self.transmits,
+                            state.address,
                             contents,
-                        });
+                        );
                     }
                 }
                 // A packet that came twice was forwarded the first time.
@@ -512,10 +522,8 @@ impl Node {
                 count,
             }) => {
                 let asked = (publisher, ssrc, first, count);
-                let (resent, bytes) = state.resend(link, asked, &mut self.transmits);
+                let resent = state.resend(link, asked, &mut self.traffic, &mut self.transmits);
                 self.traffic.relayed_out += resent;
-                self.traffic.packets_out += resent;
-                self.traffic.bytes_out += bytes;
                 Ok(())
             }
             Err(drop) => Err(drop),
@@ -537,13 +545,12 @@ impl Node {
             }
             state.history.keep(publisher, media, payload);
             self.traffic.relayed_out += 1;
-            self.traffic.packets_out += 1;
-            self.traffic.bytes_out += contents.len() as u64;
-            self.transmits.push_back(Transmit {
-                destination: state.address,
-                tcp: false,
+            queue(
+                &mut self.traffic,
+                &mut self.transmits,
+                state.address,
                 contents,
-            });
+            );
         }
     }
 
@@ -740,15 +747,19 @@ mod tests {
             },
             "no more than the widest gap is asked for"
         );
-        let mut transmits = VecDeque::new();
-        assert_eq!(one.resend(LinkId(7), (3, 1234, 10, 3), &mut transmits).0, 2);
+        let (mut traffic, mut transmits) = (Traffic::default(), VecDeque::new());
+        assert_eq!(
+            one.resend(LinkId(7), (3, 1234, 10, 3), &mut traffic, &mut transmits),
+            2
+        );
+        assert_eq!(traffic.packets_out, 2);
         let mut again = transmits.pop_front().unwrap().contents.to_vec();
         assert!(matches!(
             two.open(at_one, &mut again).unwrap(),
             Frame::Media { publisher: 3, media, payload: b"frame" } if media.sequence_number == 10
         ));
         assert_eq!(
-            one.resend(LinkId(7), (4, 1234, 10, 3), &mut transmits).0,
+            one.resend(LinkId(7), (4, 1234, 10, 3), &mut traffic, &mut transmits),
             0,
             "nothing of a publisher that did not send"
         );

@@ -178,6 +178,19 @@ async fn a_room_on_a_node_that_drains_slowly_stays_one_room() {
     assert!(ordered, "b knows the link before Ben's session opens there");
 }
 
+/// The node that `name`, coming from `ip`, is placed on when joining `room`.
+async fn node_for(platform: &Platform, room: &str, name: &str, ip: &str) -> NodeId {
+    let credentials = Credentials {
+        from: Some(ip.parse().unwrap()),
+        ..Credentials::default()
+    };
+    let joined = platform
+        .admission
+        .join(&key(room), name, &credentials)
+        .await;
+    joined.unwrap().attachment.node
+}
+
 #[tokio::test]
 async fn who_joins_from_a_pool_s_networks_is_placed_on_its_nodes_first() {
     let library = PoolAccess {
@@ -190,56 +203,29 @@ async fn who_joins_from_a_pool_s_networks_is_placed_on_its_nodes_first() {
     platform.attach("a", "zentrale");
     platform.attach("b", "bibliothek");
     platform.attach("c", "zentrale");
-    let from = |ip: &str| Credentials {
-        from: Some(ip.parse().unwrap()),
-        ..Credentials::default()
-    };
 
     // A room started in the library's network starts on the library's node.
-    let lesekreis = platform
-        .admission
-        .join(&key("lesekreis"), "Anna", &from("10.20.3.4"))
-        .await
-        .unwrap();
-    assert_eq!(lesekreis.attachment.node, node("b"));
+    let anna = node_for(&platform, "lesekreis", "Anna", "10.20.3.4").await;
+    assert_eq!(anna, node("b"));
 
     // A room started elsewhere goes to the least loaded node; someone from the library joins
     // it there, as long as it has room: nearness does not spread a room by itself.
-    let rat = platform
-        .admission
-        .join(&key("rat"), "Ben", &from("192.0.2.7"))
-        .await
-        .unwrap();
-    assert_eq!(rat.attachment.node, node("a"));
-    let carla = platform
-        .admission
-        .join(&key("rat"), "Carla", &from("10.20.9.9"))
-        .await
-        .unwrap();
-    assert_eq!(carla.attachment.node, node("a"));
+    assert_eq!(
+        node_for(&platform, "rat", "Ben", "192.0.2.7").await,
+        node("a")
+    );
+    assert_eq!(
+        node_for(&platform, "rat", "Carla", "10.20.9.9").await,
+        node("a")
+    );
 
     // Once a is full, the room spreads to the library's node for a library visitor, although c
     // is less loaded.
     let _busy = platform.load("a", 8).await;
-    let dora = platform
-        .admission
-        .join(&key("rat"), "Dora", &from("10.20.9.10"))
-        .await
-        .unwrap();
-    assert_eq!(
-        dora.attachment.node,
-        node("b"),
-        "the library's node is near Dora"
-    );
+    let dora = node_for(&platform, "rat", "Dora", "10.20.9.10").await;
+    assert_eq!(dora, node("b"), "the library's node is near Dora");
     assert_eq!(
         platform.stored("rat").await.unwrap().nodes,
         vec![node("a"), node("b")]
     );
-    // The next one from the library goes there too.
-    let emil = platform
-        .admission
-        .join(&key("rat"), "Emil", &from("10.20.0.1"))
-        .await
-        .unwrap();
-    assert_eq!(emil.attachment.node, node("b"));
 }
