@@ -1,5 +1,6 @@
 //! Two cores linked as the nodes of one room: what each tells the other, delivered at once.
 
+use super::tests::join_request;
 use super::*;
 
 const ROOM: &str = "public/chor";
@@ -34,14 +35,9 @@ impl Pair {
 
     fn join_as(&mut self, node: usize, peer: u64, moderator: bool, lobby: bool) {
         let request = JoinRequest {
-            room: ROOM.into(),
-            participant_id: format!("p{peer}"),
-            display_name: format!("name {peer}"),
-            max_participants: 0,
-            last_n: 0,
             moderator,
             lobby,
-            first_moderates: false,
+            ..join_request(ROOM, peer, &format!("name {peer}"))
         };
         self.nodes[node].join(PeerId(peer), request).unwrap();
         self.settle();
@@ -165,16 +161,7 @@ fn the_lock_hands_and_roles_are_the_same_on_every_node() {
         to: PeerId(2),
         event: RosterEvent::Locked(true)
     }));
-    let late = JoinRequest {
-        room: ROOM.into(),
-        participant_id: "p9".into(),
-        display_name: "late".into(),
-        max_participants: 0,
-        last_n: 0,
-        moderator: false,
-        lobby: false,
-        first_moderates: false,
-    };
+    let late = join_request(ROOM, 9, "late");
     assert_eq!(
         pair.nodes[1].join(PeerId(9), late),
         Err(JoinError::Locked),
@@ -312,19 +299,7 @@ fn a_participant_who_moves_to_the_other_node_is_there_once() {
     // p2's node drains and its session moves to node 0, whose copy of p2 is still there
     // until node 1's word that p2 left comes.
     pair.nodes[0]
-        .join(
-            PeerId(7),
-            JoinRequest {
-                room: ROOM.into(),
-                participant_id: "p2".into(),
-                display_name: "name 2".into(),
-                max_participants: 0,
-                last_n: 0,
-                moderator: false,
-                lobby: false,
-                first_moderates: false,
-            },
-        )
+        .join(PeerId(7), join_request(ROOM, 2, "name 2"))
         .unwrap();
     pair.settle();
     let named = |core: &Core, id: &str| {

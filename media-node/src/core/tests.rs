@@ -7,22 +7,27 @@ mod sim;
 mod simulcast;
 mod speakers;
 
+/// A join of `p{peer}`, named `name`, into `room`: no limit, no role, no lobby.
+pub(super) fn join_request(room: &str, peer: u64, name: &str) -> JoinRequest {
+    JoinRequest {
+        room: room.into(),
+        participant_id: format!("p{peer}"),
+        display_name: name.into(),
+        max_participants: 0,
+        last_n: 0,
+        moderator: false,
+        lobby: false,
+        first_moderates: false,
+    }
+}
+
+/// Lets `peer` into a room of at most three.
 fn join(core: &mut Core, peer: u64, name: &str) {
-    core.join(
-        PeerId(peer),
-        JoinRequest {
-            room: "public/chor".into(),
-            participant_id: format!("p{peer}"),
-            display_name: name.into(),
-            max_participants: 3,
-            last_n: 0,
-            moderator: false,
-            lobby: false,
-            first_moderates: false,
-        },
-    )
-    .map(|_| ())
-    .unwrap();
+    let request = JoinRequest {
+        max_participants: 3,
+        ..join_request("public/chor", peer, name)
+    };
+    core.join(PeerId(peer), request).map(|_| ()).unwrap();
 }
 
 /// Publishes a plain (single-layer) track whose key is its SSRC.
@@ -92,19 +97,11 @@ fn the_room_limit_holds() {
     for peer in 1..=3 {
         join(&mut core, peer, "x");
     }
-    let refused = core.join(
-        PeerId(4),
-        JoinRequest {
-            room: "public/chor".into(),
-            participant_id: "p4".into(),
-            display_name: "late".into(),
-            max_participants: 3,
-            last_n: 0,
-            moderator: false,
-            lobby: false,
-            first_moderates: false,
-        },
-    );
+    let late = JoinRequest {
+        max_participants: 3,
+        ..join_request("public/chor", 4, "late")
+    };
+    let refused = core.join(PeerId(4), late);
     assert_eq!(refused, Err(JoinError::RoomFull { limit: 3 }));
     assert_eq!(core.participant_count(), 3);
 }
@@ -408,16 +405,7 @@ fn probe_padding_goes_on_a_video_down_track_and_the_video_continues_after_it() {
 
 /// Lets `peer` in with no room limit, and says whether its microphone and camera are off.
 fn join_with(core: &mut Core, peer: u64, audio_muted: bool, video_muted: bool) {
-    let request = JoinRequest {
-        room: "public/chor".into(),
-        participant_id: format!("p{peer}"),
-        display_name: format!("name {peer}"),
-        max_participants: 0,
-        last_n: 0,
-        moderator: false,
-        lobby: false,
-        first_moderates: false,
-    };
+    let request = join_request("public/chor", peer, &format!("name {peer}"));
     core.join(PeerId(peer), request).unwrap();
     core.set_media_state(PeerId(peer), audio_muted, video_muted, false);
 }

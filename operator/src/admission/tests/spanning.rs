@@ -26,6 +26,22 @@ fn links_then_session(platform: &mut Platform, id: &str) -> (Vec<v1::OpenLink>, 
     (links, ordered)
 }
 
+/// Nodes a and b, and Anna in the room "rat" on a.
+async fn anna_on_a_of_two() -> Platform {
+    let mut platform = Platform::public([]);
+    platform.attach("a", "");
+    platform.attach("b", "");
+    let anna = placed(&platform, "rat", "Anna", &Credentials::default()).await;
+    assert_eq!(anna, node("a"));
+    platform
+}
+
+/// The node that `name` is placed on when joining `room` with `credentials`.
+async fn placed(platform: &Platform, room: &str, name: &str, credentials: &Credentials) -> NodeId {
+    let joined = platform.admission.join(&key(room), name, credentials).await;
+    joined.unwrap().attachment.node
+}
+
 #[tokio::test]
 async fn a_room_whose_node_is_full_spreads_to_another_and_the_two_are_linked() {
     let mut platform = Platform::public([]);
@@ -114,20 +130,9 @@ async fn a_room_whose_node_is_full_spreads_to_another_and_the_two_are_linked() {
 
 #[tokio::test]
 async fn a_lost_node_s_links_are_closed_at_the_other_end() {
-    let mut platform = Platform::public([]);
-    platform.attach("a", "");
-    platform.attach("b", "");
-    platform
-        .admission
-        .join(&key("rat"), "Anna", &Credentials::default())
-        .await
-        .unwrap();
+    let mut platform = anna_on_a_of_two().await;
     let _busy = platform.load("a", 9).await;
-    platform
-        .admission
-        .join(&key("rat"), "Ben", &Credentials::default())
-        .await
-        .unwrap();
+    placed(&platform, "rat", "Ben", &Credentials::default()).await;
     let (links, _) = links_then_session(&mut platform, "b");
     platform.commands("a");
     platform.fleet.lose_now(&node("a"));
@@ -144,14 +149,7 @@ async fn a_lost_node_s_links_are_closed_at_the_other_end() {
 
 #[tokio::test]
 async fn a_room_on_a_node_that_drains_slowly_stays_one_room() {
-    let mut platform = Platform::public([]);
-    platform.attach("a", "");
-    platform.attach("b", "");
-    platform
-        .admission
-        .join(&key("rat"), "Anna", &Credentials::default())
-        .await
-        .unwrap();
+    let mut platform = anna_on_a_of_two().await;
     platform.commands("a");
     // Node a drains, but lets Anna's call run to its end.
     platform.fleet.mark_draining(&node("a"), false);
@@ -184,11 +182,7 @@ async fn node_for(platform: &Platform, room: &str, name: &str, ip: &str) -> Node
         from: Some(ip.parse().unwrap()),
         ..Credentials::default()
     };
-    let joined = platform
-        .admission
-        .join(&key(room), name, &credentials)
-        .await;
-    joined.unwrap().attachment.node
+    placed(platform, room, name, &credentials).await
 }
 
 #[tokio::test]
