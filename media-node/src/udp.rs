@@ -90,6 +90,9 @@ pub struct MediaSocket {
     /// Whether runs of datagrams to one address go as one segmented message (see [`batch`]):
     /// on where the kernel can, until a send says it cannot.
     segmentation: AtomicBool,
+    /// Whether the kernel hands over runs of datagrams from one sender as one message (see
+    /// [`batch`]), so that the inbox's buffers must hold the largest.
+    coalescing: bool,
 }
 
 impl MediaSocket {
@@ -156,6 +159,13 @@ impl MediaSocket {
         if !segmentation {
             info!("this kernel cannot segment UDP: the media port sends one datagram per packet");
         }
+        let coalescing = match options::enable_receive_offload(&socket) {
+            Ok(()) => true,
+            Err(error) => {
+                info!(%error, "no UDP receive offload: the media port reads one datagram per message");
+                false
+            }
+        };
         let socket = UdpSocket::from_std(socket.into())?;
         let port = socket.local_addr()?.port();
         Ok(Self {
@@ -163,6 +173,7 @@ impl MediaSocket {
             announced: SocketAddr::new(announce_ip, port),
             tcp: None,
             segmentation: AtomicBool::new(segmentation),
+            coalescing,
         })
     }
 
@@ -299,7 +310,10 @@ pub async fn run(
     events: mpsc::Sender<Event>,
     status: NodeStatus,
 ) {
-    let mut inbox = batch::Inbox::new(MAX_DATAGRAM);
+    let mut inbox = batch::Inbox::new(match socket.coalescing {
+        true => batch::COALESCED_SIZE,
+        false => MAX_DATAGRAM,
+    });
     let mut outbox = Vec::new();
     let mut outputs = Outputs {
         events,

@@ -17,7 +17,12 @@
 //! place of a `recvfrom` per datagram and a last one that finds nothing. With each datagram
 //! comes the time the kernel received it (where `options::enable_arrival_times` asked for it),
 //! so that a publisher's transport-wide feedback tells it how its packets crossed the network,
-//! not how long they waited for a busy node to read them.
+//! not how long they waited for a busy node to read them. Where the socket asked for receive
+//! offload (`options::enable_receive_offload`, UDP GRO), the kernel hands over a run of
+//! datagrams from one sender as one message with the size of its segments (another node's
+//! segmented sends on one machine, a publisher's keyframe burst through a network card that
+//! coalesces): it walks its stack once for the run, and the [`Inbox`] cuts the message into
+//! the datagrams again, each with the run's sender and arrival.
 //!
 //! With `options`, this is the only module of the node with `unsafe` code: the calls
 //! themselves, with pointers to buffers that live on the calling function's stack (or in the
@@ -88,11 +93,16 @@ pub struct Sent {
     pub messages: usize,
 }
 
-/// Room for one control message carrying a `u16` or a `timespec`, aligned as the kernel reads
-/// it.
+/// Room for the control messages of one message: a `u16` (the segment size sent), or a
+/// `timespec` and an `int` (the receive time, the size of coalesced segments), aligned as the
+/// kernel reads them.
 #[derive(Clone, Copy)]
 #[repr(C, align(8))]
-struct Control([u8; 32]);
+struct Control([u8; 64]);
+
+impl Control {
+    const EMPTY: Self = Self([0; 64]);
+}
 
 /// Sends the first up to [`BATCH`] messages of `datagrams` on the non-blocking `socket` in one
 /// call; with `segment`, each run of consecutive datagrams to one address (equal in size, the
@@ -148,7 +158,7 @@ pub fn send(
         .iter()
         .map(|(start, _)| RawAddress::new(datagrams[*start].1))
         .collect();
-    let mut controls = vec![Control([0; 32]); runs.len()];
+    let mut controls = vec![Control::EMPTY; runs.len()];
     let mut headers: Vec<libc::mmsghdr> = Vec::with_capacity(runs.len());
     for ((&(start, count), address), control) in runs
         .iter()
@@ -207,15 +217,20 @@ pub fn send(
 /// The most datagrams one [`receive`] call reads.
 pub const RECEIVE_BATCH: usize = 32;
 
+/// The size of an [`Inbox`]'s buffers for a socket with receive offload: the largest message
+/// the kernel hands over.
+pub const COALESCED_SIZE: usize = 65_535;
+
 /// Room for the datagrams one [`receive`] call reads, reused from call to call:
-/// [`RECEIVE_BATCH`] buffers of one size, and the length, sender and arrival of each datagram
-/// read.
+/// [`RECEIVE_BATCH`] buffers of one size, and the length, sender and arrival of each message
+/// read, and the size of its segments where the kernel coalesced datagrams into it.
 pub struct Inbox {
     buffers: Vec<u8>,
     size: usize,
-    /// Of each datagram kept: its buffer's index, its length, its sender, and when the kernel
-    /// received it (on the system clock, since the Unix epoch) if it said so.
-    received: Vec<(usize, usize, SocketAddr, Option<Duration>)>,
+    /// Of each message kept: its buffer's index, its length, its sender, when the kernel
+    /// received it (on the system clock, since the Unix epoch) if it said so, and the size of
+    /// the datagrams coalesced in it (0: one datagram).
+    received: Vec<(usize, usize, SocketAddr, Option<Duration>, usize)>,
 }
 
 /// One datagram a [`receive`] call read.
@@ -231,7 +246,8 @@ pub struct Datagram<'a> {
 }
 
 impl Inbox {
-    /// Buffers of `size` bytes each: a larger datagram is not read.
+    /// Buffers of `size` bytes each: a larger message is not read (with receive offload on the
+    /// socket, make them [`COALESCED_SIZE`]).
     pub fn new(size: usize) -> Self {
         Self {
             buffers: vec![0; size * RECEIVE_BATCH],
@@ -240,16 +256,26 @@ impl Inbox {
         }
     }
 
-    /// The datagrams the last call read, in the order they arrived.
+    /// The datagrams the last call read, in the order they arrived, coalesced ones cut apart.
     pub fn datagrams(&self) -> impl Iterator<Item = Datagram<'_>> {
-        self.received.iter().map(|&(index, length, from, arrived)| {
-            let start = index * self.size;
-            Datagram {
-                contents: &self.buffers[start..start + length],
-                from,
-                arrived,
-            }
-        })
+        self.received
+            .iter()
+            .flat_map(|&(index, length, from, arrived, segment)| {
+                let start = index * self.size;
+                let message = &self.buffers[start..start + length];
+                let (count, segment) = match segment {
+                    0 => (1, length),
+                    segment => (length.div_ceil(segment).max(1), segment),
+                };
+                (0..count).map(move |piece| {
+                    let start = (piece * segment).min(length);
+                    Datagram {
+                        contents: &message[start..(start + segment).min(length)],
+                        from,
+                        arrived,
+                    }
+                })
+            })
     }
 }
 
@@ -266,7 +292,7 @@ pub fn receive(socket: &impl AsRawFd, inbox: &mut Inbox) -> io::Result<usize> {
     let mut names: [libc::sockaddr_storage; RECEIVE_BATCH] = unsafe { std::mem::zeroed() };
     let mut vectors: [libc::iovec; RECEIVE_BATCH] = unsafe { std::mem::zeroed() };
     let mut headers: [libc::mmsghdr; RECEIVE_BATCH] = unsafe { std::mem::zeroed() };
-    let mut controls = [Control([0; 32]); RECEIVE_BATCH];
+    let mut controls = [Control::EMPTY; RECEIVE_BATCH];
     let size = inbox.size;
     for ((((header, vector), name), control), buffer) in headers
         .iter_mut()
@@ -311,17 +337,20 @@ pub fn receive(socket: &impl AsRawFd, inbox: &mut Inbox) -> io::Result<usize> {
             continue;
         };
         let length = (header.msg_len as usize).min(size);
+        let (arrived, segment) = control_messages(&header.msg_hdr);
         inbox
             .received
-            .push((index, length, from, arrival_time(&header.msg_hdr)));
+            .push((index, length, from, arrived, segment.unwrap_or(0)));
     }
     Ok(count)
 }
 
-/// The receive time among the control messages the kernel wrote for `header`, if any.
-fn arrival_time(header: &libc::msghdr) -> Option<Duration> {
+/// What the control messages the kernel wrote for `header` say: the receive time, and the size
+/// of the datagrams it coalesced into the message, if any.
+fn control_messages(header: &libc::msghdr) -> (Option<Duration>, Option<usize>) {
+    let (mut arrived, mut segment) = (None, None);
     if header.msg_flags & libc::MSG_CTRUNC != 0 {
-        return None;
+        return (arrived, segment);
     }
     // SAFETY: the kernel wrote `msg_controllen` bytes of well-formed control messages into the
     // buffer `msg_control` points to, which is still alive; `CMSG_FIRSTHDR` and `CMSG_NXTHDR`
@@ -329,20 +358,22 @@ fn arrival_time(header: &libc::msghdr) -> Option<Duration> {
     unsafe {
         let mut message = libc::CMSG_FIRSTHDR(header);
         while !message.is_null() {
-            if (*message).cmsg_level == libc::SOL_SOCKET
-                && (*message).cmsg_type == libc::SCM_TIMESTAMPNS
-            {
+            let kind = ((*message).cmsg_level, (*message).cmsg_type);
+            if kind == (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) {
                 let stamp: libc::timespec =
                     std::ptr::read_unaligned(libc::CMSG_DATA(message).cast());
-                return Some(Duration::new(
-                    u64::try_from(stamp.tv_sec).ok()?,
-                    u32::try_from(stamp.tv_nsec).ok()?,
-                ));
+                arrived = u64::try_from(stamp.tv_sec)
+                    .ok()
+                    .zip(u32::try_from(stamp.tv_nsec).ok())
+                    .map(|(seconds, nanos)| Duration::new(seconds, nanos));
+            } else if kind == (libc::SOL_UDP, libc::UDP_GRO) {
+                let size: libc::c_int = std::ptr::read_unaligned(libc::CMSG_DATA(message).cast());
+                segment = usize::try_from(size).ok().filter(|size| *size > 0);
             }
             message = libc::CMSG_NXTHDR(header, message);
         }
     }
-    None
+    (arrived, segment)
 }
 
 /// The address the kernel wrote into `name` (`length` bytes of it), if it is IPv4 or IPv6; read
@@ -518,6 +549,53 @@ mod tests {
             owned.iter().map(|(p, to)| (p.as_slice(), *to)).collect();
         assert_eq!(send_all(&sender, &datagrams, false), 20);
         received_whole_and_in_order(&receivers, 10);
+    }
+
+    #[test]
+    fn runs_coalesced_by_the_kernel_are_cut_apart_whole_in_order_and_with_their_sender() {
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+        receiver.set_nonblocking(true).unwrap();
+        super::super::options::enable_receive_offload(&receiver).unwrap();
+        super::super::options::enable_arrival_times(&receiver).unwrap();
+        // 80 datagrams (50 + 30 a run, each run ending in a shorter one, each within what one
+        // segmented message takes) and a lone one.
+        let mut owned = runs(std::slice::from_ref(&receiver), 50);
+        owned.extend(runs(std::slice::from_ref(&receiver), 30));
+        owned.push((vec![9; 20], receiver.local_addr().unwrap()));
+        let datagrams: Vec<(&[u8], SocketAddr)> =
+            owned.iter().map(|(p, to)| (p.as_slice(), *to)).collect();
+        let segmentation = segmentation_supported(&sender);
+        send_all(&sender, &datagrams, segmentation);
+        let mut inbox = Inbox::new(COALESCED_SIZE);
+        let (mut got, mut messages) = (Vec::new(), 0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while got.len() < owned.len() && std::time::Instant::now() < deadline {
+            match receive(&receiver, &mut inbox) {
+                Ok(count) => {
+                    messages += count;
+                    for datagram in inbox.datagrams() {
+                        assert_eq!(datagram.from, sender.local_addr().unwrap());
+                        assert!(datagram.arrived.is_some(), "each has the run's arrival");
+                        got.push(datagram.contents.to_vec());
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(error) => panic!("{error}"),
+            }
+        }
+        let sent: Vec<Vec<u8>> = owned.into_iter().map(|(payload, _)| payload).collect();
+        assert_eq!(got, sent, "every datagram whole, its own size, in order");
+        if segmentation {
+            assert_eq!(
+                messages, 3,
+                "each run handed over as one message, and the lone one"
+            );
+        } else {
+            eprintln!("this kernel cannot segment UDP: nothing was coalesced");
+        }
     }
 
     #[test]
