@@ -152,6 +152,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             send: args.udp_send_buffer,
         },
         attach_tls_dir: args.attach_tls_dir,
+        cpu: Default::default(),
     })
     .await
     .context("binding the media port")?;

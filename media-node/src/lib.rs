@@ -91,6 +91,9 @@ pub struct NodeConfig {
     /// The folder with the node's certificate for the control plane (`ca.crt`, `tls.crt`,
     /// `tls.key`), when the control plane's Attach port runs mutual TLS.
     pub attach_tls_dir: Option<std::path::PathBuf>,
+    /// Whose CPU time is the node's: the process's, or, for a node that runs alone on a thread
+    /// of a process that runs several, the thread's.
+    pub cpu: udp::CpuClock,
 }
 
 /// A bound media node, ready to run.
@@ -119,6 +122,13 @@ impl MediaNode {
             command_queue,
             status: status::NodeStatus::default(),
         })
+    }
+
+    /// Names the node in its metrics' series (`node="…"`), for a process that serves the
+    /// metrics of several nodes as one document.
+    pub fn naming_itself_in_metrics(mut self) -> Self {
+        self.status = status::NodeStatus::of_node(&self.config.node_id);
+        self
     }
 
     /// What the node tells about itself, its metrics among it, while it runs.
@@ -185,7 +195,15 @@ impl MediaNode {
             event_queue,
             status.clone(),
         ));
-        udp::run(node, self.socket, command_queue, events, status).await;
+        udp::run(
+            node,
+            self.socket,
+            command_queue,
+            events,
+            status,
+            self.config.cpu,
+        )
+        .await;
         // The node's reports end with it; the control link delivers what is left, then ends.
         if tokio::time::timeout(std::time::Duration::from_secs(2), control)
             .await

@@ -6,6 +6,7 @@
 //! round-trip times and the packets waiting in the pacers. Updated once a second by the run loop
 //! from [`Stats`]; nothing in them names a participant or a room.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -111,7 +112,23 @@ impl std::fmt::Debug for NodeMetrics {
 
 impl Default for NodeMetrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("treffpunkt_node");
+        Self::in_registry(Registry::with_prefix("treffpunkt_node"))
+    }
+}
+
+impl NodeMetrics {
+    /// Series that name their node (`node="…"`): for a process that runs several nodes (the
+    /// shards of standalone mode) and serves their metrics as one document
+    /// ([`encode_together`]).
+    pub fn of_node(node_id: &str) -> Self {
+        let label = (Cow::Borrowed("node"), Cow::Owned(node_id.to_owned()));
+        Self::in_registry(Registry::with_prefix_and_labels(
+            "treffpunkt_node",
+            std::iter::once(label),
+        ))
+    }
+
+    fn in_registry(mut registry: Registry) -> Self {
         let packets = Family::<Direction, Counter>::default();
         let bytes = Family::<Direction, Counter>::default();
         let dropped = Family::<Reason, Counter>::default();
@@ -299,6 +316,51 @@ impl NodeMetrics {
     }
 }
 
+/// The metrics of several nodes of one process as one OpenMetrics document: each metric
+/// family once, with its help and type, and the samples of every node under it (a document
+/// may name a family only once, so the nodes' documents cannot simply follow each other). The
+/// nodes' series should name their node ([`NodeMetrics::of_node`]).
+pub fn encode_together(nodes: &[&NodeMetrics]) -> String {
+    // Families in the order of their first appearance, each with its header and samples.
+    let mut families: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
+    for node in nodes {
+        let text = node.encode();
+        let mut current: Option<usize> = None;
+        for line in text.lines() {
+            if line == "# EOF" {
+                break;
+            }
+            if let Some(meta) = line.strip_prefix("# ") {
+                let mut words = meta.split(' ');
+                let (_, name) = (words.next(), words.next().unwrap_or_default());
+                let index = match families.iter().position(|(family, ..)| family == name) {
+                    Some(index) => index,
+                    None => {
+                        families.push((name.to_owned(), Vec::new(), Vec::new()));
+                        families.len() - 1
+                    }
+                };
+                let header = &mut families[index].1;
+                if !header.iter().any(|known| known == line) {
+                    header.push(line.to_owned());
+                }
+                current = Some(index);
+            } else if let Some(index) = current {
+                families[index].2.push(line.to_owned());
+            }
+        }
+    }
+    let mut out = String::new();
+    for (_, header, samples) in families {
+        for line in header.iter().chain(&samples) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,6 +403,47 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
         }
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn nodes_of_one_process_share_one_document_that_names_each_family_once() {
+        let (first, second) = (NodeMetrics::of_node("a"), NodeMetrics::of_node("b"));
+        let stats = |packets_out| Stats {
+            packets_out,
+            sessions: 1,
+            ..Stats::default()
+        };
+        first.observe(&stats(10), 0.25, &[0.01]);
+        second.observe(&stats(20), 0.5, &[]);
+        let text = encode_together(&[&first, &second]);
+        for line in [
+            "treffpunkt_node_packets_total{node=\"a\",direction=\"out\"} 10",
+            "treffpunkt_node_packets_total{node=\"b\",direction=\"out\"} 20",
+            "treffpunkt_node_cpu_seconds_total{node=\"b\"} 0.5",
+            "treffpunkt_node_sessions{node=\"a\"} 1",
+            "treffpunkt_node_round_trip_seconds_count{node=\"a\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+        for family in ["packets", "cpu_seconds", "sessions", "round_trip_seconds"] {
+            let header = format!("# TYPE treffpunkt_node_{family} ");
+            let count = text.lines().filter(|l| l.starts_with(&header)).count();
+            assert_eq!(count, 1, "{header} in:\n{text}");
+        }
+        // The samples of a family follow its header, not another family's.
+        let lines: Vec<&str> = text.lines().collect();
+        let header = lines
+            .iter()
+            .position(|l| l.starts_with("# TYPE treffpunkt_node_sessions "));
+        let sample = lines
+            .iter()
+            .position(|l| l.starts_with("treffpunkt_node_sessions{node=\"b\"}"));
+        let next = lines
+            .iter()
+            .position(|l| l.starts_with("# HELP treffpunkt_node_published"));
+        assert!(header < sample && sample < next, "{text}");
+        assert_eq!(text.matches("# EOF").count(), 1);
         assert!(text.ends_with("# EOF\n"));
     }
 }

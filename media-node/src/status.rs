@@ -38,6 +38,14 @@ struct Inner {
 pub struct NodeStatus(Arc<Inner>);
 
 impl NodeStatus {
+    /// A status whose metrics name the node ([`crate::metrics::NodeMetrics::of_node`]).
+    pub fn of_node(node_id: &str) -> Self {
+        Self(Arc::new(Inner {
+            metrics: crate::metrics::NodeMetrics::of_node(node_id),
+            ..Inner::default()
+        }))
+    }
+
     /// Records whether the node is attached to at least one control-plane replica.
     pub fn set_attached(&self, attached: bool) {
         self.0.attached.store(attached, Ordering::Relaxed);

@@ -309,6 +309,7 @@ pub async fn run(
     mut commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
     status: NodeStatus,
+    clock: CpuClock,
 ) {
     let mut inbox = batch::Inbox::new(match socket.coalescing {
         true => batch::COALESCED_SIZE,
@@ -318,7 +319,7 @@ pub async fn run(
     let mut outputs = Outputs {
         events,
         status,
-        cpu: CpuMeter::new(Instant::now()),
+        cpu: CpuMeter::new(Instant::now(), clock),
         dropped: 0,
         next_summary: Instant::now(),
     };
@@ -435,15 +436,28 @@ impl Outputs {
     }
 }
 
-/// The process's CPU use between two samples.
+/// Whose CPU time is the node's: what its metrics and load reports give as its CPU use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CpuClock {
+    /// The process's: the node is the process (a media node of a cluster).
+    #[default]
+    Process,
+    /// The thread's that runs the node: the node is one of several in a process, each alone
+    /// on a thread of its own (the shards of standalone mode).
+    Thread,
+}
+
+/// The node's CPU use between two samples.
 struct CpuMeter {
+    clock: CpuClock,
     last: (Instant, Option<u64>),
 }
 
 impl CpuMeter {
-    fn new(now: Instant) -> Self {
+    fn new(now: Instant, clock: CpuClock) -> Self {
         Self {
-            last: (now, process_cpu_ticks()),
+            clock,
+            last: (now, cpu_ticks(clock)),
         }
     }
 
@@ -456,7 +470,7 @@ impl CpuMeter {
     /// Thousandths of a core used since the last sample.
     fn sample(&mut self, now: Instant) -> u32 {
         let (since, before) = self.last;
-        let after = process_cpu_ticks();
+        let after = cpu_ticks(self.clock);
         self.last = (now, after);
         let seconds = now.duration_since(since).as_secs_f64().max(0.001);
         match (after, before) {
@@ -469,9 +483,14 @@ impl CpuMeter {
     }
 }
 
-/// CPU time of this process in clock ticks (user + system), from `/proc/self/stat`.
-fn process_cpu_ticks() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+/// CPU time of this process or of the calling thread in clock ticks (user + system), from
+/// `/proc/self/stat` or `/proc/thread-self/stat`.
+fn cpu_ticks(clock: CpuClock) -> Option<u64> {
+    let path = match clock {
+        CpuClock::Process => "/proc/self/stat",
+        CpuClock::Thread => "/proc/thread-self/stat",
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
     // The command name may contain spaces; the fields after it are space-separated.
     let after_name = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = after_name.split_whitespace().collect();

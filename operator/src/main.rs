@@ -115,9 +115,14 @@ struct StandaloneArgs {
     /// LAN address to let others in the network join.
     #[arg(long, env = "TREFFPUNKT_ANNOUNCE_IP", default_value = "127.0.0.1")]
     announce_ip: IpAddr,
-    /// Participants the media node accepts.
+    /// Participants the media nodes accept, together.
     #[arg(long, default_value_t = 200)]
     max_participants: u32,
+    /// Media nodes in this process, one per core by default: each forwards on a core of its
+    /// own, binds the UDP and TCP ports after the previous one's (--udp-port + i,
+    /// --tcp-port + i) and takes its share of --max-participants.
+    #[arg(long, env = "TREFFPUNKT_MEDIA_SHARDS", value_parser = clap::value_parser!(u32).range(1..=64))]
+    media_shards: Option<u32>,
     /// Participants one room of the public space admits.
     #[arg(long, default_value_t = 20)]
     max_participants_per_room: u32,
@@ -292,6 +297,7 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         turn_port,
         announce_ip,
         max_participants,
+        media_shards,
         max_participants_per_room,
         manifests,
         grpc_listen,
@@ -371,6 +377,7 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         secrets: seed.secrets,
         grpc: grpc_listen,
         media_node: !external_media_nodes,
+        media_shards: media_shards.unwrap_or_else(cores),
         grant_key,
         limits: limits.limits(),
         adhoc_room_ttl: std::time::Duration::from_secs(adhoc_room_ttl),
@@ -385,6 +392,10 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     };
     println!("Treffpunkt is running. Open {url} in your browser.");
     println!("Treffpunkt läuft. Öffnen Sie {url} im Browser.");
+    if let Some(ports) = media_ports(&running.shards) {
+        println!("Media: {ports}; open them in the firewall for others to join.");
+        println!("Medien: {ports}; für andere in der Firewall öffnen.");
+    }
     if let Some(mut coturn) = coturn {
         // coturn is watched while the platform runs, and stopped with it.
         tokio::spawn(async move {
@@ -492,6 +503,41 @@ async fn run_invite(args: InviteArgs) -> anyhow::Result<()> {
 }
 
 /// SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
+/// The media nodes' ports, as a firewall wants them: `UDP 10000-10001, TCP 10443-10444`.
+fn media_ports(shards: &[standalone::MediaPorts]) -> Option<String> {
+    let range = |mut ports: Vec<u16>| {
+        ports.sort_unstable();
+        let (first, last) = (*ports.first()?, *ports.last()?);
+        let listed = ports.iter().map(u16::to_string).collect::<Vec<_>>();
+        Some(
+            match usize::from(last - first) + 1 == ports.len() && first != last {
+                true => format!("{first}-{last}"),
+                false => listed.join(", "),
+            },
+        )
+    };
+    let udp = range(shards.iter().map(|shard| shard.udp.port()).collect())?;
+    let tcp = range(
+        shards
+            .iter()
+            .filter_map(|shard| Some(shard.tcp?.port()))
+            .collect(),
+    );
+    Some(match tcp {
+        Some(tcp) => format!("UDP {udp}, TCP {tcp}"),
+        None => format!("UDP {udp}"),
+    })
+}
+
+/// The cores this process may use (its CPU affinity and cgroup quota), at least one.
+fn cores() -> u32 {
+    std::thread::available_parallelism()
+        .ok()
+        .and_then(|cores| u32::try_from(cores.get()).ok())
+        .unwrap_or(1)
+        .min(64)
+}
+
 async fn shutdown_signal() {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("a SIGTERM handler can be installed");
@@ -511,4 +557,38 @@ async fn main() -> anyhow::Result<()> {
         Command::Invite(args) => run_invite(args).await?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ports(udp: &[u16], tcp: &[u16]) -> Vec<standalone::MediaPorts> {
+        let at = |port| SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port);
+        let tcp = |index: usize| tcp.get(index).map(|port| at(*port));
+        let shards = udp.iter().enumerate();
+        (shards.map(|(index, udp)| standalone::MediaPorts {
+            udp: at(*udp),
+            tcp: tcp(index),
+        }))
+        .collect()
+    }
+
+    #[test]
+    fn the_media_ports_are_told_as_a_firewall_wants_them() {
+        let told = |udp: &[u16], tcp: &[u16]| media_ports(&ports(udp, tcp));
+        assert_eq!(
+            told(&[10000], &[10443]).as_deref(),
+            Some("UDP 10000, TCP 10443")
+        );
+        assert_eq!(
+            told(&[10001, 10000], &[10443, 10444]).as_deref(),
+            Some("UDP 10000-10001, TCP 10443-10444")
+        );
+        assert_eq!(
+            told(&[4000, 39000], &[]).as_deref(),
+            Some("UDP 4000, 39000")
+        );
+        assert_eq!(told(&[], &[]), None);
+    }
 }

@@ -1,9 +1,12 @@
-//! Standalone mode: the control plane, one media node and the web client in one process, with
-//! an in-memory store and no Kubernetes.
+//! Standalone mode: the control plane, media nodes and the web client in one process, with an
+//! in-memory store and no Kubernetes.
 //!
-//! It is the same code as in a cluster: the media node dials the control plane's `Attach`
-//! endpoint over real gRPC on loopback, and the gateway places rooms on it like on any node,
-//! under the same limits ([`Limits`]).
+//! It is the same code as in a cluster: each media node dials the control plane's `Attach`
+//! endpoint over real gRPC on loopback, and the gateway places rooms on them like on any nodes,
+//! under the same limits ([`Limits`]). One node forwards on one core, so the process runs one
+//! per core it is given (shards, [`StandaloneConfig::media_shards`]), each alone on a thread of
+//! its own with a port of its own: a room lives on one shard until it outgrows its share, and
+//! then spans shards as rooms span the nodes of a cluster.
 //!
 //! Ad-hoc rooms go in two ways: a new one that nobody is in a minute after its creation is
 //! removed by the gateway's own sweeper (as in a cluster), and one that emptied later is
@@ -15,9 +18,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
+use treffpunkt_media_node::metrics::encode_together;
+use treffpunkt_media_node::status::NodeStatus;
+use treffpunkt_media_node::udp::CpuClock;
 use treffpunkt_media_node::{MediaNode, NodeConfig};
 use treffpunkt_proto::grant::{Keyring, SharedKeyring};
 use treffpunkt_proto::random;
@@ -60,9 +68,15 @@ pub struct StandaloneConfig {
     pub rooms: Vec<Room>,
     /// Secrets of the tenants' namespaces: rooms' passwords, tenants' signing keys.
     pub secrets: Vec<TenantSecret>,
-    /// Whether to run a media node in this process; without one, nodes of their own attach
+    /// Whether to run media nodes in this process; without them, nodes of their own attach
     /// to `grpc` (with `grant_key`).
     pub media_node: bool,
+    /// How many media nodes run in this process, each alone on a thread of its own (a shard),
+    /// so that a machine's cores all forward media: rooms are placed on them like on the nodes
+    /// of a cluster, and a room that outgrows one spans more (the shards relay to each other).
+    /// Shard `i` binds the UDP and TCP ports `udp + i` and `tcp + i` (or free ones for port 0),
+    /// and they share `max_participants`.
+    pub media_shards: u32,
     /// The keys grants are signed with; random when unset (only the in-process node needs
     /// them then).
     pub grant_key: Option<SharedKeyring>,
@@ -91,6 +105,7 @@ impl Default for StandaloneConfig {
             rooms: Vec::new(),
             secrets: Vec::new(),
             media_node: true,
+            media_shards: 1,
             grant_key: None,
             limits: Limits::default(),
             adhoc_room_ttl: ADHOC_ROOM_IDLE,
@@ -105,15 +120,20 @@ pub struct Standalone {
     pub http: SocketAddr,
     /// Where media nodes attach.
     pub grpc: SocketAddr,
-    /// Where browsers send media to the in-process node, if there is one.
+    /// Where browsers send media to the first in-process node, if there is one.
     pub media: Option<SocketAddr>,
-    /// Where browsers connect for ICE-TCP to the in-process node, if it takes media over TCP.
+    /// Where browsers connect for ICE-TCP to the first in-process node, if it takes media over
+    /// TCP.
     pub media_tcp: Option<SocketAddr>,
+    /// The ports of each in-process node (shard), in order.
+    pub shards: Vec<MediaPorts>,
     /// The fleet, for tests and diagnostics.
     pub fleet: Arc<Fleet>,
     /// The tenants and rooms, for tests and diagnostics.
     pub store: Arc<MemoryStore>,
     tasks: Vec<JoinHandle<()>>,
+    /// Dropped, each stops its shard.
+    stop_shards: Vec<oneshot::Sender<()>>,
 }
 
 impl Standalone {
@@ -122,14 +142,117 @@ impl Standalone {
         for task in self.tasks {
             task.abort();
         }
+        drop(self.stop_shards);
     }
+}
+
+/// Where browsers send media to a node of this process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MediaPorts {
+    /// UDP.
+    pub udp: SocketAddr,
+    /// ICE-TCP, if the node takes media over TCP.
+    pub tcp: Option<SocketAddr>,
+}
+
+/// A media node of this process, alone on a thread of its own.
+struct Shard {
+    ports: MediaPorts,
+    status: NodeStatus,
+    /// Dropped, it stops the node.
+    stop: oneshot::Sender<()>,
+}
+
+/// Starts a media node on a thread of its own with a runtime of its own (so that its CPU time
+/// is its thread's and no other work waits behind it), and returns once its ports are bound.
+async fn start_shard(config: NodeConfig) -> anyhow::Result<Shard> {
+    let (bound, bound_here) = oneshot::channel();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let thread = format!("node {}", config.node_id);
+    std::thread::Builder::new().name(thread).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                let _ = bound.send(Err(anyhow::Error::from(error)));
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            let node = match MediaNode::bind(config).await {
+                Ok(node) => node.naming_itself_in_metrics(),
+                Err(error) => {
+                    let _ = bound.send(Err(anyhow::Error::from(error)));
+                    return;
+                }
+            };
+            let ports = (node.media_address(), node.tcp_address(), node.status());
+            if bound.send(Ok(ports)).is_err() {
+                return;
+            }
+            tokio::select! {
+                result = node.run() => if let Err(error) = result {
+                    warn!(%error, "the media node stopped");
+                },
+                _ = stopped => {}
+            }
+        });
+    })?;
+    let (udp, tcp, status) = bound_here.await.map_err(|_| {
+        anyhow::anyhow!("the media node's thread ended before it bound its ports")
+    })??;
+    Ok(Shard {
+        ports: MediaPorts { udp, tcp },
+        status,
+        stop,
+    })
+}
+
+/// The node of shard `index`: its name, its share of `config.max_participants`, its ports.
+fn shard_config(
+    config: &StandaloneConfig,
+    grpc: SocketAddr,
+    grant_key: &SharedKeyring,
+    index: u32,
+    shards: u32,
+) -> anyhow::Result<NodeConfig> {
+    let offset = |mut address: SocketAddr| {
+        if address.port() != 0 {
+            let port = u16::try_from(u32::from(address.port()) + index)
+                .ok()
+                .context("a shard's port would be above 65535")?;
+            address.set_port(port);
+        }
+        anyhow::Ok(address)
+    };
+    let share =
+        config.max_participants / shards + u32::from(index < config.max_participants % shards);
+    Ok(NodeConfig {
+        control_plane: vec![format!("http://{grpc}")],
+        node_id: match index {
+            0 => "standalone".to_owned(),
+            _ => format!("standalone-{}", index + 1),
+        },
+        pool: String::new(),
+        udp_bind: offset(config.udp)?,
+        announce_ip: config.announce_ip,
+        max_participants: share,
+        grant_key: grant_key.clone(),
+        health_listen: None,
+        udp_buffers: Default::default(),
+        tcp_bind: config.tcp.map(offset).transpose()?,
+        attach_tls_dir: None,
+        cpu: CpuClock::Thread,
+    })
 }
 
 fn random_key() -> Keyring {
     Keyring::from_secret(&random::bytes::<32>())
 }
 
-/// Starts the control plane, the gateway and one media node, and returns once the node has
+/// Starts the control plane, the gateway and the media nodes, and returns once the nodes have
 /// attached and the gateway serves.
 pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
     let mut tenants = config.tenants.clone();
@@ -148,30 +271,15 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
     let grpc_task = tokio::spawn(attach);
 
     let mut tasks = vec![grpc_task];
-    let (mut media, mut media_tcp, mut node_status) = (None, None, None);
-    if config.media_node {
-        let node = MediaNode::bind(NodeConfig {
-            control_plane: vec![format!("http://{grpc}")],
-            node_id: "standalone".to_owned(),
-            pool: String::new(),
-            udp_bind: config.udp,
-            announce_ip: config.announce_ip,
-            max_participants: config.max_participants,
-            grant_key: grant_key.clone(),
-            health_listen: None,
-            udp_buffers: Default::default(),
-            tcp_bind: config.tcp,
-            attach_tls_dir: None,
-        })
-        .await?;
-        media = Some(node.media_address());
-        media_tcp = node.tcp_address();
-        node_status = Some(node.status());
-        tasks.push(tokio::spawn(async move {
-            if let Err(error) = node.run().await {
-                warn!(%error, "the media node stopped");
-            }
-        }));
+    // Every shard takes at least one participant.
+    let shards = match config.media_node {
+        true => config.media_shards.clamp(1, config.max_participants.max(1)),
+        false => 0,
+    };
+    let mut started = Vec::new();
+    for index in 0..shards {
+        let node = shard_config(&config, grpc, &grant_key, index, shards)?;
+        started.push(start_shard(node).await?);
     }
 
     // Tickets are checked by this process alone, so their key never leaves it.
@@ -187,7 +295,8 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
     );
     if let Some(address) = config.metrics {
         let listener = TcpListener::bind(address).await?;
-        let router = metrics_router(metrics, node_status);
+        let nodes = started.iter().map(|shard| shard.status.clone()).collect();
+        let router = metrics_router(metrics, nodes);
         let limits = config.limits.clone();
         tasks.push(tokio::spawn(async move {
             crate::gateway::serve(listener, router, &limits, None).await;
@@ -204,40 +313,41 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
     ));
 
     let attached_by = Instant::now() + Duration::from_secs(10);
-    while config.media_node && fleet.nodes().is_empty() {
+    while fleet.nodes().len() < started.len() {
         if Instant::now() > attached_by {
-            anyhow::bail!("the media node did not attach within 10 s");
+            anyhow::bail!("the media nodes did not attach within 10 s");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    info!(%http, %grpc, "standalone mode ready");
+    info!(%http, %grpc, shards, "standalone mode ready");
     tasks.extend([http_task, sweeper_task, unjoined_task]);
+    let first = started.first();
     Ok(Standalone {
         http,
         grpc,
-        media,
-        media_tcp,
+        media: first.map(|shard| shard.ports.udp),
+        media_tcp: first.and_then(|shard| shard.ports.tcp),
+        shards: started.iter().map(|shard| shard.ports).collect(),
         fleet,
         store,
         tasks,
+        stop_shards: started.into_iter().map(|shard| shard.stop).collect(),
     })
 }
 
-/// `GET /metrics`: the gateway's metrics, then the media node's.
-fn metrics_router(
-    metrics: Metrics,
-    node: Option<treffpunkt_media_node::status::NodeStatus>,
-) -> axum::Router {
+/// `GET /metrics`: the gateway's metrics, then the media nodes', whose series name their node.
+fn metrics_router(metrics: Metrics, nodes: Vec<NodeStatus>) -> axum::Router {
     let serve = move || {
-        let (metrics, node) = (metrics.clone(), node.clone());
+        let (metrics, nodes) = (metrics.clone(), nodes.clone());
         async move {
             let mut text = metrics.encode();
-            if let Some(node) = &node {
+            if !nodes.is_empty() {
                 // One document: the first part's end marker goes.
                 if let Some(stripped) = text.strip_suffix("# EOF\n") {
                     text.truncate(stripped.len());
                 }
-                text.push_str(&node.metrics().encode());
+                let nodes: Vec<_> = nodes.iter().map(NodeStatus::metrics).collect();
+                text.push_str(&encode_together(&nodes));
             }
             (
                 [(

@@ -14,7 +14,7 @@ use treffpunkt_client::{
     JoinOptions, Joining, Kind, Outgoing, OutgoingVideo, Participant, Publish, RoomEvent,
     signal_url,
 };
-use treffpunkt_operator::domain::Tenant;
+use treffpunkt_operator::domain::{NodeId, Tenant};
 use treffpunkt_operator::standalone::{self, Standalone, StandaloneConfig};
 use treffpunkt_proto::grant::{Keyring, SharedKeyring};
 
@@ -524,18 +524,46 @@ async fn a_call_shows_in_the_gateways_and_the_nodes_metrics() {
     assert_eq!(open, 2.0, "Anna's and Ben's connections are open");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let second = scrape().await;
-    assert_eq!(sample(&second, "treffpunkt_node_sessions"), 2.0, "{second}");
-    assert_eq!(sample(&second, "treffpunkt_node_rooms"), 1.0);
-    assert_eq!(sample(&second, "treffpunkt_node_published_tracks"), 4.0);
-    let sent = |text: &str| sample(text, "treffpunkt_node_packets_total{direction=\"out\"}");
+    assert_eq!(
+        sample(&second, "treffpunkt_node_sessions{node=\"standalone\"}"),
+        2.0,
+        "{second}"
+    );
+    assert_eq!(
+        sample(&second, "treffpunkt_node_rooms{node=\"standalone\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &second,
+            "treffpunkt_node_published_tracks{node=\"standalone\"}"
+        ),
+        4.0
+    );
+    let sent = |text: &str| {
+        sample(
+            text,
+            "treffpunkt_node_packets_total{node=\"standalone\",direction=\"out\"}",
+        )
+    };
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let third = scrape().await;
     assert!(
         sent(&third) > sent(&second) && sent(&second) > 0.0,
         "forwarded packets rise"
     );
-    assert!(sample(&third, "treffpunkt_node_cpu_seconds_total") > 0.0);
-    assert!(sample(&third, "treffpunkt_node_downlink_estimate_min_bits") > 0.0);
+    assert!(
+        sample(
+            &third,
+            "treffpunkt_node_cpu_seconds_total{node=\"standalone\"}"
+        ) > 0.0
+    );
+    assert!(
+        sample(
+            &third,
+            "treffpunkt_node_downlink_estimate_min_bits{node=\"standalone\"}",
+        ) > 0.0
+    );
     // Nothing in them names a person or a room.
     for word in ["Anna", "Ben", "zaehlung", "niemand"] {
         assert!(!third.contains(word), "{word} in the metrics");
@@ -543,6 +571,95 @@ async fn a_call_shows_in_the_gateways_and_the_nodes_metrics() {
     assert!(third.ends_with("# EOF\n") && third.matches("# EOF").count() == 1);
     anna.leave().await;
     ben.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_of_one_process_take_rooms_of_their_own_and_span_a_room_that_outgrows_one() {
+    let metrics = SocketAddr::new(LOOPBACK, support::free_port());
+    // Two media nodes in the process, two participants each.
+    let server = support::calls::on_loopback(StandaloneConfig {
+        metrics: Some(metrics),
+        max_participants: 4,
+        media_shards: 2,
+        ..StandaloneConfig::default()
+    })
+    .await;
+    assert_eq!(server.fleet.nodes().len(), 2, "both shards attached");
+    assert_eq!(server.shards.len(), 2);
+    assert_ne!(server.shards[0].udp.port(), server.shards[1].udp.port());
+    let (first, second) = (NodeId("standalone".into()), NodeId("standalone-2".into()));
+    let participants = |node: &NodeId| server.fleet.load(node).map(|load| load.participants);
+    let verein = signal_url(server.http, "public", "verein");
+    let (anna, ben) = support::calls::anna_and_ben(&verein).await;
+    // Whichever shard took the first room, the second room goes to the other one.
+    let hosted = wait_until(Duration::from_secs(5), || {
+        [&first, &second]
+            .iter()
+            .any(|node| participants(node) == Some(2))
+    });
+    assert!(hosted.await, "one shard hosts the first room");
+    let (busy, other) = match participants(&first) {
+        Some(2) => (first, second),
+        _ => (second, first),
+    };
+    assert_eq!(
+        participants(&busy),
+        Some(2),
+        "one shard hosts the first room"
+    );
+    let publish = Some(Publish::default());
+    let dora_url = signal_url(server.http, "public", "nebenan");
+    let dora = Participant::join(&dora_url, "Dora", publish.clone())
+        .await
+        .expect("Dora joins");
+    assert!(
+        wait_until(Duration::from_secs(5), || participants(&other) == Some(1)).await,
+        "the second room goes to the other shard: {:?}",
+        server.fleet.load(&other)
+    );
+    // The first room's shard is full: Cem joins it on the other one, and the room spans both.
+    let cem = Participant::join(&verein, "Cem", publish)
+        .await
+        .expect("Cem joins on the other shard");
+    let everyone_receives = wait_until(Duration::from_secs(20), || {
+        receives_from(&anna, &[&ben, &cem], 25)
+            && receives_from(&ben, &[&anna, &cem], 25)
+            && receives_from(&cem, &[&anna, &ben], 25)
+    })
+    .await;
+    assert!(
+        everyone_receives,
+        "each receives the other two's audio and video across the shards"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || participants(&other) == Some(2)).await,
+        "Cem and Dora on one shard: {:?}",
+        server.fleet.load(&other)
+    );
+    assert!(!receives_from(&dora, &[&anna], 1), "Dora's room is her own");
+
+    // One document of metrics, each shard's series named by their node, each with its own
+    // CPU time (its thread's).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, text) = support::http(metrics, "GET", "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    let series = |name: &str, node: &NodeId, rest: &str| {
+        sample(
+            &text,
+            &format!("treffpunkt_node_{name}{{node=\"{}\"{rest}}}", node.0),
+        )
+    };
+    for node in [&busy, &other] {
+        assert_eq!(series("sessions", node, ""), 2.0, "{text}");
+        assert!(series("cpu_seconds_total", node, "") > 0.0, "{text}");
+    }
+    assert!(series("relayed_packets_total", &busy, ",direction=\"out\"") > 0.0);
+    assert!(series("relayed_packets_total", &other, ",direction=\"in\"") > 0.0);
+    assert_eq!(text.matches("# TYPE treffpunkt_node_sessions ").count(), 1);
+    for participant in [anna, ben, cem, dora] {
+        participant.leave().await;
+    }
+    server.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -182,6 +182,7 @@ async fn a_draining_media_node_pod_is_marked_to_go_first() {
         udp_buffers: Default::default(),
         tcp_bind: None,
         attach_tls_dir: None,
+        cpu: Default::default(),
     })
     .await
     .unwrap();

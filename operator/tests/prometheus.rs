@@ -146,8 +146,10 @@ fn metric_names(promql: &str) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_a_call_and_the_charts_rules_and_dashboard_hold() {
     let metrics = SocketAddr::new(LOOPBACK, free_port());
+    // Two media nodes in the process: their series share one document, which Prometheus takes.
     let server = support::calls::on_loopback(StandaloneConfig {
         metrics: Some(metrics),
+        media_shards: 2,
         ..StandaloneConfig::default()
     })
     .await;
@@ -165,6 +167,8 @@ async fn prometheus_scrapes_a_call_and_the_charts_rules_and_dashboard_hold() {
     })
     .await;
     assert_eq!(sessions, Some(2.0), "Prometheus sees two sessions");
+    let nodes = prometheus.value("count(treffpunkt_node_sessions)").await;
+    assert_eq!(nodes, Some(2.0), "Prometheus tells the two nodes apart");
     let rising = "sum(increase(treffpunkt_node_packets_total{direction=\"out\"}[5s]))";
     let forwarded = eventually(wait, || async {
         prometheus.value(rising).await.filter(|v| *v > 100.0)

@@ -380,6 +380,7 @@ pub async fn run_node(operator: &Operator) -> String {
         udp_buffers: Default::default(),
         tcp_bind: None,
         attach_tls_dir: None,
+        cpu: Default::default(),
     })
     .await
     .unwrap();
