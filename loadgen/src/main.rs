@@ -163,6 +163,11 @@ struct RunArgs {
     /// The participants each node takes (default: see `--nodes`).
     #[arg(long)]
     node_capacity: Option<u32>,
+    /// Run the `--nodes` media nodes as shards of standalone mode's process, one thread each
+    /// (`treffpunkt standalone --media-shards`), as a machine runs it; their CPU is then the
+    /// process's, the gateway's included.
+    #[arg(long)]
+    shards: bool,
     /// Datagrams through the bare relay of the baseline (0: skip it).
     #[arg(long, default_value_t = 200_000)]
     baseline_datagrams: u64,
@@ -307,6 +312,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         baseline_us,
         verbose: args.verbose,
         nodes: args.nodes,
+        shards: args.shards,
         node_capacity: args.node_capacity,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -338,6 +344,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             loss_limit: args.loss_limit,
             node_core_limit: args.node_core_limit,
             join_concurrency: args.join_concurrency,
+            shards: if args.shards { args.nodes } else { 0 },
         },
         baseline: Baseline {
             description: format!(

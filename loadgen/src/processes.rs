@@ -1,7 +1,8 @@
 //! The system under test as processes of their own: the gateway (`treffpunkt standalone
 //! --external-media-nodes`) and one media node (`treffpunkt media-node`) attached to it, or
 //! several for a room that spans nodes, so that the nodes' CPU time and memory can be read from
-//! `/proc` apart from everything else. And the readings themselves.
+//! `/proc` apart from everything else; or standalone mode with its media nodes as shards of its
+//! own process (`--media-shards`), as a machine runs it. And the readings themselves.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -57,8 +58,10 @@ pub struct System {
     pub http: SocketAddr,
     /// The gateway process.
     pub gateway: Process,
-    /// The media node processes.
+    /// The media node processes; none when the nodes are shards of the gateway's process.
     pub nodes: Vec<Node>,
+    /// Where the gateway serves its metrics (and its shards'), when it runs shards.
+    pub metrics: Option<u16>,
 }
 
 /// Flags that lift the gateway's limits per client address.
@@ -71,22 +74,42 @@ const UNLIMITED_PER_ADDRESS: [&str; 6] = [
     "100000",
 ];
 
-/// Starts the gateway and one media node per entry of `capacities` (the participants each
-/// takes) from the `treffpunkt` binary at `binary`, and returns once every node has attached.
-/// Nodes are named `bench-1`, `bench-2`, ...: a room fills them in that order.
+/// Where the media nodes run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nodes<'a> {
+    /// One process each, taking the participants given.
+    Processes(&'a [u32]),
+    /// This many shards of the gateway's process, together taking the participants given.
+    Shards(u32, u32),
+}
+
+/// Starts the gateway and its media nodes from the `treffpunkt` binary at `binary`, and
+/// returns once every node has attached. Node processes are named `bench-1`, `bench-2`, ...: a
+/// room fills them in that order.
 pub async fn start(
     binary: &Path,
     max_participants: u32,
-    capacities: &[u32],
+    nodes: Nodes<'_>,
 ) -> anyhow::Result<System> {
     let grpc = free_port();
-    let mut child = Command::new(binary)
-        .args([
-            "standalone",
-            "--listen",
-            "127.0.0.1:0",
-            "--external-media-nodes",
-        ])
+    let mut command = Command::new(binary);
+    command.args(["standalone", "--listen", "127.0.0.1:0"]);
+    let (capacities, metrics) = match nodes {
+        Nodes::Processes(capacities) => {
+            command.arg("--external-media-nodes");
+            (capacities, None)
+        }
+        Nodes::Shards(shards, participants) => {
+            let metrics = free_port();
+            command
+                .args(["--media-shards", &shards.to_string()])
+                .args(["--max-participants", &participants.to_string()])
+                .args(["--udp-port", "0", "--tcp-port", "0"])
+                .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")]);
+            (&[][..], Some(metrics))
+        }
+    };
+    let mut child = command
         .args(["--grpc-listen", &format!("127.0.0.1:{grpc}")])
         .env("TREFFPUNKT_GRANT_KEY", GRANT_KEY)
         .args(["--max-participants-per-room", &max_participants.to_string()])
@@ -157,7 +180,22 @@ pub async fn start(
         http,
         gateway,
         nodes,
+        metrics,
     })
+}
+
+/// How many of the shards of a gateway that serves its metrics on `port` host participants;
+/// `None` when it does not answer.
+pub async fn shards_hosting(port: u16) -> Option<u32> {
+    let response = get(port, "/metrics").await?;
+    let hosting = response.lines().filter(|line| {
+        let Some(rest) = line.strip_prefix("treffpunkt_node_participants{") else {
+            return false;
+        };
+        let value = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        value.is_some_and(|participants| participants > 0.0)
+    });
+    Some(hosting.count() as u32)
 }
 
 /// The participants a node on `health` has, from its status; `None` when it does not answer.

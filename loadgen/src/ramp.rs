@@ -68,6 +68,9 @@ pub struct RampConfig {
     pub verbose: bool,
     /// Media nodes (Treffpunkt only).
     pub nodes: u32,
+    /// Whether the nodes are shards of standalone mode's process instead of processes of their
+    /// own (their CPU is then the process's, the gateway's included).
+    pub shards: bool,
     /// The participants each node takes; by default enough for the largest step on one node,
     /// or, with several nodes, its share of the largest step, so that the room spreads over
     /// all of them as it grows.
@@ -413,7 +416,11 @@ impl System {
                 });
                 let capacities = vec![capacity; nodes as usize];
                 let room = largest.max(20) + 10;
-                Self::Treffpunkt(processes::start(&config.binary, room, &capacities).await?)
+                let where_ = match config.shards {
+                    true => processes::Nodes::Shards(nodes, capacity * nodes),
+                    false => processes::Nodes::Processes(&capacities),
+                };
+                Self::Treffpunkt(processes::start(&config.binary, room, where_).await?)
             }
             Sfu::Janus => {
                 let janus = config.janus.as_ref().context("no Janus configured")?;
@@ -425,6 +432,9 @@ impl System {
     /// The processes that forward media.
     fn sfu_pids(&self) -> Vec<String> {
         match self {
+            Self::Treffpunkt(system) if system.nodes.is_empty() => {
+                vec![system.gateway.pid().to_string()]
+            }
             Self::Treffpunkt(system) => system
                 .nodes
                 .iter()
@@ -439,6 +449,9 @@ impl System {
         let Self::Treffpunkt(system) = self else {
             return None;
         };
+        if let Some(metrics) = system.metrics {
+            return processes::shards_hosting(metrics).await;
+        }
         if system.nodes.len() < 2 {
             return None;
         }
@@ -674,8 +687,11 @@ pub async fn run(
 fn limit_passed(step: &Step, sfu: Sfu, config: &RampConfig) -> Option<String> {
     let n = step.n;
     // A node's loop runs on one core; another SFU (Janus with its event loops) may use them
-    // all, and only loss stops its ramp.
-    let node_cores = step.node.busiest_node_cores.unwrap_or(step.node.cpu_cores);
+    // all, and only loss stops its ramp. Shards are read as one process: their share each.
+    let node_cores = match config.shards {
+        true => step.node.cpu_cores / f64::from(config.nodes.max(1)),
+        false => step.node.busiest_node_cores.unwrap_or(step.node.cpu_cores),
+    };
     if step.loss > config.loss_limit {
         Some(format!(
             "loss passed {:.1} % at N={n} ({:.2} %)",
@@ -785,6 +801,7 @@ mod tests {
             baseline_us: None,
             verbose: false,
             nodes: 1,
+            shards: false,
             node_capacity: None,
         };
         let mut step = crate::report::tests::step(8, 0.0, 0.25);

@@ -60,6 +60,10 @@ pub struct Settings {
     pub node_core_limit: f64,
     /// How many participants join at once.
     pub join_concurrency: usize,
+    /// How many media nodes ran as shards of the gateway's process; 0 when each node was a
+    /// process of its own.
+    #[serde(default)]
+    pub shards: u32,
 }
 
 /// The bare relay measured in the same run.
@@ -268,10 +272,16 @@ impl Report {
         let commit = self.commit.as_deref().unwrap_or("unknown");
         let _ = writeln!(out, "### {date}, commit `{commit}`\n");
         let _ = writeln!(out, "Command: `{command}`");
+        let processes = match self.settings.shards {
+            0 => "node, gateway and load generator as separate processes".to_owned(),
+            shards => format!(
+                "{shards} media nodes as shards of the gateway's process (node CPU is that \
+                 process's), the load generator a process of its own"
+            ),
+        };
         let _ = writeln!(
             out,
-            "({} cores; windows of {} s after {} s of warm-up; node, gateway and load generator \
-             as separate processes on loopback.)\n",
+            "({} cores; windows of {} s after {} s of warm-up; {processes} on loopback.)\n",
             self.cores, self.settings.window_seconds, self.settings.warmup_seconds
         );
         match self.baseline.relay_cpu_us_per_datagram {
@@ -302,6 +312,9 @@ impl Report {
                         "{:.2} ({hosting} nodes, busiest {busiest:.2})",
                         step.node.cpu_cores
                     ),
+                    (Some(hosting), None) => {
+                        format!("{:.2} ({hosting} nodes)", step.node.cpu_cores)
+                    }
                     _ => format!("{:.2}", step.node.cpu_cores),
                 };
                 let _ = writeln!(
@@ -485,6 +498,7 @@ pub(crate) mod tests {
                 loss_limit: 0.01,
                 node_core_limit: 1.0,
                 join_concurrency: 4,
+                shards: 0,
             },
             baseline: Baseline {
                 description: "relay".into(),
