@@ -30,6 +30,7 @@ mod processes;
 mod ramp;
 mod report;
 mod scenario;
+mod system;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -18,13 +18,11 @@
 //!   node's resident memory, from `/proc`.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use futures::StreamExt;
-use treffpunkt_client::{Joining, Kind, Latency, MAX_LAYERS, Participant, TrackStats, signal_url};
+use treffpunkt_client::{Joining, Kind, Latency, MAX_LAYERS, Participant, TrackStats};
 
 use crate::janus::{self, JanusConfig};
 use crate::processes::{self, MachineSample, ProcessSample};
@@ -32,6 +30,7 @@ use crate::report::{
     CpuUsage, FirstPacket, Limit, NodeUsage, Percentiles, ScenarioReport, Step, TrackLoss,
 };
 use crate::scenario::{Media, Role, Scenario};
+use crate::system::{Door, System};
 
 /// How many of the tracks that lost most a step reports.
 const WORST_TRACKS: usize = 5;
@@ -395,122 +394,6 @@ fn measure(
         },
         machine_busy_cores: (after.machine.busy - before.machine.busy) / window,
         worst_tracks: tally.losses,
-    }
-}
-
-/// The system a ramp measures, running.
-enum System {
-    Treffpunkt(processes::System),
-    Janus(janus::Janus),
-}
-
-impl System {
-    async fn start(sfu: Sfu, config: &RampConfig, largest: u32) -> anyhow::Result<Self> {
-        Ok(match sfu {
-            Sfu::Treffpunkt => {
-                let nodes = config.nodes.max(1);
-                let capacity = config.node_capacity.unwrap_or(if nodes == 1 {
-                    largest.max(20) + 10
-                } else {
-                    largest.div_ceil(nodes) + 1
-                });
-                let capacities = vec![capacity; nodes as usize];
-                let room = largest.max(20) + 10;
-                let where_ = match config.shards {
-                    true => processes::Nodes::Shards(nodes, capacity * nodes),
-                    false => processes::Nodes::Processes(&capacities),
-                };
-                Self::Treffpunkt(processes::start(&config.binary, room, where_).await?)
-            }
-            Sfu::Janus => {
-                let janus = config.janus.as_ref().context("no Janus configured")?;
-                Self::Janus(janus::start(janus).await?)
-            }
-        })
-    }
-
-    /// The processes that forward media.
-    fn sfu_pids(&self) -> Vec<String> {
-        match self {
-            Self::Treffpunkt(system) if system.nodes.is_empty() => {
-                vec![system.gateway.pid().to_string()]
-            }
-            Self::Treffpunkt(system) => system
-                .nodes
-                .iter()
-                .map(|node| node.process.pid().to_string())
-                .collect(),
-            Self::Janus(janus) => vec![janus.process.pid().to_string()],
-        }
-    }
-
-    /// How many nodes host participants now, with several nodes.
-    async fn nodes_hosting(&self) -> Option<u32> {
-        let Self::Treffpunkt(system) = self else {
-            return None;
-        };
-        if let Some(metrics) = system.metrics {
-            return processes::shards_hosting(metrics).await;
-        }
-        if system.nodes.len() < 2 {
-            return None;
-        }
-        let counts = system
-            .nodes
-            .iter()
-            .map(|node| processes::participants(node.health));
-        let counts = futures::future::join_all(counts).await;
-        Some(counts.into_iter().filter(|n| n.unwrap_or(0) > 0).count() as u32)
-    }
-
-    /// The name of `scenario`'s report on this system, and where its participants join.
-    fn door(&self, scenario: Scenario) -> (String, Door) {
-        match self {
-            Self::Janus(janus) => (
-                format!("{}-janus", scenario.name()),
-                Door::Janus(janus.http, janus.ip),
-            ),
-            Self::Treffpunkt(system) => (
-                scenario.name().to_owned(),
-                Door::Gateway(signal_url(
-                    system.http,
-                    "public",
-                    &format!("bench-{}", scenario.name()),
-                )),
-            ),
-        }
-    }
-
-    /// The signalling process apart from it, if there is one.
-    fn gateway_pid(&self) -> Option<String> {
-        match self {
-            Self::Treffpunkt(system) => Some(system.gateway.pid().to_string()),
-            Self::Janus(_) => None,
-        }
-    }
-}
-
-/// Where participants join.
-#[derive(Clone, Debug)]
-enum Door {
-    /// The gateway's signalling URL of the room.
-    Gateway(String),
-    /// Janus's HTTP API, and the address its participants' media use.
-    Janus(SocketAddr, std::net::IpAddr),
-}
-
-impl Door {
-    async fn join(&self, name: &str, joining: Joining) -> treffpunkt_client::Result<Participant> {
-        match self {
-            Self::Gateway(url) => Participant::join_as(url, name, joining).await,
-            Self::Janus(server, ip) => {
-                let joining = Joining {
-                    local_ip: Some(*ip),
-                    ..joining
-                };
-                Participant::join_janus(*server, janus::ROOM, name, joining).await
-            }
-        }
     }
 }
 

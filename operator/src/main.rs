@@ -322,18 +322,7 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     if let (Some(file), Some(keys)) = (&grant_key_file, &grant_key) {
         treffpunkt_media_node::keys::follow(file.clone(), keys.clone());
     }
-    let seed = match manifests {
-        Some(path) => {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let seed = seed::parse(&text).with_context(|| format!("in {}", path.display()))?;
-            for skipped in &seed.skipped {
-                eprintln!("{}: skipped {skipped}", path.display());
-            }
-            seed
-        }
-        None => seed::Seed::default(),
-    };
+    let seed = read_manifests(manifests.as_deref())?;
     let mut public = Tenant::public();
     public.limits.max_participants_per_room = max_participants_per_room;
     let mut tenants = seed.tenants;
@@ -408,6 +397,21 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     shutdown_signal().await;
     running.stop();
     Ok(())
+}
+
+/// The Tenants, Rooms and Secrets of standalone mode's manifests file, if it has one; what it
+/// skips is told on standard error.
+fn read_manifests(path: Option<&std::path::Path>) -> anyhow::Result<seed::Seed> {
+    let Some(path) = path else {
+        return Ok(seed::Seed::default());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let seed = seed::parse(&text).with_context(|| format!("in {}", path.display()))?;
+    for skipped in &seed.skipped {
+        eprintln!("{}: skipped {skipped}", path.display());
+    }
+    Ok(seed)
 }
 
 /// HTTPS with a certificate and key the club has.
