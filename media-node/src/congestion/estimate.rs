@@ -251,6 +251,8 @@ pub struct DownlinkEstimator {
     slope: SlopeEstimator,
     detector: OveruseDetector,
     received: RateCalculator,
+    /// Whether any packet has arrived yet: losses before the first arrival do not count.
+    heard: bool,
     average_loss: Option<f64>,
     target: f64,
     last_decrease: Option<Instant>,
@@ -275,6 +277,7 @@ impl DownlinkEstimator {
             slope: SlopeEstimator::new(),
             detector: OveruseDetector::new(),
             received: RateCalculator::default(),
+            heard: false,
             average_loss: None,
             target: INITIAL,
             last_decrease: None,
@@ -285,6 +288,30 @@ impl DownlinkEstimator {
             next_tick: None,
             cell,
         }
+    }
+
+    /// The loss fraction of `reports` and its running average. What was lost before the first
+    /// packet arrived says nothing of the line: its receiver was not listening yet (its
+    /// connection still coming up). Counted, it ended a joiner's fast start at once and held its
+    /// estimate for the best part of a second.
+    fn loss(&mut self, reports: &[PacketReport]) -> (f64, f64) {
+        let first_heard = match self.heard {
+            true => Some(0),
+            false => reports.iter().position(|report| report.arrived),
+        };
+        self.heard |= first_heard.is_some();
+        let counted = first_heard.map_or(&[][..], |first| &reports[first..]);
+        let lost = counted.iter().filter(|report| !report.arrived).count();
+        let sample = lost as f64 / counted.len().max(1) as f64;
+        let loss = match self.average_loss {
+            previous if counted.is_empty() => previous.unwrap_or(0.0),
+            Some(previous) => 0.8 * previous + 0.2 * sample,
+            None => sample,
+        };
+        if !counted.is_empty() {
+            self.average_loss = Some(loss);
+        }
+        (loss, sample)
     }
 
     fn decrease_to(&mut self, now: Instant, target: f64) {
@@ -324,12 +351,7 @@ impl BandwidthEstimator for DownlinkEstimator {
         let received = self.received.rate_bits_per_second(now);
         let lost = reports.iter().filter(|report| !report.arrived).count();
         self.cell.count_reports(reports.len(), lost);
-        let sample = lost as f64 / reports.len() as f64;
-        let loss = match self.average_loss {
-            Some(previous) => 0.8 * previous + 0.2 * sample,
-            None => sample,
-        };
-        self.average_loss = Some(loss);
+        let (loss, sample) = self.loss(reports);
         let elapsed = self
             .last_update
             .map_or(Duration::ZERO, |last| now.saturating_duration_since(last))

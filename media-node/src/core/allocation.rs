@@ -79,7 +79,9 @@ fn fitting_layer(demand: &Demand) -> usize {
 /// lowest layer, or a video moved up one layer towards what its tile needs, whichever is
 /// cheapest, with the headroom a move up needs. `None` when nothing could improve (or nothing
 /// may, for now). The transport probes the subscriber's line for this much before its
-/// estimate allows the improvement.
+/// estimate allows the improvement, so it is rounded up: an estimate that grew to exactly this
+/// must be enough for [`allocate`] (rounded down, a single-layer video of 10 Mbit/s waited a
+/// fraction of a bit short of it for good, its estimate held at what was wanted).
 pub fn next_step(demands: &[Demand], choices: &[Choice]) -> Option<u64> {
     demands
         .iter()
@@ -95,7 +97,7 @@ pub fn next_step(demands: &[Demand], choices: &[Choice]) -> Option<u64> {
             }
             _ => None,
         })
-        .map(|cost| cost as u64)
+        .map(|cost| cost.ceil() as u64)
         .min()
 }
 
@@ -337,5 +339,25 @@ mod tests {
         );
         assert_eq!(choices[..3], [Ok(2), Ok(2), Err(Paused::LastN)]);
         assert_eq!(choices[3], Err(Paused::NotWanted));
+    }
+
+    #[test]
+    fn an_estimate_that_reached_the_next_step_is_enough_for_it() {
+        // One layer whose rate with headroom is not a whole number of bits a second.
+        let paused = Demand {
+            layers: vec![LayerInfo {
+                bitrate: 7_777_949,
+                height: Some(720),
+            }],
+            resuming: true,
+            ..demand(0, Some(720), None)
+        };
+        let step = next_step(std::slice::from_ref(&paused), &[Err(Paused::Bandwidth)]);
+        assert_eq!(
+            step,
+            Some(9_722_437),
+            "7,777,949 x 1.25 = 9,722,436.25, rounded up"
+        );
+        assert_eq!(allocate(9_722_437, 0, &[paused]), vec![Ok(0)]);
     }
 }

@@ -15,6 +15,8 @@ struct Path {
     dropped: usize,
     /// How many probes were sent over it.
     probes: usize,
+    /// Until then the receiver is not listening yet: what is sent is lost (not by the queue).
+    deaf_until: Duration,
 }
 
 impl Path {
@@ -25,11 +27,15 @@ impl Path {
             free_at: Duration::ZERO,
             dropped: 0,
             probes: 0,
+            deaf_until: Duration::ZERO,
         }
     }
 
     /// When a packet of `size` bytes sent at `sent` arrives, or `None` if dropped.
     fn carry(&mut self, sent: Duration, size: usize) -> Option<Duration> {
+        if sent < self.deaf_until {
+            return None;
+        }
         let start = self.free_at.max(sent);
         if start - sent > self.queue {
             self.dropped += 1;
@@ -456,5 +462,29 @@ fn a_new_line_grows_fast_until_it_first_fills() {
     assert!(
         later.is_some_and(|e| e <= 1_650_000.0),
         "near the line: {thin:?}"
+    );
+}
+
+#[test]
+fn loss_before_the_receiver_listens_does_not_end_the_fast_start() {
+    // The first feedback reports the packets of a connection's first 30 ms lost (its receiver
+    // was still setting up), and nothing that arrived: no word on the line's rate.
+    let cell = EstimateCell::new();
+    cell.set_wanted(Some(4_000_000));
+    let mut estimator = DownlinkEstimator::new(cell);
+    let mut path = Path::new(20_000_000.0, Duration::from_millis(100));
+    path.deaf_until = Duration::from_millis(30);
+    let trace = run(
+        &mut estimator,
+        &mut path,
+        Instant::now(),
+        Duration::ZERO,
+        Duration::from_secs(4),
+        |e| e,
+    );
+    let reached = trace.iter().find(|(_, e)| *e >= 4_000_000.0);
+    assert!(
+        reached.is_some_and(|(at, _)| *at <= Duration::from_millis(2_500)),
+        "4 Mbit/s within 2.5 s, as on a line that lost nothing: {trace:?}"
     );
 }
