@@ -311,10 +311,10 @@ pub async fn run(
     status: NodeStatus,
     clock: CpuClock,
 ) {
-    let mut inbox = batch::Inbox::new(match socket.coalescing {
-        true => batch::COALESCED_SIZE,
-        false => MAX_DATAGRAM,
-    });
+    let mut inbox = match socket.coalescing {
+        true => batch::Inbox::coalescing(MAX_DATAGRAM),
+        false => batch::Inbox::new(MAX_DATAGRAM),
+    };
     let mut outbox = Vec::new();
     let mut outputs = Outputs {
         events,
