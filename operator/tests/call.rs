@@ -50,6 +50,16 @@ fn receives_from(receiver: &Participant, sources: &[&Participant], packets: u64)
     })
 }
 
+/// Whether, within 20 s, each of three has 25 intact packets of each kind from the other two.
+async fn all_receive_each_other([a, b, c]: [&Participant; 3]) -> bool {
+    wait_until(Duration::from_secs(20), || {
+        receives_from(a, &[b, c], 25)
+            && receives_from(b, &[a, c], 25)
+            && receives_from(c, &[a, b], 25)
+    })
+    .await
+}
+
 fn counts(receiver: &Participant, source: &Participant) -> (u64, u64) {
     (
         receiver.stats(&source.id, Kind::Audio).packets,
@@ -78,14 +88,8 @@ async fn three_participants_receive_each_other_and_two_go_on_when_one_leaves() {
     );
     assert!(cem.others_at_join.iter().any(|(_, name)| name == "Anna"));
 
-    let everyone_receives = wait_until(Duration::from_secs(20), || {
-        receives_from(&anna, &[&ben, &cem], 25)
-            && receives_from(&ben, &[&anna, &cem], 25)
-            && receives_from(&cem, &[&anna, &ben], 25)
-    })
-    .await;
     assert!(
-        everyone_receives,
+        all_receive_each_other([&anna, &ben, &cem]).await,
         "each receives the other two's audio and video, intact"
     );
 
@@ -621,14 +625,8 @@ async fn shards_of_one_process_take_rooms_of_their_own_and_span_a_room_that_outg
     let cem = Participant::join(&verein, "Cem", publish)
         .await
         .expect("Cem joins on the other shard");
-    let everyone_receives = wait_until(Duration::from_secs(20), || {
-        receives_from(&anna, &[&ben, &cem], 25)
-            && receives_from(&ben, &[&anna, &cem], 25)
-            && receives_from(&cem, &[&anna, &ben], 25)
-    })
-    .await;
     assert!(
-        everyone_receives,
+        all_receive_each_other([&anna, &ben, &cem]).await,
         "each receives the other two's audio and video across the shards"
     );
     assert!(
