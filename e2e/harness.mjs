@@ -228,8 +228,13 @@ export function testNetwork(name, subnet) {
     run("link", "add", hostIf, "type", "veth", "peer", "name", guestIf);
     run("link", "set", guestIf, "netns", name);
     run("addr", "add", `${hostIp}/24`, "dev", hostIf);
+    // No IPv6 link-local addresses, which the kernel would add a moment after the links come
+    // up: a browser on either side sees the address change and fails the page loads under way
+    // (net::ERR_NETWORK_CHANGED).
+    run("link", "set", hostIf, "addrgenmode", "none");
     run("link", "set", hostIf, "up");
     run("netns", "exec", name, "ip", "addr", "add", `${guestIp}/24`, "dev", guestIf);
+    run("netns", "exec", name, "ip", "link", "set", guestIf, "addrgenmode", "none");
     run("netns", "exec", name, "ip", "link", "set", guestIf, "up");
     run("netns", "exec", name, "ip", "link", "set", "lo", "up");
   } catch (error) {
