@@ -120,12 +120,7 @@ pub struct Standalone {
     pub http: SocketAddr,
     /// Where media nodes attach.
     pub grpc: SocketAddr,
-    /// Where browsers send media to the first in-process node, if there is one.
-    pub media: Option<SocketAddr>,
-    /// Where browsers connect for ICE-TCP to the first in-process node, if it takes media over
-    /// TCP.
-    pub media_tcp: Option<SocketAddr>,
-    /// The ports of each in-process node (shard), in order.
+    /// The ports of each in-process node (shard), in order; none with external media nodes.
     pub shards: Vec<MediaPorts>,
     /// The fleet, for tests and diagnostics.
     pub fleet: Arc<Fleet>,
@@ -321,12 +316,9 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Standalone> {
     }
     info!(%http, %grpc, shards, "standalone mode ready");
     tasks.extend([http_task, sweeper_task, unjoined_task]);
-    let first = started.first();
     Ok(Standalone {
         http,
         grpc,
-        media: first.map(|shard| shard.ports.udp),
-        media_tcp: first.and_then(|shard| shard.ports.tcp),
         shards: started.iter().map(|shard| shard.ports).collect(),
         fleet,
         store,

@@ -241,8 +241,8 @@ async fn bad_input_is_refused_and_the_call_goes_on() {
     malformed_messages_are_refused(&mut socket).await;
     bad_names_are_refused(&mut socket).await;
     bad_signals_after_joining_are_refused(&mut socket).await;
-    spray_random_datagrams(server.media.unwrap()).await;
-    abuse_the_tcp_port(server.media_tcp.unwrap()).await;
+    spray_random_datagrams(server.shards[0].udp).await;
+    abuse_the_tcp_port(server.shards[0].tcp.expect("the node takes media over TCP")).await;
 
     assert!(
         flows(&anna, &ben).await,

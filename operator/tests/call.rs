@@ -208,7 +208,7 @@ async fn loss_is_repaired_per_hop_with_nack() {
     // Every 20th RTP packet is lost on Anna's uplink and again on Ben's downlink: without
     // repair, Ben would miss about one video packet in ten.
     let uplink = LossyRelay::start(
-        server.media.unwrap(),
+        server.shards[0].udp,
         Loss {
             uplink_every: 20,
             downlink_every: 0,
@@ -217,7 +217,7 @@ async fn loss_is_repaired_per_hop_with_nack() {
     .await
     .unwrap();
     let downlink = LossyRelay::start(
-        server.media.unwrap(),
+        server.shards[0].udp,
         Loss {
             uplink_every: 0,
             downlink_every: 20,
