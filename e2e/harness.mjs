@@ -511,6 +511,47 @@ export async function decodesAndHears(page, gapMs = 1500) {
   };
 }
 
+/**
+ * What a page's media connection has come to, for the message of a failed test: its recent
+ * log, each received track (its stream, packets, frames decoded, keyframes, keyframe requests
+ * sent) and each sent layer (whether it is on, frames encoded, what limits its quality).
+ */
+export async function mediaDiagnosis(page) {
+  return page
+    .evaluate(async () => {
+      const pc = window.treffpunkt.pc;
+      if (!pc) return { log: window.treffpunkt.log, connection: null };
+      const shownIn = new Map();
+      for (const video of document.querySelectorAll(".tile video")) {
+        const name = video.closest(".tile").querySelector(".name span")?.textContent;
+        for (const track of video.srcObject?.getVideoTracks?.() ?? []) shownIn.set(track.id, name);
+      }
+      const streams = new Map();
+      for (const transceiver of pc.getTransceivers()) {
+        const id = transceiver.receiver.track.id;
+        streams.set(id, { mid: transceiver.mid, direction: transceiver.currentDirection, tile: shownIn.get(id) ?? null });
+      }
+      const received = [];
+      const sent = [];
+      for (const stat of (await pc.getStats()).values()) {
+        if (stat.type === "inbound-rtp" && stat.kind === "video") {
+          received.push({
+            ...streams.get(stat.trackIdentifier),
+            ssrc: stat.ssrc,
+            packets: stat.packetsReceived,
+            frames: stat.framesDecoded,
+            keyframes: stat.keyFramesDecoded,
+            plis: stat.pliCount,
+          });
+        } else if (stat.type === "outbound-rtp" && stat.kind === "video") {
+          sent.push({ rid: stat.rid, active: stat.active, frames: stat.framesEncoded, limit: stat.qualityLimitationReason });
+        }
+      }
+      return { log: window.treffpunkt.log, connection: pc.connectionState, received, sent };
+    })
+    .catch((reason) => String(reason));
+}
+
 const AXE_SOURCE = fs.readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 
 /**

@@ -9,7 +9,16 @@ import fs from "node:fs";
 import path from "node:path";
 import { describe, test } from "node:test";
 
-import { accessibilityViolations, ARTIFACTS, clubManifests, eventually, join, launchBrowser, standaloneWithBrowser } from "./harness.mjs";
+import {
+  accessibilityViolations,
+  ARTIFACTS,
+  clubManifests,
+  eventually,
+  join,
+  launchBrowser,
+  mediaDiagnosis,
+  standaloneWithBrowser,
+} from "./harness.mjs";
 
 
 const manifests = clubManifests('branding: {primaryColor: "#ffdd00"}');
@@ -65,8 +74,10 @@ describe("the screens", () => {
     try {
       const desktop = await join(browser, room, "Anna", { viewport: VIEWPORTS.desktop });
       const phone = await join(browser, room, "Ben", { viewport: VIEWPORTS.phone });
+      const pages = { Anna: desktop, Ben: phone };
       for (const name of ["Cem", "Dana", "Emil", "Fritz"]) {
         const page = await join(extras, room, name, { viewport: { width: 640, height: 400 } });
+        pages[name] = page;
         assert.ok(await eventually(async () => page.evaluate(() => window.treffpunkt.joined), 30000), `${name} is in`);
         await page.evaluate(() => window.treffpunkt.ws.send(JSON.stringify({ type: "receive-settings", audioOnly: true })));
       }
@@ -78,6 +89,10 @@ describe("the screens", () => {
           const videos = await remoteVideos(page);
           return videos.length === 5 && videos.every((v) => v.visible && v.decoding) ? videos : null;
         }, 90000);
+        if (!seen) {
+          // What each page's media connection came to, for a failure that does not repeat.
+          for (const [name, other] of Object.entries(pages)) console.log(`[${name}] ${JSON.stringify(await mediaDiagnosis(other))}`);
+        }
         assert.ok(seen, `on the ${label}, all five others are inside the window and decoding: ${JSON.stringify(await remoteVideos(page))}`);
         const scrolls = await page.evaluate(() => document.documentElement.scrollHeight > innerHeight + 1);
         assert.equal(scrolls, false, `the ${label} page does not scroll`);

@@ -120,7 +120,7 @@ impl Layer {
     }
 
     /// Records whether someone wants this layer; returns `Some(active)` when the publisher must
-    /// be told to start or stop it.
+    /// be told to start or stop it. A layer that has not arrived yet is never stopped.
     pub fn want(&mut self, now: Instant, wanted: bool) -> Option<bool> {
         if wanted {
             self.unused_since = None;
@@ -129,6 +129,13 @@ impl Layer {
                 self.activated_at = Some(now);
                 return Some(true);
             }
+            return None;
+        }
+        if self.ssrc.is_none() {
+            // Not arrived yet, so nobody could have been given it: the publisher's connection
+            // may still be coming up (a slow or busy line takes seconds). Told to stop now, it
+            // would never send it, and nobody would ever see it.
+            self.unused_since = None;
             return None;
         }
         let since = *self.unused_since.get_or_insert(now);
