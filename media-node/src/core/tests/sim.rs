@@ -20,6 +20,8 @@ pub(super) struct SimLayer {
     pub(super) tl0: u8,
     pub(super) keyframe_due: bool,
     pub(super) sending: bool,
+    /// Whether a packet of it has reached the node, which learnt its SSRC then.
+    pub(super) arrived: bool,
 }
 
 /// What a subscriber received on one down-track.
@@ -47,6 +49,9 @@ pub(super) struct Sim {
     pub(super) audio_received: HashMap<PeerId, Vec<Instant>>,
     pub(super) outputs: Vec<(Instant, Output)>,
     pub(super) out: Vec<(PeerId, Rewrite)>,
+    /// While the publisher's connection is still coming up: when its camera first sends. Until
+    /// then the camera is only announced, as a browser's offer names it.
+    pub(super) camera_up_at: Option<Instant>,
 }
 
 impl Sim {
@@ -57,6 +62,16 @@ impl Sim {
 
     /// The same, with each subscriber's downlink estimate known before its down-tracks connect.
     pub(super) fn with_estimate(subscribers: u64, estimate: Option<u64>) -> Self {
+        Self::build(subscribers, estimate, None)
+    }
+
+    /// Publisher 1 and `subscribers` others, whose down-tracks are ready while publisher 1's
+    /// camera is only announced: its connection comes up and its layers arrive `after` that.
+    pub(super) fn with_slow_camera(subscribers: u64, after: Duration) -> Self {
+        Self::build(subscribers, None, Some(after))
+    }
+
+    fn build(subscribers: u64, estimate: Option<u64>, camera_after: Option<Duration>) -> Self {
         let start = Instant::now();
         let mut core = Core::new(7);
         for peer in 1..=subscribers + 1 {
@@ -92,6 +107,7 @@ impl Sim {
                     tl0: 50 * layer as u8,
                     keyframe_due: true,
                     sending: true,
+                    arrived: false,
                 })
                 .collect(),
             audio_sequence: 0,
@@ -102,6 +118,7 @@ impl Sim {
             audio_received: HashMap::new(),
             outputs: Vec::new(),
             out: Vec::new(),
+            camera_up_at: camera_after.map(|after| start + after),
         };
         sim.core.publish(
             start,
@@ -115,19 +132,16 @@ impl Sim {
                 source: Source::Microphone,
             },
         );
-        for layer in 0..3 {
-            sim.core.publish(
-                start,
-                PeerId(1),
-                PublishedLayer {
-                    track: 2,
-                    ssrc: 1000 + layer as u32,
-                    layer,
-                    layer_count: 3,
-                    codec: Codec::Vp8,
-                    source: Source::Camera,
-                },
-            );
+        if camera_after.is_some() {
+            let camera = OfferedTrack {
+                track: 2,
+                layer_count: 3,
+                codec: Codec::Vp8,
+                source: Source::Camera,
+            };
+            sim.core.announce(start, PeerId(1), camera);
+        } else {
+            (0..3).for_each(|layer| sim.layer_arrives(layer));
         }
         sim.collect();
         let tracks: Vec<DownTrack> = sim
@@ -147,6 +161,23 @@ impl Sim {
         }
         sim.collect();
         sim
+    }
+
+    /// The first packet of camera layer `layer` reaches the node: it learns the layer's SSRC.
+    fn layer_arrives(&mut self, layer: usize) {
+        self.layers[layer].arrived = true;
+        self.core.publish(
+            self.now,
+            PeerId(1),
+            PublishedLayer {
+                track: 2,
+                ssrc: self.layers[layer].ssrc,
+                layer,
+                layer_count: 3,
+                codec: Codec::Vp8,
+                source: Source::Camera,
+            },
+        );
     }
 
     pub(super) fn collect(&mut self) {
@@ -232,10 +263,20 @@ impl Sim {
                 self.send(900, seq, ts, &[0x78; 80], usize::MAX, true);
                 self.next_audio += Duration::from_millis(20);
             }
+            if self.camera_up_at.is_some_and(|up| self.now >= up) {
+                self.camera_up_at = None;
+            }
+            if self.now >= self.next_frame && self.camera_up_at.is_some() {
+                // Nothing leaves before the connection is up.
+                self.next_frame += FRAME;
+            }
             if self.now >= self.next_frame {
                 for index in 0..self.layers.len() {
                     if !self.layers[index].sending {
                         continue;
+                    }
+                    if !self.layers[index].arrived {
+                        self.layer_arrives(index);
                     }
                     let layer = &mut self.layers[index];
                     let keyframe = std::mem::take(&mut layer.keyframe_due);

@@ -403,78 +403,18 @@ fn a_resumed_video_first_shows_its_lowest_layer_holds_before_moving_up() {
 
 #[test]
 fn a_camera_whose_connection_is_slow_to_come_up_is_seen_once_it_is_up() {
-    let mut core = Core::new(1);
-    join(&mut core, 1, "Anna");
-    join(&mut core, 2, "Ben");
-    let start = Instant::now();
-    core.set_estimate(PeerId(2), 5_000_000);
-    let offered = OfferedTrack {
-        track: 2,
-        layer_count: 3,
-        codec: Codec::Vp8,
-        source: Source::Camera,
-    };
-    core.announce(start, PeerId(1), offered);
-    let track = down_tracks(&drain(&mut core)).remove(0);
-    core.down_track_ready(start, PeerId(2), track.ssrc);
-    // Anna's browser sends the layers it has not been told to stop, once its connection is up.
-    let mut sending = [true; 3];
-    let obey = |sending: &mut [bool; 3], outputs: Vec<Output>| {
-        for output in outputs {
-            if let Output::PublisherLayers {
-                publisher: PeerId(1),
-                active,
-                ..
-            } = output
-            {
-                sending.iter_mut().zip(active).for_each(|(s, a)| *s = a);
-            }
-        }
-    };
-    // Her connection takes longer to come up than an unwatched layer runs before it is stopped.
-    let mut now = start;
-    while now < start + publication::PAUSE_AFTER + Duration::from_secs(2) {
-        now = core.poll_timeout().expect("the core ticks").max(now + TICK);
-        core.handle_timeout(now);
-        obey(&mut sending, drain(&mut core));
-    }
-    let mut out = Vec::new();
-    let mut received = 0;
-    for frame in 0..30u16 {
-        now += FRAME;
-        for (layer, height) in LAYER_HEIGHTS.iter().enumerate() {
-            if !sending[layer] {
-                continue;
-            }
-            let ssrc = 1000 + layer as u32;
-            core.publish(
-                now,
-                PeerId(1),
-                PublishedLayer {
-                    track: 2,
-                    ssrc,
-                    layer,
-                    layer_count: 3,
-                    codec: Codec::Vp8,
-                    source: Source::Camera,
-                },
-            );
-            let payload = vp8_payload(frame, 0, true, frame == 0, *height, 600);
-            core.forward(
-                now,
-                PeerId(1),
-                ssrc,
-                frame,
-                u32::from(frame) * 3000,
-                &payload,
-                &mut out,
-            );
-            received += out.iter().filter(|(to, _)| *to == PeerId(2)).count();
-            out.clear();
-        }
-        core.handle_timeout(now);
-        obey(&mut sending, drain(&mut core));
-    }
-    assert!(received > 0, "Ben receives Anna's video");
-    assert_eq!(sending, [true; 3], "no layer was stopped before it arrived");
+    // Anna's connection takes longer to come up than an unwatched layer runs before it is
+    // stopped; her browser sends only the layers it has not been told to stop.
+    let late = publication::PAUSE_AFTER + Duration::from_secs(2);
+    let mut sim = Sim::with_slow_camera(1, late);
+    sim.core.set_estimate(PeerId(2), 5_000_000);
+    sim.run(late + Duration::from_secs(1), |_| {});
+    assert!(
+        sim.received.get(&PeerId(2)).is_some_and(|r| !r.is_empty()),
+        "Ben receives Anna's video"
+    );
+    assert!(
+        sim.layers.iter().all(|layer| layer.sending),
+        "no layer was stopped before it arrived"
+    );
 }
