@@ -2,8 +2,9 @@
 // plane, each taking one or two participants, so that one room's pages land on different
 // nodes. The pages must see and hear each other across the nodes, the chat and the active
 // speaker must cross them, each node's links must carry each publication once, and a killed
-// node's page must move and decode again while the others' video goes on. Someone who knocks
-// on one node is let in, or not, by a moderator on another.
+// node's page must move and decode again while the others' video goes on, their connections
+// untouched and her tile kept. Someone who knocks on one node is let in, or not, by a moderator
+// on another.
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -148,6 +149,15 @@ describe("a room across media nodes", () => {
     nodes["node-d"] = await startMediaNode(grpc, grantKey, "node-d", ["--max-participants", "1"]);
     assert.ok(await eventually(async () => (await nodes["node-d"].status())?.attached), "a spare node is attached");
     const watches = Object.fromEntries(await Promise.all(Object.entries(pages).map(async ([name, page]) => [name, await watchDecoding(page)])));
+    const survivors = ["Anna", "Ben", "Cem"];
+    // Dora's tiles on the others' pages, marked: they should stay what they are.
+    const logged = {};
+    for (const name of survivors) {
+      logged[name] = await pages[name].evaluate(() => {
+        for (const tile of document.querySelectorAll("#grid .tile")) if (tile.textContent.includes("Dora")) tile.dataset.beforeMove = "yes";
+        return window.treffpunkt.log.length;
+      });
+    }
     const before = await pages.Dora.evaluate(() => window.treffpunkt.log.length);
     const killedAt = await pages.Dora.evaluate(() => performance.now());
     nodes["node-c"].child.kill("SIGKILL");
@@ -169,9 +179,17 @@ describe("a room across media nodes", () => {
     assert.ok(moved, "Dora is on node-d now");
     assert.ok(await eventually(() => decodesEveryone(pages.Anna, 3, 0), 15000), "Anna sees Dora again, with Ben and Cem");
 
-    for (const name of ["Anna", "Ben", "Cem"]) {
+    for (const name of survivors) {
       const watch = await watches[name]();
       assert.ok(watch.longest < 1000, `${name}'s video had no gap over 1 s (longest ${watch.longest} ms)`);
+      // Dora moved without the others' connections noticing: nothing renegotiated, her tile kept.
+      const page = pages[name];
+      const offers = (await page.evaluate(() => window.treffpunkt.log)).slice(logged[name]).filter((entry) => entry.endsWith(" offer"));
+      assert.deepEqual(offers, [], `${name}'s page renegotiated nothing while Dora moved`);
+      const kept = await page.evaluate(() =>
+        [...document.querySelectorAll("#grid .tile")].some((tile) => tile.textContent.includes("Dora") && tile.dataset.beforeMove === "yes"),
+      );
+      assert.ok(kept, `${name}'s page shows Dora in the tile it showed her in before`);
     }
   });
 

@@ -542,8 +542,7 @@ async function handle(message) {
         sdpMLineIndex: message.sdpMLineIndex,
       });
     case "participant-joined":
-      addParticipant(message.participant);
-      if (!isLargeRoom()) notify(t("joined", { name: message.participant.name }));
+      if (addParticipant(message.participant) && !isLargeRoom()) notify(t("joined", { name: message.participant.name }));
       return;
     case "participant-left":
       return removeParticipant(message.participantId, message.reason);
@@ -794,8 +793,19 @@ function renderSelf() {
   item.querySelector(".badge").hidden = !state.audioMuted;
 }
 
+/**
+ * Shows a participant who came in; returns whether they are new. Someone already shown came in
+ * again elsewhere (their node was lost and they moved): the same tile and video go on, with what
+ * they are now.
+ */
 function addParticipant(info) {
-  if (state.participants.has(info.id)) return;
+  const known = state.participants.get(info.id);
+  if (known) {
+    Object.assign(known, info);
+    renderParticipant(known);
+    renderModeration();
+    return false;
+  }
   const item = tile(info.id, info.name, false);
   const participant = { ...info, tile: item, stream: null, screenTile: null, paused: {} };
   state.participants.set(info.id, participant);
@@ -809,6 +819,7 @@ function addParticipant(info) {
       attachStream(participant, early);
     }
   }
+  return true;
 }
 
 function attachStream(participant, stream) {

@@ -142,6 +142,16 @@ impl Forwarder {
         }
     }
 
+    /// The publication behind the down-track is replaced by another (its publisher moved to
+    /// another node): nothing is forwarded until a layer is wanted again and, for video, its
+    /// keyframe arrives; from there the stream continues from what the subscriber saw last.
+    pub fn rebase(&mut self) {
+        self.current = None;
+        self.target = None;
+        self.newest = None;
+        self.switched_at = None;
+    }
+
     /// Decides about one packet: `Some` to forward it with the rewritten header.
     pub fn forward(&mut self, now: Instant, packet: &PacketMeta) -> Option<Rewrite> {
         if self.target.is_some()

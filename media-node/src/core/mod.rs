@@ -29,6 +29,8 @@
 //! - [`speaker`]: the dominant speaker of a room, from audio levels;
 //! - [`vp8`]: what the forwarder reads of (and rewrites in) a VP8 payload;
 //! - `publication`: the layers and subscriptions of one published track;
+//! - `moving`: participants who move between the nodes of a spanning room keep their place
+//!   and everyone's down-tracks of them, so that nobody renegotiates;
 //! - `messages`: what the core is told and what it decides ([`Output`]).
 //!
 //! Every [`TICK`] the core measures each layer's bitrate, re-evaluates the dominant speaker and
@@ -44,6 +46,7 @@ pub mod forwarder;
 pub mod keyframe;
 mod messages;
 mod moderation;
+mod moving;
 mod publication;
 mod relay;
 mod roster;
@@ -65,6 +68,7 @@ pub use messages::{
     RosterEvent, Source, VideoState,
 };
 pub use moderation::MAX_WAITING;
+pub use moving::MOVE_GRACE;
 use publication::Publication;
 pub use relay::{LinkId, RelayMessage};
 use speaker::SpeakerDetector;
@@ -187,6 +191,11 @@ pub struct Core {
     /// The participants of other nodes: (link, their id on their node) -> their id here.
     remote: FxHashMap<(LinkId, u64), PeerId>,
     next_remote: u64,
+    /// Participants of other nodes whose connection was lost, and when they leave unless they
+    /// are back.
+    adrift: Vec<(PeerId, Instant)>,
+    /// Down-tracks of participants who came in again, waiting for their new publications.
+    orphans: Vec<moving::Orphan>,
 }
 
 impl Core {
@@ -207,6 +216,8 @@ impl Core {
             links: FxHashMap::default(),
             remote: FxHashMap::default(),
             next_remote: 0,
+            adrift: Vec::new(),
+            orphans: Vec::new(),
         }
     }
 
@@ -321,7 +332,8 @@ impl Core {
         }
         if self.next_tick.is_some_and(|at| at <= now) {
             self.tick(now);
-            self.next_tick = (!self.publications.is_empty()).then(|| now + TICK);
+            let busy = !self.publications.is_empty() || self.moves_pending();
+            self.next_tick = busy.then(|| now + TICK);
         }
     }
 
@@ -341,6 +353,7 @@ impl Core {
             self.allocate_room(now, &room);
         }
         self.retry_keyframes(now);
+        self.expire_moves(now);
     }
 
     fn evaluate_speaker(&mut self, now: Instant, room: &str) {

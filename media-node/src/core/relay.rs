@@ -189,9 +189,11 @@ impl Core {
         }
     }
 
-    /// Closes a link: the participants that came over it leave (their connection to the room
-    /// is lost, as far as this node knows), and nothing more is relayed to it.
-    pub fn close_link(&mut self, link: LinkId) {
+    /// Closes a link: nothing more is relayed to it, and the participants that came over it
+    /// are adrift (see `moving`): their node may be lost and they on their way to another,
+    /// or the link may open again; they leave if neither happens within
+    /// [`MOVE_GRACE`](super::MOVE_GRACE).
+    pub fn close_link(&mut self, now: Instant, link: LinkId) {
         let Some(room) = self.links.remove(&link) else {
             return;
         };
@@ -213,9 +215,7 @@ impl Core {
             .filter(|((from, _), _)| *from == link)
             .map(|(_, peer)| *peer)
             .collect();
-        for peer in remote {
-            self.leave(peer, LeaveReason::ConnectionLost);
-        }
+        self.set_adrift(now, remote);
         if self.rooms.get(&room).is_some_and(|state| state.is_unused()) {
             self.rooms.remove(&room);
         }
@@ -258,11 +258,13 @@ impl Core {
         match message {
             RelayMessage::Hello { .. } => {}
             RelayMessage::Participant { peer, info } => self.remote_participant(link, peer, info),
-            RelayMessage::Left { peer, reason } => {
-                if let Some(remote) = self.remote.remove(&(link, peer)) {
-                    self.leave(remote, reason);
-                }
-            }
+            RelayMessage::Left { peer, reason } => match (self.remote_peer(link, peer), reason) {
+                // Its page may be on its way back, there or to another node (its own drains):
+                // it is adrift, as if its link had closed.
+                (Some(remote), LeaveReason::ConnectionLost) => self.set_adrift(now, vec![remote]),
+                (Some(remote), LeaveReason::Left) => self.leave(remote, reason),
+                (None, _) => {}
+            },
             RelayMessage::Publication {
                 peer,
                 track,
@@ -367,12 +369,6 @@ impl Core {
         }
     }
 
-    /// Removes a remote participant that is known again elsewhere (over another link, or
-    /// here): the others see its old copy leave and the new one come.
-    pub(super) fn forget_remote(&mut self, stale: PeerId) {
-        self.leave(stale, LeaveReason::ConnectionLost);
-    }
-
     /// The local participant `peer` of `room`, if it is one.
     fn local_in(&self, room: &str, peer: u64) -> Option<PeerId> {
         let peer = PeerId(peer);
@@ -387,6 +383,8 @@ impl Core {
             return;
         };
         if let Some(remote) = self.remote_peer(link, peer) {
+            // Adrift since its link closed, and back over it.
+            self.no_longer_adrift(remote);
             let Some(participant) = self.participants.get_mut(&remote) else {
                 return;
             };
@@ -420,8 +418,8 @@ impl Core {
             self.wake(remote);
             return;
         }
-        // The same person twice in one room (a stale entry of a link that was replaced): the
-        // newer stands.
+        // The same person twice in one room (it moved here from a node that was lost, or a
+        // stale entry of a link that was replaced): the newer stands, in the older's place.
         if let Some(stale) = self.participant_in(&room, &info.participant_id)
             && stale.is_remote()
         {
@@ -628,10 +626,12 @@ impl Core {
     /// remote participant goes to its node where it concerns the participant itself, and
     /// nowhere otherwise.
     pub(super) fn route(&self, output: Output) -> Option<Output> {
+        // Nothing reaches a participant adrift: its link is closed.
         let origin = |peer: PeerId| {
             self.participants
                 .get(&peer)
                 .and_then(|participant| participant.origin)
+                .filter(|(link, _)| self.links.contains_key(link))
         };
         let relayed = |peer: PeerId, message: fn(u64) -> RelayMessage| {
             origin(peer).map(|(link, at)| Output::Relay {

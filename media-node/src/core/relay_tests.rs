@@ -1,5 +1,7 @@
 //! Two cores linked as the nodes of one room: what each tells the other, delivered at once.
 
+use std::time::Duration;
+
 use super::tests::join_request;
 use super::*;
 
@@ -399,7 +401,7 @@ fn a_knock_on_one_node_is_answered_by_a_moderator_on_the_other() {
 fn a_lobby_is_told_when_a_link_opens_and_forgotten_when_it_closes() {
     let mut pair = Pair::new();
     for node in &mut pair.nodes {
-        node.close_link(LINK);
+        node.close_link(Instant::now(), LINK);
     }
     pair.join(0, 1, true);
     pair.knock(1, 5);
@@ -431,7 +433,7 @@ fn a_lobby_is_told_when_a_link_opens_and_forgotten_when_it_closes() {
 
     pair.knock(1, 7);
     pair.take(0);
-    pair.nodes[0].close_link(LINK);
+    pair.nodes[0].close_link(Instant::now(), LINK);
     assert_eq!(
         last_knocking(&pair.take_now(0), PeerId(1)),
         Some(Vec::new()),
@@ -493,3 +495,5 @@ fn a_dormant_track_of_the_other_node_is_negotiated_once_it_is_switched_on_there(
         "switched on there, it is negotiated with everyone here"
     );
 }
+
+mod moving;

@@ -129,18 +129,31 @@ impl Core {
     /// Removes `peer` from its room and frees everything that belonged to it: its
     /// publications (and every down-track of them) and its own down-tracks.
     pub fn leave(&mut self, peer: PeerId, reason: LeaveReason) {
+        self.remove_participant(peer, Some(reason));
+    }
+
+    /// [`Self::leave`], telling the others why; without a reason they are not told (a
+    /// participant that is there again under a new copy, see `moving`).
+    pub(super) fn remove_participant(&mut self, peer: PeerId, reason: Option<LeaveReason>) {
+        self.no_longer_adrift(peer);
         let Some(participant) = self.participants.remove(&peer) else {
             self.stop_waiting(peer);
             self.waiting_media.remove(&peer);
             return;
         };
-        match participant.origin {
-            Some(origin) => {
+        match (participant.origin, reason) {
+            (Some(origin), _) => {
                 self.remote.remove(&origin);
             }
-            None => self.relay_left(&participant.room, peer, reason),
+            (None, Some(reason)) => self.relay_left(&participant.room, peer, reason),
+            (None, None) => {}
         }
         for id in &participant.publications {
+            // The other nodes hear that it left, which takes its publications with it there
+            // (or keeps them while it may come back).
+            if let Some(publication) = self.publications.get_mut(id) {
+                publication.relays.clear();
+            }
             self.unpublish_id(*id);
         }
         // Its own subscriptions.
@@ -163,14 +176,16 @@ impl Core {
         room.speakers.forget(peer);
         let had_hand = room.hands.contains(&peer);
         room.hands.retain(|hand| *hand != peer);
-        for other in &room.members {
-            self.outputs.push_back(Output::Roster {
-                to: *other,
-                event: RosterEvent::Left {
-                    participant_id: participant.info.participant_id.clone(),
-                    reason,
-                },
-            });
+        if let Some(reason) = reason {
+            for other in &room.members {
+                self.outputs.push_back(Output::Roster {
+                    to: *other,
+                    event: RosterEvent::Left {
+                        participant_id: participant.info.participant_id.clone(),
+                        reason,
+                    },
+                });
+            }
         }
         if room.is_unused() {
             self.rooms.remove(&participant.room);

@@ -212,14 +212,21 @@ impl Core {
             offered.layer_count.min(super::MAX_LAYERS),
         );
         let room = participant.room.clone();
-        publication.dormant = self.room_members(&room).len() > LARGE_ROOM
+        let dormant = self.room_members(&room).len() > LARGE_ROOM
             && is_off(&participant.info, offered.source);
+        publication.dormant = dormant;
         publication.relays = self.links_of_peer(peer);
         self.participants.get_mut(&peer)?.publications.push(id);
         self.publications.insert(id, publication);
         self.relay_publication(id);
+        // Back from another node: who received its old copy keeps that down-track.
+        let kept = if dormant {
+            Vec::new()
+        } else {
+            self.adopt_orphan(&room, &participant_id, offered.source, offered.codec, id)
+        };
         for other in self.room_members(&room).to_vec() {
-            if other != peer {
+            if other != peer && !kept.contains(&other) {
                 self.subscribe(other, id);
             }
         }
@@ -243,12 +250,16 @@ impl Core {
                     .is_some_and(|p| p.dormant && !is_off(&participant.info, p.source))
             })
             .collect();
+        let participant_id = participant.info.participant_id.clone();
         for id in woken {
-            if let Some(publication) = self.publications.get_mut(&id) {
-                publication.dormant = false;
-            }
+            let Some(publication) = self.publications.get_mut(&id) else {
+                continue;
+            };
+            publication.dormant = false;
+            let (source, codec) = (publication.source, publication.codec);
+            let kept = self.adopt_orphan(&room, &participant_id, source, codec, id);
             for other in self.room_members(&room).to_vec() {
-                if other != peer {
+                if other != peer && !kept.contains(&other) {
                     self.subscribe(other, id);
                 }
             }

@@ -43,7 +43,7 @@ impl Node {
             }
             Command::Resume(resume) => self.resume(now, resume),
             Command::OpenLink(spec) => self.open_link(spec),
-            Command::CloseLink { link } => self.close_link(link),
+            Command::CloseLink { link } => self.close_link(now, link),
             Command::Relayed { link, message } => self.relayed(now, link, message),
             Command::Drain {
                 move_sessions,

@@ -440,12 +440,13 @@ impl Node {
         self.core.open_link(spec.link, &spec.room);
     }
 
-    /// Closes a link: the participants that came over it leave the room here.
-    pub(super) fn close_link(&mut self, link: LinkId) {
+    /// Closes a link: the participants that came over it are adrift here (see the core's
+    /// `moving`): they leave unless they come back within its grace.
+    pub(super) fn close_link(&mut self, now: Instant, link: LinkId) {
         if self.links.remove(&link).is_some() {
             debug!(link = link.0, "link closed");
         }
-        self.core.close_link(link);
+        self.core.close_link(now, link);
     }
 
     /// A message from the other end of a link, carried by the control plane: the other end's

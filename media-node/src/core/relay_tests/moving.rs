@@ -1,0 +1,256 @@
+//! A participant whose node is lost moves: node 0 stays, node 1 is lost, and the participant
+//! comes in again on node 0 itself (as a page does whose node is gone, placed anew).
+
+use super::*;
+
+const KEY: [u8; 2] = [0x10, 0x00];
+const INTER: [u8; 2] = [0x10, 0x01];
+
+/// `p2` publishes a camera (VP8) and a microphone on node 1, which `p1` on node 0 receives and
+/// has decoded a keyframe and a frame of. Returns the pair, p2's copy on node 0, p1's
+/// down-tracks (camera, microphone) and the last sequence number p1 got on the camera.
+fn a_call_across() -> (Pair, PeerId, [u32; 2], u16) {
+    let mut pair = Pair::new();
+    pair.join(0, 1, false);
+    pair.join(1, 2, false);
+    for (ssrc, codec, source) in [
+        (2000, Codec::Vp8, Source::Camera),
+        (2001, Codec::Opus, Source::Microphone),
+    ] {
+        let layer = PublishedLayer {
+            track: u64::from(ssrc),
+            ssrc,
+            layer: 0,
+            layer_count: 1,
+            codec,
+            source,
+        };
+        pair.nodes[1].publish(Instant::now(), PeerId(2), layer);
+    }
+    pair.settle();
+    let tracks = added(&pair.take(0), PeerId(1));
+    let camera = tracks.iter().find(|t| t.kind == MediaKind::Video).unwrap();
+    let microphone = tracks.iter().find(|t| t.kind == MediaKind::Audio).unwrap();
+    let (camera, microphone) = (camera.ssrc, microphone.ssrc);
+    let now = Instant::now();
+    for ssrc in [camera, microphone] {
+        pair.nodes[0].down_track_ready(now, PeerId(1), ssrc);
+    }
+    let remote = pair.nodes[0].participant_in(ROOM, "p2").unwrap();
+    let mut out = Vec::new();
+    let mut last = None;
+    for (seq, payload) in [(100, KEY), (101, INTER)] {
+        pair.nodes[0].forward(now, remote, 2000, seq, 3000, &payload, &mut out);
+        last = out.first().map(|(_, rewrite)| rewrite.sequence_number);
+    }
+    let last = last.expect("p1 receives p2's camera");
+    pair.take_now(0);
+    (pair, remote, [camera, microphone], last)
+}
+
+fn added(outputs: &[Output], subscriber: PeerId) -> Vec<DownTrack> {
+    outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::AddDownTrack(track) if track.subscriber == subscriber => Some(track.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn removed(outputs: &[Output]) -> Vec<u32> {
+    outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::RemoveDownTrack { ssrc, .. } => Some(*ssrc),
+            _ => None,
+        })
+        .collect()
+}
+
+fn told_left(outputs: &[Output]) -> bool {
+    outputs.iter().any(|output| {
+        matches!(output, Output::Roster { event: RosterEvent::Left { participant_id, .. }, .. }
+            if participant_id == "p2")
+    })
+}
+
+/// Ticks node 0 through `span` from `from`, and returns what it said.
+fn run(pair: &mut Pair, from: Instant, span: Duration) -> Vec<Output> {
+    let mut outputs = Vec::new();
+    let mut now = from;
+    while now < from + span {
+        now += TICK;
+        pair.nodes[0].handle_timeout(now);
+        outputs.extend(pair.take_now(0));
+    }
+    outputs
+}
+
+#[test]
+fn a_participant_whose_node_is_lost_comes_back_without_anyone_renegotiating() {
+    let (mut pair, _, [camera, microphone], last) = a_call_across();
+    let lost = Instant::now();
+    pair.nodes[0].close_link(lost, LINK);
+    let meanwhile = run(&mut pair, lost, Duration::from_secs(3));
+    assert!(
+        removed(&meanwhile).is_empty() && !told_left(&meanwhile),
+        "p1 keeps p2 and her down-tracks while she moves: {meanwhile:?}"
+    );
+
+    // She comes in again here, with a camera only (her microphone is not allowed yet).
+    pair.join(0, 2, false);
+    let layer = PublishedLayer {
+        track: 7,
+        ssrc: 5000,
+        layer: 0,
+        layer_count: 1,
+        codec: Codec::Vp8,
+        source: Source::Camera,
+    };
+    let back = lost + Duration::from_secs(3);
+    pair.nodes[0].publish(back, PeerId(2), layer);
+    let outputs = pair.take(0);
+    assert!(
+        added(&outputs, PeerId(1)).is_empty() && removed(&outputs).is_empty(),
+        "nobody renegotiates: {outputs:?}"
+    );
+    assert!(
+        outputs.iter().any(|output| matches!(output,
+            Output::Roster { to: PeerId(1), event: RosterEvent::Joined(info) } if info.participant_id == "p2")),
+        "p1 is told that p2 is there (which updates what he shows of her)"
+    );
+    assert!(!told_left(&outputs));
+
+    // Her new camera continues p1's old down-track from its first keyframe.
+    let mut out = Vec::new();
+    pair.nodes[0].forward(back, PeerId(2), 5000, 40_000, 9000, &INTER, &mut out);
+    assert!(out.is_empty(), "nothing before her new keyframe");
+    pair.nodes[0].forward(back, PeerId(2), 5000, 40_001, 9000, &KEY, &mut out);
+    assert_eq!(out.len(), 1, "p1 gets her new keyframe");
+    let (to, rewrite) = out[0];
+    assert_eq!((to, rewrite.ssrc), (PeerId(1), camera));
+    assert_eq!(
+        rewrite.sequence_number,
+        last.wrapping_add(1),
+        "on the same down-track, its sequence continuing"
+    );
+
+    // The microphone that nothing took over goes after the grace; the camera stays.
+    let later = run(&mut pair, back, MOVE_GRACE + Duration::from_secs(1));
+    assert_eq!(removed(&later), vec![microphone]);
+    assert!(!told_left(&later));
+    assert_eq!(
+        pair.nodes[0].down_track_count(),
+        1,
+        "p1's camera of p2's stays"
+    );
+}
+
+#[test]
+fn a_participant_whose_node_is_lost_and_who_does_not_come_back_leaves_after_the_grace() {
+    let (mut pair, remote, [camera, microphone], _) = a_call_across();
+    let lost = Instant::now();
+    pair.nodes[0].close_link(lost, LINK);
+    let mut out = Vec::new();
+    pair.nodes[0].forward(lost, remote, 2000, 102, 6000, &INTER, &mut out);
+    let within = run(&mut pair, lost, MOVE_GRACE - TICK * 2);
+    assert!(!told_left(&within) && removed(&within).is_empty());
+    // Nothing reaches her meanwhile: a keyframe request for her camera goes nowhere.
+    pair.nodes[0].keyframe_requested(lost + TICK, PeerId(1), camera);
+    assert!(pair.take_now(0).is_empty());
+
+    let after = run(&mut pair, lost + MOVE_GRACE - TICK * 2, TICK * 4);
+    assert!(told_left(&after), "p1 is told p2's connection is lost");
+    let mut gone = removed(&after);
+    gone.sort_unstable();
+    let mut expected = vec![camera, microphone];
+    expected.sort_unstable();
+    assert_eq!(gone, expected);
+    assert_eq!(pair.nodes[0].room_members(ROOM), &[PeerId(1)]);
+}
+
+#[test]
+fn a_participant_back_over_its_own_link_is_there_as_it_was() {
+    let (mut pair, remote, [camera, _], _) = a_call_across();
+    let lost = Instant::now();
+    for node in &mut pair.nodes {
+        node.close_link(lost, LINK);
+    }
+    pair.take(0);
+    for node in &mut pair.nodes {
+        node.open_link(LINK, ROOM);
+    }
+    pair.settle();
+    let outputs = [pair.take(0), run(&mut pair, lost, MOVE_GRACE * 2)].concat();
+    assert!(
+        removed(&outputs).is_empty()
+            && !told_left(&outputs)
+            && added(&outputs, PeerId(1)).is_empty(),
+        "{outputs:?}"
+    );
+    // Her camera, silent for so long, plays again once it sends.
+    let mut out = Vec::new();
+    let now = lost + MOVE_GRACE * 2;
+    pair.nodes[0].forward(now, remote, 2000, 103, 9000, &KEY, &mut out);
+    run(&mut pair, now, TICK);
+    pair.nodes[0].forward(now + TICK, remote, 2000, 104, 12_000, &KEY, &mut out);
+    assert_eq!(out.first().map(|(_, rewrite)| rewrite.ssrc), Some(camera));
+}
+
+#[test]
+fn a_participant_whose_connection_its_node_lost_comes_back_there_on_the_same_down_tracks() {
+    let (mut pair, _, [camera, _], last) = a_call_across();
+    pair.nodes[1].leave(PeerId(2), LeaveReason::ConnectionLost);
+    pair.settle();
+    let meanwhile = pair.take(0);
+    assert!(
+        removed(&meanwhile).is_empty() && !told_left(&meanwhile),
+        "{meanwhile:?}"
+    );
+
+    // Her page connects to her node again, under a new connection there.
+    pair.nodes[1]
+        .join(PeerId(22), join_request(ROOM, 2, "name 2"))
+        .unwrap();
+    let layer = PublishedLayer {
+        track: 9,
+        ssrc: 6000,
+        layer: 0,
+        layer_count: 1,
+        codec: Codec::Vp8,
+        source: Source::Camera,
+    };
+    let now = Instant::now();
+    pair.nodes[1].publish(now, PeerId(22), layer);
+    pair.settle();
+    let outputs = pair.take(0);
+    assert!(
+        added(&outputs, PeerId(1)).is_empty()
+            && removed(&outputs).is_empty()
+            && !told_left(&outputs),
+        "{outputs:?}"
+    );
+    let again = pair.nodes[0].participant_in(ROOM, "p2").unwrap();
+    let mut out = Vec::new();
+    pair.nodes[0].forward(now, again, 6000, 7, 100, &KEY, &mut out);
+    assert_eq!(
+        out.first()
+            .map(|(_, rewrite)| (rewrite.ssrc, rewrite.sequence_number)),
+        Some((camera, last.wrapping_add(1)))
+    );
+}
+
+#[test]
+fn a_participant_who_left_of_its_own_accord_is_gone_at_once() {
+    let (mut pair, _, [camera, microphone], _) = a_call_across();
+    pair.nodes[1].leave(PeerId(2), LeaveReason::Left);
+    pair.settle();
+    let outputs = pair.take(0);
+    assert!(told_left(&outputs));
+    let mut gone = removed(&outputs);
+    gone.sort_unstable();
+    let mut expected = vec![camera, microphone];
+    expected.sort_unstable();
+    assert_eq!(gone, expected);
+}
