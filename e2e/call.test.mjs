@@ -67,12 +67,23 @@ describe("a call in the browser", () => {
     assert.equal(await anna.textContent("#notice"), "Cem hat das Treffen verlassen.");
     assert.ok(await bothWays(anna, ben), "Anna and Ben still decode each other after Cem left");
 
+    // Someone who closes the tab leaves too, at once: only a connection that breaks off is kept
+    // for a while (15 s), in case its page comes back.
+    const dora = await join(browser, room, "Dora", { locale: "de-DE" });
+    assert.ok(await eventually(async () => (await tileNames(anna)).includes("Dora"), 10000), "Anna sees Dora's tile");
+    await dora.close();
+    assert.ok(
+      await eventually(async () => !(await tileNames(anna)).includes("Dora"), 5000),
+      "Dora's tile goes within 5 s of her closing the tab",
+    );
+
     await anna.screenshot({ path: path.join(ARTIFACTS, "call.png") });
     await ben.click("#leave");
     assert.equal(await ben.textContent("#ended-heading"), "You have left the meeting.");
     await anna.context().close();
     await ben.context().close();
     await cem.context().close();
+    await dora.context().close();
   });
 
   test("a browser that prefers H.264 is forwarded in H.264", async () => {

@@ -332,6 +332,11 @@ async function setupLobby() {
   $("lobby-cam").addEventListener("click", toggleCam);
   $("call-cam").addEventListener("click", toggleCam);
   $("leave").addEventListener("click", () => leave());
+  // A closed tab leaves, so that the others see it go at once: a connection that only breaks
+  // off is kept for a while, in case its page comes back.
+  window.addEventListener("pagehide", () => {
+    if (state.joined && !state.leaving) send({ type: "leave" });
+  });
   $("call-screen").addEventListener("click", () => toggleScreen());
   $("call-audio-only").addEventListener("click", () => toggleAudioOnly());
   $("call-chat").addEventListener("click", () => toggleChat());

@@ -29,8 +29,8 @@
 //! - [`speaker`]: the dominant speaker of a room, from audio levels;
 //! - [`vp8`]: what the forwarder reads of (and rewrites in) a VP8 payload;
 //! - `publication`: the layers and subscriptions of one published track;
-//! - `moving`: participants who move between the nodes of a spanning room keep their place
-//!   and everyone's down-tracks of them, so that nobody renegotiates;
+//! - `moving`: participants who move (their connection lost, their node lost or draining) keep
+//!   their place and everyone's down-tracks of them, so that nobody else renegotiates;
 //! - `messages`: what the core is told and what it decides ([`Output`]).
 //!
 //! Every [`TICK`] the core measures each layer's bitrate, re-evaluates the dominant speaker and

@@ -1,17 +1,17 @@
-//! Participants who move between the nodes of a spanning room, without the others noticing
-//! more than a short freeze of their video.
+//! Participants who move, to another node of their room or back to this one, without the others
+//! noticing more than a short freeze of their video.
 //!
-//! When a node is lost, its participants' pages move to another node and come in there again
-//! under the same participant id. Every other node of the room would otherwise see each of them
-//! leave (their tiles go, their down-tracks are removed: one renegotiation for every subscriber)
-//! and come back (their tiles and down-tracks are added: another one). Renegotiating stalls a
-//! browser's decoding of every video it receives for a moment, so each move would make every
-//! video of the room stutter twice. Instead:
+//! When a node is lost or drains, or a participant's connection fails, the page comes in again
+//! (through its gateway, on another node or the same) under the same participant id. Everyone
+//! else would otherwise see the participant leave (tiles go, down-tracks are removed: one
+//! renegotiation for every subscriber) and come back (tiles and down-tracks are added: another
+//! one). Renegotiating stalls a browser's decoding of every video it receives for a moment, so
+//! each move would make every video of the room stutter twice. Instead:
 //!
-//! - A participant of a link that closes, or whose own node says its connection was lost, is
-//!   *adrift* for [`MOVE_GRACE`]: still in the room for everyone here, its down-tracks kept.
-//!   Its link opening again brings it back as it was; otherwise it leaves when the grace ends,
-//!   unless it came in again meanwhile.
+//! - A participant whose connection is lost (its connection here failed, its link closed, or
+//!   its own node says so) is *adrift* for [`MOVE_GRACE`]: still in the room for everyone, the
+//!   others' down-tracks of it kept. Its link opening again brings it back as it was;
+//!   otherwise it leaves when the grace ends, unless it came in again meanwhile.
 //! - A participant that comes in again (over another link, or here) replaces its old copy
 //!   quietly: the others are not told that it left, only that it is there (which updates what
 //!   they show of it), and the down-tracks of its old publications become *orphans*.
@@ -19,13 +19,18 @@
 //!   down-tracks: each continues its stream (sequence numbers, timestamps and picture ids) from
 //!   the new publication's next keyframe, so no subscriber renegotiates. An orphan that nothing
 //!   adopts within [`MOVE_GRACE`] is removed like any unpublished track.
+//! - A copy still connected when the new one comes (its node drains, and the page closes its
+//!   old connection only once it has a new one) goes when its connection closes, and as long
+//!   as another copy is in the room nobody is told that the participant left.
+//!
+//! A participant who leaves (the leave button, a closed tab) is gone for everyone at once.
 
 use std::time::{Duration, Instant};
 
 use super::{Codec, Core, LeaveReason, PeerId, PublicationId, Source, TICK};
 
-/// How long a participant whose node was lost stays in the room while it moves to another
-/// node, and how long its old down-tracks wait for its new publications.
+/// How long a participant whose connection was lost stays in the room while it comes back,
+/// and how long its old down-tracks wait for its new publications.
 pub const MOVE_GRACE: Duration = Duration::from_secs(15);
 
 /// The down-tracks of a publication whose publisher came in again under a new copy.
@@ -53,15 +58,58 @@ impl Core {
         self.next_tick.get_or_insert(now + TICK);
     }
 
+    /// The connection of `peer`, a participant here, is lost: what it received goes, and it is
+    /// adrift for [`MOVE_GRACE`] (its page may be on its way back), as the other nodes of its
+    /// room are told. Nothing it published is taken from the others meanwhile.
+    pub fn lose(&mut self, now: Instant, peer: PeerId) {
+        let Some(participant) = self.participants.get(&peer) else {
+            // Someone in the lobby.
+            return self.leave(peer, LeaveReason::ConnectionLost);
+        };
+        if peer.is_remote() || self.is_adrift(peer) {
+            return;
+        }
+        if self.has_another_copy(peer) {
+            // Its page is in the room again already, through another node (this one drains):
+            // the old copy goes (nobody is told that the person left, who is still there).
+            return self.leave(peer, LeaveReason::ConnectionLost);
+        }
+        let room = participant.room.clone();
+        self.unsubscribe_all(peer);
+        self.relay_left(&room, peer, LeaveReason::ConnectionLost);
+        self.set_adrift(now, vec![peer]);
+    }
+
+    /// Whether the participant `peer` is in its room under another [`PeerId`] too: its page
+    /// came in again elsewhere while this copy was still there.
+    pub(super) fn has_another_copy(&self, peer: PeerId) -> bool {
+        let Some(participant) = self.participants.get(&peer) else {
+            return false;
+        };
+        let id = &participant.info.participant_id;
+        self.room_members(&participant.room).iter().any(|other| {
+            *other != peer
+                && self
+                    .participants
+                    .get(other)
+                    .is_some_and(|p| p.info.participant_id == *id)
+        })
+    }
+
+    /// Whether `peer`'s connection is lost and it may come back.
+    pub(super) fn is_adrift(&self, peer: PeerId) -> bool {
+        self.adrift.iter().any(|(other, _)| *other == peer)
+    }
+
     /// `peer` is there again (its link opened again), or gone for good.
     pub(super) fn no_longer_adrift(&mut self, peer: PeerId) {
         self.adrift.retain(|(other, _)| *other != peer);
     }
 
-    /// A remote participant that is known again elsewhere (over another link, or here): its
-    /// old copy leaves without the others being told, and its publications' down-tracks wait
-    /// for its new ones.
-    pub(super) fn forget_remote(&mut self, stale: PeerId) {
+    /// A participant that came in again (over another link, or here), known here as `stale`
+    /// from before (from another node, or adrift here): its old copy leaves without the others
+    /// being told, and its publications' down-tracks wait for its new ones.
+    pub(super) fn replace_stale(&mut self, stale: PeerId) {
         let Some(participant) = self.participants.get_mut(&stale) else {
             return;
         };

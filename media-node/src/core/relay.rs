@@ -260,9 +260,11 @@ impl Core {
             RelayMessage::Participant { peer, info } => self.remote_participant(link, peer, info),
             RelayMessage::Left { peer, reason } => match (self.remote_peer(link, peer), reason) {
                 // Its page may be on its way back, there or to another node (its own drains):
-                // it is adrift, as if its link had closed.
-                (Some(remote), LeaveReason::ConnectionLost) => self.set_adrift(now, vec![remote]),
-                (Some(remote), LeaveReason::Left) => self.leave(remote, reason),
+                // it is adrift, as if its link had closed. (Unless it is back already.)
+                (Some(remote), LeaveReason::ConnectionLost) if !self.has_another_copy(remote) => {
+                    self.set_adrift(now, vec![remote]);
+                }
+                (Some(remote), _) => self.leave(remote, reason),
                 (None, _) => {}
             },
             RelayMessage::Publication {
@@ -418,12 +420,14 @@ impl Core {
             self.wake(remote);
             return;
         }
-        // The same person twice in one room (it moved here from a node that was lost, or a
-        // stale entry of a link that was replaced): the newer stands, in the older's place.
+        // The same person twice in one room: it moved from a node that was lost (or from
+        // here, its connection lost), or a stale entry of a link that was replaced. The newer
+        // stands, in the older's place. (One still connected here stays until its connection
+        // closes: its page moves when this node drains.)
         if let Some(stale) = self.participant_in(&room, &info.participant_id)
-            && stale.is_remote()
+            && (stale.is_remote() || self.is_adrift(stale))
         {
-            self.forget_remote(stale);
+            self.replace_stale(stale);
         }
         let remote = PeerId(REMOTE | self.next_remote);
         self.next_remote += 1;

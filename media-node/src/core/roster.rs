@@ -54,11 +54,12 @@ impl Core {
     /// grant says so, or if it may be the first and nobody in the room moderates.
     pub(super) fn enter(&mut self, peer: PeerId, request: JoinRequest) -> Result<(), JoinError> {
         // Someone who moved here from another node of the room (whose node was lost or drains)
-        // may still be known from there: here they are now.
+        // may still be known from there, or from here, adrift since their connection was lost:
+        // here they are now.
         if let Some(stale) = self.participant_in(&request.room, &request.participant_id)
-            && stale.is_remote()
+            && (stale.is_remote() || self.is_adrift(stale))
         {
-            self.forget_remote(stale);
+            self.replace_stale(stale);
         }
         let members = self.room_members(&request.room).len();
         if request.max_participants > 0 && members >= request.max_participants as usize {
@@ -133,9 +134,11 @@ impl Core {
     }
 
     /// [`Self::leave`], telling the others why; without a reason they are not told (a
-    /// participant that is there again under a new copy, see `moving`).
+    /// participant that is there again under a new copy, see `moving`). Nor are they told while
+    /// another copy of the participant stays in the room: they still see the person.
     pub(super) fn remove_participant(&mut self, peer: PeerId, reason: Option<LeaveReason>) {
         self.no_longer_adrift(peer);
+        let told = reason.filter(|_| !self.has_another_copy(peer));
         let Some(participant) = self.participants.remove(&peer) else {
             self.stop_waiting(peer);
             self.waiting_media.remove(&peer);
@@ -156,19 +159,7 @@ impl Core {
             }
             self.unpublish_id(*id);
         }
-        // Its own subscriptions.
-        let own: Vec<(u32, PublicationId)> = self
-            .subscribed
-            .iter()
-            .filter(|((subscriber, _), _)| *subscriber == peer)
-            .map(|((_, ssrc), id)| (*ssrc, *id))
-            .collect();
-        for (ssrc, id) in own {
-            self.subscribed.remove(&(peer, ssrc));
-            if let Some(publication) = self.publications.get_mut(&id) {
-                publication.subscriptions.retain(|s| s.subscriber != peer);
-            }
-        }
+        self.unsubscribe_all(peer);
         let Some(room) = self.rooms.get_mut(&participant.room) else {
             return;
         };
@@ -176,7 +167,7 @@ impl Core {
         room.speakers.forget(peer);
         let had_hand = room.hands.contains(&peer);
         room.hands.retain(|hand| *hand != peer);
-        if let Some(reason) = reason {
+        if let Some(reason) = told {
             for other in &room.members {
                 self.outputs.push_back(Output::Roster {
                     to: *other,
@@ -196,6 +187,22 @@ impl Core {
         }
         if participant.info.moderator {
             self.pass_on_moderation(&participant.room);
+        }
+    }
+
+    /// Forgets every down-track `peer` receives (its connection is gone).
+    pub(super) fn unsubscribe_all(&mut self, peer: PeerId) {
+        let own: Vec<(u32, PublicationId)> = self
+            .subscribed
+            .iter()
+            .filter(|((subscriber, _), _)| *subscriber == peer)
+            .map(|((_, ssrc), id)| (*ssrc, *id))
+            .collect();
+        for (ssrc, id) in own {
+            self.subscribed.remove(&(peer, ssrc));
+            if let Some(publication) = self.publications.get_mut(&id) {
+                publication.subscriptions.retain(|s| s.subscriber != peer);
+            }
         }
     }
 

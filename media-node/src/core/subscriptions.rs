@@ -54,9 +54,12 @@ impl Core {
     }
 
     pub(super) fn subscribe(&mut self, subscriber: PeerId, id: PublicationId) {
-        // A participant of another node gets its media from its own node; a dormant track
-        // nobody gets.
-        if subscriber.is_remote() || self.publications.get(&id).is_some_and(|p| p.dormant) {
+        // A participant of another node gets its media from its own node, one adrift has no
+        // connection; a dormant track nobody gets.
+        if subscriber.is_remote()
+            || self.is_adrift(subscriber)
+            || self.publications.get(&id).is_some_and(|p| p.dormant)
+        {
             return;
         }
         let ssrc = self.next_ssrc(subscriber);

@@ -403,7 +403,12 @@ impl Node {
         };
         self.by_session_id.remove(&session.session_id);
         self.demux.remove_peer(peer, &session.ufrag);
-        self.core.leave(peer, reason);
+        match reason {
+            // The page may be on its way back: the others keep it for a while (see the core's
+            // `moving`).
+            LeaveReason::ConnectionLost => self.core.lose(now, peer),
+            LeaveReason::Left => self.core.leave(peer, reason),
+        }
         if let Err(error) = session.pc.close() {
             debug!(%error, "closing a connection");
         }

@@ -254,3 +254,69 @@ fn a_participant_who_left_of_its_own_accord_is_gone_at_once() {
     expected.sort_unstable();
     assert_eq!(gone, expected);
 }
+
+#[test]
+fn a_participant_whose_node_drains_is_in_the_room_once_on_every_node_and_never_shown_leaving() {
+    let mut pair = Pair::new();
+    pair.join(0, 1, false);
+    pair.join(0, 2, false);
+    let camera = PublishedLayer {
+        track: 1,
+        ssrc: 2000,
+        layer: 0,
+        layer_count: 1,
+        codec: Codec::Vp8,
+        source: Source::Camera,
+    };
+    pair.nodes[0].publish(Instant::now(), PeerId(2), camera);
+    pair.settle();
+    let old = added(&pair.take(0), PeerId(1));
+    assert_eq!(old.len(), 1);
+
+    // Node 0 drains: p2's page is placed on node 1 and comes in there while its old connection
+    // to node 0 is still up; then it closes that one.
+    pair.nodes[1]
+        .join(PeerId(22), join_request(ROOM, 2, "name 2"))
+        .unwrap();
+    pair.nodes[1].publish(
+        Instant::now(),
+        PeerId(22),
+        PublishedLayer {
+            ssrc: 7000,
+            ..camera
+        },
+    );
+    pair.settle();
+    let new = added(&pair.take(0), PeerId(1));
+    assert_eq!(new.len(), 1, "p1 gets the new copy's camera as well");
+    pair.nodes[0].lose(Instant::now(), PeerId(2));
+    pair.settle();
+    let outputs = pair.take(0);
+    assert!(
+        !told_left(&outputs),
+        "p1 is not told that p2 left: {outputs:?}"
+    );
+    assert_eq!(
+        removed(&outputs),
+        vec![old[0].ssrc],
+        "p1's down-track of the old copy goes"
+    );
+    for node in &pair.nodes {
+        let copies = node
+            .room_members(ROOM)
+            .iter()
+            .filter(|peer| node.participants[peer].info.participant_id == "p2")
+            .count();
+        assert_eq!(copies, 1, "p2 is in the room once");
+    }
+    let now = Instant::now();
+    pair.nodes[0].down_track_ready(now, PeerId(1), new[0].ssrc);
+    let again = pair.nodes[0].participant_in(ROOM, "p2").unwrap();
+    let mut out = Vec::new();
+    pair.nodes[0].forward(now, again, 7000, 1, 0, &KEY, &mut out);
+    assert_eq!(
+        out.first().map(|(to, rewrite)| (*to, rewrite.ssrc)),
+        Some((PeerId(1), new[0].ssrc)),
+        "p1 receives p2's new camera"
+    );
+}
