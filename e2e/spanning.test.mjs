@@ -150,11 +150,20 @@ describe("a room across media nodes", () => {
     assert.ok(await eventually(async () => (await nodes["node-d"].status())?.attached), "a spare node is attached");
     const watches = Object.fromEntries(await Promise.all(Object.entries(pages).map(async ([name, page]) => [name, await watchDecoding(page)])));
     const survivors = ["Anna", "Ben", "Cem"];
-    // Dora's tiles on the others' pages, marked: they should stay what they are.
+    // Dora's tiles on the others' pages, marked: they should stay what they are, and say while
+    // she moves that her connection is interrupted.
     const logged = {};
     for (const name of survivors) {
       logged[name] = await pages[name].evaluate(() => {
-        for (const tile of document.querySelectorAll("#grid .tile")) if (tile.textContent.includes("Dora")) tile.dataset.beforeMove = "yes";
+        window.interruptionShown = null;
+        for (const tile of document.querySelectorAll("#grid .tile")) {
+          if (!tile.textContent.includes("Dora")) continue;
+          tile.dataset.beforeMove = "yes";
+          const note = tile.querySelector(".paused-note");
+          new MutationObserver(() => {
+            if (tile.classList.contains("interrupted") && !note.hidden) window.interruptionShown = note.textContent;
+          }).observe(tile, { attributes: true, attributeFilter: ["class"] });
+        }
         return window.treffpunkt.log.length;
       });
     }
@@ -190,6 +199,10 @@ describe("a room across media nodes", () => {
         [...document.querySelectorAll("#grid .tile")].some((tile) => tile.textContent.includes("Dora") && tile.dataset.beforeMove === "yes"),
       );
       assert.ok(kept, `${name}'s page shows Dora in the tile it showed her in before`);
+      const shown = await page.evaluate(() => window.interruptionShown);
+      assert.match(shown ?? "", /Verbindung unterbrochen/, `${name}'s page said that Dora's connection was interrupted`);
+      const still = await page.evaluate(() => [...document.querySelectorAll("#grid .tile.interrupted")].length);
+      assert.equal(still, 0, `${name}'s page no longer says so once she is back`);
     }
   });
 

@@ -316,6 +316,7 @@ impl Task {
                 let _ = self.events.send(RoomEvent::Closed { reason });
             }
             notice @ (ServerMessage::Media { .. }
+            | ServerMessage::Connection { .. }
             | ServerMessage::Hands { .. }
             | ServerMessage::Role { .. }
             | ServerMessage::RoomState { .. }

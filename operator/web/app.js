@@ -551,6 +551,8 @@ async function handle(message) {
       return;
     case "participant-left":
       return removeParticipant(message.participantId, message.reason);
+    case "connection":
+      return participantConnection(message);
     case "media":
       return updateMedia(message);
     case "publish-layers":
@@ -806,7 +808,7 @@ function renderSelf() {
 function addParticipant(info) {
   const known = state.participants.get(info.id);
   if (known) {
-    Object.assign(known, info);
+    Object.assign(known, info, { interrupted: false });
     renderParticipant(known);
     renderModeration();
     return false;
@@ -846,11 +848,17 @@ function attachStream(participant, stream) {
 
 function renderParticipant(participant) {
   const camera = participant.paused.camera ?? "playing";
+  const interrupted = Boolean(participant.interrupted);
   participant.tile.classList.toggle("video-off", Boolean(participant.videoMuted) || camera !== "playing");
+  participant.tile.classList.toggle("interrupted", interrupted);
   participant.tile.querySelector(".badge").hidden = !participant.audioMuted;
   const note = participant.tile.querySelector(".paused-note");
-  note.hidden = participant.videoMuted || camera === "playing";
-  note.textContent = camera === "paused-bandwidth" ? t("videoPausedBandwidth") : t("videoPausedLastN");
+  note.hidden = !interrupted && (participant.videoMuted || camera === "playing");
+  note.textContent = interrupted
+    ? t("connectionInterrupted")
+    : camera === "paused-bandwidth"
+      ? t("videoPausedBandwidth")
+      : t("videoPausedLastN");
   if (participant.screenTile) {
     participant.screenTile.hidden = !participant.screenSharing;
     const screen = participant.paused.screen ?? "playing";
@@ -872,6 +880,15 @@ function updateMedia({ participantId, audioMuted, videoMuted, screenSharing }) {
   if (startedSharing) notify(t("sharesScreen", { name: participant.name }));
   renderParticipant(participant);
   renderModeration();
+}
+
+/** Someone's connection broke off (their page may be back within seconds), or is back. */
+function participantConnection({ participantId, interrupted }) {
+  const participant = state.participants.get(participantId);
+  if (!participant) return;
+  participant.interrupted = interrupted;
+  renderParticipant(participant);
+  if (interrupted && !isLargeRoom()) notify(t("interruptedParticipant", { name: participant.name }));
 }
 
 function removeParticipant(id, reason) {

@@ -54,6 +54,13 @@ pub enum RosterEvent {
         /// Why.
         reason: LeaveReason,
     },
+    /// Someone's connection broke off (their page may be back within seconds), or is back.
+    Connection {
+        /// Who.
+        participant_id: String,
+        /// Broken off, or back.
+        interrupted: bool,
+    },
     /// Someone switched microphone or camera.
     Media {
         /// Who.

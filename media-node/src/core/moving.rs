@@ -10,8 +10,9 @@
 //!
 //! - A participant whose connection is lost (its connection here failed, its link closed, or
 //!   its own node says so) is *adrift* for [`MOVE_GRACE`]: still in the room for everyone, the
-//!   others' down-tracks of it kept. Its link opening again brings it back as it was;
-//!   otherwise it leaves when the grace ends, unless it came in again meanwhile.
+//!   others' down-tracks of it kept, and the others told that its connection is interrupted.
+//!   Its link opening again brings it back as it was; otherwise it leaves when the grace ends,
+//!   unless it came in again meanwhile.
 //! - A participant that comes in again (over another link, or here) replaces its old copy
 //!   quietly: the others are not told that it left, only that it is there (which updates what
 //!   they show of it), and the down-tracks of its old publications become *orphans*.
@@ -27,7 +28,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Codec, Core, LeaveReason, PeerId, PublicationId, Source, TICK};
+use super::{Codec, Core, LeaveReason, Output, PeerId, PublicationId, RosterEvent, Source, TICK};
 
 /// How long a participant whose connection was lost stays in the room while it comes back,
 /// and how long its old down-tracks wait for its new publications.
@@ -51,11 +52,35 @@ impl Core {
             return;
         }
         for peer in peers {
-            if !self.adrift.iter().any(|(other, _)| *other == peer) {
+            if !self.is_adrift(peer) {
                 self.adrift.push((peer, now + MOVE_GRACE));
+                self.tell_connection(peer, true);
             }
         }
         self.next_tick.get_or_insert(now + TICK);
+    }
+
+    /// Tells the others here that `peer`'s connection broke off, or is back.
+    pub(super) fn tell_connection(&mut self, peer: PeerId, interrupted: bool) {
+        let Some(participant) = self.participants.get(&peer) else {
+            return;
+        };
+        let (room, participant_id) = (
+            participant.room.clone(),
+            participant.info.participant_id.clone(),
+        );
+        for to in self.room_members(&room).to_vec() {
+            if to != peer && !to.is_remote() && !self.is_adrift(to) {
+                let participant_id = participant_id.clone();
+                self.outputs.push_back(Output::Roster {
+                    to,
+                    event: RosterEvent::Connection {
+                        participant_id,
+                        interrupted,
+                    },
+                });
+            }
+        }
     }
 
     /// The connection of `peer`, a participant here, is lost: what it received goes, and it is

@@ -386,7 +386,10 @@ impl Core {
         };
         if let Some(remote) = self.remote_peer(link, peer) {
             // Adrift since its link closed, and back over it.
-            self.no_longer_adrift(remote);
+            if self.is_adrift(remote) {
+                self.no_longer_adrift(remote);
+                self.tell_connection(remote, false);
+            }
             let Some(participant) = self.participants.get_mut(&remote) else {
                 return;
             };

@@ -295,6 +295,7 @@ impl Node {
             | SignalKind::Request(_)
             | SignalKind::ParticipantJoined(_)
             | SignalKind::ParticipantLeft(_)
+            | SignalKind::Connection(_)
             | SignalKind::PublishLayers(_)
             | SignalKind::VideoState(_)
             | SignalKind::DominantSpeaker(_)

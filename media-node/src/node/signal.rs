@@ -52,6 +52,13 @@ pub fn roster_with(event: RosterEvent, resumed: bool) -> v1::Signal {
                 LeaveReason::ConnectionLost => v1::CloseReason::ConnectionLost,
             } as i32,
         }),
+        RosterEvent::Connection {
+            participant_id,
+            interrupted,
+        } => Kind::Connection(v1::ParticipantConnection {
+            participant_id,
+            interrupted,
+        }),
         RosterEvent::Media {
             participant_id,
             audio_muted,

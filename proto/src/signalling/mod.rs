@@ -367,6 +367,14 @@ pub enum ServerMessage {
         /// `left` or `connection-lost`.
         reason: CloseReason,
     },
+    /// Someone's connection broke off (their page may be back within seconds), or is back.
+    #[serde(rename_all = "camelCase")]
+    Connection {
+        /// Who.
+        participant_id: String,
+        /// Broken off, or back.
+        interrupted: bool,
+    },
     /// Someone switched microphone or camera.
     #[serde(rename_all = "camelCase")]
     Media {

@@ -256,6 +256,10 @@ pub fn from_signal(signal: v1::Signal) -> Option<ServerMessage> {
                 .unwrap_or_default()
                 .into(),
         },
+        Kind::Connection(connection) => ServerMessage::Connection {
+            participant_id: connection.participant_id,
+            interrupted: connection.interrupted,
+        },
         Kind::MediaState(state) => ServerMessage::Media {
             participant_id: state.participant_id,
             audio_muted: state.audio_muted,

@@ -171,6 +171,13 @@ fn every_server_message() -> Vec<(ServerMessage, &'static str)> {
             r#"{"type":"participant-left","participantId":"p1","reason":"connection-lost"}"#,
         ),
         (
+            ServerMessage::Connection {
+                participant_id: "p1".into(),
+                interrupted: true,
+            },
+            r#"{"type":"connection","participantId":"p1","interrupted":true}"#,
+        ),
+        (
             ServerMessage::Media {
                 participant_id: "p1".into(),
                 audio_muted: false,

@@ -68,6 +68,20 @@ fn removed(outputs: &[Output]) -> Vec<u32> {
         .collect()
 }
 
+/// Whether p1 was told that p2's connection broke off (`true`) or is back (`false`).
+fn told_connection(outputs: &[Output], interrupted: bool) -> bool {
+    outputs.iter().any(|output| {
+        *output
+            == Output::Roster {
+                to: PeerId(1),
+                event: RosterEvent::Connection {
+                    participant_id: "p2".into(),
+                    interrupted,
+                },
+            }
+    })
+}
+
 fn told_left(outputs: &[Output]) -> bool {
     outputs.iter().any(|output| {
         matches!(output, Output::Roster { event: RosterEvent::Left { participant_id, .. }, .. }
@@ -92,10 +106,18 @@ fn a_participant_whose_node_is_lost_comes_back_without_anyone_renegotiating() {
     let (mut pair, _, [camera, microphone], last) = a_call_across();
     let lost = Instant::now();
     pair.nodes[0].close_link(lost, LINK);
-    let meanwhile = run(&mut pair, lost, Duration::from_secs(3));
+    let meanwhile = [
+        pair.take_now(0),
+        run(&mut pair, lost, Duration::from_secs(3)),
+    ]
+    .concat();
     assert!(
         removed(&meanwhile).is_empty() && !told_left(&meanwhile),
         "p1 keeps p2 and her down-tracks while she moves: {meanwhile:?}"
+    );
+    assert!(
+        told_connection(&meanwhile, true),
+        "p1 is told that her connection is interrupted"
     );
 
     // She comes in again here, with a camera only (her microphone is not allowed yet).
@@ -183,6 +205,7 @@ fn a_participant_back_over_its_own_link_is_there_as_it_was() {
     }
     pair.settle();
     let outputs = [pair.take(0), run(&mut pair, lost, MOVE_GRACE * 2)].concat();
+    assert!(told_connection(&outputs, false), "p1 is told she is back");
     assert!(
         removed(&outputs).is_empty()
             && !told_left(&outputs)
