@@ -28,7 +28,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Codec, Core, LeaveReason, Output, PeerId, PublicationId, RosterEvent, Source, TICK};
+use super::{Codec, Core, LeaveReason, PeerId, PublicationId, RosterEvent, Source, TICK};
 
 /// How long a participant whose connection was lost stays in the room while it comes back,
 /// and how long its old down-tracks wait for its new publications.
@@ -60,27 +60,19 @@ impl Core {
         self.next_tick.get_or_insert(now + TICK);
     }
 
-    /// Tells the others here that `peer`'s connection broke off, or is back.
+    /// Tells the others here that `peer`'s connection broke off, or is back (what is addressed
+    /// to a participant without a connection, itself included, goes nowhere).
     pub(super) fn tell_connection(&mut self, peer: PeerId, interrupted: bool) {
         let Some(participant) = self.participants.get(&peer) else {
             return;
         };
-        let (room, participant_id) = (
-            participant.room.clone(),
-            participant.info.participant_id.clone(),
-        );
-        for to in self.room_members(&room).to_vec() {
-            if to != peer && !to.is_remote() && !self.is_adrift(to) {
-                let participant_id = participant_id.clone();
-                self.outputs.push_back(Output::Roster {
-                    to,
-                    event: RosterEvent::Connection {
-                        participant_id,
-                        interrupted,
-                    },
-                });
-            }
-        }
+        let room = participant.room.clone();
+        let participant_id = participant.info.participant_id.clone();
+        let event = RosterEvent::Connection {
+            participant_id,
+            interrupted,
+        };
+        self.tell_local(&room, event);
     }
 
     /// The connection of `peer`, a participant here, is lost: what it received goes, and it is

@@ -530,7 +530,7 @@ impl Core {
     }
 
     /// Tells the local members of `room` (not the remote ones: their own nodes tell them).
-    fn tell_local(&mut self, room: &str, event: RosterEvent) {
+    pub(super) fn tell_local(&mut self, room: &str, event: RosterEvent) {
         for to in self.room_members(room).to_vec() {
             if !to.is_remote() {
                 self.outputs.push_back(Output::Roster {

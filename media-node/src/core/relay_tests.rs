@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::tests::join_request;
+use super::tests::{join_request, plain_layer};
 use super::*;
 
 const ROOM: &str = "public/chor";

@@ -30,24 +30,25 @@ fn join(core: &mut Core, peer: u64, name: &str) {
     core.join(PeerId(peer), request).map(|_| ()).unwrap();
 }
 
-/// Publishes a plain (single-layer) track whose key is its SSRC.
-fn publish(core: &mut Core, peer: u64, ssrc: u32, codec: Codec) -> Option<PublicationId> {
+/// A plain (single-layer) track whose key is its SSRC: a microphone or a camera.
+pub(super) fn plain_layer(ssrc: u32, codec: Codec) -> PublishedLayer {
     let source = match codec.kind() {
         MediaKind::Audio => Source::Microphone,
         MediaKind::Video => Source::Camera,
     };
-    core.publish(
-        Instant::now(),
-        PeerId(peer),
-        PublishedLayer {
-            track: u64::from(ssrc),
-            ssrc,
-            layer: 0,
-            layer_count: 1,
-            codec,
-            source,
-        },
-    )
+    PublishedLayer {
+        track: u64::from(ssrc),
+        ssrc,
+        layer: 0,
+        layer_count: 1,
+        codec,
+        source,
+    }
+}
+
+/// Publishes a plain (single-layer) track whose key is its SSRC.
+fn publish(core: &mut Core, peer: u64, ssrc: u32, codec: Codec) -> Option<PublicationId> {
+    core.publish(Instant::now(), PeerId(peer), plain_layer(ssrc, codec))
 }
 
 fn drain(core: &mut Core) -> Vec<Output> {

@@ -1,5 +1,6 @@
-//! A participant whose node is lost moves: node 0 stays, node 1 is lost, and the participant
-//! comes in again on node 0 itself (as a page does whose node is gone, placed anew).
+//! Participants who move: their node is lost (node 1's link closes), their connection at their
+//! node is lost, or their node drains; they come in again (as a page does that its gateway
+//! places anew) and node 0's subscriber keeps its down-tracks and its tile of them.
 
 use super::*;
 
@@ -13,19 +14,8 @@ fn a_call_across() -> (Pair, PeerId, [u32; 2], u16) {
     let mut pair = Pair::new();
     pair.join(0, 1, false);
     pair.join(1, 2, false);
-    for (ssrc, codec, source) in [
-        (2000, Codec::Vp8, Source::Camera),
-        (2001, Codec::Opus, Source::Microphone),
-    ] {
-        let layer = PublishedLayer {
-            track: u64::from(ssrc),
-            ssrc,
-            layer: 0,
-            layer_count: 1,
-            codec,
-            source,
-        };
-        pair.nodes[1].publish(Instant::now(), PeerId(2), layer);
+    for (ssrc, codec) in [(2000, Codec::Vp8), (2001, Codec::Opus)] {
+        pair.nodes[1].publish(Instant::now(), PeerId(2), plain_layer(ssrc, codec));
     }
     pair.settle();
     let tracks = added(&pair.take(0), PeerId(1));
@@ -122,14 +112,7 @@ fn a_participant_whose_node_is_lost_comes_back_without_anyone_renegotiating() {
 
     // She comes in again here, with a camera only (her microphone is not allowed yet).
     pair.join(0, 2, false);
-    let layer = PublishedLayer {
-        track: 7,
-        ssrc: 5000,
-        layer: 0,
-        layer_count: 1,
-        codec: Codec::Vp8,
-        source: Source::Camera,
-    };
+    let layer = plain_layer(5000, Codec::Vp8);
     let back = lost + Duration::from_secs(3);
     pair.nodes[0].publish(back, PeerId(2), layer);
     let outputs = pair.take(0);
@@ -224,7 +207,7 @@ fn a_participant_back_over_its_own_link_is_there_as_it_was() {
 #[test]
 fn a_participant_whose_connection_its_node_lost_comes_back_there_on_the_same_down_tracks() {
     let (mut pair, _, [camera, _], last) = a_call_across();
-    pair.nodes[1].leave(PeerId(2), LeaveReason::ConnectionLost);
+    pair.nodes[1].lose(Instant::now(), PeerId(2));
     pair.settle();
     let meanwhile = pair.take(0);
     assert!(
@@ -236,14 +219,7 @@ fn a_participant_whose_connection_its_node_lost_comes_back_there_on_the_same_dow
     pair.nodes[1]
         .join(PeerId(22), join_request(ROOM, 2, "name 2"))
         .unwrap();
-    let layer = PublishedLayer {
-        track: 9,
-        ssrc: 6000,
-        layer: 0,
-        layer_count: 1,
-        codec: Codec::Vp8,
-        source: Source::Camera,
-    };
+    let layer = plain_layer(6000, Codec::Vp8);
     let now = Instant::now();
     pair.nodes[1].publish(now, PeerId(22), layer);
     pair.settle();
@@ -283,15 +259,7 @@ fn a_participant_whose_node_drains_is_in_the_room_once_on_every_node_and_never_s
     let mut pair = Pair::new();
     pair.join(0, 1, false);
     pair.join(0, 2, false);
-    let camera = PublishedLayer {
-        track: 1,
-        ssrc: 2000,
-        layer: 0,
-        layer_count: 1,
-        codec: Codec::Vp8,
-        source: Source::Camera,
-    };
-    pair.nodes[0].publish(Instant::now(), PeerId(2), camera);
+    pair.nodes[0].publish(Instant::now(), PeerId(2), plain_layer(2000, Codec::Vp8));
     pair.settle();
     let old = added(&pair.take(0), PeerId(1));
     assert_eq!(old.len(), 1);
@@ -301,14 +269,7 @@ fn a_participant_whose_node_drains_is_in_the_room_once_on_every_node_and_never_s
     pair.nodes[1]
         .join(PeerId(22), join_request(ROOM, 2, "name 2"))
         .unwrap();
-    pair.nodes[1].publish(
-        Instant::now(),
-        PeerId(22),
-        PublishedLayer {
-            ssrc: 7000,
-            ..camera
-        },
-    );
+    pair.nodes[1].publish(Instant::now(), PeerId(22), plain_layer(7000, Codec::Vp8));
     pair.settle();
     let new = added(&pair.take(0), PeerId(1));
     assert_eq!(new.len(), 1, "p1 gets the new copy's camera as well");

@@ -222,8 +222,9 @@ fn lost_packets_are_asked_for_again_and_arrive() {
     );
 }
 
-#[test]
-fn a_participant_who_vanishes_is_closed_and_the_others_are_told() {
+/// Anna and Ben in a call, until Ben's page vanishes from the network and the node notices.
+/// Returns the net and Anna.
+fn ben_vanishes() -> (Net, usize) {
     let mut net = Net::new(10);
     let anna = net.join("anna", Publish::Plain);
     let ben = net.join("ben", Publish::Plain);
@@ -233,6 +234,12 @@ fn a_participant_who_vanishes_is_closed_and_the_others_are_told() {
     net.peers[ben].vanish();
     let closed = net.run_until(Duration::from_secs(60), |net| !net.closed.is_empty());
     assert!(closed, "the node notices within a minute");
+    (net, anna)
+}
+
+#[test]
+fn a_participant_who_vanishes_is_closed_and_the_others_are_told() {
+    let (mut net, anna) = ben_vanishes();
     assert_eq!(
         net.closed,
         vec![("session-ben".to_owned(), v1::CloseReason::ConnectionLost)]
@@ -259,14 +266,7 @@ fn a_participant_who_vanishes_is_closed_and_the_others_are_told() {
 
 #[test]
 fn a_participant_whose_connection_failed_comes_back_on_the_others_down_tracks() {
-    let mut net = Net::new(10);
-    let anna = net.join("anna", Publish::Plain);
-    let ben = net.join("ben", Publish::Plain);
-    assert!(net.run_until(Duration::from_secs(6), |net| has_media(
-        net, anna, "p-ben", 10, 10
-    )));
-    net.peers[ben].vanish();
-    assert!(net.run_until(Duration::from_secs(60), |net| !net.closed.is_empty()));
+    let (mut net, anna) = ben_vanishes();
     let offers = |net: &Net| {
         let signals = &net.peers[anna].signals;
         signals
