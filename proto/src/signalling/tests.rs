@@ -160,33 +160,6 @@ fn every_server_message() -> Vec<(ServerMessage, &'static str)> {
             r#"{"type":"candidate","candidate":"candidate:1","sdpMid":"0","sdpMLineIndex":0}"#,
         ),
         (
-            ServerMessage::ParticipantJoined { participant: anna },
-            r#"{"type":"participant-joined","participant":{"id":"p1","name":"Anna","audioMuted":true,"videoMuted":false,"screenSharing":false,"moderator":true}}"#,
-        ),
-        (
-            ServerMessage::ParticipantLeft {
-                participant_id: "p1".into(),
-                reason: CloseReason::ConnectionLost,
-            },
-            r#"{"type":"participant-left","participantId":"p1","reason":"connection-lost"}"#,
-        ),
-        (
-            ServerMessage::Connection {
-                participant_id: "p1".into(),
-                interrupted: true,
-            },
-            r#"{"type":"connection","participantId":"p1","interrupted":true}"#,
-        ),
-        (
-            ServerMessage::Media {
-                participant_id: "p1".into(),
-                audio_muted: false,
-                video_muted: true,
-                screen_sharing: true,
-            },
-            r#"{"type":"media","participantId":"p1","audioMuted":false,"videoMuted":true,"screenSharing":true}"#,
-        ),
-        (
             ServerMessage::PublishLayers {
                 source: "camera".into(),
                 active: vec![true, false, true],
@@ -226,8 +199,42 @@ fn every_server_message() -> Vec<(ServerMessage, &'static str)> {
         ),
     ]
     .into_iter()
+    .chain(roster_messages(anna))
     .chain(moderation_messages())
     .collect()
+}
+
+/// The server messages about who is in the room, with their JSON.
+fn roster_messages(anna: ParticipantInfo) -> Vec<(ServerMessage, &'static str)> {
+    vec![
+        (
+            ServerMessage::ParticipantJoined { participant: anna },
+            r#"{"type":"participant-joined","participant":{"id":"p1","name":"Anna","audioMuted":true,"videoMuted":false,"screenSharing":false,"moderator":true}}"#,
+        ),
+        (
+            ServerMessage::ParticipantLeft {
+                participant_id: "p1".into(),
+                reason: CloseReason::ConnectionLost,
+            },
+            r#"{"type":"participant-left","participantId":"p1","reason":"connection-lost"}"#,
+        ),
+        (
+            ServerMessage::Connection {
+                participant_id: "p1".into(),
+                interrupted: true,
+            },
+            r#"{"type":"connection","participantId":"p1","interrupted":true}"#,
+        ),
+        (
+            ServerMessage::Media {
+                participant_id: "p1".into(),
+                audio_muted: false,
+                video_muted: true,
+                screen_sharing: true,
+            },
+            r#"{"type":"media","participantId":"p1","audioMuted":false,"videoMuted":true,"screenSharing":true}"#,
+        ),
+    ]
 }
 
 /// The server messages about moderation, with their JSON.
