@@ -802,8 +802,8 @@ function renderSelf() {
 
 /**
  * Shows a participant who came in; returns whether they are new. Someone already shown came in
- * again elsewhere (their node was lost and they moved): the same tile and video go on, with what
- * they are now.
+ * again (their connection broke off, or their node was lost, and their page came back): the same
+ * tile and video go on, with what they are now.
  */
 function addParticipant(info) {
   const known = state.participants.get(info.id);

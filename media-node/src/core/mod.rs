@@ -191,8 +191,8 @@ pub struct Core {
     /// The participants of other nodes: (link, their id on their node) -> their id here.
     remote: FxHashMap<(LinkId, u64), PeerId>,
     next_remote: u64,
-    /// Participants of other nodes whose connection was lost, and when they leave unless they
-    /// are back.
+    /// Participants whose connection was lost (here, or at their own node), and when they
+    /// leave unless they are back.
     adrift: Vec<(PeerId, Instant)>,
     /// Down-tracks of participants who came in again, waiting for their new publications.
     orphans: Vec<moving::Orphan>,

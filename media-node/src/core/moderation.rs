@@ -6,8 +6,8 @@
 //! gets an error and nothing happens.
 
 use super::{
-    Action, Core, Ending, JoinError, JoinRequest, LinkId, ModerationError, ModeratorRequest,
-    Output, PeerId, RelayMessage, RosterEvent, Source,
+    Action, Core, Ending, JoinError, JoinRequest, LeaveReason, LinkId, ModerationError,
+    ModeratorRequest, Output, PeerId, RelayMessage, RosterEvent, Source,
 };
 
 /// The most people who may wait in one room's lobby.
@@ -396,8 +396,15 @@ impl Core {
         self.relay_participant(peer);
     }
 
-    fn end(&mut self, peer: PeerId, reason: Ending) {
-        self.outputs.push_back(Output::Close { peer, reason });
+    /// Ends `peer`'s session (over its link, if it is another node's). One whose connection is
+    /// lost already leaves at once: a page of it that comes back joins anew.
+    pub(super) fn end(&mut self, peer: PeerId, reason: Ending) {
+        // Addressed now, while it is still in the room.
+        let close = self.route(Output::Close { peer, reason });
+        self.outputs.extend(close);
+        if self.is_adrift(peer) {
+            self.leave(peer, LeaveReason::Left);
+        }
     }
 
     fn member(&self, key: &str, participant_id: &str) -> Result<PeerId, ModerationError> {

@@ -342,7 +342,7 @@ impl Core {
             }
             RelayMessage::Close { peer, reason } => {
                 if let Some(peer) = self.local_in(&room, peer) {
-                    self.outputs.push_back(Output::Close { peer, reason });
+                    self.end(peer, reason);
                 }
             }
             RelayMessage::Lobby { waiting } => {

@@ -304,3 +304,27 @@ fn a_participant_whose_node_drains_is_in_the_room_once_on_every_node_and_never_s
         "p1 receives p2's new camera"
     );
 }
+
+#[test]
+fn a_participant_a_moderator_removes_while_its_connection_is_lost_is_gone_at_once_everywhere() {
+    let mut pair = Pair::new();
+    pair.join(0, 1, true);
+    pair.join(0, 2, false);
+    pair.nodes[0].publish(Instant::now(), PeerId(2), plain_layer(2000, Codec::Vp8));
+    pair.nodes[0].lose(Instant::now(), PeerId(2));
+    pair.settle();
+    assert!(
+        pair.nodes[1].participant_in(ROOM, "p2").is_some(),
+        "adrift there too"
+    );
+    pair.take(0);
+
+    pair.nodes[0]
+        .moderate(PeerId(1), Action::Remove, "p2")
+        .unwrap();
+    pair.settle();
+    assert!(told_left(&pair.take(0)), "the moderator sees p2 go");
+    for node in &pair.nodes {
+        assert!(node.participant_in(ROOM, "p2").is_none());
+    }
+}
