@@ -19,14 +19,22 @@ fn a_call_across() -> (Pair, PeerId, [u32; 2], u16) {
     }
     pair.settle();
     let tracks = added(&pair.take(0), PeerId(1));
-    let camera = tracks.iter().find(|t| t.kind == MediaKind::Video).unwrap();
-    let microphone = tracks.iter().find(|t| t.kind == MediaKind::Audio).unwrap();
+    let camera = tracks
+        .iter()
+        .find(|t| t.kind == MediaKind::Video)
+        .expect("p1 is given p2's camera");
+    let microphone = tracks
+        .iter()
+        .find(|t| t.kind == MediaKind::Audio)
+        .expect("p1 is given p2's microphone");
     let (camera, microphone) = (camera.ssrc, microphone.ssrc);
     let now = Instant::now();
     for ssrc in [camera, microphone] {
         pair.nodes[0].down_track_ready(now, PeerId(1), ssrc);
     }
-    let remote = pair.nodes[0].participant_in(ROOM, "p2").unwrap();
+    let remote = pair.nodes[0]
+        .participant_in(ROOM, "p2")
+        .expect("node 0 knows p2");
     let mut out = Vec::new();
     let mut last = None;
     for (seq, payload) in [(100, KEY), (101, INTER)] {
@@ -218,7 +226,7 @@ fn a_participant_whose_connection_its_node_lost_comes_back_there_on_the_same_dow
     // Her page connects to her node again, under a new connection there.
     pair.nodes[1]
         .join(PeerId(22), join_request(ROOM, 2, "name 2"))
-        .unwrap();
+        .expect("p2 may come in again");
     let layer = plain_layer(6000, Codec::Vp8);
     let now = Instant::now();
     pair.nodes[1].publish(now, PeerId(22), layer);
@@ -230,7 +238,9 @@ fn a_participant_whose_connection_its_node_lost_comes_back_there_on_the_same_dow
             && !told_left(&outputs),
         "{outputs:?}"
     );
-    let again = pair.nodes[0].participant_in(ROOM, "p2").unwrap();
+    let again = pair.nodes[0]
+        .participant_in(ROOM, "p2")
+        .expect("node 0 knows p2");
     let mut out = Vec::new();
     pair.nodes[0].forward(now, again, 6000, 7, 100, &KEY, &mut out);
     assert_eq!(
@@ -268,7 +278,7 @@ fn a_participant_whose_node_drains_is_in_the_room_once_on_every_node_and_never_s
     // to node 0 is still up; then it closes that one.
     pair.nodes[1]
         .join(PeerId(22), join_request(ROOM, 2, "name 2"))
-        .unwrap();
+        .expect("p2 may come in again");
     pair.nodes[1].publish(Instant::now(), PeerId(22), plain_layer(7000, Codec::Vp8));
     pair.settle();
     let new = added(&pair.take(0), PeerId(1));
@@ -295,7 +305,9 @@ fn a_participant_whose_node_drains_is_in_the_room_once_on_every_node_and_never_s
     }
     let now = Instant::now();
     pair.nodes[0].down_track_ready(now, PeerId(1), new[0].ssrc);
-    let again = pair.nodes[0].participant_in(ROOM, "p2").unwrap();
+    let again = pair.nodes[0]
+        .participant_in(ROOM, "p2")
+        .expect("node 0 knows p2");
     let mut out = Vec::new();
     pair.nodes[0].forward(now, again, 7000, 1, 0, &KEY, &mut out);
     assert_eq!(
@@ -321,7 +333,7 @@ fn a_participant_a_moderator_removes_while_its_connection_is_lost_is_gone_at_onc
 
     pair.nodes[0]
         .moderate(PeerId(1), Action::Remove, "p2")
-        .unwrap();
+        .expect("p1 moderates, and p2 is in the room");
     pair.settle();
     assert!(told_left(&pair.take(0)), "the moderator sees p2 go");
     for node in &pair.nodes {
