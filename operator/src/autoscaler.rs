@@ -9,7 +9,9 @@
 //! the lowest `controller.kubernetes.io/pod-deletion-cost` (by every replica that hears the node
 //! drain), so that lowering the replicas, once the node is empty, removes exactly that pod.
 //! The node being drained is in the status, so a leader that takes over (after a restart)
-//! finishes the drain it did not start. External pools run no pods and are not scaled.
+//! finishes the drain it did not start; while the leader is new, a draining node that has not
+//! attached to it yet is waited for rather than taken for gone. External pools run no pods and
+//! are not scaled.
 //!
 //! A pool that runs fewer nodes than it should has its pods read (every 15 s, only then): a pod
 //! the scheduler found no Kubernetes node for is told of once, as a `NoRoom` warning on the pool
@@ -31,7 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::crd::{MediaPool, ScaleRecord};
 use crate::domain::NodeId;
-use crate::domain::autoscale::{Decision, Memory, NodeLoad, Policy, decide};
+use crate::domain::autoscale::{Decision, Memory, NodeLoad, Policy, awaits_draining_node, decide};
 use crate::reconcile::{Context, POOL_LABEL, desired_replicas};
 
 /// How often the pools are looked at.
@@ -142,6 +144,10 @@ async fn look(
                 }
             },
         };
+        if awaits_draining_node(draining.as_ref(), &nodes, ctx.fleet.is_new()) {
+            debug!(pool = %pool.name_any(), ?draining, "the draining node has not attached yet");
+            continue;
+        }
         debug!(pool = %pool.name_any(), replicas, ?nodes, ?draining, unplaced, "autoscaler looks");
         let decision = decide(
             &policy(&pool, timing),

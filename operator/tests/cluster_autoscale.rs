@@ -25,6 +25,7 @@ mod support;
 use kube::Client;
 use support::browser::BrowserCall;
 use support::kubelet::{Kubelet, WAIT, create_pool, decided, host, join, pool_event, runs};
+use support::logs::process_log_excerpt;
 use support::resources::{ready_tenant, tenant_spec};
 use support::{OperatorProcess, PLATFORM, admin, ensure_namespace, eventually, grant_key, unique};
 
@@ -64,6 +65,19 @@ async fn scene(
     );
     (turn, client, operator, kubelet, tenant, pool)
 }
+
+/// What the processes log about a call that moves: the attachments of nodes, drains, resumes,
+/// moves and the autoscaler's decisions.
+const MOVES: &[&str] = &[
+    "attach",
+    "drain",
+    "resum",
+    "moved",
+    "autoscaler",
+    "serving",
+    "leading",
+    "session",
+];
 
 /// A test's turn with the platform namespace.
 type Turn = tokio::sync::MutexGuard<'static, ()>;
@@ -177,7 +191,8 @@ async fn the_pool_grows_with_its_load_and_drains_a_node_before_it_shrinks() {
     eprintln!("the moved call's pages: {watched:?}");
     assert!(
         watched.longest.iter().all(|ms| *ms < 3000),
-        "no page went without new video for 3 s: {watched:?}"
+        "no page went without new video for 3 s: {watched:?}\nwhat the processes logged of it:\n{}",
+        process_log_excerpt(MOVES, 80)
     );
     assert!(
         watched.frames.iter().all(|frames| *frames > 0) && watched.decoding.iter().all(|d| *d),

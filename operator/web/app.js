@@ -52,6 +52,10 @@ const state = {
    * reaches a server's log or another site. */
   invite: new URLSearchParams(location.hash.slice(1)).get("invite"),
   ws: null,
+  /** Signalling sockets that failed in a row (or whose resume nobody answered). */
+  socketRetries: 0,
+  /** A resume was sent on the socket and not answered yet. */
+  resumePending: false,
   pc: null,
   /** TURN servers with credentials, from the gateway's `session` message. */
   iceServers: [],
@@ -461,8 +465,11 @@ function openSocket(first) {
   let opened = false;
   ws.addEventListener("open", () => {
     opened = true;
-    state.socketRetries = 0;
-    send(first());
+    const message = first();
+    // A resume counts as a try until the server answers it.
+    state.resumePending = message.type === "resume";
+    if (!state.resumePending) state.socketRetries = 0;
+    send(message);
   });
   ws.addEventListener("message", (event) => {
     let message;
@@ -483,15 +490,18 @@ function openSocket(first) {
   ws.addEventListener("close", (event) => {
     trace(`socket closed ${event.code}${state.ws === ws ? "" : " (old)"}`);
     if (state.ws !== ws || state.leaving) return;
-    if (state.joined && state.ticket) resumeSocket(opened);
+    if (state.joined && state.ticket) resumeSocket(opened && !state.resumePending);
     else if (state.joined) ended("connection-lost");
     else resetJoinButton(errorText("unavailable"));
   });
 }
 
+/** Refusals of a resume that may pass: the socket is opened again to try once more. */
+const RESUME_RETRIES = new Set(["unavailable", "platform-full", "too-many-joins"]);
+
 /** Tries to get the signalling socket back, for about half a minute. */
 function resumeSocket(wasOpen) {
-  state.socketRetries = wasOpen ? 1 : (state.socketRetries || 0) + 1;
+  state.socketRetries = wasOpen ? 1 : state.socketRetries + 1;
   if (state.socketRetries > 12) {
     ended("connection-lost");
     return;
@@ -525,6 +535,9 @@ async function handle(message) {
     case "welcome":
       return welcome(message);
     case "session":
+      // The session is admitted (resumed or moved): the socket is up for good.
+      state.resumePending = false;
+      state.socketRetries = 0;
       state.ticket = message.ticket;
       // The platform's TURN servers, with fresh credentials: the next media connection uses
       // them when neither UDP nor TCP reaches the media node.
@@ -568,6 +581,11 @@ async function handle(message) {
       if (message.code === "resume-refused" && state.joined) {
         // The session is gone for good: join afresh under the same name.
         send(joinMessage($("display-name").value.trim()));
+        return;
+      }
+      if (state.joined && state.resumePending && RESUME_RETRIES.has(message.code)) {
+        // Nothing took the session up this time: try again, a little later each time.
+        state.ws?.close();
         return;
       }
       if (!state.joined) {

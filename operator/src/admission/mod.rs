@@ -27,9 +27,9 @@
 //! A refusal is a [`Refusal`] with a stable [`RefusalCode`] the client translates.
 //!
 //! A client whose socket dropped comes back with its ticket ([`Admission::resume`]), through
-//! any replica; if the session's node is gone, it gets a new session on another node. A session
-//! whose node goes away or drains while the participant is in the call is moved
-//! ([`Admission::move_session`]).
+//! any replica; if the session's node is gone or does not answer, it gets a new session on
+//! another node. A session whose node goes away or drains while the participant is in the call
+//! is moved ([`Admission::move_session`]).
 //!
 //! The gateway ([`crate::gateway`]) calls this from the signalling WebSocket and relays the
 //! session afterwards; it decides nothing of the above itself.
@@ -264,9 +264,9 @@ impl<S: Store> Admission<S> {
 
     /// Picks up the session that `ticket` names in `room`, through this replica, if the ticket
     /// is the session's current one (each resumes once); when its node is gone (a replica that
-    /// just started first gives the node a few seconds to dial it), the participant gets a new
-    /// session on another node (near `from`, the client's address, where there is a choice),
-    /// once per lost session.
+    /// just started first gives the node a few seconds to dial it), drains, lost the session or
+    /// does not answer, the participant gets a new session on another node (near `from`, the
+    /// client's address, where there is a choice), once per lost session.
     pub async fn resume(
         &self,
         room: &RoomKey,
@@ -338,13 +338,12 @@ impl<S: Store> Admission<S> {
                 RefusalCode::ResumeRefused,
                 "the session has ended or was resumed already; join again",
             )),
-            Err(ResumeError::NoAnswer) => Err(Refusal::new(
-                RefusalCode::Unavailable,
-                "the media node did not answer, try again",
-            )),
-            // The node is gone, draining or lost the session: a new session continues it,
-            // once. A draining node still holding it closes it.
-            Err(ResumeError::NodeUnavailable | ResumeError::Lost) => {
+            // The node is gone, draining, lost the session or does not answer: a new session
+            // continues it, once. The node, if it still holds it, closes it.
+            Err(
+                error @ (ResumeError::NodeUnavailable | ResumeError::Lost | ResumeError::NoAnswer),
+            ) => {
+                info!(%room, %node, %error, "the session continues on another node");
                 let reason = v1::CloseReason::ConnectionLost;
                 self.fleet.close_on(&node, &ticket.session_id, reason).await;
                 let stored = stored.ok_or_else(|| Refusal::room_not_found("no such room"))?;
@@ -374,6 +373,7 @@ impl<S: Store> Admission<S> {
                 return self.fleet.is_available(node);
             }
         }
+        info!(%node, "the session's node did not attach to this new replica in time");
         false
     }
 

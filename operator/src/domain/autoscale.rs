@@ -97,6 +97,18 @@ pub struct Memory {
     below_since: Option<Instant>,
 }
 
+/// Whether the pool waits for its draining node `draining` to appear among `nodes` before it
+/// may count as gone: a control-plane replica that just started (`replica_is_new`) hears of its
+/// nodes as they dial it again, and a draining node it has not heard of yet may still carry
+/// participants whom scaling in would cut off.
+pub fn awaits_draining_node(
+    draining: Option<&NodeId>,
+    nodes: &[NodeLoad],
+    replica_is_new: bool,
+) -> bool {
+    replica_is_new && draining.is_some_and(|node| nodes.iter().all(|n| &n.id != node))
+}
+
 /// What to do about a pool that should run `replicas` nodes, whose nodes report `nodes`, whose
 /// node `draining` (if any) the autoscaler drains to scale in, and of whose nodes `unplaced`
 /// found no room in the cluster (their pods wait for the scheduler).
@@ -329,6 +341,11 @@ mod tests {
             decide(&policy(), 3, &quiet[..1], Some(&b), 0, &mut memory, at(130)),
             Decision::In { to: 2, .. }
         ));
+        // Unless the replica just started: the node may not have dialled it yet.
+        assert!(awaits_draining_node(Some(&b), &quiet[..1], true));
+        assert!(!awaits_draining_node(Some(&b), &quiet[..1], false));
+        assert!(!awaits_draining_node(Some(&b), &moving, true));
+        assert!(!awaits_draining_node(None, &quiet[..1], true));
     }
 
     #[test]

@@ -174,6 +174,26 @@ fn room_key(room: Option<&v1::RoomRef>) -> Option<RoomKey> {
     })
 }
 
+/// What a node that registers is known to carry until its first load report: the sessions
+/// of the rooms it hosts (after a control-plane restart, its whole load). Read as empty, a
+/// draining node would count as drained and its pod be removed with its participants on it.
+fn hosted_load(hosted: &[v1::HostedRoom]) -> v1::LoadReport {
+    let room_loads: Vec<v1::RoomLoad> = hosted
+        .iter()
+        .filter(|room| !room.session_ids.is_empty())
+        .map(|room| v1::RoomLoad {
+            room: room.room.clone(),
+            participants: room.session_ids.len() as u32,
+        })
+        .collect();
+    v1::LoadReport {
+        rooms: room_loads.len() as u32,
+        participants: room_loads.iter().map(|room| room.participants).sum(),
+        room_loads,
+        ..v1::LoadReport::default()
+    }
+}
+
 /// Participants per room in a load report.
 fn room_loads(load: &v1::LoadReport) -> HashMap<RoomKey, u32> {
     load.room_loads
@@ -369,12 +389,13 @@ impl Fleet {
         state.move_sessions(&id, &hosted);
         // A node that comes back as a new instance has new links.
         state.close_links_of(&id);
+        let load = hosted_load(&register.hosted_rooms);
         state.nodes.insert(
             id,
             AttachedNode {
                 attachment,
                 register,
-                load: v1::LoadReport::default(),
+                load,
                 draining: false,
                 lost_since: None,
                 to_node,

@@ -53,6 +53,28 @@ async fn a_lost_node_that_does_not_come_back_moves_its_sessions() {
 }
 
 #[tokio::test]
+async fn a_node_that_registers_carries_its_hosted_sessions_until_it_reports_its_load() {
+    let fleet = Fleet::default();
+    let (tx, _rx) = mpsc::channel(16);
+    let mut hosting = register("a", &["s1", "s2"]);
+    hosting.hosted_rooms[0].room = Some(v1::RoomRef {
+        tenant: "public".into(),
+        name: "chor".into(),
+    });
+    fleet.attach(hosting, tx).unwrap();
+    let nodes = fleet.nodes();
+    assert_eq!((nodes[0].participants, nodes[0].rooms), (2, 1));
+    assert_eq!(fleet.room_participants(&room()), 2);
+    let (tx, _rx) = mpsc::channel(16);
+    fleet.attach(register("b", &[]), tx).unwrap();
+    let idle = fleet.nodes().into_iter().find(|node| node.id.0 == "b");
+    assert_eq!(
+        idle.map(|node| (node.participants, node.rooms)),
+        Some((0, 0))
+    );
+}
+
+#[tokio::test]
 async fn a_node_that_comes_back_in_time_keeps_its_sessions() {
     let fleet = Fleet::default();
     let (tx, _rx) = mpsc::channel(16);

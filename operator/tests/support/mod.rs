@@ -2,7 +2,8 @@
 //! and media nodes, ways to wait for a condition, (in [`netns`]) a line whose downlink a test
 //! can narrow, (in [`sockets`]) bare sockets against the gateway, (in [`attach`]) a
 //! registration on the Attach port, (in [`partner`]) a partner's site, (in [`events`]) what a
-//! Rust participant is told, and (in [`browser`]) real browser pages in a room.
+//! Rust participant is told, (in [`browser`]) real browser pages in a room, and (in [`logs`])
+//! what the control planes and media nodes that a test started logged.
 //!
 //! `deploy/testenv` builds one binary with etcd, kube-apiserver, kube-controller-manager and
 //! kube-scheduler from the Go modules of Kubernetes. A test binary starts it once (the first test
@@ -17,6 +18,7 @@ pub mod calls;
 pub mod events;
 pub mod helm;
 pub mod kubelet;
+pub mod logs;
 pub mod netns;
 pub mod partner;
 pub mod resources;
@@ -143,7 +145,7 @@ fn audit_files() -> AuditFiles {
             }
         }
     }
-    let dir = std::env::temp_dir().join(format!("treffpunkt-audit-{}", std::process::id()));
+    let dir = logs::folder();
     std::fs::create_dir_all(&dir).expect("a folder for the audit log");
     let policy = dir.join("policy.yaml");
     std::fs::write(
@@ -565,9 +567,12 @@ impl OperatorProcess {
             .args(["--http-listen", &http.to_string()])
             .args(["--grpc-listen", &grpc.to_string()])
             .args(["--admin-listen", &admin.to_string()])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", logs::PROCESS_LOG_LEVEL)
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::null())
+            .stdout(logs::process_log(&format!(
+                "{identity}-{}",
+                unique("operator")
+            )))
             .spawn()
             .expect("the operator binary starts");
         Self {
@@ -738,9 +743,9 @@ impl NodeProcess {
             .arg("--attach-tls-dir")
             .arg(certificate)
             .env("TREFFPUNKT_GRANT_KEY", grant_key)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", logs::PROCESS_LOG_LEVEL)
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::null())
+            .stdout(logs::process_log(&unique(id)))
             .spawn()
             .expect("the media node starts");
         Self {

@@ -88,6 +88,45 @@ async fn a_ticket_whose_node_lost_the_session_continues_it_elsewhere() {
     );
 }
 
+/// Waits the five seconds the node has to answer.
+#[tokio::test]
+async fn a_ticket_whose_node_does_not_answer_continues_it_elsewhere() {
+    let mut platform = Platform::public([persistent("chor", None)]);
+    platform.attach("a", "");
+    let joined = platform
+        .admission
+        .join(&key("chor"), "Anna", &Credentials::default())
+        .await
+        .unwrap();
+    platform.commands("a");
+
+    // Node a is asked, and says nothing.
+    let resumed = platform
+        .admission
+        .resume(&key("chor"), &joined.attachment.ticket, None)
+        .await
+        .expect("a session that its node does not answer for continues");
+
+    assert!(resumed.moved, "the client makes its media connection again");
+    assert_eq!(resumed.member.participant_id, joined.member.participant_id);
+    let asked = platform.commands("a");
+    let closed = asked.iter().any(|kind| {
+        matches!(kind, ControlKind::CloseSession(close) if close.session_id == joined.attachment.session_id)
+    });
+    assert!(
+        closed,
+        "the node, should it still hold the session, closes it: {asked:?}"
+    );
+    let opened: Vec<_> = asked
+        .iter()
+        .filter_map(|kind| match kind {
+            ControlKind::OpenSession(open) => Some(open.continues.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(opened, [joined.attachment.session_id.as_str()]);
+}
+
 #[tokio::test]
 async fn a_ticket_for_another_room_or_no_ticket_at_all_is_refused() {
     let mut platform = Platform::public([persistent("chor", None), persistent("skat", None)]);
