@@ -114,6 +114,24 @@ impl Core {
     }
 
     /// Whether `peer`'s connection is lost and it may come back.
+    /// What `peer`, who comes in or back, is told after its welcome: who in its room is adrift
+    /// now (the others heard of it when it happened).
+    pub fn adrift_notices(&self, peer: PeerId) -> Vec<RosterEvent> {
+        let Some(room) = self.participants.get(&peer).map(|p| &p.room) else {
+            return Vec::new();
+        };
+        self.adrift
+            .iter()
+            .filter(|(other, _)| *other != peer)
+            .filter_map(|(other, _)| self.participants.get(other))
+            .filter(|other| &other.room == room)
+            .map(|other| RosterEvent::Connection {
+                participant_id: other.info.participant_id.clone(),
+                interrupted: true,
+            })
+            .collect()
+    }
+
     pub(super) fn is_adrift(&self, peer: PeerId) -> bool {
         self.adrift.iter().any(|(other, _)| *other == peer)
     }

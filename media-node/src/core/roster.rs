@@ -103,6 +103,9 @@ impl Core {
                 event: welcome,
             });
         }
+        for event in self.adrift_notices(peer) {
+            self.outputs.push_back(Output::Roster { to: peer, event });
+        }
         if let Some(speaker) = speaker.and_then(|speaker| self.participants.get(&speaker)) {
             self.outputs.push_back(Output::DominantSpeaker {
                 to: peer,

@@ -108,6 +108,9 @@ impl Node {
         if let Some(welcome) = self.core.roster_for(peer) {
             self.signal(peer, signal::roster_with(welcome, true));
         }
+        for notice in self.core.adrift_notices(peer) {
+            self.signal(peer, signal::roster(notice));
+        }
         let pending_offer = self.sessions.get(&peer).and_then(|session| {
             matches!(session.negotiation, Negotiation::OfferSent { .. })
                 .then(|| session.pc.local_description().map(|d| d.sdp))

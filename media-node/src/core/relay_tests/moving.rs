@@ -340,3 +340,39 @@ fn a_participant_a_moderator_removes_while_its_connection_is_lost_is_gone_at_onc
         assert!(node.participant_in(ROOM, "p2").is_none());
     }
 }
+
+#[test]
+fn someone_who_comes_in_while_a_participant_is_adrift_is_told_so_after_the_welcome() {
+    let (mut pair, _, _, _) = a_call_across();
+    pair.nodes[0].close_link(Instant::now(), LINK);
+    pair.take_now(0);
+    pair.take(0);
+
+    pair.join(0, 3, false);
+    let outputs = pair.take(0);
+    let to_p3: Vec<&RosterEvent> = outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::Roster { to, event } if *to == PeerId(3) => Some(event),
+            _ => None,
+        })
+        .collect();
+    let welcome = to_p3
+        .iter()
+        .position(|event| matches!(event, RosterEvent::Welcome { others, .. } if others.iter().any(|o| o.participant_id == "p2")));
+    let interrupted = RosterEvent::Connection {
+        participant_id: "p2".into(),
+        interrupted: true,
+    };
+    let notice = to_p3.iter().position(|event| **event == interrupted);
+    assert!(
+        welcome.is_some() && notice > welcome,
+        "p3 sees p2 in the room, and that her connection is interrupted: {to_p3:?}"
+    );
+    assert!(
+        pair.nodes[0]
+            .adrift_notices(PeerId(1))
+            .contains(&interrupted),
+        "p1, should her own page come back, is told again"
+    );
+}
