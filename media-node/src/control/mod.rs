@@ -532,15 +532,15 @@ async fn attach_once(address: &str, context: &LinkContext) -> Result<Attached> {
             issued_at_unix_ms: now_unix_ms(),
         })),
         attached_replicas,
+        draining,
     };
     outbound
         .send(v1::NodeMessage::new(NodeKind::Register(register)))
         .await
         .map_err(|_| Error::Control("outbound stream closed".into()))?;
-    if let Some(draining) = draining {
-        let _ = outbound
-            .send(v1::NodeMessage::new(NodeKind::Draining(draining)))
-            .await;
+    // Said again for a control plane that does not read it from the registration.
+    if let Some(draining) = draining.map(NodeKind::Draining) {
+        let _ = outbound.send(v1::NodeMessage::new(draining)).await;
     }
     let mut inbound = match client.attach(ReceiverStream::new(outbound_stream)).await {
         Ok(response) => response.into_inner(),

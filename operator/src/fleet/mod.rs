@@ -125,6 +125,19 @@ impl FleetState {
             }
         }
     }
+
+    /// Marks `node` draining (with `move_sessions`, its sessions are told to move); returns its
+    /// pool the first time, when the drain is news.
+    fn drain(&mut self, node: &NodeId, move_sessions: bool) -> Option<String> {
+        let attached = self.nodes.get_mut(node)?;
+        let first = !attached.draining;
+        attached.draining = true;
+        let pool = attached.register.pool.clone();
+        if move_sessions {
+            self.move_sessions(node, &[]);
+        }
+        first.then_some(pool)
+    }
 }
 
 /// The registry of attached nodes and the routing table of sessions.
@@ -390,8 +403,9 @@ impl Fleet {
         // A node that comes back as a new instance has new links.
         state.close_links_of(&id);
         let load = hosted_load(&register.hosted_rooms);
+        let draining = register.draining;
         state.nodes.insert(
-            id,
+            id.clone(),
             AttachedNode {
                 attachment,
                 register,
@@ -401,6 +415,15 @@ impl Fleet {
                 to_node,
             },
         );
+        // A node that drains already is draining here from the start (its `Draining` message,
+        // which follows for older control planes, then changes nothing).
+        let pool = draining.and_then(|draining| state.drain(&id, draining.move_sessions));
+        drop(state);
+        if let Some(pool) = pool {
+            let _ = self
+                .node_events
+                .send(NodeEvent::Draining { node: id, pool });
+        }
         Ok(attachment)
     }
 
@@ -477,19 +500,7 @@ impl Fleet {
     }
 
     pub(crate) fn mark_draining(&self, node: &NodeId, move_sessions: bool) {
-        let pool = {
-            let mut state = self.lock();
-            let Some(attached) = state.nodes.get_mut(node) else {
-                return;
-            };
-            let first = !attached.draining;
-            attached.draining = true;
-            let pool = attached.register.pool.clone();
-            if move_sessions {
-                state.move_sessions(node, &[]);
-            }
-            first.then_some(pool)
-        };
+        let pool = self.lock().drain(node, move_sessions);
         if let Some(pool) = pool {
             let _ = self.node_events.send(NodeEvent::Draining {
                 node: node.clone(),

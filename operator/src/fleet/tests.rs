@@ -121,6 +121,38 @@ async fn draining_with_moving_moves_the_sessions_and_is_announced() {
     assert!(node_events.try_recv().is_err(), "announced once");
 }
 
+#[tokio::test]
+async fn a_node_that_registers_draining_takes_nothing_from_its_first_message_on() {
+    let fleet = Fleet::default();
+    let mut node_events = fleet.node_events();
+    let (tx, mut to_node) = mpsc::channel(16);
+    let mut draining = register("a", &["s1"]);
+    draining.draining = Some(v1::Draining {
+        move_sessions: true,
+        deadline_unix_ms: 0,
+    });
+    fleet.attach(draining, tx).unwrap();
+    let a = NodeId("a".into());
+    assert!(!fleet.is_available(&a));
+    assert!(fleet.is_attached(&a), "its rooms still span it");
+    assert_eq!(
+        fleet
+            .resume_session(&a, room(), "s1", ("a-first", 0))
+            .await
+            .err(),
+        Some(ResumeError::NodeUnavailable),
+        "a session there is not resumed there"
+    );
+    assert!(to_node.try_recv().is_err(), "the node was asked nothing");
+    assert!(matches!(
+        node_events.try_recv(),
+        Ok(NodeEvent::Draining { .. })
+    ));
+    // The `Draining` message that follows changes nothing.
+    fleet.mark_draining(&a, true);
+    assert!(node_events.try_recv().is_err(), "announced once");
+}
+
 /// The node's answer to the resume it was asked last.
 fn answer(
     to_node: &mut mpsc::Receiver<v1::ControlMessage>,
