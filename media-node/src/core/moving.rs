@@ -113,7 +113,6 @@ impl Core {
         })
     }
 
-    /// Whether `peer`'s connection is lost and it may come back.
     /// What `peer`, who comes in or back, is told after its welcome: who in its room is adrift
     /// now (the others heard of it when it happened).
     pub fn adrift_notices(&self, peer: PeerId) -> Vec<RosterEvent> {
@@ -132,6 +131,7 @@ impl Core {
             .collect()
     }
 
+    /// Whether `peer`'s connection is lost and it may come back.
     pub(super) fn is_adrift(&self, peer: PeerId) -> bool {
         self.adrift.iter().any(|(other, _)| *other == peer)
     }

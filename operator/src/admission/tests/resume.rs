@@ -2,16 +2,22 @@
 
 use super::*;
 
-#[tokio::test]
-async fn a_ticket_resumes_its_session_on_its_node_once() {
+/// Anna in the room "chor" on node a, whose commands so far are read.
+async fn anna_in_chor() -> (Platform, Admitted) {
     let mut platform = Platform::public([persistent("chor", None)]);
     platform.attach("a", "");
-    let mut joined = platform
+    let joined = platform
         .admission
         .join(&key("chor"), "Anna", &Credentials::default())
         .await
         .unwrap();
     platform.commands("a");
+    (platform, joined)
+}
+
+#[tokio::test]
+async fn a_ticket_resumes_its_session_on_its_node_once() {
+    let (mut platform, mut joined) = anna_in_chor().await;
     let ticket = joined.attachment.ticket.clone();
 
     let (resumed, asked) = platform
@@ -59,14 +65,7 @@ async fn a_ticket_resumes_its_session_on_its_node_once() {
 
 #[tokio::test]
 async fn a_ticket_whose_node_lost_the_session_continues_it_elsewhere() {
-    let mut platform = Platform::public([persistent("chor", None)]);
-    platform.attach("a", "");
-    let joined = platform
-        .admission
-        .join(&key("chor"), "Anna", &Credentials::default())
-        .await
-        .unwrap();
-    platform.commands("a");
+    let (mut platform, joined) = anna_in_chor().await;
 
     let (resumed, _) = platform
         .resume_answered(
@@ -91,14 +90,7 @@ async fn a_ticket_whose_node_lost_the_session_continues_it_elsewhere() {
 /// Waits the five seconds the node has to answer.
 #[tokio::test]
 async fn a_ticket_whose_node_does_not_answer_continues_it_elsewhere() {
-    let mut platform = Platform::public([persistent("chor", None)]);
-    platform.attach("a", "");
-    let joined = platform
-        .admission
-        .join(&key("chor"), "Anna", &Credentials::default())
-        .await
-        .unwrap();
-    platform.commands("a");
+    let (mut platform, joined) = anna_in_chor().await;
 
     // Node a is asked, and says nothing.
     let resumed = platform
@@ -192,14 +184,7 @@ async fn a_ticket_whose_node_is_gone_gets_a_new_session_elsewhere() {
 
 #[tokio::test]
 async fn a_moved_session_is_closed_on_its_node_and_opened_on_the_room_s_node() {
-    let mut platform = Platform::public([persistent("chor", None)]);
-    platform.attach("a", "");
-    let joined = platform
-        .admission
-        .join(&key("chor"), "Anna", &Credentials::default())
-        .await
-        .unwrap();
-    platform.commands("a");
+    let (mut platform, joined) = anna_in_chor().await;
     // The room was placed elsewhere meanwhile (by another gateway, after "a" failed there).
     platform.attach("b", "");
     let stored = platform.stored("chor").await.unwrap();
@@ -232,14 +217,7 @@ async fn a_moved_session_is_closed_on_its_node_and_opened_on_the_room_s_node() {
 
 #[tokio::test]
 async fn a_ticket_whose_node_drains_is_closed_there_and_continued_elsewhere() {
-    let mut platform = Platform::public([persistent("chor", None)]);
-    platform.attach("a", "");
-    let joined = platform
-        .admission
-        .join(&key("chor"), "Anna", &Credentials::default())
-        .await
-        .unwrap();
-    platform.commands("a");
+    let (mut platform, joined) = anna_in_chor().await;
     platform.attach("b", "");
     // Node "a" drains while Anna's client is away (its control plane restarted, say).
     platform.fleet.mark_draining(&node("a"), false);
