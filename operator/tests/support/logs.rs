@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 /// What the control-plane and media-node processes that tests start log: the project's own
 /// lines from `info` up (a node's attempts to attach from `debug`), and every crate's warnings.
+/// They are started with `NO_COLOR` set, so the files hold plain text.
 pub const PROCESS_LOG_LEVEL: &str = "warn,treffpunkt=info,treffpunkt_operator=info,\
                                  treffpunkt_media_node=info,treffpunkt_media_node::control=debug";
 
@@ -37,9 +38,8 @@ pub fn process_log_excerpt(words: &[&str], limit: usize) -> String {
             continue;
         };
         for line in text.lines() {
-            let plain = strip_ansi(line);
-            if words.iter().any(|word| plain.contains(word)) {
-                lines.push((plain, process.to_owned()));
+            if words.iter().any(|word| line.contains(word)) {
+                lines.push((line.to_owned(), process.to_owned()));
             }
         }
     }
@@ -50,23 +50,4 @@ pub fn process_log_excerpt(words: &[&str], limit: usize) -> String {
         .skip(skip)
         .map(|(line, process)| format!("[{process}] {line}\n"))
         .collect()
-}
-
-/// `line` without its terminal colours.
-fn strip_ansi(line: &str) -> String {
-    let mut plain = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // An escape sequence ends with its first letter.
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            plain.push(c);
-        }
-    }
-    plain
 }

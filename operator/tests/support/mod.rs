@@ -568,6 +568,7 @@ impl OperatorProcess {
             .args(["--grpc-listen", &grpc.to_string()])
             .args(["--admin-listen", &admin.to_string()])
             .env("RUST_LOG", logs::PROCESS_LOG_LEVEL)
+            .env("NO_COLOR", "1")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(logs::process_log(&format!(
                 "{identity}-{}",
@@ -744,6 +745,7 @@ impl NodeProcess {
             .arg(certificate)
             .env("TREFFPUNKT_GRANT_KEY", grant_key)
             .env("RUST_LOG", logs::PROCESS_LOG_LEVEL)
+            .env("NO_COLOR", "1")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(logs::process_log(&unique(id)))
             .spawn()
