@@ -59,7 +59,9 @@ use treffpunkt_proto::signalling::{ClientMessage, ServerMessage, Viewport};
 pub use latency::Latency;
 pub use media::Kind;
 pub use notices::{Notices, VideoState};
-pub use outgoing::{MAX_LAYERS, Outgoing, OutgoingAudio, OutgoingVideo, SILENCE};
+pub use outgoing::{
+    AUDIO_FRAME_MS, DTX_INTERVAL_MS, MAX_LAYERS, Outgoing, OutgoingAudio, OutgoingVideo, SILENCE,
+};
 pub use received::{TrackLog, TrackStats};
 pub use treffpunkt_proto::signalling;
 

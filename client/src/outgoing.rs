@@ -1,4 +1,5 @@
-//! What a synthetic participant sends, in full: Opus-sized audio packets, 50 a second, with an
+//! What a synthetic participant sends, in full: Opus-sized audio packets (by default 50 a
+//! second; a longer frame sends fewer, and a silent microphone in DTX one in 400 ms) with an
 //! audio level, and VP8-shaped video: frames at a frame rate, sized for a bitrate, keyframes
 //! larger than the frames between them, each frame cut into packets of at most an MTU's
 //! payload, in one layer or in three simulcast layers.
@@ -26,7 +27,14 @@ pub struct Outgoing {
     pub video: Option<OutgoingVideo>,
 }
 
-/// An Opus-sized audio track: one packet every 20 ms.
+/// The audio frame browsers send: 20 ms of Opus in a packet.
+pub const AUDIO_FRAME_MS: u32 = 20;
+
+/// How often Opus in discontinuous transmission (DTX) sends a packet while the microphone is
+/// silent.
+pub const DTX_INTERVAL_MS: u32 = 400;
+
+/// An Opus-sized audio track: one packet every [`OutgoingAudio::frame_ms`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutgoingAudio {
     /// Payload bytes per packet.
@@ -34,6 +42,12 @@ pub struct OutgoingAudio {
     /// The audio level every packet carries at first (RFC 6464: 0 is the loudest, 127
     /// silence); [`crate::Participant::set_audio_level`] changes it while sending.
     pub level: u8,
+    /// Milliseconds of sound in one packet ([`AUDIO_FRAME_MS`] as browsers send it; Opus
+    /// allows up to 120).
+    pub frame_ms: u32,
+    /// Discontinuous transmission: while the level is [`SILENCE`], one packet every
+    /// [`DTX_INTERVAL_MS`] instead of one every frame, as Opus with DTX sends.
+    pub dtx: bool,
 }
 
 /// A VP8-shaped video track.
@@ -110,6 +124,8 @@ impl From<&Publish> for Outgoing {
             audio: Some(OutgoingAudio {
                 packet_size: publish.audio_packet_size,
                 level: SILENCE,
+                frame_ms: AUDIO_FRAME_MS,
+                dtx: false,
             }),
             video: Some(OutgoingVideo {
                 fps,

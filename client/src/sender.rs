@@ -1,4 +1,5 @@
-//! What a media connection sends, stream by stream: audio every 20 ms with its audio level, and
+//! What a media connection sends, stream by stream: audio every frame (20 ms unless told
+//! otherwise; with DTX, one packet in 400 ms while silent) with its audio level, and
 //! video frames on each layer, with keyframes on schedule, on request and on resuming.
 //!
 //! A simulcast camera is one track with three encodings, as a browser sends it: each layer has
@@ -19,7 +20,9 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 
 use crate::media::{self, Kind, Stamp, Vp8Fields};
-use crate::outgoing::{MAX_LAYERS, OutgoingAudio, OutgoingVideo, SILENCE, VideoLayer};
+use crate::outgoing::{
+    DTX_INTERVAL_MS, MAX_LAYERS, OutgoingAudio, OutgoingVideo, SILENCE, VideoLayer,
+};
 use treffpunkt_media_node::session::interceptors::keyframe_request_ssrcs;
 
 /// RFC 6464's voice activity flag, set on packets louder than silence.
@@ -175,33 +178,70 @@ impl Stream {
     }
 }
 
-/// Sends audio packets every 20 ms, each with the audio level set now.
+/// Which audio frames go out: all of them, or with DTX, while the microphone is silent, one
+/// in every [`DTX_INTERVAL_MS`].
+#[derive(Debug)]
+struct AudioFrames {
+    dtx: bool,
+    /// Frames in one DTX interval.
+    dtx_frames: u32,
+    /// Frames since the last packet went.
+    since_sent: u32,
+}
+
+impl AudioFrames {
+    fn new(dtx: bool, frame_ms: u32) -> Self {
+        let dtx_frames = (DTX_INTERVAL_MS / frame_ms.max(1)).max(1);
+        // The first frame goes at once.
+        Self {
+            dtx,
+            dtx_frames,
+            since_sent: dtx_frames,
+        }
+    }
+
+    /// Whether the next frame goes out, at this level.
+    fn next(&mut self, level: u8) -> bool {
+        let send = !self.dtx || level < SILENCE || self.since_sent >= self.dtx_frames;
+        self.since_sent = if send { 1 } else { self.since_sent + 1 };
+        send
+    }
+}
+
+/// Sends an audio packet every frame, each with the audio level set now; with DTX, a silent
+/// microphone sends one every [`DTX_INTERVAL_MS`], its timestamps running on over the frames it
+/// leaves out.
 pub(crate) async fn send_audio(stream: Stream, audio: OutgoingAudio) {
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let frame_ms = audio.frame_ms.clamp(1, 120);
+    let mut tick = tokio::time::interval(Duration::from_millis(u64::from(frame_ms)));
+    let mut frames = AudioFrames::new(audio.dtx, frame_ms);
     let mut sequence_number = random::u32() as u16;
     let mut timestamp = random::u32();
     loop {
         tick.tick().await;
-        let mut header = stream.header(false, sequence_number, timestamp);
-        if let Some(id) = stream.extensions.audio_level {
-            let level = stream.sending.audio_level();
-            let voice = if level < SILENCE { VOICE_ACTIVITY } else { 0 };
-            let _ = header.set_extension(id, Bytes::copy_from_slice(&[voice | level]));
+        let level = stream.sending.audio_level();
+        if frames.next(level) {
+            let mut header = stream.header(false, sequence_number, timestamp);
+            if let Some(id) = stream.extensions.audio_level {
+                let voice = if level < SILENCE { VOICE_ACTIVITY } else { 0 };
+                let _ = header.set_extension(id, Bytes::copy_from_slice(&[voice | level]));
+            }
+            if !stream
+                .send(
+                    Kind::Audio,
+                    header,
+                    audio.packet_size,
+                    false,
+                    &Vp8Fields::default(),
+                )
+                .await
+            {
+                return;
+            }
+            sequence_number = sequence_number.wrapping_add(1);
         }
-        if !stream
-            .send(
-                Kind::Audio,
-                header,
-                audio.packet_size,
-                false,
-                &Vp8Fields::default(),
-            )
-            .await
-        {
-            return;
-        }
-        sequence_number = sequence_number.wrapping_add(1);
-        timestamp = timestamp.wrapping_add(960);
+        // 48 kHz: the RTP clock of Opus.
+        timestamp = timestamp.wrapping_add(48 * frame_ms);
     }
 }
 
@@ -291,6 +331,8 @@ pub(crate) async fn listen_for_keyframe_requests(
 mod tests {
     use super::*;
 
+    const TALKING: u8 = 30;
+
     #[test]
     fn the_node_switches_layers_off_and_on_and_counts_stay_per_layer() {
         let sending = Sending::new(200);
@@ -311,6 +353,35 @@ mod tests {
         assert_eq!(
             (sending.sent(Kind::Video), sending.sent(Kind::Audio)),
             (4, 1)
+        );
+    }
+
+    #[test]
+    fn a_silent_microphone_in_dtx_sends_a_packet_in_400_ms_and_a_voice_every_frame() {
+        let sent = |frames: &mut AudioFrames, levels: &[u8]| -> Vec<usize> {
+            (0..levels.len())
+                .filter(|&i| frames.next(levels[i]))
+                .collect()
+        };
+        let silence = [SILENCE; 45];
+        // 20 ms frames: the first at once, then every twentieth.
+        assert_eq!(sent(&mut AudioFrames::new(true, 20), &silence), [0, 20, 40]);
+        // 60 ms frames: every sixth (360 ms, the whole frames within 400 ms).
+        assert_eq!(
+            sent(&mut AudioFrames::new(true, 60), &silence[..13]),
+            [0, 6, 12]
+        );
+        // Without DTX, silence goes every frame.
+        assert_eq!(
+            sent(&mut AudioFrames::new(false, 20), &silence[..3]),
+            [0, 1, 2]
+        );
+        // A voice goes every frame; after it falls silent, the next packet comes 400 ms later.
+        let mut levels = vec![TALKING; 3];
+        levels.extend([SILENCE; 21]);
+        assert_eq!(
+            sent(&mut AudioFrames::new(true, 20), &levels),
+            [0, 1, 2, 22]
         );
     }
 }

@@ -45,6 +45,16 @@ use treffpunkt_client::baseline;
 /// How many receivers the baseline relay sends each datagram to.
 const BASELINE_FAN_OUT: usize = 4;
 
+/// An Opus frame's length in milliseconds, as the command line gives it.
+fn audio_frame_ms(text: &str) -> Result<u32, String> {
+    match text.parse() {
+        Ok(ms @ (10 | 20 | 40 | 60 | 80 | 100 | 120)) => Ok(ms),
+        _ => Err(format!(
+            "{text}: Opus frames are 10, 20, 40, 60, 80, 100 or 120 ms"
+        )),
+    }
+}
+
 /// Treffpunkt's load generator and media-node benchmark.
 #[derive(Debug, Parser)]
 #[command(version)]
@@ -116,9 +126,20 @@ struct RunArgs {
     /// The largest payload of one video packet, bytes.
     #[arg(long, default_value_t = 1100)]
     max_packet_size: usize,
-    /// Audio payload per packet, bytes (50 packets per second; 120 B is Opus at 48 kbit/s).
+    /// Audio payload per packet, bytes (120 B is 20 ms of Opus at 48 kbit/s).
     #[arg(long, default_value_t = 120)]
     audio_packet_size: usize,
+    /// Milliseconds of sound per audio packet, as Opus frames them (20: 50 packets a second).
+    #[arg(long, default_value_t = 20, value_parser = audio_frame_ms)]
+    audio_frame_ms: u32,
+    /// Silent microphones send as Opus in discontinuous transmission (DTX) does: one packet
+    /// in 400 ms.
+    #[arg(long)]
+    audio_dtx: bool,
+    /// How many publishers talk (the first to join): their audio carries a voice's level and
+    /// goes every frame; the others' microphones are silent.
+    #[arg(long, default_value_t = 0)]
+    talking: u32,
     /// Publish cameras in three simulcast layers (a tenth, a third and all of the bitrate);
     /// each subscriber then receives the layer the node chooses for it.
     #[arg(long)]
@@ -273,6 +294,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let media = Media {
         audio_packet_size: args.audio_packet_size,
+        audio_frame_ms: args.audio_frame_ms,
+        audio_dtx: args.audio_dtx,
+        talking: args.talking,
         meeting_bitrate: args.meeting_bitrate,
         livestream_bitrate: args.livestream_bitrate,
         fps: args.fps,

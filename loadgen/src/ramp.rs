@@ -174,29 +174,36 @@ fn latency_percentiles(latency: &Latency) -> Percentiles {
     }
 }
 
-/// The video packets a subscriber should have received from one publisher in a window, from
-/// what it received before (`then`) and after (`now`) and what the publisher sent on each
-/// layer.
+/// How long a track may go without a packet at the end of a window and still count as
+/// arriving: a few of the slowest streams' packet intervals (a silent microphone in DTX sends one
+/// in 400 ms).
+const STILL_ARRIVING: Duration = Duration::from_secs(1);
+
+/// The packets a subscriber should have received on one track in a window, from what it
+/// received before (`then`) and after (`now`) the window, and what the publisher sent on each
+/// layer meanwhile (`sent`; audio and video without simulcast on layer 0).
 ///
-/// Without simulcast, everything the publisher sent. With simulcast the subscriber gets one
-/// layer at a time, so the stretches it received say what it should have: every index from the
-/// first to the last of each. When nothing at all arrived, what the layer it last had sent is
-/// lost.
-fn expected_video(
+/// While packets still arrive (the last less than [`STILL_ARRIVING`] before `end`), the
+/// indexes that arrived say it: every index from the first to the last of each stretch of one
+/// layer. A packet in flight at either end of the window then counts at neither end; counted
+/// from what was sent, one frame in flight at the end was a percent of a window at ten packets a
+/// second, as loss that was none. A track that stopped arriving (a stall, or nothing at all)
+/// should have received what the layer it last had sent.
+fn expected_packets(
     then: &TrackStats,
     now: &TrackStats,
-    sent_then: &[u32; MAX_LAYERS],
-    sent_now: &[u32; MAX_LAYERS],
+    sent: [u64; MAX_LAYERS],
+    end: Instant,
 ) -> u64 {
-    let sent = |layer: usize| u64::from(sent_now[layer].saturating_sub(sent_then[layer]));
-    let simulcast = sent_now[1..].iter().any(|count| *count > 0);
-    if !simulcast {
-        return sent(0);
+    let arriving = now.distinct > then.distinct
+        && now
+            .last_at
+            .is_some_and(|at| end.saturating_duration_since(at) < STILL_ARRIVING);
+    if arriving {
+        now.expected - then.expected.min(now.expected)
+    } else {
+        sent[now.layer.map_or(0, usize::from).min(MAX_LAYERS - 1)]
     }
-    if now.distinct == then.distinct {
-        return sent(now.layer.map_or(0, usize::from));
-    }
-    now.expected - then.expected.min(now.expected)
 }
 
 /// What the subscribers received in a window, over every pair of a receiver and a source that
@@ -260,10 +267,17 @@ impl Tally {
             self.distinct += now.distinct - then.distinct.min(now.distinct);
             self.corrupt += now.corrupt - then.corrupt.min(now.corrupt);
             self.latency.merge(&now.latency.since(&then.latency));
-            let track_expected = match kind {
-                Kind::Audio => u64::from(after.sent[s].0.saturating_sub(before.sent[s].0)),
-                Kind::Video => expected_video(then, now, &before.sent[s].1, &after.sent[s].1),
+            let sent = match kind {
+                Kind::Audio => [
+                    u64::from(after.sent[s].0.saturating_sub(before.sent[s].0)),
+                    0,
+                    0,
+                ],
+                Kind::Video => std::array::from_fn(|layer| {
+                    u64::from(after.sent[s].1[layer].saturating_sub(before.sent[s].1[layer]))
+                }),
             };
+            let track_expected = expected_packets(then, now, sent, after.at);
             let track_received = now.distinct - then.distinct.min(now.distinct);
             self.expected += track_expected;
             if track_received < track_expected {
@@ -425,8 +439,10 @@ async fn join_missing(
     let joins = futures::stream::iter(roles.into_iter().enumerate())
         .map(|(i, role)| async move {
             let name = format!("{}-{}", scenario.name(), first_number + i + 1);
+            // Publishers join first, so the first to join are the ones who talk.
+            let talking = role != Role::Listener && first_number + i < media.talking as usize;
             let joining = Joining {
-                outgoing: scenario.outgoing(role, media),
+                outgoing: scenario.outgoing(role, media, talking),
                 ..Joining::default()
             };
             let started = Instant::now();
@@ -640,34 +656,45 @@ mod tests {
     }
 
     #[test]
-    fn simulcast_video_is_expected_from_what_arrived_and_a_stall_is_loss() {
-        let stats = |distinct, expected, layer| TrackStats {
+    fn what_arrives_is_expected_from_its_indexes_and_a_stall_is_loss() {
+        let end = Instant::now();
+        let stats = |distinct, expected, layer, ago_ms| TrackStats {
             distinct,
             expected,
             layer: Some(layer),
+            last_at: end.checked_sub(Duration::from_millis(ago_ms)),
             ..TrackStats::default()
         };
-        let (sent_then, sent_now) = ([100, 200, 300], [150, 350, 600]);
-        let plain = ([100, 0, 0], [150, 0, 0]);
+        let sent = [50, 150, 300];
         assert_eq!(
-            expected_video(&stats(0, 0, 0), &stats(48, 48, 0), &plain.0, &plain.1),
-            50,
-            "without simulcast: what was sent"
+            expected_packets(&stats(0, 0, 0, 0), &stats(48, 49, 0, 30), [50, 0, 0], end),
+            49,
+            "a frame in flight at the window's end is not lost; the gap before it is"
         );
         assert_eq!(
-            expected_video(
-                &stats(10, 10, 0),
-                &stats(300, 305, 2),
-                &sent_then,
-                &sent_now
-            ),
+            expected_packets(&stats(10, 10, 0, 0), &stats(300, 305, 2, 10), sent, end),
             295,
             "with simulcast: the stretches that arrived"
         );
         assert_eq!(
-            expected_video(&stats(10, 10, 1), &stats(10, 10, 1), &sent_then, &sent_now),
+            expected_packets(&stats(10, 10, 1, 0), &stats(10, 10, 1, 4000), sent, end),
             150,
             "a stalled video loses what its layer sent"
+        );
+        assert_eq!(
+            expected_packets(&stats(10, 10, 0, 0), &stats(20, 20, 0, 2000), sent, end),
+            50,
+            "a track that stopped in the window loses what was sent"
+        );
+        assert_eq!(
+            expected_packets(
+                &TrackStats::default(),
+                &TrackStats::default(),
+                [40, 0, 0],
+                end
+            ),
+            40,
+            "nothing at all arrived"
         );
     }
 

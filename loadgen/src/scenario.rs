@@ -11,9 +11,18 @@
 //!   there because a viewer's downlink estimate grows only from the feedback on what reaches
 //!   it: a video alone that needs more than the estimate's start never starts.
 //!
+//! Audio is 50 packets a second of a silent microphone by default. `--audio-frame-ms` sends
+//! longer frames (fewer packets), `--audio-dtx` lets a silent microphone send as Opus's
+//! discontinuous transmission does (a packet in 400 ms), and `--talking K` makes the first K
+//! publishers talk: their packets carry a voice's level (and go every frame). A large meeting on
+//! this small machine is measured that way: one talking and the others silent, as in a real one.
+//!
 //! Each ramps N up; [`crate::ramp`] runs them.
 
 use treffpunkt_client::{Outgoing, OutgoingAudio, OutgoingVideo, SILENCE};
+
+/// The audio level of a publisher who talks (RFC 6464: -30 dBov, a voice at a normal distance).
+pub const TALKING_LEVEL: u8 = 30;
 
 /// Speakers in the audio room.
 pub const SPEAKERS: u32 = 10;
@@ -36,8 +45,14 @@ pub enum Scenario {
 /// What a scenario's participants send.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Media {
-    /// Opus-sized audio payload per packet (50 per second).
+    /// Opus-sized audio payload per packet.
     pub audio_packet_size: usize,
+    /// Milliseconds of sound per audio packet (20: 50 packets a second).
+    pub audio_frame_ms: u32,
+    /// Silent microphones send as Opus in DTX does: a packet in 400 ms.
+    pub audio_dtx: bool,
+    /// How many publishers talk, the first to join; the others' microphones are silent.
+    pub talking: u32,
     /// Video bitrate in the meeting, bit/s.
     pub meeting_bitrate: u64,
     /// Video bitrate of the livestream, bit/s.
@@ -161,7 +176,17 @@ impl Scenario {
                 media.keyframe_seconds
             )
         };
-        let audio = format!("audio {} B × 50/s", media.audio_packet_size);
+        let mut audio = format!(
+            "audio {} B × {}/s",
+            media.audio_packet_size,
+            1000 / media.audio_frame_ms.max(1)
+        );
+        if media.talking > 0 {
+            audio += &format!(", {} talking", media.talking);
+        }
+        if media.audio_dtx {
+            audio += ", silent ones in DTX";
+        }
         match self {
             Self::AudioRoom => format!("{SPEAKERS} speakers ({audio}), N listeners"),
             Self::Meeting => format!(
@@ -183,11 +208,13 @@ impl Scenario {
         }
     }
 
-    /// What a participant in `role` sends.
-    pub fn outgoing(self, role: Role, media: &Media) -> Option<Outgoing> {
+    /// What a participant in `role` sends; `talking` gives its audio a voice's level.
+    pub fn outgoing(self, role: Role, media: &Media, talking: bool) -> Option<Outgoing> {
         let audio = Some(OutgoingAudio {
             packet_size: media.audio_packet_size,
-            level: SILENCE,
+            level: if talking { TALKING_LEVEL } else { SILENCE },
+            frame_ms: media.audio_frame_ms,
+            dtx: media.audio_dtx,
         });
         let video = |bitrate| OutgoingVideo {
             fps: media.fps,
@@ -228,6 +255,9 @@ mod tests {
     fn media() -> Media {
         Media {
             audio_packet_size: 120,
+            audio_frame_ms: 20,
+            audio_dtx: false,
+            talking: 0,
             meeting_bitrate: 500_000,
             livestream_bitrate: 1_500_000,
             fps: 30,
@@ -253,24 +283,50 @@ mod tests {
     #[test]
     fn speakers_send_audio_only_and_viewers_nothing() {
         let speaker = Scenario::AudioRoom
-            .outgoing(Role::Speaker, &media())
+            .outgoing(Role::Speaker, &media(), false)
             .unwrap();
         assert!(speaker.audio.is_some() && speaker.video.is_none());
         assert_eq!(
-            Scenario::Livestream.outgoing(Role::Listener, &media()),
+            Scenario::Livestream.outgoing(Role::Listener, &media(), false),
             None
         );
         let host = Scenario::Livestream
-            .outgoing(Role::VideoPublisher, &media())
+            .outgoing(Role::VideoPublisher, &media(), false)
             .unwrap();
         let video = host.video.unwrap();
         assert_eq!((video.bitrate, video.keyframe_interval), (1_500_000, 90));
     }
 
     #[test]
+    fn who_talks_carries_a_voice_and_the_audio_frames_follow_the_settings() {
+        let media = Media {
+            audio_frame_ms: 60,
+            audio_dtx: true,
+            talking: 1,
+            ..media()
+        };
+        let audio = |talking| {
+            Scenario::TownMeeting
+                .outgoing(Role::VideoPublisher, &media, talking)
+                .and_then(|outgoing| outgoing.audio)
+                .unwrap()
+        };
+        assert_eq!(
+            (audio(true).level, audio(false).level),
+            (TALKING_LEVEL, SILENCE)
+        );
+        assert_eq!((audio(false).frame_ms, audio(false).dtx), (60, true));
+        assert!(
+            Scenario::TownMeeting
+                .description(&media)
+                .contains("audio 120 B × 16/s, 1 talking, silent ones in DTX")
+        );
+    }
+
+    #[test]
     fn the_fan_out_sends_its_packets_each_a_frame_of_its_own() {
         let publisher = Scenario::Fanout
-            .outgoing(Role::VideoPublisher, &media())
+            .outgoing(Role::VideoPublisher, &media(), false)
             .unwrap();
         assert!(publisher.audio.is_some());
         let video = publisher.video.unwrap();
@@ -278,7 +334,10 @@ mod tests {
         assert_eq!((video.fps, video.max_packet_size), (4000, 1000));
         assert_eq!(video.bitrate / u64::from(video.fps) / 8, 1000);
         assert_eq!((video.keyframe_ratio, video.simulcast), (1, false));
-        assert_eq!(Scenario::Fanout.outgoing(Role::Listener, &media()), None);
+        assert_eq!(
+            Scenario::Fanout.outgoing(Role::Listener, &media(), false),
+            None
+        );
         assert_eq!(Scenario::Fanout.population(25).total(), 26);
     }
 }

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use support::{netns, wait_until};
 use treffpunkt_client::{
-    Joining, Kind, Outgoing, OutgoingAudio, OutgoingVideo, Participant, SILENCE, TrackStats,
-    VideoState, signal_url,
+    AUDIO_FRAME_MS, Joining, Kind, Outgoing, OutgoingAudio, OutgoingVideo, Participant, SILENCE,
+    TrackStats, VideoState, signal_url,
 };
 use treffpunkt_operator::standalone::{self, Standalone, StandaloneConfig};
 
@@ -77,6 +77,8 @@ fn microphone() -> OutgoingAudio {
     OutgoingAudio {
         packet_size: 120,
         level: SILENCE,
+        frame_ms: AUDIO_FRAME_MS,
+        dtx: false,
     }
 }
 
