@@ -79,13 +79,16 @@ pub use unjoined::UNJOINED_ROOM_TTL;
 use crate::domain::{
     self, Credentials, DisplayName, DomainError, NodeId, Room, RoomKey, Tenant, TenantName,
 };
-use crate::fleet::{ClientEvent, Fleet, ResumeError, Resumed};
+use crate::fleet::{ClientEvent, Fleet, FleetError, ResumeError, Resumed};
 use crate::store::{Store, StoreError};
 
 /// Bytes of a participant id: unique within a room.
 const PARTICIPANT_ID_BYTES: usize = 8;
 /// Bytes of a session id: unguessable, since it names the session on every node.
 const SESSION_ID_BYTES: usize = 16;
+/// How many nodes that filled up while a join was placed it passes over before it is refused
+/// as `platform-full`.
+const MAX_FULL_NODES: usize = 3;
 /// How long a resume waits for its session's node to attach to this replica (which may have
 /// just started) before the session moves to another node.
 const RESUME_ATTACH_WAIT: Duration = Duration::from_secs(6);
@@ -486,49 +489,63 @@ impl<S: Store> Admission<S> {
 
     /// Places `room` (keeping a live node) and opens a session for `member` there, near
     /// `from` where there is a choice; the session `continues` one whose node was lost, if not
-    /// empty.
+    /// empty. A node that filled up between its choice and the session's opening (joins that
+    /// raced for its last places) is passed over: the room is placed again, and spreads.
     async fn open(
         &self,
         tenant: &Tenant,
-        room: Room,
+        mut room: Room,
         member: &Member,
         continues: &str,
         from: Option<IpAddr>,
     ) -> Result<Attachment, Refusal> {
         let key = room.key.clone();
-        let (node, hosts) = self.place(tenant, room, from).await?;
-        if hosts.len() > 1 {
-            // Before the session opens, so that the node knows the rest of the room when the
-            // participant comes in.
-            self.fleet.span(&key, &hosts, &self.keys.tickets.get());
+        for _ in 0..=MAX_FULL_NODES {
+            let (node, hosts) = self.place(tenant, room, from).await?;
+            if hosts.len() > 1 {
+                // Before the session opens, so that the node knows the rest of the room when
+                // the participant comes in.
+                self.fleet.span(&key, &hosts, &self.keys.tickets.get());
+            }
+            let session_id = random::hex(SESSION_ID_BYTES);
+            let mut open =
+                tickets::open_session(&self.keys.grants.get(), &node, &key, member, &session_id);
+            open.continues = continues.to_owned();
+            // The instance that takes the session: if the node restarts under its id, the
+            // session's tickets still name the one that had it.
+            let node_instance = self.fleet.instance_of(&node).unwrap_or_default();
+            let events = match self.fleet.open_session(&node, key.clone(), open).await {
+                Ok(events) => events,
+                Err(FleetError::Full(_)) => {
+                    room = self
+                        .store
+                        .room(&key)
+                        .await?
+                        .ok_or_else(|| Refusal::room_not_found("the room was removed"))?;
+                    continue;
+                }
+                Err(error) => {
+                    warn!(%error, "could not open a session");
+                    return Err(Refusal::new(
+                        RefusalCode::Unavailable,
+                        "the media node is unavailable, try again",
+                    ));
+                }
+            };
+            let mut attachment = Attachment {
+                node,
+                session_id,
+                node_instance,
+                generation: 0,
+                events,
+                ticket: String::new(),
+            };
+            attachment.ticket = self.fresh_ticket(&key, member, &attachment);
+            return Ok(attachment);
         }
-        let session_id = random::hex(SESSION_ID_BYTES);
-        let mut open =
-            tickets::open_session(&self.keys.grants.get(), &node, &key, member, &session_id);
-        open.continues = continues.to_owned();
-        // The instance that takes the session: if the node restarts under its id, the
-        // session's tickets still name the one that had it.
-        let node_instance = self.fleet.instance_of(&node).unwrap_or_default();
-        let events = self
-            .fleet
-            .open_session(&node, key.clone(), open)
-            .await
-            .map_err(|error| {
-                warn!(%error, "could not open a session");
-                Refusal::new(
-                    RefusalCode::Unavailable,
-                    "the media node is unavailable, try again",
-                )
-            })?;
-        let mut attachment = Attachment {
-            node,
-            session_id,
-            node_instance,
-            generation: 0,
-            events,
-            ticket: String::new(),
-        };
-        attachment.ticket = self.fresh_ticket(&key, member, &attachment);
-        Ok(attachment)
+        Err(Refusal::new(
+            RefusalCode::PlatformFull,
+            "the platform is full, try again later",
+        ))
     }
 }

@@ -33,7 +33,8 @@ impl<S: Store> Admission<S> {
     /// there is none, the least-loaded node its tenant may use is added to the room's nodes
     /// (the first, for a room not placed yet), recorded with compare-and-set so that racing
     /// gateways agree. A room whose every node is full and that can spread nowhere stays on
-    /// its first node that takes rooms, which refuses what it cannot take.
+    /// its first node that takes rooms; opening the session there refuses what it cannot take
+    /// (the fleet, counting the sessions routed to it, or else the node itself).
     pub(super) async fn place(
         &self,
         tenant: &Tenant,

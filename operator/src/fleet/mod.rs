@@ -75,6 +75,10 @@ pub enum FleetError {
     /// take its place.
     #[error("media node {0} is attached already")]
     AlreadyAttached(NodeId),
+    /// The node has as many participants as it takes, counting the sessions routed to it
+    /// this moment: a join that raced others for its last places goes elsewhere.
+    #[error("media node {0} is full")]
+    Full(NodeId),
 }
 
 /// One attached node.
@@ -93,6 +97,21 @@ struct AttachedNode {
 impl AttachedNode {
     fn takes_rooms(&self) -> bool {
         !self.draining && self.lost_since.is_none()
+    }
+
+    /// Its participants: what it last reported, or the `routed` sessions if more (those that
+    /// joined since its report).
+    fn participants(&self, routed: usize) -> u32 {
+        self.load
+            .participants
+            .max(u32::try_from(routed).unwrap_or(u32::MAX))
+    }
+
+    /// The most participants it takes; 0 when it did not say.
+    fn max_participants(&self) -> u32 {
+        self.register
+            .capacity
+            .map_or(0, |capacity| capacity.max_participants)
     }
 }
 
@@ -116,6 +135,13 @@ struct FleetState {
 }
 
 impl FleetState {
+    /// The sessions routed to `node` through this replica.
+    fn routed_to<'a>(&'a self, node: &'a NodeId) -> impl Iterator<Item = &'a SessionRoute> {
+        self.sessions
+            .values()
+            .filter(move |session| &session.node == node)
+    }
+
     /// Tells every session on `node` to move, unless it is in `keep`.
     fn move_sessions(&self, node: &NodeId, keep: &[String]) {
         for (id, route) in &self.sessions {
@@ -243,23 +269,16 @@ impl Fleet {
             .iter()
             .filter(|(_, node)| node.lost_since.is_none())
             .map(|(id, node)| {
-                let routed: Vec<&SessionRoute> = state
-                    .sessions
-                    .values()
-                    .filter(|session| &session.node == id)
-                    .collect();
+                let routed: Vec<&SessionRoute> = state.routed_to(id).collect();
                 let mut routed_rooms: Vec<&RoomKey> = routed.iter().map(|s| &s.room).collect();
                 routed_rooms.sort();
                 routed_rooms.dedup();
                 NodeView {
                     id: id.clone(),
                     pool: node.register.pool.clone(),
-                    participants: node.load.participants.max(routed.len() as u32),
+                    participants: node.participants(routed.len()),
                     rooms: node.load.rooms.max(routed_rooms.len() as u32),
-                    max_participants: node
-                        .register
-                        .capacity
-                        .map_or(0, |capacity| capacity.max_participants),
+                    max_participants: node.max_participants(),
                     draining: node.draining,
                 }
             })

@@ -53,7 +53,9 @@ pub struct Resumed {
 
 impl Fleet {
     /// Records that `session_id` runs on `node`; the first message for the node is sent after
-    /// this, so that no answer to it is missed.
+    /// this, so that no answer to it is missed. It is refused when the node is full counting
+    /// the sessions routed to it: of joins that raced for a node's last places, the later ones
+    /// are placed again instead of refused by the node.
     fn route(
         &self,
         node: &NodeId,
@@ -73,6 +75,10 @@ impl Fleet {
             .get(node)
             .filter(|attached| attached.lost_since.is_none())
             .ok_or_else(|| FleetError::NodeGone(node.clone()))?;
+        let max = attached.max_participants();
+        if max > 0 && attached.participants(state.routed_to(node).count()) >= max {
+            return Err(FleetError::Full(node.clone()));
+        }
         let to_node = attached.to_node.clone();
         let route = SessionRoute {
             node: node.clone(),

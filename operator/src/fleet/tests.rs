@@ -75,6 +75,37 @@ async fn a_node_that_registers_carries_its_hosted_sessions_until_it_reports_its_
 }
 
 #[tokio::test]
+async fn a_node_full_with_the_sessions_routed_to_it_takes_no_more_before_it_reports() {
+    let fleet = Fleet::default();
+    let (tx, mut to_node) = mpsc::channel(16);
+    fleet.attach(register("a", &[]), tx).unwrap();
+    // Ten joins routed to it (its capacity) before it reports any of them.
+    for n in 1..=10 {
+        open(&fleet, "a", &format!("s{n}")).await;
+    }
+    let refused = fleet
+        .open_session(
+            &NodeId("a".into()),
+            room(),
+            v1::OpenSession {
+                session_id: "s11".into(),
+                ..v1::OpenSession::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(FleetError::Full(ref node)) if node.0 == "a"),
+        "{refused:?}"
+    );
+    let mut sent = 0;
+    while to_node.try_recv().is_ok() {
+        sent += 1;
+    }
+    assert_eq!(sent, 10, "the node was not asked to open the eleventh");
+    assert!(fleet.nodes()[0].participants >= 10);
+}
+
+#[tokio::test]
 async fn a_node_that_comes_back_in_time_keeps_its_sessions() {
     let fleet = Fleet::default();
     let (tx, _rx) = mpsc::channel(16);

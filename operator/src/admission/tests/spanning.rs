@@ -129,6 +129,52 @@ async fn a_room_whose_node_is_full_spreads_to_another_and_the_two_are_linked() {
 }
 
 #[tokio::test]
+async fn a_join_to_a_room_whose_nodes_filled_up_is_refused_without_asking_them() {
+    let mut platform = anna_on_a_of_two().await;
+    // Both nodes fill up with another room's participants: a has Anna and 9 more, b 10.
+    let _busy = (platform.load("a", 9).await, platform.load("b", 10).await);
+    platform.commands("a");
+    platform.commands("b");
+    let ben = platform
+        .admission
+        .join(&key("rat"), "Ben", &Credentials::default())
+        .await;
+    assert_eq!(code(ben), RefusalCode::PlatformFull);
+    assert!(
+        platform.opened("a").is_empty() && platform.opened("b").is_empty(),
+        "no node was asked to open a session it has no place for"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_that_race_for_a_node_s_last_places_spread_instead_of_being_refused() {
+    let mut platform = anna_on_a_of_two().await;
+    // a has Anna and 6 more: three places left, for twelve who join at once.
+    let _busy = platform.load("a", 6).await;
+    platform.commands("a");
+    let admission = Arc::new(platform.admission);
+    let joins: Vec<_> = (0..12)
+        .map(|n| {
+            let admission = admission.clone();
+            tokio::spawn(async move {
+                let name = format!("Gast {n}");
+                admission
+                    .join(&key("rat"), &name, &Credentials::default())
+                    .await
+                    .map(|joined| joined.attachment.node)
+            })
+        })
+        .collect();
+    let mut placed = HashMap::new();
+    for join in joins {
+        let node = join.await.unwrap().expect("nobody is refused");
+        *placed.entry(node).or_insert(0) += 1;
+    }
+    assert_eq!(placed.get(&node("a")), Some(&3), "{placed:?}");
+    assert_eq!(placed.get(&node("b")), Some(&9), "{placed:?}");
+}
+
+#[tokio::test]
 async fn a_lost_node_s_links_are_closed_at_the_other_end() {
     let mut platform = anna_on_a_of_two().await;
     let _busy = platform.load("a", 9).await;
