@@ -107,7 +107,7 @@ async fn window(
 
 /// Runs the measurement and prints its table.
 pub async fn run(args: AbsorbArgs, binary: PathBuf) -> anyhow::Result<()> {
-    let system = processes::start(&binary, 10, processes::Nodes::Processes(&[10])).await?;
+    let system = processes::start(&binary, 10, processes::Nodes::Processes(&[10]), None).await?;
     let url = signal_url(system.http, "public", "absorb");
     let anna = Participant::join(&url, "Anna", Some(Publish::default()))
         .await

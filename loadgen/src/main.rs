@@ -185,6 +185,11 @@ struct RunArgs {
     /// The participants each node takes (default: see `--nodes`).
     #[arg(long)]
     node_capacity: Option<u32>,
+    /// Keep the gateway's and the media nodes' logs (at `info`, or at what `RUST_LOG` says) in
+    /// this folder, one file each (`gateway.log`, `bench-1.log`, ...), to read what happened in
+    /// a run that failed.
+    #[arg(long)]
+    logs: Option<PathBuf>,
     /// Run the `--nodes` media nodes as shards of standalone mode's process, one thread each
     /// (`treffpunkt standalone --media-shards`), as a machine runs it; their CPU is then the
     /// process's, the gateway's included.
@@ -339,6 +344,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         nodes: args.nodes,
         shards: args.shards,
         node_capacity: args.node_capacity,
+        logs: args.logs.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(processes::cores().min(2))

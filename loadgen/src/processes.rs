@@ -4,7 +4,7 @@
 //! `/proc` apart from everything else; or standalone mode with its media nodes as shards of its
 //! own process (`--media-shards`), as a machine runs it. And the readings themselves.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -85,12 +85,27 @@ pub enum Nodes<'a> {
 
 /// Starts the gateway and its media nodes from the `treffpunkt` binary at `binary`, and
 /// returns once every node has attached. Node processes are named `bench-1`, `bench-2`, ...: a
-/// room fills them in that order.
+/// room fills them in that order. With `logs`, each process logs (at `info`, or what `RUST_LOG`
+/// says) into a file of its own there (`gateway.log`, `bench-1.log`, ...); without, only
+/// errors, and nothing is kept.
 pub async fn start(
     binary: &Path,
     max_participants: u32,
     nodes: Nodes<'_>,
+    logs: Option<&Path>,
 ) -> anyhow::Result<System> {
+    let level = match logs {
+        Some(_) => std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
+        None => "error".to_owned(),
+    };
+    let log_file = |name: &str| -> anyhow::Result<Option<std::fs::File>> {
+        logs.map(|dir| {
+            std::fs::create_dir_all(dir)?;
+            let path = dir.join(format!("{name}.log"));
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))
+        })
+        .transpose()
+    };
     let grpc = free_port();
     let mut command = Command::new(binary);
     command.args(["standalone", "--listen", "127.0.0.1:0"]);
@@ -116,7 +131,8 @@ pub async fn start(
         // Every participant comes from this machine's one address: the limits per address,
         // made for a city's clients, would refuse most of them.
         .args(UNLIMITED_PER_ADDRESS)
-        .env("RUST_LOG", "error")
+        .env("RUST_LOG", &level)
+        .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting the gateway from {}", binary.display()))?;
@@ -137,15 +153,27 @@ pub async fn start(
         }
     };
     // Keep reading so the gateway never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    let mut gateway_log = log_file("gateway")?;
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if let Some(file) = gateway_log.as_mut() {
+                let _ = writeln!(file, "{line}");
+            }
+        }
+    });
 
     let mut nodes = Vec::new();
     for (index, capacity) in capacities.iter().enumerate() {
+        let name = format!("bench-{}", index + 1);
+        let output = match log_file(&name)? {
+            Some(file) => Stdio::from(file),
+            None => Stdio::null(),
+        };
         let health = free_port();
         let media: SocketAddr = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
         let process = Process(
             Command::new(binary)
-                .args(["media-node", "--node-id", &format!("bench-{}", index + 1)])
+                .args(["media-node", "--node-id", &name])
                 .args(["--control-plane", &format!("http://127.0.0.1:{grpc}")])
                 .args([
                     "--udp-bind",
@@ -156,8 +184,9 @@ pub async fn start(
                 .args(["--health-listen", &format!("127.0.0.1:{health}")])
                 .args(["--max-participants", &capacity.to_string()])
                 .env("TREFFPUNKT_GRANT_KEY", GRANT_KEY)
-                .env("RUST_LOG", "error")
-                .stdout(Stdio::null())
+                .env("RUST_LOG", &level)
+                .env("NO_COLOR", "1")
+                .stdout(output)
                 .spawn()
                 .context("starting a media node")?,
         );

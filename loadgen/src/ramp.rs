@@ -74,6 +74,9 @@ pub struct RampConfig {
     /// or, with several nodes, its share of the largest step, so that the room spreads over
     /// all of them as it grows.
     pub node_capacity: Option<u32>,
+    /// Where the gateway and the nodes keep their logs (`info`), one file each; none kept
+    /// without it.
+    pub logs: Option<PathBuf>,
 }
 
 /// A participant of the ramp.
@@ -462,11 +465,11 @@ async fn join_missing(
                 step,
                 join_time,
             }),
-            Err(error) => failure = Some(error),
+            Err(error) => failure = Some((name, error)),
         }
     }
     match failure {
-        Some(error) => Err(anyhow::anyhow!("a participant could not join: {error}")),
+        Some((name, error)) => Err(anyhow::anyhow!("{name} could not join: {error}")),
         None => Ok(()),
     }
 }
@@ -713,6 +716,7 @@ mod tests {
             nodes: 1,
             shards: false,
             node_capacity: None,
+            logs: None,
         };
         let mut step = crate::report::tests::step(8, 0.0, 0.25);
         step.forwarded_packets_per_second = 50_000.0;

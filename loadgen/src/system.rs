@@ -33,7 +33,9 @@ impl System {
                     true => processes::Nodes::Shards(nodes, capacity * nodes),
                     false => processes::Nodes::Processes(&capacities),
                 };
-                Self::Treffpunkt(processes::start(&config.binary, room, where_).await?)
+                Self::Treffpunkt(
+                    processes::start(&config.binary, room, where_, config.logs.as_deref()).await?,
+                )
             }
             Sfu::Janus => {
                 let janus = config.janus.as_ref().context("no Janus configured")?;

@@ -31,8 +31,11 @@ use tcp::{TcpLink, TcpPort};
 const MAX_DATAGRAM: usize = 2048;
 /// Events the run loop may have handed to the control link before it takes them: the link only
 /// routes each to a stream, so a full queue means the link is stuck, and the media loop drops
-/// events (counted, and logged once every few seconds) rather than wait for it.
-pub const EVENT_QUEUE: usize = 8192;
+/// events (counted, and logged once every few seconds) rather than wait for it. A large room
+/// makes bursts as large as its participants here times a few messages each: a notice to each
+/// of them for every newcomer, and its whole roster relayed to a node the room spreads to
+/// (8,192 overflowed in a livestream of 750 over three nodes).
+pub const EVENT_QUEUE: usize = 65_536;
 /// How often dropped events are logged, when there are any.
 const DROPPED_EVENTS_SUMMARY: Duration = Duration::from_secs(10);
 /// How long the loop sleeps when the node wants no timeout at all.

@@ -106,6 +106,35 @@ async fn a_node_full_with_the_sessions_routed_to_it_takes_no_more_before_it_repo
 }
 
 #[tokio::test]
+async fn a_client_takes_the_roster_of_a_room_of_a_thousand_at_once_and_one_that_never_reads_is_let_go()
+ {
+    let fleet = Fleet::default();
+    let (tx, _to_node) = mpsc::channel(16);
+    fleet.attach(register("a", &[]), tx).unwrap();
+    let mut events = open(&fleet, "a", "s1").await;
+    let node = NodeId("a".into());
+    let joined = || {
+        ClientEvent::Signal(v1::Signal::new(v1::signal::Kind::ParticipantJoined(
+            v1::Participant::default(),
+        )))
+    };
+    // Everyone on the room's other nodes, announced one by one before the page reads any.
+    for _ in 0..1000 {
+        assert!(fleet.deliver(&node, "s1", joined()), "the session stays");
+    }
+    let mut read = 0;
+    while events.try_recv().is_ok() {
+        read += 1;
+    }
+    assert_eq!(read, 1000);
+    // A client that reads nothing at all is let go once its queue is full.
+    let delivered = (0..=sessions::CLIENT_QUEUE)
+        .take_while(|_| fleet.deliver(&node, "s1", joined()))
+        .count();
+    assert_eq!(delivered, sessions::CLIENT_QUEUE);
+}
+
+#[tokio::test]
 async fn a_node_that_comes_back_in_time_keeps_its_sessions() {
     let fleet = Fleet::default();
     let (tx, _rx) = mpsc::channel(16);
