@@ -74,8 +74,8 @@ pub struct RampConfig {
     /// or, with several nodes, its share of the largest step, so that the room spreads over
     /// all of them as it grows.
     pub node_capacity: Option<u32>,
-    /// Where the gateway and the nodes keep their logs (`info`), one file each; none kept
-    /// without it.
+    /// Where the gateway and the nodes keep their logs (at `info`, or what `RUST_LOG` says),
+    /// one file each; none kept without it.
     pub logs: Option<PathBuf>,
 }
 

@@ -231,6 +231,7 @@ impl Node {
         if !admission.continues.is_empty() {
             self.continued.insert(admission.continues, now);
         }
+        debug!(session = %admission.session_id, peer = id.0, "session opened");
         self.by_session_id.insert(admission.session_id, id);
         self.sessions.insert(id, session);
         self.apply_core_outputs(now);

@@ -13,7 +13,7 @@ use crate::domain::{NodeId, RoomKey, TenantName};
 /// must never wait for one participant, but a client that keeps up still gets bursts as large
 /// as its room: who joins a node that a large room has just spread to hears of everyone on the
 /// room's other nodes one by one, as their roster arrives over the link (hundreds at once in a
-/// room of a thousand). The queue takes those; it holds memory only while it is full.
+/// room of a thousand). The queue takes those; it holds memory only for what waits in it.
 pub(crate) const CLIENT_QUEUE: usize = 4096;
 /// How long a resume waits for its node's answer.
 const RESUME_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);

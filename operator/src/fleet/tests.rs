@@ -106,8 +106,7 @@ async fn a_node_full_with_the_sessions_routed_to_it_takes_no_more_before_it_repo
 }
 
 #[tokio::test]
-async fn a_client_takes_the_roster_of_a_room_of_a_thousand_at_once_and_one_that_never_reads_is_let_go()
- {
+async fn a_large_room_s_roster_arrives_whole_and_a_client_that_never_reads_is_let_go() {
     let fleet = Fleet::default();
     let (tx, _to_node) = mpsc::channel(16);
     fleet.attach(register("a", &[]), tx).unwrap();

@@ -470,6 +470,10 @@ impl<S: Store> Session<S> {
                         false
                     }
                     Inbound::Message(message) => match to_signal(message) {
+                        Ok(signal) if matches!(signal.kind, Some(v1::signal::Kind::Offer(_))) => {
+                            debug!("the client's offer, to the node");
+                            gateway.fleet.signal(&attachment.session_id, signal).await.is_err()
+                        }
                         // A node that cannot be reached any more means a move.
                         Ok(signal) => gateway.fleet.signal(&attachment.session_id, signal).await.is_err(),
                         Err(error) => {
@@ -483,6 +487,9 @@ impl<S: Store> Session<S> {
                 event = attachment.events.recv() => match event {
                     Some(ClientEvent::Signal(signal)) => {
                         let Some(message) = from_signal(signal) else { continue };
+                        if matches!(message, ServerMessage::Welcome { .. }) {
+                            debug!("the node's welcome, to the client");
+                        }
                         if !self.send(&message).await {
                             break Ending::Detach;
                         }
