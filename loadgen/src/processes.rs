@@ -83,6 +83,16 @@ pub enum Nodes<'a> {
     Shards(u32, u32),
 }
 
+/// The file in `logs` that process `name` logs into, if logs are kept.
+fn log_file(logs: Option<&Path>, name: &str) -> anyhow::Result<Option<std::fs::File>> {
+    logs.map(|dir| {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!("{name}.log"));
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))
+    })
+    .transpose()
+}
+
 /// Starts the gateway and its media nodes from the `treffpunkt` binary at `binary`, and
 /// returns once every node has attached. Node processes are named `bench-1`, `bench-2`, ...: a
 /// room fills them in that order. With `logs`, each process logs (at `info`, or what `RUST_LOG`
@@ -98,14 +108,7 @@ pub async fn start(
         Some(_) => std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
         None => "error".to_owned(),
     };
-    let log_file = |name: &str| -> anyhow::Result<Option<std::fs::File>> {
-        logs.map(|dir| {
-            std::fs::create_dir_all(dir)?;
-            let path = dir.join(format!("{name}.log"));
-            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))
-        })
-        .transpose()
-    };
+    let log_file = |name: &str| log_file(logs, name);
     let grpc = free_port();
     let mut command = Command::new(binary);
     command.args(["standalone", "--listen", "127.0.0.1:0"]);

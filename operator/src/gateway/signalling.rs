@@ -231,6 +231,22 @@ impl<S: Store> Session<S> {
         self.socket.send(Message::Text(text.into())).await.is_ok()
     }
 
+    /// Answers a member's request for an invitation to the room; `false` when the socket is
+    /// gone.
+    async fn invitation(&mut self, member: &Member) -> bool {
+        let answer = match self.gateway.admission.invitation(&self.key, member).await {
+            Ok(invitation) => {
+                let (invite, expires_at_unix_ms) = invitation.unzip();
+                ServerMessage::Invitation {
+                    invite,
+                    expires_at_unix_ms,
+                }
+            }
+            Err(refusal) => ServerMessage::error(refusal.code.as_str(), refusal.message),
+        };
+        self.send(&answer).await
+    }
+
     async fn refuse(&mut self, code: &str, message: impl Into<String>) -> bool {
         self.gateway.metrics.refusal(code);
         self.send(&ServerMessage::error(code, message)).await
@@ -457,14 +473,7 @@ impl<S: Store> Session<S> {
                         break Ending::Close(v1::CloseReason::Left);
                     }
                     Inbound::Message(ClientMessage::Invitation) => {
-                        let answer = match gateway.admission.invitation(&self.key, &member).await {
-                            Ok(invitation) => {
-                                let (invite, expires_at_unix_ms) = invitation.unzip();
-                                ServerMessage::Invitation { invite, expires_at_unix_ms }
-                            }
-                            Err(refusal) => ServerMessage::error(refusal.code.as_str(), refusal.message),
-                        };
-                        if !self.send(&answer).await {
+                        if !self.invitation(&member).await {
                             break Ending::Detach;
                         }
                         false
