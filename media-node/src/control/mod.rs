@@ -46,6 +46,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
 /// Signals held for one session while its replica is away.
 const HELD_PER_SESSION: usize = 64;
+/// Messages waiting for one replica's stream: as many as the node's own queue of events
+/// (`udp::EVENT_QUEUE`), since a large room's bursts (a notice to each participant per newcomer,
+/// the roster relayed to a node the room spreads to) pass through here whole. 1,024 held a
+/// joiner's welcome back in a livestream of 500 over three nodes.
+const STREAM_QUEUE: usize = 65_536;
 
 /// Who the node is, as it tells the control plane.
 #[derive(Clone, Debug)]
@@ -199,18 +204,42 @@ impl Links {
         }
     }
 
-    /// Sends `message` for `session` over its replica's stream, or holds it.
+    /// Sends `message` for `session` over its replica's stream, after what was held for the
+    /// session, or holds it: while the replica is away, or while its stream is full (a burst
+    /// of a large room), when [`Links::retry_held`] sends it later, in order.
     fn route(&mut self, session: &str, message: v1::NodeMessage) {
-        let link = self.sessions.get(session).map(|r| r.link.clone());
-        let sent = link
-            .and_then(|link| self.up.get(&link))
-            .is_some_and(|stream| stream.try_send(message.clone()).is_ok());
-        if !sent {
-            let held = self.held.entry(session.to_owned()).or_default();
-            if held.len() == HELD_PER_SESSION {
-                held.pop_front();
+        let held = self.held.entry(session.to_owned()).or_default();
+        if held.len() == HELD_PER_SESSION {
+            held.pop_front();
+        }
+        held.push_back(message);
+        self.send_held(session);
+    }
+
+    /// Sends what is held for `session`, oldest first, while its replica's stream takes it.
+    fn send_held(&mut self, session: &str) {
+        let stream = self
+            .sessions
+            .get(session)
+            .and_then(|record| self.up.get(&record.link));
+        let (Some(stream), Some(held)) = (stream, self.held.get_mut(session)) else {
+            return;
+        };
+        while let Some(message) = held.pop_front() {
+            if let Err(error) = stream.try_send(message) {
+                held.push_front(error.into_inner());
+                return;
             }
-            held.push_back(message);
+        }
+        self.held.remove(session);
+    }
+
+    /// Sends what was held for sessions whose replica's stream is up: what a full stream
+    /// could not take goes out once it has room (tried with every load report, once a second).
+    fn retry_held(&mut self) {
+        let sessions: Vec<String> = self.held.keys().cloned().collect();
+        for session in sessions {
+            self.send_held(&session);
         }
     }
 
@@ -327,6 +356,7 @@ pub async fn run(
                 }
             }
             Event::Load(_) | Event::Draining { .. } => {
+                links.retry_held();
                 let message = event_message(event);
                 if let Some(NodeKind::Draining(draining)) = &message.kind {
                     // Told again to every replica the node attaches to later.
@@ -509,7 +539,7 @@ async fn attach_once(address: &str, context: &LinkContext) -> Result<Attached> {
         .await
         .map_err(|error| Error::Control(error.to_string()))?;
     let mut client = ControlPlaneClient::new(channel);
-    let (outbound, outbound_stream) = mpsc::channel::<v1::NodeMessage>(1024);
+    let (outbound, outbound_stream) = mpsc::channel::<v1::NodeMessage>(STREAM_QUEUE);
     let (hosted_rooms, draining, attached_replicas) = {
         let links = lock(&context.links);
         let attached: Vec<String> = links.up.keys().cloned().collect();

@@ -110,6 +110,48 @@ fn replicas_without_a_stream_are_missing_until_one_is_up() {
 }
 
 #[test]
+fn what_a_full_stream_cannot_take_goes_out_later_in_order() {
+    let mut links = Links::default();
+    let (a, mut a_rx) = mpsc::channel(2);
+    links.up.insert("a".into(), a);
+    links.bind("s1", "a", None);
+    links.bind("s2", "a", None);
+    let welcome = |session: &str| {
+        event_message(Event::Signal {
+            session_id: session.to_owned(),
+            signal: v1::Signal::error("welcome", session),
+        })
+    };
+    links.route("s1", signal("s1"));
+    links.route("s1", signal("s1"));
+    // The stream is full: s2's welcome waits, and its next message waits behind it.
+    links.route("s2", welcome("s2"));
+    links.route("s2", signal("s2"));
+    assert_eq!(links.held["s2"].len(), 2);
+    let mut received = || {
+        std::iter::from_fn(|| a_rx.try_recv().ok())
+            .filter_map(|message| match message.kind {
+                Some(NodeKind::Signal(signal)) => Some(signal),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(received().len(), 2);
+    links.retry_held();
+    let later = received();
+    assert_eq!(later.len(), 2, "both went out once the stream had room");
+    assert_eq!(later[0], welcome_signal("s2"), "the welcome first");
+    assert!(links.held.is_empty());
+}
+
+fn welcome_signal(session: &str) -> v1::SessionSignal {
+    v1::SessionSignal {
+        session_id: session.to_owned(),
+        signal: Some(v1::Signal::error("welcome", session)),
+    }
+}
+
+#[test]
 fn held_signals_are_bounded() {
     let mut links = Links::default();
     links.bind("s1", "gone", None);
