@@ -17,11 +17,13 @@
 //!
 //! Every session belongs to the replica whose gateway holds the participant's WebSocket: its
 //! signals go back over that replica's stream. When that stream is down, they are held until it
-//! comes back or the client resumes its session through another replica. Media never passes
-//! through the control plane, so a control-plane restart does not disturb running calls.
+//! comes back or the client resumes its session through another replica; what a full stream
+//! cannot take waits too, in order, as do a spanning room's messages to its other nodes (`links`).
+//! Media never passes through the control plane, so a control-plane restart does not disturb
+//! running calls.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -40,12 +42,12 @@ use crate::error::{Error, Result};
 use crate::node::{Admission, Command, Event, Resume};
 use crate::status::NodeStatus;
 
+use self::links::{Shared, lock};
+
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often names of the control plane are looked up again.
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
-/// Signals held for one session while its replica is away.
-const HELD_PER_SESSION: usize = 64;
 /// Messages waiting for one replica's stream: as many as the node's own queue of events
 /// (`udp::EVENT_QUEUE`), since a large room's bursts (a notice to each participant per newcomer,
 /// the roster relayed to a node the room spreads to) pass through here whole. 1,024 held a
@@ -157,145 +159,6 @@ enum Attached {
     Known,
 }
 
-/// A session and the replica it belongs to.
-#[derive(Debug)]
-struct SessionRecord {
-    link: String,
-    room: String,
-}
-
-/// What the streams share: which are up, which session belongs to which, and what is held.
-#[derive(Debug, Default)]
-struct Links {
-    /// Streams that are up, by the replica's id (its address, for a control plane that does
-    /// not name its replicas).
-    up: HashMap<String, mpsc::Sender<v1::NodeMessage>>,
-    /// The replicas that serve, as each stream's replica last told them.
-    replicas: HashMap<String, Vec<String>>,
-    sessions: HashMap<String, SessionRecord>,
-    held: HashMap<String, VecDeque<v1::NodeMessage>>,
-    draining: Option<v1::Draining>,
-    /// The replica that opened each link of a spanning room, by link id: its messages go
-    /// back that way.
-    room_links: HashMap<u64, String>,
-}
-
-type Shared = Arc<Mutex<Links>>;
-
-fn lock(links: &Shared) -> std::sync::MutexGuard<'_, Links> {
-    // Critical sections only move entries between maps.
-    links
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-impl Links {
-    fn bind(&mut self, session: &str, link: &str, room: Option<String>) {
-        let record = self
-            .sessions
-            .entry(session.to_owned())
-            .or_insert_with(|| SessionRecord {
-                link: link.to_owned(),
-                room: String::new(),
-            });
-        record.link = link.to_owned();
-        if let Some(room) = room {
-            record.room = room;
-        }
-    }
-
-    /// Sends `message` for `session` over its replica's stream, after what was held for the
-    /// session, or holds it: while the replica is away, or while its stream is full (a burst
-    /// of a large room), when [`Links::retry_held`] sends it later, in order.
-    fn route(&mut self, session: &str, message: v1::NodeMessage) {
-        let held = self.held.entry(session.to_owned()).or_default();
-        if held.len() == HELD_PER_SESSION {
-            held.pop_front();
-        }
-        held.push_back(message);
-        self.send_held(session);
-    }
-
-    /// Sends what is held for `session`, oldest first, while its replica's stream takes it.
-    fn send_held(&mut self, session: &str) {
-        let stream = self
-            .sessions
-            .get(session)
-            .and_then(|record| self.up.get(&record.link));
-        let (Some(stream), Some(held)) = (stream, self.held.get_mut(session)) else {
-            return;
-        };
-        while let Some(message) = held.pop_front() {
-            if let Err(error) = stream.try_send(message) {
-                held.push_front(error.into_inner());
-                return;
-            }
-        }
-        self.held.remove(session);
-    }
-
-    /// Sends what was held for sessions whose replica's stream is up: what a full stream
-    /// could not take goes out once it has room (tried with every load report, once a second).
-    fn retry_held(&mut self) {
-        let sessions: Vec<String> = self.held.keys().cloned().collect();
-        for session in sessions {
-            self.send_held(&session);
-        }
-    }
-
-    /// Sends what was held for the sessions of `link`.
-    fn flush(&mut self, link: &str) {
-        let Some(stream) = self.up.get(link).cloned() else {
-            return;
-        };
-        let sessions: Vec<String> = self
-            .sessions
-            .iter()
-            .filter(|(_, record)| record.link == link)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for session in sessions {
-            for message in self.held.remove(&session).unwrap_or_default() {
-                let _ = stream.try_send(message);
-            }
-        }
-    }
-
-    /// How many replicas that serve this node has no stream to.
-    fn missing(&self) -> usize {
-        let mut known: Vec<&String> = self
-            .replicas
-            .iter()
-            .filter(|(link, _)| self.up.contains_key(*link))
-            .flat_map(|(_, ids)| ids)
-            .filter(|id| !self.up.contains_key(*id))
-            .collect();
-        known.sort();
-        known.dedup();
-        known.len()
-    }
-
-    fn hosted_rooms(&self) -> Vec<v1::HostedRoom> {
-        let mut rooms: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for (session, record) in &self.sessions {
-            rooms.entry(&record.room).or_default().push(session.clone());
-        }
-        rooms
-            .into_iter()
-            .filter_map(|(room, session_ids)| {
-                let (tenant, name) = room.split_once('/')?;
-                Some(v1::HostedRoom {
-                    room: Some(v1::RoomRef {
-                        tenant: tenant.to_owned(),
-                        name: name.to_owned(),
-                    }),
-                    session_ids,
-                })
-            })
-            .collect()
-    }
-}
-
 /// Keeps the node attached to every replica named by `endpoints` until `events` closes.
 pub async fn run(
     endpoints: Vec<String>,
@@ -343,18 +206,7 @@ pub async fn run(
                     links.flush(&via);
                 }
             }
-            Event::Relay { link, .. } => {
-                // Through the replica that opened the link, or any that is up.
-                let message = event_message(event);
-                let via = links
-                    .room_links
-                    .get(&link.0)
-                    .and_then(|via| links.up.get(via));
-                let sent = via.is_some_and(|stream| stream.try_send(message.clone()).is_ok());
-                if !sent && let Some(stream) = links.up.values().next() {
-                    let _ = stream.try_send(message);
-                }
-            }
+            Event::Relay { link, .. } => links.relay(link.0, event_message(event)),
             Event::Load(_) | Event::Draining { .. } => {
                 links.retry_held();
                 let message = event_message(event);
@@ -730,7 +582,10 @@ async fn command_for(
             }
         },
         Some(ControlKind::CloseLink(close)) => {
-            lock(&context.links).room_links.remove(&close.link_id);
+            let mut links = lock(&context.links);
+            links.room_links.remove(&close.link_id);
+            links.held_relays.remove(&close.link_id);
+            drop(links);
             Command::CloseLink {
                 link: crate::core::LinkId(close.link_id),
             }
@@ -746,6 +601,7 @@ async fn command_for(
     })
 }
 
+mod links;
 pub(crate) mod relay;
 #[cfg(test)]
 mod tests;

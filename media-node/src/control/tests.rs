@@ -1,5 +1,6 @@
 //! The Attach client's pure parts: grants, the links between sessions and replicas.
 
+use super::links::{HELD_PER_SESSION, Links};
 use super::*;
 
 fn open(grant: v1::Grant, key: &Keyring) -> v1::OpenSession {
@@ -124,6 +125,10 @@ fn what_a_full_stream_cannot_take_goes_out_later_in_order() {
     };
     links.route("s1", signal("s1"));
     links.route("s1", signal("s1"));
+    assert!(
+        links.held.is_empty(),
+        "a stream with room takes them at once"
+    );
     // The stream is full: s2's welcome waits, and its next message waits behind it.
     links.route("s2", welcome("s2"));
     links.route("s2", signal("s2"));
@@ -151,6 +156,48 @@ fn welcome_signal(session: &str) -> v1::SessionSignal {
     }
 }
 
+/// The session ids of the signals `rx` has, in order.
+fn signals_in(rx: &mut mpsc::Receiver<v1::NodeMessage>) -> Vec<String> {
+    std::iter::from_fn(|| rx.try_recv().ok())
+        .filter_map(|message| match message.kind {
+            Some(NodeKind::Signal(signal)) => Some(signal.session_id),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn room_messages_a_full_stream_cannot_take_go_out_later_in_order() {
+    let mut links = Links::default();
+    let (a, mut a_rx) = mpsc::channel(1);
+    let (b, mut b_rx) = mpsc::channel(8);
+    links.up.insert("a".into(), a);
+    links.room_links.insert(7, "a".into());
+    // Stand-ins for the link's room messages, told apart by their ids.
+    for id in ["r1", "r2", "r3"] {
+        links.relay(7, signal(id));
+    }
+    assert_eq!(signals_in(&mut a_rx), ["r1"]);
+    assert_eq!(links.held_relays[&7].len(), 2, "the full stream left two");
+    links.retry_held();
+    assert_eq!(signals_in(&mut a_rx), ["r2"]);
+    links.retry_held();
+    assert_eq!(signals_in(&mut a_rx), ["r3"]);
+    assert!(links.held_relays.is_empty());
+    // With the replica that opened the link away, another one carries them.
+    links.up.remove("a");
+    links.up.insert("b".into(), b);
+    links.relay(7, signal("r4"));
+    assert_eq!(signals_in(&mut b_rx), ["r4"]);
+    // With none up they wait, and go once one is.
+    links.up.clear();
+    links.relay(7, signal("r5"));
+    let (c, mut c_rx) = mpsc::channel(8);
+    links.up.insert("c".into(), c);
+    links.retry_held();
+    assert_eq!(signals_in(&mut c_rx), ["r5"]);
+}
+
 #[test]
 fn held_signals_are_bounded() {
     let mut links = Links::default();
@@ -159,6 +206,13 @@ fn held_signals_are_bounded() {
         links.route("s1", signal("s1"));
     }
     assert_eq!(links.held["s1"].len(), HELD_PER_SESSION);
+    assert_eq!(
+        links.dropped,
+        1000 - HELD_PER_SESSION as u64,
+        "counted, to be logged"
+    );
+    links.retry_held();
+    assert_eq!(links.dropped, 0, "logged once");
 }
 
 #[tokio::test]

@@ -479,12 +479,13 @@ impl<S: Store> Session<S> {
                         false
                     }
                     Inbound::Message(message) => match to_signal(message) {
-                        Ok(signal) if matches!(signal.kind, Some(v1::signal::Kind::Offer(_))) => {
-                            debug!("the client's offer, to the node");
+                        Ok(signal) => {
+                            if matches!(signal.kind, Some(v1::signal::Kind::Offer(_))) {
+                                debug!("the client's offer, to the node");
+                            }
+                            // A node that cannot be reached any more means a move.
                             gateway.fleet.signal(&attachment.session_id, signal).await.is_err()
                         }
-                        // A node that cannot be reached any more means a move.
-                        Ok(signal) => gateway.fleet.signal(&attachment.session_id, signal).await.is_err(),
                         Err(error) => {
                             if !self.refuse(error.code(), error.to_string()).await {
                                 break Ending::Detach;
