@@ -5,10 +5,14 @@
 //!   FIR), last in the chain so that every other interceptor has seen all of the RTCP first, and
 //!   drops the rest. The node reads subscribers' requests through it; the Rust test client reads
 //!   the node's requests to its publishers through the same one.
-//! - [`ArrivalTap`]: counts the RTP and RTCP packets that arrive through SRTP, that is, that
-//!   authenticated; the node's gate learns from it which SSRCs a client really sends on.
-//! - [`SimulcastReportFilter`]: keeps report blocks about simulcast layers out of the node's
-//!   RTCP reports, so that browsers keep tagging every packet with its layer.
+//! - [`WireTap`], wire-most: counts the RTP and RTCP packets that arrive through SRTP, that is,
+//!   that authenticated (the node's gate learns from it which SSRCs a client really sends on),
+//!   and keeps report blocks about simulcast layers out of the node's RTCP reports, so that
+//!   browsers keep tagging every packet with its layer.
+//!
+//! Every packet a connection sends or receives is moved through each interceptor of its chain
+//! (into the interceptor's queue and out again), so the node's own duties share as few
+//! interceptors as their places in the chain allow.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -27,12 +31,9 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 /// Where [`KeyframeRequests`] goes in a chain: after every default interceptor.
 pub const KEYFRAME_REQUESTS_SLOT: usize = 14_000;
-/// Where [`ArrivalTap`] goes: wire-most, so that it counts every packet SRTP let through before
-/// any interceptor acts on it.
-pub const ARRIVAL_TAP_SLOT: usize = 500;
-/// Where [`SimulcastReportFilter`] goes: wire-ward of the report interceptors, so that it sees
-/// the reports they write.
-pub const REPORT_FILTER_SLOT: usize = 9_500;
+/// Where [`WireTap`] goes: wire-most, so that it counts every packet SRTP let through before
+/// any interceptor acts on it, and sees every report the interceptors write.
+pub const WIRE_TAP_SLOT: usize = 500;
 
 /// Hands inbound keyframe requests (PLI, FIR) to the application and drops every other inbound
 /// RTCP packet, which the interceptors wire-ward of it have already acted on. It sits last in the
@@ -106,9 +107,10 @@ impl Interceptor for KeyframeRequests {
 /// browser loses its per-layer loss figures, while its bandwidth estimate runs on transport-wide
 /// feedback and is unaffected. Plain tracks, whose SSRCs the SDP declares, keep their reports.
 ///
-/// It sits wire-ward of the report interceptors, so it sees the reports they write.
-#[derive(Default)]
-pub struct SimulcastReportFilter {
+/// It also counts what arrives into [`Arrivals`], and passes everything else on unchanged. It
+/// sits wire-most ([`WIRE_TAP_SLOT`]), so it sees the reports the interceptors write.
+pub struct WireTap {
+    arrivals: Arrivals,
     /// The rid extension's id on each bound remote stream that negotiated it.
     rid_extension: FxHashMap<u32, u8>,
     /// SSRCs that arrived with a rid: simulcast layers.
@@ -117,7 +119,18 @@ pub struct SimulcastReportFilter {
     writes: VecDeque<TaggedPacket>,
 }
 
-impl SimulcastReportFilter {
+impl WireTap {
+    /// A tap that counts into `arrivals`.
+    pub fn new(arrivals: Arrivals) -> Self {
+        Self {
+            arrivals,
+            rid_extension: FxHashMap::default(),
+            layers: FxHashSet::default(),
+            reads: VecDeque::new(),
+            writes: VecDeque::new(),
+        }
+    }
+
     fn without_layers(&self, packet: &dyn rtc::rtcp::Packet) -> Option<Box<dyn rtc::rtcp::Packet>> {
         let any = packet.as_any();
         if let Some(report) = any.downcast_ref::<ReceiverReport>()
@@ -138,7 +151,7 @@ impl SimulcastReportFilter {
     }
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for SimulcastReportFilter {
+impl Protocol<TaggedPacket, TaggedPacket, ()> for WireTap {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -146,6 +159,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SimulcastReportFilter {
     type Time = Instant;
 
     fn handle_read(&mut self, message: TaggedPacket) -> Result<(), Self::Error> {
+        self.arrivals.0.fetch_add(1, Ordering::Relaxed);
         if let Packet::Rtp(packet) = &message.message.packet {
             let ssrc = packet.header.ssrc;
             if !self.layers.contains(&ssrc)
@@ -182,7 +196,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SimulcastReportFilter {
     }
 }
 
-impl Interceptor for SimulcastReportFilter {
+impl Interceptor for WireTap {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, info: &StreamInfo) {
@@ -217,7 +231,7 @@ pub fn keyframe_request_ssrcs(
 }
 
 /// How many RTP packets and RTCP compounds arrived through SRTP on one connection: each one
-/// authenticated. Shared between the connection's [`ArrivalTap`] and the node.
+/// authenticated. Shared between the connection's [`WireTap`] and the node.
 #[derive(Clone, Debug, Default)]
 pub struct Arrivals(Arc<AtomicU64>);
 
@@ -226,56 +240,4 @@ impl Arrivals {
     pub fn count(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
-}
-
-/// Counts inbound packets into [`Arrivals`] and passes everything on unchanged.
-pub struct ArrivalTap {
-    arrivals: Arrivals,
-    reads: VecDeque<TaggedPacket>,
-    writes: VecDeque<TaggedPacket>,
-}
-
-impl ArrivalTap {
-    /// A tap that counts into `arrivals`.
-    pub fn new(arrivals: Arrivals) -> Self {
-        Self {
-            arrivals,
-            reads: VecDeque::new(),
-            writes: VecDeque::new(),
-        }
-    }
-}
-
-impl Protocol<TaggedPacket, TaggedPacket, ()> for ArrivalTap {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = RtcError;
-    type Time = Instant;
-
-    fn handle_read(&mut self, message: TaggedPacket) -> Result<(), Self::Error> {
-        self.arrivals.0.fetch_add(1, Ordering::Relaxed);
-        self.reads.push_back(message);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.reads.pop_front()
-    }
-
-    fn handle_write(&mut self, message: TaggedPacket) -> Result<(), Self::Error> {
-        self.writes.push_back(message);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.writes.pop_front()
-    }
-}
-
-impl Interceptor for ArrivalTap {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }

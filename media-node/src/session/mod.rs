@@ -622,16 +622,34 @@ impl Session {
             let level = usize::from(level);
             header.set_extension(out_id, Bytes::from_static(&BYTE_VALUES[level..=level]))?;
         }
-        let Some(mut sender) = self.pc.rtp_sender(sender) else {
-            return Ok(());
-        };
-        sender.write_rtp(
+        self.write_down(
             now,
+            sender,
             rtp::Packet {
                 header,
                 payload: payload.clone(),
             },
-        )?;
+        )
+    }
+
+    /// Hands a packet for a negotiated down-track to the connection, while its sender still
+    /// sends. `RTCRtpSender::write_rtp` would check again, for every packet, what negotiation
+    /// settled once (the SSRC is the down-track's, the payload type and the extension ids are
+    /// the leg's negotiated ones) and allocate the track's id for a message that does not read
+    /// it; the connection's own write is the same path after those checks.
+    fn write_down(
+        &mut self,
+        now: Instant,
+        sender: RTCRtpSenderId,
+        packet: rtp::Packet,
+    ) -> Result<()> {
+        if self.pc.rtp_sender(sender).is_none() {
+            return Ok(());
+        }
+        self.pc.handle_write(TaggedRTCMessage {
+            now,
+            message: RTCMessage::RtpPacket(String::new(), packet),
+        })?;
         Ok(())
     }
 
@@ -661,10 +679,6 @@ impl Session {
         let Some((payload_type, sender, _)) = self.negotiated(ssrc) else {
             return Ok(());
         };
-        let Some(sender) = self.pc.rtp_sender(sender) else {
-            return Ok(());
-        };
-        let track = sender.track().track_id().to_string();
         for index in 0..count {
             // Marked as padded with nothing before the padding: the receiver reads an empty
             // payload, which is how padding-only packets look.
@@ -677,10 +691,8 @@ impl Session {
                 ssrc,
                 ..Default::default()
             };
-            // The filler that gives the packet its size (see `PADDING_FILL`). The RTP stack's
-            // sender refuses extension ids that were not negotiated, as it should for media an
-            // application writes; this one is the node's own and no receiver reads it, so the
-            // padding goes to the connection directly (the same path, after that check).
+            // The filler that gives the packet its size (see `PADDING_FILL`): an extension id
+            // of the node's own that no receiver reads.
             if fill > 0 {
                 let filler = Bytes::from_static(&[0; PADDING_FILL]);
                 header
@@ -690,10 +702,7 @@ impl Session {
                 header,
                 payload: Bytes::new(),
             };
-            self.pc.handle_write(TaggedRTCMessage {
-                now,
-                message: RTCMessage::RtpPacket(track.clone(), packet),
-            })?;
+            self.write_down(now, sender, packet)?;
         }
         Ok(())
     }

@@ -17,8 +17,8 @@
 //!   apart;
 //! - a tap that hands subscribers' keyframe requests (PLI, FIR) to the node and drops the rest
 //!   of the RTCP the chain has already acted on ([`KeyframeRequests`]);
-//! - a filter that keeps report blocks about simulcast layers out of the node's receiver
-//!   reports ([`SimulcastReportFilter`] says why).
+//! - a tap, wire-most, that counts what authenticated and keeps report blocks about simulcast
+//!   layers out of the node's receiver reports ([`WireTap`] says why).
 
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
 use rtc::shared::error::Error as RtcError;
 
-use super::interceptors::{self, ArrivalTap, Arrivals, KeyframeRequests, SimulcastReportFilter};
+use super::interceptors::{self, Arrivals, KeyframeRequests, WireTap};
 use crate::congestion::{AudioFirstPacer, DownlinkEstimator, EstimateCell};
 use crate::core::Codec;
 
@@ -123,16 +123,12 @@ pub fn media_setup(
         .with(Slot::Pacer, AudioFirstPacer::new(estimate));
     let registry = configure_rtcp_reports(registry)
         .with(
-            Slot::from(interceptors::REPORT_FILTER_SLOT),
-            SimulcastReportFilter::default(),
-        )
-        .with(
             Slot::from(interceptors::KEYFRAME_REQUESTS_SLOT),
             KeyframeRequests::default(),
         )
         .with(
-            Slot::from(interceptors::ARRIVAL_TAP_SLOT),
-            ArrivalTap::new(arrivals),
+            Slot::from(interceptors::WIRE_TAP_SLOT),
+            WireTap::new(arrivals),
         );
     Ok((engine, registry))
 }
