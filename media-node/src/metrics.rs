@@ -32,7 +32,7 @@ pub struct Stats {
     pub bytes_out: u64,
     /// Datagrams dropped at the gate since the start, by reason (in the order of
     /// [`DROP_REASONS`]).
-    pub dropped: [u64; 6],
+    pub dropped: [u64; crate::node::gate::DROP_REASONS],
     /// Sessions open.
     pub sessions: u64,
     /// Rooms hosted.
@@ -60,13 +60,14 @@ pub struct Stats {
 }
 
 /// Why the gate dropped a datagram, as the metric's label.
-pub const DROP_REASONS: [&str; 6] = [
+pub const DROP_REASONS: [&str; crate::node::gate::DROP_REASONS] = [
     "not-media",
     "unknown",
     "malformed",
     "over-budget",
     "refused",
     "relay",
+    "departed",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

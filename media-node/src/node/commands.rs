@@ -407,7 +407,8 @@ impl Node {
             return;
         };
         self.by_session_id.remove(&session.session_id);
-        self.demux.remove_peer(peer, &session.ufrag);
+        let addresses = self.demux.remove_peer(peer, &session.ufrag);
+        self.drops.departed(now, addresses);
         match reason {
             // The page may be on its way back: the others keep it for a while (see the core's
             // `moving`).

@@ -67,16 +67,18 @@ impl Demux {
         self.by_ufrag.insert(ufrag, peer);
     }
 
-    /// Forgets everything about `peer`.
-    pub fn remove_peer(&mut self, peer: PeerId, ufrag: &str) {
+    /// Forgets everything about `peer`; returns the addresses it used.
+    pub fn remove_peer(&mut self, peer: PeerId, ufrag: &str) -> Vec<SocketAddr> {
         if self.by_ufrag.get(ufrag) == Some(&peer) {
             self.by_ufrag.remove(ufrag);
         }
-        for address in self.addresses.remove(&peer).unwrap_or_default() {
-            if self.by_address.get(&address) == Some(&peer) {
-                self.by_address.remove(&address);
+        let addresses = self.addresses.remove(&peer).unwrap_or_default();
+        for address in &addresses {
+            if self.by_address.get(address) == Some(&peer) {
+                self.by_address.remove(address);
             }
         }
+        addresses
     }
 
     /// The connection a datagram from `from` belongs to, if any.

@@ -22,15 +22,25 @@
 //!    sending after a few seconds without answers.
 //!
 //! What is dropped is counted by reason and logged as one summary line at most every
-//! [`SUMMARY_INTERVAL`], never a line per datagram.
+//! [`SUMMARY_INTERVAL`], never a line per datagram. A warning means garbage: what a session's
+//! client still had on the way when its session ended (media, reports, a consent check), which
+//! every leave brings, is counted apart ([`Drop::Departed`]) and logged at `debug` only.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tracing::warn;
+use rustc_hash::FxHashMap;
+use tracing::{debug, warn};
 
 /// How often the counts of dropped datagrams are logged, when there are any.
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
+/// How long the addresses of a session that ended are remembered, to tell what its client still
+/// sends from garbage: a client stops within a round trip or two of its session's close.
+pub const DEPARTED_MEMORY: Duration = Duration::from_secs(10);
+/// Addresses of ended sessions remembered at most; beyond that, stray packets count as unknown.
+const MAX_DEPARTED: usize = 16_384;
+/// How many reasons a datagram may be dropped for.
+pub const DROP_REASONS: usize = 7;
 /// Datagrams per second (and burst) a session may spend authentication on outside its known
 /// SSRCs: its new SSRCs' first packets, forged or not.
 const SRTP_RATE: f64 = 200.0;
@@ -81,6 +91,9 @@ pub enum Drop {
     /// A relayed packet of another node that did not open with its link's key, came from
     /// another address or came twice.
     Relay,
+    /// From an address of a session that ended less than [`DEPARTED_MEMORY`] ago: what its
+    /// client still had on the way.
+    Departed,
 }
 
 /// What a datagram's header says, for the gate.
@@ -267,13 +280,15 @@ impl SessionGate {
 /// Counts of dropped datagrams since the last summary.
 #[derive(Debug, Default)]
 pub struct Drops {
-    counts: [u64; 6],
+    counts: [u64; DROP_REASONS],
     /// Every datagram dropped since the node started.
     pub all_time: u64,
     /// The same, by reason.
-    pub all_time_by_reason: [u64; 6],
-    /// Summary lines logged since the node started.
+    pub all_time_by_reason: [u64; DROP_REASONS],
+    /// Summary lines logged as warnings since the node started.
     pub summaries: u64,
+    /// The addresses of sessions that ended, with when.
+    departed: FxHashMap<SocketAddr, Instant>,
     /// A source of the latest drop, to name in the summary.
     example: Option<SocketAddr>,
     next_summary: Option<Instant>,
@@ -288,32 +303,79 @@ impl Drops {
         self.example = Some(from);
     }
 
+    /// Counts a datagram from `from` that belongs to no session: one from a session that
+    /// ended moments ago, or garbage from an unknown source.
+    pub fn count_unrouted(&mut self, now: Instant, from: SocketAddr) {
+        let departed = self
+            .departed
+            .get(&from)
+            .is_some_and(|at| now.duration_since(*at) < DEPARTED_MEMORY);
+        self.count(
+            if departed {
+                Drop::Departed
+            } else {
+                Drop::Unknown
+            },
+            from,
+        );
+    }
+
+    /// Remembers the addresses of a session that ended at `now`.
+    pub fn departed(&mut self, now: Instant, addresses: impl IntoIterator<Item = SocketAddr>) {
+        for address in addresses {
+            if self.departed.len() < MAX_DEPARTED || self.departed.contains_key(&address) {
+                self.departed.insert(address, now);
+            }
+        }
+    }
+
     /// Every datagram dropped since the last summary.
     pub fn total(&self) -> u64 {
         self.counts.iter().sum()
     }
 
-    /// Logs what was dropped, at most once per [`SUMMARY_INTERVAL`]; returns whether it did.
+    /// Logs what was dropped, at most once per [`SUMMARY_INTERVAL`]: as a warning when any of
+    /// it was garbage, at `debug` when all of it came from sessions that had just ended.
+    /// Returns whether it warned. Forgets ended sessions' addresses after [`DEPARTED_MEMORY`].
     pub fn summarise(&mut self, now: Instant) -> bool {
+        self.departed
+            .retain(|_, at| now.duration_since(*at) < DEPARTED_MEMORY);
         if self.next_summary.is_some_and(|at| now < at) || self.total() == 0 {
             return false;
         }
-        let [not_media, unknown, malformed, over_budget, refused, relay] = self.counts;
-        warn!(
+        let [
             not_media,
-            unknown_source = unknown,
+            unknown,
             malformed,
             over_budget,
             refused,
             relay,
-            example_source = ?self.example,
-            "dropped datagrams on the media port"
-        );
-        self.counts = [0; 6];
+            departed,
+        ] = self.counts;
+        let garbage = self.total() > departed;
+        if garbage {
+            warn!(
+                not_media,
+                unknown_source = unknown,
+                malformed,
+                over_budget,
+                refused,
+                relay,
+                departed,
+                example_source = ?self.example,
+                "dropped datagrams on the media port"
+            );
+            self.summaries += 1;
+        } else {
+            debug!(
+                departed,
+                "dropped what clients sent after their sessions ended"
+            );
+        }
+        self.counts = [0; DROP_REASONS];
         self.example = None;
-        self.summaries += 1;
         self.next_summary = Some(now + SUMMARY_INTERVAL);
-        true
+        garbage
     }
 }
 
@@ -451,5 +513,36 @@ mod tests {
         assert!(!drops.summarise(now + Duration::from_secs(1)), "too soon");
         assert!(drops.summarise(now + SUMMARY_INTERVAL));
         assert_eq!(drops.total(), 0);
+    }
+
+    #[test]
+    fn what_a_client_sends_after_its_session_ended_is_no_warning_and_garbage_still_is() {
+        let mut drops = Drops::default();
+        let now = Instant::now();
+        let client = SocketAddr::from(([192, 0, 2, 1], 5000));
+        let stranger = SocketAddr::from(([192, 0, 2, 2], 5000));
+        drops.departed(now, [client]);
+        for _ in 0..40 {
+            drops.count_unrouted(now + Duration::from_millis(100), client);
+        }
+        assert_eq!(drops.all_time_by_reason[Drop::Departed as usize], 40);
+        assert!(
+            !drops.summarise(now + Duration::from_millis(200)),
+            "a leave is no reason to warn"
+        );
+        assert_eq!(drops.total(), 0, "but it was summarised");
+        drops.count_unrouted(now + Duration::from_millis(300), stranger);
+        drops.count_unrouted(now + Duration::from_millis(300), client);
+        assert!(
+            drops.summarise(now + Duration::from_millis(200) + SUMMARY_INTERVAL),
+            "garbage from an unknown source still warns, once the interval has passed"
+        );
+        assert_eq!(drops.all_time_by_reason[Drop::Unknown as usize], 1);
+        // Long after the session ended, its address is a stranger's again.
+        let long_after = now + DEPARTED_MEMORY * 3;
+        drops.count_unrouted(long_after, client);
+        assert_eq!(drops.all_time_by_reason[Drop::Unknown as usize], 2);
+        assert!(drops.summarise(long_after));
+        assert!(drops.departed.is_empty(), "forgotten");
     }
 }

@@ -62,7 +62,7 @@ impl Node {
             .route(from, datagram)
             .and_then(|peer| Some((peer, self.sessions.get_mut(&peer)?)))
         else {
-            self.drops.count(Drop::Unknown, from);
+            self.drops.count_unrouted(now, from);
             return false;
         };
         let verdict = session.gate.admit(now, header, session.connected);

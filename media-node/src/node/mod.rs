@@ -460,7 +460,7 @@ impl Node {
         self.by_session_id.len()
     }
 
-    /// Datagrams the media port's gate dropped since the node started, and the summary lines it
+    /// Datagrams the media port's gate dropped since the node started, and the warnings it
     /// logged about them.
     pub fn dropped_datagrams(&self) -> (u64, u64) {
         (self.drops.all_time, self.drops.summaries)

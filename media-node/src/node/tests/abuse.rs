@@ -8,6 +8,8 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind::{Audio, Video};
 
 use super::peer::{Arrival, Publish};
 use super::{Flood, Net};
+use crate::node::Command;
+use crate::node::gate::SUMMARY_INTERVAL;
 
 /// A small, fast, deterministic source of garbage.
 fn noise(seed: u64) -> impl FnMut() -> u64 {
@@ -137,4 +139,56 @@ fn a_flood_of_garbage_from_anywhere_and_from_a_participants_address_does_not_sto
         summaries <= 2,
         "one summary line per 10 s at most: {summaries}"
     );
+}
+
+/// A well-formed RTP packet of `ssrc`, numbered `n`, with a payload of noise.
+fn rtp_packet(ssrc: u32, n: u64) -> Vec<u8> {
+    let mut packet = vec![0x80, 96];
+    packet.extend_from_slice(&(n as u16).to_be_bytes());
+    packet.extend_from_slice(&(n as u32 * 3000).to_be_bytes());
+    packet.extend_from_slice(&ssrc.to_be_bytes());
+    packet.extend((0..100).map(|i| (n as u8).wrapping_mul(31).wrapping_add(i)));
+    packet
+}
+
+#[test]
+fn what_a_departed_participant_s_browser_still_sends_is_no_warning_and_garbage_still_is() {
+    let mut net = Net::new(10);
+    let anna = net.join("anna", Publish::Plain);
+    let ben = net.join("ben", Publish::Plain);
+    let flowing = net.run_until(Duration::from_secs(6), |net| {
+        net.peers[anna].from("p-ben", Video).len() >= 30
+    });
+    assert!(flowing, "the call is up");
+    let (dropped_before, warnings_before) = net.node.dropped_datagrams();
+    // Ben leaves; his browser's packets already on their way, and those it sends before it
+    // hears of the close, arrive after his session is gone.
+    let (address, ssrc) = (net.peers[ben].address, net.peers[ben].video_ssrcs()[0]);
+    let session_id = net.peers[ben].session_id.clone();
+    let now = net.now;
+    net.node.command(now, Command::Close { session_id });
+    net.flood = Some(Flood::new(
+        now,
+        Duration::from_millis(300),
+        1000,
+        move |n| (address, rtp_packet(ssrc, n)),
+    ));
+    net.run_for(SUMMARY_INTERVAL / 2);
+    let (dropped, warnings) = net.node.dropped_datagrams();
+    assert!(
+        dropped >= dropped_before + 300,
+        "they were dropped: {dropped}"
+    );
+    assert_eq!(warnings, warnings_before, "a leave is no reason to warn");
+    // Garbage from an address no session has shown still is.
+    let stranger = SocketAddr::from(([198, 51, 100, 7], 4000));
+    net.flood = Some(Flood::new(
+        net.now,
+        Duration::from_millis(100),
+        1000,
+        move |n| (stranger, rtp_packet(7, n)),
+    ));
+    net.run_for(SUMMARY_INTERVAL + Duration::from_secs(1));
+    let (_, warnings) = net.node.dropped_datagrams();
+    assert_eq!(warnings, warnings_before + 1, "garbage is warned about");
 }
