@@ -116,6 +116,7 @@ impl Links {
         self.send_held_relay(link);
     }
 
+    /// Sends what is held for the room link `link`, oldest first, while a stream takes it.
     pub(super) fn send_held_relay(&mut self, link: u64) {
         let stream = self
             .room_links
@@ -150,11 +151,9 @@ impl Links {
         }
     }
 
-    /// Sends what was held for the sessions of `link`.
+    /// Sends what was held for the sessions of `link`; what its stream cannot take yet stays
+    /// held, in order.
     pub(super) fn flush(&mut self, link: &str) {
-        let Some(stream) = self.up.get(link).cloned() else {
-            return;
-        };
         let sessions: Vec<String> = self
             .sessions
             .iter()
@@ -162,9 +161,7 @@ impl Links {
             .map(|(id, _)| id.clone())
             .collect();
         for session in sessions {
-            for message in self.held.remove(&session).unwrap_or_default() {
-                let _ = stream.try_send(message);
-            }
+            self.send_held(&session);
         }
     }
 

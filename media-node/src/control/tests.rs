@@ -88,6 +88,19 @@ fn signals_go_to_their_replica_or_wait_for_it() {
     links.route("s2", signal("s2"));
     assert!(a_rx.try_recv().is_ok());
     assert_eq!(links.hosted_rooms()[0].session_ids.len(), 2);
+    // What a stream that comes back cannot take at once stays held, in order.
+    links.bind("s3", "c", None);
+    for id in ["s3", "s3", "s3"] {
+        links.route(id, signal(id));
+    }
+    let (c, mut c_rx) = mpsc::channel(1);
+    links.up.insert("c".into(), c);
+    links.flush("c");
+    assert_eq!(signals_in(&mut c_rx), ["s3"]);
+    assert_eq!(links.held["s3"].len(), 2, "kept, not dropped");
+    links.retry_held();
+    links.retry_held();
+    assert_eq!(signals_in(&mut c_rx), ["s3"]);
 }
 
 #[test]
