@@ -310,14 +310,14 @@ impl Drops {
             .departed
             .get(&from)
             .is_some_and(|at| now.duration_since(*at) < DEPARTED_MEMORY);
-        self.count(
-            if departed {
-                Drop::Departed
-            } else {
-                Drop::Unknown
-            },
-            from,
-        );
+        if departed {
+            // Counted, but not named as the summary's example of garbage.
+            self.counts[Drop::Departed as usize] += 1;
+            self.all_time += 1;
+            self.all_time_by_reason[Drop::Departed as usize] += 1;
+        } else {
+            self.count(Drop::Unknown, from);
+        }
     }
 
     /// Remembers the addresses of a session that ended at `now`.
@@ -334,9 +334,10 @@ impl Drops {
         self.counts.iter().sum()
     }
 
-    /// Logs what was dropped, at most once per [`SUMMARY_INTERVAL`]: as a warning when any of
-    /// it was garbage, at `debug` when all of it came from sessions that had just ended.
-    /// Returns whether it warned. Forgets ended sessions' addresses after [`DEPARTED_MEMORY`].
+    /// Logs what was dropped: as a warning at most once per [`SUMMARY_INTERVAL`] when any of it
+    /// was garbage; at `debug`, without holding back the next warning, when all of it came from
+    /// sessions that had just ended. Returns whether it warned. Forgets ended sessions'
+    /// addresses after [`DEPARTED_MEMORY`].
     pub fn summarise(&mut self, now: Instant) -> bool {
         self.departed
             .retain(|_, at| now.duration_since(*at) < DEPARTED_MEMORY);
@@ -354,6 +355,7 @@ impl Drops {
         ] = self.counts;
         let garbage = self.total() > departed;
         if garbage {
+            self.next_summary = Some(now + SUMMARY_INTERVAL);
             warn!(
                 not_media,
                 unknown_source = unknown,
@@ -374,7 +376,6 @@ impl Drops {
         }
         self.counts = [0; DROP_REASONS];
         self.example = None;
-        self.next_summary = Some(now + SUMMARY_INTERVAL);
         garbage
     }
 }
@@ -533,9 +534,14 @@ mod tests {
         assert_eq!(drops.total(), 0, "but it was summarised");
         drops.count_unrouted(now + Duration::from_millis(300), stranger);
         drops.count_unrouted(now + Duration::from_millis(300), client);
+        assert_eq!(
+            drops.example,
+            Some(stranger),
+            "the garbage's source is the example"
+        );
         assert!(
-            drops.summarise(now + Duration::from_millis(200) + SUMMARY_INTERVAL),
-            "garbage from an unknown source still warns, once the interval has passed"
+            drops.summarise(now + Duration::from_millis(400)),
+            "garbage from an unknown source still warns, and the leave did not hold it back"
         );
         assert_eq!(drops.all_time_by_reason[Drop::Unknown as usize], 1);
         // Long after the session ended, its address is a stranger's again.
