@@ -32,7 +32,7 @@ pub struct Stats {
     pub bytes_out: u64,
     /// Datagrams dropped at the gate since the start, by reason (in the order of
     /// [`DROP_REASONS`]).
-    pub dropped: [u64; crate::node::gate::DROP_REASONS],
+    pub dropped: [u64; crate::node::gate::REASON_COUNT],
     /// Sessions open.
     pub sessions: u64,
     /// Rooms hosted.
@@ -60,7 +60,7 @@ pub struct Stats {
 }
 
 /// Why the gate dropped a datagram, as the metric's label.
-pub const DROP_REASONS: [&str; crate::node::gate::DROP_REASONS] = [
+pub const DROP_REASONS: [&str; crate::node::gate::REASON_COUNT] = [
     "not-media",
     "unknown",
     "malformed",

@@ -2,7 +2,9 @@
 //! belongs to, and the messages held while a stream is away or full.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tracing::warn;
@@ -13,12 +15,20 @@ pub(super) const HELD_PER_SESSION: usize = 64;
 /// Room messages held for one link of a spanning room while no stream takes them: the roster
 /// of a large room that spreads passes through one link.
 pub(super) const HELD_PER_LINK: usize = 4_096;
+/// How long the last messages of a session that has ended wait for its replica: a replica away
+/// longer than this has lost the participant's connection too, and the client has moved on.
+pub(super) const CLOSED_HELD_FOR: Duration = Duration::from_secs(30);
+
+type Outbound = mpsc::Sender<v1::NodeMessage>;
+type Held<K> = HashMap<K, VecDeque<v1::NodeMessage>>;
 
 /// A session and the replica it belongs to.
 #[derive(Debug)]
 pub(super) struct SessionRecord {
     pub(super) link: String,
     pub(super) room: String,
+    /// When the session ended, while its last messages still wait for its replica's stream.
+    pub(super) closed: Option<Instant>,
 }
 
 /// What the streams share: which are up, which session belongs to which, and what is held.
@@ -26,13 +36,13 @@ pub(super) struct SessionRecord {
 pub(super) struct Links {
     /// Streams that are up, by the replica's id (its address, for a control plane that does
     /// not name its replicas).
-    pub(super) up: HashMap<String, mpsc::Sender<v1::NodeMessage>>,
+    pub(super) up: HashMap<String, Outbound>,
     /// The replicas that serve, as each stream's replica last told them.
     pub(super) replicas: HashMap<String, Vec<String>>,
     pub(super) sessions: HashMap<String, SessionRecord>,
-    pub(super) held: HashMap<String, VecDeque<v1::NodeMessage>>,
+    pub(super) held: Held<String>,
     /// Room messages of spanning rooms' links that no stream took yet, by link id.
-    pub(super) held_relays: HashMap<u64, VecDeque<v1::NodeMessage>>,
+    pub(super) held_relays: Held<u64>,
     /// Held messages dropped to stay within the bounds since this was last logged.
     pub(super) dropped: u64,
     pub(super) draining: Option<v1::Draining>,
@@ -58,6 +68,7 @@ impl Links {
             .or_insert_with(|| SessionRecord {
                 link: link.to_owned(),
                 room: String::new(),
+                closed: None,
             });
         record.link = link.to_owned();
         if let Some(room) = room {
@@ -69,37 +80,43 @@ impl Links {
     /// session, or holds it: while the replica is away, or while its stream is full (a burst
     /// of a large room), when [`Links::retry_held`] sends it later, in order.
     pub(super) fn route(&mut self, session: &str, message: v1::NodeMessage) {
-        let stream = self
-            .sessions
-            .get(session)
-            .and_then(|record| self.up.get(&record.link));
-        let message = match stream {
-            Some(stream) if !self.held.contains_key(session) => match stream.try_send(message) {
-                Ok(()) => return,
-                Err(error) => error.into_inner(),
-            },
-            _ => message,
-        };
-        let held = self.held.entry(session.to_owned()).or_default();
-        if held.len() == HELD_PER_SESSION {
-            held.pop_front();
-            self.dropped += 1;
-        }
-        held.push_back(message);
-        self.send_held(session);
+        let stream = session_stream(&self.up, &self.sessions, session);
+        send_or_hold(
+            &mut self.held,
+            session,
+            stream,
+            message,
+            HELD_PER_SESSION,
+            &mut self.dropped,
+        );
     }
 
-    /// Sends what is held for `session`, oldest first, while its replica's stream takes it.
+    /// Routes the message that `session` has ended, and forgets the session once nothing of
+    /// it is held any more: what its replica's stream cannot take yet still goes out, for at
+    /// most [`CLOSED_HELD_FOR`].
+    pub(super) fn close(&mut self, session: &str, message: v1::NodeMessage, now: Instant) {
+        self.route(session, message);
+        match self.sessions.get_mut(session) {
+            Some(record) if self.held.contains_key(session) => record.closed = Some(now),
+            _ => {
+                // Nothing held, or no replica it could ever go to.
+                self.sessions.remove(session);
+                self.held.remove(session);
+            }
+        }
+    }
+
+    /// Sends what is held for `session`, oldest first, while its replica's stream takes it;
+    /// a session that has ended is forgotten once all of it went.
     pub(super) fn send_held(&mut self, session: &str) {
-        let stream = self
-            .sessions
-            .get(session)
-            .and_then(|record| self.up.get(&record.link));
-        let (Some(stream), Some(held)) = (stream, self.held.get_mut(session)) else {
-            return;
-        };
-        if send_in_order(stream, held) {
-            self.held.remove(session);
+        let stream = session_stream(&self.up, &self.sessions, session);
+        if drain(&mut self.held, session, stream)
+            && self
+                .sessions
+                .get(session)
+                .is_some_and(|record| record.closed.is_some())
+        {
+            self.sessions.remove(session);
         }
     }
 
@@ -107,45 +124,44 @@ impl Links {
     /// link (or any that is up, when that one is away), after what was held for the link, or
     /// holds it while no stream takes it.
     pub(super) fn relay(&mut self, link: u64, message: v1::NodeMessage) {
-        let held = self.held_relays.entry(link).or_default();
-        if held.len() == HELD_PER_LINK {
-            held.pop_front();
-            self.dropped += 1;
-        }
-        held.push_back(message);
-        self.send_held_relay(link);
-    }
-
-    /// Sends what is held for the room link `link`, oldest first, while a stream takes it.
-    pub(super) fn send_held_relay(&mut self, link: u64) {
-        let stream = self
-            .room_links
-            .get(&link)
-            .and_then(|via| self.up.get(via))
-            .or_else(|| self.up.values().next());
-        let (Some(stream), Some(held)) = (stream, self.held_relays.get_mut(&link)) else {
-            return;
-        };
-        if send_in_order(stream, held) {
-            self.held_relays.remove(&link);
-        }
+        let stream = link_stream(&self.up, &self.room_links, link);
+        send_or_hold(
+            &mut self.held_relays,
+            &link,
+            stream,
+            message,
+            HELD_PER_LINK,
+            &mut self.dropped,
+        );
     }
 
     /// Sends what was held for sessions and links whose stream is up: what a full stream
     /// could not take goes out once it has room (tried with every load report, once a second).
-    pub(super) fn retry_held(&mut self) {
+    /// What an ended session left behind for longer than [`CLOSED_HELD_FOR`] is dropped.
+    pub(super) fn retry_held(&mut self, now: Instant) {
         let sessions: Vec<String> = self.held.keys().cloned().collect();
         for session in sessions {
             self.send_held(&session);
         }
         let links: Vec<u64> = self.held_relays.keys().copied().collect();
         for link in links {
-            self.send_held_relay(link);
+            let stream = link_stream(&self.up, &self.room_links, link);
+            drain(&mut self.held_relays, &link, stream);
         }
+        let (held, dropped) = (&mut self.held, &mut self.dropped);
+        self.sessions.retain(|session, record| {
+            let expired = record
+                .closed
+                .is_some_and(|at| now.saturating_duration_since(at) > CLOSED_HELD_FOR);
+            if expired {
+                *dropped += held.remove(session).map_or(0, |queue| queue.len() as u64);
+            }
+            !expired
+        });
         if self.dropped > 0 {
             warn!(
                 dropped = self.dropped,
-                "messages for the control plane were dropped: more were held than a session or room link may hold"
+                "messages for the control plane were dropped: more were held than a session or room link may hold, or longer than an ended session's may wait"
             );
             self.dropped = 0;
         }
@@ -179,10 +195,14 @@ impl Links {
         known.len()
     }
 
+    /// The rooms of the sessions that are on (not those that have ended and whose last
+    /// messages wait), with the sessions in each.
     pub(super) fn hosted_rooms(&self) -> Vec<v1::HostedRoom> {
         let mut rooms: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for (session, record) in &self.sessions {
-            rooms.entry(&record.room).or_default().push(session.clone());
+            if record.closed.is_none() {
+                rooms.entry(&record.room).or_default().push(session.clone());
+            }
         }
         rooms
             .into_iter()
@@ -200,16 +220,79 @@ impl Links {
     }
 }
 
-/// Sends `held` over `stream`, oldest first, while it takes them; whether all went.
-fn send_in_order(
-    stream: &mpsc::Sender<v1::NodeMessage>,
-    held: &mut VecDeque<v1::NodeMessage>,
-) -> bool {
-    while let Some(message) = held.pop_front() {
+/// The stream of the replica `session` belongs to, when it is up.
+fn session_stream<'a>(
+    up: &'a HashMap<String, Outbound>,
+    sessions: &HashMap<String, SessionRecord>,
+    session: &str,
+) -> Option<&'a Outbound> {
+    sessions
+        .get(session)
+        .and_then(|record| up.get(&record.link))
+}
+
+/// The stream a spanning room's `link` speaks through: the replica's that opened it, or any
+/// that is up while that one is away.
+fn link_stream<'a>(
+    up: &'a HashMap<String, Outbound>,
+    room_links: &HashMap<u64, String>,
+    link: u64,
+) -> Option<&'a Outbound> {
+    room_links
+        .get(&link)
+        .and_then(|via| up.get(via))
+        .or_else(|| up.values().next())
+}
+
+/// Sends `message` over `stream` when nothing is held under `key` before it; holds it behind
+/// what is, otherwise, and sends what the stream takes. At most `cap` wait under a key: the
+/// oldest goes for a newer one, counted in `dropped`.
+fn send_or_hold<K, Q>(
+    held: &mut Held<K>,
+    key: &Q,
+    stream: Option<&Outbound>,
+    message: v1::NodeMessage,
+    cap: usize,
+    dropped: &mut u64,
+) where
+    K: Hash + Eq + std::borrow::Borrow<Q>,
+    Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+{
+    let message = match stream {
+        Some(stream) if !held.contains_key(key) => match stream.try_send(message) {
+            Ok(()) => return,
+            Err(error) => error.into_inner(),
+        },
+        _ => message,
+    };
+    let queue = held.entry(key.to_owned()).or_default();
+    if queue.len() == cap {
+        queue.pop_front();
+        *dropped += 1;
+    }
+    queue.push_back(message);
+    drain(held, key, stream);
+}
+
+/// Sends what is held under `key` over `stream`, oldest first, while it takes them; whether
+/// nothing is held there any more.
+fn drain<K, Q>(held: &mut Held<K>, key: &Q, stream: Option<&Outbound>) -> bool
+where
+    K: Hash + Eq + std::borrow::Borrow<Q>,
+    Q: Hash + Eq + ?Sized,
+{
+    let Some(queue) = held.get_mut(key) else {
+        return true;
+    };
+    let Some(stream) = stream else {
+        return false;
+    };
+    while let Some(message) = queue.pop_front() {
         if let Err(error) = stream.try_send(message) {
-            held.push_front(error.into_inner());
+            queue.push_front(error.into_inner());
             return false;
         }
     }
+    held.remove(key);
     true
 }

@@ -186,9 +186,7 @@ pub async fn run(
             }
             Event::Closed { ref session_id, .. } => {
                 let session = session_id.clone();
-                links.route(&session, event_message(event));
-                links.sessions.remove(&session);
-                links.held.remove(&session);
+                links.close(&session, event_message(event), std::time::Instant::now());
             }
             Event::ResumeAnswer {
                 ref resume,
@@ -208,7 +206,7 @@ pub async fn run(
             }
             Event::Relay { link, .. } => links.relay(link.0, event_message(event)),
             Event::Load(_) | Event::Draining { .. } => {
-                links.retry_held();
+                links.retry_held(std::time::Instant::now());
                 let message = event_message(event);
                 if let Some(NodeKind::Draining(draining)) = &message.kind {
                     // Told again to every replica the node attaches to later.

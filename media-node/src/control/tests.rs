@@ -1,7 +1,8 @@
 //! The Attach client's pure parts: grants, the links between sessions and replicas.
 
-use super::links::{HELD_PER_SESSION, Links};
+use super::links::{CLOSED_HELD_FOR, HELD_PER_SESSION, Links};
 use super::*;
+use std::time::{Duration, Instant};
 
 fn open(grant: v1::Grant, key: &Keyring) -> v1::OpenSession {
     v1::OpenSession {
@@ -98,8 +99,8 @@ fn signals_go_to_their_replica_or_wait_for_it() {
     links.flush("c");
     assert_eq!(signals_in(&mut c_rx), ["s3"]);
     assert_eq!(links.held["s3"].len(), 2, "kept, not dropped");
-    links.retry_held();
-    links.retry_held();
+    links.retry_held(Instant::now());
+    links.retry_held(Instant::now());
     assert_eq!(signals_in(&mut c_rx), ["s3"]);
 }
 
@@ -146,17 +147,9 @@ fn what_a_full_stream_cannot_take_goes_out_later_in_order() {
     links.route("s2", welcome("s2"));
     links.route("s2", signal("s2"));
     assert_eq!(links.held["s2"].len(), 2);
-    let mut received = || {
-        std::iter::from_fn(|| a_rx.try_recv().ok())
-            .filter_map(|message| match message.kind {
-                Some(NodeKind::Signal(signal)) => Some(signal),
-                _ => None,
-            })
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(received().len(), 2);
-    links.retry_held();
-    let later = received();
+    assert_eq!(session_signals(&mut a_rx).len(), 2);
+    links.retry_held(Instant::now());
+    let later = session_signals(&mut a_rx);
     assert_eq!(later.len(), 2, "both went out once the stream had room");
     assert_eq!(later[0], welcome_signal("s2"), "the welcome first");
     assert!(links.held.is_empty());
@@ -169,14 +162,71 @@ fn welcome_signal(session: &str) -> v1::SessionSignal {
     }
 }
 
-/// The session ids of the signals `rx` has, in order.
-fn signals_in(rx: &mut mpsc::Receiver<v1::NodeMessage>) -> Vec<String> {
+/// The signals `rx` has, in order.
+fn session_signals(rx: &mut mpsc::Receiver<v1::NodeMessage>) -> Vec<v1::SessionSignal> {
     std::iter::from_fn(|| rx.try_recv().ok())
         .filter_map(|message| match message.kind {
-            Some(NodeKind::Signal(signal)) => Some(signal.session_id),
+            Some(NodeKind::Signal(signal)) => Some(signal),
             _ => None,
         })
         .collect()
+}
+
+/// The session ids of the signals `rx` has, in order.
+fn signals_in(rx: &mut mpsc::Receiver<v1::NodeMessage>) -> Vec<String> {
+    session_signals(rx)
+        .into_iter()
+        .map(|signal| signal.session_id)
+        .collect()
+}
+
+fn closed(session: &str) -> v1::NodeMessage {
+    event_message(Event::Closed {
+        session_id: session.to_owned(),
+        reason: v1::CloseReason::Left,
+        detail: String::new(),
+    })
+}
+
+#[test]
+fn that_a_session_ended_reaches_its_replica_even_through_a_full_stream() {
+    let mut links = Links::default();
+    let (a, mut a_rx) = mpsc::channel(1);
+    links.up.insert("a".into(), a);
+    links.bind("s1", "a", Some("public/chor".into()));
+    links.route("s1", signal("s1"));
+    let t0 = Instant::now();
+    links.close("s1", closed("s1"), t0);
+    assert!(
+        links.hosted_rooms().is_empty(),
+        "an ended session is hosted no more"
+    );
+    assert_eq!(signals_in(&mut a_rx), ["s1"]);
+    links.retry_held(t0 + Duration::from_secs(1));
+    let last = a_rx
+        .try_recv()
+        .expect("the end went out once there was room");
+    assert!(matches!(last.kind, Some(NodeKind::SessionClosed(ref c)) if c.session_id == "s1"));
+    assert!(
+        links.sessions.is_empty() && links.held.is_empty(),
+        "then the session is forgotten"
+    );
+    // With room, an ended session is forgotten at once.
+    links.bind("s2", "a", None);
+    links.close("s2", closed("s2"), t0);
+    assert!(a_rx.try_recv().is_ok());
+    assert!(links.sessions.is_empty() && links.held.is_empty());
+    // Whose replica does not come back, its last words are dropped after a while.
+    links.bind("s3", "gone", None);
+    links.route("s3", signal("s3"));
+    links.close("s3", closed("s3"), t0);
+    links.retry_held(t0 + CLOSED_HELD_FOR / 2);
+    assert_eq!(links.held["s3"].len(), 2, "still waiting");
+    links.retry_held(t0 + CLOSED_HELD_FOR + Duration::from_secs(1));
+    assert!(links.sessions.is_empty() && links.held.is_empty());
+    // An ending of a session no replica ever knew is not held.
+    links.close("s4", closed("s4"), t0);
+    assert!(links.held.is_empty());
 }
 
 #[test]
@@ -192,9 +242,9 @@ fn room_messages_a_full_stream_cannot_take_go_out_later_in_order() {
     }
     assert_eq!(signals_in(&mut a_rx), ["r1"]);
     assert_eq!(links.held_relays[&7].len(), 2, "the full stream left two");
-    links.retry_held();
+    links.retry_held(Instant::now());
     assert_eq!(signals_in(&mut a_rx), ["r2"]);
-    links.retry_held();
+    links.retry_held(Instant::now());
     assert_eq!(signals_in(&mut a_rx), ["r3"]);
     assert!(links.held_relays.is_empty());
     // With the replica that opened the link away, another one carries them.
@@ -207,7 +257,7 @@ fn room_messages_a_full_stream_cannot_take_go_out_later_in_order() {
     links.relay(7, signal("r5"));
     let (c, mut c_rx) = mpsc::channel(8);
     links.up.insert("c".into(), c);
-    links.retry_held();
+    links.retry_held(Instant::now());
     assert_eq!(signals_in(&mut c_rx), ["r5"]);
 }
 
@@ -224,7 +274,7 @@ fn held_signals_are_bounded() {
         1000 - HELD_PER_SESSION as u64,
         "counted, to be logged"
     );
-    links.retry_held();
+    links.retry_held(Instant::now());
     assert_eq!(links.dropped, 0, "logged once");
 }
 

@@ -40,7 +40,7 @@ pub const DEPARTED_MEMORY: Duration = Duration::from_secs(10);
 /// Addresses of ended sessions remembered at most; beyond that, stray packets count as unknown.
 const MAX_DEPARTED: usize = 16_384;
 /// How many reasons a datagram may be dropped for.
-pub const DROP_REASONS: usize = 7;
+pub const REASON_COUNT: usize = 7;
 /// Datagrams per second (and burst) a session may spend authentication on outside its known
 /// SSRCs: its new SSRCs' first packets, forged or not.
 const SRTP_RATE: f64 = 200.0;
@@ -280,11 +280,11 @@ impl SessionGate {
 /// Counts of dropped datagrams since the last summary.
 #[derive(Debug, Default)]
 pub struct Drops {
-    counts: [u64; DROP_REASONS],
+    counts: [u64; REASON_COUNT],
     /// Every datagram dropped since the node started.
     pub all_time: u64,
     /// The same, by reason.
-    pub all_time_by_reason: [u64; DROP_REASONS],
+    pub all_time_by_reason: [u64; REASON_COUNT],
     /// Summary lines logged as warnings since the node started.
     pub summaries: u64,
     /// The addresses of sessions that ended, with when.
@@ -297,10 +297,14 @@ pub struct Drops {
 impl Drops {
     /// Counts a dropped datagram from `from`.
     pub fn count(&mut self, reason: Drop, from: SocketAddr) {
+        self.tally(reason);
+        self.example = Some(from);
+    }
+
+    fn tally(&mut self, reason: Drop) {
         self.counts[reason as usize] += 1;
         self.all_time += 1;
         self.all_time_by_reason[reason as usize] += 1;
-        self.example = Some(from);
     }
 
     /// Counts a datagram from `from` that belongs to no session: one from a session that
@@ -312,9 +316,7 @@ impl Drops {
             .is_some_and(|at| now.duration_since(*at) < DEPARTED_MEMORY);
         if departed {
             // Counted, but not named as the summary's example of garbage.
-            self.counts[Drop::Departed as usize] += 1;
-            self.all_time += 1;
-            self.all_time_by_reason[Drop::Departed as usize] += 1;
+            self.tally(Drop::Departed);
         } else {
             self.count(Drop::Unknown, from);
         }
@@ -374,7 +376,7 @@ impl Drops {
                 "dropped what clients sent after their sessions ended"
             );
         }
-        self.counts = [0; DROP_REASONS];
+        self.counts = [0; REASON_COUNT];
         self.example = None;
         garbage
     }
