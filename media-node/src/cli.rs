@@ -118,6 +118,17 @@ pub fn log_filter() -> tracing_subscriber::EnvFilter {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rtc=error"))
 }
 
+/// The runtime a media node runs on: one thread, as the nodes of standalone mode have. The
+/// node's media loop is one task; on a runtime of several threads, one thread noticed that a
+/// datagram had come and woke the loop on another, a hand-over per wake-up that cost 13-14 % of
+/// the node's CPU per forwarded packet (docs/benchmarks.md). The control link and the health
+/// endpoint share the thread: they take little, and a node forwards on one core anyway.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
 /// Runs a media node as `args` say, until it has drained (on SIGTERM, or when the control plane
 /// tells it to).
 pub async fn run(args: Args) -> anyhow::Result<()> {

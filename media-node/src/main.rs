@@ -10,8 +10,8 @@ struct Command {
     args: cli::Args,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     cli::init_logging();
-    cli::run(Command::parse().args).await
+    let args = Command::parse().args;
+    cli::runtime()?.block_on(cli::run(args))
 }

@@ -551,16 +551,26 @@ async fn shutdown_signal() {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     treffpunkt_media_node::cli::init_logging();
-    match Args::parse().command {
-        Command::Operator(args) => run_operator(*args).await?,
-        Command::MediaNode(args) => treffpunkt_media_node::cli::run(*args).await?,
-        Command::Standalone(args) => run_standalone(*args).await?,
-        Command::Invite(args) => run_invite(args).await?,
-    }
-    Ok(())
+    let command = Args::parse().command;
+    // A media node is one loop over its sockets: on one thread, the thread that waits for a
+    // datagram is the one that forwards it, with no other thread to wake (see
+    // `treffpunkt_media_node::cli::runtime`).
+    let runtime = match command {
+        Command::MediaNode(_) => treffpunkt_media_node::cli::runtime()?,
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+    };
+    runtime.block_on(async move {
+        match command {
+            Command::Operator(args) => run_operator(*args).await,
+            Command::MediaNode(args) => treffpunkt_media_node::cli::run(*args).await,
+            Command::Standalone(args) => run_standalone(*args).await,
+            Command::Invite(args) => run_invite(args).await,
+        }
+    })
 }
 
 #[cfg(test)]
