@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use treffpunkt_proto::grant::{Keyring, SharedKeyring};
 
-use crate::{MediaNode, NodeConfig, udp};
+use crate::{MediaNode, NodeConfig, NodeHandle, udp};
 
 /// The environment variable that holds the grant key, unless a file does.
 pub const GRANT_KEY_VARIABLE: &str = "TREFFPUNKT_GRANT_KEY";
@@ -118,15 +118,57 @@ pub fn log_filter() -> tracing_subscriber::EnvFilter {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rtc=error"))
 }
 
-/// The runtime a media node runs on: one thread, as the nodes of standalone mode have. The
-/// node's media loop is one task; on a runtime of several threads, one thread noticed that a
-/// datagram had come and woke the loop on another, a hand-over per wake-up that cost 13-14 % of
-/// the node's CPU per forwarded packet (docs/benchmarks.md). The control link and the health
-/// endpoint share the thread: they take little, and a node forwards on one core anyway.
+/// The runtime of a media node's process: one thread, for the control link, the health
+/// endpoint and the signals; the media loop has a thread and a runtime of its own
+/// ([`start_media_loop`]).
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
+}
+
+/// Binds the media node's ports on a thread of its own with a one-thread runtime of its own and
+/// runs its media loop there; the control link and the health endpoint run on the calling
+/// runtime. Returns, once the ports are bound, the node's handle and its thread, which ends when
+/// the node has drained.
+///
+/// On one runtime of several threads, one thread noticed that a datagram had come and woke the
+/// loop on another, a hand-over per wake-up that cost 13-14 % of the node's CPU per forwarded
+/// packet (docs/benchmarks.md); the loop alone on its thread waits for its sockets itself. On
+/// one thread together, a loop busy with a burst of joins held back the health endpoint's
+/// answers for up to 20 s: apart, neither waits for the other.
+pub async fn start_media_loop(
+    config: NodeConfig,
+) -> anyhow::Result<(NodeHandle, std::thread::JoinHandle<anyhow::Result<()>>)> {
+    let beside = tokio::runtime::Handle::current();
+    let (bound, bound_here) = tokio::sync::oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name("media loop".to_owned())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("the media loop's runtime")?;
+            runtime.block_on(async move {
+                let node = match MediaNode::bind(config).await {
+                    Ok(node) => node.beside(beside),
+                    Err(error) => {
+                        let _ = bound.send(Err(error));
+                        return Ok(());
+                    }
+                };
+                if bound.send(Ok(node.handle())).is_err() {
+                    return Ok(());
+                }
+                node.run().await.context("running the media node")
+            })
+        })
+        .context("starting the media loop's thread")?;
+    let handle = bound_here
+        .await
+        .map_err(|_| anyhow::anyhow!("the media loop's thread ended before it bound its ports"))?
+        .context("binding the media port")?;
+    Ok((handle, thread))
 }
 
 /// Runs a media node as `args` say, until it has drained (on SIGTERM, or when the control plane
@@ -148,7 +190,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(file) = &args.grant_key_file {
         crate::keys::follow(file.clone(), grant_key.clone());
     }
-    let node = MediaNode::bind(NodeConfig {
+    let config = NodeConfig {
         control_plane: args.control_plane,
         node_id,
         pool: args.pool,
@@ -164,10 +206,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
         attach_tls_dir: args.attach_tls_dir,
         cpu: Default::default(),
-    })
-    .await
-    .context("binding the media port")?;
-    let handle = node.handle();
+    };
+    let (handle, media_loop) = start_media_loop(config).await?;
     let grace = std::time::Duration::from_secs(args.drain_grace);
     let move_sessions = !args.drain_without_moving;
     tokio::spawn(async move {
@@ -181,6 +221,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         handle.drain(move_sessions, grace).await;
     });
     // Returns once the node has drained: then the process exits 0.
-    node.run().await.context("running the media node")?;
+    tokio::task::spawn_blocking(move || media_loop.join())
+        .await
+        .context("waiting for the media loop")?
+        .map_err(|_| anyhow::anyhow!("the media loop panicked"))??;
     Ok(())
 }

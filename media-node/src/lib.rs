@@ -103,6 +103,8 @@ pub struct MediaNode {
     commands: mpsc::Sender<Command>,
     command_queue: mpsc::Receiver<Command>,
     status: status::NodeStatus,
+    /// Where the control link and the health endpoint run, when not beside the media loop.
+    beside: Option<tokio::runtime::Handle>,
 }
 
 impl MediaNode {
@@ -121,6 +123,7 @@ impl MediaNode {
             commands,
             command_queue,
             status: status::NodeStatus::default(),
+            beside: None,
         })
     }
 
@@ -128,6 +131,14 @@ impl MediaNode {
     /// metrics of several nodes as one document.
     pub fn naming_itself_in_metrics(mut self) -> Self {
         self.status = status::NodeStatus::of_node(&self.config.node_id);
+        self
+    }
+
+    /// Runs the node's control link and health endpoint on `runtime` instead of the one that
+    /// runs the media loop: a loop busy with a burst (hundreds of handshakes at once) then
+    /// delays neither the answers to the health probes nor the control plane's messages.
+    pub fn beside(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.beside = Some(runtime);
         self
     }
 
@@ -179,15 +190,16 @@ impl MediaNode {
         let (commands, command_queue) = (self.commands, self.command_queue);
         let (events, event_queue) = mpsc::channel(udp::EVENT_QUEUE);
         let status = self.status;
+        let runtime = self.beside.unwrap_or_else(tokio::runtime::Handle::current);
         let health = self.config.health_listen.map(|address| {
             let (status, node_id) = (status.clone(), self.config.node_id.clone());
-            tokio::spawn(async move {
+            runtime.spawn(async move {
                 if let Err(error) = health::serve(address, node_id, status).await {
                     tracing::warn!(%error, "the health endpoint stopped");
                 }
             })
         });
-        let control = tokio::spawn(control::run(
+        let control = runtime.spawn(control::run(
             self.config.control_plane,
             identity,
             self.config.grant_key,
