@@ -554,9 +554,9 @@ async fn shutdown_signal() {
 fn main() -> anyhow::Result<()> {
     treffpunkt_media_node::cli::init_logging();
     let command = Args::parse().command;
-    // A media node is one loop over its sockets: on one thread, the thread that waits for a
-    // datagram is the one that forwards it, with no other thread to wake (see
-    // `treffpunkt_media_node::cli::runtime`).
+    // A media node's loop runs on a thread of its own; the process's runtime needs one thread
+    // for the control link, the health endpoint and the signals (see
+    // `treffpunkt_media_node::cli::start_media_loop`).
     let runtime = match command {
         Command::MediaNode(_) => treffpunkt_media_node::cli::runtime()?,
         _ => tokio::runtime::Builder::new_multi_thread()
