@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use treffpunkt_proto::grant::{Keyring, SharedKeyring};
 
-use crate::{MediaNode, NodeConfig, NodeHandle, udp};
+use crate::{MediaNode, NodeConfig, udp};
 
 /// The environment variable that holds the grant key, unless a file does.
 pub const GRANT_KEY_VARIABLE: &str = "TREFFPUNKT_GRANT_KEY";
@@ -120,55 +120,11 @@ pub fn log_filter() -> tracing_subscriber::EnvFilter {
 
 /// The runtime of a media node's process: one thread, for the control link, the health
 /// endpoint and the signals; the media loop has a thread and a runtime of its own
-/// ([`start_media_loop`]).
+/// ([`MediaNode::start_alone`]).
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-}
-
-/// Binds the media node's ports on a thread of its own with a one-thread runtime of its own and
-/// runs its media loop there; the control link and the health endpoint run on the calling
-/// runtime. Returns, once the ports are bound, the node's handle and its thread, which ends when
-/// the node has drained.
-///
-/// On one runtime of several threads, one thread noticed that a datagram had come and woke the
-/// loop on another, a hand-over per wake-up that cost 13-14 % of the node's CPU per forwarded
-/// packet (docs/benchmarks.md); the loop alone on its thread waits for its sockets itself. On
-/// one thread together, a loop busy with a burst of joins held back the health endpoint's
-/// answers for up to 20 s: apart, neither waits for the other.
-pub async fn start_media_loop(
-    config: NodeConfig,
-) -> anyhow::Result<(NodeHandle, std::thread::JoinHandle<anyhow::Result<()>>)> {
-    let beside = tokio::runtime::Handle::current();
-    let (bound, bound_here) = tokio::sync::oneshot::channel();
-    let thread = std::thread::Builder::new()
-        .name("media loop".to_owned())
-        .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("the media loop's runtime")?;
-            runtime.block_on(async move {
-                let node = match MediaNode::bind(config).await {
-                    Ok(node) => node.beside(beside),
-                    Err(error) => {
-                        let _ = bound.send(Err(error));
-                        return Ok(());
-                    }
-                };
-                if bound.send(Ok(node.handle())).is_err() {
-                    return Ok(());
-                }
-                node.run().await.context("running the media node")
-            })
-        })
-        .context("starting the media loop's thread")?;
-    let handle = bound_here
-        .await
-        .map_err(|_| anyhow::anyhow!("the media loop's thread ended before it bound its ports"))?
-        .context("binding the media port")?;
-    Ok((handle, thread))
 }
 
 /// Runs a media node as `args` say, until it has drained (on SIGTERM, or when the control plane
@@ -207,7 +163,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         attach_tls_dir: args.attach_tls_dir,
         cpu: Default::default(),
     };
-    let (handle, media_loop) = start_media_loop(config).await?;
+    let media_loop = MediaNode::start_alone(
+        config,
+        "media loop".to_owned(),
+        |node| node,
+        std::future::pending(),
+    )
+    .await
+    .context("starting the media node")?;
+    let handle = media_loop.started.handle;
     let grace = std::time::Duration::from_secs(args.drain_grace);
     let move_sessions = !args.drain_without_moving;
     tokio::spawn(async move {
@@ -221,9 +185,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         handle.drain(move_sessions, grace).await;
     });
     // Returns once the node has drained: then the process exits 0.
-    tokio::task::spawn_blocking(move || media_loop.join())
+    tokio::task::spawn_blocking(move || media_loop.thread.join())
         .await
         .context("waiting for the media loop")?
-        .map_err(|_| anyhow::anyhow!("the media loop panicked"))??;
+        .map_err(|_| anyhow::anyhow!("the media loop panicked"))?
+        .context("running the media node")?;
     Ok(())
 }

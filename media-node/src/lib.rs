@@ -191,22 +191,24 @@ impl MediaNode {
         let (events, event_queue) = mpsc::channel(udp::EVENT_QUEUE);
         let status = self.status;
         let runtime = self.beside.unwrap_or_else(tokio::runtime::Handle::current);
+        // On another runtime, the tasks would outlive this future if it were dropped (a
+        // standalone server stopping its shards): they end with it.
         let health = self.config.health_listen.map(|address| {
             let (status, node_id) = (status.clone(), self.config.node_id.clone());
-            runtime.spawn(async move {
+            AbortOnDrop(runtime.spawn(async move {
                 if let Err(error) = health::serve(address, node_id, status).await {
                     tracing::warn!(%error, "the health endpoint stopped");
                 }
-            })
+            }))
         });
-        let control = runtime.spawn(control::run(
+        let mut control = AbortOnDrop(runtime.spawn(control::run(
             self.config.control_plane,
             identity,
             self.config.grant_key,
             commands,
             event_queue,
             status.clone(),
-        ));
+        )));
         udp::run(
             node,
             self.socket,
@@ -217,15 +219,96 @@ impl MediaNode {
         )
         .await;
         // The node's reports end with it; the control link delivers what is left, then ends.
-        if tokio::time::timeout(std::time::Duration::from_secs(2), control)
+        if tokio::time::timeout(std::time::Duration::from_secs(2), &mut control.0)
             .await
             .is_err()
         {
             tracing::debug!("the control link did not finish in time");
         }
-        if let Some(health) = health {
-            health.abort();
-        }
+        drop(health);
         Ok(())
     }
+
+    /// Binds a node as `config` says on a thread of its own (named `thread`) with a one-thread
+    /// runtime of its own and runs its media loop there, until it has drained or `until`
+    /// completes; its control link and health endpoint run on the calling runtime. `prepare`
+    /// may change the bound node first. Returns once the ports are bound.
+    ///
+    /// On one runtime of several threads, one thread noticed that a datagram had come and woke
+    /// the loop on another, a hand-over per wake-up that cost 13-14 % of the node's CPU per
+    /// forwarded packet (docs/benchmarks.md); the loop alone on its thread waits for its
+    /// sockets itself. On one thread together, a loop busy with a burst of joins held back the
+    /// health endpoint's answers for up to 20 s: apart, neither waits for the other.
+    pub async fn start_alone(
+        config: NodeConfig,
+        thread: String,
+        prepare: impl FnOnce(Self) -> Self + Send + 'static,
+        until: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<MediaThread> {
+        let beside = tokio::runtime::Handle::current();
+        let (bound, bound_here) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new().name(thread).spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let node = prepare(Self::bind(config).await?.beside(beside));
+                let started = Started {
+                    handle: node.handle(),
+                    media_address: node.media_address(),
+                    tcp_address: node.tcp_address(),
+                    status: node.status(),
+                };
+                if bound.send(started).is_err() {
+                    return Ok(());
+                }
+                tokio::select! {
+                    result = node.run() => result,
+                    () = until => Ok(()),
+                }
+            })
+        })?;
+        match bound_here.await {
+            Ok(started) => Ok(MediaThread { started, thread }),
+            // The thread ended before it bound the ports: its error says why.
+            Err(_) => match tokio::task::spawn_blocking(move || thread.join()).await {
+                Ok(Ok(Err(error))) => Err(error),
+                _ => Err(Error::Internal("starting the media loop's thread")),
+            },
+        }
+    }
 }
+
+/// What a node started on a thread of its own ([`MediaNode::start_alone`]) tells once it has
+/// bound its ports.
+pub struct Started {
+    /// Asks the node to drain.
+    pub handle: NodeHandle,
+    /// Where clients send media.
+    pub media_address: SocketAddr,
+    /// The ICE-TCP address, if the node takes media over TCP.
+    pub tcp_address: Option<SocketAddr>,
+    /// What the node tells about itself while it runs.
+    pub status: status::NodeStatus,
+}
+
+/// A node running alone on a thread of its own ([`MediaNode::start_alone`]).
+pub struct MediaThread {
+    /// The node's handle, addresses and status.
+    pub started: Started,
+    /// Ends when the node has drained or was stopped, with the error that stopped it, if any.
+    pub thread: std::thread::JoinHandle<Result<()>>,
+}
+
+/// A task that is aborted when this is dropped (a [`tokio::task::JoinHandle`] dropped lets its
+/// task run on).
+pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -556,7 +556,7 @@ fn main() -> anyhow::Result<()> {
     let command = Args::parse().command;
     // A media node's loop runs on a thread of its own; the process's runtime needs one thread
     // for the control link, the health endpoint and the signals (see
-    // `treffpunkt_media_node::cli::start_media_loop`).
+    // `treffpunkt_media_node::MediaNode::start_alone`).
     let runtime = match command {
         Command::MediaNode(_) => treffpunkt_media_node::cli::runtime()?,
         _ => tokio::runtime::Builder::new_multi_thread()

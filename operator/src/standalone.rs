@@ -22,7 +22,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::info;
 use treffpunkt_media_node::metrics::encode_together;
 use treffpunkt_media_node::status::NodeStatus;
 use treffpunkt_media_node::udp::CpuClock;
@@ -158,49 +158,24 @@ struct Shard {
     stop: oneshot::Sender<()>,
 }
 
-/// Starts a media node on a thread of its own with a runtime of its own (so that its CPU time
-/// is its thread's and no other work waits behind it), and returns once its ports are bound.
+/// Starts a media node alone on a thread of its own with a runtime of its own (so that its CPU
+/// time is its thread's and no other work waits behind it), its control link on the process's
+/// runtime, and returns once its ports are bound.
 async fn start_shard(config: NodeConfig) -> anyhow::Result<Shard> {
-    let (bound, bound_here) = oneshot::channel();
     let (stop, stopped) = oneshot::channel::<()>();
     let thread = format!("node {}", config.node_id);
-    std::thread::Builder::new().name(thread).spawn(move || {
-        let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(runtime) => runtime,
-            Err(error) => {
-                let _ = bound.send(Err(anyhow::Error::from(error)));
-                return;
-            }
-        };
-        runtime.block_on(async move {
-            let node = match MediaNode::bind(config).await {
-                Ok(node) => node.naming_itself_in_metrics(),
-                Err(error) => {
-                    let _ = bound.send(Err(anyhow::Error::from(error)));
-                    return;
-                }
-            };
-            let ports = (node.media_address(), node.tcp_address(), node.status());
-            if bound.send(Ok(ports)).is_err() {
-                return;
-            }
-            tokio::select! {
-                result = node.run() => if let Err(error) = result {
-                    warn!(%error, "the media node stopped");
-                },
-                _ = stopped => {}
-            }
-        });
-    })?;
-    let (udp, tcp, status) = bound_here.await.map_err(|_| {
-        anyhow::anyhow!("the media node's thread ended before it bound its ports")
-    })??;
+    let node = MediaNode::start_alone(config, thread, MediaNode::naming_itself_in_metrics, async {
+        let _ = stopped.await;
+    })
+    .await?;
+    // The thread ends when `stop` is dropped; a shard's node ends no other way.
+    drop(node.thread);
     Ok(Shard {
-        ports: MediaPorts { udp, tcp },
-        status,
+        ports: MediaPorts {
+            udp: node.started.media_address,
+            tcp: node.started.tcp_address,
+        },
+        status: node.started.status,
         stop,
     })
 }

@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity as TlsIdentity};
 use tracing::{debug, info, warn};
@@ -38,6 +37,7 @@ use treffpunkt_proto::v1::{
     node_message::Kind as NodeKind,
 };
 
+use crate::AbortOnDrop;
 use crate::error::{Error, Result};
 use crate::node::{Admission, Command, Event, Resume};
 use crate::status::NodeStatus;
@@ -176,7 +176,8 @@ pub async fn run(
         links: links.clone(),
         status,
     });
-    let discovery = tokio::spawn(discover(endpoints, context.clone()));
+    // Dropped (the node stopped, or this future was), it ends every stream task.
+    let discovery = AbortOnDrop(tokio::spawn(discover(endpoints, context.clone())));
     while let Some(event) = events.recv().await {
         let mut links = lock(&links);
         match event {
@@ -221,7 +222,7 @@ pub async fn run(
     // The node has stopped: give the streams a moment to deliver its last words (sessions
     // closed at the end of a drain) before the process goes.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    discovery.abort();
+    drop(discovery);
     Ok(())
 }
 
@@ -237,28 +238,31 @@ struct LinkContext {
 /// stream task per address; while replicas that serve have no stream, one more task per missing
 /// replica dials the addresses again (a shared address leads to another replica each time).
 async fn discover(endpoints: Vec<String>, context: Arc<LinkContext>) {
-    let mut tasks: HashMap<String, JoinHandle<()>> = HashMap::new();
-    let mut extra: Vec<JoinHandle<()>> = Vec::new();
+    let mut tasks: HashMap<String, AbortOnDrop<()>> = HashMap::new();
+    let mut extra: Vec<AbortOnDrop<()>> = Vec::new();
     let mut turn = 0usize;
     loop {
         let mut current = Vec::new();
         for endpoint in &endpoints {
             current.extend(resolve(endpoint).await);
         }
-        tasks.retain(|address, task| {
+        tasks.retain(|address, _| {
             let keep = current.contains(address);
             if !keep {
                 info!(%address, "control-plane replica gone");
-                task.abort();
             }
             keep
         });
         for address in &current {
             tasks.entry(address.clone()).or_insert_with(|| {
-                tokio::spawn(keep_attached(address.clone(), context.clone(), false))
+                AbortOnDrop(tokio::spawn(keep_attached(
+                    address.clone(),
+                    context.clone(),
+                    false,
+                )))
             });
         }
-        extra.retain(|task| !task.is_finished());
+        extra.retain(|task| !task.0.is_finished());
         let (up, missing) = {
             let links = lock(&context.links);
             (links.up.len(), links.missing())
@@ -268,7 +272,11 @@ async fn discover(endpoints: Vec<String>, context: Arc<LinkContext>) {
             let address = current[turn % current.len()].clone();
             turn += 1;
             debug!(%address, missing, "dialling again for a replica without a stream");
-            extra.push(tokio::spawn(keep_attached(address, context.clone(), true)));
+            extra.push(AbortOnDrop(tokio::spawn(keep_attached(
+                address,
+                context.clone(),
+                true,
+            ))));
         }
         tokio::time::sleep(DISCOVERY_INTERVAL).await;
     }
