@@ -99,6 +99,17 @@ describe("a room across media nodes", () => {
     });
     assert.ok(placed, "Anna is on node-a, Ben and Cem on node-b, Dora on node-c");
 
+    // Each page has a tile for each of the others, whichever node they are on (Dora's node
+    // hears of Ben and Cem together when the room spreads to it).
+    for (const [name, page] of Object.entries(pages)) {
+      const others = Object.keys(pages).filter((other) => other !== name);
+      const shown = await eventually(async () => {
+        const names = await page.$$eval("#grid .tile .name span:first-child", (spans) => spans.map((span) => span.textContent));
+        return others.every((other) => names.includes(other)) ? names : null;
+      });
+      assert.ok(shown, `${name}'s page shows ${others.join(", ")}`);
+    }
+
     for (const [name, page] of Object.entries(pages)) {
       assert.ok(await eventually(() => decodesEveryone(page, 3, 3), 40000), `${name} decodes the other three's video and hears their audio`);
     }

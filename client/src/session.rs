@@ -282,6 +282,14 @@ impl Task {
                     name: participant.name,
                 });
             }
+            ServerMessage::ParticipantsJoined { participants } => {
+                for participant in participants {
+                    let _ = self.events.send(RoomEvent::Joined {
+                        id: participant.id,
+                        name: participant.name,
+                    });
+                }
+            }
             ServerMessage::ParticipantLeft {
                 participant_id,
                 reason,

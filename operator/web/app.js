@@ -562,6 +562,14 @@ async function handle(message) {
     case "participant-joined":
       if (addParticipant(message.participant) && !isLargeRoom()) notify(t("joined", { name: message.participant.name }));
       return;
+    case "participants-joined": {
+      // The room's people on another media node, come at once when the room spread to this
+      // page's node: laid out once, like a welcome's.
+      trace(`participants-joined ${message.participants.length}`);
+      const added = addTogether(message.participants);
+      if (added > 0 && !isLargeRoom()) notify(t("joinedSeveral", { count: added }));
+      return;
+    }
     case "participant-left":
       return removeParticipant(message.participantId, message.reason);
     case "connection":
@@ -628,10 +636,7 @@ async function welcome(message) {
   show("call");
   renderSelf();
   // Laid out once, not once per participant: a large room's welcome names hundreds.
-  layoutHeld = true;
-  for (const participant of message.participants) addParticipant(participant);
-  layoutHeld = false;
-  layout();
+  addTogether(message.participants);
   welcomed(message);
   if (message.participants.length === 0) notify(t("alone"), { sticky: true });
   else notify(t("connected"));
@@ -823,6 +828,19 @@ function renderSelf() {
  * again (their connection broke off, or their node was lost, and their page came back): the same
  * tile and video go on, with what they are now.
  */
+/** Adds `participants` with the grid laid out once, not once each; returns how many are new. */
+function addTogether(participants) {
+  let added = 0;
+  layoutHeld = true;
+  try {
+    for (const participant of participants) if (addParticipant(participant)) added += 1;
+  } finally {
+    layoutHeld = false;
+  }
+  layout();
+  return added;
+}
+
 function addParticipant(info) {
   const known = state.participants.get(info.id);
   if (known) {

@@ -258,12 +258,13 @@ fn send_or_hold<K, Q>(
     K: Hash + Eq + std::borrow::Borrow<Q>,
     Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
 {
-    let message = match stream {
+    // Behind what is held, the oldest goes first; alone, it was just tried.
+    let (message, behind) = match stream {
         Some(stream) if !held.contains_key(key) => match stream.try_send(message) {
             Ok(()) => return,
-            Err(error) => error.into_inner(),
+            Err(error) => (error.into_inner(), false),
         },
-        _ => message,
+        _ => (message, true),
     };
     let queue = held.entry(key.to_owned()).or_default();
     if queue.len() == cap {
@@ -271,7 +272,9 @@ fn send_or_hold<K, Q>(
         *dropped += 1;
     }
     queue.push_back(message);
-    drain(held, key, stream);
+    if behind {
+        drain(held, key, stream);
+    }
 }
 
 /// Sends what is held under `key` over `stream`, oldest first, while it takes them; whether

@@ -3,13 +3,14 @@
 //! What another node sends is checked here as any input from outside: a message that does not
 //! parse is dropped with the reason.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
 use treffpunkt_proto::v1::{self, room_relay::Kind};
 
 use crate::core::{
-    ChatMessage, Codec, Ending, LeaveReason, LinkId, MAX_WAITING, ParticipantInfo, RelayMessage,
-    Source,
+    ChatMessage, Codec, Ending, LeaveReason, LinkId, MAX_PARTICIPANTS_TOGETHER, MAX_WAITING,
+    ParticipantInfo, RelayMessage, Source,
 };
 use crate::node::LinkSpec;
 use crate::node::signal;
@@ -54,9 +55,14 @@ pub fn link_spec(open: v1::OpenLink) -> Result<LinkSpec, &'static str> {
 pub fn to_wire(link: LinkId, message: RelayMessage) -> v1::RoomRelay {
     let kind = match message {
         RelayMessage::Hello { nonce } => Kind::Hello(nonce.to_vec()),
-        RelayMessage::Participant { peer, info } => Kind::Participant(v1::RelayParticipant {
-            peer,
-            info: Some(signal::participant(info)),
+        RelayMessage::Participant { peer, info } => {
+            Kind::Participant(relay_participant(peer, info))
+        }
+        RelayMessage::Participants(together) => Kind::Participants(v1::RelayParticipants {
+            participants: together
+                .into_iter()
+                .map(|(peer, info)| relay_participant(peer, info))
+                .collect(),
         }),
         RelayMessage::Left { peer, reason } => Kind::Left(v1::RelayLeft {
             peer,
@@ -134,6 +140,29 @@ pub fn to_wire(link: LinkId, message: RelayMessage) -> v1::RoomRelay {
     }
 }
 
+fn relay_participant(peer: u64, info: ParticipantInfo) -> v1::RelayParticipant {
+    v1::RelayParticipant {
+        peer,
+        info: Some(signal::participant(info)),
+    }
+}
+
+fn participant_from_wire(
+    participant: v1::RelayParticipant,
+) -> Result<(u64, ParticipantInfo), &'static str> {
+    let info = participant.info.ok_or("a participant without its state")?;
+    let media = info.media.unwrap_or_default();
+    let info = ParticipantInfo {
+        participant_id: info.participant_id,
+        display_name: info.display_name,
+        audio_muted: media.audio_muted,
+        video_muted: media.video_muted,
+        screen_sharing: media.screen_sharing,
+        moderator: info.moderator,
+    };
+    Ok((participant.peer, info))
+}
+
 /// The link and message of a `RoomRelay` from another node.
 pub fn from_wire(relay: v1::RoomRelay) -> Result<(LinkId, RelayMessage), &'static str> {
     let link = LinkId(relay.link_id);
@@ -145,19 +174,23 @@ pub fn from_wire(relay: v1::RoomRelay) -> Result<(LinkId, RelayMessage), &'stati
                 .map_err(|_| "a link's random bytes are not 16")?,
         },
         Kind::Participant(participant) => {
-            let info = participant.info.ok_or("a participant without its state")?;
-            let media = info.media.unwrap_or_default();
-            RelayMessage::Participant {
-                peer: participant.peer,
-                info: ParticipantInfo {
-                    participant_id: info.participant_id,
-                    display_name: info.display_name,
-                    audio_muted: media.audio_muted,
-                    video_muted: media.video_muted,
-                    screen_sharing: media.screen_sharing,
-                    moderator: info.moderator,
-                },
+            let (peer, info) = participant_from_wire(participant)?;
+            RelayMessage::Participant { peer, info }
+        }
+        Kind::Participants(together) => {
+            if together.participants.len() > MAX_PARTICIPANTS_TOGETHER {
+                return Err("a relayed roster names too many participants at once");
             }
+            let together: Vec<(u64, ParticipantInfo)> = (together.participants.into_iter())
+                .map(participant_from_wire)
+                .collect::<Result<_, _>>()?;
+            let (mut peers, mut ids) = (HashSet::new(), HashSet::new());
+            if !(together.iter())
+                .all(|(peer, info)| peers.insert(*peer) && ids.insert(&info.participant_id))
+            {
+                return Err("a relayed roster names someone twice");
+            }
+            RelayMessage::Participants(together)
         }
         Kind::Left(left) => RelayMessage::Left {
             peer: left.peer,
@@ -281,7 +314,21 @@ mod tests {
         };
         let messages = [
             RelayMessage::Hello { nonce: [7; 16] },
-            RelayMessage::Participant { peer: 3, info },
+            RelayMessage::Participant {
+                peer: 3,
+                info: info.clone(),
+            },
+            RelayMessage::Participants(vec![
+                (3, info.clone()),
+                (
+                    4,
+                    ParticipantInfo {
+                        participant_id: "p-2".into(),
+                        display_name: "Ben".into(),
+                        ..info
+                    },
+                ),
+            ]),
             RelayMessage::Left {
                 peer: 3,
                 reason: LeaveReason::ConnectionLost,
@@ -364,6 +411,37 @@ mod tests {
             })),
             ..Default::default()
         };
+        let roster = |participants: Vec<(u64, Option<&str>)>| v1::RoomRelay {
+            link_id: 1,
+            kind: Some(Kind::Participants(v1::RelayParticipants {
+                participants: (participants.into_iter())
+                    .map(|(peer, id)| v1::RelayParticipant {
+                        peer,
+                        info: id.map(|id| v1::Participant {
+                            participant_id: id.into(),
+                            ..Default::default()
+                        }),
+                    })
+                    .collect(),
+            })),
+            ..Default::default()
+        };
+        let names: Vec<String> = (0..=MAX_PARTICIPANTS_TOGETHER)
+            .map(|i| format!("p{i}"))
+            .collect();
+        let everyone = |count: usize| {
+            roster(
+                (names.iter().take(count).enumerate())
+                    .map(|(peer, id)| (peer as u64, Some(id.as_str())))
+                    .collect(),
+            )
+        };
+        assert!(from_wire(everyone(MAX_PARTICIPANTS_TOGETHER)).is_ok());
+        assert!(from_wire(everyone(MAX_PARTICIPANTS_TOGETHER + 1)).is_err());
+        assert!(from_wire(roster(vec![(1, Some("p1")), (2, None)])).is_err());
+        // The same participant twice would be shown twice, and only once shown leaving.
+        assert!(from_wire(roster(vec![(1, Some("p1")), (2, Some("p1"))])).is_err());
+        assert!(from_wire(roster(vec![(1, Some("p1")), (1, Some("p2"))])).is_err());
         assert!(from_wire(lobby(MAX_WAITING, "Anna")).is_ok());
         assert!(from_wire(lobby(MAX_WAITING + 1, "Anna")).is_err());
         assert!(from_wire(lobby(1, &"A".repeat(65))).is_err());

@@ -47,6 +47,9 @@ pub enum RosterEvent {
     },
     /// Someone came in.
     Joined(ParticipantInfo),
+    /// Several came in at once: the room's participants on another node, when the link to it
+    /// opens. Told as one, so that a page lays them out once.
+    JoinedTogether(Vec<ParticipantInfo>),
     /// Someone left.
     Left {
         /// Who.

@@ -70,7 +70,7 @@ pub use messages::{
 pub use moderation::MAX_WAITING;
 pub use moving::MOVE_GRACE;
 use publication::Publication;
-pub use relay::{LinkId, RelayMessage};
+pub use relay::{LinkId, MAX_PARTICIPANTS_TOGETHER, RelayMessage};
 use speaker::SpeakerDetector;
 pub use subscriptions::LARGE_ROOM;
 /// A participant's connection on this node.

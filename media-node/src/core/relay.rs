@@ -26,6 +26,10 @@ use super::{
     Participant, ParticipantInfo, PeerId, PublicationId, PublishedLayer, RosterEvent, Source,
 };
 
+/// The most participants one [`RelayMessage::Participants`] names: a large room's roster goes in
+/// messages of a size the control plane carries as readily as any other.
+pub const MAX_PARTICIPANTS_TOGETHER: usize = 200;
+
 /// A link to another node that hosts participants of the same room; the control plane names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LinkId(pub u64);
@@ -51,14 +55,18 @@ pub enum RelayMessage {
         /// 16 random bytes.
         nonce: [u8; 16],
     },
-    /// A participant of the sending node is in the room, as it is now (sent when it comes in,
-    /// when the link opens and whenever its state changes).
+    /// A participant of the sending node is in the room, as it is now (sent when it comes in
+    /// and whenever its state changes).
     Participant {
         /// Who.
         peer: u64,
         /// Its state.
         info: ParticipantInfo,
     },
+    /// The sending node's participants in the room, as they are now, at most
+    /// [`MAX_PARTICIPANTS_TOGETHER`] (sent, in as many messages as it takes, when the link
+    /// opens): the receiving node tells its own participants of them together.
+    Participants(Vec<(u64, ParticipantInfo)>),
     /// A participant of the sending node left.
     Left {
         /// Who.
@@ -170,11 +178,15 @@ impl Core {
         if !waiting.is_empty() {
             self.relay(link, RelayMessage::Lobby { waiting });
         }
-        for peer in members {
-            if peer.is_remote() {
-                continue;
-            }
-            self.relay_participant_to(link, peer);
+        let local: Vec<PeerId> = members.into_iter().filter(|p| !p.is_remote()).collect();
+        for some in local.chunks(MAX_PARTICIPANTS_TOGETHER) {
+            let together = some
+                .iter()
+                .filter_map(|peer| Some((peer.0, self.participants.get(peer)?.info.clone())))
+                .collect();
+            self.relay(link, RelayMessage::Participants(together));
+        }
+        for peer in local {
             let publications = self
                 .participants
                 .get(&peer)
@@ -257,7 +269,10 @@ impl Core {
         };
         match message {
             RelayMessage::Hello { .. } => {}
-            RelayMessage::Participant { peer, info } => self.remote_participant(link, peer, info),
+            RelayMessage::Participant { peer, info } => {
+                self.remote_participants(link, &room, vec![(peer, info)]);
+            }
+            RelayMessage::Participants(some) => self.remote_participants(link, &room, some),
             RelayMessage::Left { peer, reason } => match (self.remote_peer(link, peer), reason) {
                 // Its page may be on its way back, there or to another node (its own drains):
                 // it is adrift, as if its link had closed. (Unless it is back already.)
@@ -357,17 +372,20 @@ impl Core {
             RelayMessage::Admit {
                 participant_id,
                 admit,
-            } => {
-                // Gone meanwhile (left, or let in by a moderator here): nothing to do.
-                if let Some((peer, _)) = self.rooms.get(&room).and_then(|state| {
-                    state
-                        .waiting
-                        .iter()
-                        .find(|(_, request)| request.participant_id == participant_id)
-                }) {
-                    let _ = self.let_in(*peer, admit);
-                }
-            }
+            } => self.admitted_by_link(&room, &participant_id, admit),
+        }
+    }
+
+    /// A moderator on a linked node let someone who waits here in, or not.
+    fn admitted_by_link(&mut self, room: &str, participant_id: &str, admit: bool) {
+        // Gone meanwhile (left, or let in by a moderator here): nothing to do.
+        if let Some((peer, _)) = self.rooms.get(room).and_then(|state| {
+            state
+                .waiting
+                .iter()
+                .find(|(_, request)| request.participant_id == participant_id)
+        }) {
+            let _ = self.let_in(*peer, admit);
         }
     }
 
@@ -378,21 +396,37 @@ impl Core {
         (!peer.is_remote() && participant.room == room).then_some(peer)
     }
 
+    /// Remote participants come in, or their state changed: the local members are told of
+    /// those who came in with one message.
+    fn remote_participants(&mut self, link: LinkId, room: &str, some: Vec<(u64, ParticipantInfo)>) {
+        let joined: Vec<ParticipantInfo> = some
+            .into_iter()
+            .filter_map(|(peer, info)| self.remote_participant(link, peer, info))
+            .collect();
+        match <[ParticipantInfo; 1]>::try_from(joined) {
+            Ok([one]) => self.tell_local(room, RosterEvent::Joined(one)),
+            Err(joined) if joined.is_empty() => {}
+            Err(joined) => self.tell_local(room, RosterEvent::JoinedTogether(joined)),
+        }
+    }
+
     /// A remote participant comes in, or its state changed: the local members are told as
-    /// they are about their own.
-    fn remote_participant(&mut self, link: LinkId, peer: u64, info: ParticipantInfo) {
-        let Some(room) = self.links.get(&link).cloned() else {
-            return;
-        };
+    /// they are about their own, except that one who came in is returned, for the caller to
+    /// tell.
+    fn remote_participant(
+        &mut self,
+        link: LinkId,
+        peer: u64,
+        info: ParticipantInfo,
+    ) -> Option<ParticipantInfo> {
+        let room = self.links.get(&link).cloned()?;
         if let Some(remote) = self.remote_peer(link, peer) {
             // Adrift since its link closed, and back over it.
             if self.is_adrift(remote) {
                 self.no_longer_adrift(remote);
                 self.tell_connection(remote, false);
             }
-            let Some(participant) = self.participants.get_mut(&remote) else {
-                return;
-            };
+            let participant = self.participants.get_mut(&remote)?;
             let before = std::mem::replace(&mut participant.info, info.clone());
             // What its own node switched back on is forwarded here again too.
             participant
@@ -421,7 +455,7 @@ impl Core {
                 self.tell_waiting(&room);
             }
             self.wake(remote);
-            return;
+            return None;
         }
         // The same person twice in one room: it moved from a node that was lost (or from
         // here, its connection lost), or a stale entry of a link that was replaced. The newer
@@ -435,17 +469,17 @@ impl Core {
         let remote = PeerId(REMOTE | self.next_remote);
         self.next_remote += 1;
         self.remote.insert((link, peer), remote);
-        self.tell_local(&room, RosterEvent::Joined(info.clone()));
         let moderator = info.moderator;
         let state = self.rooms.entry(room.clone()).or_default();
         state.members.push(remote);
         self.participants.insert(
             remote,
-            Participant::new(room.clone(), info, Some((link, peer))),
+            Participant::new(room.clone(), info.clone(), Some((link, peer))),
         );
         if moderator {
             self.tell_waiting(&room);
         }
+        Some(info)
     }
 
     /// A remote participant's track, announced or with layers that arrived at its node.

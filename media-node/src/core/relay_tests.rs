@@ -497,3 +497,65 @@ fn a_dormant_track_of_the_other_node_is_negotiated_once_it_is_switched_on_there(
 }
 
 mod moving;
+
+#[test]
+fn a_room_s_participants_on_the_other_node_come_together_when_the_link_opens() {
+    let mut pair = Pair::new();
+    for node in &mut pair.nodes {
+        node.close_link(Instant::now(), LINK);
+    }
+    let many = MAX_PARTICIPANTS_TOGETHER as u64 + 50;
+    for peer in 1..=many {
+        pair.join(0, peer, false);
+    }
+    pair.join(1, 1000, false);
+    pair.take(0);
+    pair.take(1);
+
+    for node in &mut pair.nodes {
+        node.open_link(LINK, ROOM);
+    }
+    let now = Instant::now();
+    let mut sizes = Vec::new();
+    for output in pair.take_now(0) {
+        if let Output::Relay { link, message } = output {
+            if let RelayMessage::Participants(together) = &message {
+                sizes.push(together.len());
+            }
+            pair.nodes[1].relayed(now, link, message);
+        }
+    }
+    assert_eq!(
+        sizes,
+        [MAX_PARTICIPANTS_TOGETHER, 50],
+        "the roster crosses in as few messages as their size allows"
+    );
+    pair.settle();
+    let told: Vec<usize> = (pair.take(1).into_iter())
+        .filter_map(|output| match output {
+            Output::Roster {
+                to: PeerId(1000),
+                event: RosterEvent::JoinedTogether(infos),
+            } => Some(infos.len()),
+            Output::Roster {
+                to: PeerId(1000),
+                event: RosterEvent::Joined(_),
+            } => Some(1),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        told,
+        [MAX_PARTICIPANTS_TOGETHER, 50],
+        "p1000 hears of the other node's people in two messages, not one each"
+    );
+    assert_eq!(pair.nodes[1].room_members(ROOM).len(), many as usize + 1);
+    // The one participant of node 1 is told of as any newcomer.
+    let joined_there = (pair.take(0).iter())
+        .filter(|output| {
+            matches!(output, Output::Roster { event: RosterEvent::Joined(info), .. }
+                if info.participant_id == "p1000")
+        })
+        .count();
+    assert_eq!(joined_there, many as usize);
+}

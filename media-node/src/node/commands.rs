@@ -298,6 +298,7 @@ impl Node {
             | SignalKind::Knocking(_)
             | SignalKind::Request(_)
             | SignalKind::ParticipantJoined(_)
+            | SignalKind::ParticipantsJoined(_)
             | SignalKind::ParticipantLeft(_)
             | SignalKind::Connection(_)
             | SignalKind::PublishLayers(_)

@@ -42,6 +42,9 @@ pub fn roster_with(event: RosterEvent, resumed: bool) -> v1::Signal {
             hands,
         }),
         RosterEvent::Joined(info) => Kind::ParticipantJoined(participant(info)),
+        RosterEvent::JoinedTogether(infos) => Kind::ParticipantsJoined(v1::ParticipantsJoined {
+            participants: infos.into_iter().map(participant).collect(),
+        }),
         RosterEvent::Left {
             participant_id,
             reason,

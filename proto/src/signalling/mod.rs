@@ -359,6 +359,12 @@ pub enum ServerMessage {
         /// Who.
         participant: ParticipantInfo,
     },
+    /// Several came in at once (the room's participants on another node, when the room spreads
+    /// to this client's node): shown together, like a welcome's.
+    ParticipantsJoined {
+        /// Who.
+        participants: Vec<ParticipantInfo>,
+    },
     /// Someone left.
     #[serde(rename_all = "camelCase")]
     ParticipantLeft {

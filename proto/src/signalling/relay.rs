@@ -250,6 +250,13 @@ pub fn from_signal(signal: v1::Signal) -> Option<ServerMessage> {
         Kind::ParticipantJoined(participant) => ServerMessage::ParticipantJoined {
             participant: participant_info(participant),
         },
+        Kind::ParticipantsJoined(joined) => ServerMessage::ParticipantsJoined {
+            participants: joined
+                .participants
+                .into_iter()
+                .map(participant_info)
+                .collect(),
+        },
         Kind::ParticipantLeft(left) => ServerMessage::ParticipantLeft {
             participant_id: left.participant_id,
             reason: v1::CloseReason::try_from(left.reason)

@@ -88,6 +88,23 @@ fn the_new_call_messages_round_trip() {
         serde_json::to_string(&chat).unwrap(),
         r#"{"type":"chat","participantId":"p2","name":"Ben","text":"Hallo"}"#
     );
+    let together = |name: &str| v1::Participant {
+        participant_id: name.to_lowercase(),
+        display_name: name.into(),
+        media: None,
+        moderator: false,
+    };
+    let joined = from_signal(v1::Signal::new(Kind::ParticipantsJoined(
+        v1::ParticipantsJoined {
+            participants: vec![together("Cem"), together("Dora")],
+        },
+    )))
+    .unwrap();
+    let ServerMessage::ParticipantsJoined { participants } = joined else {
+        panic!("several joined, told as one message");
+    };
+    let names: Vec<&str> = participants.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["Cem", "Dora"]);
 }
 
 #[test]
@@ -208,8 +225,26 @@ fn every_server_message() -> Vec<(ServerMessage, &'static str)> {
 fn roster_messages(anna: ParticipantInfo) -> Vec<(ServerMessage, &'static str)> {
     vec![
         (
-            ServerMessage::ParticipantJoined { participant: anna },
+            ServerMessage::ParticipantJoined {
+                participant: anna.clone(),
+            },
             r#"{"type":"participant-joined","participant":{"id":"p1","name":"Anna","audioMuted":true,"videoMuted":false,"screenSharing":false,"moderator":true}}"#,
+        ),
+        (
+            ServerMessage::ParticipantsJoined {
+                participants: vec![
+                    anna,
+                    ParticipantInfo {
+                        id: "p2".into(),
+                        name: "Ben".into(),
+                        audio_muted: false,
+                        video_muted: false,
+                        screen_sharing: false,
+                        moderator: false,
+                    },
+                ],
+            },
+            r#"{"type":"participants-joined","participants":[{"id":"p1","name":"Anna","audioMuted":true,"videoMuted":false,"screenSharing":false,"moderator":true},{"id":"p2","name":"Ben","audioMuted":false,"videoMuted":false,"screenSharing":false,"moderator":false}]}"#,
         ),
         (
             ServerMessage::ParticipantLeft {
