@@ -823,11 +823,6 @@ function renderSelf() {
   item.querySelector(".badge").hidden = !state.audioMuted;
 }
 
-/**
- * Shows a participant who came in; returns whether they are new. Someone already shown came in
- * again (their connection broke off, or their node was lost, and their page came back): the same
- * tile and video go on, with what they are now.
- */
 /** Adds `participants` with the grid laid out once, not once each; returns how many are new. */
 function addTogether(participants) {
   let added = 0;
@@ -841,6 +836,11 @@ function addTogether(participants) {
   return added;
 }
 
+/**
+ * Shows a participant who came in; returns whether they are new. Someone already shown came in
+ * again (their connection broke off, or their node was lost, and their page came back): the same
+ * tile and video go on, with what they are now.
+ */
 function addParticipant(info) {
   const known = state.participants.get(info.id);
   if (known) {
