@@ -30,8 +30,8 @@ fn config(udp_bind: SocketAddr) -> NodeConfig {
 
 #[tokio::test]
 async fn that_a_node_that_cannot_bind_its_port_says_why() {
-    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap();
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("a free port on loopback");
+    let port = taken.local_addr().expect("a bound socket has an address");
     let started = MediaNode::start_alone(
         config(port),
         "taken".to_owned(),
@@ -71,7 +71,7 @@ async fn that_a_node_stopped_leaves_neither_its_thread_nor_its_links_running() {
     drop(stop);
     let ended = tokio::task::spawn_blocking(move || node.thread.join())
         .await
-        .unwrap();
+        .expect("joining a thread neither panics nor is cancelled");
     assert!(
         matches!(ended, Ok(Ok(()))),
         "the node's thread ends cleanly"

@@ -99,7 +99,7 @@ fn the_new_call_messages_round_trip() {
             participants: vec![together("Cem"), together("Dora")],
         },
     )))
-    .unwrap();
+    .expect("participants-joined is a message for the browser");
     let ServerMessage::ParticipantsJoined { participants } = joined else {
         panic!("several joined, told as one message");
     };
