@@ -10,6 +10,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
+use treffpunkt_proto::features::Features;
 use treffpunkt_proto::signalling::{ClientMessage, ServerMessage};
 use webrtc::peer_connection::RTCPeerConnectionState;
 
@@ -154,6 +155,7 @@ impl Task {
             video_muted: false,
             password: self.joining.password.clone(),
             invite: self.joining.invite.clone(),
+            features: Features::ALL.names(),
         };
         if let Err(error) = send(&mut socket, &join).await {
             return self.fail(error);
@@ -383,6 +385,7 @@ impl Task {
                     &mut socket,
                     &ClientMessage::Resume {
                         ticket: ticket.clone(),
+                        features: Features::ALL.names(),
                     },
                 )
                 .await

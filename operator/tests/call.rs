@@ -694,3 +694,89 @@ async fn a_tenant_at_its_participant_limit_refuses_the_next_person_in_any_room()
     anna.leave().await;
     dora.leave().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_an_earlier_release_hears_of_newcomers_one_at_a_time() {
+    // The node is played by the test over a real Attach stream, so that it says "two came at
+    // once" when the test wants it to; the gateway, the fleet and the WebSockets are real.
+    use futures::{SinkExt, StreamExt};
+    use support::sockets::next_reply;
+    use tokio_tungstenite::tungstenite::Message;
+    use treffpunkt_proto::features::Features;
+    use treffpunkt_proto::v1::{self, control_message::Kind as ControlKind};
+    let key = Keyring::from_secret(GRANT_SECRET);
+    let server = support::calls::on_loopback(StandaloneConfig {
+        media_node: false,
+        grant_key: Some(SharedKeyring::new(key.clone())),
+        ..StandaloneConfig::default()
+    })
+    .await;
+    let mut node = register_as(server.grpc, "node-a", Some(&key)).await;
+    let commands = node.answer.as_mut().expect("the node attaches");
+    let Some(Ok(v1::ControlMessage {
+        kind: Some(ControlKind::Registered(registered)),
+    })) = commands.next().await
+    else {
+        panic!("the control plane answers the registration");
+    };
+    assert_eq!(Features::from_names(&registered.features), Features::ALL);
+
+    let url = signal_url(server.http, "public", "umbau");
+    let mut told = Vec::new();
+    // A page loaded before the upgrade names no features; one of this release names them.
+    for features in [serde_json::json!([]), serde_json::json!(["roster-batches"])] {
+        let (mut page, _) = tokio_tungstenite::connect_async(&url)
+            .await
+            .expect("the gateway takes the WebSocket");
+        let join = serde_json::json!({"type": "join", "name": "Alma", "features": features});
+        let join = Message::Text(join.to_string().into());
+        page.send(join).await.expect("the socket is open");
+        let session_id = loop {
+            let command = tokio::time::timeout(Duration::from_secs(5), commands.next()).await;
+            match command {
+                Ok(Some(Ok(v1::ControlMessage {
+                    kind: Some(ControlKind::OpenSession(open)),
+                }))) => break open.session_id,
+                Ok(Some(Ok(_))) => {}
+                other => panic!("the node is asked to open Alma's session: {other:?}"),
+            }
+        };
+        let person = |name: &str| v1::Participant {
+            participant_id: name.to_lowercase(),
+            display_name: name.into(),
+            media: None,
+            moderator: false,
+        };
+        let together = v1::signal::Kind::ParticipantsJoined(v1::ParticipantsJoined {
+            participants: vec![person("Cem"), person("Dora")],
+        });
+        let signal = v1::node_message::Kind::Signal(v1::SessionSignal {
+            session_id,
+            signal: Some(v1::Signal::new(together)),
+        });
+        node.to_control_plane
+            .send(v1::NodeMessage::new(signal))
+            .await
+            .expect("the Attach stream is open");
+        // How many newcomers each message named, until both were named.
+        let mut messages = Vec::new();
+        while messages.iter().sum::<usize>() < 2 {
+            let reply = next_reply(&mut page).await.expect("the page hears of them");
+            match reply["type"].as_str() {
+                Some("participant-joined") => messages.push(1),
+                Some("participants-joined") => messages.push(
+                    reply["participants"]
+                        .as_array()
+                        .map_or(0, |participants| participants.len()),
+                ),
+                _ => {}
+            }
+        }
+        told.push(messages);
+    }
+    assert_eq!(
+        told,
+        [vec![1, 1], vec![2]],
+        "the earlier page hears of each alone, the newer of both at once"
+    );
+}

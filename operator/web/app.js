@@ -444,9 +444,22 @@ async function join() {
   openSocket(() => joinMessage(name));
 }
 
+/**
+ * What this page understands beyond the forms every release understands: a gateway of a later
+ * release speaks the older forms with a page that does not name them (one loaded before an
+ * upgrade and still open).
+ */
+const FEATURES = ["roster-batches"];
+
 /** The join under `name`, with what a protected room asks: its password, the invitation. */
 function joinMessage(name) {
-  const message = { type: "join", name, audioMuted: state.audioMuted, videoMuted: state.videoMuted };
+  const message = {
+    type: "join",
+    name,
+    audioMuted: state.audioMuted,
+    videoMuted: state.videoMuted,
+    features: FEATURES,
+  };
   const password = $("room-password").value;
   if (!$("password-field").hidden && password) message.password = password;
   if (state.invite) message.invite = state.invite;
@@ -511,7 +524,7 @@ function resumeSocket(wasOpen) {
   setTimeout(() => {
     if (state.leaving || !state.joined) return;
     trace("resume");
-    openSocket(() => ({ type: "resume", ticket: state.ticket }));
+    openSocket(() => ({ type: "resume", ticket: state.ticket, features: FEATURES }));
   }, delay);
 }
 

@@ -23,6 +23,9 @@
 //! the gateway over the signalling WebSocket, once for all of them, and converts a joined
 //! participant's messages to and from the [`v1::Signal`]s that the gateway relays to the node.
 //!
+//! Parts of two releases work together while a fleet is upgraded: each names what it
+//! understands beyond the forms every release understands ([`features`]).
+//!
 //! When the Attach port runs mutual TLS (in a cluster), [`identity`] names who is who in the
 //! certificates.
 //!
@@ -33,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 pub mod base64;
+pub mod features;
 pub mod grant;
 pub mod identity;
 pub mod random;

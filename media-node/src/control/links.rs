@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tracing::warn;
+use treffpunkt_proto::features::Features;
 use treffpunkt_proto::v1;
 
 /// Signals held for one session while its replica is away or its stream is full.
@@ -49,6 +50,10 @@ pub(super) struct Links {
     /// The replica that opened each link of a spanning room, by link id: its messages go
     /// back that way.
     pub(super) room_links: HashMap<u64, String>,
+    /// What each replica with a stream up understands (its `Registered.features`).
+    pub(super) replica_features: HashMap<String, Features>,
+    /// What each link's other node understands, as the replica that opened it said.
+    pub(super) link_features: HashMap<u64, Features>,
 }
 
 pub(super) type Shared = Arc<Mutex<Links>>;
@@ -74,6 +79,21 @@ impl Links {
         if let Some(room) = room {
             record.room = room;
         }
+    }
+
+    /// What the replica of `session` understands: only the forms every release understands
+    /// while that is not known.
+    pub(super) fn session_features(&self, session: &str) -> Features {
+        self.sessions
+            .get(session)
+            .and_then(|record| self.replica_features.get(&record.link))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// What the other node of `link` understands.
+    pub(super) fn link_features(&self, link: u64) -> Features {
+        self.link_features.get(&link).copied().unwrap_or_default()
     }
 
     /// Sends `message` for `session` over its replica's stream, after what was held for the

@@ -21,6 +21,11 @@
 //! cannot take waits too, in order, as do a spanning room's messages to its other nodes (`links`).
 //! Media never passes through the control plane, so a control-plane restart does not disturb
 //! running calls.
+//!
+//! While a fleet is upgraded, replicas and nodes of two releases meet: the node names what it
+//! understands when it registers, and learns what each replica and each link's other node
+//! understands; what the core says in a newer form goes to the others in the older one
+//! (`forms`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,6 +35,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity as TlsIdentity};
 use tracing::{debug, info, warn};
+use treffpunkt_proto::features::Features;
 use treffpunkt_proto::grant::{Keyring, SharedKeyring, now_unix_ms};
 use treffpunkt_proto::identity;
 use treffpunkt_proto::v1::{
@@ -181,9 +187,16 @@ pub async fn run(
     while let Some(event) = events.recv().await {
         let mut links = lock(&links);
         match event {
-            Event::Signal { ref session_id, .. } => {
-                let session = session_id.clone();
-                links.route(&session, event_message(event));
+            Event::Signal { session_id, signal } => {
+                // A replica of an earlier release hears of several newcomers one by one.
+                let features = links.session_features(&session_id);
+                for signal in forms::signal(signal, features) {
+                    let message = event_message(Event::Signal {
+                        session_id: session_id.clone(),
+                        signal,
+                    });
+                    links.route(&session_id, message);
+                }
             }
             Event::Closed { ref session_id, .. } => {
                 let session = session_id.clone();
@@ -205,7 +218,24 @@ pub async fn run(
                     links.flush(&via);
                 }
             }
-            Event::Relay { link, .. } => links.relay(link.0, event_message(event)),
+            Event::Relay {
+                link,
+                room,
+                to_node,
+                message,
+            } => {
+                // A node of an earlier release hears of a roster one participant at a time.
+                for message in forms::relay(message, links.link_features(link.0)) {
+                    let (room, to_node) = (room.clone(), to_node.clone());
+                    let event = Event::Relay {
+                        link,
+                        room,
+                        to_node,
+                        message,
+                    };
+                    links.relay(link.0, event_message(event));
+                }
+            }
             Event::Load(_) | Event::Draining { .. } => {
                 links.retry_held(std::time::Instant::now());
                 let message = event_message(event);
@@ -373,6 +403,36 @@ fn tls_config(dir: &std::path::Path) -> Result<ClientTlsConfig> {
         .domain_name(identity::CONTROL_PLANE))
 }
 
+/// What the node tells a replica when it attaches: who it is, what it hosts and understands,
+/// with a fresh proof that it holds the grant key.
+fn registration(
+    context: &LinkContext,
+    hosted_rooms: Vec<v1::HostedRoom>,
+    draining: Option<v1::Draining>,
+    attached_replicas: Vec<String>,
+) -> v1::Register {
+    let identity = &context.identity;
+    v1::Register {
+        node_id: identity.node_id.clone(),
+        pool: identity.pool.clone(),
+        capacity: Some(v1::Capacity {
+            max_participants: identity.max_participants,
+        }),
+        media_addresses: identity.media_addresses.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        features: Features::ALL.names(),
+        hosted_rooms,
+        instance_id: identity.instance_id.clone(),
+        proof: Some(context.grant_key.get().sign_attach(&v1::AttachClaim {
+            node_id: identity.node_id.clone(),
+            instance_id: identity.instance_id.clone(),
+            issued_at_unix_ms: now_unix_ms(),
+        })),
+        attached_replicas,
+        draining,
+    }
+}
+
 async fn attach_once(address: &str, context: &LinkContext) -> Result<Attached> {
     let endpoint = match &context.identity.certificate {
         Some(dir) => Endpoint::from_shared(address.replacen("http://", "https://", 1))
@@ -403,25 +463,7 @@ async fn attach_once(address: &str, context: &LinkContext) -> Result<Attached> {
         let attached: Vec<String> = links.up.keys().cloned().collect();
         (links.hosted_rooms(), links.draining, attached)
     };
-    let identity = &context.identity;
-    let register = v1::Register {
-        node_id: identity.node_id.clone(),
-        pool: identity.pool.clone(),
-        capacity: Some(v1::Capacity {
-            max_participants: identity.max_participants,
-        }),
-        media_addresses: identity.media_addresses.clone(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        hosted_rooms,
-        instance_id: identity.instance_id.clone(),
-        proof: Some(context.grant_key.get().sign_attach(&v1::AttachClaim {
-            node_id: identity.node_id.clone(),
-            instance_id: identity.instance_id.clone(),
-            issued_at_unix_ms: now_unix_ms(),
-        })),
-        attached_replicas,
-        draining,
-    };
+    let register = registration(context, hosted_rooms, draining, attached_replicas);
     outbound
         .send(v1::NodeMessage::new(NodeKind::Register(register)))
         .await
@@ -446,11 +488,14 @@ async fn attach_once(address: &str, context: &LinkContext) -> Result<Attached> {
             return Err(Error::Control(status.to_string()));
         }
     };
-    let link = match inbound.message().await {
+    let (link, features) = match inbound.message().await {
         Ok(Some(v1::ControlMessage {
             kind: Some(ControlKind::Registered(registered)),
-        })) if !registered.replica.is_empty() => registered.replica,
-        Ok(Some(_)) => address.to_owned(),
+        })) if !registered.replica.is_empty() => (
+            registered.replica,
+            Features::from_names(&registered.features),
+        ),
+        Ok(Some(_)) => (address.to_owned(), Features::default()),
         Ok(None) => return Ok(Attached::Ended),
         Err(status) => return Err(Error::Control(status.to_string())),
     };
@@ -473,11 +518,12 @@ async fn attach_once(address: &str, context: &LinkContext) -> Result<Attached> {
             let _ = outbound.try_send(v1::NodeMessage::new(NodeKind::Draining(now_draining)));
         }
         links.up.insert(stream.link.clone(), outbound.clone());
+        links.replica_features.insert(stream.link.clone(), features);
         links.flush(&stream.link);
     }
     context.status.set_attached(true);
     let replica = &stream.link;
-    info!(node = %identity.node_id, %address, %replica, "attached to a control-plane replica");
+    info!(node = %context.identity.node_id, %address, %replica, "attached to a control-plane replica");
     loop {
         let message = match inbound.message().await {
             Ok(Some(message)) => message,
@@ -506,6 +552,7 @@ impl Drop for Stream<'_> {
             let mut links = lock(self.links);
             links.up.remove(&self.link);
             links.replicas.remove(&self.link);
+            links.replica_features.remove(&self.link);
         }
     }
 }
@@ -575,14 +622,18 @@ async fn command_for(
             grace: Duration::from_secs(u64::from(drain.grace_seconds)),
             keep_running: drain.keep_running,
         },
-        Some(ControlKind::OpenLink(open)) => match relay::link_spec(open) {
-            Ok(spec) => {
-                lock(&context.links)
-                    .room_links
-                    .insert(spec.link.0, link.to_owned());
+        Some(ControlKind::OpenLink(open)) => match (
+            Features::from_names(&open.peer_features),
+            relay::link_spec(open),
+        ) {
+            (features, Ok(spec)) => {
+                let mut links = lock(&context.links);
+                links.room_links.insert(spec.link.0, link.to_owned());
+                links.link_features.insert(spec.link.0, features);
+                drop(links);
                 Command::OpenLink(spec)
             }
-            Err(detail) => {
+            (_, Err(detail)) => {
                 warn!(%detail, "refusing a link");
                 return None;
             }
@@ -590,6 +641,7 @@ async fn command_for(
         Some(ControlKind::CloseLink(close)) => {
             let mut links = lock(&context.links);
             links.room_links.remove(&close.link_id);
+            links.link_features.remove(&close.link_id);
             links.held_relays.remove(&close.link_id);
             drop(links);
             Command::CloseLink {
@@ -607,7 +659,10 @@ async fn command_for(
     })
 }
 
+mod forms;
 mod links;
+#[cfg(test)]
+mod mixed_tests;
 pub(crate) mod relay;
 #[cfg(test)]
 mod tests;

@@ -456,6 +456,7 @@ mod tests {
             key,
             first: true,
             peer_node: "node-b".into(),
+            peer_features: Vec::new(),
         };
         assert!(link_spec(open(vec![7; 32], "10.0.0.2")).is_ok());
         assert!(link_spec(open(vec![7; 16], "10.0.0.2")).is_err());

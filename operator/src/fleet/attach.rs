@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
+use treffpunkt_proto::features::Features;
 use treffpunkt_proto::grant::{SharedKeyring, now_unix_ms};
 use treffpunkt_proto::identity;
 use treffpunkt_proto::v1::{
@@ -278,6 +279,7 @@ impl ControlPlane for AttachService {
         let registered = v1::ControlMessage::new(ControlKind::Registered(v1::Registered {
             load_report_interval_ms: LOAD_REPORT_INTERVAL.as_millis() as u32,
             replica: replicas.id().to_owned(),
+            features: Features::ALL.names(),
         }));
         outbound
             .send(Ok(registered))

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use ring::digest;
 use tracing::{debug, info, warn};
+use treffpunkt_proto::features::Features;
 use treffpunkt_proto::grant::Keyring;
 use treffpunkt_proto::v1::{self, control_message::Kind as ControlKind};
 
@@ -137,7 +138,13 @@ fn open_link(
     }
     // The first end is the one of the lower id, so the two ends never seal alike.
     let first_is_a = (end_a.0.as_str(), end_a.1.as_str()) <= (end_b.0.as_str(), end_b.1.as_str());
-    for (node, peer, first) in [(node_a, &end_b, first_is_a), (node_b, &end_a, !first_is_a)] {
+    let ends = [
+        (node_a, node_b, &end_b, first_is_a),
+        (node_b, node_a, &end_a, !first_is_a),
+    ];
+    for (node, peer_node, peer, first) in ends {
+        // What the node may send its peer: what the peer names and this replica carries.
+        let peer_features = Features::ALL.and(Features::from_names(&peer_node.register.features));
         let open = v1::OpenLink {
             link_id: id,
             room: room_text.to_owned(),
@@ -145,6 +152,7 @@ fn open_link(
             key: key.to_vec(),
             first,
             peer_node: peer.0.clone(),
+            peer_features: peer_features.names(),
         };
         let _ = node
             .to_node

@@ -26,8 +26,9 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use tracing::{Instrument as _, debug, warn};
+use treffpunkt_proto::features::Features;
 use treffpunkt_proto::signalling::{
-    ClientMessage, CloseReason, ServerMessage, from_signal, to_signal,
+    ClientMessage, CloseReason, ServerMessage, for_client, from_signal, to_signal,
 };
 use treffpunkt_proto::v1;
 
@@ -184,6 +185,8 @@ struct Session<S> {
     from: IpAddr,
     /// The socket's place among the open WebSockets, given back when the session ends.
     _place: Ticket,
+    /// What the client named in its join or resume: it is told in the forms it understands.
+    features: Features,
 }
 
 /// How the relay ended.
@@ -217,6 +220,7 @@ impl<S: Store> Session<S> {
             client: AddressKey::from(from),
             from,
             _place: place,
+            features: Features::default(),
         }
     }
 
@@ -229,6 +233,21 @@ impl<S: Store> Session<S> {
             }
         };
         self.socket.send(Message::Text(text.into())).await.is_ok()
+    }
+
+    /// Sends `message` in the forms the client understands (one or several messages).
+    async fn send_all(&mut self, message: &ServerMessage) -> bool {
+        if !matches!(message, ServerMessage::ParticipantsJoined { .. })
+            || self.features.roster_batches
+        {
+            return self.send(message).await;
+        }
+        for message in for_client(message.clone(), self.features) {
+            if !self.send(&message).await {
+                return false;
+            }
+        }
+        true
     }
 
     /// Answers a member's request for an invitation to the room; `false` when the socket is
@@ -343,7 +362,9 @@ impl<S: Store> Session<S> {
                     video_muted,
                     password,
                     invite,
+                    features,
                 }) => {
+                    self.features = Features::from_names(&features);
                     let credentials = Credentials {
                         password,
                         invite,
@@ -354,10 +375,13 @@ impl<S: Store> Session<S> {
                     };
                     joined.map(|admitted| (admitted, Some((audio_muted, video_muted))))
                 }
-                Inbound::Message(ClientMessage::Resume { ticket }) => admission
-                    .resume(&self.key, &ticket, Some(self.from))
-                    .await
-                    .map(|admitted| (admitted, None)),
+                Inbound::Message(ClientMessage::Resume { ticket, features }) => {
+                    self.features = Features::from_names(&features);
+                    admission
+                        .resume(&self.key, &ticket, Some(self.from))
+                        .await
+                        .map(|admitted| (admitted, None))
+                }
                 Inbound::Message(_) => {
                     if !self.refuse("not-joined", "join the room first").await {
                         return;
@@ -500,7 +524,7 @@ impl<S: Store> Session<S> {
                         if matches!(message, ServerMessage::Welcome { .. }) {
                             debug!("the node's welcome, to the client");
                         }
-                        if !self.send(&message).await {
+                        if !self.send_all(&message).await {
                             break Ending::Detach;
                         }
                         // A new role goes into the ticket at once, so that it survives a move.

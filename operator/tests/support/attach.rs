@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 /// the process's side of the stream.
 pub struct Registration {
     pub answer: Result<tonic::Streaming<treffpunkt_proto::v1::ControlMessage>, tonic::Status>,
-    _to_control_plane: tokio::sync::mpsc::Sender<treffpunkt_proto::v1::NodeMessage>,
+    pub to_control_plane: tokio::sync::mpsc::Sender<treffpunkt_proto::v1::NodeMessage>,
 }
 
 /// Registers with `node_id` on the control plane at `grpc`, as another process would, with a
@@ -77,6 +77,6 @@ pub async fn register(
         .map(tonic::Response::into_inner);
     Ok(Registration {
         answer,
-        _to_control_plane: to_control_plane,
+        to_control_plane,
     })
 }

@@ -21,7 +21,10 @@
 //!    ticket, and the node follows with [`ServerMessage::Welcome`]. The gateway's own limits
 //!    answer the same way: `too-many-joins` (try again later), and, followed by closing the
 //!    socket, `too-many-connections` (too many sockets from one address), `server-busy` (too
-//!    many sockets in all) and `join-timeout` (the socket did not join in time).
+//!    many sockets in all) and `join-timeout` (the socket did not join in time). The join
+//!    and the resume name the `features` the client understands ([`crate::features`]): a
+//!    page loaded before an upgrade resumes through a newer gateway, which then speaks the
+//!    older forms with it.
 //! 2. In the call: SDP, candidates, media state, viewports and chat travel in both directions
 //!    until [`ClientMessage::Leave`] or [`ServerMessage::Closed`]. A
 //!    [`ServerMessage::Reconnect`] means the session moved to another node: the client drops its
@@ -43,7 +46,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 pub use relay::{
-    MAX_CHAT_BYTES, MAX_LIST_ENTRIES, MAX_SDP_BYTES, RelayError, from_signal, to_signal,
+    MAX_CHAT_BYTES, MAX_LIST_ENTRIES, MAX_SDP_BYTES, RelayError, for_client, from_signal, to_signal,
 };
 
 /// A message from a participant to the gateway.
@@ -66,11 +69,18 @@ pub enum ClientMessage {
         /// The invitation from the link (access InviteOnly).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         invite: Option<String>,
+        /// What the client understands beyond the forms every release understands
+        /// ([`crate::features`]); without it, it gets the older forms.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        features: Vec<String>,
     },
     /// Pick up the session this ticket names (after the socket dropped).
     Resume {
         /// The ticket the gateway gave with the session.
         ticket: String,
+        /// As the join's.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        features: Vec<String>,
     },
     /// An SDP offer.
     Offer {
@@ -360,7 +370,9 @@ pub enum ServerMessage {
         participant: ParticipantInfo,
     },
     /// Several came in at once (the room's participants on another node, when the room spreads
-    /// to this client's node): shown together, like a welcome's.
+    /// to this client's node): shown together, like a welcome's. Only to a client that named
+    /// [`crate::features::ROSTER_BATCHES`]; the others get a [`ServerMessage::ParticipantJoined`]
+    /// for each ([`for_client`]).
     ParticipantsJoined {
         /// Who.
         participants: Vec<ParticipantInfo>,

@@ -5,6 +5,7 @@ use super::{
     ClientMessage, CloseReason, Knock, ModerationAction, ModeratorRequest, ParticipantInfo,
     ServerMessage, VideoState,
 };
+use crate::features::Features;
 use crate::v1::{self, signal::Kind};
 
 /// The largest SDP the gateway relays. Browsers' offers for a call are a few kB.
@@ -217,6 +218,21 @@ impl From<v1::video_state::State> for VideoState {
             v1::video_state::State::PausedLastN => Self::PausedLastN,
             v1::video_state::State::Playing | v1::video_state::State::Unspecified => Self::Playing,
         }
+    }
+}
+
+/// `message` in the forms a client that understands `features` understands: a
+/// `participants-joined` becomes one `participant-joined` per participant for a client that
+/// does not name [`ROSTER_BATCHES`](crate::features::ROSTER_BATCHES).
+pub fn for_client(message: ServerMessage, features: Features) -> Vec<ServerMessage> {
+    match message {
+        ServerMessage::ParticipantsJoined { participants } if !features.roster_batches => {
+            participants
+                .into_iter()
+                .map(|participant| ServerMessage::ParticipantJoined { participant })
+                .collect()
+        }
+        message => vec![message],
     }
 }
 

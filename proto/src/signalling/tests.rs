@@ -16,6 +16,7 @@ fn client_messages_parse_and_unknown_ones_are_refused() {
             video_muted: false,
             password: None,
             invite: None,
+            features: vec![],
         }
     );
     for bad in [
@@ -105,6 +106,32 @@ fn the_new_call_messages_round_trip() {
     };
     let names: Vec<&str> = participants.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["Cem", "Dora"]);
+
+    // A page that does not name the feature (loaded before an upgrade) hears of each alone.
+    let together = ServerMessage::ParticipantsJoined { participants };
+    let batches = crate::features::Features::ALL;
+    assert_eq!(
+        for_client(together.clone(), batches),
+        std::slice::from_ref(&together)
+    );
+    let singles = for_client(together, crate::features::Features::default());
+    let names: Vec<&str> = singles
+        .iter()
+        .map(|message| match message {
+            ServerMessage::ParticipantJoined { participant } => participant.name.as_str(),
+            other => panic!("one participant-joined each, not {other:?}"),
+        })
+        .collect();
+    assert_eq!(names, ["Cem", "Dora"]);
+    let chat = ServerMessage::Chat {
+        participant_id: "p2".into(),
+        name: "Ben".into(),
+        text: "Hallo".into(),
+    };
+    assert_eq!(
+        for_client(chat.clone(), crate::features::Features::default()),
+        [chat]
+    );
 }
 
 #[test]
@@ -334,9 +361,11 @@ fn client_messages_read_back_what_they_write() {
             video_muted: false,
             password: Some("Geheim".into()),
             invite: Some("a.b.c".into()),
+            features: vec!["roster-batches".into()],
         },
         ClientMessage::Resume {
             ticket: "t.s".into(),
+            features: vec!["roster-batches".into()],
         },
         ClientMessage::Offer {
             sdp: "v=0".into(),
@@ -391,6 +420,7 @@ fn client_messages_are_written_as_the_browser_writes_them() {
                 video_muted: true,
                 password: None,
                 invite: None,
+                features: vec![],
             },
             r#"{"type":"join","name":"Anna","audioMuted":false,"videoMuted":true}"#,
         ),
@@ -401,14 +431,23 @@ fn client_messages_are_written_as_the_browser_writes_them() {
                 video_muted: false,
                 password: Some("Geheim".into()),
                 invite: Some("a.b.c".into()),
+                features: vec!["roster-batches".into()],
             },
-            r#"{"type":"join","name":"Ben","audioMuted":false,"videoMuted":false,"password":"Geheim","invite":"a.b.c"}"#,
+            r#"{"type":"join","name":"Ben","audioMuted":false,"videoMuted":false,"password":"Geheim","invite":"a.b.c","features":["roster-batches"]}"#,
         ),
         (
             ClientMessage::Resume {
                 ticket: "t.s".into(),
+                features: vec![],
             },
             r#"{"type":"resume","ticket":"t.s"}"#,
+        ),
+        (
+            ClientMessage::Resume {
+                ticket: "t.s".into(),
+                features: vec!["roster-batches".into()],
+            },
+            r#"{"type":"resume","ticket":"t.s","features":["roster-batches"]}"#,
         ),
         (
             ClientMessage::Moderate {

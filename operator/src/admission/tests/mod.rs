@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use treffpunkt_proto::features::Features;
 use treffpunkt_proto::v1::control_message::Kind as ControlKind;
 
 use super::*;
@@ -50,8 +51,13 @@ impl Platform {
         Self::new(MemoryStore::seeded([Tenant::public()], rooms))
     }
 
-    /// Attaches node `id` of `pool`, taking 10 participants.
+    /// Attaches node `id` of `pool`, of this release, taking 10 participants.
     fn attach(&mut self, id: &'static str, pool: &str) {
+        self.attach_as(id, pool, Features::ALL);
+    }
+
+    /// Attaches node `id` of `pool` that understands `features`, taking 10 participants.
+    fn attach_as(&mut self, id: &'static str, pool: &str, features: Features) {
         let (tx, rx) = mpsc::channel(64);
         let register = v1::Register {
             node_id: id.to_owned(),
@@ -65,6 +71,7 @@ impl Platform {
                 ip: format!("10.0.0.{}", id.as_bytes()[0]),
                 port: 10_000,
             }],
+            features: features.names(),
             ..v1::Register::default()
         };
         self.fleet

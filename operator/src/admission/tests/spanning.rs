@@ -26,6 +26,31 @@ fn links_then_session(platform: &mut Platform, id: &str) -> (Vec<v1::OpenLink>, 
     (links, ordered)
 }
 
+#[tokio::test]
+async fn a_node_of_an_earlier_release_is_sent_only_what_it_understands() {
+    // While the fleet is upgraded one node at a time: a of this release, b of the one before.
+    let mut platform = Platform::public([]);
+    platform.attach("a", "");
+    platform.attach_as("b", "", Features::default());
+    placed(&platform, "rat", "Anna", &Credentials::default()).await;
+    let _busy = platform.load("a", 9).await;
+    platform.commands("a");
+    let ben = placed(&platform, "rat", "Ben", &Credentials::default()).await;
+    assert_eq!(ben, node("b"), "the room spreads to b");
+    let (at_a, _) = links_then_session(&mut platform, "a");
+    let (at_b, _) = links_then_session(&mut platform, "b");
+    assert_eq!((at_a.len(), at_b.len()), (1, 1));
+    assert!(
+        at_a[0].peer_features.is_empty(),
+        "a sends b only the forms every release understands"
+    );
+    assert_eq!(
+        at_b[0].peer_features,
+        Features::ALL.names(),
+        "what b may send a is b's to know"
+    );
+}
+
 /// Nodes a and b, and Anna in the room "rat" on a.
 async fn anna_on_a_of_two() -> Platform {
     let mut platform = Platform::public([]);
@@ -90,6 +115,11 @@ async fn a_room_whose_node_is_full_spreads_to_another_and_the_two_are_linked() {
         "a sends to b's media port"
     );
     assert_eq!(link_a.room, "public/rat");
+    assert_eq!(
+        (&link_a.peer_features, &link_b.peer_features),
+        (&Features::ALL.names(), &Features::ALL.names()),
+        "each end may send what both understand"
+    );
     assert!(ordered, "b knows the link before ben's session opens there");
 
     // A third participant finds room on b: nothing new to link.
