@@ -43,11 +43,12 @@ pub(super) fn relay(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::core::{LinkId, ParticipantInfo};
 
-    fn info(id: &str) -> ParticipantInfo {
+    /// A participant `id`, named in capitals, with nothing on.
+    pub(in crate::control) fn info(id: &str) -> ParticipantInfo {
         ParticipantInfo {
             participant_id: id.into(),
             display_name: id.to_uppercase(),

@@ -91,9 +91,20 @@ impl Links {
             .unwrap_or_default()
     }
 
-    /// What the other node of `link` understands.
+    /// What may be sent on `link`: what its other node understands, as the replica that
+    /// opened it said, and what the replica it goes through now carries (another one while
+    /// that one is away, perhaps of another release).
     pub(super) fn link_features(&self, link: u64) -> Features {
-        self.link_features.get(&link).copied().unwrap_or_default()
+        let peer = self.link_features.get(&link).copied().unwrap_or_default();
+        match link_replica(&self.up, &self.room_links, link) {
+            Some((replica, _)) => peer.and(
+                self.replica_features
+                    .get(replica)
+                    .copied()
+                    .unwrap_or_default(),
+            ),
+            None => peer,
+        }
     }
 
     /// Sends `message` for `session` over its replica's stream, after what was held for the
@@ -258,10 +269,19 @@ fn link_stream<'a>(
     room_links: &HashMap<u64, String>,
     link: u64,
 ) -> Option<&'a Outbound> {
+    link_replica(up, room_links, link).map(|(_, stream)| stream)
+}
+
+/// The replica `link` speaks through, with its stream: see [`link_stream`].
+fn link_replica<'a>(
+    up: &'a HashMap<String, Outbound>,
+    room_links: &HashMap<u64, String>,
+    link: u64,
+) -> Option<(&'a String, &'a Outbound)> {
     room_links
         .get(&link)
-        .and_then(|via| up.get(via))
-        .or_else(|| up.values().next())
+        .and_then(|via| up.get_key_value(via))
+        .or_else(|| up.iter().next())
 }
 
 /// Sends `message` over `stream` when nothing is held under `key` before it; holds it behind

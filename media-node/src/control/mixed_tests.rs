@@ -8,8 +8,9 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 use treffpunkt_proto::v1::control_plane_server::{ControlPlane, ControlPlaneServer};
 
+use super::forms::tests::info;
 use super::*;
-use crate::core::{LinkId, ParticipantInfo, RelayMessage};
+use crate::core::{LinkId, RelayMessage};
 use crate::node::signal;
 
 const LINK: u64 = 9;
@@ -70,17 +71,6 @@ impl ControlPlane for Replica {
             }
         });
         Ok(Response::new(ReceiverStream::new(stream)))
-    }
-}
-
-fn info(id: &str) -> ParticipantInfo {
-    ParticipantInfo {
-        participant_id: id.into(),
-        display_name: id.to_uppercase(),
-        audio_muted: false,
-        video_muted: false,
-        screen_sharing: false,
-        moderator: false,
     }
 }
 

@@ -290,3 +290,34 @@ async fn ip_addresses_need_no_lookup() {
     );
     assert!(resolve("grpc://x").await.is_empty());
 }
+
+#[test]
+fn a_link_speaks_the_newer_forms_only_through_a_replica_that_carries_them() {
+    use treffpunkt_proto::features::Features;
+    let mut links = Links::default();
+    let (new, _new_rx) = mpsc::channel(8);
+    let (old, _old_rx) = mpsc::channel(8);
+    links.up.insert("new".into(), new);
+    links.replica_features.insert("new".into(), Features::ALL);
+    links.room_links.insert(1, "new".into());
+    links.link_features.insert(1, Features::ALL);
+    assert_eq!(links.link_features(1), Features::ALL, "through its opener");
+    assert_eq!(
+        links.link_features(2),
+        Features::default(),
+        "a link not opened"
+    );
+
+    // The replica that opened it goes; the only one left is of the earlier release.
+    links.up.remove("new");
+    links.replica_features.remove("new");
+    links.up.insert("old".into(), old);
+    links
+        .replica_features
+        .insert("old".into(), Features::default());
+    assert_eq!(
+        links.link_features(1),
+        Features::default(),
+        "a replica of the earlier release would drop the newer forms"
+    );
+}
