@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::warn;
 use treffpunkt_proto::features::Features;
-use treffpunkt_proto::v1;
+use treffpunkt_proto::v1::{self, node_message::Kind as NodeKind};
 
 /// Signals held for one session while its replica is away or its stream is full.
 pub(super) const HELD_PER_SESSION: usize = 64;
@@ -66,6 +66,8 @@ pub(super) fn lock(links: &Shared) -> std::sync::MutexGuard<'_, Links> {
 }
 
 impl Links {
+    /// Binds `session` to the replica `link`. When the session moves to another replica, what
+    /// is held for it takes the forms that one understands (it may be of another release).
     pub(super) fn bind(&mut self, session: &str, link: &str, room: Option<String>) {
         let record = self
             .sessions
@@ -75,9 +77,16 @@ impl Links {
                 room: String::new(),
                 closed: None,
             });
+        let moved = record.link != link;
         record.link = link.to_owned();
         if let Some(room) = room {
             record.room = room;
+        }
+        if moved {
+            let features = self.session_features(session);
+            if let Some(queue) = self.held.get_mut(session) {
+                reform(queue, features);
+            }
         }
     }
 
@@ -248,6 +257,38 @@ impl Links {
                 })
             })
             .collect()
+    }
+}
+
+/// The signals in `queue` in the forms a replica that understands `features` understands.
+fn reform(queue: &mut VecDeque<v1::NodeMessage>, features: Features) {
+    let newer = |message: &v1::NodeMessage| {
+        matches!(
+            &message.kind,
+            Some(NodeKind::Signal(v1::SessionSignal {
+                signal: Some(v1::Signal {
+                    kind: Some(v1::signal::Kind::ParticipantsJoined(_)),
+                }),
+                ..
+            }))
+        )
+    };
+    if features.roster_batches || !queue.iter().any(newer) {
+        return;
+    }
+    for message in std::mem::take(queue) {
+        match message.kind {
+            Some(NodeKind::Signal(v1::SessionSignal {
+                session_id,
+                signal: Some(signal),
+            })) => queue.extend(super::forms::signal(signal, features).map(|signal| {
+                v1::NodeMessage::new(NodeKind::Signal(v1::SessionSignal {
+                    session_id: session_id.clone(),
+                    signal: Some(signal),
+                }))
+            })),
+            kind => queue.push_back(v1::NodeMessage { kind }),
+        }
     }
 }
 

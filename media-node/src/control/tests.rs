@@ -321,3 +321,49 @@ fn a_link_speaks_the_newer_forms_only_through_a_replica_that_carries_them() {
         "a replica of the earlier release would drop the newer forms"
     );
 }
+
+#[test]
+fn what_waits_for_a_session_that_moves_to_a_replica_of_an_earlier_release_takes_its_forms() {
+    use treffpunkt_proto::features::Features;
+    let mut links = Links::default();
+    links.replica_features.insert("new".into(), Features::ALL);
+    links.bind("s1", "new", Some("public/chor".into()));
+    let person = |id: &str| v1::Participant {
+        participant_id: id.into(),
+        ..v1::Participant::default()
+    };
+    let together = v1::Signal::new(v1::signal::Kind::ParticipantsJoined(
+        v1::ParticipantsJoined {
+            participants: vec![person("a"), person("b")],
+        },
+    ));
+    let message = event_message(Event::Signal {
+        session_id: "s1".into(),
+        signal: together,
+    });
+    // Held: the replica's stream is away.
+    links.route("s1", message);
+    links.route("s1", signal("s1"));
+
+    // The client resumes through a replica of the earlier release (a rollback).
+    let (old, mut old_rx) = mpsc::channel(8);
+    links.up.insert("old".into(), old);
+    links
+        .replica_features
+        .insert("old".into(), Features::default());
+    links.bind("s1", "old", None);
+    links.flush("old");
+    let kinds: Vec<String> = session_signals(&mut old_rx)
+        .into_iter()
+        .map(
+            |signal| match signal.signal.and_then(|signal| signal.kind) {
+                Some(v1::signal::Kind::ParticipantJoined(participant)) => {
+                    participant.participant_id
+                }
+                Some(v1::signal::Kind::Error(_)) => "error".to_owned(),
+                other => panic!("only forms the earlier release reads, not {other:?}"),
+            },
+        )
+        .collect();
+    assert_eq!(kinds, ["a", "b", "error"], "in order, each newcomer alone");
+}
