@@ -7,6 +7,11 @@
 //! that opens a link for both its ends in `OpenLink.peer_features`, a page in the `features` of
 //! its join or resume — and a sender uses a newer form only with a receiver that named it, the
 //! older form otherwise. A name this release does not know is ignored.
+//!
+//! A new kind in a `oneof` (a relay, a signal, a command) needs a feature of its own here
+//! before it is sent: the generated code of an earlier release drops a field it does not know,
+//! so the message arrives empty and is refused. New fields beside the ones a receiver knows
+//! need none: they are ignored, and each must mean nothing when absent.
 
 /// Several participants in one message: the roster a node relays when a room spreads to
 /// another (`RoomRelay.participants`), and what the node then tells its participants
