@@ -11,6 +11,8 @@ use tracing::warn;
 use treffpunkt_proto::features::Features;
 use treffpunkt_proto::v1::{self, node_message::Kind as NodeKind};
 
+use crate::node::Event;
+
 /// Signals held for one session while its replica is away or its stream is full.
 pub(super) const HELD_PER_SESSION: usize = 64;
 /// Room messages held for one link of a spanning room while no stream takes them: the roster
@@ -47,13 +49,19 @@ pub(super) struct Links {
     /// Held messages dropped to stay within the bounds since this was last logged.
     pub(super) dropped: u64,
     pub(super) draining: Option<v1::Draining>,
-    /// The replica that opened each link of a spanning room, by link id: its messages go
-    /// back that way.
-    pub(super) room_links: HashMap<u64, String>,
+    /// The links of spanning rooms, by link id.
+    pub(super) room_links: HashMap<u64, RoomLink>,
     /// What each replica with a stream up understands (its `Registered.features`).
     pub(super) replica_features: HashMap<String, Features>,
-    /// What each link's other node understands, as the replica that opened it said.
-    pub(super) link_features: HashMap<u64, Features>,
+}
+
+/// A link of a spanning room, as the replica that opened it gave it.
+#[derive(Debug)]
+pub(super) struct RoomLink {
+    /// The replica that opened it: its messages go back that way.
+    pub(super) via: String,
+    /// What the other node understands and that replica carries (`OpenLink.peer_features`).
+    pub(super) peer_features: Features,
 }
 
 pub(super) type Shared = Arc<Mutex<Links>>;
@@ -104,7 +112,8 @@ impl Links {
     /// opened it said, and what the replica it goes through now carries (another one while
     /// that one is away, perhaps of another release).
     pub(super) fn link_features(&self, link: u64) -> Features {
-        let peer = self.link_features.get(&link).copied().unwrap_or_default();
+        let peer = (self.room_links.get(&link))
+            .map_or_else(Features::default, |room_link| room_link.peer_features);
         match link_replica(&self.up, &self.room_links, link) {
             Some((replica, _)) => peer.and(
                 self.replica_features
@@ -262,18 +271,7 @@ impl Links {
 
 /// The signals in `queue` in the forms a replica that understands `features` understands.
 fn reform(queue: &mut VecDeque<v1::NodeMessage>, features: Features) {
-    let newer = |message: &v1::NodeMessage| {
-        matches!(
-            &message.kind,
-            Some(NodeKind::Signal(v1::SessionSignal {
-                signal: Some(v1::Signal {
-                    kind: Some(v1::signal::Kind::ParticipantsJoined(_)),
-                }),
-                ..
-            }))
-        )
-    };
-    if features.roster_batches || !queue.iter().any(newer) {
+    if features == Features::ALL {
         return;
     }
     for message in std::mem::take(queue) {
@@ -282,10 +280,10 @@ fn reform(queue: &mut VecDeque<v1::NodeMessage>, features: Features) {
                 session_id,
                 signal: Some(signal),
             })) => queue.extend(super::forms::signal(signal, features).map(|signal| {
-                v1::NodeMessage::new(NodeKind::Signal(v1::SessionSignal {
+                super::event_message(Event::Signal {
                     session_id: session_id.clone(),
-                    signal: Some(signal),
-                }))
+                    signal,
+                })
             })),
             kind => queue.push_back(v1::NodeMessage { kind }),
         }
@@ -307,7 +305,7 @@ fn session_stream<'a>(
 /// that is up while that one is away.
 fn link_stream<'a>(
     up: &'a HashMap<String, Outbound>,
-    room_links: &HashMap<u64, String>,
+    room_links: &HashMap<u64, RoomLink>,
     link: u64,
 ) -> Option<&'a Outbound> {
     link_replica(up, room_links, link).map(|(_, stream)| stream)
@@ -316,12 +314,12 @@ fn link_stream<'a>(
 /// The replica `link` speaks through, with its stream: see [`link_stream`].
 fn link_replica<'a>(
     up: &'a HashMap<String, Outbound>,
-    room_links: &HashMap<u64, String>,
+    room_links: &HashMap<u64, RoomLink>,
     link: u64,
 ) -> Option<(&'a String, &'a Outbound)> {
     room_links
         .get(&link)
-        .and_then(|via| up.get_key_value(via))
+        .and_then(|room_link| up.get_key_value(&room_link.via))
         .or_else(|| up.iter().next())
 }
 

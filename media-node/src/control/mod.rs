@@ -48,7 +48,7 @@ use crate::error::{Error, Result};
 use crate::node::{Admission, Command, Event, Resume};
 use crate::status::NodeStatus;
 
-use self::links::{Shared, lock};
+use self::links::{RoomLink, Shared, lock};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -628,8 +628,11 @@ async fn command_for(
         ) {
             (features, Ok(spec)) => {
                 let mut links = lock(&context.links);
-                links.room_links.insert(spec.link.0, link.to_owned());
-                links.link_features.insert(spec.link.0, features);
+                let room_link = RoomLink {
+                    via: link.to_owned(),
+                    peer_features: features,
+                };
+                links.room_links.insert(spec.link.0, room_link);
                 drop(links);
                 Command::OpenLink(spec)
             }
@@ -641,7 +644,6 @@ async fn command_for(
         Some(ControlKind::CloseLink(close)) => {
             let mut links = lock(&context.links);
             links.room_links.remove(&close.link_id);
-            links.link_features.remove(&close.link_id);
             links.held_relays.remove(&close.link_id);
             drop(links);
             Command::CloseLink {

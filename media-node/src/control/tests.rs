@@ -1,6 +1,6 @@
 //! The Attach client's pure parts: grants, the links between sessions and replicas.
 
-use super::links::{CLOSED_HELD_FOR, HELD_PER_SESSION, Links};
+use super::links::{CLOSED_HELD_FOR, HELD_PER_SESSION, Links, RoomLink};
 use super::*;
 use std::time::{Duration, Instant};
 
@@ -235,7 +235,13 @@ fn room_messages_a_full_stream_cannot_take_go_out_later_in_order() {
     let (a, mut a_rx) = mpsc::channel(1);
     let (b, mut b_rx) = mpsc::channel(8);
     links.up.insert("a".into(), a);
-    links.room_links.insert(7, "a".into());
+    links.room_links.insert(
+        7,
+        RoomLink {
+            via: "a".into(),
+            peer_features: Default::default(),
+        },
+    );
     // Stand-ins for the link's room messages, told apart by their ids.
     for id in ["r1", "r2", "r3"] {
         links.relay(7, signal(id));
@@ -299,8 +305,13 @@ fn a_link_speaks_the_newer_forms_only_through_a_replica_that_carries_them() {
     let (old, _old_rx) = mpsc::channel(8);
     links.up.insert("new".into(), new);
     links.replica_features.insert("new".into(), Features::ALL);
-    links.room_links.insert(1, "new".into());
-    links.link_features.insert(1, Features::ALL);
+    links.room_links.insert(
+        1,
+        RoomLink {
+            via: "new".into(),
+            peer_features: Features::ALL,
+        },
+    );
     assert_eq!(links.link_features(1), Features::ALL, "through its opener");
     assert_eq!(
         links.link_features(2),

@@ -236,13 +236,8 @@ impl<S: Store> Session<S> {
     }
 
     /// Sends `message` in the forms the client understands (one or several messages).
-    async fn send_all(&mut self, message: &ServerMessage) -> bool {
-        if !matches!(message, ServerMessage::ParticipantsJoined { .. })
-            || self.features.roster_batches
-        {
-            return self.send(message).await;
-        }
-        for message in for_client(message.clone(), self.features) {
+    async fn send_all(&mut self, message: ServerMessage) -> bool {
+        for message in for_client(message, self.features) {
             if !self.send(&message).await {
                 return false;
             }
@@ -524,11 +519,12 @@ impl<S: Store> Session<S> {
                         if matches!(message, ServerMessage::Welcome { .. }) {
                             debug!("the node's welcome, to the client");
                         }
-                        if !self.send_all(&message).await {
+                        // A new role goes into the ticket at once, so that it survives a move.
+                        let new_role = learn_role(&mut member, &message);
+                        if !self.send_all(message).await {
                             break Ending::Detach;
                         }
-                        // A new role goes into the ticket at once, so that it survives a move.
-                        if learn_role(&mut member, &message) {
+                        if new_role {
                             let ticket = gateway.admission.fresh_ticket(&self.key, &member, &attachment);
                             if !self.send(&gateway.session_message(ticket)).await {
                                 break Ending::Detach;

@@ -223,17 +223,21 @@ impl From<v1::video_state::State> for VideoState {
 
 /// `message` in the forms a client that understands `features` understands: a
 /// `participants-joined` becomes one `participant-joined` per participant for a client that
-/// does not name [`ROSTER_BATCHES`](crate::features::ROSTER_BATCHES).
-pub fn for_client(message: ServerMessage, features: Features) -> Vec<ServerMessage> {
-    match message {
+/// does not name [`ROSTER_BATCHES`](crate::features::ROSTER_BATCHES). A message that keeps its
+/// form passes through without a copy or an allocation.
+pub fn for_client(
+    message: ServerMessage,
+    features: Features,
+) -> impl Iterator<Item = ServerMessage> {
+    let (same, singles) = match message {
         ServerMessage::ParticipantsJoined { participants } if !features.roster_batches => {
-            participants
-                .into_iter()
-                .map(|participant| ServerMessage::ParticipantJoined { participant })
-                .collect()
+            (None, participants)
         }
-        message => vec![message],
-    }
+        message => (Some(message), Vec::new()),
+    };
+    let singles =
+        (singles.into_iter()).map(|participant| ServerMessage::ParticipantJoined { participant });
+    same.into_iter().chain(singles)
 }
 
 /// Converts a node's signal to the message for the browser; `None` for signals that have no

@@ -111,10 +111,11 @@ fn the_new_call_messages_round_trip() {
     let together = ServerMessage::ParticipantsJoined { participants };
     let batches = crate::features::Features::ALL;
     assert_eq!(
-        for_client(together.clone(), batches),
+        for_client(together.clone(), batches).collect::<Vec<_>>(),
         std::slice::from_ref(&together)
     );
-    let singles = for_client(together, crate::features::Features::default());
+    let singles: Vec<ServerMessage> =
+        for_client(together, crate::features::Features::default()).collect();
     let names: Vec<&str> = singles
         .iter()
         .map(|message| match message {
@@ -129,7 +130,7 @@ fn the_new_call_messages_round_trip() {
         text: "Hallo".into(),
     };
     assert_eq!(
-        for_client(chat.clone(), crate::features::Features::default()),
+        for_client(chat.clone(), crate::features::Features::default()).collect::<Vec<_>>(),
         [chat]
     );
 }
