@@ -112,6 +112,13 @@ pub struct Net {
     pub stun_down: Vec<(Instant, SocketAddr)>,
     /// Steps in a row at one instant; many mean a timer that never clears.
     stalled: u32,
+    /// How many participants a room admits.
+    pub room_limit: u32,
+    /// Time spent in the nodes' own calls (datagrams, timers, polls), without the peers' or
+    /// the network's: what forwarding costs the node, for the benchmarks.
+    pub node_busy: Duration,
+    /// RTP packets the nodes sent to participants.
+    pub rtp_down: u64,
 }
 
 impl Net {
@@ -137,6 +144,9 @@ impl Net {
             flood: None,
             stun_down: Vec::new(),
             stalled: 0,
+            room_limit: 10,
+            node_busy: Duration::ZERO,
+            rtp_down: 0,
         }
     }
 
@@ -200,7 +210,7 @@ impl Net {
         let number = index as u8 + 1;
         let address = SocketAddr::from(([10, 0, 0, number], 5000 + u16::from(number)));
         let peer = TestPeer::new(name, address, publish);
-        let admission = Self::admission(&peer, name, &format!("p-{name}"), "");
+        let admission = self.admission(&peer, name, &format!("p-{name}"), "");
         self.placed.insert(peer.session_id.clone(), node);
         self.peers.push(peer);
         let now = self.now;
@@ -209,13 +219,19 @@ impl Net {
         index
     }
 
-    fn admission(peer: &TestPeer, name: &str, participant_id: &str, continues: &str) -> Admission {
+    fn admission(
+        &self,
+        peer: &TestPeer,
+        name: &str,
+        participant_id: &str,
+        continues: &str,
+    ) -> Admission {
         Admission {
             session_id: peer.session_id.clone(),
             room: ROOM.to_owned(),
             participant_id: participant_id.to_owned(),
             display_name: name.to_owned(),
-            max_participants: 10,
+            max_participants: self.room_limit,
             last_n: 0,
             continues: continues.to_owned(),
             moderator: false,
@@ -250,7 +266,7 @@ impl Net {
         let number = index as u8 + 1;
         let address = SocketAddr::from(([10, 0, 0, number], 5000 + u16::from(number)));
         let peer = TestPeer::new(name, address, publish);
-        let admission = Self::admission(&peer, name, participant_id, continues);
+        let admission = self.admission(&peer, name, participant_id, continues);
         self.peers.push(peer);
         self.node.command(self.now, Command::Open(admission));
         self.exchange();
@@ -341,25 +357,31 @@ impl Net {
             let Some(datagram) = self.datagrams.remove(&id) else {
                 continue;
             };
-            if datagram.to == self.node_address {
-                self.node.datagram(now, now, datagram.from, &datagram.bytes);
-            } else if let Some((_, node)) = self
-                .more_nodes
-                .iter_mut()
-                .find(|(at, _)| *at == datagram.to)
-            {
+            let node = if datagram.to == self.node_address {
+                Some(&mut self.node)
+            } else {
+                self.more_nodes
+                    .iter_mut()
+                    .find(|(at, _)| *at == datagram.to)
+                    .map(|(_, node)| node)
+            };
+            if let Some(node) = node {
+                let started = Instant::now();
                 node.datagram(now, now, datagram.from, &datagram.bytes);
+                self.node_busy += started.elapsed();
             } else if let Some(peer) = self.peers.iter_mut().find(|p| p.address == datagram.to) {
                 peer.datagram(now, datagram.from, &datagram.bytes);
             }
         }
         self.send_flood(now);
+        let started = Instant::now();
         for number in 0..self.node_count() {
             let node = self.node_mut(number);
             if node.poll_timeout().is_some_and(|at| at <= now) {
                 node.handle_timeout(now);
             }
         }
+        self.node_busy += started.elapsed();
         for peer in &mut self.peers {
             if peer.poll_timeout().is_some_and(|at| at <= now) {
                 peer.handle_timeout(now);
@@ -377,7 +399,9 @@ impl Net {
             for _ in 0..flood.per_second / 1000 {
                 let (from, bytes) = (flood.datagram)(flood.sent);
                 flood.sent += 1;
+                let started = Instant::now();
                 self.node.datagram(now, now, from, &bytes);
+                self.node_busy += started.elapsed();
             }
             flood.next += Duration::from_millis(1);
         }
@@ -387,12 +411,20 @@ impl Net {
     /// anything more.
     fn exchange(&mut self) {
         let now = self.now;
+        let (mut transmits, mut events) = (Vec::new(), Vec::new());
         loop {
             let mut quiet = true;
             for number in 0..self.node_count() {
                 let from = self.node_address_of(number);
-                while let Some(transmit) = self.node_mut(number).poll_transmit() {
-                    quiet = false;
+                // What the node says is gathered first, so that only the node's own work counts
+                // towards its time.
+                let started = Instant::now();
+                let node = self.node_mut(number);
+                transmits.extend(std::iter::from_fn(|| node.poll_transmit()));
+                events.extend(std::iter::from_fn(|| node.poll_event()));
+                self.node_busy += started.elapsed();
+                quiet &= transmits.is_empty() && events.is_empty();
+                for transmit in transmits.drain(..) {
                     let to = transmit.destination;
                     let between = (0..self.node_count()).any(|n| self.node_address_of(n) == to);
                     let direction = if between {
@@ -402,8 +434,7 @@ impl Net {
                     };
                     self.send(direction, from, to, &transmit.contents);
                 }
-                while let Some(event) = self.node_mut(number).poll_event() {
-                    quiet = false;
+                for event in events.drain(..) {
                     self.on_event(number, event);
                 }
             }
@@ -468,6 +499,9 @@ impl Net {
         };
         if direction == Direction::Down && bytes.starts_with(&[0x01, 0x01]) {
             self.stun_down.push((self.now, to));
+        }
+        if direction == Direction::Down && rtp_header(bytes).is_some() {
+            self.rtp_down += 1;
         }
         if let Some(rule) = &mut self.loss
             && rule(direction, participant, bytes)

@@ -58,6 +58,27 @@ pub enum Publish {
     Plain,
     /// A microphone and a camera in the three [`LAYERS`].
     Simulcast,
+    /// A microphone and a camera in one layer whose frames are one packet of `bytes` bytes
+    /// each, `per_second` of them: the fan-out shape of the benchmarks.
+    Steady { per_second: u32, bytes: usize },
+}
+
+impl Publish {
+    /// How often the camera sends a frame.
+    fn frame_interval(self) -> Duration {
+        match self {
+            Self::Steady { per_second, .. } => Duration::from_secs(1) / per_second.max(1),
+            _ => FRAME,
+        }
+    }
+
+    /// The size of a frame of the camera's layer `layer`.
+    fn frame_bytes(self, layer: u8) -> usize {
+        match self {
+            Self::Steady { bytes, .. } => bytes,
+            _ => LAYERS[usize::from(layer)].2,
+        }
+    }
 }
 
 /// One packet as a subscriber received it.
@@ -349,8 +370,10 @@ impl TestPeer {
         }
     }
 
-    /// Sends an audio packet every 20 ms and a video frame on every active layer every 33 ms.
+    /// Sends an audio packet every 20 ms and a video frame on every active layer every 33 ms
+    /// (or at the steady rate it was asked for).
     fn send_media(&mut self, now: Instant) {
+        let publish = self.publish;
         let started = self.started.unwrap_or(now);
         let Some(pc) = self.pc.as_mut() else {
             return;
@@ -368,7 +391,8 @@ impl TestPeer {
         {
             let timestamp = (now.duration_since(started).as_micros() * 90 / 1000) as u32;
             for stream in streams.iter_mut().filter(|s| s.active) {
-                let (_, height, bytes) = LAYERS[usize::from(stream.layer)];
+                let height = LAYERS[usize::from(stream.layer)].1;
+                let bytes = publish.frame_bytes(stream.layer);
                 let keyframe = std::mem::take(&mut stream.keyframe_due) || stream.index == 0;
                 stream.picture_id = (stream.picture_id + 1) & 0x7fff;
                 let payload =
@@ -383,7 +407,7 @@ impl TestPeer {
                     payload,
                 );
             }
-            self.next_frame = Some(at + FRAME);
+            self.next_frame = Some(at + publish.frame_interval());
         }
     }
 
