@@ -173,6 +173,7 @@ impl Links {
     /// link (or any that is up, when that one is away), after what was held for the link, or
     /// holds it while no stream takes it.
     pub(super) fn relay(&mut self, link: u64, message: v1::NodeMessage) {
+        self.reform_held_relays(link);
         let stream = link_stream(&self.up, &self.room_links, link);
         send_or_hold(
             &mut self.held_relays,
@@ -194,6 +195,7 @@ impl Links {
         }
         let links: Vec<u64> = self.held_relays.keys().copied().collect();
         for link in links {
+            self.reform_held_relays(link);
             let stream = link_stream(&self.up, &self.room_links, link);
             drain(&mut self.held_relays, &link, stream);
         }
@@ -213,6 +215,19 @@ impl Links {
                 "messages for the control plane were dropped: more were held than a session or room link may hold, or longer than an ended session's may wait"
             );
             self.dropped = 0;
+        }
+    }
+
+    /// What is held for `link` in the forms it may carry now: held while no stream took it, a
+    /// roster formed for the replica that opened the link meets, when only a replica of an
+    /// earlier release comes back, one that would drop it.
+    fn reform_held_relays(&mut self, link: u64) {
+        if !self.held_relays.contains_key(&link) {
+            return;
+        }
+        let features = self.link_features(link);
+        if let Some(queue) = self.held_relays.get_mut(&link) {
+            reform(queue, features);
         }
     }
 
@@ -269,7 +284,8 @@ impl Links {
     }
 }
 
-/// The signals in `queue` in the forms a replica that understands `features` understands.
+/// The signals and room messages in `queue` in the forms a receiver that understands
+/// `features` understands.
 fn reform(queue: &mut VecDeque<v1::NodeMessage>, features: Features) {
     if features == Features::ALL {
         return;
@@ -285,6 +301,27 @@ fn reform(queue: &mut VecDeque<v1::NodeMessage>, features: Features) {
                     signal,
                 })
             })),
+            Some(NodeKind::Relay(relay))
+                if matches!(relay.kind, Some(v1::room_relay::Kind::Participants(_))) =>
+            {
+                let (room, to_node) = (relay.room.clone(), relay.to_node.clone());
+                match super::relay::from_wire(relay.clone()) {
+                    Ok((link, message)) => {
+                        queue.extend(super::forms::relay(message, features).map(|message| {
+                            super::event_message(Event::Relay {
+                                link,
+                                room: room.clone(),
+                                to_node: to_node.clone(),
+                                message,
+                            })
+                        }));
+                    }
+                    // Not a roster the node would have made; it goes as it is.
+                    Err(_) => queue.push_back(v1::NodeMessage {
+                        kind: Some(NodeKind::Relay(relay)),
+                    }),
+                }
+            }
             kind => queue.push_back(v1::NodeMessage { kind }),
         }
     }

@@ -378,3 +378,68 @@ fn what_waits_for_a_session_that_moves_to_a_replica_of_an_earlier_release_takes_
         .collect();
     assert_eq!(kinds, ["a", "b", "error"], "in order, each newcomer alone");
 }
+
+#[test]
+fn a_roster_held_for_a_link_takes_the_forms_of_the_replica_that_comes_back() {
+    use crate::core::{LeaveReason, LinkId, RelayMessage};
+    use treffpunkt_proto::features::Features;
+    let info = super::forms::tests::info;
+    let mut links = Links::default();
+    // Opened by a replica of this release, for a node of this release; that replica is away.
+    links.room_links.insert(
+        1,
+        RoomLink {
+            via: "new".into(),
+            peer_features: Features::ALL,
+        },
+    );
+    let relay = |message| {
+        event_message(Event::Relay {
+            link: LinkId(1),
+            room: "public/chor".into(),
+            to_node: "node-b".into(),
+            message,
+        })
+    };
+    let roster = RelayMessage::Participants(vec![(1, info("a")), (2, info("b"))]);
+    links.relay(1, relay(roster));
+    let left = RelayMessage::Left {
+        peer: 1,
+        reason: LeaveReason::Left,
+    };
+    links.relay(1, relay(left));
+
+    // Only a replica of the earlier release comes back (a rollback during the outage).
+    let (old, mut old_rx) = mpsc::channel(8);
+    links.up.insert("old".into(), old);
+    links
+        .replica_features
+        .insert("old".into(), Features::default());
+    links.retry_held(Instant::now());
+    let kinds: Vec<String> = std::iter::from_fn(|| old_rx.try_recv().ok())
+        .map(|message| match message.kind {
+            Some(NodeKind::Relay(v1::RoomRelay {
+                kind: Some(kind),
+                room,
+                to_node,
+                ..
+            })) => {
+                assert_eq!((room.as_str(), to_node.as_str()), ("public/chor", "node-b"));
+                match kind {
+                    v1::room_relay::Kind::Participant(participant) => {
+                        format!("participant {}", participant.peer)
+                    }
+                    v1::room_relay::Kind::Left(left) => format!("left {}", left.peer),
+                    other => panic!("only forms the earlier release reads, not {other:?}"),
+                }
+            }
+            other => panic!("a room message, not {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["participant 1", "participant 2", "left 1"],
+        "in order, each participant alone"
+    );
+    assert!(links.held_relays.is_empty(), "nothing left behind");
+}
