@@ -16,7 +16,7 @@
 //!   cost if `rtc` offered a write path that does these steps in place of its handler and
 //!   interceptor queues; nothing of it is the node's code.
 //! - `sendto`: one datagram of `BYTES` bytes to a receiver on loopback that another thread
-//!   drains, kernel included: the reference of the targets in the issue of the node's speed.
+//!   drains, kernel included: what the node's cost per packet is set against.
 //!
 //! `cargo bench -p treffpunkt-media-node --features testing --bench forwarding_floor
 //! [-- N RATE BYTES ROUNDS]` (defaults: 10 subscribers, 1,000 packets a second, 1,000 bytes,
