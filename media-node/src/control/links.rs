@@ -218,9 +218,9 @@ impl Links {
         }
     }
 
-    /// What is held for `link` in the forms it may carry now: held while no stream took it, a
-    /// roster formed for the replica that opened the link meets, when only a replica of an
-    /// earlier release comes back, one that would drop it.
+    /// Turns what is held for `link` into the forms the link may carry now. A roster held while
+    /// no stream took it was formed for the replica that opened the link; when only a replica
+    /// of an earlier release comes back, that replica would drop it.
     fn reform_held_relays(&mut self, link: u64) {
         if !self.held_relays.contains_key(&link) {
             return;
