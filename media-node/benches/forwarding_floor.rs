@@ -49,6 +49,8 @@ const TRANSPORT_CC_ID: u8 = 3;
 /// Entries of the send history and of the retransmission buffer of each leg.
 const HISTORY: usize = 4_096;
 const RETRANSMISSIONS: usize = 512;
+/// The largest payload measured: a packet with its header and tag stays within a datagram.
+const MAX_BYTES: usize = 1_200;
 
 struct Shape {
     subscribers: usize,
@@ -57,18 +59,33 @@ struct Shape {
     rounds: usize,
 }
 
-fn shape() -> Shape {
+/// The shape from the command line (numbers only: the options cargo adds are skipped), or why
+/// it cannot be measured.
+fn shape() -> Result<Shape, String> {
     let arguments: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|argument| argument.parse().ok())
         .collect();
     let at = |index: usize, default: usize| arguments.get(index).copied().unwrap_or(default);
-    Shape {
+    let shape = Shape {
         subscribers: at(0, 10),
-        rate: u32::try_from(at(1, 1_000)).expect("a packet rate that fits in 32 bits"),
+        rate: u32::try_from(at(1, 1_000)).unwrap_or(u32::MAX),
         bytes: at(2, 1_000),
         rounds: at(3, 5),
+    };
+    if !(1..=200).contains(&shape.subscribers) {
+        return Err(format!("{} subscribers: from 1 to 200", shape.subscribers));
     }
+    if !(1..=20_000).contains(&shape.rate) {
+        return Err(format!("{} packets a second: from 1 to 20,000", shape.rate));
+    }
+    if !(100..=MAX_BYTES).contains(&shape.bytes) {
+        return Err(format!("{} bytes: from 100 to {MAX_BYTES}", shape.bytes));
+    }
+    if !(1..=100).contains(&shape.rounds) {
+        return Err(format!("{} rounds: from 1 to 100", shape.rounds));
+    }
+    Ok(shape)
 }
 
 /// A call in which every subscriber receives the publisher's camera at its full rate.
@@ -258,7 +275,13 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 fn main() {
-    let shape = shape();
+    let shape = match shape() {
+        Ok(shape) => shape,
+        Err(problem) => {
+            eprintln!("forwarding floor: {problem} (arguments: N RATE BYTES ROUNDS)");
+            std::process::exit(2);
+        }
+    };
     println!(
         "forwarding floor: {} subscribers, {} packets a second of {} bytes, {} rounds",
         shape.subscribers, shape.rate, shape.bytes, shape.rounds
