@@ -173,7 +173,6 @@ impl Links {
     /// link (or any that is up, when that one is away), after what was held for the link, or
     /// holds it while no stream takes it.
     pub(super) fn relay(&mut self, link: u64, message: v1::NodeMessage) {
-        self.reform_held_relays(link);
         let stream = link_stream(&self.up, &self.room_links, link);
         send_or_hold(
             &mut self.held_relays,
@@ -195,7 +194,6 @@ impl Links {
         }
         let links: Vec<u64> = self.held_relays.keys().copied().collect();
         for link in links {
-            self.reform_held_relays(link);
             let stream = link_stream(&self.up, &self.room_links, link);
             drain(&mut self.held_relays, &link, stream);
         }
@@ -218,16 +216,35 @@ impl Links {
         }
     }
 
-    /// Turns what is held for `link` into the forms the link may carry now. A roster held while
-    /// no stream took it was formed for the replica that opened the link; when only a replica
-    /// of an earlier release comes back, that replica would drop it.
-    fn reform_held_relays(&mut self, link: u64) {
-        if !self.held_relays.contains_key(&link) {
-            return;
-        }
-        let features = self.link_features(link);
-        if let Some(queue) = self.held_relays.get_mut(&link) {
-            reform(queue, features);
+    /// The stream to the replica `link` is up: what was held for its sessions goes out, and
+    /// what is held for the links of spanning rooms takes the forms they may carry now.
+    pub(super) fn stream_up(&mut self, link: &str, stream: Outbound, features: Features) {
+        self.up.insert(link.to_owned(), stream);
+        self.replica_features.insert(link.to_owned(), features);
+        self.reform_held_relays();
+        self.flush(link);
+    }
+
+    /// The stream to the replica `link` has ended.
+    pub(super) fn stream_down(&mut self, link: &str) {
+        self.up.remove(link);
+        self.replicas.remove(link);
+        self.replica_features.remove(link);
+        self.reform_held_relays();
+    }
+
+    /// Turns what is held for each link into the forms the link may carry through the streams
+    /// that are up now. A link's messages are formed for the replica they would go through
+    /// when they are said; when the streams change, a roster held in the newer form may be
+    /// bound for a replica of an earlier release (one that came back alone after an outage),
+    /// which would drop it.
+    fn reform_held_relays(&mut self) {
+        let links: Vec<u64> = self.held_relays.keys().copied().collect();
+        for link in links {
+            let features = self.link_features(link);
+            if let Some(queue) = self.held_relays.get_mut(&link) {
+                reform(queue, features);
+            }
         }
     }
 

@@ -517,9 +517,7 @@ async fn attach_once(address: &str, context: &LinkContext) -> Result<Attached> {
         {
             let _ = outbound.try_send(v1::NodeMessage::new(NodeKind::Draining(now_draining)));
         }
-        links.up.insert(stream.link.clone(), outbound.clone());
-        links.replica_features.insert(stream.link.clone(), features);
-        links.flush(&stream.link);
+        links.stream_up(&stream.link, outbound.clone(), features);
     }
     context.status.set_attached(true);
     let replica = &stream.link;
@@ -549,10 +547,7 @@ struct Stream<'a> {
 impl Drop for Stream<'_> {
     fn drop(&mut self) {
         if !self.link.is_empty() {
-            let mut links = lock(self.links);
-            links.up.remove(&self.link);
-            links.replicas.remove(&self.link);
-            links.replica_features.remove(&self.link);
+            lock(self.links).stream_down(&self.link);
         }
     }
 }

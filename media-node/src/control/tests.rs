@@ -411,10 +411,7 @@ fn a_roster_held_for_a_link_takes_the_forms_of_the_replica_that_comes_back() {
 
     // Only a replica of the earlier release comes back (a rollback during the outage).
     let (old, mut old_rx) = mpsc::channel(8);
-    links.up.insert("old".into(), old);
-    links
-        .replica_features
-        .insert("old".into(), Features::default());
+    links.stream_up("old", old, Features::default());
     links.retry_held(Instant::now());
     let kinds: Vec<String> = std::iter::from_fn(|| old_rx.try_recv().ok())
         .map(|message| match message.kind {
