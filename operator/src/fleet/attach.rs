@@ -39,7 +39,7 @@ use treffpunkt_proto::v1::{
     control_plane_server::ControlPlaneServer, node_message::Kind as NodeKind,
 };
 
-use super::{ClientEvent, Fleet, Replicas};
+use super::{ClientEvent, Fleet, FleetError, Replicas};
 use crate::domain::NodeId;
 
 /// How long a node may take to register after opening its stream.
@@ -153,7 +153,7 @@ impl AttachService {
         let attachment = self
             .fleet
             .attach(register, to_node.clone())
-            .map_err(|error| Status::already_exists(error.to_string()))?;
+            .map_err(|error| refusal(&error))?;
         for message in messages {
             handle_node_message(&self.fleet, &node, &to_node, message).await;
         }
@@ -161,6 +161,15 @@ impl AttachService {
             self.fleet.expire(&node, attachment);
         }
         Ok(())
+    }
+}
+
+/// What a node whose registration the fleet refused is told: a node of another pool that
+/// claims a known node's id is refused its place, as one that claims a live node's id is.
+fn refusal(error: &FleetError) -> Status {
+    match error {
+        FleetError::OtherPool { .. } => Status::permission_denied(error.to_string()),
+        _ => Status::already_exists(error.to_string()),
     }
 }
 
@@ -299,8 +308,8 @@ impl ControlPlane for AttachService {
             .fleet
             .attach(register, to_node.clone())
             .map_err(|error| {
-                warn!(%node, %error, "a second registration of a live node id was refused");
-                Status::already_exists(error.to_string())
+                warn!(%node, %error, "a registration of a node id was refused");
+                refusal(&error)
             })?;
         info!(%node, %version, %pool, "media node attached");
         let fleet = self.fleet.clone();

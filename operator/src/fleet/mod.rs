@@ -75,6 +75,15 @@ pub enum FleetError {
     /// take its place.
     #[error("media node {0} is attached already")]
     AlreadyAttached(NodeId),
+    /// A node with this id attached from another pool, and may still come back: a node of one
+    /// pool (a partner's, say) cannot take the place, and the sessions, of another pool's node.
+    #[error("media node {node} belongs to pool {pool:?}")]
+    OtherPool {
+        /// The node id.
+        node: NodeId,
+        /// The pool it attached from.
+        pool: String,
+    },
     /// The node has as many participants as it takes, counting the sessions routed to it
     /// this moment: a join that raced others for its last places goes elsewhere.
     #[error("media node {0} is full")]
@@ -233,11 +242,16 @@ fn hosted_load(hosted: &[v1::HostedRoom]) -> v1::LoadReport {
     }
 }
 
-/// Participants per room in a load report.
+/// The participants a node reported in each room. No room counts more than the node's whole
+/// report, so that a node's report cannot make a room or a tenant look full beyond what the
+/// node says it carries (and sums of them cannot overflow).
 fn room_loads(load: &v1::LoadReport) -> HashMap<RoomKey, u32> {
     load.room_loads
         .iter()
-        .filter_map(|room| Some((room_key(room.room.as_ref())?, room.participants)))
+        .filter_map(|room| {
+            let key = room_key(room.room.as_ref())?;
+            Some((key, room.participants.min(load.participants)))
+        })
         .collect()
 }
 
@@ -329,7 +343,7 @@ impl Fleet {
             .nodes
             .values()
             .map(|node| room_loads(&node.load).get(room).copied().unwrap_or(0))
-            .sum()
+            .fold(0, u32::saturating_add)
     }
 
     /// Participants and occupied rooms of `tenant` over every attached node.
@@ -339,11 +353,12 @@ impl Fleet {
         for node in state.nodes.values() {
             for (room, participants) in room_loads(&node.load) {
                 if &room.tenant == tenant {
-                    *rooms.entry(room).or_default() += participants;
+                    let entry = rooms.entry(room).or_default();
+                    *entry = entry.saturating_add(participants);
                 }
             }
         }
-        let participants = rooms.values().sum();
+        let participants = rooms.values().copied().fold(0, u32::saturating_add);
         let active = rooms.values().filter(|p| **p > 0).count() as u32;
         (participants, active)
     }
@@ -410,6 +425,14 @@ impl Fleet {
             .is_some_and(|attached| attached.lost_since.is_none() && !attached.to_node.is_closed())
         {
             return Err(FleetError::AlreadyAttached(id));
+        }
+        if let Some(known) = state.nodes.get(&id)
+            && known.register.pool != register.pool
+        {
+            return Err(FleetError::OtherPool {
+                node: id,
+                pool: known.register.pool.clone(),
+            });
         }
         state.next_attachment += 1;
         let attachment = state.next_attachment;

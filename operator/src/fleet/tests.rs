@@ -309,3 +309,61 @@ async fn a_second_registration_of_a_live_node_id_is_refused_and_the_live_node_st
         "through the live node's own stream"
     );
 }
+
+#[tokio::test]
+async fn a_node_of_another_pool_cannot_take_the_place_of_a_node_that_may_come_back() {
+    let fleet = Fleet::default();
+    let in_pool = |pool: &str| v1::Register {
+        pool: pool.to_owned(),
+        ..register("a", &[])
+    };
+    let (tx, _rx) = mpsc::channel(16);
+    let attachment = fleet.attach(in_pool("city"), tx).unwrap();
+    let mut events = open(&fleet, "a", "s1").await;
+    fleet.lose(&NodeId("a".into()), attachment);
+
+    let (impostor, _impostor_rx) = mpsc::channel(16);
+    assert_eq!(
+        fleet.attach(in_pool("partner"), impostor),
+        Err(FleetError::OtherPool {
+            node: NodeId("a".into()),
+            pool: "city".into()
+        })
+    );
+    assert!(
+        events.try_recv().is_err(),
+        "the lost node's sessions stay where they are"
+    );
+    let (tx, _rx) = mpsc::channel(16);
+    fleet
+        .attach(in_pool("city"), tx)
+        .expect("the node itself comes back");
+}
+
+#[test]
+fn a_room_counts_no_more_than_its_nodes_carry_however_much_they_report() {
+    let fleet = Fleet::default();
+    let claim = |participants| v1::LoadReport {
+        participants: 3,
+        room_loads: vec![v1::RoomLoad {
+            room: Some(v1::RoomRef {
+                tenant: "public".into(),
+                name: "chor".into(),
+            }),
+            participants,
+        }],
+        ..v1::LoadReport::default()
+    };
+    for (node, participants) in [("a", u32::MAX), ("b", 2)] {
+        let (tx, _rx) = mpsc::channel(16);
+        fleet.attach(register(node, &[]), tx).unwrap();
+        fleet.update_load(&NodeId(node.into()), claim(participants));
+    }
+    assert_eq!(
+        fleet.room_participants(&room()),
+        5,
+        "three from the node that claimed more, two from the other"
+    );
+    let public = TenantName::new("public").unwrap();
+    assert_eq!(fleet.tenant_usage(&public), (5, 1));
+}
