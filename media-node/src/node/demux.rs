@@ -92,6 +92,11 @@ impl Demux {
         self.by_address.get(&from).copied()
     }
 
+    /// Whether `address` is a connection's: a participant's.
+    pub fn knows(&self, address: SocketAddr) -> bool {
+        self.by_address.contains_key(&address)
+    }
+
     fn learn(&mut self, peer: PeerId, address: SocketAddr) {
         match self.by_address.insert(address, peer) {
             Some(previous) if previous == peer => return,

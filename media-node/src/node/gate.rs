@@ -289,16 +289,23 @@ pub struct Drops {
     pub summaries: u64,
     /// The addresses of sessions that ended, with when.
     departed: FxHashMap<SocketAddr, Instant>,
-    /// A source of the latest drop, to name in the summary.
+    /// A source of the latest drop from a stranger, to name in the summary. A participant's
+    /// address is never named: logs keep no personal data.
     example: Option<SocketAddr>,
     next_summary: Option<Instant>,
 }
 
 impl Drops {
-    /// Counts a dropped datagram from `from`.
+    /// Counts a dropped datagram from `from`, a source that belongs to no session (a
+    /// stranger, or another node): the summary may name it.
     pub fn count(&mut self, reason: Drop, from: SocketAddr) {
         self.tally(reason);
         self.example = Some(from);
+    }
+
+    /// Counts a dropped datagram from a participant's address, which the summary does not name.
+    pub fn count_participants(&mut self, reason: Drop) {
+        self.tally(reason);
     }
 
     fn tally(&mut self, reason: Drop) {
@@ -502,6 +509,19 @@ mod tests {
             Verdict::Known,
             "the handshake is never on probation"
         );
+    }
+
+    #[test]
+    fn a_participants_address_is_never_the_example() {
+        let mut drops = Drops::default();
+        let participant = SocketAddr::from(([192, 0, 2, 1], 9));
+        drops.count_participants(Drop::Refused);
+        drops.count_participants(Drop::OverBudget);
+        assert_eq!(drops.example, None, "{participant} is not named");
+        assert_eq!(drops.total(), 2, "but what it sent is counted");
+        let stranger = SocketAddr::from(([192, 0, 2, 2], 9));
+        drops.count(Drop::Unknown, stranger);
+        assert_eq!(drops.example, Some(stranger));
     }
 
     #[test]

@@ -52,6 +52,10 @@ impl Node {
         }
         let header = match gate::inspect(datagram) {
             Ok(header) => header,
+            Err(reason) if self.demux.knows(from) => {
+                self.drops.count_participants(reason);
+                return false;
+            }
             Err(reason) => {
                 self.drops.count(reason, from);
                 return false;
@@ -67,7 +71,7 @@ impl Node {
         };
         let verdict = session.gate.admit(now, header, session.connected);
         if verdict == Verdict::OverBudget {
-            self.drops.count(Drop::OverBudget, from);
+            self.drops.count_participants(Drop::OverBudget);
             return true;
         }
         let message = TaggedBytesMut {
@@ -90,7 +94,7 @@ impl Node {
         // RTP and RTCP that failed authentication leave no trace but this: nothing arrived.
         if let Some(ssrc) = header.ssrc {
             if session.arrivals.count() == arrived {
-                self.drops.count(Drop::Refused, from);
+                self.drops.count_participants(Drop::Refused);
             } else if verdict == Verdict::Probation {
                 session.gate.learn(ssrc);
             }
