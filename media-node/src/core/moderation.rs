@@ -47,6 +47,14 @@ impl Core {
             .any(|room| room.waiting.iter().any(|(waiting, _)| *waiting == peer))
     }
 
+    /// Who waits in the lobby of `room` on this node.
+    pub fn room_waiting(&self, room: &str) -> Vec<PeerId> {
+        self.rooms
+            .get(room)
+            .map(|room| room.waiting.iter().map(|(peer, _)| *peer).collect())
+            .unwrap_or_default()
+    }
+
     /// `peer` waits in the lobby of its room; it and the moderators hear of it.
     pub(super) fn knock(&mut self, peer: PeerId, request: JoinRequest) -> Result<(), JoinError> {
         let key = request.room.clone();

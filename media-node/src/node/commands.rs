@@ -51,7 +51,10 @@ impl Node {
                 keep_running,
             } => self.drain(now, move_sessions, grace, keep_running),
             Command::CloseRoom { room } => {
-                for peer in self.core.room_members(&room).to_vec() {
+                // Those in the room, and those who wait in its lobby.
+                let mut peers = self.core.room_members(&room).to_vec();
+                peers.extend(self.core.room_waiting(&room));
+                for peer in peers {
                     let reason = Some(v1::CloseReason::RoomClosed);
                     self.close_session(now, peer, LeaveReason::Left, reason, "room closed");
                 }

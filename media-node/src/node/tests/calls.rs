@@ -441,3 +441,33 @@ fn a_lost_session_is_continued_once() {
     assert_eq!(net.node.session_count(), 1);
     assert!(net.peers[first].connected);
 }
+
+#[test]
+fn closing_a_room_ends_the_sessions_in_it_and_in_its_lobby() {
+    let mut net = Net::new(10);
+    let anna = net.join("anna", Publish::Plain);
+    let ben = net.knock("ben");
+    net.run_for(Duration::from_secs(1));
+    let waits = net.peers[ben]
+        .signals
+        .iter()
+        .any(|signal| matches!(signal, Kind::Lobby(_)));
+    assert!(waits, "ben waits in the lobby");
+    let now = net.now;
+    net.node.command(
+        now,
+        Command::CloseRoom {
+            room: super::ROOM.to_owned(),
+        },
+    );
+    net.run_for(Duration::from_millis(100));
+    for (name, index) in [("anna", anna), ("ben", ben)] {
+        let session = &net.peers[index].session_id;
+        let closed = net
+            .closed
+            .iter()
+            .any(|(id, reason)| id == session && *reason == v1::CloseReason::RoomClosed);
+        assert!(closed, "{name}'s session is closed with the room");
+    }
+    assert_eq!(net.node.session_count(), 0, "nobody is left on the node");
+}

@@ -273,6 +273,22 @@ impl Net {
         index
     }
 
+    /// Participant `name` asks to come into the room through its lobby; returns its index.
+    pub fn knock(&mut self, name: &str) -> usize {
+        let index = self.peers.len();
+        let number = index as u8 + 1;
+        let address = SocketAddr::from(([10, 0, 0, number], 5000 + u16::from(number)));
+        let peer = TestPeer::new(name, address, Publish::Nothing);
+        let admission = Admission {
+            lobby: true,
+            ..self.admission(&peer, name, &format!("p-{name}"), "")
+        };
+        self.peers.push(peer);
+        self.node.command(self.now, Command::Open(admission));
+        self.exchange();
+        index
+    }
+
     /// Relays a signal of participant `index` to the node.
     pub fn signal(&mut self, index: usize, kind: v1::signal::Kind) {
         let session_id = self.peers[index].session_id.clone();
