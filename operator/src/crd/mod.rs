@@ -29,8 +29,8 @@ pub use pool::{
 };
 pub use room::{Lifetime, Room, RoomPhase, RoomSpec, RoomStatus, SecretKeyRef};
 pub use tenant::{
-    Branding, OwnerKind, Recording, Tenant, TenantLimits, TenantOwner, TenantPolicy, TenantSpec,
-    TenantStatus, TenantUsage,
+    Branding, OwnerKind, Tenant, TenantLimits, TenantOwner, TenantPolicy, TenantSpec, TenantStatus,
+    TenantUsage,
 };
 
 use crate::domain;
@@ -250,6 +250,29 @@ mod tests {
         let rules =
             &tenant["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"];
         assert_eq!(rules.as_array().unwrap().len(), 2, "{rules}");
+    }
+
+    #[test]
+    fn a_tenant_that_says_nothing_of_its_policy_lets_the_first_person_in_moderate() {
+        let spec: TenantSpec =
+            serde_json::from_value(serde_json::json!({ "displayName": "Skatclub" })).unwrap();
+        assert!(spec.policy.first_joiner_moderates, "without a policy");
+        let spec: TenantSpec = serde_json::from_value(serde_json::json!({
+            "displayName": "Skatclub",
+            "policy": { "adhocRooms": true },
+        }))
+        .unwrap();
+        assert!(
+            spec.policy.first_joiner_moderates,
+            "with a policy that does not say"
+        );
+        let tenant = serde_json::to_value(&crds()[0]).unwrap();
+        let default = &tenant["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"]["policy"]["default"];
+        assert_eq!(
+            default["firstJoinerModerates"], true,
+            "and the API server's default says the same: {default}"
+        );
     }
 
     #[test]

@@ -130,18 +130,8 @@ impl Default for TenantLimits {
     }
 }
 
-/// Whether recordings may be made.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-pub enum Recording {
-    /// Never (the default).
-    #[default]
-    Never,
-    /// Moderators may record.
-    Allowed,
-}
-
-/// What a tenant allows.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+/// What a tenant allows. Nothing is ever recorded: Treffpunkt has no recording.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantPolicy {
     /// Opening a new room name creates the room.
@@ -154,9 +144,18 @@ pub struct TenantPolicy {
     /// How rooms are entered unless they say otherwise.
     #[serde(default)]
     pub default_access: RoomAccess,
-    /// Recording; never unless allowed here.
-    #[serde(default)]
-    pub recording: Recording,
+}
+
+/// A tenant without a `policy` has the same as one with an empty one: the first person in an
+/// ad-hoc room moderates.
+impl Default for TenantPolicy {
+    fn default() -> Self {
+        Self {
+            adhoc_rooms: false,
+            first_joiner_moderates: first_joiner_moderates(),
+            default_access: RoomAccess::default(),
+        }
+    }
 }
 
 fn first_joiner_moderates() -> bool {
