@@ -272,6 +272,9 @@ async fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
                 in_after: std::time::Duration::from_secs(args.scale_in_after),
             },
             log_json: treffpunkt_media_node::cli::logs_json(),
+            log_filter: std::env::var("RUST_LOG")
+                .ok()
+                .filter(|filter| !filter.is_empty()),
         },
         limits: args.limits.limits(),
         attach_tls: true,

@@ -387,6 +387,15 @@ async fn assert_the_default_pool_is_ready(
         Some("http://treffpunkt-attach.treffpunkt.svc:7001"),
         "media nodes dial the chart's headless attach Service"
     );
+    let log_filter = env
+        .iter()
+        .find(|e| e.name == "RUST_LOG")
+        .and_then(|e| e.value.clone());
+    assert_eq!(
+        log_filter.as_deref(),
+        Some("info"),
+        "media nodes log as the chart's operator.logLevel says"
+    );
 }
 
 /// A partner, exactly as the examples have it: its tenant, a persistent room with a password

@@ -67,6 +67,9 @@ pub struct Settings {
     /// Whether the media nodes log one JSON object per line (as the control plane does with
     /// `TREFFPUNKT_LOG_FORMAT=json`).
     pub log_json: bool,
+    /// The log filter the media nodes get (`RUST_LOG`): the control plane's own, when it has
+    /// one, so that `operator.logLevel` reaches them too.
+    pub log_filter: Option<String>,
 }
 
 /// The operator holds no right on Secrets outside the platform namespace: in each tenant

@@ -217,6 +217,9 @@ fn node_env(pool: &MediaPool, template: &MediaNodeTemplate, ctx: &Context) -> Ve
     if ctx.settings.log_json {
         vars.push(env("TREFFPUNKT_LOG_FORMAT", "json"));
     }
+    if let Some(filter) = &ctx.settings.log_filter {
+        vars.push(env("RUST_LOG", filter.clone()));
+    }
     vars
 }
 

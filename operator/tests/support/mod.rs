@@ -301,6 +301,7 @@ pub fn settings() -> treffpunkt_operator::reconcile::Settings {
         }),
         autoscaling: treffpunkt_operator::autoscaler::Timing::default(),
         log_json: false,
+        log_filter: None,
     }
 }
 
