@@ -65,6 +65,11 @@ describe("a call in the browser", () => {
       "Cem's tile goes when Cem leaves",
     );
     assert.equal(await anna.textContent("#notice"), "Cem hat das Treffen verlassen.");
+    assert.ok(
+      await eventually(async () => (await anna.textContent("#announce")) === "Cem hat das Treffen verlassen.", 2000),
+      "and screen readers are told, through a live region that was there all along",
+    );
+    assert.equal(await anna.getAttribute("#announce", "aria-live"), "polite");
     assert.ok(await bothWays(anna, ben), "Anna and Ben still decode each other after Cem left");
 
     // Someone who closes the tab leaves too, at once: only a connection that breaks off is kept

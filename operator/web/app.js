@@ -112,7 +112,17 @@ let noticeTimer = null;
 /** When the notice last changed, and how long an error stays before routine news may replace it. */
 let noticeShownAt = 0;
 const ERROR_READING_MS = 4000;
-/** Shows a message to everyone, including screen-reader users (the region is aria-live). */
+/**
+ * Says `text` to screen readers, errors at once: the live regions are always there, and their
+ * text is set a moment after it is cleared, so that the same words twice are read twice.
+ */
+function announce(text, kind) {
+  const region = $(kind === "error" ? "announce-alert" : "announce");
+  region.textContent = "";
+  if (text) setTimeout(() => (region.textContent = text), 100);
+}
+
+/** Shows a message to everyone, and says it to screen-reader users. */
 function notify(text, { sticky = false, kind = "info" } = {}) {
   const bar = $("notice");
   // A routine message ("Connected.") does not push aside an error that came a moment ago: the
@@ -124,6 +134,7 @@ function notify(text, { sticky = false, kind = "info" } = {}) {
   bar.textContent = text;
   bar.dataset.kind = kind;
   bar.hidden = !text;
+  announce(text, kind);
   if (text && !sticky) noticeTimer = setTimeout(() => (bar.hidden = true), 6000);
 }
 
@@ -213,9 +224,10 @@ function renderToggles() {
     ["lobby-cam", "call-cam", state.videoMuted, state.videoMuted ? "camOn" : "camOff", "V"],
   ];
   for (const [lobby, call, off, action, key] of toggles) {
+    // The pre-join button's words say what a click does, so it has no pressed state, which
+    // would say the opposite ("Mute microphone, pressed").
     $(lobby).textContent = t(action);
     $(lobby).classList.toggle("off", off);
-    $(lobby).setAttribute("aria-pressed", String(!off));
     $(call).classList.toggle("off", off);
     $(call).setAttribute("aria-pressed", String(!off));
     $(call).title = t("withShortcut", { action: t(action), key });
@@ -805,7 +817,9 @@ function tile(id, name, isSelf, kind = "camera") {
     pin.type = "button";
     pin.className = "pin";
     pin.textContent = t("showLarge");
-    pin.setAttribute("aria-pressed", "false");
+    // Whose tile it enlarges, for a screen reader's list of buttons.
+    pin.dataset.whose = nameText.textContent;
+    pin.setAttribute("aria-label", t("showLargeOf", { name: pin.dataset.whose }));
     pin.addEventListener("click", () => togglePin(`${id}/${kind}`));
     item.append(pin);
     viewportObserver.observe(video);
@@ -1058,8 +1072,10 @@ function layout() {
     const pin = item.querySelector(".pin");
     if (pin) {
       const pinned = state.pinned === key(item);
-      pin.setAttribute("aria-pressed", String(pinned));
+      // Its words say what a click does; a pressed state would say the opposite.
       pin.textContent = pinned ? t("showNormal") : t("showLarge");
+      const whose = { name: pin.dataset.whose };
+      pin.setAttribute("aria-label", pinned ? t("showNormalOf", whose) : t("showLargeOf", whose));
     }
   }
   const featuredTile = tiles.find((item) => key(item) === featured) ?? null;
@@ -1146,11 +1162,10 @@ function stopScreen() {
 
 function renderCallButtons() {
   const screen = $("call-screen");
+  // These buttons' words say what a click does, so they have no pressed state.
   screen.querySelector(".label").textContent = state.screenTrack ? t("stopSharing") : t("shareScreen");
-  screen.setAttribute("aria-pressed", String(Boolean(state.screenTrack)));
   const audioOnly = $("call-audio-only");
   audioOnly.textContent = state.audioOnly ? t("videoAgain") : t("audioOnly");
-  audioOnly.setAttribute("aria-pressed", String(state.audioOnly));
   $("call-view").textContent = t(state.view === "gallery" ? "speakerView" : "galleryView");
   const chat = $("call-chat");
   chat.querySelector(".label").textContent = state.unread ? `${t("chat")} (${state.unread})` : t("chat");
@@ -1248,8 +1263,10 @@ function teardown() {
   state.speaker = null;
   state.pinned = null;
   $("grid").replaceChildren();
-  // The chat is kept nowhere after the meeting, not even in this page.
+  // The chat and the names are kept nowhere after the meeting, not even in this page.
   $("chat-log").replaceChildren();
+  $("people-list").replaceChildren();
+  $("knocking-list").replaceChildren();
   $("chat").hidden = true;
   state.unread = 0;
 }
@@ -1267,6 +1284,9 @@ function ended(reason) {
   const wasLeaving = state.leaving;
   state.leaving = true;
   teardown();
+  // The name is remembered for a reload during the meeting, not for whoever uses this browser
+  // next (the form keeps it for "Join again").
+  sessionStorage.removeItem("treffpunkt.name");
   stopDevices();
   show("ended");
   $("ended-heading").textContent = t(reason === "left" ? "endedHeading" : `closed.${reason}`);

@@ -120,6 +120,8 @@ export const STRINGS = {
     screenOf: "Bildschirm von {name}",
     showLarge: "Groß zeigen",
     showNormal: "Normal zeigen",
+    showLargeOf: "Groß zeigen: {name}",
+    showNormalOf: "Normal zeigen: {name}",
     videoPausedBandwidth: "Video pausiert: Ihre Verbindung ist zu langsam. Der Ton läuft weiter.",
     videoPausedLastN: "Video pausiert: Es werden nur die letzten Sprechenden gezeigt.",
     videoPausedNotice: "Ihre Verbindung ist langsam. Einige Videos sind pausiert, der Ton läuft weiter.",
@@ -167,6 +169,7 @@ export const STRINGS = {
     withShortcut: "{action} (Taste {key})",
     invitationCopiedUntil: "Die Einladung ist kopiert. Sie gilt bis {date}.",
     "error.not-moderator": "Das darf nur die Moderation.",
+    "error.chat": "Ihre Nachricht wurde nicht gesendet: zu viele Nachrichten in kurzer Zeit. Bitte warten Sie einen Moment und senden Sie sie noch einmal.",
   },
   en: {
     appName: "Treffpunkt",
@@ -286,6 +289,8 @@ export const STRINGS = {
     screenOf: "{name}'s screen",
     showLarge: "Show large",
     showNormal: "Show normal",
+    showLargeOf: "Show large: {name}",
+    showNormalOf: "Show normal: {name}",
     videoPausedBandwidth: "Video paused: your connection is too slow. The sound goes on.",
     videoPausedLastN: "Video paused: only the latest speakers are shown.",
     videoPausedNotice: "Your connection is slow. Some videos are paused; the sound goes on.",
@@ -333,6 +338,7 @@ export const STRINGS = {
     withShortcut: "{action} (key {key})",
     invitationCopiedUntil: "The invitation is copied. It is valid until {date}.",
     "error.not-moderator": "Only a moderator may do that.",
+    "error.chat": "Your message was not sent: too many messages in a short time. Please wait a moment and send it again.",
   },
 };
 

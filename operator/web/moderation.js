@@ -90,8 +90,11 @@ export function handleModeration(message) {
       return true;
     case "error":
       // A refused action in the call (an invitation, a moderator's action after the role
-      // passed on) is explained; errors before joining are the app's.
-      if (!app.state.joined || message.code === "resume-refused") return false;
+      // passed on, a chat message) is explained; errors before joining, and while the
+      // session is taken up again after a lost connection, are the app's (it retries).
+      if (!app.state.joined || app.state.resumePending || message.code === "resume-refused") {
+        return false;
+      }
       app.notify(errorText(message.code), { kind: "error" });
       return true;
     default:
@@ -165,8 +168,8 @@ export function render() {
     ? t("waitingBadge", { n: waiting })
     : t("peopleShort");
   $("call-people").classList.toggle("attention", waiting > 0);
+  // Its words say what a click does ("Unlock the room"), so it has no pressed state.
   $("lock-room").textContent = t(room.locked ? "unlockRoom" : "lockRoom");
-  $("lock-room").setAttribute("aria-pressed", String(room.locked));
   renderKnocking();
   if (!$("people").hidden) renderPeople();
 }
