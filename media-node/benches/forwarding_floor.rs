@@ -38,6 +38,10 @@ use rtc::srtp::protection_profile::ProtectionProfile;
 use treffpunkt_media_node::node::tests::Net;
 use treffpunkt_media_node::node::tests::peer::Publish;
 
+/// The allocator of the binaries that forward media, so that the node is measured as it runs.
+#[global_allocator]
+static ALLOCATOR: treffpunkt_media_node::Allocator = treffpunkt_media_node::Allocator;
+
 /// Virtual time of the call measured in one round.
 const NODE_ROUND: Duration = Duration::from_secs(2);
 /// Packets the publisher sends in one round of the floor.

@@ -30,7 +30,10 @@
 //!   queues) and its CPU.
 //!
 //! [`MediaNode`] wires them together; [`cli`] is its command line, shared by the
-//! `treffpunkt-media-node` binary and `treffpunkt media-node`. Tests drive [`Node`] with real
+//! `treffpunkt-media-node` binary and `treffpunkt media-node`. Both binaries allocate with
+//! [`Allocator`] (mimalloc): forwarding allocates and frees per packet and subscriber inside
+//! `rtc`, and while the node keeps each subscriber's last packets for retransmission the
+//! system allocator hands out memory that is no longer in the caches. Tests drive [`Node`] with real
 //! `rtc` peers in memory on a virtual clock (see `node/tests`), and the control plane's tests
 //! run whole nodes on loopback.
 // Two modules of the UDP port make system calls the standard library lacks (many datagrams in
@@ -58,6 +61,8 @@ use treffpunkt_proto::grant::SharedKeyring;
 use treffpunkt_proto::v1;
 
 pub use error::{Error, Result};
+/// The allocator of the binaries that forward media (the module doc says why).
+pub use mimalloc::MiMalloc as Allocator;
 pub use node::{Admission, Command, Event, Node, Transmit};
 pub use udp::tcp::TcpPort;
 pub use udp::{MediaSocket, NodeHandle};

@@ -1,7 +1,10 @@
 //! The `treffpunkt-media-node` binary: one SFU process that attaches to the control plane.
 
 use clap::Parser;
-use treffpunkt_media_node::cli;
+use treffpunkt_media_node::{Allocator, cli};
+
+#[global_allocator]
+static ALLOCATOR: Allocator = Allocator;
 
 #[derive(Debug, Parser)]
 #[command(version, about = "A Treffpunkt media node.")]

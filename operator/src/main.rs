@@ -4,6 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use treffpunkt_media_node::Allocator;
 use treffpunkt_operator::cluster::{self, ClusterConfig};
 use treffpunkt_operator::coturn::{self, Coturn, CoturnConfig};
 use treffpunkt_operator::domain::{RoomKey, RoomName, Tenant, TenantName};
@@ -14,6 +15,10 @@ use treffpunkt_operator::reconcile::{Settings, TenantSecrets};
 use treffpunkt_operator::standalone::{self, StandaloneConfig};
 use treffpunkt_operator::{invite, seed, self_signed};
 use treffpunkt_proto::grant::{Keyring, SharedKeyring};
+
+/// The allocator of the binary that forwards media in standalone mode and as `media-node`.
+#[global_allocator]
+static ALLOCATOR: Allocator = Allocator;
 
 /// Treffpunkt: video meetings a city can run for its people.
 #[derive(Debug, Parser)]
