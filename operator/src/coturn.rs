@@ -141,7 +141,9 @@ fn configuration(config: &CoturnConfig, secret: &str) -> String {
         "realm=treffpunkt".into(),
         "fingerprint".into(),
         "no-multicast-peers".into(),
-        // It relays to the media node and nowhere else.
+        // It relays UDP to the media node and nowhere else: no TCP relays (RFC 6062), which
+        // media needs none of and which would reach the machine's other TCP ports.
+        "no-tcp-relay".into(),
         format!("allowed-peer-ip={ip}"),
         "denied-peer-ip=0.0.0.0-255.255.255.255".into(),
         "denied-peer-ip=::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".into(),
@@ -180,6 +182,7 @@ mod tests {
             "log-file=/dev/null",
             "allowed-peer-ip=192.168.1.10",
             "denied-peer-ip=0.0.0.0-255.255.255.255",
+            "no-tcp-relay",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }

@@ -112,7 +112,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/*
 coturn's configuration: TLS on 5349 only (the Service maps 443), time-limited credentials of the
-shared secret, no relaying except to the media nodes, nothing logged.
+shared secret, no relaying except over UDP to the media nodes (no TCP relays, RFC 6062: media
+needs none, and they would reach the nodes' other TCP ports), nothing logged.
 */}}
 {{- define "treffpunkt.turnConfig" -}}
 tls-listening-port=5349
@@ -130,6 +131,7 @@ fingerprint
 total-quota={{ .server.maxSessions }}
 max-bps={{ .server.maxBytesPerSecond }}
 no-multicast-peers
+no-tcp-relay
 denied-peer-ip=0.0.0.0-255.255.255.255
 denied-peer-ip=::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff
 {{- range .server.peerAddresses }}
