@@ -15,7 +15,7 @@ use serde_json::json;
 use support::resources::{create_room, ready_tenant, room_spec, tenant_spec};
 use support::{admin, eventually, operator, testenv, unique};
 use treffpunkt_client::{Error, JoinOptions, Participant, signal_url};
-use treffpunkt_operator::crd::{self, Room, RoomAccess, SecretKeyRef, Tenant};
+use treffpunkt_operator::crd::{self, Room, RoomAccess, SecretKeyRef};
 use treffpunkt_operator::domain::SIGNING_KEY_SECRET;
 
 /// Joins `room` of `tenant` as `name` with `options`, waiting while no node can take it yet;
@@ -138,7 +138,9 @@ async fn protected_rooms_open_with_the_secrets_password_and_the_tenants_invitati
         "admitted"
     );
 
-    // The tenant's admins revoke every link: they delete the key, the operator makes another.
+    // The tenant's admins revoke every link as the guide says: they delete the key and touch
+    // one of their rooms (both in their namespace, where their Role lets them), and the
+    // operator makes another at once.
     let before = signing_key(&client, &namespace)
         .await
         .expect("the tenant's key");
@@ -146,9 +148,9 @@ async fn protected_rooms_open_with_the_secrets_password_and_the_tenants_invitati
         .delete(SIGNING_KEY_SECRET, &DeleteParams::default())
         .await
         .unwrap();
-    let touch = json!({"metadata": {"annotations": {"test.treffpunkt.io/touched": "1"}}});
-    Api::<Tenant>::all(client.clone())
-        .patch(&tenant, &PatchParams::default(), &Patch::Merge(&touch))
+    let touch = json!({"metadata": {"annotations": {"treffpunkt.io/keys-revoked": "1"}}});
+    rooms
+        .patch("vorstand", &PatchParams::default(), &Patch::Merge(&touch))
         .await
         .unwrap();
     let renewed = eventually(Duration::from_secs(30), || async {
