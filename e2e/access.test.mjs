@@ -121,4 +121,34 @@ describe("protected rooms in the browser", () => {
     assert.equal(await guest.evaluate(() => document.getElementById("moderator-tools").hidden), true, "as a guest");
     for (const page of [uninvited, invited, chair, guest]) await page.context().close();
   });
+
+  test("the start page offers the other language, keeps it into the room, and says when there is no public space", async () => {
+    const { server, browser } = running;
+    const context = await browser.newContext({ locale: "de-DE" });
+    const page = await context.newPage();
+    await page.goto(`${server.url}/`);
+    assert.equal(await page.textContent("h1:visible"), "Videotreffen für alle");
+    assert.equal(await page.textContent("#language-switch"), "English");
+    await page.click("#language-switch");
+    assert.ok(
+      await eventually(async () => (await page.textContent("h1:visible")) === "Video meetings for everyone"),
+      "the page is in English",
+    );
+    await page.fill("#room-name", "Chor");
+    await page.click("#landing-form button[type=submit]");
+    assert.ok(
+      await eventually(async () => (await page.textContent("#lobby-heading")) === "Ready to join?"),
+      "and so is the room's page",
+    );
+    assert.match(page.url(), /\/public\/chor\?lang=en$/);
+    assert.equal(await page.textContent("#language-switch"), "Deutsch");
+
+    // A platform may run without a public space (the chart's publicTenant.enabled: false);
+    // standalone mode always has one, so its absence is the answer made here.
+    await context.route("**/api/v1/tenants/public", (route) => route.fulfill({ status: 404, body: "" }));
+    await page.goto(`${server.url}/`);
+    assert.ok(await eventually(async () => page.isVisible("#no-public-space")), "the page says there is none");
+    assert.equal(await page.isVisible("#landing-form"), false, "and offers no form that leads nowhere");
+    await context.close();
+  });
 });

@@ -304,6 +304,7 @@ apiVersion: treffpunkt.io/v1alpha1
 kind: Room
 metadata: {name: sitzung, namespace: tenant-verein}
 spec:
+  displayName: Vorstandssitzung
   access: Lobby
   moderatorPasswordSecretRef: {name: moderation, key: password}
 ---

@@ -40,6 +40,10 @@ describe("moderation in the browser", () => {
     await anna.click("#join-button");
     assert.ok(await shows(anna, "#call"), "the chair comes in with the moderators' password");
     assert.ok(
+      await eventually(async () => (await textOf(anna, "#room-title")) === "Vorstandssitzung"),
+      "the room is shown by its title",
+    );
+    assert.ok(
       await eventually(async () => /moderators know you are here/.test(await textOf(ben, "#waiting-text"))),
       "Ben's waiting screen says that a moderator is there",
     );
@@ -79,8 +83,24 @@ describe("moderation in the browser", () => {
         "everyone sees Clara's hand second",
       );
     }
+    assert.ok(
+      await eventually(async () => (await textOf(anna, "#announce")) === "Clara hat die Hand gehoben."),
+      "a raised hand is said, for those who cannot see the badges",
+    );
 
     await anna.click("#call-people");
+    // A moderator on a person's button keeps the place when the list is drawn again under it.
+    await anna.focus("#people-list li:has-text('Clara') >> text=Entfernen");
+    await ben.click("#call-hand");
+    assert.ok(
+      await eventually(async () => (await textOf(anna, '.tile:has-text("Clara") .hand')) === "Hand 1"),
+      "Ben lowered his hand, and Clara's is first",
+    );
+    const focused = await anna.evaluate(() => {
+      const element = document.activeElement;
+      return `${element?.closest("li")?.querySelector("strong")?.textContent}: ${element?.textContent}`;
+    });
+    assert.equal(focused, "Clara: Entfernen", "the focus stays on Clara's Remove");
     await anna.screenshot({ path: path.join(ARTIFACTS, "participants-moderator.png") });
     await anna.click("#people-list li:has-text('Ben') >> text=Stummschalten");
     assert.ok(await eventually(async () => ben.evaluate(() => window.treffpunkt.audioMuted)), "Ben's microphone goes off");

@@ -84,7 +84,7 @@ fn wrong_values_are_refused_with_a_message_that_names_them() {
         ),
         (
             "publicTenant.name=Rathaus",
-            &["/publicTenant/name", "'Rathaus' does not match"],
+            &["/publicTenant/name", "value must be 'public'"],
         ),
         (
             "operator.replica=3",

@@ -35,7 +35,7 @@ import {
   VIDEO_CONSTRAINTS,
   watchLevel,
 } from "./devices.js";
-import { t, errorText, translatePage } from "./i18n.js";
+import { t, errorText, keepingLanguage, otherLanguage, translatePage } from "./i18n.js";
 import { arrange } from "./layout.js";
 import { handleModeration, render as renderModeration, setupModeration, welcomed } from "./moderation.js";
 import { setupShortcuts } from "./shortcuts.js";
@@ -102,6 +102,8 @@ function trace(event) {
 
 function show(screen) {
   for (const id of ["landing", "lobby", "waiting", "call", "ended"]) $(id).hidden = id !== screen;
+  // Switching the language reloads the page: offered only before joining.
+  $("language-switch").hidden = screen !== "landing" && screen !== "lobby";
   // The call fills the window exactly: the tiles are sized to fit it.
   document.body.classList.toggle("in-call", screen === "call");
   if (screen === "lobby") watchLevel();
@@ -166,16 +168,29 @@ async function setupLanding(tenant) {
       $("room-name").focus();
       return;
     }
-    location.assign(`/${tenant ?? "public"}/${name}`);
+    location.assign(keepingLanguage(`/${tenant ?? "public"}/${name}`));
   });
   $("room-name").focus();
-  if (tenant) {
-    const look = await applyBranding(tenant);
-    if (look && !look.adhocRooms) {
-      $("room-name-hint").hidden = true;
-      $("room-name-admins").hidden = false;
-    }
+  // The start page opens rooms in the public space: it says so when there is none.
+  const look = await applyBranding(tenant ?? "public");
+  if (look === null && !tenant) {
+    $("landing-form").hidden = true;
+    $("no-public-space").hidden = false;
+  } else if (look && !look.adhocRooms) {
+    $("room-name-hint").hidden = true;
+    $("room-name-admins").hidden = false;
   }
+}
+
+/** The link to the page in the other language, named in that language. */
+function setupLanguageSwitch() {
+  const other = otherLanguage();
+  const link = $("language-switch");
+  link.textContent = other.name;
+  link.lang = other.lang;
+  link.hreflang = other.lang;
+  link.href = other.href;
+  link.setAttribute("aria-label", `${other.name}: ${t("languageSwitchLabel")}`);
 }
 
 /**
@@ -543,6 +558,7 @@ function resumeSocket(wasOpen) {
 /** Shows the room's password field on the pre-join screen and puts the cursor there. */
 function askPassword() {
   $("password-field").hidden = false;
+  $("moderator-toggle").setAttribute("aria-expanded", "true");
   const input = $("room-password");
   input.value = "";
   input.focus();
@@ -567,6 +583,11 @@ async function handle(message) {
       // The platform's TURN servers, with fresh credentials: the next media connection uses
       // them when neither UDP nor TCP reaches the media node.
       state.iceServers = message.iceServers ?? [];
+      // A room with a title of its own is shown by it (only to those let in).
+      if (message.roomTitle) {
+        $("room-title").textContent = message.roomTitle;
+        document.title = `${message.roomTitle} – Treffpunkt`;
+      }
       return;
     case "reconnect":
       // The session moved to another media node: a new media connection follows.
@@ -1307,5 +1328,6 @@ async function rejoin() {
 // ------------------------------------------------------------------------------------------
 
 translatePage();
+setupLanguageSwitch();
 if (state.tenant && state.room) setupLobby();
 else setupLanding(state.tenant);

@@ -47,16 +47,17 @@ export function accessible(hex, toward, against) {
 }
 
 /**
- * Reads how `tenant` looks and shows it. Resolves with what the server said (or null when the
- * tenant does not exist or the server cannot say).
+ * Reads how `tenant` looks and shows it. Resolves with what the server said, `null` when there
+ * is no such tenant, or `undefined` when the server cannot say.
  */
 export async function applyBranding(tenant) {
   let look = null;
   try {
     const response = await fetch(`/api/v1/tenants/${encodeURIComponent(tenant)}`);
     if (response.ok) look = await response.json();
+    else if (response.status !== 404) return undefined;
   } catch {
-    return null;
+    return undefined;
   }
   if (!look) return null;
   const title = look.title || look.displayName;

@@ -7,6 +7,8 @@ export const STRINGS = {
     skipToContent: "Zum Inhalt springen",
     landingHeading: "Videotreffen für alle",
     landingIntro: "Ohne Anmeldung, ohne Installation. Keine Aufzeichnung, keine Werbung, keine Daten an Dritte.",
+    noPublicSpace: "Hier gibt es keinen öffentlichen Bereich. Bitte öffnen Sie den Link zu Ihrem Treffen, den Sie bekommen haben.",
+    languageSwitchLabel: "Diese Seite auf Englisch",
     roomNameLabel: "Name des Raums",
     roomNameHint: "Alle, die denselben Namen eingeben, treffen sich im selben Raum.",
     roomNameInvalid: "Bitte nur Buchstaben, Ziffern und Bindestriche verwenden.",
@@ -77,6 +79,7 @@ export const STRINGS = {
     raiseHand: "Hand heben",
     lowerHand: "Hand senken",
     handBadge: "Hand {n}",
+    handRaised: "{name} hat die Hand gehoben.",
     copyInvitation: "Einladung kopieren",
     invitationCopied: "Der Link zu diesem Treffen ist kopiert.",
     invitationToCopy: "Bitte kopieren Sie diesen Link: {url}",
@@ -176,6 +179,8 @@ export const STRINGS = {
     skipToContent: "Skip to content",
     landingHeading: "Video meetings for everyone",
     landingIntro: "No account, nothing to install. No recording, no ads, no data passed to anyone.",
+    noPublicSpace: "There is no public space here. Please open the link to your meeting that you were given.",
+    languageSwitchLabel: "This page in German",
     roomNameLabel: "Room name",
     roomNameHint: "Everyone who enters the same name meets in the same room.",
     roomNameInvalid: "Please use only letters, digits and hyphens.",
@@ -246,6 +251,7 @@ export const STRINGS = {
     raiseHand: "Raise hand",
     lowerHand: "Lower hand",
     handBadge: "Hand {n}",
+    handRaised: "{name} raised a hand.",
     copyInvitation: "Copy invitation",
     invitationCopied: "The link to this meeting is copied.",
     invitationToCopy: "Please copy this link: {url}",
@@ -354,6 +360,20 @@ function chooseLanguage() {
 }
 
 export const lang = chooseLanguage();
+
+/** The other language of the page, its name in itself, and the page's address in it. */
+export function otherLanguage() {
+  const other = lang === "de" ? "en" : "de";
+  const url = new URL(location.href);
+  url.searchParams.set("lang", other);
+  return { lang: other, name: other === "de" ? "Deutsch" : "English", href: url.href };
+}
+
+/** `path` with the page's chosen language carried along, if one was chosen in the address. */
+export function keepingLanguage(path) {
+  const forced = new URLSearchParams(location.search).get("lang");
+  return forced && forced in STRINGS ? `${path}?lang=${forced}` : path;
+}
 
 /** The text for `key`, with `{name}`-style placeholders filled from `params`. */
 export function t(key, params = {}) {

@@ -32,6 +32,7 @@ export function setupModeration(hooks) {
   });
   $("moderator-toggle").addEventListener("click", () => {
     $("password-field").hidden = false;
+    $("moderator-toggle").setAttribute("aria-expanded", "true");
     $("room-password").focus();
   });
 }
@@ -64,10 +65,17 @@ export function handleModeration(message) {
       room.knocking = message.waiting;
       render();
       return true;
-    case "hands":
+    case "hands": {
+      // Someone who raises a hand is announced, so that nobody has to watch the badges.
+      const raised = message.order.filter((id) => !room.hands.includes(id) && id !== app.state.me);
       room.hands = message.order;
+      for (const id of raised) {
+        const name = app.state.participants.get(id)?.name;
+        if (name) app.notify(t("handRaised", { name }));
+      }
       render();
       return true;
+    }
     case "role":
       if (message.participantId === app.state.me) {
         room.moderator = message.moderator;
@@ -174,12 +182,37 @@ export function render() {
   if (!$("people").hidden) renderPeople();
 }
 
+/**
+ * Draws `list` anew with `fill`, keeping the keyboard's place: a button that had the focus gets
+ * it back in its person's new row (or, with the person gone, the first button of the row now in
+ * that place), so that a moderator on "Remove" is not thrown back to the top of the page
+ * whenever someone mutes or raises a hand.
+ */
+function keepingFocus(list, fill) {
+  const focused = list.contains(document.activeElement) ? document.activeElement : null;
+  const row = focused?.closest("li");
+  const rows = [...list.children];
+  const place = rows.indexOf(row);
+  const index = row ? [...row.querySelectorAll("button")].indexOf(focused) : -1;
+  fill();
+  if (!row) return;
+  const again = [...list.children].find((item) => item.dataset.key === row.dataset.key);
+  const buttons = again ? [...again.querySelectorAll("button")] : [];
+  const target = buttons[Math.min(index, buttons.length - 1)] ?? list.children[place]?.querySelector("button");
+  target?.focus();
+}
+
 function renderKnocking() {
   const list = $("knocking-list");
+  keepingFocus(list, () => fillKnocking(list));
+}
+
+function fillKnocking(list) {
   list.replaceChildren();
   $("knocking").hidden = !room.moderator || room.knocking.length === 0;
   for (const knock of room.knocking) {
     const item = document.createElement("li");
+    item.dataset.key = knock.id;
     const name = document.createElement("span");
     name.textContent = knock.name;
     item.append(
@@ -193,12 +226,17 @@ function renderKnocking() {
 
 function renderPeople() {
   const list = $("people-list");
+  keepingFocus(list, () => fillPeople(list));
+}
+
+function fillPeople(list) {
   list.replaceChildren();
   const me = { id: app.state.me, name: `${$("display-name").value.trim()} (${t("you")})`, moderator: room.moderator };
   me.audioMuted = app.state.audioMuted;
   me.videoMuted = app.state.videoMuted;
   for (const person of [me, ...app.state.participants.values()]) {
     const item = document.createElement("li");
+    item.dataset.key = person.id;
     const states = [
       person.moderator ? t("moderatorBadge") : null,
       t(person.audioMuted ? "micOffState" : "micOnState"),

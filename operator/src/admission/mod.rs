@@ -111,6 +111,8 @@ pub struct Member {
     /// They moderate if nobody in the room does when they come in (an ad-hoc room of a tenant
     /// that lets the first person in moderate).
     pub first_moderates: bool,
+    /// The room's title, when it has one.
+    pub room_title: Option<String>,
 }
 
 /// Where a participant's session runs.
@@ -260,6 +262,7 @@ impl<S: Store> Admission<S> {
             lobby: entry.lobby,
             first_moderates: room.lifetime == domain::RoomLifetime::AdHoc
                 && tenant.policy.first_joiner_moderates,
+            room_title: room.display_name.clone(),
         };
         let attachment = self.open(tenant, room, &member, "", from).await?;
         Ok((member, attachment))
@@ -300,6 +303,9 @@ impl<S: Store> Admission<S> {
                 stored.lifetime == domain::RoomLifetime::AdHoc
                     && tenant.policy.first_joiner_moderates
             }),
+            room_title: stored
+                .as_ref()
+                .and_then(|stored| stored.display_name.clone()),
         };
         let node = NodeId(ticket.node_id.clone());
         let presented = (ticket.node_instance.as_str(), ticket.generation);

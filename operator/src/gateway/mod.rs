@@ -123,7 +123,11 @@ impl<S: Store> Gateway<S> {
     }
 
     /// What tells a participant how to resume: `ticket`, and fresh TURN credentials.
-    fn session_message(&self, ticket: String) -> treffpunkt_proto::signalling::ServerMessage {
+    fn session_message(
+        &self,
+        ticket: String,
+        room_title: Option<String>,
+    ) -> treffpunkt_proto::signalling::ServerMessage {
         let ice_servers = self
             .turn
             .iter()
@@ -131,6 +135,7 @@ impl<S: Store> Gateway<S> {
         treffpunkt_proto::signalling::ServerMessage::Session {
             ticket,
             ice_servers: ice_servers.collect(),
+            room_title,
         }
     }
 

@@ -393,7 +393,7 @@ impl<S: Store> Session<S> {
                     },
                     media,
                 )) => {
-                    self.announce(&attachment, moved).await;
+                    self.announce(&attachment, &member, moved).await;
                     let span = tracing::info_span!(
                         "session",
                         session = %attachment.session_id,
@@ -441,9 +441,11 @@ impl<S: Store> Session<S> {
 
     /// Tells the client how to resume its session, and, if the session is new on another node
     /// than its media connection knows, to make that connection again.
-    async fn announce(&mut self, attachment: &Attachment, moved: bool) {
+    async fn announce(&mut self, attachment: &Attachment, member: &Member, moved: bool) {
         let ticket = attachment.ticket.clone();
-        let session = self.gateway.session_message(ticket);
+        let session = self
+            .gateway
+            .session_message(ticket, member.room_title.clone());
         self.send(&session).await;
         if moved {
             self.send(&ServerMessage::Reconnect).await;
@@ -477,7 +479,7 @@ impl<S: Store> Session<S> {
             let must_move = tokio::select! {
                 _ = refresh.tick() => {
                     let ticket = gateway.admission.fresh_ticket(&self.key, &member, &attachment);
-                    if !self.send(&gateway.session_message(ticket)).await {
+                    if !self.send(&gateway.session_message(ticket, member.room_title.clone())).await {
                         break Ending::Detach;
                     }
                     false
@@ -526,7 +528,7 @@ impl<S: Store> Session<S> {
                         }
                         if new_role {
                             let ticket = gateway.admission.fresh_ticket(&self.key, &member, &attachment);
-                            if !self.send(&gateway.session_message(ticket)).await {
+                            if !self.send(&gateway.session_message(ticket, member.room_title.clone())).await {
                                 break Ending::Detach;
                             }
                         }
@@ -595,7 +597,7 @@ impl<S: Store> Session<S> {
             {
                 Ok(next) => {
                     gateway.metrics.moved(true);
-                    self.announce(&next, true).await;
+                    self.announce(&next, member, true).await;
                     return Some(next);
                 }
                 Err(refusal) => {
@@ -663,6 +665,7 @@ mod tests {
             moderator: false,
             lobby: true,
             first_moderates: false,
+            room_title: None,
         };
         let welcome = |id: &str, moderator| ServerMessage::Welcome {
             participant_id: id.into(),

@@ -363,8 +363,7 @@ pub fn start_operator_with(
     ready_rx.recv().expect("the operator thread reports")
 }
 
-/// Runs a media node in this process, attached to `operator` with the grant key the operators
-/// made; returns its id.
+/// Runs a media node in this process, attached to `operator` with its grant key; its id.
 pub async fn run_node(operator: &Operator) -> String {
     use treffpunkt_proto::grant::{Keyring, SharedKeyring};
     let key = grant_key(&admin().await).await;

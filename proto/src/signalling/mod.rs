@@ -340,6 +340,10 @@ pub enum ServerMessage {
         /// For `RTCPeerConnection`'s `iceServers`.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         ice_servers: Vec<IceServer>,
+        /// The room's title (its `displayName`), when it has one: the page shows it in place
+        /// of the room's name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room_title: Option<String>,
     },
     /// The session moved to another media node: close the media connection and wait for the
     /// welcome that follows.

@@ -173,8 +173,17 @@ fn every_server_message() -> Vec<(ServerMessage, &'static str)> {
             ServerMessage::Session {
                 ticket: "t.s".into(),
                 ice_servers: Vec::new(),
+                room_title: None,
             },
             r#"{"type":"session","ticket":"t.s"}"#,
+        ),
+        (
+            ServerMessage::Session {
+                ticket: "t.s".into(),
+                ice_servers: Vec::new(),
+                room_title: Some("Vorstandssitzung".into()),
+            },
+            r#"{"type":"session","ticket":"t.s","roomTitle":"Vorstandssitzung"}"#,
         ),
         (
             ServerMessage::Session {
@@ -184,6 +193,7 @@ fn every_server_message() -> Vec<(ServerMessage, &'static str)> {
                     username: "1700000000:ab12".into(),
                     credential: "c2VjcmV0".into(),
                 }],
+                room_title: None,
             },
             r#"{"type":"session","ticket":"t.s","iceServers":[{"urls":["turns:turn.example:443?transport=tcp"],"username":"1700000000:ab12","credential":"c2VjcmV0"}]}"#,
         ),

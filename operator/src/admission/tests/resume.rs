@@ -158,6 +158,7 @@ async fn a_ticket_whose_node_is_gone_gets_a_new_session_elsewhere() {
         moderator: false,
         lobby: false,
         first_moderates: false,
+        room_title: None,
     };
     let ticket = tickets::seal(
         &keys().tickets.get(),
