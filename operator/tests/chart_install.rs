@@ -378,21 +378,18 @@ async fn assert_the_default_pool_is_ready(
         .env
         .clone()
         .unwrap();
-    let control_plane = env
-        .iter()
-        .find(|e| e.name == "TREFFPUNKT_CONTROL_PLANE")
-        .and_then(|e| e.value.clone());
+    let var = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
     assert_eq!(
-        control_plane.as_deref(),
+        var("TREFFPUNKT_CONTROL_PLANE").as_deref(),
         Some("http://treffpunkt-attach.treffpunkt.svc:7001"),
         "media nodes dial the chart's headless attach Service"
     );
-    let log_filter = env
-        .iter()
-        .find(|e| e.name == "RUST_LOG")
-        .and_then(|e| e.value.clone());
     assert_eq!(
-        log_filter.as_deref(),
+        var("RUST_LOG").as_deref(),
         Some("info"),
         "media nodes log as the chart's operator.logLevel says"
     );
