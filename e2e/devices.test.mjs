@@ -89,6 +89,10 @@ describe("devices, shortcuts and pages", () => {
     });
     assert.ok(sent, "and it is the one sent to the others");
     await anna.keyboard.press("Escape");
+    assert.ok(
+      await eventually(async () => anna.evaluate(() => document.activeElement?.id === "call-more"), 5000),
+      "the focus goes back to the menu's button, not to the hidden menu item",
+    );
     assert.ok(await eventually(async () => (await decodesAndHears(ben)).audio, 10000), "Ben still hears Anna");
     for (const page of [anna, ben]) await page.context().close();
   });

@@ -32,10 +32,9 @@
 //! [`MediaNode`] wires them together; [`cli`] is its command line, shared by the
 //! `treffpunkt-media-node` binary and `treffpunkt media-node`. Both binaries allocate with
 //! [`Allocator`] (mimalloc): forwarding allocates and frees per packet and subscriber inside
-//! `rtc`, and while the node keeps each subscriber's last packets for retransmission the
-//! system allocator hands out memory that is no longer in the caches. Tests drive [`Node`] with real
-//! `rtc` peers in memory on a virtual clock (see `node/tests`), and the control plane's tests
-//! run whole nodes on loopback.
+//! `rtc`, and it measured faster than the system's allocator (docs/benchmarks.md,
+//! 2026-12-07). Tests drive [`Node`] with real `rtc` peers in memory on a virtual clock (see
+//! `node/tests`), and the control plane's tests run whole nodes on loopback.
 // Two modules of the UDP port make system calls the standard library lacks (many datagrams in
 // one call, buffers past the kernel's cap) and say why they may use `unsafe`.
 #![deny(unsafe_code)]

@@ -100,6 +100,12 @@ function trace(event) {
 // Screens and notices
 // ------------------------------------------------------------------------------------------
 
+/** Whether the focus is on something that is shown. */
+function visiblyFocused() {
+  const focused = document.activeElement;
+  return Boolean(focused && focused !== document.body && focused.offsetParent !== null);
+}
+
 function show(screen) {
   for (const id of ["landing", "lobby", "waiting", "call", "ended"]) $(id).hidden = id !== screen;
   // Switching the language reloads the page: offered only before joining.
@@ -381,11 +387,21 @@ async function setupLobby() {
     toggleMore(false);
     openDevicesDialog();
   });
-  // A choice in the menu, or a click elsewhere, closes it.
+  // A choice in the menu, or a click elsewhere, closes it. The chosen item goes with the menu,
+  // so the keyboard's place goes back to the menu's button, unless the choice took it elsewhere
+  // (a dialog, the chat).
   document.addEventListener("click", (event) => {
     const inMenu = event.target.closest?.("#more-menu button");
-    if (inMenu || (!$("more-menu").hidden && !event.target.closest?.("#more-menu, #call-more"))) toggleMore(false);
+    if (inMenu || (!$("more-menu").hidden && !event.target.closest?.("#more-menu, #call-more"))) {
+      toggleMore(false);
+      if (inMenu && !visiblyFocused()) $("call-more").focus();
+    }
   });
+  // A dialog gives the focus back to what had it, which may have been hidden since (an item of
+  // the menu): then to the menu's button.
+  for (const dialog of document.querySelectorAll("dialog")) {
+    dialog.addEventListener("close", () => setTimeout(() => visiblyFocused() || $("call-more").focus(), 0));
+  }
   // Escape closes the menu and gives the focus back to its button.
   $("more-menu").addEventListener("keydown", (event) => {
     if (event.key === "Escape") {
@@ -409,6 +425,7 @@ async function setupLobby() {
     state,
     send,
     notify,
+    announce,
     show,
     leave: () => leave(),
     muteMic: () => !state.audioMuted && toggleMic(),

@@ -53,10 +53,16 @@ export function welcomed(message) {
 /** Handles a moderation message; returns whether it was one. */
 export function handleModeration(message) {
   switch (message.type) {
-    case "waiting":
+    case "waiting": {
       app.show("waiting");
-      $("waiting-text").textContent = t(message.moderatorPresent ? "waitingForModerator" : "waitingNoModerator");
+      const text = t(message.moderatorPresent ? "waitingForModerator" : "waitingNoModerator");
+      $("waiting-text").textContent = text;
+      // The screen was hidden a moment ago, so its own words may go unread: said once more.
+      app.announce(text);
+      // The keyboard's place is on the screen that is shown, not on the hidden join button.
+      $("waiting-leave").focus();
       return true;
+    }
     case "knocking":
       if (message.waiting.length > room.knocking.length) {
         const newest = message.waiting[message.waiting.length - 1];

@@ -122,7 +122,8 @@ impl<S: Store> Gateway<S> {
         self
     }
 
-    /// What tells a participant how to resume: `ticket`, and fresh TURN credentials.
+    /// What tells a participant how to resume: `ticket`, and fresh TURN credentials; and the
+    /// room's title, when it has one.
     fn session_message(
         &self,
         ticket: String,

@@ -452,6 +452,17 @@ impl<S: Store> Session<S> {
         }
     }
 
+    /// Sends the client a fresh ticket for its session (and the room's title with it); whether
+    /// the socket took it.
+    async fn send_ticket(&mut self, member: &Member, attachment: &Attachment) -> bool {
+        let gateway = self.gateway.clone();
+        let ticket = gateway
+            .admission
+            .fresh_ticket(&self.key, member, attachment);
+        let session = gateway.session_message(ticket, member.room_title.clone());
+        self.send(&session).await
+    }
+
     /// Relays signalling between the joined client and its node until the participant leaves,
     /// the session ends, or the socket drops. A session whose node goes away moves to another.
     async fn relay(
@@ -478,8 +489,7 @@ impl<S: Store> Session<S> {
         let ending = loop {
             let must_move = tokio::select! {
                 _ = refresh.tick() => {
-                    let ticket = gateway.admission.fresh_ticket(&self.key, &member, &attachment);
-                    if !self.send(&gateway.session_message(ticket, member.room_title.clone())).await {
+                    if !self.send_ticket(&member, &attachment).await {
                         break Ending::Detach;
                     }
                     false
@@ -526,11 +536,8 @@ impl<S: Store> Session<S> {
                         if !self.send_all(message).await {
                             break Ending::Detach;
                         }
-                        if new_role {
-                            let ticket = gateway.admission.fresh_ticket(&self.key, &member, &attachment);
-                            if !self.send(&gateway.session_message(ticket, member.room_title.clone())).await {
-                                break Ending::Detach;
-                            }
+                        if new_role && !self.send_ticket(&member, &attachment).await {
+                            break Ending::Detach;
                         }
                         false
                     }
