@@ -255,18 +255,19 @@ mod tests {
     #[test]
     fn a_tenant_that_says_nothing_of_its_policy_lets_the_first_person_in_moderate() {
         let spec: TenantSpec =
-            serde_json::from_value(serde_json::json!({ "displayName": "Skatclub" })).unwrap();
+            serde_json::from_value(serde_json::json!({ "displayName": "Skatclub" }))
+                .expect("a display name is all a tenant needs");
         assert!(spec.policy.first_joiner_moderates, "without a policy");
         let spec: TenantSpec = serde_json::from_value(serde_json::json!({
             "displayName": "Skatclub",
             "policy": { "adhocRooms": true },
         }))
-        .unwrap();
+        .expect("a policy may name only some of its fields");
         assert!(
             spec.policy.first_joiner_moderates,
             "with a policy that does not say"
         );
-        let tenant = serde_json::to_value(&crds()[0]).unwrap();
+        let tenant = serde_json::to_value(&crds()[0]).expect("a CRD serialises");
         let default = &tenant["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
             ["properties"]["policy"]["default"];
         assert_eq!(

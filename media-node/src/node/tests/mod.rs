@@ -262,27 +262,32 @@ impl Net {
         continues: &str,
         publish: Publish,
     ) -> usize {
-        let index = self.peers.len();
-        let number = index as u8 + 1;
-        let address = SocketAddr::from(([10, 0, 0, number], 5000 + u16::from(number)));
-        let peer = TestPeer::new(name, address, publish);
-        let admission = self.admission(&peer, name, participant_id, continues);
-        self.peers.push(peer);
-        self.node.command(self.now, Command::Open(admission));
-        self.exchange();
-        index
+        self.open_session(name, publish, |net, peer| {
+            net.admission(peer, name, participant_id, continues)
+        })
     }
 
     /// Participant `name` asks to come into the room through its lobby; returns its index.
     pub fn knock(&mut self, name: &str) -> usize {
+        self.open_session(name, Publish::Nothing, |net, peer| Admission {
+            lobby: true,
+            ..net.admission(peer, name, &format!("p-{name}"), "")
+        })
+    }
+
+    /// A new participant on the first node, its session opened with the admission `admit`
+    /// makes for it; its index.
+    fn open_session(
+        &mut self,
+        name: &str,
+        publish: Publish,
+        admit: impl FnOnce(&Self, &TestPeer) -> Admission,
+    ) -> usize {
         let index = self.peers.len();
         let number = index as u8 + 1;
         let address = SocketAddr::from(([10, 0, 0, number], 5000 + u16::from(number)));
-        let peer = TestPeer::new(name, address, Publish::Nothing);
-        let admission = Admission {
-            lobby: true,
-            ..self.admission(&peer, name, &format!("p-{name}"), "")
-        };
+        let peer = TestPeer::new(name, address, publish);
+        let admission = admit(self, &peer);
         self.peers.push(peer);
         self.node.command(self.now, Command::Open(admission));
         self.exchange();
