@@ -24,7 +24,8 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub control_plane: Vec<String>,
-    /// This node's id; defaults to the host name.
+    /// This node's name; defaults to the host name. With `--attach-tls-dir` the node registers
+    /// as `<pool>:<name>`, the only form the control plane takes from a pool's certificate.
     #[arg(long, env = "TREFFPUNKT_NODE_ID")]
     pub node_id: Option<String>,
     /// The MediaPool this node belongs to.
@@ -140,6 +141,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => std::fs::read_to_string("/etc/hostname")
             .map(|name| name.trim().to_owned())
             .unwrap_or_else(|_| "media-node".to_owned()),
+    };
+    // With certificates the control plane takes only ids of the certificate's pool.
+    let node_id = if args.attach_tls_dir.is_some() {
+        treffpunkt_proto::identity::node_id(&args.pool, &node_id)
+    } else {
+        node_id
     };
     let grant_key = SharedKeyring::new(grant_key);
     // A key file is followed: the operator rotates the key by changing it.

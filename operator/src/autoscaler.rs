@@ -282,7 +282,7 @@ async fn act(
         Decision::In { to, why } => {
             // Exactly the drained node's pod goes, whoever marked it before.
             if let Some(node) = pool.status.as_ref().and_then(|s| s.draining_node.as_ref()) {
-                match crate::cluster::mark_to_go_first(&pods, node).await {
+                match crate::cluster::mark_to_go_first(&pods, node, &pool.name_any()).await {
                     Ok(()) => {}
                     Err(kube::Error::Api(status)) if status.code == 404 => {}
                     Err(error) => return Err(error),

@@ -27,7 +27,7 @@ use crate::fleet::{attach, tls};
 use crate::gateway::{self, Gateway, Limits, Turn};
 use crate::leader::{self, Election};
 use crate::metrics::Metrics;
-use crate::reconcile::{Context, Settings};
+use crate::reconcile::{Context, POOL_LABEL, Settings};
 use crate::replicas::{self, Membership};
 use crate::store::KubeStore;
 use crate::watches::Watches;
@@ -147,25 +147,28 @@ async fn mark_draining_pods(client: Client, namespace: String, fleet: Arc<Fleet>
             // Not a pod of a MediaPool.
             continue;
         }
-        match mark_to_go_first(&pods, &node.0).await {
+        match mark_to_go_first(&pods, &node.0, &pool).await {
             Ok(()) => info!(%node, "marked the draining node's pod to go first"),
             Err(error) => warn!(%node, %error, "could not mark the draining node's pod"),
         }
     }
 }
 
-/// Gives `pod` the lowest deletion cost of its ReplicaSet: scaling in removes it first. Nothing
-/// is written when it has that cost already.
-pub async fn mark_to_go_first(pods: &Api<Pod>, pod: &str) -> kube::Result<()> {
-    let marked = pods.get_metadata_opt(pod).await?.is_some_and(|found| {
-        found
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(POD_DELETION_COST))
-            == Some(&DRAINING_POD_COST.to_owned())
-    });
-    if marked {
+/// Gives the pod of `pool`'s node `node` the lowest deletion cost of its ReplicaSet: scaling in
+/// removes it first. Nothing is written when it has that cost already, or when no pod of that
+/// pool has the node's name (a node outside the cluster).
+pub async fn mark_to_go_first(pods: &Api<Pod>, node: &str, pool: &str) -> kube::Result<()> {
+    // In a cluster the node's id is `<pool>:<pod>`; attached without certificates, the pod's
+    // name alone.
+    let pod = treffpunkt_proto::identity::name_in_pool(node, pool).unwrap_or(node);
+    let Some(found) = pods.get_metadata_opt(pod).await? else {
+        return Ok(());
+    };
+    let label = |key: &str| found.metadata.labels.as_ref().and_then(|l| l.get(key));
+    let annotation = |key: &str| found.metadata.annotations.as_ref().and_then(|a| a.get(key));
+    if label(POOL_LABEL).map(String::as_str) != Some(pool)
+        || annotation(POD_DELETION_COST).map(String::as_str) == Some(DRAINING_POD_COST)
+    {
         return Ok(());
     }
     let patch = serde_json::json!({
@@ -246,7 +249,9 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
     let store = KubeStore::new(client.clone(), &watches);
     tasks.push(tokio::spawn(follow));
     let store = Arc::new(store);
-    let fleet = Arc::new(Fleet::of_replica(&config.election.identity));
+    let fleet = Arc::new(
+        Fleet::of_replica(&config.election.identity).counting_reports_by(store.reservations()),
+    );
     let membership = Membership {
         namespace: namespace.clone(),
         group: config.election.lease_name.clone(),

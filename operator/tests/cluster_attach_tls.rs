@@ -3,7 +3,8 @@
 //! else does: not without a certificate, not with one of another authority, not for another
 //! pool, not under the live node's id. A renewed certificate attaches new nodes while the node
 //! attached with the old one stays. A partner's external pool gets its credential in the
-//! partner's namespace, and a node at the partner's site hosts that tenant's rooms only.
+//! partner's namespace, and a node at the partner's site hosts that tenant's rooms only; what a
+//! node of that pool reports of another tenant's rooms does not count.
 
 mod support;
 
@@ -20,6 +21,7 @@ use support::attach::register;
 use support::partner::{fetch_credential, field};
 use support::resources::{external_pool_spec, pool_spec, ready_tenant, tenant_spec};
 use support::{PLATFORM, admin, admin_request, eventually, free_port, keeps_receiving, unique};
+use tokio_stream::StreamExt;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 use treffpunkt_client::{Participant, Publish, signal_url};
 use treffpunkt_operator::crd::{self, MediaPool, Room};
@@ -28,6 +30,7 @@ use treffpunkt_operator::keys;
 use treffpunkt_operator::reconcile::PARTNER_SECRET;
 use treffpunkt_proto::grant::Keyring;
 use treffpunkt_proto::identity;
+use treffpunkt_proto::v1::{self, control_message, node_message};
 
 /// The keys' Secret of this file's replica.
 const KEYS: &str = "treffpunkt-tls-keys";
@@ -147,8 +150,9 @@ async fn only_nodes_with_their_pools_certificate_attach() {
 
     // A real media node with the pool's certificate attaches.
     let node = start_node(operator, "knoten-a", &pool, &dir.join("first"), &grant_key);
+    let knoten_a = identity::node_id(&pool, "knoten-a");
     assert!(
-        attaches(operator, &token, "knoten-a").await,
+        attaches(operator, &token, &knoten_a).await,
         "the node with its pool's certificate attaches"
     );
 
@@ -186,19 +190,31 @@ async fn only_nodes_with_their_pools_certificate_attach() {
     );
     for (node_id, claimed, code, why) in [
         (
-            "knoten-x",
+            "beta:knoten-x".to_owned(),
             "beta",
             tonic::Code::PermissionDenied,
             "for another pool",
         ),
         (
-            "knoten-a",
+            "knoten-x".to_owned(),
+            pool.as_str(),
+            tonic::Code::PermissionDenied,
+            "under an id that does not name the pool",
+        ),
+        (
+            identity::node_id("beta", "knoten-x"),
+            pool.as_str(),
+            tonic::Code::PermissionDenied,
+            "under an id of another pool",
+        ),
+        (
+            knoten_a.clone(),
             pool.as_str(),
             tonic::Code::AlreadyExists,
             "under the live node's id",
         ),
     ] {
-        let registration = register(grpc, first(), node_id, claimed, Some(&key))
+        let registration = register(grpc, first(), &node_id, claimed, Some(&key))
             .await
             .expect("the handshake passes");
         let status = registration.answer.expect_err(why);
@@ -227,7 +243,7 @@ async fn only_nodes_with_their_pools_certificate_attach() {
     let newcomer = register(
         grpc,
         Some(tls_from(&dir.join("renewed"))),
-        "knoten-b",
+        &identity::node_id(&pool, "knoten-b"),
         &pool,
         Some(&key),
     )
@@ -235,10 +251,7 @@ async fn only_nodes_with_their_pools_certificate_attach() {
     .expect("the handshake passes");
     assert!(newcomer.answer.is_ok(), "the renewed certificate attaches");
     let nodes = attached(operator.admin, &token).await;
-    assert!(
-        nodes.contains(&"knoten-a".to_owned()),
-        "the first node stays: {nodes:?}"
-    );
+    assert!(nodes.contains(&knoten_a), "the first node stays: {nodes:?}");
     drop(node);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -273,8 +286,9 @@ async fn a_partner_site_node_hosts_its_tenants_rooms_and_no_other() {
         .unwrap();
     let token = field(&keys_secret, keys::ADMIN_TOKEN).unwrap();
     let _node = start_node(operator, "vereinsheim-1", &pool, &dir, &grant_key);
+    let partner_node = identity::node_id(&pool, "vereinsheim-1");
     assert!(
-        attaches(operator, &token, "vereinsheim-1").await,
+        attaches(operator, &token, &partner_node).await,
         "the partner's node attaches with its credential"
     );
 
@@ -300,7 +314,7 @@ async fn a_partner_site_node_hosts_its_tenants_rooms_and_no_other() {
         .unwrap()
         .status
         .and_then(|status| status.node);
-    assert_eq!(placed.as_deref(), Some("vereinsheim-1"));
+    assert_eq!(placed.as_deref(), Some(partner_node.as_str()));
     assert!(keeps_receiving(&ben, &anna).await, "Ben receives Anna");
 
     // The partner's certificate renewed during the call: the call goes on.
@@ -346,10 +360,108 @@ async fn a_partner_site_node_hosts_its_tenants_rooms_and_no_other() {
                 .and_then(|status| status.node);
             assert_ne!(
                 placed.as_deref(),
-                Some("vereinsheim-1"),
+                Some(partner_node.as_str()),
                 "not on the partner's node"
             );
         }
     }
+    // A node of the partner's pool that claims a crowd in that tenant's room makes neither the
+    // room nor the tenant look full: its reports count for its own tenant's rooms only. (A node
+    // of a pool open to everyone, which this test plays, takes the join.)
+    let city = unique("stadt");
+    Api::<MediaPool>::namespaced(client.clone(), PLATFORM)
+        .create(&PostParams::default(), &MediaPool::new(&city, pool_spec()))
+        .await
+        .unwrap();
+    let [city_cert, _, _] = keys::pool_fields(&city);
+    let platform_secrets = Api::<Secret>::namespaced(client.clone(), PLATFORM);
+    let keys_secret = eventually(Duration::from_secs(30), || async {
+        let secret = platform_secrets.get(KEYS).await.ok()?;
+        field(&secret, &city_cert).map(|_| secret)
+    })
+    .await
+    .expect("the open pool's nodes get a certificate");
+    write_credential(&keys_secret, &city, &dir.join("city"));
+    let key = Keyring::from_secrets(&grant_key).unwrap();
+    let rogue_id = identity::node_id(&pool, "rogue");
+    let rogue = register(
+        operator.grpc,
+        Some(tls_from(&dir)),
+        &rogue_id,
+        &pool,
+        Some(&key),
+    )
+    .await
+    .expect("the handshake passes");
+    assert!(
+        rogue.answer.is_ok(),
+        "a second node of the partner's pool attaches"
+    );
+    let crowd = 100_000;
+    let claim = v1::LoadReport {
+        rooms: 1,
+        participants: crowd,
+        room_loads: vec![v1::RoomLoad {
+            room: Some(v1::RoomRef {
+                tenant: other.clone(),
+                name: "probe".into(),
+            }),
+            participants: crowd,
+        }],
+        ..v1::LoadReport::default()
+    };
+    rogue
+        .to_control_plane
+        .send(v1::NodeMessage::new(node_message::Kind::Load(claim)))
+        .await
+        .expect("the stream takes the report");
+    let reported = eventually(Duration::from_secs(10), || async {
+        let response = admin_request(operator.admin, "GET /nodes", Some(&token)).await;
+        let body = response
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        let nodes: Vec<serde_json::Value> = serde_json::from_str(&body).ok()?;
+        nodes
+            .iter()
+            .any(|node| node["id"] == rogue_id.as_str() && node["participants"] == crowd)
+            .then_some(())
+    })
+    .await;
+    assert!(reported.is_some(), "the replica has the rogue report");
+    let city_node = register(
+        operator.grpc,
+        Some(tls_from(&dir.join("city"))),
+        &identity::node_id(&city, "played"),
+        &city,
+        Some(&key),
+    )
+    .await
+    .expect("the handshake passes");
+    let mut commands = city_node.answer.expect("the open pool's node attaches");
+    let url = signal_url(operator.http, &other, "zweiter");
+    let join = tokio::time::timeout(Duration::from_secs(4), Participant::join(&url, "Cem", None));
+    match join.await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => panic!("Cem's join is refused: {error}"),
+        // The played node does not answer: the join waits for it, and it was asked.
+        Err(_) => {
+            let opened = tokio::time::timeout(Duration::from_secs(5), async {
+                while let Some(Ok(message)) = commands.next().await {
+                    if matches!(message.kind, Some(control_message::Kind::OpenSession(_))) {
+                        return true;
+                    }
+                }
+                false
+            });
+            assert_eq!(
+                opened.await,
+                Ok(true),
+                "Cem's session opens on the open pool's node"
+            );
+        }
+    }
+    drop(rogue);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -298,17 +298,17 @@ async fn a_partner_node_behind_one_address_attaches_to_every_replica() {
     // behind it shows each connection one replica.
     let shared = balancer(vec![a.grpc, b.grpc]).await;
     let credential = (pool.clone(), dir.clone());
-    let _node = NodeProcess::start_to(
+    let node = NodeProcess::start_to(
         "heim-1",
         &format!("http://{shared}"),
         &grant_key,
         &credential,
     );
     assert!(
-        knows_node(&a, "heim-1").await,
+        knows_node(&a, &node.id).await,
         "the first replica knows the node"
     );
-    assert!(knows_node(&b, "heim-1").await, "so does the second");
+    assert!(knows_node(&b, &node.id).await, "so does the second");
 
     // Anna reached one replica's gateway and Ben the other's: they meet on the partner's node.
     let anna = join(&a, &tenant, "Anna", true).await;
@@ -319,14 +319,14 @@ async fn a_partner_node_behind_one_address_attaches_to_every_replica() {
         .unwrap()
         .status
         .and_then(|status| status.node);
-    assert_eq!(placed.as_deref(), Some("heim-1"));
+    assert_eq!(placed.as_deref(), Some(node.id.as_str()));
     assert!(keeps_receiving(&ben, &anna).await, "Ben receives Anna");
 
     // A replica that restarts is found again through the same address.
     b.restart();
     assert!(b.serving().await);
     assert!(
-        knows_node(&b, "heim-1").await,
+        knows_node(&b, &node.id).await,
         "the restarted replica knows the node again"
     );
     let clara = join(&b, &tenant, "Clara", false).await;

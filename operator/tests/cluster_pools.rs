@@ -22,6 +22,7 @@ use support::resources::{
 };
 use support::{PLATFORM, admin, eventually, operator, unique};
 use treffpunkt_operator::crd::{self, MediaPool, Room, RoomPhase, Tenant};
+use treffpunkt_operator::reconcile::POOL_LABEL;
 
 /// The pod of a media node: its media ports on the host's address, ready on `/readyz`, no
 /// root, no capabilities, a read-only root, the host's address announced, one per host and no
@@ -157,53 +158,62 @@ async fn a_mediapool_becomes_a_deployment_whose_status_it_follows() {
 async fn a_draining_media_node_pod_is_marked_to_go_first() {
     let operator = operator();
     let client = admin().await;
-    // The pod a MediaPool's Deployment would have made (nothing runs it here).
-    let name = unique("media-pod");
-    let pod: Pod = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": PLATFORM},
-        "spec": {"containers": [{"name": "media-node", "image": "registry.invalid/media-node:test"}]},
-    }))
-    .unwrap();
     let pods = Api::<Pod>::namespaced(client.clone(), PLATFORM);
-    pods.create(&PostParams::default(), &pod).await.unwrap();
-
     let grant = support::grant_key(&client).await;
-    let health = std::net::SocketAddr::from(([127, 0, 0, 1], support::free_port()));
-    let node = treffpunkt_media_node::MediaNode::bind(treffpunkt_media_node::NodeConfig {
-        control_plane: vec![format!("http://{}", operator.grpc)],
-        node_id: name.clone(),
-        pool: "default".to_owned(),
-        udp_bind: "127.0.0.1:0".parse().unwrap(),
-        announce_ip: "127.0.0.1".parse().unwrap(),
-        max_participants: 10,
-        grant_key: SharedKeyring::new(Keyring::from_secret(grant.as_bytes())),
-        health_listen: Some(health),
-        udp_buffers: Default::default(),
-        tcp_bind: None,
-        attach_tls_dir: None,
-        cpu: Default::default(),
-    })
-    .await
-    .unwrap();
-    let handle = node.handle();
-    let running = tokio::spawn(node.run());
-    // The node tells the replicas it is attached to that it drains: drain once it is attached,
-    // which is when it says it is ready.
-    let attached = eventually(WAIT, || async {
-        let (status, _) = support::http(health, "GET", "/readyz").await?;
-        (status == 200).then_some(())
-    })
-    .await;
-    assert!(attached.is_some(), "the node attaches to the operator");
-    handle.drain(true, Duration::from_secs(30)).await;
+    // The pod a MediaPool's Deployment would have made (nothing runs it here), and a node of
+    // another pool that has a pod's name: only a pod of the draining node's own pool is marked.
+    let (own, foreign) = (unique("media-pod"), unique("media-pod"));
+    let mut running = Vec::new();
+    // The foreign node drains first: the replica marks pods in the order the nodes drain, so
+    // once the own pod is marked, the foreign one has been decided on.
+    for (name, pod_pool, which) in [(&foreign, "other", "foreign"), (&own, "default", "own")] {
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": PLATFORM, "labels": {POOL_LABEL: pod_pool}},
+            "spec": {"containers": [{"name": "media-node", "image": "registry.invalid/media-node:test"}]},
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+        let health = std::net::SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+        let node = treffpunkt_media_node::MediaNode::bind(treffpunkt_media_node::NodeConfig {
+            control_plane: vec![format!("http://{}", operator.grpc)],
+            node_id: name.clone(),
+            pool: "default".to_owned(),
+            udp_bind: "127.0.0.1:0".parse().unwrap(),
+            announce_ip: "127.0.0.1".parse().unwrap(),
+            max_participants: 10,
+            grant_key: SharedKeyring::new(Keyring::from_secret(grant.as_bytes())),
+            health_listen: Some(health),
+            udp_buffers: Default::default(),
+            tcp_bind: None,
+            attach_tls_dir: None,
+            cpu: Default::default(),
+        })
+        .await
+        .unwrap();
+        let handle = node.handle();
+        running.push(tokio::spawn(node.run()));
+        // The node tells the replicas it is attached to that it drains: drain once it is
+        // attached, which is when it says it is ready.
+        let attached = eventually(WAIT, || async {
+            let (status, _) = support::http(health, "GET", "/readyz").await?;
+            (status == 200).then_some(())
+        })
+        .await;
+        assert!(attached.is_some(), "the {which} node attaches");
+        handle.drain(true, Duration::from_secs(30)).await;
+    }
+    let cost = |name: String| {
+        let pods = pods.clone();
+        async move {
+            let pod = pods.get(&name).await.ok()?;
+            pod.annotations()
+                .get("controller.kubernetes.io/pod-deletion-cost")
+                .cloned()
+        }
+    };
     let marked = eventually(WAIT, || async {
-        let pod = pods.get(&name).await.ok()?;
-        let cost = pod
-            .annotations()
-            .get("controller.kubernetes.io/pod-deletion-cost")?
-            .clone();
-        (cost == "-1000").then_some(())
+        (cost(own.clone()).await? == "-1000").then_some(())
     })
     .await;
     assert!(
@@ -211,10 +221,17 @@ async fn a_draining_media_node_pod_is_marked_to_go_first() {
         "the draining node's pod has the lowest deletion cost"
     );
     // An empty node is done draining at once.
-    assert!(
-        tokio::time::timeout(Duration::from_secs(10), running)
-            .await
-            .is_ok()
+    for run in running {
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), run)
+                .await
+                .is_ok()
+        );
+    }
+    assert_eq!(
+        cost(foreign.clone()).await,
+        None,
+        "a pod of another pool is left as it is"
     );
 }
 

@@ -13,7 +13,9 @@
 //! without closing it.
 //!
 //! When the port runs mutual TLS ([`super::tls::serve_tls`]), a registration must also be for the
-//! pool that the node's certificate names, or it is refused with `PermissionDenied`.
+//! pool that the node's certificate names, under an id of that pool (`<pool>:<name>`,
+//! [`identity::node_id`]), or it is refused with `PermissionDenied`: a node of one pool can never
+//! take the id, and so the place and the calls, of a node of another.
 //!
 //! The answer names this replica and, then and whenever they change, all replicas that serve
 //! ([`super::replicas`]); a node that names this replica among those it has a stream to already
@@ -78,7 +80,8 @@ impl AttachService {
     }
 
     /// Whether the client's certificate (`peer`, the leaf first) names the pool `register`
-    /// is for, when certificates are required.
+    /// is for, and the node's id is one of that pool's ([`identity::node_id`]), when
+    /// certificates are required.
     fn check_certificate(
         &self,
         register: &v1::Register,
@@ -94,6 +97,12 @@ impl AttachService {
             return Err(Status::permission_denied(format!(
                 "the node's certificate is not for pool {:?}",
                 register.pool
+            )));
+        }
+        if identity::name_in_pool(&register.node_id, &register.pool).is_none() {
+            return Err(Status::permission_denied(format!(
+                "a node of pool {:?} registers under an id that starts with \"{}:\"",
+                register.pool, register.pool
             )));
         }
         Ok(())

@@ -19,7 +19,7 @@ mod sessions;
 pub mod tls;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
@@ -186,7 +186,22 @@ pub struct Fleet {
     started: Instant,
     /// This replica and its peers, as nodes learn of them.
     replicas: Replicas,
+    /// The tenants each pool is reserved for, as the platform's MediaPools say.
+    reservations: Option<Counted>,
 }
+
+/// The [`Reservations`] a fleet counts its nodes' reports by.
+struct Counted(Reservations);
+
+impl std::fmt::Debug for Counted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reservations")
+    }
+}
+
+/// The tenants whose rooms pool `pool`'s nodes may host, if the pool is reserved for some (a
+/// partner's pool); `None` for a pool open to every tenant, or one nobody knows.
+pub type Reservations = Arc<dyn Fn(&str) -> Option<Vec<TenantName>> + Send + Sync>;
 
 impl Default for Fleet {
     /// The fleet of the only replica there is (standalone mode).
@@ -204,7 +219,27 @@ impl Fleet {
             node_events: broadcast::channel(64).0,
             started: Instant::now(),
             replicas: Replicas::new(id),
+            reservations: None,
         }
+    }
+
+    /// The same, counting a node's reports of rooms only for the tenants its pool is reserved
+    /// for: a partner's node cannot make another tenant's rooms, or that tenant, look full.
+    pub fn counting_reports_by(mut self, reservations: Reservations) -> Self {
+        self.reservations = Some(Counted(reservations));
+        self
+    }
+
+    /// The participants `node` reported in each room that counts (see
+    /// [`Self::counting_reports_by`]).
+    fn counted_loads(&self, node: &AttachedNode) -> HashMap<RoomKey, u32> {
+        let mut loads = room_loads(&node.load);
+        let reserved =
+            (self.reservations.as_ref()).and_then(|counted| counted.0(&node.register.pool));
+        if let Some(tenants) = reserved.filter(|tenants| !tenants.is_empty()) {
+            loads.retain(|room, _| tenants.contains(&room.tenant));
+        }
+        loads
     }
 
     /// This replica and the others that serve now.
@@ -342,7 +377,7 @@ impl Fleet {
         self.lock()
             .nodes
             .values()
-            .map(|node| room_loads(&node.load).get(room).copied().unwrap_or(0))
+            .map(|node| self.counted_loads(node).get(room).copied().unwrap_or(0))
             .fold(0, u32::saturating_add)
     }
 
@@ -351,7 +386,7 @@ impl Fleet {
         let state = self.lock();
         let mut rooms: HashMap<RoomKey, u32> = HashMap::new();
         for node in state.nodes.values() {
-            for (room, participants) in room_loads(&node.load) {
+            for (room, participants) in self.counted_loads(node) {
                 if &room.tenant == tenant {
                     let entry = rooms.entry(room).or_default();
                     *entry = entry.saturating_add(participants);

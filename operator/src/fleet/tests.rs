@@ -367,3 +367,50 @@ fn a_room_counts_no_more_than_its_nodes_carry_however_much_they_report() {
     let public = TenantName::new("public").unwrap();
     assert_eq!(fleet.tenant_usage(&public), (5, 1));
 }
+
+#[test]
+fn a_partners_node_cannot_make_another_tenants_rooms_look_full() {
+    let verein = TenantName::new("verein").unwrap();
+    let reserved = verein.clone();
+    let fleet = Fleet::default().counting_reports_by(Arc::new(move |pool| {
+        (pool == "vereinsheim").then(|| vec![reserved.clone()])
+    }));
+    let report = |tenant: &str, participants| v1::LoadReport {
+        participants,
+        room_loads: vec![v1::RoomLoad {
+            room: Some(v1::RoomRef {
+                tenant: tenant.into(),
+                name: "chor".into(),
+            }),
+            participants,
+        }],
+        ..v1::LoadReport::default()
+    };
+    // The city's node carries two of the public room; the partner's node claims 200 more in
+    // it, and its own three in the partner's room.
+    for (node, pool, reports) in [
+        ("city:a", "city", vec![report("public", 2)]),
+        ("vereinsheim:b", "vereinsheim", vec![report("public", 200)]),
+    ] {
+        let (tx, _rx) = mpsc::channel(16);
+        let mut registration = register(node, &[]);
+        registration.pool = pool.into();
+        fleet.attach(registration, tx).unwrap();
+        for load in reports {
+            fleet.update_load(&NodeId(node.into()), load);
+        }
+    }
+    assert_eq!(
+        fleet.room_participants(&room()),
+        2,
+        "the partner's claim is not counted"
+    );
+    let public = TenantName::new("public").unwrap();
+    assert_eq!(fleet.tenant_usage(&public), (2, 1));
+    fleet.update_load(&NodeId("vereinsheim:b".into()), report("verein", 3));
+    assert_eq!(
+        fleet.tenant_usage(&verein),
+        (3, 1),
+        "its own tenant's rooms count"
+    );
+}

@@ -56,6 +56,19 @@ impl KubeStore {
         }
     }
 
+    /// The tenants each MediaPool is reserved for, read from the cache as the fleet counts
+    /// its nodes' reports ([`crate::fleet::Fleet::counting_reports_by`]).
+    pub fn reservations(&self) -> crate::fleet::Reservations {
+        let pools = self.pools.clone();
+        Arc::new(move |name| {
+            let pool = pools
+                .state()
+                .into_iter()
+                .find(|pool| pool.name_any() == name)?;
+            Some(reserved_for(&pool))
+        })
+    }
+
     /// The cached Tenant objects.
     pub fn tenant_objects(&self) -> Vec<Arc<TenantObject>> {
         self.tenants.state()
@@ -217,12 +230,7 @@ impl Store for KubeStore {
             .iter()
             .map(|pool| PoolAccess {
                 pool: pool.name_any(),
-                tenants: pool
-                    .spec
-                    .tenants
-                    .iter()
-                    .filter_map(|t| TenantName::new(t.as_str()).ok())
-                    .collect(),
+                tenants: reserved_for(pool),
                 // The schema admits only CIDR-shaped entries; one that still does not parse
                 // (a prefix too long for its address) names nobody.
                 near: pool
@@ -276,4 +284,13 @@ impl Store for KubeStore {
         }
         Ok(counts)
     }
+}
+
+/// The tenants `pool` is reserved for (empty: every tenant).
+fn reserved_for(pool: &MediaPool) -> Vec<TenantName> {
+    pool.spec
+        .tenants
+        .iter()
+        .filter_map(|t| TenantName::new(t.as_str()).ok())
+        .collect()
 }

@@ -151,9 +151,11 @@ impl Kubelet {
         self.nodes.lock().unwrap().get(name).map(|node| node.health)
     }
 
-    /// The nodes running, by name.
+    /// The ids of the nodes running (`<pool>:<pod>`, as rooms name their nodes).
     pub fn node_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.nodes.lock().unwrap().keys().cloned().collect();
+        let mut names: Vec<String> = (self.nodes.lock().unwrap().values())
+            .map(|node| node.id.clone())
+            .collect();
         names.sort();
         names
     }

@@ -752,7 +752,8 @@ impl NodeProcess {
             .expect("the media node starts");
         Self {
             process,
-            id: id.to_owned(),
+            // With the pool's certificate the node registers under its pool's id.
+            id: treffpunkt_proto::identity::node_id(pool, id),
             health,
         }
     }
