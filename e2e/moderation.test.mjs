@@ -56,8 +56,24 @@ describe("moderation in the browser", () => {
     assert.ok(await shows(ben, "#call"), "Ben is let in");
     assert.ok(await flowing(ben), "Ben decodes Anna's video and hears her");
 
-    const clara = await join(browser, room, "Clara");
+    // A knock while an error is on Anna's screen waits until she could read the error; it is
+    // not lost. Anna sends chat faster than a room takes it: the refusal is an error.
+    const clara = await join(browser, room, "Clara", { skipJoin: true });
+    await anna.click("#call-chat");
+    for (let i = 0; i < 12; i++) {
+      await anna.fill("#chat-input", `Nachricht ${i}`);
+      await anna.press("#chat-input", "Enter");
+    }
+    assert.ok(
+      await eventually(async () => /nicht gesendet/.test(await textOf(anna, "#notice")), 5000),
+      "Anna is told that her message was not sent",
+    );
+    await clara.click("#join-button");
     assert.ok(await shows(clara, "#waiting"));
+    assert.ok(
+      await eventually(async () => /Clara möchte hereinkommen/.test(await textOf(anna, "#notice")), 10000),
+      "Anna is told that Clara knocks once the error has been shown",
+    );
     await anna.click("#knocking-list li:has-text('Clara') >> text=Ablehnen");
     assert.ok(await shows(clara, "#ended"), "Clara is declined");
     assert.match(await textOf(clara, "#ended-heading"), /nicht hereingelassen/);

@@ -130,13 +130,30 @@ function announce(text, kind) {
   if (text) setTimeout(() => (region.textContent = text), 100);
 }
 
+/** A routine message that waits for an error's reading time, and the timer that shows it. */
+let heldNotice = null;
+let heldTimer = null;
+
 /** Shows a message to everyone, and says it to screen-reader users. */
 function notify(text, { sticky = false, kind = "info" } = {}) {
   const bar = $("notice");
-  // A routine message ("Connected.") does not push aside an error that came a moment ago: the
-  // error would vanish before anyone could read it.
-  const errorShown = !bar.hidden && bar.dataset.kind === "error" && performance.now() - noticeShownAt < ERROR_READING_MS;
-  if (kind === "info" && text && errorShown) return;
+  // A routine message ("Anna knocks.") does not push aside an error that came a moment ago (the
+  // error would vanish before anyone could read it): it waits until the error has been read.
+  // Of several that wait, the latest is shown; a newer error or warning replaces them all.
+  const shownFor = performance.now() - noticeShownAt;
+  const errorShown = !bar.hidden && bar.dataset.kind === "error" && shownFor < ERROR_READING_MS;
+  if (kind === "info" && text && errorShown) {
+    heldNotice = { text, sticky };
+    clearTimeout(heldTimer);
+    heldTimer = setTimeout(() => {
+      const held = heldNotice;
+      heldNotice = null;
+      if (held) notify(held.text, { sticky: held.sticky });
+    }, ERROR_READING_MS - shownFor + 50);
+    return;
+  }
+  heldNotice = null;
+  clearTimeout(heldTimer);
   noticeShownAt = performance.now();
   clearTimeout(noticeTimer);
   bar.textContent = text;
