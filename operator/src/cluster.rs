@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use treffpunkt_proto::grant::SharedKeyring;
 
+use crate::fleet::attach::PodOfPool;
 use crate::fleet::tls::Authority;
 use crate::fleet::{Fleet, NodeEvent};
 use crate::fleet::{attach, tls};
@@ -179,16 +180,32 @@ pub async fn mark_to_go_first(pods: &Api<Pod>, node: &str, pool: &str) -> kube::
         .map(|_| ())
 }
 
+/// Whether `namespace` has a pod of pool `pool` named `name`: under its pod's name, a media node
+/// of the release before ids named their pool attaches while the fleet is upgraded.
+fn pods_of_pools(pods: Api<Pod>) -> PodOfPool {
+    Arc::new(move |name: String, pool: String| {
+        let pods = pods.clone();
+        Box::pin(async move {
+            let found = pods.get_metadata_opt(&name).await.ok().flatten();
+            found.is_some_and(|pod| {
+                pod.metadata.labels.as_ref().and_then(|l| l.get(POOL_LABEL)) == Some(&pool)
+            })
+        })
+    })
+}
+
 /// Serves the Attach port: with mutual TLS when the replica has the platform's authority.
 fn serve_attach(
     fleet: &Arc<Fleet>,
     listener: TcpListener,
     grants: SharedKeyring,
     authority: Option<Arc<Authority>>,
+    pods: Api<Pod>,
 ) -> JoinHandle<()> {
     match authority {
         Some(authority) => {
-            let attach = tls::serve_tls(fleet.clone(), listener, grants, authority);
+            let pods = Some(pods_of_pools(pods));
+            let attach = tls::serve_tls(fleet.clone(), listener, grants, authority, pods);
             tokio::spawn(async move {
                 if let Err(error) = attach.await {
                     warn!(%error, "the Attach port cannot serve");
@@ -273,6 +290,7 @@ pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
         grpc_listener,
         grants,
         authority.clone(),
+        Api::namespaced(client.clone(), namespace),
     ));
 
     let gateway = Arc::new(

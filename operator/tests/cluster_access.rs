@@ -69,7 +69,7 @@ async fn signing_key(client: &Client, namespace: &str) -> Option<Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protected_rooms_open_with_the_secrets_password_and_the_tenants_invitations() {
     let client = admin().await;
-    support::run_node(operator()).await;
+    support::nodes::run_node(operator()).await;
     let tenant = unique("verein");
     ready_tenant(&client, &tenant, tenant_spec(None, 5)).await;
     let namespace = crd::tenant_namespace(&tenant);

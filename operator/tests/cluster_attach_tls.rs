@@ -1,7 +1,8 @@
 //! Mutual TLS on the Attach port of a replica on a real API server: a MediaPool's nodes get a
 //! certificate that names their pool, a real media node process attaches with it, and nobody
 //! else does: not without a certificate, not with one of another authority, not for another
-//! pool, not under the live node's id. A renewed certificate attaches new nodes while the node
+//! pool, not under another pool's id or the live node's id (a node of the release before may use
+//! its pod's name). A renewed certificate attaches new nodes while the node
 //! attached with the old one stays. A partner's external pool gets its credential in the
 //! partner's namespace, and a node at the partner's site hosts that tenant's rooms only; what a
 //! node of that pool reports of another tenant's rooms does not count.
@@ -14,12 +15,14 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
 use serde_json::json;
 use support::attach::register;
 use support::partner::{fetch_credential, field};
-use support::resources::{external_pool_spec, pool_spec, ready_tenant, tenant_spec};
+use support::resources::{
+    create_pool_pod, external_pool_spec, pool_spec, ready_tenant, tenant_spec,
+};
 use support::{PLATFORM, admin, admin_request, eventually, free_port, keeps_receiving, unique};
 use tokio_stream::StreamExt;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
@@ -34,6 +37,10 @@ use treffpunkt_proto::v1::{self, control_message, node_message};
 
 /// The keys' Secret of this file's replica.
 const KEYS: &str = "treffpunkt-tls-keys";
+
+/// Taken by each test for its whole run: the tests attach nodes that never answer to pools open
+/// to every tenant, where another test's joins would be placed and wait.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The replica of this file's tests: its Attach port runs mutual TLS.
 fn tls_operator() -> &'static support::Operator {
@@ -113,40 +120,72 @@ fn tls_from(dir: &Path) -> ClientTlsConfig {
         .domain_name(identity::CONTROL_PLANE)
 }
 
-/// The ids of the nodes attached to the replica whose admin endpoint is `admin`.
-async fn attached(admin: std::net::SocketAddr, token: &str) -> Vec<String> {
+/// The nodes attached to the replica whose admin endpoint is `admin`, as it lists them.
+async fn nodes(admin: std::net::SocketAddr, token: &str) -> Vec<serde_json::Value> {
     let response = admin_request(admin, "GET /nodes", Some(token)).await;
     let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
-    let nodes: Vec<serde_json::Value> = serde_json::from_str(body).unwrap_or_default();
-    nodes
+    serde_json::from_str(body).unwrap_or_default()
+}
+
+/// The ids of the nodes attached to the replica whose admin endpoint is `admin`.
+async fn attached(admin: std::net::SocketAddr, token: &str) -> Vec<String> {
+    nodes(admin, token)
+        .await
         .iter()
         .filter_map(|node| node["id"].as_str().map(str::to_owned))
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_nodes_with_their_pools_certificate_attach() {
-    let client = admin().await;
-    let secret_name = KEYS;
-    let operator = tls_operator();
-    let secrets = Api::<Secret>::namespaced(client.clone(), PLATFORM);
-    let pool = unique("alpha");
+/// A MediaPool open to every tenant, with the keys' Secret once it holds the pool's
+/// certificate.
+struct OpenPool {
+    name: String,
+    secret: Secret,
+    grant_key: String,
+    key: Keyring,
+    token: String,
+}
+
+/// Makes an open MediaPool named after `prefix` and writes its nodes' credential into `dir`.
+async fn open_pool(client: &Client, prefix: &str, dir: &Path) -> OpenPool {
+    let name = unique(prefix);
     Api::<MediaPool>::namespaced(client.clone(), PLATFORM)
-        .create(&PostParams::default(), &MediaPool::new(&pool, pool_spec()))
+        .create(&PostParams::default(), &MediaPool::new(&name, pool_spec()))
         .await
         .unwrap();
-    let [cert_field, _, not_after_field] = keys::pool_fields(&pool);
+    let [cert_field, _, _] = keys::pool_fields(&name);
+    let secrets = Api::<Secret>::namespaced(client.clone(), PLATFORM);
     let secret = eventually(Duration::from_secs(30), || async {
-        let secret = secrets.get(secret_name).await.ok()?;
+        let secret = secrets.get(KEYS).await.ok()?;
         field(&secret, &cert_field).map(|_| secret)
     })
     .await
     .expect("the pool's nodes get a certificate");
+    write_credential(&secret, &name, dir);
     let grant_key = field(&secret, keys::GRANT_KEY).unwrap();
-    let token = field(&secret, keys::ADMIN_TOKEN).unwrap();
-    let key = Keyring::from_secrets(&grant_key).unwrap();
+    OpenPool {
+        key: Keyring::from_secrets(&grant_key).unwrap(),
+        token: field(&secret, keys::ADMIN_TOKEN).unwrap(),
+        grant_key,
+        name,
+        secret,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_nodes_with_their_pools_certificate_attach() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let client = admin().await;
+    let operator = tls_operator();
+    let secrets = Api::<Secret>::namespaced(client.clone(), PLATFORM);
     let dir = std::env::temp_dir().join(unique("treffpunkt-tls"));
-    write_credential(&secret, &pool, &dir.join("first"));
+    let OpenPool {
+        name: pool,
+        secret,
+        grant_key,
+        key,
+        token,
+    } = open_pool(&client, "alpha", &dir.join("first")).await;
 
     // A real media node with the pool's certificate attaches.
     let node = start_node(operator, "knoten-a", &pool, &dir.join("first"), &grant_key);
@@ -190,31 +229,19 @@ async fn only_nodes_with_their_pools_certificate_attach() {
     );
     for (node_id, claimed, code, why) in [
         (
-            "beta:knoten-x".to_owned(),
+            "beta:knoten-x",
             "beta",
             tonic::Code::PermissionDenied,
             "for another pool",
         ),
         (
-            "knoten-x".to_owned(),
-            pool.as_str(),
-            tonic::Code::PermissionDenied,
-            "under an id that does not name the pool",
-        ),
-        (
-            identity::node_id("beta", "knoten-x"),
-            pool.as_str(),
-            tonic::Code::PermissionDenied,
-            "under an id of another pool",
-        ),
-        (
-            knoten_a.clone(),
+            knoten_a.as_str(),
             pool.as_str(),
             tonic::Code::AlreadyExists,
             "under the live node's id",
         ),
     ] {
-        let registration = register(grpc, first(), &node_id, claimed, Some(&key))
+        let registration = register(grpc, first(), node_id, claimed, Some(&key))
             .await
             .expect("the handshake passes");
         let status = registration.answer.expect_err(why);
@@ -222,10 +249,11 @@ async fn only_nodes_with_their_pools_certificate_attach() {
     }
 
     // Renewed: a new node attaches with the new certificate; the first stays.
+    let [cert_field, _, not_after_field] = keys::pool_fields(&pool);
     let old = field(&secret, &cert_field);
     let due = json!({"stringData": {not_after_field: "0"}});
     secrets
-        .patch(secret_name, &PatchParams::default(), &Patch::Merge(&due))
+        .patch(KEYS, &PatchParams::default(), &Patch::Merge(&due))
         .await
         .unwrap();
     let touch = json!({"metadata": {"annotations": {"test.treffpunkt.io/touched": "1"}}});
@@ -234,7 +262,7 @@ async fn only_nodes_with_their_pools_certificate_attach() {
         .await
         .unwrap();
     let renewed = eventually(Duration::from_secs(30), || async {
-        let secret = secrets.get(secret_name).await.ok()?;
+        let secret = secrets.get(KEYS).await.ok()?;
         (field(&secret, &cert_field) != old).then_some(secret)
     })
     .await
@@ -257,16 +285,82 @@ async fn only_nodes_with_their_pools_certificate_attach() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partner_site_node_hosts_its_tenants_rooms_and_no_other() {
+async fn a_node_registers_only_under_an_id_of_its_pool() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let client = admin().await;
-    let operator = tls_operator();
+    let grpc = tls_operator().grpc;
+    let dir = std::env::temp_dir().join(unique("treffpunkt-ids"));
+    let OpenPool {
+        name: pool, key, ..
+    } = open_pool(&client, "gamma", &dir).await;
+    let with_certificate = |id: String| {
+        let (dir, pool, key) = (dir.clone(), pool.clone(), key.clone());
+        async move {
+            register(grpc, Some(tls_from(&dir)), &id, &pool, Some(&key))
+                .await
+                .expect("the handshake passes")
+        }
+    };
+    assert!(
+        with_certificate(identity::node_id(&pool, "knoten-c"))
+            .await
+            .answer
+            .is_ok(),
+        "under an id that begins with its pool's name"
+    );
+    // A node of the release before registers under its pod's name: taken for a pod of its own
+    // pool, refused for another pool's.
+    let (ours, theirs) = (unique("media-pod"), unique("media-pod"));
+    create_pool_pod(&client, &ours, &pool).await;
+    create_pool_pod(&client, &theirs, "beta").await;
+    let earlier = with_certificate(ours).await;
+    assert!(
+        earlier.answer.is_ok(),
+        "a node of the release before attaches under its pod's name"
+    );
+    for (node_id, why) in [
+        (
+            "knoten-x".to_owned(),
+            "under an id that does not name the pool",
+        ),
+        (
+            identity::node_id("beta", "knoten-x"),
+            "under an id of another pool",
+        ),
+        (theirs, "under the name of another pool's pod"),
+    ] {
+        let status = with_certificate(node_id).await.answer.expect_err(why);
+        assert_eq!(
+            status.code(),
+            tonic::Code::PermissionDenied,
+            "{why}: {status}"
+        );
+    }
+    drop(earlier);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A partner with a tenant whose rooms run on an external MediaPool of its own, and the
+/// pool's credential as the partner's admins fetch it from their namespace into `dir`.
+struct PartnerSite {
+    tenant: String,
+    pool: String,
+    /// The partner's Secret and its namespace's Secrets.
+    credential: Secret,
+    secrets: Api<Secret>,
+    dir: std::path::PathBuf,
+    grant_key: String,
+    /// The replica's admin token.
+    token: String,
+}
+
+async fn partner_site(client: &Client) -> PartnerSite {
     let tenant = unique("verein");
     let pool = unique("vereinsheim");
-    // The partner's rooms run on the nodes it brings.
     let mut spec = tenant_spec(None, 5);
     spec.policy.adhoc_rooms = true;
     spec.media_pools = vec![pool.clone()];
-    ready_tenant(&client, &tenant, spec).await;
+    ready_tenant(client, &tenant, spec).await;
     Api::<MediaPool>::namespaced(client.clone(), PLATFORM)
         .create(
             &PostParams::default(),
@@ -274,17 +368,40 @@ async fn a_partner_site_node_hosts_its_tenants_rooms_and_no_other() {
         )
         .await
         .unwrap();
-    // The partner's admins fetch the credential from their namespace.
-    let namespace = crd::tenant_namespace(&tenant);
-    let partner = Api::<Secret>::namespaced(client.clone(), &namespace);
+    let secrets = Api::<Secret>::namespaced(client.clone(), &crd::tenant_namespace(&tenant));
     let dir = std::env::temp_dir().join(unique("treffpunkt-partner"));
-    let credential = fetch_credential(&partner, &pool, &dir).await;
-    let grant_key = field(&credential, "grant-key").unwrap();
+    let credential = fetch_credential(&secrets, &pool, &dir).await;
     let keys_secret = Api::<Secret>::namespaced(client.clone(), PLATFORM)
         .get(KEYS)
         .await
         .unwrap();
-    let token = field(&keys_secret, keys::ADMIN_TOKEN).unwrap();
+    PartnerSite {
+        grant_key: field(&credential, "grant-key").unwrap(),
+        token: field(&keys_secret, keys::ADMIN_TOKEN).unwrap(),
+        tenant,
+        pool,
+        credential,
+        secrets,
+        dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_site_node_hosts_its_tenants_rooms_and_no_other() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let client = admin().await;
+    let operator = tls_operator();
+    // The partner's rooms run on the nodes it brings.
+    let PartnerSite {
+        tenant,
+        pool,
+        credential,
+        secrets: partner,
+        dir,
+        grant_key,
+        token,
+    } = partner_site(&client).await;
+    let namespace = crd::tenant_namespace(&tenant);
     let _node = start_node(operator, "vereinsheim-1", &pool, &dir, &grant_key);
     let partner_node = identity::node_id(&pool, "vereinsheim-1");
     assert!(
@@ -365,23 +482,27 @@ async fn a_partner_site_node_hosts_its_tenants_rooms_and_no_other() {
             );
         }
     }
-    // A node of the partner's pool that claims a crowd in that tenant's room makes neither the
-    // room nor the tenant look full: its reports count for its own tenant's rooms only. (A node
-    // of a pool open to everyone, which this test plays, takes the join.)
-    let city = unique("stadt");
-    Api::<MediaPool>::namespaced(client.clone(), PLATFORM)
-        .create(&PostParams::default(), &MediaPool::new(&city, pool_spec()))
-        .await
-        .unwrap();
-    let [city_cert, _, _] = keys::pool_fields(&city);
-    let platform_secrets = Api::<Secret>::namespaced(client.clone(), PLATFORM);
-    let keys_secret = eventually(Duration::from_secs(30), || async {
-        let secret = platform_secrets.get(KEYS).await.ok()?;
-        field(&secret, &city_cert).map(|_| secret)
-    })
-    .await
-    .expect("the open pool's nodes get a certificate");
-    write_credential(&keys_secret, &city, &dir.join("city"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_partner_site_node_reports_counts_for_its_tenants_rooms_only() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let client = admin().await;
+    let operator = tls_operator();
+    let PartnerSite {
+        pool,
+        dir,
+        grant_key,
+        token,
+        ..
+    } = partner_site(&client).await;
+    let other = unique("nachbar");
+    let mut spec = tenant_spec(None, 5);
+    spec.policy.adhoc_rooms = true;
+    ready_tenant(&client, &other, spec).await;
+
+    // A node of the partner's pool claims a crowd in the other tenant's room.
     let key = Keyring::from_secrets(&grant_key).unwrap();
     let rogue_id = identity::node_id(&pool, "rogue");
     let rogue = register(
@@ -416,26 +537,24 @@ async fn a_partner_site_node_hosts_its_tenants_rooms_and_no_other() {
         .await
         .expect("the stream takes the report");
     let reported = eventually(Duration::from_secs(10), || async {
-        let response = admin_request(operator.admin, "GET /nodes", Some(&token)).await;
-        let body = response
-            .split("\r\n\r\n")
-            .nth(1)
-            .unwrap_or_default()
-            .to_owned();
-        let nodes: Vec<serde_json::Value> = serde_json::from_str(&body).ok()?;
-        nodes
+        nodes(operator.admin, &token)
+            .await
             .iter()
             .any(|node| node["id"] == rogue_id.as_str() && node["participants"] == crowd)
             .then_some(())
     })
     .await;
     assert!(reported.is_some(), "the replica has the rogue report");
+
+    // The other tenant's next join is let in all the same, and placed on a node of a pool open
+    // to every tenant (this test plays it) that is asked to open the session.
+    let city = open_pool(&client, "stadt", &dir.join("city")).await;
     let city_node = register(
         operator.grpc,
         Some(tls_from(&dir.join("city"))),
-        &identity::node_id(&city, "played"),
-        &city,
-        Some(&key),
+        &identity::node_id(&city.name, "played"),
+        &city.name,
+        Some(&city.key),
     )
     .await
     .expect("the handshake passes");

@@ -7,7 +7,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
-use treffpunkt_proto::grant::{Keyring, SharedKeyring};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec, ResourceQuota, Secret, Service};
@@ -16,13 +15,12 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};
-use serde_json::json;
 use support::resources::{
-    WAIT, create_room, mark_media_node_ready, pool_spec, ready_tenant, room_spec, tenant_spec,
+    WAIT, create_pool_pod, create_room, mark_media_node_ready, pool_spec, ready_tenant, room_spec,
+    tenant_spec,
 };
 use support::{PLATFORM, admin, eventually, operator, unique};
 use treffpunkt_operator::crd::{self, MediaPool, Room, RoomPhase, Tenant};
-use treffpunkt_operator::reconcile::POOL_LABEL;
 
 /// The pod of a media node: its media ports on the host's address, ready on `/readyz`, no
 /// root, no capabilities, a read-only root, the host's address announced, one per host and no
@@ -167,30 +165,12 @@ async fn a_draining_media_node_pod_is_marked_to_go_first() {
     // The foreign node drains first: the replica marks pods in the order the nodes drain, so
     // once the own pod is marked, the foreign one has been decided on.
     for (name, pod_pool, which) in [(&foreign, "other", "foreign"), (&own, "default", "own")] {
-        let pod: Pod = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": PLATFORM, "labels": {POOL_LABEL: pod_pool}},
-            "spec": {"containers": [{"name": "media-node", "image": "registry.invalid/media-node:test"}]},
-        }))
-        .unwrap();
-        pods.create(&PostParams::default(), &pod).await.unwrap();
+        create_pool_pod(&client, name, pod_pool).await;
         let health = std::net::SocketAddr::from(([127, 0, 0, 1], support::free_port()));
-        let node = treffpunkt_media_node::MediaNode::bind(treffpunkt_media_node::NodeConfig {
-            control_plane: vec![format!("http://{}", operator.grpc)],
-            node_id: name.clone(),
-            pool: "default".to_owned(),
-            udp_bind: "127.0.0.1:0".parse().unwrap(),
-            announce_ip: "127.0.0.1".parse().unwrap(),
-            max_participants: 10,
-            grant_key: SharedKeyring::new(Keyring::from_secret(grant.as_bytes())),
-            health_listen: Some(health),
-            udp_buffers: Default::default(),
-            tcp_bind: None,
-            attach_tls_dir: None,
-            cpu: Default::default(),
-        })
-        .await
-        .unwrap();
+        let config = support::nodes::node_config(operator, name, "default", &grant, Some(health));
+        let node = treffpunkt_media_node::MediaNode::bind(config)
+            .await
+            .unwrap();
         let handle = node.handle();
         running.push(tokio::spawn(node.run()));
         // The node tells the replicas it is attached to that it drains: drain once it is

@@ -605,7 +605,7 @@ async fn a_suspended_tenant_closes_its_rooms_and_refuses_joins() {
     let operator = operator();
     let client = admin().await;
 
-    let node_id = support::run_node(operator).await;
+    let node_id = support::nodes::run_node(operator).await;
 
     let tenant = unique("offen");
     let mut spec = tenant_spec(None, 5);

@@ -14,8 +14,9 @@
 //!
 //! When the port runs mutual TLS ([`super::tls::serve_tls`]), a registration must also be for the
 //! pool that the node's certificate names, under an id of that pool (`<pool>:<name>`,
-//! [`identity::node_id`]), or it is refused with `PermissionDenied`: a node of one pool can never
-//! take the id, and so the place and the calls, of a node of another.
+//! [`identity::node_id`], or the name of a pod of that pool: a node of the release before), or it
+//! is refused with `PermissionDenied`: a node of one pool can never take the id, and so the place
+//! and the calls, of a node of another.
 //!
 //! The answer names this replica and, then and whenever they change, all replicas that serve
 //! ([`super::replicas`]); a node that names this replica among those it has a stream to already
@@ -26,6 +27,8 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures::future::BoxFuture;
 
 use rustls::pki_types::CertificateDer;
 use tokio::net::TcpListener;
@@ -53,6 +56,10 @@ pub const LOAD_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// The longest node id accepted.
 const MAX_NODE_ID_LEN: usize = 128;
 
+/// Whether the cluster has a pod of pool `pool` (the second argument) named `name` (the
+/// first): a node of the release before ids named their pool registers under its pod's name.
+pub type PodOfPool = Arc<dyn Fn(String, String) -> BoxFuture<'static, bool> + Send + Sync>;
+
 /// The `ControlPlane` gRPC service of one control-plane replica.
 #[derive(Debug, Clone)]
 pub struct AttachService {
@@ -60,6 +67,18 @@ pub struct AttachService {
     grant_keys: SharedKeyring,
     /// Whether a node must show a certificate that names its pool (the port runs mutual TLS).
     certificates: bool,
+    /// Where an id that does not name its pool is looked up as a pod's.
+    pods: Option<Pods>,
+}
+
+/// A [`PodOfPool`] the service asks.
+#[derive(Clone)]
+struct Pods(PodOfPool);
+
+impl std::fmt::Debug for Pods {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PodOfPool")
+    }
 }
 
 impl AttachService {
@@ -70,18 +89,39 @@ impl AttachService {
             fleet,
             grant_keys,
             certificates: false,
+            pods: None,
         }
     }
 
-    /// The same, letting a node register only for the pool its TLS certificate names.
-    pub fn requiring_certificates(mut self) -> Self {
+    /// The same, letting a node register only for the pool its TLS certificate names, under an
+    /// id of that pool: `<pool>:<name>`, or the name of a pod of that pool as `pods` finds it
+    /// (the nodes of the release before ids named their pool, while a fleet is upgraded).
+    pub fn requiring_certificates(mut self, pods: Option<PodOfPool>) -> Self {
         self.certificates = true;
+        self.pods = pods.map(Pods);
         self
     }
 
+    /// Whether the node's id is one of its pool's, when certificates are required: the pool's
+    /// name begins it ([`identity::node_id`]), or a pod of that pool has it for its name.
+    async fn check_id(&self, register: &v1::Register) -> Result<(), Status> {
+        if !self.certificates || identity::name_in_pool(&register.node_id, &register.pool).is_some()
+        {
+            return Ok(());
+        }
+        if let Some(Pods(pod_of_pool)) = &self.pods
+            && pod_of_pool(register.node_id.clone(), register.pool.clone()).await
+        {
+            return Ok(());
+        }
+        Err(Status::permission_denied(format!(
+            "a node of pool {:?} registers under an id that starts with \"{}:\"",
+            register.pool, register.pool
+        )))
+    }
+
     /// Whether the client's certificate (`peer`, the leaf first) names the pool `register`
-    /// is for, and the node's id is one of that pool's ([`identity::node_id`]), when
-    /// certificates are required.
+    /// is for, when certificates are required.
     fn check_certificate(
         &self,
         register: &v1::Register,
@@ -97,12 +137,6 @@ impl AttachService {
             return Err(Status::permission_denied(format!(
                 "the node's certificate is not for pool {:?}",
                 register.pool
-            )));
-        }
-        if identity::name_in_pool(&register.node_id, &register.pool).is_none() {
-            return Err(Status::permission_denied(format!(
-                "a node of pool {:?} registers under an id that starts with \"{}:\"",
-                register.pool, register.pool
             )));
         }
         Ok(())
@@ -274,8 +308,11 @@ impl ControlPlane for AttachService {
             .map_err(|_| Status::deadline_exceeded("no Register within 10 s"))??;
         let register = self.registration(first)?;
         let node = NodeId(register.node_id.clone());
-        if let Err(refusal) = self.check_certificate(&register, peer.as_deref().map(Vec::as_slice))
-        {
+        let checked = match self.check_certificate(&register, peer.as_deref().map(Vec::as_slice)) {
+            Ok(()) => self.check_id(&register).await,
+            refused => refused,
+        };
+        if let Err(refusal) = checked {
             warn!(%node, pool = %register.pool, reason = refusal.message(), "a registration was refused");
             return Err(refusal);
         }

@@ -28,7 +28,7 @@ use treffpunkt_proto::grant::SharedKeyring;
 use treffpunkt_proto::identity;
 
 use super::Fleet;
-use super::attach::AttachService;
+use super::attach::{AttachService, PodOfPool};
 
 /// Why a certificate could not be made or read.
 #[derive(Debug, thiserror::Error)]
@@ -267,12 +267,14 @@ fn server_config(
 
 /// Serves the `Attach` endpoint on `listener` with mutual TLS: only clients with a certificate
 /// of `authority` get through the handshake, and a registration must be for the pool the
-/// certificate names. Otherwise as [`super::attach::serve`].
+/// certificate names, under an id of that pool (see [`AttachService::requiring_certificates`],
+/// which `pods` is for). Otherwise as [`super::attach::serve`].
 pub async fn serve_tls(
     fleet: Arc<Fleet>,
     listener: TcpListener,
     grant_keys: SharedKeyring,
     authority: Arc<Authority>,
+    pods: Option<PodOfPool>,
 ) -> Result<(), TlsError> {
     let certificate = Arc::new(ServerCertificate {
         current: RwLock::new(ServerCertificate::issue(&authority)?),
@@ -319,7 +321,7 @@ pub async fn serve_tls(
             });
         }
     });
-    let service = AttachService::new(fleet, grant_keys).requiring_certificates();
+    let service = AttachService::new(fleet, grant_keys).requiring_certificates(pods);
     super::attach::serve_incoming(service, ReceiverStream::new(incoming)).await;
     Ok(())
 }

@@ -20,6 +20,7 @@ pub mod helm;
 pub mod kubelet;
 pub mod logs;
 pub mod netns;
+pub mod nodes;
 pub mod partner;
 pub mod resources;
 pub mod sockets;
@@ -363,33 +364,6 @@ pub fn start_operator_with(
     ready_rx.recv().expect("the operator thread reports")
 }
 
-/// Runs a media node in this process, attached to `operator` with its grant key; its id.
-pub async fn run_node(operator: &Operator) -> String {
-    use treffpunkt_proto::grant::{Keyring, SharedKeyring};
-    let key = grant_key(&admin().await).await;
-    let node_id = unique("node");
-    let node = treffpunkt_media_node::MediaNode::bind(treffpunkt_media_node::NodeConfig {
-        control_plane: vec![format!("http://{}", operator.grpc)],
-        node_id: node_id.clone(),
-        pool: String::new(),
-        udp_bind: "127.0.0.1:0".parse().unwrap(),
-        announce_ip: "127.0.0.1".parse().unwrap(),
-        max_participants: 50,
-        grant_key: SharedKeyring::new(
-            Keyring::from_secrets(&key).expect("the operators' grant key"),
-        ),
-        health_listen: None,
-        udp_buffers: Default::default(),
-        tcp_bind: None,
-        attach_tls_dir: None,
-        cpu: Default::default(),
-    })
-    .await
-    .unwrap();
-    tokio::spawn(node.run());
-    node_id
-}
-
 /// The operator shared by the tests of one test binary.
 pub fn operator() -> &'static Operator {
     static OPERATOR: OnceLock<Operator> = OnceLock::new();
@@ -449,6 +423,7 @@ pub fn counter(text: &str, series: &str) -> u64 {
         .unwrap_or(0)
 }
 
+pub use nodes::NodeProcess;
 pub use treffpunkt_client::loopback::free_port;
 
 /// Sends a bodyless HTTP/1.0 request to `address` and returns the response's status code and
@@ -677,117 +652,6 @@ pub async fn pool_credential(client: &Client, pool: &str) -> (String, PathBuf) {
         std::fs::write(dir.join(file), text).unwrap();
     }
     (pool.to_owned(), dir)
-}
-
-/// A `treffpunkt media-node` process.
-pub struct NodeProcess {
-    /// The process.
-    pub process: std::process::Child,
-    /// The node's id.
-    pub id: String,
-    /// Its own endpoint: /healthz, /readyz, /status.
-    pub health: std::net::SocketAddr,
-}
-
-impl NodeProcess {
-    /// Starts a node of the pool of `credential` (see [`pool_credential`]) attached to every one
-    /// of `operators`.
-    pub fn start(
-        id: &str,
-        operators: &[&OperatorProcess],
-        grant_key: &str,
-        credential: &(String, PathBuf),
-    ) -> Self {
-        let control_plane: Vec<String> = operators
-            .iter()
-            .map(|o| format!("http://{}", o.grpc))
-            .collect();
-        Self::start_to(id, &control_plane.join(","), grant_key, credential)
-    }
-
-    /// The same, attached to the control plane at `control_plane` (`http://host:port`, several
-    /// separated by commas).
-    pub fn start_to(
-        id: &str,
-        control_plane: &str,
-        grant_key: &str,
-        credential: &(String, PathBuf),
-    ) -> Self {
-        Self::start_with(id, control_plane, grant_key, credential, &[])
-    }
-
-    /// The same, with `env` added to its environment (a pod's, say).
-    pub fn start_with(
-        id: &str,
-        control_plane: &str,
-        grant_key: &str,
-        (pool, certificate): &(String, PathBuf),
-        env: &[(String, String)],
-    ) -> Self {
-        let health = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let process = Command::new(env!("CARGO_BIN_EXE_treffpunkt"))
-            .args([
-                "media-node",
-                "--node-id",
-                id,
-                "--control-plane",
-                control_plane,
-            ])
-            .args(["--udp-bind", "127.0.0.1:0", "--announce-ip", "127.0.0.1"])
-            .args([
-                "--health-listen",
-                &health.to_string(),
-                "--drain-grace",
-                "30",
-            ])
-            .args(["--pool", pool])
-            .arg("--attach-tls-dir")
-            .arg(certificate)
-            .env("TREFFPUNKT_GRANT_KEY", grant_key)
-            .env("RUST_LOG", logs::PROCESS_LOG_LEVEL)
-            .env("NO_COLOR", "1")
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdout(logs::process_log(&unique(id)))
-            .spawn()
-            .expect("the media node starts");
-        Self {
-            process,
-            // With the pool's certificate the node registers under its pool's id.
-            id: treffpunkt_proto::identity::node_id(pool, id),
-            health,
-        }
-    }
-
-    /// What the node says about itself.
-    pub async fn status(&self) -> Option<serde_json::Value> {
-        let (_, body) = http(self.health, "GET", "/status").await?;
-        serde_json::from_str(&body).ok()
-    }
-
-    /// Kills the process at once.
-    pub fn kill(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-
-    /// The exit code, once the process has ended by itself within `limit`.
-    pub async fn exit_code_within(&mut self, limit: Duration) -> Option<Option<i32>> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.process.try_wait() {
-                return Some(status.code());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        None
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
 }
 
 /// A benchmark's numeric argument `name` (`--name 10`), or `default`.

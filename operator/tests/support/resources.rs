@@ -125,6 +125,25 @@ pub fn external_pool_spec(tenant: &str) -> MediaPoolSpec {
     }
 }
 
+/// Creates a pod of `pool` named `name` in the platform's namespace, as a MediaPool's
+/// Deployment would have made it (nothing runs it here).
+pub async fn create_pool_pod(client: &Client, name: &str, pool: &str) {
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": super::PLATFORM,
+            "labels": {treffpunkt_operator::reconcile::POOL_LABEL: pool},
+        },
+        "spec": {"containers": [{"name": "media-node", "image": "registry.invalid/media-node:test"}]},
+    }))
+    .expect("a pod");
+    Api::<Pod>::namespaced(client.clone(), super::PLATFORM)
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("the pod is created");
+}
+
 /// Plays the kubelet's part: waits (for at most `limit`) for the pod of `pool`'s Deployment and
 /// reports it ready.
 pub async fn mark_media_node_ready(client: &Client, namespace: &str, pool: &str, limit: Duration) {
