@@ -162,6 +162,9 @@ pub async fn mark_to_go_first(pods: &Api<Pod>, node: &str, pool: &str) -> kube::
     // In a cluster the node's id is `<pool>:<pod>`; attached without certificates, the pod's
     // name alone.
     let pod = treffpunkt_proto::identity::name_in_pool(node, pool).unwrap_or(node);
+    if !crate::domain::is_object_name(pod) {
+        return Ok(());
+    }
     let Some(found) = pods.get_metadata_opt(pod).await? else {
         return Ok(());
     };

@@ -313,7 +313,7 @@ async fn a_node_registers_only_under_an_id_of_its_pool() {
     let (ours, theirs) = (unique("media-pod"), unique("media-pod"));
     create_pool_pod(&client, &ours, &pool).await;
     create_pool_pod(&client, &theirs, "beta").await;
-    let earlier = with_certificate(ours).await;
+    let earlier = with_certificate(ours.clone()).await;
     assert!(
         earlier.answer.is_ok(),
         "a node of the release before attaches under its pod's name"
@@ -328,6 +328,8 @@ async fn a_node_registers_only_under_an_id_of_its_pool() {
             "under an id of another pool",
         ),
         (theirs, "under the name of another pool's pod"),
+        // Not even looked up: only what can name a pod goes into a path of the API server.
+        (format!("x/../{ours}"), "under a path to its pool's pod"),
     ] {
         let status = with_certificate(node_id).await.answer.expect_err(why);
         assert_eq!(

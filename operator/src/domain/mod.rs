@@ -15,7 +15,10 @@ mod tenant;
 pub use access::{
     Access, Credentials, SIGNING_KEY_FIELD, SIGNING_KEY_SECRET, SecretRef, password_matches,
 };
-pub use names::{DisplayName, MAX_DISPLAY_NAME_CHARS, RESERVED_TENANT_NAMES, RoomName, TenantName};
+pub use names::{
+    DisplayName, MAX_DISPLAY_NAME_CHARS, RESERVED_TENANT_NAMES, RoomName, TenantName,
+    is_object_name,
+};
 pub use network::{IpNet, IpNetError};
 pub use placement::{
     NodeId, NodeView, PoolAccess, choose_node, host_with_room, is_near, may_use, owns,

@@ -48,6 +48,19 @@ fn check_dns_label(kind: &'static str, value: &str) -> Result<(), DomainError> {
     Ok(())
 }
 
+/// Whether `value` can name a Kubernetes object such as a pod (an RFC 1123 subdomain: at most
+/// 253 of a-z, 0-9, '-' and '.', beginning and ending with a letter or digit). Checked before a
+/// name from outside goes into a path of the API server.
+pub fn is_object_name(value: &str) -> bool {
+    let alphanumeric = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    (1..=253).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| alphanumeric(b) || b == b'-' || b == b'.')
+        && value.bytes().next().is_some_and(alphanumeric)
+        && value.bytes().last().is_some_and(alphanumeric)
+}
+
 macro_rules! dns_label_name {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
@@ -158,6 +171,26 @@ impl fmt::Display for DisplayName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_what_can_name_a_pod_goes_to_the_api_server() {
+        for name in ["treffpunkt-media-default-6c9f7d8b5-x2l4q", "a", "node.b-1"] {
+            assert!(is_object_name(name), "{name}");
+        }
+        let long = "a".repeat(254);
+        for name in [
+            "",
+            "../secrets/keys",
+            "a/b",
+            "Node",
+            "-a",
+            "a.",
+            "a?watch=1",
+            &long,
+        ] {
+            assert!(!is_object_name(name), "{name}");
+        }
+    }
 
     #[test]
     fn room_names_follow_dns_labels() {

@@ -110,6 +110,7 @@ impl AttachService {
             return Ok(());
         }
         if let Some(Pods(pod_of_pool)) = &self.pods
+            && crate::domain::is_object_name(&register.node_id)
             && pod_of_pool(register.node_id.clone(), register.pool.clone()).await
         {
             return Ok(());
