@@ -134,26 +134,32 @@ function announce(text, kind) {
 let heldNotice = null;
 let heldTimer = null;
 
+/** Shows the routine message that waits once `ms` have passed. */
+function holdFor(ms) {
+  clearTimeout(heldTimer);
+  heldTimer = setTimeout(() => {
+    const held = heldNotice;
+    heldNotice = null;
+    if (held) notify(held.text, { sticky: held.sticky });
+  }, ms + 50);
+}
+
 /** Shows a message to everyone, and says it to screen-reader users. */
 function notify(text, { sticky = false, kind = "info" } = {}) {
   const bar = $("notice");
   // A routine message ("Anna knocks.") does not push aside an error that came a moment ago (the
   // error would vanish before anyone could read it): it waits until the error has been read.
-  // Of several that wait, the latest is shown; a newer error or warning replaces them all.
+  // Of several that wait, the latest is shown; one that waits waits for a newer error too.
   const shownFor = performance.now() - noticeShownAt;
   const errorShown = !bar.hidden && bar.dataset.kind === "error" && shownFor < ERROR_READING_MS;
   if (kind === "info" && text && errorShown) {
     heldNotice = { text, sticky };
-    clearTimeout(heldTimer);
-    heldTimer = setTimeout(() => {
-      const held = heldNotice;
-      heldNotice = null;
-      if (held) notify(held.text, { sticky: held.sticky });
-    }, ERROR_READING_MS - shownFor + 50);
+    holdFor(ERROR_READING_MS - shownFor);
     return;
   }
-  heldNotice = null;
-  clearTimeout(heldTimer);
+  if (kind === "info" || !text) heldNotice = null;
+  if (heldNotice) holdFor(ERROR_READING_MS);
+  else clearTimeout(heldTimer);
   noticeShownAt = performance.now();
   clearTimeout(noticeTimer);
   bar.textContent = text;
