@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Patch, PatchParams};
+use kube::api::{PartialObjectMeta, Patch, PatchParams};
 use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::{Api, Client, Config, ResourceExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -155,6 +155,20 @@ async fn mark_draining_pods(client: Client, namespace: String, fleet: Arc<Fleet>
     }
 }
 
+/// The metadata of the pod named `name` if it is one of `pool`'s: only a name that can name a
+/// pod is looked up (ids come from the nodes), and only a pod with the pool's label counts.
+async fn pool_pod(
+    pods: &Api<Pod>,
+    name: &str,
+    pool: &str,
+) -> kube::Result<Option<PartialObjectMeta<Pod>>> {
+    if !crate::domain::is_object_name(name) {
+        return Ok(None);
+    }
+    let found = pods.get_metadata_opt(name).await?;
+    Ok(found.filter(|pod| pod.labels().get(POOL_LABEL).map(String::as_str) == Some(pool)))
+}
+
 /// Gives the pod of `pool`'s node `node` the lowest deletion cost of its ReplicaSet: scaling in
 /// removes it first. Nothing is written when it has that cost already, or when no pod of that
 /// pool has the node's name (a node outside the cluster).
@@ -162,16 +176,14 @@ pub async fn mark_to_go_first(pods: &Api<Pod>, node: &str, pool: &str) -> kube::
     // In a cluster the node's id is `<pool>:<pod>`; attached without certificates, the pod's
     // name alone.
     let pod = treffpunkt_proto::identity::name_in_pool(node, pool).unwrap_or(node);
-    if !crate::domain::is_object_name(pod) {
-        return Ok(());
-    }
-    let Some(found) = pods.get_metadata_opt(pod).await? else {
+    let Some(found) = pool_pod(pods, pod, pool).await? else {
         return Ok(());
     };
-    let label = |key: &str| found.metadata.labels.as_ref().and_then(|l| l.get(key));
-    let annotation = |key: &str| found.metadata.annotations.as_ref().and_then(|a| a.get(key));
-    if label(POOL_LABEL).map(String::as_str) != Some(pool)
-        || annotation(POD_DELETION_COST).map(String::as_str) == Some(DRAINING_POD_COST)
+    if found
+        .annotations()
+        .get(POD_DELETION_COST)
+        .map(String::as_str)
+        == Some(DRAINING_POD_COST)
     {
         return Ok(());
     }
@@ -183,17 +195,12 @@ pub async fn mark_to_go_first(pods: &Api<Pod>, node: &str, pool: &str) -> kube::
         .map(|_| ())
 }
 
-/// Whether `namespace` has a pod of pool `pool` named `name`: under its pod's name, a media node
-/// of the release before ids named their pool attaches while the fleet is upgraded.
+/// Whether `pods` holds a pod of pool `pool` named `name`: under its pod's name, a media node of
+/// the release before ids named their pool attaches while the fleet is upgraded.
 fn pods_of_pools(pods: Api<Pod>) -> PodOfPool {
     Arc::new(move |name: String, pool: String| {
         let pods = pods.clone();
-        Box::pin(async move {
-            let found = pods.get_metadata_opt(&name).await.ok().flatten();
-            found.is_some_and(|pod| {
-                pod.metadata.labels.as_ref().and_then(|l| l.get(POOL_LABEL)) == Some(&pool)
-            })
-        })
+        Box::pin(async move { matches!(pool_pod(&pods, &name, &pool).await, Ok(Some(_))) })
     })
 }
 
@@ -207,7 +214,7 @@ fn serve_attach(
 ) -> JoinHandle<()> {
     match authority {
         Some(authority) => {
-            let pods = Some(pods_of_pools(pods));
+            let pods = pods_of_pools(pods);
             let attach = tls::serve_tls(fleet.clone(), listener, grants, authority, pods);
             tokio::spawn(async move {
                 if let Err(error) = attach.await {

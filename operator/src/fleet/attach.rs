@@ -96,9 +96,9 @@ impl AttachService {
     /// The same, letting a node register only for the pool its TLS certificate names, under an
     /// id of that pool: `<pool>:<name>`, or the name of a pod of that pool as `pods` finds it
     /// (the nodes of the release before ids named their pool, while a fleet is upgraded).
-    pub fn requiring_certificates(mut self, pods: Option<PodOfPool>) -> Self {
+    pub fn requiring_certificates(mut self, pods: PodOfPool) -> Self {
         self.certificates = true;
-        self.pods = pods.map(Pods);
+        self.pods = Some(Pods(pods));
         self
     }
 
@@ -110,7 +110,6 @@ impl AttachService {
             return Ok(());
         }
         if let Some(Pods(pod_of_pool)) = &self.pods
-            && crate::domain::is_object_name(&register.node_id)
             && pod_of_pool(register.node_id.clone(), register.pool.clone()).await
         {
             return Ok(());

@@ -236,7 +236,7 @@ impl Fleet {
         let mut loads = room_loads(&node.load);
         let reserved =
             (self.reservations.as_ref()).and_then(|counted| counted.0(&node.register.pool));
-        if let Some(tenants) = reserved.filter(|tenants| !tenants.is_empty()) {
+        if let Some(tenants) = reserved {
             loads.retain(|room, _| tenants.contains(&room.tenant));
         }
         loads

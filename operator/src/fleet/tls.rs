@@ -274,7 +274,7 @@ pub async fn serve_tls(
     listener: TcpListener,
     grant_keys: SharedKeyring,
     authority: Arc<Authority>,
-    pods: Option<PodOfPool>,
+    pods: PodOfPool,
 ) -> Result<(), TlsError> {
     let certificate = Arc::new(ServerCertificate {
         current: RwLock::new(ServerCertificate::issue(&authority)?),

@@ -61,11 +61,8 @@ impl KubeStore {
     pub fn reservations(&self) -> crate::fleet::Reservations {
         let pools = self.pools.clone();
         Arc::new(move |name| {
-            let pool = pools
-                .state()
-                .into_iter()
-                .find(|pool| pool.name_any() == name)?;
-            Some(reserved_for(&pool))
+            let pool = pools.find(|pool| pool.name_any() == name)?;
+            Some(reserved_for(&pool)).filter(|tenants| !tenants.is_empty())
         })
     }
 
