@@ -45,9 +45,14 @@ pub struct Args {
     /// Participants this node accepts.
     #[arg(long, env = "TREFFPUNKT_MAX_PARTICIPANTS", default_value_t = 200)]
     pub max_participants: u32,
-    /// Where the health endpoint for probes listens (`/healthz`, `/readyz`).
+    /// Where the health endpoint listens: `/healthz` and `/readyz` for probes, `/status` and
+    /// `/metrics` for the platform's monitoring.
     #[arg(long, env = "TREFFPUNKT_HEALTH_LISTEN", default_value = "0.0.0.0:9091")]
     pub health_listen: SocketAddr,
+    /// A file with the bearer token (at least 16 characters) that `/status` and `/metrics` ask
+    /// for, read again for every request; without it they answer only on loopback.
+    #[arg(long, env = "TREFFPUNKT_METRICS_TOKEN_FILE")]
+    pub metrics_token_file: Option<PathBuf>,
     /// On SIGTERM, how long running meetings may take to move to other nodes, in seconds.
     #[arg(long, env = "TREFFPUNKT_DRAIN_GRACE", default_value_t = 240)]
     pub drain_grace: u64,
@@ -163,6 +168,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         max_participants: args.max_participants,
         grant_key,
         health_listen: Some(args.health_listen),
+        metrics_token_file: args.metrics_token_file,
         udp_buffers: udp::Buffers {
             receive: args.udp_receive_buffer,
             send: args.udp_send_buffer,

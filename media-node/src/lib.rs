@@ -85,8 +85,12 @@ pub struct NodeConfig {
     /// The keys shared with the control plane for grants; replaced while the node runs when
     /// they are rotated.
     pub grant_key: SharedKeyring,
-    /// Where the health endpoint (`/healthz`, `/readyz`) listens, if anywhere.
+    /// Where the health endpoint (`/healthz`, `/readyz`, `/status`, `/metrics`) listens, if
+    /// anywhere.
     pub health_listen: Option<SocketAddr>,
+    /// The file with the bearer token that `/status` and `/metrics` ask for; without one they
+    /// answer only on loopback.
+    pub metrics_token_file: Option<std::path::PathBuf>,
     /// The media port's receive and send buffers.
     pub udp_buffers: udp::Buffers,
     /// Where the ICE-TCP port binds, e.g. `0.0.0.0:10443`, if the node takes media over TCP
@@ -198,9 +202,13 @@ impl MediaNode {
         // On another runtime, the tasks would outlive this future if it were dropped (a
         // standalone server stopping its shards): they end with it.
         let health = self.config.health_listen.map(|address| {
-            let (status, node_id) = (status.clone(), self.config.node_id.clone());
+            let endpoint = health::Endpoint {
+                node_id: self.config.node_id.clone(),
+                status: status.clone(),
+                token_file: self.config.metrics_token_file.clone(),
+            };
             AbortOnDrop(runtime.spawn(async move {
-                if let Err(error) = health::serve(address, node_id, status).await {
+                if let Err(error) = health::serve(address, endpoint).await {
                     tracing::warn!(%error, "the health endpoint stopped");
                 }
             }))

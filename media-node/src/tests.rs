@@ -21,6 +21,7 @@ fn config(udp_bind: SocketAddr) -> NodeConfig {
         max_participants: 10,
         grant_key: SharedKeyring::new(Keyring::from_secret(b"a grant key for the tests")),
         health_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        metrics_token_file: None,
         udp_buffers: Default::default(),
         tcp_bind: None,
         attach_tls_dir: None,

@@ -3,7 +3,8 @@
 //!
 //! The Secret holds the grant key (`key`, which the media nodes get as a mounted file), the
 //! ticket key (`ticket-key`, the control plane's alone), the admin token (`admin-token`), the
-//! Attach port's certificate authority (`attach-ca.crt`, `attach-ca.key`) and the certificate
+//! token that reads the media nodes' status and metrics (`metrics-token`, which the nodes get as a
+//! mounted file and the chart's PodMonitor shows them), the Attach port's certificate authority (`attach-ca.crt`, `attach-ca.key`) and the certificate
 //! each MediaPool's nodes show there (`attach-<pool>.crt`, `.key`, `.not-after`; see
 //! `reconcile::pool`). A media node's pod mounts the fields it needs and no others.
 //! A key field holds keys as text, comma-separated: the first signs, all are accepted.
@@ -45,6 +46,8 @@ pub const GRANT_KEY: &str = "key";
 pub const TICKET_KEY: &str = "ticket-key";
 /// The field that holds the admin endpoint's bearer token.
 pub const ADMIN_TOKEN: &str = "admin-token";
+/// The field that holds the bearer token of the media nodes' `/status` and `/metrics`.
+pub const METRICS_TOKEN: &str = "metrics-token";
 /// The fields of the Attach port's certificate authority: its certificate and its key.
 pub const AUTHORITY_CERT: &str = "attach-ca.crt";
 const AUTHORITY_KEY: &str = "attach-ca.key";
@@ -162,28 +165,40 @@ fn authority(secret: &Secret) -> anyhow::Result<Option<Authority>> {
     }
 }
 
-/// Gives Secret `name` a certificate authority if it has none (it was made by an earlier
-/// version); returns the authority it has then.
-async fn ensure_authority(secrets: &Api<Secret>, name: &str) -> anyhow::Result<Authority> {
+/// Gives Secret `name` what an earlier version did not make (a certificate authority, the
+/// metrics token); returns the authority it has then.
+async fn ensure_later_fields(secrets: &Api<Secret>, name: &str) -> anyhow::Result<Authority> {
     loop {
         let secret = secrets.get(name).await?;
-        if let Some(authority) = authority(&secret)? {
-            return Ok(authority);
+        let has_token = field_text(&secret, METRICS_TOKEN).is_some();
+        let mut fields = serde_json::Map::new();
+        let authority = match authority(&secret)? {
+            Some(authority) if has_token => return Ok(authority),
+            Some(authority) => authority,
+            None => {
+                let authority = Authority::generate()?;
+                fields.insert(AUTHORITY_CERT.to_owned(), authority.cert_pem().into());
+                fields.insert(AUTHORITY_KEY.to_owned(), authority.key_pem().into());
+                authority
+            }
+        };
+        if !has_token {
+            fields.insert(METRICS_TOKEN.to_owned(), random::hex(32).into());
         }
-        let authority = Authority::generate()?;
         let patch = serde_json::json!({
             "metadata": {"resourceVersion": secret.metadata.resource_version},
-            "stringData": {AUTHORITY_CERT: authority.cert_pem(), AUTHORITY_KEY: authority.key_pem()},
+            "stringData": fields,
         });
         match secrets
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
             Ok(_) => {
-                info!(%name, "made the Attach port's certificate authority");
+                let made: Vec<&String> = fields.keys().collect();
+                info!(%name, ?made, "gave the platform's keys what they lacked");
                 return Ok(authority);
             }
-            // Another replica gave it one meanwhile: take that.
+            // Another replica gave it them meanwhile: take those.
             Err(kube::Error::Api(status)) if status.code == 409 => continue,
             Err(error) => return Err(error.into()),
         }
@@ -221,8 +236,7 @@ fn contents(secret: &Secret) -> anyhow::Result<Contents> {
         }
     };
     let admin_token = text(ADMIN_TOKEN)
-        .map(|token| token.trim().to_owned())
-        .filter(|token| token.len() >= 16);
+        .and_then(|text| treffpunkt_proto::bearer::token(&text).map(str::to_owned));
     Ok(Contents {
         grants,
         tickets,
@@ -247,7 +261,7 @@ pub async fn load_or_create(
             return Ok(Loaded {
                 keys: Keys::new(contents.grants, contents.tickets),
                 admin_token: contents.admin_token,
-                authority: ensure_authority(&secrets, name).await?,
+                authority: ensure_later_fields(&secrets, name).await?,
             });
         }
         // As text, so that it can go into a file or an environment variable of the nodes.
@@ -271,7 +285,15 @@ pub async fn load_or_create(
                 ),
                 ..ObjectMeta::default()
             },
-            data: Some([field(GRANT_KEY), field(TICKET_KEY), field(ADMIN_TOKEN)].into()),
+            data: Some(
+                [
+                    field(GRANT_KEY),
+                    field(TICKET_KEY),
+                    field(ADMIN_TOKEN),
+                    field(METRICS_TOKEN),
+                ]
+                .into(),
+            ),
             // The authority is added right after, by whichever replica reads the Secret first.
             type_: Some("Opaque".to_owned()),
             ..Secret::default()

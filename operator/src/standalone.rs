@@ -211,6 +211,7 @@ fn shard_config(
         max_participants: share,
         grant_key: grant_key.clone(),
         health_listen: None,
+        metrics_token_file: None,
         udp_buffers: Default::default(),
         tcp_bind: config.tcp.map(offset).transpose()?,
         attach_tls_dir: None,

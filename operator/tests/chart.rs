@@ -506,9 +506,31 @@ fn the_monitors_select_the_control_plane_and_the_media_nodes() {
             "{key}"
         );
     }
-    let port = pods["podMetricsEndpoints"][0]["port"].as_str().unwrap();
+    let endpoint = &pods["podMetricsEndpoints"][0];
+    let port = endpoint["port"].as_str().unwrap();
     let ports = treffpunkt_operator::reconcile::node_ports(&pool.spec.network);
     assert!(ports.iter().any(|p| p.name.as_deref() == Some(port)));
+    // It shows the nodes the token they ask for: the one of the keys' Secret the operator reads.
+    let secret = objects
+        .iter()
+        .filter(|o| kind(o) == "Deployment")
+        .flat_map(|o| {
+            o.data["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .flat_map(|c| c["env"].as_array().cloned().unwrap_or_default())
+        .find(|e| e["name"] == "TREFFPUNKT_GRANT_KEY_SECRET")
+        .expect("the operator is told its keys' Secret")["value"]
+        .clone();
+    let authorization = &endpoint["authorization"];
+    assert_eq!(authorization["type"], "Bearer");
+    assert_eq!(authorization["credentials"]["name"], secret);
+    assert_eq!(
+        authorization["credentials"]["key"],
+        treffpunkt_operator::keys::METRICS_TOKEN
+    );
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! its pod's name). A renewed certificate attaches new nodes while the node
 //! attached with the old one stays. A partner's external pool gets its credential in the
 //! partner's namespace, and a node at the partner's site hosts that tenant's rooms only; what a
-//! node of that pool reports of another tenant's rooms does not count.
+//! node of that pool reports of another tenant's rooms does not count. A pool's node, run with
+//! the keys its pod mounts, shows its status and metrics only to the platform's metrics token.
 
 mod support;
 
@@ -14,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -584,5 +586,108 @@ async fn what_a_partner_site_node_reports_counts_for_its_tenants_rooms_only() {
         }
     }
     drop(rogue);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// What a node of `pool` finds of the keys' Secret in its pod: each item of the pod template's
+/// keys volume written into `dir` as the kubelet mounts it, and the container's variables that
+/// name a place in that mount, pointed at `dir`.
+async fn mount_keys_as_the_pod(client: &Client, pool: &str, dir: &Path) -> Vec<(String, String)> {
+    let deployment = eventually(Duration::from_secs(30), || async {
+        Api::<Deployment>::namespaced(client.clone(), PLATFORM)
+            .get(&format!("treffpunkt-media-{pool}"))
+            .await
+            .ok()
+    })
+    .await
+    .expect("the pool's Deployment");
+    let pod = deployment.spec.unwrap().template.spec.unwrap();
+    let keys = pod
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .find(|v| v.name == "keys");
+    let source = keys
+        .and_then(|v| v.secret)
+        .expect("the pod mounts the keys");
+    let secret = Api::<Secret>::namespaced(client.clone(), PLATFORM)
+        .get(source.secret_name.as_deref().unwrap())
+        .await
+        .unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    for item in source.items.unwrap_or_default() {
+        let text = field(&secret, &item.key).expect("the Secret has every field the pod mounts");
+        std::fs::write(dir.join(&item.path), text).unwrap();
+    }
+    let container = &pod.containers[0];
+    let mounts = container.volume_mounts.clone().unwrap_or_default();
+    let mount = &mounts.iter().find(|m| m.name == "keys").unwrap().mount_path;
+    let env = container.env.clone().unwrap_or_default();
+    env.into_iter()
+        .filter_map(|var| {
+            let within = var.value?.strip_prefix(mount.as_str())?.to_owned();
+            Some((var.name, format!("{}{within}", dir.display())))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pools_nodes_show_their_status_and_metrics_only_to_the_platforms_metrics_token() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let client = admin().await;
+    let operator = tls_operator();
+    let dir = std::env::temp_dir().join(unique("treffpunkt-metrics"));
+    let OpenPool {
+        name: pool,
+        secret,
+        token: admin_token,
+        ..
+    } = open_pool(&client, "gamma", &dir.join("unused")).await;
+    // The node runs with what its pod gets: grant key, certificate and metrics token as files.
+    let pod_env = mount_keys_as_the_pod(&client, &pool, &dir.join("keys")).await;
+    let names: Vec<&str> = pod_env.iter().map(|(name, _)| name.as_str()).collect();
+    assert!(
+        names.contains(&"TREFFPUNKT_METRICS_TOKEN_FILE"),
+        "{names:?}"
+    );
+    let health = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let _node = Process(
+        Command::new(env!("CARGO_BIN_EXE_treffpunkt"))
+            .args(["media-node", "--node-id", "knoten-m", "--pool", &pool])
+            .args(["--control-plane", &format!("http://{}", operator.grpc)])
+            .args(["--udp-bind", "127.0.0.1:0", "--announce-ip", "127.0.0.1"])
+            .args(["--health-listen", &health.to_string()])
+            .envs(pod_env)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the media node starts"),
+    );
+    let id = identity::node_id(&pool, "knoten-m");
+    assert!(
+        attaches(operator, &admin_token, &id).await,
+        "the node attaches"
+    );
+
+    let metrics_token = field(&secret, keys::METRICS_TOKEN).expect("the keys hold a metrics token");
+    let status = admin_request(health, "GET /status", Some(&metrics_token)).await;
+    assert!(status.starts_with("HTTP/1.0 200"), "{status}");
+    assert!(status.contains(&id), "{status}");
+    let metrics = admin_request(health, "GET /metrics", Some(&metrics_token)).await;
+    assert!(metrics.contains("treffpunkt_node_"), "{metrics}");
+    for (path, token) in [
+        ("GET /status", None),
+        ("GET /metrics", None),
+        ("GET /metrics", Some(admin_token.as_str())),
+    ] {
+        let refused = admin_request(health, path, token).await;
+        assert!(refused.starts_with("HTTP/1.0 401"), "{path}: {refused}");
+        assert!(!refused.contains(&id), "{path}: {refused}");
+    }
+    let ready = admin_request(health, "GET /readyz", None).await;
+    assert!(
+        ready.starts_with("HTTP/1.0 200"),
+        "the probes answer anyone: {ready}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,14 +1,18 @@
 //! The leader rotates the platform's keys in their Secret on a real API server, and the replica
 //! follows: a media node that proves the new key attaches, one with the retired key does not.
+//! A Secret of an earlier version is given what it lacks and keeps the keys it has.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
+use kube::api::PostParams;
 use support::attach::register_as;
-use support::{PLATFORM, admin, unique};
+use support::{PLATFORM, admin, eventually, unique};
 use treffpunkt_operator::keys::{self, Rotation};
 use treffpunkt_proto::grant::Keyring;
 
@@ -79,4 +83,53 @@ async fn the_leader_rotates_the_keys_in_three_steps_and_the_replica_follows() {
         let registration = register_as(operator.grpc, &unique("knoten"), Some(&key)).await;
         assert_eq!(registration.answer.is_ok(), attaches, "{why}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_of_an_earlier_version_gets_what_it_lacks_and_keeps_its_keys() {
+    let name = unique("old-keys");
+    let secrets = Api::<Secret>::namespaced(admin().await, PLATFORM);
+    // As the first releases made it: the keys and the admin token, no authority, no metrics
+    // token.
+    let made: std::collections::BTreeMap<String, ByteString> = [
+        (keys::GRANT_KEY, "a grant key the media nodes hold"),
+        (keys::TICKET_KEY, "a ticket key of the control plane"),
+        (keys::ADMIN_TOKEN, "an admin token of the operators"),
+    ]
+    .map(|(field, text)| (field.to_owned(), ByteString(text.as_bytes().to_vec())))
+    .into();
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            ..ObjectMeta::default()
+        },
+        data: Some(made.clone()),
+        ..Secret::default()
+    };
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let mut settings = support::settings();
+    settings.grant_key_secret = name.clone();
+    let _operator = support::start_operator_with(&unique("old-keys-lease"), settings, false);
+
+    let secret = eventually(Duration::from_secs(30), || async {
+        let secret = secrets.get(&name).await.ok()?;
+        let data = secret.data.clone()?;
+        (data.contains_key(keys::METRICS_TOKEN) && data.contains_key(keys::AUTHORITY_CERT))
+            .then_some(secret)
+    })
+    .await
+    .expect("the Secret is given a metrics token and an authority");
+    let data = secret.data.unwrap_or_default();
+    for (field, value) in &made {
+        assert_eq!(data.get(field), Some(value), "{field} is kept");
+    }
+    let token = String::from_utf8(data[keys::METRICS_TOKEN].0.clone()).unwrap();
+    assert!(
+        treffpunkt_proto::bearer::token(&token).is_some(),
+        "{token:?}"
+    );
+    assert_ne!(data[keys::METRICS_TOKEN], made[keys::ADMIN_TOKEN]);
 }

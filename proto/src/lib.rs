@@ -27,7 +27,8 @@
 //! understands beyond the forms every release understands ([`features`]).
 //!
 //! When the Attach port runs mutual TLS (in a cluster), [`identity`] names who is who in the
-//! certificates.
+//! certificates. The HTTP endpoints that only the platform's own may read check a bearer token
+//! the same way on every side ([`bearer`]).
 //!
 //! # Randomness
 //!
@@ -36,6 +37,7 @@
 #![forbid(unsafe_code)]
 
 pub mod base64;
+pub mod bearer;
 pub mod features;
 pub mod grant;
 pub mod identity;

@@ -210,6 +210,10 @@ fn node_env(pool: &MediaPool, template: &MediaNodeTemplate, ctx: &Context) -> Ve
             "TREFFPUNKT_GRANT_KEY_FILE",
             format!("{KEYS_DIR}/{}", keys::GRANT_KEY),
         ),
+        env(
+            "TREFFPUNKT_METRICS_TOKEN_FILE",
+            format!("{KEYS_DIR}/{}", keys::METRICS_TOKEN),
+        ),
     ];
     if ctx.authority.is_some() {
         vars.push(env("TREFFPUNKT_ATTACH_TLS_DIR", KEYS_DIR));
@@ -276,20 +280,24 @@ fn node_security() -> SecurityContext {
     }
 }
 
-/// Where the media node finds the grant key: the one field of the platform's Secret that the
-/// nodes get, as a file that follows the Secret when the key is rotated (an environment
+/// Where the media node finds the grant key and the token of its `/status` and `/metrics`: fields
+/// of the platform's Secret, as files that follow the Secret when it changes (an environment
 /// variable would not).
 const KEYS_DIR: &str = "/var/run/treffpunkt/keys";
 
-/// The fields of the keys' Secret that a node of `pool` gets: the grant key and, when the
-/// Attach port runs mutual TLS, the authority's certificate and the pool's certificate and key.
+/// The fields of the keys' Secret that a node of `pool` gets: the grant key, the metrics token
+/// and, when the Attach port runs mutual TLS, the authority's certificate and the pool's
+/// certificate and key.
 fn keys_volume(pool: &str, ctx: &Context) -> Volume {
     let item = |key: &str, path: &str| KeyToPath {
         key: key.to_owned(),
         path: path.to_owned(),
         mode: None,
     };
-    let mut items = vec![item(keys::GRANT_KEY, keys::GRANT_KEY)];
+    let mut items = vec![
+        item(keys::GRANT_KEY, keys::GRANT_KEY),
+        item(keys::METRICS_TOKEN, keys::METRICS_TOKEN),
+    ];
     if ctx.authority.is_some() {
         let [cert, key, _] = keys::pool_fields(pool);
         items.push(item(keys::AUTHORITY_CERT, "ca.crt"));

@@ -28,6 +28,7 @@ pub fn node_config(
             Keyring::from_secrets(grant_key).expect("the operators' grant key"),
         ),
         health_listen: health,
+        metrics_token_file: None,
         udp_buffers: Default::default(),
         tcp_bind: None,
         attach_tls_dir: None,
