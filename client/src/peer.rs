@@ -42,6 +42,10 @@ use crate::received::Arrival;
 use crate::sender::{self, Extensions, Sending, Stream, unix_us};
 use crate::{Error, Received, Result};
 
+/// How late an SRTP packet may come and still be taken, as in browsers: the node repairs loss by
+/// sending a packet again under its own sequence number (no RTX), a round trip after it.
+const SRTP_REPLAY_WINDOW: usize = 1_024;
+
 /// How often candidate pairs are checked while connecting.
 const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 /// Checks of a pair before it fails: 1.4 s at [`ICE_CHECK_INTERVAL`].
@@ -225,6 +229,7 @@ async fn peer_connection(handler: Handler, local_ip: IpAddr) -> Result<Arc<dyn P
                         Some(ICE_CHECK_INTERVAL),
                         Some(ICE_MAX_BINDING_REQUESTS),
                     )
+                    .with_srtp_replay_protection_window(SRTP_REPLAY_WINDOW)
                     .build(),
             )
             .with_handler(Arc::new(handler))

@@ -1,24 +1,66 @@
 //! A UDP relay that loses packets on purpose, standing between one client and the media node.
 //!
 //! Loss, delay and reordering cannot come from the kernel here (no netem), so tests model a bad
-//! line with this relay instead. It forwards everything both ways and drops every n-th RTP
-//! packet in the chosen directions; STUN, DTLS and RTCP always pass, so the connection comes up
-//! and feedback flows.
+//! line with this relay instead. It forwards everything both ways, each way after the line's
+//! delay if it has one, and drops every n-th RTP packet in the chosen directions; STUN, DTLS and
+//! RTCP always pass, so the connection comes up and feedback flows.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// Which way packets are lost.
+/// What the line does: which way packets are lost, and how long they take.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Loss {
     /// Drop every n-th RTP packet from the client to the node (0: none).
     pub uplink_every: u64,
     /// Drop every n-th RTP packet from the node to the client (0: none).
     pub downlink_every: u64,
+    /// How long every datagram takes each way (half the line's round trip), in order.
+    pub delay: Duration,
+}
+
+/// Where one direction's datagrams go: out of `socket` at once, or after a delay.
+enum Way {
+    Now(Arc<UdpSocket>),
+    Later(
+        Duration,
+        mpsc::UnboundedSender<(tokio::time::Instant, Vec<u8>, SocketAddr)>,
+    ),
+}
+
+impl Way {
+    /// Sends out of `socket` after `delay`; the sending task ends with the relay's.
+    fn new(socket: Arc<UdpSocket>, delay: Duration) -> Self {
+        if delay.is_zero() {
+            return Self::Now(socket);
+        }
+        let (queue, mut queued) = mpsc::unbounded_channel::<(_, Vec<u8>, _)>();
+        tokio::spawn(async move {
+            while let Some((due, datagram, to)) = queued.recv().await {
+                tokio::time::sleep_until(due).await;
+                let _ = socket.send_to(&datagram, to).await;
+            }
+        });
+        Self::Later(delay, queue)
+    }
+
+    async fn send(&self, datagram: &[u8], to: SocketAddr) {
+        match self {
+            Self::Now(socket) => {
+                let _ = socket.send_to(datagram, to).await;
+            }
+            Self::Later(delay, queue) => {
+                let due = tokio::time::Instant::now() + *delay;
+                let _ = queue.send((due, datagram.to_vec(), to));
+            }
+        }
+    }
 }
 
 /// Counters of a relay.
@@ -68,12 +110,14 @@ fn lose(datagram: &[u8], count: &mut u64, every: u64, dropped: &AtomicU64) -> bo
 impl LossyRelay {
     /// Starts a relay on loopback in front of `node`.
     pub async fn start(node: SocketAddr, loss: Loss) -> std::io::Result<Self> {
-        let client_side = UdpSocket::bind("127.0.0.1:0").await?;
-        let node_side = UdpSocket::bind("127.0.0.1:0").await?;
+        let client_side = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+        let node_side = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
         let address = client_side.local_addr()?;
         let stats = Arc::new(RelayStats::default());
         let counters = stats.clone();
         let task = tokio::spawn(async move {
+            let up = Way::new(node_side.clone(), loss.delay);
+            let down = Way::new(client_side.clone(), loss.delay);
             let mut client: Option<SocketAddr> = None;
             let (mut up_rtp, mut down_rtp) = (0u64, 0u64);
             let mut from_client = vec![0u8; 2048];
@@ -84,14 +128,14 @@ impl LossyRelay {
                         client = Some(from);
                         let datagram = &from_client[..len];
                         if !lose(datagram, &mut up_rtp, loss.uplink_every, &counters.dropped_up) {
-                            let _ = node_side.send_to(datagram, node).await;
+                            up.send(datagram, node).await;
                         }
                     }
                     Ok((len, _)) = node_side.recv_from(&mut from_node) => {
                         let Some(client) = client else { continue };
                         let datagram = &from_node[..len];
                         if !lose(datagram, &mut down_rtp, loss.downlink_every, &counters.dropped_down) {
-                            let _ = client_side.send_to(datagram, client).await;
+                            down.send(datagram, client).await;
                         }
                     }
                 }

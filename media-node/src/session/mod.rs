@@ -3,13 +3,15 @@
 //!
 //! - [`setup`]: what every connection negotiates (codecs, feedback, header extensions) and its
 //!   interceptor chain;
-//! - [`interceptors`]: the node's own interceptors in that chain.
+//! - [`interceptors`]: the node's own interceptors in that chain;
+//! - [`retransmission`]: the one of them that answers subscribers' NACKs.
 //!
 //! Negotiation follows one rule that avoids glare: the client offers once, for what it sends;
 //! from then on only the node offers, one offer at a time, whenever the set of down-tracks has
 //! changed.
 
 pub mod interceptors;
+pub mod retransmission;
 pub mod setup;
 
 use std::collections::HashMap;
@@ -257,6 +259,7 @@ impl Session {
             .with_answering_dtls_role(RTCDtlsRole::Server)
             .with_multicast_dns_mode(MulticastDnsMode::Disabled)
             .with_network_types(networks)
+            .with_srtp_replay_protection_window(setup::SRTP_REPLAY_WINDOW)
             .build();
         let estimate = EstimateCell::new();
         let arrivals = Arrivals::default();

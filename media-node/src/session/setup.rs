@@ -6,8 +6,9 @@
 //!
 //! - receiver reports and transport-wide congestion control feedback for what the participant
 //!   sends; without them Chromium's send-side estimate collapses within seconds;
-//! - NACK generation towards the participant and NACK answers from a send buffer of the last
-//!   `RETRANSMISSION_PACKETS` (256) of each stream, so that loss is repaired per hop;
+//! - NACK generation towards the participant, and NACK answers from what each stream sent in
+//!   the last second ([`Retransmissions`]), so that loss is repaired per hop (and SRTP takes a
+//!   repair that comes up to [`SRTP_REPLAY_WINDOW`] packets late);
 //! - sender reports and the node's own transport-wide sequence numbers for what the node sends:
 //!   each leg has its own sequence, the publisher's numbers are never passed on;
 //! - congestion control on what the node sends: the subscriber's transport-wide feedback feeds
@@ -22,9 +23,7 @@
 
 use std::time::Duration;
 
-use rtc::interceptor::{
-    CongestionControlBuilder, NackGeneratorBuilder, NackResponderBuilder, Registry, Slot,
-};
+use rtc::interceptor::{CongestionControlBuilder, NackGeneratorBuilder, Registry, Slot};
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_nack, configure_rtcp_reports, configure_twcc,
 };
@@ -38,6 +37,7 @@ use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
 use rtc::shared::error::Error as RtcError;
 
 use super::interceptors::{self, Arrivals, KeyframeRequests, WireTap};
+use super::retransmission::Retransmissions;
 use crate::congestion::{AudioFirstPacer, DownlinkEstimator, EstimateCell};
 use crate::core::Codec;
 
@@ -50,11 +50,11 @@ const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-
 /// How often one lost packet is asked for again before it is given up.
 const MAX_NACKS_PER_PACKET: u16 = 5;
 
-/// The packets each stream keeps to answer a subscriber's NACK with: of a camera's 60 to 250
-/// packets a second, one to four seconds (a retransmission older than a second comes too late
-/// for any jitter buffer), of a 16 Mbit/s stream 64 ms. `rtc` keeps 1,024 unless told: that
-/// took 11 MiB per participant of a meeting of 16, twice this (docs/benchmarks.md).
-const RETRANSMISSION_PACKETS: u16 = 256;
+/// How far behind the newest packet of a stream an SRTP packet may arrive and still be taken,
+/// in packets: as in browsers. The node negotiates no RTX, so a publisher repairs its loss by
+/// sending the packet again under its own sequence number, a round trip and more after it; with
+/// `rtc`'s 64 a repair of a stream of 2,000 packets a second came 32 ms too late to be taken.
+pub const SRTP_REPLAY_WINDOW: usize = 1_024;
 
 /// The RTP codec description of a forwarded codec, as the node registers it. Its RTCP feedback
 /// is registered separately, together with the interceptors that act on it.
@@ -117,12 +117,7 @@ pub fn media_setup(
         RtpCodecKind::Video,
     );
     let registry = configure_nack(Registry::new(), &mut engine)
-        .with(
-            Slot::NackResponder,
-            NackResponderBuilder::new()
-                .with_size(RETRANSMISSION_PACKETS)
-                .build(),
-        )
+        .with(Slot::NackResponder, Retransmissions::default())
         .with(
             Slot::NackGenerator,
             NackGeneratorBuilder::new()
