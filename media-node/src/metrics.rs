@@ -2,8 +2,8 @@
 //! forwards, what it drops at the gate and why, its sessions, rooms and tracks, the downlink
 //! estimates of its subscribers, the probes it sends, the CPU it uses (so that a rate of
 //! `treffpunkt_node_cpu_seconds_total` over a rate of `treffpunkt_node_packets_total` is the
-//! CPU per packet), and its clients' lines: packets lost both ways, NACKs both ways, the
-//! round-trip times and the packets waiting in the pacers. Updated once a second by the run loop
+//! CPU per packet), and its clients' lines: packets lost both ways, NACKs both ways and what the
+//! node sent again, the round-trip times and the packets waiting in the pacers. Updated once a second by the run loop
 //! from [`Stats`]; nothing in them names a participant or a room.
 
 use std::borrow::Cow;
@@ -76,6 +76,11 @@ struct Direction {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Reason {
     reason: &'static str,
 }
@@ -92,6 +97,7 @@ pub struct NodeMetrics {
     lost: Family<Direction, Counter>,
     reported: Counter,
     nacks: Family<Direction, Counter>,
+    retransmissions: Family<Outcome, Counter>,
     relayed: Family<Direction, Counter>,
     round_trip: Histogram,
     queued: Gauge,
@@ -138,6 +144,7 @@ impl NodeMetrics {
         let lost = Family::<Direction, Counter>::default();
         let reported = Counter::default();
         let nacks = Family::<Direction, Counter>::default();
+        let retransmissions = Family::<Outcome, Counter>::default();
         let relayed = Family::<Direction, Counter>::default();
         let round_trip = Histogram::new(exponential_buckets(0.005, 2.0, 10));
         let queued = Gauge::default();
@@ -169,6 +176,11 @@ impl NodeMetrics {
             "nacks",
             "Retransmission requests: received from subscribers, sent to publishers",
             nacks.clone(),
+        );
+        registry.register(
+            "retransmissions",
+            "Packets asked for again by subscribers: sent again, or no longer kept",
+            retransmissions.clone(),
         );
         registry.register(
             "relayed_packets",
@@ -223,6 +235,7 @@ impl NodeMetrics {
             lost,
             reported,
             nacks,
+            retransmissions,
             relayed,
             round_trip,
             queued,
@@ -277,6 +290,16 @@ impl NodeMetrics {
         for (family, direction, after, before) in traffic {
             grow(
                 &family.get_or_create(&Direction { direction }),
+                after,
+                before,
+            );
+        }
+        for (outcome, after, before) in [
+            ("sent", line.retransmitted, line_before.retransmitted),
+            ("not-kept", line.not_kept, line_before.not_kept),
+        ] {
+            grow(
+                &self.retransmissions.get_or_create(&Outcome { outcome }),
                 after,
                 before,
             );
@@ -385,6 +408,8 @@ mod tests {
         stats.sessions = 1;
         stats.line.downlink_reported = 1_900;
         stats.line.nacks_received = 4;
+        stats.line.retransmitted = 6;
+        stats.line.not_kept = 1;
         stats.pacer_queued = 12;
         metrics.observe(&stats, 0.75, &[0.02]);
         let text = metrics.encode();
@@ -398,6 +423,8 @@ mod tests {
             "treffpunkt_node_lost_packets_total{direction=\"down\"} 9",
             "treffpunkt_node_downlink_reported_packets_total 1900",
             "treffpunkt_node_nacks_total{direction=\"received\"} 4",
+            "treffpunkt_node_retransmissions_total{outcome=\"sent\"} 6",
+            "treffpunkt_node_retransmissions_total{outcome=\"not-kept\"} 1",
             "treffpunkt_node_pacer_queue_packets 12",
             "treffpunkt_node_round_trip_seconds_count 2",
             "treffpunkt_node_round_trip_seconds_bucket{le=\"0.02\"} 2",

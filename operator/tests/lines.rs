@@ -146,13 +146,25 @@ enum Lossy {
     Viewer,
 }
 
+/// What a test of a stream over a bad line saw.
+struct Seen {
+    /// The share of three seconds of the stream that arrived, repairs counted once.
+    share: f64,
+    /// Packets the node sent the viewer again, by its metrics.
+    resent: u64,
+}
+
 /// A 16 Mbit/s stream (2,000 packets a second) from a publisher to a viewer, one of whom is on a
-/// line that loses one packet in a hundred and takes 75 ms each way. Once the viewer gets the
-/// whole stream, the share of three seconds of it that arrived (repairs counted once); the test
-/// fails if the line lost nothing.
-async fn share_of_a_16_mbit_stream(lossy: Lossy) -> f64 {
+/// line that loses one packet in a hundred and takes 75 ms each way, from when the viewer gets
+/// the whole stream; the test fails if the line lost nothing.
+async fn a_16_mbit_stream_over_a_bad_line(lossy: Lossy) -> Seen {
     const PER_SECOND: u64 = 2_000;
-    let server = on_loopback(StandaloneConfig::default()).await;
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+    let server = on_loopback(StandaloneConfig {
+        metrics: Some(metrics),
+        ..StandaloneConfig::default()
+    })
+    .await;
     let url = signal_url(server.http, "public", "fernkino");
     let line = Loss {
         uplink_every: if matches!(lossy, Lossy::Publisher) {
@@ -217,10 +229,20 @@ async fn share_of_a_16_mbit_stream(lossy: Lossy) -> f64 {
     assert!(spanned >= PER_SECOND * 5 / 2, "{spanned} packets in 3 s");
     assert!(lost >= 50, "the line lost packets: {lost}");
     assert_eq!(after.corrupt, 0);
+    let exposed = support::http(metrics, "GET", "/metrics").await.unwrap().1;
+    let resent = exposed
+        .lines()
+        .filter(|line| line.starts_with("treffpunkt_node_retransmissions_total{"))
+        .find(|line| line.contains("outcome=\"sent\""))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .expect("the node counts what it sent again");
     film.leave().await;
     viewer.leave().await;
     server.stop();
-    arrived as f64 / spanned as f64
+    Seen {
+        share: arrived as f64 / spanned as f64,
+        resent,
+    }
 }
 
 /// The node still has each packet the viewer lost when the viewer's NACK comes, 150 to 250 ms
@@ -228,9 +250,13 @@ async fn share_of_a_16_mbit_stream(lossy: Lossy) -> f64 {
 /// 128 ms of this one), and the viewer takes the repair that late.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_16_mbit_stream_is_repaired_on_its_way_down_a_line_with_delay() {
-    let share = share_of_a_16_mbit_stream(Lossy::Viewer).await;
+    let Seen { share, resent } = a_16_mbit_stream_over_a_bad_line(Lossy::Viewer).await;
     // Unrepaired, one in a hundred would be missing (0.990).
     assert!(share > 0.997, "{share:.4} of the stream arrived");
+    assert!(
+        resent >= 50,
+        "the node's metrics count {resent} packets sent again"
+    );
 }
 
 /// The node asks the publisher for what its line lost and takes the repair, which comes a
@@ -238,6 +264,6 @@ async fn a_16_mbit_stream_is_repaired_on_its_way_down_a_line_with_delay() {
 /// 1,024 behind the newest, as browsers do; `rtc`'s 64 were 32 ms of this stream).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_16_mbit_stream_is_repaired_on_its_way_up_a_line_with_delay() {
-    let share = share_of_a_16_mbit_stream(Lossy::Publisher).await;
+    let Seen { share, .. } = a_16_mbit_stream_over_a_bad_line(Lossy::Publisher).await;
     assert!(share > 0.997, "{share:.4} of the stream arrived");
 }

@@ -24,6 +24,10 @@ pub struct LineReading {
     pub nacks_received: u64,
     /// NACKs the node sent for what the client publishes.
     pub nacks_sent: u64,
+    /// Packets the node sent the client again, answering its NACKs.
+    pub retransmitted: u64,
+    /// Packets the client asked for that the node no longer had (sent over a second before).
+    pub not_kept: u64,
 }
 
 impl LineReading {
@@ -38,6 +42,8 @@ impl LineReading {
             downlink_lost: self.downlink_lost.saturating_sub(before.downlink_lost),
             nacks_received: self.nacks_received.saturating_sub(before.nacks_received),
             nacks_sent: self.nacks_sent.saturating_sub(before.nacks_sent),
+            retransmitted: self.retransmitted.saturating_sub(before.retransmitted),
+            not_kept: self.not_kept.saturating_sub(before.not_kept),
         }
     }
 
@@ -47,6 +53,8 @@ impl LineReading {
         self.downlink_lost += other.downlink_lost;
         self.nacks_received += other.nacks_received;
         self.nacks_sent += other.nacks_sent;
+        self.retransmitted += other.retransmitted;
+        self.not_kept += other.not_kept;
     }
 }
 
@@ -74,6 +82,7 @@ pub fn read(session: &mut Session, now: Instant) -> (LineReading, Option<f64>) {
         reading.nacks_received += u64::from(stream.nack_count);
     }
     (reading.downlink_reported, reading.downlink_lost) = session.estimate.reported_and_lost();
+    (reading.retransmitted, reading.not_kept) = session.repairs.counts();
     let round_trip = report
         .candidate_pairs()
         .filter(|pair| pair.nominated && pair.current_round_trip_time > 0.0)

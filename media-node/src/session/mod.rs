@@ -46,6 +46,7 @@ use rtc::sdp::extmap::AUDIO_LEVEL_URI;
 use rustc_hash::FxHashMap;
 
 use self::interceptors::Arrivals;
+use self::retransmission::Repairs;
 use self::setup::{media_setup, rtp_codec};
 use crate::congestion::EstimateCell;
 use crate::congestion::probe::{PADDING_EXTENSION_ID, PADDING_FILL};
@@ -137,6 +138,8 @@ pub struct Session {
     pub estimate: EstimateCell,
     /// How many packets arrived through SRTP: authenticated.
     pub arrivals: Arrivals,
+    /// What the connection's NACK responder sent again, and what it no longer had.
+    pub repairs: Repairs,
     /// What the media port's gate knows of this client: its SSRCs, its budgets.
     pub gate: SessionGate,
     /// How often the session was resumed: only a ticket of this generation resumes it.
@@ -263,7 +266,8 @@ impl Session {
             .build();
         let estimate = EstimateCell::new();
         let arrivals = Arrivals::default();
-        let (engine, registry) = media_setup(estimate.clone(), arrivals.clone())?;
+        let repairs = Repairs::default();
+        let (engine, registry) = media_setup(estimate.clone(), arrivals.clone(), repairs.clone())?;
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_setting_engine(settings)
@@ -292,6 +296,7 @@ impl Session {
             rids: HashMap::new(),
             estimate,
             arrivals,
+            repairs,
             gate: SessionGate::default(),
             resume_generation: 0,
             line_seen: Default::default(),

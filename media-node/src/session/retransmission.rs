@@ -16,9 +16,12 @@
 //! The node negotiates no RTX, so a retransmission is the packet again, with its own SSRC and
 //! sequence number. Padding-only packets (the node's probes) are not kept: nobody needs them
 //! again. A NACK is answered with at most [`MOST_ANSWERED`] packets, so that one report cannot
-//! make the node send its whole memory again.
+//! make the node send its whole memory again. What was sent again and what was asked for too
+//! late is counted into the connection's [`Repairs`], which the node's metrics read.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{
@@ -98,26 +101,63 @@ fn asked_for(nack: &TransportLayerNack) -> impl Iterator<Item = u16> + '_ {
     })
 }
 
+/// What one connection's responder did since it began, shared with the node.
+#[derive(Clone, Debug, Default)]
+pub struct Repairs(Arc<RepairCounts>);
+
+#[derive(Debug, Default)]
+struct RepairCounts {
+    sent: AtomicU64,
+    not_kept: AtomicU64,
+}
+
+impl Repairs {
+    /// Packets sent again, and packets asked for that were not kept (sent over a second before,
+    /// or padding).
+    pub fn counts(&self) -> (u64, u64) {
+        let counts = &self.0;
+        (
+            counts.sent.load(Ordering::Relaxed),
+            counts.not_kept.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// The interceptor in the chain's NACK responder slot: keeps what each stream sent and answers
 /// NACKs from it.
 #[derive(Default)]
 pub struct Retransmissions {
     streams: FxHashMap<u32, Kept>,
+    repairs: Repairs,
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
 }
 
 impl Retransmissions {
+    /// A responder that counts what it does into `repairs`.
+    pub fn counting_into(repairs: Repairs) -> Self {
+        Self {
+            repairs,
+            ..Self::default()
+        }
+    }
+
     /// Queues the answer to `nack`, received at `now`.
     fn answer(&mut self, now: Instant, nack: &TransportLayerNack) {
         let Some(kept) = self.streams.get_mut(&nack.media_ssrc) else {
             return;
         };
         kept.forget_older_than(now);
-        let again = asked_for(nack)
-            .filter_map(|sequence| kept.find(sequence))
-            .take(MOST_ANSWERED);
-        for packet in again {
+        let (mut sent, mut not_kept) = (0, 0);
+        for sequence in asked_for(nack) {
+            if sent == MOST_ANSWERED {
+                break;
+            }
+            let Some(packet) = kept.find(sequence) else {
+                not_kept += 1;
+                continue;
+            };
+            sent += 1;
             self.writes.push_back(TaggedPacket {
                 now,
                 transport: Default::default(),
@@ -125,6 +165,9 @@ impl Retransmissions {
                     .with(Attribute::Retransmission),
             });
         }
+        let counts = &self.repairs.0;
+        counts.sent.fetch_add(sent as u64, Ordering::Relaxed);
+        counts.not_kept.fetch_add(not_kept, Ordering::Relaxed);
     }
 }
 

@@ -37,7 +37,7 @@ use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
 use rtc::shared::error::Error as RtcError;
 
 use super::interceptors::{self, Arrivals, KeyframeRequests, WireTap};
-use super::retransmission::Retransmissions;
+use super::retransmission::{Repairs, Retransmissions};
 use crate::congestion::{AudioFirstPacer, DownlinkEstimator, EstimateCell};
 use crate::core::Codec;
 
@@ -74,10 +74,12 @@ pub fn rtp_codec(codec: Codec) -> RTCRtpCodec {
 }
 
 /// The media engine and interceptor chain of one connection; its downlink estimate is published
-/// into `estimate`, and what authenticated is counted into `arrivals`.
+/// into `estimate`, what authenticated is counted into `arrivals`, and what it sent again into
+/// `repairs`.
 pub fn media_setup(
     estimate: EstimateCell,
     arrivals: Arrivals,
+    repairs: Repairs,
 ) -> Result<(MediaEngine, Registry), RtcError> {
     let mut engine = MediaEngine::default();
     for (codec, payload_type, kind) in [
@@ -117,7 +119,7 @@ pub fn media_setup(
         RtpCodecKind::Video,
     );
     let registry = configure_nack(Registry::new(), &mut engine)
-        .with(Slot::NackResponder, Retransmissions::default())
+        .with(Slot::NackResponder, Retransmissions::counting_into(repairs))
         .with(
             Slot::NackGenerator,
             NackGeneratorBuilder::new()

@@ -105,7 +105,8 @@ fn answered(responder: &mut Retransmissions, now: Instant, sequences: &[u16]) ->
 
 #[test]
 fn a_16_mbit_stream_is_answered_from_its_last_second() {
-    let mut responder = Retransmissions::default();
+    let repairs = Repairs::default();
+    let mut responder = Retransmissions::counting_into(repairs.clone());
     responder.bind_local_stream(&with_nack(VIDEO));
     // 2,000 packets a second for 1.5 s, the sequence numbers wrapping 1 s in.
     let (start, first) = (Instant::now(), 63_536u16);
@@ -129,6 +130,11 @@ fn a_16_mbit_stream_is_answered_from_its_last_second() {
     let mut asked = recent.to_vec();
     asked.extend(older);
     assert_eq!(answered(&mut responder, at, &asked), recent);
+    assert_eq!(
+        repairs.counts(),
+        (5, 2),
+        "sent again, and asked for too late"
+    );
 }
 
 #[test]
