@@ -3,10 +3,11 @@
 //!
 //! The Secret holds the grant key (`key`, which the media nodes get as a mounted file), the
 //! ticket key (`ticket-key`, the control plane's alone), the admin token (`admin-token`), the
-//! token that reads the media nodes' status and metrics (`metrics-token`, which the nodes get as a
-//! mounted file and the chart's PodMonitor shows them), the Attach port's certificate authority (`attach-ca.crt`, `attach-ca.key`) and the certificate
-//! each MediaPool's nodes show there (`attach-<pool>.crt`, `.key`, `.not-after`; see
-//! `reconcile::pool`). A media node's pod mounts the fields it needs and no others.
+//! token that reads the media nodes' status and metrics (`metrics-token`, which the nodes get as
+//! a mounted file and the chart's PodMonitor shows them), the Attach port's certificate
+//! authority (`attach-ca.crt`, `attach-ca.key`) and the certificate each MediaPool's nodes show
+//! there (`attach-<pool>.crt`, `.key`, `.not-after`; see `reconcile::pool`). A media node's pod
+//! mounts the fields it needs and no others.
 //! A key field holds keys as text, comma-separated: the first signs, all are accepted.
 //!
 //! # Rotation
