@@ -3,8 +3,8 @@
 //! estimates of its subscribers, the probes it sends, the CPU it uses (so that a rate of
 //! `treffpunkt_node_cpu_seconds_total` over a rate of `treffpunkt_node_packets_total` is the
 //! CPU per packet), and its clients' lines: packets lost both ways, NACKs both ways and what the
-//! node sent again, the round-trip times and the packets waiting in the pacers. Updated once a second by the run loop
-//! from [`Stats`]; nothing in them names a participant or a room.
+//! node sent again, the round-trip times and the packets waiting in the pacers. Updated once a
+//! second by the run loop from [`Stats`]; nothing in them names a participant or a room.
 
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -26,7 +26,8 @@ pub struct LineReading {
     pub nacks_sent: u64,
     /// Packets the node sent the client again, answering its NACKs.
     pub retransmitted: u64,
-    /// Packets the client asked for that the node no longer had (sent over a second before).
+    /// Packets the client asked for that the node did not keep (sent over a second before, or
+    /// probe padding).
     pub not_kept: u64,
 }
 
