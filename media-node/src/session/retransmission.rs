@@ -15,8 +15,10 @@
 //!
 //! The node negotiates no RTX, so a retransmission is the packet again, with its own SSRC and
 //! sequence number. Padding-only packets (the node's probes) are not kept: nobody needs them
-//! again. A NACK is answered with at most [`MOST_ANSWERED`] packets, so that one report cannot
-//! make the node send its whole memory again. What was sent again and what was asked for too
+//! again. A NACK is answered with at most [`MOST_ANSWERED`] packets, and a stream is sent again
+//! at most as many packets in a second as it carried in its last (at least [`LEAST_ALLOWED`]), so
+//! that neither one report nor a flood of them makes the node send its memory again and again:
+//! real loss is a share of a stream, never more than all of it. What was sent again and what was asked for too
 //! late is counted into the connection's [`Repairs`], which the node's metrics read.
 
 use std::collections::VecDeque;
@@ -38,6 +40,9 @@ pub const KEPT_FOR: Duration = Duration::from_secs(1);
 pub const MOST_KEPT: usize = 4_096;
 /// The most packets one NACK is answered with: 250 ms of a 16 Mbit/s stream.
 pub const MOST_ANSWERED: usize = 512;
+/// The packets a stream may be sent again in a second even if it carried fewer: a thumbnail's
+/// keyframe lost whole.
+pub const LEAST_ALLOWED: usize = 64;
 
 /// A packet as it was sent, and when.
 struct Sent {
@@ -49,9 +54,25 @@ struct Sent {
 #[derive(Default)]
 struct Kept {
     sent: VecDeque<Sent>,
+    /// Packets sent again since `resending_since`, a second at most ago.
+    resent: usize,
+    resending_since: Option<Instant>,
 }
 
 impl Kept {
+    /// How many packets may be sent again now, in this second's allowance.
+    fn allowance(&mut self, now: Instant) -> usize {
+        let since = *self.resending_since.get_or_insert(now);
+        if now.saturating_duration_since(since) >= Duration::from_secs(1) {
+            self.resending_since = Some(now);
+            self.resent = 0;
+        }
+        self.sent
+            .len()
+            .max(LEAST_ALLOWED)
+            .saturating_sub(self.resent)
+    }
+
     fn keep(&mut self, at: Instant, packet: rtc::rtp::Packet) {
         self.sent.push_back(Sent { at, packet });
         self.forget_older_than(at);
@@ -148,9 +169,10 @@ impl Retransmissions {
             return;
         };
         kept.forget_older_than(now);
+        let most = MOST_ANSWERED.min(kept.allowance(now));
         let (mut sent, mut not_kept) = (0, 0);
         for sequence in asked_for(nack) {
-            if sent == MOST_ANSWERED {
+            if sent == most {
                 break;
             }
             let Some(packet) = kept.find(sequence) else {
@@ -165,6 +187,7 @@ impl Retransmissions {
                     .with(Attribute::Retransmission),
             });
         }
+        kept.resent += sent;
         let counts = &self.repairs.0;
         counts.sent.fetch_add(sent as u64, Ordering::Relaxed);
         counts.not_kept.fetch_add(not_kept, Ordering::Relaxed);

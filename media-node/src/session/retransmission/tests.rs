@@ -215,8 +215,39 @@ fn one_nack_cannot_have_everything_sent_again() {
     let again = answered(&mut responder, last, &everything);
     assert_eq!(again.len(), MOST_ANSWERED);
     assert_eq!(again[0], 0);
+    // Within the same second, what is left of a second's worth (4,000 sent, 512 resent).
+    let mut more = 0;
+    for _ in 0..10 {
+        more += answered(&mut responder, last, &everything[..1_000]).len();
+    }
+    assert_eq!(
+        more,
+        4_000 - MOST_ANSWERED,
+        "a flood of NACKs gets a second's worth"
+    );
     // A NACK for a stream the node does not send is passed on and answered with nothing.
     responder.handle_read(nack(last, 99, &[1, 2, 3])).unwrap();
     assert!(responder.poll_read().is_some());
     assert!(responder.poll_write().is_none());
+}
+
+#[test]
+fn a_thumbnail_may_be_sent_again_in_full_once_a_second() {
+    let mut responder = Retransmissions::default();
+    responder.bind_local_stream(&with_nack(VIDEO));
+    let start = Instant::now();
+    let every = Duration::from_micros(16_667);
+    let last = send(&mut responder, start, every, (VIDEO, 0, 60));
+    let all: Vec<u16> = (0..60).collect();
+    // A keyframe lost whole is sent again, and once more; beyond 64 in a second, nothing.
+    assert_eq!(answered(&mut responder, last, &all).len(), 60);
+    assert_eq!(
+        answered(&mut responder, last, &all).len(),
+        LEAST_ALLOWED - 60
+    );
+    assert!(answered(&mut responder, last, &all).is_empty());
+    // A second later the stream may be repaired again.
+    let later = send(&mut responder, last + every, every, (VIDEO, 60, 60));
+    let recent: Vec<u16> = (60..120).collect();
+    assert_eq!(answered(&mut responder, later, &recent).len(), 60);
 }
