@@ -183,7 +183,7 @@ mod tests {
     const TOKEN: &str = "0123456789abcdef0123";
 
     fn at(address: &str) -> SocketAddr {
-        address.parse().unwrap()
+        address.parse().expect("the tests' addresses parse")
     }
 
     #[test]
@@ -221,27 +221,39 @@ mod tests {
     /// The status code of `GET path` with `authorization`, on a real socket.
     async fn get(address: SocketAddr, path: &str, authorization: Option<&str>) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("the endpoint listens");
         let authorization = authorization
             .map(|value| format!("Authorization: {value}\r\n"))
             .unwrap_or_default();
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: node\r\n{authorization}Connection: close\r\n\r\n"
         );
-        stream.write_all(request.as_bytes()).await.unwrap();
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("the endpoint reads the request");
         let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
+        stream
+            .read_to_string(&mut response)
+            .await
+            .expect("the endpoint answers");
         response
     }
 
     #[tokio::test]
     async fn the_status_and_metrics_answer_the_token_of_the_file_and_the_probes_anyone() {
         let dir = std::env::temp_dir().join(format!("treffpunkt-health-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).expect("a temporary folder");
         let file = dir.join("metrics-token");
-        std::fs::write(&file, TOKEN).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
+        std::fs::write(&file, TOKEN).expect("the token file is written");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port on loopback");
+        let address = listener
+            .local_addr()
+            .expect("a bound listener has an address");
         let endpoint = Endpoint {
             node_id: "knoten".to_owned(),
             status: NodeStatus::default(),
@@ -271,7 +283,7 @@ mod tests {
                 .starts_with("HTTP/1.1 503")
         );
         // A new token counts from the next request on; the old one no longer does.
-        std::fs::write(&file, "a-new-token-of-the-platform").unwrap();
+        std::fs::write(&file, "a-new-token-of-the-platform").expect("the token file is written");
         let old = get(address, "/metrics", Some(&bearer)).await;
         assert!(old.starts_with("HTTP/1.1 401"), "{old}");
         let new = get(
@@ -282,7 +294,7 @@ mod tests {
         .await;
         assert!(new.starts_with("HTTP/1.1 200"), "{new}");
         // Without the file nobody reads, not even on this machine.
-        std::fs::remove_file(&file).unwrap();
+        std::fs::remove_file(&file).expect("the token file is removed");
         let gone = get(
             address,
             "/metrics",

@@ -54,6 +54,25 @@ fn tls_operator() -> &'static support::Operator {
     })
 }
 
+/// A media node process for `pool` that attaches to `operator` as `id`, its health endpoint on
+/// `health`; the caller adds its keys.
+fn node_command(
+    operator: &support::Operator,
+    id: &str,
+    pool: &str,
+    health: std::net::SocketAddr,
+) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_treffpunkt"));
+    command
+        .args(["media-node", "--node-id", id, "--pool", pool])
+        .args(["--control-plane", &format!("http://{}", operator.grpc)])
+        .args(["--udp-bind", "127.0.0.1:0", "--announce-ip", "127.0.0.1"])
+        .args(["--health-listen", &health.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    command
+}
+
 /// Starts a media node process for `pool` that attaches to `operator` with the certificate in
 /// `dir` and `grant_key`.
 fn start_node(
@@ -63,17 +82,12 @@ fn start_node(
     dir: &Path,
     grant_key: &str,
 ) -> Process {
+    let health = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
     Process(
-        Command::new(env!("CARGO_BIN_EXE_treffpunkt"))
-            .args(["media-node", "--node-id", id, "--pool", pool])
-            .args(["--control-plane", &format!("http://{}", operator.grpc)])
-            .args(["--udp-bind", "127.0.0.1:0", "--announce-ip", "127.0.0.1"])
-            .args(["--health-listen", &format!("127.0.0.1:{}", free_port())])
+        node_command(operator, id, pool, health)
             .arg("--attach-tls-dir")
             .arg(dir)
             .env("TREFFPUNKT_GRANT_KEY", grant_key)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
             .spawn()
             .expect("the media node starts"),
     )
@@ -652,14 +666,8 @@ async fn a_pools_nodes_show_their_status_and_metrics_only_to_the_platforms_metri
     );
     let health = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
     let _node = Process(
-        Command::new(env!("CARGO_BIN_EXE_treffpunkt"))
-            .args(["media-node", "--node-id", "knoten-m", "--pool", &pool])
-            .args(["--control-plane", &format!("http://{}", operator.grpc)])
-            .args(["--udp-bind", "127.0.0.1:0", "--announce-ip", "127.0.0.1"])
-            .args(["--health-listen", &health.to_string()])
+        node_command(operator, "knoten-m", &pool, health)
             .envs(pod_env)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
             .spawn()
             .expect("the media node starts"),
     );

@@ -230,12 +230,10 @@ async fn a_16_mbit_stream_over_a_bad_line(lossy: Lossy) -> Seen {
     assert!(lost >= 50, "the line lost packets: {lost}");
     assert_eq!(after.corrupt, 0);
     let exposed = support::http(metrics, "GET", "/metrics").await.unwrap().1;
-    let resent = exposed
-        .lines()
-        .filter(|line| line.starts_with("treffpunkt_node_retransmissions_total{"))
-        .find(|line| line.contains("outcome=\"sent\""))
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-        .expect("the node counts what it sent again");
+    let resent = support::counter(
+        &exposed,
+        "treffpunkt_node_retransmissions_total{node=\"standalone\",outcome=\"sent\"}",
+    );
     film.leave().await;
     viewer.leave().await;
     server.stop();

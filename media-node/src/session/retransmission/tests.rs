@@ -20,6 +20,13 @@ fn with_nack(ssrc: u32) -> StreamInfo {
     }
 }
 
+/// A responder for the video stream [`VIDEO`], which negotiated NACK, counting into `repairs`.
+fn video_responder(repairs: Repairs) -> Retransmissions {
+    let mut responder = Retransmissions::counting_into(repairs);
+    responder.bind_local_stream(&with_nack(VIDEO));
+    responder
+}
+
 fn rtp(now: Instant, ssrc: u32, sequence_number: u16, payload: usize) -> TaggedPacket {
     TaggedPacket {
         now,
@@ -75,7 +82,9 @@ fn send(
     for index in 0..count {
         now = start + every * u32::from(index);
         let packet = rtp(now, ssrc, first.wrapping_add(index), 1000);
-        responder.handle_write(packet).unwrap();
+        responder
+            .handle_write(packet)
+            .expect("the responder takes every packet");
         while responder.poll_write().is_some() {}
     }
     now
@@ -84,7 +93,9 @@ fn send(
 /// What the responder sends for a NACK of `sequences` at `now`: each packet's sequence number,
 /// checking that it is the packet sent then, marked as a retransmission.
 fn answered(responder: &mut Retransmissions, now: Instant, sequences: &[u16]) -> Vec<u16> {
-    responder.handle_read(nack(now, VIDEO, sequences)).unwrap();
+    responder
+        .handle_read(nack(now, VIDEO, sequences))
+        .expect("the responder takes every NACK");
     assert!(
         responder.poll_read().is_some(),
         "the NACK goes on up the chain"
@@ -106,8 +117,7 @@ fn answered(responder: &mut Retransmissions, now: Instant, sequences: &[u16]) ->
 #[test]
 fn a_16_mbit_stream_is_answered_from_its_last_second() {
     let repairs = Repairs::default();
-    let mut responder = Retransmissions::counting_into(repairs.clone());
-    responder.bind_local_stream(&with_nack(VIDEO));
+    let mut responder = video_responder(repairs.clone());
     // 2,000 packets a second for 1.5 s, the sequence numbers wrapping 1 s in.
     let (start, first) = (Instant::now(), 63_536u16);
     let every = Duration::from_micros(500);
@@ -139,8 +149,7 @@ fn a_16_mbit_stream_is_answered_from_its_last_second() {
 
 #[test]
 fn a_thumbnail_keeps_a_second_not_a_number_of_packets() {
-    let mut responder = Retransmissions::default();
-    responder.bind_local_stream(&with_nack(VIDEO));
+    let mut responder = video_responder(Repairs::default());
     let start = Instant::now();
     let every = Duration::from_micros(16_667);
     let last = send(&mut responder, start, every, (VIDEO, 100, 180));
@@ -170,7 +179,7 @@ fn what_cannot_be_asked_for_is_not_kept() {
     for (ssrc, sequence, payload) in [(3, 1, 100), (VIDEO, 1, 1000), (VIDEO, 2, 0), (9, 3, 1000)] {
         responder
             .handle_write(rtp(now, ssrc, sequence, payload))
-            .unwrap();
+            .expect("the responder takes every packet");
         assert!(responder.poll_write().is_some(), "every packet goes on");
     }
     assert_eq!(responder.streams.len(), 1);
@@ -182,15 +191,14 @@ fn what_cannot_be_asked_for_is_not_kept() {
 
 #[test]
 fn a_stream_with_gaps_is_still_found() {
-    let mut responder = Retransmissions::default();
-    responder.bind_local_stream(&with_nack(VIDEO));
+    let mut responder = video_responder(Repairs::default());
     let now = Instant::now();
     // Padding took 4 and 9..=11 (not kept), and the sequence wraps.
     let sequences = [65_533u16, 65_534, 65_535, 3, 5, 6, 7, 8, 12, 13];
     for sequence in sequences {
         responder
             .handle_write(rtp(now, VIDEO, sequence, 1000))
-            .unwrap();
+            .expect("the responder takes every packet");
     }
     while responder.poll_write().is_some() {}
     let asked = [65_532, 65_535, 0, 3, 4, 7, 11, 12, 13, 14];
@@ -202,8 +210,7 @@ fn a_stream_with_gaps_is_still_found() {
 
 #[test]
 fn one_nack_cannot_have_everything_sent_again() {
-    let mut responder = Retransmissions::default();
-    responder.bind_local_stream(&with_nack(VIDEO));
+    let mut responder = video_responder(Repairs::default());
     let start = Instant::now();
     let last = send(
         &mut responder,
@@ -226,15 +233,16 @@ fn one_nack_cannot_have_everything_sent_again() {
         "a flood of NACKs gets a second's worth"
     );
     // A NACK for a stream the node does not send is passed on and answered with nothing.
-    responder.handle_read(nack(last, 99, &[1, 2, 3])).unwrap();
+    responder
+        .handle_read(nack(last, 99, &[1, 2, 3]))
+        .expect("the responder takes a NACK of any stream");
     assert!(responder.poll_read().is_some());
     assert!(responder.poll_write().is_none());
 }
 
 #[test]
 fn a_thumbnail_may_be_sent_again_in_full_once_a_second() {
-    let mut responder = Retransmissions::default();
-    responder.bind_local_stream(&with_nack(VIDEO));
+    let mut responder = video_responder(Repairs::default());
     let start = Instant::now();
     let every = Duration::from_micros(16_667);
     let last = send(&mut responder, start, every, (VIDEO, 0, 60));
