@@ -10,8 +10,8 @@
 //! - `floor`: what forwarding needs at the least per packet, with `rtc`'s own SRTP: the
 //!   publisher's packet decrypted, its arrival noted, and for each subscriber the header
 //!   rewritten (SSRC, sequence number, timestamp, the leg's own transport-wide sequence
-//!   number), marshalled with the payload into a reused buffer, sealed with AES-128-GCM (the
-//!   profile the node negotiates first), and noted in a transport-wide send history, a send
+//!   number), marshalled with the payload into a reused buffer, sealed with AES-128 in counter
+//!   mode and an HMAC-SHA1 tag (the profile the node negotiates), and noted in a transport-wide send history, a send
 //!   buffer for retransmissions and the sender report's counts. This is what the node would
 //!   cost if `rtc` offered a write path that does these steps in place of its handler and
 //!   interceptor queues; nothing of it is the node's code.
@@ -150,17 +150,14 @@ struct Leg {
 
 fn context(seed: u8) -> Context {
     let provider = default_provider().expect("a crypto provider");
-    let key: Vec<u8> = (0..16).map(|index| index ^ seed).collect();
-    let salt: Vec<u8> = (0..12).map(|index| index ^ seed.rotate_left(3)).collect();
-    Context::new(
-        &key,
-        &salt,
-        ProtectionProfile::AeadAes128Gcm,
-        None,
-        None,
-        provider.crypto(),
-    )
-    .expect("an SRTP context")
+    let profile = ProtectionProfile::Aes128CmHmacSha1_80;
+    let key: Vec<u8> = (0..profile.key_len())
+        .map(|index| index as u8 ^ seed)
+        .collect();
+    let salt: Vec<u8> = (0..profile.salt_len())
+        .map(|index| index as u8 ^ seed.rotate_left(3))
+        .collect();
+    Context::new(&key, &salt, profile, None, None, provider.crypto()).expect("an SRTP context")
 }
 
 /// The publisher's SRTP packets of one round, sealed before the clock runs.

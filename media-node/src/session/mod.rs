@@ -263,6 +263,7 @@ impl Session {
             .with_multicast_dns_mode(MulticastDnsMode::Disabled)
             .with_network_types(networks)
             .with_srtp_replay_protection_window(setup::SRTP_REPLAY_WINDOW)
+            .with_srtp_protection_profiles(setup::SRTP_PROFILES.to_vec())
             .build();
         let estimate = EstimateCell::new();
         let arrivals = Arrivals::default();

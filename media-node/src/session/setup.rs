@@ -8,7 +8,8 @@
 //!   sends; without them Chromium's send-side estimate collapses within seconds;
 //! - NACK generation towards the participant, and NACK answers from what each stream sent in
 //!   the last second ([`Retransmissions`]), so that loss is repaired per hop (and SRTP takes a
-//!   repair that comes up to [`SRTP_REPLAY_WINDOW`] packets late);
+//!   repair that comes up to [`SRTP_REPLAY_WINDOW`] packets late, and seals one under the only
+//!   profile for which that is safe, [`SRTP_PROFILES`]);
 //! - sender reports and the node's own transport-wide sequence numbers for what the node sends:
 //!   each leg has its own sequence, the publisher's numbers are never passed on;
 //! - congestion control on what the node sends: the subscriber's transport-wide feedback feeds
@@ -23,6 +24,7 @@
 
 use std::time::Duration;
 
+use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::interceptor::{CongestionControlBuilder, NackGeneratorBuilder, Registry, Slot};
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_nack, configure_rtcp_reports, configure_twcc,
@@ -55,6 +57,23 @@ const MAX_NACKS_PER_PACKET: u16 = 5;
 /// sending the packet again under its own sequence number, a round trip and more after it; with
 /// `rtc`'s 64 a repair of a stream of 2,000 packets a second came 32 ms too late to be taken.
 pub const SRTP_REPLAY_WINDOW: usize = 1_024;
+
+/// The SRTP protection profiles the node agrees to: AES counter mode with a 80-bit HMAC-SHA1
+/// tag, which every browser offers (RFC 8827 makes it mandatory), and not AES-GCM, whatever the
+/// other side prefers.
+///
+/// Without RTX a repair is the packet again under its SSRC and sequence number, so under the
+/// same SRTP packet index, and its header differs from the original's (the leg's transport-wide
+/// sequence number is new: the node's chain stamps each packet it sends, browsers do the same).
+/// Under AES-GCM the index is the nonce, and two different messages sealed under one nonce let
+/// whoever records both work out the authentication key (GCM's "forbidden attack"); from then
+/// on, someone on the path can alter any packet of that direction without its being noticed.
+/// Under counter mode the same index gives the same key stream over the same payload, so the
+/// repair's encrypted payload is the original's and nothing is revealed; the HMAC covers the
+/// new header. This holds both ways: browsers repair on the same index too, because the node
+/// negotiates no RTX.
+pub const SRTP_PROFILES: [SrtpProtectionProfile; 1] =
+    [SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80];
 
 /// The RTP codec description of a forwarded codec, as the node registers it. Its RTCP feedback
 /// is registered separately, together with the interceptors that act on it.
