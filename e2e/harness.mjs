@@ -206,12 +206,12 @@ export function testNetwork(name, subnet) {
   const guestIp = `${subnet}.2`;
   const run = (...args) => execFileSync("ip", args, { stdio: ["ignore", "ignore", "pipe"] });
   const tc = (...args) => execFileSync("tc", args, { stdio: ["ignore", "ignore", "pipe"] });
-  /** An nftables chain on the namespace's output with `rules`, in order. */
-  const firewall = (rules) => {
+  /** An nftables chain on the namespace's `hook` (output or input) with `rules`, in order. */
+  const firewall = (rules, hook = "output") => {
     const nft = (...args) => run("netns", "exec", name, "nft", ...args);
     nft("add", "table", "inet", "treffpunkt");
-    nft("add", "chain", "inet", "treffpunkt", "out", "{ type filter hook output priority 0; }");
-    for (const rule of rules) nft("add", "rule", "inet", "treffpunkt", "out", ...rule.split(" "));
+    nft("add", "chain", "inet", "treffpunkt", hook, `{ type filter hook ${hook} priority 0; }`);
+    for (const rule of rules) nft("add", "rule", "inet", "treffpunkt", hook, ...rule.split(" "));
   };
   const close = () => {
     for (const args of [["link", "del", hostIf], ["netns", "del", name]]) {
@@ -268,6 +268,13 @@ export function testNetwork(name, subnet) {
      */
     dropUdp() {
       firewall(["meta l4proto udp drop"]);
+    },
+    /**
+     * Loses `percent` in a hundred of the UDP packets that reach the namespace, at random (an
+     * nftables rule on its input), as a poor Wi-Fi or mobile line does.
+     */
+    loseIncomingUdp(percent) {
+      firewall([`meta l4proto udp numgen random mod 100 < ${percent} drop`], "input");
     },
     /**
      * Lets nothing leave the namespace but TCP to `port` (and answers on connections made to

@@ -1,8 +1,9 @@
 // Calls that get through a network that blocks UDP, as many schools, offices and public Wi-Fi
 // networks do: the page falls back to ICE-TCP on its own; and through one that lets only HTTPS
 // out, over a TURN server (Debian's coturn, which standalone mode starts with `--turn`) that
-// relays media over TLS on port 443. And standalone mode over HTTPS with a certificate it made
-// itself, opened from another machine, as on a club's LAN.
+// relays media over TLS on port 443. A page on a line that loses packets gets them again. And
+// standalone mode over HTTPS with a certificate it made itself, opened from another machine, as
+// on a club's LAN.
 //
 // The blocked network is real: a network namespace joined to this host by a veth pair, with an
 // nftables rule inside it that drops every UDP packet leaving it. The server runs on the host
@@ -107,6 +108,68 @@ describe("a page on a network that blocks UDP", { skip: process.env.TREFFPUNKT_S
     } finally {
       await firefox.close();
     }
+  });
+});
+
+/** What a page's video has received: packets, those that were lost, NACKs and repairs. */
+async function videoReceived(page) {
+  return page.evaluate(async () => {
+    const out = { packets: 0, lost: 0, nacks: 0, repairs: 0, frames: 0, plis: 0, freezes: 0, freezeMs: 0, dropped: 0 };
+    (await window.treffpunkt.pc.getStats()).forEach((report) => {
+      if (report.type !== "inbound-rtp" || report.kind !== "video") return;
+      out.packets += report.packetsReceived || 0;
+      out.lost += report.packetsLost || 0;
+      out.nacks += report.nackCount || 0;
+      out.repairs += report.retransmittedPacketsReceived || 0;
+      out.frames += report.framesDecoded || 0;
+      out.plis += report.pliCount || 0;
+      out.freezes += report.freezeCount || 0;
+      out.freezeMs += (report.totalFreezesDuration || 0) * 1000;
+      out.dropped += report.framesDropped || 0;
+    });
+    return out;
+  });
+}
+
+describe("a page on a line that loses packets", { skip: process.env.TREFFPUNKT_SKIP_NETNS === "1" && "TREFFPUNKT_SKIP_NETNS=1" }, () => {
+  let network;
+  let server;
+  let browser;
+  let lossyBrowser;
+
+  before(async () => {
+    network = testNetwork("tploss", "10.231.12");
+    network.loseIncomingUdp(3);
+    server = await startTreffpunkt([], { host: network.hostIp });
+    const origin = new URL(server.url).origin;
+    browser = await launchBrowser({ secureOrigin: origin });
+    lossyBrowser = await launchBrowser({ secureOrigin: origin, namespace: network.name });
+  });
+
+  after(async () => {
+    await lossyBrowser?.close();
+    await browser?.close();
+    server?.child.kill("SIGKILL");
+    network?.close();
+  });
+
+  test("gets what its line lost again, as RTX, and its video goes on", async () => {
+    const room = `${server.url}/public/funkloch`;
+    const anna = await join(browser, room, "Anna");
+    const lena = await join(lossyBrowser, room, "Lena");
+    assert.ok(await seesAndHears(lena), "Lena, on the lossy line, sees and hears Anna");
+    const start = await videoReceived(lena);
+    await new Promise((r) => setTimeout(r, 15000));
+    const end = await videoReceived(lena);
+    const got = Object.fromEntries(Object.keys(end).map((key) => [key, end[key] - start[key]]));
+    console.log(`on a line that loses 3 %: ${JSON.stringify(got)}`);
+    assert.ok(got.frames > 150, `Lena's video goes on: ${got.frames} frames in 15 s`);
+    assert.ok(got.lost > 0 && got.nacks > 0, `the line lost packets and Lena's browser asked for them: ${JSON.stringify(got)}`);
+    // Chromium counts a packet that came as RTX as repaired, not as received: `packetsLost`
+    // keeps the line's loss.
+    assert.ok(got.repairs >= got.lost / 2, `most came again on the repair stream (RTX): ${got.repairs} for ${got.lost} lost`);
+    await anna.context().close();
+    await lena.context().close();
   });
 });
 

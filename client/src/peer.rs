@@ -23,7 +23,11 @@ use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use treffpunkt_media_node::session::interceptors::{KEYFRAME_REQUESTS_SLOT, KeyframeRequests};
+use treffpunkt_media_node::core::Codec;
+use treffpunkt_media_node::session::interceptors::{
+    KEYFRAME_REQUESTS_SLOT, KeyframeRequests, RTX_UNWRAP_SLOT, RtxUnwrap,
+};
+use treffpunkt_media_node::session::setup::rtx_parameters;
 use treffpunkt_proto::random;
 use webrtc::media_stream::MediaStreamTrack;
 use webrtc::media_stream::track_local::TrackLocal;
@@ -167,9 +171,10 @@ pub(crate) struct Offer {
     pub sources: BTreeMap<String, &'static str>,
 }
 
-/// The media engine of a connection: Opus and VP8, the audio level on audio; the default
-/// interceptors add NACK, RTCP reports, transport-wide congestion control feedback (the node's
-/// downlink estimate runs on it) and the mid and rid extensions on video.
+/// The media engine of a connection: Opus and VP8 with its RTX format (as browsers offer it;
+/// the node sends repairs on it), the audio level on audio; the default interceptors add NACK,
+/// RTCP reports, transport-wide congestion control feedback (the node's downlink estimate runs
+/// on it) and the mid and rid extensions on video.
 fn media_engine() -> Result<MediaEngine> {
     let mut engine = MediaEngine::default();
     for (kind, rtp_kind, payload_type) in [
@@ -183,6 +188,9 @@ fn media_engine() -> Result<MediaEngine> {
             },
             rtp_kind,
         )?;
+    }
+    if let Some(rtx) = rtx_parameters(Codec::Vp8) {
+        engine.register_codec(rtx, RtpCodecKind::Video)?;
     }
     engine.register_header_extension(
         RTCRtpHeaderExtensionCapability {
@@ -213,7 +221,8 @@ async fn peer_connection(handler: Handler, local_ip: IpAddr) -> Result<Arc<dyn P
         .with(
             Slot::from(KEYFRAME_REQUESTS_SLOT),
             KeyframeRequests::default(),
-        );
+        )
+        .with(Slot::from(RTX_UNWRAP_SLOT), RtxUnwrap::default());
     Ok(Arc::new(
         PeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())

@@ -319,11 +319,16 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for AudioFirstPacer {
 impl Interceptor for AudioFirstPacer {
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         if info.mime_type.to_ascii_lowercase().starts_with("video/") {
-            self.video.insert(info.ssrc);
+            // Its repairs, if they go on a stream of their own, are video as well.
+            self.video
+                .extend(std::iter::once(info.ssrc).chain(info.ssrc_rtx));
         }
     }
     fn unbind_local_stream(&mut self, info: &StreamInfo) {
         self.video.remove(&info.ssrc);
+        if let Some(rtx) = info.ssrc_rtx {
+            self.video.remove(&rtx);
+        }
     }
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}

@@ -9,6 +9,8 @@
 //!   that authenticated (the node's gate learns from it which SSRCs a client really sends on),
 //!   and keeps report blocks about simulcast layers out of the node's RTCP reports, so that
 //!   browsers keep tagging every packet with its layer.
+//! - [`RtxUnwrap`]: turns a repair that came as RTX back into the packet it repairs before the
+//!   NACK generator sees it. The Rust test client uses it, as a browser does this itself.
 //!
 //! Every packet a connection sends or receives is moved through each interceptor of its chain
 //! (into the interceptor's queue and out again), so the node's own duties share as few
@@ -214,6 +216,75 @@ impl Interceptor for WireTap {
     }
 }
 
+/// Where [`RtxUnwrap`] goes: wire-ward of every interceptor that keeps track of what arrived.
+pub const RTX_UNWRAP_SLOT: usize = 600;
+
+/// Turns a packet that arrives on a stream's RTX stream (RFC 4588: its own SSRC and payload
+/// type, the repaired packet's sequence number in front of its payload) back into the packet it
+/// repairs, for the rest of the chain and the application.
+///
+/// `rtc` hands RTX to its interceptors as it arrived and takes it apart only application-ward
+/// of them, so its NACK generator, whose log is kept by the stream's SSRC, never learns that a
+/// repair came: it asked for the packet again and again, and the node sent it each time. A
+/// packet too short to carry a sequence number passes on unchanged.
+#[derive(Default)]
+pub struct RtxUnwrap {
+    /// For each RTX stream: the stream it repairs and that stream's payload type.
+    repairs: FxHashMap<u32, (u32, u8)>,
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for RtxUnwrap {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = RtcError;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut message: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtp(packet) = &mut message.message.packet
+            && let Some(&(ssrc, payload_type)) = self.repairs.get(&packet.header.ssrc)
+            && let Some(original) = packet.payload.get(..2)
+        {
+            packet.header.sequence_number = u16::from_be_bytes([original[0], original[1]]);
+            packet.header.ssrc = ssrc;
+            packet.header.payload_type = payload_type;
+            packet.payload = packet.payload.slice(2..);
+        }
+        self.reads.push_back(message);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.reads.pop_front()
+    }
+
+    fn handle_write(&mut self, message: TaggedPacket) -> Result<(), Self::Error> {
+        self.writes.push_back(message);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.writes.pop_front()
+    }
+}
+
+impl Interceptor for RtxUnwrap {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+        if let Some(rtx) = info.ssrc_rtx {
+            self.repairs.insert(rtx, (info.ssrc, info.payload_type));
+        }
+    }
+    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+        if let Some(rtx) = info.ssrc_rtx {
+            self.repairs.remove(&rtx);
+        }
+    }
+}
+
 /// The SSRCs a keyframe request names: the down-tracks a subscriber wants a keyframe on.
 pub fn keyframe_request_ssrcs(
     packets: &[Box<dyn rtc::rtcp::Packet>],
@@ -239,5 +310,76 @@ impl Arrivals {
     /// How many so far.
     pub fn count(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rtc::interceptor::AttributedPacket;
+    use rtc::shared::TransportContext;
+
+    use super::*;
+
+    fn arriving(ssrc: u32, payload_type: u8, sequence_number: u16, payload: &[u8]) -> TaggedPacket {
+        TaggedPacket {
+            now: Instant::now(),
+            transport: TransportContext::default(),
+            message: AttributedPacket::new(Packet::Rtp(rtc::rtp::Packet {
+                header: rtc::rtp::Header {
+                    version: 2,
+                    ssrc,
+                    payload_type,
+                    sequence_number,
+                    ..Default::default()
+                },
+                payload: payload.to_vec().into(),
+            })),
+        }
+    }
+
+    fn passed(unwrap: &mut RtxUnwrap, packet: TaggedPacket) -> rtc::rtp::Packet {
+        unwrap.handle_read(packet).expect("every packet is taken");
+        match unwrap.poll_read().map(|read| read.message.packet) {
+            Some(Packet::Rtp(packet)) => packet,
+            _ => panic!("the packet goes on, as RTP"),
+        }
+    }
+
+    #[test]
+    fn a_repair_on_the_rtx_stream_goes_on_as_the_packet_it_repairs() {
+        let mut unwrap = RtxUnwrap::default();
+        unwrap.bind_remote_stream(&StreamInfo {
+            ssrc: 10,
+            payload_type: 96,
+            ssrc_rtx: Some(11),
+            payload_type_rtx: Some(97),
+            ..Default::default()
+        });
+        let repaired = passed(&mut unwrap, arriving(11, 97, 500, &[0x12, 0x34, 7, 8, 9]));
+        assert_eq!(
+            (
+                repaired.header.ssrc,
+                repaired.header.payload_type,
+                repaired.header.sequence_number
+            ),
+            (10, 96, 0x1234)
+        );
+        assert_eq!(&repaired.payload[..], &[7, 8, 9]);
+        let plain = passed(&mut unwrap, arriving(10, 96, 3, &[1, 2, 3]));
+        assert_eq!((plain.header.ssrc, plain.header.sequence_number), (10, 3));
+        assert_eq!(&plain.payload[..], &[1, 2, 3]);
+        let short = passed(&mut unwrap, arriving(11, 97, 501, &[1]));
+        assert_eq!(
+            (short.header.ssrc, short.payload.len()),
+            (11, 1),
+            "too short: as it came"
+        );
+        unwrap.unbind_remote_stream(&StreamInfo {
+            ssrc: 10,
+            ssrc_rtx: Some(11),
+            ..Default::default()
+        });
+        let unbound = passed(&mut unwrap, arriving(11, 97, 502, &[0, 1, 2]));
+        assert_eq!(unbound.header.ssrc, 11);
     }
 }

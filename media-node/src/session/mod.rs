@@ -4,7 +4,9 @@
 //! - [`setup`]: what every connection negotiates (codecs, feedback, header extensions) and its
 //!   interceptor chain;
 //! - [`interceptors`]: the node's own interceptors in that chain;
-//! - [`retransmission`]: the one of them that answers subscribers' NACKs.
+//! - [`retransmission`]: the one of them that answers subscribers' NACKs;
+//! - `sdp`: what the node reads from a client's offer (its simulcast layers) and changes in the
+//!   descriptions it sends (no RTX where it receives).
 //!
 //! Negotiation follows one rule that avoids glare: the client offers once, for what it sends;
 //! from then on only the node offers, one offer at a time, whenever the set of down-tracks has
@@ -12,6 +14,7 @@
 
 pub mod interceptors;
 pub mod retransmission;
+mod sdp;
 pub mod setup;
 
 use std::collections::HashMap;
@@ -47,6 +50,7 @@ use rustc_hash::FxHashMap;
 
 use self::interceptors::Arrivals;
 use self::retransmission::Repairs;
+use self::sdp::{offered_rids, without_rtx_where_receiving};
 use self::setup::{media_setup, rtp_codec};
 use crate::congestion::EstimateCell;
 use crate::congestion::probe::{PADDING_EXTENSION_ID, PADDING_FILL};
@@ -146,35 +150,6 @@ pub struct Session {
     pub resume_generation: u64,
     /// What the node's metrics last read of this connection's line.
     pub line_seen: crate::node::line::LineReading,
-}
-
-/// The rids each media section of an SDP sends (`a=rid:<id> send`), by mid, in order.
-fn offered_rids(sdp: &str) -> HashMap<String, Vec<String>> {
-    let mut sections = HashMap::new();
-    let mut mid: Option<String> = None;
-    let mut rids: Vec<String> = Vec::new();
-    let mut flush = |mid: &mut Option<String>, rids: &mut Vec<String>| {
-        if let Some(mid) = mid.take()
-            && !rids.is_empty()
-        {
-            sections.insert(mid, std::mem::take(rids));
-        }
-        rids.clear();
-    };
-    for line in sdp.lines().map(str::trim_end) {
-        if line.starts_with("m=") {
-            flush(&mut mid, &mut rids);
-        } else if let Some(value) = line.strip_prefix("a=mid:") {
-            mid = Some(value.to_owned());
-        } else if let Some(value) = line.strip_prefix("a=rid:") {
-            let mut parts = value.split_whitespace();
-            if let (Some(id), Some("send")) = (parts.next(), parts.next()) {
-                rids.push(id.to_owned());
-            }
-        }
-    }
-    flush(&mut mid, &mut rids);
-    sections
 }
 
 /// Reads the sources a client named for its media sections; unknown names are refused.
@@ -340,7 +315,7 @@ impl Session {
                 .map_err(Error::bad_sdp)?;
             let answer = pc.create_answer(None)?;
             pc.set_local_description(now, answer.clone())?;
-            Ok(answer.sdp)
+            Ok(without_rtx_where_receiving(&answer.sdp))
         })?;
         self.negotiation = Negotiation::Stable;
         self.sources = parsed_sources;
@@ -406,7 +381,7 @@ impl Session {
         let offer = guarded("creating an offer", || {
             let offer = pc.create_offer(None)?;
             pc.set_local_description(now, offer.clone())?;
-            Ok(offer.sdp)
+            Ok(without_rtx_where_receiving(&offer.sdp))
         })?;
         for down in self.down.values_mut() {
             down.in_offer = true;

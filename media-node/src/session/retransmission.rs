@@ -13,19 +13,23 @@
 //! retransmission is of any use to a receiver's jitter buffer, and memory now grows with what a
 //! participant receives, not with how many streams.
 //!
-//! The node negotiates no RTX, so a retransmission is the packet again, with its own SSRC and
-//! sequence number. Padding-only packets (the node's probes) are not kept: nobody needs them
-//! again. A NACK is answered with at most [`MOST_ANSWERED`] packets, and a stream is sent again
-//! at most as many packets in a second as it carried in its last (at least [`LEAST_ALLOWED`]), so
-//! that neither one report nor a flood of them makes the node send its memory again and again:
-//! real loss is a share of a stream, never more than all of it. What was sent again and what was asked for too
-//! late is counted into the connection's [`Repairs`], which the node's metrics read.
+//! To a subscriber that took RTX (RFC 4588) a retransmission goes on the stream's repair
+//! stream: its own SSRC, payload type and sequence numbers, the original sequence number before
+//! the payload. To one that did not, it is the packet again, with the original's SSRC
+//! and sequence number. Padding-only packets (the node's probes) are not kept: nobody needs
+//! them again. A NACK is answered with at most [`MOST_ANSWERED`] packets, and a stream is sent
+//! again at most as many packets in a second as it carried in its last (at least
+//! [`LEAST_ALLOWED`]), so that neither one report nor a flood of them makes the node send its
+//! memory again and again: real loss is a share of a stream, never more than all of it. What
+//! was sent again and what was asked for too late is counted into the connection's
+//! [`Repairs`], which the node's metrics read.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use rtc::interceptor::{
     Attribute, AttributedPacket, Interceptor, Packet, StreamInfo, TaggedPacket,
 };
@@ -50,10 +54,49 @@ struct Sent {
     packet: rtc::rtp::Packet,
 }
 
-/// What one stream sent in the last [`KEPT_FOR`], oldest first.
+/// A stream's repair stream, when its subscriber took RTX.
+struct Rtx {
+    ssrc: u32,
+    payload_type: u8,
+    /// The sequence number of the next repair.
+    sequence: u16,
+}
+
+impl Rtx {
+    /// The repair stream of a stream sent as `info` describes, if it has one.
+    fn of(info: &StreamInfo) -> Option<Self> {
+        let (ssrc, payload_type) = info.ssrc_rtx.zip(info.payload_type_rtx)?;
+        Some(Self {
+            ssrc,
+            payload_type,
+            // A random start, as for every RTP stream (RFC 3550).
+            sequence: treffpunkt_proto::random::u32() as u16,
+        })
+    }
+
+    /// `packet` as the next packet of the repair stream: the original's header on the repair
+    /// stream, its sequence number in front of its payload.
+    fn wrap(&mut self, packet: rtc::rtp::Packet) -> rtc::rtp::Packet {
+        let mut payload = BytesMut::with_capacity(2 + packet.payload.len());
+        payload.extend_from_slice(&packet.header.sequence_number.to_be_bytes());
+        payload.extend_from_slice(&packet.payload);
+        let mut header = packet.header;
+        header.ssrc = self.ssrc;
+        header.payload_type = self.payload_type;
+        header.sequence_number = self.sequence;
+        self.sequence = self.sequence.wrapping_add(1);
+        rtc::rtp::Packet {
+            header,
+            payload: payload.freeze(),
+        }
+    }
+}
+
+/// What one stream sent in the last [`KEPT_FOR`], oldest first, and where its repairs go.
 #[derive(Default)]
 struct Kept {
     sent: VecDeque<Sent>,
+    rtx: Option<Rtx>,
     /// Packets sent again since `resending_since`, a second at most ago.
     resent: usize,
     resending_since: Option<Instant>,
@@ -175,16 +218,19 @@ impl Retransmissions {
             if sent == most {
                 break;
             }
-            let Some(packet) = kept.find(sequence) else {
+            let Some(packet) = kept.find(sequence).cloned() else {
                 not_kept += 1;
                 continue;
+            };
+            let packet = match kept.rtx.as_mut() {
+                Some(rtx) => rtx.wrap(packet),
+                None => packet,
             };
             sent += 1;
             self.writes.push_back(TaggedPacket {
                 now,
                 transport: Default::default(),
-                message: AttributedPacket::new(Packet::Rtp(packet.clone()))
-                    .with(Attribute::Retransmission),
+                message: AttributedPacket::new(Packet::Rtp(packet)).with(Attribute::Retransmission),
             });
         }
         kept.resent += sent;
@@ -240,7 +286,11 @@ impl Interceptor for Retransmissions {
             .iter()
             .any(|feedback| feedback.typ == "nack" && feedback.parameter.is_empty());
         if nack {
-            self.streams.insert(info.ssrc, Kept::default());
+            let kept = Kept {
+                rtx: Rtx::of(info),
+                ..Kept::default()
+            };
+            self.streams.insert(info.ssrc, kept);
         }
     }
     fn unbind_local_stream(&mut self, info: &StreamInfo) {

@@ -7,9 +7,11 @@
 //! - receiver reports and transport-wide congestion control feedback for what the participant
 //!   sends; without them Chromium's send-side estimate collapses within seconds;
 //! - NACK generation towards the participant, and NACK answers from what each stream sent in
-//!   the last second ([`Retransmissions`]), so that loss is repaired per hop (and SRTP takes a
-//!   repair that comes up to [`SRTP_REPLAY_WINDOW`] packets late, and seals one under the only
-//!   profile for which that is safe, [`SRTP_PROFILES`]);
+//!   the last second ([`Retransmissions`]), so that loss is repaired per hop: to a subscriber
+//!   as RTX (RFC 4588) where it took the format the node offers ([`rtx_parameters`]), from a
+//!   publisher as the packet again (the node answers no RTX: `rtc` 0.21 drops the RTX of
+//!   simulcast layers), which SRTP takes up to [`SRTP_REPLAY_WINDOW`] packets late and which
+//!   only the profile the node agrees to makes safe ([`SRTP_PROFILES`]);
 //! - sender reports and the node's own transport-wide sequence numbers for what the node sends:
 //!   each leg has its own sequence, the publisher's numbers are never passed on;
 //! - congestion control on what the node sends: the subscriber's transport-wide feedback feeds
@@ -30,7 +32,7 @@ use rtc::peer_connection::configuration::interceptor_registry::{
     configure_nack, configure_rtcp_reports, configure_twcc,
 };
 use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8, MediaEngine,
 };
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
@@ -41,7 +43,7 @@ use rtc::shared::error::Error as RtcError;
 use super::interceptors::{self, Arrivals, KeyframeRequests, WireTap};
 use super::retransmission::{Repairs, Retransmissions};
 use crate::congestion::{AudioFirstPacer, DownlinkEstimator, EstimateCell};
-use crate::core::Codec;
+use crate::core::{Codec, MediaKind};
 
 /// Opus, as browsers offer it: in-band FEC on. (DTX is the web client's request: `rtc` answers
 /// with the offer's parameters, so the client adds `usedtx=1` to what it applies.)
@@ -64,14 +66,15 @@ pub const SRTP_REPLAY_WINDOW: usize = 1_024;
 ///
 /// Without RTX a repair is the packet again under its SSRC and sequence number, so under the
 /// same SRTP packet index, and its header differs from the original's (the leg's transport-wide
-/// sequence number is new: the node's chain stamps each packet it sends, browsers do the same).
+/// sequence number is new: `rtc`'s chain stamps each packet it sends, browsers do the same).
+/// Publishers repair so, since the node answers them no RTX, and so does the node towards a
+/// subscriber that did not take RTX.
 /// Under AES-GCM the index is the nonce, and two different messages sealed under one nonce let
 /// whoever records both work out the authentication key (GCM's "forbidden attack"); from then
 /// on, someone on the path can alter any packet of that direction without its being noticed.
 /// Under counter mode the same index gives the same key stream over the same payload, so the
 /// repair's encrypted payload is the original's and nothing is revealed; the HMAC covers the
-/// new header. This holds both ways: browsers repair on the same index too, because the node
-/// negotiates no RTX.
+/// new header.
 pub const SRTP_PROFILES: [SrtpProtectionProfile; 1] =
     [SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80];
 
@@ -92,6 +95,38 @@ pub fn rtp_codec(codec: Codec) -> RTCRtpCodec {
     }
 }
 
+/// The payload type the node registers a forwarded codec under.
+fn payload_type(codec: Codec) -> u8 {
+    match codec {
+        Codec::Opus => 111,
+        Codec::Vp8 => 96,
+        Codec::H264 => 102,
+    }
+}
+
+/// A forwarded codec as the node registers it, with its payload type.
+fn codec_parameters(codec: Codec) -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: rtp_codec(codec),
+        payload_type: payload_type(codec),
+    }
+}
+
+/// The RTX format (RFC 4588) that carries repairs of a video codec's packets to subscribers: the
+/// payload type after the codec's. Audio has none: the node does not repair audio.
+pub fn rtx_parameters(codec: Codec) -> Option<RTCRtpCodecParameters> {
+    (codec.kind() == MediaKind::Video).then(|| RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: MIME_TYPE_RTX.to_owned(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: format!("apt={}", payload_type(codec)),
+            rtcp_feedback: Vec::new(),
+        },
+        payload_type: payload_type(codec) + 1,
+    })
+}
+
 /// The media engine and interceptor chain of one connection; its downlink estimate is published
 /// into `estimate`, what authenticated is counted into `arrivals`, and what it sent again into
 /// `repairs`.
@@ -101,18 +136,15 @@ pub fn media_setup(
     repairs: Repairs,
 ) -> Result<(MediaEngine, Registry), RtcError> {
     let mut engine = MediaEngine::default();
-    for (codec, payload_type, kind) in [
-        (Codec::Opus, 111, RtpCodecKind::Audio),
-        (Codec::Vp8, 96, RtpCodecKind::Video),
-        (Codec::H264, 102, RtpCodecKind::Video),
-    ] {
-        engine.register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: rtp_codec(codec),
-                payload_type,
-            },
-            kind,
-        )?;
+    for codec in [Codec::Opus, Codec::Vp8, Codec::H264] {
+        let kind = match codec.kind() {
+            MediaKind::Audio => RtpCodecKind::Audio,
+            MediaKind::Video => RtpCodecKind::Video,
+        };
+        engine.register_codec(codec_parameters(codec), kind)?;
+        if let Some(rtx) = rtx_parameters(codec) {
+            engine.register_codec(rtx, kind)?;
+        }
     }
     for (uri, kind) in [
         (SDES_MID_URI, RtpCodecKind::Audio),

@@ -183,24 +183,35 @@ fn lost_packets_are_asked_for_again_and_arrive() {
     let anna_address = net.peers[anna].address;
     let ben_address = net.peers[ben].address;
     let video_ssrc = net.peers[anna].video_ssrcs()[0];
-    // One video packet lost on anna's uplink, then one on ben's downlink.
-    let (mut up_lost, mut down_lost) = (false, false);
+    // One video packet lost on anna's uplink, then one on ben's downlink; what each line carried
+    // under the index (SSRC and sequence number) of its lost packet afterwards is noted.
+    let (mut up_lost, mut down_lost) = (None, None);
+    let again = std::rc::Rc::new(std::cell::Cell::new((0u32, 0u32)));
+    let noted = again.clone();
     net.lose(move |direction, peer, bytes| {
-        let Some((ssrc, _)) = rtp_header(bytes) else {
+        let Some(index) = rtp_header(bytes) else {
             return false;
         };
-        match direction {
-            Direction::Up if peer == anna_address && ssrc == video_ssrc && !up_lost => {
-                up_lost = true;
+        let up = match direction {
+            Direction::Up if peer == anna_address && index.0 == video_ssrc => true,
+            Direction::Down if peer == ben_address && bytes.len() > 180 && up_lost.is_some() => {
+                false
+            }
+            _ => return false,
+        };
+        let lost = if up { &mut up_lost } else { &mut down_lost };
+        match lost {
+            None => {
+                *lost = Some(index);
                 true
             }
-            Direction::Down
-                if peer == ben_address && bytes.len() > 180 && up_lost && !down_lost =>
-            {
-                down_lost = true;
-                true
+            Some(lost) => {
+                if *lost == index {
+                    let (up_again, down_again) = noted.get();
+                    noted.set((up_again + u32::from(up), down_again + u32::from(!up)));
+                }
+                false
             }
-            _ => false,
         }
     });
     let before = net.peers[ben].from("p-anna", Video).len();
@@ -220,6 +231,14 @@ fn lost_packets_are_asked_for_again_and_arrive() {
         indices.windows(2).all(|pair| pair[1] == pair[0] + 1),
         "every packet arrived in the end: {indices:?}"
     );
+    // Ben took RTX, so the node's repair went on the repair stream; Anna was answered no RTX,
+    // so hers came under the lost packet's own index.
+    let (up_again, down_again) = again.get();
+    assert!(
+        up_again >= 1,
+        "Anna sent her lost packet again under its index"
+    );
+    assert_eq!(down_again, 0, "the node's repair went on Ben's RTX stream");
 }
 
 /// Anna and Ben in a call, until Ben's page vanishes from the network and the node notices.

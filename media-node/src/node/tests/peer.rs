@@ -34,9 +34,9 @@ use treffpunkt_proto::v1::{self, signal::Kind};
 
 use crate::core::{Codec, vp8};
 use crate::session::interceptors::{
-    KEYFRAME_REQUESTS_SLOT, KeyframeRequests, keyframe_request_ssrcs,
+    KEYFRAME_REQUESTS_SLOT, KeyframeRequests, RTX_UNWRAP_SLOT, RtxUnwrap, keyframe_request_ssrcs,
 };
-use crate::session::setup::rtp_codec;
+use crate::session::setup::{rtp_codec, rtx_parameters};
 
 /// The simulcast layers a camera sends: rid, picture height, bytes per frame (about 50, 100
 /// and 200 kbit/s at 30 frames a second: small, so that every line in these tests carries all
@@ -456,6 +456,11 @@ fn connection(now: Instant, address: SocketAddr) -> RTCPeerConnection {
             .register_codec(parameters, kind)
             .expect("a codec registers");
     }
+    // RTX, as browsers offer it: the node answers it only where it sends.
+    let rtx = rtx_parameters(Codec::Vp8).expect("video has an RTX format");
+    engine
+        .register_codec(rtx, RtpCodecKind::Video)
+        .expect("RTX registers");
     for uri in [SDES_MID_URI, SDES_RTP_STREAM_ID_URI] {
         let capability = RTCRtpHeaderExtensionCapability {
             uri: uri.to_owned(),
@@ -469,7 +474,8 @@ fn connection(now: Instant, address: SocketAddr) -> RTCPeerConnection {
         .with(
             Slot::from(KEYFRAME_REQUESTS_SLOT),
             KeyframeRequests::default(),
-        );
+        )
+        .with(Slot::from(RTX_UNWRAP_SLOT), RtxUnwrap::default());
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_ice_connection_attempts(Some(Duration::from_millis(50)), Some(28))

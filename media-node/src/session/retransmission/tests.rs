@@ -259,3 +259,44 @@ fn a_thumbnail_may_be_sent_again_in_full_once_a_second() {
     let recent: Vec<u16> = (60..120).collect();
     assert_eq!(answered(&mut responder, later, &recent).len(), 60);
 }
+
+#[test]
+fn a_subscriber_that_took_rtx_gets_its_repairs_on_the_repair_stream() {
+    const REPAIRS: u32 = 8;
+    let mut responder = Retransmissions::default();
+    responder.bind_local_stream(&StreamInfo {
+        ssrc_rtx: Some(REPAIRS),
+        payload_type_rtx: Some(97),
+        ..with_nack(VIDEO)
+    });
+    let start = Instant::now();
+    let now = send(
+        &mut responder,
+        start,
+        Duration::from_millis(1),
+        (VIDEO, 65_530, 20),
+    );
+    responder
+        .handle_read(nack(now, VIDEO, &[65_533, 2]))
+        .expect("the responder takes every NACK");
+    let repairs: Vec<rtc::rtp::Packet> = std::iter::from_fn(|| responder.poll_write())
+        .map(|sent| match sent.message.packet {
+            Packet::Rtp(packet) => packet,
+            _ => panic!("a retransmission is RTP"),
+        })
+        .collect();
+    assert_eq!(repairs.len(), 2);
+    for (repair, original) in repairs.iter().zip([65_533u16, 2]) {
+        assert_eq!(repair.header.ssrc, REPAIRS);
+        assert_eq!(repair.header.payload_type, 97);
+        // The original sequence number, then the original payload (which repeats it).
+        assert_eq!(&repair.payload[..2], &original.to_be_bytes()[..]);
+        assert_eq!(&repair.payload[2..4], &original.to_be_bytes()[..]);
+        assert_eq!(repair.payload.len(), 1002);
+    }
+    assert_eq!(
+        repairs[1].header.sequence_number,
+        repairs[0].header.sequence_number.wrapping_add(1),
+        "the repair stream numbers its own packets"
+    );
+}
