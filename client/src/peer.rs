@@ -27,7 +27,7 @@ use treffpunkt_media_node::core::Codec;
 use treffpunkt_media_node::session::interceptors::{
     KEYFRAME_REQUESTS_SLOT, KeyframeRequests, RTX_UNWRAP_SLOT, RtxUnwrap,
 };
-use treffpunkt_media_node::session::setup::rtx_parameters;
+use treffpunkt_media_node::session::setup::{payload_type, rtx_parameters};
 use treffpunkt_proto::random;
 use webrtc::media_stream::MediaStreamTrack;
 use webrtc::media_stream::track_local::TrackLocal;
@@ -177,14 +177,14 @@ pub(crate) struct Offer {
 /// on it) and the mid and rid extensions on video.
 fn media_engine() -> Result<MediaEngine> {
     let mut engine = MediaEngine::default();
-    for (kind, rtp_kind, payload_type) in [
-        (Kind::Audio, RtpCodecKind::Audio, 111),
-        (Kind::Video, RtpCodecKind::Video, 96),
+    for (kind, rtp_kind, forwarded) in [
+        (Kind::Audio, RtpCodecKind::Audio, Codec::Opus),
+        (Kind::Video, RtpCodecKind::Video, Codec::Vp8),
     ] {
         engine.register_codec(
             RTCRtpCodecParameters {
                 rtp_codec: codec(kind),
-                payload_type,
+                payload_type: payload_type(forwarded),
             },
             rtp_kind,
         )?;

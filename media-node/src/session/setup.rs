@@ -95,8 +95,9 @@ pub fn rtp_codec(codec: Codec) -> RTCRtpCodec {
     }
 }
 
-/// The payload type the node registers a forwarded codec under.
-fn payload_type(codec: Codec) -> u8 {
+/// The payload type the node registers a forwarded codec under (and the clients of the tests
+/// too, so that an RTX format's `apt` names their codec).
+pub fn payload_type(codec: Codec) -> u8 {
     match codec {
         Codec::Opus => 111,
         Codec::Vp8 => 96,
@@ -105,7 +106,7 @@ fn payload_type(codec: Codec) -> u8 {
 }
 
 /// A forwarded codec as the node registers it, with its payload type.
-fn codec_parameters(codec: Codec) -> RTCRtpCodecParameters {
+pub fn codec_parameters(codec: Codec) -> RTCRtpCodecParameters {
     RTCRtpCodecParameters {
         rtp_codec: rtp_codec(codec),
         payload_type: payload_type(codec),

@@ -24,8 +24,7 @@ use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
 use rtc::sdp::extmap::{SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
@@ -36,7 +35,7 @@ use crate::core::{Codec, vp8};
 use crate::session::interceptors::{
     KEYFRAME_REQUESTS_SLOT, KeyframeRequests, RTX_UNWRAP_SLOT, RtxUnwrap, keyframe_request_ssrcs,
 };
-use crate::session::setup::{rtp_codec, rtx_parameters};
+use crate::session::setup::{codec_parameters, rtp_codec, rtx_parameters};
 
 /// The simulcast layers a camera sends: rid, picture height, bytes per frame (about 50, 100
 /// and 200 kbit/s at 30 frames a second: small, so that every line in these tests carries all
@@ -444,16 +443,12 @@ fn stream(ssrc: u32, rid: Option<&'static str>, layer: u8) -> Outgoing {
 /// requests handed to the application, and one host candidate at `address`.
 fn connection(now: Instant, address: SocketAddr) -> RTCPeerConnection {
     let mut engine = MediaEngine::default();
-    for (codec, payload_type, kind) in [
-        (Codec::Opus, 111, RtpCodecKind::Audio),
-        (Codec::Vp8, 96, RtpCodecKind::Video),
+    for (codec, kind) in [
+        (Codec::Opus, RtpCodecKind::Audio),
+        (Codec::Vp8, RtpCodecKind::Video),
     ] {
-        let parameters = RTCRtpCodecParameters {
-            rtp_codec: rtp_codec(codec),
-            payload_type,
-        };
         engine
-            .register_codec(parameters, kind)
+            .register_codec(codec_parameters(codec), kind)
             .expect("a codec registers");
     }
     // RTX, as browsers offer it: the node answers it only where it sends.
