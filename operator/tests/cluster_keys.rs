@@ -88,7 +88,11 @@ async fn the_leader_rotates_the_keys_in_three_steps_and_the_replica_follows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_of_an_earlier_version_gets_what_it_lacks_and_keeps_its_keys() {
     let name = unique("old-keys");
-    let secrets = Api::<Secret>::namespaced(admin().await, PLATFORM);
+    let client = admin().await;
+    // The Secret is made before any operator runs, so the platform's namespace may not be
+    // there yet (on a test environment just started, this test can be the first to need it).
+    support::ensure_namespace(&client, PLATFORM).await;
+    let secrets = Api::<Secret>::namespaced(client, PLATFORM);
     // As the first releases made it: the keys and the admin token, no authority, no metrics
     // token.
     let made: std::collections::BTreeMap<String, ByteString> = [

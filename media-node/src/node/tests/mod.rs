@@ -114,9 +114,13 @@ pub struct Net {
     stalled: u32,
     /// How many participants a room admits.
     pub room_limit: u32,
-    /// Time spent in the nodes' own calls (datagrams, timers, polls), without the peers' or
-    /// the network's: what forwarding costs the node, for the benchmarks.
+    /// Time spent in the nodes' own calls (commands, datagrams, timers, polls), without the
+    /// peers' or the network's: what forwarding and signalling cost the node, for the
+    /// benchmarks.
     pub node_busy: Duration,
+    /// The part of [`Self::node_busy`] spent on the control plane's commands: admissions and
+    /// signals, with the offers they make the node send.
+    pub node_commands: Duration,
     /// RTP packets the nodes sent to participants.
     pub rtp_down: u64,
 }
@@ -146,6 +150,7 @@ impl Net {
             stalled: 0,
             room_limit: 10,
             node_busy: Duration::ZERO,
+            node_commands: Duration::ZERO,
             rtp_down: 0,
         }
     }
@@ -183,7 +188,6 @@ impl Net {
     pub fn link(&mut self, link: crate::core::LinkId, a: usize, b: usize) {
         let key: [u8; 32] = std::array::from_fn(|index| index as u8 ^ link.0 as u8);
         self.links.insert(link, (a, b));
-        let now = self.now;
         for (this, other, first) in [(a, b, true), (b, a, false)] {
             let spec = super::LinkSpec {
                 link,
@@ -193,7 +197,7 @@ impl Net {
                 first,
                 peer_node: format!("node-{other}"),
             };
-            self.node_mut(this).command(now, Command::OpenLink(spec));
+            self.command(this, Command::OpenLink(spec));
         }
         self.exchange();
     }
@@ -213,8 +217,7 @@ impl Net {
         let admission = self.admission(&peer, name, &format!("p-{name}"), "");
         self.placed.insert(peer.session_id.clone(), node);
         self.peers.push(peer);
-        let now = self.now;
-        self.node_mut(node).command(now, Command::Open(admission));
+        self.command(node, Command::Open(admission));
         self.exchange();
         index
     }
@@ -289,7 +292,7 @@ impl Net {
         let peer = TestPeer::new(name, address, publish);
         let admission = admit(self, &peer);
         self.peers.push(peer);
-        self.node.command(self.now, Command::Open(admission));
+        self.command(0, Command::Open(admission));
         self.exchange();
         index
     }
@@ -298,15 +301,24 @@ impl Net {
     pub fn signal(&mut self, index: usize, kind: v1::signal::Kind) {
         let session_id = self.peers[index].session_id.clone();
         let signal = v1::Signal::new(kind);
-        let (now, node) = (self.now, self.node_of(index));
-        self.node_mut(node)
-            .command(now, Command::Signal { session_id, signal });
+        let node = self.node_of(index);
+        self.command(node, Command::Signal { session_id, signal });
         self.exchange();
     }
 
     /// Loses the datagrams `rule` picks from now on.
     pub fn lose(&mut self, rule: impl FnMut(Direction, SocketAddr, &[u8]) -> bool + 'static) {
         self.loss = Some(Box::new(rule));
+    }
+
+    /// Hands `command` to node `number` as the control link would, counting the node's time.
+    fn command(&mut self, number: usize, command: Command) {
+        let now = self.now;
+        let started = Instant::now();
+        self.node_mut(number).command(now, command);
+        let spent = started.elapsed();
+        self.node_busy += spent;
+        self.node_commands += spent;
     }
 
     /// Runs the call for `duration` of virtual time.
@@ -485,7 +497,7 @@ impl Net {
                         session_id,
                         signal: reply,
                     };
-                    self.node_mut(from).command(now, command);
+                    self.command(from, command);
                 }
             }
             Event::Closed {
@@ -505,9 +517,7 @@ impl Net {
                 let wire = crate::control::relay::to_wire(link, message);
                 let (link, message) =
                     crate::control::relay::from_wire(wire).expect("a node's own messages parse");
-                let now = self.now;
-                self.node_mut(to)
-                    .command(now, Command::Relayed { link, message });
+                self.command(to, Command::Relayed { link, message });
             }
             Event::Load(_) | Event::Draining { .. } => {}
         }
