@@ -8,9 +8,12 @@
 //! - `signalling`: the node's time in the control plane's commands: the joiner's admission and
 //!   offer (the node's answer), everyone's answers to the node's offers, and the offers those
 //!   commands make the node send (one to each participant already in the room, listing the
-//!   joiner's tracks beside everyone else's, and one to the joiner listing everyone's);
+//!   joiner's tracks beside everyone else's, and one to the joiner listing everyone's; the
+//!   offers the node keeps for a later turn of its loop count under `node` only);
 //! - `node`: all of the node's time from the join until everyone received everyone's video,
 //!   forwarding and timers included;
+//! - `longest call`: the longest of the node's calls in that time (a command, a datagram, a
+//!   timer): how long a live node's loop forwarded nothing at a stretch;
 //! - `until heard` and `until seen`: virtual time from the join until everyone received
 //!   everyone's audio, and everyone's video (ICE's and DTLS's pace, the network's 1 ms each
 //!   way, the node's wait for a keyframe and for room in a new line's estimate; no CPU time
@@ -42,6 +45,7 @@ const JOIN_LIMIT: Duration = Duration::from_secs(10);
 struct Join {
     signalling: Duration,
     node: Duration,
+    longest_call: Duration,
     until_heard: Duration,
     until_met: Duration,
     largest_offer: usize,
@@ -96,6 +100,7 @@ fn form_meeting(participants: usize) -> Result<Vec<Join>, String> {
     for joiner in 0..participants {
         let seen: Vec<usize> = net.peers.iter().map(|peer| peer.signals.len()).collect();
         let (commands, busy, at) = (net.node_commands, net.node_busy, net.now);
+        net.node_longest_call = Duration::ZERO;
         let index = net.join(&joiner.to_string(), Publish::Plain);
         let everyone =
             |kind| move |net: &Net| (0..index).all(|earlier| met(net, earlier, index, kind));
@@ -116,6 +121,7 @@ fn form_meeting(participants: usize) -> Result<Vec<Join>, String> {
         joins.push(Join {
             signalling: net.node_commands - commands,
             node: net.node_busy - busy,
+            longest_call: net.node_longest_call,
             until_heard: until[0],
             until_met: until[1],
             largest_offer: largest_offer(&net, &seen),
@@ -166,10 +172,10 @@ fn main() {
          each)\n"
     );
     println!(
-        "| join | node's signalling ms | node ms | until heard ms | until seen ms | largest offer \
-         bytes |"
+        "| join | node's signalling ms | node ms | longest call ms | until heard ms | until seen \
+         ms | largest offer bytes |"
     );
-    println!("|--:|--:|--:|--:|--:|--:|");
+    println!("|--:|--:|--:|--:|--:|--:|--:|");
     for join in 0..participants {
         let number = join + 1;
         let shown = number <= 2 || number == participants || number.is_power_of_two();
@@ -180,9 +186,10 @@ fn main() {
             median(measured.iter().map(|round| value(&round[join])).collect())
         };
         println!(
-            "| {number} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} |",
+            "| {number} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} |",
             of(|j| ms(j.signalling)),
             of(|j| ms(j.node)),
+            of(|j| ms(j.longest_call)),
             of(|j| ms(j.until_heard)),
             of(|j| ms(j.until_met)),
             of(|j| j.largest_offer as f64),

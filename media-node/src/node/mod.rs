@@ -16,8 +16,9 @@
 //! drive the node on a virtual clock with `rtc` peers in memory. Inside, each input goes to the
 //! session concerned (an `rtc` connection, [`crate::session`]) or to the core; the node polls what
 //! comes out, hands media and events to the core (`media`), carries out what the core decides
-//! (`decisions`), and at the end of the input collects every datagram the touched sessions want
-//! to send. The parts:
+//! (`decisions`), and at the end of the input makes the offers that are due (a few per input,
+//! the rest at the next turns, so that a join into a large room does not hold up forwarding)
+//! and collects every datagram the touched sessions want to send. The parts:
 //!
 //! - `commands`: what the control plane asks: open, signal, close, resume, drain;
 //! - `media`: datagrams and timers into the sessions, their media and keyframe requests into
@@ -62,6 +63,11 @@ pub use relay::LinkSpec;
 
 /// How often housekeeping runs and load is reported.
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+/// The offers the node makes at the end of one input. A join changes what every participant in
+/// the room receives, and each offer lists every track in the room, so that a join into a room
+/// of 16 took the loop about 14 ms at a stretch when all offers were made at once (the
+/// `joining` benchmark); a few at each turn let the loop forward between them.
+pub const OFFERS_PER_TURN: usize = 2;
 
 /// A participant admitted by the control plane (its grant already checked).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -250,6 +256,13 @@ pub struct Node {
     timers: BinaryHeap<Reverse<(Instant, PeerId)>>,
     /// Sessions touched by the current input.
     touched: Vec<PeerId>,
+    /// Sessions whose offer is due, oldest first: [`OFFERS_PER_TURN`] are made at the end of
+    /// each input, the rest at the next turns of the loop (see [`Self::poll_timeout`]).
+    offers_due: VecDeque<PeerId>,
+    /// When the offers still due became due: the loop's next turn, for [`Self::poll_timeout`].
+    offers_pending_since: Option<Instant>,
+    /// Offers made so far.
+    offers_made: u64,
     /// Sessions that ended and still have goodbyes to send.
     closing: Vec<Session>,
     /// Reused by the hot path: subscribers and rewritten headers of one packet.
@@ -303,6 +316,9 @@ impl Node {
             next_peer: 0,
             timers: BinaryHeap::new(),
             touched: Vec::new(),
+            offers_due: VecDeque::new(),
+            offers_pending_since: None,
+            offers_made: 0,
             closing: Vec::new(),
             fanout: Vec::new(),
             links: FxHashMap::default(),
@@ -405,6 +421,7 @@ impl Node {
         }
         let session = self.timers.peek().map(|Reverse((at, _))| *at);
         [
+            self.offers_pending_since,
             session,
             self.core.poll_timeout(),
             Some(self.next_housekeeping),
@@ -412,6 +429,11 @@ impl Node {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// How many offers the node has made to its participants.
+    pub fn offers_made(&self) -> u64 {
+        self.offers_made
     }
 
     /// Whether the node has drained: its run loop may end.
@@ -491,26 +513,43 @@ impl Node {
         self.touched.push(peer);
     }
 
-    /// The end of every input: creates due offers, collects what the touched sessions want to
-    /// send, and schedules their next timeouts.
+    /// The end of every input: creates up to [`OFFERS_PER_TURN`] of the due offers, collects
+    /// what the touched sessions want to send, and schedules their next timeouts.
     fn settle(&mut self, now: Instant) {
         let mut touched = std::mem::take(&mut self.touched);
         touched.sort_unstable();
         touched.dedup();
         for peer in &touched {
-            let offer = match self.sessions.get_mut(peer) {
+            if self.sessions.get(peer).is_some_and(Session::offer_due)
+                && !self.offers_due.contains(peer)
+            {
+                self.offers_due.push_back(*peer);
+            }
+        }
+        let mut made = 0;
+        while made < OFFERS_PER_TURN
+            && let Some(peer) = self.offers_due.pop_front()
+        {
+            let offer = match self.sessions.get_mut(&peer) {
                 Some(session) => session.offer_if_needed(now),
                 None => continue,
             };
             match offer {
                 Ok(Some(sdp)) => {
+                    made += 1;
+                    self.offers_made += 1;
                     tracing::debug!(?peer, "the node offers");
-                    self.signal(*peer, offer_signal(sdp));
+                    self.signal(peer, offer_signal(sdp));
+                    touched.push(peer);
                 }
                 Ok(None) => {}
                 Err(error) => tracing::warn!(%error, "could not create an offer"),
             }
         }
+        self.offers_pending_since = match self.offers_due.is_empty() {
+            true => None,
+            false => Some(self.offers_pending_since.unwrap_or(now)),
+        };
         for peer in &touched {
             let Some(session) = self.sessions.get_mut(peer) else {
                 continue;

@@ -372,9 +372,14 @@ impl Session {
         tracks
     }
 
+    /// Whether an offer is due: down-tracks changed and nothing is in flight.
+    pub fn offer_due(&self) -> bool {
+        self.needs_offer && self.negotiation == Negotiation::Stable
+    }
+
     /// Creates the node's offer if one is due: down-tracks changed and nothing is in flight.
     pub fn offer_if_needed(&mut self, now: Instant) -> Result<Option<String>> {
-        if !self.needs_offer || self.negotiation != Negotiation::Stable {
+        if !self.offer_due() {
             return Ok(None);
         }
         let pc = &mut self.pc;

@@ -141,6 +141,54 @@ fn a_joiner_is_negotiated_with_the_others_once_and_before_its_media_flows() {
 }
 
 #[test]
+fn a_join_is_offered_to_the_others_a_few_at_a_time_and_everyone_meets() {
+    let mut net = Net::new(10);
+    let names = ["anna", "ben", "carla", "dora", "emil", "fritz"];
+    let mut joined = Vec::new();
+    for (number, name) in names.iter().enumerate() {
+        net.most_offers_in_one_call = 0;
+        let made = net.node.offers_made();
+        let before: Vec<usize> = joined
+            .iter()
+            .map(|&index| offers(&net, index).len())
+            .collect();
+        let joiner = net.join(name, Publish::Plain);
+        let everyone_met = |net: &Net| {
+            joined.iter().all(|&earlier| {
+                has_media(net, earlier, &format!("p-{name}"), 5, 3)
+                    && has_media(net, joiner, &format!("p-{}", names[earlier]), 5, 3)
+            })
+        };
+        assert!(
+            net.run_until(Duration::from_secs(6), everyone_met),
+            "{name} and everyone before hear and see each other"
+        );
+        // Everyone already there is offered the joiner's tracks, and the joiner everyone's.
+        assert!(
+            net.node.offers_made() - made >= number as u64 + u64::from(number > 0),
+            "{name}'s join makes an offer to each participant"
+        );
+        for (&earlier, before) in joined.iter().zip(before) {
+            let asked = &offers(&net, earlier)[before..];
+            assert!(
+                asked
+                    .iter()
+                    .any(|offer| offer.contains(&format!("p-{name}"))),
+                "{} is offered {name}'s tracks",
+                names[earlier]
+            );
+        }
+        assert!(
+            net.most_offers_in_one_call <= crate::node::OFFERS_PER_TURN as u64,
+            "no call of the node makes more than {} offers (the join of {name}: {})",
+            crate::node::OFFERS_PER_TURN,
+            net.most_offers_in_one_call
+        );
+        joined.push(joiner);
+    }
+}
+
+#[test]
 fn a_subscriber_gets_the_simulcast_layer_for_the_size_it_shows() {
     let mut net = Net::new(10);
     net.join("anna", Publish::Simulcast);

@@ -121,6 +121,11 @@ pub struct Net {
     /// The part of [`Self::node_busy`] spent on the control plane's commands: admissions and
     /// signals, with the offers they make the node send.
     pub node_commands: Duration,
+    /// The longest of the nodes' calls: what a live node's loop forwarded nothing for at a
+    /// stretch (reset it to measure a stretch of the call).
+    pub node_longest_call: Duration,
+    /// The most offers one call of a node made (a command or a turn of its timers).
+    pub most_offers_in_one_call: u64,
     /// RTP packets the nodes sent to participants.
     pub rtp_down: u64,
 }
@@ -151,6 +156,8 @@ impl Net {
             room_limit: 10,
             node_busy: Duration::ZERO,
             node_commands: Duration::ZERO,
+            node_longest_call: Duration::ZERO,
+            most_offers_in_one_call: 0,
             rtp_down: 0,
         }
     }
@@ -311,13 +318,33 @@ impl Net {
         self.loss = Some(Box::new(rule));
     }
 
+    /// Counts `spent` in one call of a node towards its time.
+    fn count_node_time(&mut self, spent: Duration) {
+        self.node_busy += spent;
+        self.node_longest_call = self.node_longest_call.max(spent);
+    }
+
+    /// The offers all nodes have made so far.
+    fn offers_made(&self) -> u64 {
+        self.node.offers_made()
+            + self
+                .more_nodes
+                .iter()
+                .map(|(_, n)| n.offers_made())
+                .sum::<u64>()
+    }
+
     /// Hands `command` to node `number` as the control link would, counting the node's time.
     fn command(&mut self, number: usize, command: Command) {
         let now = self.now;
+        let offers = self.offers_made();
         let started = Instant::now();
         self.node_mut(number).command(now, command);
         let spent = started.elapsed();
-        self.node_busy += spent;
+        self.most_offers_in_one_call = self
+            .most_offers_in_one_call
+            .max(self.offers_made() - offers);
+        self.count_node_time(spent);
         self.node_commands += spent;
     }
 
@@ -390,6 +417,7 @@ impl Net {
             let Some(datagram) = self.datagrams.remove(&id) else {
                 continue;
             };
+            let offers = self.offers_made();
             let node = if datagram.to == self.node_address {
                 Some(&mut self.node)
             } else {
@@ -401,20 +429,27 @@ impl Net {
             if let Some(node) = node {
                 let started = Instant::now();
                 node.datagram(now, now, datagram.from, &datagram.bytes);
-                self.node_busy += started.elapsed();
+                self.count_node_time(started.elapsed());
+                self.most_offers_in_one_call = self
+                    .most_offers_in_one_call
+                    .max(self.offers_made() - offers);
             } else if let Some(peer) = self.peers.iter_mut().find(|p| p.address == datagram.to) {
                 peer.datagram(now, datagram.from, &datagram.bytes);
             }
         }
         self.send_flood(now);
-        let started = Instant::now();
         for number in 0..self.node_count() {
+            let offers = self.offers_made();
+            let started = Instant::now();
             let node = self.node_mut(number);
             if node.poll_timeout().is_some_and(|at| at <= now) {
                 node.handle_timeout(now);
             }
+            self.count_node_time(started.elapsed());
+            self.most_offers_in_one_call = self
+                .most_offers_in_one_call
+                .max(self.offers_made() - offers);
         }
-        self.node_busy += started.elapsed();
         for peer in &mut self.peers {
             if peer.poll_timeout().is_some_and(|at| at <= now) {
                 peer.handle_timeout(now);
@@ -434,7 +469,9 @@ impl Net {
                 flood.sent += 1;
                 let started = Instant::now();
                 self.node.datagram(now, now, from, &bytes);
-                self.node_busy += started.elapsed();
+                let spent = started.elapsed();
+                self.node_busy += spent;
+                self.node_longest_call = self.node_longest_call.max(spent);
             }
             flood.next += Duration::from_millis(1);
         }
@@ -455,7 +492,7 @@ impl Net {
                 let node = self.node_mut(number);
                 transmits.extend(std::iter::from_fn(|| node.poll_transmit()));
                 events.extend(std::iter::from_fn(|| node.poll_event()));
-                self.node_busy += started.elapsed();
+                self.count_node_time(started.elapsed());
                 quiet &= transmits.is_empty() && events.is_empty();
                 for transmit in transmits.drain(..) {
                     let to = transmit.destination;
