@@ -36,6 +36,9 @@ use rtc::shared::marshal::{Marshal, Unmarshal};
 use rtc::srtp::context::Context;
 use rtc::srtp::protection_profile::ProtectionProfile;
 use treffpunkt_media_node::node::tests::Net;
+
+mod common;
+use common::{median, numbers};
 use treffpunkt_media_node::node::tests::peer::Publish;
 
 /// The allocator of the binaries that forward media, so that the node is measured as it runs.
@@ -66,10 +69,7 @@ struct Shape {
 /// The shape from the command line (numbers only: the options cargo adds are skipped), or why
 /// it cannot be measured.
 fn shape() -> Result<Shape, String> {
-    let arguments: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|argument| argument.parse().ok())
-        .collect();
+    let arguments = numbers();
     let at = |index: usize, default: usize| arguments.get(index).copied().unwrap_or(default);
     let shape = Shape {
         subscribers: at(0, 10),
@@ -268,11 +268,6 @@ fn sendto_round(bytes: usize) -> f64 {
     stop.store(true, Ordering::Relaxed);
     let _ = drain.join();
     elapsed.as_secs_f64() * 1e6 / SENDTO_DATAGRAMS as f64
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 fn main() {

@@ -33,6 +33,9 @@ use treffpunkt_media_node::node::tests::Net;
 use treffpunkt_media_node::node::tests::peer::Publish;
 use treffpunkt_proto::v1::signal::Kind;
 
+mod common;
+use common::{median, numbers};
+
 /// The allocator of the binaries that forward media, so that the node is measured as it runs.
 #[global_allocator]
 static ALLOCATOR: treffpunkt_media_node::Allocator = treffpunkt_media_node::Allocator;
@@ -54,10 +57,7 @@ struct Join {
 /// The meeting's size and the rounds from the command line (numbers only: the options cargo
 /// adds are skipped), or why they cannot be measured.
 fn shape() -> Result<(usize, usize), String> {
-    let arguments: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|argument| argument.parse().ok())
-        .collect();
+    let arguments = numbers();
     let participants = arguments.first().copied().unwrap_or(16);
     let rounds = arguments.get(1).copied().unwrap_or(3);
     if !(2..=40).contains(&participants) {
@@ -134,11 +134,6 @@ fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 fn main() {
     let (participants, rounds) = match shape() {
         Ok(shape) => shape,
@@ -183,7 +178,12 @@ fn main() {
             continue;
         }
         let of = |value: fn(&Join) -> f64| {
-            median(measured.iter().map(|round| value(&round[join])).collect())
+            median(
+                &mut measured
+                    .iter()
+                    .map(|round| value(&round[join]))
+                    .collect::<Vec<_>>(),
+            )
         };
         println!(
             "| {number} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} |",
@@ -196,10 +196,10 @@ fn main() {
         );
     }
     let total = median(
-        measured
+        &mut measured
             .iter()
             .map(|joins| joins.iter().map(|join| ms(join.signalling)).sum())
-            .collect(),
+            .collect::<Vec<f64>>(),
     );
     println!(
         "\nthe node's signalling for the whole meeting: {total:.1} ms (median); bench took {:.1} s",

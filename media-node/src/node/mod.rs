@@ -259,8 +259,9 @@ pub struct Node {
     /// Sessions whose offer is due, oldest first: [`OFFERS_PER_TURN`] are made at the end of
     /// each input, the rest at the next turns of the loop (see [`Self::poll_timeout`]).
     offers_due: VecDeque<PeerId>,
-    /// When the offers still due became due: the loop's next turn, for [`Self::poll_timeout`].
-    offers_pending_since: Option<Instant>,
+    /// The input after which offers were left waiting: the timer [`Self::poll_timeout`] gives,
+    /// due at once, so that the loop's next turn makes them.
+    offers_waiting_since: Option<Instant>,
     /// Offers made so far.
     offers_made: u64,
     /// Sessions that ended and still have goodbyes to send.
@@ -317,7 +318,7 @@ impl Node {
             timers: BinaryHeap::new(),
             touched: Vec::new(),
             offers_due: VecDeque::new(),
-            offers_pending_since: None,
+            offers_waiting_since: None,
             offers_made: 0,
             closing: Vec::new(),
             fanout: Vec::new(),
@@ -421,7 +422,7 @@ impl Node {
         }
         let session = self.timers.peek().map(|Reverse((at, _))| *at);
         [
-            self.offers_pending_since,
+            self.offers_waiting_since,
             session,
             self.core.poll_timeout(),
             Some(self.next_housekeeping),
@@ -546,10 +547,7 @@ impl Node {
                 Err(error) => tracing::warn!(%error, "could not create an offer"),
             }
         }
-        self.offers_pending_since = match self.offers_due.is_empty() {
-            true => None,
-            false => Some(self.offers_pending_since.unwrap_or(now)),
-        };
+        self.offers_waiting_since = (!self.offers_due.is_empty()).then_some(now);
         for peer in &touched {
             let Some(session) = self.sessions.get_mut(peer) else {
                 continue;
