@@ -256,8 +256,9 @@ pub struct Node {
     timers: BinaryHeap<Reverse<(Instant, PeerId)>>,
     /// Sessions touched by the current input.
     touched: Vec<PeerId>,
-    /// Sessions whose offer is due, oldest first: [`OFFERS_PER_TURN`] are made at the end of
-    /// each input, the rest at the next turns of the loop (see [`Self::poll_timeout`]).
+    /// Sessions whose offer is due, joiners' first, then oldest first: [`OFFERS_PER_TURN`] are
+    /// made at the end of each input, the rest at the next turns of the loop (see
+    /// [`Self::poll_timeout`]).
     offers_due: VecDeque<PeerId>,
     /// The input after which offers were left waiting: the timer [`Self::poll_timeout`] gives,
     /// due at once, so that the loop's next turn makes them.
@@ -521,11 +522,28 @@ impl Node {
         touched.sort_unstable();
         touched.dedup();
         for peer in &touched {
-            if self.sessions.get(peer).is_some_and(Session::offer_due)
-                && !self.offers_due.contains(peer)
-            {
-                self.offers_due.push_back(*peer);
+            let Some(session) = self.sessions.get(peer) else {
+                continue;
+            };
+            if !session.offer_due() || self.offers_due.contains(peer) {
+                continue;
             }
+            // A joiner's offer goes before the others' (after joiners already waiting): it
+            // opens every pair the joiner is part of, where another's opens one.
+            let at = if session.receives_nothing_yet() {
+                self.offers_due
+                    .iter()
+                    .position(|waiting| {
+                        !self
+                            .sessions
+                            .get(waiting)
+                            .is_some_and(Session::receives_nothing_yet)
+                    })
+                    .unwrap_or(self.offers_due.len())
+            } else {
+                self.offers_due.len()
+            };
+            self.offers_due.insert(at, *peer);
         }
         let mut made = 0;
         while made < OFFERS_PER_TURN

@@ -377,6 +377,12 @@ impl Session {
         self.needs_offer && self.negotiation == Negotiation::Stable
     }
 
+    /// Whether no down-track of this connection is negotiated yet: a joiner's first offer of the
+    /// others' tracks, which opens every pair it is part of at once.
+    pub fn receives_nothing_yet(&self) -> bool {
+        !self.down.values().any(|down| down.negotiated)
+    }
+
     /// Creates the node's offer if one is due: down-tracks changed and nothing is in flight.
     pub fn offer_if_needed(&mut self, now: Instant) -> Result<Option<String>> {
         if !self.offer_due() {

@@ -302,6 +302,8 @@ pub async fn serve_tls(
                     continue;
                 }
             };
+            // Without Nagle's algorithm, as in `attach::serve`.
+            let _ = stream.set_nodelay(true);
             let Ok(permit) = handshakes.clone().try_acquire_owned() else {
                 debug!(%peer, "too many TLS handshakes under way on the Attach port");
                 continue;

@@ -189,6 +189,55 @@ fn a_join_is_offered_to_the_others_a_few_at_a_time_and_everyone_meets() {
 }
 
 #[test]
+fn a_joiner_is_offered_the_others_tracks_before_they_are_offered_its() {
+    let mut net = Net::new(10);
+    let names = ["anna", "ben", "carla", "dora", "emil"];
+    let earlier: Vec<usize> = names
+        .iter()
+        .map(|name| net.join(name, Publish::Plain))
+        .collect();
+    let everyone_met = |net: &Net| {
+        earlier.iter().all(|&index| {
+            names
+                .iter()
+                .filter(|name| **name != names[index])
+                .all(|name| has_media(net, index, &format!("p-{name}"), 5, 3))
+        })
+    };
+    assert!(
+        net.run_until(Duration::from_secs(6), everyone_met),
+        "the five meet"
+    );
+    let before = net.offered_to.len();
+    let fritz = net.join("fritz", Publish::Plain);
+    assert!(
+        net.run_until(Duration::from_secs(1), |net| net.offered_to.len()
+            >= before + 1 + names.len()),
+        "fritz and the five are offered"
+    );
+    assert_eq!(
+        net.offered_to[before],
+        fritz,
+        "the first offer after fritz's join is his, not the five's (offers went to {:?})",
+        &net.offered_to[before..]
+    );
+    let offered = offers(&net, fritz);
+    for name in names {
+        assert!(
+            offered[0].contains(&format!("p-{name}")),
+            "fritz's first offer names {name}'s tracks"
+        );
+    }
+    let met = net.run_until(Duration::from_secs(6), |net| {
+        earlier.iter().all(|&index| {
+            has_media(net, index, "p-fritz", 5, 3)
+                && has_media(net, fritz, &format!("p-{}", names[index]), 5, 3)
+        })
+    });
+    assert!(met, "fritz and the five hear and see each other");
+}
+
+#[test]
 fn a_subscriber_gets_the_simulcast_layer_for_the_size_it_shows() {
     let mut net = Net::new(10);
     net.join("anna", Publish::Simulcast);

@@ -128,6 +128,8 @@ pub struct Net {
     pub most_offers_in_one_call: u64,
     /// RTP packets the nodes sent to participants.
     pub rtp_down: u64,
+    /// The participants the nodes' offers went to, in the order they were made.
+    pub offered_to: Vec<usize>,
 }
 
 impl Net {
@@ -158,6 +160,7 @@ impl Net {
             node_commands: Duration::ZERO,
             node_longest_call: Duration::ZERO,
             most_offers_in_one_call: 0,
+            offered_to: Vec::new(),
             rtp_down: 0,
         }
     }
@@ -526,9 +529,13 @@ impl Net {
         match event {
             Event::Signal { session_id, signal } => {
                 let now = self.now;
-                let Some(peer) = self.peers.iter_mut().find(|p| p.session_id == session_id) else {
+                let Some(index) = self.peers.iter().position(|p| p.session_id == session_id) else {
                     return;
                 };
+                if matches!(signal.kind, Some(v1::signal::Kind::Offer(_))) {
+                    self.offered_to.push(index);
+                }
+                let peer = &mut self.peers[index];
                 if let Some(reply) = peer.on_signal(now, signal) {
                     let command = Command::Signal {
                         session_id,
