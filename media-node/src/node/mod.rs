@@ -68,6 +68,11 @@ pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 /// of 16 took the loop about 14 ms at a stretch when all offers were made at once (the
 /// `joining` benchmark); a few at each turn let the loop forward between them.
 pub const OFFERS_PER_TURN: usize = 2;
+/// How long the offer of a participant already receiving waits after what it receives changed,
+/// so that the joins (and leaves) of a burst reach it in one renegotiation instead of one each.
+/// The joiner's own first offer does not wait, and the joiner's connection takes longer than
+/// this to come up, so the others are renegotiated by the time its media flows.
+pub const OFFER_HOLD: Duration = Duration::from_millis(15);
 
 /// A participant admitted by the control plane (its grant already checked).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -258,8 +263,10 @@ pub struct Node {
     touched: Vec<PeerId>,
     /// Sessions whose offer is due, joiners' first, then oldest first: [`OFFERS_PER_TURN`] are
     /// made at the end of each input, the rest at the next turns of the loop (see
-    /// [`Self::poll_timeout`]).
+    /// [`Self::poll_timeout`]). Others than joiners come here from [`Self::offers_held`].
     offers_due: VecDeque<PeerId>,
+    /// Sessions whose offer waits for [`OFFER_HOLD`], with when it is due, earliest first.
+    offers_held: VecDeque<(Instant, PeerId)>,
     /// The input after which offers were left waiting: the timer [`Self::poll_timeout`] gives,
     /// due at once, so that the loop's next turn makes them.
     offers_waiting_since: Option<Instant>,
@@ -319,6 +326,7 @@ impl Node {
             timers: BinaryHeap::new(),
             touched: Vec::new(),
             offers_due: VecDeque::new(),
+            offers_held: VecDeque::new(),
             offers_waiting_since: None,
             offers_made: 0,
             closing: Vec::new(),
@@ -424,6 +432,7 @@ impl Node {
         let session = self.timers.peek().map(|Reverse((at, _))| *at);
         [
             self.offers_waiting_since,
+            self.offers_held.front().map(|(at, _)| *at),
             session,
             self.core.poll_timeout(),
             Some(self.next_housekeeping),
@@ -525,13 +534,18 @@ impl Node {
             let Some(session) = self.sessions.get(peer) else {
                 continue;
             };
-            if !session.offer_due() || self.offers_due.contains(peer) {
+            if !session.offer_due()
+                || self.offers_due.contains(peer)
+                || self.offers_held.iter().any(|(_, held)| held == peer)
+            {
                 continue;
             }
-            // A joiner's offer goes before the others' (after joiners already waiting): it
-            // opens every pair the joiner is part of, where another's opens one.
-            let at = if session.receives_nothing_yet() {
-                self.offers_due
+            if session.receives_nothing_yet() {
+                // A joiner's offer goes at once and before the others' (after joiners already
+                // waiting): it opens every pair the joiner is part of, where another's opens
+                // one.
+                let at = self
+                    .offers_due
                     .iter()
                     .position(|waiting| {
                         !self
@@ -539,11 +553,17 @@ impl Node {
                             .get(waiting)
                             .is_some_and(Session::receives_nothing_yet)
                     })
-                    .unwrap_or(self.offers_due.len())
+                    .unwrap_or(self.offers_due.len());
+                self.offers_due.insert(at, *peer);
             } else {
-                self.offers_due.len()
-            };
-            self.offers_due.insert(at, *peer);
+                self.offers_held.push_back((now + OFFER_HOLD, *peer));
+            }
+        }
+        while let Some((at, peer)) = self.offers_held.front().copied()
+            && at <= now
+        {
+            self.offers_held.pop_front();
+            self.offers_due.push_back(peer);
         }
         let mut made = 0;
         while made < OFFERS_PER_TURN

@@ -238,6 +238,58 @@ fn a_joiner_is_offered_the_others_tracks_before_they_are_offered_its() {
 }
 
 #[test]
+fn joins_in_a_burst_reach_those_already_there_in_one_renegotiation() {
+    let mut net = Net::new(10);
+    let names = ["anna", "ben", "carla", "dora", "emil", "fritz"];
+    let (there, coming) = names.split_at(3);
+    let earlier: Vec<usize> = there
+        .iter()
+        .map(|name| net.join(name, Publish::Plain))
+        .collect();
+    let met = |net: &Net, from: &[usize], of: &[&str]| {
+        from.iter().all(|&index| {
+            of.iter()
+                .filter(|name| **name != names[index])
+                .all(|name| has_media(net, index, &format!("p-{name}"), 5, 3))
+        })
+    };
+    assert!(
+        net.run_until(Duration::from_secs(6), |net| met(net, &earlier, there)),
+        "the first three meet"
+    );
+    let before: Vec<usize> = earlier
+        .iter()
+        .map(|&index| offers(&net, index).len())
+        .collect();
+    // Three join within the same millisecond, as the load generator's four at a time do.
+    let joiners: Vec<usize> = coming
+        .iter()
+        .map(|name| net.join(name, Publish::Plain))
+        .collect();
+    let everyone: Vec<usize> = earlier.iter().chain(&joiners).copied().collect();
+    assert!(
+        net.run_until(Duration::from_secs(6), |net| met(net, &everyone, &names)),
+        "all six hear and see each other"
+    );
+    for (&index, before) in earlier.iter().zip(before) {
+        let asked = &offers(&net, index)[before..];
+        assert_eq!(
+            asked.len(),
+            1,
+            "{} is renegotiated once for the three joins",
+            names[index]
+        );
+        for name in coming {
+            assert!(
+                asked[0].contains(&format!("p-{name}")),
+                "the one offer to {} names {name}",
+                names[index]
+            );
+        }
+    }
+}
+
+#[test]
 fn a_subscriber_gets_the_simulcast_layer_for_the_size_it_shows() {
     let mut net = Net::new(10);
     net.join("anna", Publish::Simulcast);
