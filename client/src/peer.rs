@@ -46,8 +46,9 @@ use crate::received::Arrival;
 use crate::sender::{self, Extensions, Sending, Stream, unix_us};
 use crate::{Error, Received, Result};
 
-/// How late an SRTP packet may come and still be taken, as in browsers: the node repairs loss by
-/// sending a packet again under its own sequence number (no RTX), a round trip after it.
+/// How late an SRTP packet may come and still be taken, as in browsers: to a subscriber without
+/// RTX the node repairs loss by sending the packet again under its own sequence number, a round
+/// trip after it (this client takes RTX, whose repairs come on a stream of their own).
 const SRTP_REPLAY_WINDOW: usize = 1_024;
 
 /// How often candidate pairs are checked while connecting. Browsers pace their checks at about
