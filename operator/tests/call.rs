@@ -172,6 +172,76 @@ async fn people_leaving_one_after_another_are_gone_from_the_node_at_once() {
     server.stop();
 }
 
+/// Opens a page's signalling WebSocket on `url` and joins as `name` (sending no offer).
+async fn join_page(url: &str, name: &str) -> support::sockets::Signalling {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut page, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("the gateway takes the WebSocket");
+    let join = serde_json::json!({"type": "join", "name": name, "features": []});
+    page.send(Message::Text(join.to_string().into()))
+        .await
+        .expect("the socket is open");
+    page
+}
+
+/// The id of `name` once `watcher` hears of them joining; `None` when it hears nothing for 5 s.
+async fn next_joined(watcher: &mut Participant, name: &str) -> Option<String> {
+    loop {
+        match watcher.next_event(Duration::from_secs(5)).await? {
+            RoomEvent::Joined { id, name: joined } if joined == name => return Some(id),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_page_leaves_at_once_and_a_broken_line_is_waited_for() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let server = start(Vec::new()).await;
+    let url = signal_url(server.http, "public", "tab");
+    let mut anna = Participant::join(&url, "Anna", None)
+        .await
+        .expect("Anna joins");
+    let emil = join_page(&url, "Emil").await;
+    let emil_id = next_joined(&mut anna, "Emil")
+        .await
+        .expect("Anna sees Emil come");
+    let mut dora = join_page(&url, "Dora").await;
+    let dora_id = next_joined(&mut anna, "Dora")
+        .await
+        .expect("Anna sees Dora come");
+
+    // Emil's line breaks: his connection ends without a word, and his page may come back.
+    drop(emil);
+    // Dora closes her tab: the browser closes the socket as "going away".
+    let going_away = CloseFrame {
+        code: CloseCode::Away,
+        reason: "".into(),
+    };
+    dora.send(Message::Close(Some(going_away)))
+        .await
+        .expect("the socket is open");
+    let left = loop {
+        match anna.next_event(Duration::from_secs(5)).await {
+            Some(RoomEvent::Left { id, reason }) => break Some((id, reason)),
+            Some(_) => continue,
+            None => break None,
+        }
+    };
+    assert_eq!(
+        left,
+        Some((dora_id, "left".to_owned())),
+        "Anna is told within 5 s that Dora left, and of Emil not yet ({emil_id} may come back)"
+    );
+    anna.leave().await;
+    server.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_room_refuses_the_next_person_with_a_clear_error() {
     let mut tenant = Tenant::public();

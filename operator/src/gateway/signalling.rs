@@ -283,6 +283,14 @@ impl<S: Store> Session<S> {
         };
         let text = match frame {
             Message::Text(text) => text,
+            // A browser closes with "going away" when its page goes (the tab closed, the
+            // browser quit): nothing is left that could resume, so it counts as leaving, and the
+            // others see the participant go now rather than when the node's wait runs out. A
+            // line that breaks sends no close frame; neither does a page whose own `leave` got
+            // out first.
+            Message::Close(Some(frame)) if frame.code == close_code::AWAY => {
+                return Inbound::Message(ClientMessage::Leave);
+            }
             Message::Close(_) => return Inbound::Gone,
             Message::Ping(_) | Message::Pong(_) => return Inbound::Refused,
             Message::Binary(_) => {
