@@ -318,6 +318,7 @@ impl DownlinkEstimator {
         if target < self.target {
             self.target = target.clamp(MIN, MAX);
             self.last_decrease = Some(now);
+            self.prober.estimate_fell(now);
         }
     }
 }

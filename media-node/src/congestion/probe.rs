@@ -22,7 +22,12 @@
 //!
 //! A probe of 40 ms cannot see past a shaper's bucket (a token bucket lets a short burst through
 //! at full speed); the node's moves up stay cautious for that reason (see the core's
-//! publications), but the probe no longer is the move up.
+//! publications), but the probe no longer is the move up. Behind such a shaper a probe is
+//! carried, the node moves up, and the estimate falls again within seconds. A fall that soon
+//! after a carried probe counts against probing: the next probe waits 4 s, twice as long each
+//! time it happens again, up to 32 s, so a thin line behind a bucket is not given a video it
+//! cannot carry every few seconds (measured in the browser tests' weak line: a video moved up
+//! twice in 10 s). A carried probe whose rate then holds for that long resets the wait.
 //!
 //! A video down-track that never played is padded too (its sequence starts with the padding),
 //! and a line that carries nothing yet is probed from the estimator's tick, since no feedback
@@ -93,6 +98,15 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 /// At most this long: a probe costs a thin line at most some 50 ms of queue, and a line that
 /// cleared should be found soon.
 const MAX_BACKOFF: Duration = Duration::from_secs(4);
+/// A fall of the estimate within this time of a carried probe says the probe saw less than the
+/// line: a shaper's bucket let it through, and the move up it allowed did not hold.
+const BORNE_OUT: Duration = Duration::from_secs(5);
+/// The wait after the first carried probe that the line did not bear out; it doubles every
+/// time again.
+const FIRST_UNBORNE_BACKOFF: Duration = Duration::from_secs(4);
+/// At most this long: what a move up that fails costs (a keyframe at the higher layer, loss
+/// and a frozen picture while it falls back) is worth a long wait, not a line lost for good.
+const MAX_UNBORNE_BACKOFF: Duration = Duration::from_secs(32);
 /// A request the node has not answered in this time is given up.
 const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 /// A probe whose feedback has not come in this time is judged on what came.
@@ -166,6 +180,11 @@ pub struct Prober {
     history: VecDeque<Sent>,
     not_before: Option<Instant>,
     backoff: Duration,
+    /// When the last probe was carried, until the estimate held for [`BORNE_OUT`] after it
+    /// or fell.
+    carried_at: Option<Instant>,
+    /// The wait after the next carried probe that the line does not bear out.
+    unborne_backoff: Duration,
 }
 
 impl Default for Prober {
@@ -175,6 +194,8 @@ impl Default for Prober {
             history: VecDeque::new(),
             not_before: None,
             backoff: FIRST_BACKOFF,
+            carried_at: None,
+            unborne_backoff: FIRST_UNBORNE_BACKOFF,
         }
     }
 }
@@ -183,6 +204,32 @@ impl Prober {
     /// Whether a probe is asked for or under way.
     pub fn busy(&self) -> bool {
         !matches!(self.state, State::Idle)
+    }
+
+    /// The estimate fell at `now`. Within [`BORNE_OUT`] of a carried probe that makes the next
+    /// probe wait (see the module's documentation).
+    pub fn estimate_fell(&mut self, now: Instant) {
+        self.settle(now);
+        if self.carried_at.take().is_some() {
+            let until = now + self.unborne_backoff;
+            self.not_before = Some(self.not_before.map_or(until, |at| at.max(until)));
+            self.unborne_backoff = (self.unborne_backoff * 2).min(MAX_UNBORNE_BACKOFF);
+            tracing::debug!(
+                wait_ms = (until - now).as_millis() as u64,
+                "the estimate fell soon after a carried probe"
+            );
+        }
+    }
+
+    /// Forgets a carried probe whose rate held for [`BORNE_OUT`]: the line bore it out.
+    fn settle(&mut self, now: Instant) {
+        if self
+            .carried_at
+            .is_some_and(|at| now.saturating_duration_since(at) >= BORNE_OUT)
+        {
+            self.carried_at = None;
+            self.unborne_backoff = FIRST_UNBORNE_BACKOFF;
+        }
     }
 
     /// The rate to probe for, and the request for the node, when a probe is due: the estimate
@@ -194,6 +241,7 @@ impl Prober {
         received: f64,
         wanted: f64,
     ) -> Option<ProbeRequest> {
+        self.settle(now);
         if self.busy() || wanted <= estimate || self.not_before.is_some_and(|at| now < at) {
             return None;
         }
@@ -318,6 +366,8 @@ impl Prober {
         };
         tracing::debug!(?outcome, probed = rate as u64, ?rates, "probe");
         if matches!(outcome, Outcome::Carried(_)) {
+            self.settle(now);
+            self.carried_at = Some(now);
             self.backoff = FIRST_BACKOFF;
             self.not_before = Some(now + INTERVAL);
         } else if matches!(outcome, Outcome::Short(_)) {
@@ -534,6 +584,47 @@ mod tests {
             prober
                 .due(at + INTERVAL, 800_000.0, 300_000.0, 2_000_000.0)
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn a_carried_probe_the_line_does_not_bear_out_makes_the_next_wait_longer_each_time() {
+        let mut prober = Prober::default();
+        let mut now = Instant::now();
+        // The time from a fall of the estimate to the next probe.
+        let wait_after_fall = |prober: &mut Prober, now: &mut Instant, fall_after: Duration| {
+            prober.due(*now, 400_000.0, 300_000.0, 1_200_000.0).unwrap();
+            let outcome = probe(prober, *now, 2_000, 400_000.0);
+            assert!(matches!(outcome, Outcome::Carried(_)), "{outcome:?}");
+            let fell = *now + Duration::from_millis(100) + fall_after;
+            prober.estimate_fell(fell);
+            let mut next = fell;
+            while prober
+                .due(next, 400_000.0, 300_000.0, 1_200_000.0)
+                .is_none()
+            {
+                next += Duration::from_millis(100);
+            }
+            // Give the request up, so that the next round asks anew.
+            prober.on_reports(next, &[], Some(ProbeSent::Unavailable), 400_000.0);
+            *now = next + INTERVAL;
+            (next - fell).as_secs()
+        };
+        let waits: Vec<u64> = (0..5)
+            .map(|_| wait_after_fall(&mut prober, &mut now, Duration::from_secs(1)))
+            .collect();
+        assert_eq!(
+            waits,
+            [4, 8, 16, 32, 32],
+            "a fall 1 s after each carried probe"
+        );
+        // A carried probe whose rate held for 5 s was borne out: a later fall is the line's
+        // own doing (the next probe may follow at once), and the next unborne probe waits the
+        // first wait again.
+        assert_eq!(wait_after_fall(&mut prober, &mut now, BORNE_OUT), 0);
+        assert_eq!(
+            wait_after_fall(&mut prober, &mut now, Duration::from_secs(1)),
+            4
         );
     }
 
