@@ -77,7 +77,10 @@ describe("a room across media nodes", () => {
       const statuses = await Promise.all(Object.values(nodes).map((node) => node.status()));
       return statuses.every((status) => status?.attached);
     });
-    browser = await launchBrowser({ fps: 15, mute: true });
+    // Eight frames a second: four pages that each encode three layers and decode three videos
+    // share two cores with four nodes and the control plane, and at 15 a page starved so that
+    // taking the new node's offer alone took it up to 3.5 s of a move (measured).
+    browser = await launchBrowser({ fps: 8, mute: true });
   });
 
   after(async () => {
@@ -191,9 +194,11 @@ describe("a room across media nodes", () => {
     // When the page's new connection first decoded video, on the page's own clock.
     const dora = await watches.Dora();
     const decodedAt = dora.connections.at(-1)?.decoded;
+    // What the page did meanwhile, on the same clock, says which part of the move took the time.
+    const moveLog = (await pages.Dora.evaluate(() => window.treffpunkt.log)).slice(before);
     assert.ok(
       decodedAt && decodedAt - killedAt < 5000,
-      `Dora decodes again within 5 s of her node's end: ${JSON.stringify({ killedAt: Math.round(killedAt), connections: dora.connections })}`,
+      `Dora decodes again within 5 s of her node's end: ${JSON.stringify({ killedAt: Math.round(killedAt), connections: dora.connections, log: moveLog })}`,
     );
     const moved = await eventually(async () => (await nodes["node-d"].status())?.participants === 1);
     assert.ok(moved, "Dora is on node-d now");

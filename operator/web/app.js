@@ -757,6 +757,7 @@ async function connectMedia() {
   });
   pc.addEventListener("connectionstatechange", () => {
     if (state.pc !== pc) return;
+    trace(`connection ${pc.connectionState}`);
     if (pc.connectionState === "disconnected") notify(t("reconnecting"), { sticky: true, kind: "warning" });
     // "Connected" answers a warning (reconnecting, moving); after a first join the welcome
     // said it already, and it must not push aside what answered someone's own action meanwhile
