@@ -206,8 +206,8 @@ impl Prober {
         !matches!(self.state, State::Idle)
     }
 
-    /// The estimate fell at `now`. Within [`BORNE_OUT`] of a carried probe that makes the next
-    /// probe wait (see the module's documentation).
+    /// The estimate fell at `now`. Within 5 s of a carried probe that makes the next probe
+    /// wait (see the module's documentation and [`Self::due`]).
     pub fn estimate_fell(&mut self, now: Instant) {
         self.settle(now);
         if self.carried_at.take().is_some() {

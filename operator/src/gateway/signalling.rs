@@ -286,8 +286,7 @@ impl<S: Store> Session<S> {
             // A browser closes with "going away" when its page goes (the tab closed, the
             // browser quit): nothing is left that could resume, so it counts as leaving, and the
             // others see the participant go now rather than when the node's wait runs out. A
-            // line that breaks sends no close frame; neither does a page whose own `leave` got
-            // out first.
+            // line that breaks sends no close frame, and is still waited for.
             Message::Close(Some(frame)) if frame.code == close_code::AWAY => {
                 return Inbound::Message(ClientMessage::Leave);
             }
