@@ -289,7 +289,9 @@ describe("a participant on a weak line", { skip: process.env.TREFFPUNKT_SKIP_NET
     assert.ok(a.video && a.audio && b.video && b.audio, "Anna and Ben still see and hear each other");
     console.log(
       `weak line: longest audio gap ${Math.round(audio.longestGapMs)} ms over ${audio.frames.join("+")} frames; ` +
-        `Wanda's videos low or paused in ${lowOrPaused} of 20 looks, last ${JSON.stringify(widths)}; others ${JSON.stringify(afterWidths)}`,
+        `Wanda's videos low or paused in ${lowOrPaused} of 20 looks, last ${JSON.stringify(widths)}; others ${JSON.stringify(afterWidths)}; ` +
+        // Every look, width or "p" for paused, so that a run near the limit shows what the other looks saw.
+        `looks ${looks.map((tiles) => tiles.map((tile) => (tile.paused ? "p" : tile.width)).join("/")).join(" ")}`,
     );
     await weak.screenshot({ path: path.join(ARTIFACTS, "weak-line.png") });
     await anna.context().close();
