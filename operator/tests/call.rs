@@ -93,13 +93,7 @@ async fn three_participants_receive_each_other_and_two_go_on_when_one_leaves() {
 
     let cem_id = cem.id.clone();
     cem.leave().await;
-    let told = loop {
-        match ben.next_event(Duration::from_secs(5)).await {
-            Some(RoomEvent::Left { id, reason }) => break Some((id, reason)),
-            Some(_) => continue,
-            None => break None,
-        }
-    };
+    let told = next_left(&mut ben).await;
     assert_eq!(
         told,
         Some((cem_id, "left".to_owned())),
@@ -172,18 +166,32 @@ async fn people_leaving_one_after_another_are_gone_from_the_node_at_once() {
     server.stop();
 }
 
-/// Opens a page's signalling WebSocket on `url` and joins as `name` (sending no offer).
-async fn join_page(url: &str, name: &str) -> support::sockets::Signalling {
+/// Opens a page's signalling WebSocket on `url` and joins as `name` with `features` (sending
+/// no offer).
+async fn join_page(
+    url: &str,
+    name: &str,
+    features: serde_json::Value,
+) -> support::sockets::Signalling {
     use futures::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
     let (mut page, _) = tokio_tungstenite::connect_async(url)
         .await
         .expect("the gateway takes the WebSocket");
-    let join = serde_json::json!({"type": "join", "name": name, "features": []});
+    let join = serde_json::json!({"type": "join", "name": name, "features": features});
     page.send(Message::Text(join.to_string().into()))
         .await
         .expect("the socket is open");
     page
+}
+
+/// Who `watcher` next hears of leaving, and why; `None` when it hears nothing for 5 s.
+async fn next_left(watcher: &mut Participant) -> Option<(String, String)> {
+    loop {
+        if let RoomEvent::Left { id, reason } = watcher.next_event(Duration::from_secs(5)).await? {
+            return Some((id, reason));
+        }
+    }
 }
 
 /// The id of `name` once `watcher` hears of them joining; `None` when it hears nothing for 5 s.
@@ -207,11 +215,11 @@ async fn a_closed_page_leaves_at_once_and_a_broken_line_is_waited_for() {
     let mut anna = Participant::join(&url, "Anna", None)
         .await
         .expect("Anna joins");
-    let emil = join_page(&url, "Emil").await;
+    let emil = join_page(&url, "Emil", serde_json::json!([])).await;
     let emil_id = next_joined(&mut anna, "Emil")
         .await
         .expect("Anna sees Emil come");
-    let mut dora = join_page(&url, "Dora").await;
+    let mut dora = join_page(&url, "Dora", serde_json::json!([])).await;
     let dora_id = next_joined(&mut anna, "Dora")
         .await
         .expect("Anna sees Dora come");
@@ -226,13 +234,7 @@ async fn a_closed_page_leaves_at_once_and_a_broken_line_is_waited_for() {
     dora.send(Message::Close(Some(going_away)))
         .await
         .expect("the socket is open");
-    let left = loop {
-        match anna.next_event(Duration::from_secs(5)).await {
-            Some(RoomEvent::Left { id, reason }) => break Some((id, reason)),
-            Some(_) => continue,
-            None => break None,
-        }
-    };
+    let left = next_left(&mut anna).await;
     assert_eq!(
         left,
         Some((dora_id, "left".to_owned())),
@@ -641,9 +643,8 @@ async fn a_tenant_at_its_participant_limit_refuses_the_next_person_in_any_room()
 async fn a_page_of_an_earlier_release_hears_of_newcomers_one_at_a_time() {
     // The node is played by the test over a real Attach stream, so that it says "two came at
     // once" when the test wants it to; the gateway, the fleet and the WebSockets are real.
-    use futures::{SinkExt, StreamExt};
+    use futures::StreamExt;
     use support::sockets::next_reply;
-    use tokio_tungstenite::tungstenite::Message;
     use treffpunkt_proto::features::Features;
     use treffpunkt_proto::v1::{self, control_message::Kind as ControlKind};
     let key = Keyring::from_secret(GRANT_SECRET);
@@ -667,12 +668,7 @@ async fn a_page_of_an_earlier_release_hears_of_newcomers_one_at_a_time() {
     let mut told = Vec::new();
     // A page loaded before the upgrade names no features; one of this release names them.
     for features in [serde_json::json!([]), serde_json::json!(["roster-batches"])] {
-        let (mut page, _) = tokio_tungstenite::connect_async(&url)
-            .await
-            .expect("the gateway takes the WebSocket");
-        let join = serde_json::json!({"type": "join", "name": "Alma", "features": features});
-        let join = Message::Text(join.to_string().into());
-        page.send(join).await.expect("the socket is open");
+        let mut page = join_page(&url, "Alma", features).await;
         let session_id = loop {
             let command = tokio::time::timeout(Duration::from_secs(5), commands.next()).await;
             match command {
