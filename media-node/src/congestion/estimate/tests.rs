@@ -131,22 +131,32 @@ fn run(
     trace
 }
 
-#[test]
-fn a_thin_line_is_probed_for_more_now_and_then_and_never_flooded() {
+/// When a connection's first seconds are over (while they last the estimate may grow without
+/// probes).
+const SETTLED: Duration = STARTUP.saturating_add(Duration::from_secs(1));
+
+/// A connection over `path` whose node has sent what the estimate allows until [`SETTLED`]:
+/// the start of its clock, its cell, its estimator, and the estimate every 100 ms so far.
+fn settled_on(
+    path: &mut Path,
+) -> (
+    Instant,
+    EstimateCell,
+    DownlinkEstimator,
+    Vec<(Duration, f64)>,
+) {
     let epoch = Instant::now();
     let cell = EstimateCell::new();
     let mut estimator = DownlinkEstimator::new(cell.clone());
+    let start = run(&mut estimator, path, epoch, Duration::ZERO, SETTLED, |e| e);
+    (epoch, cell, estimator, start)
+}
+
+#[test]
+fn a_thin_line_is_probed_for_more_now_and_then_and_never_flooded() {
     let mut path = Path::new(300_000.0, Duration::from_millis(100));
-    // The node starts sending what the estimate allows, and the estimate falls. (Past the
-    // connection's first seconds, when the estimate may grow without probes.)
-    let start = run(
-        &mut estimator,
-        &mut path,
-        epoch,
-        Duration::ZERO,
-        STARTUP + Duration::from_secs(1),
-        |e| e,
-    );
+    // The node starts sending what the estimate allows, and the estimate falls.
+    let (epoch, cell, mut estimator, start) = settled_on(&mut path);
     let dropped_at_start = path.dropped;
     // Then it sends the lowest layers, 200 kbit/s, and would move a video up if the
     // estimate reached 700 kbit/s.
@@ -155,7 +165,7 @@ fn a_thin_line_is_probed_for_more_now_and_then_and_never_flooded() {
         &mut estimator,
         &mut path,
         epoch,
-        STARTUP + Duration::from_secs(1),
+        SETTLED,
         Duration::from_secs(30),
         |_| 200_000.0,
     );
@@ -198,20 +208,10 @@ fn a_shaper_that_lets_probes_through_does_not_get_the_move_up_again_and_again() 
     // A 300 kbit/s line behind a token bucket of 8 KB (as the browser tests' weak line): a
     // probe of 40 ms passes at full speed whatever it asks for, and the node moves a video up
     // to 700 kbit/s, which the line cannot carry.
-    let epoch = Instant::now();
-    let cell = EstimateCell::new();
-    let mut estimator = DownlinkEstimator::new(cell.clone());
     let mut path = Path::new(300_000.0, Duration::from_millis(100));
     path.burst = 8 * 1024;
-    let settled = STARTUP + Duration::from_secs(1);
-    run(
-        &mut estimator,
-        &mut path,
-        epoch,
-        Duration::ZERO,
-        settled,
-        |e| e,
-    );
+    let (epoch, cell, mut estimator, _) = settled_on(&mut path);
+    let settled = SETTLED;
     cell.set_wanted(Some(700_000));
     let dropped_before = path.dropped;
     let trace = run(
